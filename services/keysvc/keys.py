@@ -1,0 +1,400 @@
+"""Key custody domain: key versions, NIST SP 800-57 lifecycle states and their transitions (pure)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+__all__ = [
+    "ACTIONS",
+    "ALGORITHMS",
+    "TRANSITIONS",
+    "IllegalTransition",
+    "Key",
+    "KeyDomainError",
+    "KeyPolicyError",
+    "KeyState",
+    "KeyVersion",
+    "KeyVersions",
+    "UnknownAction",
+    "VersionError",
+    "check_algorithm",
+    "new_key",
+    "releasable",
+    "rotate",
+    "rotation_due",
+    "set_min_decryption_version",
+    "transition",
+    "version_for_decrypt",
+    "version_for_release",
+]
+
+
+class KeyDomainError(Exception):
+    """Base of key-custody refusals; messages say what to do and never carry key material."""
+
+
+class IllegalTransition(KeyDomainError):
+    """The lifecycle refuses this action in the key's current state."""
+
+    def __init__(self, message: str, *, state: str, action: str) -> None:
+        super().__init__(message)
+        self.state = state
+        self.action = action
+
+
+class UnknownAction(KeyDomainError, ValueError):
+    """The action is not part of the lifecycle vocabulary."""
+
+
+class KeyPolicyError(KeyDomainError, ValueError):
+    """An algorithm, size or setting breaks the tenant's key policy."""
+
+
+class VersionError(KeyDomainError):
+    """A key version is missing, below min_decryption_version, or its material is destroyed."""
+
+
+class KeyState(StrEnum):
+    """NIST SP 800-57 Part 1 key states."""
+
+    PRE_ACTIVATION = "pre_activation"
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+    DEACTIVATED = "deactivated"
+    COMPROMISED = "compromised"
+    DESTROYED = "destroyed"
+    DESTROYED_COMPROMISED = "destroyed_compromised"
+
+
+# "reactivate" is an alias of "resume": both return a suspended key to service.
+ACTIONS: tuple[str, ...] = (
+    "activate",
+    "suspend",
+    "resume",
+    "reactivate",
+    "deactivate",
+    "mark_compromised",
+    "destroy",
+)
+_ALIASES = {"reactivate": "resume"}
+
+_S = KeyState
+# The whole lifecycle. Anything not listed is refused. Decisions beyond the NIST figure:
+# - destroy is allowed from pre_activation (never used), deactivated and compromised only.
+#   An active or suspended key must be deactivated first, so destruction is always a
+#   deliberate second step (as Vault's deletion_allowed) and a suspended key -- whose
+#   suspension is by definition temporary -- is never destroyed on the way.
+# - deactivated is final for use: no path leads back to active (NIST: deactivated keys
+#   may only process already-protected data).
+# - a destroyed key later found compromised moves to destroyed_compromised, which is terminal.
+TRANSITIONS: Mapping[tuple[KeyState, str], KeyState] = {
+    (_S.PRE_ACTIVATION, "activate"): _S.ACTIVE,
+    (_S.PRE_ACTIVATION, "mark_compromised"): _S.COMPROMISED,
+    (_S.PRE_ACTIVATION, "destroy"): _S.DESTROYED,
+    (_S.ACTIVE, "suspend"): _S.SUSPENDED,
+    (_S.ACTIVE, "deactivate"): _S.DEACTIVATED,
+    (_S.ACTIVE, "mark_compromised"): _S.COMPROMISED,
+    (_S.SUSPENDED, "resume"): _S.ACTIVE,
+    (_S.SUSPENDED, "deactivate"): _S.DEACTIVATED,
+    (_S.SUSPENDED, "mark_compromised"): _S.COMPROMISED,
+    (_S.DEACTIVATED, "mark_compromised"): _S.COMPROMISED,
+    (_S.DEACTIVATED, "destroy"): _S.DESTROYED,
+    (_S.COMPROMISED, "destroy"): _S.DESTROYED_COMPROMISED,
+    (_S.DESTROYED, "mark_compromised"): _S.DESTROYED_COMPROMISED,
+}
+
+_DESTROYED_STATES = frozenset({_S.DESTROYED, _S.DESTROYED_COMPROMISED})
+_ROTATABLE_STATES = frozenset({_S.PRE_ACTIVATION, _S.ACTIVE, _S.SUSPENDED})
+
+_NOT_RELEASABLE = {
+    _S.PRE_ACTIVATION: "key is in pre_activation; activate it before release",
+    _S.SUSPENDED: "key is suspended; resume it before release",
+    _S.DEACTIVATED: "key is deactivated; it may no longer be released (rotate into a new key)",
+    _S.COMPROMISED: "key is compromised; it must not be released",
+    _S.DESTROYED: "key is destroyed; its material no longer exists",
+    _S.DESTROYED_COMPROMISED: "key is destroyed and was compromised; its material no longer exists",
+}
+
+ALGORITHMS: Mapping[str, int] = {"AES-128": 128, "AES-192": 192, "AES-256": 256}
+
+
+@dataclass(frozen=True, slots=True)
+class KeyVersion:
+    """One generation of a key: its data key wrapped under the tenant KEK (None once destroyed)."""
+
+    version: int
+    created_at: datetime
+    wrapped: bytes | None
+    kek_version: int
+
+    @property
+    def destroyed(self) -> bool:
+        return self.wrapped is None
+
+    def __repr__(self) -> str:
+        # Wrapped material is ciphertext, but it stays out of reprs and logs all the same.
+        material = "destroyed" if self.wrapped is None else f"<{len(self.wrapped)} bytes>"
+        return (
+            f"KeyVersion(version={self.version}, created_at={self.created_at.isoformat()}, "
+            f"kek_version={self.kek_version}, wrapped={material})"
+        )
+
+
+class KeyVersions(Mapping[int, KeyVersion]):
+    """Immutable mapping version -> KeyVersion for versions 1..n.
+
+    Snapshots share one append-only list and differ only by length, so adding a version is
+    O(1); appending to an older snapshot copies first, so no snapshot ever sees another change.
+    """
+
+    __slots__ = ("_items", "_count")
+
+    def __init__(self, items: tuple[KeyVersion, ...] | list[KeyVersion] = ()) -> None:
+        items = list(items)
+        for index, kv in enumerate(items, start=1):
+            if kv.version != index:
+                raise VersionError(f"versions must run 1..n without gaps; found {kv.version} at {index}")
+        self._items: list[KeyVersion] = items
+        self._count = len(items)
+
+    @classmethod
+    def _view(cls, items: list[KeyVersion], count: int) -> KeyVersions:
+        view = cls.__new__(cls)
+        view._items = items
+        view._count = count
+        return view
+
+    def appended(self, kv: KeyVersion) -> KeyVersions:
+        if kv.version != self._count + 1:
+            raise VersionError(f"next version must be {self._count + 1}; got {kv.version}")
+        items = self._items
+        if len(items) == self._count:
+            items.append(kv)
+            # Another snapshot of the same length may have appended first: then copy.
+            if items[self._count] is kv:
+                return KeyVersions._view(items, self._count + 1)
+        return KeyVersions._view(self._items[: self._count] + [kv], self._count + 1)
+
+    def __getitem__(self, version: int) -> KeyVersion:
+        if isinstance(version, int) and 1 <= version <= self._count:
+            return self._items[version - 1]
+        raise KeyError(version)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(1, self._count + 1))
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __repr__(self) -> str:
+        return f"KeyVersions(1..{self._count})" if self._count else "KeyVersions()"
+
+
+@dataclass(frozen=True)
+class Key:
+    """A named key of a tenant: versions, Vault-style version pointers and its lifecycle state."""
+
+    tenant_id: str
+    key_id: str
+    name: str
+    algorithm: str
+    state: KeyState
+    latest_version: int
+    min_decryption_version: int
+    versions: KeyVersions
+    created_at: datetime
+    updated_at: datetime
+    volume: str | None = None
+    exportable: bool = False
+    rotation_period_seconds: int | None = None
+    # NIST SP 800-57 asks for the dates of state changes to be kept with the key.
+    activated_at: datetime | None = None
+    deactivated_at: datetime | None = None
+    compromised_at: datetime | None = None
+    destroyed_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if self.latest_version != len(self.versions):
+            raise VersionError(
+                f"latest_version {self.latest_version} does not match {len(self.versions)} stored versions"
+            )
+        if self.latest_version < 1:
+            raise VersionError("a key has at least one version")
+        if not 1 <= self.min_decryption_version <= self.latest_version:
+            raise VersionError(
+                f"min_decryption_version {self.min_decryption_version} outside 1..{self.latest_version}"
+            )
+
+
+def check_algorithm(name: str, *, min_bits: int) -> int:
+    """The key size in bits of a supported algorithm, refusing one smaller than the tenant minimum."""
+    bits = ALGORITHMS.get(name.upper() if isinstance(name, str) else name)
+    if bits is None:
+        raise KeyPolicyError(f"unknown algorithm {name!r}; supported: {', '.join(ALGORITHMS)}")
+    if bits < min_bits:
+        raise KeyPolicyError(
+            f"{name.upper()} is {bits} bits but the tenant requires at least {min_bits}-bit keys"
+        )
+    return bits
+
+
+def new_key(
+    *,
+    tenant_id: str,
+    key_id: str,
+    name: str,
+    algorithm: str,
+    wrapped: bytes,
+    kek_version: int,
+    now: datetime,
+    volume: str | None = None,
+    exportable: bool = False,
+    rotation_period_seconds: int | None = None,
+    initial_state: KeyState = KeyState.PRE_ACTIVATION,
+) -> Key:
+    """A new key whose version 1 is the given wrapped data key; it starts in pre_activation or active."""
+    for label, value in (("tenant_id", tenant_id), ("key_id", key_id), ("name", name)):
+        if not value:
+            raise KeyPolicyError(f"{label} must not be empty")
+    check_algorithm(algorithm, min_bits=0)
+    if rotation_period_seconds is not None and rotation_period_seconds <= 0:
+        raise KeyPolicyError("rotation_period_seconds must be positive when set")
+    initial_state = KeyState(initial_state)
+    if initial_state not in (KeyState.PRE_ACTIVATION, KeyState.ACTIVE):
+        raise KeyPolicyError("a new key starts in pre_activation or active")
+    first = KeyVersion(version=1, created_at=now, wrapped=bytes(wrapped), kek_version=kek_version)
+    return Key(
+        tenant_id=tenant_id,
+        key_id=key_id,
+        name=name,
+        algorithm=algorithm.upper(),
+        state=initial_state,
+        latest_version=1,
+        min_decryption_version=1,
+        versions=KeyVersions([first]),
+        created_at=now,
+        updated_at=now,
+        volume=volume,
+        exportable=exportable,
+        rotation_period_seconds=rotation_period_seconds,
+        activated_at=now if initial_state is KeyState.ACTIVE else None,
+    )
+
+
+def transition(
+    key: Key, action: str, *, actor: str, reason: str, now: datetime
+) -> tuple[Key, dict[str, Any]]:
+    """Apply a lifecycle action; returns the new key and a description for the audit trail."""
+    if action not in ACTIONS:
+        raise UnknownAction(f"unknown action {action!r}; expected one of {', '.join(ACTIONS)}")
+    if not actor or not reason:
+        raise KeyPolicyError("a lifecycle action needs an actor and a reason for the audit trail")
+    target = TRANSITIONS.get((key.state, _ALIASES.get(action, action)))
+    if target is None:
+        allowed = sorted(a for (s, a) in TRANSITIONS if s == key.state)
+        hint = f"allowed from {key.state}: {', '.join(allowed)}" if allowed else f"{key.state} is terminal"
+        raise IllegalTransition(
+            f"cannot {action} a key in state {key.state}; {hint}", state=key.state, action=action
+        )
+
+    changes: dict[str, Any] = {"state": target, "updated_at": now}
+    if target is KeyState.ACTIVE and key.activated_at is None:
+        changes["activated_at"] = now
+    elif target is KeyState.DEACTIVATED:
+        changes["deactivated_at"] = now
+    elif target in (KeyState.COMPROMISED, KeyState.DESTROYED_COMPROMISED) and key.compromised_at is None:
+        changes["compromised_at"] = now
+    if target in _DESTROYED_STATES and key.state not in _DESTROYED_STATES:
+        # Security invariant: destruction erases every version's material; metadata stays for audit.
+        changes["destroyed_at"] = now
+        changes["versions"] = KeyVersions(
+            [dataclasses.replace(kv, wrapped=None) for kv in key.versions.values()]
+        )
+
+    description = {
+        "tenant_id": key.tenant_id,
+        "key_id": key.key_id,
+        "from": str(key.state),
+        "to": str(target),
+        "action": action,
+        "actor": actor,
+        "reason": reason,
+        "at": now,
+    }
+    return dataclasses.replace(key, **changes), description
+
+
+def releasable(key: Key) -> tuple[bool, str]:
+    """Whether the key's data key may be released now, with the reason either way."""
+    if key.state is not KeyState.ACTIVE:
+        return False, _NOT_RELEASABLE[key.state]
+    latest = key.versions.get(key.latest_version)
+    if latest is None or latest.destroyed:
+        return False, f"latest version {key.latest_version} has no key material"
+    return True, "key is active"
+
+
+def rotate(key: Key, *, wrapped_new: bytes, kek_version: int, now: datetime) -> Key:
+    """Add a new latest version; older versions stay for decryption down to min_decryption_version."""
+    if key.state not in _ROTATABLE_STATES:
+        raise IllegalTransition(
+            f"cannot rotate a key in state {key.state}; only pre_activation, active or suspended keys rotate",
+            state=key.state,
+            action="rotate",
+        )
+    version = key.latest_version + 1
+    kv = KeyVersion(version=version, created_at=now, wrapped=bytes(wrapped_new), kek_version=kek_version)
+    return dataclasses.replace(
+        key, versions=key.versions.appended(kv), latest_version=version, updated_at=now
+    )
+
+
+def rotation_due(key: Key, *, now: datetime) -> bool:
+    """Whether the key has a rotation period and its latest version is at least that old."""
+    if key.rotation_period_seconds is None or key.state not in _ROTATABLE_STATES:
+        return False
+    latest = key.versions[key.latest_version]
+    return now - latest.created_at >= timedelta(seconds=key.rotation_period_seconds)
+
+
+def set_min_decryption_version(key: Key, version: int, *, now: datetime | None = None) -> Key:
+    """Move min_decryption_version within 1..latest_version; versions below it no longer decrypt."""
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise VersionError(f"min_decryption_version must be an integer; got {version!r}")
+    if not 1 <= version <= key.latest_version:
+        raise VersionError(
+            f"min_decryption_version must be between 1 and latest_version {key.latest_version}; got {version}"
+        )
+    changes: dict[str, Any] = {"min_decryption_version": version}
+    if now is not None:
+        changes["updated_at"] = now
+    return dataclasses.replace(key, **changes)
+
+
+def version_for_release(key: Key) -> KeyVersion:
+    """The latest version, which is the one released; gate the call with releasable()."""
+    return _usable(key, key.latest_version)
+
+
+def version_for_decrypt(key: Key, version: int) -> KeyVersion:
+    """A version that may decrypt: present, at least min_decryption_version, material intact."""
+    if version < key.min_decryption_version:
+        raise VersionError(
+            f"version {version} is below min_decryption_version {key.min_decryption_version}; "
+            "re-encrypt the data under a newer version"
+        )
+    return _usable(key, version)
+
+
+def _usable(key: Key, version: int) -> KeyVersion:
+    kv = key.versions.get(version)
+    if kv is None:
+        raise VersionError(f"key {key.key_id} has no version {version} (latest is {key.latest_version})")
+    if kv.destroyed:
+        raise VersionError(f"version {version} of key {key.key_id} is destroyed")
+    return kv

@@ -1,0 +1,319 @@
+"""The message bus port and its RabbitMQ adapter (aio-pika).
+
+Small on purpose: publish with confirms, consume with ack-after-effect (see `delivery`),
+per-instance listening for replies and cache invalidation, and request/reply by
+`reply_to` + `correlation_id` with a deadline. `bus_memory.MemoryBus` implements the same
+interface for `strongroom dev`; one contract suite tests both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import aio_pika
+import structlog
+from aio_pika.abc import AbstractIncomingMessage
+from pamqp.commands import Basic
+
+from . import rpc, topology
+from .delivery import Batcher, BatchHandler, Handler, handle_one
+from .events import Event, encode_event
+
+log = structlog.get_logger("strongroom.bus")
+
+RpcHandler = Callable[[rpc.RpcRequest], Awaitable[rpc.RpcReply]]
+
+
+class BusError(Exception):
+    """The bus could not do what was asked (broker down, publish refused)."""
+
+
+class BusTimeout(BusError):
+    """No reply before the deadline."""
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    routing_key: str
+    reason: str
+    body: bytes
+
+
+class Bus(Protocol):
+    async def start(self) -> None: ...
+    async def close(self) -> None: ...
+    async def publish(self, event: Event) -> None: ...
+    async def subscribe(self, service: str, handler: Handler, *, prefetch: int = 64) -> None: ...
+    async def subscribe_batch(
+        self, service: str, handler: BatchHandler, *, max_batch: int = 256, max_wait: float = 0.02
+    ) -> None: ...
+    async def listen(self, patterns: Sequence[str], handler: Handler) -> None: ...
+    async def serve(self, service: str, handler: RpcHandler) -> None: ...
+    async def call(self, service: str, request: rpc.RpcRequest, *, timeout: float) -> rpc.RpcReply: ...
+    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]: ...
+
+
+class _RabbitDelivery:
+    def __init__(self, message: AbstractIncomingMessage, bus: RabbitBus, queue: str):
+        self._message = message
+        self._bus = bus
+        self._queue = queue
+        self.body = message.body
+        self.routing_key = message.routing_key or ""
+
+    async def ack(self) -> None:
+        await self._message.ack()
+
+    async def requeue(self) -> None:
+        await self._message.nack(requeue=True)
+
+    async def dead_letter(self, reason: str) -> None:
+        await self._bus._publish_dead_letter(self.body, self.routing_key, self._queue, reason)
+        await self._message.ack()
+
+
+class RabbitBus:
+    """aio-pika adapter. `prefix` namespaces exchanges and queues (tests, several stacks)."""
+
+    def __init__(self, url: str, *, prefix: str = "strongroom."):
+        self._url = url
+        self._prefix = prefix
+        self._connection: aio_pika.abc.AbstractRobustConnection | None = None
+        self._publish_channel: aio_pika.abc.AbstractChannel | None = None
+        self._events: aio_pika.abc.AbstractExchange | None = None
+        self._rpc: aio_pika.abc.AbstractExchange | None = None
+        self._dlx: aio_pika.abc.AbstractExchange | None = None
+        self._reply_queue: aio_pika.abc.AbstractQueue | None = None
+        self._pending: dict[str, asyncio.Future[rpc.RpcReply]] = {}
+        self._batchers: list[Batcher] = []
+
+    def name(self, short: str) -> str:
+        return self._prefix + short
+
+    async def start(self) -> None:
+        self._connection = await aio_pika.connect_robust(self._url, client_properties={"connection_name": "strongroom"})
+        self._publish_channel = await self._connection.channel(publisher_confirms=True)
+        await self._declare_topology(self._publish_channel)
+
+    async def _declare_topology(self, channel: aio_pika.abc.AbstractChannel) -> None:
+        self._events = await channel.declare_exchange(
+            self.name(topology.EVENTS_EXCHANGE), aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        self._rpc = await channel.declare_exchange(
+            self.name(topology.RPC_EXCHANGE), aio_pika.ExchangeType.DIRECT, durable=True
+        )
+        self._dlx = await channel.declare_exchange(
+            self.name(topology.DEAD_LETTER_EXCHANGE), aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        dead = await channel.declare_queue(
+            self.name(topology.DEAD_LETTER_QUEUE), durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        await dead.bind(self._dlx, "#")
+        for service, patterns in topology.SERVICE_BINDINGS.items():
+            queue = await channel.declare_queue(self.name(service), durable=True, arguments=self._work_args(service))
+            for pattern in patterns:
+                await queue.bind(self._events, pattern)
+
+    def _work_args(self, service: str) -> dict[str, object]:
+        args: dict[str, object] = {
+            "x-queue-type": "quorum",
+            "x-dead-letter-exchange": self.name(topology.DEAD_LETTER_EXCHANGE),
+            "x-delivery-limit": topology.DELIVERY_LIMIT,
+        }
+        if service == "auditsvc":
+            args |= {"x-max-length": topology.AUDIT_MAX_LENGTH, "x-overflow": "reject-publish"}
+        return args
+
+    async def close(self) -> None:
+        for batcher in self._batchers:
+            await batcher.stop()
+        for future in self._pending.values():
+            future.cancel()
+        if self._connection is not None:
+            await self._connection.close()
+            self._connection = None
+
+    # --- publishing -----------------------------------------------------------------
+
+    async def publish(self, event: Event) -> None:
+        """Returns once the broker has confirmed the message into every bound durable queue."""
+        assert self._events is not None, "bus not started"
+        message = aio_pika.Message(
+            encode_event(event),
+            content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=event.event_id,
+            correlation_id=event.correlation_id,
+            type=event.type,
+        )
+        try:
+            confirmation = await self._events.publish(message, routing_key=event.type, mandatory=True)
+        except aio_pika.exceptions.DeliveryError:
+            raise BusError(f"broker refused {event.type} (a bound queue is full or unavailable)") from None
+        except (aio_pika.exceptions.AMQPError, ConnectionError, asyncio.TimeoutError) as exc:
+            raise BusError(f"publish of {event.type} failed: {exc!r}") from None
+        _check_confirmation(confirmation, event.type)
+
+    async def _publish_dead_letter(self, body: bytes, routing_key: str, queue: str, reason: str) -> None:
+        assert self._dlx is not None
+        headers = {"x-reason": reason[:1000], "x-original-routing-key": routing_key, "x-original-queue": queue}
+        await self._dlx.publish(
+            aio_pika.Message(body, headers=headers, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+            routing_key=routing_key or "unknown",
+        )
+
+    # --- consuming ------------------------------------------------------------------
+
+    async def _consumer_channel(self, prefetch: int) -> aio_pika.abc.AbstractChannel:
+        assert self._connection is not None, "bus not started"
+        channel = await self._connection.channel(publisher_confirms=True)
+        await channel.set_qos(prefetch_count=prefetch)
+        return channel
+
+    async def subscribe(self, service: str, handler: Handler, *, prefetch: int = 64) -> None:
+        channel = await self._consumer_channel(prefetch)
+        queue = await channel.declare_queue(self.name(service), durable=True, arguments=self._work_args(service))
+        queue_name = self.name(service)
+
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            await handle_one(_RabbitDelivery(message, self, queue_name), handler)
+
+        await queue.consume(on_message)
+
+    async def subscribe_batch(
+        self, service: str, handler: BatchHandler, *, max_batch: int = 256, max_wait: float = 0.02
+    ) -> None:
+        channel = await self._consumer_channel(max_batch * 2)
+        queue = await channel.declare_queue(self.name(service), durable=True, arguments=self._work_args(service))
+        batcher = Batcher(handler, max_batch=max_batch, max_wait=max_wait)
+        batcher.start()
+        self._batchers.append(batcher)
+        queue_name = self.name(service)
+
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            batcher.put(_RabbitDelivery(message, self, queue_name))
+
+        await queue.consume(on_message)
+
+    async def listen(self, patterns: Sequence[str], handler: Handler) -> None:
+        """A private, transient queue for this instance: replies and cache invalidation."""
+        channel = await self._consumer_channel(256)
+        assert self._events is not None
+        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        for pattern in patterns:
+            await queue.bind(self._events, pattern)
+
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            await handle_one(_RabbitDelivery(message, self, queue.name), handler)
+
+        await queue.consume(on_message)
+
+    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """Takes up to `limit` dead letters off the dead-letter queue (operators and tests)."""
+        assert self._connection is not None
+        channel = await self._connection.channel()
+        queue = await channel.declare_queue(
+            self.name(topology.DEAD_LETTER_QUEUE), durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        letters: list[DeadLetter] = []
+        while len(letters) < limit:
+            message = await queue.get(fail=False, no_ack=False)
+            if message is None:
+                break
+            headers = message.headers or {}
+            reason = headers.get("x-reason")
+            if reason is None:  # dead-lettered by the broker itself (delivery limit)
+                deaths = headers.get("x-death") or [{}]
+                reason = f"broker: {deaths[0].get('reason', 'unknown')}"
+            letters.append(DeadLetter(str(headers.get("x-original-routing-key", message.routing_key)), str(reason), message.body))
+            await message.ack()
+        await channel.close()
+        return letters
+
+    # --- request/reply --------------------------------------------------------------
+
+    async def serve(self, service: str, handler: RpcHandler) -> None:
+        channel = await self._consumer_channel(32)
+        assert self._rpc is not None
+        queue = await channel.declare_queue(
+            self.name(f"{service}.rpc"), durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        await queue.bind(self._rpc, service)
+        default = channel.default_exchange
+
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            reply = await _answer(message.body, handler)
+            if message.reply_to:
+                await default.publish(
+                    aio_pika.Message(rpc.encode(reply), correlation_id=message.correlation_id),
+                    routing_key=message.reply_to,
+                )
+            await message.ack()
+
+        await queue.consume(on_message)
+
+    async def _ensure_reply_queue(self) -> aio_pika.abc.AbstractQueue:
+        if self._reply_queue is None:
+            channel = await self._consumer_channel(256)
+            self._reply_queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+
+            async def on_reply(message: AbstractIncomingMessage) -> None:
+                future = self._pending.pop(message.correlation_id or "", None)
+                if future is not None and not future.done():
+                    try:
+                        future.set_result(rpc.decode_reply(message.body))
+                    except Exception as exc:  # a garbled reply fails that one call, not the bus
+                        future.set_exception(BusError(f"bad reply: {exc}"))
+                await message.ack()
+
+            await self._reply_queue.consume(on_reply)
+        return self._reply_queue
+
+    async def call(self, service: str, request: rpc.RpcRequest, *, timeout: float) -> rpc.RpcReply:
+        assert self._rpc is not None, "bus not started"
+        reply_queue = await self._ensure_reply_queue()
+        future: asyncio.Future[rpc.RpcReply] = asyncio.get_running_loop().create_future()
+        self._pending[request.correlation_id] = future
+        # The request expires with the caller's deadline: a late service must not act on it.
+        message = aio_pika.Message(
+            rpc.encode(request),
+            correlation_id=request.correlation_id,
+            reply_to=reply_queue.name,
+            expiration=timeout,
+            content_type="application/json",
+        )
+        try:
+            confirmation = await self._rpc.publish(message, routing_key=service, mandatory=True)
+            _check_confirmation(confirmation, f"rpc {service}.{request.method}")
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            raise BusTimeout(f"{service} did not answer within {timeout:g}s") from None
+        except (aio_pika.exceptions.AMQPError, ConnectionError) as exc:
+            raise BusError(f"{service} unreachable: {exc!r}") from None
+        finally:
+            self._pending.pop(request.correlation_id, None)
+
+
+def _check_confirmation(confirmation: object, what: str) -> None:
+    """A Basic.Ack means routed and durably stored; a returned message means no queue took it."""
+    if not isinstance(confirmation, Basic.Ack):
+        raise BusError(f"no queue bound for {what}")
+
+
+async def _answer(body: bytes, handler: RpcHandler) -> rpc.RpcReply:
+    try:
+        request = rpc.decode_request(body)
+    except Exception:
+        return rpc.RpcReply.fail(400, "Bad Request", "malformed request message")
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(correlation_id=request.correlation_id, tenant_id=request.tenant_id, method=request.method)
+    try:
+        return await handler(request)
+    except rpc.ProblemError as exc:
+        return rpc.RpcReply(problem=exc.problem)
+    except Exception:
+        log.exception("rpc_handler_failed")
+        return rpc.RpcReply.fail(500, "Internal Server Error", "the service failed to handle the request")

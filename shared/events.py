@@ -1,0 +1,265 @@
+"""Every message contract between the services: frozen, versioned pydantic events.
+
+The `type` literal is also the routing key on the topic exchange. Decode once through
+`decode_event`; evolve a contract by bumping `version` and adding an upcast below it.
+No event carries key material in the clear: released keys travel HPKE-sealed to the
+agent's one-time public key, which only the agent can open.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal, TypeVar, Union
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+
+def new_id(prefix: str = "") -> str:
+    return f"{prefix}{uuid.uuid4().hex}"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+E = TypeVar("E", bound="Event")
+
+
+class Actor(BaseModel):
+    """Who caused an event: a user, a device, a service, the provider or the bootstrap credential."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    kind: Literal["user", "device", "service", "provider", "bootstrap"]
+    id: str
+    auth: str | None = None
+
+
+SYSTEM = Actor(kind="service", id="strongroom")
+
+
+class Event(BaseModel):
+    """The envelope shared by all events."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    event_id: str = Field(default_factory=new_id)
+    version: int = 1
+    tenant_id: str
+    occurred_at: datetime = Field(default_factory=utcnow)
+    correlation_id: str = Field(default_factory=new_id)
+    causation_id: str | None = None
+    actor: Actor = SYSTEM
+    source_ip: str | None = None
+
+    def caused(self, cls: type[E], **fields: Any) -> E:
+        """A follow-up event in the same conversation (same correlation, caused by this one)."""
+        fields.setdefault("tenant_id", self.tenant_id)
+        fields.setdefault("correlation_id", self.correlation_id)
+        fields.setdefault("actor", self.actor)
+        return cls(causation_id=self.event_id, **fields)
+
+
+# --- tenants and operator access -----------------------------------------------------
+
+
+class TenantCreated(Event):
+    type: Literal["tenant.created"] = "tenant.created"
+    name: str
+
+
+class TokenCreated(Event):
+    type: Literal["token.created"] = "token.created"
+    token_id: str
+    name: str
+    role: str
+
+
+class TokenRevoked(Event):
+    type: Literal["token.revoked"] = "token.revoked"
+    token_id: str
+
+
+class AccessDenied(Event):
+    """A refused request at the edge (bad credential, bad signature, replay)."""
+
+    type: Literal["access.denied"] = "access.denied"
+    route: str
+    reason: str
+    device_id: str | None = None
+
+
+# --- devices -------------------------------------------------------------------------
+
+
+class EnrollmentTokenCreated(Event):
+    type: Literal["device.enrollment_token_created"] = "device.enrollment_token_created"
+    enrollment_id: str
+    expires_at: datetime
+
+
+class DeviceEnrolled(Event):
+    type: Literal["device.enrolled"] = "device.enrolled"
+    device_id: str
+    enrollment_id: str
+    name: str
+    public_key: str  # Ed25519 public key, base64 (public material)
+    groups: tuple[str, ...] = ()
+
+
+class DeviceRevoked(Event):
+    type: Literal["device.revoked"] = "device.revoked"
+    device_id: str
+    reason: str = ""
+
+
+# --- keys ----------------------------------------------------------------------------
+
+
+class KeyCreated(Event):
+    type: Literal["key.created"] = "key.created"
+    key_id: str
+    name: str
+    algorithm: str
+    volume: str | None = None
+    key_version: int = 1
+
+
+class KeyStateChanged(Event):
+    type: Literal["key.state_changed"] = "key.state_changed"
+    key_id: str
+    from_state: str
+    to_state: str
+    action: str
+    reason: str = ""
+
+
+# --- policies ------------------------------------------------------------------------
+
+
+class PolicyUpdated(Event):
+    """A policy's new version. The document travels so that caches can refresh without a read."""
+
+    type: Literal["policy.updated"] = "policy.updated"
+    policy_id: str
+    policy_version: int
+    name: str
+    document: dict[str, Any]
+
+
+class PolicyDeleted(Event):
+    type: Literal["policy.deleted"] = "policy.deleted"
+    policy_id: str
+
+
+# --- the release pipeline ------------------------------------------------------------
+
+
+class KeyRequested(Event):
+    """An agent asks for a key. `ephemeral_public_key` is a one-time X25519 key (public)."""
+
+    type: Literal["key.requested"] = "key.requested"
+    request_id: str
+    device_id: str
+    key_id: str
+    facts: dict[str, Any]
+    ephemeral_public_key: str  # raw X25519 public key, base64
+
+
+class KeyDecided(Event):
+    """policysvc's verdict with its reasons; keysvc acts on allow, the gateway answers deny."""
+
+    type: Literal["key.decided"] = "key.decided"
+    request_id: str
+    device_id: str
+    key_id: str
+    effect: Literal["allow", "deny", "require_approval"]
+    reasons: tuple[str, ...] = ()
+    disclosed: dict[str, Any] = Field(default_factory=dict)
+    trace: tuple[dict[str, Any], ...] = ()
+    decided_by: tuple[dict[str, Any], ...] = ()
+    ephemeral_public_key: str
+
+
+class KeyReleased(Event):
+    """The data key sealed (HPKE) to the request's ephemeral key: opaque to all but the agent."""
+
+    type: Literal["key.released"] = "key.released"
+    request_id: str
+    device_id: str
+    key_id: str
+    key_version: int
+    algorithm: str
+    sealed_key: str  # HPKE ciphertext, base64
+    hpke_suite: str = "DHKEM(X25519,HKDF-SHA256)/HKDF-SHA256/AES-256-GCM"
+
+
+class KeyReleaseRefused(Event):
+    """keysvc would not release: unknown key, key not active, custody sealed."""
+
+    type: Literal["key.release_refused"] = "key.release_refused"
+    request_id: str
+    device_id: str
+    key_id: str
+    reason: str
+    status: Literal["not_found", "not_active", "sealed", "error"]
+
+
+AnyEvent = Annotated[
+    Union[
+        TenantCreated,
+        TokenCreated,
+        TokenRevoked,
+        AccessDenied,
+        EnrollmentTokenCreated,
+        DeviceEnrolled,
+        DeviceRevoked,
+        KeyCreated,
+        KeyStateChanged,
+        PolicyUpdated,
+        PolicyDeleted,
+        KeyRequested,
+        KeyDecided,
+        KeyReleased,
+        KeyReleaseRefused,
+    ],
+    Field(discriminator="type"),
+]
+
+_ADAPTER: TypeAdapter[Event] = TypeAdapter(AnyEvent)
+
+# Upcasts: (type, from_version) -> function turning the old payload into the next version.
+UPCASTS: dict[tuple[str, int], Any] = {}
+
+
+class MalformedEvent(ValueError):
+    """A message that is not a valid event; it is dead-lettered with this reason."""
+
+
+def decode_event(body: bytes) -> Event:
+    """Parse and validate a message body, upcasting older versions first."""
+    import json
+
+    try:
+        raw = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedEvent(f"not JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise MalformedEvent("event must be a JSON object")
+    while (up := UPCASTS.get((raw.get("type"), raw.get("version")))) is not None:
+        raw = up(raw)
+    try:
+        return _ADAPTER.validate_python(raw)
+    except Exception as exc:  # pydantic.ValidationError: keep only the locations and messages
+        errors = getattr(exc, "errors", lambda: [])()
+        detail = "; ".join(
+            ".".join(str(p) for p in e.get("loc", ())) + ": " + e.get("msg", "") for e in errors[:5]
+        )
+        raise MalformedEvent(detail or str(exc)) from None
+
+
+def encode_event(event: Event) -> bytes:
+    return event.model_dump_json().encode()
+
+
+def event_types() -> list[str]:
+    return [m.model_fields["type"].default for m in AnyEvent.__args__[0].__args__]  # type: ignore[attr-defined]

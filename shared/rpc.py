@@ -1,0 +1,68 @@
+"""Request/reply messages: how the gateway asks a service to do or read something.
+
+A request names a method, the tenant and the acting principal; a reply carries either a
+result or a problem (an HTTP status, a title, a detail and the offending field) that the
+gateway turns into `application/problem+json` unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .events import SYSTEM, Actor, new_id
+
+
+class RpcRequest(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    method: str
+    tenant_id: str
+    actor: Actor = SYSTEM
+    correlation_id: str = Field(default_factory=new_id)
+    source_ip: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class Problem(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    status: int
+    title: str
+    detail: str = ""
+    field: str | None = None
+
+
+class RpcReply(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    result: Any = None
+    problem: Problem | None = None
+
+    @classmethod
+    def fail(cls, status: int, title: str, detail: str = "", field: str | None = None) -> "RpcReply":
+        return cls(problem=Problem(status=status, title=title, detail=detail, field=field))
+
+
+class ProblemError(Exception):
+    """Raised by handlers and views for an expected failure; rendered as problem+json."""
+
+    def __init__(self, status: int, title: str, detail: str = "", field: str | None = None):
+        super().__init__(detail or title)
+        self.problem = Problem(status=status, title=title, detail=detail, field=field)
+
+
+class NotFound(ProblemError):
+    def __init__(self, what: str, field: str | None = None):
+        super().__init__(404, "Not Found", f"{what} not found", field)
+
+
+def encode(model: BaseModel) -> bytes:
+    return model.model_dump_json().encode()
+
+
+def decode_request(body: bytes) -> RpcRequest:
+    return RpcRequest.model_validate(json.loads(body))
+
+
+def decode_reply(body: bytes) -> RpcReply:
+    return RpcReply.model_validate(json.loads(body))

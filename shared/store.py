@@ -1,0 +1,67 @@
+"""MongoDB access through PyMongo's asyncio API, with the tenant on every query.
+
+Each service gets its own database (`<prefix><service>`) and owns its collections there;
+no service opens another's. `TenantCollection` makes the tenant id part of every filter
+and every document, so forgetting it is not possible through this API.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pymongo import AsyncMongoClient, ReturnDocument
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+__all__ = ["DuplicateKeyError", "ReturnDocument", "TenantCollection", "connect", "service_database"]
+
+
+def connect(url: str) -> AsyncMongoClient:
+    # tz_aware so datetimes come back as aware UTC values, never naive ones.
+    return AsyncMongoClient(url, tz_aware=True, serverSelectionTimeoutMS=10_000)
+
+
+def service_database(client: AsyncMongoClient, service: str, *, prefix: str = "strongroom_") -> AsyncDatabase:
+    return client[f"{prefix}{service}"]
+
+
+class TenantCollection:
+    """A collection whose every read and write is scoped to one tenant id."""
+
+    def __init__(self, collection: AsyncCollection):
+        self.raw = collection
+
+    @staticmethod
+    def _scoped(tenant_id: str, query: Mapping[str, Any] | None) -> dict[str, Any]:
+        if not tenant_id:
+            raise ValueError("tenant_id is required on every query")
+        return {**(query or {}), "tenant_id": tenant_id}
+
+    async def insert(self, tenant_id: str, doc: Mapping[str, Any]) -> None:
+        await self.raw.insert_one(self._scoped(tenant_id, doc))
+
+    async def insert_many(self, tenant_id: str, docs: Sequence[Mapping[str, Any]]) -> None:
+        if docs:
+            await self.raw.insert_many([self._scoped(tenant_id, d) for d in docs], ordered=False)
+
+    async def find_one(self, tenant_id: str, query: Mapping[str, Any], **kwargs: Any) -> dict[str, Any] | None:
+        return await self.raw.find_one(self._scoped(tenant_id, query), **kwargs)
+
+    async def find(
+        self, tenant_id: str, query: Mapping[str, Any] | None = None, *, sort=None, limit: int = 0, **kwargs: Any
+    ) -> list[dict[str, Any]]:
+        cursor = self.raw.find(self._scoped(tenant_id, query), sort=sort, limit=limit, **kwargs)
+        return await cursor.to_list(None)
+
+    async def update_one(self, tenant_id: str, query: Mapping[str, Any], update: Mapping[str, Any], **kwargs: Any) -> int:
+        """Returns the number of matched documents: 0 means the compare-and-swap lost."""
+        result = await self.raw.update_one(self._scoped(tenant_id, query), update, **kwargs)
+        return result.matched_count
+
+    async def delete_one(self, tenant_id: str, query: Mapping[str, Any]) -> int:
+        return (await self.raw.delete_one(self._scoped(tenant_id, query))).deleted_count
+
+    async def count(self, tenant_id: str, query: Mapping[str, Any] | None = None) -> int:
+        return await self.raw.count_documents(self._scoped(tenant_id, query))

@@ -1,0 +1,27 @@
+"""Which durable queue each service consumes, and what it is bound to.
+
+Every service declares the whole topology at start-up (declarations are idempotent), so a
+service's queue exists, and keeps messages, even while that service is down. This is what
+lets keysvc's confirmed publish of `key.released` mean "durably queued for audit".
+"""
+
+from __future__ import annotations
+
+EVENTS_EXCHANGE = "events"
+RPC_EXCHANGE = "rpc"
+DEAD_LETTER_EXCHANGE = "dead-letter"
+DEAD_LETTER_QUEUE = "dead-letters"
+
+# Work queues: one durable quorum queue per service, bound to the events it acts on.
+SERVICE_BINDINGS: dict[str, tuple[str, ...]] = {
+    "policysvc": ("key.requested",),
+    "keysvc": ("key.decided",),
+    "auditsvc": ("#",),
+}
+
+# A poison message is dead-lettered after this many deliveries instead of looping forever.
+DELIVERY_LIMIT = 10
+
+# The audit queue refuses publishes (publisher nack) rather than drop records when full,
+# so a release fails closed instead of happening unaudited.
+AUDIT_MAX_LENGTH = 5_000_000
