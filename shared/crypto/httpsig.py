@@ -8,8 +8,8 @@ RFC 9530), with the parameters ``created``, ``keyid``, ``alg="ed25519"``, a rand
 ``@authority``, ``@scheme`` and ``@target-uri`` are deliberately not covered: behind a
 TLS-terminating proxy the server sees a different scheme and host than the agent used, which
 would break every signature. The path and query must reach the server unchanged (no prefix
-stripping). Cross-host replay is instead limited by the nonce and ``created`` window, and a
-device key is only valid for its own tenant at this one service.
+stripping). The cost: within the max-age window a captured request could be replayed to another
+host that trusts the same device key, so register each device key with one deployment only.
 
 Replay detection is the caller's job: store the returned nonce until ``created + max_age``
 has passed and reject any repeat.
