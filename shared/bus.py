@@ -54,6 +54,7 @@ class Bus(Protocol):
     async def serve(self, service: str, handler: RpcHandler) -> None: ...
     async def call(self, service: str, request: rpc.RpcRequest, *, timeout: float) -> rpc.RpcReply: ...
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]: ...
+    async def publish_raw(self, routing_key: str, body: bytes) -> None: ...
 
 
 class _RabbitDelivery:
@@ -124,7 +125,12 @@ class RabbitBus:
             "x-delivery-limit": topology.DELIVERY_LIMIT,
         }
         if service == "auditsvc":
-            args |= {"x-max-length": topology.AUDIT_MAX_LENGTH, "x-overflow": "reject-publish"}
+            # One active consumer keeps each tenant's chain in order; other instances stand by.
+            args |= {
+                "x-max-length": topology.AUDIT_MAX_LENGTH,
+                "x-overflow": "reject-publish",
+                "x-single-active-consumer": True,
+            }
         return args
 
     async def close(self) -> None:
@@ -156,6 +162,24 @@ class RabbitBus:
         except (aio_pika.exceptions.AMQPError, ConnectionError, asyncio.TimeoutError) as exc:
             raise BusError(f"publish of {event.type} failed: {exc!r}") from None
         _check_confirmation(confirmation, event.type)
+
+    async def publish_raw(self, routing_key: str, body: bytes) -> None:
+        """Publishes bytes that need not be a valid event (tests of dead-lettering, tooling)."""
+        assert self._events is not None, "bus not started"
+        await self._events.publish(
+            aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT), routing_key=routing_key
+        )
+
+    async def destroy(self) -> None:
+        """Deletes this prefix's queues and exchanges (test isolation; never used in production)."""
+        assert self._connection is not None
+        channel = await self._connection.channel()
+        names = [topology.DEAD_LETTER_QUEUE, *topology.SERVICE_BINDINGS, *(f"{s}.rpc" for s in ("keysvc", "policysvc", "auditsvc"))]
+        for name in names:
+            await channel.queue_delete(self.name(name))
+        for name in (topology.EVENTS_EXCHANGE, topology.RPC_EXCHANGE, topology.DEAD_LETTER_EXCHANGE):
+            await channel.exchange_delete(self.name(name))
+        await channel.close()
 
     async def _publish_dead_letter(self, body: bytes, routing_key: str, queue: str, reason: str) -> None:
         assert self._dlx is not None

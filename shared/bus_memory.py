@@ -97,17 +97,22 @@ class MemoryBus:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def publish(self, event: Event) -> None:
-        if self._closed:
-            raise BusError("bus closed")
-        body = encode_event(event)
-        routed = False
-        for queue in self._queues.values():
-            if any(topic_matches(p, event.type) for p in queue.patterns):
-                queue.items.put_nowait(_Message(event.type, body))
-                routed = True
-        if not routed:
+        if not self._route(event.type, encode_event(event)):
             raise BusError(f"no queue bound for {event.type}")
         await asyncio.sleep(0)
+
+    async def publish_raw(self, routing_key: str, body: bytes) -> None:
+        self._route(routing_key, body)
+
+    def _route(self, routing_key: str, body: bytes) -> bool:
+        if self._closed:
+            raise BusError("bus closed")
+        routed = False
+        for queue in self._queues.values():
+            if any(topic_matches(p, routing_key) for p in queue.patterns):
+                queue.items.put_nowait(_Message(routing_key, body))
+                routed = True
+        return routed
 
     def _consume(self, queue: _Queue, on_delivery, concurrency: int) -> None:
         async def worker() -> None:
@@ -146,7 +151,7 @@ class MemoryBus:
     async def call(self, service: str, request: rpc.RpcRequest, *, timeout: float) -> rpc.RpcReply:
         handler = self._rpc.get(service)
         if handler is None:
-            raise BusTimeout(f"{service} did not answer within {timeout:g}s")
+            raise BusError(f"no queue bound for rpc {service}.{request.method}")
         # Round-trip through bytes so both buses see exactly the same messages.
         try:
             reply = await asyncio.wait_for(_answer(rpc.encode(request), handler), timeout)

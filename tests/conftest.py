@@ -1,0 +1,100 @@
+"""Fixtures: the real RabbitMQ, a MongoDB-wire store, and per-test isolation of both.
+
+The store is `MONGODB_URL` when set, else a MongoDB container when Docker is reachable,
+else the embedded SecantusDB server started for the session. Each test gets its own
+queue/exchange prefix and its own database prefix, so tests never see each other's data.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+from shared.bus import RabbitBus
+from shared.bus_memory import MemoryBus
+from shared.embedded_mongo import EmbeddedMongo
+from shared.store import connect
+
+AMQP_URL = os.environ.get("STRONGROOM_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+
+
+def _docker_mongo():
+    try:
+        import docker
+
+        docker.from_env().ping()
+    except Exception:
+        return None
+    from testcontainers.mongodb import MongoDbContainer
+
+    return MongoDbContainer("mongo:7")
+
+
+@pytest.fixture(scope="session")
+def mongo_url():
+    if url := os.environ.get("MONGODB_URL"):
+        yield url
+        return
+    container = _docker_mongo()
+    if container is not None:
+        with container:
+            yield container.get_connection_url()
+        return
+    with EmbeddedMongo(":memory:") as server:
+        yield server.url
+
+
+@pytest.fixture(scope="session")
+def amqp_url():
+    return AMQP_URL
+
+
+@pytest.fixture
+def prefix():
+    return f"t{uuid.uuid4().hex[:10]}_"
+
+
+@pytest.fixture
+async def mongo_client(mongo_url):
+    client = connect(mongo_url)
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+async def db_prefix(mongo_client, prefix):
+    yield prefix
+    for name in await mongo_client.list_database_names():
+        if name.startswith(prefix):
+            await mongo_client.drop_database(name)
+
+
+async def make_rabbit_bus(amqp_url: str, prefix: str) -> RabbitBus:
+    bus = RabbitBus(amqp_url, prefix=prefix)
+    await bus.start()
+    return bus
+
+
+@pytest.fixture
+async def rabbit_bus(amqp_url, prefix):
+    bus = await make_rabbit_bus(amqp_url, f"{prefix}.")
+    yield bus
+    await bus.destroy()
+    await bus.close()
+
+
+@pytest.fixture(params=["rabbitmq", "memory"])
+async def any_bus(request, amqp_url, prefix):
+    """The bus contract runs against both implementations."""
+    if request.param == "memory":
+        bus = MemoryBus()
+        await bus.start()
+        yield bus
+        await bus.close()
+    else:
+        bus = await make_rabbit_bus(amqp_url, f"{prefix}.")
+        yield bus
+        await bus.destroy()
+        await bus.close()

@@ -1,0 +1,180 @@
+"""One contract for both buses: routing, ack-after-effect, dead letters, batches, request/reply."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from shared import rpc
+from shared.bus import BusError, BusTimeout
+from shared.events import KeyRequested, TenantCreated
+
+
+def key_requested(n: int = 0) -> KeyRequested:
+    return KeyRequested(
+        tenant_id="ten_a", request_id=f"r{n}", device_id="dev_1", key_id="key_1", facts={}, ephemeral_public_key="AA=="
+    )
+
+
+async def wait_for(predicate, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+async def test_topic_routing_delivers_to_bound_services_only(any_bus):
+    policy, audit = [], []
+
+    async def on_policy(event):
+        policy.append(event)
+
+    async def on_audit(event):
+        audit.append(event)
+
+    await any_bus.subscribe("policysvc", on_policy)
+    await any_bus.subscribe("auditsvc", on_audit)
+    await any_bus.publish(key_requested())
+    await any_bus.publish(TenantCreated(tenant_id="ten_a", name="acme"))
+    await wait_for(lambda: len(audit) == 2 and len(policy) == 1)
+    assert [e.type for e in policy] == ["key.requested"]
+    assert {e.type for e in audit} == {"key.requested", "tenant.created"}
+    assert policy[0] == key_requested().model_copy(update={"event_id": policy[0].event_id, "correlation_id": policy[0].correlation_id, "occurred_at": policy[0].occurred_at})
+
+
+async def test_messages_wait_in_the_queue_until_the_service_consumes(any_bus):
+    sent = [key_requested(i) for i in range(5)]
+    for event in sent:
+        await any_bus.publish(event)
+    got = []
+
+    async def handler(event):
+        got.append(event.event_id)
+
+    await any_bus.subscribe("policysvc", handler)
+    await wait_for(lambda: len(got) == 5)
+    assert sorted(got) == sorted(e.event_id for e in sent)
+
+
+async def test_malformed_message_is_dead_lettered_with_reason_and_consumer_goes_on(any_bus):
+    got = []
+
+    async def handler(event):
+        got.append(event)
+
+    await any_bus.subscribe("policysvc", handler)
+    await any_bus.publish_raw("key.requested", b"{not json")
+    await any_bus.publish_raw("key.requested", b'{"type": "key.requested", "version": 1}')
+    await any_bus.publish(key_requested(7))
+    await wait_for(lambda: len(got) == 1)
+    letters = []
+
+    async def collect():
+        letters.extend(await any_bus.dead_letters())
+        return len(letters) >= 2
+
+    deadline = asyncio.get_running_loop().time() + 10
+    while not await collect():
+        assert asyncio.get_running_loop().time() < deadline, letters
+        await asyncio.sleep(0.05)
+    reasons = sorted(letter.reason for letter in letters)
+    assert any("not JSON" in r for r in reasons)
+    assert any("tenant_id: Field required" in r for r in reasons)
+    assert all(letter.routing_key == "key.requested" for letter in letters)
+    assert got[0].request_id == "r7"
+
+
+async def test_failed_handler_is_redelivered_until_it_succeeds(any_bus):
+    attempts = []
+
+    async def flaky(event):
+        attempts.append(event.event_id)
+        if len(attempts) < 3:
+            raise RuntimeError("transient")
+
+    await any_bus.subscribe("policysvc", flaky)
+    event = key_requested()
+    await any_bus.publish(event)
+    await wait_for(lambda: len(attempts) == 3)
+    await asyncio.sleep(0.2)
+    assert attempts == [event.event_id] * 3
+
+
+async def test_poison_message_is_dead_lettered_after_the_delivery_limit(any_bus):
+    attempts = []
+
+    async def always_fails(event):
+        attempts.append(1)
+        raise RuntimeError("poison")
+
+    await any_bus.subscribe("policysvc", always_fails)
+    await any_bus.publish(key_requested())
+    letters = []
+    deadline = asyncio.get_running_loop().time() + 20
+    while not letters:
+        assert asyncio.get_running_loop().time() < deadline, f"not dead-lettered after {len(attempts)} attempts"
+        letters = await any_bus.dead_letters()
+        await asyncio.sleep(0.1)
+    assert "delivery_limit" in letters[0].reason or "delivery-limit" in letters[0].reason
+    assert 2 <= len(attempts) <= 12
+
+
+async def test_batch_subscription_gets_batches_and_acks_them(any_bus):
+    batches = []
+
+    async def handler(events):
+        batches.append(len(events))
+
+    for i in range(50):
+        await any_bus.publish(key_requested(i))
+    await any_bus.subscribe_batch("auditsvc", handler, max_batch=20, max_wait=0.05)
+    await wait_for(lambda: sum(batches) == 50)
+    assert max(batches) <= 20
+    assert len(batches) < 50  # really batched, not one by one
+
+
+async def test_request_reply_returns_result_or_problem(any_bus):
+    async def serve(request: rpc.RpcRequest) -> rpc.RpcReply:
+        if request.method == "fail":
+            raise rpc.NotFound("key", field="key_id")
+        return rpc.RpcReply(result={"echo": request.params, "tenant": request.tenant_id})
+
+    await any_bus.serve("keysvc", serve)
+    reply = await any_bus.call("keysvc", rpc.RpcRequest(method="echo", tenant_id="ten_a", params={"x": 1}), timeout=5)
+    assert reply.result == {"echo": {"x": 1}, "tenant": "ten_a"}
+    reply = await any_bus.call("keysvc", rpc.RpcRequest(method="fail", tenant_id="ten_a"), timeout=5)
+    assert reply.problem is not None and reply.problem.status == 404 and reply.problem.field == "key_id"
+
+
+async def test_request_without_a_server_fails_cleanly(any_bus):
+    with pytest.raises(BusError):
+        await any_bus.call("auditsvc", rpc.RpcRequest(method="x", tenant_id="ten_a"), timeout=0.5)
+
+
+async def test_slow_server_times_out_and_the_caller_goes_on(any_bus):
+    async def slow(request):
+        await asyncio.sleep(2)
+        return rpc.RpcReply(result=1)
+
+    await any_bus.serve("auditsvc", slow)
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(BusTimeout):
+        await any_bus.call("auditsvc", rpc.RpcRequest(method="x", tenant_id="ten_a"), timeout=0.3)
+    assert asyncio.get_running_loop().time() - started < 1.5
+
+
+async def test_listen_gives_each_instance_its_own_copy(any_bus):
+    first, second = [], []
+
+    async def a(event):
+        first.append(event)
+
+    async def b(event):
+        second.append(event)
+
+    await any_bus.listen(["tenant.*"], a)
+    await any_bus.listen(["tenant.created"], b)
+    await any_bus.publish(TenantCreated(tenant_id="ten_b", name="b"))
+    await wait_for(lambda: len(first) == 1 and len(second) == 1)
