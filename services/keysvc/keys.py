@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -219,12 +219,17 @@ class Key:
     destroyed_at: datetime | None = None
 
     def __post_init__(self) -> None:
+        # Accept the plain string a store hands back; identity checks elsewhere rely on the enum.
+        object.__setattr__(self, "state", KeyState(self.state))
+        if not isinstance(self.versions, KeyVersions):
+            versions = self.versions
+            object.__setattr__(self, "versions", KeyVersions([versions[v] for v in sorted(versions)]))
+        if self.latest_version < 1:
+            raise VersionError("a key has at least one version")
         if self.latest_version != len(self.versions):
             raise VersionError(
                 f"latest_version {self.latest_version} does not match {len(self.versions)} stored versions"
             )
-        if self.latest_version < 1:
-            raise VersionError("a key has at least one version")
         if not 1 <= self.min_decryption_version <= self.latest_version:
             raise VersionError(
                 f"min_decryption_version {self.min_decryption_version} outside 1..{self.latest_version}"
