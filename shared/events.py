@@ -124,6 +124,13 @@ class KeyCreated(Event):
     key_version: int = 1
 
 
+class KeyRotated(Event):
+    type: Literal["key.rotated"] = "key.rotated"
+    key_id: str
+    key_version: int
+    reason: str = ""
+
+
 class KeyStateChanged(Event):
     type: Literal["key.state_changed"] = "key.state_changed"
     key_id: str
@@ -163,6 +170,7 @@ class KeyRequested(Event):
     key_id: str
     facts: dict[str, Any]
     ephemeral_public_key: str  # raw X25519 public key, base64
+    key_version: int | None = None  # None: the latest version (for new encryption)
 
 
 class KeyDecided(Event):
@@ -178,6 +186,7 @@ class KeyDecided(Event):
     trace: tuple[dict[str, Any], ...] = ()
     decided_by: tuple[dict[str, Any], ...] = ()
     ephemeral_public_key: str
+    key_version: int | None = None
 
 
 class KeyReleased(Event):
@@ -214,6 +223,7 @@ AnyEvent = Annotated[
         DeviceEnrolled,
         DeviceRevoked,
         KeyCreated,
+        KeyRotated,
         KeyStateChanged,
         PolicyUpdated,
         PolicyDeleted,

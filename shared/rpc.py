@@ -66,3 +66,30 @@ def decode_request(body: bytes) -> RpcRequest:
 
 def decode_reply(body: bytes) -> RpcReply:
     return RpcReply.model_validate(json.loads(body))
+
+
+class Methods:
+    """A service's RPC methods: name -> (params model, handler). Validates params once, here."""
+
+    def __init__(self) -> None:
+        self._methods: dict[str, tuple[type[BaseModel] | None, Any]] = {}
+
+    def add(self, name: str, handler: Any, params: type[BaseModel] | None = None) -> None:
+        self._methods[name] = (params, handler)
+
+    async def __call__(self, request: RpcRequest) -> RpcReply:
+        entry = self._methods.get(request.method)
+        if entry is None:
+            return RpcReply.fail(400, "Bad Request", f"unknown method {request.method!r}")
+        model, handler = entry
+        args: Any = request.params
+        if model is not None:
+            from pydantic import ValidationError
+
+            try:
+                args = model.model_validate(request.params)
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                field = ".".join(str(p) for p in err["loc"])
+                return RpcReply.fail(422, "Unprocessable Content", f"{field}: {err['msg']}", field)
+        return RpcReply(result=await handler(request, args))

@@ -1,0 +1,154 @@
+"""keysvc's collections: key heads, key versions, tenant KEKs and the release ledger.
+
+Versions live in their own collection so that rotating a key writes one small document
+whatever the number of versions. Wrapped material is ciphertext under the tenant KEK;
+the plaintext data key is never written anywhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING
+from pymongo.asynchronous.database import AsyncDatabase
+
+from shared import outbox
+from shared.events import Event
+from shared.store import DuplicateKeyError, TenantCollection
+
+from .keys import Key, KeyState, KeyVersion, KeyVersions
+
+_HEAD_FIELDS = [
+    f.name for f in dataclasses.fields(Key) if f.name not in ("versions", "tenant_id", "key_id")
+]
+
+
+class KeyStore:
+    def __init__(self, db: AsyncDatabase):
+        self.keys = TenantCollection(db["keys"])
+        self.versions = TenantCollection(db["key_versions"])
+        self.keks = TenantCollection(db["keks"])
+        self.releases = TenantCollection(db["releases"])
+
+    async def create_indexes(self) -> None:
+        await self.keys.raw.create_index([("tenant_id", ASCENDING), ("key_id", ASCENDING)], unique=True)
+        await self.keys.raw.create_index([("tenant_id", ASCENDING), ("name", ASCENDING)], unique=True)
+        await self.versions.raw.create_index(
+            [("tenant_id", ASCENDING), ("key_id", ASCENDING), ("version", ASCENDING)], unique=True
+        )
+        await self.keks.raw.create_index([("tenant_id", ASCENDING), ("kek_version", ASCENDING)], unique=True)
+        await self.releases.raw.create_index([("tenant_id", ASCENDING), ("request_id", ASCENDING)], unique=True)
+        await self.releases.raw.create_index([("tenant_id", ASCENDING), ("key_id", ASCENDING), ("at", DESCENDING)])
+
+    # --- keys -------------------------------------------------------------------------
+
+    async def insert_key(self, key: Key, event: Event) -> None:
+        """Versions first, head last: a head is only visible once its material exists."""
+        await self.versions.insert_many(key.tenant_id, [_version_doc(key, kv) for kv in key.versions.values()])
+        await self.keys.insert(key.tenant_id, outbox.staged(_head_doc(key), event))
+
+    async def load_key(self, tenant_id: str, key_id: str) -> Key | None:
+        head = await self.keys.find_one(tenant_id, {"key_id": key_id})
+        if head is None:
+            return None
+        docs = await self.versions.find(tenant_id, {"key_id": key_id}, sort=[("version", ASCENDING)])
+        return _key_from(head, docs)
+
+    async def list_heads(self, tenant_id: str, *, limit: int = 100, after: str | None = None) -> list[dict[str, Any]]:
+        query = {"key_id": {"$gt": after}} if after else {}
+        return await self.keys.find(tenant_id, query, sort=[("key_id", ASCENDING)], limit=limit, projection={"_id": 0})
+
+    async def save_key(self, before: Key, after: Key, event: Event) -> bool:
+        """Compare-and-swap on `updated_at`: False when another writer changed the key first."""
+        new_versions = [after.versions[v] for v in range(before.latest_version + 1, after.latest_version + 1)]
+        for kv in new_versions:
+            try:
+                await self.versions.insert(after.tenant_id, _version_doc(after, kv))
+            except DuplicateKeyError:
+                return False
+        matched = await self.keys.update_one(
+            after.tenant_id,
+            {"key_id": after.key_id, "updated_at": before.updated_at},
+            {"$set": _head_doc(after), **outbox.push(event)},
+        )
+        if matched and any(kv.destroyed for kv in after.versions.values()):
+            # Crypto-shredding: overwrite then remove the wrapped material of destroyed versions.
+            await self.versions.raw.update_many(
+                {"tenant_id": after.tenant_id, "key_id": after.key_id},
+                {"$set": {"wrapped": None}},
+            )
+        return bool(matched)
+
+    # --- KEKs -------------------------------------------------------------------------
+
+    async def current_kek(self, tenant_id: str) -> dict[str, Any] | None:
+        docs = await self.keks.find(tenant_id, {}, sort=[("kek_version", DESCENDING)], limit=1)
+        return docs[0] if docs else None
+
+    async def kek(self, tenant_id: str, version: int) -> dict[str, Any] | None:
+        return await self.keks.find_one(tenant_id, {"kek_version": version})
+
+    async def insert_kek(self, tenant_id: str, version: int, wrapped: bytes, now: datetime) -> bool:
+        try:
+            await self.keks.insert(tenant_id, {"kek_version": version, "wrapped": wrapped, "created_at": now})
+            return True
+        except DuplicateKeyError:
+            return False
+
+    # --- release ledger (idempotency and dependency reports) --------------------------
+
+    async def find_release(self, tenant_id: str, request_id: str) -> dict[str, Any] | None:
+        return await self.releases.find_one(tenant_id, {"request_id": request_id})
+
+    async def record_release(self, tenant_id: str, doc: dict[str, Any]) -> bool:
+        try:
+            await self.releases.insert(tenant_id, doc)
+            return True
+        except DuplicateKeyError:
+            return False
+
+
+def _head_doc(key: Key) -> dict[str, Any]:
+    doc = {name: getattr(key, name) for name in _HEAD_FIELDS}
+    doc["state"] = str(key.state)
+    return {"key_id": key.key_id, **doc}
+
+
+def _version_doc(key: Key, kv: KeyVersion) -> dict[str, Any]:
+    return {
+        "key_id": key.key_id,
+        "version": kv.version,
+        "created_at": kv.created_at,
+        "wrapped": kv.wrapped,
+        "kek_version": kv.kek_version,
+    }
+
+
+def _key_from(head: dict[str, Any], version_docs: list[dict[str, Any]]) -> Key:
+    versions = KeyVersions(
+        [
+            KeyVersion(
+                version=d["version"],
+                created_at=d["created_at"],
+                wrapped=bytes(d["wrapped"]) if d.get("wrapped") is not None else None,
+                kek_version=d["kek_version"],
+            )
+            for d in version_docs[: head["latest_version"]]
+        ]
+    )
+    fields = {name: head.get(name) for name in _HEAD_FIELDS}
+    fields["state"] = KeyState(head["state"])
+    return Key(tenant_id=head["tenant_id"], key_id=head["key_id"], versions=versions, **fields)
+
+
+def public_view(head: dict[str, Any] | Key) -> dict[str, Any]:
+    """What operators see of a key: metadata, never material."""
+    if isinstance(head, Key):
+        head = {"key_id": head.key_id, **{n: getattr(head, n) for n in _HEAD_FIELDS}, "state": str(head.state)}
+    out = {k: v for k, v in head.items() if k not in ("_id", "tenant_id")}
+    for k, v in out.items():
+        if isinstance(v, datetime):
+            out[k] = v.isoformat()
+    return out

@@ -1,0 +1,488 @@
+"""Policy evaluation: compiled policies plus a facts document in, a decision with its reasons out.
+
+Pure and deterministic: the clock is the ``now`` argument, and nothing in a facts document, however
+malformed, raises; a fact that cannot be read makes its condition false and says why in the trace.
+
+Semantics, in order of precedence:
+  * a rule matches when its ``when`` condition holds; ``all``/``any`` stop at the first decisive
+    child, so a trace lists the conditions that were actually evaluated;
+  * a missing (absent or null) fact makes its condition false, so ``not`` of it is true;
+  * across every rule of every applicable policy, deny beats require_approval beats allow, and
+    when no rule matches the answer is deny.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+from typing import Any, Mapping, NamedTuple, Sequence
+
+from .rules import (
+    MAX_MATCH_INPUT,
+    AllOf,
+    AnyOf,
+    Approval,
+    Comparable,
+    Condition,
+    Disclosure,
+    Effect,
+    NotOf,
+    Policy,
+    Predicate,
+    Rule,
+    TimeWindow,
+    json_key,
+    parse_timestamp,
+    parse_version,
+)
+
+MISSING_TEXT = "<missing>"
+MAX_CLOCK_SKEW_SECONDS = 300.0  # age_under tolerates agent clocks this far ahead of ours
+DISCLOSURE_LEVELS: tuple[Disclosure, ...] = ("none", "reasons", "full")
+_MISSING_NOTE = "fact not present"
+_NOW_NOTE = "observed.request_time missing; used evaluation time"
+_MISSING = object()
+_UNSET = object()
+
+
+class ConditionTrace(NamedTuple):
+    """One evaluated fact test; ``path`` locates it in its rule, e.g. ``when.all[1]``."""
+
+    path: str
+    fact: str
+    op: str
+    expected: Any
+    actual: Any
+    result: bool
+    note: str
+
+
+class RuleTrace(NamedTuple):
+    policy: str
+    version: int
+    rule: str
+    effect: Effect
+    matched: bool
+    conditions: tuple[ConditionTrace, ...]
+
+
+class RuleRef(NamedTuple):
+    policy: str
+    version: int
+    rule: str
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The outcome of one evaluation, with everything an audit record or an operator needs.
+
+    ``reasons`` quote expected and actual values and are for operators and the audit log.
+    ``agent_reasons`` name only the rule, the fact and the operator: the agent learns what to fix
+    but not the policy's values (allowed CIDRs, hashes, versions), which would tell a forger what
+    to claim.
+    """
+
+    effect: Effect
+    decided_by: tuple[RuleRef, ...]
+    trace: tuple[RuleTrace, ...]
+    reasons: tuple[str, ...]
+    agent_reasons: tuple[str, ...]
+    approval: Approval | None
+    disclose: Disclosure  # the most restrictive level of the policies evaluated
+
+    def disclosed(self, level: Disclosure | None = None) -> dict[str, Any]:
+        """What an agent may be told: "none" the effect only, "reasons" adds ``agent_reasons``
+        and approval terms, "full" adds the operator reasons and the whole trace."""
+        level = level or self.disclose
+        if level not in DISCLOSURE_LEVELS:
+            raise ValueError(f"unknown disclosure level {level!r}")
+        shown: dict[str, Any] = {"effect": self.effect}
+        if level == "none":
+            return shown
+        if self.approval is not None:
+            shown["approval"] = self.approval.model_dump()
+        if level == "reasons":
+            shown["reasons"] = list(self.agent_reasons)
+            return shown
+        shown["decided_by"] = [ref._asdict() for ref in self.decided_by]
+        shown["reasons"] = list(self.reasons)
+        shown["trace"] = [
+            {**rule._asdict(), "conditions": [c._asdict() for c in rule.conditions]}
+            for rule in self.trace
+        ]
+        return shown
+
+
+def applies_to(
+    policy: Policy, device_id: str, device_groups: set[str], key_id: str, key_groups: set[str]
+) -> bool:
+    """Whether a policy governs this device asking for this key: both sides must be targeted."""
+    targets = policy.targets
+    device = (
+        targets.devices == "all"
+        or device_id in targets.devices
+        or not targets.device_groups.isdisjoint(device_groups)
+    )
+    key = targets.keys == "all" or key_id in targets.keys or not targets.key_groups.isdisjoint(key_groups)
+    return device and key
+
+
+def strictest_disclosure(policies: Sequence[Policy]) -> Disclosure:
+    if not policies:
+        return "reasons"
+    return min((p.disclose for p in policies), key=DISCLOSURE_LEVELS.index)
+
+
+def evaluate(policies: Sequence[Policy], facts: Mapping[str, Any], *, now: datetime) -> Decision:
+    """Decide a request from the policies that apply to it (see ``applies_to``) and its facts."""
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError("now must be timezone-aware")
+    context = _Context(facts, now)
+    evaluated: list[tuple[Policy, Rule, RuleTrace]] = []
+    for policy in policies:
+        context.tz = policy.tz
+        for rule in policy.rules:
+            context.out = []
+            matched = _holds(rule.when, context)
+            trace = RuleTrace(policy.id, policy.version, rule.id, rule.effect, matched, tuple(context.out))
+            evaluated.append((policy, rule, trace))
+
+    winner: Effect | None = None
+    for effect in ("deny", "require_approval", "allow"):
+        if any(trace.matched and rule.effect == effect for _, rule, trace in evaluated):
+            winner = effect
+            break
+
+    several = len(policies) > 1
+    reasons: list[str] = []
+    agent_reasons: list[str] = []
+    if winner is None:
+        explained = [e for e in evaluated if e[1].effect != "deny"]
+    else:
+        explained = [e for e in evaluated if e[2].matched and e[1].effect == winner]
+    for policy, rule, trace in explained:
+        label = f"{policy.name}/{rule.id}" if several else rule.id
+        blamed = _blame(rule.when, {c.path: c for c in trace.conditions}, trace.matched)
+        head = f"rule {label} matched ({rule.effect}): " if trace.matched else f"rule {label}: "
+        reasons.append(head + " and ".join(_describe(c) for c in blamed))
+        agent_reasons.append(head + " and ".join(_describe_for_agent(c) for c in blamed))
+    if winner is None:
+        default = "no rule matched: denied by default" if policies else "no policy applies: denied by default"
+        reasons.append(default)
+        agent_reasons.append(default)
+
+    decided = [(p, r, t) for p, r, t in explained if t.matched]
+    return Decision(
+        effect=winner or "deny",
+        decided_by=tuple(RuleRef(p.id, p.version, r.id) for p, r, _ in decided),
+        trace=tuple(t for _, _, t in evaluated),
+        reasons=tuple(reasons),
+        agent_reasons=tuple(agent_reasons),
+        approval=_strictest_approval([r.approval for _, r, _ in decided]) if winner == "require_approval" else None,
+        disclose=strictest_disclosure(policies),
+    )
+
+
+def _strictest_approval(approvals: list[Approval | None]) -> Approval:
+    """Several approval rules matched: ask for the most approvals and trust them the shortest."""
+    terms = [a for a in approvals if a is not None] or [Approval()]
+    return Approval(
+        approvals_required=max(a.approvals_required for a in terms),
+        expires_in_seconds=min(a.expires_in_seconds for a in terms),
+        remember_for_seconds=min(a.remember_for_seconds for a in terms),
+    )
+
+
+# --- evaluation ---
+
+class _Context:
+    __slots__ = ("facts", "now", "tz", "cache", "out")
+
+    def __init__(self, facts: Any, now: datetime) -> None:
+        self.facts = facts
+        self.now = now
+        self.tz: Any = None
+        self.cache: dict[str, Any] = {}  # fact path -> value, resolved once per decision
+        self.out: list[ConditionTrace] = []
+
+
+def _holds(node: Condition, context: _Context) -> bool:
+    kind = type(node)
+    if kind is Predicate:
+        return _test(node, context)
+    if kind is AllOf:
+        for child in node.children:
+            if not _holds(child, context):
+                return False
+        return True
+    if kind is AnyOf:
+        for child in node.children:
+            if _holds(child, context):
+                return True
+        return False
+    return not _holds(node.child, context)
+
+
+def _test(predicate: Predicate, context: _Context) -> bool:
+    actual = context.cache.get(predicate.fact, _UNSET)
+    if actual is _UNSET:
+        actual = context.cache[predicate.fact] = _resolve(context.facts, predicate.keys)
+    op = predicate.op
+    if actual is _MISSING and op != "within_time_window":
+        result, note, shown = False, _MISSING_NOTE, MISSING_TEXT
+    else:
+        if actual is _MISSING:  # the gateway always sets it; without it, judge by our own clock
+            actual = context.now.isoformat()
+        try:
+            result, note = _CHECKS[op](predicate.operand, actual, context)
+        except Exception as exc:  # noqa: BLE001 - a hostile facts document must not crash a decision
+            result, note = False, f"could not evaluate: {type(exc).__name__}"
+        shown = _clip(actual)
+        if op == "within_time_window" and context.cache[predicate.fact] is _MISSING:
+            note = f"{_NOW_NOTE}; {note}"
+    context.out.append(ConditionTrace(predicate.path, predicate.fact, op, predicate.value, shown, result, note))
+    return result
+
+
+def _resolve(facts: Any, keys: tuple[str | int, ...]) -> Any:
+    value = facts
+    for key in keys:
+        if type(key) is str:
+            if not isinstance(value, Mapping):
+                return _MISSING
+            value = value.get(key, _MISSING)
+        elif isinstance(value, list) and key < len(value):
+            value = value[key]
+        else:
+            return _MISSING
+        if value is _MISSING:
+            return _MISSING
+    return _MISSING if value is None else value
+
+
+def _clip(value: Any) -> Any:
+    """Keep traces small however large the agent's facts are."""
+    if type(value) is str:
+        return value if len(value) <= 256 else value[:256] + "..."
+    if isinstance(value, (list, Mapping)) and len(value) > 32:
+        return f"<{'list' if isinstance(value, list) else 'object'} of {len(value)} items>"
+    return value
+
+
+_TYPE_NAMES = {"s": "a string", "n": "a number", "b": "a boolean", "o": "an object", "a": "a list", "z": "null"}
+
+
+def _type_name(value: Any) -> str:
+    return _TYPE_NAMES.get(json_key(value)[0] if not isinstance(value, (list, Mapping)) else
+                           ("a" if isinstance(value, list) else "o"), "an unknown type")
+
+
+def _equals(expected: tuple, actual: Any, context: _Context) -> tuple[bool, str]:
+    got = json_key(actual)
+    if got == expected:
+        return True, ""
+    return False, "" if got[0] == expected[0] else f"type differs: got {_type_name(actual)}"
+
+
+def _not_equals(expected: tuple, actual: Any, context: _Context) -> tuple[bool, str]:
+    result, note = _equals(expected, actual, context)
+    return not result, note
+
+
+def _in(members: frozenset, actual: Any, context: _Context) -> tuple[bool, str]:
+    return json_key(actual) in members, ""
+
+
+def _not_in(members: frozenset, actual: Any, context: _Context) -> tuple[bool, str]:
+    return json_key(actual) not in members, ""
+
+
+def _search(pattern: Any, actual: Any, context: _Context) -> tuple[bool, str]:
+    if type(actual) is not str:
+        return False, f"type mismatch: expected a string, got {_type_name(actual)}"
+    if len(actual) > MAX_MATCH_INPUT:
+        return False, f"input longer than {MAX_MATCH_INPUT} characters"
+    return pattern.search(actual) is not None, ""
+
+
+@lru_cache(maxsize=4096)
+def _address(text: str) -> Any:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def _cidr_contains(networks: tuple, actual: Any, context: _Context) -> tuple[bool, str]:
+    """True when any of the fact's addresses lies in any of the networks."""
+    candidates = actual if type(actual) is list else [actual]
+    unreadable = 0
+    for candidate in candidates:
+        address = _address(candidate) if type(candidate) is str else None
+        if address is None:
+            unreadable += 1
+            continue
+        forms = [address]
+        if address.version == 6 and address.ipv4_mapped is not None:
+            forms.append(address.ipv4_mapped)  # dual-stack sockets report IPv4 peers as ::ffff:a.b.c.d
+        for form in forms:
+            for network in networks:
+                if form.version == network.version and form in network:
+                    return True, ""
+    if not candidates:
+        return False, "no IP addresses"
+    if unreadable == len(candidates):
+        return False, "type mismatch: not an IP address" if type(actual) is not list else "no valid IP addresses"
+    return False, f"ignored {unreadable} entries that are not IP addresses" if unreadable else ""
+
+
+def _read_ordered(kind: str, actual: Any) -> Any:
+    if kind == "number":
+        return actual if type(actual) in (int, float) else None
+    if type(actual) is not str:
+        return None
+    return parse_version(actual) if kind == "version" else parse_timestamp(actual)
+
+
+_ARTICLES = {"number": "a number", "version": "a version", "time": "an RFC 3339 time"}
+
+
+def _comparison(compare: Any) -> Any:
+    def check(expected: Comparable, actual: Any, context: _Context) -> tuple[bool, str]:
+        got = _read_ordered(expected.kind, actual)
+        if got is None:
+            return False, f"type mismatch: expected {_ARTICLES[expected.kind]}, got {_type_name(actual)}"
+        return compare(got, expected.key), ""
+
+    return check
+
+
+def _within_time_window(window: TimeWindow, actual: Any, context: _Context) -> tuple[bool, str]:
+    moment = parse_timestamp(actual) if type(actual) is str else None
+    if moment is None:
+        return False, f"type mismatch: expected an RFC 3339 time, got {_type_name(actual)}"
+    local = moment.astimezone(context.tz)
+    return window.contains(local), f"local time {local:%a %H:%M} {context.tz.key}"
+
+
+def _age_under(limit: float, actual: Any, context: _Context) -> tuple[bool, str]:
+    moment = parse_timestamp(actual) if type(actual) is str else None
+    if moment is None:
+        return False, f"type mismatch: expected an RFC 3339 time, got {_type_name(actual)}"
+    age = (context.now - moment).total_seconds()
+    if age < -MAX_CLOCK_SKEW_SECONDS:
+        return False, f"timestamp is {-age:.0f}s in the future"
+    return age < limit, f"age {age:.0f}s"
+
+
+def _exists(operand: None, actual: Any, context: _Context) -> tuple[bool, str]:
+    return True, ""
+
+
+_CHECKS = {
+    "equals": _equals,
+    "not_equals": _not_equals,
+    "in": _in,
+    "not_in": _not_in,
+    "matches": _search,
+    "glob": _search,  # compiled to an anchored RE2 pattern at parse time
+    "cidr_contains": _cidr_contains,
+    "lt": _comparison(lambda a, b: a < b),
+    "lte": _comparison(lambda a, b: a <= b),
+    "gt": _comparison(lambda a, b: a > b),
+    "gte": _comparison(lambda a, b: a >= b),
+    "within_time_window": _within_time_window,
+    "age_under": _age_under,
+    "exists": _exists,
+}
+
+
+# --- explanation ---
+
+def _outcome(node: Condition, traces: dict[str, ConditionTrace]) -> bool | None:
+    """The value a node took, rebuilt from its leaves' traces; None if it was never evaluated."""
+    kind = type(node)
+    if kind is Predicate:
+        trace = traces.get(node.path)
+        return None if trace is None else trace.result
+    if kind is NotOf:
+        inner = _outcome(node.child, traces)
+        return None if inner is None else not inner
+    decisive = kind is AnyOf  # any() is decided by a True child, all() by a False one
+    seen = None
+    for child in node.children:
+        seen = _outcome(child, traces)
+        if seen is None or seen is decisive:
+            return seen
+    return seen
+
+
+def _blame(node: Condition, traces: dict[str, ConditionTrace], outcome: bool) -> list[ConditionTrace]:
+    """The evaluated fact tests that made ``node`` come out as ``outcome``."""
+    kind = type(node)
+    if kind is Predicate:
+        trace = traces.get(node.path)
+        return [] if trace is None else [trace]
+    if kind is NotOf:
+        return _blame(node.child, traces, not outcome)
+    every_child = (kind is AllOf) == outcome  # all() held, or any() failed: every child counts
+    if every_child:
+        return [t for child in node.children for t in _blame(child, traces, outcome)]
+    for child in node.children:
+        if _outcome(child, traces) is outcome:
+            return _blame(child, traces, outcome)
+    return []
+
+
+_PHRASES = {
+    "equals": ("==", "!="),
+    "not_equals": ("!=", "=="),
+    "in": ("in", "not in"),
+    "not_in": ("not in", "in"),
+    "matches": ("matches", "does not match"),
+    "glob": ("matches glob", "does not match glob"),
+    "cidr_contains": ("in", "not in"),
+    "lt": ("<", "is not <"),
+    "lte": ("<=", "is not <="),
+    "gt": (">", "is not >"),
+    "gte": (">=", "is not >="),
+    "within_time_window": ("within", "outside"),
+    "age_under": ("is younger than", "is not younger than"),
+}
+
+
+def _short(value: Any, limit: int = 160) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _show_expected(trace: ConditionTrace) -> str:
+    if trace.op == "age_under":
+        return f"{trace.expected}s"
+    if trace.op == "within_time_window":
+        window = trace.expected
+        days = ",".join(window.get("days", ["every day"]))
+        return f"{days} {window['from']}-{window['to']}"
+    return _short(trace.expected)
+
+
+def _is_missing(trace: ConditionTrace) -> bool:
+    return trace.note == _MISSING_NOTE
+
+
+def _describe(trace: ConditionTrace) -> str:
+    if _is_missing(trace):
+        return f"{trace.fact} is missing"
+    if trace.op == "exists":
+        return f"{trace.fact} exists"
+    phrase = _PHRASES[trace.op][0 if trace.result else 1]
+    text = f"{trace.fact} {_short(trace.actual)} {phrase} {_show_expected(trace)}"
+    return f"{text} ({trace.note})" if trace.note else text
+
+
+def _describe_for_agent(trace: ConditionTrace) -> str:
+    if _is_missing(trace):
+        return f"{trace.fact} is missing"
+    return f"{trace.fact} {'passed' if trace.result else 'failed'} {trace.op}"

@@ -1,0 +1,57 @@
+"""Request contracts the gateway sends to services (and validates at the edge first).
+
+The same models validate the operator's HTTP body and the service's RPC params, and they
+feed the OpenAPI document, so the edge, the services and the docs cannot disagree.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+NAME = r"^[A-Za-z0-9][A-Za-z0-9 ._:/@-]{0,127}$"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class CreateKey(Strict):
+    """Create a volume key: its first version is generated and wrapped in custody."""
+
+    name: str = Field(pattern=NAME, description="Unique key name within the tenant")
+    algorithm: Literal["AES-128", "AES-192", "AES-256"] = "AES-256"
+    volume: str | None = Field(default=None, max_length=256, description="The volume this key protects")
+    exportable: bool = False
+    rotation_period_seconds: int | None = Field(default=None, ge=3600, le=10 * 365 * 86400)
+    activate: bool = Field(default=True, description="Start active (releasable) rather than pre-activation")
+
+
+class ChangeKeyState(Strict):
+    """A lifecycle action from NIST SP 800-57: suspend, resume, deactivate, mark_compromised, activate."""
+
+    action: Literal["activate", "suspend", "resume", "deactivate", "mark_compromised"]
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class RotateKey(Strict):
+    """Add a new latest version; older versions still decrypt down to min_decryption_version."""
+
+    reason: str = Field(default="rotation", max_length=500)
+
+
+class PutPolicy(Strict):
+    """A policy document (see the policy engine's rule reference); every put makes a new version."""
+
+    name: str = Field(pattern=NAME)
+    description: str = Field(default="", max_length=2000)
+    targets: dict[str, Any] = Field(default_factory=lambda: {"devices": "all", "keys": "all"})
+    disclose: Literal["none", "reasons", "full"] = "reasons"
+    timezone: str = "UTC"
+    rules: list[dict[str, Any]] = Field(min_length=1, max_length=200)
+
+
+class ListQuery(Strict):
+    limit: int = Field(default=100, ge=1, le=1000)
+    after: str | None = Field(default=None, max_length=200)

@@ -1,0 +1,21 @@
+"""What every service's `app.py` returns: something running that can be stopped cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Running:
+    name: str
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        for callback in reversed(self.on_stop):
+            await callback()
