@@ -275,8 +275,11 @@ _TYPE_NAMES = {"s": "a string", "n": "a number", "b": "a boolean", "o": "an obje
 
 
 def _type_name(value: Any) -> str:
-    return _TYPE_NAMES.get(json_key(value)[0] if not isinstance(value, (list, Mapping)) else
-                           ("a" if isinstance(value, list) else "o"), "an unknown type")
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, Mapping):
+        return "an object"
+    return _TYPE_NAMES.get(json_key(value)[0], "an unknown type")
 
 
 def _equals(expected: tuple, actual: Any, context: _Context) -> tuple[bool, str]:
