@@ -153,7 +153,8 @@ def verify_chain(
     Hashes alone show the chain is self-consistent; someone able to rewrite the store can
     recompute every hash after an edit. Signed checkpoints pin heads the rewriter cannot
     re-sign, so a record whose hash disagrees with one exposes such a rewrite. `start` lets a
-    caller verify a tail from a head it already trusts.
+    caller verify a tail from a head it already trusts; without it the tenant is taken from the
+    first record, so pass `ChainHead.genesis(tenant)` to pin it.
     """
     records = list(records)
     keys = {key_fingerprint(k): k for k in trusted_keys}
