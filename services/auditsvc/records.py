@@ -46,8 +46,11 @@ SECRET_NAME_TERMS = frozenset({
     "secret", "secrets", "password", "passwords", "passwd", "passphrase", "passphrases",
     "token", "tokens", "private_key", "private_keys", "plaintext", "key_material",
     "share", "shares", "api_key", "api_keys", "credential", "credentials", "cookie", "cookies",
-    "wrapped_key", "seed",
+    "wrapped_key", "seed", "sealed_key",
 })
+
+# Identifiers of secrets (token_id, credential_id) are not secrets and must stay auditable.
+_IDENTIFIER_SUFFIXES = frozenset({"id", "ids", "fingerprint"})
 
 
 def _snake_words(name: str) -> list[str]:
@@ -58,6 +61,8 @@ def _snake_words(name: str) -> list[str]:
 def is_secret_name(name: str) -> bool:
     """True if a field name contains a denylisted term as a whole run of words."""
     words = _snake_words(name)
+    if words and words[-1] in _IDENTIFIER_SUFFIXES:
+        return False
     for i in range(len(words)):
         for j in range(i + 1, min(len(words), i + 2) + 1):
             if "_".join(words[i:j]) in SECRET_NAME_TERMS:

@@ -14,12 +14,14 @@ Semantics, in order of precedence:
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from functools import lru_cache
-from typing import Any, Mapping, NamedTuple, Sequence
+from functools import cached_property, lru_cache
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 from .rules import (
+    DAY_NAMES,
     MAX_MATCH_INPUT,
     AllOf,
     AnyOf,
@@ -28,6 +30,7 @@ from .rules import (
     Condition,
     Disclosure,
     Effect,
+    Network,
     NotOf,
     Policy,
     Predicate,
@@ -43,6 +46,7 @@ MAX_CLOCK_SKEW_SECONDS = 300.0  # age_under tolerates agent clocks this far ahea
 DISCLOSURE_LEVELS: tuple[Disclosure, ...] = ("none", "reasons", "full")
 _MISSING_NOTE = "fact not present"
 _NOW_NOTE = "observed.request_time missing; used evaluation time"
+_PRECEDENCE: tuple[Effect, ...] = ("deny", "require_approval", "allow")
 _MISSING = object()
 _UNSET = object()
 
@@ -74,27 +78,84 @@ class RuleRef(NamedTuple):
     rule: str
 
 
-@dataclass(frozen=True, slots=True)
+class _RuleRun(NamedTuple):
+    """One rule as evaluated: the fact tests it ran, in order."""
+
+    policy: Policy
+    rule: Rule
+    matched: bool
+    tested: list[Predicate]
+
+
+@dataclass(frozen=True, eq=False)
 class Decision:
     """The outcome of one evaluation, with everything an audit record or an operator needs.
 
-    ``reasons`` quote expected and actual values and are for operators and the audit log.
-    ``agent_reasons`` name only the rule, the fact and the operator: the agent learns what to fix
-    but not the policy's values (allowed CIDRs, hashes, versions), which would tell a forger what
-    to claim.
+    ``trace`` lists every rule of every policy evaluated. ``reasons`` quote expected and actual
+    values, for operators and the audit log. ``agent_reasons`` name only the rule, the fact and
+    the operator: the agent learns what to fix but not the policy's values (allowed CIDRs,
+    hashes, versions), which would tell a forger what to claim. All three are built from the
+    evaluation's records on first use, so deciding stays cheap.
     """
 
     effect: Effect
     decided_by: tuple[RuleRef, ...]
-    trace: tuple[RuleTrace, ...]
-    reasons: tuple[str, ...]
-    agent_reasons: tuple[str, ...]
     approval: Approval | None
     disclose: Disclosure  # the most restrictive level of the policies evaluated
+    _runs: tuple[_RuleRun, ...] = field(repr=False)
+    _outcomes: Mapping[str, tuple[Any, bool, str]] = field(repr=False)  # Predicate.signature ->
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Decision):
+            return NotImplemented
+        return (self.effect, self.decided_by, self.approval, self.trace) == (
+            other.effect, other.decided_by, other.approval, other.trace)
+
+    @cached_property
+    def trace(self) -> tuple[RuleTrace, ...]:
+        return tuple(self._rule_trace(run) for run in self._runs)
+
+    @cached_property
+    def reasons(self) -> tuple[str, ...]:
+        return self._render(_describe)
+
+    @cached_property
+    def agent_reasons(self) -> tuple[str, ...]:
+        return self._render(_describe_for_agent)
+
+    def _rule_trace(self, run: _RuleRun) -> RuleTrace:
+        conditions = tuple(
+            ConditionTrace(p.path, p.fact, p.op, p.value, *self._outcomes[p.signature]) for p in run.tested
+        )
+        return RuleTrace(run.policy.id, run.policy.version, run.rule.id, run.rule.effect, run.matched, conditions)
+
+    def _render(self, describe: Callable[[ConditionTrace], str]) -> tuple[str, ...]:
+        """Why the effect won: the rules that decided it, or, when denied by default, why each
+        allow and require_approval rule failed."""
+        by_default = not self.decided_by
+        several = len({run.policy.id for run in self._runs}) > 1
+        lines = []
+        for run in self._runs:
+            if by_default:
+                if run.rule.effect == "deny":
+                    continue
+            elif not (run.matched and run.rule.effect == self.effect):
+                continue
+            trace = self._rule_trace(run)
+            blamed = _blame(run.rule.when, {c.path: c for c in trace.conditions}, run.matched)
+            label = f"{run.policy.name}/{run.rule.id}" if several else run.rule.id
+            head = f"rule {label} matched ({run.rule.effect}): " if run.matched else f"rule {label}: "
+            lines.append(head + " and ".join(describe(c) for c in blamed))
+        if by_default:
+            lines.append("no rule matched: denied by default" if self._runs else "no policy applies: denied by default")
+        return tuple(lines)
 
     def disclosed(self, level: Disclosure | None = None) -> dict[str, Any]:
         """What an agent may be told: "none" the effect only, "reasons" adds ``agent_reasons``
-        and approval terms, "full" adds the operator reasons and the whole trace."""
+        and approval terms, "full" adds the operator reasons and the whole trace. Without a
+        level, the decision's own ``disclose``."""
         level = level or self.disclose
         if level not in DISCLOSURE_LEVELS:
             raise ValueError(f"unknown disclosure level {level!r}")
@@ -140,48 +201,23 @@ def evaluate(policies: Sequence[Policy], facts: Mapping[str, Any], *, now: datet
     if now.tzinfo is None or now.utcoffset() is None:
         raise ValueError("now must be timezone-aware")
     context = _Context(facts, now)
-    evaluated: list[tuple[Policy, Rule, RuleTrace]] = []
+    runs: list[_RuleRun] = []
     for policy in policies:
         context.tz = policy.tz
         for rule in policy.rules:
-            context.out = []
-            matched = _holds(rule.when, context)
-            trace = RuleTrace(policy.id, policy.version, rule.id, rule.effect, matched, tuple(context.out))
-            evaluated.append((policy, rule, trace))
+            context.tested = tested = []
+            runs.append(_RuleRun(policy, rule, _holds(rule.when, context), tested))
 
-    winner: Effect | None = None
-    for effect in ("deny", "require_approval", "allow"):
-        if any(trace.matched and rule.effect == effect for _, rule, trace in evaluated):
-            winner = effect
-            break
-
-    several = len(policies) > 1
-    reasons: list[str] = []
-    agent_reasons: list[str] = []
-    if winner is None:
-        explained = [e for e in evaluated if e[1].effect != "deny"]
-    else:
-        explained = [e for e in evaluated if e[2].matched and e[1].effect == winner]
-    for policy, rule, trace in explained:
-        label = f"{policy.name}/{rule.id}" if several else rule.id
-        blamed = _blame(rule.when, {c.path: c for c in trace.conditions}, trace.matched)
-        head = f"rule {label} matched ({rule.effect}): " if trace.matched else f"rule {label}: "
-        reasons.append(head + " and ".join(_describe(c) for c in blamed))
-        agent_reasons.append(head + " and ".join(_describe_for_agent(c) for c in blamed))
-    if winner is None:
-        default = "no rule matched: denied by default" if policies else "no policy applies: denied by default"
-        reasons.append(default)
-        agent_reasons.append(default)
-
-    decided = [(p, r, t) for p, r, t in explained if t.matched]
+    matched = {run.rule.effect for run in runs if run.matched}
+    winner: Effect | None = next((e for e in _PRECEDENCE if e in matched), None)
+    deciding = [run for run in runs if run.matched and run.rule.effect == winner]
     return Decision(
         effect=winner or "deny",
-        decided_by=tuple(RuleRef(p.id, p.version, r.id) for p, r, _ in decided),
-        trace=tuple(t for _, _, t in evaluated),
-        reasons=tuple(reasons),
-        agent_reasons=tuple(agent_reasons),
-        approval=_strictest_approval([r.approval for _, r, _ in decided]) if winner == "require_approval" else None,
+        decided_by=tuple(RuleRef(run.policy.id, run.policy.version, run.rule.id) for run in deciding),
+        approval=_strictest_approval([run.rule.approval for run in deciding]) if winner == "require_approval" else None,
         disclose=strictest_disclosure(policies),
+        _runs=tuple(runs),
+        _outcomes=context.outcomes,
     )
 
 
@@ -198,20 +234,26 @@ def _strictest_approval(approvals: list[Approval | None]) -> Approval:
 # --- evaluation ---
 
 class _Context:
-    __slots__ = ("facts", "now", "tz", "cache", "out")
+    __slots__ = ("facts", "now", "epoch", "tz", "facts_read", "outcomes", "tested")
 
     def __init__(self, facts: Any, now: datetime) -> None:
         self.facts = facts
         self.now = now
+        self.epoch = now.timestamp()
         self.tz: Any = None
-        self.cache: dict[str, Any] = {}  # fact path -> value, resolved once per decision
-        self.out: list[ConditionTrace] = []
+        self.facts_read: dict[str, Any] = {}  # fact path -> value
+        self.outcomes: dict[str, tuple[Any, bool, str]] = {}  # Predicate.signature -> outcome
+        self.tested: list[Predicate] = []  # by the rule being evaluated
 
 
 def _holds(node: Condition, context: _Context) -> bool:
     kind = type(node)
     if kind is Predicate:
-        return _test(node, context)
+        context.tested.append(node)
+        outcome = context.outcomes.get(node.signature)
+        if outcome is None:
+            outcome = context.outcomes[node.signature] = _run(node, context)
+        return outcome[1]
     if kind is AllOf:
         for child in node.children:
             if not _holds(child, context):
@@ -225,32 +267,30 @@ def _holds(node: Condition, context: _Context) -> bool:
     return not _holds(node.child, context)
 
 
-def _test(predicate: Predicate, context: _Context) -> bool:
-    actual = context.cache.get(predicate.fact, _UNSET)
+def _run(predicate: Predicate, context: _Context) -> tuple[Any, bool, str]:
+    """(actual as traced, result, note) of one fact test."""
+    actual = context.facts_read.get(predicate.fact, _UNSET)
     if actual is _UNSET:
-        actual = context.cache[predicate.fact] = _resolve(context.facts, predicate.keys)
+        actual = context.facts_read[predicate.fact] = _resolve(context.facts, predicate.keys)
     op = predicate.op
-    if actual is _MISSING and op != "within_time_window":
-        result, note, shown = False, _MISSING_NOTE, MISSING_TEXT
-    else:
-        if actual is _MISSING:  # the gateway always sets it; without it, judge by our own clock
-            actual = context.now.isoformat()
-        try:
-            result, note = _CHECKS[op](predicate.operand, actual, context)
-        except Exception as exc:  # noqa: BLE001 - a hostile facts document must not crash a decision
-            result, note = False, f"could not evaluate: {type(exc).__name__}"
-        shown = _clip(actual)
-        if op == "within_time_window" and context.cache[predicate.fact] is _MISSING:
-            note = f"{_NOW_NOTE}; {note}"
-    context.out.append(ConditionTrace(predicate.path, predicate.fact, op, predicate.value, shown, result, note))
-    return result
+    prefix = ""
+    if actual is _MISSING:
+        if op != "within_time_window":
+            return MISSING_TEXT, False, _MISSING_NOTE
+        actual = context.now.isoformat()  # the gateway always sets it; without it, use our clock
+        prefix = f"{_NOW_NOTE}; "
+    try:
+        result, note = _CHECKS[op](predicate.operand, actual, context)
+    except Exception as exc:  # noqa: BLE001 - a hostile facts document must not crash a decision
+        result, note = False, f"could not evaluate: {type(exc).__name__}"
+    return _clip(actual), result, prefix + note
 
 
 def _resolve(facts: Any, keys: tuple[str | int, ...]) -> Any:
     value = facts
     for key in keys:
         if type(key) is str:
-            if not isinstance(value, Mapping):
+            if type(value) is not dict and not isinstance(value, Mapping):
                 return _MISSING
             value = value.get(key, _MISSING)
         elif isinstance(value, list) and key < len(value):
@@ -264,9 +304,10 @@ def _resolve(facts: Any, keys: tuple[str | int, ...]) -> Any:
 
 def _clip(value: Any) -> Any:
     """Keep traces small however large the agent's facts are."""
-    if type(value) is str:
+    kind = type(value)
+    if kind is str:
         return value if len(value) <= 256 else value[:256] + "..."
-    if isinstance(value, (list, Mapping)) and len(value) > 32:
+    if (kind is list or kind is dict or isinstance(value, Mapping)) and len(value) > 32:
         return f"<{'list' if isinstance(value, list) else 'object'} of {len(value)} items>"
     return value
 
@@ -283,7 +324,7 @@ def _type_name(value: Any) -> str:
 
 
 def _equals(expected: tuple, actual: Any, context: _Context) -> tuple[bool, str]:
-    got = json_key(actual)
+    got = ("s", actual) if type(actual) is str else json_key(actual)
     if got == expected:
         return True, ""
     return False, "" if got[0] == expected[0] else f"type differs: got {_type_name(actual)}"
@@ -295,11 +336,11 @@ def _not_equals(expected: tuple, actual: Any, context: _Context) -> tuple[bool, 
 
 
 def _in(members: frozenset, actual: Any, context: _Context) -> tuple[bool, str]:
-    return json_key(actual) in members, ""
+    return (("s", actual) if type(actual) is str else json_key(actual)) in members, ""
 
 
 def _not_in(members: frozenset, actual: Any, context: _Context) -> tuple[bool, str]:
-    return json_key(actual) not in members, ""
+    return (("s", actual) if type(actual) is str else json_key(actual)) not in members, ""
 
 
 def _search(pattern: Any, actual: Any, context: _Context) -> tuple[bool, str]:
@@ -311,28 +352,31 @@ def _search(pattern: Any, actual: Any, context: _Context) -> tuple[bool, str]:
 
 
 @lru_cache(maxsize=4096)
-def _address(text: str) -> Any:
+def _address_forms(text: str) -> tuple[tuple[int, int], ...] | None:
+    """(version, integer) forms of an address; an IPv4-mapped IPv6 address also as IPv4, since
+    dual-stack sockets report IPv4 peers as ::ffff:a.b.c.d."""
     try:
-        return ipaddress.ip_address(text)
+        address = ipaddress.ip_address(text)
     except ValueError:
         return None
+    forms = [(address.version, int(address))]
+    if address.version == 6 and address.ipv4_mapped is not None:
+        forms.append((4, int(address.ipv4_mapped)))
+    return tuple(forms)
 
 
-def _cidr_contains(networks: tuple, actual: Any, context: _Context) -> tuple[bool, str]:
+def _cidr_contains(networks: tuple[Network, ...], actual: Any, context: _Context) -> tuple[bool, str]:
     """True when any of the fact's addresses lies in any of the networks."""
     candidates = actual if type(actual) is list else [actual]
     unreadable = 0
     for candidate in candidates:
-        address = _address(candidate) if type(candidate) is str else None
-        if address is None:
+        forms = _address_forms(candidate) if type(candidate) is str else None
+        if forms is None:
             unreadable += 1
             continue
-        forms = [address]
-        if address.version == 6 and address.ipv4_mapped is not None:
-            forms.append(address.ipv4_mapped)  # dual-stack sockets report IPv4 peers as ::ffff:a.b.c.d
-        for form in forms:
+        for version, address in forms:
             for network in networks:
-                if form.version == network.version and form in network:
+                if version == network.version and address & network.mask == network.address:
                     return True, ""
     if not candidates:
         return False, "no IP addresses"
@@ -367,14 +411,14 @@ def _within_time_window(window: TimeWindow, actual: Any, context: _Context) -> t
     if moment is None:
         return False, f"type mismatch: expected an RFC 3339 time, got {_type_name(actual)}"
     local = moment.astimezone(context.tz)
-    return window.contains(local), f"local time {local:%a %H:%M} {context.tz.key}"
+    return window.contains(local), f"local time {DAY_NAMES[local.weekday()]} {local:%H:%M} {context.tz.key}"
 
 
 def _age_under(limit: float, actual: Any, context: _Context) -> tuple[bool, str]:
     moment = parse_timestamp(actual) if type(actual) is str else None
     if moment is None:
         return False, f"type mismatch: expected an RFC 3339 time, got {_type_name(actual)}"
-    age = (context.now - moment).total_seconds()
+    age = context.epoch - moment.timestamp()
     if age < -MAX_CLOCK_SKEW_SECONDS:
         return False, f"timestamp is {-age:.0f}s in the future"
     return age < limit, f"age {age:.0f}s"

@@ -41,7 +41,8 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import lru_cache
-from typing import Any, Literal, Mapping, Union
+from collections.abc import Mapping
+from typing import Any, Literal, NamedTuple, Union
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import re2
@@ -213,6 +214,8 @@ class Predicate:
     op: str
     value: Any  # as the operator wrote it
     operand: Any  # compiled form of value
+    # Equal signatures compute equal results within one evaluation, so the evaluator runs each once.
+    signature: str = field(repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,7 +381,7 @@ def parse_policy(doc: Mapping[str, Any], *, policy_id: str, version: int) -> Pol
             approval = approval or Approval()
         elif approval is not None:
             raise PolicyError(f"{where}.approval", "approval applies only to require_approval rules")
-        when = _compile_condition(rule.when, where, "when", 1)
+        when = _compile_condition(rule.when, where, "when", 1, parsed.timezone)
         rules.append(Rule(rule.id, rule.description, rule.effect, when, approval))
 
     return Policy(
@@ -435,7 +438,7 @@ def _compile_targets(doc: TargetsDoc) -> Targets:
     )
 
 
-def _compile_condition(node: Any, rule_path: str, path: str, depth: int) -> Condition:
+def _compile_condition(node: Any, rule_path: str, path: str, depth: int, zone: str) -> Condition:
     where = f"{rule_path}.{path}"
     if depth > MAX_DEPTH:
         raise PolicyError(where, f"conditions nest deeper than {MAX_DEPTH} levels")
@@ -443,23 +446,23 @@ def _compile_condition(node: Any, rule_path: str, path: str, depth: int) -> Cond
         raise PolicyError(where, "a condition must be an object")
     combinators = node.keys() & {"all", "any", "not"}
     if not combinators:
-        return _compile_predicate(node, rule_path, path)
+        return _compile_predicate(node, rule_path, path, zone)
     if len(node) != 1:
         raise PolicyError(where, 'a condition is exactly one of "all", "any", "not", or a fact test')
     (kind, body), = node.items()
     if kind == "not":
-        return NotOf(path, _compile_condition(body, rule_path, f"{path}.not", depth + 1))
+        return NotOf(path, _compile_condition(body, rule_path, f"{path}.not", depth + 1, zone))
     if not isinstance(body, list) or not body:
         # An empty "all" would be vacuously true: an allow rule matching everything.
         raise PolicyError(f"{where}.{kind}", "must be a non-empty list of conditions")
     children = tuple(
-        _compile_condition(child, rule_path, f"{path}.{kind}[{i}]", depth + 1)
+        _compile_condition(child, rule_path, f"{path}.{kind}[{i}]", depth + 1, zone)
         for i, child in enumerate(body)
     )
     return AllOf(path, children) if kind == "all" else AnyOf(path, children)
 
 
-def _compile_predicate(node: Mapping[str, Any], rule_path: str, path: str) -> Predicate:
+def _compile_predicate(node: Mapping[str, Any], rule_path: str, path: str, zone: str) -> Predicate:
     where = f"{rule_path}.{path}"
     doc = _validate(PredicateDoc, node, where)
     if doc.op not in OPERATORS:
@@ -474,7 +477,8 @@ def _compile_predicate(node: Mapping[str, Any], rule_path: str, path: str) -> Pr
     keys = _parse_fact_path(fact, f"{where}.fact")
     has_value = "value" in doc.model_fields_set
     operand = _compile_operand(doc.op, doc.value, has_value, f"{where}.value")
-    return Predicate(path, fact, keys, doc.op, doc.value, operand)
+    signature = json.dumps([fact, doc.op, doc.value, zone if doc.op == "within_time_window" else None])
+    return Predicate(path, fact, keys, doc.op, doc.value, operand, signature)
 
 
 _FACT_HEAD = re.compile(r"[A-Za-z0-9_-]+")
@@ -589,7 +593,16 @@ def glob_to_regex(pattern: str) -> str:
     return "".join(out)
 
 
-def _compile_networks(value: Any, where: str) -> tuple:
+class Network(NamedTuple):
+    """A CIDR as integers, so membership is one mask and compare."""
+
+    version: int
+    address: int
+    mask: int
+    text: str
+
+
+def _compile_networks(value: Any, where: str) -> tuple[Network, ...]:
     items = value if isinstance(value, list) else [value]
     if not items:
         raise PolicyError(where, "cidr_contains needs a CIDR or a non-empty list of CIDRs")
@@ -599,9 +612,10 @@ def _compile_networks(value: Any, where: str) -> tuple:
         if not isinstance(item, str):
             raise PolicyError(item_where, "a CIDR must be a string such as 10.0.0.0/8 or 2001:db8::/32")
         try:
-            networks.append(ipaddress.ip_network(item, strict=True))
+            network = ipaddress.ip_network(item, strict=True)
         except ValueError as exc:
             raise PolicyError(item_where, f"invalid CIDR {item!r}: {exc}") from None
+        networks.append(Network(network.version, int(network.network_address), int(network.netmask), item))
     return tuple(networks)
 
 

@@ -1,0 +1,127 @@
+"""The gateway's composition root: settings, store, bus and authenticators bound into an aiohttp app."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from functools import partial
+
+import structlog
+from aiohttp import web
+from pymongo import AsyncMongoClient
+
+from shared import events
+from shared.bus import Bus
+from shared.config import GatewaySettings
+from shared.crypto import tokens
+from shared.outbox import Outbox
+from shared.store import service_database
+
+from . import routes
+from .auth import DeviceAuthenticator, TokenAuthenticator, Unauthorized
+from .openapi import build_spec
+from .problems import problem_middleware
+from .releases import ReleaseWaiters
+from .store import GatewayStore
+from .views import GATEWAY, Gateway
+
+log = structlog.get_logger("strongroom.gateway")
+
+
+@web.middleware
+async def request_context(request: web.Request, handler):
+    """Binds the correlation id for every log line of the request; one canonical line at the end."""
+    correlation_id = request.headers.get("X-Correlation-Id", "")[:64] or events.new_id()
+    request["correlation_id"] = correlation_id
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(correlation_id=correlation_id)
+    started = time.perf_counter()
+    response = await handler(request)
+    response.headers["X-Correlation-Id"] = correlation_id
+    log.info("http_request", method=request.method, path=request.path, status=response.status,
+             ms=round((time.perf_counter() - started) * 1000, 2))
+    return response
+
+
+@web.middleware
+async def audit_refusals(request: web.Request, handler):
+    """A refused credential or signature is itself an auditable event."""
+    try:
+        return await handler(request)
+    except Unauthorized as exc:
+        device_id = None
+        tenant_id = "unknown"
+        keyid = request.headers.get("Signature-Input", "")
+        if 'keyid="' in keyid:
+            tenant_id, _, device_id = keyid.split('keyid="', 1)[1].split('"', 1)[0].partition("/")
+        gw = request.app[GATEWAY]
+        if tenant_id != "unknown" and await gw.store.tenants.find_one(tenant_id, {}) is not None:
+            await gw.bus.publish(events.AccessDenied(
+                tenant_id=tenant_id, correlation_id=request["correlation_id"], source_ip=request.remote,
+                actor=events.Actor(kind="device", id=device_id or "unknown", auth="signature"),
+                route=request.path, reason=exc.cause, device_id=device_id,
+            ))
+        log.info("access_denied", path=request.path, cause=exc.cause)
+        raise
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(request.app["openapi"])
+
+
+async def _housekeeping(store: GatewayStore) -> None:
+    while True:
+        await asyncio.sleep(60)
+        try:
+            await store.forget_expired_nonces(datetime.now(UTC))
+        except Exception:
+            log.exception("nonce_cleanup_failed")
+
+
+async def _forget_revoked(event: events.Event, *, gateway: Gateway) -> None:
+    """Another gateway instance revoked a device or token: drop our cached copy."""
+    if isinstance(event, events.DeviceRevoked):
+        gateway.devices.forget(event.tenant_id, event.device_id)
+    elif isinstance(event, events.TokenRevoked):
+        gateway.operators.forget(event.token_id)
+
+
+async def init_app(settings: GatewaySettings, *, bus: Bus, client: AsyncMongoClient) -> web.Application:
+    store = GatewayStore(service_database(client, "gateway", prefix=settings.db_prefix))
+    await store.create_indexes()
+    outbox = Outbox(bus.publish, store.outbox_collections)
+    await outbox.create_indexes()
+    bootstrap = settings.bootstrap_token.get_secret_value() if settings.bootstrap_token else None
+    gateway = Gateway(
+        settings=settings,
+        bus=bus,
+        store=store,
+        outbox=outbox,
+        operators=TokenAuthenticator(store, bootstrap_digest=tokens.digest(bootstrap) if bootstrap else None),
+        devices=DeviceAuthenticator(store, max_age_seconds=settings.signature_max_age_seconds),
+        waiters=ReleaseWaiters(),
+    )
+    app = web.Application(
+        middlewares=[request_context, problem_middleware, audit_refusals], client_max_size=settings.max_body_bytes
+    )
+    app[GATEWAY] = gateway
+    routes.setup(app)
+    spec = build_spec()
+    spec["paths"]["/v1/openapi.json"] = {"get": {"summary": "This document", "operationId": "get_openapi",
+                                                 "responses": {"200": {"description": "OpenAPI 3.1 document"}}}}
+    app["openapi"] = spec
+    app.router.add_get("/v1/openapi.json", openapi)
+
+    async def background(app: web.Application):
+        await bus.listen(["key.decided", "key.released", "key.release_refused"], gateway.waiters.on_outcome)
+        await bus.listen(["device.revoked", "token.revoked"], partial(_forget_revoked, gateway=gateway))
+        await outbox.relay()
+        tasks = [asyncio.create_task(outbox.run()), asyncio.create_task(_housekeeping(store))]
+        yield
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    app.cleanup_ctx.append(background)
+    return app

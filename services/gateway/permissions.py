@@ -1,0 +1,31 @@
+"""Who may do what: one declarative table, permission -> roles that hold it.
+
+Routes name a permission (see `routes.py`); nothing else decides access. Provider roles
+never hold a tenant-content permission, so a provider cannot read a tenant's keys,
+policies, devices or audit records.
+"""
+
+from __future__ import annotations
+
+TENANT_ROLES = ("tenant_admin", "security_officer", "key_custodian", "approver", "auditor")
+PROVIDER_ROLES = ("provider_admin",)
+
+PERMISSIONS: dict[str, frozenset[str]] = {
+    "tenants.create": frozenset({"provider_admin"}),
+    "tokens.manage": frozenset({"tenant_admin"}),
+    "devices.enroll": frozenset({"security_officer"}),
+    "devices.manage": frozenset({"security_officer"}),
+    "devices.read": frozenset({"security_officer", "tenant_admin", "auditor"}),
+    "keys.manage": frozenset({"key_custodian"}),
+    "keys.read": frozenset({"key_custodian", "security_officer", "auditor"}),
+    "policies.manage": frozenset({"security_officer"}),
+    "policies.read": frozenset({"security_officer", "auditor"}),
+    "audit.read": frozenset({"auditor", "tenant_admin"}),
+}
+
+
+def allowed(permission: str, roles: frozenset[str]) -> bool:
+    holders = PERMISSIONS.get(permission)
+    if holders is None:  # deny by default: an unknown permission is nobody's
+        return False
+    return not holders.isdisjoint(roles)

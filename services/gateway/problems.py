@@ -1,0 +1,71 @@
+"""Errors become `application/problem+json` (RFC 9457) here, and only here."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import structlog
+from aiohttp import web
+from pydantic import ValidationError
+
+from shared.bus import BusError, BusTimeout
+from shared.rpc import Problem, ProblemError
+
+log = structlog.get_logger("strongroom.gateway")
+
+CONTENT_TYPE = "application/problem+json"
+
+
+def problem_response(problem: Problem, **extra: Any) -> web.Response:
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": problem.title,
+        "status": problem.status,
+        "detail": problem.detail,
+    }
+    if problem.field:
+        body["field"] = problem.field
+    body.update(extra)
+    return web.Response(status=problem.status, text=json.dumps(body), content_type=CONTENT_TYPE)
+
+
+def validation_problem(exc: ValidationError, *, status: int = 422) -> Problem:
+    err = exc.errors()[0]
+    field = ".".join(str(p) for p in err["loc"]) or None
+    # Only the location and pydantic's message: never echo the offending input back.
+    return Problem(status=status, title="Unprocessable Content", detail=f"{field}: {err['msg']}", field=field)
+
+
+class ExtraProblem(ProblemError):
+    """A problem with extra members (a denial's reasons, a pending request's id)."""
+
+    def __init__(self, status: int, title: str, detail: str = "", **extra: Any):
+        super().__init__(status, title, detail)
+        self.extra = extra
+
+
+@web.middleware
+async def problem_middleware(request: web.Request, handler):
+    try:
+        return await handler(request)
+    except ExtraProblem as exc:
+        return problem_response(exc.problem, **exc.extra)
+    except ProblemError as exc:
+        return problem_response(exc.problem)
+    except ValidationError as exc:
+        return problem_response(validation_problem(exc))
+    except BusTimeout as exc:
+        return problem_response(Problem(status=504, title="Gateway Timeout", detail=str(exc)))
+    except BusError as exc:
+        log.warning("bus_unavailable", error=str(exc))
+        return problem_response(Problem(status=503, title="Service Unavailable", detail="a backing service is unavailable"))
+    except web.HTTPRequestEntityTooLarge as exc:
+        return problem_response(Problem(status=413, title="Content Too Large", detail=exc.text or "body too large", field="body"))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return problem_response(Problem(status=exc.status, title=exc.reason, detail=exc.text or ""))
+    except Exception:
+        log.exception("unhandled_error")
+        return problem_response(Problem(status=500, title="Internal Server Error", detail="unexpected error"))

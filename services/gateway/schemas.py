@@ -1,0 +1,84 @@
+"""Bodies of the gateway's own routes (the ones that do not go to another service)."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from pydantic import Field, field_validator
+
+from shared.commands import NAME, Strict
+
+from .permissions import TENANT_ROLES
+
+MAX_FACTS_BYTES = 16 * 1024
+
+
+def _raw32(value: str, what: str) -> str:
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except Exception:
+        raise ValueError(f"{what} must be base64") from None
+    if len(raw) != 32:
+        raise ValueError(f"{what} must be 32 bytes, got {len(raw)}")
+    return value
+
+
+class CreateTenant(Strict):
+    name: str = Field(pattern=NAME)
+
+
+class CreateToken(Strict):
+    name: str = Field(pattern=NAME)
+    roles: list[str] = Field(min_length=1, max_length=len(TENANT_ROLES))
+    expires_in_seconds: int | None = Field(default=None, ge=60, le=365 * 86400)
+
+    @field_validator("roles")
+    @classmethod
+    def _known_roles(cls, roles: list[str]) -> list[str]:
+        unknown = sorted(set(roles) - set(TENANT_ROLES))
+        if unknown:
+            raise ValueError(f"unknown roles {unknown}; known: {list(TENANT_ROLES)}")
+        return sorted(set(roles))
+
+
+class CreateEnrollment(Strict):
+    name: str | None = Field(default=None, pattern=NAME)
+    ttl_seconds: int = Field(default=24 * 3600, ge=60, le=30 * 86400)
+    groups: list[str] = Field(default_factory=list, max_length=32)
+
+
+class Enroll(Strict):
+    enrollment_token: str = Field(min_length=10, max_length=200)
+    name: str = Field(pattern=NAME)
+    public_key: str = Field(description="Ed25519 public key, base64 of the raw 32 bytes")
+
+    @field_validator("public_key")
+    @classmethod
+    def _ed25519(cls, value: str) -> str:
+        return _raw32(value, "public_key")
+
+
+class RevokeDevice(Strict):
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class KeyRequestBody(Strict):
+    key_id: str = Field(min_length=1, max_length=100)
+    key_version: int | None = Field(default=None, ge=1)
+    facts: dict[str, Any] = Field(default_factory=dict)
+    ephemeral_public_key: str = Field(description="One-time X25519 public key, base64 of the raw 32 bytes")
+
+    @field_validator("ephemeral_public_key")
+    @classmethod
+    def _x25519(cls, value: str) -> str:
+        return _raw32(value, "ephemeral_public_key")
+
+    @field_validator("facts")
+    @classmethod
+    def _bounded(cls, facts: dict[str, Any]) -> dict[str, Any]:
+        import json
+
+        if len(json.dumps(facts)) > MAX_FACTS_BYTES:
+            raise ValueError(f"facts must be at most {MAX_FACTS_BYTES} bytes of JSON")
+        return facts

@@ -1,0 +1,49 @@
+"""`strongroom serve NAME`: one service against RabbitMQ and MongoDB (production shape)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+from shared import log as shared_log
+from shared.bus import RabbitBus
+from shared.config import AuditSettings, CommonSettings, GatewaySettings, KeySettings, PolicySettings
+from shared.store import connect
+
+from .stack import SERVICES, Stack
+
+
+async def _serve(name: str) -> None:
+    common = CommonSettings()
+    shared_log.configure(common.log_level)
+    if name not in SERVICES:
+        raise SystemExit(f"unknown service {name!r}; expected one of {', '.join(SERVICES)}")
+    if not common.mongodb_url:
+        raise SystemExit("MONGODB_URL is required for `strongroom serve`")
+    key_settings = KeySettings()
+    root_key = None
+    if name == "keysvc":
+        from services.keysvc.app import root_key_from_settings
+
+        root_key = root_key_from_settings(key_settings)
+
+    async def own_bus(service: str) -> RabbitBus:
+        bus = RabbitBus(common.amqp_url, prefix=common.bus_prefix)
+        await bus.start()
+        return bus
+
+    client = connect(common.mongodb_url)
+    stack = Stack(client=client, bus_for=own_bus, gateway_settings=GatewaySettings(), policy_settings=PolicySettings(),
+                  key_settings=key_settings, audit_settings=AuditSettings(), root_key=root_key)
+    await stack.start(name)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await stack.stop(name)
+    await client.close()
+
+
+def run_service(name: str) -> None:
+    asyncio.run(_serve(name))

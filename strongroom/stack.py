@@ -1,0 +1,79 @@
+"""Starting and stopping services in one process: `strongroom dev`, `strongroom serve`, tests.
+
+Each service gets its own bus connection from `bus_for(name)`, as it would in its own
+process; dev mode hands all four the same in-memory bus.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from pymongo import AsyncMongoClient
+
+from services.auditsvc import app as auditsvc
+from services.gateway import app as gateway
+from services.keysvc import app as keysvc
+from services.policysvc import app as policysvc
+from shared.bus import Bus
+from shared.config import AuditSettings, GatewaySettings, KeySettings, PolicySettings
+from shared.service import Running
+
+SERVICES = ("gateway", "policysvc", "keysvc", "auditsvc")
+
+
+@dataclass
+class Stack:
+    client: AsyncMongoClient
+    bus_for: Callable[[str], Awaitable[Bus]]
+    gateway_settings: GatewaySettings
+    policy_settings: PolicySettings
+    key_settings: KeySettings
+    audit_settings: AuditSettings
+    root_key: bytes | None
+    running: dict[str, Running] = field(default_factory=dict)
+    buses: dict[str, Bus] = field(default_factory=dict)
+    runner: web.AppRunner | None = None
+    url: str = ""
+
+    async def start(self, name: str) -> None:
+        bus = await self.bus_for(name)
+        self.buses[name] = bus
+        if name == "gateway":
+            app = await gateway.init_app(self.gateway_settings, bus=bus, client=self.client)
+            self.runner = web.AppRunner(app, access_log=None)
+            await self.runner.setup()
+            site = web.TCPSite(self.runner, self.gateway_settings.host, self.gateway_settings.port)
+            await site.start()
+            port = self.runner.addresses[0][1]
+            self.url = f"http://{self.gateway_settings.host}:{port}"
+            return
+        if name == "policysvc":
+            self.running[name] = await policysvc.start(self.policy_settings, bus=bus, client=self.client)
+        elif name == "keysvc":
+            self.running[name] = await keysvc.start(self.key_settings, bus=bus, client=self.client, root_key=self.root_key)
+        elif name == "auditsvc":
+            self.running[name] = await auditsvc.start(self.audit_settings, bus=bus, client=self.client)
+        else:
+            raise ValueError(f"unknown service {name!r}; expected one of {', '.join(SERVICES)}")
+
+    async def stop(self, name: str) -> None:
+        """Stops one service: it stops consuming, and unacked messages go back to its queue."""
+        if name == "gateway" and self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+        elif name in self.running:
+            await self.running.pop(name).stop()
+        bus = self.buses.pop(name, None)
+        if bus is not None:
+            await bus.close()
+
+    async def start_all(self, names=SERVICES) -> None:
+        # Consumers first, the gateway last: requests are accepted only when they can be served.
+        for name in sorted(names, key=lambda n: n == "gateway"):
+            await self.start(name)
+
+    async def stop_all(self) -> None:
+        for name in ("gateway", "policysvc", "keysvc", "auditsvc"):
+            await self.stop(name)

@@ -1,0 +1,76 @@
+"""The four services as separate asyncio apps, each with its own RabbitMQ connection,
+over the real broker and the MongoDB-wire store; the gateway on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import secrets
+
+import aiohttp
+import pytest
+
+from shared.bus import RabbitBus
+from shared.config import AuditSettings, GatewaySettings, KeySettings, PolicySettings
+from shared.crypto import tokens
+from strongroom.stack import Stack
+
+
+class Api:
+    """A tiny operator client for tests: JSON in, (status, JSON) out."""
+
+    def __init__(self, session: aiohttp.ClientSession, url: str, token: str | None = None):
+        self.session, self.url, self.token = session, url, token
+
+    def as_(self, token: str) -> "Api":
+        return Api(self.session, self.url, token)
+
+    async def call(self, method: str, path: str, json=None, data: bytes | None = None, headers=None):
+        h = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        h.update(headers or {})
+        async with self.session.request(method, self.url + path, json=json, data=data, headers=h) as resp:
+            ctype = resp.headers.get("Content-Type", "")
+            body = await resp.json(content_type=None) if resp.status != 204 else None
+            return resp.status, body, ctype
+
+
+@pytest.fixture
+async def stack(amqp_url, mongo_client, db_prefix, prefix):
+    bus_prefix = f"{prefix}."
+    buses: list[RabbitBus] = []
+
+    async def bus_for(name: str) -> RabbitBus:
+        bus = RabbitBus(amqp_url, prefix=bus_prefix)
+        await bus.start()
+        buses.append(bus)
+        return bus
+
+    bootstrap = tokens.new_token("sr_boot")
+    common = {"db_prefix": db_prefix, "bus_prefix": bus_prefix, "rpc_timeout_seconds": 10.0}
+    stack = Stack(
+        client=mongo_client,
+        bus_for=bus_for,
+        gateway_settings=GatewaySettings(**common, port=0, bootstrap_token=bootstrap, release_timeout_seconds=15.0),
+        policy_settings=PolicySettings(**common),
+        key_settings=KeySettings(**common),
+        audit_settings=AuditSettings(**common),
+        root_key=secrets.token_bytes(32),
+    )
+    stack.bootstrap = bootstrap  # type: ignore[attr-defined]
+    await stack.start_all()
+    yield stack
+    await stack.stop_all()
+    cleanup = RabbitBus(amqp_url, prefix=bus_prefix)
+    await cleanup.start()
+    await cleanup.destroy()
+    await cleanup.close()
+
+
+@pytest.fixture
+async def http():
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@pytest.fixture
+async def api(stack, http):
+    return Api(http, stack.url, stack.bootstrap)
