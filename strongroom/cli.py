@@ -619,9 +619,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 api = GatewayClient(args.url, args.token if args.needs_token else None)
             except ValueError as exc:
                 raise UsageError(f"--url: {exc}") from None
-            host = urllib.parse.urlsplit(args.url).hostname
-            if api.has_token and args.url.startswith("http:") and not _is_loopback(host):
-                print(f"warning: sending a bearer token over plain HTTP to {host}", file=sys.stderr)
+            parts = urllib.parse.urlsplit(args.url)
+            if api.has_token and parts.scheme == "http" and not _is_loopback(parts.hostname):
+                print(f"warning: sending a bearer token over plain HTTP to {parts.hostname}",
+                      file=sys.stderr)
         return args.func(Ctx(args=args, api=api, as_json=args.json))
     except UsageError as exc:
         _error(str(exc))

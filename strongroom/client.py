@@ -146,7 +146,10 @@ class GatewayClient:
             return None
         if "json" not in content_type:
             return raw.decode("utf-8", "replace")
-        return json.loads(raw)
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise ApiError(502, "Bad Gateway", "the gateway answered with malformed JSON") from None
 
     def get(self, path: str, *, query: Mapping[str, Any] | None = None, auth: bool = True) -> Any:
         return self.request("GET", path, query=query, auth=auth)
