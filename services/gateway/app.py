@@ -24,16 +24,17 @@ from .openapi import build_spec
 from .problems import problem_middleware
 from .releases import ReleaseWaiters
 from .store import GatewayStore
-from .views import GATEWAY, Gateway
+from .views import CORRELATION_ID, GATEWAY, Gateway
 
 log = structlog.get_logger("strongroom.gateway")
+OPENAPI = web.AppKey("openapi", dict)
 
 
 @web.middleware
 async def request_context(request: web.Request, handler):
     """Binds the correlation id for every log line of the request; one canonical line at the end."""
     correlation_id = request.headers.get("X-Correlation-Id", "")[:64] or events.new_id()
-    request["correlation_id"] = correlation_id
+    request[CORRELATION_ID] = correlation_id
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(correlation_id=correlation_id)
     started = time.perf_counter()
@@ -58,7 +59,7 @@ async def audit_refusals(request: web.Request, handler):
         gw = request.app[GATEWAY]
         if tenant_id != "unknown" and await gw.store.tenants.find_one(tenant_id, {}) is not None:
             await gw.bus.publish(events.AccessDenied(
-                tenant_id=tenant_id, correlation_id=request["correlation_id"], source_ip=request.remote,
+                tenant_id=tenant_id, correlation_id=request[CORRELATION_ID], source_ip=request.remote,
                 actor=events.Actor(kind="device", id=device_id or "unknown", auth="signature"),
                 route=request.path, reason=exc.cause, device_id=device_id,
             ))
@@ -67,7 +68,7 @@ async def audit_refusals(request: web.Request, handler):
 
 
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(request.app["openapi"])
+    return web.json_response(request.app[OPENAPI])
 
 
 async def _housekeeping(store: GatewayStore) -> None:
@@ -110,7 +111,7 @@ async def init_app(settings: GatewaySettings, *, bus: Bus, client: AsyncMongoCli
     spec = build_spec()
     spec["paths"]["/v1/openapi.json"] = {"get": {"summary": "This document", "operationId": "get_openapi",
                                                  "responses": {"200": {"description": "OpenAPI 3.1 document"}}}}
-    app["openapi"] = spec
+    app[OPENAPI] = spec
     app.router.add_get("/v1/openapi.json", openapi)
 
     async def background(app: web.Application):

@@ -65,10 +65,10 @@ def _guarded(route: Route):
             principal = await gw.operators.authenticate(request)
             if route.permission is None or not allowed(route.permission, principal.roles):
                 raise web.HTTPForbidden(text=f"requires permission {route.permission}")
-            request["principal"] = principal
+            request[views.PRINCIPAL] = principal
         elif route.auth == "device":
-            request["raw_body"] = await request.read()
-            request["principal"] = await gw.devices.authenticate(request, request["raw_body"])
+            request[views.RAW_BODY] = await request.read()
+            request[views.PRINCIPAL] = await gw.devices.authenticate(request, request[views.RAW_BODY])
         return await route.view(request)  # type: ignore[operator]
 
     handler.__name__ = getattr(route.view, "__name__", "view")

@@ -45,6 +45,9 @@ class Gateway:
 
 
 GATEWAY = web.AppKey("gateway", Gateway)
+PRINCIPAL = web.RequestKey("principal", Principal)
+CORRELATION_ID = web.RequestKey("correlation_id", str)
+RAW_BODY = web.RequestKey("raw_body", bytes)
 
 
 def _gw(request: web.Request) -> Gateway:
@@ -52,11 +55,11 @@ def _gw(request: web.Request) -> Gateway:
 
 
 def _principal(request: web.Request) -> Principal:
-    return request["principal"]
+    return request[PRINCIPAL]
 
 
 async def body_as(request: web.Request, model: type[M]) -> M:
-    raw = request.get("raw_body")
+    raw = request.get(RAW_BODY)
     if raw is None:
         raw = await request.read()
     if not raw:
@@ -89,7 +92,7 @@ async def _call(request: web.Request, service: str, method: str, **params: Any) 
         service,
         rpc.RpcRequest(
             method=method, tenant_id=principal.tenant_id, actor=principal.actor,
-            correlation_id=request["correlation_id"], source_ip=request.remote, params=params,
+            correlation_id=request[CORRELATION_ID], source_ip=request.remote, params=params,
         ),
         timeout=gw.settings.rpc_timeout_seconds,
     )
@@ -103,7 +106,7 @@ def _event_fields(request: web.Request) -> dict[str, Any]:
     return {
         "tenant_id": principal.tenant_id,
         "actor": principal.actor,
-        "correlation_id": request["correlation_id"],
+        "correlation_id": request[CORRELATION_ID],
         "source_ip": request.remote,
     }
 
@@ -213,7 +216,7 @@ async def enroll(request: web.Request) -> web.Response:
     tenant_id = enrollment["tenant_id"]
     device_id = events.new_id("dev_")
     event = events.DeviceEnrolled(
-        tenant_id=tenant_id, correlation_id=request["correlation_id"], source_ip=request.remote,
+        tenant_id=tenant_id, correlation_id=request[CORRELATION_ID], source_ip=request.remote,
         actor=events.Actor(kind="device", id=device_id, auth="enrollment_token"),
         device_id=device_id, enrollment_id=enrollment["enrollment_id"], name=body.name,
         public_key=body.public_key, groups=tuple(enrollment.get("groups", [])),
@@ -280,7 +283,7 @@ async def key_request(request: web.Request) -> web.Response:
     if isinstance(identity, dict):
         facts["identity"] = {**identity, "device_id": principal.id}
     requested = events.KeyRequested(
-        tenant_id=principal.tenant_id, actor=principal.actor, correlation_id=request["correlation_id"],
+        tenant_id=principal.tenant_id, actor=principal.actor, correlation_id=request[CORRELATION_ID],
         source_ip=request.remote, request_id=request_id, device_id=principal.id, key_id=body.key_id,
         key_version=body.key_version, facts=facts, ephemeral_public_key=body.ephemeral_public_key,
     )

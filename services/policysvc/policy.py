@@ -1,23 +1,25 @@
-"""Policy evaluation: compiled policies plus a facts document in, a decision with its reasons out.
+"""Policy evaluation: compiled policies and a facts document in, a decision with its reasons out.
 
 Pure and deterministic: the clock is the ``now`` argument, and nothing in a facts document, however
-malformed, raises; a fact that cannot be read makes its condition false and says why in the trace.
+malformed, raises; a fact that cannot be read makes its condition false and the trace says why.
 
-Semantics, in order of precedence:
-  * a rule matches when its ``when`` condition holds; ``all``/``any`` stop at the first decisive
-    child, so a trace lists the conditions that were actually evaluated;
-  * a missing (absent or null) fact makes its condition false, so ``not`` of it is true;
-  * across every rule of every applicable policy, deny beats require_approval beats allow, and
-    when no rule matches the answer is deny.
+Semantics:
+  * every rule of every policy given is evaluated, so rule order never changes a decision;
+  * ``all``/``any`` stop at the first decisive child; a trace lists the tests actually run;
+  * a missing (absent or null) fact makes its test false, so ``not`` of it is true;
+  * deny beats require_approval beats allow, across policies too; if no rule matches, deny.
+
+Each distinct fact test runs once per evaluation (rules often repeat a baseline check), and the
+trace and reasons are built from those outcomes only when read.
 """
 
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property, lru_cache
-from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from .rules import (
@@ -43,16 +45,18 @@ from .rules import (
 
 MISSING_TEXT = "<missing>"
 MAX_CLOCK_SKEW_SECONDS = 300.0  # age_under tolerates agent clocks this far ahead of ours
-DISCLOSURE_LEVELS: tuple[Disclosure, ...] = ("none", "reasons", "full")
+DISCLOSURE_LEVELS: tuple[Disclosure, ...] = ("none", "reasons", "full")  # least revealing first
+_PRECEDENCE: tuple[Effect, ...] = ("deny", "require_approval", "allow")
 _MISSING_NOTE = "fact not present"
 _NOW_NOTE = "observed.request_time missing; used evaluation time"
-_PRECEDENCE: tuple[Effect, ...] = ("deny", "require_approval", "allow")
 _MISSING = object()
 _UNSET = object()
 
+Outcome = tuple[Any, bool, str]  # (actual value as traced, result, note)
+
 
 class ConditionTrace(NamedTuple):
-    """One evaluated fact test; ``path`` locates it in its rule, e.g. ``when.all[1]``."""
+    """One fact test as run; ``path`` locates it in its rule, e.g. ``when.all[1]``."""
 
     path: str
     fact: str
@@ -78,44 +82,35 @@ class RuleRef(NamedTuple):
     rule: str
 
 
-class _RuleRun(NamedTuple):
-    """One rule as evaluated: the fact tests it ran, in order."""
-
-    policy: Policy
-    rule: Rule
-    matched: bool
-    tested: list[Predicate]
-
-
 @dataclass(frozen=True, eq=False)
 class Decision:
     """The outcome of one evaluation, with everything an audit record or an operator needs.
 
-    ``trace`` lists every rule of every policy evaluated. ``reasons`` quote expected and actual
-    values, for operators and the audit log. ``agent_reasons`` name only the rule, the fact and
-    the operator: the agent learns what to fix but not the policy's values (allowed CIDRs,
-    hashes, versions), which would tell a forger what to claim. All three are built from the
-    evaluation's records on first use, so deciding stays cheap.
+    ``trace`` covers every rule evaluated. ``reasons`` quote expected and actual values, for
+    operators and the audit log. ``agent_reasons`` name only the rule, the fact and the operator:
+    the agent learns what to fix but not the policy's values (allowed CIDRs, hashes, versions),
+    which would tell a forger what to claim.
     """
 
     effect: Effect
     decided_by: tuple[RuleRef, ...]
     approval: Approval | None
-    disclose: Disclosure  # the most restrictive level of the policies evaluated
-    _runs: tuple[_RuleRun, ...] = field(repr=False)
-    _outcomes: Mapping[str, tuple[Any, bool, str]] = field(repr=False)  # Predicate.signature ->
+    disclose: Disclosure  # the most restrictive level among the policies evaluated
+    _policies: tuple[Policy, ...] = field(repr=False)
+    _matched: tuple[bool, ...] = field(repr=False)  # one per rule, in policy and rule order
+    _outcomes: Mapping[str, Outcome] = field(repr=False)  # by Predicate.signature
 
     __hash__ = None  # type: ignore[assignment]
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Decision):
             return NotImplemented
-        return (self.effect, self.decided_by, self.approval, self.trace) == (
-            other.effect, other.decided_by, other.approval, other.trace)
+        return (self.effect, self.decided_by, self.approval, self.disclose, self.trace) == (
+            other.effect, other.decided_by, other.approval, other.disclose, other.trace)
 
     @cached_property
     def trace(self) -> tuple[RuleTrace, ...]:
-        return tuple(self._rule_trace(run) for run in self._runs)
+        return tuple(trace for _, _, trace in self._rule_traces())
 
     @cached_property
     def reasons(self) -> tuple[str, ...]:
@@ -125,37 +120,10 @@ class Decision:
     def agent_reasons(self) -> tuple[str, ...]:
         return self._render(_describe_for_agent)
 
-    def _rule_trace(self, run: _RuleRun) -> RuleTrace:
-        conditions = tuple(
-            ConditionTrace(p.path, p.fact, p.op, p.value, *self._outcomes[p.signature]) for p in run.tested
-        )
-        return RuleTrace(run.policy.id, run.policy.version, run.rule.id, run.rule.effect, run.matched, conditions)
-
-    def _render(self, describe: Callable[[ConditionTrace], str]) -> tuple[str, ...]:
-        """Why the effect won: the rules that decided it, or, when denied by default, why each
-        allow and require_approval rule failed."""
-        by_default = not self.decided_by
-        several = len({run.policy.id for run in self._runs}) > 1
-        lines = []
-        for run in self._runs:
-            if by_default:
-                if run.rule.effect == "deny":
-                    continue
-            elif not (run.matched and run.rule.effect == self.effect):
-                continue
-            trace = self._rule_trace(run)
-            blamed = _blame(run.rule.when, {c.path: c for c in trace.conditions}, run.matched)
-            label = f"{run.policy.name}/{run.rule.id}" if several else run.rule.id
-            head = f"rule {label} matched ({run.rule.effect}): " if run.matched else f"rule {label}: "
-            lines.append(head + " and ".join(describe(c) for c in blamed))
-        if by_default:
-            lines.append("no rule matched: denied by default" if self._runs else "no policy applies: denied by default")
-        return tuple(lines)
-
     def disclosed(self, level: Disclosure | None = None) -> dict[str, Any]:
-        """What an agent may be told: "none" the effect only, "reasons" adds ``agent_reasons``
-        and approval terms, "full" adds the operator reasons and the whole trace. Without a
-        level, the decision's own ``disclose``."""
+        """What an agent may be told: "none" the effect only; "reasons" adds ``agent_reasons``
+        and the approval terms; "full" adds ``decided_by``, the operator reasons and the trace.
+        Without a level, the decision's own ``disclose``."""
         level = level or self.disclose
         if level not in DISCLOSURE_LEVELS:
             raise ValueError(f"unknown disclosure level {level!r}")
@@ -170,10 +138,42 @@ class Decision:
         shown["decided_by"] = [ref._asdict() for ref in self.decided_by]
         shown["reasons"] = list(self.reasons)
         shown["trace"] = [
-            {**rule._asdict(), "conditions": [c._asdict() for c in rule.conditions]}
-            for rule in self.trace
+            {**rule._asdict(), "conditions": [c._asdict() for c in rule.conditions]} for rule in self.trace
         ]
         return shown
+
+    def _rule_traces(self) -> list[tuple[Policy, Rule, RuleTrace]]:
+        """Replays each rule against the recorded outcomes: the same short-circuits, the same tests."""
+        traced = []
+        matched = iter(self._matched)
+        for policy in self._policies:
+            for rule in policy.rules:
+                tested: list[Predicate] = []
+                _replay(rule.when, self._outcomes, tested)
+                conditions = tuple(
+                    ConditionTrace(p.path, p.fact, p.op, p.value, *self._outcomes[p.signature]) for p in tested
+                )
+                trace = RuleTrace(policy.id, policy.version, rule.id, rule.effect, next(matched), conditions)
+                traced.append((policy, rule, trace))
+        return traced
+
+    def _render(self, describe: Callable[[ConditionTrace], str]) -> tuple[str, ...]:
+        """Why the effect won: the rules that decided it or, when denied by default, why each
+        allow and require_approval rule did not match."""
+        by_default = not self.decided_by
+        several = len(self._policies) > 1
+        lines = []
+        for policy, rule, trace in self._rule_traces():
+            relevant = rule.effect != "deny" if by_default else trace.matched and rule.effect == self.effect
+            if not relevant:
+                continue
+            blamed = _blame(rule.when, {c.path: c for c in trace.conditions}, trace.matched)
+            label = f"{policy.name}/{rule.id}" if several else rule.id
+            head = f"rule {label} matched ({rule.effect}): " if trace.matched else f"rule {label}: "
+            lines.append(head + " and ".join(describe(c) for c in blamed))
+        if by_default:
+            lines.append("no rule matched: denied by default" if self._policies else "no policy applies: denied by default")
+        return tuple(lines)
 
 
 def applies_to(
@@ -191,9 +191,8 @@ def applies_to(
 
 
 def strictest_disclosure(policies: Sequence[Policy]) -> Disclosure:
-    if not policies:
-        return "reasons"
-    return min((p.disclose for p in policies), key=DISCLOSURE_LEVELS.index)
+    levels = {p.disclose for p in policies}
+    return next((level for level in DISCLOSURE_LEVELS if level in levels), "reasons")
 
 
 def evaluate(policies: Sequence[Policy], facts: Mapping[str, Any], *, now: datetime) -> Decision:
@@ -201,22 +200,25 @@ def evaluate(policies: Sequence[Policy], facts: Mapping[str, Any], *, now: datet
     if now.tzinfo is None or now.utcoffset() is None:
         raise ValueError("now must be timezone-aware")
     context = _Context(facts, now)
-    runs: list[_RuleRun] = []
+    results: list[bool] = []
+    matched: dict[Effect, list[tuple[Policy, Rule]]] = {"deny": [], "require_approval": [], "allow": []}
     for policy in policies:
         context.tz = policy.tz
         for rule in policy.rules:
-            context.tested = tested = []
-            runs.append(_RuleRun(policy, rule, _holds(rule.when, context), tested))
+            holds = _holds(rule.when, context)
+            results.append(holds)
+            if holds:
+                matched[rule.effect].append((policy, rule))
 
-    matched = {run.rule.effect for run in runs if run.matched}
-    winner: Effect | None = next((e for e in _PRECEDENCE if e in matched), None)
-    deciding = [run for run in runs if run.matched and run.rule.effect == winner]
+    winner: Effect | None = next((e for e in _PRECEDENCE if matched[e]), None)
+    deciding = matched[winner] if winner else []
     return Decision(
         effect=winner or "deny",
-        decided_by=tuple(RuleRef(run.policy.id, run.policy.version, run.rule.id) for run in deciding),
-        approval=_strictest_approval([run.rule.approval for run in deciding]) if winner == "require_approval" else None,
+        decided_by=tuple(RuleRef(p.id, p.version, r.id) for p, r in deciding),
+        approval=_strictest_approval([r.approval for _, r in deciding]) if winner == "require_approval" else None,
         disclose=strictest_disclosure(policies),
-        _runs=tuple(runs),
+        _policies=tuple(policies),
+        _matched=tuple(results),
         _outcomes=context.outcomes,
     )
 
@@ -234,37 +236,54 @@ def _strictest_approval(approvals: list[Approval | None]) -> Approval:
 # --- evaluation ---
 
 class _Context:
-    __slots__ = ("facts", "now", "epoch", "tz", "facts_read", "outcomes", "tested")
+    __slots__ = ("facts", "now", "epoch", "tz", "facts_read", "outcomes")
 
     def __init__(self, facts: Any, now: datetime) -> None:
         self.facts = facts
         self.now = now
         self.epoch = now.timestamp()
-        self.tz: Any = None
+        self.tz: Any = None  # of the policy being evaluated
         self.facts_read: dict[str, Any] = {}  # fact path -> value
-        self.outcomes: dict[str, tuple[Any, bool, str]] = {}  # Predicate.signature -> outcome
-        self.tested: list[Predicate] = []  # by the rule being evaluated
+        self.outcomes: dict[str, Outcome] = {}  # Predicate.signature -> outcome
 
 
 def _holds(node: Condition, context: _Context) -> bool:
     kind = type(node)
     if kind is Predicate:
-        context.tested.append(node)
-        outcome = context.outcomes.get(node.signature)
-        if outcome is None:
-            outcome = context.outcomes[node.signature] = _run(node, context)
+        outcome = context.outcomes.get(node.signature) or _run_once(node, context)
         return outcome[1]
-    if kind is AllOf:
-        for child in node.children:
-            if not _holds(child, context):
-                return False
-        return True
-    if kind is AnyOf:
-        for child in node.children:
-            if _holds(child, context):
-                return True
-        return False
-    return not _holds(node.child, context)
+    if kind is NotOf:
+        return not _holds(node.child, context)
+    decisive = kind is AnyOf  # any() stops at the first true child, all() at the first false one
+    outcomes = context.outcomes
+    for child in node.children:
+        if type(child) is Predicate:  # inlined: this loop is the evaluator's hot path
+            result = (outcomes.get(child.signature) or _run_once(child, context))[1]
+        else:
+            result = _holds(child, context)
+        if result is decisive:
+            return decisive
+    return not decisive
+
+
+def _replay(node: Condition, outcomes: Mapping[str, Outcome], tested: list[Predicate]) -> bool:
+    """``_holds`` over recorded outcomes, collecting the tests it reaches."""
+    kind = type(node)
+    if kind is Predicate:
+        tested.append(node)
+        return outcomes[node.signature][1]
+    if kind is NotOf:
+        return not _replay(node.child, outcomes, tested)
+    decisive = kind is AnyOf
+    for child in node.children:
+        if _replay(child, outcomes, tested) is decisive:
+            return decisive
+    return not decisive
+
+
+def _run_once(predicate: Predicate, context: _Context) -> Outcome:
+    outcome = context.outcomes[predicate.signature] = _run(predicate, context)
+    return outcome
 
 
 def _run(predicate: Predicate, context: _Context) -> tuple[Any, bool, str]:
@@ -283,7 +302,7 @@ def _run(predicate: Predicate, context: _Context) -> tuple[Any, bool, str]:
         result, note = _CHECKS[op](predicate.operand, actual, context)
     except Exception as exc:  # noqa: BLE001 - a hostile facts document must not crash a decision
         result, note = False, f"could not evaluate: {type(exc).__name__}"
-    return _clip(actual), result, prefix + note
+    return _clip(actual), bool(result), prefix + note
 
 
 def _resolve(facts: Any, keys: tuple[str | int, ...]) -> Any:

@@ -1,0 +1,272 @@
+"""`strongroom-agent`: enrol this VM, show its facts, and encrypt or decrypt files under policy.
+
+Exit codes: 0 success, 1 error, 2 usage, 3 key denied by policy, 4 approval pending.
+This is the one agent module that reads the environment; it passes what it finds down.
+Security invariant: no code path prints, logs or includes key bytes in an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import sys
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from agent.client import (
+    DEFAULT_TIMEOUT_SECONDS,
+    AgentClient,
+    AgentError,
+    ApprovalPending,
+    KeyDenied,
+    ReleasedKey,
+)
+from agent.facts import FactsError, collect_facts
+from agent.fileformat import FileFormatError, decrypt_stream, encrypt_stream, read_header
+from agent.identity import AgentIdentity, IdentityError, default_state_dir
+
+PROG = "strongroom-agent"
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_DENIED, EXIT_PENDING = 0, 1, 2, 3, 4
+ENV_HOME = "STRONGROOM_AGENT_HOME"
+ENV_TOKEN = "STRONGROOM_AGENT_ENROLLMENT_TOKEN"
+ENV_FACTS_FILE = "STRONGROOM_AGENT_FACTS_FILE"
+ENV_HASH_PATHS = "STRONGROOM_AGENT_HASH_PATHS"
+
+
+class UsageError(Exception):
+    """Arguments that parse but cannot be used together; exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="Strongroom agent: policy-based key release for this VM.")
+    parser.add_argument(
+        "--home", metavar="DIR", help=f"state directory (default ${ENV_HOME} or {default_state_dir()})"
+    )
+    parser.add_argument(
+        "--timeout", metavar="SECONDS", type=_positive_float, default=DEFAULT_TIMEOUT_SECONDS,
+        help="per-request timeout (default %(default)s)",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    facts_options = argparse.ArgumentParser(add_help=False)
+    facts_options.add_argument(
+        "--facts-file", metavar="FILE", help=f"operator facts JSON merged over collected facts (default ${ENV_FACTS_FILE})"
+    )
+    facts_options.add_argument(
+        "--hash-path", metavar="PATH", action="append", default=None,
+        help=f"report the SHA-256 of this file in integrity.file_hashes; repeatable (default ${ENV_HASH_PATHS})",
+    )
+
+    enroll = commands.add_parser("enroll", help="register this VM with a gateway using a one-time token")
+    enroll.add_argument("--gateway", metavar="URL", required=True, help="gateway base URL, e.g. https://gw.example")
+    enroll.add_argument("--token", metavar="T", help=f"enrollment token, '-' to read it from stdin (default ${ENV_TOKEN})")
+    enroll.add_argument("--name", metavar="N", help="device name (default: the hostname)")
+    enroll.set_defaults(handler=_enroll)
+
+    facts = commands.add_parser("facts", parents=[facts_options], help="print the facts a key request would present")
+    facts.set_defaults(handler=_facts)
+
+    request = commands.add_parser(
+        "request-key", parents=[facts_options], help="request a key under policy and print its metadata (never the key)"
+    )
+    request.add_argument("key_id", metavar="KEY_ID")
+    request.add_argument("--key-version", metavar="N", type=_positive_int, help="version to request (default: latest)")
+    request.set_defaults(handler=_request_key)
+
+    encrypt = commands.add_parser("encrypt", parents=[facts_options], help="encrypt a file with a released data key")
+    encrypt.add_argument("--key-id", metavar="K", required=True)
+    encrypt.add_argument("--key-version", metavar="N", type=_positive_int, help="version to use (default: latest)")
+    encrypt.add_argument("input", metavar="IN")
+    encrypt.add_argument("output", metavar="OUT")
+    encrypt.set_defaults(handler=_encrypt)
+
+    decrypt = commands.add_parser(
+        "decrypt", parents=[facts_options], help="decrypt a file; OUT appears only if the whole file authenticates"
+    )
+    decrypt.add_argument("input", metavar="IN")
+    decrypt.add_argument("output", metavar="OUT")
+    decrypt.set_defaults(handler=_decrypt)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    try:
+        return asyncio.run(run(args, environ=os.environ))
+    except KeyboardInterrupt:
+        return 130
+
+
+async def run(args: argparse.Namespace, *, environ: Mapping[str, str]) -> int:
+    """Execute parsed arguments and map the outcome to an exit code; messages go to stderr."""
+    try:
+        await args.handler(args, environ)
+        return EXIT_OK
+    except UsageError as exc:
+        _error(str(exc))
+        return EXIT_USAGE
+    except KeyDenied as exc:
+        _error(f"key denied by policy: {exc}")
+        for reason in exc.reasons:
+            print(f"  - {reason}", file=sys.stderr)
+        if exc.disclosed is not None:
+            print(f"  disclosed: {json.dumps(exc.disclosed, sort_keys=True)}", file=sys.stderr)
+        return EXIT_DENIED
+    except ApprovalPending as exc:
+        _error(f"approval required: key request {exc.request_id} is pending; run the command again once approved")
+        _print_json({"request_id": exc.request_id, "status": "pending"})
+        return EXIT_PENDING
+    except (AgentError, IdentityError, FactsError, FileFormatError, ValueError) as exc:
+        _error(str(exc))
+        return EXIT_ERROR
+    except OSError as exc:
+        _error(f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else str(exc))
+        return EXIT_ERROR
+
+
+def state_dir(args: argparse.Namespace, environ: Mapping[str, str]) -> Path:
+    home = args.home or environ.get(ENV_HOME)
+    return Path(home).expanduser() if home else default_state_dir()
+
+
+async def _enroll(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
+    token = args.token if args.token is not None else environ.get(ENV_TOKEN)
+    if token == "-":
+        token = sys.stdin.readline().strip()
+    if not token:
+        raise UsageError(f"an enrollment token is required: pass --token T, --token - (stdin) or set ${ENV_TOKEN}")
+    if not args.gateway.startswith(("https://", "http://")):
+        raise UsageError(f"--gateway must be an http(s) URL, got {args.gateway!r}")
+    home = state_dir(args, environ)
+    async with AgentClient(timeout_seconds=args.timeout) as client:
+        identity = await client.enroll(args.gateway, token, args.name or socket.gethostname(), home)
+    _print_json(
+        {"device_id": identity.device_id, "tenant_id": identity.tenant_id, "key_id": identity.key_id, "home": str(home)}
+    )
+
+
+async def _facts(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
+    home = state_dir(args, environ)
+    try:
+        device_id: str | None = AgentIdentity.load(home).device_id
+    except IdentityError:
+        device_id = None  # Facts are still worth showing before enrolment.
+    _print_json(await _gather_facts(args, environ, device_id))
+
+
+async def _request_key(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
+    released = await _release(args, environ, args.key_id, args.key_version)
+    _print_json(_metadata(released))
+
+
+async def _encrypt(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
+    # Opened before the request, so a typo costs no key release (and no audit record).
+    with open(args.input, "rb") as src:
+        released = await _release(args, environ, args.key_id, args.key_version)
+
+        def write(dst: BinaryIO) -> None:
+            encrypt_stream(src, dst, key=released.key, key_id=released.key_id, key_version=released.key_version)
+
+        await asyncio.to_thread(_write_atomically, Path(args.output), write)
+    _print_json({**_metadata(released), "input": args.input, "output": args.output})
+
+
+async def _decrypt(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
+    with open(args.input, "rb") as src:
+        try:
+            header = read_header(src)
+        except FileFormatError as exc:
+            raise FileFormatError(f"cannot decrypt {args.input}: {exc}") from None
+        released = await _release(args, environ, header.key_id, header.key_version)
+
+        def write(dst: BinaryIO) -> None:
+            decrypt_stream(src, dst, key=released.key, header=header)
+
+        try:
+            await asyncio.to_thread(_write_atomically, Path(args.output), write)
+        except FileFormatError as exc:
+            raise FileFormatError(f"cannot decrypt {args.input}: {exc}; {args.output} was not written") from None
+    _print_json({**_metadata(released), "input": args.input, "output": args.output})
+
+
+async def _release(
+    args: argparse.Namespace, environ: Mapping[str, str], key_id: str, key_version: int | None
+) -> ReleasedKey:
+    identity = AgentIdentity.load(state_dir(args, environ))
+    facts = await _gather_facts(args, environ, identity.device_id)
+    async with AgentClient(identity, timeout_seconds=args.timeout) as client:
+        return await client.request_key(key_id, facts=facts, key_version=key_version)
+
+
+async def _gather_facts(args: argparse.Namespace, environ: Mapping[str, str], device_id: str | None) -> dict[str, Any]:
+    facts_file = args.facts_file or environ.get(ENV_FACTS_FILE) or None
+    hash_paths = args.hash_path
+    if hash_paths is None:
+        hash_paths = [path for path in environ.get(ENV_HASH_PATHS, "").split(os.pathsep) if path]
+    return await asyncio.to_thread(
+        collect_facts, device_id=device_id, hash_paths=hash_paths, facts_file=facts_file, environ=environ
+    )
+
+
+def _write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Write via a 0600 temporary file beside `path`, renamed into place only if `write` succeeds."""
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as dst:
+            write(dst)
+            dst.flush()
+            os.fsync(dst.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def _metadata(released: ReleasedKey) -> dict[str, Any]:
+    return {
+        "request_id": released.request_id,
+        "key_id": released.key_id,
+        "key_version": released.key_version,
+        "algorithm": released.algorithm,
+    }
+
+
+def _print_json(document: Mapping[str, Any]) -> None:
+    print(json.dumps(document, indent=2, sort_keys=True))
+
+
+def _error(message: str) -> None:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,355 @@
+"""The agent SDK: enrol a VM with the gateway and request data keys under policy.
+
+Every key request is signed with the device key (RFC 9421) and carries a fresh X25519 public
+key; the gateway returns the data key sealed to it with HPKE, bound to this tenant, request, key
+and version. Gateway refusals arrive as application/problem+json and surface as `AgentError`
+subclasses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from agent.identity import AgentIdentity, IdentityError, generate_device_key, is_enrolled, public_key_b64
+from shared.crypto.httpsig import sign_request
+from shared.crypto.release import SUITE_NAME, ReleaseError, open_sealed, release_info
+
+ENROLL_PATH = "/v1/agent/enroll"
+KEY_REQUESTS_PATH = "/v1/agent/key-requests"
+DEFAULT_TIMEOUT_SECONDS = 30.0
+DATA_KEY_LENGTHS = (16, 24, 32)
+_MAX_TEXT_DETAIL = 200
+_ACCEPT = "application/json, application/problem+json"
+
+
+class AgentError(Exception):
+    """The gateway refused or failed a request; `status` is None when no HTTP status applies."""
+
+    def __init__(
+        self,
+        status: int | None,
+        title: str,
+        detail: str = "",
+        reasons: Sequence[str] = (),
+        *,
+        problem: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.reasons = list(reasons)
+        self.problem: dict[str, Any] = dict(problem or {})
+        super().__init__(self._message())
+
+    @property
+    def type(self) -> str | None:
+        return self.problem.get("type")
+
+    @property
+    def field(self) -> str | None:
+        return self.problem.get("field")
+
+    def _message(self) -> str:
+        message = self.title if self.status is None else f"{self.title} (HTTP {self.status})"
+        if self.detail and self.detail != self.title:
+            message += f": {self.detail}"
+        return message
+
+
+class KeyDenied(AgentError):
+    """403: policy denied the release; `reasons` say which rules or facts, as far as policy discloses."""
+
+    @property
+    def disclosed(self) -> Any:
+        return self.problem.get("disclosed")
+
+
+class ApprovalPending(AgentError):
+    """202: policy requires a human approval; `request_id` identifies the waiting request."""
+
+    def __init__(self, request_id: str, *, problem: Mapping[str, Any] | None = None) -> None:
+        self.request_id = request_id
+        super().__init__(202, "approval required", f"key request {request_id} is pending approval", problem=problem)
+
+
+class NotAuthenticated(AgentError):
+    """401: the signature was rejected (bad, stale or replayed) or the device was revoked."""
+
+
+class KeyNotFound(AgentError):
+    """404: no such key for this tenant."""
+
+
+class KeyNotActive(AgentError):
+    """409: the key (version) exists but is not in a state that allows release."""
+
+
+class EnrollmentRejected(AgentError):
+    """The enrolment token or request was refused (invalid, expired or used token, bad name)."""
+
+
+class ServiceUnavailable(AgentError):
+    """503/504, or the gateway could not be reached or answered nonsense; worth retrying later."""
+
+
+class ProtocolError(AgentError):
+    """The gateway's answer does not follow the agent protocol (or does not open with our key)."""
+
+
+_KEY_REQUEST_ERRORS: dict[int, type[AgentError]] = {
+    401: NotAuthenticated,
+    403: KeyDenied,
+    404: KeyNotFound,
+    409: KeyNotActive,
+    502: ServiceUnavailable,
+    503: ServiceUnavailable,
+    504: ServiceUnavailable,
+}
+_ENROLL_ERRORS: dict[int, type[AgentError]] = {
+    400: EnrollmentRejected,
+    401: EnrollmentRejected,
+    403: EnrollmentRejected,
+    404: EnrollmentRejected,
+    409: EnrollmentRejected,
+    410: EnrollmentRejected,
+    422: EnrollmentRejected,
+    502: ServiceUnavailable,
+    503: ServiceUnavailable,
+    504: ServiceUnavailable,
+}
+
+
+@dataclass(frozen=True)
+class ReleasedKey:
+    """A data key released to this VM; the key bytes never appear in its repr."""
+
+    key_id: str
+    key_version: int
+    algorithm: str
+    request_id: str
+    # Security invariant: hidden from repr and comparison so it cannot leak into logs or test output.
+    key: bytes = field(repr=False, compare=False)
+
+
+class AgentClient:
+    """Talks to one gateway as one device. Use as ``async with AgentClient(identity) as client``.
+
+    Pass `session` to reuse an aiohttp session (it is then not closed here); otherwise one is
+    opened on entry with `timeout_seconds` as the total per-request timeout.
+    """
+
+    def __init__(
+        self,
+        identity: AgentIdentity | None = None,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+    ) -> None:
+        self._identity = identity
+        self._session = session
+        self._owns_session = session is None
+        self._timeout = aiohttp.ClientTimeout(total=timeout_seconds, connect=min(10.0, timeout_seconds))
+
+    @classmethod
+    def from_state_dir(cls, state_dir: Path | str, **kwargs: Any) -> AgentClient:
+        return cls(AgentIdentity.load(state_dir), **kwargs)
+
+    @property
+    def identity(self) -> AgentIdentity | None:
+        return self._identity
+
+    async def __aenter__(self) -> AgentClient:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._owns_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def enroll(
+        self, gateway_url: str, enrollment_token: str, name: str, state_dir: Path | str
+    ) -> AgentIdentity:
+        """Register a new device key with the gateway and save the identity in `state_dir`."""
+        if not gateway_url.startswith(("https://", "http://")):
+            raise ValueError(f"gateway URL must start with https:// or http://, got {gateway_url!r}")
+        state = Path(state_dir)
+        # Checked before the token is spent, since a used token cannot be retried.
+        if is_enrolled(state):
+            raise IdentityError(f"{state} already holds an agent identity; remove it first to enroll this VM again")
+        private_key = generate_device_key()
+        body = _json_bytes(
+            {"enrollment_token": enrollment_token, "name": name, "public_key": public_key_b64(private_key)}
+        )
+        status, document = await self._post(_join(gateway_url, ENROLL_PATH), body, {})
+        if status != 201:
+            raise _error_from(status, document, _ENROLL_ERRORS)
+        tenant_id, device_id, key_id = (_string(document, name) for name in ("tenant_id", "device_id", "key_id"))
+        identity = AgentIdentity(
+            gateway_url=gateway_url.rstrip("/"),
+            tenant_id=tenant_id,
+            device_id=device_id,
+            key_id=key_id,
+            private_key=private_key,
+        )
+        await asyncio.to_thread(identity.save, state)
+        self._identity = identity
+        return identity
+
+    async def request_key(
+        self, key_id: str, *, facts: Mapping[str, Any], key_version: int | None = None
+    ) -> ReleasedKey:
+        """Ask for a data key under policy, presenting `facts`; the latest version unless one is named."""
+        identity = self._require_identity()
+        # A fresh X25519 key per request: a sealed key captured in transit opens for nobody else, ever.
+        ephemeral = X25519PrivateKey.generate()
+        ephemeral_public = ephemeral.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+        url = _join(identity.gateway_url, KEY_REQUESTS_PATH)
+        body = _json_bytes(
+            {
+                "key_id": key_id,
+                "key_version": key_version,
+                "facts": dict(facts),
+                "ephemeral_public_key": base64.b64encode(ephemeral_public).decode("ascii"),
+            }
+        )
+        headers = {"Content-Type": "application/json", "Accept": _ACCEPT}
+        headers.update(
+            sign_request(
+                method="POST",
+                url=url,
+                headers=headers,
+                body=body,
+                key_id=identity.key_id,
+                private_key=identity.private_key,
+            )
+        )
+        status, document = await self._post(url, body, headers)
+        if status == 202:
+            raise ApprovalPending(_string(document, "request_id"), problem=document)
+        if status != 200:
+            raise _error_from(status, document, _KEY_REQUEST_ERRORS)
+        return _open_release(document, identity, ephemeral, requested_key_id=key_id, requested_version=key_version)
+
+    def _require_identity(self) -> AgentIdentity:
+        if self._identity is None:
+            raise IdentityError("this client has no identity: enroll first or pass one to AgentClient")
+        return self._identity
+
+    async def _post(self, url: str, body: bytes, headers: Mapping[str, str]) -> tuple[int, dict[str, Any]]:
+        if self._session is None:
+            raise RuntimeError("AgentClient must be used as an async context manager")
+        send_headers = {"Content-Type": "application/json", "Accept": _ACCEPT, **headers}
+        try:
+            async with self._session.post(url, data=body, headers=send_headers, timeout=self._timeout) as response:
+                text = await response.text(errors="replace")
+                return response.status, _parse_body(response.status, text)
+        except asyncio.TimeoutError:
+            raise ServiceUnavailable(None, "gateway timed out", f"no answer from {url} in time") from None
+        except aiohttp.ClientError as exc:
+            raise ServiceUnavailable(None, "gateway unreachable", f"{url}: {exc}") from None
+
+
+def _open_release(
+    document: Mapping[str, Any],
+    identity: AgentIdentity,
+    ephemeral: X25519PrivateKey,
+    *,
+    requested_key_id: str,
+    requested_version: int | None,
+) -> ReleasedKey:
+    request_id = _string(document, "request_id")
+    key_id = _string(document, "key_id")
+    key_version = document.get("key_version")
+    algorithm = _string(document, "algorithm")
+    if not isinstance(key_version, int) or isinstance(key_version, bool) or key_version < 1:
+        raise ProtocolError(200, "malformed key release", "key_version must be an integer >= 1")
+    if key_id != requested_key_id or (requested_version is not None and key_version != requested_version):
+        raise ProtocolError(
+            200,
+            "wrong key released",
+            f"asked for {requested_key_id} version {requested_version or 'latest'}, got {key_id} version {key_version}",
+        )
+    suite = document.get("hpke_suite", SUITE_NAME)
+    if suite != SUITE_NAME:
+        raise ProtocolError(200, "unsupported HPKE suite", f"expected {SUITE_NAME}, got {suite!r}")
+    try:
+        sealed = base64.b64decode(_string(document, "sealed_key"), validate=True)
+    except binascii.Error:
+        raise ProtocolError(200, "malformed key release", "sealed_key is not base64") from None
+    # The info binds what the gateway claims (tenant, request, key, version): if any of it was
+    # altered, or the key was sealed for another request, it does not open.
+    info = release_info(
+        tenant_id=identity.tenant_id, request_id=request_id, key_id=key_id, key_version=key_version
+    )
+    try:
+        data_key = open_sealed(sealed, ephemeral, info)
+    except ReleaseError as exc:
+        raise ProtocolError(200, "sealed key does not open", str(exc)) from None
+    if len(data_key) not in DATA_KEY_LENGTHS:
+        raise ProtocolError(200, "malformed key release", "data key has an unsupported length")
+    return ReleasedKey(
+        key_id=key_id, key_version=key_version, algorithm=algorithm, request_id=request_id, key=data_key
+    )
+
+
+def _error_from(status: int, document: Mapping[str, Any], errors: Mapping[int, type[AgentError]]) -> AgentError:
+    reasons = document.get("reasons")
+    error_type = errors.get(status)
+    if error_type is None:
+        error_type = ServiceUnavailable if status >= 500 else AgentError
+    return error_type(
+        status,
+        str(document.get("title") or f"HTTP {status}"),
+        str(document.get("detail") or ""),
+        [str(reason) for reason in reasons] if isinstance(reasons, list) else [],
+        problem=document,
+    )
+
+
+def _parse_body(status: int, text: str) -> dict[str, Any]:
+    try:
+        document = json.loads(text) if text else {}
+    except ValueError:
+        document = None
+    if isinstance(document, dict):
+        return document
+    if 200 <= status < 300:
+        raise ProtocolError(status, "malformed gateway response", "expected a JSON object")
+    # A proxy's HTML error page, for instance: keep a short excerpt for the operator.
+    return {"title": f"HTTP {status}", "detail": " ".join(text.split())[:_MAX_TEXT_DETAIL]}
+
+
+def _string(document: Mapping[str, Any], name: str) -> str:
+    value = document.get(name)
+    if not isinstance(value, str) or not value:
+        raise ProtocolError(None, "malformed gateway response", f"{name} must be a non-empty string")
+    return value
+
+
+def _json_bytes(document: Mapping[str, Any]) -> bytes:
+    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _join(base_url: str, path: str) -> str:
+    return base_url.rstrip("/") + path
