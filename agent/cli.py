@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     facts_options = argparse.ArgumentParser(add_help=False)
     facts_options.add_argument(
-        "--facts-file", metavar="FILE", help=f"operator facts JSON merged over collected facts (default ${ENV_FACTS_FILE})"
+        "--facts-file", metavar="FILE",
+        help=f"operator facts JSON merged over collected facts (default ${ENV_FACTS_FILE})",
     )
     facts_options.add_argument(
         "--hash-path", metavar="PATH", action="append", default=None,
@@ -64,7 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     enroll = commands.add_parser("enroll", help="register this VM with a gateway using a one-time token")
     enroll.add_argument("--gateway", metavar="URL", required=True, help="gateway base URL, e.g. https://gw.example")
-    enroll.add_argument("--token", metavar="T", help=f"enrollment token, '-' to read it from stdin (default ${ENV_TOKEN})")
+    enroll.add_argument(
+        "--token", metavar="T", help=f"enrollment token, '-' to read it from stdin (default ${ENV_TOKEN})"
+    )
     enroll.add_argument("--name", metavar="N", help="device name (default: the hostname)")
     enroll.set_defaults(handler=_enroll)
 

@@ -48,7 +48,8 @@ class FakeClient:
         FakeClient.requests.append((key_id, key_version))
         if FakeClient.outcome is not None:
             raise FakeClient.outcome
-        return ReleasedKey(key_id=key_id, key_version=key_version or 3, algorithm="AES-256-GCM", request_id="rq1", key=DATA_KEY)
+        version = key_version or 3
+        return ReleasedKey(key_id=key_id, key_version=version, algorithm="AES-256-GCM", request_id="rq1", key=DATA_KEY)
 
 
 @pytest.fixture

@@ -106,9 +106,8 @@ def test_agent_hash_is_stable_and_tracks_code_changes(tmp_path):
     (package / "a.py").write_text("A = 1\n")
     (package / "b.py").write_text("B = 2\n")
     (package / "__pycache__" / "a.cpython-311.py").write_text("ignored")
-    manifest = "".join(
-        f"{hashlib.sha256(content).hexdigest()}  {name}\n" for name, content in [("a.py", b"A = 1\n"), ("b.py", b"B = 2\n")]
-    )
+    files = [("a.py", b"A = 1\n"), ("b.py", b"B = 2\n")]
+    manifest = "".join(f"{hashlib.sha256(content).hexdigest()}  {name}\n" for name, content in files)
 
     first = agent_hash(package)
     assert first == hashlib.sha256(manifest.encode()).hexdigest()
