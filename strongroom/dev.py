@@ -66,5 +66,5 @@ async def _dev(port: int, data_dir: Path) -> None:
         server.stop()
 
 
-def run_dev(port: int = 8400, data_dir: str | Path = "dev-data") -> None:
-    asyncio.run(_dev(port, Path(data_dir)))
+def run_dev(port: int = 8400, data_dir: str | Path | None = None) -> None:
+    asyncio.run(_dev(port, Path(data_dir or "dev-data")))

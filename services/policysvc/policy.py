@@ -51,6 +51,7 @@ _MISSING_NOTE = "fact not present"
 _NOW_NOTE = "observed.request_time missing; used evaluation time"
 _MISSING = object()
 _UNSET = object()
+_new_tuple = tuple.__new__  # builds a NamedTuple without its Python-level __new__, for hot paths
 
 Outcome = tuple[Any, bool, str]  # (actual value as traced, result, note)
 
@@ -214,7 +215,7 @@ def evaluate(policies: Sequence[Policy], facts: Mapping[str, Any], *, now: datet
     deciding = matched[winner] if winner else []
     return Decision(
         effect=winner or "deny",
-        decided_by=tuple(RuleRef(p.id, p.version, r.id) for p, r in deciding),
+        decided_by=tuple(_new_tuple(RuleRef, (p.id, p.version, r.id)) for p, r in deciding),
         approval=_strictest_approval([r.approval for _, r in deciding]) if winner == "require_approval" else None,
         disclose=strictest_disclosure(policies),
         _policies=tuple(policies),
@@ -250,7 +251,9 @@ class _Context:
 def _holds(node: Condition, context: _Context) -> bool:
     kind = type(node)
     if kind is Predicate:
-        outcome = context.outcomes.get(node.signature) or _run_once(node, context)
+        outcome = context.outcomes.get(node.signature)
+        if outcome is None:
+            outcome = context.outcomes[node.signature] = _run(node, context)
         return outcome[1]
     if kind is NotOf:
         return not _holds(node.child, context)
@@ -258,7 +261,10 @@ def _holds(node: Condition, context: _Context) -> bool:
     outcomes = context.outcomes
     for child in node.children:
         if type(child) is Predicate:  # inlined: this loop is the evaluator's hot path
-            result = (outcomes.get(child.signature) or _run_once(child, context))[1]
+            outcome = outcomes.get(child.signature)
+            if outcome is None:
+                outcome = outcomes[child.signature] = _run(child, context)
+            result = outcome[1]
         else:
             result = _holds(child, context)
         if result is decisive:
@@ -281,13 +287,7 @@ def _replay(node: Condition, outcomes: Mapping[str, Outcome], tested: list[Predi
     return not decisive
 
 
-def _run_once(predicate: Predicate, context: _Context) -> Outcome:
-    outcome = context.outcomes[predicate.signature] = _run(predicate, context)
-    return outcome
-
-
-def _run(predicate: Predicate, context: _Context) -> tuple[Any, bool, str]:
-    """(actual as traced, result, note) of one fact test."""
+def _run(predicate: Predicate, context: _Context) -> Outcome:
     actual = context.facts_read.get(predicate.fact, _UNSET)
     if actual is _UNSET:
         actual = context.facts_read[predicate.fact] = _resolve(context.facts, predicate.keys)
@@ -302,23 +302,27 @@ def _run(predicate: Predicate, context: _Context) -> tuple[Any, bool, str]:
         result, note = _CHECKS[op](predicate.operand, actual, context)
     except Exception as exc:  # noqa: BLE001 - a hostile facts document must not crash a decision
         result, note = False, f"could not evaluate: {type(exc).__name__}"
-    return _clip(actual), bool(result), prefix + note
+    if type(actual) is not str or len(actual) > 256:
+        actual = _clip(actual)
+    return actual, bool(result), prefix + note if prefix else note
 
 
 def _resolve(facts: Any, keys: tuple[str | int, ...]) -> Any:
+    """The value at a fact path, or _MISSING when absent or null."""
     value = facts
     for key in keys:
-        if type(key) is str:
-            if type(value) is not dict and not isinstance(value, Mapping):
+        kind = type(value)
+        if kind is dict or (kind is not list and isinstance(value, Mapping)):
+            if type(key) is not str:
                 return _MISSING
-            value = value.get(key, _MISSING)
-        elif isinstance(value, list) and key < len(value):
+            value = value.get(key)
+        elif kind is list and type(key) is int and key < len(value):
             value = value[key]
         else:
             return _MISSING
-        if value is _MISSING:
+        if value is None:
             return _MISSING
-    return _MISSING if value is None else value
+    return value
 
 
 def _clip(value: Any) -> Any:

@@ -1,0 +1,462 @@
+"""Key releases per second and their latency through the four services, driven the way agents use them.
+
+Run: python bench/release_bench.py [--agents 1,8,32] [--seconds 10] [--rules 1|50] [--bus rabbitmq|memory]
+
+This process runs gateway, policysvc, keysvc and auditsvc (as `Stack` does in tests: one bus
+connection each) over RabbitMQ under a throwaway prefix, deleted at the end, or over the
+in-memory bus, with the embedded MongoDB-compatible store in memory. Setup goes through the HTTP
+API: bootstrap credential, tenant, key, one allow policy, enrolment tokens. The agents run in a
+child process (so their crypto and HTTP client do not share the services' event loop): each
+enrols with the agent SDK, then loops on signed key requests with a fresh X25519 key, and a
+release counts only once its sealed key has opened. Prints figures; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import platform
+import resource
+import secrets
+import sys
+import tempfile
+import time
+import tracemalloc
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import aiohttp  # noqa: E402
+import structlog  # noqa: E402
+
+DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+KEY_REQUESTS_PATH = "/v1/agent/key-requests"
+WARMUP_SECONDS = 1.5
+LOAD_GENERATOR_FLAG = "--load-generator"
+
+
+# --- where the time goes: timings taken at the bus and from the gateway's request log ----------
+
+
+class Stages:
+    """Sums of durations per stage, reset at the start of each concurrency level."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.total: dict[str, float] = defaultdict(float)
+        self.calls: Counter[str] = Counter()
+        self.items: Counter[str] = Counter()
+        self.requested_at: dict[str, float] = {}
+
+    def add(self, stage: str, seconds: float, items: int = 1) -> None:
+        self.total[stage] += seconds
+        self.calls[stage] += 1
+        self.items[stage] += items
+
+    def mean_ms(self, stage: str, *, per_item: bool = False) -> float | None:
+        count = self.items[stage] if per_item else self.calls[stage]
+        return self.total[stage] / count * 1000 if count else None
+
+
+class TimedBus:
+    """One service's bus, with its publishes and handlers timed; everything else is delegated."""
+
+    def __init__(self, service: str, inner: Any, stages: Stages, *, owns_inner: bool = True) -> None:
+        self._service = service
+        self._inner = inner
+        self._stages = stages
+        self._owns_inner = owns_inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def close(self) -> None:
+        if self._owns_inner:
+            await self._inner.close()
+
+    async def publish(self, event: Any) -> None:
+        started = time.perf_counter()
+        if event.type == "key.requested":
+            self._stages.requested_at[event.request_id] = started
+        await self._inner.publish(event)
+        self._stages.add(f"{self._service} publish {event.type}", time.perf_counter() - started)
+
+    async def subscribe(self, service: str, handler: Any, **options: Any) -> None:
+        async def timed(event: Any) -> None:
+            started = time.perf_counter()
+            await handler(event)
+            self._stages.add(f"{self._service} handle {event.type}", time.perf_counter() - started)
+
+        await self._inner.subscribe(service, timed, **options)
+
+    async def subscribe_batch(self, service: str, handler: Any, **options: Any) -> None:
+        async def timed(batch: Sequence[Any]) -> None:
+            started = time.perf_counter()
+            await handler(batch)
+            self._stages.add(f"{self._service} ingest batch", time.perf_counter() - started, len(batch))
+
+        await self._inner.subscribe_batch(service, timed, **options)
+
+    async def listen(self, patterns: Sequence[str], handler: Any) -> None:
+        async def timed(event: Any) -> None:
+            if event.type == "key.released":
+                requested = self._stages.requested_at.pop(event.request_id, None)
+                if requested is not None:
+                    self._stages.add("pipeline", time.perf_counter() - requested)
+            await handler(event)
+
+        await self._inner.listen(patterns, timed)
+
+
+def configure_logging(stages: Stages) -> None:
+    """Warnings and errors to stderr; info lines are dropped, after the gateway's request line
+    for key requests has given its duration (so log rendering is not part of the figures)."""
+
+    def capture(logger: Any, method_name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+        if event_dict.get("event") == "http_request" and event_dict.get("path") == KEY_REQUESTS_PATH:
+            stages.add("gateway view", event_dict["ms"] / 1000)
+        if method_name in ("warning", "error", "critical", "exception"):
+            return event_dict
+        raise structlog.DropEvent
+
+    structlog.configure(
+        processors=[
+            capture,
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.format_exc_info,
+            structlog.dev.ConsoleRenderer(colors=False),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+
+
+# --- the policy and the facts -------------------------------------------------------------------
+
+
+def policy_and_facts(rules: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    if rules == 1:
+        policy = {
+            "name": "bench-allow-eu",
+            "rules": [{"id": "allow-eu", "effect": "allow",
+                       "when": {"fact": "identity.region", "op": "in", "value": ["eu-west-1", "eu-central-1"]}}],
+        }
+        return policy, {"identity": {"region": "eu-west-1"}}
+    # The same 50 rules over ~40 facts as policy_eval_bench.py, so the two figures compare.
+    import policy_eval_bench
+
+    policy = policy_eval_bench.policy_doc()
+    for rule in policy["rules"]:
+        when = rule["when"]
+        if "not" in when and when["not"].get("op") == "within_time_window":
+            # Every hour of every day: the bench must not turn into "approval required" at night.
+            when["not"]["value"] = {"days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+                                    "from": "00:00", "to": "24:00"}
+    facts = policy_eval_bench.facts()
+    facts["identity"]["boot_time"] = (datetime.now(UTC) - timedelta(minutes=10)).isoformat()
+    facts.pop("observed")  # the gateway supplies these
+    return policy, facts
+
+
+# --- the services' side -------------------------------------------------------------------------
+
+
+class Operator:
+    """Just enough of the operator API for setup."""
+
+    def __init__(self, session: aiohttp.ClientSession, url: str, token: str) -> None:
+        self.session, self.url, self.token = session, url, token
+
+    async def post(self, path: str, body: dict[str, Any], expect: int = 201) -> dict[str, Any]:
+        headers = {"Authorization": f"Bearer {self.token}"}
+        async with self.session.post(self.url + path, json=body, headers=headers) as resp:
+            document = await resp.json(content_type=None)
+            if resp.status != expect:
+                raise SystemExit(f"setup failed: POST {path} -> {resp.status} {document}")
+            return document
+
+
+async def set_up_tenant(url: str, bootstrap: str, agents: int, rules: int) -> dict[str, Any]:
+    policy, facts = policy_and_facts(rules)
+    async with aiohttp.ClientSession() as session:
+        provider = Operator(session, url, bootstrap)
+        tenant = await provider.post("/v1/tenants", {"name": "bench"})
+        admin = Operator(session, url, tenant["admin_token"])
+        key = await admin.post("/v1/keys", {"name": "bench-volume", "volume": "vol-bench"})
+        await admin.post("/v1/policies", policy)
+        enrollments = [await admin.post("/v1/enrollment-tokens", {"name": f"bench-vm-{i}", "ttl_seconds": 3600})
+                       for i in range(agents)]
+    return {"url": url, "key_id": key["key_id"], "facts": facts,
+            "enrollment_tokens": [e["token"] for e in enrollments], "policy_rules": len(policy["rules"])}
+
+
+class LoadGenerator:
+    """The child process that plays the agents; one JSON line per command and per answer."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+
+    @classmethod
+    async def start(cls) -> LoadGenerator:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, str(Path(__file__).resolve()), LOAD_GENERATOR_FLAG,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        )
+        return cls(process)
+
+    async def ask(self, command: dict[str, Any]) -> dict[str, Any]:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(json.dumps(command).encode() + b"\n")
+        await self.process.stdin.drain()
+        line = await self.process.stdout.readline()
+        if not line:
+            raise SystemExit(f"load generator exited with status {await self.process.wait()}")
+        return json.loads(line)
+
+    async def stop(self) -> None:
+        if self.process.returncode is None:
+            assert self.process.stdin is not None
+            self.process.stdin.close()
+            try:
+                await asyncio.wait_for(self.process.wait(), 10)
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()
+
+
+def cpu_seconds(who: int = resource.RUSAGE_SELF) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def run_bench(args: argparse.Namespace) -> None:
+    from shared.bus import RabbitBus
+    from shared.bus_memory import MemoryBus
+    from shared.config import AuditSettings, GatewaySettings, KeySettings, PolicySettings
+    from shared.crypto import tokens
+    from shared.embedded_mongo import EmbeddedMongo
+    from shared.store import connect
+    from strongroom.stack import Stack
+
+    stages = Stages()
+    configure_logging(stages)
+    if args.tracemalloc:
+        tracemalloc.start()
+    levels = [int(n) for n in args.agents.split(",")]
+    prefix = f"bench{uuid.uuid4().hex[:10]}_"
+    bus_prefix = f"{prefix}."
+    memory_bus = MemoryBus() if args.bus == "memory" else None
+    own_buses: list[RabbitBus] = []
+
+    async def bus_for(name: str) -> TimedBus:
+        if memory_bus is not None:
+            return TimedBus(name, memory_bus, stages, owns_inner=False)
+        bus = RabbitBus(args.amqp_url, prefix=bus_prefix)
+        await bus.start()
+        own_buses.append(bus)
+        return TimedBus(name, bus, stages)
+
+    store = EmbeddedMongo(":memory:").start()
+    client = connect(store.url)
+    bootstrap = tokens.new_token("sr_boot")
+    common = {"db_prefix": prefix, "bus_prefix": bus_prefix}
+    stack = Stack(
+        client=client,
+        bus_for=bus_for,  # type: ignore[arg-type]
+        gateway_settings=GatewaySettings(**common, host="127.0.0.1", port=0, bootstrap_token=bootstrap,
+                                         release_timeout_seconds=15.0),
+        policy_settings=PolicySettings(**common),
+        key_settings=KeySettings(**common),
+        audit_settings=AuditSettings(**common),
+        root_key=secrets.token_bytes(32),
+    )
+    load: LoadGenerator | None = None
+    try:
+        if memory_bus is not None:
+            await memory_bus.start()
+        await stack.start_all()
+        setup = await set_up_tenant(stack.url, bootstrap, max(levels), args.rules)
+        load = await LoadGenerator.start()
+        enrolled = await load.ask({"setup": setup})
+        await load.ask({"agents": max(levels), "seconds": WARMUP_SECONDS})
+        results = []
+        for agents in levels:
+            stages.reset()
+            cpu_before = cpu_seconds()
+            result = await load.ask({"agents": agents, "seconds": args.seconds})
+            result["service_cpu"] = cpu_seconds() - cpu_before
+            result["stages"] = stage_means(stages, result)
+            results.append(result)
+        load_rss = (await load.ask({"report": True}))["max_rss_kib"]
+    finally:
+        if load is not None:
+            await load.stop()
+        await stack.stop_all()
+        if memory_bus is not None:
+            await memory_bus.close()
+        else:
+            cleanup = RabbitBus(args.amqp_url, prefix=bus_prefix)
+            await cleanup.start()
+            await cleanup.destroy()
+            await cleanup.close()
+        await client.close()
+        store.stop()
+    traced_peak = tracemalloc.get_traced_memory()[1] if args.tracemalloc else None
+    print_report(args, setup, enrolled, results, load_rss, traced_peak)
+
+
+STAGE_ROWS = (
+    ("agent round trip (sign, HTTP, open)", "agent"),
+    ("gateway key-request view, total", "gateway view"),
+    ("  gateway publish key.requested", "gateway publish key.requested"),
+    ("  key.requested sent -> key.released back", "pipeline"),
+    ("policysvc decide (handler)", "policysvc handle key.requested"),
+    ("  policysvc publish key.decided", "policysvc publish key.decided"),
+    ("keysvc release (handler)", "keysvc handle key.decided"),
+    ("  keysvc publish key.released", "keysvc publish key.released"),
+    ("auditsvc ingest, per event (batched)", "auditsvc ingest batch"),
+)
+
+
+def stage_means(stages: Stages, result: dict[str, Any]) -> dict[str, float | None]:
+    means: dict[str, float | None] = {"agent": result["mean_ms"] if result["ok"] else None}
+    for _, stage in STAGE_ROWS[1:]:
+        means[stage] = stages.mean_ms(stage, per_item=stage == "auditsvc ingest batch")
+    return means
+
+
+def print_report(args, setup, enrolled, results, load_rss_kib, traced_peak) -> None:  # noqa: ANN001
+    store = "embedded store (:memory:)"
+    bus = "RabbitMQ 127.0.0.1 (RabbitBus, own prefix)" if args.bus == "rabbitmq" else "in-memory bus"
+    print(f"release bench: {bus}, {store}; policy of {setup['policy_rules']} rule(s); "
+          f"{enrolled['enrolled']} agents enrolled in a separate process")
+    print(f"python {platform.python_version()}, {os.cpu_count()} CPUs; {args.seconds:g}s per level, "
+          f"after {WARMUP_SECONDS:g}s warm-up")
+    print()
+    print(f"{'agents':>6} {'releases/s':>10} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'max ms':>7} "
+          f"{'errors':>6} {'svc CPU ms/rel':>14} {'agent CPU ms/rel':>16}")
+    for r in results:
+        per = 1000 / r["ok"] if r["ok"] else float("nan")
+        print(f"{r['agents']:>6} {r['ok'] / r['elapsed']:>10.1f} {r['p50_ms']:>7.1f} {r['p95_ms']:>7.1f} "
+              f"{r['p99_ms']:>7.1f} {r['max_ms']:>7.1f} {sum(r['errors'].values()):>6} "
+              f"{r['service_cpu'] * per:>14.2f} {r['cpu_s'] * per:>16.2f}")
+    for r in results:
+        for error, count in r["errors"].items():
+            print(f"  {r['agents']} agents: {count} x {error}")
+    print()
+    heading = "".join(f"{str(r['agents']) + ' agents':>11}" for r in results)
+    print(f"{'mean ms per step':<42}{heading}")
+    for label, stage in STAGE_ROWS:
+        cells = "".join(f"{'-' if r['stages'][stage] is None else format(r['stages'][stage], '.2f'):>11}"
+                        for r in results)
+        print(f"{label:<42}{cells}")
+    print()
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    traced = f"; tracemalloc peak {traced_peak / 2**20:.1f} MiB" if traced_peak is not None else ""
+    print(f"peak RSS: services process {own:.0f} MiB{traced}; agents process {load_rss_kib / 1024:.0f} MiB "
+          "(the embedded store runs in its own process, not counted)")
+
+
+# --- the agents' side (child process) -----------------------------------------------------------
+
+
+def percentile(sorted_values: list[float], fraction: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    index = min(len(sorted_values) - 1, max(0, round(fraction * len(sorted_values)) - 1))
+    return sorted_values[index]
+
+
+async def agents_run(agents: list[Any], key_id: str, facts: dict[str, Any], seconds: float) -> dict[str, Any]:
+    from agent.client import AgentError
+
+    latencies: list[float] = []
+    errors: Counter[str] = Counter()
+    cpu_before = cpu_seconds()
+    started = time.perf_counter()
+    deadline = started + seconds
+
+    async def agent_loop(agent: Any) -> None:
+        while time.perf_counter() < deadline:
+            sent = time.perf_counter()
+            try:
+                # request_key verifies the sealed key opens with this request's X25519 key.
+                await agent.request_key(key_id, facts=facts)
+            except AgentError as exc:
+                errors[f"{exc.status} {exc.title}"] += 1
+                await asyncio.sleep(0.05)
+                continue
+            latencies.append(time.perf_counter() - sent)
+
+    await asyncio.gather(*(agent_loop(a) for a in agents))
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    ms = [v * 1000 for v in latencies]
+    return {
+        "agents": len(agents), "ok": len(ms), "elapsed": elapsed, "errors": dict(errors),
+        "p50_ms": percentile(ms, 0.50), "p95_ms": percentile(ms, 0.95), "p99_ms": percentile(ms, 0.99),
+        "max_ms": ms[-1] if ms else float("nan"), "mean_ms": sum(ms) / len(ms) if ms else float("nan"),
+        "cpu_s": cpu_seconds() - cpu_before,
+    }
+
+
+async def load_generator() -> None:
+    from agent.client import AgentClient
+
+    def answer(document: dict[str, Any]) -> None:
+        sys.stdout.write(json.dumps(document) + "\n")
+        sys.stdout.flush()
+
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        with tempfile.TemporaryDirectory(prefix="strongroom-bench-") as state:
+            agents: list[AgentClient] = []
+            setup: dict[str, Any] = {}
+            while line := await asyncio.to_thread(sys.stdin.readline):
+                command = json.loads(line)
+                if "setup" in command:
+                    setup = command["setup"]
+                    agents = [AgentClient(session=session) for _ in setup["enrollment_tokens"]]
+                    await asyncio.gather(*(
+                        agent.enroll(setup["url"], token, f"bench-vm-{i}", Path(state) / f"vm{i}")
+                        for i, (agent, token) in enumerate(zip(agents, setup["enrollment_tokens"]))
+                    ))
+                    answer({"enrolled": len(agents)})
+                elif "report" in command:
+                    answer({"max_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss})
+                else:
+                    answer(await agents_run(agents[: command["agents"]], setup["key_id"], setup["facts"],
+                                            command["seconds"]))
+
+
+def main() -> None:
+    if sys.argv[1:] == [LOAD_GENERATOR_FLAG]:
+        asyncio.run(load_generator())
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--agents", default="1,8,32", help="concurrency levels, comma-separated (default 1,8,32)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per level (default 10)")
+    parser.add_argument("--rules", type=int, choices=(1, 50), default=1,
+                        help="1: one region rule; 50: the 50-rule policy of policy_eval_bench.py over ~40 facts")
+    parser.add_argument("--bus", choices=("rabbitmq", "memory"), default="rabbitmq")
+    parser.add_argument("--amqp-url", default=DEFAULT_AMQP_URL)
+    parser.add_argument("--tracemalloc", action="store_true",
+                        help="also report the tracemalloc peak (slows the services down noticeably)")
+    asyncio.run(run_bench(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
