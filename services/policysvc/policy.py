@@ -16,6 +16,7 @@ trace and reasons are built from those outcomes only when read.
 from __future__ import annotations
 
 import ipaddress
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -111,7 +112,7 @@ class Decision:
 
     @cached_property
     def trace(self) -> tuple[RuleTrace, ...]:
-        return tuple(trace for _, _, trace in self._rule_traces())
+        return tuple(trace for _, _, trace in self._rule_traces)
 
     @cached_property
     def reasons(self) -> tuple[str, ...]:
@@ -143,7 +144,8 @@ class Decision:
         ]
         return shown
 
-    def _rule_traces(self) -> list[tuple[Policy, Rule, RuleTrace]]:
+    @cached_property
+    def _rule_traces(self) -> tuple[tuple[Policy, Rule, RuleTrace], ...]:
         """Replays each rule against the recorded outcomes: the same short-circuits, the same tests."""
         traced = []
         matched = iter(self._matched)
@@ -156,7 +158,7 @@ class Decision:
                 )
                 trace = RuleTrace(policy.id, policy.version, rule.id, rule.effect, next(matched), conditions)
                 traced.append((policy, rule, trace))
-        return traced
+        return tuple(traced)
 
     def _render(self, describe: Callable[[ConditionTrace], str]) -> tuple[str, ...]:
         """Why the effect won: the rules that decided it or, when denied by default, why each
@@ -164,7 +166,7 @@ class Decision:
         by_default = not self.decided_by
         several = len(self._policies) > 1
         lines = []
-        for policy, rule, trace in self._rule_traces():
+        for policy, rule, trace in self._rule_traces:
             relevant = rule.effect != "deny" if by_default else trace.matched and rule.effect == self.effect
             if not relevant:
                 continue
@@ -326,12 +328,16 @@ def _resolve(facts: Any, keys: tuple[str | int, ...]) -> Any:
 
 
 def _clip(value: Any) -> Any:
-    """Keep traces small however large the agent's facts are."""
-    kind = type(value)
-    if kind is str:
+    """A small, detached copy of a fact for the trace, however large or odd the agent's facts are."""
+    if type(value) is str:
         return value if len(value) <= 256 else value[:256] + "..."
-    if (kind is list or kind is dict or isinstance(value, Mapping)) and len(value) > 32:
-        return f"<{'list' if isinstance(value, list) else 'object'} of {len(value)} items>"
+    if isinstance(value, (list, Mapping)):
+        if len(value) > 32:
+            return f"<{'list' if isinstance(value, list) else 'object'} of {len(value)} items>"
+        try:  # the trace is rendered later: it must not change if the caller reuses its facts
+            return json.loads(json.dumps(value))
+        except (TypeError, ValueError, RecursionError):
+            return f"<{'list' if isinstance(value, list) else 'object'}>"
     return value
 
 

@@ -501,7 +501,10 @@ def _parse_fact_path(fact: str, where: str) -> tuple[str | int, ...]:
         if name is not None:
             keys.append(name)
         elif index.startswith('"'):
-            keys.append(json.loads(index))
+            try:
+                keys.append(json.loads(index))
+            except ValueError:
+                raise PolicyError(where, f"bad quoted key {index}") from None
         else:
             keys.append(int(index))
         pos = step.end()
