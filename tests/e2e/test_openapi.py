@@ -1,0 +1,24 @@
+"""The served OpenAPI document is valid 3.1 and describes every route the gateway answers."""
+
+from __future__ import annotations
+
+from openapi_spec_validator import validate
+
+from services.gateway.routes import ROUTES
+
+
+async def test_openapi_document_is_valid_and_complete(api, stack):
+    status, spec, _ = await api.as_(None).call("GET", "/v1/openapi.json")
+    assert status == 200
+    validate(spec)
+    assert spec["openapi"].startswith("3.1")
+    for route in ROUTES:
+        operation = spec["paths"][route.path][route.method.lower()]
+        assert str(route.success) in operation["responses"]
+        assert "422" in operation["responses"] and "401" in operation["responses"]
+        if route.body is not None:
+            ref = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+            assert ref.rsplit("/", 1)[1] in spec["components"]["schemas"]
+    served = {(r.method, r.resource.canonical) for r in stack.runner.app.router.routes() if r.method != "HEAD"}
+    documented = {(m.upper(), p) for p, ops in spec["paths"].items() for m in ops}
+    assert served == documented
