@@ -50,9 +50,8 @@ DISCLOSURE_LEVELS: tuple[Disclosure, ...] = ("none", "reasons", "full")  # least
 _PRECEDENCE: tuple[Effect, ...] = ("deny", "require_approval", "allow")
 _MISSING_NOTE = "fact not present"
 _NOW_NOTE = "observed.request_time missing; used evaluation time"
+_MISSING_OUTCOME = (MISSING_TEXT, False, _MISSING_NOTE)
 _MISSING = object()
-_UNSET = object()
-_new_tuple = tuple.__new__  # builds a NamedTuple without its Python-level __new__, for hot paths
 
 Outcome = tuple[Any, bool, str]  # (actual value as traced, result, note)
 
@@ -95,9 +94,9 @@ class Decision:
     """
 
     effect: Effect
-    decided_by: tuple[RuleRef, ...]
     approval: Approval | None
     disclose: Disclosure  # the most restrictive level among the policies evaluated
+    _deciding: tuple[tuple[Policy, Rule], ...] = field(repr=False)  # the rules whose effect won
     _policies: tuple[Policy, ...] = field(repr=False)
     _matched: tuple[bool, ...] = field(repr=False)  # one per rule, in policy and rule order
     _outcomes: Mapping[str, Outcome] = field(repr=False)  # by Predicate.signature
@@ -109,6 +108,10 @@ class Decision:
             return NotImplemented
         return (self.effect, self.decided_by, self.approval, self.disclose, self.trace) == (
             other.effect, other.decided_by, other.approval, other.disclose, other.trace)
+
+    @cached_property
+    def decided_by(self) -> tuple[RuleRef, ...]:
+        return tuple(RuleRef(policy.id, policy.version, rule.id) for policy, rule in self._deciding)
 
     @cached_property
     def trace(self) -> tuple[RuleTrace, ...]:
@@ -154,7 +157,8 @@ class Decision:
                 tested: list[Predicate] = []
                 _replay(rule.when, self._outcomes, tested)
                 conditions = tuple(
-                    ConditionTrace(p.path, p.fact, p.op, p.value, *self._outcomes[p.signature]) for p in tested
+                    ConditionTrace(p.path, p.fact, p.op, p.value, *self._outcomes[p.signature])
+                    for p in tested
                 )
                 trace = RuleTrace(policy.id, policy.version, rule.id, rule.effect, next(matched), conditions)
                 traced.append((policy, rule, trace))
@@ -175,7 +179,9 @@ class Decision:
             head = f"rule {label} matched ({rule.effect}): " if trace.matched else f"rule {label}: "
             lines.append(head + " and ".join(describe(c) for c in blamed))
         if by_default:
-            lines.append("no rule matched: denied by default" if self._policies else "no policy applies: denied by default")
+            lines.append(
+                "no rule matched: denied by default" if self._policies else "no policy applies: denied by default"
+            )
         return tuple(lines)
 
 
@@ -215,11 +221,12 @@ def evaluate(policies: Sequence[Policy], facts: Mapping[str, Any], *, now: datet
 
     winner: Effect | None = next((e for e in _PRECEDENCE if matched[e]), None)
     deciding = matched[winner] if winner else []
+    approval = _strictest_approval([r.approval for _, r in deciding]) if winner == "require_approval" else None
     return Decision(
         effect=winner or "deny",
-        decided_by=tuple(_new_tuple(RuleRef, (p.id, p.version, r.id)) for p, r in deciding),
-        approval=_strictest_approval([r.approval for _, r in deciding]) if winner == "require_approval" else None,
+        approval=approval,
         disclose=strictest_disclosure(policies),
+        _deciding=tuple(deciding),
         _policies=tuple(policies),
         _matched=tuple(results),
         _outcomes=context.outcomes,
@@ -239,14 +246,13 @@ def _strictest_approval(approvals: list[Approval | None]) -> Approval:
 # --- evaluation ---
 
 class _Context:
-    __slots__ = ("facts", "now", "epoch", "tz", "facts_read", "outcomes")
+    __slots__ = ("facts", "now", "epoch", "tz", "outcomes")
 
     def __init__(self, facts: Any, now: datetime) -> None:
         self.facts = facts
         self.now = now
         self.epoch = now.timestamp()
         self.tz: Any = None  # of the policy being evaluated
-        self.facts_read: dict[str, Any] = {}  # fact path -> value
         self.outcomes: dict[str, Outcome] = {}  # Predicate.signature -> outcome
 
 
@@ -290,23 +296,20 @@ def _replay(node: Condition, outcomes: Mapping[str, Outcome], tested: list[Predi
 
 
 def _run(predicate: Predicate, context: _Context) -> Outcome:
-    actual = context.facts_read.get(predicate.fact, _UNSET)
-    if actual is _UNSET:
-        actual = context.facts_read[predicate.fact] = _resolve(context.facts, predicate.keys)
-    op = predicate.op
-    prefix = ""
+    actual = _resolve(context.facts, predicate.keys)
+    note_prefix = ""
     if actual is _MISSING:
-        if op != "within_time_window":
-            return MISSING_TEXT, False, _MISSING_NOTE
+        if predicate.op != "within_time_window":
+            return _MISSING_OUTCOME
         actual = context.now.isoformat()  # the gateway always sets it; without it, use our clock
-        prefix = f"{_NOW_NOTE}; "
+        note_prefix = f"{_NOW_NOTE}; "
     try:
-        result, note = _CHECKS[op](predicate.operand, actual, context)
+        result, note = _CHECKS[predicate.op](predicate.operand, actual, context)
     except Exception as exc:  # noqa: BLE001 - a hostile facts document must not crash a decision
         result, note = False, f"could not evaluate: {type(exc).__name__}"
     if type(actual) is not str or len(actual) > 256:
         actual = _clip(actual)
-    return actual, bool(result), prefix + note if prefix else note
+    return actual, bool(result), note_prefix + note if note_prefix else note
 
 
 def _resolve(facts: Any, keys: tuple[str | int, ...]) -> Any:
@@ -341,7 +344,7 @@ def _clip(value: Any) -> Any:
     return value
 
 
-_TYPE_NAMES = {"s": "a string", "n": "a number", "b": "a boolean", "o": "an object", "a": "a list", "z": "null"}
+_TYPE_NAMES = {"s": "a string", "n": "a number", "b": "a boolean", "z": "null"}
 
 
 def _type_name(value: Any) -> str:
@@ -410,7 +413,7 @@ def _cidr_contains(networks: tuple[Network, ...], actual: Any, context: _Context
     if not candidates:
         return False, "no IP addresses"
     if unreadable == len(candidates):
-        return False, "type mismatch: not an IP address" if type(actual) is not list else "no valid IP addresses"
+        return False, "no valid IP addresses" if type(actual) is list else "type mismatch: not an IP address"
     return False, f"ignored {unreadable} entries that are not IP addresses" if unreadable else ""
 
 

@@ -374,7 +374,8 @@ def parse_policy(doc: Mapping[str, Any], *, policy_id: str, version: int) -> Pol
     for index, rule in enumerate(parsed.rules):
         where = f"rules[{index}]"
         if rule.id in first_use:
-            raise PolicyError(f"{where}.id", f"duplicate rule id {rule.id!r} (also rules[{first_use[rule.id]}])")
+            first = first_use[rule.id]
+            raise PolicyError(f"{where}.id", f"duplicate rule id {rule.id!r} (also rules[{first}])")
         first_use[rule.id] = index
         approval = rule.approval
         if rule.effect == "require_approval":
@@ -466,7 +467,8 @@ def _compile_predicate(node: Mapping[str, Any], rule_path: str, path: str, zone:
     where = f"{rule_path}.{path}"
     doc = _validate(PredicateDoc, node, where)
     if doc.op not in OPERATORS:
-        raise PolicyError(f"{where}.op", f"unknown operator {doc.op!r}; expected one of {', '.join(OPERATORS)}")
+        known = ", ".join(OPERATORS)
+        raise PolicyError(f"{where}.op", f"unknown operator {doc.op!r}; expected one of {known}")
     fact = doc.fact
     if doc.op == "within_time_window":
         fact = fact or "observed.request_time"
@@ -496,7 +498,7 @@ def _parse_fact_path(fact: str, where: str) -> tuple[str | int, ...]:
     while pos < len(fact):
         step = _FACT_STEP.match(fact, pos)
         if not step:
-            raise PolicyError(where, f"bad fact path at character {pos}: use a.b, a[\"key.with.dots\"] or a[0]")
+            raise PolicyError(where, f'bad fact path at character {pos}: use a.b, a["key.with.dots"] or a[0]')
         name, index = step.groups()
         if name is not None:
             keys.append(name)
@@ -519,7 +521,8 @@ def _compile_operand(op: str, value: Any, has_value: bool, where: str) -> Any:
             raise PolicyError(where, "exists takes no value")
         return None
     if not has_value or value is None:
-        raise PolicyError(where, f"{op} needs a value" + ("; use exists to test presence" if has_value else ""))
+        hint = "; use exists to test presence" if has_value else ""
+        raise PolicyError(where, f"{op} needs a value{hint}")
     if op in ("equals", "not_equals"):
         return json_key(value)
     if op in ("in", "not_in"):
@@ -558,7 +561,8 @@ def _compile_regex(pattern: str, where: str) -> Any:
     try:
         return re2.compile(pattern, options)
     except re2.error as exc:
-        detail = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        reason = exc.args[0] if exc.args else ""
+        detail = reason.decode(errors="replace") if isinstance(reason, bytes) else str(reason)
         raise PolicyError(where, f"invalid regular expression: {detail}") from None
 
 
