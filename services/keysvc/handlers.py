@@ -65,10 +65,8 @@ async def release_key(
 ) -> None:
     if not isinstance(event, KeyDecided) or event.effect != "allow":
         return
-    recorded = await store.find_release(event.tenant_id, event.request_id)
-    if recorded is not None:
-        await publish(events.decode_event(recorded["outcome"].encode()))
-        return
+    # Insert-first idempotency: a redelivered decision loses the insert and re-publishes the
+    # recorded outcome, so the hot path costs one write and no read.
     outcome = await _release_outcome(event, hierarchy=hierarchy, cache=cache)
     doc = {
         "request_id": event.request_id,

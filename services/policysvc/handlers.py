@@ -47,11 +47,9 @@ class PolicyCache:
 
 
 async def decide(event: Event, *, store: PolicyStore, cache: PolicyCache, publish: Publish) -> None:
+    """Evaluate, record, publish. The record is keyed by request id: on a redelivery the insert
+    fails and the recorded decision is re-published (same event id), so no request is decided twice."""
     if not isinstance(event, KeyRequested):
-        return
-    recorded = await store.find_decision(event.tenant_id, event.request_id)
-    if recorded is not None:
-        await publish(events.decode_event(recorded["outcome"].encode()))
         return
     policies = [
         p for p in await cache.for_tenant(event.tenant_id) if engine.applies_to(p, event.device_id, set(), event.key_id, set())
