@@ -14,6 +14,7 @@ release counts only once its sealed key has opened. Prints figures; asserts noth
 from __future__ import annotations
 
 import argparse
+
 import asyncio
 import json
 import logging
@@ -26,6 +27,8 @@ import tempfile
 import time
 import tracemalloc
 import uuid
+
+from shared import runtime
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -444,7 +447,7 @@ async def load_generator() -> None:
 
 def main() -> None:
     if sys.argv[1:] == [LOAD_GENERATOR_FLAG]:
-        asyncio.run(load_generator())
+        runtime.run(load_generator())
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--agents", default="1,8,32", help="concurrency levels, comma-separated (default 1,8,32)")
@@ -455,7 +458,7 @@ def main() -> None:
     parser.add_argument("--amqp-url", default=DEFAULT_AMQP_URL)
     parser.add_argument("--tracemalloc", action="store_true",
                         help="also report the tracemalloc peak (slows the services down noticeably)")
-    asyncio.run(run_bench(parser.parse_args()))
+    runtime.run(run_bench(parser.parse_args()))
 
 
 if __name__ == "__main__":

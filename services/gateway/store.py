@@ -10,7 +10,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from shared import outbox
 from shared.events import Event
-from shared.store import DuplicateKeyError, TenantCollection
+from shared.group_insert import GroupInserter
+from shared.store import TenantCollection
 
 
 class GatewayStore:
@@ -20,6 +21,7 @@ class GatewayStore:
         self.enrollments = TenantCollection(db["enrollments"])
         self.devices = TenantCollection(db["devices"])
         self.nonces = TenantCollection(db["nonces"])
+        self._nonce_inserts = GroupInserter(self.nonces.raw)
 
     @property
     def outbox_collections(self):
@@ -56,11 +58,9 @@ class GatewayStore:
 
     async def remember_nonce(self, tenant_id: str, device_id: str, nonce: str, expires_at: datetime) -> bool:
         """False when the nonce was seen before: a replay."""
-        try:
-            await self.nonces.insert(tenant_id, {"device_id": device_id, "nonce": nonce, "expires_at": expires_at})
-            return True
-        except DuplicateKeyError:
-            return False
+        return await self._nonce_inserts.insert(
+            tenant_id, {"device_id": device_id, "nonce": nonce, "expires_at": expires_at}
+        )
 
     async def forget_expired_nonces(self, now: datetime) -> int:
         # Housekeeping across tenants by expiry only; it reads nothing back.

@@ -16,6 +16,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from shared import outbox
 from shared.events import Event
+from shared.group_insert import GroupInserter
 from shared.store import DuplicateKeyError, TenantCollection
 
 from .keys import Key, KeyState, KeyVersion, KeyVersions
@@ -31,6 +32,7 @@ class KeyStore:
         self.versions = TenantCollection(db["key_versions"])
         self.keks = TenantCollection(db["keks"])
         self.releases = TenantCollection(db["releases"])
+        self._release_inserts = GroupInserter(self.releases.raw)
 
     async def create_indexes(self) -> None:
         await self.keys.raw.create_index([("tenant_id", ASCENDING), ("key_id", ASCENDING)], unique=True)
@@ -103,11 +105,8 @@ class KeyStore:
         return await self.releases.find_one(tenant_id, {"request_id": request_id})
 
     async def record_release(self, tenant_id: str, doc: dict[str, Any]) -> bool:
-        try:
-            await self.releases.insert(tenant_id, doc)
-            return True
-        except DuplicateKeyError:
-            return False
+        """False when this request was already answered (a redelivery)."""
+        return await self._release_inserts.insert(tenant_id, doc)
 
 
 def _head_doc(key: Key) -> dict[str, Any]:

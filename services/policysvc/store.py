@@ -13,6 +13,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from shared import outbox
 from shared.events import Event
+from shared.group_insert import GroupInserter
 from shared.store import DuplicateKeyError, TenantCollection
 
 
@@ -21,6 +22,7 @@ class PolicyStore:
         self.policies = TenantCollection(db["policies"])
         self.versions = TenantCollection(db["policy_versions"])
         self.decisions = TenantCollection(db["decisions"])
+        self._decision_inserts = GroupInserter(self.decisions.raw)
 
     async def create_indexes(self) -> None:
         await self.policies.raw.create_index([("tenant_id", ASCENDING), ("policy_id", ASCENDING)], unique=True)
@@ -62,8 +64,5 @@ class PolicyStore:
         return await self.decisions.find_one(tenant_id, {"request_id": request_id})
 
     async def record_decision(self, tenant_id: str, doc: dict[str, Any]) -> bool:
-        try:
-            await self.decisions.insert(tenant_id, doc)
-            return True
-        except DuplicateKeyError:
-            return False
+        """False when this request was already decided (a redelivery)."""
+        return await self._decision_inserts.insert(tenant_id, doc)
