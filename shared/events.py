@@ -92,7 +92,7 @@ class AccessDenied(Event):
 
 
 class EnrollmentTokenCreated(Event):
-    type: Literal["device.enrollment_token_created"] = "device.enrollment_token_created"
+    type: Literal["enrollment.created"] = "enrollment.created"
     enrollment_id: str
     expires_at: datetime
 

@@ -618,7 +618,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             try:
                 api = GatewayClient(args.url, args.token if args.needs_token else None)
             except ValueError as exc:
-                raise UsageError(f"--url: {exc}") from None
+                raise UsageError(str(exc)) from None
             parts = urllib.parse.urlsplit(args.url)
             if api.has_token and parts.scheme == "http" and not _is_loopback(parts.hostname):
                 print(f"warning: sending a bearer token over plain HTTP to {parts.hostname}",

@@ -93,8 +93,11 @@ class GatewayClient:
         parts = urllib.parse.urlsplit(base_url)
         # Only HTTP(S): urllib would otherwise happily open file:// and ftp:// URLs.
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"not an http(s) URL: {display_url(base_url)!r}")
+            raise ValueError(f"--url: not an http(s) URL: {display_url(base_url)!r}")
         self.base_url = base_url.rstrip("/")
+        if token is not None and (not token.isprintable() or any(c.isspace() for c in token)):
+            # A pasted token with a newline or space would fail deep inside http.client.
+            raise ValueError("--token: contains whitespace or control characters")
         self._token = token
         self.timeout = timeout
         self._opener = urllib.request.build_opener(_NoRedirects())

@@ -14,6 +14,7 @@ import structlog
 
 from services.keysvc.rootkey import GeneratedRootKey
 from shared import log as shared_log
+from shared import runtime
 from shared.bus_memory import MemoryBus
 from shared.config import AuditSettings, CommonSettings, GatewaySettings, KeySettings, PolicySettings
 from shared.crypto import tokens
@@ -67,4 +68,4 @@ async def _dev(port: int, data_dir: Path) -> None:
 
 
 def run_dev(port: int = 8400, data_dir: str | Path | None = None) -> None:
-    asyncio.run(_dev(port, Path(data_dir or "dev-data")))
+    runtime.run(_dev(port, Path(data_dir or "dev-data")))

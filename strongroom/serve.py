@@ -6,6 +6,7 @@ import asyncio
 import signal
 
 from shared import log as shared_log
+from shared import runtime
 from shared.bus import RabbitBus
 from shared.config import AuditSettings, CommonSettings, GatewaySettings, KeySettings, PolicySettings
 from shared.store import connect
@@ -46,4 +47,4 @@ async def _serve(name: str) -> None:
 
 
 def run_service(name: str) -> None:
-    asyncio.run(_serve(name))
+    runtime.run(_serve(name))
