@@ -1,0 +1,74 @@
+"""`strongroom dev` as a user runs it: one process, printed URL and bootstrap credential,
+data kept in the data directory across restarts."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from shared.embedded_mongo import free_port
+
+
+def _start(data_dir: Path, port: int) -> tuple[subprocess.Popen, str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "MONGODB_URL"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "strongroom.cli", "dev", "--port", str(port), "--data-dir", str(data_dir)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+    )
+    lines = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        lines.append(line)
+        if line.strip().startswith("bootstrap:"):
+            break
+    text = "".join(lines)
+    url = re.search(r"gateway:\s+(\S+)", text).group(1)
+    bootstrap = re.search(r"bootstrap:\s+(\S+)", text).group(1)
+    return process, url, bootstrap
+
+
+def _call(method: str, url: str, token: str, body: dict | None = None) -> tuple[int, dict]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method, headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def _stop(process: subprocess.Popen) -> int:
+    process.send_signal(signal.SIGTERM)
+    return process.wait(timeout=30)
+
+
+def test_dev_mode_prints_url_and_credential_and_keeps_data(tmp_path):
+    data_dir = tmp_path / "dev"
+    port = free_port()
+    process, url, bootstrap = _start(data_dir, port)
+    try:
+        assert url == f"http://127.0.0.1:{port}"
+        status, tenant = _call("POST", url + "/v1/tenants", bootstrap, {"name": "acme"})
+        assert status == 201, tenant
+        status, key = _call("POST", url + "/v1/keys", tenant["admin_token"], {"name": "vol"})
+        assert status == 201, key
+    finally:
+        assert _stop(process) == 0
+    assert (data_dir / "root.key").stat().st_mode & 0o777 == 0o600
+
+    process, url, bootstrap_again = _start(data_dir, port)
+    try:
+        assert bootstrap_again != bootstrap  # a fresh credential at every start
+        assert _call("POST", url + "/v1/tenants", bootstrap, {"name": "x"})[0] == 401
+        status, keys = _call("GET", url + "/v1/keys", tenant["admin_token"])
+        assert status == 200 and [k["key_id"] for k in keys["items"]] == [key["key_id"]]
+    finally:
+        assert _stop(process) == 0
