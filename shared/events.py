@@ -231,6 +231,10 @@ AnyEvent = Annotated[
         KeyDecided,
         KeyReleased,
         KeyReleaseRefused,
+        # --- accounts and sign-in ---
+        # --- policies, device groups, approvals, notifications ---
+        # --- key custody ---
+        # --- audit exports, forwarders, reports ---
     ],
     Field(discriminator="type"),
 ]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from strongroom import cli_accounts, cli_audit, cli_custody, cli_policy
 from strongroom.client import ApiError, GatewayClient, GatewayUnreachable, quote_id
 
 DEFAULT_URL = "http://127.0.0.1:8400"
@@ -566,6 +567,10 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     p.add_argument("--after", type=_non_negative_int, help="cursor: the previous page's next")
     p = leaf(g, "verify", cmd_audit_verify, "Verify the whole hash chain locally.")
     p.add_argument("--from-file", metavar="FILE.jsonl", help="verify an export instead")
+
+    # Each capability area registers its own commands from its own module.
+    for area in (cli_accounts, cli_policy, cli_custody, cli_audit):
+        area.register(leaf, noun)
     return parser
 
 

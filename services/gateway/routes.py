@@ -51,6 +51,10 @@ ROUTES: tuple[Route, ...] = (
     Route("PUT", "/v1/policies/{policy_id}", views.update_policy, "operator", "policies.manage", "Replace a policy (new version)", commands.PutPolicy),
     Route("DELETE", "/v1/policies/{policy_id}", views.delete_policy, "operator", "policies.manage", "Delete a policy"),
     Route("GET", "/v1/audit", views.list_audit, "operator", "audit.read", "List audit records (filters, cursor)"),
+    # --- accounts and sign-in ---
+    # --- policies, device groups, approvals, notifications ---
+    # --- key custody ---
+    # --- audit exports, forwarders, reports ---
     Route("POST", "/v1/agent/enroll", views.enroll, "none", None, "Agent: enrol with an enrollment token", schemas.Enroll, 201),
     Route("POST", "/v1/agent/key-requests", views.key_request, "device", None, "Agent: request a key (RFC 9421-signed)", schemas.KeyRequestBody),
 )
