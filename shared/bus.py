@@ -54,6 +54,7 @@ class Bus(Protocol):
     async def serve(self, service: str, handler: RpcHandler) -> None: ...
     async def call(self, service: str, request: rpc.RpcRequest, *, timeout: float) -> rpc.RpcReply: ...
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]: ...
+    async def queue_depth(self, service: str) -> int | None: ...
     async def publish_raw(self, routing_key: str, body: bytes) -> None: ...
 
 
@@ -79,9 +80,11 @@ class _RabbitDelivery:
 class RabbitBus:
     """aio-pika adapter. `prefix` namespaces exchanges and queues (tests, several stacks)."""
 
-    def __init__(self, url: str, *, prefix: str = "strongroom."):
+    def __init__(self, url: str, *, prefix: str = "strongroom.", audit_max_length: int | None = None):
         self._url = url
         self._prefix = prefix
+        # Tests lower the audit queue's bound to show a release failing closed when it is full.
+        self._audit_max_length = audit_max_length or topology.AUDIT_MAX_LENGTH
         self._connection: aio_pika.abc.AbstractRobustConnection | None = None
         self._publish_channel: aio_pika.abc.AbstractChannel | None = None
         self._events: aio_pika.abc.AbstractExchange | None = None
@@ -127,7 +130,7 @@ class RabbitBus:
         if service == "auditsvc":
             # One active consumer keeps each tenant's chain in order; other instances stand by.
             args |= {
-                "x-max-length": topology.AUDIT_MAX_LENGTH,
+                "x-max-length": self._audit_max_length,
                 "x-overflow": "reject-publish",
                 "x-single-active-consumer": True,
             }
@@ -234,6 +237,19 @@ class RabbitBus:
             await handle_one(_RabbitDelivery(message, self, queue.name), handler)
 
         await queue.consume(on_message)
+
+    async def queue_depth(self, service: str) -> int | None:
+        """Messages waiting in a service's work queue (a lag metric); None if it cannot be read."""
+        assert self._connection is not None, "bus not started"
+        try:
+            channel = await self._connection.channel()
+            try:
+                queue = await channel.declare_queue(self.name(service), passive=True)
+                return queue.declaration_result.message_count
+            finally:
+                await channel.close()
+        except (aio_pika.exceptions.AMQPError, ConnectionError):
+            return None
 
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         """Takes up to `limit` dead letters off the dead-letter queue (operators and tests)."""

@@ -101,6 +101,10 @@ class MemoryBus:
             raise BusError(f"no queue bound for {event.type}")
         await asyncio.sleep(0)
 
+    async def queue_depth(self, service: str) -> int | None:
+        queue = self._queues.get(service)
+        return None if queue is None else queue.items.qsize()
+
     async def publish_raw(self, routing_key: str, body: bytes) -> None:
         self._route(routing_key, body)
 

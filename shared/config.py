@@ -52,3 +52,17 @@ class AuditSettings(CommonSettings):
 
     batch_size: int = 256
     batch_wait_seconds: float = 0.02
+    # --- audit exports, forwarders, reports ---
+    # Ed25519 private key (PEM, PKCS#8) that signs chain checkpoints; `strongroom dev` generates
+    # one in its data dir. Without it auditsvc signs with a key that lives only until it stops.
+    signing_key_file: str | None = None
+    checkpoint_every_records: int = 1000
+    checkpoint_every_seconds: float = 60.0
+    forwarder_poll_seconds: float = 0.2
+    forwarder_batch_size: int = 500
+    forwarder_max_backoff_seconds: float = 60.0
+    forwarder_lease_seconds: float = 30.0
+    # Rolling online window (a tenant may set its own); older records are archived, then removed.
+    retention_days: int = 365
+    retention_interval_seconds: float = 3600.0
+    archive_dir: str = "audit-archive"

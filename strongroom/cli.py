@@ -389,24 +389,7 @@ def _read_jsonl(path: str) -> list[Mapping[str, Any]]:
 
 
 def cmd_audit_verify(ctx: Ctx) -> int:
-    from services.auditsvc.chain import ChainHead, verify_chain
-
-    if ctx.args.from_file:
-        records = _read_jsonl(ctx.args.from_file)
-    else:
-        records = list(_fetch_all_audit(_require(ctx)))
-    tenant = records[0].get("tenant_id") if records else None
-    if records and not (isinstance(tenant, str) and tenant):
-        first = records[0]
-        return _report_verify(ctx, ok=False, checked=0, seq=first.get("seq"),
-                              event_id=first.get("event_id"), problem="first record names no tenant")
-    # Pinning genesis means the export must start at seq 1: a missing head of the chain is caught.
-    result = verify_chain(records, start=ChainHead.genesis(tenant) if tenant else None)
-    head = result.head
-    return _report_verify(ctx, ok=result.ok, checked=result.checked, seq=result.first_bad_seq,
-                          event_id=result.first_bad_event_id, problem=result.problem,
-                          tenant=tenant, head_seq=head.seq if head else None,
-                          head_hash=head.hash if head else None)
+    return cli_audit.verify(ctx)  # chain, signed checkpoints and archives (audit area)
 
 
 def _report_verify(ctx: Ctx, *, ok: bool, checked: int, seq: Any, event_id: Any, problem: str,
@@ -566,7 +549,9 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     p.add_argument("--limit", type=_positive_int)
     p.add_argument("--after", type=_non_negative_int, help="cursor: the previous page's next")
     p = leaf(g, "verify", cmd_audit_verify, "Verify the whole hash chain locally.")
-    p.add_argument("--from-file", metavar="FILE.jsonl", help="verify an export instead")
+    p.add_argument("--from-file", metavar="FILE", help="verify a records export (.jsonl) or an archive instead")
+    p.add_argument("--trusted-key", metavar="PEM", help="the audit signing public key checkpoints must match")
+    cli_audit.add_audit_actions(leaf, g)
 
     # Each capability area registers its own commands from its own module.
     for area in (cli_accounts, cli_policy, cli_custody, cli_audit):

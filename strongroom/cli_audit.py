@@ -2,8 +2,137 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
+
+PAGE = 1000
+
+
+def _cli():  # the core CLI module, imported late: it imports this one
+    from strongroom import cli
+
+    return cli
+
+
+def _pages(api: Any, path: str, query: Mapping[str, Any] | None = None) -> Iterator[Mapping[str, Any]]:
+    cli = _cli()
+    after = 0
+    while True:
+        page = api.get(path, query={**(query or {}), "after": after, "limit": PAGE})
+        yield from cli._items(page)
+        nxt = page.get("next") if isinstance(page, Mapping) else None
+        if nxt is None:
+            return
+        if isinstance(nxt, bool) or not isinstance(nxt, int) or nxt <= after:
+            raise cli.CommandFailed(f"the gateway's cursor did not advance on {path} (after={after}, next={nxt!r})")
+        after = nxt
+
+
+def _optional(api: Any, path: str) -> Any:
+    """A route an older gateway lacks: 404 means "nothing there", said once on stderr."""
+    from strongroom.client import ApiError
+
+    try:
+        return api.get(path)
+    except ApiError as exc:
+        if exc.status != 404:
+            raise
+        print(f"note: the gateway has no {path}; signed checkpoints not checked", file=sys.stderr)
+        return None
+
+
+def _trusted_keys(ctx: Any, offered: list[Mapping[str, Any]]) -> list[Any]:
+    """The keys checkpoints must be signed with: --trusted-key if given, else what the API offers."""
+    from services.auditsvc.chain import key_fingerprint
+    from services.auditsvc.signing import load_public_pem
+
+    cli = _cli()
+    path = getattr(ctx.args, "trusted_key", None)
+    if path:
+        try:
+            return [load_public_pem(Path(path).read_bytes())]
+        except (OSError, ValueError) as exc:
+            raise cli.UsageError(f"--trusted-key {path}: {exc}") from None
+    keys = []
+    for item in offered:
+        try:
+            keys.append(load_public_pem(str(item.get("public_key_pem", ""))))
+        except ValueError:
+            continue
+    if keys and not ctx.as_json:
+        # Trust on first use: an operator should compare this with the key kept elsewhere.
+        print("note: checkpoints checked against the gateway's signing keys "
+              f"({', '.join(key_fingerprint(k) for k in keys)}); pin one with --trusted-key",
+              file=sys.stderr)
+    return keys
+
+
+def verify(ctx: Any) -> int:
+    """`strongroom audit verify`: the hash chain and its signed checkpoints, online or from a file."""
+    from services.auditsvc import archive
+    from services.auditsvc.chain import ChainHead, verify_chain
+
+    cli = _cli()
+    start = None
+    checkpoints: list[Mapping[str, Any]] = []
+    if ctx.args.from_file:
+        path = ctx.args.from_file
+        if archive.is_archive(path):
+            try:
+                loaded = archive.read_archive(Path(path).read_bytes())
+            except (OSError, ValueError) as exc:
+                raise cli.CommandFailed(f"{path}: {exc}") from None
+            keys = _trusted_keys(ctx, [{"public_key_pem": loaded.public_key_pem}])
+            if not archive.verify_archive_signature(loaded, keys):
+                return cli._report_verify(ctx, ok=False, checked=0, seq=None, event_id=None,
+                                          problem="archive signature is invalid or by an untrusted key")
+            records, checkpoints = loaded.records, loaded.checkpoints
+            start = loaded.start_head
+        else:
+            records = cli._read_jsonl(path)
+            keys = _trusted_keys(ctx, []) if getattr(ctx.args, "trusted_key", None) else []
+    else:
+        api = cli._require(ctx)
+        offered = (_optional(api, "/v1/audit/signing-key") or {}).get("keys") or []
+        keys = _trusted_keys(ctx, offered)
+        # Checkpoints first: every one of them then covers records the next read will return.
+        checkpoints = list(_pages(api, "/v1/audit/checkpoints")) if offered else []
+        records = list(_pages(api, "/v1/audit"))
+        status = (_optional(api, "/v1/audit/status") if offered else None) or {}
+        base = status.get("archived_seq")
+        if base:
+            start = ChainHead(str(status.get("tenant_id")), int(base), str(status.get("archived_hash")))
+    tenant = records[0].get("tenant_id") if records else (start.tenant_id if start else None)
+    if records and not (isinstance(tenant, str) and tenant):
+        first = records[0]
+        return cli._report_verify(ctx, ok=False, checked=0, seq=first.get("seq"),
+                                  event_id=first.get("event_id"), problem="first record names no tenant")
+    if start is None and tenant:
+        # Pinning genesis means the records must start at seq 1: a missing head is caught.
+        start = ChainHead.genesis(tenant)
+    result = verify_chain(records, start=start, checkpoints=checkpoints, trusted_keys=keys)
+    head = result.head
+    code = cli._report_verify(ctx, ok=result.ok, checked=result.checked, seq=result.first_bad_seq,
+                              event_id=result.first_bad_event_id, problem=result.problem,
+                              tenant=tenant, head_seq=head.seq if head else None,
+                              head_hash=head.hash if head else None)
+    if result.ok and checkpoints and not ctx.as_json:
+        print(f"checkpoints ok: {len(checkpoints)} signed checkpoint(s) match the chain")
+    return code
 
 
 def register(leaf: Any, noun: Any) -> None:
     """Adds this area's nouns and actions; `leaf` and `noun` are `build_parser`'s helpers."""
+
+
+def add_audit_actions(leaf: Any, group: Any) -> None:
+    """Actions added to the core `audit` noun (export, checkpoints, status)."""
+    cli = _cli()
+    leaf(group, "checkpoints", lambda ctx: cli.show_list(
+        ctx, {"items": list(_pages(cli._require(ctx), "/v1/audit/checkpoints"))},
+        [("SEQ", "seq"), ("TIME", "time"), ("KEY", "key_id"), ("HASH", "hash")]),
+        "List the chain's signed checkpoints.")
+    leaf(group, "status", lambda ctx: cli.show_object(ctx, cli._require(ctx).get("/v1/audit/status")),
+         "Show the audit chain head, checkpoints, lag and queue depth.")

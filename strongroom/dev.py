@@ -12,6 +12,7 @@ from pathlib import Path
 
 import structlog
 
+from services.auditsvc.signing import ensure_key_file
 from services.keysvc.rootkey import GeneratedRootKey
 from shared import log as shared_log
 from shared import runtime
@@ -47,7 +48,8 @@ async def _dev(port: int, data_dir: Path) -> None:
         gateway_settings=GatewaySettings(port=port, bootstrap_token=bootstrap),
         policy_settings=PolicySettings(),
         key_settings=KeySettings(),
-        audit_settings=AuditSettings(),
+        audit_settings=AuditSettings(signing_key_file=str(ensure_key_file(data_dir / "audit-signing-key.pem")),
+                                     archive_dir=str(data_dir / "audit-archive")),
         root_key=GeneratedRootKey(data_dir).load(),
     )
     await stack.start_all()

@@ -2,31 +2,63 @@
 
 from __future__ import annotations
 
+import asyncio
 from functools import partial
 
+import structlog
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pymongo import AsyncMongoClient
 
 from shared.bus import Bus
 from shared.config import AuditSettings
+from shared.outbox import Outbox
 from shared.rpc import Methods
 from shared.service import Running
 from shared.store import service_database
 
 from . import handlers
+from .checkpoints import Checkpointer
+from .signing import load_private_key
 from .store import AuditStore
+
+log = structlog.get_logger("strongroom.auditsvc")
+
+
+def signing_key_from_settings(settings: AuditSettings) -> Ed25519PrivateKey:
+    if settings.signing_key_file:
+        return load_private_key(settings.signing_key_file)
+    # Checkpoints signed with a key nobody kept cannot be verified later: say so loudly.
+    log.warning("audit_signing_key_ephemeral", hint="set STRONGROOM_AUDITSVC_SIGNING_KEY_FILE")
+    return Ed25519PrivateKey.generate()
 
 
 async def start(settings: AuditSettings, *, bus: Bus, client: AsyncMongoClient) -> Running:
     store = AuditStore(service_database(client, "auditsvc", prefix=settings.db_prefix))
     await store.create_indexes()
+    outbox = Outbox(bus.publish, store.outbox_collections)
+    await outbox.create_indexes()
+    checkpointer = Checkpointer(
+        store, outbox, signing_key_from_settings(settings),
+        every_records=settings.checkpoint_every_records, every_seconds=settings.checkpoint_every_seconds,
+    )
+    await checkpointer.register_key()
     heads = handlers.ChainHeads(store)
+    stats = handlers.IngestStats()
     methods = Methods()
     methods.add("list_records", partial(handlers.list_records, store=store))
+    methods.add("list_checkpoints", partial(handlers.list_checkpoints, store=store))
+    methods.add("signing_keys", partial(handlers.signing_keys, store=store, current_key_id=checkpointer.key_id))
+    methods.add("status", partial(handlers.status, store=store, stats=stats,
+                                  queue_depth=partial(bus.queue_depth, "auditsvc")))
     await bus.subscribe_batch(
         "auditsvc",
-        partial(handlers.ingest, store=store, heads=heads),
+        partial(handlers.ingest, store=store, heads=heads, checkpointer=checkpointer, stats=stats),
         max_batch=settings.batch_size,
         max_wait=settings.batch_wait_seconds,
     )
     await bus.serve("auditsvc", methods)
-    return Running("auditsvc")
+    await outbox.relay()
+    running = Running("auditsvc")
+    tick = min(1.0, max(0.05, settings.checkpoint_every_seconds / 4))
+    running.tasks += [asyncio.create_task(outbox.run()), asyncio.create_task(checkpointer.run(tick))]
+    return running

@@ -7,7 +7,7 @@ redelivered batch after a crash neither loses nor duplicates a record.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -17,6 +17,7 @@ from shared import rpc
 from shared.events import Event
 
 from .chain import ChainHead
+from .checkpoints import CHECKPOINT_TYPE, Checkpointer
 from .records import record_from_event
 from .store import AuditStore
 
@@ -43,20 +44,35 @@ class ChainHeads:
         self._heads.pop(tenant_id, None)
 
 
-async def ingest(batch: Sequence[Event], *, store: AuditStore, heads: ChainHeads) -> None:
+class IngestStats:
+    """What operators see as lag: how old events were when they were stored, per tenant."""
+
+    def __init__(self) -> None:
+        self.lag_seconds: dict[str, float] = {}
+        self.ingested_at: dict[str, datetime] = {}
+
+
+async def ingest(batch: Sequence[Event], *, store: AuditStore, heads: ChainHeads,
+                 checkpointer: Checkpointer | None = None, stats: IngestStats | None = None) -> None:
     by_tenant: dict[str, list[Event]] = {}
     for event in batch:
         by_tenant.setdefault(event.tenant_id, []).append(event)
+    now = datetime.now(UTC)
     for tenant_id, tenant_events in by_tenant.items():
         known = await store.known_event_ids(tenant_id, [e.event_id for e in tenant_events])
         head = await heads.get(tenant_id)
         linked = []
+        counted = 0
         for event in tenant_events:
             if event.event_id in known:
                 continue
             known.add(event.event_id)
             record, head = head.append(record_from_event(event.model_dump(mode="json")))
             linked.append(record)
+            counted += event.type != CHECKPOINT_TYPE
+        if stats is not None:
+            stats.lag_seconds[tenant_id] = max(0.0, (now - min(e.occurred_at for e in tenant_events)).total_seconds())
+            stats.ingested_at[tenant_id] = now
         if not linked:
             continue
         try:
@@ -65,6 +81,8 @@ async def ingest(batch: Sequence[Event], *, store: AuditStore, heads: ChainHeads
             heads.forget(tenant_id)  # part of the batch may be stored: re-read the head
             raise
         heads.set(head)
+        if checkpointer is not None:
+            await checkpointer.appended(head, counted)
     log.debug("audit_batch_ingested", events=len(batch))
 
 
@@ -79,17 +97,26 @@ class AuditQuery(BaseModel):
     resource: str | None = Field(default=None, max_length=200)
     outcome: str | None = Field(default=None, max_length=20)
     correlation_id: str | None = Field(default=None, max_length=100)
+    device: str | None = Field(default=None, max_length=200)
+    key: str | None = Field(default=None, max_length=200)
     after: int = Field(default=0, ge=0)
     limit: int = Field(default=100, ge=1, le=1000)
 
 
-async def list_records(request: rpc.RpcRequest, params: dict[str, Any], *, store: AuditStore) -> dict[str, Any]:
-    try:
-        q = AuditQuery.model_validate(params)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"])
-        raise rpc.ProblemError(400, "Bad Request", f"{field}: {err['msg']}", field) from None
+def _bad_request(exc: ValidationError) -> rpc.ProblemError:
+    err = exc.errors()[0]
+    field = ".".join(str(p) for p in err["loc"])
+    return rpc.ProblemError(400, "Bad Request", f"{field}: {err['msg']}", field)
+
+
+def _rfc3339(value: datetime) -> str:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def record_filter(q: AuditQuery) -> dict[str, Any]:
+    """The store filter for a query; raises a 400 problem naming the field for a bad range."""
     if q.since and q.until and q.since > q.until:
         raise rpc.ProblemError(400, "Bad Request", "since must not be after until", "since")
     query: dict[str, Any] = {}
@@ -97,13 +124,77 @@ async def list_records(request: rpc.RpcRequest, params: dict[str, Any], *, store
                         ("outcome", "outcome"), ("correlation_id", "correlation_id")):
         if (value := getattr(q, name)) is not None:
             query[field] = value
+    # A device or key appears as the record's resource or in its details (a key request names both).
+    either = []
+    for name, rtype in (("device", "device"), ("key", "key")):
+        if (value := getattr(q, name)) is not None:
+            either.append({"$or": [{"resource.type": rtype, "resource.id": value}, {f"details.{rtype}_id": value}]})
+    if either:
+        query["$and"] = either
     if q.since or q.until:
         # Records keep RFC 3339 UTC strings, which sort in time order.
         window: dict[str, str] = {}
         if q.since:
-            window["$gte"] = q.since.astimezone().isoformat().replace("+00:00", "Z")
+            window["$gte"] = _rfc3339(q.since)
         if q.until:
-            window["$lte"] = q.until.astimezone().isoformat().replace("+00:00", "Z")
+            window["$lte"] = _rfc3339(q.until)
         query["time"] = window
-    items = await store.query(request.tenant_id, query, after_seq=q.after, limit=q.limit)
+    return query
+
+
+def parse_query(params: dict[str, Any], model: type[AuditQuery] = AuditQuery) -> AuditQuery:
+    try:
+        return model.model_validate(params)
+    except ValidationError as exc:
+        raise _bad_request(exc) from None
+
+
+async def list_records(request: rpc.RpcRequest, params: dict[str, Any], *, store: AuditStore) -> dict[str, Any]:
+    q = parse_query(params)
+    items = await store.query(request.tenant_id, record_filter(q), after_seq=q.after, limit=q.limit)
     return {"items": items, "next": items[-1]["seq"] if len(items) == q.limit else None}
+
+
+class CheckpointQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    after: int = Field(default=0, ge=0)
+    limit: int = Field(default=1000, ge=1, le=10000)
+
+
+async def list_checkpoints(request: rpc.RpcRequest, params: dict[str, Any], *, store: AuditStore) -> dict[str, Any]:
+    try:
+        q = CheckpointQuery.model_validate(params)
+    except ValidationError as exc:
+        raise _bad_request(exc) from None
+    items = await store.checkpoints.find(request.tenant_id, {"seq": {"$gt": q.after}}, sort=[("seq", 1)],
+                                         limit=q.limit, projection={"_id": 0, "_outbox": 0})
+    return {"items": items, "next": items[-1]["seq"] if len(items) == q.limit else None}
+
+
+async def signing_keys(request: rpc.RpcRequest, params: dict[str, Any], *, store: AuditStore,
+                       current_key_id: str) -> dict[str, Any]:
+    keys = await store.signing_keys.find({}, {"_id": 0}).sort("first_used", 1).to_list(None)
+    current = next((k for k in keys if k["key_id"] == current_key_id), None)
+    return {"current": current, "keys": keys}
+
+
+async def status(request: rpc.RpcRequest, params: dict[str, Any], *, store: AuditStore, stats: IngestStats,
+                 queue_depth: Any) -> dict[str, Any]:
+    """The tenant's view of audit health: chain head, last checkpoint, ingestion lag, queue depth."""
+    tenant_id = request.tenant_id
+    head = await store.head(tenant_id)
+    last = await store.records.find(tenant_id, {}, sort=[("seq", -1)], limit=1, projection={"time": 1})
+    checkpoint = await store.last_checkpoint(tenant_id)
+    ingested_at = stats.ingested_at.get(tenant_id)
+    return {
+        "tenant_id": tenant_id,
+        "last_seq": head.seq,
+        "last_hash": head.hash,
+        "last_record_time": last[0]["time"] if last else None,
+        "last_checkpoint_seq": checkpoint["seq"] if checkpoint else None,
+        "last_checkpoint_time": checkpoint["time"] if checkpoint else None,
+        "ingestion_lag_seconds": stats.lag_seconds.get(tenant_id),
+        "last_ingested_at": _rfc3339(ingested_at) if ingested_at else None,
+        # Shared by every tenant: records waiting in the broker for auditsvc.
+        "queue_depth": await queue_depth(),
+    }

@@ -22,6 +22,8 @@ _RESOURCE_ID_FIELDS: dict[str, tuple[str, ...]] = {
     "approval": ("approval_id", "request_id"),
     "request": ("request_id",),
     "provider": ("provider_id",),
+    "audit": ("archive_id",),
+    "forwarder": ("forwarder_id",),
 }
 # Fallback for unfamiliar nouns: the first id-ish field present names the resource.
 _FALLBACK_ID_FIELDS = (

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from shared import commands
 
 from . import schemas, views
+from . import views_audit
 from .auth import Unauthorized
 from .permissions import allowed
 
@@ -55,6 +56,9 @@ ROUTES: tuple[Route, ...] = (
     # --- policies, device groups, approvals, notifications ---
     # --- key custody ---
     # --- audit exports, forwarders, reports ---
+    Route("GET", "/v1/audit/checkpoints", views_audit.list_checkpoints, "operator", "audit.read", "List signed checkpoints of the audit chain"),
+    Route("GET", "/v1/audit/signing-key", views_audit.signing_key, "operator", "audit.read", "Public keys that sign audit checkpoints"),
+    Route("GET", "/v1/audit/status", views_audit.audit_status, "operator", "audit.read", "Audit chain head, checkpoint, ingestion lag and queue depth"),
     Route("POST", "/v1/agent/enroll", views.enroll, "none", None, "Agent: enrol with an enrollment token", schemas.Enroll, 201),
     Route("POST", "/v1/agent/key-requests", views.key_request, "device", None, "Agent: request a key (RFC 9421-signed)", schemas.KeyRequestBody),
 )

@@ -11,6 +11,7 @@ import pytest
 
 from shared.bus import RabbitBus
 from shared.config import AuditSettings, GatewaySettings, KeySettings, PolicySettings
+from services.auditsvc.signing import ensure_key_file
 from shared.crypto import tokens
 from strongroom.stack import Stack
 
@@ -33,13 +34,20 @@ class Api:
             return resp.status, body, ctype
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "stack(audit=None, audit_max_length=None): override the e2e stack's audit settings")
+
+
 @pytest.fixture
-async def stack(amqp_url, mongo_client, db_prefix, prefix):
+async def stack(amqp_url, mongo_client, db_prefix, prefix, tmp_path, request):
     bus_prefix = f"{prefix}."
     buses: list[RabbitBus] = []
+    marker = request.node.get_closest_marker("stack")
+    overrides = marker.kwargs if marker else {}
 
     async def bus_for(name: str) -> RabbitBus:
-        bus = RabbitBus(amqp_url, prefix=bus_prefix)
+        bus = RabbitBus(amqp_url, prefix=bus_prefix, audit_max_length=overrides.get("audit_max_length"))
         await bus.start()
         buses.append(bus)
         return bus
@@ -52,7 +60,9 @@ async def stack(amqp_url, mongo_client, db_prefix, prefix):
         gateway_settings=GatewaySettings(**common, port=0, bootstrap_token=bootstrap, release_timeout_seconds=15.0),
         policy_settings=PolicySettings(**common),
         key_settings=KeySettings(**common),
-        audit_settings=AuditSettings(**common),
+        audit_settings=AuditSettings(
+            **common, signing_key_file=str(ensure_key_file(tmp_path / "audit-signing-key.pem")),
+            archive_dir=str(tmp_path / "audit-archive"), **(overrides.get("audit") or {})),
         root_key=secrets.token_bytes(32),
     )
     stack.bootstrap = bootstrap  # type: ignore[attr-defined]

@@ -125,6 +125,10 @@ def serve_audit(gw: Gateway, records: list[dict], page_size: int = 2) -> None:
         nxt = page[-1]["seq"] if len(rest) > page_size else None
         return 200, {"items": page, "next": nxt}
     gw.routes[("GET", "/v1/audit")] = answer
+    # Checkpoints are checked too: this chain has none, and the gateway offers no signing key.
+    gw.routes[("GET", "/v1/audit/checkpoints")] = lambda req: (200, {"items": [], "next": None})
+    gw.routes[("GET", "/v1/audit/signing-key")] = lambda req: (200, {"current": None, "keys": []})
+    gw.routes[("GET", "/v1/audit/status")] = lambda req: (200, {"last_seq": len(records)})
 
 
 # ------------------------------------------------------------------ requests
@@ -389,9 +393,10 @@ def test_audit_verify_fetches_every_page_and_reports_the_head(gw, run):
     serve_audit(gw, records, page_size=2)
     code, out, _ = run("audit", "verify")
     assert code == 0
-    assert [r["query"]["after"] for r in gw.requests] == ["0", "2", "4"]
-    assert all(r["query"]["limit"] == "1000" for r in gw.requests)
-    assert out.strip() == f"chain ok: 5 records, head seq 5 hash {records[-1]['hash']}"
+    pages = [r for r in gw.requests if r["path"] == "/v1/audit"]
+    assert [r["query"]["after"] for r in pages] == ["0", "2", "4"]
+    assert all(r["query"]["limit"] == "1000" for r in pages)
+    assert out.splitlines()[0] == f"chain ok: 5 records, head seq 5 hash {records[-1]['hash']}"
 
 
 def test_audit_verify_reports_an_altered_record(gw, run):
@@ -424,7 +429,7 @@ def test_audit_verify_stops_when_the_cursor_does_not_advance(gw, run):
     gw.route("GET", "/v1/audit", 200, {"items": audit_chain(1), "next": 0})
     code, _, err = run("audit", "verify")
     assert code == 1 and "cursor did not advance" in err
-    assert len(gw.requests) == 1
+    assert len([r for r in gw.requests if r["path"] == "/v1/audit"]) == 1
 
 
 def test_audit_verify_from_file(gw, run, tmp_path):

@@ -1,0 +1,95 @@
+"""Signed checkpoints of each tenant's chain head: every N records or T seconds, stored and published.
+
+A checkpoint is stored with its `audit.checkpointed` event staged in the same write (outbox), so
+a broker outage delays its publication but never loses it. The event is itself audited; it does
+not count towards the next checkpoint, or an idle tenant would checkpoint its own checkpoints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from shared import outbox as outbox_mod
+from shared.events import AuditCheckpointed
+from shared.outbox import Outbox
+from shared.store import DuplicateKeyError
+
+from .chain import ChainHead, key_fingerprint, make_checkpoint
+from .signing import public_pem
+from .store import AuditStore
+
+log = structlog.get_logger("strongroom.auditsvc")
+
+CHECKPOINT_TYPE = "audit.checkpointed"
+
+
+class Checkpointer:
+    def __init__(self, store: AuditStore, outbox: Outbox, signing_key: Ed25519PrivateKey, *,
+                 every_records: int, every_seconds: float, clock: Callable[[], float] = time.monotonic):
+        self._store = store
+        self._outbox = outbox
+        self._key = signing_key
+        self.key_id = key_fingerprint(signing_key.public_key())
+        self._every_records = max(1, every_records)
+        self._every_seconds = every_seconds
+        self._clock = clock
+        self._pending: dict[str, int] = {}  # records since the tenant's last checkpoint
+        self._last_at: dict[str, float] = {}
+        self._heads: dict[str, ChainHead] = {}
+
+    async def register_key(self) -> None:
+        doc = {"key_id": self.key_id, "algorithm": "Ed25519", "public_key_pem": public_pem(self._key.public_key()),
+               "first_used": datetime.now(UTC)}
+        await self._store.signing_keys.update_one({"key_id": self.key_id}, {"$setOnInsert": doc}, upsert=True)
+
+    async def appended(self, head: ChainHead, counted: int) -> None:
+        """After a batch: `counted` records (checkpoint events excluded) joined `head`'s chain."""
+        tenant = head.tenant_id
+        self._heads[tenant] = head
+        self._last_at.setdefault(tenant, self._clock())
+        self._pending[tenant] = self._pending.get(tenant, 0) + counted
+        if self._pending[tenant] >= self._every_records:
+            await self.checkpoint(head)
+
+    async def due(self) -> None:
+        """Time-based: checkpoint every tenant with new records whose last checkpoint is old enough."""
+        now = self._clock()
+        for tenant, pending in list(self._pending.items()):
+            if pending > 0 and now - self._last_at.get(tenant, now) >= self._every_seconds:
+                await self.checkpoint(self._heads[tenant])
+
+    async def checkpoint(self, head: ChainHead) -> dict[str, Any] | None:
+        if head.seq == 0:
+            return None
+        self._pending[head.tenant_id] = 0
+        self._last_at[head.tenant_id] = self._clock()
+        cp = make_checkpoint(head, signing_key=self._key, at=datetime.now(UTC))
+        event = AuditCheckpointed(
+            tenant_id=head.tenant_id, checkpoint_seq=cp["seq"], chain_hash=cp["hash"],
+            checkpoint_time=cp["time"], signing_key_id=cp["key_id"], signature=cp["signature"],
+        )
+        try:
+            await self._store.checkpoints.insert(head.tenant_id, outbox_mod.staged(cp, event))
+        except DuplicateKeyError:
+            return None  # this head is already signed
+        try:
+            await self._outbox.publish(self._store.checkpoints.raw, head.tenant_id, event)
+        except Exception as exc:  # the relay publishes it later; ingestion must not stop for it
+            log.warning("checkpoint_publish_deferred", error=str(exc))
+        log.info("audit_checkpointed", tenant_id=head.tenant_id, seq=head.seq)
+        return cp
+
+    async def run(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.due()
+            except Exception:
+                log.exception("checkpoint_failed")
