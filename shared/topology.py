@@ -14,7 +14,8 @@ DEAD_LETTER_QUEUE = "dead-letters"
 
 # Work queues: one durable quorum queue per service, bound to the events it acts on.
 SERVICE_BINDINGS: dict[str, tuple[str, ...]] = {
-    "policysvc": ("key.requested",),
+    # device events keep policysvc's own device projection (groups from enrollment, revocation)
+    "policysvc": ("key.requested", "device.enrolled", "device.revoked"),
     "keysvc": ("key.decided",),
     "auditsvc": ("#",),
 }

@@ -25,6 +25,7 @@ from .problems import problem_middleware
 from .releases import ReleaseWaiters
 from .store import GatewayStore
 from .views import CORRELATION_ID, GATEWAY, Gateway
+from .views_policy import NOTIFIER, NOTIFY_PATTERNS, Notifier, also_notify
 
 log = structlog.get_logger("strongroom.gateway")
 OPENAPI = web.AppKey("openapi", dict)
@@ -107,6 +108,7 @@ async def init_app(settings: GatewaySettings, *, bus: Bus, client: AsyncMongoCli
         middlewares=[request_context, problem_middleware, audit_refusals], client_max_size=settings.max_body_bytes
     )
     app[GATEWAY] = gateway
+    app[NOTIFIER] = Notifier()
     routes.setup(app)
     spec = build_spec()
     spec["paths"]["/v1/openapi.json"] = {"get": {"summary": "This document", "operationId": "get_openapi",
@@ -115,7 +117,9 @@ async def init_app(settings: GatewaySettings, *, bus: Bus, client: AsyncMongoCli
     app.router.add_get("/v1/openapi.json", openapi)
 
     async def background(app: web.Application):
-        await bus.listen(["key.decided", "key.released", "key.release_refused"], gateway.waiters.on_outcome)
+        await bus.listen(["key.decided", "key.released", "key.release_refused"],
+                         also_notify(app[NOTIFIER], gateway.waiters.on_outcome))
+        await bus.listen(NOTIFY_PATTERNS, app[NOTIFIER].on_event)
         await bus.listen(["device.revoked", "token.revoked"], partial(_forget_revoked, gateway=gateway))
         await outbox.relay()
         tasks = [asyncio.create_task(outbox.run()), asyncio.create_task(_housekeeping(store))]

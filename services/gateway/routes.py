@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from shared import commands
 
 from . import schemas, views
+from . import views_policy
 from . import views_audit
 from .auth import Unauthorized
 from .permissions import allowed
@@ -54,6 +55,28 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/audit", views.list_audit, "operator", "audit.read", "List audit records (filters, cursor)"),
     # --- accounts and sign-in ---
     # --- policies, device groups, approvals, notifications ---
+    Route("GET", "/v1/policies/{policy_id}/versions", views_policy.list_policy_versions, "operator", "policies.read", "List a policy's versions, newest first"),
+    Route("GET", "/v1/policies/{policy_id}/versions/{version}", views_policy.get_policy_version, "operator", "policies.read", "Show one version of a policy"),
+    Route("POST", "/v1/policies/{policy_id}/versions/{version}/restore", views_policy.restore_policy_version, "operator", "policies.manage", "Restore an older version (as a new version)"),
+    Route("POST", "/v1/policies/simulate", views_policy.simulate_policy, "operator", "policies.simulate", "Dry-run a candidate policy over given or recorded requests", views_policy.SimulateBody),
+    Route("GET", "/v1/policy-settings", views_policy.get_policy_settings, "operator", "policies.read", "Show approval expiry and heartbeat grace"),
+    Route("PUT", "/v1/policy-settings", views_policy.put_policy_settings, "operator", "policies.manage", "Set approval expiry and heartbeat grace", views_policy.PolicySettingsBody),
+    Route("POST", "/v1/groups", views_policy.create_group, "operator", "groups.manage", "Create a device or key group", views_policy.GroupBody, 201),
+    Route("GET", "/v1/groups", views_policy.list_groups, "operator", "groups.read", "List groups (?kind=device|key)"),
+    Route("GET", "/v1/groups/{group_id}", views_policy.get_group, "operator", "groups.read", "Show a group"),
+    Route("PUT", "/v1/groups/{group_id}", views_policy.update_group, "operator", "groups.manage", "Replace a group", views_policy.GroupBody),
+    Route("DELETE", "/v1/groups/{group_id}", views_policy.delete_group, "operator", "groups.manage", "Delete a group"),
+    Route("GET", "/v1/approvals", views_policy.list_approvals, "operator", "approvals.read", "List approvals (?status=pending)"),
+    Route("GET", "/v1/approvals/{approval_id}", views_policy.get_approval, "operator", "approvals.read", "Show an approval and its votes"),
+    Route("POST", "/v1/approvals/{approval_id}/approve", views_policy.approve, "operator", "approvals.decide", "Approve a pending key request", views_policy.VoteBody),
+    Route("POST", "/v1/approvals/{approval_id}/deny", views_policy.deny, "operator", "approvals.decide", "Deny a pending key request", views_policy.VoteBody),
+    Route("GET", "/v1/decisions", views_policy.list_decisions, "operator", "decisions.read", "List recent decisions"),
+    Route("GET", "/v1/decisions/{request_id}", views_policy.get_decision, "operator", "decisions.read", "Show a decision with its full trace"),
+    Route("GET", "/v1/devices/{device_id}/posture", views_policy.get_device_posture, "operator", "devices.read", "Show a device's posture and quarantine state"),
+    Route("POST", "/v1/devices/{device_id}/clear-quarantine", views_policy.clear_quarantine, "operator", "devices.manage", "Let a quarantined device be released keys again", views_policy.ClearQuarantineBody),
+    Route("GET", "/v1/events/stream", views_policy.event_stream, "operator", "events.read", "Server-sent events: approvals, denials, posture (?types=)"),
+    Route("GET", "/v1/agent/key-requests/{request_id}", views_policy.key_request_status, "device", None, "Agent: poll (or ?wait=N long-poll) a key request"),
+    Route("POST", "/v1/agent/heartbeat", views_policy.heartbeat, "device", None, "Agent: signed heartbeat with fresh facts", views_policy.HeartbeatBody),
     # --- key custody ---
     # --- audit exports, forwarders, reports ---
     Route("GET", "/v1/audit/checkpoints", views_audit.list_checkpoints, "operator", "audit.read", "List signed checkpoints of the audit chain"),

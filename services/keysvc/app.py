@@ -16,6 +16,7 @@ from shared.service import Running
 from shared.store import service_database
 
 from . import handlers
+from . import release_status
 from .hierarchy import KeyHierarchy
 from .rootkey import RootKeyError, SealedFileRootKey
 from .store import KeyStore
@@ -40,6 +41,7 @@ async def start(settings: KeySettings, *, bus: Bus, client: AsyncMongoClient, ro
     methods = Methods()
     methods.add("create_key", partial(handlers.create_key, store=store, hierarchy=hierarchy, cache=cache, outbox=outbox), commands.CreateKey)
     methods.add("get_key", partial(handlers.get_key, cache=cache))
+    methods.add("get_release", partial(release_status.get_release, store=store))  # agents polling approvals
     methods.add("list_keys", partial(handlers.list_keys, store=store), commands.ListQuery)
     methods.add("change_key_state", partial(handlers.change_key_state, store=store, cache=cache, outbox=outbox))
     methods.add("rotate_key", partial(handlers.rotate_key, store=store, hierarchy=hierarchy, cache=cache, outbox=outbox))

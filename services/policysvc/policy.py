@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property, lru_cache
 from typing import Any, NamedTuple
+from zoneinfo import ZoneInfo
 
 from .rules import (
     DAY_NAMES,
@@ -52,6 +53,7 @@ _MISSING_NOTE = "fact not present"
 _NOW_NOTE = "observed.request_time missing; used evaluation time"
 _MISSING_OUTCOME = (MISSING_TEXT, False, _MISSING_NOTE)
 _MISSING = object()
+_UTC = ZoneInfo("UTC")
 
 Outcome = tuple[Any, bool, str]  # (actual value as traced, result, note)
 
@@ -231,6 +233,13 @@ def evaluate(policies: Sequence[Policy], facts: Mapping[str, Any], *, now: datet
         _matched=tuple(results),
         _outcomes=context.outcomes,
     )
+
+
+def holds(condition: Condition, facts: Mapping[str, Any], *, now: datetime, tz: Any = None) -> bool:
+    """Whether a standalone condition (a dynamic group) holds for these facts; never raises."""
+    context = _Context(facts, now)
+    context.tz = tz or _UTC
+    return _holds(condition, context)
 
 
 def _strictest_approval(approvals: list[Approval | None]) -> Approval:

@@ -439,8 +439,13 @@ def _compile_targets(doc: TargetsDoc) -> Targets:
     )
 
 
+def parse_condition(node: Any, *, path: str = "match", zone: str = "UTC") -> Condition:
+    """A standalone condition (a dynamic group's membership test); errors name ``path``-relative fields."""
+    return _compile_condition(node, "", path, 1, zone)
+
+
 def _compile_condition(node: Any, rule_path: str, path: str, depth: int, zone: str) -> Condition:
-    where = f"{rule_path}.{path}"
+    where = f"{rule_path}.{path}" if rule_path else path
     if depth > MAX_DEPTH:
         raise PolicyError(where, f"conditions nest deeper than {MAX_DEPTH} levels")
     if not isinstance(node, Mapping):
@@ -464,7 +469,7 @@ def _compile_condition(node: Any, rule_path: str, path: str, depth: int, zone: s
 
 
 def _compile_predicate(node: Mapping[str, Any], rule_path: str, path: str, zone: str) -> Predicate:
-    where = f"{rule_path}.{path}"
+    where = f"{rule_path}.{path}" if rule_path else path
     doc = _validate(PredicateDoc, node, where)
     if doc.op not in OPERATORS:
         known = ", ".join(OPERATORS)

@@ -23,6 +23,11 @@ class PolicyStore:
         self.versions = TenantCollection(db["policy_versions"])
         self.decisions = TenantCollection(db["decisions"])
         self._decision_inserts = GroupInserter(self.decisions.raw)
+        self.groups = TenantCollection(db["groups"])
+        self.devices = TenantCollection(db["devices"])  # projection of device events, plus posture
+        self.approvals = TenantCollection(db["approvals"])
+        self.remembered = TenantCollection(db["remembered"])  # approve-and-remember grants
+        self.settings = TenantCollection(db["settings"])
 
     async def create_indexes(self) -> None:
         await self.policies.raw.create_index([("tenant_id", ASCENDING), ("policy_id", ASCENDING)], unique=True)
@@ -32,6 +37,18 @@ class PolicyStore:
         )
         await self.decisions.raw.create_index([("tenant_id", ASCENDING), ("request_id", ASCENDING)], unique=True)
         await self.decisions.raw.create_index([("tenant_id", ASCENDING), ("decided_at", DESCENDING)])
+        await self.decisions.raw.create_index([("tenant_id", ASCENDING), ("device_id", ASCENDING), ("effect", ASCENDING)])
+        await self.groups.raw.create_index([("tenant_id", ASCENDING), ("group_id", ASCENDING)], unique=True)
+        await self.groups.raw.create_index([("tenant_id", ASCENDING), ("name", ASCENDING)], unique=True)
+        await self.devices.raw.create_index([("tenant_id", ASCENDING), ("device_id", ASCENDING)], unique=True)
+        await self.devices.raw.create_index([("status", ASCENDING), ("heartbeat_due", ASCENDING)])
+        await self.approvals.raw.create_index([("tenant_id", ASCENDING), ("approval_id", ASCENDING)], unique=True)
+        await self.approvals.raw.create_index([("tenant_id", ASCENDING), ("request_id", ASCENDING)], unique=True)
+        await self.approvals.raw.create_index([("status", ASCENDING), ("expires_at", ASCENDING)])
+        await self.remembered.raw.create_index(
+            [("tenant_id", ASCENDING), ("device_id", ASCENDING), ("key_id", ASCENDING)], unique=True
+        )
+        await self.settings.raw.create_index([("tenant_id", ASCENDING)], unique=True)
 
     async def active_policies(self, tenant_id: str) -> list[dict[str, Any]]:
         return await self.policies.find(tenant_id, {"deleted": False}, sort=[("policy_id", ASCENDING)])

@@ -1,0 +1,346 @@
+"""Gateway views of the policy area: versions, groups, approvals, decisions, dry-run, the event
+stream, and the agent's poll and heartbeat. Most forward to policysvc by request/reply."""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import structlog
+from aiohttp import web
+from pydantic import Field, field_validator
+
+from shared import events
+from shared.commands import Strict
+from shared.rpc import ProblemError
+
+from .problems import ExtraProblem
+from .schemas import MAX_FACTS_BYTES
+from .views import (
+    CORRELATION_ID, GATEWAY, PRINCIPAL, _call, _gw, _json, _now, _principal, _release_response, body_as,
+)
+
+log = structlog.get_logger("strongroom.gateway")
+
+# --- bodies --------------------------------------------------------------------------------
+
+
+class GroupBody(Strict):
+    """A device group (static members and/or a `match` condition over facts) or a key group (members)."""
+
+    name: str = Field(min_length=1, max_length=128)
+    kind: Literal["device", "key"]
+    description: str = Field(default="", max_length=1024)
+    members: list[str] = Field(default_factory=list, max_length=10_000)
+    match: dict[str, Any] | None = None
+
+
+class VoteBody(Strict):
+    comment: str = Field(default="", max_length=1000)
+
+
+class SimulateBody(Strict):
+    """A candidate policy (replacing `policy_id` if given) replayed over requests or recorded traffic."""
+
+    policy: dict[str, Any]
+    policy_id: str | None = Field(default=None, max_length=100)
+    requests: list[dict[str, Any]] | None = Field(default=None, max_length=5000)
+    recorded_days: int | None = Field(default=None, ge=1, le=90)
+
+
+class PolicySettingsBody(Strict):
+    approval_expiry_seconds: int = Field(default=3600, ge=1, le=30 * 86400)
+    heartbeat_grace_seconds: int = Field(default=900, ge=1, le=30 * 86400)
+
+
+class ClearQuarantineBody(Strict):
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class HeartbeatBody(Strict):
+    facts: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("facts")
+    @classmethod
+    def _bounded(cls, facts: dict[str, Any]) -> dict[str, Any]:
+        if len(json.dumps(facts)) > MAX_FACTS_BYTES:
+            raise ValueError(f"facts must be at most {MAX_FACTS_BYTES} bytes of JSON")
+        return facts
+
+
+# --- policy versions -------------------------------------------------------------------------
+
+
+def _version(request: web.Request) -> int:
+    text = request.match_info["version"]
+    if not text.isdigit() or not 1 <= int(text) <= 10**9:
+        raise ProblemError(400, "Bad Request", "version must be a positive integer", "version")
+    return int(text)
+
+
+async def list_policy_versions(request: web.Request) -> web.Response:
+    return _json(await _call(request, "policysvc", "list_policy_versions", policy_id=request.match_info["policy_id"]))
+
+
+async def get_policy_version(request: web.Request) -> web.Response:
+    return _json(await _call(request, "policysvc", "get_policy_version", policy_id=request.match_info["policy_id"],
+                             version=_version(request)))
+
+
+async def restore_policy_version(request: web.Request) -> web.Response:
+    return _json(await _call(request, "policysvc", "restore_policy_version",
+                             policy_id=request.match_info["policy_id"], version=_version(request)))
+
+
+async def simulate_policy(request: web.Request) -> web.Response:
+    body = await body_as(request, SimulateBody)
+    if (body.requests is None) == (body.recorded_days is None):
+        raise ProblemError(422, "Unprocessable Content", "give exactly one of requests or recorded_days", "requests")
+    return _json(await _call(request, "policysvc", "simulate", **body.model_dump(exclude_none=True)))
+
+
+async def get_policy_settings(request: web.Request) -> web.Response:
+    return _json(await _call(request, "policysvc", "get_settings"))
+
+
+async def put_policy_settings(request: web.Request) -> web.Response:
+    body = await body_as(request, PolicySettingsBody)
+    return _json(await _call(request, "policysvc", "put_settings", **body.model_dump()))
+
+
+# --- groups ------------------------------------------------------------------------------------
+
+
+async def create_group(request: web.Request) -> web.Response:
+    body = await body_as(request, GroupBody)
+    return _json(await _call(request, "policysvc", "put_group", group=body.model_dump(exclude_none=True)), 201)
+
+
+async def update_group(request: web.Request) -> web.Response:
+    body = await body_as(request, GroupBody)
+    return _json(await _call(request, "policysvc", "put_group", group_id=request.match_info["group_id"],
+                             group=body.model_dump(exclude_none=True)))
+
+
+async def list_groups(request: web.Request) -> web.Response:
+    return _json(await _call(request, "policysvc", "list_groups", kind=request.query.get("kind")))
+
+
+async def get_group(request: web.Request) -> web.Response:
+    return _json(await _call(request, "policysvc", "get_group", group_id=request.match_info["group_id"]))
+
+
+async def delete_group(request: web.Request) -> web.Response:
+    return _json(await _call(request, "policysvc", "delete_group", group_id=request.match_info["group_id"]))
+
+
+# --- approvals and decisions -------------------------------------------------------------------
+
+
+async def list_approvals(request: web.Request) -> web.Response:
+    return _json(await _call(request, "policysvc", "list_approvals", status=request.query.get("status"),
+                             limit=request.query.get("limit")))
+
+
+async def get_approval(request: web.Request) -> web.Response:
+    return _json(await _call(request, "policysvc", "get_approval", approval_id=request.match_info["approval_id"]))
+
+
+async def _vote(request: web.Request, verdict: str) -> web.Response:
+    body = await body_as(request, VoteBody) if request.can_read_body else VoteBody()
+    return _json(await _call(request, "policysvc", "vote", approval_id=request.match_info["approval_id"],
+                             verdict=verdict, comment=body.comment))
+
+
+async def approve(request: web.Request) -> web.Response:
+    return await _vote(request, "approve")
+
+
+async def deny(request: web.Request) -> web.Response:
+    return await _vote(request, "deny")
+
+
+async def list_decisions(request: web.Request) -> web.Response:
+    query = {k: request.query.get(k) for k in ("device_id", "key_id", "effect", "limit")}
+    return _json(await _call(request, "policysvc", "list_decisions", **query))
+
+
+async def get_decision(request: web.Request) -> web.Response:
+    return _json(await _call(request, "policysvc", "get_decision", request_id=request.match_info["request_id"]))
+
+
+# --- device posture --------------------------------------------------------------------------
+
+
+async def get_device_posture(request: web.Request) -> web.Response:
+    return _json(await _call(request, "policysvc", "get_posture", device_id=request.match_info["device_id"]))
+
+
+async def clear_quarantine(request: web.Request) -> web.Response:
+    body = await body_as(request, ClearQuarantineBody)
+    return _json(await _call(request, "policysvc", "clear_quarantine", device_id=request.match_info["device_id"],
+                             reason=body.reason))
+
+
+# --- agents: poll a request, heartbeat -----------------------------------------------------------
+
+MAX_WAIT_SECONDS = 60.0
+
+
+async def key_request_status(request: web.Request) -> web.Response:
+    """Agent: the state of its own key request; `?wait=N` long-polls up to N seconds for an outcome."""
+    gw = _gw(request)
+    request_id = request.match_info["request_id"]
+    try:
+        wait = min(float(request.query.get("wait", "0")), MAX_WAIT_SECONDS)
+    except ValueError:
+        raise ProblemError(400, "Bad Request", "wait must be a number of seconds", "wait") from None
+    # The waiter is registered before the first look, so an outcome in between is not missed.
+    waiter = gw.waiters.expect(request_id) if wait > 0 else None
+    try:
+        final, pending = await _request_state(request, request_id)
+        if final is None and waiter is not None:
+            try:
+                await asyncio.wait_for(waiter, wait)
+            except TimeoutError:
+                pass
+            final, pending = await _request_state(request, request_id)
+    finally:
+        if waiter is not None:
+            gw.waiters.cancel(request_id)
+    return final or _json(pending, 202)
+
+
+async def _request_state(request: web.Request, request_id: str) -> tuple[web.Response | None, dict[str, Any]]:
+    """The final answer for this request, or None and the pending state to answer 202 with."""
+    device_id = _principal(request).id
+    state = await _call(request, "policysvc", "request_status", request_id=request_id, device_id=device_id)
+    status = state["status"]
+    if status in ("allowed", "approved"):
+        found = await _call(request, "keysvc", "get_release", request_id=request_id, device_id=device_id)
+        if found is not None:
+            return _release_response(events.decode_event(found["outcome"].encode())), {}
+    if status in ("denied", "expired"):
+        disclosed = {k: v for k, v in (state.get("disclosed") or {}).items() if k not in ("effect", "status")}
+        raise ExtraProblem(403, "Forbidden", f"the key request was {status}", request_id=request_id, status=status,
+                           **disclosed)
+    keys = ("request_id", "status", "approvals_required", "approvals_received", "expires_at")
+    return None, {k: state[k] for k in keys if state.get(k) is not None}
+
+
+async def heartbeat(request: web.Request) -> web.Response:
+    """Agent: fresh facts; policysvc re-checks them and may quarantine (or release) the device."""
+    principal = _principal(request)
+    body = await body_as(request, HeartbeatBody)
+    facts = dict(body.facts)
+    facts["observed"] = {"source_ip": request.remote, "request_time": _now().isoformat(), "device_id": principal.id}
+    if isinstance(facts.get("identity"), dict):
+        facts["identity"] = {**facts["identity"], "device_id": principal.id}
+    return _json(await _call(request, "policysvc", "heartbeat", device_id=principal.id, facts=facts))
+
+
+# --- notifications: the operator's server-sent event stream ---------------------------------------
+
+# What operators can watch. key.released is left out: it carries sealed key material for one agent.
+NOTIFY_PATTERNS = ("approval.*", "device.*", "policy.*", "group.*", "tenant.policy_settings_updated")
+NOTIFY_VIA_WAITERS = ("key.decided", "key.release_refused")  # already delivered to the waiters' queue
+STREAM_QUEUE_SIZE = 1000
+KEEPALIVE_SECONDS = 15.0
+
+
+@dataclass(eq=False)
+class _Subscriber:
+    tenant_id: str
+    patterns: tuple[str, ...]
+    queue: asyncio.Queue[events.Event | None] = field(default_factory=lambda: asyncio.Queue(STREAM_QUEUE_SIZE))
+    overflowed: bool = False
+
+
+class Notifier:
+    """Fans this instance's notification events out to its open streams, by tenant and type."""
+
+    def __init__(self) -> None:
+        self._subscribers: set[_Subscriber] = set()
+
+    def subscribe(self, tenant_id: str, patterns: tuple[str, ...]) -> _Subscriber:
+        subscriber = _Subscriber(tenant_id, patterns)
+        self._subscribers.add(subscriber)
+        return subscriber
+
+    def unsubscribe(self, subscriber: _Subscriber) -> None:
+        self._subscribers.discard(subscriber)
+
+    async def on_event(self, event: events.Event) -> None:
+        for subscriber in list(self._subscribers):
+            if subscriber.tenant_id != event.tenant_id:
+                continue  # SECURITY: a stream only ever carries its own tenant's events
+            if not any(fnmatch.fnmatchcase(event.type, p) for p in subscriber.patterns):
+                continue
+            try:
+                subscriber.queue.put_nowait(event)
+            except asyncio.QueueFull:
+                # A reader this slow is cut off, and told so, rather than silently missing events.
+                subscriber.overflowed = True
+                self.unsubscribe(subscriber)
+
+
+NOTIFIER = web.AppKey("notifier", Notifier)
+
+
+def also_notify(notifier: Notifier, handler: Callable[[events.Event], Awaitable[None]]):
+    """Chains the notifier after the release waiters, so key outcomes need no second queue."""
+
+    async def both(event: events.Event) -> None:
+        await handler(event)
+        if event.type in NOTIFY_VIA_WAITERS:
+            await notifier.on_event(event)
+
+    return both
+
+
+_TYPE_PATTERN = r"^[a-z_]+(\.[a-z_*]+)?$|^\*$"
+
+
+async def event_stream(request: web.Request) -> web.StreamResponse:
+    """Operator: server-sent events of the tenant's approvals, denials and device posture, filtered by
+    `?types=approval.*,key.decided` (shell-style patterns; default all notification types)."""
+    import re
+
+    principal = _principal(request)
+    wanted = tuple(t.strip() for t in request.query.get("types", "").split(",") if t.strip()) or ("*",)
+    if len(wanted) > 20 or not all(re.match(_TYPE_PATTERN, t) for t in wanted):
+        raise ProblemError(400, "Bad Request", "types: comma-separated event types or patterns like approval.*", "types")
+    notifier = request.app[NOTIFIER]
+    subscriber = notifier.subscribe(principal.tenant_id, wanted)
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                                           "X-Correlation-Id": request[CORRELATION_ID]})
+    try:
+        await response.prepare(request)
+        await response.write(b": stream open\n\n")
+        while True:
+            try:
+                event = await asyncio.wait_for(subscriber.queue.get(), KEEPALIVE_SECONDS)
+            except TimeoutError:
+                if subscriber.overflowed:
+                    break
+                await response.write(b": keepalive\n\n")
+                continue
+            if event is None:
+                break
+            data = event.model_dump_json()
+            await response.write(f"id: {event.event_id}\nevent: {event.type}\ndata: {data}\n\n".encode())
+            if subscriber.overflowed and subscriber.queue.empty():
+                await response.write(b"event: overflow\ndata: {}\n\n")
+                break
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    finally:
+        notifier.unsubscribe(subscriber)
+    return response
+
+
+__all__ = ["GATEWAY", "NOTIFIER", "Notifier", "PRINCIPAL", "also_notify"]
