@@ -45,6 +45,21 @@ class KeySettings(CommonSettings):
     root_key_file: str | None = None
     root_key_passphrase: SecretStr | None = None
     key_cache_size: int = 10_000
+    # --- key custody: destruction certificates, schedulers, root sources ---
+    # Ed25519 private key (PEM, PKCS#8) that signs destruction certificates; generated if missing.
+    signing_key_file: str | None = None
+    # Production floor of a destruction's waiting period (7 days); test stacks may lower it.
+    min_destruction_wait_seconds: int = 7 * 86400
+    scheduler_interval_seconds: float = 5.0
+    lease_seconds: float = 30.0
+    kek_rewrap_batch: int = 500
+    kek_rewrap_pause_seconds: float = 0.0  # throttle between re-wrap batches to limit store load
+    # PKCS#11 root source: the HSM holds an AES key that wraps the root key (see rootkey.py).
+    pkcs11_module: str | None = None
+    pkcs11_token_label: str | None = None
+    pkcs11_pin: SecretStr | None = None
+    pkcs11_key_label: str = "strongroom-root-wrap"
+    pkcs11_wrapped_root_file: str | None = None
 
 
 class AuditSettings(CommonSettings):

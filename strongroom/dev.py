@@ -47,7 +47,7 @@ async def _dev(port: int, data_dir: Path) -> None:
         bus_for=same_bus,
         gateway_settings=GatewaySettings(port=port, bootstrap_token=bootstrap),
         policy_settings=PolicySettings(),
-        key_settings=KeySettings(),
+        key_settings=KeySettings(signing_key_file=str(data_dir / "keysvc-signing-key.pem")),
         audit_settings=AuditSettings(signing_key_file=str(ensure_key_file(data_dir / "audit-signing-key.pem")),
                                      archive_dir=str(data_dir / "audit-archive")),
         root_key=GeneratedRootKey(data_dir).load(),

@@ -29,6 +29,14 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "approvals.decide": frozenset({"approver"}),
     "decisions.read": frozenset({"security_officer", "approver", "auditor"}),
     "events.read": frozenset({"security_officer", "approver", "auditor", "tenant_admin"}),
+    # --- key custody ---
+    # Tenant custody policy and KEK: the tenant's key custodians; reading it also for auditors.
+    "custody.manage": frozenset({"key_custodian"}),
+    "custody.read": frozenset({"key_custodian", "security_officer", "auditor"}),
+    "keys.export": frozenset({"key_custodian"}),
+    # The service-wide root of trust (init, unseal with Shamir shares, re-key) belongs to the
+    # provider's root custodians, never to a tenant; today the bootstrap credential holds it.
+    "custody.root": frozenset({"provider_admin", "root_custodian"}),
 }
 
 

@@ -14,6 +14,8 @@ from pydantic import BaseModel
 from shared import commands
 
 from . import schemas, views
+from . import views_custody
+from shared import commands_custody
 from . import views_policy
 from . import views_audit
 from .auth import Unauthorized
@@ -78,6 +80,25 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/agent/key-requests/{request_id}", views_policy.key_request_status, "device", None, "Agent: poll (or ?wait=N long-poll) a key request"),
     Route("POST", "/v1/agent/heartbeat", views_policy.heartbeat, "device", None, "Agent: signed heartbeat with fresh facts", views_policy.HeartbeatBody),
     # --- key custody ---
+    Route("GET", "/v1/custody/settings", views_custody.get_settings, "operator", "custody.read", "Show the tenant's key policy (minimum key size, destruction wait, dependency window)"),
+    Route("PUT", "/v1/custody/settings", views_custody.put_settings, "operator", "custody.manage", "Set the tenant's key policy", commands_custody.CustodySettingsBody),
+    Route("POST", "/v1/keys/{key_id}/min-decryption-version", views_custody.set_min_decryption_version, "operator", "keys.manage", "Retire old versions: set min_decryption_version", commands_custody.SetMinDecryptionVersion),
+    Route("GET", "/v1/keys/{key_id}/dependencies", views_custody.dependencies, "operator", "keys.read", "Devices that received the key recently (dependency report)"),
+    Route("POST", "/v1/keys/{key_id}/destruction", views_custody.schedule_destruction, "operator", "keys.manage", "Schedule crypto-shredding after a waiting period", commands_custody.ScheduleDestruction, 202),
+    Route("GET", "/v1/keys/{key_id}/destruction", views_custody.get_destruction, "operator", "keys.read", "Show a key's scheduled destruction"),
+    Route("POST", "/v1/keys/{key_id}/destruction/approve", views_custody.approve_destruction, "operator", "keys.manage", "Approve a destruction (a second custodian)", commands_custody.ApproveDestruction),
+    Route("POST", "/v1/keys/{key_id}/destruction/cancel", views_custody.cancel_destruction, "operator", "keys.manage", "Cancel a destruction before it runs", commands_custody.CancelDestruction),
+    Route("GET", "/v1/keys/{key_id}/destruction-certificate", views_custody.destruction_certificate, "operator", "keys.read", "The signed destruction certificate"),
+    Route("POST", "/v1/keys/import", views_custody.import_key, "operator", "keys.manage", "Import a key wrapped to the import public key", commands_custody.ImportKey, 201),
+    Route("POST", "/v1/keys/{key_id}/export", views_custody.export_key, "operator", "keys.export", "Export an exportable key, wrapped to the caller's RSA key", commands_custody.ExportKey),
+    Route("GET", "/v1/custody/import-params", views_custody.import_params, "operator", "keys.manage", "An RSA-OAEP-3072 import public key and single-use token"),
+    Route("GET", "/v1/custody/signing-key", views_custody.signing_key, "operator", "custody.read", "keysvc's public key for destruction certificates"),
+    Route("GET", "/v1/custody/kek", views_custody.kek_status, "operator", "custody.read", "The tenant KEK version and re-wrap progress"),
+    Route("POST", "/v1/custody/kek/rotate", views_custody.rotate_kek, "operator", "custody.manage", "Rotate the tenant KEK (data keys re-wrapped in the background)", None, 202),
+    Route("GET", "/v1/custody/status", views_custody.custody_status, "operator", "custody.root", "Sealed or unsealed, and unseal progress"),
+    Route("POST", "/v1/custody/init", views_custody.init_custody, "operator", "custody.root", "Create the root key; returns its Shamir shares once", commands_custody.InitCustody, 201),
+    Route("POST", "/v1/custody/unseal", views_custody.unseal, "operator", "custody.root", "Submit one custodian's unseal share", commands_custody.UnsealShare),
+    Route("POST", "/v1/custody/rekey", views_custody.rekey_root, "operator", "custody.root", "Replace the root key and its shares without downtime", commands_custody.RekeyRoot),
     # --- audit exports, forwarders, reports ---
     Route("GET", "/v1/audit/checkpoints", views_audit.list_checkpoints, "operator", "audit.read", "List signed checkpoints of the audit chain"),
     Route("GET", "/v1/audit/signing-key", views_audit.signing_key, "operator", "audit.read", "Public keys that sign audit checkpoints"),

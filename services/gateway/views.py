@@ -304,6 +304,8 @@ def _release_response(outcome: events.Event) -> web.Response:
         return _json({
             "request_id": outcome.request_id, "key_id": outcome.key_id, "key_version": outcome.key_version,
             "algorithm": outcome.algorithm, "sealed_key": outcome.sealed_key, "hpke_suite": outcome.hpke_suite,
+            # A newer version exists when latest_version > key_version: re-encrypt under it.
+            "latest_version": outcome.latest_version,
         })
     if isinstance(outcome, events.KeyDecided):
         if outcome.effect == "require_approval":

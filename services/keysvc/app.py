@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from functools import partial
+from pathlib import Path
 
+import structlog
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pymongo import AsyncMongoClient
 
-from shared import commands
+from shared import commands, commands_custody
 from shared.bus import Bus
 from shared.config import KeySettings
 from shared.outbox import Outbox
@@ -15,28 +20,66 @@ from shared.rpc import Methods
 from shared.service import Running
 from shared.store import service_database
 
-from . import handlers
+from . import custody_handlers as custody
+from . import handlers, scheduler
 from . import release_status
 from .hierarchy import KeyHierarchy
-from .rootkey import RootKeyError, SealedFileRootKey
-from .store import KeyStore
+from .rootkey import RootKeyError, SealedFileRootKey, fingerprint
+from .store import SYSTEM_TENANT, KeyStore
+
+log = structlog.get_logger("strongroom.keysvc")
 
 
 def root_key_from_settings(settings: KeySettings) -> bytes | None:
-    """The sealed root key file, if configured; None leaves custody sealed."""
+    """The configured root source (sealed file or PKCS#11); None leaves custody sealed until unsealed with shares."""
     if settings.root_key_file and settings.root_key_passphrase:
         return SealedFileRootKey(settings.root_key_file, settings.root_key_passphrase).load()
+    if settings.pkcs11_module and settings.pkcs11_wrapped_root_file:
+        from .pkcs11 import Pkcs11RootKey
+
+        return Pkcs11RootKey.from_settings(settings).load()
     return None
+
+
+def signing_key_from_settings(settings: KeySettings) -> Ed25519PrivateKey:
+    """keysvc's certificate-signing key: the PEM file when configured (created 0600 if missing)."""
+    if settings.signing_key_file is None:
+        log.warning("keysvc_signing_key_ephemeral", hint="set STRONGROOM_KEYSVC_SIGNING_KEY_FILE to keep it across restarts")
+        return Ed25519PrivateKey.generate()
+    path = Path(settings.signing_key_file)
+    if not path.exists():
+        write_signing_key(path)
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise RootKeyError(f"{path} does not hold an Ed25519 private key")
+    return key
+
+
+def write_signing_key(path: Path) -> None:
+    import os
+
+    pem = Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(pem)
 
 
 async def start(settings: KeySettings, *, bus: Bus, client: AsyncMongoClient, root_key: bytes | None) -> Running:
     store = KeyStore(service_database(client, "keysvc", prefix=settings.db_prefix))
     await store.create_indexes()
+    root_doc = await store.custody.find_one(SYSTEM_TENANT, {"name": "root"})
+    if root_key is not None and root_doc is not None and fingerprint(root_key) != root_doc["fingerprint"]:
+        raise RootKeyError("the configured root key does not match custody's recorded root fingerprint")
     hierarchy = KeyHierarchy(store, root_key=root_key)
     cache = handlers.KeyCache(store, settings.key_cache_size)
-    outbox = Outbox(bus.publish, [store.keys.raw])
+    outbox = Outbox(bus.publish, store.outbox_collections)
     await outbox.create_indexes()
     await outbox.relay()
+    signer = custody.Signer(signing_key_from_settings(settings))
+    state = custody.Custody(hierarchy=hierarchy, min_destruction_wait=timedelta(seconds=settings.min_destruction_wait_seconds))
 
     methods = Methods()
     methods.add("create_key", partial(handlers.create_key, store=store, hierarchy=hierarchy, cache=cache, outbox=outbox), commands.CreateKey)
@@ -45,16 +88,61 @@ async def start(settings: KeySettings, *, bus: Bus, client: AsyncMongoClient, ro
     methods.add("list_keys", partial(handlers.list_keys, store=store), commands.ListQuery)
     methods.add("change_key_state", partial(handlers.change_key_state, store=store, cache=cache, outbox=outbox))
     methods.add("rotate_key", partial(handlers.rotate_key, store=store, hierarchy=hierarchy, cache=cache, outbox=outbox))
+    # --- custody ---
+    methods.add("set_min_decryption_version", partial(handlers.set_min_decryption_version, store=store, cache=cache, outbox=outbox))
+    methods.add("get_custody_settings", partial(custody.get_settings, store=store))
+    methods.add("put_custody_settings", partial(custody.put_settings, store=store, outbox=outbox), commands_custody.CustodySettingsBody)
+    methods.add("get_dependencies", partial(custody.get_dependencies, store=store, cache=cache))
+    methods.add("schedule_destruction", partial(custody.schedule_destruction, store=store, cache=cache, custody=state, outbox=outbox))
+    methods.add("approve_destruction", partial(custody.approve_destruction, store=store, outbox=outbox))
+    methods.add("cancel_destruction", partial(custody.cancel_destruction, store=store, outbox=outbox))
+    methods.add("get_destruction", partial(custody.get_destruction, store=store))
+    methods.add("get_destruction_certificate", partial(custody.get_certificate, store=store, signer=signer))
+    methods.add("offboard_tenant", partial(custody.offboard_tenant, store=store, cache=cache, hierarchy=hierarchy, outbox=outbox))
+    methods.add("custody_status", partial(custody.custody_status, store=store, custody=state))
+    methods.add("init_custody", partial(custody.init_custody, store=store, custody=state, outbox=outbox), commands_custody.InitCustody)
+    methods.add("unseal", partial(custody.submit_unseal_share, store=store, custody=state, bus_publish=bus.publish), commands_custody.UnsealShare)
+    methods.add("rekey_root", partial(custody.rekey_root, store=store, custody=state, outbox=outbox), commands_custody.RekeyRoot)
+    methods.add("rotate_kek", partial(custody.rotate_kek, store=store, hierarchy=hierarchy, outbox=outbox))
+    methods.add("kek_status", partial(custody.kek_status, store=store))
+    methods.add("import_params", partial(custody.import_params, store=store, hierarchy=hierarchy))
+    methods.add("import_key", partial(custody.import_key, store=store, hierarchy=hierarchy, cache=cache, outbox=outbox), commands_custody.ImportKey)
+    methods.add("export_key", partial(custody.export_key, store=store, hierarchy=hierarchy, cache=cache, bus_publish=bus.publish))
+    methods.add("signing_key", partial(custody.signing_key, signer=signer))
 
-    await bus.listen(["key.state_changed", "key.rotated"], partial(handlers.forget_changed_key, cache=cache))
+    await bus.listen(["key.state_changed", "key.rotated", "key.min_decryption_version_set"], partial(handlers.forget_changed_key, cache=cache))
+    await bus.listen(["kek.rotated", "tenant.keys_shredded", "key.destroyed"],
+                     partial(custody.forget_rotated_kek, cache=cache, hierarchy=hierarchy))
     await bus.subscribe(
         "keysvc", partial(handlers.release_key, store=store, hierarchy=hierarchy, cache=cache, publish=bus.publish)
     )
     await bus.serve("keysvc", methods)
+
+    async def when_unsealed(job):
+        return 0 if hierarchy.sealed else await job()
+
+    async def rewrap() -> int:
+        done = await custody.rewrap_step(store=store, hierarchy=hierarchy, cache=cache, outbox=outbox,
+                                         batch=settings.kek_rewrap_batch)
+        if done and settings.kek_rewrap_pause_seconds:
+            await asyncio.sleep(settings.kek_rewrap_pause_seconds)
+        return done
+
+    lease = scheduler.Lease(store.leases, "keysvc-scheduler", seconds=settings.lease_seconds)
+    jobs = {
+        "destructions": partial(when_unsealed, partial(custody.run_due_destructions, store=store, cache=cache,
+                                                       hierarchy=hierarchy, signer=signer, outbox=outbox)),
+        "rotations": partial(when_unsealed, partial(handlers.rotate_due_keys, store=store, hierarchy=hierarchy,
+                                                    cache=cache, outbox=outbox)),
+        "kek_rewrap": partial(when_unsealed, rewrap),
+    }
     running = Running("keysvc")
     running.tasks.append(asyncio.create_task(outbox.run()))
+    running.tasks.append(asyncio.create_task(scheduler.run(lease, jobs, interval=settings.scheduler_interval_seconds)))
+    running.on_stop.append(lease.release)
     running.hierarchy = hierarchy  # type: ignore[attr-defined]
+    running.cache = cache  # type: ignore[attr-defined]
     return running
 
 
-__all__ = ["RootKeyError", "root_key_from_settings", "start"]
+__all__ = ["RootKeyError", "root_key_from_settings", "signing_key_from_settings", "start"]

@@ -17,9 +17,12 @@ import structlog
 
 from shared import commands, events, rpc
 from shared.crypto import release as hpke_release
+from shared.crypto.envelope import UnwrapError
 from shared.events import Event, KeyDecided, KeyReleased, KeyReleaseRefused
 from shared.outbox import Outbox
 from shared.store import DuplicateKeyError
+
+from shared.commands_custody import SetMinDecryptionVersion
 
 from . import keys as domain
 from .hierarchy import KeyHierarchy, Sealed
@@ -55,6 +58,13 @@ class KeyCache:
 
     def drop(self, tenant_id: str, key_id: str) -> None:
         self._keys.pop((tenant_id, key_id), None)
+
+    def drop_tenant(self, tenant_id: str) -> None:
+        for entry in [k for k in self._keys if k[0] == tenant_id]:
+            del self._keys[entry]
+
+    def __len__(self) -> int:
+        return len(self._keys)
 
 
 # --- release ------------------------------------------------------------------------
@@ -116,9 +126,25 @@ async def _release_outcome(event: KeyDecided, *, hierarchy: KeyHierarchy, cache:
     except (domain.VersionError, hpke_release.ReleaseError) as exc:
         return refused("not_active", str(exc))
     assert version.wrapped is not None
-    data_key = await hierarchy.open_data_key(
-        event.tenant_id, key.key_id, version.version, version.wrapped, version.kek_version
-    )
+    try:
+        data_key = await hierarchy.open_data_key(
+            event.tenant_id, key.key_id, version.version, version.wrapped, version.kek_version
+        )
+    except (LookupError, UnwrapError):
+        # Our cached copy predates a KEK rotation whose old KEK is now retired: read it afresh.
+        cache.drop(event.tenant_id, event.key_id)
+        key = await cache.get(event.tenant_id, event.key_id)
+        if key is None:
+            return refused("not_found", f"key {event.key_id} not found")
+        ok, why = domain.releasable(key)
+        if not ok:
+            return refused("not_active", why)
+        fresh = key.versions.get(version.version)
+        if fresh is None or fresh.wrapped is None:
+            return refused("not_active", f"version {version.version} has no key material")
+        data_key = await hierarchy.open_data_key(
+            event.tenant_id, key.key_id, fresh.version, fresh.wrapped, fresh.kek_version
+        )
     info = hpke_release.release_info(
         tenant_id=event.tenant_id, request_id=event.request_id, key_id=key.key_id, key_version=version.version
     )
@@ -132,6 +158,7 @@ async def _release_outcome(event: KeyDecided, *, hierarchy: KeyHierarchy, cache:
         key_version=version.version,
         algorithm=key.algorithm,
         sealed_key=base64.b64encode(sealed).decode(),
+        latest_version=key.latest_version,
     )
 
 
@@ -155,7 +182,11 @@ async def create_key(
 ) -> dict:
     tenant_id = request.tenant_id
     key_id = events.new_id("key_")
-    bits = domain.check_algorithm(cmd.algorithm, min_bits=0)
+    policy = await tenant_settings(store, tenant_id)
+    try:
+        bits = domain.check_algorithm(cmd.algorithm, min_bits=policy.min_key_bits)
+    except domain.KeyPolicyError as exc:
+        raise rpc.ProblemError(422, "Unprocessable Content", str(exc), "algorithm") from None
     try:
         wrapped, kek_version = await hierarchy.new_data_key(tenant_id, key_id, 1, bits)
     except Sealed:
@@ -243,3 +274,57 @@ async def _save(
         raise rpc.ProblemError(409, "Conflict", "the key changed concurrently; retry")
     cache.put(after)
     await outbox.publish(store.keys.raw, after.tenant_id, event)
+
+
+async def tenant_settings(store: KeyStore, tenant_id: str) -> domain.CustodySettings:
+    """The tenant's key policy (defaults until a custodian sets one)."""
+    doc = await store.settings.find_one(tenant_id, {}, projection={"_id": 0, "tenant_id": 0, "_outbox": 0})
+    if doc is None:
+        return domain.CustodySettings()
+    fields = {f: doc[f] for f in ("min_key_bits", "destruction_wait_days", "dependency_window_days", "export_deactivated") if f in doc}
+    return domain.CustodySettings(**fields)
+
+
+async def set_min_decryption_version(
+    request: rpc.RpcRequest, params: dict, *, store: KeyStore, cache: KeyCache, outbox: Outbox
+) -> dict:
+    """Retire old versions: those below min_decryption_version no longer decrypt."""
+    cmd = SetMinDecryptionVersion.model_validate(params.get("change", {}))
+    key = await _existing(cache, request.tenant_id, str(params.get("key_id", "")))
+    try:
+        changed = domain.set_min_decryption_version(key, cmd.min_decryption_version, now=_now())
+    except domain.VersionError as exc:
+        raise rpc.ProblemError(422, "Unprocessable Content", str(exc), "min_decryption_version") from None
+    event = events.KeyMinDecryptionVersionSet(
+        tenant_id=request.tenant_id, correlation_id=request.correlation_id, actor=request.actor,
+        source_ip=request.source_ip, key_id=key.key_id, min_decryption_version=cmd.min_decryption_version,
+        reason=cmd.reason,
+    )
+    await _save(store, cache, key, changed, event, outbox)
+    return public_view(changed)
+
+
+async def rotate_due_keys(*, store: KeyStore, hierarchy: KeyHierarchy, cache: KeyCache, outbox: Outbox, limit: int = 200) -> int:
+    """Automatic rotation: every key whose rotation period has passed gets a new version (scheduler job)."""
+    now = _now()
+    rotated = 0
+    heads = await store.keys.raw.find(
+        {"next_rotation_at": {"$lte": now}}, {"tenant_id": 1, "key_id": 1}, limit=limit
+    ).to_list(None)
+    for head in heads:
+        key = await store.load_key(head["tenant_id"], head["key_id"])
+        if key is None or not domain.rotation_due(key, now=now):
+            continue
+        bits = domain.ALGORITHMS[key.algorithm]
+        wrapped, kek_version = await hierarchy.new_data_key(key.tenant_id, key.key_id, key.latest_version + 1, bits)
+        after = domain.rotate(key, wrapped_new=wrapped, kek_version=kek_version, now=now)
+        event = events.KeyRotated(
+            tenant_id=key.tenant_id, key_id=key.key_id, key_version=after.latest_version,
+            reason=f"automatic rotation (period {key.rotation_period_seconds}s)",
+        )
+        try:
+            await _save(store, cache, key, after, event, outbox)
+            rotated += 1
+        except rpc.ProblemError:
+            continue  # changed concurrently; the next tick looks again
+    return rotated

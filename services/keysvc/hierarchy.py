@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections import OrderedDict
 from datetime import UTC, datetime
 
-from shared.crypto.envelope import SecretBytes, aad_for, generate_key, unwrap, wrap
+from shared.crypto.envelope import SecretBytes, UnwrapError, aad_for, generate_key, unwrap, wrap
 
+from .rootkey import fingerprint
 from .store import KeyStore
 
 
@@ -28,35 +29,79 @@ def kek_aad(tenant_id: str, kek_version: int) -> bytes:
 
 
 class KeyHierarchy:
+    """Root key(s) in memory, tenant KEKs unwrapped on demand into a bounded cache.
+
+    During a root re-key two roots are held: KEK documents name the root that wraps them
+    (`root_fp`, and `next_fp` for the copy wrapped under the incoming root), so releases and
+    KEK loads never stop while the KEKs are re-wrapped.
+    """
+
     def __init__(self, store: KeyStore, *, root_key: bytes | None, cache_size: int = 1024):
         self._store = store
-        self._root = SecretBytes(root_key) if root_key is not None else None
+        self._roots: dict[str, SecretBytes] = {}
+        self._primary: str | None = None
+        if root_key is not None:
+            self.unseal(root_key)
         self._keks: OrderedDict[tuple[str, int], SecretBytes] = OrderedDict()
         self._cache_size = cache_size
 
     @property
     def sealed(self) -> bool:
-        return self._root is None
+        return self._primary is None
+
+    @property
+    def root_fingerprint(self) -> str | None:
+        return self._primary
 
     def unseal(self, root_key: bytes) -> None:
-        self._root = SecretBytes(root_key)
+        fp = fingerprint(root_key)
+        self._roots[fp] = SecretBytes(root_key)
+        self._primary = fp
+
+    def add_root(self, root_key: bytes) -> str:
+        """Hold another root (the incoming one of a re-key) without making it primary."""
+        fp = fingerprint(root_key)
+        self._roots[fp] = SecretBytes(root_key)
+        return fp
+
+    def make_primary(self, fp: str) -> None:
+        """New KEKs are wrapped under this (already held) root from now on."""
+        if fp not in self._roots:
+            raise KeyError("root not held")
+        self._primary = fp
+
+    def retire_roots_except(self, keep: str) -> None:
+        self._primary = keep
+        for fp in [f for f in self._roots if f != keep]:
+            del self._roots[fp]
 
     def _root_key(self) -> SecretBytes:
-        if self._root is None:
+        if self._primary is None:
             raise Sealed("key custody is sealed")
-        return self._root
+        return self._roots[self._primary]
+
+    def wrap_kek(self, tenant_id: str, version: int, kek: bytes | SecretBytes, *, root_fp: str | None = None) -> bytes:
+        root = self._roots[root_fp] if root_fp else self._root_key()
+        return wrap(root, kek, aad=kek_aad(tenant_id, version))
 
     async def current_kek(self, tenant_id: str) -> tuple[int, SecretBytes]:
         """The tenant's newest KEK, created on first use (races settle on the unique index)."""
         doc = await self._store.current_kek(tenant_id)
         if doc is None:
-            kek = generate_key(256)
-            wrapped = wrap(self._root_key(), kek, aad=kek_aad(tenant_id, 1))
-            await self._store.insert_kek(tenant_id, 1, wrapped, datetime.now(UTC))
+            await self.create_kek(tenant_id, 1)
             doc = await self._store.current_kek(tenant_id)
             assert doc is not None
         version = doc["kek_version"]
-        return version, self._remember(tenant_id, version, doc["wrapped"])
+        cached = self._keks.get((tenant_id, version))
+        if cached is not None:
+            return version, cached
+        return version, self._remember(tenant_id, version, doc)
+
+    async def create_kek(self, tenant_id: str, version: int) -> bool:
+        """A new KEK version for the tenant; False when it already exists."""
+        kek = generate_key(256)
+        wrapped = self.wrap_kek(tenant_id, version, kek)
+        return await self._store.insert_kek(tenant_id, version, wrapped, datetime.now(UTC), self._primary)
 
     async def kek(self, tenant_id: str, version: int) -> SecretBytes:
         cached = self._keks.get((tenant_id, version))
@@ -66,10 +111,25 @@ class KeyHierarchy:
         doc = await self._store.kek(tenant_id, version)
         if doc is None:
             raise LookupError(f"tenant KEK version {version} missing")
-        return self._remember(tenant_id, version, doc["wrapped"])
+        return self._remember(tenant_id, version, doc)
 
-    def _remember(self, tenant_id: str, version: int, wrapped: bytes) -> SecretBytes:
-        kek = SecretBytes(unwrap(self._root_key(), bytes(wrapped), aad=kek_aad(tenant_id, version)))
+    def open_kek_doc(self, doc: dict) -> bytes:
+        """Unwrap a KEK document under whichever held root wraps it."""
+        tenant_id, version = doc["tenant_id"], doc["kek_version"]
+        self._root_key()  # raises Sealed when there is no root at all
+        # Documents written before roots were named carry no root_fp: any held root may open them.
+        named = [doc["root_fp"]] if doc.get("root_fp") else list(self._roots)
+        candidates = [(fp, doc.get("wrapped")) for fp in named] + [(doc.get("next_fp"), doc.get("wrapped_next"))]
+        for fp, blob in candidates:
+            if fp in self._roots and blob is not None:
+                try:
+                    return unwrap(self._roots[fp], bytes(blob), aad=kek_aad(tenant_id, version))
+                except UnwrapError:
+                    continue
+        raise LookupError(f"no held root key opens tenant KEK version {version}")
+
+    def _remember(self, tenant_id: str, version: int, doc: dict) -> SecretBytes:
+        kek = SecretBytes(self.open_kek_doc(doc))
         self._keks[(tenant_id, version)] = kek
         while len(self._keks) > self._cache_size:
             self._keks.popitem(last=False)
@@ -85,6 +145,19 @@ class KeyHierarchy:
         kek = await self.kek(tenant_id, kek_version)
         return unwrap(kek, wrapped, aad=data_key_aad(tenant_id, key_id, version))
 
-    def forget_tenant(self, tenant_id: str) -> None:
-        for entry in [k for k in self._keks if k[0] == tenant_id]:
+    def forget_tenant(self, tenant_id: str, *, below: int | None = None) -> None:
+        """Drop cached KEKs of a tenant (only versions below `below` when given)."""
+        for entry in [k for k in self._keks if k[0] == tenant_id and (below is None or k[1] < below)]:
             del self._keks[entry]
+
+    async def rewrap_data_key(
+        self, tenant_id: str, key_id: str, version: int, wrapped: bytes, from_kek: int, to_kek: int
+    ) -> bytes:
+        """The same data key wrapped under another KEK version of the tenant (KEK rotation)."""
+        data_key = await self.open_data_key(tenant_id, key_id, version, wrapped, from_kek)
+        return wrap(await self.kek(tenant_id, to_kek), data_key, aad=data_key_aad(tenant_id, key_id, version))
+
+    async def wrap_data_key(self, tenant_id: str, key_id: str, version: int, data_key: bytes) -> tuple[bytes, int]:
+        """Wrap a given (imported) data key under the tenant's current KEK."""
+        kek_version, kek = await self.current_kek(tenant_id)
+        return wrap(kek, data_key, aad=data_key_aad(tenant_id, key_id, version)), kek_version

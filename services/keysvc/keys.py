@@ -11,6 +11,9 @@ from typing import Any
 
 __all__ = [
     "ACTIONS",
+    "CustodySettings",
+    "destroyable",
+    "exportable_now",
     "ALGORITHMS",
     "TRANSITIONS",
     "IllegalTransition",
@@ -403,3 +406,47 @@ def _usable(key: Key, version: int) -> KeyVersion:
     if kv.destroyed:
         raise VersionError(f"version {version} of key {key.key_id} is destroyed")
     return kv
+
+
+# --- tenant custody settings ---------------------------------------------------------
+
+DESTRUCTION_WAIT_DAYS = (7, 30)  # NIST-style soft deletion: never shorter than a week in production
+DEFAULT_DEPENDENCY_WINDOW_DAYS = 30
+
+
+@dataclass(frozen=True)
+class CustodySettings:
+    """A tenant's key policy: minimum key size, destruction waiting period, dependency window."""
+
+    min_key_bits: int = 128
+    destruction_wait_days: int = 7
+    dependency_window_days: int = DEFAULT_DEPENDENCY_WINDOW_DAYS
+    export_deactivated: bool = False  # deactivated/compromised keys may be exported (wrapped) for re-encryption
+
+    def __post_init__(self) -> None:
+        if self.min_key_bits not in ALGORITHMS.values():
+            raise KeyPolicyError(f"min_key_bits must be one of {sorted(set(ALGORITHMS.values()))}; got {self.min_key_bits}")
+        low, high = DESTRUCTION_WAIT_DAYS
+        if not low <= self.destruction_wait_days <= high:
+            raise KeyPolicyError(f"destruction_wait_days must be between {low} and {high}; got {self.destruction_wait_days}")
+        if not 1 <= self.dependency_window_days <= 365:
+            raise KeyPolicyError(f"dependency_window_days must be between 1 and 365; got {self.dependency_window_days}")
+
+
+def destroyable(key: Key) -> tuple[bool, str]:
+    """Whether the lifecycle allows destroying the key now (checked when destruction is scheduled)."""
+    if (key.state, "destroy") in TRANSITIONS:
+        return True, f"{key.state} keys may be destroyed"
+    allowed = ", ".join(sorted(str(s) for (s, a) in TRANSITIONS if a == "destroy"))
+    return False, f"a key in state {key.state} cannot be destroyed; only {allowed} keys can (deactivate it first)"
+
+
+def exportable_now(key: Key, settings: CustodySettings) -> tuple[bool, str]:
+    """Export (always wrapped to a caller's public key) needs an exportable key in an allowed state."""
+    if not key.exportable:
+        return False, "key was not created exportable; export is off for it"
+    if key.state is KeyState.ACTIVE:
+        return True, "key is active and exportable"
+    if key.state in (KeyState.DEACTIVATED, KeyState.COMPROMISED) and settings.export_deactivated:
+        return True, f"key is {key.state}; the tenant allows export for re-encryption"
+    return False, f"key is {key.state}; export is not allowed in this state"

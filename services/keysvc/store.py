@@ -8,7 +8,8 @@ the plaintext data key is never written anywhere.
 from __future__ import annotations
 
 import dataclasses
-from datetime import datetime
+import secrets
+from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
@@ -20,6 +21,9 @@ from shared.group_insert import GroupInserter
 from shared.store import DuplicateKeyError, TenantCollection
 
 from .keys import Key, KeyState, KeyVersion, KeyVersions
+
+SYSTEM_TENANT = "_custody"
+_ROTATING = (KeyState.PRE_ACTIVATION, KeyState.ACTIVE, KeyState.SUSPENDED)
 
 _HEAD_FIELDS = [
     f.name for f in dataclasses.fields(Key) if f.name not in ("versions", "tenant_id", "key_id")
@@ -33,6 +37,17 @@ class KeyStore:
         self.keks = TenantCollection(db["keks"])
         self.releases = TenantCollection(db["releases"])
         self._release_inserts = GroupInserter(self.releases.raw)
+        self.settings = TenantCollection(db["custody_settings"])
+        self.destructions = TenantCollection(db["destructions"])
+        self.kek_rotations = TenantCollection(db["kek_rotations"])
+        # Service-wide documents (root of trust, leases, import keys) carry SYSTEM_TENANT as tenant id.
+        self.custody = TenantCollection(db["custody"])
+        self.leases = TenantCollection(db["leases"])
+        self.import_keys = TenantCollection(db["import_keys"])
+
+    @property
+    def outbox_collections(self) -> list[Any]:
+        return [c.raw for c in (self.keys, self.settings, self.destructions, self.kek_rotations, self.custody)]
 
     async def create_indexes(self) -> None:
         await self.keys.raw.create_index([("tenant_id", ASCENDING), ("key_id", ASCENDING)], unique=True)
@@ -43,6 +58,15 @@ class KeyStore:
         await self.keks.raw.create_index([("tenant_id", ASCENDING), ("kek_version", ASCENDING)], unique=True)
         await self.releases.raw.create_index([("tenant_id", ASCENDING), ("request_id", ASCENDING)], unique=True)
         await self.releases.raw.create_index([("tenant_id", ASCENDING), ("key_id", ASCENDING), ("at", DESCENDING)])
+        await self.keys.raw.create_index([("next_rotation_at", ASCENDING)])
+        await self.settings.raw.create_index([("tenant_id", ASCENDING)], unique=True)
+        await self.destructions.raw.create_index([("tenant_id", ASCENDING), ("key_id", ASCENDING)], unique=True)
+        await self.destructions.raw.create_index([("status", ASCENDING), ("not_before", ASCENDING)])
+        await self.kek_rotations.raw.create_index([("tenant_id", ASCENDING), ("to_version", ASCENDING)], unique=True)
+        await self.kek_rotations.raw.create_index([("status", ASCENDING)])
+        await self.custody.raw.create_index([("tenant_id", ASCENDING), ("name", ASCENDING)], unique=True)
+        await self.leases.raw.create_index([("tenant_id", ASCENDING), ("name", ASCENDING)], unique=True)
+        await self.import_keys.raw.create_index([("tenant_id", ASCENDING), ("import_token", ASCENDING)], unique=True)
 
     # --- keys -------------------------------------------------------------------------
 
@@ -76,12 +100,25 @@ class KeyStore:
             {"$set": _head_doc(after), **outbox.push(event)},
         )
         if matched and any(kv.destroyed for kv in after.versions.values()):
-            # Crypto-shredding: overwrite then remove the wrapped material of destroyed versions.
-            await self.versions.raw.update_many(
-                {"tenant_id": after.tenant_id, "key_id": after.key_id},
-                {"$set": {"wrapped": None}},
-            )
+            await self.shred_key_material(after.tenant_id, after.key_id)
         return bool(matched)
+
+    async def shred_key_material(self, tenant_id: str, key_id: str | None = None) -> int:
+        """Crypto-shredding: overwrite each wrapped blob with random bytes, then remove the field."""
+        query: dict[str, Any] = {"wrapped": {"$ne": None}}
+        if key_id is not None:
+            query["key_id"] = key_id
+        shredded = 0
+        for doc in await self.versions.find(tenant_id, query, projection={"_id": 1, "wrapped": 1}):
+            noise = secrets.token_bytes(len(bytes(doc["wrapped"])))
+            await self.versions.update_one(tenant_id, {"_id": doc["_id"]}, {"$set": {"wrapped": noise}})
+            await self.versions.update_one(tenant_id, {"_id": doc["_id"]}, {"$unset": {"wrapped": ""}})
+            shredded += 1
+        return shredded
+
+    async def wrapped_by_version(self, tenant_id: str, key_id: str) -> dict[int, bytes | None]:
+        docs = await self.versions.find(tenant_id, {"key_id": key_id}, projection={"version": 1, "wrapped": 1})
+        return {d["version"]: (bytes(d["wrapped"]) if d.get("wrapped") is not None else None) for d in docs}
 
     # --- KEKs -------------------------------------------------------------------------
 
@@ -92,9 +129,14 @@ class KeyStore:
     async def kek(self, tenant_id: str, version: int) -> dict[str, Any] | None:
         return await self.keks.find_one(tenant_id, {"kek_version": version})
 
-    async def insert_kek(self, tenant_id: str, version: int, wrapped: bytes, now: datetime) -> bool:
+    async def insert_kek(
+        self, tenant_id: str, version: int, wrapped: bytes, now: datetime, root_fingerprint: str | None = None
+    ) -> bool:
         try:
-            await self.keks.insert(tenant_id, {"kek_version": version, "wrapped": wrapped, "created_at": now})
+            await self.keks.insert(
+                tenant_id,
+                {"kek_version": version, "wrapped": wrapped, "created_at": now, "root_fp": root_fingerprint},
+            )
             return True
         except DuplicateKeyError:
             return False
@@ -112,6 +154,11 @@ class KeyStore:
 def _head_doc(key: Key) -> dict[str, Any]:
     doc = {name: getattr(key, name) for name in _HEAD_FIELDS}
     doc["state"] = str(key.state)
+    # Indexed, so the rotation scheduler finds due keys without scanning.
+    doc["next_rotation_at"] = None
+    if key.rotation_period_seconds and key.state in _ROTATING:
+        latest = key.versions[key.latest_version].created_at
+        doc["next_rotation_at"] = latest + timedelta(seconds=key.rotation_period_seconds)
     return {"key_id": key.key_id, **doc}
 
 
@@ -146,7 +193,7 @@ def public_view(head: dict[str, Any] | Key) -> dict[str, Any]:
     """What operators see of a key: metadata, never material."""
     if isinstance(head, Key):
         head = {"key_id": head.key_id, **{n: getattr(head, n) for n in _HEAD_FIELDS}, "state": str(head.state)}
-    out = {k: v for k, v in head.items() if k not in ("_id", "tenant_id")}
+    out = {k: v for k, v in head.items() if k not in ("_id", "tenant_id", "_outbox")}
     for k, v in out.items():
         if isinstance(v, datetime):
             out[k] = v.isoformat()

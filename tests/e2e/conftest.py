@@ -59,7 +59,11 @@ async def stack(amqp_url, mongo_client, db_prefix, prefix, tmp_path, request):
         bus_for=bus_for,
         gateway_settings=GatewaySettings(**common, port=0, bootstrap_token=bootstrap, release_timeout_seconds=15.0),
         policy_settings=PolicySettings(**common),
-        key_settings=KeySettings(**common),
+        # keysvc: its own certificate-signing key per test; a short destruction-wait floor and a
+        # fast scheduler so destruction and rotation tests run in seconds (production: 7 days, 5 s).
+        key_settings=KeySettings(
+            **common, signing_key_file=str(tmp_path / "keysvc-signing-key.pem"), min_destruction_wait_seconds=1,
+            scheduler_interval_seconds=0.1, lease_seconds=5.0, **(overrides.get("keysvc") or {})),
         audit_settings=AuditSettings(
             **common, signing_key_file=str(ensure_key_file(tmp_path / "audit-signing-key.pem")),
             archive_dir=str(tmp_path / "audit-archive"), **(overrides.get("audit") or {})),

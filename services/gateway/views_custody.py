@@ -1,0 +1,123 @@
+"""Gateway views of the key-custody area: each validates its body and forwards it to keysvc.
+
+Root-of-trust routes (init, unseal, re-key) belong to the provider's root custodians, not to
+tenants: an unseal share passes through here in memory only and is never logged.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from shared import commands_custody as cc
+
+from .views import _call, _json, body_as
+
+
+def _key_id(request: web.Request) -> str:
+    return request.match_info["key_id"]
+
+
+async def _optional(request: web.Request, model):
+    return await body_as(request, model) if request.can_read_body else model()
+
+
+# --- tenant key policy ---------------------------------------------------------------------
+
+
+async def get_settings(request: web.Request) -> web.Response:
+    return _json(await _call(request, "keysvc", "get_custody_settings"))
+
+
+async def put_settings(request: web.Request) -> web.Response:
+    body = await body_as(request, cc.CustodySettingsBody)
+    return _json(await _call(request, "keysvc", "put_custody_settings", **body.model_dump()))
+
+
+async def set_min_decryption_version(request: web.Request) -> web.Response:
+    body = await body_as(request, cc.SetMinDecryptionVersion)
+    return _json(await _call(request, "keysvc", "set_min_decryption_version", key_id=_key_id(request), change=body.model_dump()))
+
+
+# --- destruction ---------------------------------------------------------------------------
+
+
+async def dependencies(request: web.Request) -> web.Response:
+    return _json(await _call(request, "keysvc", "get_dependencies", key_id=_key_id(request)))
+
+
+async def schedule_destruction(request: web.Request) -> web.Response:
+    body = await body_as(request, cc.ScheduleDestruction)
+    return _json(await _call(request, "keysvc", "schedule_destruction", key_id=_key_id(request), schedule=body.model_dump()), 202)
+
+
+async def get_destruction(request: web.Request) -> web.Response:
+    return _json(await _call(request, "keysvc", "get_destruction", key_id=_key_id(request)))
+
+
+async def approve_destruction(request: web.Request) -> web.Response:
+    body = await _optional(request, cc.ApproveDestruction)
+    return _json(await _call(request, "keysvc", "approve_destruction", key_id=_key_id(request), approve=body.model_dump()))
+
+
+async def cancel_destruction(request: web.Request) -> web.Response:
+    body = await body_as(request, cc.CancelDestruction)
+    return _json(await _call(request, "keysvc", "cancel_destruction", key_id=_key_id(request), cancel=body.model_dump()))
+
+
+async def destruction_certificate(request: web.Request) -> web.Response:
+    return _json(await _call(request, "keysvc", "get_destruction_certificate", key_id=_key_id(request)))
+
+
+async def signing_key(request: web.Request) -> web.Response:
+    return _json(await _call(request, "keysvc", "signing_key"))
+
+
+# --- tenant KEK ----------------------------------------------------------------------------
+
+
+async def kek_status(request: web.Request) -> web.Response:
+    return _json(await _call(request, "keysvc", "kek_status"))
+
+
+async def rotate_kek(request: web.Request) -> web.Response:
+    return _json(await _call(request, "keysvc", "rotate_kek"), 202)
+
+
+# --- bring your own key, export --------------------------------------------------------------
+
+
+async def import_params(request: web.Request) -> web.Response:
+    return _json(await _call(request, "keysvc", "import_params"))
+
+
+async def import_key(request: web.Request) -> web.Response:
+    body = await body_as(request, cc.ImportKey)
+    return _json(await _call(request, "keysvc", "import_key", **body.model_dump()), 201)
+
+
+async def export_key(request: web.Request) -> web.Response:
+    body = await body_as(request, cc.ExportKey)
+    return _json(await _call(request, "keysvc", "export_key", key_id=_key_id(request), export=body.model_dump()))
+
+
+# --- root of trust (provider root custodians) ------------------------------------------------
+
+
+async def custody_status(request: web.Request) -> web.Response:
+    return _json(await _call(request, "keysvc", "custody_status"))
+
+
+async def init_custody(request: web.Request) -> web.Response:
+    body = await body_as(request, cc.InitCustody)
+    return _json(await _call(request, "keysvc", "init_custody", **body.model_dump()), 201)
+
+
+async def unseal(request: web.Request) -> web.Response:
+    body = await body_as(request, cc.UnsealShare)
+    # SECURITY: the share is revealed only into the request to keysvc; never logged or echoed.
+    return _json(await _call(request, "keysvc", "unseal", share=body.share.get_secret_value()))
+
+
+async def rekey_root(request: web.Request) -> web.Response:
+    body = await body_as(request, cc.RekeyRoot)
+    return _json(await _call(request, "keysvc", "rekey_root", **body.model_dump()))

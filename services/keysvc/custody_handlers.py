@@ -1,0 +1,736 @@
+"""keysvc's custody operations: tenant key policy, destruction with dual control and certificates,
+offboarding, the root of trust (init, unseal, re-key), tenant KEK rotation, import and export.
+
+Thin like `handlers.py`: validate, load, decide in the pure modules, save with the event
+staged in the same write, publish. Dependencies are keyword arguments bound in `app.py`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from shared import events, outbox as staging, rpc
+from shared.commands_custody import (
+    ApproveDestruction,
+    CancelDestruction,
+    CustodySettingsBody,
+    ExportKey,
+    ImportKey,
+    InitCustody,
+    RekeyRoot,
+    ScheduleDestruction,
+    UnsealShare,
+)
+from shared.crypto.envelope import aad_for, unwrap, wrap
+from shared.outbox import Outbox
+from shared.store import DuplicateKeyError
+
+from . import destruction as shredding
+from . import keys as domain
+from .handlers import KeyCache, _existing, _now, _save, tenant_settings
+from .hierarchy import KeyHierarchy, Sealed
+from .rootkey import ROOT_KEY_BYTES, ShareError, Unsealer, fingerprint, split_root_key
+from .store import SYSTEM_TENANT, KeyStore, public_view
+
+log = structlog.get_logger("strongroom.keysvc")
+
+IMPORT_TTL = timedelta(hours=24)
+IMPORT_ALGORITHM = "RSAES_OAEP_SHA_256"
+RSA_IMPORT_BITS = 3072
+
+
+@dataclass
+class Signer:
+    """keysvc's Ed25519 key for destruction certificates (the private half never leaves memory)."""
+
+    private_key: Ed25519PrivateKey
+
+    @property
+    def key_id(self) -> str:
+        return shredding.public_key_id(self.private_key.public_key())
+
+    @property
+    def public_key_b64(self) -> str:
+        raw = self.private_key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        return base64.b64encode(raw).decode()
+
+    def __repr__(self) -> str:
+        return f"Signer(key_id={self.key_id})"
+
+
+@dataclass
+class Custody:
+    """The root-of-trust state of this keysvc instance: its unsealer and the minimum waits."""
+
+    hierarchy: KeyHierarchy
+    min_destruction_wait: timedelta
+    unsealer: Unsealer | None = None
+    unseal_actors: list[str] = field(default_factory=list)
+
+
+def _fields(request: rpc.RpcRequest) -> dict[str, Any]:
+    return {"tenant_id": request.tenant_id, "correlation_id": request.correlation_id, "actor": request.actor,
+            "source_ip": request.source_ip}
+
+
+def _unprocessable(exc: Exception, field_name: str | None = None) -> rpc.ProblemError:
+    return rpc.ProblemError(422, "Unprocessable Content", str(exc), field_name)
+
+
+def _iso(doc: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in doc.items()
+            if k not in ("_id", "_outbox", "tenant_id")}
+
+
+# --- tenant settings ------------------------------------------------------------------------
+
+
+async def get_settings(request: rpc.RpcRequest, params: dict, *, store: KeyStore) -> dict:
+    policy = await tenant_settings(store, request.tenant_id)
+    return {**policy.__dict__}
+
+
+async def put_settings(request: rpc.RpcRequest, body: CustodySettingsBody, *, store: KeyStore, outbox: Outbox) -> dict:
+    """Set the tenant's key policy; later key creations and destructions follow it."""
+    try:
+        policy = domain.CustodySettings(**body.model_dump())
+    except domain.KeyPolicyError as exc:
+        raise _unprocessable(exc) from None
+    doc = {**policy.__dict__, "updated_at": _now(), "updated_by": request.actor.id}
+    event = events.CustodySettingsChanged(**_fields(request), settings={**policy.__dict__})
+    await store.settings.update_one(request.tenant_id, {}, {"$set": doc, **staging.push(event)}, upsert=True)
+    await outbox.publish(store.settings.raw, request.tenant_id, event)
+    return {**policy.__dict__}
+
+
+# --- destruction -----------------------------------------------------------------------------
+
+
+def _destruction_from(doc: dict[str, Any]) -> shredding.Destruction:
+    names = shredding.Destruction.__dataclass_fields__
+    values = {k: doc.get(k) for k in names if k in doc}
+    values["approvals"] = tuple(doc.get("approvals", ()))
+    return shredding.Destruction(**values)
+
+
+def _destruction_doc(d: shredding.Destruction) -> dict[str, Any]:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.__dict__.items() if k != "tenant_id"}
+
+
+async def dependency_report(store: KeyStore, tenant_id: str, key_id: str, *, window_days: int) -> dict[str, Any]:
+    """Which devices received this key within the window (from the release ledger, indexed)."""
+    since = _now() - timedelta(days=window_days)
+    docs = await store.releases.find(
+        tenant_id, {"key_id": key_id, "released": True, "at": {"$gte": since}},
+        projection={"device_id": 1, "at": 1, "key_version": 1}, sort=[("at", -1)], limit=10_000,
+    )
+    devices: dict[str, dict[str, Any]] = {}
+    for d in docs:
+        entry = devices.setdefault(d["device_id"], {"device_id": d["device_id"], "releases": 0,
+                                                    "last_release_at": d["at"].isoformat(), "versions": set()})
+        entry["releases"] += 1
+        entry["versions"].add(d.get("key_version"))
+    return {
+        "key_id": key_id,
+        "window_days": window_days,
+        "releases": len(docs),
+        "devices": [{**v, "versions": sorted(x for x in v["versions"] if x is not None)} for v in devices.values()],
+    }
+
+
+async def get_dependencies(request: rpc.RpcRequest, params: dict, *, store: KeyStore, cache: KeyCache) -> dict:
+    key = await _existing(cache, request.tenant_id, str(params.get("key_id", "")))
+    policy = await tenant_settings(store, request.tenant_id)
+    return await dependency_report(store, request.tenant_id, key.key_id, window_days=policy.dependency_window_days)
+
+
+async def schedule_destruction(
+    request: rpc.RpcRequest, params: dict, *, store: KeyStore, cache: KeyCache, custody: Custody, outbox: Outbox
+) -> dict:
+    """Schedule crypto-shredding: waiting period, dependency check, then a second custodian approves."""
+    cmd = ScheduleDestruction.model_validate(params.get("schedule", {}))
+    key = await _existing(cache, request.tenant_id, str(params.get("key_id", "")))
+    policy = await tenant_settings(store, request.tenant_id)
+    report = await dependency_report(store, request.tenant_id, key.key_id, window_days=policy.dependency_window_days)
+    wait = timedelta(seconds=cmd.wait_seconds) if cmd.wait_seconds else timedelta(days=policy.destruction_wait_days)
+    try:
+        d = shredding.schedule(
+            key, destruction_id=events.new_id("dst_"), actor=request.actor.id, reason=cmd.reason, wait=wait,
+            now=_now(), min_wait=custody.min_destruction_wait, max_wait=timedelta(days=30),
+            dependent_releases=report["releases"], force=cmd.force,
+        )
+    except domain.IllegalTransition as exc:
+        raise rpc.ProblemError(409, "Conflict", str(exc), "key_id") from None
+    except shredding.DependencyError as exc:
+        raise rpc.ProblemError(409, "Conflict", f"{exc} ({len(report['devices'])} device(s))", "force") from None
+    except shredding.DestructionError as exc:
+        raise _unprocessable(exc, "wait_seconds") from None
+    event = events.KeyDestructionScheduled(
+        **_fields(request), key_id=key.key_id, destruction_id=d.destruction_id, not_before=d.not_before,
+        reason=d.reason, forced=d.forced, dependent_releases=d.dependent_releases,
+    )
+    doc = _destruction_doc(d)
+    try:
+        await store.destructions.insert(request.tenant_id, staging.staged(doc, event))
+    except DuplicateKeyError:
+        # One destruction document per key: a cancelled one may be replaced, an open one may not.
+        matched = await store.destructions.update_one(
+            request.tenant_id, {"key_id": key.key_id, "status": "cancelled"},
+            {"$set": doc, **staging.push(event)},
+        )
+        if not matched:
+            raise rpc.ProblemError(409, "Conflict", "a destruction of this key is already scheduled or done", "key_id") from None
+    await outbox.publish(store.destructions.raw, request.tenant_id, event)
+    return {**_iso(doc), "dependencies": report}
+
+
+async def _open_destruction(store: KeyStore, tenant_id: str, key_id: str) -> tuple[dict[str, Any], shredding.Destruction]:
+    doc = await store.destructions.find_one(tenant_id, {"key_id": key_id})
+    if doc is None:
+        raise rpc.NotFound("destruction of this key", "key_id")
+    return doc, _destruction_from(doc)
+
+
+async def approve_destruction(
+    request: rpc.RpcRequest, params: dict, *, store: KeyStore, outbox: Outbox
+) -> dict:
+    """Dual control: a custodian other than the scheduler approves (the person is the actor id)."""
+    ApproveDestruction.model_validate(params.get("approve", {}))
+    doc, d = await _open_destruction(store, request.tenant_id, str(params.get("key_id", "")))
+    try:
+        approved = shredding.approve(d, actor=request.actor.id)
+    except shredding.DualControlError as exc:
+        raise rpc.ProblemError(403, "Forbidden", str(exc), "actor") from None
+    except shredding.DestructionError as exc:
+        raise rpc.ProblemError(409, "Conflict", str(exc)) from None
+    event = events.KeyDestructionApproved(**_fields(request), key_id=d.key_id, destruction_id=d.destruction_id)
+    matched = await store.destructions.update_one(
+        request.tenant_id, {"key_id": d.key_id, "destruction_id": d.destruction_id, "status": "scheduled",
+                            "approvals": list(d.approvals)},
+        {"$set": {"approvals": list(approved.approvals)}, **staging.push(event)},
+    )
+    if not matched:
+        raise rpc.ProblemError(409, "Conflict", "the destruction changed concurrently; retry")
+    await outbox.publish(store.destructions.raw, request.tenant_id, event)
+    return _iso(_destruction_doc(approved))
+
+
+async def cancel_destruction(request: rpc.RpcRequest, params: dict, *, store: KeyStore, outbox: Outbox) -> dict:
+    cmd = CancelDestruction.model_validate(params.get("cancel", {}))
+    doc, d = await _open_destruction(store, request.tenant_id, str(params.get("key_id", "")))
+    try:
+        cancelled = shredding.cancel(d, actor=request.actor.id)
+    except shredding.DestructionError as exc:
+        raise rpc.ProblemError(409, "Conflict", str(exc)) from None
+    event = events.KeyDestructionCancelled(**_fields(request), key_id=d.key_id, destruction_id=d.destruction_id,
+                                           reason=cmd.reason)
+    matched = await store.destructions.update_one(
+        request.tenant_id, {"key_id": d.key_id, "destruction_id": d.destruction_id, "status": "scheduled"},
+        {"$set": {"status": "cancelled", "cancelled_by": request.actor.id}, **staging.push(event)},
+    )
+    if not matched:
+        raise rpc.ProblemError(409, "Conflict", "the destruction already ran or changed; it can no longer be cancelled")
+    await outbox.publish(store.destructions.raw, request.tenant_id, event)
+    return _iso(_destruction_doc(cancelled))
+
+
+async def get_destruction(request: rpc.RpcRequest, params: dict, *, store: KeyStore) -> dict:
+    doc, d = await _open_destruction(store, request.tenant_id, str(params.get("key_id", "")))
+    ready, why = shredding.due(d, now=_now())
+    return {**_iso(doc), "ready": ready, "waiting_for": None if ready else why}
+
+
+async def get_certificate(request: rpc.RpcRequest, params: dict, *, store: KeyStore, signer: Signer) -> dict:
+    doc = await store.destructions.find_one(request.tenant_id, {"key_id": str(params.get("key_id", "")), "status": "destroyed"})
+    if doc is None or "certificate" not in doc:
+        raise rpc.NotFound("destruction certificate", "key_id")
+    return {"certificate": doc["certificate"], "signature": doc["signature"], "signing_key_id": doc["certificate"]["signing_key_id"],
+            "algorithm": "Ed25519", "canonicalization": "JSON, sorted keys, no whitespace"}
+
+
+async def run_due_destructions(
+    *, store: KeyStore, cache: KeyCache, hierarchy: KeyHierarchy, signer: Signer, outbox: Outbox, limit: int = 100
+) -> int:
+    """Scheduler job: shred every approved destruction whose waiting period is over (and resume any cut short)."""
+    now = _now()
+    docs = await store.destructions.raw.find(
+        {"$or": [{"status": "scheduled", "not_before": {"$lte": now}}, {"status": "destroying"}]}, limit=limit
+    ).to_list(None)
+    done = 0
+    for doc in docs:
+        if doc["status"] == "scheduled":
+            ready, _ = shredding.due(_destruction_from(doc), now=now)
+            if not ready:
+                continue
+        if await _destroy(doc, store=store, cache=cache, hierarchy=hierarchy, signer=signer, outbox=outbox):
+            done += 1
+    return done
+
+
+async def _destroy(doc: dict[str, Any], *, store: KeyStore, cache: KeyCache, hierarchy: KeyHierarchy,
+                   signer: Signer, outbox: Outbox) -> bool:
+    tenant_id, key_id = doc["tenant_id"], doc["key_id"]
+    d = _destruction_from(doc)
+    key = await store.load_key(tenant_id, key_id)
+    if key is None:
+        return False
+    if doc["status"] == "scheduled":
+        # 1. Certificate first (digests of the blobs about to go), claimed by compare-and-swap.
+        destroyed_at = _now()
+        body = shredding.certificate(
+            d, key=key, wrapped_by_version=await store.wrapped_by_version(tenant_id, key_id),
+            destroyed_at=destroyed_at, signing_key_id=signer.key_id,
+        )
+        signature = shredding.sign_certificate(body, signer.private_key)
+        matched = await store.destructions.update_one(
+            tenant_id, {"key_id": key_id, "destruction_id": d.destruction_id, "status": "scheduled"},
+            {"$set": {"status": "destroying", "certificate": body, "signature": signature, "destroyed_at": destroyed_at}},
+        )
+        if not matched:
+            return False  # cancelled meanwhile, or another instance claimed it
+        doc = await store.destructions.find_one(tenant_id, {"key_id": key_id})
+        assert doc is not None
+    # 2. The lifecycle transition (its event says who approved), then the material is shredded.
+    if key.state not in (domain.KeyState.DESTROYED, domain.KeyState.DESTROYED_COMPROMISED):
+        actor = events.Actor(kind="service", id="keysvc")
+        after, described = domain.transition(
+            key, "destroy", actor="keysvc",
+            reason=f"scheduled destruction {d.destruction_id} by {d.scheduled_by}, approved by {', '.join(d.approvals)}",
+            now=_now(),
+        )
+        changed = events.KeyStateChanged(
+            tenant_id=tenant_id, actor=actor, key_id=key_id, from_state=described["from"], to_state=described["to"],
+            action="destroy", reason=described["reason"],
+        )
+        try:
+            await _save(store, cache, key, after, changed, outbox)
+        except rpc.ProblemError:
+            return False  # changed concurrently; the next tick resumes from "destroying"
+    await store.shred_key_material(tenant_id, key_id)
+    cache.drop(tenant_id, key_id)
+    # 3. The signed certificate goes into the audit chain through its event.
+    event = events.KeyDestroyed(
+        tenant_id=tenant_id, actor=events.Actor(kind="service", id="keysvc"), key_id=key_id,
+        destruction_id=d.destruction_id, certificate=doc["certificate"], signature=doc["signature"],
+        signing_key_id=doc["certificate"]["signing_key_id"],
+    )
+    matched = await store.destructions.update_one(
+        tenant_id, {"key_id": key_id, "destruction_id": d.destruction_id, "status": "destroying"},
+        {"$set": {"status": "destroyed"}, **staging.push(event)},
+    )
+    if matched:
+        await outbox.publish(store.destructions.raw, tenant_id, event)
+        log.info("key_destroyed", tenant_id=tenant_id, key_id=key_id, destruction_id=d.destruction_id)
+    return bool(matched)
+
+
+async def offboard_tenant(
+    request: rpc.RpcRequest, params: dict, *, store: KeyStore, cache: KeyCache, hierarchy: KeyHierarchy, outbox: Outbox
+) -> dict:
+    """Offboarding: shred the tenant's KEKs (so every data key is unrecoverable at once), then the blobs.
+
+    Called by the accounts area's tenant lifecycle with the tenant's id as the request tenant.
+    """
+    tenant_id = request.tenant_id
+    if tenant_id in (SYSTEM_TENANT, "provider"):
+        raise rpc.ProblemError(422, "Unprocessable Content", "not a tenant", "tenant_id")
+    keks = await store.keks.find(tenant_id, {}, projection={"_id": 1, "kek_version": 1, "wrapped": 1})
+    for doc in keks:
+        noise = secrets.token_bytes(len(bytes(doc["wrapped"])))
+        await store.keks.update_one(tenant_id, {"_id": doc["_id"]}, {"$set": {"wrapped": noise}, "$unset": {"wrapped_next": ""}})
+        await store.keks.delete_one(tenant_id, {"_id": doc["_id"]})
+    hierarchy.forget_tenant(tenant_id)
+    cache.drop_tenant(tenant_id)
+    blobs = await store.shred_key_material(tenant_id)
+    now = _now()
+    keys = await store.keys.raw.update_many(
+        {"tenant_id": tenant_id, "state": {"$nin": ["destroyed", "destroyed_compromised"]}},
+        {"$set": {"state": "destroyed", "destroyed_at": now, "updated_at": now, "next_rotation_at": None}},
+    )
+    await store.import_keys.raw.delete_many({"tenant_id": tenant_id})
+    event = events.TenantKeysShredded(
+        **_fields(request), keys=keys.modified_count, kek_versions=tuple(sorted(d["kek_version"] for d in keks)),
+        wrapped_blobs_shredded=blobs,
+    )
+    # The tenant's KEK documents are gone; the event is staged on its settings document.
+    await store.settings.update_one(tenant_id, {}, {"$set": {"offboarded_at": now}, **staging.push(event)}, upsert=True)
+    await outbox.publish(store.settings.raw, tenant_id, event)
+    return {"tenant_id": tenant_id, "keys_destroyed": keys.modified_count, "kek_versions_shredded": list(event.kek_versions),
+            "wrapped_blobs_shredded": blobs}
+
+
+# --- root of trust -------------------------------------------------------------------------------
+
+
+async def custody_status(request: rpc.RpcRequest, params: dict, *, store: KeyStore, custody: Custody) -> dict:
+    root = await store.custody.find_one(SYSTEM_TENANT, {"name": "root"})
+    progress = custody.unsealer.progress if custody.unsealer else None
+    return {
+        "sealed": custody.hierarchy.sealed,
+        "initialized": root is not None or not custody.hierarchy.sealed,
+        "root_fingerprint": custody.hierarchy.root_fingerprint or (root or {}).get("fingerprint"),
+        "threshold": (root or {}).get("threshold"),
+        "custodians": (root or {}).get("shares"),
+        "generation": (root or {}).get("generation"),
+        "unseal_progress": {"submitted": progress.submitted, "needed": progress.needed} if progress else
+        {"submitted": 0, "needed": (root or {}).get("threshold")},
+    }
+
+
+async def init_custody(request: rpc.RpcRequest, cmd: InitCustody, *, store: KeyStore, custody: Custody, outbox: Outbox) -> dict:
+    """Create the root key once; return its SLIP-39 shares once; keep only a fingerprint.
+
+    keysvc stays sealed afterwards: the custodians prove their shares by unsealing.
+    """
+    if not custody.hierarchy.sealed or await store.keks.raw.find_one({}) is not None:
+        raise rpc.ProblemError(409, "Conflict", "custody already has a root key; use re-key to replace it")
+    root = secrets.token_bytes(ROOT_KEY_BYTES)
+    try:
+        shares = split_root_key(root, threshold=cmd.threshold, shares=cmd.shares)
+    except ShareError as exc:
+        raise _unprocessable(exc, "threshold") from None
+    fp = fingerprint(root)
+    del root
+    event = events.CustodyInitialized(**_fields(request), root_fingerprint=fp, custodian_count=cmd.shares,
+                                      threshold=cmd.threshold)
+    doc = {"name": "root", "fingerprint": fp, "threshold": cmd.threshold, "shares": cmd.shares, "generation": 1,
+           "created_at": _now(), "created_by": request.actor.id}
+    try:
+        await store.custody.insert(SYSTEM_TENANT, staging.staged(doc, event))
+    except DuplicateKeyError:
+        raise rpc.ProblemError(409, "Conflict", "custody already has a root key; use re-key to replace it") from None
+    await outbox.publish(store.custody.raw, SYSTEM_TENANT, event)
+    log.info("custody_initialized", root_fingerprint=fp, shares=cmd.shares, threshold=cmd.threshold)
+    return {"root_fingerprint": fp, "threshold": cmd.threshold, "shares": shares,
+            "note": "each share is shown once: give one to each custodian; none is stored"}
+
+
+async def submit_unseal_share(
+    request: rpc.RpcRequest, body: UnsealShare, *, store: KeyStore, custody: Custody, bus_publish: Any
+) -> dict:
+    """One custodian's share; the root key is rebuilt in memory once the threshold is reached."""
+    if not custody.hierarchy.sealed:
+        raise rpc.ProblemError(409, "Conflict", "key custody is already unsealed")
+    root_doc = await store.custody.find_one(SYSTEM_TENANT, {"name": "root"})
+    if root_doc is None:
+        raise rpc.ProblemError(409, "Conflict", "custody has no root key yet; initialise it first")
+    if custody.unsealer is None:
+        custody.unsealer = Unsealer(expected_fingerprint=root_doc["fingerprint"])
+        custody.unseal_actors = []
+    try:
+        root = custody.unsealer.submit(body.share.get_secret_value())
+    except ShareError as exc:
+        # The message names the problem, never the share's words.
+        raise _unprocessable(exc, "share") from None
+    custody.unseal_actors.append(request.actor.id)
+    progress = custody.unsealer.progress
+    if root is not None:
+        custody.hierarchy.unseal(root)
+        del root
+        custody.unsealer = None
+    unsealed = not custody.hierarchy.sealed
+    submitted = root_doc["threshold"] if unsealed else progress.submitted
+    await bus_publish(events.CustodyUnsealProgress(
+        **_fields(request), submitted=submitted, needed=root_doc["threshold"], unsealed=unsealed,
+    ))
+    if unsealed:
+        log.info("custody_unsealed", root_fingerprint=custody.hierarchy.root_fingerprint)
+    return {"sealed": not unsealed, "submitted": submitted, "needed": root_doc["threshold"]}
+
+
+async def rekey_root(
+    request: rpc.RpcRequest, cmd: RekeyRoot, *, store: KeyStore, custody: Custody, outbox: Outbox
+) -> dict:
+    """New root key and new shares, while serving: every KEK gets a copy under the new root first,
+    then the root record switches, then the copies are promoted. Releases never stop."""
+    hierarchy = custody.hierarchy
+    if hierarchy.sealed:
+        raise rpc.ProblemError(503, "Service Unavailable", "key custody is sealed")
+    old_fp = hierarchy.root_fingerprint
+    assert old_fp is not None
+    new_root = secrets.token_bytes(ROOT_KEY_BYTES)
+    try:
+        shares = split_root_key(new_root, threshold=cmd.threshold, shares=cmd.shares)
+    except ShareError as exc:
+        raise _unprocessable(exc, "threshold") from None
+    new_fp = hierarchy.add_root(new_root)
+    del new_root
+    rewrapped = 0
+    async for doc in store.keks.raw.find({}):
+        kek = hierarchy.open_kek_doc(doc)
+        blob = hierarchy.wrap_kek(doc["tenant_id"], doc["kek_version"], kek, root_fp=new_fp)
+        await store.keks.update_one(doc["tenant_id"], {"_id": doc["_id"]}, {"$set": {"wrapped_next": blob, "next_fp": new_fp}})
+        rewrapped += 1
+    event = events.CustodyRekeyed(**_fields(request), root_fingerprint=new_fp, previous_fingerprint=old_fp,
+                                  custodian_count=cmd.shares, threshold=cmd.threshold, keks_rewrapped=rewrapped)
+    root_doc = await store.custody.find_one(SYSTEM_TENANT, {"name": "root"})
+    generation = (root_doc or {}).get("generation", 0)
+    await store.custody.update_one(
+        SYSTEM_TENANT, {"name": "root"},
+        {"$set": {"fingerprint": new_fp, "threshold": cmd.threshold, "shares": cmd.shares, "generation": generation + 1,
+                  "previous_fingerprint": old_fp, "rekeyed_at": _now()}, **staging.push(event)},
+        upsert=True,
+    )
+    hierarchy.make_primary(new_fp)
+    # Promote: every KEK (including any created during the first pass) ends wrapped under the new root.
+    async for doc in store.keks.raw.find({"root_fp": {"$ne": new_fp}}):
+        kek = hierarchy.open_kek_doc(doc)
+        blob = hierarchy.wrap_kek(doc["tenant_id"], doc["kek_version"], kek, root_fp=new_fp)
+        await store.keks.update_one(
+            doc["tenant_id"], {"_id": doc["_id"]},
+            {"$set": {"wrapped": blob, "root_fp": new_fp}, "$unset": {"wrapped_next": "", "next_fp": ""}},
+        )
+    hierarchy.retire_roots_except(new_fp)
+    await outbox.publish(store.custody.raw, SYSTEM_TENANT, event)
+    log.info("custody_rekeyed", root_fingerprint=new_fp, previous_fingerprint=old_fp, keks=rewrapped)
+    return {"root_fingerprint": new_fp, "previous_fingerprint": old_fp, "threshold": cmd.threshold, "shares": shares,
+            "keks_rewrapped": rewrapped, "note": "each share is shown once; the previous shares no longer open custody"}
+
+
+# --- tenant KEK rotation ------------------------------------------------------------------------
+
+
+def _kek_id(tenant_id: str, version: int) -> str:
+    return f"{tenant_id}/kek/{version}"
+
+
+async def rotate_kek(request: rpc.RpcRequest, params: dict, *, store: KeyStore, hierarchy: KeyHierarchy, outbox: Outbox) -> dict:
+    """Start rotating the tenant's KEK: new version now, data keys re-wrapped in the background."""
+    tenant_id = request.tenant_id
+    running = await store.kek_rotations.find_one(tenant_id, {"status": "running"})
+    if running is not None:
+        raise rpc.ProblemError(409, "Conflict", f"a KEK rotation to version {running['to_version']} is still running")
+    try:
+        current, _ = await hierarchy.current_kek(tenant_id)
+        if not await hierarchy.create_kek(tenant_id, current + 1):
+            raise rpc.ProblemError(409, "Conflict", "the KEK changed concurrently; retry")
+    except Sealed:
+        raise rpc.ProblemError(503, "Service Unavailable", "key custody is sealed") from None
+    to_version = current + 1
+    total = await store.versions.count(tenant_id, {"kek_version": {"$lt": to_version}, "wrapped": {"$ne": None}})
+    event = events.KekRotationStarted(**_fields(request), kek_id=_kek_id(tenant_id, to_version), kek_version=to_version,
+                                      from_version=current, total=total)
+    doc = {"rotation_id": events.new_id("kro_"), "from_version": current, "to_version": to_version, "status": "running",
+           "cursor": None, "rewrapped": 0, "total": total, "started_at": _now(), "started_by": request.actor.id}
+    await store.kek_rotations.insert(tenant_id, staging.staged(doc, event))
+    await outbox.publish(store.kek_rotations.raw, tenant_id, event)
+    return _iso(doc)
+
+
+async def kek_status(request: rpc.RpcRequest, params: dict, *, store: KeyStore) -> dict:
+    current = await store.current_kek(request.tenant_id)
+    rotations = await store.kek_rotations.find(request.tenant_id, {}, sort=[("to_version", -1)], limit=1)
+    latest = _iso(rotations[0]) if rotations else None
+    if latest is not None:
+        latest.pop("cursor", None)
+    return {"kek_version": current["kek_version"] if current else None, "rotation": latest}
+
+
+async def rewrap_step(
+    *, store: KeyStore, hierarchy: KeyHierarchy, cache: KeyCache, outbox: Outbox, batch: int
+) -> int:
+    """Scheduler job: re-wrap one batch of every running KEK rotation; finish those with nothing left.
+
+    The cursor (the last re-wrapped version document's _id) is saved after each batch, so a
+    crash repeats at most one batch; each re-wrap is a compare-and-swap on the old blob.
+    """
+    done = 0
+    for rot in await store.kek_rotations.raw.find({"status": "running"}).to_list(None):
+        tenant_id, to_version = rot["tenant_id"], rot["to_version"]
+        query: dict[str, Any] = {"kek_version": {"$lt": to_version}, "wrapped": {"$ne": None}}
+        if rot.get("cursor") is not None:
+            query["_id"] = {"$gt": rot["cursor"]}
+        docs = await store.versions.find(tenant_id, query, sort=[("_id", 1)], limit=batch)
+        for d in docs:
+            blob = await hierarchy.rewrap_data_key(tenant_id, d["key_id"], d["version"], bytes(d["wrapped"]),
+                                                   d["kek_version"], to_version)
+            await store.versions.update_one(
+                tenant_id, {"_id": d["_id"], "kek_version": d["kek_version"], "wrapped": d["wrapped"]},
+                {"$set": {"wrapped": blob, "kek_version": to_version}},
+            )
+        done += len(docs)
+        if docs:
+            await store.kek_rotations.update_one(
+                tenant_id, {"rotation_id": rot["rotation_id"]},
+                {"$set": {"cursor": docs[-1]["_id"], "updated_at": _now()}, "$inc": {"rewrapped": len(docs)}},
+            )
+            continue
+        left = await store.versions.count(tenant_id, {"kek_version": {"$lt": to_version}, "wrapped": {"$ne": None}})
+        if left:  # written behind the cursor meanwhile (a create that raced the rotation): sweep again
+            await store.kek_rotations.update_one(tenant_id, {"rotation_id": rot["rotation_id"]}, {"$set": {"cursor": None}})
+            continue
+        await _finish_kek_rotation(rot, store=store, hierarchy=hierarchy, cache=cache, outbox=outbox)
+    return done
+
+
+async def _finish_kek_rotation(rot: dict[str, Any], *, store: KeyStore, hierarchy: KeyHierarchy, cache: KeyCache,
+                               outbox: Outbox) -> None:
+    tenant_id, to_version = rot["tenant_id"], rot["to_version"]
+    cache.drop_tenant(tenant_id)
+    old = await store.keks.find(tenant_id, {"kek_version": {"$lt": to_version}}, projection={"_id": 1, "kek_version": 1, "wrapped": 1})
+    # Retiring the old KEK versions shreds any copy of blobs wrapped under them (backups included).
+    for doc in old:
+        await store.keks.update_one(tenant_id, {"_id": doc["_id"]}, {"$set": {"wrapped": secrets.token_bytes(len(bytes(doc["wrapped"])))}})
+        await store.keks.delete_one(tenant_id, {"_id": doc["_id"]})
+    hierarchy.forget_tenant(tenant_id, below=to_version)
+    event = events.KekRotated(tenant_id=tenant_id, kek_id=_kek_id(tenant_id, to_version), kek_version=to_version,
+                              rewrapped=rot["rewrapped"], retired_versions=tuple(sorted(d["kek_version"] for d in old)))
+    matched = await store.kek_rotations.update_one(
+        tenant_id, {"rotation_id": rot["rotation_id"], "status": "running"},
+        {"$set": {"status": "done", "finished_at": _now(), "cursor": None}, **staging.push(event)},
+    )
+    if matched:
+        await outbox.publish(store.kek_rotations.raw, tenant_id, event)
+        log.info("kek_rotated", tenant_id=tenant_id, kek_version=to_version, rewrapped=rot["rewrapped"])
+
+
+async def forget_rotated_kek(event: events.Event, *, cache: KeyCache, hierarchy: KeyHierarchy) -> None:
+    """Another instance finished a KEK rotation or offboarded a tenant: drop our copies."""
+    if isinstance(event, events.KekRotated):
+        cache.drop_tenant(event.tenant_id)
+        hierarchy.forget_tenant(event.tenant_id, below=event.kek_version)
+    elif isinstance(event, events.TenantKeysShredded):
+        cache.drop_tenant(event.tenant_id)
+        hierarchy.forget_tenant(event.tenant_id)
+    elif isinstance(event, events.KeyDestroyed):
+        cache.drop(event.tenant_id, event.key_id)
+
+
+# --- bring your own key, export -------------------------------------------------------------
+
+
+def _import_aad(tenant_id: str, token: str) -> bytes:
+    return aad_for("import-key", tenant_id, token)
+
+
+async def import_params(request: rpc.RpcRequest, params: dict, *, store: KeyStore, hierarchy: KeyHierarchy) -> dict:
+    """A fresh RSA-3072 import key (OAEP, SHA-256) and a single-use token, valid for 24 hours."""
+    tenant_id = request.tenant_id
+    private = rsa.generate_private_key(public_exponent=65537, key_size=RSA_IMPORT_BITS)
+    der = private.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    token = events.new_id("imp_")
+    try:
+        _, kek = await hierarchy.current_kek(tenant_id)
+    except Sealed:
+        raise rpc.ProblemError(503, "Service Unavailable", "key custody is sealed") from None
+    expires_at = _now() + IMPORT_TTL
+    # The import private key is stored only wrapped under the tenant KEK.
+    await store.import_keys.insert(tenant_id, {"import_token": token, "expires_at": expires_at,
+                                               "wrapped": wrap(kek, der, aad=_import_aad(tenant_id, token))})
+    public = private.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return {"import_token": token, "wrapping_algorithm": IMPORT_ALGORITHM, "key_size": RSA_IMPORT_BITS,
+            "public_key": base64.b64encode(public).decode(), "public_key_format": "SubjectPublicKeyInfo DER, base64",
+            "expires_at": expires_at.isoformat()}
+
+
+async def import_key(
+    request: rpc.RpcRequest, cmd: ImportKey, *, store: KeyStore, hierarchy: KeyHierarchy, cache: KeyCache, outbox: Outbox
+) -> dict:
+    """Bring your own key: unwrap with the single-use import key, wrap under the tenant KEK."""
+    tenant_id = request.tenant_id
+    policy = await tenant_settings(store, tenant_id)
+    try:
+        bits = domain.check_algorithm(cmd.algorithm, min_bits=policy.min_key_bits)
+    except domain.KeyPolicyError as exc:
+        raise _unprocessable(exc, "algorithm") from None
+    doc = await store.import_keys.find_one(tenant_id, {"import_token": cmd.import_token})
+    if doc is None or doc["expires_at"] <= _now():
+        raise rpc.ProblemError(422, "Unprocessable Content", "unknown, used or expired import_token", "import_token")
+    try:
+        _, kek = await hierarchy.current_kek(tenant_id)
+    except Sealed:
+        raise rpc.ProblemError(503, "Service Unavailable", "key custody is sealed") from None
+    # Look up the KEK that wrapped the import key: it may be an older version after a KEK rotation.
+    der = None
+    for candidate in await _tenant_keks(store, hierarchy, tenant_id):
+        try:
+            der = unwrap(candidate, bytes(doc["wrapped"]), aad=_import_aad(tenant_id, cmd.import_token))
+            break
+        except Exception:
+            continue
+    if der is None:
+        raise rpc.ProblemError(422, "Unprocessable Content", "the import key is no longer available; request new parameters", "import_token")
+    private = serialization.load_der_private_key(der, password=None)
+    assert isinstance(private, rsa.RSAPrivateKey)
+    try:
+        material = private.decrypt(base64.b64decode(cmd.wrapped_key_material),
+                                   padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None))
+    except ValueError:
+        raise _unprocessable(ValueError("wrapped_key_material does not decrypt under the import key (RSA-OAEP, SHA-256)"),
+                             "wrapped_key_material") from None
+    if len(material) * 8 != bits:
+        raise _unprocessable(ValueError(f"{cmd.algorithm} needs {bits // 8} bytes of key material; got {len(material)}"),
+                             "wrapped_key_material")
+    # Single use: the import key is consumed whatever happens next.
+    if not await store.import_keys.delete_one(tenant_id, {"import_token": cmd.import_token}):
+        raise rpc.ProblemError(422, "Unprocessable Content", "unknown, used or expired import_token", "import_token")
+    key_id = events.new_id("key_")
+    wrapped, kek_version = await hierarchy.wrap_data_key(tenant_id, key_id, 1, material)
+    del material
+    key = domain.new_key(
+        tenant_id=tenant_id, key_id=key_id, name=cmd.name, algorithm=cmd.algorithm, wrapped=wrapped,
+        kek_version=kek_version, now=_now(), volume=cmd.volume, exportable=cmd.exportable,
+        initial_state=domain.KeyState.ACTIVE if cmd.activate else domain.KeyState.PRE_ACTIVATION,
+    )
+    event = events.KeyImported(**_fields(request), key_id=key_id, name=cmd.name, algorithm=key.algorithm,
+                               wrapping_algorithm=IMPORT_ALGORITHM)
+    try:
+        await store.insert_key(key, event)
+    except DuplicateKeyError:
+        raise rpc.ProblemError(409, "Conflict", f"a key named {cmd.name!r} exists", "name") from None
+    cache.put(key)
+    await outbox.publish(store.keys.raw, tenant_id, event)
+    return public_view(key)
+
+
+async def _tenant_keks(store: KeyStore, hierarchy: KeyHierarchy, tenant_id: str) -> list[Any]:
+    docs = await store.keks.find(tenant_id, {}, projection={"kek_version": 1}, sort=[("kek_version", -1)])
+    return [await hierarchy.kek(tenant_id, d["kek_version"]) for d in docs]
+
+
+async def export_key(
+    request: rpc.RpcRequest, params: dict, *, store: KeyStore, hierarchy: KeyHierarchy, cache: KeyCache,
+    bus_publish: Any,
+) -> dict:
+    """Export a key version wrapped to the caller's RSA public key; only for keys created exportable."""
+    cmd = ExportKey.model_validate(params.get("export", {}))
+    key = await _existing(cache, request.tenant_id, str(params.get("key_id", "")))
+    ok, why = domain.exportable_now(key, await tenant_settings(store, request.tenant_id))
+    if not ok:
+        raise rpc.ProblemError(409, "Conflict", why, "key_id")
+    der = base64.b64decode(cmd.public_key)
+    try:
+        recipient = serialization.load_der_public_key(der)
+    except ValueError:
+        raise _unprocessable(ValueError("public_key is not a DER SubjectPublicKeyInfo"), "public_key") from None
+    if not isinstance(recipient, rsa.RSAPublicKey) or not 2048 <= recipient.key_size <= 4096:
+        raise _unprocessable(ValueError("public_key must be an RSA key of 2048 to 4096 bits"), "public_key")
+    try:
+        version = domain.version_for_decrypt(key, cmd.key_version or key.latest_version)
+    except domain.VersionError as exc:
+        raise _unprocessable(exc, "key_version") from None
+    assert version.wrapped is not None
+    data_key = await hierarchy.open_data_key(request.tenant_id, key.key_id, version.version, version.wrapped, version.kek_version)
+    wrapped = recipient.encrypt(data_key, padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None))
+    del data_key
+    await bus_publish(events.KeyExported(
+        **_fields(request), key_id=key.key_id, key_version=version.version, wrapping_algorithm=IMPORT_ALGORITHM,
+        recipient_fingerprint=hashlib.sha256(der).hexdigest(),
+    ))
+    return {"key_id": key.key_id, "key_version": version.version, "algorithm": key.algorithm,
+            "wrapping_algorithm": IMPORT_ALGORITHM, "wrapped_key_material": base64.b64encode(wrapped).decode()}
+
+
+async def signing_key(request: rpc.RpcRequest, params: dict, *, signer: Signer) -> dict:
+    return {"algorithm": "Ed25519", "key_id": signer.key_id, "public_key": signer.public_key_b64,
+            "public_key_format": "raw 32 bytes, base64", "use": "destruction certificates"}

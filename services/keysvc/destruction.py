@@ -1,0 +1,183 @@
+"""Destruction as crypto-shredding (pure): scheduling with a waiting period, dual control, and
+the signed certificate that proves what was destroyed, when, and on whose approval."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from .keys import IllegalTransition, Key, KeyDomainError, destroyable
+
+__all__ = [
+    "CERTIFICATE_FORMAT",
+    "Destruction",
+    "DestructionError",
+    "DualControlError",
+    "DependencyError",
+    "approve",
+    "cancel",
+    "certificate",
+    "due",
+    "public_key_id",
+    "schedule",
+    "sign_certificate",
+    "verify_certificate",
+]
+
+CERTIFICATE_FORMAT = "strongroom.destruction-certificate/1"
+
+
+class DestructionError(KeyDomainError):
+    """A destruction request cannot be scheduled, approved or cancelled as asked."""
+
+
+class DualControlError(DestructionError):
+    """The same person tried to act twice where two different custodians are required."""
+
+
+class DependencyError(DestructionError):
+    """Devices still hold releases of the key; destruction needs `force` to go ahead."""
+
+
+@dataclass(frozen=True)
+class Destruction:
+    """A scheduled destruction of one key; it runs once approved and past `not_before`."""
+
+    tenant_id: str
+    key_id: str
+    destruction_id: str
+    scheduled_by: str
+    scheduled_at: datetime
+    not_before: datetime
+    reason: str
+    status: str = "scheduled"  # scheduled -> cancelled | destroyed
+    approvals: tuple[str, ...] = ()
+    forced: bool = False
+    dependent_releases: int = 0
+    cancelled_by: str | None = None
+    destroyed_at: datetime | None = None
+
+
+def schedule(
+    key: Key, *, destruction_id: str, actor: str, reason: str, wait: timedelta, now: datetime,
+    min_wait: timedelta, max_wait: timedelta, dependent_releases: int, force: bool,
+) -> Destruction:
+    """Schedule a key's destruction after `wait`; refused for a live key or, without force, a key still in use."""
+    if not actor or not reason:
+        raise DestructionError("scheduling a destruction needs an actor and a reason for the audit trail")
+    ok, why = destroyable(key)
+    if not ok:
+        raise IllegalTransition(why, state=key.state, action="destroy")
+    if not min_wait <= wait <= max_wait:
+        raise DestructionError(
+            f"the waiting period must be between {_human(min_wait)} and {_human(max_wait)}; got {_human(wait)}"
+        )
+    if dependent_releases and not force:
+        raise DependencyError(
+            f"devices received this key {dependent_releases} time(s) within the dependency window; "
+            "re-encrypt their data first, or schedule with force=true to destroy anyway"
+        )
+    return Destruction(
+        tenant_id=key.tenant_id, key_id=key.key_id, destruction_id=destruction_id, scheduled_by=actor,
+        scheduled_at=now, not_before=now + wait, reason=reason, forced=bool(force and dependent_releases),
+        dependent_releases=dependent_releases,
+    )
+
+
+def approve(d: Destruction, *, actor: str) -> Destruction:
+    """The second custodian's approval; the scheduler cannot approve their own request (dual control)."""
+    if d.status != "scheduled":
+        raise DestructionError(f"destruction {d.destruction_id} is {d.status}; only a scheduled one can be approved")
+    if actor == d.scheduled_by:
+        raise DualControlError("dual control: the custodian who scheduled a destruction cannot also approve it")
+    if actor in d.approvals:
+        raise DualControlError("this custodian has already approved the destruction")
+    return dataclasses.replace(d, approvals=(*d.approvals, actor))
+
+
+def cancel(d: Destruction, *, actor: str) -> Destruction:
+    """Cancel a destruction at any time before it has run."""
+    if d.status != "scheduled":
+        raise DestructionError(f"destruction {d.destruction_id} is {d.status}; it can no longer be cancelled")
+    return dataclasses.replace(d, status="cancelled", cancelled_by=actor)
+
+
+def due(d: Destruction, *, now: datetime) -> tuple[bool, str]:
+    """Whether the destruction may run now, and why not otherwise."""
+    if d.status != "scheduled":
+        return False, f"destruction is {d.status}"
+    if not d.approvals:
+        return False, "waiting for a second key custodian's approval"
+    if now < d.not_before:
+        return False, f"waiting period ends at {d.not_before.isoformat()}"
+    return True, "approved and the waiting period is over"
+
+
+# --- certificate --------------------------------------------------------------------------
+
+
+def certificate(
+    d: Destruction, *, key: Key, wrapped_by_version: dict[int, bytes | None], destroyed_at: datetime,
+    signing_key_id: str,
+) -> dict[str, Any]:
+    """What was destroyed: key, versions with the SHA-256 of each wrapped blob, time and approvers."""
+    digests = {
+        v: (hashlib.sha256(blob).hexdigest() if blob is not None else None)
+        for v, blob in sorted(wrapped_by_version.items())
+    }
+    last = digests.get(key.latest_version)
+    return {
+        "format": CERTIFICATE_FORMAT,
+        "tenant_id": key.tenant_id,
+        "key_id": key.key_id,
+        "destruction_id": d.destruction_id,
+        "versions": [{"version": v, "wrapped_sha256": h} for v, h in digests.items()],
+        "last_wrapped_sha256": last,
+        "destroyed_at": destroyed_at.isoformat(),
+        "scheduled_by": d.scheduled_by,
+        "scheduled_at": d.scheduled_at.isoformat(),
+        "approvers": list(d.approvals),
+        "reason": d.reason,
+        "forced": d.forced,
+        "signing_key_id": signing_key_id,
+    }
+
+
+def _canonical(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def public_key_id(public_key: Ed25519PublicKey) -> str:
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def sign_certificate(body: dict[str, Any], signing_key: Ed25519PrivateKey) -> str:
+    """Ed25519 over the canonical JSON (sorted keys, no spaces); base64."""
+    return base64.b64encode(signing_key.sign(_canonical(body))).decode()
+
+
+def verify_certificate(body: dict[str, Any], signature: str, public_key: Ed25519PublicKey | bytes) -> bool:
+    if isinstance(public_key, bytes):
+        public_key = Ed25519PublicKey.from_public_bytes(public_key)
+    try:
+        public_key.verify(base64.b64decode(signature, validate=True), _canonical(body))
+        return True
+    except (InvalidSignature, ValueError):
+        return False
+
+
+def _human(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    if seconds % 86400 == 0:
+        return f"{seconds // 86400} days"
+    return f"{seconds} seconds"

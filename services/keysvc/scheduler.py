@@ -1,0 +1,82 @@
+"""keysvc's background jobs (due destructions, automatic rotation, KEK re-wrapping) run by whichever
+instance holds the scheduler lease.
+
+The lease is one document per job name; taking or renewing it is a compare-and-swap on its
+`version` field, so with several keysvc instances exactly one runs the jobs at a time, and a
+crashed holder's lease is taken over once it expires. Each job is itself restartable (its
+state lives in the store) and every write it makes is a compare-and-swap, so a tick cut short
+by a crash is simply resumed by the next holder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+
+import structlog
+
+from shared.events import new_id
+from shared.store import DuplicateKeyError, TenantCollection
+
+from .store import SYSTEM_TENANT
+
+log = structlog.get_logger("strongroom.keysvc")
+
+
+class Lease:
+    def __init__(self, collection: TenantCollection, name: str, *, seconds: float, holder: str | None = None):
+        self._collection = collection
+        self.name = name
+        self.holder = holder or new_id("keysvc-")
+        self._seconds = seconds
+
+    async def acquire(self) -> bool:
+        """Take or renew the lease; False when another live holder has it (or won the race)."""
+        now = datetime.now(UTC)
+        expires_at = now + timedelta(seconds=self._seconds)
+        doc = await self._collection.find_one(SYSTEM_TENANT, {"name": self.name})
+        if doc is None:
+            try:
+                await self._collection.insert(
+                    SYSTEM_TENANT, {"name": self.name, "holder": self.holder, "expires_at": expires_at, "version": 1}
+                )
+                return True
+            except DuplicateKeyError:
+                return False
+        if doc["holder"] != self.holder and doc["expires_at"] > now:
+            return False
+        matched = await self._collection.update_one(
+            SYSTEM_TENANT, {"name": self.name, "version": doc["version"]},
+            {"$set": {"holder": self.holder, "expires_at": expires_at, "version": doc["version"] + 1}},
+        )
+        return bool(matched)
+
+    async def release(self) -> None:
+        """Give the lease up at a clean stop so another instance need not wait for it to expire."""
+        doc = await self._collection.find_one(SYSTEM_TENANT, {"name": self.name, "holder": self.holder})
+        if doc is not None:
+            await self._collection.update_one(
+                SYSTEM_TENANT, {"name": self.name, "version": doc["version"]},
+                {"$set": {"expires_at": datetime.now(UTC), "version": doc["version"] + 1}},
+            )
+
+
+Job = Callable[[], Awaitable[int]]
+
+
+async def run(lease: Lease, jobs: dict[str, Job], *, interval: float) -> None:
+    """Every `interval`, if this instance holds the lease, run each job; a busy job repeats at once."""
+    while True:
+        busy = False
+        try:
+            if await lease.acquire():
+                for name, job in jobs.items():
+                    try:
+                        if await job():
+                            busy = True
+                    except Exception:
+                        log.exception("scheduler_job_failed", job=name)
+        except Exception:
+            log.exception("scheduler_lease_failed")
+        await asyncio.sleep(0 if busy else interval)

@@ -1,0 +1,117 @@
+"""Request contracts of the key-custody area (gateway body = keysvc RPC params = OpenAPI schema)."""
+
+from __future__ import annotations
+
+import base64
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from .commands import NAME, Strict
+
+MAX_WAIT_SECONDS = 30 * 86400
+
+
+def _base64(value: str, what: str, *, max_bytes: int) -> str:
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except Exception:
+        raise ValueError(f"{what} must be base64") from None
+    if not raw or len(raw) > max_bytes:
+        raise ValueError(f"{what} must be 1..{max_bytes} bytes")
+    return value
+
+
+class CustodySettingsBody(Strict):
+    """A tenant's key policy: minimum key size, destruction waiting period, dependency window."""
+
+    min_key_bits: Literal[128, 192, 256] = 128
+    destruction_wait_days: int = Field(default=7, ge=7, le=30)
+    dependency_window_days: int = Field(default=30, ge=1, le=365)
+    export_deactivated: bool = Field(default=False, description="Allow wrapped export of deactivated/compromised keys for re-encryption")
+
+
+class SetMinDecryptionVersion(Strict):
+    """Retire old versions: versions below this no longer decrypt."""
+
+    min_decryption_version: int = Field(ge=1)
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class ScheduleDestruction(Strict):
+    """Schedule crypto-shredding after a waiting period; a second custodian must approve."""
+
+    reason: str = Field(min_length=1, max_length=500)
+    wait_seconds: int | None = Field(default=None, ge=1, le=MAX_WAIT_SECONDS,
+                                     description="Defaults to the tenant's destruction_wait_days")
+    force: bool = Field(default=False, description="Destroy even though devices hold recent releases")
+
+
+class ApproveDestruction(Strict):
+    reason: str = Field(default="approved", min_length=1, max_length=500)
+
+
+class CancelDestruction(Strict):
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class InitCustody(Strict):
+    """Create the root key and split it into Shamir shares (SLIP-39), returned once."""
+
+    shares: int = Field(default=5, ge=1, le=16)
+    threshold: int = Field(default=3, ge=1, le=16)
+
+    @model_validator(mode="after")
+    def _layout(self) -> "InitCustody":
+        if self.threshold > self.shares:
+            raise ValueError("threshold must not exceed shares")
+        if self.threshold == 1 and self.shares > 1:
+            raise ValueError("a threshold of 1 with several shares would make every share the whole key")
+        return self
+
+
+class RekeyRoot(InitCustody):
+    """Replace the root key (and its shares) while serving; tenant KEKs are re-wrapped."""
+
+
+class UnsealShare(Strict):
+    """One custodian's share. SECURITY: never logged, stored or put into events."""
+
+    share: SecretStr = Field(description="One SLIP-39 share (mnemonic words)")
+
+    @field_validator("share")
+    @classmethod
+    def _bounded(cls, value: SecretStr) -> SecretStr:
+        words = value.get_secret_value().split()
+        if not 20 <= len(words) <= 33:
+            raise ValueError("a share is 20 to 33 SLIP-39 words")
+        return value
+
+
+class ImportKey(Strict):
+    """Bring your own key: key material wrapped to the service's import public key."""
+
+    name: str = Field(pattern=NAME)
+    algorithm: Literal["AES-128", "AES-192", "AES-256"] = "AES-256"
+    import_token: str = Field(min_length=10, max_length=100)
+    wrapped_key_material: str = Field(description="RSA-OAEP-SHA256 ciphertext of the raw key, base64")
+    volume: str | None = Field(default=None, max_length=256)
+    exportable: bool = False
+    activate: bool = True
+
+    @field_validator("wrapped_key_material")
+    @classmethod
+    def _b64(cls, value: str) -> str:
+        return _base64(value, "wrapped_key_material", max_bytes=1024)
+
+
+class ExportKey(Strict):
+    """Export a key version, wrapped (RSA-OAEP-SHA256) to the caller's RSA public key (DER, base64)."""
+
+    public_key: str = Field(description="RSA public key, SubjectPublicKeyInfo DER, base64 (2048..4096 bits)")
+    key_version: int | None = Field(default=None, ge=1)
+
+    @field_validator("public_key")
+    @classmethod
+    def _b64(cls, value: str) -> str:
+        return _base64(value, "public_key", max_bytes=2048)

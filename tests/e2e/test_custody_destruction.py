@@ -1,0 +1,138 @@
+"""Destruction as crypto-shredding: waiting period, cancellation, dual control, the dependency
+report, no wrapped material left in the store, a signed certificate in the audit chain, and
+offboarding a tenant shreds its KEK and every key at once."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+
+from shared.events import Actor
+from shared.rpc import RpcRequest
+from services.keysvc.destruction import verify_certificate
+
+from .helpers import EU_FACTS, BareAgent, audit_records, make_tenant
+
+
+async def _until(check, timeout: float = 15.0):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = await check()
+        if result or asyncio.get_running_loop().time() > deadline:
+            return result
+        await asyncio.sleep(0.1)
+
+
+def _raw(stack, collection: str):
+    return stack.client[f"{stack.key_settings.db_prefix}keysvc"][collection]
+
+
+async def test_destruction_waits_needs_a_second_custodian_and_leaves_a_signed_certificate(api, stack):
+    tenant = await make_tenant(api)
+    admin = tenant.admin
+    agent = await BareAgent.enroll(tenant, api)
+    status, _, _ = await agent.request(tenant.key_id, EU_FACTS)
+    assert status == 200
+    await admin.call("POST", f"/v1/keys/{tenant.key_id}/rotate", json={})
+    path = f"/v1/keys/{tenant.key_id}/destruction"
+
+    # An active key cannot be scheduled for destruction: deactivate first.
+    status, out, _ = await admin.call("POST", path, json={"reason": "retire", "wait_seconds": 1})
+    assert status == 409 and "deactivate" in out["detail"], out
+    await admin.call("POST", f"/v1/keys/{tenant.key_id}/state", json={"action": "deactivate", "reason": "retire"})
+
+    # The device that received the key blocks destruction unless forced.
+    status, deps, _ = await admin.call("GET", f"/v1/keys/{tenant.key_id}/dependencies")
+    assert status == 200 and deps["releases"] == 1 and deps["devices"][0]["device_id"] == agent.device_id, deps
+    status, out, _ = await admin.call("POST", path, json={"reason": "retire", "wait_seconds": 1})
+    assert status == 409 and out["field"] == "force", out
+    for body, field in (({"reason": "x", "wait_seconds": 31 * 86400, "force": True}, "wait_seconds"),
+                        ({"wait_seconds": 5}, "reason"), ({"reason": "x", "force": "maybe"}, "force")):
+        status, out, _ = await admin.call("POST", path, json=body)
+        assert status == 422 and out["field"] == field, (body, out)
+
+    # Scheduled, then cancelled within the waiting period: nothing is destroyed.
+    status, out, _ = await admin.call("POST", path, json={"reason": "retire", "wait_seconds": 1, "force": True})
+    assert status == 202 and out["status"] == "scheduled" and out["forced"], out
+    status, out, _ = await admin.call("POST", path, json={"reason": "twice", "wait_seconds": 1, "force": True})
+    assert status == 409
+    status, out, _ = await admin.call("POST", f"{path}/cancel", json={"reason": "changed my mind"})
+    assert status == 200 and out["status"] == "cancelled"
+    status, out, _ = await admin.call("POST", f"{path}/approve", json={})
+    assert status == 409  # nothing left to approve
+
+    # Scheduled again; the scheduler may not approve their own request (dual control).
+    status, out, _ = await admin.call("POST", path, json={"reason": "retire for good", "wait_seconds": 2, "force": True})
+    assert status == 202, out
+    status, out, _ = await admin.call("POST", f"{path}/approve", json={})
+    assert status == 403 and "dual control" in out["detail"], out
+    second = await tenant.team.user("key_custodian")  # another person
+    status, out, _ = await second.call("POST", f"{path}/approve", json={"reason": "agreed"})
+    assert status == 200 and len(out["approvals"]) == 1, out
+    status, out, _ = await second.call("POST", f"{path}/approve", json={"reason": "again"})
+    assert status == 403
+
+    async def destroyed():
+        status, out, _ = await admin.call("GET", path)
+        return out if out["status"] == "destroyed" else None
+
+    done = await _until(destroyed)
+    assert done, "destruction did not run"
+    assert (await admin.call("GET", f"/v1/keys/{tenant.key_id}"))[1]["state"] == "destroyed"
+
+    # No wrapped material left for the key in the raw collection.
+    versions = await _raw(stack, "key_versions").find({"tenant_id": tenant.tenant_id, "key_id": tenant.key_id}).to_list(None)
+    assert len(versions) == 2 and all(v.get("wrapped") is None and "wrapped" not in v for v in versions), versions
+    status, out, _ = await agent.request(tenant.key_id, EU_FACTS, key_version=1)
+    assert status == 409
+
+    # The certificate verifies under keysvc's published key, and the same one is in the audit chain.
+    status, cert, _ = await admin.call("GET", f"/v1/keys/{tenant.key_id}/destruction-certificate")
+    assert status == 200, cert
+    status, signing, _ = await admin.call("GET", "/v1/custody/signing-key")
+    public = base64.b64decode(signing["public_key"])
+    body = cert["certificate"]
+    assert verify_certificate(body, cert["signature"], public)
+    assert body["key_id"] == tenant.key_id and [v["version"] for v in body["versions"]] == [1, 2]
+    assert body["approvers"] and body["scheduled_by"] not in body["approvers"]
+    assert len(body["last_wrapped_sha256"]) == 64
+    tampered = {**body, "approvers": ["someone-else"]}
+    assert not verify_certificate(tampered, cert["signature"], public)
+
+    records = await audit_records(admin, expect_at_least=1)
+    shredded = [r for r in records if r["action"] == "key.destroyed"]
+    assert len(shredded) == 1, [r["action"] for r in records]
+    assert shredded[0]["details"]["certificate"] == body
+    assert verify_certificate(shredded[0]["details"]["certificate"], shredded[0]["details"]["signature"], public)
+    actions = [r["action"] for r in records]
+    for expected in ("key.destruction_scheduled", "key.destruction_cancelled", "key.destruction_approved"):
+        assert expected in actions
+
+
+async def test_offboarding_a_tenant_shreds_its_kek_and_every_key(api, stack):
+    tenant = await make_tenant(api)
+    other = await make_tenant(api, name="globex")
+    agent = await BareAgent.enroll(tenant, api)
+    for i in range(3):
+        await tenant.admin.call("POST", "/v1/keys", json={"name": f"extra-{i}"})
+    assert (await agent.request(tenant.key_id, EU_FACTS))[0] == 200
+
+    reply = await stack.buses["gateway"].call(
+        "keysvc",
+        RpcRequest(method="offboard_tenant", tenant_id=tenant.tenant_id, actor=Actor(kind="provider", id="offboarder")),
+        timeout=10,
+    )
+    assert reply.problem is None, reply.problem
+    assert reply.result["keys_destroyed"] == 4 and reply.result["kek_versions_shredded"] == [1]
+
+    assert await _raw(stack, "keks").count_documents({"tenant_id": tenant.tenant_id}) == 0
+    assert await _raw(stack, "key_versions").count_documents({"tenant_id": tenant.tenant_id, "wrapped": {"$exists": True}}) == 0
+    assert await _raw(stack, "keys").count_documents({"tenant_id": tenant.tenant_id, "state": {"$ne": "destroyed"}}) == 0
+    status, out, _ = await agent.request(tenant.key_id, EU_FACTS)
+    assert status == 409, out
+    # Another tenant is untouched.
+    assert await _raw(stack, "keks").count_documents({"tenant_id": other.tenant_id}) == 1
+    status, key, _ = await other.admin.call("GET", f"/v1/keys/{other.key_id}")
+    assert key["state"] == "active"
+    records = await audit_records(tenant.admin, expect_at_least=1)
+    assert any(r["action"] == "tenant.keys_shredded" for r in records)
