@@ -154,6 +154,25 @@ class GatewayClient:
         except ValueError:
             raise ApiError(502, "Bad Gateway", "the gateway answered with malformed JSON") from None
 
+    def open_stream(self, path: str, *, query: Mapping[str, Any] | None = None) -> Any:
+        """GET a streamed body: returns the open response (read it in chunks, then close it)."""
+        headers = {"Accept": "*/*", "User-Agent": _USER_AGENT}
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+        req = urllib.request.Request(self.url_for(path, query), headers=headers, method="GET")
+        try:
+            return self._opener.open(req, timeout=self.timeout)
+        except urllib.error.HTTPError as exc:
+            raw = exc.read() if exc.fp is not None else b""
+            raise _problem_from(exc.code, exc.reason or "", exc.headers.get("Content-Type", ""),
+                                raw) from None
+        except urllib.error.URLError as exc:
+            raise GatewayUnreachable(display_url(self.base_url), _reason_text(exc.reason)) from None
+        except (TimeoutError, socket.timeout):
+            raise GatewayUnreachable(display_url(self.base_url), "timed out") from None
+        except (ConnectionError, OSError) as exc:
+            raise GatewayUnreachable(display_url(self.base_url), _reason_text(exc)) from None
+
     def get(self, path: str, *, query: Mapping[str, Any] | None = None, auth: bool = True) -> Any:
         return self.request("GET", path, query=query, auth=auth)
 

@@ -46,6 +46,7 @@ async def start(settings: AuditSettings, *, bus: Bus, client: AsyncMongoClient) 
     stats = handlers.IngestStats()
     methods = Methods()
     methods.add("list_records", partial(handlers.list_records, store=store))
+    methods.add("export_page", partial(handlers.export_page, store=store))
     methods.add("list_checkpoints", partial(handlers.list_checkpoints, store=store))
     methods.add("signing_keys", partial(handlers.signing_keys, store=store, current_key_id=checkpointer.key_id))
     methods.add("status", partial(handlers.status, store=store, stats=stats,

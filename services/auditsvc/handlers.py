@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from shared import rpc
 from shared.events import Event
 
-from .chain import ChainHead
+from . import siem
+from .chain import ChainHead, canonical_bytes
 from .checkpoints import CHECKPOINT_TYPE, Checkpointer
 from .records import record_from_event
 from .store import AuditStore
@@ -198,3 +199,35 @@ async def status(request: rpc.RpcRequest, params: dict[str, Any], *, store: Audi
         # Shared by every tenant: records waiting in the broker for auditsvc.
         "queue_depth": await queue_depth(),
     }
+
+
+EXPORT_FORMATS = ("cef", "leef", "syslog", "jsonl", "records")
+
+
+class ExportQuery(AuditQuery):
+    format: str = Field(max_length=20)
+    limit: int = Field(default=1000, ge=1, le=5000)
+
+
+def render_line(record: dict[str, Any], fmt: str) -> str:
+    """One record in an export format; "records" is the chained record itself (verifiable offline)."""
+    if fmt == "records":
+        return canonical_bytes(record).decode("utf-8")
+    return siem.render(record, fmt)
+
+
+async def export_page(request: rpc.RpcRequest, params: dict[str, Any], *, store: AuditStore) -> dict[str, Any]:
+    """A page of a batch export, rendered; the first page also counts what the whole export holds."""
+    q = parse_query(params, ExportQuery)
+    if q.format not in EXPORT_FORMATS:
+        raise rpc.ProblemError(400, "Bad Request",
+                               f"format must be one of {', '.join(EXPORT_FORMATS)}", "format")
+    query = record_filter(q)
+    items = await store.query(request.tenant_id, query, after_seq=q.after, limit=q.limit)
+    page: dict[str, Any] = {
+        "lines": [render_line(r, q.format) for r in items],
+        "next": items[-1]["seq"] if len(items) == q.limit else None,
+    }
+    if q.after == 0:
+        page["total"] = await store.count(request.tenant_id, query)
+    return page

@@ -21,6 +21,11 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "policies.manage": frozenset({"security_officer"}),
     "policies.read": frozenset({"security_officer", "auditor"}),
     "audit.read": frozenset({"auditor", "tenant_admin"}),
+    # --- audit exports, forwarders, reports ---
+    "audit.export": frozenset({"auditor", "tenant_admin"}),
+    "audit.forwarders.manage": frozenset({"tenant_admin", "security_officer"}),
+    "audit.retention.manage": frozenset({"tenant_admin"}),
+    "reports.read": frozenset({"auditor", "tenant_admin", "security_officer"}),
     # --- policies, device groups, approvals, notifications ---
     "policies.simulate": frozenset({"security_officer", "auditor"}),
     "groups.manage": frozenset({"security_officer"}),

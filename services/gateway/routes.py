@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from shared import commands
 
 from . import schemas, views
+from . import views_audit
 from . import views_custody
 from shared import commands_custody
 from . import views_policy
@@ -103,6 +104,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/audit/checkpoints", views_audit.list_checkpoints, "operator", "audit.read", "List signed checkpoints of the audit chain"),
     Route("GET", "/v1/audit/signing-key", views_audit.signing_key, "operator", "audit.read", "Public keys that sign audit checkpoints"),
     Route("GET", "/v1/audit/status", views_audit.audit_status, "operator", "audit.read", "Audit chain head, checkpoint, ingestion lag and queue depth"),
+    Route("GET", "/v1/audit/export", views_audit.export, "operator", "audit.export", "Stream a time range as CEF, LEEF, RFC 5424 syslog, JSON lines or chained records"),
     Route("POST", "/v1/agent/enroll", views.enroll, "none", None, "Agent: enrol with an enrollment token", schemas.Enroll, 201),
     Route("POST", "/v1/agent/key-requests", views.key_request, "device", None, "Agent: request a key (RFC 9421-signed)", schemas.KeyRequestBody),
 )

@@ -5,9 +5,14 @@ All of them ask auditsvc over request/reply; the gateway never opens auditsvc's 
 
 from __future__ import annotations
 
+import structlog
 from aiohttp import web
 
+from shared.rpc import ProblemError
+
 from .views import _call, _json
+
+log = structlog.get_logger("strongroom.gateway")
 
 
 async def list_checkpoints(request: web.Request) -> web.Response:
@@ -20,3 +25,49 @@ async def signing_key(request: web.Request) -> web.Response:
 
 async def audit_status(request: web.Request) -> web.Response:
     return _json(await _call(request, "auditsvc", "status"))
+
+
+EXPORT_PAGE = 1000
+_EXPORT_TYPES = {"jsonl": "application/x-ndjson", "records": "application/x-ndjson"}
+
+
+async def export(request: web.Request) -> web.StreamResponse:
+    """A time range rendered in one SIEM format, streamed page by page as auditsvc renders it.
+
+    The first page is fetched before anything is sent, so a bad format or range is a clean 400.
+    """
+    params = dict(request.query)
+    if not params.get("format"):
+        raise ProblemError(400, "Bad Request", "format is required (cef, leef, syslog, jsonl, records)", "format")
+    if "limit" in params:
+        raise ProblemError(400, "Bad Request", "export pages itself; limit is not accepted", "limit")
+    params.setdefault("after", "0")
+    page = await _call(request, "auditsvc", "export_page", **params, limit=EXPORT_PAGE)
+    fmt = params["format"]
+    response = web.StreamResponse(headers={
+        "Content-Disposition": f'attachment; filename="audit-export.{fmt}"',
+        "X-Record-Count": str(page.get("total", 0)),
+    })
+    response.content_type = _EXPORT_TYPES.get(fmt, "text/plain")
+    response.charset = "utf-8"
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    sent = 0
+    try:
+        while True:
+            if page["lines"]:
+                await response.write(("\n".join(page["lines"]) + "\n").encode("utf-8"))
+                sent += len(page["lines"])
+            if page["next"] is None:
+                break
+            page = await _call(request, "auditsvc", "export_page", **{**params, "after": str(page["next"])},
+                               limit=EXPORT_PAGE)
+    except Exception as exc:
+        # Headers are gone: cut the chunked stream so the client sees a truncated export, not a short one.
+        log.warning("audit_export_aborted", sent=sent, error=str(exc))
+        if request.transport is not None:
+            request.transport.abort()
+        return response
+    await response.write_eof()
+    log.info("audit_exported", format=fmt, records=sent)
+    return response
