@@ -1,9 +1,204 @@
-"""Operator commands of the custody area, registered into `strongroom`'s parser by `register`."""
+"""Operator commands of the custody area, registered into `strongroom`'s parser by `register`.
+
+`operator init|unseal|status|rekey` are the provider's root custodians' commands. A share is
+never taken from the command line (it would land in shell history and `ps`): `unseal` reads
+it from a prompt without echo, or from stdin when piped.
+"""
 
 from __future__ import annotations
 
+import base64
+import getpass
+import sys
+from pathlib import Path
 from typing import Any
+
+
+def _cli():  # the core CLI module, imported late: it imports this one
+    from strongroom import cli
+
+    return cli
+
+
+def _api(ctx: Any) -> Any:
+    return _cli()._require(ctx)
+
+
+def _key_path(ctx: Any, suffix: str = "") -> str:
+    from strongroom.client import quote_id
+
+    return f"/v1/keys/{quote_id(ctx.args.id)}{suffix}"
+
+
+def _show(ctx: Any, data: Any) -> int:
+    return _cli().show_object(ctx, data)
+
+
+# --- root of trust ---------------------------------------------------------------------------
+
+
+def cmd_operator_init(ctx: Any) -> int:
+    out = _api(ctx).post("/v1/custody/init", {"shares": ctx.args.shares, "threshold": ctx.args.threshold})
+    if ctx.as_json:
+        _cli()._print_json(out)
+        return 0
+    print(f"root fingerprint: {out['root_fingerprint']}")
+    print(f"any {out['threshold']} of these {len(out['shares'])} shares unseal custody:")
+    for number, share in enumerate(out["shares"], start=1):
+        print(f"share {number}: {share}")
+    print("note: each share is shown once and stored nowhere: give each to a different custodian now.", file=sys.stderr)
+    return 0
+
+
+def _read_share(ctx: Any) -> str:
+    if getattr(ctx.args, "share_file", None):
+        return Path(ctx.args.share_file).read_text(encoding="utf-8").strip()
+    if sys.stdin.isatty():
+        return getpass.getpass("unseal share (input hidden): ").strip()
+    return sys.stdin.readline().strip()
+
+
+def cmd_operator_unseal(ctx: Any) -> int:
+    out = _api(ctx).post("/v1/custody/unseal", {"share": _read_share(ctx)})
+    if ctx.as_json:
+        _cli()._print_json(out)
+    elif out.get("sealed"):
+        print(f"share accepted: {out['submitted']} of {out['needed']}; still sealed")
+    else:
+        print("custody is unsealed")
+    return 0
+
+
+def cmd_operator_status(ctx: Any) -> int:
+    return _show(ctx, _api(ctx).get("/v1/custody/status"))
+
+
+def cmd_operator_rekey(ctx: Any) -> int:
+    out = _api(ctx).post("/v1/custody/rekey", {"shares": ctx.args.shares, "threshold": ctx.args.threshold})
+    if ctx.as_json:
+        _cli()._print_json(out)
+        return 0
+    print(f"new root fingerprint: {out['root_fingerprint']} (was {out['previous_fingerprint']}); "
+          f"{out['keks_rewrapped']} tenant KEKs re-wrapped")
+    for number, share in enumerate(out["shares"], start=1):
+        print(f"share {number}: {share}")
+    print("note: the new shares are shown once; the previous shares no longer open custody.", file=sys.stderr)
+    return 0
+
+
+# --- tenant custody ------------------------------------------------------------------------
+
+
+def cmd_custody_settings(ctx: Any) -> int:
+    a = ctx.args
+    changes = {k: v for k, v in (("min_key_bits", a.min_key_bits), ("destruction_wait_days", a.destruction_wait_days),
+                                 ("dependency_window_days", a.dependency_window_days)) if v is not None}
+    if a.export_deactivated is not None:
+        changes["export_deactivated"] = a.export_deactivated == "yes"
+    api = _api(ctx)
+    if not changes:
+        return _show(ctx, api.get("/v1/custody/settings"))
+    current = api.get("/v1/custody/settings")
+    return _show(ctx, api.put("/v1/custody/settings", {**current, **changes}))
+
+
+def cmd_custody_kek(ctx: Any) -> int:
+    return _show(ctx, _api(ctx).get("/v1/custody/kek"))
+
+
+def cmd_custody_kek_rotate(ctx: Any) -> int:
+    return _show(ctx, _api(ctx).post("/v1/custody/kek/rotate", {}))
+
+
+def cmd_custody_signing_key(ctx: Any) -> int:
+    return _show(ctx, _api(ctx).get("/v1/custody/signing-key"))
+
+
+# --- key versions, destruction, import/export ----------------------------------------------
+
+
+def cmd_min_version(ctx: Any) -> int:
+    body = {"min_decryption_version": ctx.args.version, "reason": ctx.args.reason}
+    return _show(ctx, _api(ctx).post(_key_path(ctx, "/min-decryption-version"), body))
+
+
+def cmd_destroy(ctx: Any) -> int:
+    body: dict[str, Any] = {"reason": ctx.args.reason, "force": ctx.args.force}
+    if ctx.args.wait_seconds is not None:
+        body["wait_seconds"] = ctx.args.wait_seconds
+    return _show(ctx, _api(ctx).post(_key_path(ctx, "/destruction"), body))
+
+
+def cmd_destruction_show(ctx: Any) -> int:
+    return _show(ctx, _api(ctx).get(_key_path(ctx, "/destruction")))
+
+
+def cmd_destruction_approve(ctx: Any) -> int:
+    return _show(ctx, _api(ctx).post(_key_path(ctx, "/destruction/approve"), {"reason": ctx.args.reason}))
+
+
+def cmd_destruction_cancel(ctx: Any) -> int:
+    return _show(ctx, _api(ctx).post(_key_path(ctx, "/destruction/cancel"), {"reason": ctx.args.reason}))
+
+
+def cmd_destruction_certificate(ctx: Any) -> int:
+    """Fetch the certificate and check its signature against keysvc's published key."""
+    from services.keysvc.destruction import verify_certificate
+
+    api = _api(ctx)
+    cert = api.get(_key_path(ctx, "/destruction-certificate"))
+    signing = api.get("/v1/custody/signing-key")
+    ok = verify_certificate(cert["certificate"], cert["signature"], base64.b64decode(signing["public_key"]))
+    _show(ctx, {**cert, "verified": ok})
+    return 0 if ok else 1
+
+
+def cmd_dependencies(ctx: Any) -> int:
+    return _show(ctx, _api(ctx).get(_key_path(ctx, "/dependencies")))
 
 
 def register(leaf: Any, noun: Any) -> None:
     """Adds this area's nouns and actions; `leaf` and `noun` are `build_parser`'s helpers."""
+    g = noun("operator", "Root of trust: initialise, unseal and re-key custody (provider root custodians).")
+    p = leaf(g, "init", cmd_operator_init, "Create the root key; prints its Shamir shares once.")
+    p.add_argument("--shares", type=int, default=5)
+    p.add_argument("--threshold", type=int, default=3)
+    p = leaf(g, "unseal", cmd_operator_unseal, "Submit your unseal share (prompted, never an argument).")
+    p.add_argument("--share-file", help="read the share from this file instead of a prompt")
+    leaf(g, "status", cmd_operator_status, "Sealed or unsealed, and unseal progress.")
+    p = leaf(g, "rekey", cmd_operator_rekey, "Replace the root key and its shares without downtime.")
+    p.add_argument("--shares", type=int, default=5)
+    p.add_argument("--threshold", type=int, default=3)
+
+    g = noun("custody", "Tenant key custody: key policy, KEK rotation, certificate signing key.")
+    p = leaf(g, "settings", cmd_custody_settings, "Show, or with options change, the tenant's key policy.")
+    p.add_argument("--min-key-bits", type=int, choices=(128, 192, 256))
+    p.add_argument("--destruction-wait-days", type=int)
+    p.add_argument("--dependency-window-days", type=int)
+    p.add_argument("--export-deactivated", choices=("yes", "no"))
+    leaf(g, "kek", cmd_custody_kek, "Show the tenant KEK version and re-wrap progress.")
+    leaf(g, "kek-rotate", cmd_custody_kek_rotate, "Rotate the tenant KEK (re-wraps keys in the background).")
+    leaf(g, "signing-key", cmd_custody_signing_key, "Show keysvc's certificate-signing public key.")
+
+    g = noun("key-version", "Retire old key versions.")
+    p = leaf(g, "retire-below", cmd_min_version, "Set min_decryption_version: older versions stop decrypting.")
+    p.add_argument("id")
+    p.add_argument("version", type=int)
+    p.add_argument("--reason", required=True)
+
+    g = noun("destruction", "Crypto-shred keys: schedule, approve (a second custodian), cancel, certificate.")
+    p = leaf(g, "schedule", cmd_destroy, "Schedule a key's destruction after the waiting period.")
+    p.add_argument("id")
+    p.add_argument("--reason", required=True)
+    p.add_argument("--wait-seconds", type=int)
+    p.add_argument("--force", action="store_true", help="even though devices hold recent releases")
+    for name, func, help_ in (("show", cmd_destruction_show, "Show a key's destruction."),
+                              ("dependencies", cmd_dependencies, "Devices that received the key recently."),
+                              ("certificate", cmd_destruction_certificate, "Fetch and verify the destruction certificate.")):
+        p = leaf(g, name, func, help_)
+        p.add_argument("id")
+    for name, func, help_ in (("approve", cmd_destruction_approve, "Approve (must be another custodian)."),
+                              ("cancel", cmd_destruction_cancel, "Cancel before it runs.")):
+        p = leaf(g, name, func, help_)
+        p.add_argument("id")
+        p.add_argument("--reason", required=name == "cancel", default="approved" if name == "approve" else None)
