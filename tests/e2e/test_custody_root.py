@@ -1,0 +1,112 @@
+"""Root of trust: a sealed keysvc refuses releases with a clear status; initialisation returns
+Shamir shares once; each share is submitted separately and progress is reported; m shares
+unseal; only the provider's root custodians may do this; shares are stored nowhere; re-keying
+the root keeps releases working and retires the old shares."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from .helpers import EU_FACTS, BareAgent, make_tenant, provider_admin
+
+
+async def _restart_sealed(stack) -> None:
+    await stack.stop("keysvc")
+    stack.root_key = None
+    await stack.start("keysvc")
+
+
+async def _unseal(provider, shares):
+    for share in shares:
+        status, out, _ = await provider.call("POST", "/v1/custody/unseal", json={"share": share})
+        assert status == 200, out
+    return out
+
+
+async def _everything_stored(stack) -> str:
+    """Every document of every service database of this stack, as text."""
+    dump = []
+    for name in await stack.client.list_database_names():
+        if not name.startswith(stack.key_settings.db_prefix):
+            continue
+        db = stack.client[name]
+        for coll in await db.list_collection_names():
+            async for doc in db[coll].find({}):
+                dump.append(json.dumps(doc, default=str))
+    return "\n".join(dump)
+
+
+async def test_sealed_custody_initialises_unseals_with_m_of_n_and_rekeys_without_downtime(api, stack):
+    await _restart_sealed(stack)
+    provider = await provider_admin(api)
+    status, out, _ = await provider.call("GET", "/v1/custody/status")
+    assert status == 200 and out["sealed"] and not out["initialized"], out
+
+    for body, field in (({"shares": 5, "threshold": 6}, "body"), ({"shares": 17, "threshold": 3}, "shares"),
+                        ({"shares": 3, "threshold": 1}, "body")):
+        status, out, _ = await provider.call("POST", "/v1/custody/init", json=body)
+        assert status == 422, (body, out)
+    status, init, _ = await provider.call("POST", "/v1/custody/init", json={"shares": 5, "threshold": 3})
+    assert status == 201 and len(init["shares"]) == 5 and init["threshold"] == 3, init
+    shares = init["shares"]
+    status, out, _ = await provider.call("POST", "/v1/custody/init", json={"shares": 5, "threshold": 3})
+    assert status == 409  # only once
+
+    # Still sealed after init: the custodians prove their shares by unsealing.
+    status, out, _ = await provider.call("POST", "/v1/custody/unseal", json={"share": shares[4]})
+    assert status == 200 and out == {"sealed": True, "submitted": 1, "needed": 3}, out
+    damaged = shares[0].split()
+    damaged[5] = "academic" if damaged[5] != "academic" else "acid"
+    status, out, _ = await provider.call("POST", "/v1/custody/unseal", json={"share": " ".join(damaged)})
+    assert status == 422 and out["field"] == "share" and damaged[5] not in out["detail"], out
+    status, out, _ = await provider.call("POST", "/v1/custody/unseal", json={"share": "too short"})
+    assert status == 422 and out["field"] == "share"
+    out = await _unseal(provider, [shares[1], shares[3]])
+    assert out == {"sealed": False, "submitted": 3, "needed": 3}, out
+
+    tenant = await make_tenant(api)
+    agent = await BareAgent.enroll(tenant, api)
+    status, _, key = await agent.request(tenant.key_id, EU_FACTS)
+    assert status == 200
+
+    # A tenant's people may not touch the root of trust.
+    status, out, _ = await tenant.admin.call("POST", "/v1/custody/unseal", json={"share": shares[0]})
+    assert status == 403
+    status, out, _ = await tenant.admin.call("GET", "/v1/custody/status")
+    assert status == 403
+
+    # A restart comes back sealed: releases are refused with a clear status until m shares are in.
+    await _restart_sealed(stack)
+    status, out, _ = await agent.request(tenant.key_id, EU_FACTS)
+    assert status == 503 and "sealed" in out["detail"], out
+    status, out, _ = await provider.call("GET", "/v1/custody/status")
+    assert out["sealed"] and out["initialized"] and out["threshold"] == 3
+    await _unseal(provider, [shares[2], shares[0], shares[4]])
+    status, _, again = await agent.request(tenant.key_id, EU_FACTS)
+    assert status == 200 and again == key
+
+    # Re-key while agents keep asking: no request fails, and afterwards only the new shares work.
+    async def keep_releasing():
+        results = []
+        for _ in range(15):
+            results.append((await agent.request(tenant.key_id, EU_FACTS))[0])
+        return results
+
+    releases, (status, rekey, _) = await asyncio.gather(
+        keep_releasing(), provider.call("POST", "/v1/custody/rekey", json={"shares": 3, "threshold": 2}))
+    assert status == 200 and rekey["keks_rewrapped"] >= 1 and len(rekey["shares"]) == 3, rekey
+    assert releases == [200] * 15
+    await _restart_sealed(stack)
+    await provider.call("POST", "/v1/custody/unseal", json={"share": shares[0]})
+    await provider.call("POST", "/v1/custody/unseal", json={"share": shares[1]})
+    status, out, _ = await provider.call("POST", "/v1/custody/unseal", json={"share": shares[2]})
+    assert status == 422 and "fingerprint" in out["detail"], out
+    await _unseal(provider, rekey["shares"][1:])
+    status, _, again = await agent.request(tenant.key_id, EU_FACTS)
+    assert status == 200 and again == key
+
+    # No share was stored anywhere (any service's database, audit log included).
+    stored = await _everything_stored(stack)
+    for share in shares + rekey["shares"]:
+        assert share not in stored and " ".join(share.split()[:6]) not in stored
