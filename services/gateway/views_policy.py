@@ -226,7 +226,7 @@ async def _request_state(request: web.Request, request_id: str) -> tuple[web.Res
             return _release_response(events.decode_event(found["outcome"].encode())), {}
     if status in ("denied", "expired"):
         disclosed = {k: v for k, v in (state.get("disclosed") or {}).items() if k not in ("effect", "status")}
-        raise ExtraProblem(403, "Forbidden", f"the key request was {status}", request_id=request_id, status=status,
+        raise ExtraProblem(403, "Forbidden", f"the key request was {status}", request_id=request_id, request_status=status,
                            **disclosed)
     keys = ("request_id", "status", "approvals_required", "approvals_received", "expires_at")
     return None, {k: state[k] for k in keys if state.get(k) is not None}

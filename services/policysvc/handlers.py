@@ -131,11 +131,12 @@ async def decide(
         recorded = await store.find_decision(event.tenant_id, event.request_id)
         assert recorded is not None
         outcome = events.decode_event(recorded["outcome"].encode())
-    await publish(outcome)
     if outcome.effect == "require_approval":
+        # Opened before the agent hears 202, so operators can act on it as soon as anyone knows.
         await _open_approval(event, outcome, approval_terms, store=store, outbox=outbox)
         wake()
-    elif outcome.effect == "allow" and event.key_id not in device.released_keys:
+    await publish(outcome)
+    if outcome.effect == "allow" and event.key_id not in device.released_keys:
         await note_release(event.tenant_id, event.device_id, event.key_id, store=store, targets=targets)
     log.info("key_request_decided", effect=outcome.effect, key_id=event.key_id, device_id=event.device_id)
 
