@@ -192,7 +192,7 @@ def _key_from(head: dict[str, Any], version_docs: list[dict[str, Any]]) -> Key:
 def public_view(head: dict[str, Any] | Key) -> dict[str, Any]:
     """What operators see of a key: metadata, never material."""
     if isinstance(head, Key):
-        head = {"key_id": head.key_id, **{n: getattr(head, n) for n in _HEAD_FIELDS}, "state": str(head.state)}
+        head = _head_doc(head)
     out = {k: v for k, v in head.items() if k not in ("_id", "tenant_id", "_outbox")}
     for k, v in out.items():
         if isinstance(v, datetime):
