@@ -1,0 +1,77 @@
+"""Posture drift: signed heartbeats with fresh facts; a device whose facts stop satisfying the policy
+that released its keys, or that goes silent, is quarantined, and released again when it passes."""
+
+from __future__ import annotations
+
+import json
+
+from shared.crypto import httpsig
+
+from .helpers import EU_FACTS, BareAgent, audit_records, make_tenant
+
+DRIFTED = {"identity": {"region": "eu-west-1"}, "integrity": {"firewall_enabled": False}}
+
+
+async def beat(agent: BareAgent, facts: dict):
+    body = json.dumps({"facts": facts}).encode()
+    url = agent.api.url + "/v1/agent/heartbeat"
+    headers = {"Content-Type": "application/json"}
+    headers.update(httpsig.sign_request(method="POST", url=url, headers=headers, body=body,
+                                        key_id=agent.key_id, private_key=agent.signing_key))
+    return await agent.api.call("POST", "/v1/agent/heartbeat", data=body, headers=headers)
+
+
+async def test_drifted_facts_quarantine_the_device_until_its_facts_pass_again(api):
+    tenant = await make_tenant(api)
+    agent = await BareAgent.enroll(tenant, api)
+    assert (await agent.request(tenant.key_id, EU_FACTS))[0] == 200
+    status, ok, _ = await beat(agent, EU_FACTS)
+    assert status == 200 and ok["status"] == "active", ok
+
+    status, out, _ = await beat(agent, DRIFTED)
+    assert status == 200 and out["status"] == "quarantined"
+    status, denied, _ = await agent.request(tenant.key_id, EU_FACTS)  # even with good facts in the request
+    assert status == 403 and denied["reasons"] == ["device is quarantined"]
+    status, posture, _ = await tenant.admin.call("GET", f"/v1/devices/{agent.device_id}/posture")
+    assert status == 200 and posture["status"] == "quarantined" and posture["quarantine_cause"] == "facts"
+
+    status, out, _ = await beat(agent, EU_FACTS)
+    assert status == 200 and out["status"] == "active"
+    assert (await agent.request(tenant.key_id, EU_FACTS))[0] == 200
+
+    records = await audit_records(tenant.admin, expect_at_least=16)
+    failed = [r for r in records if r["action"] == "device.posture_failed"]
+    assert len(failed) == 1 and failed[0]["outcome"] == "failure"
+    assert failed[0]["resource"] == {"type": "device", "id": agent.device_id}
+    assert any("integrity.firewall_enabled" in r for r in failed[0]["reasons"])
+    actions = [r["action"] for r in records]
+    assert "device.quarantined" in actions and "device.quarantine_cleared" in actions
+
+
+async def test_missed_heartbeats_quarantine_and_an_operator_can_clear(api):
+    tenant = await make_tenant(api)
+    agent = await BareAgent.enroll(tenant, api)
+    status, _, _ = await tenant.admin.call("PUT", "/v1/policy-settings", json={"heartbeat_grace_seconds": 1})
+    assert status == 200
+    assert (await agent.request(tenant.key_id, EU_FACTS))[0] == 200
+    assert (await beat(agent, EU_FACTS))[0] == 200
+
+    # policysvc's scheduler wakes when the grace period ends; wait for its audit trail.
+    records = await audit_records(tenant.admin, expect_at_least=1)
+    for _ in range(100):
+        records = await audit_records(tenant.admin, expect_at_least=len(records) + 1, timeout=0.5)
+        if any(r["action"] == "device.quarantined" for r in records):
+            break
+    failed = [r for r in records if r["action"] == "device.posture_failed"]
+    assert failed and failed[0]["details"]["cause"] == "heartbeat_missed"
+    assert (await agent.request(tenant.key_id, EU_FACTS))[0] == 403
+
+    status, bad, _ = await tenant.admin.call("POST", f"/v1/devices/{agent.device_id}/clear-quarantine", json={})
+    assert status == 422 and bad["field"] == "reason"
+    status, cleared, _ = await tenant.admin.call(
+        "POST", f"/v1/devices/{agent.device_id}/clear-quarantine", json={"reason": "checked by hand"})
+    assert status == 200 and cleared["status"] == "active"
+    assert (await agent.request(tenant.key_id, EU_FACTS))[0] == 200
+    status, again, _ = await tenant.admin.call(
+        "POST", f"/v1/devices/{agent.device_id}/clear-quarantine", json={"reason": "twice"})
+    assert status == 404
