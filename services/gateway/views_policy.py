@@ -250,6 +250,7 @@ NOTIFY_PATTERNS = ("approval.*", "device.*", "policy.*", "group.*", "tenant.poli
 NOTIFY_VIA_WAITERS = ("key.decided", "key.release_refused")  # already delivered to the waiters' queue
 STREAM_QUEUE_SIZE = 1000
 KEEPALIVE_SECONDS = 15.0
+DISCONNECT_CHECK_SECONDS = 0.5
 
 
 @dataclass(eq=False)
@@ -321,13 +322,18 @@ async def event_stream(request: web.Request) -> web.StreamResponse:
     try:
         await response.prepare(request)
         await response.write(b": stream open\n\n")
+        idle = 0.0
         while True:
             try:
-                event = await asyncio.wait_for(subscriber.queue.get(), KEEPALIVE_SECONDS)
+                event = await asyncio.wait_for(subscriber.queue.get(), DISCONNECT_CHECK_SECONDS)
             except TimeoutError:
-                if subscriber.overflowed:
+                # aiohttp does not cancel a handler whose client left: look, so a stream never lingers.
+                if subscriber.overflowed or request.transport is None or request.transport.is_closing():
                     break
-                await response.write(b": keepalive\n\n")
+                idle += DISCONNECT_CHECK_SECONDS
+                if idle >= KEEPALIVE_SECONDS:
+                    idle = 0.0
+                    await response.write(b": keepalive\n\n")
                 continue
             if event is None:
                 break

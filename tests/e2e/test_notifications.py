@@ -1,0 +1,61 @@
+"""The operator's server-sent event stream: tenant-scoped, filtered by type, fed from the
+gateway's own queue."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from .helpers import EU_FACTS, BareAgent, make_tenant
+from .test_approvals import approval_policy, ask
+
+
+async def read_events(response, count: int, timeout: float = 10.0) -> list[tuple[str, dict]]:
+    """The next `count` events of an SSE stream as (type, data)."""
+    found: list[tuple[str, dict]] = []
+    kind = None
+
+    async def reader():
+        nonlocal kind
+        async for raw in response.content:
+            line = raw.decode().rstrip("\n")
+            if line.startswith("event: "):
+                kind = line[7:]
+            elif line.startswith("data: ") and kind:
+                found.append((kind, json.loads(line[6:])))
+                if len(found) == count:
+                    return
+
+    await asyncio.wait_for(reader(), timeout)
+    return found
+
+
+async def test_operators_watch_approvals_and_denials_of_their_tenant_only(api, http):
+    tenant = await make_tenant(api, policy=approval_policy())
+    other = await make_tenant(api, name="globex", policy=approval_policy())
+    agent = await BareAgent.enroll(tenant, api)
+    stranger = await BareAgent.enroll(other, api)
+    headers = {"Authorization": f"Bearer {tenant.admin.token}"}
+    url = f"{api.url}/v1/events/stream?types=approval.*,key.decided"
+    async with http.get(url, headers=headers) as stream:
+        assert stream.status == 200 and stream.headers["Content-Type"].startswith("text/event-stream")
+        assert (await stream.content.readline()).startswith(b": stream open")
+        assert (await ask(stranger, other.key_id))[0] == 202  # another tenant's: never shown here
+        status, pending, _ = await ask(agent, tenant.key_id)
+        assert status == 202
+        seen = await read_events(stream, 2)
+        assert sorted(kind for kind, _ in seen) == ["approval.requested", "key.decided"]
+        assert all(data["tenant_id"] == tenant.tenant_id for _, data in seen)
+        requested = next(data for kind, data in seen if kind == "approval.requested")
+        assert requested["approval_id"] == pending["approval_id"] and requested["approvals_required"] == 1
+
+        status, _, _ = await tenant.admin.call("POST", f"/v1/approvals/{pending['approval_id']}/deny", json={"comment": "no"})
+        assert status == 200
+        seen = await read_events(stream, 2)
+        assert sorted(kind for kind, _ in seen) == ["approval.denied", "key.decided"]
+        assert next(d for k, d in seen if k == "key.decided")["effect"] == "deny"
+
+    status, problem, _ = await tenant.admin.call("GET", "/v1/events/stream?types=approval.*;drop")
+    assert status == 400 and problem["field"] == "types"
+    status, _, _ = await api.as_(None).call("GET", "/v1/events/stream")
+    assert status == 401
