@@ -541,6 +541,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     p.add_argument("id")
     p = leaf(g, "delete", cmd_policy_delete, "Delete a policy.")
     p.add_argument("id")
+    cli_policy.add_policy_actions(leaf, g)
 
     g = noun("audit", "Read and verify the tenant's audit chain.")
     p = leaf(g, "list", cmd_audit_list, "List audit records.")
