@@ -28,6 +28,8 @@ from shared.crypto.release import SUITE_NAME, ReleaseError, open_sealed, release
 
 ENROLL_PATH = "/v1/agent/enroll"
 KEY_REQUESTS_PATH = "/v1/agent/key-requests"
+HEARTBEAT_PATH = "/v1/agent/heartbeat"
+MAX_LONG_POLL_SECONDS = 60.0
 DEFAULT_TIMEOUT_SECONDS = 30.0
 DATA_KEY_LENGTHS = (16, 24, 32)
 _MAX_TEXT_DETAIL = 200
@@ -215,9 +217,13 @@ class AgentClient:
         return identity
 
     async def request_key(
-        self, key_id: str, *, facts: Mapping[str, Any], key_version: int | None = None
+        self, key_id: str, *, facts: Mapping[str, Any], key_version: int | None = None,
+        wait_for_approval_seconds: float = 0.0,
     ) -> ReleasedKey:
-        """Ask for a data key under policy, presenting `facts`; the latest version unless one is named."""
+        """Ask for a data key under policy, presenting `facts`; the latest version unless one is named.
+
+        If policy requires an approval, wait up to `wait_for_approval_seconds` for operators (long-polling
+        the request with the same one-time key), else raise `ApprovalPending` at once."""
         identity = self._require_identity()
         # A fresh X25519 key per request: a sealed key captured in transit opens for nobody else, ever.
         ephemeral = X25519PrivateKey.generate()
@@ -246,10 +252,44 @@ class AgentClient:
         )
         status, document = await self._post(url, body, headers)
         if status == 202:
-            raise ApprovalPending(_string(document, "request_id"), problem=document)
+            request_id = _string(document, "request_id")
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + wait_for_approval_seconds
+            while status == 202 and (left := deadline - loop.time()) > 0:
+                status, document = await self._poll(identity, request_id, min(left, MAX_LONG_POLL_SECONDS))
+            if status == 202:
+                raise ApprovalPending(request_id, problem=document)
         if status != 200:
             raise _error_from(status, document, _KEY_REQUEST_ERRORS)
         return _open_release(document, identity, ephemeral, requested_key_id=key_id, requested_version=key_version)
+
+    async def heartbeat(self, facts: Mapping[str, Any]) -> dict[str, Any]:
+        """Report fresh facts (signed); the answer says whether this device is active or quarantined."""
+        identity = self._require_identity()
+        url = _join(identity.gateway_url, HEARTBEAT_PATH)
+        body = _json_bytes({"facts": dict(facts)})
+        status, document = await self._post(url, body, self._signed("POST", url, body, identity))
+        if status != 200:
+            raise _error_from(status, document, _KEY_REQUEST_ERRORS)
+        return document
+
+    async def _poll(self, identity: AgentIdentity, request_id: str, wait: float) -> tuple[int, dict[str, Any]]:
+        url = _join(identity.gateway_url, f"{KEY_REQUESTS_PATH}/{request_id}?wait={max(wait, 1.0):.0f}")
+        if self._session is None:
+            raise RuntimeError("AgentClient must be used as an async context manager")
+        headers = {"Accept": _ACCEPT, **self._signed("GET", url, b"", identity)}
+        try:
+            async with self._session.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=wait + 30)) as response:
+                return response.status, _parse_body(response.status, await response.text(errors="replace"))
+        except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
+            raise ServiceUnavailable(None, "gateway unreachable", f"{url}: {exc}") from None
+
+    @staticmethod
+    def _signed(method: str, url: str, body: bytes, identity: AgentIdentity) -> dict[str, str]:
+        headers = {"Content-Type": "application/json"} if body else {}
+        headers.update(sign_request(method=method, url=url, headers=headers, body=body,
+                                    key_id=identity.key_id, private_key=identity.private_key))
+        return headers
 
     def _require_identity(self) -> AgentIdentity:
         if self._identity is None:

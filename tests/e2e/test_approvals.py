@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 
@@ -162,3 +163,34 @@ async def test_approve_and_remember_allows_that_device_and_key_for_a_while(api):
     status, decision, _ = await tenant.admin.call("GET", "/v1/decisions?effect=allow")
     assert status == 200 and len(decision["items"]) == 1
     assert any("remembered" in r for r in decision["items"][0]["reasons"]), json.dumps(decision)
+
+
+async def test_the_agent_sdk_waits_for_approval_and_sends_heartbeats(api):
+    from agent.client import AgentClient, ApprovalPending
+    from agent.identity import AgentIdentity
+
+    tenant = await make_tenant(api, policy=approval_policy())
+    bare = await BareAgent.enroll(tenant, api)
+    (alice,) = await approvers(tenant, 1)
+    identity = AgentIdentity(gateway_url=api.url, tenant_id=bare.tenant_id, device_id=bare.device_id,
+                             key_id=bare.key_id, private_key=bare.signing_key)
+    async with AgentClient(identity) as client:
+        try:
+            await client.request_key(tenant.key_id, facts=EU_FACTS)
+        except ApprovalPending as pending:
+            first = pending.request_id
+        else:
+            raise AssertionError("approval was required")
+        waiting = asyncio.create_task(client.request_key(tenant.key_id, facts=EU_FACTS, wait_for_approval_seconds=20))
+        for _ in range(200):  # until the second request is pending
+            status, listed, _ = await alice.call("GET", "/v1/approvals?status=pending")
+            fresh = [a for a in listed["items"] if a["request_id"] != first]
+            if fresh:
+                break
+            await asyncio.sleep(0.05)
+        status, _, _ = await alice.call("POST", f"/v1/approvals/{fresh[0]['approval_id']}/approve")
+        assert status == 200
+        released = await asyncio.wait_for(waiting, 20)
+        assert released.request_id == fresh[0]["request_id"] and len(released.key) == 32
+        beat = await client.heartbeat(EU_FACTS)
+        assert beat["status"] == "active" and beat["device_id"] == bare.device_id
