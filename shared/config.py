@@ -5,6 +5,8 @@ Nothing else reads `os.environ`. Secrets are `SecretStr` so they never print.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -32,6 +34,29 @@ class GatewaySettings(CommonSettings):
     max_body_bytes: int = 64 * 1024
     signature_max_age_seconds: int = 300
     enrollment_ttl_seconds: int = 24 * 3600
+    # --- accounts and sign-in ---
+    # "provider": a provider tenant whose admins run customer tenants; "enterprise": one tenant.
+    deployment: Literal["provider", "enterprise"] = "provider"
+    enterprise_tenant_name: str = "enterprise"
+    # Argon2id (RFC 9106): 64 MiB, 2 passes, 2 lanes is about 60 ms per hash on a 2-core box;
+    # at most `password_hash_concurrency` hashes run at once so a login flood queues, not swaps.
+    password_time_cost: int = 2
+    password_memory_kib: int = 64 * 1024
+    password_parallelism: int = 2
+    password_hash_concurrency: int = 2
+    session_idle_seconds: int = 15 * 60
+    session_absolute_seconds: int = 8 * 3600
+    setup_token_ttl_seconds: int = 72 * 3600
+    lockout_threshold: int = 5
+    # Token buckets: (burst, refill per second), per source address and per credential.
+    login_rate_burst: int = 60
+    login_rate_per_second: float = 1.0
+    agent_rate_burst_per_address: int = 20_000
+    agent_rate_per_second_per_address: float = 10_000.0
+    agent_rate_burst_per_device: int = 2_000
+    agent_rate_per_second_per_device: float = 1_000.0
+    # Public base URL of the gateway, used for SSO redirect URIs and the SAML audience.
+    public_url: str | None = None
 
 
 class PolicySettings(CommonSettings):

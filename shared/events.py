@@ -72,6 +72,8 @@ class TokenCreated(Event):
     token_id: str
     name: str
     role: str
+    user_id: str | None = None  # the owning user (a person's personal token or a service account's)
+    expires_at: datetime | None = None
 
 
 class TokenRevoked(Event):
@@ -215,59 +217,6 @@ class KeyReleaseRefused(Event):
     status: Literal["not_found", "not_active", "sealed", "error"]
 
 
-# --- audit exports, forwarders, reports: event models ----------------------------------
-
-
-class AuditCheckpointed(Event):
-    """auditsvc signed its chain head (Ed25519); keep these elsewhere to pin the chain."""
-
-    type: Literal["audit.checkpointed"] = "audit.checkpointed"
-    checkpoint_seq: int
-    chain_hash: str
-    checkpoint_time: str
-    signing_key_id: str
-    signature: str  # Ed25519 over the checkpoint (services/auditsvc/chain.py), base64
-
-
-class AuditArchived(Event):
-    """Records up to `to_seq` were archived to a signed file and removed from the online store."""
-
-    type: Literal["audit.archived"] = "audit.archived"
-    archive_id: str
-    from_seq: int
-    to_seq: int
-    records: int
-    sha256: str
-
-
-class AuditRetentionUpdated(Event):
-    type: Literal["audit.retention_updated"] = "audit.retention_updated"
-    retention_days: int
-
-
-class ForwarderCreated(Event):
-    """A tenant's continuous SIEM forwarder; `destination` names where, never with a secret."""
-
-    type: Literal["forwarder.created"] = "forwarder.created"
-    forwarder_id: str
-    name: str
-    kind: str
-    destination: str
-    format: str
-    event_types: tuple[str, ...] = ()
-
-
-class ForwarderUpdated(Event):
-    type: Literal["forwarder.updated"] = "forwarder.updated"
-    forwarder_id: str
-    changes: dict[str, Any]
-
-
-class ForwarderDeleted(Event):
-    type: Literal["forwarder.deleted"] = "forwarder.deleted"
-    forwarder_id: str
-
-
 # --- policies, device groups, approvals, notifications: event models ---------------
 
 
@@ -368,6 +317,131 @@ class DeviceQuarantineCleared(Event):
     type: Literal["device.quarantine_cleared"] = "device.quarantine_cleared"
     device_id: str
     reason: str
+
+
+# --- audit exports, forwarders, reports: event models ----------------------------------
+
+
+class AuditCheckpointed(Event):
+    """auditsvc signed its chain head (Ed25519); keep these elsewhere to pin the chain."""
+
+    type: Literal["audit.checkpointed"] = "audit.checkpointed"
+    checkpoint_seq: int
+    chain_hash: str
+    checkpoint_time: str
+    signing_key_id: str
+    signature: str  # Ed25519 over the checkpoint (services/auditsvc/chain.py), base64
+
+
+class AuditArchived(Event):
+    """Records up to `to_seq` were archived to a signed file and removed from the online store."""
+
+    type: Literal["audit.archived"] = "audit.archived"
+    archive_id: str
+    from_seq: int
+    to_seq: int
+    records: int
+    sha256: str
+
+
+class AuditRetentionUpdated(Event):
+    type: Literal["audit.retention_updated"] = "audit.retention_updated"
+    retention_days: int
+
+
+class ForwarderCreated(Event):
+    """A tenant's continuous SIEM forwarder; `destination` names where, never with a secret."""
+
+    type: Literal["forwarder.created"] = "forwarder.created"
+    forwarder_id: str
+    name: str
+    kind: str
+    destination: str
+    format: str
+    event_types: tuple[str, ...] = ()
+
+
+class ForwarderUpdated(Event):
+    type: Literal["forwarder.updated"] = "forwarder.updated"
+    forwarder_id: str
+    changes: dict[str, Any]
+
+
+class ForwarderDeleted(Event):
+    type: Literal["forwarder.deleted"] = "forwarder.deleted"
+    forwarder_id: str
+
+
+# --- accounts and sign-in: event models ----------------------------------------------
+
+
+class TenantLifecycleChanged(Event):
+    """A provider admin suspended, resumed or offboarded a customer tenant."""
+
+    type: Literal["tenant.suspended", "tenant.resumed", "tenant.offboarded"]
+
+
+class TenantSettingsChanged(Event):
+    type: Literal["tenant.settings_changed"] = "tenant.settings_changed"
+    settings: dict[str, Any]
+
+
+class UserCreated(Event):
+    type: Literal["user.created"] = "user.created"
+    user_id: str
+    username: str
+    account: Literal["person", "service"] = "person"
+    roles: tuple[str, ...] = ()
+    pending_roles: tuple[str, ...] = ()
+    source: str = "local"  # local, bootstrap, oidc, saml
+
+
+class UserRolesChanged(Event):
+    """Roles granted (effective now), granted pending a second admin, confirmed, or revoked."""
+
+    type: Literal["user.role_granted", "user.role_pending", "user.role_confirmed", "user.role_revoked"]
+    user_id: str
+    roles: tuple[str, ...]
+    granted_by: str | None = None
+
+
+class UserLoggedIn(Event):
+    type: Literal["user.logged_in"] = "user.logged_in"
+    user_id: str
+    method: str  # password, password+totp, password+recovery_code, oidc, saml
+    session_id: str
+
+
+class UserLoginFailed(Event):
+    type: Literal["user.login_failed"] = "user.login_failed"
+    user_id: str | None = None
+    username: str
+    method: str
+    reason: str
+
+
+class UserLoggedOut(Event):
+    type: Literal["user.logged_out"] = "user.logged_out"
+    user_id: str
+    session_id: str
+
+
+class UserMfaEnrolled(Event):
+    type: Literal["user.mfa_enrolled"] = "user.mfa_enrolled"
+    user_id: str
+    method: Literal["totp"] = "totp"
+
+
+class UserPasswordSet(Event):
+    type: Literal["user.password_set"] = "user.password_set"
+    user_id: str
+
+
+class UserRecoveryCodeUsed(Event):
+    type: Literal["user.recovery_code_used"] = "user.recovery_code_used"
+    user_id: str
+    remaining: int
+
 
 # --- key custody: event models ---------------------------------------------------------
 
@@ -488,160 +562,6 @@ class TenantKeysShredded(Event):
     wrapped_blobs_shredded: int
 
 
-# --- audit exports, forwarders, reports: event models ----------------------------------
-
-
-class AuditCheckpointed(Event):
-    """auditsvc signed its chain head (Ed25519); keep these elsewhere to pin the chain."""
-
-    type: Literal["audit.checkpointed"] = "audit.checkpointed"
-    checkpoint_seq: int
-    chain_hash: str
-    checkpoint_time: str
-    signing_key_id: str
-    signature: str  # Ed25519 over the checkpoint (services/auditsvc/chain.py), base64
-
-
-class AuditArchived(Event):
-    """Records up to `to_seq` were archived to a signed file and removed from the online store."""
-
-    type: Literal["audit.archived"] = "audit.archived"
-    archive_id: str
-    from_seq: int
-    to_seq: int
-    records: int
-    sha256: str
-
-
-class AuditRetentionUpdated(Event):
-    type: Literal["audit.retention_updated"] = "audit.retention_updated"
-    retention_days: int
-
-
-class ForwarderCreated(Event):
-    """A tenant's continuous SIEM forwarder; `destination` names where, never with a secret."""
-
-    type: Literal["forwarder.created"] = "forwarder.created"
-    forwarder_id: str
-    name: str
-    kind: str
-    destination: str
-    format: str
-    event_types: tuple[str, ...] = ()
-
-
-class ForwarderUpdated(Event):
-    type: Literal["forwarder.updated"] = "forwarder.updated"
-    forwarder_id: str
-    changes: dict[str, Any]
-
-
-class ForwarderDeleted(Event):
-    type: Literal["forwarder.deleted"] = "forwarder.deleted"
-    forwarder_id: str
-
-
-# --- policies, device groups, approvals, notifications: event models ---------------
-
-
-class GroupUpdated(Event):
-    """A device or key group's new version; the document travels so caches refresh without a read."""
-
-    type: Literal["group.updated"] = "group.updated"
-    group_id: str
-    kind: Literal["device", "key"]
-    name: str
-    group_version: int
-    document: dict[str, Any]
-
-
-class GroupDeleted(Event):
-    type: Literal["group.deleted"] = "group.deleted"
-    group_id: str
-    kind: Literal["device", "key"]
-    name: str
-
-
-class PolicySettingsUpdated(Event):
-    """A tenant's policy settings (approval expiry, heartbeat grace) changed."""
-
-    type: Literal["tenant.policy_settings_updated"] = "tenant.policy_settings_updated"
-    settings: dict[str, Any]
-
-
-class ApprovalRequested(Event):
-    """A require_approval decision: a request waits for operators until `expires_at`."""
-
-    type: Literal["approval.requested"] = "approval.requested"
-    approval_id: str
-    request_id: str
-    device_id: str
-    key_id: str
-    approvals_required: int
-    expires_at: datetime
-    reasons: tuple[str, ...] = ()
-
-
-class ApprovalVoted(Event):
-    """One operator approved; more approvals are still needed."""
-
-    type: Literal["approval.voted"] = "approval.voted"
-    approval_id: str
-    request_id: str
-    approvals_received: int
-    approvals_required: int
-    comment: str = ""
-
-
-class ApprovalGranted(Event):
-    type: Literal["approval.granted"] = "approval.granted"
-    approval_id: str
-    request_id: str
-    device_id: str
-    key_id: str
-    approvers: tuple[str, ...]
-    comment: str = ""
-    remember_until: datetime | None = None
-
-
-class ApprovalDenied(Event):
-    type: Literal["approval.denied"] = "approval.denied"
-    approval_id: str
-    request_id: str
-    device_id: str
-    key_id: str
-    comment: str = ""
-
-
-class ApprovalExpired(Event):
-    type: Literal["approval.expired"] = "approval.expired"
-    approval_id: str
-    request_id: str
-    device_id: str
-    key_id: str
-
-
-class DevicePostureFailed(Event):
-    """A device's fresh facts no longer satisfy the policy that released its keys, or it went silent."""
-
-    type: Literal["device.posture_failed"] = "device.posture_failed"
-    device_id: str
-    cause: Literal["facts", "heartbeat_missed"]
-    key_ids: tuple[str, ...] = ()
-    reasons: tuple[str, ...] = ()
-
-
-class DeviceQuarantined(Event):
-    type: Literal["device.quarantined"] = "device.quarantined"
-    device_id: str
-    reason: str
-
-
-class DeviceQuarantineCleared(Event):
-    type: Literal["device.quarantine_cleared"] = "device.quarantine_cleared"
-    device_id: str
-    reason: str
-
 AnyEvent = Annotated[
     Union[
         TenantCreated,
@@ -661,6 +581,16 @@ AnyEvent = Annotated[
         KeyReleased,
         KeyReleaseRefused,
         # --- accounts and sign-in ---
+        TenantLifecycleChanged,
+        TenantSettingsChanged,
+        UserCreated,
+        UserRolesChanged,
+        UserLoggedIn,
+        UserLoginFailed,
+        UserLoggedOut,
+        UserMfaEnrolled,
+        UserPasswordSet,
+        UserRecoveryCodeUsed,
         # --- policies, device groups, approvals, notifications ---
         GroupUpdated,
         GroupDeleted,

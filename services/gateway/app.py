@@ -25,6 +25,7 @@ from .problems import problem_middleware
 from .releases import ReleaseWaiters
 from .store import GatewayStore
 from .views import CORRELATION_ID, GATEWAY, Gateway
+from .views_accounts import ACCOUNT_CHANGES, ACCOUNTS, Accounts, forget_account_changes
 from .views_policy import NOTIFIER, NOTIFY_PATTERNS, Notifier, also_notify
 
 log = structlog.get_logger("strongroom.gateway")
@@ -100,7 +101,9 @@ async def init_app(settings: GatewaySettings, *, bus: Bus, client: AsyncMongoCli
         bus=bus,
         store=store,
         outbox=outbox,
-        operators=TokenAuthenticator(store, bootstrap_digest=tokens.digest(bootstrap) if bootstrap else None),
+        operators=TokenAuthenticator(store, bootstrap_digest=tokens.digest(bootstrap) if bootstrap else None,
+                                     idle_seconds=settings.session_idle_seconds,
+                                     absolute_seconds=settings.session_absolute_seconds),
         devices=DeviceAuthenticator(store, max_age_seconds=settings.signature_max_age_seconds),
         waiters=ReleaseWaiters(),
     )
@@ -108,6 +111,7 @@ async def init_app(settings: GatewaySettings, *, bus: Bus, client: AsyncMongoCli
         middlewares=[request_context, problem_middleware, audit_refusals], client_max_size=settings.max_body_bytes
     )
     app[GATEWAY] = gateway
+    app[ACCOUNTS] = Accounts.from_settings(settings)
     app[NOTIFIER] = Notifier()
     routes.setup(app)
     spec = build_spec()
@@ -121,6 +125,7 @@ async def init_app(settings: GatewaySettings, *, bus: Bus, client: AsyncMongoCli
                          also_notify(app[NOTIFIER], gateway.waiters.on_outcome))
         await bus.listen(NOTIFY_PATTERNS, app[NOTIFIER].on_event)
         await bus.listen(["device.revoked", "token.revoked"], partial(_forget_revoked, gateway=gateway))
+        await bus.listen(ACCOUNT_CHANGES, partial(forget_account_changes, gateway=gateway))
         await outbox.relay()
         tasks = [asyncio.create_task(outbox.run()), asyncio.create_task(_housekeeping(store))]
         yield

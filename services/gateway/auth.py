@@ -19,22 +19,31 @@ from shared.crypto import httpsig, tokens
 from shared.events import Actor
 from shared.rpc import ProblemError
 
+from . import accounts, sessions
+from .permissions import allowed
 from .store import GatewayStore
 
 PROVIDER_TENANT = "provider"
+SESSION_PREFIX = "sr_ses"
 
 
 @dataclass(frozen=True)
 class Principal:
-    kind: str  # "user" (token holder), "bootstrap", "device"
-    id: str
+    kind: str  # "user", "provider" (a provider-tenant user), "service" (service account), "bootstrap", "device"
+    id: str  # the user id for every user credential: one person's sessions and tokens are one actor
     tenant_id: str
     roles: frozenset[str] = field(default_factory=frozenset)
-    auth: str = "token"
+    auth: str = "token"  # password, password+totp, password+recovery_code, oidc, saml, token, ...
+    credential_id: str | None = None  # the session or token that authenticated this request
+    scopes: frozenset[str] | None = None  # a token's permissions; None: the owner's roles decide
+    second_person: bool = False  # a small-team user holding conflicting roles: acts only co-signed
 
     @property
     def actor(self) -> Actor:
         return Actor(kind=self.kind, id=self.id, auth=self.auth)  # type: ignore[arg-type]
+
+    def may(self, permission: str) -> bool:
+        return allowed(permission, self.roles) and accounts.scope_allows(permission, self.scopes)
 
 
 class Unauthorized(ProblemError):
@@ -43,40 +52,147 @@ class Unauthorized(ProblemError):
         self.cause = cause
 
 
-class TokenAuthenticator:
-    """Resolves bearer tokens; results are cached briefly and dropped on revocation events."""
+class RateLimited(ProblemError):
+    def __init__(self, retry_after: int, detail: str = "too many requests; retry later"):
+        super().__init__(429, "Too Many Requests", detail)
+        self.headers = {"Retry-After": str(retry_after)}
 
-    def __init__(self, store: GatewayStore, *, bootstrap_digest: str | None):
+
+_CACHE_MAX = 10_000
+
+
+def _remember(cache: dict, key: Any, value: Any) -> None:
+    cache[key] = value
+    if len(cache) > _CACHE_MAX:
+        cache.pop(next(iter(cache)))
+
+
+class TokenAuthenticator:
+    """Resolves bearer credentials (sessions, personal and service tokens, the bootstrap
+    credential) to a principal whose id is the owning user. Documents are cached briefly and
+    dropped on revocation, role and tenant events (see `app.py`)."""
+
+    def __init__(self, store: GatewayStore, *, bootstrap_digest: str | None,
+                 idle_seconds: int = 900, absolute_seconds: int = 8 * 3600):
         self._store = store
         self._bootstrap_digest = bootstrap_digest
-        self._cache: dict[str, dict[str, Any]] = {}
+        self._idle, self._absolute = idle_seconds, absolute_seconds
+        self._cache: dict[str, dict[str, Any]] = {}  # token digest -> token doc
+        self._sessions: dict[str, dict[str, Any]] = {}  # session digest -> session doc
+        self._users: dict[tuple[str, str], dict[str, Any]] = {}
+        self._tenants: dict[str, dict[str, Any]] = {}
+        self._bootstrapped = False
 
     async def authenticate(self, request: web.Request) -> Principal:
         header = request.headers.get("Authorization", "")
         if not header.startswith("Bearer ") or len(header) > 512:
             raise Unauthorized("no bearer token")
-        digest = tokens.digest(header[7:].strip())
+        return await self.resolve(header[7:].strip())
+
+    async def resolve(self, credential: str) -> Principal:
+        digest = tokens.digest(credential)
         if self._bootstrap_digest is not None and tokens.same(digest, self._bootstrap_digest):
-            return Principal("bootstrap", "bootstrap", PROVIDER_TENANT, frozenset({"provider_admin"}), "bootstrap")
+            # SECURITY: the bootstrap credential creates the first admin, then never works again.
+            if self._bootstrapped or await self._store.bootstrapped():
+                self._bootstrapped = True
+                raise Unauthorized("bootstrap credential used after bootstrap")
+            return Principal("bootstrap", "bootstrap", PROVIDER_TENANT, frozenset({"bootstrap"}), "bootstrap")
+        if credential.startswith(SESSION_PREFIX):
+            return await self._session(digest)
+        return await self._token(digest)
+
+    def mark_bootstrapped(self) -> None:
+        self._bootstrapped = True
+
+    async def _session(self, digest: str) -> Principal:
+        doc = self._sessions.get(digest)
+        if doc is None:
+            doc = await self._store.session_by_digest(digest)
+            if doc is None:
+                raise Unauthorized("unknown session")
+            _remember(self._sessions, digest, doc)
+        now = datetime.now(UTC)
+        reason = sessions.ended(doc, now, idle_seconds=self._idle, absolute_seconds=self._absolute)
+        if reason is not None:
+            self._sessions.pop(digest, None)
+            raise Unauthorized(reason)
+        if sessions.should_touch(doc, now):
+            doc["last_seen"] = now
+            await self._store.sessions.update_one(doc["tenant_id"], {"session_id": doc["session_id"]},
+                                                  {"$set": {"last_seen": now}})
+        return await self._principal(doc["tenant_id"], doc["user_id"], auth=doc["auth"], mfa=doc["mfa"],
+                                     credential_id=doc["session_id"], scopes=None)
+
+    async def _token(self, digest: str) -> Principal:
         doc = self._cache.get(digest)
         if doc is None:
             doc = await self._store.token_by_digest(digest)
             if doc is None:
                 raise Unauthorized("unknown token")
-            self._cache[digest] = doc
-            if len(self._cache) > 10_000:
-                self._cache.pop(next(iter(self._cache)))
+            _remember(self._cache, digest, doc)
         if doc.get("revoked"):
             raise Unauthorized("revoked token")
         expires = doc.get("expires_at")
         if expires is not None and expires <= datetime.now(UTC):
             raise Unauthorized("expired token")
-        return Principal("user", doc["token_id"], doc["tenant_id"], frozenset(doc["roles"]), "token")
+        if not doc.get("user_id"):
+            raise Unauthorized("token without an owner")
+        scopes = frozenset(doc["scopes"]) if doc.get("scopes") else None
+        # A token is minted from an MFA-verified session (or by two admins, for a service account).
+        return await self._principal(doc["tenant_id"], doc["user_id"], auth="token", mfa=True,
+                                     credential_id=doc["token_id"], scopes=scopes)
+
+    async def _principal(self, tenant_id: str, user_id: str, *, auth: str, mfa: bool,
+                         credential_id: str, scopes: frozenset[str] | None) -> Principal:
+        tenant = await self.tenant(tenant_id)
+        if tenant is None or tenant.get("status", "active") != "active":
+            raise Unauthorized("tenant not active")
+        user = await self.user(tenant_id, user_id)
+        if user is None or user.get("status") != "active":
+            raise Unauthorized("user not active")
+        roles = frozenset(user.get("roles", ()))
+        small_team = bool(tenant.get("settings", {}).get("small_team"))
+        if user.get("account") == "service":
+            kind = "service"
+        else:
+            kind = "provider" if tenant.get("kind") == "provider" else "user"
+        return Principal(
+            kind, user_id, tenant_id, accounts.effective_roles(roles, mfa_satisfied=mfa), auth,
+            credential_id=credential_id, scopes=scopes,
+            second_person=accounts.needs_second_person(roles, small_team=small_team),
+        )
+
+    async def user(self, tenant_id: str, user_id: str) -> dict[str, Any] | None:
+        doc = self._users.get((tenant_id, user_id))
+        if doc is None:
+            doc = await self._store.users.find_one(tenant_id, {"user_id": user_id})
+            if doc is not None:
+                _remember(self._users, (tenant_id, user_id), doc)
+        return doc
+
+    async def tenant(self, tenant_id: str) -> dict[str, Any] | None:
+        doc = self._tenants.get(tenant_id)
+        if doc is None:
+            doc = await self._store.tenants.find_one(tenant_id, {})
+            if doc is not None:
+                _remember(self._tenants, tenant_id, doc)
+        return doc
 
     def forget(self, token_id: str) -> None:
         for digest, doc in list(self._cache.items()):
             if doc["token_id"] == token_id:
                 del self._cache[digest]
+
+    def forget_session(self, session_id: str) -> None:
+        for digest, doc in list(self._sessions.items()):
+            if doc["session_id"] == session_id:
+                del self._sessions[digest]
+
+    def forget_user(self, tenant_id: str, user_id: str) -> None:
+        self._users.pop((tenant_id, user_id), None)
+
+    def forget_tenant(self, tenant_id: str) -> None:
+        self._tenants.pop(tenant_id, None)
 
 
 _KEYID = re.compile(r'keyid="([^"]{1,200})"')

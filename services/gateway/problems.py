@@ -52,7 +52,9 @@ async def problem_middleware(request: web.Request, handler):
     except ExtraProblem as exc:
         return problem_response(exc.problem, **exc.extra)
     except ProblemError as exc:
-        return problem_response(exc.problem)
+        response = problem_response(exc.problem)
+        response.headers.update(getattr(exc, "headers", {}))  # e.g. Retry-After on a 429
+        return response
     except ValidationError as exc:
         return problem_response(validation_problem(exc))
     except BusTimeout as exc:

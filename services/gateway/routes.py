@@ -14,8 +14,7 @@ from pydantic import BaseModel
 from shared import commands
 
 from . import schemas, views
-from . import views_policy
-from . import views_audit
+from . import account_schemas, accounts, views_accounts
 from . import views_custody
 from shared import commands_custody
 from . import views_policy
@@ -38,10 +37,10 @@ class Route:
 
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/health", views.health, "none", None, "Liveness of the gateway"),
-    Route("POST", "/v1/tenants", views.create_tenant, "operator", "tenants.create", "Create a tenant and its first admin token", schemas.CreateTenant, 201),
-    Route("POST", "/v1/tokens", views.create_token, "operator", "tokens.manage", "Create an API token (shown once)", schemas.CreateToken, 201),
-    Route("GET", "/v1/tokens", views.list_tokens, "operator", "tokens.manage", "List the tenant's API tokens"),
-    Route("DELETE", "/v1/tokens/{token_id}", views.revoke_token, "operator", "tokens.manage", "Revoke an API token", None, 204),
+    Route("POST", "/v1/tenants", views_accounts.create_tenant, "operator", "tenants.create", "Create a customer tenant and its first admin (one-time setup token)", account_schemas.CreateTenant, 201),
+    Route("POST", "/v1/tokens", views_accounts.create_token, "operator", "tokens.self", "Create a personal or service-account API token with scopes and expiry (shown once)", account_schemas.CreateToken, 201),
+    Route("GET", "/v1/tokens", views_accounts.list_tokens, "operator", "tokens.self", "List your API tokens (a tenant admin sees all)"),
+    Route("DELETE", "/v1/tokens/{token_id}", views_accounts.revoke_token, "operator", "tokens.self", "Revoke an API token (yours; a tenant admin: any)", None, 204),
     Route("POST", "/v1/enrollment-tokens", views.create_enrollment, "operator", "devices.enroll", "Create a single-use, expiring enrollment token", schemas.CreateEnrollment, 201),
     Route("GET", "/v1/devices", views.list_devices, "operator", "devices.read", "List devices"),
     Route("GET", "/v1/devices/{device_id}", views.get_device, "operator", "devices.read", "Show a device"),
@@ -58,6 +57,25 @@ ROUTES: tuple[Route, ...] = (
     Route("DELETE", "/v1/policies/{policy_id}", views.delete_policy, "operator", "policies.manage", "Delete a policy"),
     Route("GET", "/v1/audit", views.list_audit, "operator", "audit.read", "List audit records (filters, cursor)"),
     # --- accounts and sign-in ---
+    Route("POST", "/v1/auth/bootstrap", views_accounts.bootstrap, "operator", "accounts.bootstrap", "Bootstrap credential: create the first admin, then the credential is disabled", account_schemas.Bootstrap, 201),
+    Route("POST", "/v1/auth/setup", views_accounts.setup_password, "none", None, "Set a first password with a one-time setup token", account_schemas.Setup),
+    Route("POST", "/v1/auth/login", views_accounts.login, "none", None, "Sign in with password (and TOTP or a recovery code): a session token", account_schemas.Login, 201),
+    Route("POST", "/v1/auth/logout", views_accounts.logout, "operator", "account.self", "End the calling session", None, 204),
+    Route("GET", "/v1/me", views_accounts.me, "operator", "account.self", "Who am I: user, roles, how I authenticated"),
+    Route("POST", "/v1/me/mfa", views_accounts.mfa_begin, "operator", "account.self", "Start TOTP enrolment (otpauth URI)", None, 201),
+    Route("POST", "/v1/me/mfa/confirm", views_accounts.mfa_confirm, "operator", "account.self", "Confirm TOTP enrolment; returns recovery codes once", account_schemas.MfaCode),
+    Route("POST", "/v1/users", views_accounts.create_user, "operator", "users.manage", "Create a user (custodian/approver roles wait for a second admin)", account_schemas.CreateUser, 201),
+    Route("GET", "/v1/users", views_accounts.list_users, "operator", "users.read", "List the tenant's users"),
+    Route("GET", "/v1/users/{user_id}", views_accounts.get_user, "operator", "users.read", "Show a user"),
+    Route("POST", "/v1/users/{user_id}/roles", views_accounts.change_roles, "operator", "users.manage", "Grant and revoke roles", account_schemas.ChangeRoles),
+    Route("POST", "/v1/users/{user_id}/roles/{role}/confirm", views_accounts.confirm_role, "operator", "users.manage", "Confirm a pending role grant (a second tenant admin)"),
+    Route("POST", "/v1/users/{user_id}/disable", views_accounts.disable_user, "operator", "users.manage", "Disable a user and drop their roles"),
+    Route("GET", "/v1/tenant/settings", views_accounts.get_settings, "operator", "tenant.settings", "Show tenant settings (small-team mode, single sign-on)"),
+    Route("PUT", "/v1/tenant/settings", views_accounts.put_settings, "operator", "tenant.settings", "Change tenant settings", account_schemas.TenantSettings),
+    Route("GET", "/v1/tenants", views_accounts.list_tenants, "operator", "tenants.read", "Provider: customer tenants with status and usage"),
+    Route("POST", "/v1/tenants/{tenant_id}/suspend", views_accounts.suspend_tenant, "operator", "tenants.manage", "Provider: suspend a tenant (its credentials and agents stop working)"),
+    Route("POST", "/v1/tenants/{tenant_id}/resume", views_accounts.resume_tenant, "operator", "tenants.manage", "Provider: resume a suspended tenant"),
+    Route("POST", "/v1/tenants/{tenant_id}/offboard", views_accounts.offboard_tenant, "operator", "tenants.manage", "Provider: offboard a tenant for good"),
     # --- policies, device groups, approvals, notifications ---
     Route("GET", "/v1/policies/{policy_id}/versions", views_policy.list_policy_versions, "operator", "policies.read", "List a policy's versions, newest first"),
     Route("GET", "/v1/policies/{policy_id}/versions/{version}", views_policy.get_policy_version, "operator", "policies.read", "Show one version of a policy"),
@@ -106,6 +124,11 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/audit/signing-key", views_audit.signing_key, "operator", "audit.read", "Public keys that sign audit checkpoints"),
     Route("GET", "/v1/audit/status", views_audit.audit_status, "operator", "audit.read", "Audit chain head, checkpoint, ingestion lag and queue depth"),
     Route("GET", "/v1/audit/export", views_audit.export, "operator", "audit.export", "Stream a time range as CEF, LEEF, RFC 5424 syslog, JSON lines or chained records"),
+    Route("POST", "/v1/audit/forwarders", views_audit.create_forwarder, "operator", "audit.forwarders.manage", "Create a continuous SIEM forwarder (syslog TCP/TLS, signed webhook)", None, 201),
+    Route("GET", "/v1/audit/forwarders", views_audit.list_forwarders, "operator", "audit.read", "List forwarders with cursor, lag and last error"),
+    Route("GET", "/v1/audit/forwarders/{forwarder_id}", views_audit.get_forwarder, "operator", "audit.read", "Show a forwarder with cursor, lag and last error"),
+    Route("PATCH", "/v1/audit/forwarders/{forwarder_id}", views_audit.update_forwarder, "operator", "audit.forwarders.manage", "Change a forwarder's name, format, event-type filter or enabled flag"),
+    Route("DELETE", "/v1/audit/forwarders/{forwarder_id}", views_audit.delete_forwarder, "operator", "audit.forwarders.manage", "Delete a forwarder"),
     Route("POST", "/v1/agent/enroll", views.enroll, "none", None, "Agent: enrol with an enrollment token", schemas.Enroll, 201),
     Route("POST", "/v1/agent/key-requests", views.key_request, "device", None, "Agent: request a key (RFC 9421-signed)", schemas.KeyRequestBody),
 )
@@ -116,14 +139,20 @@ def _guarded(route: Route):
 
     async def handler(request: web.Request) -> web.StreamResponse:
         gw = request.app[views.GATEWAY]
+        if route.path.startswith("/v1/agent/"):
+            views_accounts.throttle_agent_address(request)
         if route.auth == "operator":
             principal = await gw.operators.authenticate(request)
-            if route.permission is None or not allowed(route.permission, principal.roles):
+            # Roles, narrowed by the credential's scopes (deny by default).
+            if route.permission is None or not principal.may(route.permission):
                 raise web.HTTPForbidden(text=f"requires permission {route.permission}")
+            if principal.second_person and accounts.needs_cosign(route.permission):
+                principal = await views_accounts.cosigned(request, principal, route.permission)
             request[views.PRINCIPAL] = principal
         elif route.auth == "device":
             request[views.RAW_BODY] = await request.read()
             request[views.PRINCIPAL] = await gw.devices.authenticate(request, request[views.RAW_BODY])
+            await views_accounts.admit_device(request, request[views.PRINCIPAL])
         return await route.view(request)  # type: ignore[operator]
 
     handler.__name__ = getattr(route.view, "__name__", "view")

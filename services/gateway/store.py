@@ -11,7 +11,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from shared import outbox
 from shared.events import Event
 from shared.group_insert import GroupInserter
-from shared.store import TenantCollection
+from shared.store import DuplicateKeyError, TenantCollection
 
 
 class GatewayStore:
@@ -22,10 +22,16 @@ class GatewayStore:
         self.devices = TenantCollection(db["devices"])
         self.nonces = TenantCollection(db["nonces"])
         self._nonce_inserts = GroupInserter(self.nonces.raw)
+        # --- accounts and sign-in ---
+        self.users = TenantCollection(db["users"])
+        self.sessions = TenantCollection(db["sessions"])
+        self.login_attempts = TenantCollection(db["login_attempts"])
+        self.sso_states = TenantCollection(db["sso_states"])
+        self.state = db["state"]  # gateway-wide facts (bootstrap done), not tenant data
 
     @property
     def outbox_collections(self):
-        return [self.tenants.raw, self.tokens.raw, self.enrollments.raw, self.devices.raw]
+        return [self.tenants.raw, self.tokens.raw, self.enrollments.raw, self.devices.raw, self.users.raw]
 
     async def create_indexes(self) -> None:
         await self.tenants.raw.create_index([("tenant_id", ASCENDING)], unique=True)
@@ -37,11 +43,39 @@ class GatewayStore:
             [("tenant_id", ASCENDING), ("device_id", ASCENDING), ("nonce", ASCENDING)], unique=True
         )
         await self.nonces.raw.create_index([("expires_at", ASCENDING)])
+        await self.users.raw.create_index([("tenant_id", ASCENDING), ("user_id", ASCENDING)], unique=True)
+        await self.users.raw.create_index([("tenant_id", ASCENDING), ("username", ASCENDING)], unique=True)
+        await self.users.raw.create_index([("setup_digest", ASCENDING)], unique=True, sparse=True)
+        await self.sessions.raw.create_index([("digest", ASCENDING)], unique=True)
+        await self.sessions.raw.create_index([("tenant_id", ASCENDING), ("session_id", ASCENDING)], unique=True)
+        await self.login_attempts.raw.create_index([("tenant_id", ASCENDING), ("username", ASCENDING)], unique=True)
+        await self.sso_states.raw.create_index([("state", ASCENDING)], unique=True)
 
     # Tokens and enrollment tokens are looked up by digest before the tenant is known: the
     # digest is the credential. Everything found that way then carries its tenant id.
     async def token_by_digest(self, digest: str) -> dict[str, Any] | None:
         return await self.tokens.raw.find_one({"digest": digest})
+
+    async def session_by_digest(self, digest: str) -> dict[str, Any] | None:
+        return await self.sessions.raw.find_one({"digest": digest})
+
+    async def user_by_setup_digest(self, digest: str) -> dict[str, Any] | None:
+        return await self.users.raw.find_one({"setup_digest": digest})
+
+    async def sso_state(self, state: str) -> dict[str, Any] | None:
+        """Takes a single-use SSO state (the state value is the lookup key, like a token digest)."""
+        return await self.sso_states.raw.find_one_and_delete({"state": state})
+
+    async def bootstrapped(self) -> bool:
+        return await self.state.find_one({"_id": "bootstrap"}) is not None
+
+    async def mark_bootstrapped(self, tenant_id: str, user_id: str, at: datetime) -> bool:
+        """False if another request bootstrapped first (the insert is the compare-and-swap)."""
+        try:
+            await self.state.insert_one({"_id": "bootstrap", "tenant_id": tenant_id, "user_id": user_id, "at": at})
+        except DuplicateKeyError:
+            return False
+        return True
 
     async def take_enrollment(self, digest: str, now: datetime) -> dict[str, Any] | None:
         """Consumes a single-use enrollment token atomically (compare-and-swap on `used`)."""

@@ -118,67 +118,7 @@ async def health(request: web.Request) -> web.Response:
     return _json({"status": "ok", "time": _now().isoformat()})
 
 
-async def create_tenant(request: web.Request) -> web.Response:
-    """Provider: create a tenant and its first administrator token (shown once)."""
-    gw = _gw(request)
-    body = await body_as(request, schemas.CreateTenant)
-    tenant_id = events.new_id("ten_")
-    fields = {**_event_fields(request), "tenant_id": tenant_id}
-    created = events.TenantCreated(**fields, name=body.name)
-    await gw.store.insert_with_event(
-        gw.store.tenants, tenant_id, {"name": body.name, "status": "active", "created_at": _now()}, created
-    )
-    await gw.outbox.publish(gw.store.tenants.raw, tenant_id, created)
-    # Until operator accounts exist (issue: accounts), the first token holds every tenant role.
-    token, doc = await _issue_token(gw, fields, name="first-admin", roles=list(schemas.TENANT_ROLES), expires_in=None)
-    return _json({"tenant_id": tenant_id, "name": body.name, "admin_token": token, "admin_token_id": doc["token_id"]}, 201)
-
-
-async def _issue_token(gw: Gateway, fields: dict[str, Any], *, name: str, roles: list[str], expires_in: int | None):
-    token = tokens.new_token("sr_pat")
-    token_id = events.new_id("tok_")
-    doc = {
-        "token_id": token_id, "name": name, "roles": roles, "digest": tokens.digest(token),
-        "created_at": _now(), "expires_at": _now() + timedelta(seconds=expires_in) if expires_in else None,
-        "revoked": False,
-    }
-    event = events.TokenCreated(**fields, token_id=token_id, name=name, role=",".join(roles))
-    await gw.store.insert_with_event(gw.store.tokens, fields["tenant_id"], doc, event)
-    await gw.outbox.publish(gw.store.tokens.raw, fields["tenant_id"], event)
-    return token, doc
-
-
-def _token_view(doc: dict[str, Any]) -> dict[str, Any]:
-    return {k: doc.get(k) for k in ("token_id", "name", "roles", "created_at", "expires_at", "revoked")}
-
-
-async def create_token(request: web.Request) -> web.Response:
-    body = await body_as(request, schemas.CreateToken)
-    token, doc = await _issue_token(
-        _gw(request), _event_fields(request), name=body.name, roles=body.roles, expires_in=body.expires_in_seconds
-    )
-    return _json({**_token_view(doc), "token": token}, 201)
-
-
-async def list_tokens(request: web.Request) -> web.Response:
-    docs = await _gw(request).store.tokens.find(_principal(request).tenant_id, {}, sort=[("created_at", 1)])
-    return _json({"items": [_token_view(d) for d in docs]})
-
-
-async def revoke_token(request: web.Request) -> web.Response:
-    gw = _gw(request)
-    token_id = request.match_info["token_id"]
-    event = events.TokenRevoked(**_event_fields(request), token_id=token_id)
-    tenant_id = _principal(request).tenant_id
-    matched = await gw.store.tokens.update_one(
-        tenant_id, {"token_id": token_id, "revoked": False},
-        {"$set": {"revoked": True, "revoked_at": _now()}, "$push": {"_outbox": _outbox_entry(event)}},
-    )
-    if not matched:
-        raise NotFound("token", "token_id")
-    gw.operators.forget(token_id)
-    await gw.outbox.publish(gw.store.tokens.raw, tenant_id, event)
-    return web.Response(status=204)
+# Tenants, users, sign-in and API tokens: see `views_accounts.py`.
 
 
 def _outbox_entry(event: events.Event) -> dict[str, Any]:

@@ -36,7 +36,7 @@ class Api:
 
 def pytest_configure(config):
     config.addinivalue_line(
-        "markers", "stack(audit=None, audit_max_length=None): override the e2e stack's audit settings")
+        "markers", "stack(audit=None, audit_max_length=None, gateway=None): override the e2e stack's audit settings")
 
 
 @pytest.fixture
@@ -57,7 +57,10 @@ async def stack(amqp_url, mongo_client, db_prefix, prefix, tmp_path, request):
     stack = Stack(
         client=mongo_client,
         bus_for=bus_for,
-        gateway_settings=GatewaySettings(**common, port=0, bootstrap_token=bootstrap, release_timeout_seconds=15.0),
+        # Argon2id at a test cost (production: 64 MiB, 2 passes; bench/auth_bench.py measures it).
+        gateway_settings=GatewaySettings(**{**common, "port": 0, "bootstrap_token": bootstrap, "release_timeout_seconds": 15.0,
+                                            "password_time_cost": 1, "password_memory_kib": 8192, "password_parallelism": 1,
+                                            **(overrides.get("gateway") or {})}),
         policy_settings=PolicySettings(**common),
         # keysvc: its own certificate-signing key per test; a short destruction-wait floor and a
         # fast scheduler so destruction and rotation tests run in seconds (production: 7 days, 5 s).

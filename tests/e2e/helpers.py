@@ -6,7 +6,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 from dataclasses import dataclass
+
+import pyotp
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -32,23 +35,165 @@ def raw(public_key) -> str:
     ).decode()
 
 
+PASSWORD = "vault-door-orchid-7291"
+
+
 @dataclass
 class Tenant:
     tenant_id: str
-    admin: object  # conftest.Api with the tenant admin token
+    admin: object  # a TeamApi: each call goes as a tenant user whose roles allow it (see below)
     key_id: str
     policy_id: str
+    team: "Team | None" = None
+
+    @property
+    def extra_records(self) -> int:
+        """Audit records beyond those of the single first-admin token make_tenant once created:
+        its team's user.* records, less that token.created. Exact-count assertions add this."""
+        return self.team.account_records - 1 if self.team else 0
+
+
+async def sign_in(api, username: str, password: str = PASSWORD, *, tenant: str | None = None):
+    """Logs in; enrols TOTP when the user's roles require it. The returned Api carries
+    `user_id`, `totp_secret` and `recovery_codes` for tests that need them."""
+    body = {"username": username, "password": password}
+    if tenant is not None:
+        body["tenant"] = tenant
+    status, out, _ = await api.as_(None).call("POST", "/v1/auth/login", json=body)
+    assert status == 201, out
+    user = api.as_(out["session_token"])
+    user.user_id, user.totp_secret, user.recovery_codes = out["user_id"], None, []
+    if out["mfa_enrolment_required"]:
+        status, enrol, _ = await user.call("POST", "/v1/me/mfa")
+        assert status == 201, enrol
+        status, done, _ = await user.call("POST", "/v1/me/mfa/confirm", json={"code": pyotp.TOTP(enrol["secret"]).now()})
+        assert status == 200, done
+        user.totp_secret, user.recovery_codes = enrol["secret"], done["recovery_codes"]
+    return user
+
+
+_PROVIDER_ADMINS: dict[str, object] = {}  # bootstrap credential -> signed-in provider admin
+
+
+async def provider_admin(api):
+    """The provider admin of this stack: created once with the bootstrap credential."""
+    if api.token in _PROVIDER_ADMINS:
+        return _PROVIDER_ADMINS[api.token]
+    status, out, _ = await api.call("POST", "/v1/auth/bootstrap", json={"username": "provider-admin", "password": PASSWORD})
+    assert status == 201, out
+    admin = await sign_in(api, "provider-admin", tenant="provider")
+    _PROVIDER_ADMINS[api.token] = admin
+    return admin
+
+
+def _route_permission(method: str, path: str) -> str | None:
+    from services.gateway.routes import ROUTES
+
+    path = path.split("?", 1)[0]
+    candidates = [r for r in ROUTES if r.method == method and r.auth == "operator"
+                  and re.fullmatch(re.sub(r"\\{[^}]+\\}", "[^/]+", re.escape(r.path)), path)]
+    candidates.sort(key=lambda r: r.path.count("{"))
+    return candidates[0].permission if candidates else None
+
+
+# Which role a helper user gets for a permission, most specific first (never tenant admin:
+# separation of duties keeps the people who manage users away from keys and approvals).
+_ROLE_PREFERENCE = ("security_officer", "key_custodian", "approver", "auditor")
+
+
+class Team:
+    """A tenant's people, created through the API honouring separation of duties: two tenant
+    admins (so custodian and approver grants can be confirmed by a second one) and, on demand,
+    one user per role, each signed in (with TOTP where the role requires it)."""
+
+    def __init__(self, api, tenant_id: str, admin, second_admin):
+        self.api, self.tenant_id = api, tenant_id
+        self.admin, self.second_admin = admin, second_admin
+        self.by_role: dict[str, object] = {"tenant_admin": admin}
+        self._counter = 0
+        self.account_records = 0  # user.* audit records this team caused
+
+    async def user(self, *roles: str, username: str | None = None):
+        """A new signed-in user holding `roles` (pending grants confirmed by the second admin)."""
+        self._counter += 1
+        username = username or f"{'-'.join(r.replace('_', '-') for r in roles) or 'member'}-{self._counter}"
+        status, out, _ = await self.admin.call("POST", "/v1/users", json={"username": username, "roles": list(roles)})
+        assert status == 201, out
+        for pending in out["pending_roles"]:
+            status, done, _ = await self.second_admin.call(
+                "POST", f"/v1/users/{out['user_id']}/roles/{pending['role']}/confirm")
+            assert status == 200, done
+        status, done, _ = await self.api.as_(None).call("POST", "/v1/auth/setup",
+                                                        json={"setup_token": out["setup_token"], "password": PASSWORD})
+        assert status == 200, done
+        person = await sign_in(self.api, username, tenant=self.tenant_id)
+        # created, each confirmation, password set, logged in, and MFA enrolled where required
+        self.account_records += 3 + len(out["pending_roles"]) + (person.totp_secret is not None)
+        return person
+
+    async def for_role(self, role: str):
+        if role not in self.by_role:
+            self.by_role[role] = await self.user(role)
+        return self.by_role[role]
+
+    async def for_permission(self, permission: str | None):
+        from services.gateway.permissions import PERMISSIONS
+
+        holders = PERMISSIONS.get(permission or "", frozenset())
+        if "tenant_admin" in holders or "member" in holders:
+            return self.admin
+        for role in _ROLE_PREFERENCE:
+            if role in holders:
+                return await self.for_role(role)
+        return self.admin  # nobody in a tenant may: the call shows the refusal
+
+
+class TeamApi:
+    """Looks like the test Api; each call goes as the team member whose role the route needs."""
+
+    def __init__(self, team: Team):
+        self.team = team
+        self.session, self.url, self.token = team.admin.session, team.admin.url, team.admin.token
+
+    def as_(self, token):
+        return self.team.admin.as_(token)
+
+    async def call(self, method: str, path: str, json=None, data: bytes | None = None, headers=None):
+        if method == "POST" and path == "/v1/tokens" and isinstance(json, dict) and "roles" in json:
+            # The idiom from before named accounts ("a token with roles X" = another person):
+            # now a new user holding those roles, signed in; its session is the token.
+            person = await self.team.user(*json["roles"])
+            return 201, {"token": person.token, "user_id": person.user_id, "name": json.get("name")}, "application/json"
+        member = await self.team.for_permission(_route_permission(method, path))
+        return await member.call(method, path, json=json, data=data, headers=headers)
+
+
+async def make_team(api, name: str = "acme") -> Team:
+    """A customer tenant created by the provider admin, with its first and a second tenant admin."""
+    provider = await provider_admin(api)
+    status, body, _ = await provider.call("POST", "/v1/tenants", json={"name": name})
+    assert status == 201, body
+    tenant_id = body["tenant_id"]
+    status, out, _ = await api.as_(None).call("POST", "/v1/auth/setup", json={"setup_token": body["setup_token"], "password": PASSWORD})
+    assert status == 200, out
+    admin = await sign_in(api, body["admin_username"], tenant=tenant_id)
+    status, second, _ = await admin.call("POST", "/v1/users", json={"username": "second-admin", "roles": ["tenant_admin"]})
+    assert status == 201, second
+    status, out, _ = await api.as_(None).call("POST", "/v1/auth/setup", json={"setup_token": second["setup_token"], "password": PASSWORD})
+    assert status == 200, out
+    team = Team(api, tenant_id, admin, await sign_in(api, "second-admin", tenant=tenant_id))
+    team.account_records = 8  # two admins: created, password set, logged in, MFA enrolled
+    return team
 
 
 async def make_tenant(api, name: str = "acme", policy: dict | None = None, algorithm: str = "AES-256") -> Tenant:
-    status, body, _ = await api.call("POST", "/v1/tenants", json={"name": name})
-    assert status == 201, body
-    admin = api.as_(body["admin_token"])
+    team = await make_team(api, name)
+    admin = TeamApi(team)
     status, key, _ = await admin.call("POST", "/v1/keys", json={"name": f"{name}-vol", "algorithm": algorithm})
     assert status == 201, key
     status, pol, _ = await admin.call("POST", "/v1/policies", json=policy or ALLOW_EU)
     assert status == 201, pol
-    return Tenant(body["tenant_id"], admin, key["key_id"], pol["policy_id"])
+    return Tenant(team.tenant_id, admin, key["key_id"], pol["policy_id"], team)
 
 
 class BareAgent:
@@ -106,6 +251,10 @@ async def audit_records(admin, *, expect_at_least: int = 0, timeout: float = 10.
             if page["next"] is None:
                 break
             after = page["next"]
-        if len(records) >= expect_at_least or asyncio.get_running_loop().time() > deadline:
+        # make_tenant's team (user.* records) replaced the first-admin token it used to create:
+        # counts written against that baseline still hold.
+        team = getattr(admin, "team", None)
+        counted = len(records) - (team.account_records - 1 if team else 0)
+        if counted >= expect_at_least or asyncio.get_running_loop().time() > deadline:
             return records
         await asyncio.sleep(0.1)

@@ -13,6 +13,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pyotp
+
 from shared.embedded_mongo import free_port
 
 
@@ -56,10 +58,22 @@ def test_dev_mode_prints_url_and_credential_and_keeps_data(tmp_path):
     process, url, bootstrap = _start(data_dir, port)
     try:
         assert url == f"http://127.0.0.1:{port}"
-        status, tenant = _call("POST", url + "/v1/tenants", bootstrap, {"name": "acme"})
+        # The bootstrap credential creates the provider admin, who signs in (enrolling TOTP),
+        # creates a tenant and a personal API token.
+        password = "dev-mode-orchid-7291"
+        status, out = _call("POST", url + "/v1/auth/bootstrap", bootstrap, {"username": "root", "password": password})
+        assert status == 201, out
+        status, login = _call("POST", url + "/v1/auth/login", "", {"tenant": "provider", "username": "root", "password": password})
+        assert status == 201 and login["mfa_enrolment_required"], login
+        session = login["session_token"]
+        status, enrol = _call("POST", url + "/v1/me/mfa", session)
+        assert status == 201, enrol
+        status, _ = _call("POST", url + "/v1/me/mfa/confirm", session, {"code": pyotp.TOTP(enrol["secret"]).now()})
+        assert status == 200
+        status, tenant = _call("POST", url + "/v1/tenants", session, {"name": "acme"})
         assert status == 201, tenant
-        status, key = _call("POST", url + "/v1/keys", tenant["admin_token"], {"name": "vol"})
-        assert status == 201, key
+        status, pat = _call("POST", url + "/v1/tokens", session, {"name": "dev"})
+        assert status == 201, pat
     finally:
         assert _stop(process) == 0
     assert (data_dir / "root.key").stat().st_mode & 0o777 == 0o600
@@ -68,7 +82,9 @@ def test_dev_mode_prints_url_and_credential_and_keeps_data(tmp_path):
     try:
         assert bootstrap_again != bootstrap  # a fresh credential at every start
         assert _call("POST", url + "/v1/tenants", bootstrap, {"name": "x"})[0] == 401
-        status, keys = _call("GET", url + "/v1/keys", tenant["admin_token"])
-        assert status == 200 and [k["key_id"] for k in keys["items"]] == [key["key_id"]]
+        # Bootstrapping happens once: the fresh credential is refused too.
+        assert _call("POST", url + "/v1/auth/bootstrap", bootstrap_again, {"username": "x", "password": "y" * 12})[0] == 401
+        status, tenants = _call("GET", url + "/v1/tenants", pat["token"])
+        assert status == 200 and [t["tenant_id"] for t in tenants["items"]] == [tenant["tenant_id"]]
     finally:
         assert _stop(process) == 0

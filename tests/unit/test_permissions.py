@@ -7,7 +7,7 @@ import itertools
 
 import pytest
 
-from services.gateway.permissions import PERMISSIONS, PROVIDER_ROLES, TENANT_ROLES, allowed
+from services.gateway.permissions import PERMISSIONS, PROVIDER_PERMISSIONS, PROVIDER_ROLES, TENANT_ROLES, allowed
 from services.gateway.routes import ROUTES
 
 OPERATOR_ROUTES = [r for r in ROUTES if r.auth == "operator"]
@@ -27,7 +27,8 @@ def test_route_role_matrix(route, role):
     assert allowed(route.permission, frozenset({role})) is expected
     if role in PROVIDER_ROLES:
         # The service-wide root of trust is the provider's (its root custodians), not a tenant's.
-        assert expected is (route.path == "/v1/tenants" or route.permission == "custody.root")
+        # Inside the provider tenant: customer tenants' lifecycle and the provider's own people.
+        assert expected is (route.permission in PROVIDER_PERMISSIONS or route.permission == "custody.root")
 
 
 def test_unknown_permission_is_denied_to_everyone():
@@ -36,4 +37,4 @@ def test_unknown_permission_is_denied_to_everyone():
 
 def test_non_operator_routes_are_the_agent_and_public_ones():
     assert {r.path for r in ROUTES if r.auth != "operator"} >= {"/v1/health", "/v1/agent/enroll", "/v1/agent/key-requests"}
-    assert {r.path for r in ROUTES if r.auth == "none"} == {"/v1/health", "/v1/agent/enroll"}
+    assert {r.path for r in ROUTES if r.auth == "none"} == {"/v1/health", "/v1/agent/enroll", "/v1/auth/setup", "/v1/auth/login"}

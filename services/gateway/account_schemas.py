@@ -1,0 +1,120 @@
+"""Bodies of the accounts and sign-in routes. Passwords are bounded here and judged in the view
+(`passwords.weakness`), so an oversized one is refused before any hashing."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from shared.commands import NAME, Strict
+
+from .accounts import USERNAME_PATTERN
+from .permissions import PERMISSIONS, PROVIDER_ROLES, TENANT_ROLES
+
+_ALL_ROLES = TENANT_ROLES + PROVIDER_ROLES
+_PASSWORD = Field(min_length=1, max_length=1024, description="checked against the password policy")
+
+
+def _known_roles(roles: list[str]) -> list[str]:
+    unknown = sorted(set(roles) - set(_ALL_ROLES))
+    if unknown:
+        raise ValueError(f"unknown roles {unknown}; known: {list(_ALL_ROLES)}")
+    return sorted(set(roles))
+
+
+class Bootstrap(Strict):
+    username: str = Field(pattern=USERNAME_PATTERN)
+    password: str = _PASSWORD
+
+
+class Login(Strict):
+    tenant: str | None = Field(default=None, min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")
+    username: str = Field(min_length=1, max_length=64)
+    password: str = _PASSWORD
+    totp: str | None = Field(default=None, pattern=r"^[0-9]{6}$")
+    recovery_code: str | None = Field(default=None, min_length=8, max_length=40)
+
+
+class Setup(Strict):
+    setup_token: str = Field(min_length=10, max_length=200)
+    password: str = _PASSWORD
+
+
+class MfaCode(Strict):
+    code: str = Field(pattern=r"^[0-9]{6}$")
+
+
+class CreateTenant(Strict):
+    name: str = Field(pattern=NAME)
+    admin_username: str = Field(default="admin", pattern=USERNAME_PATTERN)
+
+
+class CreateUser(Strict):
+    username: str = Field(pattern=USERNAME_PATTERN)
+    roles: list[str] = Field(default_factory=list, max_length=len(_ALL_ROLES))
+    account: Literal["person", "service"] = "person"
+
+    @field_validator("roles")
+    @classmethod
+    def _roles(cls, roles: list[str]) -> list[str]:
+        return _known_roles(roles)
+
+
+class ChangeRoles(Strict):
+    grant: list[str] = Field(default_factory=list, max_length=len(_ALL_ROLES))
+    revoke: list[str] = Field(default_factory=list, max_length=len(_ALL_ROLES))
+
+    @field_validator("grant", "revoke")
+    @classmethod
+    def _roles(cls, roles: list[str]) -> list[str]:
+        return _known_roles(roles)
+
+
+class CreateToken(Strict):
+    name: str = Field(pattern=NAME)
+    scopes: list[str] | None = Field(default=None, min_length=1, max_length=len(PERMISSIONS),
+                                     description="permissions this token may use; default: all of its owner's")
+    expires_in_seconds: int = Field(default=90 * 86400, ge=60, le=365 * 86400)
+    service_account_id: str | None = Field(default=None, min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")
+
+    @field_validator("scopes")
+    @classmethod
+    def _known_scopes(cls, scopes: list[str] | None) -> list[str] | None:
+        if scopes is None:
+            return None
+        unknown = sorted(set(scopes) - set(PERMISSIONS))
+        if unknown:
+            raise ValueError(f"unknown scopes {unknown}")
+        return sorted(set(scopes))
+
+
+class SsoConfig(Strict):
+    """A tenant's identity provider: OIDC (issuer, client) or SAML (IdP certificate, entity ids)."""
+
+    protocol: Literal["oidc", "saml"]
+    # OIDC
+    issuer: str | None = Field(default=None, max_length=500)
+    client_id: str | None = Field(default=None, max_length=200)
+    client_secret: str | None = Field(default=None, max_length=500)
+    authorization_endpoint: str | None = Field(default=None, max_length=500)
+    token_endpoint: str | None = Field(default=None, max_length=500)
+    jwks_uri: str | None = Field(default=None, max_length=500)
+    redirect_uri: str | None = Field(default=None, max_length=500)
+    # SAML
+    idp_entity_id: str | None = Field(default=None, max_length=500)
+    idp_certificate_pem: str | None = Field(default=None, max_length=10_000)
+    sp_entity_id: str | None = Field(default=None, max_length=500)
+    # Both
+    groups_claim: str = Field(default="groups", max_length=100)
+    group_roles: dict[str, list[str]] = Field(default_factory=dict, max_length=100)
+
+    @field_validator("group_roles")
+    @classmethod
+    def _mapped_roles(cls, mapping: dict[str, list[str]]) -> dict[str, list[str]]:
+        return {group: _known_roles(roles) for group, roles in mapping.items()}
+
+
+class TenantSettings(Strict):
+    small_team: bool | None = None
+    sso: SsoConfig | None = None

@@ -1,0 +1,157 @@
+"""Operator accounts, pure: which roles may be held together, which grants wait for a second
+admin, who needs MFA, and how a credential's scopes narrow a user's roles.
+
+Nothing here does I/O; the views load state, ask these functions, and save what they return.
+Every refusal is a `Decision` with a reason an operator can act on (kept verbatim in the audit).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from .permissions import PERMISSIONS, PROVIDER_ROLES, TENANT_ROLES
+
+# Roles whose holders can change keys, policies, approvals or who holds them: TOTP is required.
+MFA_ROLES = frozenset({"tenant_admin", "security_officer", "key_custodian", "approver", "provider_admin"})
+# Granting these takes effect only once a second tenant admin confirms.
+CONFIRMED_ROLES = frozenset({"key_custodian", "approver"})
+# Separation of duties: the admin who manages people never also holds keys or approvals.
+CONFLICTS = (frozenset({"tenant_admin", "key_custodian"}), frozenset({"tenant_admin", "approver"}))
+# Every authenticated user may manage their own sign-in (MFA enrolment, logout, whoami).
+MEMBER = "member"
+
+USERNAME_PATTERN = r"^[a-z0-9][a-z0-9._@-]{0,63}$"
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    reason: str = ""
+
+    @classmethod
+    def deny(cls, reason: str) -> "Decision":
+        return cls(False, reason)
+
+
+ALLOW = Decision(True)
+
+
+def conflicting(roles: frozenset[str]) -> list[frozenset[str]]:
+    return [pair for pair in CONFLICTS if pair <= roles]
+
+
+def roles_for(tenant_kind: str) -> tuple[str, ...]:
+    """The provider tenant has provider roles only; a customer tenant, tenant roles only."""
+    return PROVIDER_ROLES if tenant_kind == "provider" else TENANT_ROLES
+
+
+def check_role_set(roles: frozenset[str], *, small_team: bool, known: tuple[str, ...] = TENANT_ROLES) -> Decision:
+    """May one user hold all of `roles` (effective and pending together)?"""
+    unknown = roles - set(known)
+    if unknown:
+        return Decision.deny(f"unknown roles {sorted(unknown)}")
+    clashes = conflicting(roles)
+    if clashes and not small_team:
+        pair = " and ".join(sorted(clashes[0]))
+        return Decision.deny(f"separation of duties: one user may not hold {pair} "
+                             "(a tenant may allow it for small teams)")
+    return ALLOW
+
+
+@dataclass(frozen=True)
+class GrantPlan:
+    effective: tuple[str, ...]  # take effect now
+    pending: tuple[str, ...]  # wait for a second tenant admin
+
+
+def plan_grant(*, current: frozenset[str], pending: frozenset[str], grant: frozenset[str],
+               granter_id: str, target_id: str, small_team: bool,
+               known: tuple[str, ...] = TENANT_ROLES) -> tuple[Decision, GrantPlan]:
+    """Split a grant into roles effective now and roles that wait for a second admin."""
+    if granter_id == target_id and grant:
+        return Decision.deny("a user may not grant roles to themselves"), GrantPlan((), ())
+    new = grant - current - pending
+    decision = check_role_set(current | pending | new, small_team=small_team, known=known)
+    if not decision.allowed:
+        return decision, GrantPlan((), ())
+    return ALLOW, GrantPlan(tuple(sorted(new - CONFIRMED_ROLES)), tuple(sorted(new & CONFIRMED_ROLES)))
+
+
+def check_confirmation(*, granted_by: str, confirmer_id: str, target_id: str) -> Decision:
+    """A pending grant is confirmed by a second tenant admin: neither its granter nor its grantee."""
+    if confirmer_id == granted_by:
+        return Decision.deny("the admin who granted a role cannot also confirm it")
+    if confirmer_id == target_id:
+        return Decision.deny("a user may not confirm a role granted to themselves")
+    return ALLOW
+
+
+def needs_mfa(roles: frozenset[str]) -> bool:
+    return not MFA_ROLES.isdisjoint(roles)
+
+
+def needs_second_person(roles: frozenset[str], *, small_team: bool) -> bool:
+    """A small-team user holding conflicting roles acts only with a second person."""
+    return small_team and bool(conflicting(roles))
+
+
+def effective_roles(roles: frozenset[str], *, mfa_satisfied: bool) -> frozenset[str]:
+    """Roles that count for this credential: none of an MFA role's power without MFA."""
+    if needs_mfa(roles) and not mfa_satisfied:
+        return frozenset({MEMBER})
+    return roles | {MEMBER}
+
+
+def check_scopes(scopes: frozenset[str]) -> Decision:
+    unknown = scopes - set(PERMISSIONS)
+    if unknown:
+        return Decision.deny(f"unknown scopes {sorted(unknown)}")
+    return ALLOW
+
+
+def scope_allows(permission: str, scopes: frozenset[str] | None) -> bool:
+    """A token without scopes carries its owner's roles; with scopes, only those permissions."""
+    return scopes is None or permission in scopes or permission == "account.self"
+
+
+# --- lockout -------------------------------------------------------------------------------
+
+LOCKOUT_BASE_SECONDS = 30
+LOCKOUT_MAX_SECONDS = 15 * 60
+
+
+def lockout_seconds(failures: int, *, threshold: int) -> int:
+    """Backoff after failed logins: nothing below the threshold, then doubling up to a cap."""
+    if failures < threshold:
+        return 0
+    return min(LOCKOUT_BASE_SECONDS * 2 ** (failures - threshold), LOCKOUT_MAX_SECONDS)
+
+
+def locked_until(failures: int, now: datetime, *, threshold: int) -> datetime | None:
+    seconds = lockout_seconds(failures, threshold=threshold)
+    return now + timedelta(seconds=seconds) if seconds else None
+
+
+# --- group-to-role mapping for single sign-on ----------------------------------------------
+
+
+def roles_from_groups(groups: list[str], mapping: dict[str, list[str]]) -> frozenset[str]:
+    """The tenant's mapping turns identity-provider groups into Strongroom roles."""
+    roles: set[str] = set()
+    for group in groups:
+        roles.update(mapping.get(group, ()))
+    return frozenset(roles) & frozenset(TENANT_ROLES)
+
+
+__all__ = [
+    "ALLOW", "CONFIRMED_ROLES", "CONFLICTS", "Decision", "GrantPlan", "MEMBER", "MFA_ROLES",
+    "PROVIDER_ROLES", "check_confirmation", "check_role_set", "check_scopes", "effective_roles",
+    "lockout_seconds", "locked_until", "needs_mfa", "needs_second_person", "plan_grant",
+    "roles_for", "roles_from_groups", "scope_allows",
+]
+
+
+def needs_cosign(permission: str) -> bool:
+    """For a small-team user holding conflicting roles, every change needs a second person."""
+    return not permission.endswith(".read") and permission not in ("account.self", "tokens.self")

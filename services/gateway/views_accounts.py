@@ -1,0 +1,718 @@
+"""Accounts and sign-in views: bootstrap, tenants' lifecycle, users and roles, login, MFA,
+sessions and API tokens. The rules live in `accounts.py` (pure); this module loads, asks,
+saves and publishes. Failed sign-ins answer the same for every cause; the cause is audited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from shared import events
+from shared.config import GatewaySettings
+from shared.crypto import tokens
+from shared.outbox import entry as outbox_entry
+from shared.outbox import staged
+from shared.rpc import NotFound, ProblemError
+
+from . import account_schemas as S
+from . import accounts, mfa, passwords
+from .auth import PROVIDER_TENANT, SESSION_PREFIX, Principal, RateLimited, Unauthorized
+from .ratelimit import RateLimiter
+from .views import CORRELATION_ID, GATEWAY, PRINCIPAL, Gateway, _json, body_as
+
+log = structlog.get_logger("strongroom.gateway.accounts")
+
+
+@dataclass
+class Accounts:
+    """The accounts area's own dependencies, bound once in `app.py`."""
+
+    hasher: passwords.Hasher
+    hash_slots: asyncio.Semaphore
+    login_by_address: RateLimiter
+    agent_by_address: RateLimiter
+    agent_by_device: RateLimiter
+
+    @classmethod
+    def from_settings(cls, s: GatewaySettings) -> "Accounts":
+        return cls(
+            hasher=passwords.Hasher(time_cost=s.password_time_cost, memory_kib=s.password_memory_kib,
+                                    parallelism=s.password_parallelism),
+            hash_slots=asyncio.Semaphore(s.password_hash_concurrency),
+            login_by_address=RateLimiter(burst=s.login_rate_burst, per_second=s.login_rate_per_second),
+            agent_by_address=RateLimiter(burst=s.agent_rate_burst_per_address,
+                                         per_second=s.agent_rate_per_second_per_address),
+            agent_by_device=RateLimiter(burst=s.agent_rate_burst_per_device,
+                                        per_second=s.agent_rate_per_second_per_device),
+        )
+
+    async def hash(self, password: str) -> str:
+        async with self.hash_slots:
+            return await asyncio.to_thread(self.hasher.hash, password)
+
+    async def verify(self, encoded: str | None, password: str) -> bool:
+        async with self.hash_slots:
+            return await asyncio.to_thread(self.hasher.verify, encoded, password)
+
+
+ACCOUNTS = web.AppKey("accounts", Accounts)
+INVALID = "invalid credentials"
+
+
+def _ctx(request: web.Request) -> tuple[Gateway, Accounts]:
+    return request.app[GATEWAY], request.app[ACCOUNTS]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def throttle(limiter: RateLimiter, key: str) -> None:
+    wait = limiter.take(key, time.monotonic())
+    if wait is not None:
+        raise RateLimited(wait)
+
+
+def _fields(request: web.Request, tenant_id: str, actor: events.Actor | None = None) -> dict[str, Any]:
+    principal = request.get(PRINCIPAL)
+    return {
+        "tenant_id": tenant_id,
+        "actor": actor or (principal.actor if principal else events.Actor(kind="user", id="anonymous")),
+        "correlation_id": request[CORRELATION_ID],
+        "source_ip": request.remote,
+    }
+
+
+async def _insert(gw: Gateway, collection, tenant_id: str, doc: dict[str, Any], *evts: events.Event) -> None:
+    await collection.insert(tenant_id, staged(doc, *evts))
+    for event in evts:
+        await gw.outbox.publish(collection.raw, tenant_id, event)
+
+
+async def _update(gw: Gateway, collection, tenant_id: str, query: dict[str, Any], update: dict[str, Any],
+                  *evts: events.Event) -> bool:
+    """A compare-and-swap update that stages its events in the same write; False if it lost."""
+    update = {**update, "$push": {"_outbox": {"$each": [outbox_entry(e) for e in evts]}}} if evts else update
+    if not await collection.update_one(tenant_id, query, update):
+        return False
+    for event in evts:
+        await gw.outbox.publish(collection.raw, tenant_id, event)
+    return True
+
+
+def _check_password(password: str, username: str) -> None:
+    reason = passwords.weakness(password, username=username)
+    if reason is not None:
+        raise ProblemError(422, "Unprocessable Content", f"password {reason}", "password")
+
+
+def _setup_token(gw: Gateway) -> tuple[str, dict[str, Any]]:
+    token = tokens.new_token("sr_setup")
+    expires = _now() + timedelta(seconds=gw.settings.setup_token_ttl_seconds)
+    return token, {"setup_digest": tokens.digest(token), "setup_expires_at": expires}
+
+
+def _new_user(*, username: str, roles: list[str], account: str = "person", source: str = "local",
+              pending: list[dict[str, Any]] | None = None, **extra: Any) -> dict[str, Any]:
+    return {
+        "user_id": events.new_id("usr_"), "username": username, "account": account, "roles": roles,
+        "pending": pending or [], "status": "active", "source": source, "created_at": _now(), "rev": 0,
+        "mfa": None, "recovery": [], **extra,
+    }
+
+
+def user_view(doc: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "user_id": doc["user_id"], "username": doc["username"], "account": doc.get("account", "person"),
+        "roles": doc.get("roles", []), "status": doc.get("status"), "source": doc.get("source"),
+        "pending_roles": [{"role": p["role"], "granted_by": p["granted_by"]} for p in doc.get("pending", [])],
+        "mfa_enrolled": bool((doc.get("mfa") or {}).get("confirmed")),
+        "password_set": bool(doc.get("password_hash")), "created_at": doc.get("created_at"),
+    }
+
+
+# --- bootstrap and tenants --------------------------------------------------------------
+
+
+async def bootstrap(request: web.Request) -> web.Response:
+    """The bootstrap credential creates the first admin (provider admin or, in enterprise mode,
+    the single tenant and its admin), and is disabled from then on."""
+    gw, acc = _ctx(request)
+    body = await body_as(request, S.Bootstrap)
+    _check_password(body.password, body.username)
+    provider = gw.settings.deployment == "provider"
+    tenant_id = PROVIDER_TENANT if provider else events.new_id("ten_")
+    user = _new_user(username=body.username, roles=["provider_admin" if provider else "tenant_admin"],
+                     source="bootstrap", password_hash=await acc.hash(body.password))
+    # SECURITY: the marker insert is the compare-and-swap: only one bootstrap ever succeeds.
+    if not await gw.store.mark_bootstrapped(tenant_id, user["user_id"], _now()):
+        gw.operators.mark_bootstrapped()
+        raise Unauthorized("bootstrap credential used after bootstrap")
+    gw.operators.mark_bootstrapped()
+    fields = _fields(request, tenant_id)
+    name = "provider" if provider else gw.settings.enterprise_tenant_name
+    tenant = {"name": name, "kind": "provider" if provider else "customer", "status": "active",
+              "created_at": _now(), "settings": {}}
+    await _insert(gw, gw.store.tenants, tenant_id, tenant, events.TenantCreated(**fields, name=name))
+    await _insert(gw, gw.store.users, tenant_id, user, events.UserCreated(
+        **fields, user_id=user["user_id"], username=user["username"], roles=tuple(user["roles"]), source="bootstrap"))
+    return _json({"tenant_id": tenant_id, "user_id": user["user_id"], "username": user["username"],
+                  "roles": user["roles"], "deployment": gw.settings.deployment}, 201)
+
+
+async def create_tenant(request: web.Request) -> web.Response:
+    """Provider: a customer tenant and its first admin, who sets a password with the one-time
+    setup token returned here (deliver it to the customer out of band)."""
+    gw, _ = _ctx(request)
+    body = await body_as(request, S.CreateTenant)
+    tenant_id = events.new_id("ten_")
+    fields = _fields(request, tenant_id)
+    token, setup = _setup_token(gw)
+    user = _new_user(username=body.admin_username, roles=["tenant_admin"], **setup)
+    tenant = {"name": body.name, "kind": "customer", "status": "active", "created_at": _now(), "settings": {}}
+    await _insert(gw, gw.store.tenants, tenant_id, tenant, events.TenantCreated(**fields, name=body.name))
+    await _insert(gw, gw.store.users, tenant_id, user, events.UserCreated(
+        **fields, user_id=user["user_id"], username=user["username"], roles=("tenant_admin",)))
+    return _json({"tenant_id": tenant_id, "name": body.name, "admin_user_id": user["user_id"],
+                  "admin_username": user["username"], "setup_token": token,
+                  "setup_expires_at": setup["setup_expires_at"].isoformat()}, 201)
+
+
+async def _usage(gw: Gateway, tenant_id: str) -> dict[str, int]:
+    return {
+        "users": await gw.store.users.count(tenant_id, {"status": "active"}),
+        "devices": await gw.store.devices.count(tenant_id, {"status": "active"}),
+        "tokens": await gw.store.tokens.count(tenant_id, {"revoked": False}),
+    }
+
+
+def _tenant_view(doc: dict[str, Any]) -> dict[str, Any]:
+    return {k: doc.get(k) for k in ("tenant_id", "name", "status", "created_at")}
+
+
+async def list_tenants(request: web.Request) -> web.Response:
+    """Provider: customer tenants with their status and usage (counts only, never content)."""
+    gw, _ = _ctx(request)
+    # Deliberately across tenants: the provider's view of its customers reads tenant documents only.
+    docs = await gw.store.tenants.raw.find({"kind": {"$ne": "provider"}}, sort=[("created_at", 1)]).to_list(None)
+    return _json({"items": [{**_tenant_view(d), "usage": await _usage(gw, d["tenant_id"])} for d in docs]})
+
+
+_LIFECYCLE = {  # action -> (states it applies to, new state, event type)
+    "suspend": (("active",), "suspended", "tenant.suspended"),
+    "resume": (("suspended",), "active", "tenant.resumed"),
+    "offboard": (("active", "suspended"), "offboarded", "tenant.offboarded"),
+}
+
+
+async def _lifecycle(request: web.Request, action: str) -> web.Response:
+    gw, _ = _ctx(request)
+    tenant_id = request.match_info["tenant_id"]
+    doc = await gw.store.tenants.find_one(tenant_id, {"kind": {"$ne": "provider"}}) if tenant_id != PROVIDER_TENANT else None
+    if doc is None:
+        raise NotFound("tenant", "tenant_id")
+    states, new_state, event_type = _LIFECYCLE[action]
+    if doc["status"] not in states:
+        raise ProblemError(409, "Conflict", f"tenant is {doc['status']}; cannot {action}", "tenant_id")
+    event = events.TenantLifecycleChanged(**_fields(request, tenant_id), type=event_type)
+    if not await _update(gw, gw.store.tenants, tenant_id, {"status": doc["status"]},
+                         {"$set": {"status": new_state, f"{new_state}_at": _now()}}, event):
+        raise ProblemError(409, "Conflict", "the tenant changed meanwhile; retry", "tenant_id")
+    gw.operators.forget_tenant(tenant_id)
+    return _json({**_tenant_view(doc), "status": new_state})
+
+
+async def suspend_tenant(request: web.Request) -> web.Response:
+    return await _lifecycle(request, "suspend")
+
+
+async def resume_tenant(request: web.Request) -> web.Response:
+    return await _lifecycle(request, "resume")
+
+
+async def offboard_tenant(request: web.Request) -> web.Response:
+    return await _lifecycle(request, "offboard")
+
+
+async def get_settings(request: web.Request) -> web.Response:
+    gw, _ = _ctx(request)
+    principal: Principal = request[PRINCIPAL]
+    doc = await gw.store.tenants.find_one(principal.tenant_id, {})
+    settings = dict((doc or {}).get("settings", {}))
+    if "sso" in settings:
+        settings["sso"] = {k: v for k, v in settings["sso"].items() if k != "client_secret"}
+    return _json({"small_team": bool(settings.get("small_team")), **{k: v for k, v in settings.items() if k != "small_team"}})
+
+
+async def put_settings(request: web.Request) -> web.Response:
+    """Tenant admin: small-team mode and single sign-on."""
+    gw, _ = _ctx(request)
+    principal: Principal = request[PRINCIPAL]
+    body = await body_as(request, S.TenantSettings)
+    changes: dict[str, Any] = {}
+    if body.small_team is not None:
+        if not body.small_team:
+            users = await gw.store.users.find(principal.tenant_id, {"status": "active"})
+            if any(accounts.conflicting(frozenset(u["roles"]) | {p["role"] for p in u.get("pending", [])}) for u in users):
+                raise ProblemError(409, "Conflict", "some users hold conflicting roles; revoke them first", "small_team")
+        changes["settings.small_team"] = body.small_team
+    if body.sso is not None:
+        changes["settings.sso"] = body.sso.model_dump()
+    if not changes:
+        raise ProblemError(422, "Unprocessable Content", "nothing to change", "body")
+    shown = {k.split(".", 1)[1]: v for k, v in changes.items()}
+    if "sso" in shown:
+        shown["sso"] = {"protocol": shown["sso"]["protocol"], "group_roles": shown["sso"]["group_roles"]}
+    event = events.TenantSettingsChanged(**_fields(request, principal.tenant_id), settings=shown)
+    await _update(gw, gw.store.tenants, principal.tenant_id, {}, {"$set": changes}, event)
+    gw.operators.forget_tenant(principal.tenant_id)
+    return await get_settings(request)
+
+
+# --- users and roles ----------------------------------------------------------------------
+
+
+async def _tenant_kind(gw: Gateway, tenant_id: str) -> tuple[str, bool]:
+    doc = await gw.store.tenants.find_one(tenant_id, {})
+    return (doc or {}).get("kind", "customer"), bool((doc or {}).get("settings", {}).get("small_team"))
+
+
+async def create_user(request: web.Request) -> web.Response:
+    """Tenant admin: a named user; custodian and approver roles wait for a second admin."""
+    gw, _ = _ctx(request)
+    principal: Principal = request[PRINCIPAL]
+    body = await body_as(request, S.CreateUser)
+    kind, small_team = await _tenant_kind(gw, principal.tenant_id)
+    user = _new_user(username=body.username, roles=[], account=body.account)
+    decision, plan = accounts.plan_grant(
+        current=frozenset(), pending=frozenset(), grant=frozenset(body.roles), granter_id=principal.id,
+        target_id=user["user_id"], small_team=small_team, known=accounts.roles_for(kind))
+    if not decision.allowed:
+        raise ProblemError(422, "Unprocessable Content", decision.reason, "roles")
+    user["roles"] = list(plan.effective)
+    user["pending"] = [{"role": r, "granted_by": principal.id, "granted_at": _now()} for r in plan.pending]
+    token = None
+    if body.account == "person":
+        token, setup = _setup_token(gw)
+        user.update(setup)
+    if await gw.store.users.find_one(principal.tenant_id, {"username": body.username}) is not None:
+        raise ProblemError(409, "Conflict", "a user with this username exists", "username")
+    fields = _fields(request, principal.tenant_id)
+    await _insert(gw, gw.store.users, principal.tenant_id, user, events.UserCreated(
+        **fields, user_id=user["user_id"], username=user["username"], account=body.account,
+        roles=plan.effective, pending_roles=plan.pending))
+    out = user_view(user)
+    if token is not None:
+        out.update(setup_token=token, setup_expires_at=user["setup_expires_at"].isoformat())
+    return _json(out, 201)
+
+
+async def list_users(request: web.Request) -> web.Response:
+    gw, _ = _ctx(request)
+    docs = await gw.store.users.find(request[PRINCIPAL].tenant_id, {}, sort=[("created_at", 1)])
+    return _json({"items": [user_view(d) for d in docs]})
+
+
+async def _user(gw: Gateway, tenant_id: str, user_id: str) -> dict[str, Any]:
+    doc = await gw.store.users.find_one(tenant_id, {"user_id": user_id})
+    if doc is None:
+        raise NotFound("user", "user_id")
+    return doc
+
+
+async def get_user(request: web.Request) -> web.Response:
+    gw, _ = _ctx(request)
+    return _json(user_view(await _user(gw, request[PRINCIPAL].tenant_id, request.match_info["user_id"])))
+
+
+async def change_roles(request: web.Request) -> web.Response:
+    """Tenant admin: grant (custodian/approver pending a second admin) and revoke roles."""
+    gw, _ = _ctx(request)
+    principal: Principal = request[PRINCIPAL]
+    body = await body_as(request, S.ChangeRoles)
+    doc = await _user(gw, principal.tenant_id, request.match_info["user_id"])
+    kind, small_team = await _tenant_kind(gw, principal.tenant_id)
+    revoke = set(body.revoke)
+    current = frozenset(doc["roles"]) - revoke
+    pending = [p for p in doc.get("pending", []) if p["role"] not in revoke]
+    decision, plan = accounts.plan_grant(
+        current=current, pending=frozenset(p["role"] for p in pending), grant=frozenset(body.grant),
+        granter_id=principal.id, target_id=doc["user_id"], small_team=small_team, known=accounts.roles_for(kind))
+    if not decision.allowed:
+        raise ProblemError(422, "Unprocessable Content", decision.reason, "grant")
+    fields = _fields(request, principal.tenant_id)
+    evts: list[events.Event] = []
+    revoked = tuple(sorted(revoke & (set(doc["roles"]) | {p["role"] for p in doc.get("pending", [])})))
+    if revoked:
+        evts.append(events.UserRolesChanged(**fields, type="user.role_revoked", user_id=doc["user_id"], roles=revoked))
+    if plan.effective:
+        evts.append(events.UserRolesChanged(**fields, type="user.role_granted", user_id=doc["user_id"],
+                                            roles=plan.effective, granted_by=principal.id))
+    if plan.pending:
+        evts.append(events.UserRolesChanged(**fields, type="user.role_pending", user_id=doc["user_id"],
+                                            roles=plan.pending, granted_by=principal.id))
+    new_roles = sorted(current | set(plan.effective))
+    new_pending = pending + [{"role": r, "granted_by": principal.id, "granted_at": _now()} for r in plan.pending]
+    if not await _update(gw, gw.store.users, principal.tenant_id, {"user_id": doc["user_id"], "rev": doc["rev"]},
+                         {"$set": {"roles": new_roles, "pending": new_pending}, "$inc": {"rev": 1}}, *evts):
+        raise ProblemError(409, "Conflict", "the user changed meanwhile; retry", "user_id")
+    gw.operators.forget_user(principal.tenant_id, doc["user_id"])
+    return _json(user_view({**doc, "roles": new_roles, "pending": new_pending}))
+
+
+async def confirm_role(request: web.Request) -> web.Response:
+    """A second tenant admin confirms a pending custodian or approver grant."""
+    gw, _ = _ctx(request)
+    principal: Principal = request[PRINCIPAL]
+    doc = await _user(gw, principal.tenant_id, request.match_info["user_id"])
+    role = request.match_info["role"]
+    grant = next((p for p in doc.get("pending", []) if p["role"] == role), None)
+    if grant is None:
+        raise NotFound("pending role grant", "role")
+    decision = accounts.check_confirmation(granted_by=grant["granted_by"], confirmer_id=principal.id,
+                                           target_id=doc["user_id"])
+    if not decision.allowed:
+        raise ProblemError(403, "Forbidden", decision.reason, "role")
+    event = events.UserRolesChanged(**_fields(request, principal.tenant_id), type="user.role_confirmed",
+                                    user_id=doc["user_id"], roles=(role,), granted_by=grant["granted_by"])
+    new_roles = sorted(set(doc["roles"]) | {role})
+    new_pending = [p for p in doc["pending"] if p["role"] != role]
+    if not await _update(gw, gw.store.users, principal.tenant_id, {"user_id": doc["user_id"], "rev": doc["rev"]},
+                         {"$set": {"roles": new_roles, "pending": new_pending}, "$inc": {"rev": 1}}, event):
+        raise ProblemError(409, "Conflict", "the user changed meanwhile; retry", "user_id")
+    gw.operators.forget_user(principal.tenant_id, doc["user_id"])
+    return _json(user_view({**doc, "roles": new_roles, "pending": new_pending}))
+
+
+async def disable_user(request: web.Request) -> web.Response:
+    gw, _ = _ctx(request)
+    principal: Principal = request[PRINCIPAL]
+    doc = await _user(gw, principal.tenant_id, request.match_info["user_id"])
+    if doc["user_id"] == principal.id:
+        raise ProblemError(422, "Unprocessable Content", "a user may not disable themselves", "user_id")
+    event = events.UserRolesChanged(**_fields(request, principal.tenant_id), type="user.role_revoked",
+                                    user_id=doc["user_id"], roles=tuple(doc["roles"]))
+    await _update(gw, gw.store.users, principal.tenant_id, {"user_id": doc["user_id"]},
+                  {"$set": {"status": "disabled", "roles": [], "pending": []}, "$inc": {"rev": 1}}, event)
+    gw.operators.forget_user(principal.tenant_id, doc["user_id"])
+    return _json(user_view({**doc, "status": "disabled", "roles": [], "pending": []}))
+
+
+# --- sign-in --------------------------------------------------------------------------------
+
+
+async def setup_password(request: web.Request) -> web.Response:
+    """An invited user sets their first password with the one-time setup token."""
+    gw, acc = _ctx(request)
+    throttle(acc.login_by_address, f"ip:{request.remote}")
+    body = await body_as(request, S.Setup)
+    digest = tokens.digest(body.setup_token)
+    doc = await gw.store.user_by_setup_digest(digest)
+    if doc is None or doc["setup_expires_at"] <= _now() or doc.get("status") != "active":
+        raise Unauthorized("unknown or expired setup token")
+    _check_password(body.password, doc["username"])
+    encoded = await acc.hash(body.password)
+    event = events.UserPasswordSet(**_fields(request, doc["tenant_id"], events.Actor(
+        kind="user", id=doc["user_id"], auth="setup_token")), user_id=doc["user_id"])
+    if not await _update(gw, gw.store.users, doc["tenant_id"], {"user_id": doc["user_id"], "setup_digest": digest},
+                         {"$set": {"password_hash": encoded}, "$unset": {"setup_digest": "", "setup_expires_at": ""}},
+                         event):
+        raise Unauthorized("setup token already used")
+    return _json({"tenant_id": doc["tenant_id"], "user_id": doc["user_id"], "username": doc["username"]})
+
+
+async def _login_tenant(gw: Gateway, body: S.Login) -> str | None:
+    if body.tenant:
+        return body.tenant
+    if gw.settings.deployment == "enterprise":
+        marker = await gw.store.state.find_one({"_id": "bootstrap"})
+        return marker["tenant_id"] if marker else None
+    raise ProblemError(422, "Unprocessable Content", "tenant: required in provider deployments", "tenant")
+
+
+async def _failed(request: web.Request, gw: Gateway, tenant_id: str, username: str, user: dict | None,
+                  method: str, reason: str, *, count: bool = True) -> None:
+    if count:
+        now = _now()
+        doc = await gw.store.login_attempts.raw.find_one_and_update(
+            {"tenant_id": tenant_id, "username": username}, {"$inc": {"failures": 1}}, upsert=True,
+            return_document=True)
+        until = accounts.locked_until(doc["failures"], now, threshold=gw.settings.lockout_threshold)
+        if until is not None:
+            await gw.store.login_attempts.update_one(tenant_id, {"username": username}, {"$set": {"locked_until": until}})
+    user_id = user["user_id"] if user else None
+    await gw.bus.publish(events.UserLoginFailed(
+        **_fields(request, tenant_id, events.Actor(kind="user", id=user_id or "unknown", auth=method)),
+        user_id=user_id, username=username, method=method, reason=reason))
+    log.info("login_failed", tenant_id=tenant_id, reason=reason)
+
+
+async def login(request: web.Request) -> web.Response:
+    """Password (and TOTP or a recovery code where the user's roles require MFA) -> a session."""
+    gw, acc = _ctx(request)
+    throttle(acc.login_by_address, f"ip:{request.remote}")
+    body = await body_as(request, S.Login)
+    if len(body.password) > passwords.MAX_LENGTH:
+        raise ProblemError(422, "Unprocessable Content", f"password must be at most {passwords.MAX_LENGTH} characters", "password")
+    tenant_id = await _login_tenant(gw, body)
+    username = body.username.lower()
+    method = "password"
+    tenant = await gw.store.tenants.find_one(tenant_id, {}) if tenant_id else None
+    if tenant is None or tenant.get("status") != "active":
+        await acc.verify(None, body.password)  # same cost as a real attempt
+        raise Unauthorized("unknown or inactive tenant")
+    attempts = await gw.store.login_attempts.find_one(tenant_id, {"username": username})
+    now = _now()
+    if attempts and attempts.get("locked_until") and attempts["locked_until"] > now:
+        # Unknown usernames lock exactly like real ones, so this reveals nothing about who exists.
+        await _failed(request, gw, tenant_id, username, None, method, "locked out", count=False)
+        raise RateLimited(int((attempts["locked_until"] - now).total_seconds()) + 1,
+                          "too many failed sign-ins; retry later")
+    user = await gw.store.users.find_one(tenant_id, {"username": username})
+    usable = user is not None and user.get("status") == "active" and user.get("account") == "person"
+    ok = await acc.verify(user.get("password_hash") if usable else None, body.password)
+    if not ok:
+        await _failed(request, gw, tenant_id, username, user if usable else None, method,
+                      "bad password" if usable else "unknown user")
+        raise Unauthorized("bad password")
+    assert user is not None
+    roles = frozenset(user["roles"]) | {p["role"] for p in user.get("pending", [])}
+    enrolled = bool((user.get("mfa") or {}).get("confirmed"))
+    mfa_done = False
+    if enrolled:
+        mfa_done, method = await _second_factor(request, gw, user, body)
+    session = await _start_session(request, gw, user, method=method, mfa=mfa_done)
+    await gw.store.login_attempts.delete_one(tenant_id, {"username": username})
+    return _json({**session, "mfa_enrolment_required": accounts.needs_mfa(roles) and not enrolled}, 201)
+
+
+async def _second_factor(request: web.Request, gw: Gateway, user: dict, body: S.Login) -> tuple[bool, str]:
+    tenant_id, username = user["tenant_id"], user["username"]
+    if body.totp:
+        method = "password+totp"
+        step = mfa.matching_step(user["mfa"]["secret"], body.totp, _now(), last_step=user["mfa"].get("last_step"))
+        # SECURITY: the step only moves forward, atomically: a code is good once, even under a race.
+        if step is not None and await gw.store.users.update_one(
+                tenant_id, {"user_id": user["user_id"], "$or": [{"mfa.last_step": None}, {"mfa.last_step": {"$lt": step}}]},
+                {"$set": {"mfa.last_step": step}}):
+            return True, method
+        await _failed(request, gw, tenant_id, username, user, method, "bad or replayed TOTP code")
+        raise Unauthorized("bad totp")
+    if body.recovery_code:
+        method = "password+recovery_code"
+        digest = mfa.recovery_digest(body.recovery_code)
+        if digest in user.get("recovery", []):
+            event = events.UserRecoveryCodeUsed(
+                **_fields(request, tenant_id, events.Actor(kind="user", id=user["user_id"], auth=method)),
+                user_id=user["user_id"], remaining=len(user["recovery"]) - 1)
+            if await _update(gw, gw.store.users, tenant_id, {"user_id": user["user_id"], "recovery": digest},
+                             {"$pull": {"recovery": digest}}, event):
+                return True, method
+        await _failed(request, gw, tenant_id, username, user, method, "bad or used recovery code")
+        raise Unauthorized("bad recovery code")
+    await _failed(request, gw, tenant_id, username, user, "password", "second factor missing", count=False)
+    raise ProblemError(401, "Unauthorized", "a TOTP code (or a recovery code) is required", "totp")
+
+
+async def _start_session(request: web.Request, gw: Gateway, user: dict, *, method: str, mfa: bool) -> dict[str, Any]:
+    token = tokens.new_token(SESSION_PREFIX)
+    now = _now()
+    doc = {"session_id": events.new_id("ses_"), "digest": tokens.digest(token), "user_id": user["user_id"],
+           "auth": method, "mfa": mfa, "created_at": now, "last_seen": now, "ended_at": None}
+    await gw.store.sessions.insert(user["tenant_id"], doc)
+    await gw.bus.publish(events.UserLoggedIn(
+        **_fields(request, user["tenant_id"], events.Actor(kind="user", id=user["user_id"], auth=method)),
+        user_id=user["user_id"], method=method, session_id=doc["session_id"]))
+    return {
+        "session_token": token, "session_id": doc["session_id"], "tenant_id": user["tenant_id"],
+        "user_id": user["user_id"], "username": user["username"], "roles": user["roles"], "auth": method,
+        "idle_timeout_seconds": gw.settings.session_idle_seconds,
+        "expires_at": (now + timedelta(seconds=gw.settings.session_absolute_seconds)).isoformat(),
+    }
+
+
+async def logout(request: web.Request) -> web.Response:
+    gw, _ = _ctx(request)
+    principal: Principal = request[PRINCIPAL]
+    if principal.credential_id and principal.credential_id.startswith("ses_"):
+        event = events.UserLoggedOut(**_fields(request, principal.tenant_id), user_id=principal.id,
+                                     session_id=principal.credential_id)
+        await gw.store.sessions.update_one(principal.tenant_id, {"session_id": principal.credential_id},
+                                           {"$set": {"ended_at": _now()}})
+        gw.operators.forget_session(principal.credential_id)
+        await gw.bus.publish(event)
+    return web.Response(status=204)
+
+
+async def me(request: web.Request) -> web.Response:
+    gw, _ = _ctx(request)
+    principal: Principal = request[PRINCIPAL]
+    if principal.kind == "bootstrap":
+        return _json({"kind": "bootstrap", "roles": sorted(principal.roles)})
+    doc = await _user(gw, principal.tenant_id, principal.id)
+    return _json({**user_view(doc), "tenant_id": principal.tenant_id, "auth": principal.auth,
+                  "effective_roles": sorted(principal.roles - {accounts.MEMBER}),
+                  "scopes": sorted(principal.scopes) if principal.scopes is not None else None})
+
+
+async def mfa_begin(request: web.Request) -> web.Response:
+    """Start TOTP enrolment: a new secret as an otpauth:// URI (no QR image; paste or render it)."""
+    gw, _ = _ctx(request)
+    principal: Principal = request[PRINCIPAL]
+    doc = await _user(gw, principal.tenant_id, principal.id)
+    if (doc.get("mfa") or {}).get("confirmed"):
+        raise ProblemError(409, "Conflict", "MFA is already enrolled", "mfa")
+    secret = mfa.new_secret()
+    await gw.store.users.update_one(principal.tenant_id, {"user_id": principal.id},
+                                    {"$set": {"mfa": {"secret": secret, "confirmed": False, "last_step": None}}})
+    gw.operators.forget_user(principal.tenant_id, principal.id)
+    return _json({"secret": secret, "otpauth_uri": mfa.provisioning_uri(secret, account=doc["username"])}, 201)
+
+
+async def mfa_confirm(request: web.Request) -> web.Response:
+    """Finish enrolment with a current code; returns single-use recovery codes (shown once) and
+    upgrades the calling session to MFA-verified."""
+    gw, _ = _ctx(request)
+    principal: Principal = request[PRINCIPAL]
+    body = await body_as(request, S.MfaCode)
+    doc = await _user(gw, principal.tenant_id, principal.id)
+    state = doc.get("mfa") or {}
+    if not state.get("secret") or state.get("confirmed"):
+        raise ProblemError(409, "Conflict", "no MFA enrolment in progress", "mfa")
+    step = mfa.matching_step(state["secret"], body.code, _now(), last_step=None)
+    if step is None:
+        raise ProblemError(422, "Unprocessable Content", "the code does not match", "code")
+    codes = mfa.new_recovery_codes()
+    event = events.UserMfaEnrolled(**_fields(request, principal.tenant_id), user_id=principal.id)
+    if not await _update(gw, gw.store.users, principal.tenant_id,
+                         {"user_id": principal.id, "mfa.confirmed": False, "mfa.secret": state["secret"]},
+                         {"$set": {"mfa.confirmed": True, "mfa.last_step": step,
+                                   "recovery": [mfa.recovery_digest(c) for c in codes]}}, event):
+        raise ProblemError(409, "Conflict", "the enrolment changed meanwhile; start again", "mfa")
+    gw.operators.forget_user(principal.tenant_id, principal.id)
+    if principal.credential_id and principal.credential_id.startswith("ses_"):
+        await gw.store.sessions.update_one(principal.tenant_id, {"session_id": principal.credential_id},
+                                           {"$set": {"mfa": True, "auth": f"{principal.auth}+totp"}})
+        gw.operators.forget_session(principal.credential_id)
+    return _json({"recovery_codes": codes})
+
+
+# --- API tokens -------------------------------------------------------------------------------
+
+
+def token_view(doc: dict[str, Any]) -> dict[str, Any]:
+    return {k: doc.get(k) for k in ("token_id", "name", "user_id", "kind", "scopes", "created_at", "expires_at", "revoked")}
+
+
+async def create_token(request: web.Request) -> web.Response:
+    """A personal API token for the caller, or (tenant admin) a service account's token; shown once."""
+    gw, _ = _ctx(request)
+    principal: Principal = request[PRINCIPAL]
+    body = await body_as(request, S.CreateToken)
+    if principal.kind not in ("user", "provider"):
+        raise ProblemError(403, "Forbidden", "only people create tokens", "service_account_id")
+    scopes = frozenset(body.scopes) if body.scopes is not None else None
+    if principal.scopes is not None and (scopes is None or not scopes <= principal.scopes):
+        # SECURITY: a scoped token never mints a broader one.
+        raise ProblemError(403, "Forbidden", "a scoped token may only create tokens within its scopes", "scopes")
+    owner, kind = principal.id, "personal"
+    if body.service_account_id is not None:
+        if not principal.may("tokens.manage"):
+            raise ProblemError(403, "Forbidden", "requires permission tokens.manage", "service_account_id")
+        target = await gw.store.users.find_one(principal.tenant_id, {"user_id": body.service_account_id,
+                                                                     "account": "service", "status": "active"})
+        if target is None:
+            raise NotFound("service account", "service_account_id")
+        owner, kind = target["user_id"], "service"
+    elif scopes is not None and not all(principal.may(s) for s in scopes):
+        raise ProblemError(422, "Unprocessable Content", "scopes must be permissions you hold", "scopes")
+    token = tokens.new_token("sr_pat" if kind == "personal" else "sr_svc")
+    now = _now()
+    doc = {"token_id": events.new_id("tok_"), "name": body.name, "user_id": owner, "kind": kind,
+           "scopes": sorted(scopes) if scopes is not None else None, "digest": tokens.digest(token),
+           "created_by": principal.id, "created_at": now,
+           "expires_at": now + timedelta(seconds=body.expires_in_seconds), "revoked": False}
+    event = events.TokenCreated(**_fields(request, principal.tenant_id), token_id=doc["token_id"], name=body.name,
+                                role=",".join(doc["scopes"] or ["owner"]), user_id=owner, expires_at=doc["expires_at"])
+    await _insert(gw, gw.store.tokens, principal.tenant_id, doc, event)
+    return _json({**token_view(doc), "token": token}, 201)
+
+
+async def list_tokens(request: web.Request) -> web.Response:
+    gw, _ = _ctx(request)
+    principal: Principal = request[PRINCIPAL]
+    query = {} if principal.may("tokens.manage") else {"user_id": principal.id}
+    docs = await gw.store.tokens.find(principal.tenant_id, query, sort=[("created_at", 1)])
+    return _json({"items": [token_view(d) for d in docs]})
+
+
+async def revoke_token(request: web.Request) -> web.Response:
+    gw, _ = _ctx(request)
+    principal: Principal = request[PRINCIPAL]
+    token_id = request.match_info["token_id"]
+    query: dict[str, Any] = {"token_id": token_id, "revoked": False}
+    if not principal.may("tokens.manage"):
+        query["user_id"] = principal.id
+    event = events.TokenRevoked(**_fields(request, principal.tenant_id), token_id=token_id)
+    if not await _update(gw, gw.store.tokens, principal.tenant_id, query,
+                         {"$set": {"revoked": True, "revoked_at": _now()}}, event):
+        raise NotFound("token", "token_id")
+    gw.operators.forget(token_id)
+    return web.Response(status=204)
+
+
+# --- hooks used by the route guard (routes.py) -------------------------------------------------
+
+COSIGN_HEADER = "X-Strongroom-Cosign"
+
+
+def throttle_agent_address(request: web.Request) -> None:
+    throttle(request.app[ACCOUNTS].agent_by_address, f"ip:{request.remote}")
+
+
+async def admit_device(request: web.Request, principal: Principal) -> None:
+    """After a device's signature checked out: its own rate limit, and its tenant must be active."""
+    throttle(request.app[ACCOUNTS].agent_by_device, f"{principal.tenant_id}/{principal.id}")
+    tenant = await request.app[GATEWAY].operators.tenant(principal.tenant_id)
+    if tenant is None or tenant.get("status", "active") != "active":
+        raise Unauthorized("tenant not active")
+
+
+async def cosigned(request: web.Request, principal: Principal, permission: str) -> Principal:
+    """Small-team mode: a user holding conflicting roles acts only with a second person, who
+    presents their own credential in the co-sign header and must hold the same permission."""
+    gw = request.app[GATEWAY]
+    header = request.headers.get(COSIGN_HEADER, "")
+    refusal = ProblemError(403, "Forbidden", f"a second person must co-sign this change ({COSIGN_HEADER})", COSIGN_HEADER)
+    if not header or len(header) > 512:
+        raise refusal
+    try:
+        other = await gw.operators.resolve(header.strip())
+    except Unauthorized:
+        raise refusal from None
+    if other.tenant_id != principal.tenant_id or other.id == principal.id or not other.may(permission):
+        raise refusal
+    return Principal(principal.kind, principal.id, principal.tenant_id, principal.roles,
+                     f"{principal.auth}+cosigned:{other.id}", credential_id=principal.credential_id,
+                     scopes=principal.scopes, second_person=True)
+
+
+# Another gateway instance changed a user, a session or a tenant: drop our cached copies.
+ACCOUNT_CHANGES = ["user.#", "tenant.#"]
+
+
+async def forget_account_changes(event: events.Event, *, gateway: Gateway) -> None:
+    if isinstance(event, events.UserLoggedOut):
+        gateway.operators.forget_session(event.session_id)
+    user_id = getattr(event, "user_id", None)
+    if user_id:
+        gateway.operators.forget_user(event.tenant_id, user_id)
+    if event.type.startswith("tenant."):  # type: ignore[attr-defined]
+        gateway.operators.forget_tenant(event.tenant_id)

@@ -1,0 +1,133 @@
+"""Accounts, pure: separation of duties, grants awaiting a second admin, MFA roles, scopes,
+lockout backoff, passwords, TOTP replay, recovery codes, sessions and rate limits."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pyotp
+import pytest
+
+from services.gateway import accounts, mfa, passwords, sessions
+from services.gateway.ratelimit import RateLimiter
+
+NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("roles,small_team,ok", [
+    ({"tenant_admin", "security_officer", "auditor"}, False, True),
+    ({"tenant_admin", "key_custodian"}, False, False),
+    ({"tenant_admin", "approver"}, False, False),
+    ({"tenant_admin", "key_custodian"}, True, True),
+    ({"key_custodian", "approver", "security_officer"}, False, True),
+    ({"emperor"}, True, False),
+])
+def test_role_sets(roles, small_team, ok):
+    assert accounts.check_role_set(frozenset(roles), small_team=small_team).allowed is ok
+
+
+def test_custodian_and_approver_grants_wait_for_a_second_admin():
+    decision, plan = accounts.plan_grant(current=frozenset({"auditor"}), pending=frozenset(),
+                                         grant=frozenset({"key_custodian", "approver", "security_officer"}),
+                                         granter_id="a1", target_id="u1", small_team=False)
+    assert decision.allowed
+    assert plan.effective == ("security_officer",) and plan.pending == ("approver", "key_custodian")
+
+
+def test_pending_roles_count_towards_separation_of_duties():
+    decision, _ = accounts.plan_grant(current=frozenset(), pending=frozenset({"key_custodian"}),
+                                      grant=frozenset({"tenant_admin"}), granter_id="a1", target_id="u1", small_team=False)
+    assert not decision.allowed and "separation of duties" in decision.reason
+
+
+def test_nobody_grants_or_confirms_for_themselves():
+    decision, _ = accounts.plan_grant(current=frozenset(), pending=frozenset(), grant=frozenset({"auditor"}),
+                                      granter_id="a1", target_id="a1", small_team=False)
+    assert not decision.allowed
+    assert not accounts.check_confirmation(granted_by="a1", confirmer_id="a1", target_id="u1").allowed
+    assert not accounts.check_confirmation(granted_by="a1", confirmer_id="u1", target_id="u1").allowed
+    assert accounts.check_confirmation(granted_by="a1", confirmer_id="a2", target_id="u1").allowed
+
+
+def test_mfa_roles_have_no_power_without_mfa():
+    assert accounts.effective_roles(frozenset({"key_custodian"}), mfa_satisfied=False) == {"member"}
+    assert accounts.effective_roles(frozenset({"key_custodian"}), mfa_satisfied=True) == {"member", "key_custodian"}
+    assert accounts.effective_roles(frozenset({"auditor"}), mfa_satisfied=False) == {"member", "auditor"}
+
+
+def test_small_team_conflict_needs_a_second_person_for_changes_only():
+    assert accounts.needs_second_person(frozenset({"tenant_admin", "approver"}), small_team=True)
+    assert not accounts.needs_second_person(frozenset({"tenant_admin", "auditor"}), small_team=True)
+    assert accounts.needs_cosign("keys.manage") and not accounts.needs_cosign("keys.read")
+
+
+def test_scopes_narrow_a_token():
+    assert accounts.scope_allows("keys.read", None)
+    assert accounts.scope_allows("keys.read", frozenset({"keys.read"}))
+    assert not accounts.scope_allows("keys.manage", frozenset({"keys.read"}))
+    assert not accounts.check_scopes(frozenset({"keys.everything"})).allowed
+
+
+def test_lockout_backs_off_and_expires():
+    assert accounts.lockout_seconds(4, threshold=5) == 0
+    assert [accounts.lockout_seconds(n, threshold=5) for n in (5, 6, 7)] == [30, 60, 120]
+    assert accounts.lockout_seconds(50, threshold=5) == accounts.LOCKOUT_MAX_SECONDS
+    until = accounts.locked_until(5, NOW, threshold=5)
+    assert until == NOW + timedelta(seconds=30)
+
+
+@pytest.mark.parametrize("password,reason", [
+    ("short", "at least"), ("x" * 129, "at most"), ("password1234", "common"), ("abababababab", "repetitive"),
+    ("alice-is-my-password", "username"),
+])
+def test_weak_passwords_are_refused(password, reason):
+    assert reason in passwords.weakness(password, username="alice")
+
+
+def test_argon2id_hash_and_verify():
+    hasher = passwords.Hasher(time_cost=1, memory_kib=8192, parallelism=1)
+    encoded = hasher.hash("vault-door-orchid-7291")
+    assert encoded.startswith("$argon2id$")
+    assert hasher.verify(encoded, "vault-door-orchid-7291")
+    assert not hasher.verify(encoded, "vault-door-orchid-7292")
+    assert not hasher.verify(None, "vault-door-orchid-7291")  # unknown user: the decoy never matches
+    assert not hasher.verify("not a hash", "x")
+
+
+def test_totp_accepts_adjacent_steps_once_and_refuses_replays():
+    secret = mfa.new_secret()
+    totp = pyotp.TOTP(secret)
+    code = totp.at(NOW)
+    step = mfa.matching_step(secret, code, NOW, last_step=None)
+    assert step == int(NOW.timestamp()) // 30
+    assert mfa.matching_step(secret, code, NOW, last_step=step) is None  # replay
+    assert mfa.matching_step(secret, totp.at(NOW + timedelta(seconds=30)), NOW, last_step=step) == step + 1
+    assert mfa.matching_step(secret, totp.at(NOW - timedelta(seconds=120)), NOW, last_step=None) is None
+    assert mfa.matching_step(secret, "12345", NOW, last_step=None) is None
+    assert mfa.provisioning_uri(secret, account="alice").startswith("otpauth://totp/")
+
+
+def test_recovery_codes_are_distinct_and_digested_loosely():
+    codes = mfa.new_recovery_codes()
+    assert len(set(codes)) == mfa.RECOVERY_CODES
+    assert mfa.recovery_digest(codes[0]) == mfa.recovery_digest(codes[0].upper().replace("-", " "))
+
+
+def test_sessions_end_on_idle_absolute_and_logout():
+    doc = {"created_at": NOW, "last_seen": NOW, "ended_at": None}
+    kw = {"idle_seconds": 900, "absolute_seconds": 3600}
+    assert sessions.ended(doc, NOW + timedelta(seconds=899), **kw) is None
+    assert sessions.ended(doc, NOW + timedelta(seconds=900), **kw) == "session idle timeout"
+    busy = {**doc, "last_seen": NOW + timedelta(seconds=3500)}
+    assert sessions.ended(busy, NOW + timedelta(seconds=3600), **kw) == "session absolute timeout"
+    assert sessions.ended({**doc, "ended_at": NOW}, NOW, **kw) == "session ended"
+    assert not sessions.should_touch(doc, NOW + timedelta(seconds=5))
+    assert sessions.should_touch(doc, NOW + timedelta(seconds=31))
+
+
+def test_rate_limiter_refills_and_says_how_long_to_wait():
+    limiter = RateLimiter(burst=2, per_second=0.5)
+    assert limiter.take("ip", 0.0) is None and limiter.take("ip", 0.0) is None
+    assert limiter.take("ip", 0.0) == 2
+    assert limiter.take("other", 0.0) is None
+    assert limiter.take("ip", 2.0) is None
