@@ -192,18 +192,28 @@ class Operator:
             return document
 
 
-async def set_up_tenant(url: str, bootstrap: str, agents: int, rules: int) -> dict[str, Any]:
+async def set_up_tenant(url: str, bootstrap: str, agents: int, rules: int, groups: int = 0) -> dict[str, Any]:
     policy, facts = policy_and_facts(rules)
     async with aiohttp.ClientSession() as session:
         provider = Operator(session, url, bootstrap)
         tenant = await provider.post("/v1/tenants", {"name": "bench"})
         admin = Operator(session, url, tenant["admin_token"])
         key = await admin.post("/v1/keys", {"name": "bench-volume", "volume": "vol-bench"})
+        if groups:
+            # Device groups by facts (each a condition evaluated per request) and a key group; the
+            # policy targets them, so every release computes group membership from the cache.
+            image = facts.setdefault("identity", {}).setdefault("image_id", "ami-bench")
+            for i in range(groups):
+                await admin.post("/v1/groups", {"name": f"images-{i}", "kind": "device", "match": {
+                    "fact": "identity.image_id", "op": "in", "value": [f"ami-{i}", image if i == groups - 1 else "ami-x"]}})
+            await admin.post("/v1/groups", {"name": "bench-keys", "kind": "key", "members": [key["key_id"]]})
+            policy = {**policy, "targets": {"device_groups": [f"images-{groups - 1}"], "key_groups": ["bench-keys"]}}
         await admin.post("/v1/policies", policy)
         enrollments = [await admin.post("/v1/enrollment-tokens", {"name": f"bench-vm-{i}", "ttl_seconds": 3600})
                        for i in range(agents)]
     return {"url": url, "key_id": key["key_id"], "facts": facts,
-            "enrollment_tokens": [e["token"] for e in enrollments], "policy_rules": len(policy["rules"])}
+            "enrollment_tokens": [e["token"] for e in enrollments], "policy_rules": len(policy["rules"]),
+            "groups": groups}
 
 
 class LoadGenerator:
@@ -291,7 +301,7 @@ async def run_bench(args: argparse.Namespace) -> None:
         if memory_bus is not None:
             await memory_bus.start()
         await stack.start_all()
-        setup = await set_up_tenant(stack.url, bootstrap, max(levels), args.rules)
+        setup = await set_up_tenant(stack.url, bootstrap, max(levels), args.rules, args.groups)
         load = await LoadGenerator.start()
         enrolled = await load.ask({"setup": setup})
         await load.ask({"agents": max(levels), "seconds": WARMUP_SECONDS})
@@ -344,7 +354,8 @@ def stage_means(stages: Stages, result: dict[str, Any]) -> dict[str, float | Non
 def print_report(args, setup, enrolled, results, load_rss_kib, traced_peak) -> None:  # noqa: ANN001
     store = "embedded store (:memory:)"
     bus = "RabbitMQ 127.0.0.1 (RabbitBus, own prefix)" if args.bus == "rabbitmq" else "in-memory bus"
-    print(f"release bench: {bus}, {store}; policy of {setup['policy_rules']} rule(s); "
+    print(f"release bench: {bus}, {store}; policy of {setup['policy_rules']} rule(s), "
+          f"{setup.get('groups', 0)} dynamic device group(s); "
           f"{enrolled['enrolled']} agents enrolled in a separate process")
     print(f"python {platform.python_version()}, {os.cpu_count()} CPUs; {args.seconds:g}s per level, "
           f"after {WARMUP_SECONDS:g}s warm-up")
@@ -454,6 +465,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per level (default 10)")
     parser.add_argument("--rules", type=int, choices=(1, 50), default=1,
                         help="1: one region rule; 50: the 50-rule policy of policy_eval_bench.py over ~40 facts")
+    parser.add_argument("--groups", type=int, default=0, metavar="N",
+                        help="N dynamic device groups (by image id) and a key group; the policy targets them")
     parser.add_argument("--bus", choices=("rabbitmq", "memory"), default="rabbitmq")
     parser.add_argument("--amqp-url", default=DEFAULT_AMQP_URL)
     parser.add_argument("--tracemalloc", action="store_true",
