@@ -25,7 +25,6 @@ from .problems import problem_middleware
 from .releases import ReleaseWaiters
 from .store import GatewayStore
 from .views import CORRELATION_ID, GATEWAY, Gateway
-from .views_policy import NOTIFIER, NOTIFY_PATTERNS, Notifier, also_notify
 from .views_accounts import ACCOUNT_CHANGES, ACCOUNTS, Accounts, forget_account_changes
 from .views_policy import NOTIFIER, NOTIFY_PATTERNS, Notifier, also_notify
 
@@ -112,7 +111,6 @@ async def init_app(settings: GatewaySettings, *, bus: Bus, client: AsyncMongoCli
         middlewares=[request_context, problem_middleware, audit_refusals], client_max_size=settings.max_body_bytes
     )
     app[GATEWAY] = gateway
-    app[NOTIFIER] = Notifier()
     app[ACCOUNTS] = Accounts.from_settings(settings)
     app[NOTIFIER] = Notifier()
     routes.setup(app)

@@ -21,14 +21,6 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "policies.manage": frozenset({"security_officer"}),
     "policies.read": frozenset({"security_officer", "auditor"}),
     "audit.read": frozenset({"auditor", "tenant_admin"}),
-    # --- policies, device groups, approvals, notifications ---
-    "policies.simulate": frozenset({"security_officer", "auditor"}),
-    "groups.manage": frozenset({"security_officer"}),
-    "groups.read": frozenset({"security_officer", "auditor"}),
-    "approvals.read": frozenset({"approver", "security_officer", "auditor"}),
-    "approvals.decide": frozenset({"approver"}),
-    "decisions.read": frozenset({"security_officer", "approver", "auditor"}),
-    "events.read": frozenset({"security_officer", "approver", "auditor", "tenant_admin"}),
     # --- audit exports, forwarders, reports ---
     "audit.export": frozenset({"auditor", "tenant_admin"}),
     "audit.forwarders.manage": frozenset({"tenant_admin", "security_officer"}),
