@@ -27,7 +27,8 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 # SECURITY: credentials are printed only by the three commands that just created one (tenant,
 # token, enrollment token), once. Everywhere else, fields with these names are masked, even in
 # --json output, in case an API response ever echoes one back.
-_CREDENTIAL_FIELDS = frozenset({"token", "admin_token", "bootstrap_token", "secret", "password"})
+_CREDENTIAL_FIELDS = frozenset({"token", "admin_token", "bootstrap_token", "secret", "password",
+                                "session_token", "setup_token", "recovery_codes"})
 _REDACTED = "<redacted>"
 _SHOWN_ONCE_NOTE = "note: {what} is shown once, store it now: it cannot be retrieved again."
 
@@ -202,12 +203,19 @@ def cmd_health(ctx: Ctx) -> int:
 
 
 def cmd_tenant_create(ctx: Ctx) -> int:
-    resp = _require(ctx).post("/v1/tenants", {"name": ctx.args.name})
-    return show_new_credential(ctx, resp, "admin_token", "the tenant admin token")
+    body: dict[str, Any] = {"name": ctx.args.name}
+    if ctx.args.admin_username:
+        body["admin_username"] = ctx.args.admin_username
+    resp = _require(ctx).post("/v1/tenants", body)
+    return show_new_credential(ctx, resp, "setup_token", "the first admin's one-time setup token")
 
 
 def cmd_token_create(ctx: Ctx) -> int:
-    body: dict[str, Any] = {"name": ctx.args.name, "roles": ctx.args.roles}
+    body: dict[str, Any] = {"name": ctx.args.name}
+    if ctx.args.scopes:
+        body["scopes"] = ctx.args.scopes
+    if ctx.args.service_account:
+        body["service_account_id"] = ctx.args.service_account
     if ctx.args.expires_in is not None:
         body["expires_in_seconds"] = ctx.args.expires_in
     resp = _require(ctx).post("/v1/tokens", body)
@@ -215,7 +223,7 @@ def cmd_token_create(ctx: Ctx) -> int:
 
 
 TOKEN_COLUMNS: list[Column] = [
-    ("ID", "token_id"), ("NAME", "name"), ("ROLES", "roles"), ("CREATED", "created_at"),
+    ("ID", "token_id"), ("NAME", "name"), ("USER", "user_id"), ("SCOPES", "scopes"), ("CREATED", "created_at"),
     ("EXPIRES", "expires_at"), ("REVOKED", lambda it: it.get("revoked_at") or it.get("revoked")),
 ]
 
@@ -484,14 +492,16 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     p.add_argument("service", choices=SERVICES)
 
     g = noun("tenant", "Manage tenants (needs the provider credential as --token).")
-    p = leaf(g, "create", cmd_tenant_create, "Create a tenant; prints its admin token once.")
+    p = leaf(g, "create", cmd_tenant_create, "Create a tenant and its first admin; prints their one-time setup token.")
     p.add_argument("name")
+    p.add_argument("--admin-username", help="the first admin's username (default admin)")
 
     g = noun("token", "Manage API tokens.")
     p = leaf(g, "create", cmd_token_create, "Create an API token; prints it once.")
     p.add_argument("--name", required=True)
-    p.add_argument("--role", dest="roles", action="append", required=True,
-                   help="a role to grant (repeat for more)")
+    p.add_argument("--scope", dest="scopes", action="append",
+                   help="a permission the token may use (repeat for more; default: all of yours)")
+    p.add_argument("--service-account", metavar="USER_ID", help="tenant admin: a token for this service account")
     p.add_argument("--expires-in", type=_positive_int, metavar="SECONDS")
     leaf(g, "list", cmd_token_list, "List API tokens.")
     p = leaf(g, "revoke", cmd_token_revoke, "Revoke an API token.")

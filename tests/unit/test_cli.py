@@ -134,25 +134,25 @@ def serve_audit(gw: Gateway, records: list[dict], page_size: int = 2) -> None:
 # ------------------------------------------------------------------ requests
 
 
-def test_tenant_create_posts_name_with_bearer_and_shows_admin_token_once(gw, run):
+def test_tenant_create_posts_name_with_bearer_and_shows_setup_token_once(gw, run):
     gw.route("POST", "/v1/tenants", 201,
-             {"tenant_id": "t-1", "name": "acme", "admin_token": "srt_admin_once"})
+             {"tenant_id": "t-1", "name": "acme", "setup_token": "sr_setup_once"})
     code, out, err = run("tenant", "create", "acme", token="provider-bootstrap")
     assert code == 0
     assert gw.last["method"] == "POST" and gw.last["path"] == "/v1/tenants"
     assert gw.last["body"] == {"name": "acme"}
     assert gw.last["headers"]["authorization"] == "Bearer provider-bootstrap"
     assert gw.last["headers"]["content-type"] == "application/json"
-    assert "tenant_id: t-1" in out and "admin_token: srt_admin_once" in out
+    assert "tenant_id: t-1" in out and "setup_token: sr_setup_once" in out
     assert "shown once, store it now" in err
 
 
-def test_token_create_sends_roles_and_expiry_and_json_prints_raw(gw, run):
+def test_token_create_sends_scopes_and_expiry_and_json_prints_raw(gw, run):
     gw.route("POST", "/v1/tokens", 201, {"token_id": "tok-1", "token": "srt_new", "name": "ci"})
-    code, out, err = run("token", "create", "--name", "ci", "--role", "keys.admin",
-                         "--role", "audit.read", "--expires-in", "3600", "--json")
+    code, out, err = run("token", "create", "--name", "ci", "--scope", "keys.read",
+                         "--scope", "audit.read", "--expires-in", "3600", "--json")
     assert code == 0
-    assert gw.last["body"] == {"name": "ci", "roles": ["keys.admin", "audit.read"],
+    assert gw.last["body"] == {"name": "ci", "scopes": ["keys.read", "audit.read"],
                                "expires_in_seconds": 3600}
     assert json.loads(out) == {"token_id": "tok-1", "token": "srt_new", "name": "ci"}
     assert "shown once" in err
@@ -160,13 +160,13 @@ def test_token_create_sends_roles_and_expiry_and_json_prints_raw(gw, run):
 
 def test_token_list_and_revoke(gw, run):
     gw.route("GET", "/v1/tokens", 200, {"items": [
-        {"token_id": "tok-1", "name": "ci", "roles": ["keys.admin"], "revoked": False}]})
+        {"token_id": "tok-1", "name": "ci", "user_id": "usr-1", "scopes": ["keys.read"], "revoked": False}]})
     gw.route("DELETE", "/v1/tokens/tok-1", 204)
     code, out, _ = run("token", "list")
     assert code == 0
     header, row = out.splitlines()
-    assert header.split() == ["ID", "NAME", "ROLES", "REVOKED"]
-    assert row.split() == ["tok-1", "ci", "keys.admin", "no"]
+    assert header.split() == ["ID", "NAME", "USER", "SCOPES", "REVOKED"]
+    assert row.split() == ["tok-1", "ci", "usr-1", "keys.read", "no"]
     code, out, _ = run("token", "revoke", "tok-1")
     assert code == 0 and gw.last["method"] == "DELETE" and out.strip() == "revoked token tok-1"
 
@@ -363,8 +363,10 @@ def test_redirects_are_not_followed_so_the_token_stays_put(gw, run):
     ["key"],
     ["key", "state", "k1", "explode", "--reason", "x"],
     ["key", "create", "k", "--algorithm", "DES"],
-    ["token", "create", "--name", "n"],
-    ["token", "create", "--name", "n", "--role", "r", "--expires-in", "-5"],
+    ["token", "create"],
+    ["token", "create", "--name", "n", "--scope", "keys.read", "--expires-in", "-5"],
+    ["user", "grant", "u1"],
+    ["settings", "set", "--small-team", "maybe"],
     ["device", "revoke", "d1"],
     ["serve", "mailsvc"],
 ])
@@ -476,3 +478,31 @@ def test_dev_and_serve_delegate_lazily(monkeypatch):
     assert calls == [("dev", {"port": 8500, "data_dir": "/tmp/sr"}),
                      ("dev", {"port": 8400, "data_dir": None}),
                      ("serve", "keysvc")]
+
+
+def test_login_reads_the_password_from_stdin_and_shows_the_session_once(gw, run, monkeypatch):
+    import io
+
+    gw.route("POST", "/v1/auth/login", 201, {"session_token": "sr_ses_once", "user_id": "usr-1",
+                                             "mfa_enrolment_required": False})
+    monkeypatch.setattr("sys.stdin", io.StringIO("vault-door-orchid-7291\n"))
+    code, out, err = run("account", "login", "--tenant", "ten-1", "--username", "ann", "--totp", "123456",
+                         "--password-stdin", token=None)
+    assert code == 0
+    assert gw.last["body"] == {"username": "ann", "password": "vault-door-orchid-7291", "tenant": "ten-1", "totp": "123456"}
+    assert "session_token: sr_ses_once" in out and "shown once" in err
+
+
+def test_user_commands_grant_confirm_and_list(gw, run):
+    gw.route("POST", "/v1/users", 201, {"user_id": "usr-2", "username": "carol", "setup_token": "sr_setup_x",
+                                        "pending_roles": [{"role": "key_custodian", "granted_by": "usr-1"}]})
+    code, out, err = run("user", "create", "carol", "--role", "key_custodian")
+    assert code == 0 and gw.last["body"] == {"username": "carol", "roles": ["key_custodian"], "account": "person"}
+    assert "setup_token: sr_setup_x" in out
+    gw.route("POST", "/v1/users/usr-2/roles/key_custodian/confirm", 200, {"user_id": "usr-2", "roles": ["key_custodian"]})
+    code, out, _ = run("user", "confirm", "usr-2", "key_custodian")
+    assert code == 0 and gw.last["path"] == "/v1/users/usr-2/roles/key_custodian/confirm"
+    gw.route("GET", "/v1/users", 200, {"items": [{"user_id": "usr-2", "username": "carol", "roles": ["key_custodian"],
+                                                  "pending_roles": [], "mfa_enrolled": True, "status": "active"}]})
+    code, out, _ = run("user", "list")
+    assert code == 0 and "carol" in out and "key_custodian" in out
