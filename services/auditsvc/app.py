@@ -16,7 +16,7 @@ from shared.rpc import Methods
 from shared.service import Running
 from shared.store import service_database
 
-from . import handlers
+from . import forwarders, handlers
 from .checkpoints import Checkpointer
 from .signing import load_private_key
 from .store import AuditStore
@@ -51,6 +51,10 @@ async def start(settings: AuditSettings, *, bus: Bus, client: AsyncMongoClient) 
     methods.add("signing_keys", partial(handlers.signing_keys, store=store, current_key_id=checkpointer.key_id))
     methods.add("status", partial(handlers.status, store=store, stats=stats,
                                   queue_depth=partial(bus.queue_depth, "auditsvc")))
+    for name in ("create_forwarder", "update_forwarder", "delete_forwarder"):
+        methods.add(name, partial(getattr(forwarders, name), store=store, outbox=outbox))
+    for name in ("list_forwarders", "get_forwarder"):
+        methods.add(name, partial(getattr(forwarders, name), store=store))
     await bus.subscribe_batch(
         "auditsvc",
         partial(handlers.ingest, store=store, heads=heads, checkpointer=checkpointer, stats=stats),
@@ -61,5 +65,8 @@ async def start(settings: AuditSettings, *, bus: Bus, client: AsyncMongoClient) 
     await outbox.relay()
     running = Running("auditsvc")
     tick = min(1.0, max(0.05, settings.checkpoint_every_seconds / 4))
-    running.tasks += [asyncio.create_task(outbox.run()), asyncio.create_task(checkpointer.run(tick))]
+    pool = forwarders.ForwarderPool(store, settings)
+    running.tasks += [asyncio.create_task(outbox.run()), asyncio.create_task(checkpointer.run(tick)),
+                      asyncio.create_task(pool.run())]
+    running.on_stop.append(pool.stop)
     return running

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from shared import commands
 
 from . import schemas, views
+from . import views_audit
 from . import account_schemas, accounts, views_accounts
 from . import views_custody
 from shared import commands_custody

@@ -5,6 +5,8 @@ All of them ask auditsvc over request/reply; the gateway never opens auditsvc's 
 
 from __future__ import annotations
 
+import json
+
 import structlog
 from aiohttp import web
 
@@ -71,3 +73,41 @@ async def export(request: web.Request) -> web.StreamResponse:
     await response.write_eof()
     log.info("audit_exported", format=fmt, records=sent)
     return response
+
+
+async def _json_object(request: web.Request) -> dict:
+    raw = await request.read()
+    if not raw:
+        raise ProblemError(400, "Bad Request", "a JSON body is required", "body")
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ProblemError(400, "Bad Request", "body is not valid JSON", "body") from None
+    if not isinstance(data, dict):
+        raise ProblemError(400, "Bad Request", "body must be a JSON object", "body")
+    return data
+
+
+# --- continuous forwarders (validated by auditsvc, which owns their model) -------------------
+
+
+async def create_forwarder(request: web.Request) -> web.Response:
+    return _json(await _call(request, "auditsvc", "create_forwarder", **await _json_object(request)), 201)
+
+
+async def list_forwarders(request: web.Request) -> web.Response:
+    return _json(await _call(request, "auditsvc", "list_forwarders"))
+
+
+async def get_forwarder(request: web.Request) -> web.Response:
+    return _json(await _call(request, "auditsvc", "get_forwarder", forwarder_id=request.match_info["forwarder_id"]))
+
+
+async def update_forwarder(request: web.Request) -> web.Response:
+    change = await _json_object(request)
+    return _json(await _call(request, "auditsvc", "update_forwarder",
+                             forwarder_id=request.match_info["forwarder_id"], change=change))
+
+
+async def delete_forwarder(request: web.Request) -> web.Response:
+    return _json(await _call(request, "auditsvc", "delete_forwarder", forwarder_id=request.match_info["forwarder_id"]))
