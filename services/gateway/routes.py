@@ -19,7 +19,6 @@ from . import account_schemas, accounts, views_accounts
 from . import views_custody
 from shared import commands_custody
 from . import views_policy
-from . import views_audit
 from .auth import Unauthorized
 from .permissions import allowed
 
