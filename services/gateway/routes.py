@@ -14,11 +14,11 @@ from pydantic import BaseModel
 from shared import commands
 
 from . import schemas, views
-from . import views_audit
 from . import account_schemas, accounts, views_accounts
 from . import views_custody
 from shared import commands_custody
 from . import views_policy
+from . import views_audit
 from .auth import Unauthorized
 from .permissions import allowed
 
@@ -60,6 +60,8 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/v1/auth/bootstrap", views_accounts.bootstrap, "operator", "accounts.bootstrap", "Bootstrap credential: create the first admin, then the credential is disabled", account_schemas.Bootstrap, 201),
     Route("POST", "/v1/auth/setup", views_accounts.setup_password, "none", None, "Set a first password with a one-time setup token", account_schemas.Setup),
     Route("POST", "/v1/auth/login", views_accounts.login, "none", None, "Sign in with password (and TOTP or a recovery code): a session token", account_schemas.Login, 201),
+    Route("GET", "/v1/auth/oidc/start", views_accounts.oidc_start, "none", None, "Single sign-on: redirect to the tenant's OpenID provider (?tenant=)", None, 302),
+    Route("GET", "/v1/auth/oidc/callback", views_accounts.oidc_callback, "none", None, "Single sign-on: OpenID provider callback; starts a session", None, 201),
     Route("POST", "/v1/auth/logout", views_accounts.logout, "operator", "account.self", "End the calling session", None, 204),
     Route("GET", "/v1/me", views_accounts.me, "operator", "account.self", "Who am I: user, roles, how I authenticated"),
     Route("POST", "/v1/me/mfa", views_accounts.mfa_begin, "operator", "account.self", "Start TOTP enrolment (otpauth URI)", None, 201),

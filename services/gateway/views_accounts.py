@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import aiohttp
 import structlog
 from aiohttp import web
 
@@ -22,7 +23,7 @@ from shared.outbox import staged
 from shared.rpc import NotFound, ProblemError
 
 from . import account_schemas as S
-from . import accounts, mfa, passwords
+from . import accounts, mfa, passwords, sso_oidc
 from .auth import PROVIDER_TENANT, SESSION_PREFIX, Principal, RateLimited, Unauthorized
 from .ratelimit import RateLimiter
 from .views import CORRELATION_ID, GATEWAY, PRINCIPAL, Gateway, _json, body_as
@@ -716,3 +717,108 @@ async def forget_account_changes(event: events.Event, *, gateway: Gateway) -> No
         gateway.operators.forget_user(event.tenant_id, user_id)
     if event.type.startswith("tenant."):  # type: ignore[attr-defined]
         gateway.operators.forget_tenant(event.tenant_id)
+
+
+# --- single sign-on ------------------------------------------------------------------------------
+
+SSO_STATE_TTL = timedelta(minutes=10)
+
+
+async def _sso_config(gw: Gateway, tenant_id: str, protocol: str) -> dict[str, Any]:
+    tenant = await gw.store.tenants.find_one(tenant_id, {}) if tenant_id else None
+    config = ((tenant or {}).get("settings") or {}).get("sso")
+    if tenant is None or tenant.get("status") != "active" or not config or config.get("protocol") != protocol:
+        raise NotFound(f"{protocol} sign-in for this tenant", "tenant")
+    return config
+
+
+def _redirect_uri(gw: Gateway, request: web.Request, config: dict[str, Any]) -> str:
+    base = gw.settings.public_url or f"{request.scheme}://{request.host}"
+    return config.get("redirect_uri") or f"{base}/v1/auth/oidc/callback"
+
+
+async def oidc_start(request: web.Request) -> web.Response:
+    """Redirects to the tenant's OpenID provider (authorization code flow with PKCE)."""
+    gw, acc = _ctx(request)
+    throttle(acc.login_by_address, f"ip:{request.remote}")
+    tenant_id = request.query.get("tenant", "")[:100]
+    config = await _sso_config(gw, tenant_id, "oidc")
+    redirect_uri = _redirect_uri(gw, request, config)
+    auth = sso_oidc.authorization_request(config, redirect_uri)
+    await gw.store.sso_states.insert(tenant_id, {
+        "state": auth.state, "nonce": auth.nonce, "code_verifier": auth.code_verifier,
+        "redirect_uri": redirect_uri, "expires_at": _now() + SSO_STATE_TTL})
+    raise web.HTTPFound(auth.url)
+
+
+async def oidc_callback(request: web.Request) -> web.Response:
+    """The provider sent the browser back with a code: exchange it, check the ID token, map the
+    groups to roles and start a session (auth "oidc")."""
+    gw, acc = _ctx(request)
+    throttle(acc.login_by_address, f"ip:{request.remote}")
+    for name in ("state", "code"):
+        if not 0 < len(request.query.get(name, "")) <= 1024:
+            raise ProblemError(400, "Bad Request", f"{name} is required", name)
+    state = await gw.store.sso_state(request.query["state"])
+    if state is None or state["expires_at"] <= _now():
+        raise Unauthorized("unknown or expired sso state")
+    tenant_id = state["tenant_id"]
+    config = await _sso_config(gw, tenant_id, "oidc")
+    form = sso_oidc.token_request(config, code=request.query["code"], redirect_uri=state["redirect_uri"],
+                                  code_verifier=state["code_verifier"])
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+            async with http.post(config["token_endpoint"], data=form) as resp:
+                tokens_doc = await resp.json(content_type=None) if resp.status == 200 else {}
+            async with http.get(config["jwks_uri"]) as resp:
+                jwks = await resp.json(content_type=None)
+        claims = sso_oidc.validate_id_token(str(tokens_doc.get("id_token", "")), jwks, issuer=config["issuer"],
+                                            client_id=config["client_id"], nonce=state["nonce"])
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        reason = str(exc) if isinstance(exc, sso_oidc.InvalidIdToken) else "identity provider unreachable"
+        await _failed(request, gw, tenant_id, "(oidc)", None, "oidc", reason, count=False)
+        raise Unauthorized(reason) from None
+    username = str(claims.get("preferred_username") or claims.get("email") or claims["sub"]).lower()[:64]
+    groups = claims.get(config.get("groups_claim") or "groups") or []
+    mfa_done = bool(set(claims.get("amr") or []) & {"mfa", "otp", "hwk", "swk"})
+    user = await sso_user(request, gw, tenant_id, source="oidc", external_id=str(claims["sub"]), username=username,
+                          groups=[str(g) for g in groups] if isinstance(groups, list) else [], config=config)
+    session = await _start_session(request, gw, user, method="oidc", mfa=mfa_done)
+    return _json({**session, "mfa_enrolment_required": False}, 201)
+
+
+async def sso_user(request: web.Request, gw: Gateway, tenant_id: str, *, source: str, external_id: str,
+                   username: str, groups: list[str], config: dict[str, Any]) -> dict[str, Any]:
+    """The user an identity provider vouched for, created on first sign-in; roles follow the
+    tenant's group mapping at every sign-in, within separation of duties."""
+    roles = accounts.roles_from_groups(groups, config.get("group_roles") or {})
+    _, small_team = await _tenant_kind(gw, tenant_id)
+    decision = accounts.check_role_set(roles, small_team=small_team)
+    if not decision.allowed:
+        await _failed(request, gw, tenant_id, username, None, source, decision.reason, count=False)
+        raise ProblemError(403, "Forbidden", decision.reason, "groups")
+    actor = events.Actor(kind="user", id="unknown", auth=source)
+    user = await gw.store.users.find_one(tenant_id, {"source": source, "external_id": external_id})
+    if user is None:
+        if await gw.store.users.find_one(tenant_id, {"username": username}) is not None:
+            # SECURITY: never link an SSO identity to a local account by name alone.
+            await _failed(request, gw, tenant_id, username, None, source, "username taken by another account", count=False)
+            raise Unauthorized("sso username collides")
+        user = _new_user(username=username, roles=sorted(roles), source=source, external_id=external_id)
+        fields = _fields(request, tenant_id, events.Actor(kind="user", id=user["user_id"], auth=source))
+        await _insert(gw, gw.store.users, tenant_id, user, events.UserCreated(
+            **fields, user_id=user["user_id"], username=username, roles=tuple(sorted(roles)), source=source))
+        user["tenant_id"] = tenant_id
+        return user
+    if user.get("status") != "active":
+        await _failed(request, gw, tenant_id, username, user, source, "user disabled", count=False)
+        raise Unauthorized("user disabled")
+    if set(user["roles"]) != roles:
+        actor = events.Actor(kind="user", id=user["user_id"], auth=source)
+        event = events.UserRolesChanged(**_fields(request, tenant_id, actor), type="user.role_granted",
+                                        user_id=user["user_id"], roles=tuple(sorted(roles)), granted_by=f"{source}-groups")
+        await _update(gw, gw.store.users, tenant_id, {"user_id": user["user_id"]},
+                      {"$set": {"roles": sorted(roles)}, "$inc": {"rev": 1}}, event)
+        gw.operators.forget_user(tenant_id, user["user_id"])
+        user = {**user, "roles": sorted(roles)}
+    return user
