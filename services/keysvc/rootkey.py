@@ -302,9 +302,9 @@ def unseal_root_key(blob: bytes, passphrase: str) -> bytes:
 class RootKeySource(Protocol):
     """Where keysvc gets its root key.
 
-    load() returns the key, or None when this source cannot produce it by itself (for example
-    an unseal that waits for operators' Shamir shares). A PKCS#11/HSM source will come later:
-    it will keep the root key inside the token and so needs a wrap/unwrap interface, not load().
+    load() returns the key, or None when this source cannot produce it by itself (an unseal
+    that waits for operators' Shamir shares, see custody_handlers.submit_unseal_share). The
+    PKCS#11 source (pkcs11.py) keeps an AES key inside the HSM that wraps the root key.
     """
 
     name: str
