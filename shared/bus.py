@@ -46,6 +46,7 @@ class Bus(Protocol):
     async def start(self) -> None: ...
     async def close(self) -> None: ...
     async def publish(self, event: Event) -> None: ...
+    async def publish_audited(self, event: Event) -> None: ...
     async def subscribe(self, service: str, handler: Handler, *, prefetch: int = 64) -> None: ...
     async def subscribe_batch(
         self, service: str, handler: BatchHandler, *, max_batch: int = 256, max_wait: float = 0.02
@@ -165,6 +166,34 @@ class RabbitBus:
         except (aio_pika.exceptions.AMQPError, ConnectionError, asyncio.TimeoutError) as exc:
             raise BusError(f"publish of {event.type} failed: {exc!r}") from None
         _check_confirmation(confirmation, event.type)
+
+    async def publish_audited(self, event: Event) -> None:
+        """Audit first: into auditsvc's queue alone (confirmed), and only then to every other consumer.
+
+        A refused publish still reaches every queue that had room, so a plain publish refused by a
+        full audit queue would let a release proceed unrecorded. Here a refusal stops the event
+        before anyone acts on it. auditsvc receives the event twice and keeps it once (by event id);
+        if the second copy finds the audit queue full, the record is already queued, so that
+        refusal is ignored.
+        """
+        assert self._connection is not None and self._publish_channel is not None, "bus not started"
+        message = aio_pika.Message(
+            encode_event(event), content_type="application/json", delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=event.event_id, correlation_id=event.correlation_id, type=event.type,
+        )
+        try:
+            confirmation = await self._publish_channel.default_exchange.publish(
+                message, routing_key=self.name("auditsvc"), mandatory=True)
+        except aio_pika.exceptions.DeliveryError:
+            raise BusError(f"audit queue refused {event.type}: it is full or unavailable") from None
+        except (aio_pika.exceptions.AMQPError, ConnectionError, asyncio.TimeoutError) as exc:
+            raise BusError(f"publish of {event.type} for audit failed: {exc!r}") from None
+        _check_confirmation(confirmation, f"audit of {event.type}")
+        try:
+            await self.publish(event)
+        except BusError as exc:
+            if "refused" not in str(exc):
+                raise
 
     async def publish_raw(self, routing_key: str, body: bytes) -> None:
         """Publishes bytes that need not be a valid event (tests of dead-lettering, tooling)."""

@@ -101,6 +101,10 @@ class MemoryBus:
             raise BusError(f"no queue bound for {event.type}")
         await asyncio.sleep(0)
 
+    async def publish_audited(self, event: Event) -> None:
+        # One process, unbounded queues: nothing can refuse the audit copy, so one publish suffices.
+        await self.publish(event)
+
     async def queue_depth(self, service: str) -> int | None:
         queue = self._queues.get(service)
         return None if queue is None else queue.items.qsize()

@@ -229,7 +229,8 @@ async def key_request(request: web.Request) -> web.Response:
     )
     waiter = gw.waiters.expect(request_id)
     try:
-        await gw.bus.publish(requested)
+        # Audit first: a request the audit queue cannot take is refused (503) before anyone acts on it.
+        await gw.bus.publish_audited(requested)
         outcome = await asyncio.wait_for(waiter, gw.settings.release_timeout_seconds)
     except TimeoutError:
         raise ExtraProblem(504, "Gateway Timeout", "no decision in time; the request may still complete",

@@ -114,7 +114,8 @@ async def start(settings: KeySettings, *, bus: Bus, client: AsyncMongoClient, ro
     await bus.listen(["kek.rotated", "tenant.keys_shredded", "key.destroyed"],
                      partial(custody.forget_rotated_kek, cache=cache, hierarchy=hierarchy))
     await bus.subscribe(
-        "keysvc", partial(handlers.release_key, store=store, hierarchy=hierarchy, cache=cache, publish=bus.publish)
+        # Audit first: no key.released reaches the gateway unless its audit record is durably queued.
+        "keysvc", partial(handlers.release_key, store=store, hierarchy=hierarchy, cache=cache, publish=bus.publish_audited)
     )
     await bus.serve("keysvc", methods)
 

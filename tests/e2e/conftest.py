@@ -76,7 +76,7 @@ async def stack(amqp_url, mongo_client, db_prefix, prefix, tmp_path, request):
     await stack.start_all()
     yield stack
     await stack.stop_all()
-    cleanup = RabbitBus(amqp_url, prefix=bus_prefix)
+    cleanup = RabbitBus(amqp_url, prefix=bus_prefix, audit_max_length=overrides.get("audit_max_length"))
     await cleanup.start()
     await cleanup.destroy()
     await cleanup.close()
