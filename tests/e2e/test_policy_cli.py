@@ -29,47 +29,51 @@ async def run(capsys, *argv: str) -> tuple[int, str, str]:
 async def test_operator_cli_for_approvals_groups_decisions_versions_simulate_and_events(api, capsys, tmp_path):
     tenant = await make_tenant(api, policy=approval_policy())
     agent = await BareAgent.enroll(tenant, api)
-    base = ["--url", api.url, "--token", tenant.admin.token]
+
+    async def base_for(permission: str) -> list[str]:
+        """Each command as a tenant user whose role holds its permission (separation of duties)."""
+        person = await tenant.team.for_permission(permission)
+        return ["--url", api.url, "--token", person.token]
 
     status, pending, ephemeral = await ask(agent, tenant.key_id)
     assert status == 202
-    code, out, _ = await run(capsys, *base, "approval", "list")
+    code, out, _ = await run(capsys, *(await base_for("approvals.read")), "approval", "list")
     assert code == 0 and pending["approval_id"] in out and "0/1" in out
-    code, out, _ = await run(capsys, *base, "approval", "approve", pending["approval_id"], "--comment", "ticket 7")
+    code, out, _ = await run(capsys, *(await base_for("approvals.decide")), "approval", "approve", pending["approval_id"], "--comment", "ticket 7")
     assert code == 0 and "approved (1 of 1 approvals)" in out
     assert (await poll(agent, pending["request_id"], wait=10))[0] == 200
-    code, out, err = await run(capsys, *base, "approval", "deny", pending["approval_id"])
+    code, out, err = await run(capsys, *(await base_for("approvals.decide")), "approval", "deny", pending["approval_id"])
     assert code == 1 and "409" in err
 
     group = tmp_path / "group.json"
     group.write_text(json.dumps({"name": "golden", "kind": "device",
                                  "match": {"fact": "identity.image_id", "op": "in", "value": ["ami-1"]}}))
-    code, out, _ = await run(capsys, *base, "group", "put", str(group))
+    code, out, _ = await run(capsys, *(await base_for("groups.manage")), "group", "put", str(group))
     assert code == 0 and "name: golden" in out
     group.write_text(json.dumps({"name": "bad", "kind": "device", "match": {"fact": "identity.image_id", "op": "nope"}}))
-    code, _, err = await run(capsys, *base, "group", "put", str(group))
+    code, _, err = await run(capsys, *(await base_for("groups.manage")), "group", "put", str(group))
     assert code == 1 and "(field: match.op)" in err
-    code, out, _ = await run(capsys, *base, "group", "list")
+    code, out, _ = await run(capsys, *(await base_for("groups.read")), "group", "list")
     assert code == 0 and "golden" in out and "bad" not in out
 
-    code, out, _ = await run(capsys, *base, "decision", "list")
+    code, out, _ = await run(capsys, *(await base_for("decisions.read")), "decision", "list")
     assert code == 0 and pending["request_id"] in out
-    code, out, _ = await run(capsys, *base, "decision", "show", pending["request_id"], "--json")
+    code, out, _ = await run(capsys, *(await base_for("decisions.read")), "decision", "show", pending["request_id"], "--json")
     assert code == 0 and json.loads(out)["approval"]["status"] == "approved"
 
     candidate = tmp_path / "allow.json"
     candidate.write_text(json.dumps(ALLOW_EU))
-    code, out, _ = await run(capsys, *base, "policy", "simulate", str(candidate), "--days", "1", "--replaces", tenant.policy_id)
+    code, out, _ = await run(capsys, *(await base_for("policies.simulate")), "policy", "simulate", str(candidate), "--days", "1", "--replaces", tenant.policy_id)
     assert code == 0 and "1 request(s) replayed, 1 decided differently" in out
     assert f"would gain access: device {agent.device_id}" in out
-    code, out, _ = await run(capsys, *base, "policy", "put", str(candidate), "--id", tenant.policy_id)
+    code, out, _ = await run(capsys, *(await base_for("policies.manage")), "policy", "put", str(candidate), "--id", tenant.policy_id)
     assert code == 0
-    code, out, _ = await run(capsys, *base, "policy", "versions", tenant.policy_id)
+    code, out, _ = await run(capsys, *(await base_for("policies.read")), "policy", "versions", tenant.policy_id)
     assert code == 0 and len(out.splitlines()) == 3  # header and two versions
-    code, out, _ = await run(capsys, *base, "policy", "restore", tenant.policy_id, "1")
+    code, out, _ = await run(capsys, *(await base_for("policies.manage")), "policy", "restore", tenant.policy_id, "1")
     assert code == 0 and "version 1 restored as version 3" in out
 
-    tail = asyncio.create_task(asyncio.to_thread(main, [*base, "events", "tail", "--type", "approval.*", "--count", "1", "--json"]))
+    tail = asyncio.create_task(asyncio.to_thread(main, [*(await base_for("events.read")), "events", "tail", "--type", "approval.*", "--count", "1", "--json"]))
     err = ""
     for _ in range(200):  # until the stream is open
         err += capsys.readouterr().err
