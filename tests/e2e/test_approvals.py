@@ -68,7 +68,7 @@ async def test_single_approval_releases_the_original_request_to_its_one_time_key
     status, voted, _ = await alice.call("POST", f"/v1/approvals/{approval_id}/approve", json={"comment": "change 42"})
     assert status == 200 and voted["status"] == "approved", voted
 
-    status, out, _ = await poll(agent, request_id, wait=10)
+    status, out, _ = await poll(agent, request_id, wait=30)
     assert status == 200, out
     assert out["request_id"] == request_id and len(opened(agent, out, ephemeral)) == 32
     # Only the requesting device can collect it.
@@ -107,7 +107,7 @@ async def test_two_of_three_needs_two_different_people_and_self_approval_is_refu
     assert status == 200 and second["status"] == "approved"
     assert [v["by"] for v in second["votes"]] == [v["by"] for v in first["votes"]] + [second["votes"][1]["by"]]
     assert len({v["by"] for v in second["votes"]}) == 2
-    status, out, _ = await poll(agent, pending["request_id"], wait=10)
+    status, out, _ = await poll(agent, pending["request_id"], wait=30)
     assert status == 200 and len(opened(agent, out, ephemeral)) == 32
 
     # A token without the approver role cannot vote at all.

@@ -41,7 +41,7 @@ async def test_operator_cli_for_approvals_groups_decisions_versions_simulate_and
     assert code == 0 and pending["approval_id"] in out and "0/1" in out
     code, out, _ = await run(capsys, *(await base_for("approvals.decide")), "approval", "approve", pending["approval_id"], "--comment", "ticket 7")
     assert code == 0 and "approved (1 of 1 approvals)" in out
-    assert (await poll(agent, pending["request_id"], wait=10))[0] == 200
+    assert (await poll(agent, pending["request_id"], wait=30))[0] == 200
     code, out, err = await run(capsys, *(await base_for("approvals.decide")), "approval", "deny", pending["approval_id"])
     assert code == 1 and "409" in err
 
@@ -73,7 +73,7 @@ async def test_operator_cli_for_approvals_groups_decisions_versions_simulate_and
     code, out, _ = await run(capsys, *(await base_for("policies.manage")), "policy", "restore", tenant.policy_id, "1")
     assert code == 0 and "version 1 restored as version 3" in out
 
-    tail = asyncio.create_task(asyncio.to_thread(main, [*(await base_for("events.read")), "events", "tail", "--type", "approval.*", "--count", "1", "--json"]))
+    tail = asyncio.create_task(asyncio.to_thread(main, [*(await base_for("events.read")), "events", "tail", "--type", "approval.requested", "--count", "1", "--json"]))
     err = ""
     for _ in range(200):  # until the stream is open
         err += capsys.readouterr().err
