@@ -59,3 +59,48 @@ async def test_operators_watch_approvals_and_denials_of_their_tenant_only(api, h
     assert status == 400 and problem["field"] == "types"
     status, _, _ = await api.as_(None).call("GET", "/v1/events/stream")
     assert status == 401
+
+
+async def test_a_webhook_forwarder_filtered_to_approvals_receives_them_signed(api):
+    from aiohttp import web
+
+    from services.auditsvc.forwarding import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_webhook_signature
+
+    from .test_approvals import approvers
+    from .test_audit_forwarders import _caught_up
+
+    received: list[dict] = []
+    secret: dict[str, str] = {}
+
+    async def hook(request: web.Request) -> web.Response:
+        body = await request.read()
+        if not verify_webhook_signature(secret["value"], request.headers[TIMESTAMP_HEADER], body,
+                                        request.headers[SIGNATURE_HEADER]):
+            return web.Response(status=401)
+        received.append(json.loads(body))
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        tenant = await make_tenant(api, policy=approval_policy())
+        status, fwd, _ = await tenant.admin.call("POST", "/v1/audit/forwarders", json={
+            "name": "approvals", "kind": "webhook", "url": f"http://127.0.0.1:{runner.addresses[0][1]}/hook",
+            "format": "jsonl", "event_types": ["approval.*"]})
+        assert status == 201, fwd
+        secret["value"] = fwd["secret"]
+        agent = await BareAgent.enroll(tenant, api)
+        (alice,) = await approvers(tenant, 1)
+        status, pending, _ = await ask(agent, tenant.key_id)
+        assert status == 202
+        status, _, _ = await alice.call("POST", f"/v1/approvals/{pending['approval_id']}/approve", json={"comment": "ok"})
+        assert status == 200
+        await _caught_up(tenant.admin, fwd["forwarder_id"])
+        records = [r for batch in received for r in batch["records"]]
+        assert [r["api"]["operation"] for r in records] == ["approval.requested", "approval.granted"]
+        assert all(pending["approval_id"] in r["message"] for r in records), records
+    finally:
+        await runner.cleanup()
