@@ -192,13 +192,46 @@ class Operator:
             return document
 
 
+BENCH_PASSWORD = "bench-orchid-door-7291"
+
+
+async def _signed_in(session, url: str, tenant: str, username: str) -> "Operator":
+    """A session for `username`, enrolling TOTP when the user's roles require it."""
+    import pyotp
+
+    login = await Operator(session, url, "").post(
+        "/v1/auth/login", {"tenant": tenant, "username": username, "password": BENCH_PASSWORD})
+    user = Operator(session, url, login["session_token"])
+    if login["mfa_enrolment_required"]:
+        enrol = await user.post("/v1/me/mfa", {})
+        await user.post("/v1/me/mfa/confirm", {"code": pyotp.TOTP(enrol["secret"]).now()}, expect=200)
+    return user
+
+
+async def _set_up_team(session, url: str, bootstrap: str) -> tuple["Operator", "Operator"]:
+    """Bootstrap -> provider admin -> tenant with two admins -> a key custodian (confirmed by the
+    second admin) and a security officer, as separation of duties requires."""
+    await Operator(session, url, bootstrap).post("/v1/auth/bootstrap", {"username": "root", "password": BENCH_PASSWORD})
+    provider = await _signed_in(session, url, "provider", "root")
+    tenant = await provider.post("/v1/tenants", {"name": "bench"})
+    anon = Operator(session, url, "")
+    await anon.post("/v1/auth/setup", {"setup_token": tenant["setup_token"], "password": BENCH_PASSWORD}, expect=200)
+    admin = await _signed_in(session, url, tenant["tenant_id"], tenant["admin_username"])
+    people = {}
+    for username, roles in (("second-admin", ["tenant_admin"]), ("custodian", ["key_custodian"]), ("officer", ["security_officer"])):
+        user = await admin.post("/v1/users", {"username": username, "roles": roles})
+        for pending in user["pending_roles"]:
+            await people["second-admin"].post(f"/v1/users/{user['user_id']}/roles/{pending['role']}/confirm", {}, expect=200)
+        await anon.post("/v1/auth/setup", {"setup_token": user["setup_token"], "password": BENCH_PASSWORD}, expect=200)
+        people[username] = await _signed_in(session, url, tenant["tenant_id"], username)
+    return people["custodian"], people["officer"]
+
+
 async def set_up_tenant(url: str, bootstrap: str, agents: int, rules: int, groups: int = 0) -> dict[str, Any]:
     policy, facts = policy_and_facts(rules)
     async with aiohttp.ClientSession() as session:
-        provider = Operator(session, url, bootstrap)
-        tenant = await provider.post("/v1/tenants", {"name": "bench"})
-        admin = Operator(session, url, tenant["admin_token"])
-        key = await admin.post("/v1/keys", {"name": "bench-volume", "volume": "vol-bench"})
+        custodian, admin = await _set_up_team(session, url, bootstrap)
+        key = await custodian.post("/v1/keys", {"name": "bench-volume", "volume": "vol-bench"})
         if groups:
             # Device groups by facts (each a condition evaluated per request) and a key group; the
             # policy targets them, so every release computes group membership from the cache.
