@@ -194,3 +194,16 @@ async def test_the_agent_sdk_waits_for_approval_and_sends_heartbeats(api):
         assert released.request_id == fresh[0]["request_id"] and len(released.key) == 32
         beat = await client.heartbeat(EU_FACTS)
         assert beat["status"] == "active" and beat["device_id"] == bare.device_id
+
+
+async def test_expiry_survives_a_policysvc_restart(api, stack):
+    tenant = await make_tenant(api, policy=approval_policy())
+    agent = await BareAgent.enroll(tenant, api)
+    status, _, _ = await tenant.admin.call("PUT", "/v1/policy-settings", json={"approval_expiry_seconds": 2})
+    assert status == 200
+    status, pending, _ = await ask(agent, tenant.key_id)
+    assert status == 202
+    await stack.stop("policysvc")  # before the deadline: the running scheduler never fires
+    await stack.start("policysvc")  # the new one finds the pending approval in the store
+    status, out, _ = await poll(agent, pending["request_id"], wait=30)
+    assert status == 403 and out["request_status"] == "expired", out
