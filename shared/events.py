@@ -256,6 +256,7 @@ class ApprovalRequested(Event):
     approvals_required: int
     expires_at: datetime
     reasons: tuple[str, ...] = ()
+    outcome: Literal["pending"] = "pending"  # the audit record's outcome: a request now waiting
 
 
 class ApprovalVoted(Event):

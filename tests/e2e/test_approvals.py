@@ -82,6 +82,7 @@ async def test_single_approval_releases_the_original_request_to_its_one_time_key
     actions = [r["action"] for r in records]
     for action in ("approval.requested", "approval.granted", "key.released"):
         assert action in actions, actions
+    assert next(r for r in records if r["action"] == "approval.requested")["outcome"] == "pending"
     granted = next(r for r in records if r["action"] == "approval.granted")
     assert granted["resource"] == {"type": "approval", "id": approval_id} and granted["actor"]["kind"] == "user"
     decided = [r for r in records if r["action"] == "key.decided"]
