@@ -347,7 +347,7 @@ class AuditArchived(Event):
 
 class AuditRetentionUpdated(Event):
     type: Literal["audit.retention_updated"] = "audit.retention_updated"
-    retention_days: int
+    retention_days: float
 
 
 class ForwarderCreated(Event):

@@ -16,7 +16,7 @@ from shared.rpc import Methods
 from shared.service import Running
 from shared.store import service_database
 
-from . import forwarders, handlers
+from . import forwarders, handlers, retention
 from .checkpoints import Checkpointer
 from .signing import load_private_key
 from .store import AuditStore
@@ -37,8 +37,9 @@ async def start(settings: AuditSettings, *, bus: Bus, client: AsyncMongoClient) 
     await store.create_indexes()
     outbox = Outbox(bus.publish, store.outbox_collections)
     await outbox.create_indexes()
+    signing_key = signing_key_from_settings(settings)
     checkpointer = Checkpointer(
-        store, outbox, signing_key_from_settings(settings),
+        store, outbox, signing_key,
         every_records=settings.checkpoint_every_records, every_seconds=settings.checkpoint_every_seconds,
     )
     await checkpointer.register_key()
@@ -55,6 +56,13 @@ async def start(settings: AuditSettings, *, bus: Bus, client: AsyncMongoClient) 
         methods.add(name, partial(getattr(forwarders, name), store=store, outbox=outbox))
     for name in ("list_forwarders", "get_forwarder"):
         methods.add(name, partial(getattr(forwarders, name), store=store))
+    keeper = retention.Retention(store, outbox, signing_key, archive_dir=settings.archive_dir,
+                                 default_days=settings.retention_days)
+    methods.add("get_retention", partial(retention.get_retention, retention=keeper))
+    methods.add("set_retention", partial(retention.set_retention, store=store, outbox=outbox))
+    methods.add("run_retention", partial(retention.run_retention, retention=keeper))
+    methods.add("list_archives", partial(retention.list_archives, store=store))
+    methods.add("get_archive", partial(retention.get_archive, store=store))
     await bus.subscribe_batch(
         "auditsvc",
         partial(handlers.ingest, store=store, heads=heads, checkpointer=checkpointer, stats=stats),
@@ -67,6 +75,7 @@ async def start(settings: AuditSettings, *, bus: Bus, client: AsyncMongoClient) 
     tick = min(1.0, max(0.05, settings.checkpoint_every_seconds / 4))
     pool = forwarders.ForwarderPool(store, settings)
     running.tasks += [asyncio.create_task(outbox.run()), asyncio.create_task(checkpointer.run(tick)),
-                      asyncio.create_task(pool.run())]
+                      asyncio.create_task(pool.run()),
+                      asyncio.create_task(keeper.loop(settings.retention_interval_seconds))]
     running.on_stop.append(pool.stop)
     return running

@@ -187,6 +187,7 @@ async def status(request: rpc.RpcRequest, params: dict[str, Any], *, store: Audi
     last = await store.records.find(tenant_id, {}, sort=[("seq", -1)], limit=1, projection={"time": 1})
     checkpoint = await store.last_checkpoint(tenant_id)
     ingested_at = stats.ingested_at.get(tenant_id)
+    archived = await store.archives.find(tenant_id, {"state": "done"}, sort=[("to_seq", -1)], limit=1)
     return {
         "tenant_id": tenant_id,
         "last_seq": head.seq,
@@ -196,6 +197,9 @@ async def status(request: rpc.RpcRequest, params: dict[str, Any], *, store: Audi
         "last_checkpoint_time": checkpoint["time"] if checkpoint else None,
         "ingestion_lag_seconds": stats.lag_seconds.get(tenant_id),
         "last_ingested_at": _rfc3339(ingested_at) if ingested_at else None,
+        # The online chain continues from here; older records are in signed archives.
+        "archived_seq": archived[0]["to_seq"] if archived else None,
+        "archived_hash": archived[0]["to_hash"] if archived else None,
         # Shared by every tenant: records waiting in the broker for auditsvc.
         "queue_depth": await queue_depth(),
     }

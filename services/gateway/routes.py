@@ -131,6 +131,11 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/audit/forwarders/{forwarder_id}", views_audit.get_forwarder, "operator", "audit.read", "Show a forwarder with cursor, lag and last error"),
     Route("PATCH", "/v1/audit/forwarders/{forwarder_id}", views_audit.update_forwarder, "operator", "audit.forwarders.manage", "Change a forwarder's name, format, event-type filter or enabled flag"),
     Route("DELETE", "/v1/audit/forwarders/{forwarder_id}", views_audit.delete_forwarder, "operator", "audit.forwarders.manage", "Delete a forwarder"),
+    Route("GET", "/v1/audit/retention", views_audit.get_retention, "operator", "audit.read", "The tenant's online audit window"),
+    Route("PUT", "/v1/audit/retention", views_audit.set_retention, "operator", "audit.retention.manage", "Set the tenant's online audit window (days)"),
+    Route("POST", "/v1/audit/retention/run", views_audit.run_retention, "operator", "audit.retention.manage", "Archive records past the window now (resumable, idempotent)"),
+    Route("GET", "/v1/audit/archives", views_audit.list_archives, "operator", "audit.read", "List signed audit archives"),
+    Route("GET", "/v1/audit/archives/{archive_id}", views_audit.get_archive, "operator", "audit.export", "Download a signed audit archive (gzip)"),
     Route("POST", "/v1/agent/enroll", views.enroll, "none", None, "Agent: enrol with an enrollment token", schemas.Enroll, 201),
     Route("POST", "/v1/agent/key-requests", views.key_request, "device", None, "Agent: request a key (RFC 9421-signed)", schemas.KeyRequestBody),
 )

@@ -5,6 +5,7 @@ All of them ask auditsvc over request/reply; the gateway never opens auditsvc's 
 
 from __future__ import annotations
 
+import base64
 import json
 
 import structlog
@@ -111,3 +112,30 @@ async def update_forwarder(request: web.Request) -> web.Response:
 
 async def delete_forwarder(request: web.Request) -> web.Response:
     return _json(await _call(request, "auditsvc", "delete_forwarder", forwarder_id=request.match_info["forwarder_id"]))
+
+
+# --- retention and archives ----------------------------------------------------------------
+
+
+async def get_retention(request: web.Request) -> web.Response:
+    return _json(await _call(request, "auditsvc", "get_retention"))
+
+
+async def set_retention(request: web.Request) -> web.Response:
+    return _json(await _call(request, "auditsvc", "set_retention", **await _json_object(request)))
+
+
+async def run_retention(request: web.Request) -> web.Response:
+    return _json(await _call(request, "auditsvc", "run_retention"))
+
+
+async def list_archives(request: web.Request) -> web.Response:
+    return _json(await _call(request, "auditsvc", "list_archives"))
+
+
+async def get_archive(request: web.Request) -> web.Response:
+    found = await _call(request, "auditsvc", "get_archive", archive_id=request.match_info["archive_id"])
+    return web.Response(body=base64.b64decode(found["data"]), content_type="application/gzip", headers={
+        "Content-Disposition": f'attachment; filename="{found["archive_id"]}.json.gz"',
+        "X-Archive-Sha256": found["sha256"],
+    })

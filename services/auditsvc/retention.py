@@ -1,0 +1,212 @@
+"""Retention: records older than the tenant's window are archived to a signed file, then removed.
+
+Each archive moves through states kept in its document, so a crash at any point resumes:
+`writing` (range fixed, file being written) -> `written` (file on disk, checksum recorded) ->
+`done` (records removed, `audit.archived` published through the outbox). Re-running a step is
+harmless: the file is rebuilt byte for byte from the same records, deleting deleted records
+removes nothing. Records a forwarder has not yet sent are never removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import structlog
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from shared import events, rpc
+from shared.outbox import Outbox, push, staged
+from shared.store import DuplicateKeyError
+
+from .archive import build_archive, file_sha256
+from .chain import ChainHead
+from .store import AuditStore
+
+log = structlog.get_logger("strongroom.auditsvc")
+
+MAX_ARCHIVE_RECORDS = 10_000
+
+
+class RetentionSetting(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    # Days, fractions allowed (a test's window is seconds); at most a century.
+    retention_days: float = Field(gt=0, le=36500)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _rfc3339(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+class Retention:
+    def __init__(self, store: AuditStore, outbox: Outbox, signing_key: Ed25519PrivateKey, *,
+                 archive_dir: str, default_days: float):
+        self._store, self._outbox, self._key = store, outbox, signing_key
+        self._dir = Path(archive_dir)
+        self._default_days = default_days
+
+    async def window_days(self, tenant_id: str) -> float:
+        return float(await self._store.tenant_setting(tenant_id, "retention_days", self._default_days))
+
+    def _path(self, tenant_id: str, archive_id: str) -> Path:
+        return self._dir / tenant_id / f"{archive_id}.json.gz"
+
+    async def run_tenant(self, tenant_id: str) -> list[dict[str, Any]]:
+        """Archive everything past the window, one archive per at most MAX_ARCHIVE_RECORDS records."""
+        finished = []
+        while (doc := await self._next(tenant_id)) is not None:
+            finished.append(await self._complete(doc))
+        return finished
+
+    async def _next(self, tenant_id: str) -> dict[str, Any] | None:
+        pending = await self._store.archives.find(tenant_id, {"state": {"$ne": "done"}}, sort=[("to_seq", 1)], limit=1)
+        if pending:
+            return pending[0]  # resume what a crash interrupted
+        cutoff = _rfc3339(_now() - timedelta(days=await self.window_days(tenant_id)))
+        query: dict[str, Any] = {"time": {"$lt": cutoff}}
+        cursors = [d.get("cursor", 0) for d in await self._store.forwarders.find(tenant_id, {"enabled": True})]
+        if cursors:
+            query["seq"] = {"$lte": min(cursors)}  # a forwarder still owes these to its SIEM
+        records = await self._store.records.find(tenant_id, query, sort=[("seq", 1)], limit=MAX_ARCHIVE_RECORDS,
+                                                 projection={"_id": 0})
+        # Only a gap-free prefix of the online chain can go: stop at the first record inside the window.
+        first = await self._store.records.find(tenant_id, {}, sort=[("seq", 1)], limit=1, projection={"seq": 1})
+        if not records or not first or records[0]["seq"] != first[0]["seq"]:
+            return None
+        run = [records[0]]
+        for rec in records[1:]:
+            if rec["seq"] != run[-1]["seq"] + 1:
+                break
+            run.append(rec)
+        doc = {
+            "archive_id": events.new_id("arc_"), "state": "writing", "created_at": _rfc3339(_now()),
+            "from_seq": run[0]["seq"], "to_seq": run[-1]["seq"], "to_hash": run[-1]["hash"],
+            "start_seq": run[0]["seq"] - 1, "start_hash": run[0]["prev_hash"], "records": len(run),
+        }
+        try:
+            await self._store.archives.insert(tenant_id, doc)
+        except DuplicateKeyError:
+            pass  # another run fixed this range first: resume that one
+        found = await self._store.archives.find(tenant_id, {"state": {"$ne": "done"}}, sort=[("to_seq", 1)], limit=1)
+        return found[0] if found else None
+
+    async def _complete(self, doc: dict[str, Any]) -> dict[str, Any]:
+        tenant_id, archive_id = doc["tenant_id"], doc["archive_id"]
+        span = {"seq": {"$gte": doc["from_seq"], "$lte": doc["to_seq"]}}
+        path = self._path(tenant_id, archive_id)
+        if doc["state"] == "writing":
+            records = await self._store.records.find(tenant_id, span, sort=[("seq", 1)], projection={"_id": 0})
+            if len(records) != doc["records"]:
+                raise RuntimeError(f"archive {archive_id}: expected {doc['records']} records, found {len(records)}")
+            checkpoints = await self._store.checkpoints.find(tenant_id, span, sort=[("seq", 1)],
+                                                             projection={"_id": 0, "_outbox": 0})
+            data = build_archive(
+                tenant_id=tenant_id, archive_id=archive_id, created_at=doc["created_at"],
+                start=ChainHead(tenant_id, doc["start_seq"], doc["start_hash"]),
+                records=records, checkpoints=checkpoints, signing_key=self._key,
+            )
+            await asyncio.to_thread(_write_atomically, path, data)
+            digest = file_sha256(data)
+            await self._store.archives.update_one(tenant_id, {"archive_id": archive_id, "state": "writing"},
+                                                  {"$set": {"state": "written", "sha256": digest, "bytes": len(data),
+                                                            "file": str(path)}})
+            doc = {**doc, "state": "written", "sha256": digest, "bytes": len(data), "file": str(path)}
+        if doc["state"] == "written":
+            data = await asyncio.to_thread(path.read_bytes)
+            if file_sha256(data) != doc["sha256"]:
+                raise RuntimeError(f"archive {archive_id}: file checksum mismatch; records kept")
+            # Records leave the online store only once their archive is on disk and checks out.
+            await self._store.records.raw.delete_many({"tenant_id": tenant_id, **span})
+            event = events.AuditArchived(tenant_id=tenant_id, archive_id=archive_id, from_seq=doc["from_seq"],
+                                         to_seq=doc["to_seq"], records=doc["records"], sha256=doc["sha256"])
+            await self._store.archives.update_one(tenant_id, {"archive_id": archive_id, "state": "written"},
+                                                  {"$set": {"state": "done", "archived_at": _now()}, **push(event)})
+            try:
+                await self._outbox.publish(self._store.archives.raw, tenant_id, event)
+            except Exception as exc:
+                log.warning("archive_event_deferred", error=str(exc))
+            log.info("audit_archived", tenant_id=tenant_id, archive_id=archive_id, records=doc["records"])
+        return await self._store.archives.find_one(tenant_id, {"archive_id": archive_id}, projection={"_id": 0, "_outbox": 0})
+
+    async def run_all(self) -> None:
+        tenants = await self._store.records.raw.distinct("tenant_id")
+        for tenant_id in tenants:
+            try:
+                await self.run_tenant(tenant_id)
+            except Exception:
+                log.exception("retention_failed", tenant_id=tenant_id)
+
+    async def loop(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            await self.run_all()
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+# --- RPC handlers --------------------------------------------------------------------------
+
+
+def _event_fields(request: rpc.RpcRequest) -> dict[str, Any]:
+    return {"tenant_id": request.tenant_id, "actor": request.actor, "correlation_id": request.correlation_id,
+            "source_ip": request.source_ip}
+
+
+async def get_retention(request: rpc.RpcRequest, params: dict[str, Any], *, retention: Retention) -> dict[str, Any]:
+    return {"retention_days": await retention.window_days(request.tenant_id)}
+
+
+async def set_retention(request: rpc.RpcRequest, params: dict[str, Any], *, store: AuditStore,
+                        outbox: Outbox) -> dict[str, Any]:
+    try:
+        setting = RetentionSetting.model_validate(params)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"])
+        raise rpc.ProblemError(422, "Unprocessable Content", f"{field}: {err['msg']}", field) from None
+    event = events.AuditRetentionUpdated(**_event_fields(request), retention_days=setting.retention_days)
+    updated = await store.settings.update_one(request.tenant_id, {}, {"$set": {"retention_days": setting.retention_days},
+                                                                       **push(event)})
+    if not updated:
+        try:
+            await store.settings.insert(request.tenant_id, staged({"retention_days": setting.retention_days}, event))
+        except DuplicateKeyError:
+            await store.settings.update_one(request.tenant_id, {}, {"$set": {"retention_days": setting.retention_days},
+                                                                   **push(event)})
+    await outbox.publish(store.settings.raw, request.tenant_id, event)
+    return {"retention_days": setting.retention_days}
+
+
+async def run_retention(request: rpc.RpcRequest, params: dict[str, Any], *, retention: Retention) -> dict[str, Any]:
+    done = await retention.run_tenant(request.tenant_id)
+    return {"archives": done}
+
+
+async def list_archives(request: rpc.RpcRequest, params: dict[str, Any], *, store: AuditStore) -> dict[str, Any]:
+    docs = await store.archives.find(request.tenant_id, {}, sort=[("to_seq", 1)], projection={"_id": 0, "_outbox": 0, "file": 0})
+    return {"items": docs}
+
+
+async def get_archive(request: rpc.RpcRequest, params: dict[str, Any], *, store: AuditStore) -> dict[str, Any]:
+    doc = await store.archives.find_one(request.tenant_id, {"archive_id": str(params.get("archive_id")), "state": "done"})
+    if doc is None:
+        raise rpc.NotFound("archive", "archive_id")
+    data = await asyncio.to_thread(Path(doc["file"]).read_bytes)
+    return {"archive_id": doc["archive_id"], "sha256": doc["sha256"], "data": base64.b64encode(data).decode("ascii")}
