@@ -42,7 +42,8 @@ async def test_transitions_are_enforced_and_audited_with_actor_and_reason(api):
     status, out, _ = await admin.call("POST", f"/v1/keys/{tenant.key_id}/state", json={"action": "activate", "reason": "back"})
     assert status == 409  # deactivated is final for use
 
-    records = await audit_records(admin, expect_at_least=12)
+    # 4 setup + enrolment 2 + three changes + two requests (3 records each): wait for all 15.
+    records = await audit_records(admin, expect_at_least=15)
     changes = [r for r in records if r["action"] == "key.state_changed"]
     assert [(r["details"]["action"], r["details"]["reason"]) for r in changes] == [
         ("suspend", "maintenance"), ("resume", "done"), ("deactivate", "retired")]
