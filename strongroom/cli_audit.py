@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -187,8 +188,42 @@ def export(ctx: Any) -> int:
     return cli.show_message(ctx, result, f"exported {progress.done} records to {target}")
 
 
+def report(ctx: Any) -> int:
+    """`strongroom report`: the tenant's compliance report as JSON, CSV or one self-contained HTML page."""
+    cli = _cli()
+    a = ctx.args
+    query = {"since": a.since, "until": a.until, "format": a.format}
+    api = cli._require(ctx)
+    if a.format == "json":
+        data = api.get("/v1/reports", query=query)
+        body = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    else:
+        with api.open_stream("/v1/reports", query=query) as response:
+            body = response.read().decode("utf-8")
+    if a.output in (None, "-"):
+        sys.stdout.write(body)
+        return cli.EXIT_OK
+    Path(a.output).write_text(body, encoding="utf-8")
+    return cli.show_message(ctx, {"file": a.output, "format": a.format}, f"wrote the {a.format} report to {a.output}")
+
+
 def register(leaf: Any, noun: Any) -> None:
     """Adds this area's nouns and actions; `leaf` and `noun` are `build_parser`'s helpers."""
+    p = leaf(_top(noun), "report", report,
+             "Compliance report: releases and denials by device, key and policy, approvals, keys, devices.")
+    p.add_argument("--since", help="RFC 3339 start time")
+    p.add_argument("--until", help="RFC 3339 end time")
+    p.add_argument("--format", choices=("json", "csv", "html"), default="json")
+    p.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+
+
+def _top(noun: Any) -> Any:
+    """The top-level subparsers group, so `report` is a command of its own (`strongroom report`)."""
+    # `noun` closes over build_parser's top-level group; its first cell is that group.
+    for cell in noun.__closure__ or ():
+        if hasattr(cell.cell_contents, "add_parser"):
+            return cell.cell_contents
+    raise RuntimeError("cannot find the top-level command group")
 
 
 def add_audit_actions(leaf: Any, group: Any) -> None:

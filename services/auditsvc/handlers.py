@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from shared import rpc
 from shared.events import Event
 
-from . import siem
+from . import reports, siem
 from .chain import ChainHead, canonical_bytes
 from .checkpoints import CHECKPOINT_TYPE, Checkpointer
 from .records import record_from_event
@@ -235,3 +235,37 @@ async def export_page(request: rpc.RpcRequest, params: dict[str, Any], *, store:
     if q.after == 0:
         page["total"] = await store.count(request.tenant_id, query)
     return page
+
+
+class ReportQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    since: datetime | None = None
+    until: datetime | None = None
+    format: str = Field(default="json", max_length=10)
+
+
+async def report(request: rpc.RpcRequest, params: dict[str, Any], *, store: AuditStore) -> dict[str, Any]:
+    """A tenant's compliance report over a time range, as JSON, CSV or self-contained HTML."""
+    try:
+        q = ReportQuery.model_validate(params)
+    except ValidationError as exc:
+        raise _bad_request(exc) from None
+    if q.format not in ("json", "csv", "html"):
+        raise rpc.ProblemError(400, "Bad Request", "format must be one of json, csv, html", "format")
+    query = record_filter(AuditQuery(since=q.since, until=q.until))
+    builder = reports.ReportBuilder(tenant_id=request.tenant_id, since=_rfc3339(q.since) if q.since else None,
+                                    until=_rfc3339(q.until) if q.until else None, now=datetime.now(UTC))
+    after = 0
+    while True:
+        page = await store.query(request.tenant_id, query, after_seq=after, limit=5000)
+        for record in page:
+            builder.add(record)
+        if len(page) < 5000:
+            break
+        after = page[-1]["seq"]
+    result = builder.result()
+    if q.format == "csv":
+        return {"content_type": "text/csv", "body": reports.to_csv(result)}
+    if q.format == "html":
+        return {"content_type": "text/html", "body": reports.to_html(result)}
+    return {"content_type": "application/json", "report": result}

@@ -136,6 +136,7 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/v1/audit/retention/run", views_audit.run_retention, "operator", "audit.retention.manage", "Archive records past the window now (resumable, idempotent)"),
     Route("GET", "/v1/audit/archives", views_audit.list_archives, "operator", "audit.read", "List signed audit archives"),
     Route("GET", "/v1/audit/archives/{archive_id}", views_audit.get_archive, "operator", "audit.export", "Download a signed audit archive (gzip)"),
+    Route("GET", "/v1/reports", views_audit.report, "operator", "reports.read", "Releases, denials, approvals, keys and devices over a time range (json, csv, html)"),
     Route("POST", "/v1/agent/enroll", views.enroll, "none", None, "Agent: enrol with an enrollment token", schemas.Enroll, 201),
     Route("POST", "/v1/agent/key-requests", views.key_request, "device", None, "Agent: request a key (RFC 9421-signed)", schemas.KeyRequestBody),
 )

@@ -139,3 +139,15 @@ async def get_archive(request: web.Request) -> web.Response:
         "Content-Disposition": f'attachment; filename="{found["archive_id"]}.json.gz"',
         "X-Archive-Sha256": found["sha256"],
     })
+
+
+# --- reports ------------------------------------------------------------------------------
+
+
+async def report(request: web.Request) -> web.Response:
+    found = await _call(request, "auditsvc", "report", **dict(request.query))
+    if "report" in found:
+        return _json(found["report"])
+    headers = {"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'"} \
+        if found["content_type"] == "text/html" else {"Content-Disposition": 'attachment; filename="audit-report.csv"'}
+    return web.Response(text=found["body"], content_type=found["content_type"], charset="utf-8", headers=headers)
