@@ -98,7 +98,9 @@ async def decide(
             policies=await cache.for_tenant(event.tenant_id), targets=targets, now=now,
         )
         decision = engine.evaluate(policies, event.facts, now=now)
-        effect, reasons, disclosed = decision.effect, decision.reasons, decision.disclosed()
+        effect, reasons = decision.effect, decision.reasons
+        # An allowed agent gets its key, not an explanation: render the disclosure only when it is read.
+        disclosed = {"effect": "allow"} if effect == "allow" else decision.disclosed()
         if effect == "require_approval":
             until = (await targets.remembered(event.tenant_id)).get((event.device_id, event.key_id))
             if until is not None and until > now:
