@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from shared.commands import NAME, Strict
 
@@ -103,8 +103,9 @@ class SsoConfig(Strict):
     redirect_uri: str | None = Field(default=None, max_length=500)
     # SAML
     idp_entity_id: str | None = Field(default=None, max_length=500)
+    idp_sso_url: str | None = Field(default=None, max_length=500, pattern=r"^https?://")
     idp_certificate_pem: str | None = Field(default=None, max_length=10_000)
-    sp_entity_id: str | None = Field(default=None, max_length=500)
+    sp_entity_id: str | None = Field(default=None, max_length=500, description="default: <public url>/v1/auth/saml/metadata")
     # Both
     groups_claim: str = Field(default="groups", max_length=100)
     group_roles: dict[str, list[str]] = Field(default_factory=dict, max_length=100)
@@ -113,6 +114,17 @@ class SsoConfig(Strict):
     @classmethod
     def _mapped_roles(cls, mapping: dict[str, list[str]]) -> dict[str, list[str]]:
         return {group: _known_roles(roles) for group, roles in mapping.items()}
+
+    @model_validator(mode="after")
+    def _saml_complete(self) -> "SsoConfig":
+        if self.protocol == "saml":
+            for name in ("idp_entity_id", "idp_sso_url", "idp_certificate_pem"):
+                if not getattr(self, name):
+                    raise ValueError(f"{name} is required for SAML")
+            from .sso_saml import certificate
+
+            certificate(self.idp_certificate_pem or "")  # ValueError names the field
+        return self
 
 
 class TenantSettings(Strict):

@@ -27,6 +27,7 @@ class GatewayStore:
         self.sessions = TenantCollection(db["sessions"])
         self.login_attempts = TenantCollection(db["login_attempts"])
         self.sso_states = TenantCollection(db["sso_states"])
+        self.saml_assertions = TenantCollection(db["saml_assertions"])  # ids seen, until they expire
         self.state = db["state"]  # gateway-wide facts (bootstrap done), not tenant data
 
     @property
@@ -50,6 +51,7 @@ class GatewayStore:
         await self.sessions.raw.create_index([("tenant_id", ASCENDING), ("session_id", ASCENDING)], unique=True)
         await self.login_attempts.raw.create_index([("tenant_id", ASCENDING), ("username", ASCENDING)], unique=True)
         await self.sso_states.raw.create_index([("state", ASCENDING)], unique=True)
+        await self.saml_assertions.raw.create_index([("tenant_id", ASCENDING), ("assertion_id", ASCENDING)], unique=True)
 
     # Tokens and enrollment tokens are looked up by digest before the tenant is known: the
     # digest is the credential. Everything found that way then carries its tenant id.
@@ -65,6 +67,14 @@ class GatewayStore:
     async def sso_state(self, state: str) -> dict[str, Any] | None:
         """Takes a single-use SSO state (the state value is the lookup key, like a token digest)."""
         return await self.sso_states.raw.find_one_and_delete({"state": state})
+
+    async def first_use_of_assertion(self, tenant_id: str, assertion_id: str, until: datetime) -> bool:
+        """False when this SAML assertion was consumed before: a replay (the insert is the check)."""
+        try:
+            await self.saml_assertions.insert(tenant_id, {"assertion_id": assertion_id, "expires_at": until})
+        except DuplicateKeyError:
+            return False
+        return True
 
     async def bootstrapped(self) -> bool:
         return await self.state.find_one({"_id": "bootstrap"}) is not None

@@ -23,7 +23,7 @@ from shared.outbox import staged
 from shared.rpc import NotFound, ProblemError
 
 from . import account_schemas as S
-from . import accounts, mfa, passwords, sso_oidc
+from . import accounts, mfa, passwords, sso_oidc, sso_saml
 from .auth import PROVIDER_TENANT, SESSION_PREFIX, Principal, RateLimited, Unauthorized
 from .ratelimit import RateLimiter
 from .views import CORRELATION_ID, GATEWAY, PRINCIPAL, Gateway, _json, body_as
@@ -760,7 +760,7 @@ async def oidc_callback(request: web.Request) -> web.Response:
         if not 0 < len(request.query.get(name, "")) <= 1024:
             raise ProblemError(400, "Bad Request", f"{name} is required", name)
     state = await gw.store.sso_state(request.query["state"])
-    if state is None or state["expires_at"] <= _now():
+    if state is None or state["expires_at"] <= _now() or state.get("protocol", "oidc") != "oidc":
         raise Unauthorized("unknown or expired sso state")
     tenant_id = state["tenant_id"]
     config = await _sso_config(gw, tenant_id, "oidc")
@@ -822,3 +822,80 @@ async def sso_user(request: web.Request, gw: Gateway, tenant_id: str, *, source:
         gw.operators.forget_user(tenant_id, user["user_id"])
         user = {**user, "roles": sorted(roles)}
     return user
+
+
+# --- SAML 2.0 -------------------------------------------------------------------------------------
+
+
+def _saml_endpoints(gw: Gateway, request: web.Request, config: dict[str, Any]) -> tuple[str, str]:
+    """Our SP entity id (the audience the IdP must name) and assertion consumer service URL."""
+    base = gw.settings.public_url or f"{request.scheme}://{request.host}"
+    return config.get("sp_entity_id") or f"{base}/v1/auth/saml/metadata", f"{base}/v1/auth/saml/acs"
+
+
+async def saml_start(request: web.Request) -> web.Response:
+    """Redirects to the tenant's SAML IdP with an AuthnRequest whose ID the response must answer."""
+    gw, acc = _ctx(request)
+    throttle(acc.login_by_address, f"ip:{request.remote}")
+    tenant_id = request.query.get("tenant", "")[:100]
+    config = await _sso_config(gw, tenant_id, "saml")
+    sp_entity_id, acs_url = _saml_endpoints(gw, request, config)
+    authn = sso_saml.authn_request(idp_sso_url=config["idp_sso_url"], sp_entity_id=sp_entity_id, acs_url=acs_url,
+                                   now=_now())
+    await gw.store.sso_states.insert(tenant_id, {
+        "state": authn.relay_state, "protocol": "saml", "request_id": authn.request_id,
+        "sp_entity_id": sp_entity_id, "acs_url": acs_url, "expires_at": _now() + SSO_STATE_TTL})
+    raise web.HTTPFound(authn.url)
+
+
+async def saml_metadata(request: web.Request) -> web.Response:
+    """Our service-provider metadata (entity id, ACS) for the tenant's IdP administrator."""
+    gw, _ = _ctx(request)
+    config = await _sso_config(gw, request.query.get("tenant", "")[:100], "saml")
+    sp_entity_id, acs_url = _saml_endpoints(gw, request, config)
+    return web.Response(text=sso_saml.sp_metadata(sp_entity_id=sp_entity_id, acs_url=acs_url),
+                        content_type="application/samlmetadata+xml")
+
+
+async def saml_acs(request: web.Request) -> web.Response:
+    """The IdP posted its Response (HTTP-POST binding): check it against the request we made
+    (single use), refuse replayed assertions, map groups to roles and start a session."""
+    gw, acc = _ctx(request)
+    throttle(acc.login_by_address, f"ip:{request.remote}")
+    try:
+        form = await request.post()
+    except ValueError:
+        raise ProblemError(400, "Bad Request", "expected a form body (HTTP-POST binding)", "SAMLResponse") from None
+    for name in ("SAMLResponse", "RelayState"):
+        value = form.get(name)
+        if not isinstance(value, str) or not value:
+            raise ProblemError(400, "Bad Request", f"{name} is required", name)
+    relay_state = str(form["RelayState"])
+    # SECURITY: the state is taken (deleted) before anything else: each AuthnRequest is answered once.
+    state = await gw.store.sso_state(relay_state[:200])
+    if state is None or state["expires_at"] <= _now() or state.get("protocol") != "saml":
+        raise Unauthorized("unknown or expired saml relay state")
+    tenant_id = state["tenant_id"]
+    config = await _sso_config(gw, tenant_id, "saml")
+    try:
+        root = sso_saml.decode_response(str(form["SAMLResponse"]))
+    except sso_saml.MalformedResponse as exc:
+        await _failed(request, gw, tenant_id, "(saml)", None, "saml", str(exc), count=False)
+        raise ProblemError(400, "Bad Request", str(exc), "SAMLResponse") from None
+    try:
+        identity = sso_saml.verify_response(
+            root, idp_certificate_pem=config["idp_certificate_pem"], idp_entity_id=config["idp_entity_id"],
+            sp_entity_id=state["sp_entity_id"], acs_url=state["acs_url"], request_id=state["request_id"], now=_now())
+    except (sso_saml.InvalidResponse, ValueError) as exc:
+        reason = str(exc) if isinstance(exc, sso_saml.InvalidResponse) else "unusable idp certificate"
+        await _failed(request, gw, tenant_id, "(saml)", None, "saml", reason, count=False)
+        raise Unauthorized(reason) from None
+    username = identity.name_id.lower()[:64]
+    if not await gw.store.first_use_of_assertion(tenant_id, identity.assertion_id, identity.remember_until):
+        await _failed(request, gw, tenant_id, username, None, "saml", "replayed assertion", count=False)
+        raise Unauthorized("replayed saml assertion")
+    groups = identity.attributes.get(config.get("groups_claim") or "groups", [])
+    user = await sso_user(request, gw, tenant_id, source="saml", external_id=identity.name_id, username=username,
+                          groups=groups, config=config)
+    session = await _start_session(request, gw, user, method="saml", mfa=identity.mfa)
+    return _json({**session, "mfa_enrolment_required": False}, 201)
