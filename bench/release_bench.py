@@ -289,6 +289,7 @@ def cpu_seconds(who: int = resource.RUSAGE_SELF) -> float:
 
 
 async def run_bench(args: argparse.Namespace) -> None:
+    from services.gateway.datakey import ensure_data_key_file
     from shared.bus import RabbitBus
     from shared.bus_memory import MemoryBus
     from shared.config import AuditSettings, GatewaySettings, KeySettings, PolicySettings
@@ -323,7 +324,9 @@ async def run_bench(args: argparse.Namespace) -> None:
         client=client,
         bus_for=bus_for,  # type: ignore[arg-type]
         gateway_settings=GatewaySettings(**common, host="127.0.0.1", port=0, bootstrap_token=bootstrap,
-                                         release_timeout_seconds=15.0),
+                                         release_timeout_seconds=15.0,
+                                         data_key_file=str(ensure_data_key_file(
+                                             Path(tempfile.mkdtemp(prefix="strongroom-bench-")) / "gateway-data.key"))),
         policy_settings=PolicySettings(**common),
         key_settings=KeySettings(**common),
         audit_settings=AuditSettings(**common),

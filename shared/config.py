@@ -57,6 +57,9 @@ class GatewaySettings(CommonSettings):
     agent_rate_per_second_per_device: float = 1_000.0
     # Public base URL of the gateway, used for SSO redirect URIs and the SAML audience.
     public_url: str | None = None
+    # 32 random bytes (a 0600 file) that seal TOTP secrets and SSO client secrets in the store;
+    # required (the gateway does not start without it); every gateway instance uses the same file.
+    data_key_file: str | None = None
 
 
 class PolicySettings(CommonSettings):

@@ -1,6 +1,6 @@
 """`strongroom dev`: all four services in one process, in-memory bus, embedded store.
 
-Data (the store and a generated root key) stays in the data directory across restarts.
+Data (the store, a generated root key and the gateway's data key) stays in the data directory across restarts.
 A fresh bootstrap credential is printed at every start; only its digest is kept.
 """
 
@@ -13,6 +13,7 @@ from pathlib import Path
 import structlog
 
 from services.auditsvc.signing import ensure_key_file
+from services.gateway.datakey import ensure_data_key_file
 from services.keysvc.rootkey import GeneratedRootKey
 from shared import log as shared_log
 from shared import runtime
@@ -45,7 +46,8 @@ async def _dev(port: int, data_dir: Path) -> None:
     stack = Stack(
         client=client,
         bus_for=same_bus,
-        gateway_settings=GatewaySettings(port=port, bootstrap_token=bootstrap),
+        gateway_settings=GatewaySettings(port=port, bootstrap_token=bootstrap,
+                                         data_key_file=str(ensure_data_key_file(data_dir / "gateway-data.key"))),
         policy_settings=PolicySettings(),
         key_settings=KeySettings(signing_key_file=str(data_dir / "keysvc-signing-key.pem")),
         audit_settings=AuditSettings(signing_key_file=str(ensure_key_file(data_dir / "audit-signing-key.pem")),

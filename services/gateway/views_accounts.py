@@ -24,6 +24,7 @@ from shared.rpc import NotFound, ProblemError
 
 from . import account_schemas as S
 from . import accounts, mfa, passwords, sso_oidc, sso_saml
+from .datakey import SecretSealer, load_data_key
 from .auth import PROVIDER_TENANT, SESSION_PREFIX, Principal, RateLimited, Unauthorized
 from .ratelimit import RateLimiter
 from .views import CORRELATION_ID, GATEWAY, PRINCIPAL, Gateway, _json, body_as
@@ -40,6 +41,7 @@ class Accounts:
     login_by_address: RateLimiter
     agent_by_address: RateLimiter
     agent_by_device: RateLimiter
+    sealer: SecretSealer  # TOTP and SSO client secrets are stored sealed under the data key
 
     @classmethod
     def from_settings(cls, s: GatewaySettings) -> "Accounts":
@@ -52,7 +54,14 @@ class Accounts:
                                          per_second=s.agent_rate_per_second_per_address),
             agent_by_device=RateLimiter(burst=s.agent_rate_burst_per_device,
                                         per_second=s.agent_rate_per_second_per_device),
+            sealer=SecretSealer(load_data_key(s.data_key_file)),
         )
+
+    def seal_totp(self, secret: str, *, tenant_id: str, user_id: str) -> str:
+        return self.sealer.seal(secret, purpose="totp", tenant_id=tenant_id, owner=user_id)
+
+    def open_totp(self, sealed: str, *, tenant_id: str, user_id: str) -> str:
+        return self.sealer.open(sealed, purpose="totp", tenant_id=tenant_id, owner=user_id)
 
     async def hash(self, password: str) -> str:
         async with self.hash_slots:
@@ -266,6 +275,9 @@ async def put_settings(request: web.Request) -> web.Response:
         changes["settings.small_team"] = body.small_team
     if body.sso is not None:
         changes["settings.sso"] = body.sso.model_dump()
+        if body.sso.client_secret:
+            changes["settings.sso"]["client_secret"] = request.app[ACCOUNTS].sealer.seal(
+                body.sso.client_secret, purpose="oidc_client_secret", tenant_id=principal.tenant_id, owner="sso")
     if not changes:
         raise ProblemError(422, "Unprocessable Content", "nothing to change", "body")
     shown = {k.split(".", 1)[1]: v for k, v in changes.items()}
@@ -498,7 +510,8 @@ async def _second_factor(request: web.Request, gw: Gateway, user: dict, body: S.
     tenant_id, username = user["tenant_id"], user["username"]
     if body.totp:
         method = "password+totp"
-        step = mfa.matching_step(user["mfa"]["secret"], body.totp, _now(), last_step=user["mfa"].get("last_step"))
+        secret = request.app[ACCOUNTS].open_totp(user["mfa"]["secret"], tenant_id=tenant_id, user_id=user["user_id"])
+        step = mfa.matching_step(secret, body.totp, _now(), last_step=user["mfa"].get("last_step"))
         # SECURITY: the step only moves forward, atomically: a code is good once, even under a race.
         if step is not None and await gw.store.users.update_one(
                 tenant_id, {"user_id": user["user_id"], "$or": [{"mfa.last_step": None}, {"mfa.last_step": {"$lt": step}}]},
@@ -571,8 +584,9 @@ async def mfa_begin(request: web.Request) -> web.Response:
     if (doc.get("mfa") or {}).get("confirmed"):
         raise ProblemError(409, "Conflict", "MFA is already enrolled", "mfa")
     secret = mfa.new_secret()
+    sealed = request.app[ACCOUNTS].seal_totp(secret, tenant_id=principal.tenant_id, user_id=principal.id)
     await gw.store.users.update_one(principal.tenant_id, {"user_id": principal.id},
-                                    {"$set": {"mfa": {"secret": secret, "confirmed": False, "last_step": None}}})
+                                    {"$set": {"mfa": {"secret": sealed, "confirmed": False, "last_step": None}}})
     gw.operators.forget_user(principal.tenant_id, principal.id)
     return _json({"secret": secret, "otpauth_uri": mfa.provisioning_uri(secret, account=doc["username"])}, 201)
 
@@ -587,7 +601,8 @@ async def mfa_confirm(request: web.Request) -> web.Response:
     state = doc.get("mfa") or {}
     if not state.get("secret") or state.get("confirmed"):
         raise ProblemError(409, "Conflict", "no MFA enrolment in progress", "mfa")
-    step = mfa.matching_step(state["secret"], body.code, _now(), last_step=None)
+    secret = request.app[ACCOUNTS].open_totp(state["secret"], tenant_id=principal.tenant_id, user_id=principal.id)
+    step = mfa.matching_step(secret, body.code, _now(), last_step=None)
     if step is None:
         raise ProblemError(422, "Unprocessable Content", "the code does not match", "code")
     codes = mfa.new_recovery_codes()
@@ -764,6 +779,9 @@ async def oidc_callback(request: web.Request) -> web.Response:
         raise Unauthorized("unknown or expired sso state")
     tenant_id = state["tenant_id"]
     config = await _sso_config(gw, tenant_id, "oidc")
+    if config.get("client_secret"):
+        config = {**config, "client_secret": acc.sealer.open(
+            config["client_secret"], purpose="oidc_client_secret", tenant_id=tenant_id, owner="sso")}
     form = sso_oidc.token_request(config, code=request.query["code"], redirect_uri=state["redirect_uri"],
                                   code_verifier=state["code_verifier"])
     try:

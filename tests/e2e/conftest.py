@@ -12,6 +12,7 @@ import pytest
 from shared.bus import RabbitBus
 from shared.config import AuditSettings, GatewaySettings, KeySettings, PolicySettings
 from services.auditsvc.signing import ensure_key_file
+from services.gateway.datakey import ensure_data_key_file
 from shared.crypto import tokens
 from strongroom.stack import Stack
 
@@ -60,6 +61,7 @@ async def stack(amqp_url, mongo_client, db_prefix, prefix, tmp_path, request):
         # Argon2id at a test cost (production: 64 MiB, 2 passes; bench/auth_bench.py measures it).
         gateway_settings=GatewaySettings(**{**common, "port": 0, "bootstrap_token": bootstrap, "release_timeout_seconds": 15.0,
                                             "password_time_cost": 1, "password_memory_kib": 8192, "password_parallelism": 1,
+                                            "data_key_file": str(ensure_data_key_file(tmp_path / "gateway-data.key")),
                                             **(overrides.get("gateway") or {})}),
         policy_settings=PolicySettings(**common),
         # keysvc: its own certificate-signing key per test; a short destruction-wait floor and a

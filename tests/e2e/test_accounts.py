@@ -234,3 +234,33 @@ async def test_enterprise_bootstrap_creates_the_single_tenant_and_its_admin(api)
     assert me["tenant_id"] == out["tenant_id"] and me["effective_roles"] == ["tenant_admin"]
     assert (await admin.call("POST", "/v1/tenants", json={"name": "other"}))[0] == 403
     assert (await api.call("POST", "/v1/auth/bootstrap", json={"username": "x", "password": PASSWORD}))[0] == 401
+
+
+async def test_totp_and_sso_client_secrets_are_sealed_in_the_store(api, stack, mongo_client):
+    """The store holds TOTP secrets and the OIDC client secret only sealed under the gateway's
+    data key, bound to tenant and owner: neither appears in any gateway document."""
+    team = await make_team(api)
+    sso = {"protocol": "oidc", "issuer": "https://idp.test", "client_id": "strongroom",
+           "client_secret": "very-secret-client-value", "authorization_endpoint": "https://idp.test/a",
+           "token_endpoint": "https://idp.test/t", "jwks_uri": "https://idp.test/j", "group_roles": {}}
+    status, out, _ = await team.admin.call("PUT", "/v1/tenant/settings", json={"sso": sso})
+    assert status == 200 and "client_secret" not in out["sso"], out
+    db = mongo_client[f"{stack.gateway_settings.db_prefix}gateway"]
+    users = await db["users"].find({"tenant_id": team.tenant_id}).to_list(None)
+    enrolled = [u for u in users if (u.get("mfa") or {}).get("confirmed")]
+    assert {u["user_id"] for u in enrolled} == {team.admin.user_id, team.second_admin.user_id}
+    for user in enrolled:
+        person = team.admin if user["user_id"] == team.admin.user_id else team.second_admin
+        assert user["mfa"]["secret"].startswith("sealed:v1:")
+        assert person.totp_secret not in str(user)
+    tenant = await db["tenants"].find_one({"tenant_id": team.tenant_id})
+    assert tenant["settings"]["sso"]["client_secret"].startswith("sealed:v1:")
+    dump = ""
+    for name in await db.list_collection_names():
+        dump += "".join(str(d) for d in await db[name].find({}).to_list(None))
+    assert "very-secret-client-value" not in dump and team.admin.totp_secret not in dump
+    # The sealed secret still works: a TOTP sign-in (next step's code: this step's was used at enrolment).
+    code = pyotp.TOTP(team.second_admin.totp_secret).at(datetime.now(UTC) + timedelta(seconds=30))
+    status, out, _ = await api.as_(None).call("POST", "/v1/auth/login", json={
+        "tenant": team.tenant_id, "username": "second-admin", "password": PASSWORD, "totp": code})
+    assert status == 201 and out["auth"] == "password+totp", out
