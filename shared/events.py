@@ -383,8 +383,13 @@ class TenantLifecycleChanged(Event):
 
 
 class TenantSettingsChanged(Event):
-    type: Literal["tenant.settings_changed"] = "tenant.settings_changed"
+    """Settings applied, or (small-team mode, single sign-on) requested and waiting for a second
+    tenant admin, whose confirmation then applies them with the requester named."""
+
+    type: Literal["tenant.settings_changed", "tenant.settings_change_pending"] = "tenant.settings_changed"
     settings: dict[str, Any]
+    change_id: str | None = None
+    requested_by: str | None = None
 
 
 class UserCreated(Event):

@@ -123,6 +123,11 @@ def cmd_settings_set(ctx: Any) -> int:
     return _cli().show_object(ctx, _api(ctx).put("/v1/tenant/settings", body))
 
 
+def cmd_settings_confirm(ctx: Any) -> int:
+    resp = _api(ctx).post(f"/v1/tenant/settings/changes/{quote_id(ctx.args.change_id)}/confirm")
+    return _cli().show_object(ctx, resp)
+
+
 def cmd_tenants_list(ctx: Any) -> int:
     return _cli().show_list(ctx, _api(ctx).get("/v1/tenants"), TENANT_COLUMNS)
 
@@ -178,9 +183,11 @@ def register(leaf: Any, noun: Any) -> None:
 
     g = noun("settings", "Tenant settings (tenant admin).")
     leaf(g, "show", cmd_settings_show, "Show tenant settings.")
-    p = leaf(g, "set", cmd_settings_set, "Change tenant settings.")
+    p = leaf(g, "set", cmd_settings_set, "Change tenant settings (small-team on waits for a second admin).")
     p.add_argument("--small-team", choices=("on", "off"), required=True,
                    help="allow admin+custodian/approver in one user, every change co-signed")
+    p = leaf(g, "confirm", cmd_settings_confirm, "Confirm a pending settings change (a second tenant admin).")
+    p.add_argument("change_id")
 
     g = noun("tenants", "Provider: customer tenants' status, usage and lifecycle.")
     leaf(g, "list", cmd_tenants_list, "List customer tenants with usage.")

@@ -87,6 +87,19 @@ def check_confirmation(*, granted_by: str, confirmer_id: str, target_id: str) ->
     return ALLOW
 
 
+def settings_needing_confirmation(*, small_team: bool | None, sso_changed: bool) -> tuple[str, ...]:
+    """Tenant settings that widen who holds power wait for a second tenant admin: turning on
+    small-team mode (conflicting roles in one person) and any single sign-on change (its group
+    mapping, and the IdP it trusts to assert groups, decide who gets which role)."""
+    return tuple(name for name, pending in (("small_team", small_team is True), ("sso", sso_changed)) if pending)
+
+
+def check_settings_confirmation(*, requested_by: str, confirmer_id: str) -> Decision:
+    if confirmer_id == requested_by:
+        return Decision.deny("the admin who requested a settings change cannot also confirm it")
+    return ALLOW
+
+
 def needs_mfa(roles: frozenset[str]) -> bool:
     return not MFA_ROLES.isdisjoint(roles)
 

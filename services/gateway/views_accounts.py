@@ -109,7 +109,8 @@ async def _insert(gw: Gateway, collection, tenant_id: str, doc: dict[str, Any], 
 async def _update(gw: Gateway, collection, tenant_id: str, query: dict[str, Any], update: dict[str, Any],
                   *evts: events.Event) -> bool:
     """A compare-and-swap update that stages its events in the same write; False if it lost."""
-    update = {**update, "$push": {"_outbox": {"$each": [outbox_entry(e) for e in evts]}}} if evts else update
+    if evts:
+        update = {**update, "$push": {**update.get("$push", {}), "_outbox": {"$each": [outbox_entry(e) for e in evts]}}}
     if not await collection.update_one(tenant_id, query, update):
         return False
     for event in evts:
@@ -251,6 +252,10 @@ async def offboard_tenant(request: web.Request) -> web.Response:
     return await _lifecycle(request, "offboard")
 
 
+def _pending_view(change: dict[str, Any]) -> dict[str, Any]:
+    return {k: change.get(k) for k in ("change_id", "shown", "requested_by", "requested_at")}
+
+
 async def get_settings(request: web.Request) -> web.Response:
     gw, _ = _ctx(request)
     principal: Principal = request[PRINCIPAL]
@@ -258,11 +263,23 @@ async def get_settings(request: web.Request) -> web.Response:
     settings = dict((doc or {}).get("settings", {}))
     if "sso" in settings:
         settings["sso"] = {k: v for k, v in settings["sso"].items() if k != "client_secret"}
-    return _json({"small_team": bool(settings.get("small_team")), **{k: v for k, v in settings.items() if k != "small_team"}})
+    return _json({"small_team": bool(settings.get("small_team")), **{k: v for k, v in settings.items() if k != "small_team"},
+                  "pending_changes": [_pending_view(c) for c in (doc or {}).get("pending_settings", [])]})
+
+
+def _shown(settings: dict[str, Any]) -> dict[str, Any]:
+    """What events and the confirming admin see of a settings change (never a client secret)."""
+    shown = dict(settings)
+    if "sso" in shown:
+        sso = shown["sso"]
+        shown["sso"] = {"protocol": sso["protocol"], "group_roles": sso["group_roles"],
+                        "idp": sso.get("issuer") or sso.get("idp_entity_id")}
+    return shown
 
 
 async def put_settings(request: web.Request) -> web.Response:
-    """Tenant admin: small-team mode and single sign-on."""
+    """Tenant admin: small-team mode and single sign-on. Turning small-team mode on and any
+    single sign-on change wait for a second tenant admin (202 with the pending change)."""
     gw, _ = _ctx(request)
     principal: Principal = request[PRINCIPAL]
     body = await body_as(request, S.TenantSettings)
@@ -272,19 +289,53 @@ async def put_settings(request: web.Request) -> web.Response:
             users = await gw.store.users.find(principal.tenant_id, {"status": "active"})
             if any(accounts.conflicting(frozenset(u["roles"]) | {p["role"] for p in u.get("pending", [])}) for u in users):
                 raise ProblemError(409, "Conflict", "some users hold conflicting roles; revoke them first", "small_team")
-        changes["settings.small_team"] = body.small_team
+        changes["small_team"] = body.small_team
     if body.sso is not None:
-        changes["settings.sso"] = body.sso.model_dump()
+        changes["sso"] = body.sso.model_dump()
         if body.sso.client_secret:
-            changes["settings.sso"]["client_secret"] = request.app[ACCOUNTS].sealer.seal(
+            changes["sso"]["client_secret"] = request.app[ACCOUNTS].sealer.seal(
                 body.sso.client_secret, purpose="oidc_client_secret", tenant_id=principal.tenant_id, owner="sso")
     if not changes:
         raise ProblemError(422, "Unprocessable Content", "nothing to change", "body")
-    shown = {k.split(".", 1)[1]: v for k, v in changes.items()}
-    if "sso" in shown:
-        shown["sso"] = {"protocol": shown["sso"]["protocol"], "group_roles": shown["sso"]["group_roles"]}
-    event = events.TenantSettingsChanged(**_fields(request, principal.tenant_id), settings=shown)
-    await _update(gw, gw.store.tenants, principal.tenant_id, {}, {"$set": changes}, event)
+    held_names = accounts.settings_needing_confirmation(small_team=body.small_team, sso_changed=body.sso is not None)
+    held = {k: v for k, v in changes.items() if k in held_names}
+    now_applied = {k: v for k, v in changes.items() if k not in held_names}
+    fields = _fields(request, principal.tenant_id)
+    if now_applied:
+        event = events.TenantSettingsChanged(**fields, settings=_shown(now_applied))
+        await _update(gw, gw.store.tenants, principal.tenant_id, {},
+                      {"$set": {f"settings.{k}": v for k, v in now_applied.items()}}, event)
+        gw.operators.forget_tenant(principal.tenant_id)
+    if not held:
+        return await get_settings(request)
+    change = {"change_id": events.new_id("chg_"), "settings": held, "shown": _shown(held),
+              "requested_by": principal.id, "requested_at": _now()}
+    event = events.TenantSettingsChanged(**fields, type="tenant.settings_change_pending", settings=change["shown"],
+                                         change_id=change["change_id"], requested_by=principal.id)
+    await _update(gw, gw.store.tenants, principal.tenant_id, {}, {"$push": {"pending_settings": change}}, event)
+    return _json({"pending_change": _pending_view(change),
+                  "detail": "waits for a second tenant admin: POST /v1/tenant/settings/changes/{change_id}/confirm"}, 202)
+
+
+async def confirm_settings(request: web.Request) -> web.Response:
+    """A second tenant admin (not the requester) confirms a pending settings change; it applies."""
+    gw, _ = _ctx(request)
+    principal: Principal = request[PRINCIPAL]
+    change_id = request.match_info["change_id"]
+    doc = await gw.store.tenants.find_one(principal.tenant_id, {})
+    change = next((c for c in (doc or {}).get("pending_settings", []) if c["change_id"] == change_id), None)
+    if change is None:
+        raise NotFound("pending settings change", "change_id")
+    decision = accounts.check_settings_confirmation(requested_by=change["requested_by"], confirmer_id=principal.id)
+    if not decision.allowed:
+        raise ProblemError(403, "Forbidden", decision.reason, "change_id")
+    event = events.TenantSettingsChanged(**_fields(request, principal.tenant_id), settings=change["shown"],
+                                         change_id=change_id, requested_by=change["requested_by"])
+    # The pull is the compare-and-swap: two confirmations of one change apply it once.
+    if not await _update(gw, gw.store.tenants, principal.tenant_id, {"pending_settings.change_id": change_id},
+                         {"$set": {f"settings.{k}": v for k, v in change["settings"].items()},
+                          "$pull": {"pending_settings": {"change_id": change_id}}}, event):
+        raise NotFound("pending settings change", "change_id")
     gw.operators.forget_tenant(principal.tenant_id)
     return await get_settings(request)
 

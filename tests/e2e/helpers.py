@@ -258,3 +258,14 @@ async def audit_records(admin, *, expect_at_least: int = 0, timeout: float = 10.
         if counted >= expect_at_least or asyncio.get_running_loop().time() > deadline:
             return records
         await asyncio.sleep(0.1)
+
+
+async def put_confirmed_settings(team: Team, body: dict) -> dict:
+    """PUT /v1/tenant/settings by the first admin; a change that waits for a second admin
+    (small-team mode on, single sign-on) is confirmed by the second. Returns the settings."""
+    status, out, _ = await team.admin.call("PUT", "/v1/tenant/settings", json=body)
+    if status == 202:
+        change_id = out["pending_change"]["change_id"]
+        status, out, _ = await team.second_admin.call("POST", f"/v1/tenant/settings/changes/{change_id}/confirm")
+    assert status == 200, out
+    return out

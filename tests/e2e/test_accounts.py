@@ -12,6 +12,7 @@ import pytest
 import asyncio
 
 from .helpers import PASSWORD, EU_FACTS, BareAgent, audit_records, make_team, make_tenant, provider_admin, sign_in
+from .helpers import put_confirmed_settings
 
 
 async def records_with(admin, *actions: str) -> list[dict]:
@@ -66,8 +67,22 @@ async def test_separation_of_duties_and_second_admin_confirmation(api):
 
 async def test_small_team_mode_needs_a_second_person_for_every_change(api):
     team = await make_team(api)
+    # Turning small-team mode on waits for a second admin; the requester cannot confirm it.
     status, out, _ = await team.admin.call("PUT", "/v1/tenant/settings", json={"small_team": True})
-    assert status == 200 and out["small_team"] is True, out
+    assert status == 202 and out["pending_change"]["shown"] == {"small_team": True}, out
+    change_id = out["pending_change"]["change_id"]
+    status, out, _ = await team.admin.call("GET", "/v1/tenant/settings")
+    assert out["small_team"] is False and [c["change_id"] for c in out["pending_changes"]] == [change_id], out
+    status, out, _ = await team.admin.call("POST", f"/v1/tenant/settings/changes/{change_id}/confirm")
+    assert status == 403 and "cannot also confirm" in out["detail"], out
+    status, out, _ = await team.second_admin.call("POST", f"/v1/tenant/settings/changes/{change_id}/confirm")
+    assert status == 200 and out["small_team"] is True and out["pending_changes"] == [], out
+    status, out, _ = await team.second_admin.call("POST", f"/v1/tenant/settings/changes/{change_id}/confirm")
+    assert status == 404 and out["field"] == "change_id", out  # applied once
+    records = await records_with(team.admin, "tenant.settings_change_pending", "tenant.settings_changed")
+    confirmed = next(r for r in records if r["action"] == "tenant.settings_changed")
+    assert confirmed["actor"]["id"] == team.second_admin.user_id and confirmed["details"]["requested_by"] == team.admin.user_id
+    assert next(r for r in records if r["action"] == "tenant.settings_change_pending")["outcome"] == "pending"
     both = await team.user("tenant_admin", "key_custodian", username="both")
     status, out, _ = await both.call("POST", "/v1/keys", json={"name": "solo"})
     assert status == 403 and "co-sign" in out["detail"], out
@@ -243,8 +258,8 @@ async def test_totp_and_sso_client_secrets_are_sealed_in_the_store(api, stack, m
     sso = {"protocol": "oidc", "issuer": "https://idp.test", "client_id": "strongroom",
            "client_secret": "very-secret-client-value", "authorization_endpoint": "https://idp.test/a",
            "token_endpoint": "https://idp.test/t", "jwks_uri": "https://idp.test/j", "group_roles": {}}
-    status, out, _ = await team.admin.call("PUT", "/v1/tenant/settings", json={"sso": sso})
-    assert status == 200 and "client_secret" not in out["sso"], out
+    out = await put_confirmed_settings(team, {"sso": sso})
+    assert "client_secret" not in out["sso"], out
     db = mongo_client[f"{stack.gateway_settings.db_prefix}gateway"]
     users = await db["users"].find({"tenant_id": team.tenant_id}).to_list(None)
     enrolled = [u for u in users if (u.get("mfa") or {}).get("confirmed")]

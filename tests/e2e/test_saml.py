@@ -9,7 +9,7 @@ import base64
 
 import pytest
 
-from .helpers import audit_records, make_team
+from .helpers import audit_records, make_team, put_confirmed_settings
 from .saml_idp import LocalSamlIdp, form_fields, query_of
 
 
@@ -50,8 +50,7 @@ async def _users(team):
 async def test_saml_login_maps_groups_to_roles_and_refuses_replays(api, idp):
     team = await make_team(api)
     mapping = {"sec-team": ["security_officer"], "auditors": ["auditor"]}
-    status, out, _ = await team.admin.call("PUT", "/v1/tenant/settings", json={"sso": idp.settings(mapping)})
-    assert status == 200, out
+    await put_confirmed_settings(team, {"sso": idp.settings(mapping)})
     async with api.session.get(api.url + f"/v1/auth/saml/metadata?tenant={team.tenant_id}") as resp:
         assert resp.status == 200 and "/v1/auth/saml/acs" in await resp.text()
     status, session, posted = await _saml_login(api, team.tenant_id)
@@ -84,7 +83,7 @@ async def test_saml_login_maps_groups_to_roles_and_refuses_replays(api, idp):
 async def test_saml_refusals_change_no_account(api, idp):
     team = await make_team(api)
     mapping = {"sec-team": ["security_officer"], "admins!!": ["tenant_admin"], "greedy": ["tenant_admin", "approver"]}
-    await team.admin.call("PUT", "/v1/tenant/settings", json={"sso": idp.settings(mapping)})
+    await put_confirmed_settings(team, {"sso": idp.settings(mapping)})
     before = await _users(team)
     for knob, value in [("tamper", True), ("audience", "https://someone-else.test"), ("sign", "none"),
                         ("in_response_to", "_not-our-request")]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from .helpers import make_team
+from .helpers import make_team, put_confirmed_settings
 from .identity_provider import LocalOpenIdProvider
 
 
@@ -35,6 +35,12 @@ async def test_oidc_login_maps_groups_to_roles(api, idp):
     team = await make_team(api)
     mapping = {"sec-team": ["security_officer"], "auditors": ["auditor"]}
     status, out, _ = await team.admin.call("PUT", "/v1/tenant/settings", json={"sso": idp.settings(mapping)})
+    assert status == 202 and "client_secret" not in str(out) and out["pending_change"]["shown"]["sso"]["group_roles"] == mapping
+    # Until a second admin confirms, the tenant has no single sign-on.
+    async with api.session.get(api.url + f"/v1/auth/oidc/start?tenant={team.tenant_id}", allow_redirects=False) as resp:
+        assert resp.status == 404
+    status, out, _ = await team.second_admin.call(
+        "POST", f"/v1/tenant/settings/changes/{out['pending_change']['change_id']}/confirm")
     assert status == 200 and "client_secret" not in out["sso"], out
     status, session, callback = await _oidc_login(api, team.tenant_id)
     assert status == 201 and session["auth"] == "oidc" and session["roles"] == ["security_officer"], session
@@ -54,7 +60,7 @@ async def test_oidc_login_maps_groups_to_roles(api, idp):
 async def test_oidc_refuses_tampered_tokens_wrong_audience_and_sod_violations(api, idp):
     team = await make_team(api)
     mapping = {"sec-team": ["security_officer"], "admins!!": ["tenant_admin"], "greedy": ["tenant_admin", "approver"]}
-    await team.admin.call("PUT", "/v1/tenant/settings", json={"sso": idp.settings(mapping)})
+    await put_confirmed_settings(team, {"sso": idp.settings(mapping)})
     idp.tamper = True
     status, out, _ = await _oidc_login(api, team.tenant_id)
     assert status == 401, out

@@ -131,3 +131,15 @@ def test_rate_limiter_refills_and_says_how_long_to_wait():
     assert limiter.take("ip", 0.0) == 2
     assert limiter.take("other", 0.0) is None
     assert limiter.take("ip", 2.0) is None
+
+
+@pytest.mark.parametrize("small_team,sso_changed,held", [
+    (True, False, ("small_team",)), (False, False, ()), (None, True, ("sso",)), (True, True, ("small_team", "sso")),
+])
+def test_settings_that_widen_power_wait_for_a_second_admin(small_team, sso_changed, held):
+    assert accounts.settings_needing_confirmation(small_team=small_team, sso_changed=sso_changed) == held
+
+
+def test_settings_change_confirmed_by_another_admin_only():
+    assert not accounts.check_settings_confirmation(requested_by="a1", confirmer_id="a1").allowed
+    assert accounts.check_settings_confirmation(requested_by="a1", confirmer_id="a2").allowed

@@ -506,3 +506,12 @@ def test_user_commands_grant_confirm_and_list(gw, run):
                                                   "pending_roles": [], "mfa_enrolled": True, "status": "active"}]})
     code, out, _ = run("user", "list")
     assert code == 0 and "carol" in out and "key_custodian" in out
+
+
+def test_settings_set_small_team_waits_and_confirm_applies(gw, run):
+    gw.route("PUT", "/v1/tenant/settings", 202, {"pending_change": {"change_id": "chg_1", "shown": {"small_team": True}}})
+    code, out, _ = run("settings", "set", "--small-team", "on")
+    assert code == 0 and gw.last["body"] == {"small_team": True} and "chg_1" in out
+    gw.route("POST", "/v1/tenant/settings/changes/chg_1/confirm", 200, {"small_team": True, "pending_changes": []})
+    code, out, _ = run("settings", "confirm", "chg_1")
+    assert code == 0 and gw.last["path"] == "/v1/tenant/settings/changes/chg_1/confirm" and "small_team" in out
