@@ -449,6 +449,14 @@ class UserRecoveryCodeUsed(Event):
     remaining: int
 
 
+class UserMfaReset(Event):
+    """An admin asked to reset a user's MFA (pending), and a second admin confirmed (reset)."""
+
+    type: Literal["user.mfa_reset_pending", "user.mfa_reset"]
+    user_id: str
+    requested_by: str
+
+
 # --- key custody: event models ---------------------------------------------------------
 
 
@@ -597,6 +605,7 @@ AnyEvent = Annotated[
         UserMfaEnrolled,
         UserPasswordSet,
         UserRecoveryCodeUsed,
+        UserMfaReset,
         # --- policies, device groups, approvals, notifications ---
         GroupUpdated,
         GroupDeleted,

@@ -59,6 +59,27 @@ def cmd_logout(ctx: Any) -> int:
     return _cli().show_message(ctx, _api(ctx).post("/v1/auth/logout"), "signed out")
 
 
+def cmd_password_change(ctx: Any) -> int:
+    """Current and new password from standard input (two lines) or prompts; the TOTP code as an option."""
+    if ctx.args.password_stdin:
+        current, new = sys.stdin.readline().rstrip("\n"), sys.stdin.readline().rstrip("\n")
+    else:
+        current, new = getpass.getpass("current password: "), getpass.getpass("new password: ")
+    body: dict[str, Any] = {"current_password": current, "new_password": new}
+    if ctx.args.totp:
+        body["totp"] = ctx.args.totp
+    resp = _api(ctx).post("/v1/me/password", body)
+    return _cli().show_message(ctx, resp, "password changed; every session ended: sign in again")
+
+
+def cmd_user_mfa_reset(ctx: Any) -> int:
+    return _cli().show_object(ctx, _api(ctx).post(f"/v1/users/{quote_id(ctx.args.id)}/mfa/reset"))
+
+
+def cmd_user_mfa_reset_confirm(ctx: Any) -> int:
+    return _cli().show_object(ctx, _api(ctx).post(f"/v1/users/{quote_id(ctx.args.id)}/mfa/reset/confirm"))
+
+
 def cmd_whoami(ctx: Any) -> int:
     return _cli().show_object(ctx, _api(ctx).get("/v1/me"))
 
@@ -156,6 +177,9 @@ def register(leaf: Any, noun: Any) -> None:
     p.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     leaf(g, "logout", cmd_logout, "End this session.")
     leaf(g, "whoami", cmd_whoami, "Show your user, roles and how you signed in.")
+    p = leaf(g, "password", cmd_password_change, "Change your password (current password and a TOTP code).")
+    p.add_argument("--totp", help="current 6-digit TOTP code (required once MFA is enrolled)")
+    p.add_argument("--password-stdin", action="store_true", help="read current and new password, one a line")
 
     g = noun("mfa", "Enrol in TOTP multi-factor authentication.")
     leaf(g, "enrol", cmd_mfa_enrol, "Start enrolment: prints the TOTP secret and otpauth URI once.")
@@ -179,6 +203,10 @@ def register(leaf: Any, noun: Any) -> None:
     p.add_argument("id")
     p.add_argument("role")
     p = leaf(g, "disable", cmd_user_disable, "Disable a user and drop their roles.")
+    p.add_argument("id")
+    p = leaf(g, "mfa-reset", cmd_user_mfa_reset, "Ask to reset a user's MFA (a second tenant admin confirms).")
+    p.add_argument("id")
+    p = leaf(g, "mfa-reset-confirm", cmd_user_mfa_reset_confirm, "Confirm a pending MFA reset (a second tenant admin).")
     p.add_argument("id")
 
     g = noun("settings", "Tenant settings (tenant admin).")

@@ -36,6 +36,12 @@ class Login(Strict):
     recovery_code: str | None = Field(default=None, min_length=8, max_length=40)
 
 
+class ChangePassword(Strict):
+    current_password: str = _PASSWORD
+    new_password: str = _PASSWORD
+    totp: str | None = Field(default=None, pattern=r"^[0-9]{6}$")
+
+
 class Setup(Strict):
     setup_token: str = Field(min_length=10, max_length=200)
     password: str = _PASSWORD

@@ -121,7 +121,7 @@ class TokenAuthenticator:
             await self._store.sessions.update_one(doc["tenant_id"], {"session_id": doc["session_id"]},
                                                   {"$set": {"last_seen": now}})
         return await self._principal(doc["tenant_id"], doc["user_id"], auth=doc["auth"], mfa=doc["mfa"],
-                                     credential_id=doc["session_id"], scopes=None)
+                                     credential_id=doc["session_id"], scopes=None, session_started=doc["created_at"])
 
     async def _token(self, digest: str) -> Principal:
         doc = self._cache.get(digest)
@@ -143,13 +143,17 @@ class TokenAuthenticator:
                                      credential_id=doc["token_id"], scopes=scopes)
 
     async def _principal(self, tenant_id: str, user_id: str, *, auth: str, mfa: bool,
-                         credential_id: str, scopes: frozenset[str] | None) -> Principal:
+                         credential_id: str, scopes: frozenset[str] | None,
+                         session_started: datetime | None = None) -> Principal:
         tenant = await self.tenant(tenant_id)
         if tenant is None or tenant.get("status", "active") != "active":
             raise Unauthorized("tenant not active")
         user = await self.user(tenant_id, user_id)
         if user is None or user.get("status") != "active":
             raise Unauthorized("user not active")
+        # A password change or MFA reset ends every session started before it.
+        if session_started is not None and user.get("sessions_after") and session_started < user["sessions_after"]:
+            raise Unauthorized("session ended by a credential change")
         roles = frozenset(user.get("roles", ()))
         small_team = bool(tenant.get("settings", {}).get("small_team"))
         if user.get("account") == "service":

@@ -968,3 +968,82 @@ async def saml_acs(request: web.Request) -> web.Response:
                           groups=groups, config=config)
     session = await _start_session(request, gw, user, method="saml", mfa=identity.mfa)
     return _json({**session, "mfa_enrolment_required": False}, 201)
+
+
+# --- MFA reset (two admins) and password change ------------------------------------------------
+
+
+async def request_mfa_reset(request: web.Request) -> web.Response:
+    """Tenant admin: ask to reset a user's MFA (a lost authenticator); a second admin confirms."""
+    gw, _ = _ctx(request)
+    principal: Principal = request[PRINCIPAL]
+    doc = await _user(gw, principal.tenant_id, request.match_info["user_id"])
+    if doc["user_id"] == principal.id:
+        raise ProblemError(422, "Unprocessable Content", "a user may not reset their own MFA", "user_id")
+    if not (doc.get("mfa") or {}).get("confirmed"):
+        raise ProblemError(409, "Conflict", "the user has no MFA enrolled", "user_id")
+    event = events.UserMfaReset(**_fields(request, principal.tenant_id), type="user.mfa_reset_pending",
+                                user_id=doc["user_id"], requested_by=principal.id)
+    pending = {"requested_by": principal.id, "requested_at": _now()}
+    if not await _update(gw, gw.store.users, principal.tenant_id, {"user_id": doc["user_id"], "rev": doc["rev"]},
+                         {"$set": {"mfa_reset": pending}, "$inc": {"rev": 1}}, event):
+        raise ProblemError(409, "Conflict", "the user changed meanwhile; retry", "user_id")
+    return _json({"user_id": doc["user_id"], "mfa_reset": pending}, 202)
+
+
+async def confirm_mfa_reset(request: web.Request) -> web.Response:
+    """A second tenant admin confirms: the user's TOTP secret and recovery codes are dropped and
+    their sessions end; at the next password sign-in they enrol again."""
+    gw, _ = _ctx(request)
+    principal: Principal = request[PRINCIPAL]
+    doc = await _user(gw, principal.tenant_id, request.match_info["user_id"])
+    pending = doc.get("mfa_reset")
+    if not pending:
+        raise NotFound("pending MFA reset", "user_id")
+    decision = accounts.check_confirmation(granted_by=pending["requested_by"], confirmer_id=principal.id,
+                                           target_id=doc["user_id"])
+    if not decision.allowed:
+        raise ProblemError(403, "Forbidden", decision.reason.replace("granted a role", "requested a reset"), "user_id")
+    event = events.UserMfaReset(**_fields(request, principal.tenant_id), type="user.mfa_reset",
+                                user_id=doc["user_id"], requested_by=pending["requested_by"])
+    if not await _update(gw, gw.store.users, principal.tenant_id, {"user_id": doc["user_id"], "rev": doc["rev"]},
+                         {"$set": {"mfa": None, "recovery": [], "sessions_after": _now()},
+                          "$unset": {"mfa_reset": ""}, "$inc": {"rev": 1}}, event):
+        raise ProblemError(409, "Conflict", "the user changed meanwhile; retry", "user_id")
+    gw.operators.forget_user(principal.tenant_id, doc["user_id"])
+    return _json(user_view({**doc, "mfa": None}))
+
+
+async def change_password(request: web.Request) -> web.Response:
+    """The signed-in user changes their password: the current one and, once enrolled, a fresh
+    TOTP code. Every session of theirs ends (sign in again); failures count toward lockout."""
+    gw, acc = _ctx(request)
+    principal: Principal = request[PRINCIPAL]
+    throttle(acc.login_by_address, f"ip:{request.remote}")
+    body = await body_as(request, S.ChangePassword)
+    if principal.kind not in ("user", "provider"):
+        raise ProblemError(403, "Forbidden", "only people have passwords", "current_password")
+    doc = await _user(gw, principal.tenant_id, principal.id)
+    if not doc.get("password_hash"):
+        raise ProblemError(409, "Conflict", "this account signs in through single sign-on", "current_password")
+    _check_password(body.new_password, doc["username"])
+    doc["tenant_id"] = principal.tenant_id
+    method = "password_change"
+    if not await acc.verify(doc["password_hash"], body.current_password):
+        await _failed(request, gw, principal.tenant_id, doc["username"], doc, method, "bad current password")
+        raise ProblemError(403, "Forbidden", "the current password or code is wrong", "current_password")
+    if (doc.get("mfa") or {}).get("confirmed"):
+        secret = acc.open_totp(doc["mfa"]["secret"], tenant_id=principal.tenant_id, user_id=doc["user_id"])
+        step = mfa.matching_step(secret, body.totp or "", _now(), last_step=doc["mfa"].get("last_step"))
+        # SECURITY: as at sign-in, the step only moves forward: a code is good once.
+        if step is None or not await gw.store.users.update_one(
+                principal.tenant_id, {"user_id": doc["user_id"], "$or": [{"mfa.last_step": None}, {"mfa.last_step": {"$lt": step}}]},
+                {"$set": {"mfa.last_step": step}}):
+            await _failed(request, gw, principal.tenant_id, doc["username"], doc, method, "bad or replayed TOTP code")
+            raise ProblemError(403, "Forbidden", "the current password or code is wrong", "totp")
+    encoded = await acc.hash(body.new_password)
+    event = events.UserPasswordSet(**_fields(request, principal.tenant_id), user_id=doc["user_id"])
+    await _update(gw, gw.store.users, principal.tenant_id, {"user_id": doc["user_id"]},
+                  {"$set": {"password_hash": encoded, "sessions_after": _now()}, "$inc": {"rev": 1}}, event)
+    gw.operators.forget_user(principal.tenant_id, doc["user_id"])
+    return web.Response(status=204)

@@ -279,3 +279,60 @@ async def test_totp_and_sso_client_secrets_are_sealed_in_the_store(api, stack, m
     status, out, _ = await api.as_(None).call("POST", "/v1/auth/login", json={
         "tenant": team.tenant_id, "username": "second-admin", "password": PASSWORD, "totp": code})
     assert status == 201 and out["auth"] == "password+totp", out
+
+
+async def test_mfa_reset_needs_a_second_admin_and_ends_the_users_sessions(api):
+    team = await make_team(api)
+    officer = await team.user("security_officer", username="lost-phone")
+    path = f"/v1/users/{officer.user_id}/mfa/reset"
+    status, out, _ = await team.admin.call("POST", f"/v1/users/{team.admin.user_id}/mfa/reset")
+    assert status == 422 and out["field"] == "user_id", out  # never one's own
+    status, out, _ = await team.admin.call("POST", path + "/confirm")
+    assert status == 404, out  # nothing pending yet
+    status, out, _ = await team.admin.call("POST", path)
+    assert status == 202 and out["mfa_reset"]["requested_by"] == team.admin.user_id, out
+    status, out, _ = await team.admin.call("POST", path + "/confirm")
+    assert status == 403 and "requested a reset" in out["detail"], out
+    status, out, _ = await officer.call("POST", path + "/confirm")
+    assert status == 403, out  # not an admin
+    assert (await officer.call("GET", "/v1/me"))[0] == 200  # nothing changed yet
+    status, out, _ = await team.second_admin.call("POST", path + "/confirm")
+    assert status == 200 and out["mfa_enrolled"] is False, out
+    assert (await officer.call("GET", "/v1/me"))[0] == 401  # the old session ended
+    # Password alone now signs in, with enrolment required before any officer power.
+    status, out, _ = await api.as_(None).call("POST", "/v1/auth/login", json={
+        "tenant": team.tenant_id, "username": "lost-phone", "password": PASSWORD})
+    assert status == 201 and out["mfa_enrolment_required"] is True, out
+    again = api.as_(out["session_token"])
+    assert (await again.call("POST", "/v1/enrollment-tokens", json={"name": "vm"}))[0] == 403
+    await records_with(team.admin, "user.mfa_reset_pending", "user.mfa_reset")
+
+
+async def test_password_change_needs_current_password_and_totp(api):
+    team = await make_team(api)
+    officer = await team.user("security_officer", username="olga")
+    new = "harbour-lantern-quartz-5512"
+    code = pyotp.TOTP(officer.totp_secret).at(datetime.now(UTC) + timedelta(seconds=30))
+    for body, field in [({"current_password": "wrong-password-1234", "new_password": new, "totp": code}, "current_password"),
+                        ({"current_password": PASSWORD, "new_password": new}, "totp"),
+                        ({"current_password": PASSWORD, "new_password": new, "totp": "000000"}, "totp")]:
+        status, out, _ = await officer.call("POST", "/v1/me/password", json=body)
+        assert status == 403 and out["field"] == field, (body, out)
+    status, out, _ = await officer.call("POST", "/v1/me/password", json={
+        "current_password": PASSWORD, "new_password": "short", "totp": code})
+    assert status == 422 and out["field"] == "password", out  # weak: refused before anything is checked
+    status, _, _ = await officer.call("POST", "/v1/me/password", json={
+        "current_password": PASSWORD, "new_password": new, "totp": code})
+    assert status == 204
+    assert (await officer.call("GET", "/v1/me"))[0] == 401  # every session ended
+    login = {"tenant": team.tenant_id, "username": "olga", "recovery_code": officer.recovery_codes[0]}
+    status, out, _ = await api.as_(None).call("POST", "/v1/auth/login", json={**login, "password": PASSWORD})
+    assert status == 401, out
+    status, out, _ = await api.as_(None).call("POST", "/v1/auth/login", json={**login, "password": new})
+    assert status == 201, out
+    # The same TOTP code again (replayed) cannot change the password a second time.
+    status, out, _ = await api.as_(out["session_token"]).call("POST", "/v1/me/password", json={
+        "current_password": new, "new_password": PASSWORD + "-x", "totp": code})
+    assert status == 403 and out["field"] == "totp", out
+    status, after, _ = await team.admin.call("GET", "/v1/users/" + officer.user_id)
+    assert after["mfa_enrolled"] and after["status"] == "active"

@@ -515,3 +515,17 @@ def test_settings_set_small_team_waits_and_confirm_applies(gw, run):
     gw.route("POST", "/v1/tenant/settings/changes/chg_1/confirm", 200, {"small_team": True, "pending_changes": []})
     code, out, _ = run("settings", "confirm", "chg_1")
     assert code == 0 and gw.last["path"] == "/v1/tenant/settings/changes/chg_1/confirm" and "small_team" in out
+
+
+def test_password_change_reads_both_passwords_from_stdin_and_mfa_reset(gw, run, monkeypatch):
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("old-pass-phrase\nnew-pass-phrase\n"))
+    gw.route("POST", "/v1/me/password", 204, None)
+    code, out, _ = run("account", "password", "--password-stdin", "--totp", "123456")
+    assert code == 0 and "sign in again" in out
+    assert gw.last["body"] == {"current_password": "old-pass-phrase", "new_password": "new-pass-phrase", "totp": "123456"}
+    gw.route("POST", "/v1/users/usr_1/mfa/reset", 202, {"user_id": "usr_1", "mfa_reset": {"requested_by": "usr_a"}})
+    assert run("user", "mfa-reset", "usr_1")[0] == 0 and gw.last["path"] == "/v1/users/usr_1/mfa/reset"
+    gw.route("POST", "/v1/users/usr_1/mfa/reset/confirm", 200, {"user_id": "usr_1", "mfa_enrolled": False})
+    assert run("user", "mfa-reset-confirm", "usr_1")[0] == 0 and gw.last["path"].endswith("/mfa/reset/confirm")
