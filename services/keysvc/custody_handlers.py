@@ -7,6 +7,7 @@ staged in the same write, publish. Dependencies are keyword arguments bound in `
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import secrets
@@ -551,13 +552,16 @@ async def rewrap_step(
         if rot.get("cursor") is not None:
             query["_id"] = {"$gt": rot["cursor"]}
         docs = await store.versions.find(tenant_id, query, sort=[("_id", 1)], limit=batch)
+        updates = []
         for d in docs:
             blob = await hierarchy.rewrap_data_key(tenant_id, d["key_id"], d["version"], bytes(d["wrapped"]),
                                                    d["kek_version"], to_version)
-            await store.versions.update_one(
+            updates.append(store.versions.update_one(
                 tenant_id, {"_id": d["_id"], "kek_version": d["kek_version"], "wrapped": d["wrapped"]},
                 {"$set": {"wrapped": blob, "kek_version": to_version}},
-            )
+            ))
+        # Concurrent round trips; each update is a compare-and-swap on the old blob.
+        await asyncio.gather(*updates)
         done += len(docs)
         if docs:
             await store.kek_rotations.update_one(

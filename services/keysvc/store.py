@@ -60,6 +60,8 @@ class KeyStore:
         await self.releases.raw.create_index([("tenant_id", ASCENDING), ("request_id", ASCENDING)], unique=True)
         await self.releases.raw.create_index([("tenant_id", ASCENDING), ("key_id", ASCENDING), ("at", DESCENDING)])
         await self.keys.raw.create_index([("next_rotation_at", ASCENDING)])
+        # KEK rotation walks a tenant's versions still under an old KEK, in _id order (its cursor).
+        await self.versions.raw.create_index([("tenant_id", ASCENDING), ("_id", ASCENDING)])
         await self.settings.raw.create_index([("tenant_id", ASCENDING)], unique=True)
         await self.destructions.raw.create_index([("tenant_id", ASCENDING), ("key_id", ASCENDING)], unique=True)
         await self.destructions.raw.create_index([("status", ASCENDING), ("not_before", ASCENDING)])
