@@ -199,18 +199,24 @@ async def key_request_status(request: web.Request) -> web.Response:
         wait = min(float(request.query.get("wait", "0")), MAX_WAIT_SECONDS)
     except ValueError:
         raise ProblemError(400, "Bad Request", "wait must be a number of seconds", "wait") from None
-    # The waiter is registered before the first look, so an outcome in between is not missed.
-    waiter = gw.waiters.expect(request_id) if wait > 0 else None
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
     try:
-        final, pending = await _request_state(request, request_id)
-        if final is None and waiter is not None:
-            try:
-                await asyncio.wait_for(waiter, wait)
-            except TimeoutError:
-                pass
+        while True:
+            # The waiter is registered before each look, so an outcome in between is not missed; an
+            # event that settles nothing (a re-published pending decision) just starts another wait.
+            waiter = gw.waiters.expect(request_id) if wait > 0 else None
             final, pending = await _request_state(request, request_id)
+            left = deadline - loop.time()
+            if final is not None or waiter is None or left <= 0:
+                break
+            try:
+                await asyncio.wait_for(waiter, left)
+            except TimeoutError:
+                final, pending = await _request_state(request, request_id)
+                break
     finally:
-        if waiter is not None:
+        if wait > 0:
             gw.waiters.cancel(request_id)
     return final or _json(pending, 202)
 
