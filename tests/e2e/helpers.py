@@ -260,6 +260,16 @@ async def audit_records(admin, *, expect_at_least: int = 0, timeout: float = 10.
         await asyncio.sleep(0.1)
 
 
+async def audit_records_until(admin, predicate, *, timeout: float = 10.0) -> list[dict]:
+    """A tenant's audit records once `predicate(records)` holds (or the timeout, for the assert)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        records = await audit_records(admin)
+        if predicate(records) or asyncio.get_running_loop().time() > deadline:
+            return records
+        await asyncio.sleep(0.1)
+
+
 async def put_confirmed_settings(team: Team, body: dict) -> dict:
     """PUT /v1/tenant/settings by the first admin; a change that waits for a second admin
     (small-team mode on, single sign-on) is confirmed by the second. Returns the settings."""
