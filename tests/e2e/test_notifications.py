@@ -98,6 +98,12 @@ async def test_a_webhook_forwarder_filtered_to_approvals_receives_them_signed(ap
         assert status == 202
         status, _, _ = await alice.call("POST", f"/v1/approvals/{pending['approval_id']}/approve", json={"comment": "ok"})
         assert status == 200
+        # Wait for the records themselves: the forwarder may be caught up with a head that does
+        # not yet hold approval.granted.
+        deadline = asyncio.get_running_loop().time() + 20
+        while len([r for batch in received for r in batch["records"]]) < 2:
+            assert asyncio.get_running_loop().time() < deadline, received
+            await asyncio.sleep(0.05)
         await _caught_up(tenant.admin, fwd["forwarder_id"])
         records = [r for batch in received for r in batch["records"]]
         assert [r["api"]["operation"] for r in records] == ["approval.requested", "approval.granted"]
