@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import re
 from typing import Any
 
@@ -60,6 +61,7 @@ def _snake_words(name: str) -> list[str]:
     return [w for w in re.split(r"[^a-z0-9]+", snake.lower()) if w]
 
 
+@functools.lru_cache(maxsize=4096)
 def is_secret_name(name: str) -> bool:
     """True if a field name contains a denylisted term as a whole run of words."""
     words = _snake_words(name)
