@@ -57,7 +57,7 @@ async def _dev(port: int, data_dir: Path) -> None:
     await stack.start_all()
     print(f"Strongroom dev is running.\n  gateway:   {stack.url}\n  bootstrap: {bootstrap}\n"
           f"  data dir:  {data_dir.resolve()}\n"
-          f"Try: STRONGROOM_URL={stack.url} STRONGROOM_TOKEN={bootstrap} strongroom tenant create acme", flush=True)
+          f"Next: STRONGROOM_URL={stack.url} strongroom --token <bootstrap> account bootstrap --username root --password-stdin", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
