@@ -9,7 +9,6 @@ nothing across restarts; the dev stack's durable state lives in the store.
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -17,21 +16,7 @@ from . import rpc, topology
 from .bus import BusError, BusTimeout, DeadLetter, RpcHandler, _answer
 from .delivery import Batcher, BatchHandler, Handler, handle_one
 from .events import Event, encode_event
-
-
-@functools.lru_cache(maxsize=4096)
-def topic_matches(pattern: str, routing_key: str) -> bool:
-    """AMQP topic matching: `*` is exactly one word, `#` is zero or more words."""
-    words, keys = pattern.split("."), routing_key.split(".")
-
-    def match(i: int, j: int) -> bool:
-        if i == len(words):
-            return j == len(keys)
-        if words[i] == "#":
-            return any(match(i + 1, k) for k in range(j, len(keys) + 1))
-        return j < len(keys) and words[i] in ("*", keys[j]) and match(i + 1, j + 1)
-
-    return match(0, 0)
+from .topics import topic_matches
 
 
 @dataclass

@@ -14,13 +14,13 @@ import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from . import siem
+from shared.topics import topic_matches
 
 KINDS = ("syslog_tcp", "syslog_tls", "webhook")
 FORMATS = ("syslog", "cef", "leef", "jsonl")
@@ -99,23 +99,9 @@ class ForwarderChange(BaseModel):
         return value if value is None else _check_patterns(value)
 
 
-@lru_cache(maxsize=4096)
-def _topic_match(pattern: str, action: str) -> bool:
-    words, keys = pattern.split("."), action.split(".")
-
-    def match(i: int, j: int) -> bool:
-        if i == len(words):
-            return j == len(keys)
-        if words[i] == "#":
-            return any(match(i + 1, k) for k in range(j, len(keys) + 1))
-        return j < len(keys) and words[i] in ("*", keys[j]) and match(i + 1, j + 1)
-
-    return match(0, 0)
-
-
 def selected(action: str, patterns: Sequence[str]) -> bool:
     """AMQP topic semantics, like the bus: `*` is one word, `#` any number; no patterns = all."""
-    return not patterns or any(_topic_match(p, action) for p in patterns)
+    return not patterns or any(topic_matches(p, action) for p in patterns)
 
 
 def syslog_message(record: Mapping[str, Any], fmt: str, *, hostname: str = "-") -> str:

@@ -20,7 +20,6 @@ from shared import commands_custody
 from . import views_policy
 from . import views_audit
 from .auth import Unauthorized
-from .permissions import allowed
 
 
 @dataclass(frozen=True)

@@ -58,7 +58,8 @@ def _principal(request: web.Request) -> Principal:
     return request[PRINCIPAL]
 
 
-async def body_as(request: web.Request, model: type[M]) -> M:
+async def json_object(request: web.Request) -> dict[str, Any]:
+    """The request body as a JSON object, or a 400 naming `body`."""
     raw = request.get(RAW_BODY)
     if raw is None:
         raw = await request.read()
@@ -70,6 +71,11 @@ async def body_as(request: web.Request, model: type[M]) -> M:
         raise ProblemError(400, "Bad Request", "body is not valid JSON", "body") from None
     if not isinstance(data, dict):
         raise ProblemError(400, "Bad Request", "body must be a JSON object", "body")
+    return data
+
+
+async def body_as(request: web.Request, model: type[M]) -> M:
+    data = await json_object(request)
     try:
         return model.model_validate(data)
     except ValidationError as exc:

@@ -6,14 +6,13 @@ All of them ask auditsvc over request/reply; the gateway never opens auditsvc's 
 from __future__ import annotations
 
 import base64
-import json
 
 import structlog
 from aiohttp import web
 
 from shared.rpc import ProblemError
 
-from .views import _call, _json
+from .views import _call, _json, json_object
 
 log = structlog.get_logger("strongroom.gateway")
 
@@ -76,24 +75,11 @@ async def export(request: web.Request) -> web.StreamResponse:
     return response
 
 
-async def _json_object(request: web.Request) -> dict:
-    raw = await request.read()
-    if not raw:
-        raise ProblemError(400, "Bad Request", "a JSON body is required", "body")
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise ProblemError(400, "Bad Request", "body is not valid JSON", "body") from None
-    if not isinstance(data, dict):
-        raise ProblemError(400, "Bad Request", "body must be a JSON object", "body")
-    return data
-
-
 # --- continuous forwarders (validated by auditsvc, which owns their model) -------------------
 
 
 async def create_forwarder(request: web.Request) -> web.Response:
-    return _json(await _call(request, "auditsvc", "create_forwarder", **await _json_object(request)), 201)
+    return _json(await _call(request, "auditsvc", "create_forwarder", **await json_object(request)), 201)
 
 
 async def list_forwarders(request: web.Request) -> web.Response:
@@ -105,7 +91,7 @@ async def get_forwarder(request: web.Request) -> web.Response:
 
 
 async def update_forwarder(request: web.Request) -> web.Response:
-    change = await _json_object(request)
+    change = await json_object(request)
     return _json(await _call(request, "auditsvc", "update_forwarder",
                              forwarder_id=request.match_info["forwarder_id"], change=change))
 
@@ -122,7 +108,7 @@ async def get_retention(request: web.Request) -> web.Response:
 
 
 async def set_retention(request: web.Request) -> web.Response:
-    return _json(await _call(request, "auditsvc", "set_retention", **await _json_object(request)))
+    return _json(await _call(request, "auditsvc", "set_retention", **await json_object(request)))
 
 
 async def run_retention(request: web.Request) -> web.Response:
