@@ -35,40 +35,43 @@ async def _dev(port: int, data_dir: Path) -> None:
     if url is None:
         server = EmbeddedMongo(data_dir / "store").start()
         url = server.url
-    client = connect(url)
-    bus = MemoryBus()
-    await bus.start()
+    try:
+        client = connect(url)
+        bus = MemoryBus()
+        await bus.start()
 
-    async def same_bus(name: str) -> MemoryBus:
-        return bus
+        async def same_bus(name: str) -> MemoryBus:
+            return bus
 
-    bootstrap = tokens.new_token("sr_boot")
-    stack = Stack(
-        client=client,
-        bus_for=same_bus,
-        gateway_settings=GatewaySettings(port=port, bootstrap_token=bootstrap,
-                                         data_key_file=str(ensure_data_key_file(data_dir / "gateway-data.key"))),
-        policy_settings=PolicySettings(),
-        key_settings=KeySettings(signing_key_file=str(data_dir / "keysvc-signing-key.pem")),
-        audit_settings=AuditSettings(signing_key_file=str(ensure_key_file(data_dir / "audit-signing-key.pem")),
-                                     archive_dir=str(data_dir / "audit-archive")),
-        root_key=GeneratedRootKey(data_dir).load(),
-    )
-    await stack.start_all()
-    print(f"Strongroom dev is running.\n  gateway:   {stack.url}\n  bootstrap: {bootstrap}\n"
-          f"  data dir:  {data_dir.resolve()}\n"
-          f"Next: STRONGROOM_URL={stack.url} strongroom --token <bootstrap> account bootstrap --username root --password-stdin", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    structlog.get_logger("strongroom").info("dev_stopping")
-    await stack.stop_all()
-    await bus.close()
-    await client.close()
-    if server is not None:
-        server.stop()
+        bootstrap = tokens.new_token("sr_boot")
+        stack = Stack(
+            client=client,
+            bus_for=same_bus,
+            gateway_settings=GatewaySettings(port=port, bootstrap_token=bootstrap,
+                                             data_key_file=str(ensure_data_key_file(data_dir / "gateway-data.key"))),
+            policy_settings=PolicySettings(),
+            key_settings=KeySettings(signing_key_file=str(data_dir / "keysvc-signing-key.pem")),
+            audit_settings=AuditSettings(signing_key_file=str(ensure_key_file(data_dir / "audit-signing-key.pem")),
+                                         archive_dir=str(data_dir / "audit-archive")),
+            root_key=GeneratedRootKey(data_dir).load(),
+        )
+        await stack.start_all()
+        print(f"Strongroom dev is running.\n  gateway:   {stack.url}\n  bootstrap: {bootstrap}\n"
+              f"  data dir:  {data_dir.resolve()}\n"
+              f"Next: STRONGROOM_URL={stack.url} strongroom --token <bootstrap> account bootstrap --username root --password-stdin", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        structlog.get_logger("strongroom").info("dev_stopping")
+        await stack.stop_all()
+        await bus.close()
+        await client.close()
+    finally:
+        # The store is a child process: never leave it running, whatever ended this one.
+        if server is not None:
+            server.stop()
 
 
 def run_dev(port: int = 8400, data_dir: str | Path | None = None) -> None:
