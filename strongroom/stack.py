@@ -6,9 +6,11 @@ process; dev mode hands all four the same in-memory bus.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+import structlog
 from aiohttp import web
 from pymongo import AsyncMongoClient
 
@@ -21,6 +23,8 @@ from shared.config import AuditSettings, GatewaySettings, KeySettings, PolicySet
 from shared.service import Running
 
 SERVICES = ("gateway", "policysvc", "keysvc", "auditsvc")
+STOP_TIMEOUT = 15.0
+log = structlog.get_logger("strongroom.stack")
 
 
 @dataclass
@@ -42,7 +46,7 @@ class Stack:
         self.buses[name] = bus
         if name == "gateway":
             app = await gateway.init_app(self.gateway_settings, bus=bus, client=self.client)
-            self.runner = web.AppRunner(app, access_log=None)
+            self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
             await self.runner.setup()
             site = web.TCPSite(self.runner, self.gateway_settings.host, self.gateway_settings.port)
             await site.start()
@@ -59,15 +63,25 @@ class Stack:
             raise ValueError(f"unknown service {name!r}; expected one of {', '.join(SERVICES)}")
 
     async def stop(self, name: str) -> None:
-        """Stops one service: it stops consuming, and unacked messages go back to its queue."""
-        if name == "gateway" and self.runner is not None:
-            await self.runner.cleanup()
-            self.runner = None
-        elif name in self.running:
-            await self.running.pop(name).stop()
+        """Stops one service: it stops consuming, and unacked messages go back to its queue.
+
+        Every step is bounded: a stop that hangs (an open stream, a broker that does not answer
+        a close) is logged and abandoned rather than holding the process; unacked messages are
+        redelivered either way."""
+        try:
+            if name == "gateway" and self.runner is not None:
+                runner, self.runner = self.runner, None
+                await asyncio.wait_for(runner.cleanup(), STOP_TIMEOUT)
+            elif name in self.running:
+                await asyncio.wait_for(self.running.pop(name).stop(), STOP_TIMEOUT)
+        except TimeoutError:
+            log.warning("service_stop_timed_out", service=name)
         bus = self.buses.pop(name, None)
         if bus is not None:
-            await bus.close()
+            try:
+                await asyncio.wait_for(bus.close(), STOP_TIMEOUT)
+            except TimeoutError:
+                log.warning("bus_close_timed_out", service=name)
 
     async def start_all(self, names=SERVICES) -> None:
         # Consumers first, the gateway last: requests are accepted only when they can be served.

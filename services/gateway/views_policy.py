@@ -348,7 +348,7 @@ async def event_stream(request: web.Request) -> web.StreamResponse:
             if subscriber.overflowed and subscriber.queue.empty():
                 await response.write(b"event: overflow\ndata: {}\n\n")
                 break
-    except (ConnectionResetError, asyncio.CancelledError):
+    except ConnectionResetError:
         pass
     finally:
         notifier.unsubscribe(subscriber)
