@@ -3,7 +3,6 @@ over the real broker and the MongoDB-wire store; the gateway on a free loopback 
 
 from __future__ import annotations
 
-import os
 import secrets
 
 import aiohttp

@@ -10,7 +10,7 @@ import secrets
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
-from .helpers import EU_FACTS, BareAgent, audit_records, make_tenant, audit_records_until
+from .helpers import EU_FACTS, BareAgent, make_tenant, audit_records_until
 
 OAEP = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
 

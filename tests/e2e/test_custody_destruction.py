@@ -11,7 +11,7 @@ from shared.events import Actor
 from shared.rpc import RpcRequest
 from services.keysvc.destruction import verify_certificate
 
-from .helpers import EU_FACTS, BareAgent, audit_records, audit_records_until, make_tenant
+from .helpers import EU_FACTS, BareAgent, audit_records_until, make_tenant
 
 
 async def _until(check, timeout: float = 15.0):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from .helpers import EU_FACTS, BareAgent, make_tenant
+from .helpers import BareAgent, make_tenant
 from .test_approvals import approval_policy, ask
 
 
