@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from shared.argtypes import positive_int as _positive_int, non_negative_int as _non_negative_int
 from strongroom import cli_accounts, cli_audit, cli_custody, cli_policy
 from strongroom.client import ApiError, GatewayClient, GatewayUnreachable, quote_id
 
@@ -437,24 +438,8 @@ def cmd_serve(ctx: Ctx) -> int:
 # ------------------------------------------------------------------ parser
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {value}")
-    return value
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative: {value}")
-    return value
 
 
 def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:

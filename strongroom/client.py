@@ -132,16 +132,10 @@ class GatewayClient:
         req = urllib.request.Request(self.url_for(path, query), data=data, headers=headers,
                                      method=method)
         try:
-            with self._opener.open(req, timeout=self.timeout) as resp:
+            with self._open(req) as resp:
                 raw = resp.read()
                 content_type = resp.headers.get("Content-Type", "")
-        except urllib.error.HTTPError as exc:
-            raw = exc.read() if exc.fp is not None else b""
-            raise _problem_from(exc.code, exc.reason or "", exc.headers.get("Content-Type", ""),
-                                raw) from None
-        except urllib.error.URLError as exc:
-            raise GatewayUnreachable(display_url(self.base_url), _reason_text(exc.reason)) from None
-        except (TimeoutError, socket.timeout):
+        except (TimeoutError, socket.timeout):  # while reading the body
             raise GatewayUnreachable(display_url(self.base_url), "timed out") from None
         except (ConnectionError, OSError) as exc:
             raise GatewayUnreachable(display_url(self.base_url), _reason_text(exc)) from None
@@ -160,6 +154,10 @@ class GatewayClient:
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
         req = urllib.request.Request(self.url_for(path, query), headers=headers, method="GET")
+        return self._open(req)
+
+    def _open(self, req: urllib.request.Request) -> Any:
+        """Opens a request; HTTP errors become ApiError (problem+json), transport errors GatewayUnreachable."""
         try:
             return self._opener.open(req, timeout=self.timeout)
         except urllib.error.HTTPError as exc:
