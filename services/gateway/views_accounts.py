@@ -424,6 +424,12 @@ async def change_roles(request: web.Request) -> web.Response:
                                             roles=plan.pending, granted_by=principal.id))
     new_roles = sorted(current | set(plan.effective))
     new_pending = pending + [{"role": r, "granted_by": principal.id, "granted_at": _now()} for r in plan.pending]
+    return await _save_roles(gw, principal, doc, new_roles, new_pending, *evts)
+
+
+async def _save_roles(gw, principal: Principal, doc: dict, new_roles: list[str], new_pending: list[dict],
+                      *evts: events.Event) -> web.Response:
+    """Compare-and-swap the user's roles (with their events), then drop cached credentials."""
     if not await _update(gw, gw.store.users, principal.tenant_id, {"user_id": doc["user_id"], "rev": doc["rev"]},
                          {"$set": {"roles": new_roles, "pending": new_pending}, "$inc": {"rev": 1}}, *evts):
         raise ProblemError(409, "Conflict", "the user changed meanwhile; retry", "user_id")
@@ -448,11 +454,7 @@ async def confirm_role(request: web.Request) -> web.Response:
                                     user_id=doc["user_id"], roles=(role,), granted_by=grant["granted_by"])
     new_roles = sorted(set(doc["roles"]) | {role})
     new_pending = [p for p in doc["pending"] if p["role"] != role]
-    if not await _update(gw, gw.store.users, principal.tenant_id, {"user_id": doc["user_id"], "rev": doc["rev"]},
-                         {"$set": {"roles": new_roles, "pending": new_pending}, "$inc": {"rev": 1}}, event):
-        raise ProblemError(409, "Conflict", "the user changed meanwhile; retry", "user_id")
-    gw.operators.forget_user(principal.tenant_id, doc["user_id"])
-    return _json(user_view({**doc, "roles": new_roles, "pending": new_pending}))
+    return await _save_roles(gw, principal, doc, new_roles, new_pending, event)
 
 
 async def disable_user(request: web.Request) -> web.Response:

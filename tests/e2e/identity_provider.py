@@ -14,8 +14,10 @@ from aiohttp import web
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
+from .local_http import LocalHttpServer
 
-class LocalOpenIdProvider:
+
+class LocalOpenIdProvider(LocalHttpServer):
     def __init__(self, client_id: str = "strongroom", client_secret: str = "idp-client-secret"):
         self.client_id, self.client_secret = client_id, client_secret
         self.key = RSAKey.generate_key(2048, {"kid": "test-idp-1"})
@@ -23,23 +25,11 @@ class LocalOpenIdProvider:
         self.tamper = False
         self.audience: str | None = None
         self._codes: dict[str, dict[str, Any]] = {}
-        self.url = ""
-        self._runner: web.AppRunner | None = None
 
-    async def start(self) -> None:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_get("/authorize", self.authorize)
         app.router.add_post("/token", self.token)
         app.router.add_get("/jwks", self.jwks)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
 
     def settings(self, group_roles: dict[str, list[str]]) -> dict[str, Any]:
         return {"protocol": "oidc", "issuer": self.url, "client_id": self.client_id, "client_secret": self.client_secret,

@@ -23,6 +23,8 @@ from lxml import etree
 from signxml import XMLSigner
 from signxml.algorithms import CanonicalizationMethod
 
+from .local_http import LocalHttpServer
+
 PROTOCOL = "urn:oasis:names:tc:SAML:2.0:protocol"
 ASSERTION = "urn:oasis:names:tc:SAML:2.0:assertion"
 
@@ -44,7 +46,7 @@ def _instant(at: datetime) -> str:
     return at.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class LocalSamlIdp:
+class LocalSamlIdp(LocalHttpServer):
     def __init__(self, entity_id: str = "https://idp.test/saml"):
         self.entity_id = entity_id
         self.key_pem, self.cert_pem = idp_certificate()
@@ -56,21 +58,9 @@ class LocalSamlIdp:
         self.age = timedelta(0)  # shift every time into the past (expired assertions)
         self.assertion_id: str | None = None  # fixed id, to replay an assertion under a new request
         self.in_response_to: str | None = None  # None: the AuthnRequest's ID
-        self.url = ""
-        self._runner: web.AppRunner | None = None
 
-    async def start(self) -> None:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_get("/sso", self.sso)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
 
     def settings(self, group_roles: dict[str, list[str]], **extra: Any) -> dict[str, Any]:
         return {"protocol": "saml", "idp_entity_id": self.entity_id, "idp_sso_url": self.url + "/sso",
