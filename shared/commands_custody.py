@@ -88,13 +88,20 @@ class UnsealShare(Strict):
         return value
 
 
+class ImportParamsQuery(Strict):
+    """Which import key to offer: RSA-OAEP-3072 (SHA-256) or X25519 for HPKE (RFC 9180, base mode)."""
+
+    wrapping_algorithm: Literal["RSAES_OAEP_SHA_256", "HPKE_X25519_HKDF_SHA256_AES_256_GCM"] = "RSAES_OAEP_SHA_256"
+
+
 class ImportKey(Strict):
     """Bring your own key: key material wrapped to the service's import public key."""
 
     name: str = Field(pattern=NAME)
     algorithm: Literal["AES-128", "AES-192", "AES-256"] = "AES-256"
     import_token: str = Field(min_length=10, max_length=100)
-    wrapped_key_material: str = Field(description="RSA-OAEP-SHA256 ciphertext of the raw key, base64")
+    wrapped_key_material: str = Field(description="The raw key wrapped to the import key of `import_token`, base64: "
+                                      "RSA-OAEP-SHA256 ciphertext, or HPKE enc || ciphertext")
     volume: str | None = Field(default=None, max_length=256)
     exportable: bool = False
     activate: bool = True

@@ -119,7 +119,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/keys/{key_id}/destruction-certificate", views_custody.destruction_certificate, "operator", "keys.read", "The signed destruction certificate"),
     Route("POST", "/v1/keys/import", views_custody.import_key, "operator", "keys.manage", "Import a key wrapped to the import public key", commands_custody.ImportKey, 201),
     Route("POST", "/v1/keys/{key_id}/export", views_custody.export_key, "operator", "keys.export", "Export an exportable key, wrapped to the caller's RSA key", commands_custody.ExportKey),
-    Route("GET", "/v1/custody/import-params", views_custody.import_params, "operator", "keys.manage", "An RSA-OAEP-3072 import public key and single-use token"),
+    Route("GET", "/v1/custody/import-params", views_custody.import_params, "operator", "keys.manage", "An import public key (RSA-OAEP-3072, or X25519 for HPKE with ?wrapping_algorithm=HPKE_X25519_HKDF_SHA256_AES_256_GCM) and single-use token"),
     Route("GET", "/v1/custody/signing-key", views_custody.signing_key, "operator", "custody.read", "keysvc's public key for destruction certificates"),
     Route("GET", "/v1/custody/kek", views_custody.kek_status, "operator", "custody.read", "The tenant KEK version and re-wrap progress"),
     Route("POST", "/v1/custody/kek/rotate", views_custody.rotate_kek, "operator", "custody.manage", "Rotate the tenant KEK (data keys re-wrapped in the background)", None, 202),

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from shared import commands_custody as cc
 
-from .views import _call, _json, body_as
+from .views import _call, _json, _query, body_as
 
 
 def _key_id(request: web.Request) -> str:
@@ -87,7 +87,8 @@ async def rotate_kek(request: web.Request) -> web.Response:
 
 
 async def import_params(request: web.Request) -> web.Response:
-    return _json(await _call(request, "keysvc", "import_params"))
+    query = _query(request, cc.ImportParamsQuery)
+    return _json(await _call(request, "keysvc", "import_params", **query.model_dump()))
 
 
 async def import_key(request: web.Request) -> web.Response:

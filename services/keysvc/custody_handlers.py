@@ -19,20 +19,24 @@ import structlog
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pydantic import ValidationError
 
-from shared import events, outbox as staging, rpc
+from shared import events, rpc
+from shared import outbox as staging
 from shared.commands_custody import (
     ApproveDestruction,
     CancelDestruction,
     CustodySettingsBody,
     ExportKey,
     ImportKey,
+    ImportParamsQuery,
     InitCustody,
     RekeyRoot,
     ScheduleDestruction,
     UnsealShare,
 )
-from shared.crypto.envelope import aad_for, unwrap, wrap
+from shared.crypto import byok
+from shared.crypto.envelope import UnwrapError, aad_for, unwrap, wrap
 from shared.outbox import Outbox
 from shared.store import DuplicateKeyError
 
@@ -46,8 +50,7 @@ from .store import SYSTEM_TENANT, KeyStore, public_view
 log = structlog.get_logger("strongroom.keysvc")
 
 IMPORT_TTL = timedelta(hours=24)
-IMPORT_ALGORITHM = "RSAES_OAEP_SHA_256"
-RSA_IMPORT_BITS = 3072
+EXPORT_ALGORITHM = byok.RSA_OAEP
 
 
 @dataclass
@@ -207,7 +210,7 @@ async def approve_destruction(
 ) -> dict:
     """Dual control: a custodian other than the scheduler approves (the person is the actor id)."""
     ApproveDestruction.model_validate(params.get("approve", {}))
-    doc, d = await _open_destruction(store, request.tenant_id, str(params.get("key_id", "")))
+    _, d = await _open_destruction(store, request.tenant_id, str(params.get("key_id", "")))
     try:
         approved = shredding.approve(d, actor=request.actor.id)
     except shredding.DualControlError as exc:
@@ -228,7 +231,7 @@ async def approve_destruction(
 
 async def cancel_destruction(request: rpc.RpcRequest, params: dict, *, store: KeyStore, outbox: Outbox) -> dict:
     cmd = CancelDestruction.model_validate(params.get("cancel", {}))
-    doc, d = await _open_destruction(store, request.tenant_id, str(params.get("key_id", "")))
+    _, d = await _open_destruction(store, request.tenant_id, str(params.get("key_id", "")))
     try:
         cancelled = shredding.cancel(d, actor=request.actor.id)
     except shredding.DestructionError as exc:
@@ -618,29 +621,38 @@ def _import_aad(tenant_id: str, token: str) -> bytes:
 
 
 async def import_params(request: rpc.RpcRequest, params: dict, *, store: KeyStore, hierarchy: KeyHierarchy) -> dict:
-    """A fresh RSA-3072 import key (OAEP, SHA-256) and a single-use token, valid for 24 hours."""
+    """A fresh single-use import key (RSA-OAEP-3072 or X25519 for HPKE), its token and the key id it
+    will create, valid for 24 hours."""
+    try:
+        query = ImportParamsQuery.model_validate({k: v for k, v in params.items() if k == "wrapping_algorithm"})
+    except ValidationError:
+        raise _unprocessable(ValueError(f"wrapping_algorithm must be one of {', '.join(byok.WRAPPING_ALGORITHMS)}"),
+                             "wrapping_algorithm") from None
     tenant_id = request.tenant_id
-    private = rsa.generate_private_key(public_exponent=65537, key_size=RSA_IMPORT_BITS)
-    der = private.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    token = events.new_id("imp_")
     try:
         _, kek = await hierarchy.current_kek(tenant_id)
     except Sealed:
         raise rpc.ProblemError(503, "Service Unavailable", "key custody is sealed") from None
+    private = byok.new_import_key(query.wrapping_algorithm)
+    public = byok.public_params(query.wrapping_algorithm, private)
+    token, key_id = events.new_id("imp_"), events.new_id("key_")
     expires_at = _now() + IMPORT_TTL
     # The import private key is stored only wrapped under the tenant KEK.
-    await store.import_keys.insert(tenant_id, {"import_token": token, "expires_at": expires_at,
-                                               "wrapped": wrap(kek, der, aad=_import_aad(tenant_id, token))})
-    public = private.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return {"import_token": token, "wrapping_algorithm": IMPORT_ALGORITHM, "key_size": RSA_IMPORT_BITS,
-            "public_key": base64.b64encode(public).decode(), "public_key_format": "SubjectPublicKeyInfo DER, base64",
-            "expires_at": expires_at.isoformat()}
+    await store.import_keys.insert(tenant_id, {
+        "import_token": token, "key_id": key_id, "wrapping_algorithm": query.wrapping_algorithm,
+        "expires_at": expires_at, "wrapped": wrap(kek, private, aad=_import_aad(tenant_id, token)),
+    })
+    del private
+    out = {"import_token": token, "tenant_id": tenant_id, "key_id": key_id, **public, "expires_at": expires_at.isoformat()}
+    if query.wrapping_algorithm == byok.X25519_HPKE:
+        out["hpke_info"] = base64.b64encode(byok.import_info(tenant_id=tenant_id, key_id=key_id, import_token=token)).decode()
+    return out
 
 
 async def import_key(
     request: rpc.RpcRequest, cmd: ImportKey, *, store: KeyStore, hierarchy: KeyHierarchy, cache: KeyCache, outbox: Outbox
 ) -> dict:
-    """Bring your own key: unwrap with the single-use import key, wrap under the tenant KEK."""
+    """Bring your own key: open with the single-use import key, wrap under the tenant KEK."""
     tenant_id = request.tenant_id
     policy = await tenant_settings(store, tenant_id)
     try:
@@ -651,34 +663,34 @@ async def import_key(
     if doc is None or doc["expires_at"] <= _now():
         raise rpc.ProblemError(422, "Unprocessable Content", "unknown, used or expired import_token", "import_token")
     try:
-        _, kek = await hierarchy.current_kek(tenant_id)
+        await hierarchy.current_kek(tenant_id)
     except Sealed:
         raise rpc.ProblemError(503, "Service Unavailable", "key custody is sealed") from None
     # Look up the KEK that wrapped the import key: it may be an older version after a KEK rotation.
-    der = None
+    private = None
     for candidate in await _tenant_keks(store, hierarchy, tenant_id):
         try:
-            der = unwrap(candidate, bytes(doc["wrapped"]), aad=_import_aad(tenant_id, cmd.import_token))
+            private = unwrap(candidate, bytes(doc["wrapped"]), aad=_import_aad(tenant_id, cmd.import_token))
             break
-        except Exception:
-            continue
-    if der is None:
+        except UnwrapError:
+            continue  # wrapped under another KEK version
+    if private is None:
         raise rpc.ProblemError(422, "Unprocessable Content", "the import key is no longer available; request new parameters", "import_token")
-    private = serialization.load_der_private_key(der, password=None)
-    assert isinstance(private, rsa.RSAPrivateKey)
+    algorithm = doc.get("wrapping_algorithm", byok.RSA_OAEP)
+    key_id = doc.get("key_id") or events.new_id("key_")
+    info = byok.import_info(tenant_id=tenant_id, key_id=key_id, import_token=cmd.import_token)
     try:
-        material = private.decrypt(base64.b64decode(cmd.wrapped_key_material),
-                                   padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None))
-    except ValueError:
-        raise _unprocessable(ValueError("wrapped_key_material does not decrypt under the import key (RSA-OAEP, SHA-256)"),
-                             "wrapped_key_material") from None
+        material = byok.open_material(algorithm, private, base64.b64decode(cmd.wrapped_key_material), info=info)
+    except byok.ImportWrapError as exc:
+        raise _unprocessable(exc, "wrapped_key_material") from None
+    finally:
+        del private
     if len(material) * 8 != bits:
         raise _unprocessable(ValueError(f"{cmd.algorithm} needs {bits // 8} bytes of key material; got {len(material)}"),
                              "wrapped_key_material")
     # Single use: the import key is consumed whatever happens next.
     if not await store.import_keys.delete_one(tenant_id, {"import_token": cmd.import_token}):
         raise rpc.ProblemError(422, "Unprocessable Content", "unknown, used or expired import_token", "import_token")
-    key_id = events.new_id("key_")
     wrapped, kek_version = await hierarchy.wrap_data_key(tenant_id, key_id, 1, material)
     del material
     key = domain.new_key(
@@ -687,7 +699,7 @@ async def import_key(
         initial_state=domain.KeyState.ACTIVE if cmd.activate else domain.KeyState.PRE_ACTIVATION,
     )
     event = events.KeyImported(**_fields(request), key_id=key_id, name=cmd.name, algorithm=key.algorithm,
-                               wrapping_algorithm=IMPORT_ALGORITHM)
+                               wrapping_algorithm=algorithm)
     try:
         await store.insert_key(key, event)
     except DuplicateKeyError:
@@ -728,11 +740,11 @@ async def export_key(
     wrapped = recipient.encrypt(data_key, padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None))
     del data_key
     await bus_publish(events.KeyExported(
-        **_fields(request), key_id=key.key_id, key_version=version.version, wrapping_algorithm=IMPORT_ALGORITHM,
+        **_fields(request), key_id=key.key_id, key_version=version.version, wrapping_algorithm=EXPORT_ALGORITHM,
         recipient_fingerprint=hashlib.sha256(der).hexdigest(),
     ))
     return {"key_id": key.key_id, "key_version": version.version, "algorithm": key.algorithm,
-            "wrapping_algorithm": IMPORT_ALGORITHM, "wrapped_key_material": base64.b64encode(wrapped).decode()}
+            "wrapping_algorithm": EXPORT_ALGORITHM, "wrapped_key_material": base64.b64encode(wrapped).decode()}
 
 
 async def signing_key(request: rpc.RpcRequest, params: dict, *, signer: Signer) -> dict:
