@@ -176,9 +176,14 @@ class KeyRequested(Event):
 
 
 class KeyDecided(Event):
-    """policysvc's verdict with its reasons; keysvc acts on allow, the gateway answers deny."""
+    """policysvc's verdict with its reasons; keysvc acts on allow, the gateway answers deny.
+
+    Version 2: ``trace`` is compact (the deciding rules and, unless allowed, the conditions that
+    decided); the full trace stays in policysvc's decision record, committed to by ``trace_sha256``.
+    """
 
     type: Literal["key.decided"] = "key.decided"
+    version: int = 2
     request_id: str
     device_id: str
     key_id: str
@@ -186,9 +191,15 @@ class KeyDecided(Event):
     reasons: tuple[str, ...] = ()
     disclosed: dict[str, Any] = Field(default_factory=dict)
     trace: tuple[dict[str, Any], ...] = ()
+    trace_sha256: str | None = None  # of the full canonical trace; None when no policy was evaluated
     decided_by: tuple[dict[str, Any], ...] = ()
     ephemeral_public_key: str
     key_version: int | None = None
+
+
+def _key_decided_v1_to_v2(raw: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 carried the full trace: still a true (if long) trace, with no digest to check."""
+    return {**raw, "version": 2}
 
 
 class KeyReleased(Event):
@@ -647,7 +658,9 @@ AnyEvent = Annotated[
 _ADAPTER: TypeAdapter[Event] = TypeAdapter(AnyEvent)
 
 # Upcasts: (type, from_version) -> function turning the old payload into the next version.
-UPCASTS: dict[tuple[str, int], Any] = {}
+UPCASTS: dict[tuple[str, int], Any] = {
+    ("key.decided", 1): _key_decided_v1_to_v2,
+}
 
 
 class MalformedEvent(ValueError):

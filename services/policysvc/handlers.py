@@ -81,6 +81,7 @@ async def decide(
     now = datetime.now(UTC)
     device = await targets.device(event.tenant_id, event.device_id)
     approval_terms = None
+    record = None
     common = dict(
         request_id=event.request_id, device_id=event.device_id, key_id=event.key_id, key_version=event.key_version,
         ephemeral_public_key=event.ephemeral_public_key,
@@ -114,9 +115,12 @@ async def decide(
                 expires_at = now + timedelta(seconds=voting.expiry_seconds(decision.approval.expires_in_seconds, settings))
                 disclosed = {**disclosed, "approval_id": "apr_" + event.request_id.removeprefix("req_"),
                              "expires_at": expires_at.isoformat()}
+        # The full trace stays here, in the decision record; the event carries the compact trace
+        # and the record's digest, so the audit log commits to every value without storing it.
+        record = decision.record(now)
         outcome = event.caused(
-            KeyDecided, effect=effect, reasons=reasons, disclosed=disclosed,
-            trace=tuple(decision.disclosed("full").get("trace", ())),
+            KeyDecided, effect=effect, reasons=reasons, disclosed=disclosed, trace=decision.compact_trace,
+            trace_sha256=engine.record_digest(record),
             decided_by=tuple(ref._asdict() for ref in decision.decided_by), **common,
         )
         approval_terms = decision.approval
@@ -128,6 +132,7 @@ async def decide(
         "effect": outcome.effect,
         "decided_at": now,
         "outcome": outcome.model_dump_json(),
+        "trace_record": record,  # Decision.record(): the full trace, canonical, as digested
     }
     if not await store.record_decision(event.tenant_id, doc):
         recorded = await store.find_decision(event.tenant_id, event.request_id)
@@ -501,7 +506,7 @@ def _final_decision(doc: dict[str, Any], cause: Event, effect: str, reason: str)
     return cause.caused(
         KeyDecided, request_id=doc["request_id"], device_id=doc["device_id"], key_id=doc["key_id"],
         key_version=doc.get("key_version"), effect=effect, reasons=(*requested.reasons, reason),
-        disclosed=disclosed, trace=requested.trace, decided_by=requested.decided_by,
+        disclosed=disclosed, trace=requested.trace, trace_sha256=requested.trace_sha256, decided_by=requested.decided_by,
         ephemeral_public_key=doc["ephemeral_public_key"],
     )
 
@@ -648,8 +653,23 @@ def _decision_view(doc: dict[str, Any], *, full: bool) -> dict[str, Any]:
         "decided_by": [dict(r) for r in outcome.decided_by],
     }
     if full:
-        view |= {"trace": [dict(t) for t in outcome.trace], "disclosed_to_agent": outcome.disclosed, "facts": doc["facts"]}
+        view |= {"trace": [dict(t) for t in outcome.trace], "disclosed_to_agent": outcome.disclosed, "facts": doc["facts"],
+                 "trace_sha256": outcome.trace_sha256, "trace_record": doc.get("trace_record")}
     return view
+
+
+async def _full_trace(tenant_id: str, record: str, *, store: PolicyStore) -> list[dict[str, Any]]:
+    """Every rule evaluated, each with the fact tests it ran: rebuilt from the decision's canonical
+    record and the policy versions it names (versions are never rewritten)."""
+    import json
+
+    policies = []
+    for ref in json.loads(record)["policies"]:
+        version = await store.versions.find_one(tenant_id, {"policy_id": ref["policy"], "version": ref["version"]})
+        if version is None:
+            raise rpc.ProblemError(500, "Internal Server Error", f"policy version {ref['policy']} v{ref['version']} is gone")
+        policies.append(parse_policy(version["document"], policy_id=ref["policy"], version=ref["version"]))
+    return engine.Decision.from_record(record, policies).disclosed("full")["trace"]
 
 
 async def get_decision(request: rpc.RpcRequest, params: dict[str, Any], *, store: PolicyStore) -> dict[str, Any]:
@@ -657,6 +677,10 @@ async def get_decision(request: rpc.RpcRequest, params: dict[str, Any], *, store
     if doc is None:
         raise rpc.NotFound("decision", "request_id")
     view = _decision_view(doc, full=True)
+    if doc.get("trace_record"):
+        view["trace"] = await _full_trace(request.tenant_id, doc["trace_record"], store=store)
+        # Anyone holding the audit record can check it: sha256(trace_record) == its trace_sha256.
+        view["trace_verified"] = engine.record_digest(doc["trace_record"]) == view["trace_sha256"]
     approval = await store.approvals.find_one(request.tenant_id, {"request_id": doc["request_id"]})
     if approval is not None:
         view["approval"] = _approval_view(approval)

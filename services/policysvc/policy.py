@@ -11,10 +11,19 @@ Semantics:
 
 Each distinct fact test runs once per evaluation (rules often repeat a baseline check), and the
 trace and reasons are built from those outcomes only when read.
+
+A decision travels in two sizes. ``compact_trace`` (in the ``key.decided`` event and so in the
+audit log) names the rules that decided it and, unless it is an allow, the conditions that made
+it so (fact, operator, expected, actual). ``record()`` is the full trace in canonical form: every
+policy version and rule evaluated, whether each matched, and every fact test run with its
+expected and actual value, each test once. policysvc keeps it with the decision; the event
+carries its SHA-256 (``record_digest``), so the audit log commits to it; ``from_record`` rebuilds
+the decision from it and the same policy versions, to show the per-rule trace again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 from collections.abc import Callable, Mapping, Sequence
@@ -48,6 +57,7 @@ from .rules import (
 MISSING_TEXT = "<missing>"
 MAX_CLOCK_SKEW_SECONDS = 300.0  # age_under tolerates agent clocks this far ahead of ours
 DISCLOSURE_LEVELS: tuple[Disclosure, ...] = ("none", "reasons", "full")  # least revealing first
+RECORD_FORMAT = 1  # of Decision.record(); bump when its shape changes
 _PRECEDENCE: tuple[Effect, ...] = ("deny", "require_approval", "allow")
 _MISSING_NOTE = "fact not present"
 _NOW_NOTE = "observed.request_time missing; used evaluation time"
@@ -152,39 +162,124 @@ class Decision:
     @cached_property
     def _rule_traces(self) -> tuple[tuple[Policy, Rule, RuleTrace], ...]:
         """Replays each rule against the recorded outcomes: the same short-circuits, the same tests."""
-        traced = []
+        matched = iter(self._matched)
+        return tuple(
+            (policy, rule, self._replay_rule(policy, rule, next(matched), []))
+            for policy in self._policies for rule in policy.rules
+        )
+
+    @cached_property
+    def _relevant(self) -> tuple[tuple[Policy, Rule, RuleTrace, list[tuple[ConditionTrace, str]]], ...]:
+        """The rules that explain the effect, each with the fact tests (and their signatures) that
+        made it come out so: the deciding rules or, when denied by default, every allow and
+        require_approval rule. An allow is explained by its first allowing rule: one suffices, and
+        ``decided_by`` names the rest. Only these rules are replayed, not every rule evaluated."""
+        by_default = not self._deciding
+        witness = self._deciding[0][1] if self.effect == "allow" and self._deciding else None
+        explained = []
         matched = iter(self._matched)
         for policy in self._policies:
             for rule in policy.rules:
+                hit = next(matched)
+                if witness is not None:
+                    relevant = rule is witness
+                else:
+                    relevant = rule.effect != "deny" if by_default else hit and rule.effect == self.effect
+                if not relevant:
+                    continue
                 tested: list[Predicate] = []
-                _replay(rule.when, self._outcomes, tested)
-                conditions = tuple(
-                    ConditionTrace(p.path, p.fact, p.op, p.value, *self._outcomes[p.signature])
-                    for p in tested
-                )
-                trace = RuleTrace(policy.id, policy.version, rule.id, rule.effect, next(matched), conditions)
-                traced.append((policy, rule, trace))
-        return tuple(traced)
+                trace = self._replay_rule(policy, rule, hit, tested)
+                signatures = {p.path: p.signature for p in tested}
+                blamed = _blame(rule.when, {c.path: c for c in trace.conditions}, hit)
+                explained.append((policy, rule, trace, [(c, signatures[c.path]) for c in blamed]))
+        return tuple(explained)
+
+    def _replay_rule(self, policy: Policy, rule: Rule, matched: bool, tested: list[Predicate]) -> RuleTrace:
+        _replay(rule.when, self._outcomes, tested)
+        conditions = tuple(
+            ConditionTrace(p.path, p.fact, p.op, p.value, *self._outcomes[p.signature]) for p in tested
+        )
+        return RuleTrace(policy.id, policy.version, rule.id, rule.effect, matched, conditions)
+
+    @cached_property
+    def compact_trace(self) -> tuple[dict[str, Any], ...]:
+        """What the audit record keeps of the trace: the rules that explain the effect and, for a
+        deny or an approval, the conditions that decided it. An allow needs only its rules: the
+        reasons say in words what held, and the full record has every value."""
+        if self.effect == "allow":  # no replay: the allowing rules are known without one
+            return tuple({"policy": policy.id, "version": policy.version, "rule": rule.id, "effect": rule.effect,
+                          "matched": True} for policy, rule in self._deciding)
+        compact = []
+        for _, _, trace, blamed in self._relevant:
+            entry: dict[str, Any] = {"policy": trace.policy, "version": trace.version, "rule": trace.rule,
+                                     "effect": trace.effect, "matched": trace.matched}
+            if self.effect != "allow":
+                entry["conditions"] = [
+                    {"path": c.path, "fact": c.fact, "op": c.op, "expected": c.expected, "actual": c.actual,
+                     "result": c.result, "note": c.note}
+                    for c, _ in blamed
+                ]
+            compact.append(entry)
+        return tuple(compact)
+
+    def record(self, now: datetime) -> str:
+        """The full trace in canonical form (sorted keys, no spaces): every policy version and rule
+        evaluated with whether it matched, and every fact test run as ``signature -> [actual,
+        result, note]`` (the signature is the test itself: fact, operator, expected, time zone)."""
+        matched = iter(self._matched)
+        document = {
+            "format": RECORD_FORMAT,
+            "evaluated_at": now.isoformat(),
+            "effect": self.effect,
+            "policies": [
+                {"policy": p.id, "version": p.version, "rules": [[r.id, next(matched)] for r in p.rules]}
+                for p in self._policies
+            ],
+            "tests": self._outcomes,
+        }
+        return json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
+
+    @classmethod
+    def from_record(cls, text: str, policies: Sequence[Policy]) -> Decision:
+        """The decision a ``record()`` was taken from, given the same policy versions (in the
+        record's order); its ``trace`` and ``reasons`` are the ones first rendered."""
+        document = json.loads(text)
+        listed = [(p["policy"], p["version"]) for p in document["policies"]]
+        if listed != [(p.id, p.version) for p in policies]:
+            raise ValueError(f"the record was evaluated under {listed}")
+        matched = tuple(hit for p in document["policies"] for _, hit in p["rules"])
+        outcomes = {signature: tuple(outcome) for signature, outcome in document["tests"].items()}
+        return _decided(tuple(policies), matched, outcomes)
 
     def _render(self, describe: Callable[[ConditionTrace], str]) -> tuple[str, ...]:
         """Why the effect won: the rules that decided it or, when denied by default, why each
         allow and require_approval rule did not match."""
-        by_default = not self.decided_by
         several = len(self._policies) > 1
         lines = []
-        for policy, rule, trace in self._rule_traces:
-            relevant = rule.effect != "deny" if by_default else trace.matched and rule.effect == self.effect
-            if not relevant:
-                continue
-            blamed = _blame(rule.when, {c.path: c for c in trace.conditions}, trace.matched)
+        described: dict[str, str] = {}  # by test signature: rules often share their baseline tests
+        for policy, rule, trace, blamed in self._relevant:
             label = f"{policy.name}/{rule.id}" if several else rule.id
             head = f"rule {label} matched ({rule.effect}): " if trace.matched else f"rule {label}: "
-            lines.append(head + " and ".join(describe(c) for c in blamed))
-        if by_default:
+            parts = []
+            for condition, signature in blamed:
+                text = described.get(signature)
+                if text is None:
+                    text = described[signature] = describe(condition)
+                parts.append(text)
+            lines.append(head + " and ".join(parts))
+        if self.effect == "allow" and len(self._deciding) > 1:
+            others = [f"{policy.name}/{rule.id}" if several else rule.id for policy, rule in self._deciding[1:]]
+            lines.append(f"also allowed by {len(others)} more rule{'s' if len(others) > 1 else ''}: {', '.join(others)}")
+        if not self._deciding:
             lines.append(
                 "no rule matched: denied by default" if self._policies else "no policy applies: denied by default"
             )
         return tuple(lines)
+
+
+def record_digest(record: str) -> str:
+    """SHA-256 (hex) of a canonical trace record, as the ``key.decided`` event carries it."""
+    return hashlib.sha256(record.encode()).hexdigest()
 
 
 def applies_to(
@@ -212,15 +307,22 @@ def evaluate(policies: Sequence[Policy], facts: Mapping[str, Any], *, now: datet
         raise ValueError("now must be timezone-aware")
     context = _Context(facts, now)
     results: list[bool] = []
-    matched: dict[Effect, list[tuple[Policy, Rule]]] = {"deny": [], "require_approval": [], "allow": []}
     for policy in policies:
         context.tz = policy.tz
         for rule in policy.rules:
-            holds = _holds(rule.when, context)
-            results.append(holds)
-            if holds:
-                matched[rule.effect].append((policy, rule))
+            results.append(_holds(rule.when, context))
 
+    return _decided(tuple(policies), tuple(results), context.outcomes)
+
+
+def _decided(policies: tuple[Policy, ...], results: tuple[bool, ...], outcomes: Mapping[str, Outcome]) -> Decision:
+    """The decision from each rule's result: deny beats require_approval beats allow; none is deny."""
+    matched: dict[Effect, list[tuple[Policy, Rule]]] = {"deny": [], "require_approval": [], "allow": []}
+    flags = iter(results)
+    for policy in policies:
+        for rule in policy.rules:
+            if next(flags):
+                matched[rule.effect].append((policy, rule))
     winner: Effect | None = next((e for e in _PRECEDENCE if matched[e]), None)
     deciding = matched[winner] if winner else []
     approval = _strictest_approval([r.approval for _, r in deciding]) if winner == "require_approval" else None
@@ -229,9 +331,9 @@ def evaluate(policies: Sequence[Policy], facts: Mapping[str, Any], *, now: datet
         approval=approval,
         disclose=strictest_disclosure(policies),
         _deciding=tuple(deciding),
-        _policies=tuple(policies),
-        _matched=tuple(results),
-        _outcomes=context.outcomes,
+        _policies=policies,
+        _matched=results,
+        _outcomes=outcomes,
     )
 
 
@@ -347,7 +449,7 @@ def _clip(value: Any) -> Any:
         if len(value) > 32:
             return f"<{'list' if isinstance(value, list) else 'object'} of {len(value)} items>"
         try:  # the trace is rendered later: it must not change if the caller reuses its facts
-            return json.loads(json.dumps(value))
+            return json.loads(json.dumps(value, sort_keys=True))  # keys as the canonical record has them
         except (TypeError, ValueError, RecursionError):
             return f"<{'list' if isinstance(value, list) else 'object'}>"
     return value

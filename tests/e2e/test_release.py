@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 
@@ -34,7 +35,22 @@ async def test_policy_approved_agent_gets_the_key_and_a_denied_one_gets_reasons(
     assert actions.count("key.requested") == 3
     decided = [r for r in records if r["action"] == "key.decided"]
     assert [r["outcome"] for r in decided] == ["success", "success", "denied"]
-    assert decided[-1]["trace"], "the audit log keeps the full decision trace"
+    # The audit record keeps the compact trace: the rule that failed and the condition, with values...
+    assert decided[-1]["trace"] == [{
+        "policy": tenant.policy_id, "version": 1, "rule": "eu-only", "effect": "allow", "matched": False,
+        "conditions": [{"path": "when.all[0]", "fact": "identity.region", "op": "in",
+                        "expected": ["eu-west-1", "eu-central-1"], "actual": "us-east-1", "result": False, "note": ""}],
+    }]
+    assert decided[0]["trace"] == [{"policy": tenant.policy_id, "version": 1, "rule": "eu-only", "effect": "allow",
+                                    "matched": True}]  # an allow names its rule; its values are in the full trace
+    # ...and commits to the full trace, which policysvc keeps and the decision API shows.
+    for record in (decided[0], decided[-1]):
+        status, decision, _ = await tenant.admin.call("GET", f"/v1/decisions/{record['details']['request_id']}")
+        assert status == 200, decision
+        assert hashlib.sha256(decision["trace_record"].encode()).hexdigest() == record["details"]["trace_sha256"]
+        assert decision["trace_verified"] is True
+        assert [c["fact"] for c in decision["trace"][0]["conditions"]] == (
+            ["identity.region", "integrity.firewall_enabled"] if record is decided[0] else ["identity.region"])
     result = verify_chain(records, start=ChainHead.genesis(tenant.tenant_id))
     assert result.ok, result
 

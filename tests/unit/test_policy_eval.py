@@ -17,6 +17,7 @@ from services.policysvc.policy import (
     RuleRef,
     applies_to,
     evaluate,
+    record_digest,
 )
 from services.policysvc.rules import Approval, parse_policy
 
@@ -432,6 +433,15 @@ def test_allow_reasons_describe_what_matched():
     )
 
 
+def test_an_allow_is_explained_by_its_first_allowing_rule_and_names_the_others():
+    policy = policy_of(rule(NO_MATCH, id="none"), rule(EU, id="eu"), rule(MATCH, id="any"), rule(MATCH, id="all"))
+    decision = evaluate([policy], ident(region="eu-west-1"), now=NOW)
+    assert [ref.rule for ref in decision.decided_by] == ["eu", "any", "all"]
+    assert decision.reasons == ("rule eu matched (allow): identity.region 'eu-west-1' in ['eu-west-1']",
+                                "also allowed by 2 more rules: any, all")
+    assert [t["rule"] for t in decision.compact_trace] == ["eu", "any", "all"]
+
+
 def test_reasons_blame_the_tests_that_decided():
     when = {"any": [EU, {"not": {"fact": "integrity.firewall_enabled", "op": "equals", "value": False}}]}
     decision = evaluate([policy_of(rule(when, id="eu-or-firewall"))],
@@ -523,6 +533,54 @@ def test_large_and_deep_facts_are_summarised_not_fatal():
     json.dumps(decision.disclosed("full"))
 
 
+# --- what travels and what is kept: compact trace, canonical record, digest ---
+
+def test_compact_trace_of_an_allow_names_only_the_deciding_rules():
+    policy = policy_of(rule(MATCH, id="ok"), rule(NO_MATCH, id="other"), rule(NO_MATCH, id="no", effect="deny"))
+    decision = evaluate([policy], FACTS, now=NOW)
+    assert decision.effect == "allow"
+    assert decision.compact_trace == ({"policy": "pol_1", "version": 1, "rule": "ok", "effect": "allow", "matched": True},)
+    assert len(decision.trace) == 3  # the full trace still has every rule
+
+
+def test_compact_trace_of_a_deny_keeps_the_failed_conditions_with_values():
+    when = {"all": [EU, {"fact": "identity.agent_version", "op": "gte", "value": "1.10.0"}]}
+    policy = policy_of(rule(when, id="eu-recent"), rule(NO_MATCH, id="never", effect="deny"))
+    decision = evaluate([policy], ident(region="eu-west-1", agent_version="1.9.3"), now=NOW)
+    assert decision.effect == "deny"
+    assert decision.compact_trace == ({
+        "policy": "pol_1", "version": 1, "rule": "eu-recent", "effect": "allow", "matched": False,
+        "conditions": [{"path": "when.all[1]", "fact": "identity.agent_version", "op": "gte", "expected": "1.10.0",
+                        "actual": "1.9.3", "result": False, "note": ""}],
+    },)
+    denied = evaluate([policy_of(rule(EU, id="no-eu", effect="deny"), rule(MATCH, id="ok"))], ident(region="eu-west-1"),
+                      now=NOW)
+    assert [(t["rule"], [c["actual"] for c in t["conditions"]]) for t in denied.compact_trace] == [("no-eu", ["eu-west-1"])]
+
+
+def test_record_commits_to_every_rule_and_value():
+    policy = policy_of(rule(EU, id="eu"), rule({"fact": "identity.hostname", "op": "glob", "value": "db-*"}, id="db"))
+    decision = evaluate([policy], ident(region="eu-west-1", hostname="web-1"), now=NOW)
+    document = json.loads(decision.record(NOW))
+    assert document["policies"] == [{"policy": "pol_1", "version": 1, "rules": [["eu", True], ["db", False]]}]
+    assert sorted(actual for actual, _, _ in document["tests"].values()) == ["eu-west-1", "web-1"]
+    assert decision.record(NOW) == json.dumps(document, sort_keys=True, separators=(",", ":"))  # canonical
+    other = evaluate([policy], ident(region="eu-west-1", hostname="web-2"), now=NOW)
+    assert other.effect == decision.effect and other.compact_trace == decision.compact_trace
+    assert record_digest(other.record(NOW)) != record_digest(decision.record(NOW))  # the unseen value still counts
+    assert len(record_digest(decision.record(NOW))) == 64
+
+
+def test_record_rebuilds_the_full_trace_only_with_the_same_policy_versions():
+    policy = policy_of(rule(EU, id="eu"), rule(MATCH, id="any", effect="require_approval"))
+    decision = evaluate([policy], ident(region="us-east-1"), now=NOW)
+    rebuilt = Decision.from_record(decision.record(NOW), [policy])
+    assert rebuilt.trace == decision.trace and rebuilt.disclosed("full") == decision.disclosed("full")
+    assert rebuilt.approval == decision.approval and rebuilt.effect == "require_approval"
+    with pytest.raises(ValueError):
+        Decision.from_record(decision.record(NOW), [policy_of(rule(EU, id="eu"), version=2)])
+
+
 def test_now_must_be_aware():
     with pytest.raises(ValueError):
         evaluate([policy_of(rule(EU))], FACTS, now=datetime(2025, 1, 1))
@@ -594,6 +652,10 @@ def test_evaluation_is_deterministic_and_never_raises(facts):
     assert first.disclosed("full") == second.disclosed("full")
     json.dumps(first.disclosed("full"))
     assert len(first.trace) == 4 and all(isinstance(r.matched, bool) for r in first.trace)
+    # The canonical record is the same for equal facts, and gives back the same decision.
+    assert first.record(NOW) == second.record(NOW)
+    rebuilt = Decision.from_record(first.record(NOW), [EVERY_OPERATOR])
+    assert rebuilt == first and rebuilt.reasons == first.reasons and rebuilt.compact_trace == first.compact_trace
 
 
 @settings(max_examples=200, deadline=None)
