@@ -82,6 +82,10 @@ class KeySettings(CommonSettings):
     lease_seconds: float = 30.0
     kek_rewrap_batch: int = 500
     kek_rewrap_pause_seconds: float = 0.0  # throttle between re-wrap batches to limit store load
+    # Root re-key: the outgoing root is retired this long after the switch (every instance picks up
+    # the new root meanwhile); a re-key whose new shares are not verified within the TTL is rolled back.
+    root_rekey_grace_seconds: float = 60.0
+    root_rekey_ttl_seconds: float = 86400.0
     # PKCS#11 root source: the HSM holds an AES key that wraps the root key (see rootkey.py).
     pkcs11_module: str | None = None
     pkcs11_token_label: str | None = None

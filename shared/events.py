@@ -562,6 +562,16 @@ class CustodyRekeyed(Event):
     keks_rewrapped: int
 
 
+class CustodyRekeyRolledBack(Event):
+    """A root re-key stopped before its new root was recorded: its shares were never handed out."""
+
+    type: Literal["custody.rekey_rolled_back"] = "custody.rekey_rolled_back"
+    custody_id: str = "root"
+    root_fingerprint: str  # still in force
+    abandoned_fingerprint: str
+    reason: str
+
+
 class KekRotationStarted(Event):
     type: Literal["kek.rotation_started"] = "kek.rotation_started"
     kek_id: str
@@ -641,6 +651,7 @@ AnyEvent = Annotated[
         CustodyInitialized,
         CustodyUnsealProgress,
         CustodyRekeyed,
+        CustodyRekeyRolledBack,
         KekRotationStarted,
         KekRotated,
         TenantKeysShredded,

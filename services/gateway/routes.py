@@ -126,7 +126,9 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/custody/status", views_custody.custody_status, "operator", "custody.root", "Sealed or unsealed, and unseal progress"),
     Route("POST", "/v1/custody/init", views_custody.init_custody, "operator", "custody.root", "Create the root key; returns its Shamir shares once", commands_custody.InitCustody, 201),
     Route("POST", "/v1/custody/unseal", views_custody.unseal, "operator", "custody.root", "Submit one custodian's unseal share", commands_custody.UnsealShare),
-    Route("POST", "/v1/custody/rekey", views_custody.rekey_root, "operator", "custody.root", "Replace the root key and its shares without downtime", commands_custody.RekeyRoot),
+    Route("POST", "/v1/custody/rekey", views_custody.rekey_root, "operator", "custody.root", "Start replacing the root key: returns the new shares once", commands_custody.RekeyRoot),
+    Route("POST", "/v1/custody/rekey/verify", views_custody.verify_rekey, "operator", "custody.root", "Submit one new share; a threshold of them switches to the new root", commands_custody.UnsealShare),
+    Route("POST", "/v1/custody/rekey/cancel", views_custody.cancel_rekey, "operator", "custody.root", "Abandon a pending root re-key before its switch"),
     # --- audit exports, forwarders, reports ---
     Route("GET", "/v1/audit/checkpoints", views_audit.list_checkpoints, "operator", "audit.read", "List signed checkpoints of the audit chain"),
     Route("GET", "/v1/audit/signing-key", views_audit.signing_key, "operator", "audit.read", "Public keys that sign audit checkpoints"),

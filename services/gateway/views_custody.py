@@ -122,3 +122,13 @@ async def unseal(request: web.Request) -> web.Response:
 async def rekey_root(request: web.Request) -> web.Response:
     body = await body_as(request, cc.RekeyRoot)
     return _json(await _call(request, "keysvc", "rekey_root", **body.model_dump()))
+
+
+async def verify_rekey(request: web.Request) -> web.Response:
+    body = await body_as(request, cc.UnsealShare)
+    # SECURITY: as for unseal, the share goes only into the request to keysvc.
+    return _json(await _call(request, "keysvc", "verify_rekey", share=body.share.get_secret_value()))
+
+
+async def cancel_rekey(request: web.Request) -> web.Response:
+    return _json(await _call(request, "keysvc", "cancel_rekey"))

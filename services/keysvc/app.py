@@ -21,8 +21,7 @@ from shared.service import Running
 from shared.store import service_database
 
 from . import custody_handlers as custody
-from . import handlers, scheduler
-from . import release_status
+from . import handlers, rekey, release_status, scheduler
 from .hierarchy import KeyHierarchy
 from .rootkey import RootKeyError, SealedFileRootKey, fingerprint
 from .store import SYSTEM_TENANT, KeyStore
@@ -67,13 +66,24 @@ def write_signing_key(path: Path) -> None:
         f.write(pem)
 
 
+async def follow_root(hierarchy: KeyHierarchy, *, interval: float) -> None:
+    """Every instance keeps its roots in line with the root record (another instance's re-key)."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await hierarchy.refresh_roots()
+        except Exception:  # a store hiccup must not end the loop; the next tick retries
+            log.warning("root_refresh_failed", exc_info=True)
+
+
 async def start(settings: KeySettings, *, bus: Bus, client: AsyncMongoClient, root_key: bytes | None) -> Running:
     store = KeyStore(service_database(client, "keysvc", prefix=settings.db_prefix))
     await store.create_indexes()
     root_doc = await store.custody.find_one(SYSTEM_TENANT, {"name": "root"})
-    if root_key is not None and root_doc is not None and fingerprint(root_key) != root_doc["fingerprint"]:
+    if root_key is not None and root_doc is not None and fingerprint(root_key) not in rekey.unseal_fingerprints(root_doc):
         raise RootKeyError("the configured root key does not match custody's recorded root fingerprint")
     hierarchy = KeyHierarchy(store, root_key=root_key)
+    hierarchy.follow_root_record(root_doc)
     cache = handlers.KeyCache(store, settings.key_cache_size)
     outbox = Outbox(bus.publish, store.outbox_collections)
     await outbox.create_indexes()
@@ -102,7 +112,11 @@ async def start(settings: KeySettings, *, bus: Bus, client: AsyncMongoClient, ro
     methods.add("custody_status", partial(custody.custody_status, store=store, custody=state))
     methods.add("init_custody", partial(custody.init_custody, store=store, custody=state, outbox=outbox), commands_custody.InitCustody)
     methods.add("unseal", partial(custody.submit_unseal_share, store=store, custody=state, bus_publish=bus.publish), commands_custody.UnsealShare)
-    methods.add("rekey_root", partial(custody.rekey_root, store=store, custody=state, outbox=outbox), commands_custody.RekeyRoot)
+    methods.add("rekey_root", partial(custody.rekey_root, store=store, custody=state,
+                                      ttl=timedelta(seconds=settings.root_rekey_ttl_seconds)), commands_custody.RekeyRoot)
+    methods.add("verify_rekey", partial(custody.verify_rekey, store=store, custody=state, outbox=outbox,
+                                        batch=settings.kek_rewrap_batch), commands_custody.UnsealShare)
+    methods.add("cancel_rekey", partial(custody.cancel_rekey, store=store, custody=state, outbox=outbox))
     methods.add("rotate_kek", partial(custody.rotate_kek, store=store, hierarchy=hierarchy, outbox=outbox))
     methods.add("kek_status", partial(custody.kek_status, store=store))
     methods.add("import_params", partial(custody.import_params, store=store, hierarchy=hierarchy))
@@ -136,10 +150,14 @@ async def start(settings: KeySettings, *, bus: Bus, client: AsyncMongoClient, ro
         "rotations": partial(when_unsealed, partial(handlers.rotate_due_keys, store=store, hierarchy=hierarchy,
                                                     cache=cache, outbox=outbox)),
         "kek_rewrap": partial(when_unsealed, rewrap),
+        "root_rekey": partial(when_unsealed, partial(
+            rekey.resume, store=store, hierarchy=hierarchy, outbox=outbox, batch=settings.kek_rewrap_batch,
+            grace=timedelta(seconds=settings.root_rekey_grace_seconds))),
     }
     running = Running("keysvc")
     running.tasks.append(asyncio.create_task(outbox.run()))
     running.tasks.append(asyncio.create_task(scheduler.run(lease, jobs, interval=settings.scheduler_interval_seconds)))
+    running.tasks.append(asyncio.create_task(follow_root(hierarchy, interval=settings.scheduler_interval_seconds)))
     running.on_stop.append(lease.release)
     running.hierarchy = hierarchy  # type: ignore[attr-defined]
     running.cache = cache  # type: ignore[attr-defined]

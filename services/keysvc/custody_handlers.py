@@ -42,9 +42,10 @@ from shared.store import DuplicateKeyError
 
 from . import destruction as shredding
 from . import keys as domain
+from . import rekey as rekeying
 from .handlers import KeyCache, _existing, _now, _save, tenant_settings
 from .hierarchy import KeyHierarchy, Sealed
-from .rootkey import ROOT_KEY_BYTES, ShareError, Unsealer, fingerprint, split_root_key
+from .rootkey import ROOT_KEY_BYTES, ShareError, Unsealer, fingerprint, share_set_id, split_root_key
 from .store import SYSTEM_TENANT, KeyStore, public_view
 
 log = structlog.get_logger("strongroom.keysvc")
@@ -386,9 +387,18 @@ async def custody_status(request: rpc.RpcRequest, params: dict, *, store: KeySto
         "threshold": (root or {}).get("threshold"),
         "custodians": (root or {}).get("shares"),
         "generation": (root or {}).get("generation"),
+        "rekey": _rekey_view((root or {}).get("rekey")),
         "unseal_progress": {"submitted": progress.submitted, "needed": progress.needed} if progress else
         {"submitted": 0, "needed": (root or {}).get("threshold")},
     }
+
+
+def _rekey_view(rekey: dict[str, Any] | None) -> dict[str, Any] | None:
+    if rekey is None:
+        return None
+    view = {k: rekey.get(k) for k in ("status", "new_fingerprint", "previous_fingerprint", "threshold", "started_at",
+                                      "expires_at", "switched_at")}
+    return {**_iso(view), "verified_shares": len(rekey.get("verify_shares") or [])}
 
 
 async def init_custody(request: rpc.RpcRequest, cmd: InitCustody, *, store: KeyStore, custody: Custody, outbox: Outbox) -> dict:
@@ -429,7 +439,7 @@ async def submit_unseal_share(
     if root_doc is None:
         raise rpc.ProblemError(409, "Conflict", "custody has no root key yet; initialise it first")
     if custody.unsealer is None:
-        custody.unsealer = Unsealer(expected_fingerprint=root_doc["fingerprint"])
+        custody.unsealer = Unsealer(expected_fingerprint=rekeying.unseal_fingerprints(root_doc))
         custody.unseal_actors = []
     try:
         root = custody.unsealer.submit(body.share.get_secret_value())
@@ -442,6 +452,7 @@ async def submit_unseal_share(
         custody.hierarchy.unseal(root)
         del root
         custody.unsealer = None
+        custody.hierarchy.follow_root_record(root_doc)
     unsealed = not custody.hierarchy.sealed
     submitted = root_doc["threshold"] if unsealed else progress.submitted
     await bus_publish(events.CustodyUnsealProgress(
@@ -453,52 +464,59 @@ async def submit_unseal_share(
 
 
 async def rekey_root(
-    request: rpc.RpcRequest, cmd: RekeyRoot, *, store: KeyStore, custody: Custody, outbox: Outbox
+    request: rpc.RpcRequest, cmd: RekeyRoot, *, store: KeyStore, custody: Custody, ttl: timedelta
 ) -> dict:
-    """New root key and new shares, while serving: every KEK gets a copy under the new root first,
-    then the root record switches, then the copies are promoted. Releases never stop."""
+    """Start replacing the root key: new shares now, the switch once a threshold of them is verified
+    (see rekey.py). The current shares stay in force until then; releases never stop."""
     hierarchy = custody.hierarchy
     if hierarchy.sealed:
         raise rpc.ProblemError(503, "Service Unavailable", "key custody is sealed")
-    old_fp = hierarchy.root_fingerprint
-    assert old_fp is not None
+    await hierarchy.refresh_roots()
     new_root = secrets.token_bytes(ROOT_KEY_BYTES)
     try:
         shares = split_root_key(new_root, threshold=cmd.threshold, shares=cmd.shares)
     except ShareError as exc:
         raise _unprocessable(exc, "threshold") from None
-    new_fp = hierarchy.add_root(new_root)
-    del new_root
-    rewrapped = 0
-    async for doc in store.keks.raw.find({}):
-        kek = hierarchy.open_kek_doc(doc)
-        blob = hierarchy.wrap_kek(doc["tenant_id"], doc["kek_version"], kek, root_fp=new_fp)
-        await store.keks.update_one(doc["tenant_id"], {"_id": doc["_id"]}, {"$set": {"wrapped_next": blob, "next_fp": new_fp}})
-        rewrapped += 1
-    event = events.CustodyRekeyed(**_fields(request), root_fingerprint=new_fp, previous_fingerprint=old_fp,
-                                  custodian_count=cmd.shares, threshold=cmd.threshold, keks_rewrapped=rewrapped)
-    root_doc = await store.custody.find_one(SYSTEM_TENANT, {"name": "root"})
-    generation = (root_doc or {}).get("generation", 0)
-    await store.custody.update_one(
-        SYSTEM_TENANT, {"name": "root"},
-        {"$set": {"fingerprint": new_fp, "threshold": cmd.threshold, "shares": cmd.shares, "generation": generation + 1,
-                  "previous_fingerprint": old_fp, "rekeyed_at": _now()}, **staging.push(event)},
-        upsert=True,
-    )
-    hierarchy.make_primary(new_fp)
-    # Promote: every KEK (including any created during the first pass) ends wrapped under the new root.
-    async for doc in store.keks.raw.find({"root_fp": {"$ne": new_fp}}):
-        kek = hierarchy.open_kek_doc(doc)
-        blob = hierarchy.wrap_kek(doc["tenant_id"], doc["kek_version"], kek, root_fp=new_fp)
-        await store.keks.update_one(
-            doc["tenant_id"], {"_id": doc["_id"]},
-            {"$set": {"wrapped": blob, "root_fp": new_fp}, "$unset": {"wrapped_next": "", "next_fp": ""}},
-        )
-    hierarchy.retire_roots_except(new_fp)
-    await outbox.publish(store.custody.raw, SYSTEM_TENANT, event)
-    log.info("custody_rekeyed", root_fingerprint=new_fp, previous_fingerprint=old_fp, keks=rewrapped)
-    return {"root_fingerprint": new_fp, "previous_fingerprint": old_fp, "threshold": cmd.threshold, "shares": shares,
-            "keks_rewrapped": rewrapped, "note": "each share is shown once; the previous shares no longer open custody"}
+    try:
+        new_fp = await rekeying.begin(store, hierarchy, new_root, threshold=cmd.threshold, shares=cmd.shares,
+                                      share_set=share_set_id(shares[0]), request_id=request.correlation_id, actor=request.actor.id, now=_now(), ttl=ttl)
+    except rekeying.RekeyConflict as exc:
+        raise rpc.ProblemError(409, "Conflict", str(exc)) from None
+    finally:
+        del new_root
+    log.info("custody_rekey_started", root_fingerprint=hierarchy.root_fingerprint, new_fingerprint=new_fp)
+    return {"new_fingerprint": new_fp, "root_fingerprint": hierarchy.root_fingerprint, "threshold": cmd.threshold,
+            "shares": shares, "expires_at": (_now() + ttl).isoformat(),
+            "note": "each share is shown once; the current shares stay in force until a threshold of these is "
+                    "submitted to /v1/custody/rekey/verify"}
+
+
+async def verify_rekey(request: rpc.RpcRequest, body: UnsealShare, *, store: KeyStore, custody: Custody,
+                       outbox: Outbox, batch: int = 500) -> dict:
+    """One custodian proves a new share; the threshold-th switches custody to the new root."""
+    if custody.hierarchy.sealed:
+        raise rpc.ProblemError(503, "Service Unavailable", "key custody is sealed")
+    try:
+        return await rekeying.verify_share(store, custody.hierarchy, outbox, body.share.get_secret_value(), batch=batch,
+                                           event_fields=_fields(request))
+    except ShareError as exc:
+        raise _unprocessable(exc, "share") from None  # names the problem, never the share's words
+    except rekeying.RekeyConflict as exc:
+        raise rpc.ProblemError(409, "Conflict", str(exc)) from None
+
+
+async def cancel_rekey(request: rpc.RpcRequest, params: dict, *, store: KeyStore, custody: Custody, outbox: Outbox) -> dict:
+    """Abandon a pending re-key before its switch; the current shares stay in force."""
+    doc = await rekeying.root_record(store)
+    rekey = (doc or {}).get("rekey")
+    if rekey is None or rekey["status"] == "switched":
+        raise rpc.ProblemError(409, "Conflict", "no root re-key is pending, or it is already switched")
+    try:
+        await rekeying.roll_back(store, custody.hierarchy, outbox, rekey, reason=f"cancelled by {request.actor.id}",
+                                 actor=request.actor)
+    except rekeying.RekeyConflict as exc:
+        raise rpc.ProblemError(409, "Conflict", str(exc)) from None
+    return {"cancelled": rekey["new_fingerprint"], "root_fingerprint": rekey["previous_fingerprint"]}
 
 
 # --- tenant KEK rotation ------------------------------------------------------------------------

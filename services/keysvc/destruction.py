@@ -13,16 +13,19 @@ from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
 
 from .keys import IllegalTransition, Key, KeyDomainError, destroyable
 
 __all__ = [
     "CERTIFICATE_FORMAT",
+    "DependencyError",
     "Destruction",
     "DestructionError",
     "DualControlError",
-    "DependencyError",
     "approve",
     "cancel",
     "certificate",

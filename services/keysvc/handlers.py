@@ -16,13 +16,12 @@ from datetime import UTC, datetime
 import structlog
 
 from shared import commands, events, rpc
+from shared.commands_custody import SetMinDecryptionVersion
 from shared.crypto import release as hpke_release
 from shared.crypto.envelope import UnwrapError
 from shared.events import Event, KeyDecided, KeyReleased, KeyReleaseRefused
 from shared.outbox import Outbox
 from shared.store import DuplicateKeyError
-
-from shared.commands_custody import SetMinDecryptionVersion
 
 from . import keys as domain
 from .hierarchy import KeyHierarchy, Sealed

@@ -11,11 +11,9 @@ from typing import Any
 
 __all__ = [
     "ACTIONS",
-    "CustodySettings",
-    "destroyable",
-    "exportable_now",
     "ALGORITHMS",
     "TRANSITIONS",
+    "CustodySettings",
     "IllegalTransition",
     "Key",
     "KeyDomainError",
@@ -26,6 +24,8 @@ __all__ = [
     "UnknownAction",
     "VersionError",
     "check_algorithm",
+    "destroyable",
+    "exportable_now",
     "new_key",
     "releasable",
     "rotate",
@@ -155,7 +155,7 @@ class KeyVersions(Mapping[int, KeyVersion]):
     O(1); appending to an older snapshot copies first, so no snapshot ever sees another change.
     """
 
-    __slots__ = ("_items", "_count")
+    __slots__ = ("_count", "_items")
 
     def __init__(self, items: tuple[KeyVersion, ...] | list[KeyVersion] = ()) -> None:
         items = list(items)

@@ -33,7 +33,7 @@ class Pkcs11RootKey:
         self.path = Path(wrapped_root_file)
 
     @classmethod
-    def from_settings(cls, settings: Any) -> "Pkcs11RootKey":
+    def from_settings(cls, settings: Any) -> Pkcs11RootKey:
         return cls(settings.pkcs11_module, token_label=settings.pkcs11_token_label, pin=settings.pkcs11_pin,
                    key_label=settings.pkcs11_key_label, wrapped_root_file=settings.pkcs11_wrapped_root_file)
 

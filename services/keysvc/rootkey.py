@@ -32,6 +32,7 @@ __all__ = [
     "combine_shares",
     "fingerprint",
     "seal_root_key",
+    "share_set_id",
     "split_root_key",
     "unseal_root_key",
 ]
@@ -176,6 +177,11 @@ def combine_shares(shares: list[str], passphrase: bytes = b"") -> bytes:
     return share_set.combine(passphrase)
 
 
+def share_set_id(mnemonic: str) -> int:
+    """The random identifier every share of one split carries (not secret: it is in each share's words)."""
+    return _parse_share(mnemonic, 1).identifier
+
+
 @dataclass(frozen=True)
 class UnsealProgress:
     """How far an unseal has come: `needed` is known once the first share is in."""
@@ -194,9 +200,10 @@ class Unsealer:
     After yielding the key (or failing to combine) it forgets every share, ready for a new round.
     """
 
-    def __init__(self, *, passphrase: bytes = b"", expected_fingerprint: str | None = None) -> None:
+    def __init__(self, *, passphrase: bytes = b"", expected_fingerprint: str | tuple[str, ...] | None = None) -> None:
         self._passphrase = passphrase
-        self._expected_fingerprint = expected_fingerprint
+        # Several during a root re-key that is switched but not finished: old or new shares will do.
+        self._expected = (expected_fingerprint,) if isinstance(expected_fingerprint, str) else expected_fingerprint
         self._shares = _ShareSet()
 
     @property
@@ -216,9 +223,7 @@ class Unsealer:
             root = self._shares.combine(self._passphrase)
         finally:
             self.reset()
-        if self._expected_fingerprint is not None and not hmac.compare_digest(
-            fingerprint(root), self._expected_fingerprint
-        ):
+        if self._expected is not None and not any(hmac.compare_digest(fingerprint(root), fp) for fp in self._expected):
             raise ShareError(
                 "the shares combined into a key with the wrong fingerprint: "
                 "wrong passphrase, or shares of another root key"

@@ -136,13 +136,15 @@ class KeyStore:
         return await self.keks.find_one(tenant_id, {"kek_version": version})
 
     async def insert_kek(
-        self, tenant_id: str, version: int, wrapped: bytes, now: datetime, root_fingerprint: str | None = None
+        self, tenant_id: str, version: int, wrapped: bytes, now: datetime, root_fingerprint: str | None = None,
+        *, copy: tuple[bytes, str] | None = None,
     ) -> bool:
+        """`copy` is the same KEK wrapped under the incoming root of a pending re-key, and its root."""
+        doc: dict[str, Any] = {"kek_version": version, "wrapped": wrapped, "created_at": now, "root_fp": root_fingerprint}
+        if copy is not None:
+            doc["wrapped_next"], doc["next_fp"] = copy
         try:
-            await self.keks.insert(
-                tenant_id,
-                {"kek_version": version, "wrapped": wrapped, "created_at": now, "root_fp": root_fingerprint},
-            )
+            await self.keks.insert(tenant_id, doc)
             return True
         except DuplicateKeyError:
             return False

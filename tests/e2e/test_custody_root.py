@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import json
 
+import pytest
+
 from .helpers import EU_FACTS, BareAgent, make_tenant, provider_admin
 
 
@@ -37,6 +39,18 @@ async def _everything_stored(stack) -> str:
     return "\n".join(dump)
 
 
+async def _rekey_finished(provider, timeout: float = 10.0) -> dict:
+    """Wait until the re-key's grace period is over and the previous root is retired."""
+    for _ in range(int(timeout / 0.1)):
+        status, out, _ = await provider.call("GET", "/v1/custody/status")
+        assert status == 200, out
+        if out["rekey"] is None:
+            return out
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the root re-key did not finish: {out}")
+
+
+@pytest.mark.stack(keysvc={"root_rekey_grace_seconds": 0.5})
 async def test_sealed_custody_initialises_unseals_with_m_of_n_and_rekeys_without_downtime(api, stack):
     await _restart_sealed(stack)
     provider = await provider_admin(api)
@@ -86,17 +100,32 @@ async def test_sealed_custody_initialises_unseals_with_m_of_n_and_rekeys_without
     status, _, again = await agent.request(tenant.key_id, EU_FACTS)
     assert status == 200 and again == key
 
-    # Re-key while agents keep asking: no request fails, and afterwards only the new shares work.
+    # Re-key while agents keep asking: no request fails. The new shares take over only once a
+    # threshold of them is verified; afterwards only the new shares work.
     async def keep_releasing():
         results = []
         for _ in range(15):
             results.append((await agent.request(tenant.key_id, EU_FACTS))[0])
         return results
 
-    releases, (status, rekey, _) = await asyncio.gather(
-        keep_releasing(), provider.call("POST", "/v1/custody/rekey", json={"shares": 3, "threshold": 2}))
-    assert status == 200 and rekey["keks_rewrapped"] >= 1 and len(rekey["shares"]) == 3, rekey
+    async def rekey_and_verify():
+        status, rekey, _ = await provider.call("POST", "/v1/custody/rekey", json={"shares": 3, "threshold": 2})
+        assert status == 200 and len(rekey["shares"]) == 3, rekey
+        status, out, _ = await provider.call("POST", "/v1/custody/rekey", json={"shares": 3, "threshold": 2})
+        assert status == 409, out  # one at a time
+        status, out, _ = await provider.call("POST", "/v1/custody/rekey/verify", json={"share": shares[0]})
+        assert status == 422 and out["field"] == "share", out  # an old share proves nothing
+        status, out, _ = await provider.call("POST", "/v1/custody/rekey/verify", json={"share": rekey["shares"][0]})
+        assert status == 200 and out == {"verified": False, "submitted": 1, "needed": 2}, out
+        status, pending, _ = await provider.call("GET", "/v1/custody/status")
+        assert pending["rekey"]["status"] == "copying" and pending["root_fingerprint"] == rekey["root_fingerprint"]
+        status, out, _ = await provider.call("POST", "/v1/custody/rekey/verify", json={"share": rekey["shares"][2]})
+        assert status == 200 and out["verified"] and out["root_fingerprint"] == rekey["new_fingerprint"], out
+        return rekey
+
+    releases, rekey = await asyncio.gather(keep_releasing(), rekey_and_verify())
     assert releases == [200] * 15
+    await _rekey_finished(provider)
     await _restart_sealed(stack)
     await provider.call("POST", "/v1/custody/unseal", json={"share": shares[0]})
     await provider.call("POST", "/v1/custody/unseal", json={"share": shares[1]})

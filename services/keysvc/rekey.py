@@ -1,0 +1,266 @@
+"""Root re-key: a new root key and new shares while serving, safe to cut short at any point.
+
+The root record's `rekey` field carries the state, with the incoming root wrapped under the
+outgoing one (`sealed_root`, never in the clear):
+
+  copying    the new shares have been handed out; the scheduler gives every KEK a copy under
+             the incoming root (`wrapped_next`, `next_fp`); KEKs created meanwhile are written
+             under both roots (hierarchy.create_kek). The current shares stay in force.
+  switched   the custodians proved they hold the new shares (a threshold of them submitted to
+             verify, each kept meanwhile only wrapped under the outgoing root); the record names
+             the incoming root, with custody.rekeyed staged in the same write. The copies are
+             promoted to be each KEK's only wrapping.
+  (finished) after a grace period, with no KEK left under the outgoing root, the sealed copy
+             of the incoming root is shredded and the outgoing root retired everywhere.
+
+Nothing irreversible happens before the custodians have shown the new shares, so a re-key cut
+short before the switch is resumed (or cancelled, or rolled back when it expires), and one cut
+short after it is finished by the scheduler; until then the old shares still unseal (they open
+the sealed incoming root). Every KEK write is a compare-and-swap on the blob it replaces.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+
+from shared import events
+from shared import outbox as staging
+from shared.crypto.envelope import aad_for, unwrap, wrap
+from shared.outbox import Outbox
+
+from .handlers import _now
+from .hierarchy import KeyHierarchy
+from .rootkey import ShareError, Unsealer, share_set_id
+from .store import SYSTEM_TENANT, KeyStore
+
+log = structlog.get_logger("strongroom.keysvc")
+ROOT = {"name": "root"}
+SERVICE = events.Actor(kind="service", id="keysvc")
+
+
+class RekeyConflict(Exception):
+    """No re-key is pending, another one is, or it moved on meanwhile."""
+
+
+async def root_record(store: KeyStore) -> dict[str, Any] | None:
+    return await store.custody.find_one(SYSTEM_TENANT, ROOT)
+
+
+def unseal_fingerprints(doc: dict[str, Any]) -> tuple[str, ...]:
+    """Roots that may unseal: the recorded one, and the outgoing one while a switched re-key is unfinished
+    (it opens the sealed incoming root, so no KEK is out of reach)."""
+    rekey = doc.get("rekey") or {}
+    if rekey.get("status") == "switched" and rekey.get("sealed_root") is not None:
+        return (doc["fingerprint"], rekey["previous_fingerprint"])
+    return (doc["fingerprint"],)
+
+
+def _aware(at: datetime) -> datetime:
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+# --- begin, copy ---------------------------------------------------------------------------
+
+
+async def begin(store: KeyStore, hierarchy: KeyHierarchy, new_root: bytes, *, threshold: int, shares: int,
+                share_set: int, request_id: str, actor: str, now: datetime, ttl: timedelta) -> str:
+    """Record the pending re-key (incoming root sealed under the outgoing one) and hold the incoming root."""
+    old_fp = hierarchy.root_fingerprint
+    assert old_fp is not None
+    if await root_record(store) is None:  # a configured root source that was never initialised with shares
+        await store.custody.update_one(SYSTEM_TENANT, ROOT, {"$setOnInsert": {
+            "fingerprint": old_fp, "generation": 0, "created_at": now}}, upsert=True)
+    new_fp = hierarchy.hold_incoming(new_root)
+    rekey = {"previous_fingerprint": old_fp, "new_fingerprint": new_fp, "status": "copying", "threshold": threshold,
+             "shares": shares, "share_set": share_set, "sealed_root": hierarchy.seal_incoming(old_fp, new_fp), "verify_shares": [],
+             "started_at": now, "expires_at": now + ttl, "started_by": actor}
+    # rekey_request_id stays after the re-key: a redelivered request must not start a second one.
+    matched = await store.custody.update_one(
+        SYSTEM_TENANT, {**ROOT, "fingerprint": old_fp, "rekey": None, "rekey_request_id": {"$ne": request_id}},
+        {"$set": {"rekey": rekey, "rekey_request_id": request_id}},
+    )
+    if not matched:
+        hierarchy.follow_root_record(await root_record(store))
+        raise RekeyConflict("a root re-key is already pending (verify or cancel it first)")
+    return new_fp
+
+
+async def copy_batch(store: KeyStore, hierarchy: KeyHierarchy, new_fp: str, *, batch: int) -> int:
+    """Give up to `batch` KEKs without one a copy under the incoming root; 0 when none is left."""
+    docs = await store.keks.raw.find({"root_fp": {"$ne": new_fp}, "next_fp": {"$ne": new_fp}},
+                                     sort=[("_id", 1)], limit=batch).to_list(None)
+    for doc in docs:
+        blob = hierarchy.wrap_kek(doc["tenant_id"], doc["kek_version"], hierarchy.open_kek_doc(doc), root_fp=new_fp)
+        await store.keks.update_one(doc["tenant_id"], {"_id": doc["_id"], "wrapped": doc["wrapped"]},
+                                    {"$set": {"wrapped_next": blob, "next_fp": new_fp}})
+    return len(docs)
+
+
+async def copy_all(store: KeyStore, hierarchy: KeyHierarchy, new_fp: str, *, batch: int) -> int:
+    copied = 0
+    while done := await copy_batch(store, hierarchy, new_fp, batch=batch):
+        copied += done
+    return copied
+
+
+# --- verify and switch ----------------------------------------------------------------------
+
+
+def _share_aad(new_fp: str) -> bytes:
+    return aad_for("rekey-verify-share", new_fp)
+
+
+async def verify_share(store: KeyStore, hierarchy: KeyHierarchy, outbox: Outbox, share: str, *, batch: int,
+                       event_fields: dict[str, Any]) -> dict[str, Any]:
+    """One custodian proves a new share. Shares wait in the record wrapped under the outgoing root
+    (any unsealed instance may take the next one); the threshold-th switches to the new root."""
+    doc = await root_record(store)
+    rekey = (doc or {}).get("rekey")
+    if rekey is None or rekey["status"] != "copying":
+        raise RekeyConflict("no root re-key is waiting for verification")
+    hierarchy.follow_root_record(doc)
+    old_fp, new_fp = rekey["previous_fingerprint"], rekey["new_fingerprint"]
+    if not hierarchy.holds(old_fp):
+        raise RekeyConflict("this instance does not hold the current root; retry")
+    if share_set_id(share) != rekey["share_set"]:
+        raise ShareError("this share is not one of the new shares of the pending re-key")
+    old_root = hierarchy.root_key(old_fp)
+    unsealer = Unsealer(expected_fingerprint=new_fp)
+    for blob in rekey["verify_shares"]:
+        unsealer.submit(unwrap(old_root, bytes(blob), aad=_share_aad(new_fp)).decode())
+    held = unsealer.progress.submitted
+    root = unsealer.submit(share)  # ShareError: damaged, foreign, or the combination is not the new root
+    if root is None:
+        if unsealer.progress.submitted == held:
+            return {"verified": False, "submitted": held, "needed": unsealer.progress.needed}
+        matched = await store.custody.update_one(
+            SYSTEM_TENANT, {**ROOT, "rekey.new_fingerprint": new_fp, "rekey.status": "copying",
+                            "rekey.verify_shares": {"$size": held}},
+            {"$push": {"rekey.verify_shares": wrap(old_root, share.encode(), aad=_share_aad(new_fp))}})
+        if not matched:
+            raise RekeyConflict("another share was submitted at the same moment; submit again")
+        return {"verified": False, "submitted": held + 1, "needed": unsealer.progress.needed}
+    hierarchy.add_root(root)
+    del root
+    copied = await copy_all(store, hierarchy, new_fp, batch=batch)  # any the scheduler has not reached yet
+    event = events.CustodyRekeyed(**event_fields, root_fingerprint=new_fp, previous_fingerprint=old_fp,
+                                  custodian_count=rekey["shares"], threshold=rekey["threshold"], keks_rewrapped=copied)
+    await switch(store, hierarchy, doc or {}, event)
+    await outbox.publish(store.custody.raw, SYSTEM_TENANT, event)
+    promoted = await promote_all(store, hierarchy, new_fp, batch=batch)
+    log.info("custody_rekeyed", root_fingerprint=new_fp, previous_fingerprint=old_fp, promoted=promoted)
+    return {"verified": True, "root_fingerprint": new_fp, "previous_fingerprint": old_fp,
+            "submitted": rekey["threshold"], "needed": rekey["threshold"]}
+
+
+async def switch(store: KeyStore, hierarchy: KeyHierarchy, doc: dict[str, Any], event: events.CustodyRekeyed) -> None:
+    """The commit point: the root record names the incoming root (event staged in the same write)."""
+    rekey = doc["rekey"]
+    now = _now()
+    matched = await store.custody.update_one(
+        SYSTEM_TENANT, {**ROOT, "fingerprint": rekey["previous_fingerprint"],
+                        "rekey.new_fingerprint": rekey["new_fingerprint"], "rekey.status": "copying"},
+        {"$set": {"fingerprint": rekey["new_fingerprint"], "previous_fingerprint": rekey["previous_fingerprint"],
+                  "threshold": rekey["threshold"], "shares": rekey["shares"], "generation": doc.get("generation", 0) + 1,
+                  "rekeyed_at": now, "rekey.status": "switched", "rekey.switched_at": now, "rekey.verify_shares": []},
+         **staging.push(event)},
+    )
+    if not matched:
+        raise RekeyConflict("the re-key was cancelled or switched meanwhile")
+    hierarchy.make_primary(rekey["new_fingerprint"])
+
+
+async def promote_batch(store: KeyStore, hierarchy: KeyHierarchy, new_fp: str, *, batch: int) -> int:
+    """Make each KEK's copy under the new root its only wrapping (re-wrapping any without a copy)."""
+    docs = await store.keks.raw.find({"root_fp": {"$ne": new_fp}}, sort=[("_id", 1)], limit=batch).to_list(None)
+    for doc in docs:
+        if doc.get("next_fp") == new_fp and doc.get("wrapped_next") is not None:
+            blob = doc["wrapped_next"]
+        else:
+            blob = hierarchy.wrap_kek(doc["tenant_id"], doc["kek_version"], hierarchy.open_kek_doc(doc), root_fp=new_fp)
+        await store.keks.update_one(doc["tenant_id"], {"_id": doc["_id"], "wrapped": doc["wrapped"]},
+                                    {"$set": {"wrapped": blob, "root_fp": new_fp}, "$unset": {"wrapped_next": "", "next_fp": ""}})
+    return len(docs)
+
+
+async def promote_all(store: KeyStore, hierarchy: KeyHierarchy, new_fp: str, *, batch: int) -> int:
+    promoted = 0
+    while done := await promote_batch(store, hierarchy, new_fp, batch=batch):
+        promoted += done
+    return promoted
+
+
+# --- the scheduler's part: resume, finish, expire; cancel ------------------------------------
+
+
+async def resume(store: KeyStore, hierarchy: KeyHierarchy, outbox: Outbox, *, grace: timedelta, batch: int) -> int:
+    """Scheduler job: copy (before the switch), promote and finish (after it), roll back an expired one."""
+    doc = await root_record(store)
+    rekey = (doc or {}).get("rekey")
+    if rekey is None:
+        return 0
+    hierarchy.follow_root_record(doc)
+    now = _now()
+    new_fp = rekey["new_fingerprint"]
+    if rekey["status"] == "copying":
+        if now >= _aware(rekey["expires_at"]):
+            await roll_back(store, hierarchy, outbox, rekey, reason="the new shares were not verified in time")
+            return 1
+        return await copy_batch(store, hierarchy, new_fp, batch=batch) if hierarchy.holds(new_fp) else 0
+    if rekey["status"] == "rolling_back":
+        await roll_back(store, hierarchy, outbox, rekey, reason=rekey.get("rollback_reason", "cancelled"))
+        return 1
+    if not hierarchy.holds(new_fp):
+        return 0
+    done = await promote_batch(store, hierarchy, new_fp, batch=batch)
+    if done or now - _aware(rekey["switched_at"]) < grace:
+        return done
+    await _finish(store, hierarchy, rekey)
+    return 0
+
+
+async def roll_back(store: KeyStore, hierarchy: KeyHierarchy, outbox: Outbox, rekey: dict[str, Any], *, reason: str,
+                    actor: events.Actor = SERVICE) -> None:
+    """Abandon a re-key before its switch: drop the copies and the sealed incoming root; the current shares stay."""
+    new_fp = rekey["new_fingerprint"]
+    # Mark it first, so no verification can switch to it any more; then drop the copies and the record.
+    marked = await store.custody.update_one(
+        SYSTEM_TENANT, {**ROOT, "rekey.new_fingerprint": new_fp, "rekey.status": {"$in": ["copying", "rolling_back"]}},
+        {"$set": {"rekey.status": "rolling_back", "rekey.rollback_reason": reason}})
+    if not marked:
+        raise RekeyConflict("the re-key was switched or ended meanwhile")
+    await store.keks.raw.update_many({"next_fp": new_fp}, {"$unset": {"wrapped_next": "", "next_fp": ""}})
+    event = events.CustodyRekeyRolledBack(tenant_id=SYSTEM_TENANT, actor=actor, root_fingerprint=rekey["previous_fingerprint"],
+                                          abandoned_fingerprint=new_fp, reason=reason)
+    if await _clear(store, new_fp, "rolling_back", event):
+        await outbox.publish(store.custody.raw, SYSTEM_TENANT, event)
+        log.warning("custody_rekey_rolled_back", root_fingerprint=rekey["previous_fingerprint"], reason=reason)
+    await hierarchy.refresh_roots()
+
+
+async def _finish(store: KeyStore, hierarchy: KeyHierarchy, rekey: dict[str, Any]) -> None:
+    new_fp = rekey["new_fingerprint"]
+    if await store.keks.raw.find_one({"root_fp": {"$ne": new_fp}}, {"_id": 1}) is not None:
+        return  # written under the outgoing root meanwhile: the next tick promotes it first
+    if await _clear(store, new_fp, "switched", None):
+        log.info("custody_rekey_finished", root_fingerprint=new_fp, retired=rekey["previous_fingerprint"])
+    await hierarchy.refresh_roots()
+
+
+async def _clear(store: KeyStore, new_fp: str, status: str, event: events.Event | None) -> bool:
+    """Shred the sealed incoming root and any waiting shares (overwrite, then drop the re-key state)."""
+    query = {**ROOT, "rekey.new_fingerprint": new_fp, "rekey.status": status}
+    await store.custody.update_one(SYSTEM_TENANT, query, {"$set": {"rekey.sealed_root": secrets.token_bytes(64),
+                                                                   "rekey.verify_shares": []}})
+    update: dict[str, Any] = {"$set": {"rekey": None}}
+    if event is not None:
+        update.update(staging.push(event))
+    return bool(await store.custody.update_one(SYSTEM_TENANT, query, update))
+
+
+__all__ = ["RekeyConflict", "ShareError", "begin", "copy_all", "promote_all", "resume", "roll_back",
+           "unseal_fingerprints", "verify_share"]
