@@ -563,7 +563,7 @@ class CustodyRekeyed(Event):
 
 
 class CustodyRekeyRolledBack(Event):
-    """A root re-key stopped before its new root was recorded: its shares were never handed out."""
+    """A root re-key was cancelled, or expired unverified, before its switch: the current shares stay in force."""
 
     type: Literal["custody.rekey_rolled_back"] = "custody.rekey_rolled_back"
     custody_id: str = "root"

@@ -1,6 +1,6 @@
 """Operator commands of the custody area, registered into `strongroom`'s parser by `register`.
 
-`operator init|unseal|status|rekey` are the provider's root custodians' commands. A share is
+`operator init|unseal|status|rekey|rekey-verify|rekey-cancel` are the provider's root custodians' commands. A share is
 never taken from the command line (it would land in shell history and `ps`): `unseal` reads
 it from a prompt without echo, or from stdin when piped.
 """
@@ -78,12 +78,28 @@ def cmd_operator_rekey(ctx: Any) -> int:
     if ctx.as_json:
         _cli()._print_json(out)
         return 0
-    print(f"new root fingerprint: {out['root_fingerprint']} (was {out['previous_fingerprint']}); "
-          f"{out['keks_rewrapped']} tenant KEKs re-wrapped")
+    print(f"new root fingerprint: {out['new_fingerprint']} (current: {out['root_fingerprint']}); "
+          f"verify {out['threshold']} of these shares before {out['expires_at']}:")
     for number, share in enumerate(out["shares"], start=1):
         print(f"share {number}: {share}")
-    print("note: the new shares are shown once; the previous shares no longer open custody.", file=sys.stderr)
+    print("note: the new shares are shown once; the current shares stay in force until custodians run "
+          "`strongroom operator rekey-verify` with enough of them.", file=sys.stderr)
     return 0
+
+
+def cmd_operator_rekey_verify(ctx: Any) -> int:
+    out = _api(ctx).post("/v1/custody/rekey/verify", {"share": _read_share(ctx)})
+    if ctx.as_json:
+        _cli()._print_json(out)
+    elif out.get("verified"):
+        print(f"custody switched to root {out['root_fingerprint']}; the previous shares are retired shortly")
+    else:
+        print(f"new share verified: {out['submitted']} of {out['needed']}")
+    return 0
+
+
+def cmd_operator_rekey_cancel(ctx: Any) -> int:
+    return _show(ctx, _api(ctx).post("/v1/custody/rekey/cancel", {}))
 
 
 # --- tenant custody ------------------------------------------------------------------------
@@ -166,9 +182,12 @@ def register(leaf: Any, noun: Any) -> None:
     p = leaf(g, "unseal", cmd_operator_unseal, "Submit your unseal share (prompted, never an argument).")
     p.add_argument("--share-file", help="read the share from this file instead of a prompt")
     leaf(g, "status", cmd_operator_status, "Sealed or unsealed, and unseal progress.")
-    p = leaf(g, "rekey", cmd_operator_rekey, "Replace the root key and its shares without downtime.")
+    p = leaf(g, "rekey", cmd_operator_rekey, "Start replacing the root key; prints the new shares once.")
     p.add_argument("--shares", type=int, default=5)
     p.add_argument("--threshold", type=int, default=3)
+    p = leaf(g, "rekey-verify", cmd_operator_rekey_verify, "Submit one new share (prompted); enough of them switch the root.")
+    p.add_argument("--share-file", help="read the share from this file instead of a prompt")
+    leaf(g, "rekey-cancel", cmd_operator_rekey_cancel, "Abandon a pending re-key before its switch.")
 
     g = noun("custody", "Tenant key custody: key policy, KEK rotation, certificate signing key.")
     p = leaf(g, "settings", cmd_custody_settings, "Show, or with options change, the tenant's key policy.")

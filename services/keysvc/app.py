@@ -143,6 +143,13 @@ async def start(settings: KeySettings, *, bus: Bus, client: AsyncMongoClient, ro
             await asyncio.sleep(settings.kek_rewrap_pause_seconds)
         return done
 
+    async def root_rekey() -> int:
+        done = await rekey.resume(store, hierarchy, outbox, batch=settings.kek_rewrap_batch,
+                                  grace=timedelta(seconds=settings.root_rekey_grace_seconds))
+        if done and settings.kek_rewrap_pause_seconds:
+            await asyncio.sleep(settings.kek_rewrap_pause_seconds)
+        return done
+
     lease = scheduler.Lease(store.leases, "keysvc-scheduler", seconds=settings.lease_seconds)
     jobs = {
         "destructions": partial(when_unsealed, partial(custody.run_due_destructions, store=store, cache=cache,
@@ -150,9 +157,7 @@ async def start(settings: KeySettings, *, bus: Bus, client: AsyncMongoClient, ro
         "rotations": partial(when_unsealed, partial(handlers.rotate_due_keys, store=store, hierarchy=hierarchy,
                                                     cache=cache, outbox=outbox)),
         "kek_rewrap": partial(when_unsealed, rewrap),
-        "root_rekey": partial(when_unsealed, partial(
-            rekey.resume, store=store, hierarchy=hierarchy, outbox=outbox, batch=settings.kek_rewrap_batch,
-            grace=timedelta(seconds=settings.root_rekey_grace_seconds))),
+        "root_rekey": partial(when_unsealed, root_rekey),
     }
     running = Running("keysvc")
     running.tasks.append(asyncio.create_task(outbox.run()))

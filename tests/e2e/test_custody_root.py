@@ -139,3 +139,59 @@ async def test_sealed_custody_initialises_unseals_with_m_of_n_and_rekeys_without
     stored = await _everything_stored(stack)
     for share in shares + rekey["shares"]:
         assert share not in stored and " ".join(share.split()[:6]) not in stored
+
+
+# Small throttled batches so copying is observably in progress when keysvc is stopped.
+@pytest.mark.stack(keysvc={"kek_rewrap_batch": 2, "kek_rewrap_pause_seconds": 0.05, "root_rekey_grace_seconds": 0.5})
+async def test_keysvc_stopped_mid_rekey_resumes_and_every_key_still_unwraps(api, stack):
+    provider = await provider_admin(api)
+    tenant = await make_tenant(api)
+    agent = await BareAgent.enroll(tenant, api)
+    status, _, key = await agent.request(tenant.key_id, EU_FACTS)
+    assert status == 200
+    hierarchy = stack.running["keysvc"].hierarchy
+    await asyncio.gather(*(hierarchy.current_kek(f"ten_bulk_{i:03d}") for i in range(80)))
+    keks = stack.client[f"{stack.key_settings.db_prefix}keysvc"]["keks"]
+    total = await keks.count_documents({})
+
+    status, rekey, _ = await provider.call("POST", "/v1/custody/rekey", json={"shares": 3, "threshold": 2})
+    assert status == 200, rekey
+    new_fp = rekey["new_fingerprint"]
+    for _ in range(500):
+        if await keks.count_documents({"next_fp": new_fp}) >= 10:
+            break
+        await asyncio.sleep(0.01)
+    await stack.stop("keysvc")  # mid-copy
+    copied = await keks.count_documents({"next_fp": new_fp})
+    assert 10 <= copied < total, (copied, total)
+    await stack.start("keysvc")  # the old root is still the configured one: nothing switched
+    status, _, again = await agent.request(tenant.key_id, EU_FACTS)
+    assert status == 200 and again == key
+
+    # Copying resumes; a tenant created meanwhile gets its KEK under both roots.
+    late = await make_tenant(api)
+    late_agent = await BareAgent.enroll(late, api)
+    status, _, late_key = await late_agent.request(late.key_id, EU_FACTS)
+    assert status == 200
+    status, out, _ = await provider.call("POST", "/v1/custody/rekey/verify", json={"share": rekey["shares"][1]})
+    assert status == 200 and not out["verified"], out
+    await stack.stop("keysvc")  # between two verified shares
+    await stack.start("keysvc")
+    status, out, _ = await provider.call("POST", "/v1/custody/rekey/verify", json={"share": rekey["shares"][0]})
+    assert status == 200 and out["verified"], out
+    await stack.stop("keysvc")  # right after the switch, before the old root is retired
+
+    # Back sealed: only the new shares exist for the recorded root, and they open everything.
+    stack.root_key = None
+    await stack.start("keysvc")
+    await _unseal(provider, rekey["shares"][:2])
+    for who, key_id, expected in ((agent, tenant.key_id, key), (late_agent, late.key_id, late_key)):
+        status, _, again = await who.request(key_id, EU_FACTS)
+        assert status == 200 and again == expected
+    await _rekey_finished(provider)
+    assert await keks.count_documents({"root_fp": new_fp}) == await keks.count_documents({}) > total
+    await _restart_sealed(stack)
+    await _unseal(provider, rekey["shares"][1:])
+    for who, key_id, expected in ((agent, tenant.key_id, key), (late_agent, late.key_id, late_key)):
+        status, _, again = await who.request(key_id, EU_FACTS)
+        assert status == 200 and again == expected
