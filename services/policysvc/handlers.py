@@ -7,6 +7,7 @@ redelivered request idempotent).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -27,6 +28,7 @@ from .store import PolicyStore
 
 log = structlog.get_logger("strongroom.policysvc")
 Publish = Callable[[Event], Awaitable[None]]
+MAX_CACHED_VERSIONS = 10_000
 
 
 class PolicyCache:
@@ -35,6 +37,7 @@ class PolicyCache:
     def __init__(self, store: PolicyStore):
         self._store = store
         self._tenants: dict[str, list[Policy]] = {}
+        self._versions: dict[tuple[str, str, int], Policy] = {}
 
     async def for_tenant(self, tenant_id: str) -> list[Policy]:
         cached = self._tenants.get(tenant_id)
@@ -46,6 +49,19 @@ class PolicyCache:
 
     def drop(self, tenant_id: str) -> None:
         self._tenants.pop(tenant_id, None)
+
+    async def version(self, tenant_id: str, policy_id: str, version: int) -> Policy | None:
+        """One compiled policy version, current or not (versions never change, so they stay cached)."""
+        entry = (tenant_id, policy_id, version)
+        cached = self._versions.get(entry)
+        if cached is None:
+            doc = await self._store.versions.find_one(tenant_id, {"policy_id": policy_id, "version": version})
+            if doc is None:
+                return None
+            cached = self._versions[entry] = parse_policy(doc["document"], policy_id=policy_id, version=version)
+            if len(self._versions) > MAX_CACHED_VERSIONS:
+                self._versions.pop(next(iter(self._versions)))
+        return cached
 
 
 async def applicable(
@@ -661,8 +677,6 @@ def _decision_view(doc: dict[str, Any], *, full: bool) -> dict[str, Any]:
 async def _full_trace(tenant_id: str, record: str, *, store: PolicyStore) -> list[dict[str, Any]]:
     """Every rule evaluated, each with the fact tests it ran: rebuilt from the decision's canonical
     record and the policy versions it names (versions are never rewritten)."""
-    import json
-
     policies = []
     for ref in json.loads(record)["policies"]:
         version = await store.versions.find_one(tenant_id, {"policy_id": ref["policy"], "version": ref["version"]})
@@ -820,12 +834,40 @@ async def _clear(
     return bool(matched)
 
 
+async def releasing_policies(
+    tenant_id: str, device_id: str, key_id: str, *, store: PolicyStore, cache: PolicyCache
+) -> list[Policy] | None:
+    """The policy versions that last released this key to this device: those its newest allowing
+    decision evaluated (an approval counts once approved). None when no such record names them."""
+    recent = await store.decisions.find(
+        tenant_id, {"device_id": device_id, "key_id": key_id, "effect": {"$in": ["allow", "require_approval"]}},
+        sort=[("decided_at", -1)], limit=20,
+    )
+    for doc in recent:
+        if doc["effect"] == "require_approval":
+            approval = await store.approvals.find_one(tenant_id, {"request_id": doc["request_id"]})
+            if approval is None or approval["status"] != "approved":
+                continue
+        if not doc.get("trace_record"):
+            return None
+        policies = []
+        for ref in json.loads(doc["trace_record"])["policies"]:
+            policy = await cache.version(tenant_id, ref["policy"], ref["version"])
+            if policy is None:
+                return None
+            policies.append(policy)
+        return policies
+    return None
+
+
 async def heartbeat(
     request: rpc.RpcRequest, params: dict[str, Any], *, store: PolicyStore, cache: PolicyCache, targets: TargetCache,
     outbox: Outbox, wake: Callable[[], None],
 ) -> dict[str, Any]:
-    """A device's fresh facts: re-check them against the policies for every key it was released;
-    quarantine it if they no longer pass, release it from quarantine if they pass again."""
+    """A device's fresh facts: re-check them, for every key it was released, against the policy
+    versions that released that key (not the current ones: a policy tightened since governs new
+    releases, not keys already given); quarantine the device if they no longer pass, release it
+    from quarantine if they pass again."""
     device_id = str(params.get("device_id", ""))
     facts = params.get("facts") if isinstance(params.get("facts"), dict) else {}
     doc = await store.devices.find_one(request.tenant_id, {"device_id": device_id})
@@ -834,9 +876,11 @@ async def heartbeat(
     now = datetime.now(UTC)
     settings = await targets.settings(request.tenant_id)
     device = await targets.device(request.tenant_id, device_id)
-    policies = await cache.for_tenant(request.tenant_id)
     failing: dict[str, tuple[str, ...]] = {}
     for key_id in sorted(doc.get("released_keys", [])):
+        policies = await releasing_policies(request.tenant_id, device_id, key_id, store=store, cache=cache)
+        if policies is None:  # released before decisions recorded their policy versions
+            policies = await cache.for_tenant(request.tenant_id)
         chosen = await applicable(request.tenant_id, device_id, key_id, facts, device=device, policies=policies,
                                   targets=targets, now=now)
         decision = engine.evaluate(chosen, facts, now=now)

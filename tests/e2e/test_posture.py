@@ -7,7 +7,7 @@ import json
 
 from shared.crypto import httpsig
 
-from .helpers import EU_FACTS, BareAgent, audit_records, make_tenant
+from .helpers import EU_FACTS, BareAgent, audit_records, audit_records_until, make_tenant
 
 DRIFTED = {"identity": {"region": "eu-west-1"}, "integrity": {"firewall_enabled": False}}
 
@@ -75,3 +75,24 @@ async def test_missed_heartbeats_quarantine_and_an_operator_can_clear(api):
     status, again, _ = await tenant.admin.call(
         "POST", f"/v1/devices/{agent.device_id}/clear-quarantine", json={"reason": "twice"})
     assert status == 404
+
+
+async def test_heartbeats_are_checked_against_the_policy_version_that_released_the_key(api):
+    tenant = await make_tenant(api)
+    agent = await BareAgent.enroll(tenant, api)
+    assert (await agent.request(tenant.key_id, EU_FACTS))[0] == 200  # released under version 1 (eu-west-1 allowed)
+    status, _, _ = await tenant.admin.call("PUT", f"/v1/policies/{tenant.policy_id}", json={
+        "name": "eu-volumes", "targets": {"devices": "all", "keys": "all"}, "rules": [
+            {"id": "central-only", "effect": "allow",
+             "when": {"fact": "identity.region", "op": "equals", "value": "eu-central-1"}}]})
+    assert status == 200
+    assert (await agent.request(tenant.key_id, EU_FACTS))[0] == 403  # version 2 governs new releases...
+
+    status, out, _ = await beat(agent, EU_FACTS)  # ...but the key it holds was released under version 1
+    assert status == 200 and out["status"] == "active", out
+
+    status, out, _ = await beat(agent, DRIFTED)
+    assert status == 200 and out["status"] == "quarantined"
+    records = await audit_records_until(tenant.admin, lambda rs: any(r["action"] == "device.posture_failed" for r in rs))
+    (failed,) = [r for r in records if r["action"] == "device.posture_failed"]
+    assert any("rule eu-only" in r and "integrity.firewall_enabled" in r for r in failed["reasons"]), failed["reasons"]
