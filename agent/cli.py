@@ -1,6 +1,8 @@
-"""`strongroom-agent`: enrol this VM, show its facts, and encrypt or decrypt files under policy.
+"""`strongroom-agent`: enrol this VM, show its facts, encrypt or decrypt files under policy, and
+send the heartbeats that keep its posture checked.
 
-Exit codes: 0 success, 1 error, 2 usage, 3 key denied by policy, 4 approval pending.
+Exit codes: 0 success, 1 error, 2 usage, 3 key denied by policy (or, for `heartbeat --once`, the
+device is quarantined), 4 approval pending.
 This is the one agent module that reads the environment; it passes what it finds down.
 Security invariant: no code path prints, logs or includes key bytes in an error.
 """
@@ -26,6 +28,7 @@ from agent.client import (
     ApprovalPending,
     KeyDenied,
     ReleasedKey,
+    ServiceUnavailable,
 )
 from agent.facts import FactsError, collect_facts
 from agent.fileformat import FileFormatError, decrypt_stream, encrypt_stream, read_header
@@ -37,6 +40,7 @@ ENV_HOME = "STRONGROOM_AGENT_HOME"
 ENV_TOKEN = "STRONGROOM_AGENT_ENROLLMENT_TOKEN"
 ENV_FACTS_FILE = "STRONGROOM_AGENT_FACTS_FILE"
 ENV_HASH_PATHS = "STRONGROOM_AGENT_HASH_PATHS"
+DEFAULT_HEARTBEAT_SECONDS = 60.0  # until the gateway has said what its grace period is
 
 
 class UsageError(Exception):
@@ -95,6 +99,17 @@ def build_parser() -> argparse.ArgumentParser:
     decrypt.add_argument("input", metavar="IN")
     decrypt.add_argument("output", metavar="OUT")
     decrypt.set_defaults(handler=_decrypt)
+
+    heartbeat = commands.add_parser(
+        "heartbeat", parents=[facts_options],
+        help="send signed heartbeats with fresh facts, one JSON line each (until interrupted, or --once)",
+    )
+    heartbeat.add_argument(
+        "--interval", metavar="S", type=_positive_float,
+        help="seconds between heartbeats (default: half the grace period the gateway answers with)",
+    )
+    heartbeat.add_argument("--once", action="store_true", help="send one heartbeat; exit 3 if the device is quarantined")
+    heartbeat.set_defaults(handler=_heartbeat)
     return parser
 
 
@@ -124,6 +139,9 @@ async def run(args: argparse.Namespace, *, environ: Mapping[str, str]) -> int:
             print(f"  - {reason}", file=sys.stderr)
         if exc.disclosed is not None:
             print(f"  disclosed: {json.dumps(exc.disclosed, sort_keys=True)}", file=sys.stderr)
+        return EXIT_DENIED
+    except DeviceQuarantined as exc:
+        _error(str(exc))
         return EXIT_DENIED
     except ApprovalPending as exc:
         _error(f"approval required: key request {exc.request_id} is pending; run the command again once approved")
@@ -200,6 +218,38 @@ async def _decrypt(args: argparse.Namespace, environ: Mapping[str, str]) -> None
         except FileFormatError as exc:
             raise FileFormatError(f"cannot decrypt {args.input}: {exc}; {args.output} was not written") from None
     _print_json({**_metadata(released), "input": args.input, "output": args.output})
+
+
+class DeviceQuarantined(Exception):
+    """`heartbeat --once` found the device quarantined; exit code 3."""
+
+
+async def _heartbeat(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
+    """Fresh facts every interval, so policysvc can re-check them against the policies that released
+    this device's keys. A gateway that cannot be reached is retried at the next beat, not fatal:
+    a missed beat is what the grace period is for."""
+    identity = AgentIdentity.load(state_dir(args, environ))
+    async with AgentClient(identity, timeout_seconds=args.timeout) as client:
+        while True:
+            interval = args.interval
+            try:
+                answer = await client.heartbeat(await _gather_facts(args, environ, identity.device_id))
+            except ServiceUnavailable as exc:
+                if args.once:
+                    raise
+                _error(f"heartbeat not delivered: {exc}; retrying")
+            else:
+                print(json.dumps({"device_id": answer.get("device_id"), "status": answer.get("status"),
+                                  "next_heartbeat_within_seconds": answer.get("next_heartbeat_within_seconds")},
+                                 sort_keys=True), flush=True)
+                if args.once:
+                    if answer.get("status") == "quarantined":
+                        raise DeviceQuarantined("the device is quarantined: key requests are denied until its facts "
+                                                "pass again or an operator clears it")
+                    return
+                if interval is None and isinstance(answer.get("next_heartbeat_within_seconds"), (int, float)):
+                    interval = max(1.0, answer["next_heartbeat_within_seconds"] / 2)
+            await asyncio.sleep(interval or DEFAULT_HEARTBEAT_SECONDS)
 
 
 async def _release(

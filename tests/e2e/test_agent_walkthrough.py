@@ -1,12 +1,16 @@
 """The agent as shipped: enrol with the SDK, then encrypt and decrypt a file with the CLI.
-Only a policy-approved agent can read the data; a denied one gets exit code 3."""
+Only a policy-approved agent can read the data; a denied one gets exit code 3. Its heartbeat
+command keeps the device's posture checked."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 
 from agent import cli
 from agent.client import AgentClient, KeyDenied
+from services.policysvc.approvals import DEFAULT_HEARTBEAT_GRACE_SECONDS
 
 from .helpers import make_tenant
 
@@ -51,3 +55,46 @@ async def test_agent_encrypts_and_decrypts_a_file_only_under_policy(api, tmp_pat
             assert exc.status == 403 and exc.reasons
         else:
             raise AssertionError("a denied request must raise KeyDenied")
+
+
+async def test_agent_heartbeat_command_reports_posture_once_or_in_a_loop(api, tmp_path, capsys):
+    tenant = await make_tenant(api)
+    status, enr, _ = await tenant.admin.call("POST", "/v1/enrollment-tokens", json={"name": "vm-2"})
+    assert status == 201, enr
+    home = tmp_path / "agent-home"
+    async with AgentClient() as client:
+        identity = await client.enroll(api.url, enr["token"], "vm-2", home)
+    good, drifted = tmp_path / "good.json", tmp_path / "drifted.json"
+    good.write_text(json.dumps({"identity": {"region": "eu-west-1"}, "integrity": {"firewall_enabled": True}}))
+    drifted.write_text(json.dumps({"identity": {"region": "eu-west-1"}, "integrity": {"firewall_enabled": False}}))
+
+    def run(*argv: str):
+        return cli.build_parser().parse_args(["--home", str(home), *argv])
+
+    def beats(out: str) -> list[dict]:  # the services share this process and may log to stdout too
+        return [json.loads(line) for line in out.splitlines() if line.startswith('{"device_id"')]
+
+    assert await cli.run(run("request-key", "--facts-file", str(good), tenant.key_id), environ={}) == 0
+    capsys.readouterr()
+    assert await cli.run(run("heartbeat", "--once", "--facts-file", str(good)), environ={}) == 0
+    assert beats(capsys.readouterr().out) == [{
+        "device_id": identity.device_id, "status": "active", "next_heartbeat_within_seconds": DEFAULT_HEARTBEAT_GRACE_SECONDS}]
+
+    assert await cli.run(run("heartbeat", "--once", "--facts-file", str(drifted)), environ={}) == 3
+    out = capsys.readouterr()
+    assert [b["status"] for b in beats(out.out)] == ["quarantined"] and "quarantined" in out.err
+
+    # The loop: a beat every interval with facts read afresh each time; good facts clear the quarantine.
+    loop = asyncio.create_task(cli.run(run("heartbeat", "--interval", "0.2", "--facts-file", str(good)), environ={}))
+    lines: list[dict] = []
+    for _ in range(100):
+        await asyncio.sleep(0.1)
+        lines += beats(capsys.readouterr().out)
+        if len(lines) >= 3:
+            break
+    loop.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await loop
+    assert len(lines) >= 3 and {line["status"] for line in lines} == {"active"}, lines
+    status, posture, _ = await tenant.admin.call("GET", f"/v1/devices/{identity.device_id}/posture")
+    assert status == 200 and posture["status"] == "active"
