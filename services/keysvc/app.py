@@ -25,6 +25,7 @@ from . import handlers, rekey, release_status, scheduler
 from .hierarchy import KeyHierarchy
 from .rootkey import RootKeyError, SealedFileRootKey, fingerprint
 from .store import SYSTEM_TENANT, KeyStore
+from .unseal import Peer, Unsealing
 
 log = structlog.get_logger("strongroom.keysvc")
 
@@ -66,14 +67,19 @@ def write_signing_key(path: Path) -> None:
         f.write(pem)
 
 
-async def follow_root(hierarchy: KeyHierarchy, *, interval: float) -> None:
-    """Every instance keeps its roots in line with the root record (another instance's re-key)."""
+async def follow_root(store: KeyStore, hierarchy: KeyHierarchy, unsealing: Unsealing, *, interval: float) -> None:
+    """Every instance, every tick: renew its registration, unseal from the round or a hand-off (or hand
+    the root on), and keep its roots in line with the root record (another instance's re-key)."""
     while True:
         await asyncio.sleep(interval)
         try:
-            await hierarchy.refresh_roots()
+            await unsealing.register()
+            root_doc = await store.custody.find_one(SYSTEM_TENANT, {"name": "root"})
+            if root_doc is not None:
+                await unsealing.catch_up(root_doc, rekey.unseal_fingerprints(root_doc))
+            hierarchy.follow_root_record(root_doc)
         except Exception:  # a store hiccup must not end the loop; the next tick retries
-            log.warning("root_refresh_failed", exc_info=True)
+            log.warning("root_follow_failed", exc_info=True)
 
 
 async def start(settings: KeySettings, *, bus: Bus, client: AsyncMongoClient, root_key: bytes | None) -> Running:
@@ -89,7 +95,10 @@ async def start(settings: KeySettings, *, bus: Bus, client: AsyncMongoClient, ro
     await outbox.create_indexes()
     await outbox.relay()
     signer = custody.Signer(signing_key_from_settings(settings))
-    state = custody.Custody(hierarchy=hierarchy, min_destruction_wait=timedelta(seconds=settings.min_destruction_wait_seconds))
+    unsealing = Unsealing(store, hierarchy, Peer(signer.private_key), ttl=timedelta(seconds=settings.lease_seconds))
+    await unsealing.register()
+    state = custody.Custody(hierarchy=hierarchy, min_destruction_wait=timedelta(seconds=settings.min_destruction_wait_seconds),
+                            unsealing=unsealing)
 
     methods = Methods()
     methods.add("create_key", partial(handlers.create_key, store=store, hierarchy=hierarchy, cache=cache, outbox=outbox), commands.CreateKey)
@@ -125,6 +134,7 @@ async def start(settings: KeySettings, *, bus: Bus, client: AsyncMongoClient, ro
     methods.add("signing_key", partial(custody.signing_key, signer=signer))
 
     await bus.listen(["key.state_changed", "key.rotated", "key.min_decryption_version_set"], partial(handlers.forget_changed_key, cache=cache))
+    await bus.listen(["custody.unseal_progress"], partial(custody.catch_up_unseal, store=store, custody=state))
     await bus.listen(["kek.rotated", "tenant.keys_shredded", "key.destroyed"],
                      partial(custody.forget_rotated_kek, cache=cache, hierarchy=hierarchy))
     await bus.subscribe(
@@ -162,7 +172,8 @@ async def start(settings: KeySettings, *, bus: Bus, client: AsyncMongoClient, ro
     running = Running("keysvc")
     running.tasks.append(asyncio.create_task(outbox.run()))
     running.tasks.append(asyncio.create_task(scheduler.run(lease, jobs, interval=settings.scheduler_interval_seconds)))
-    running.tasks.append(asyncio.create_task(follow_root(hierarchy, interval=settings.scheduler_interval_seconds)))
+    running.tasks.append(asyncio.create_task(follow_root(store, hierarchy, unsealing, interval=settings.scheduler_interval_seconds)))
+    running.on_stop.append(unsealing.withdraw)
     running.on_stop.append(lease.release)
     running.hierarchy = hierarchy  # type: ignore[attr-defined]
     running.cache = cache  # type: ignore[attr-defined]

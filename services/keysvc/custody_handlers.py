@@ -11,7 +11,7 @@ import asyncio
 import base64
 import hashlib
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -45,8 +45,15 @@ from . import keys as domain
 from . import rekey as rekeying
 from .handlers import KeyCache, _existing, _now, _save, tenant_settings
 from .hierarchy import KeyHierarchy, Sealed
-from .rootkey import ROOT_KEY_BYTES, ShareError, Unsealer, fingerprint, share_set_id, split_root_key
+from .rootkey import (
+    ROOT_KEY_BYTES,
+    ShareError,
+    fingerprint,
+    share_set_id,
+    split_root_key,
+)
 from .store import SYSTEM_TENANT, KeyStore, public_view
+from .unseal import Unsealing
 
 log = structlog.get_logger("strongroom.keysvc")
 
@@ -75,12 +82,11 @@ class Signer:
 
 @dataclass
 class Custody:
-    """The root-of-trust state of this keysvc instance: its unsealer and the minimum waits."""
+    """The root-of-trust state of this keysvc instance: its hierarchy, its part in unsealing, the minimum waits."""
 
     hierarchy: KeyHierarchy
     min_destruction_wait: timedelta
-    unsealer: Unsealer | None = None
-    unseal_actors: list[str] = field(default_factory=list)
+    unsealing: Unsealing | None = None
 
 
 def _fields(request: rpc.RpcRequest) -> dict[str, Any]:
@@ -379,7 +385,7 @@ async def offboard_tenant(
 
 async def custody_status(request: rpc.RpcRequest, params: dict, *, store: KeyStore, custody: Custody) -> dict:
     root = await store.custody.find_one(SYSTEM_TENANT, {"name": "root"})
-    progress = custody.unsealer.progress if custody.unsealer else None
+    progress = await custody.unsealing.progress((root or {}).get("threshold")) if custody.unsealing else None
     return {
         "sealed": custody.hierarchy.sealed,
         "initialized": root is not None or not custody.hierarchy.sealed,
@@ -388,8 +394,7 @@ async def custody_status(request: rpc.RpcRequest, params: dict, *, store: KeySto
         "custodians": (root or {}).get("shares"),
         "generation": (root or {}).get("generation"),
         "rekey": _rekey_view((root or {}).get("rekey")),
-        "unseal_progress": {"submitted": progress.submitted, "needed": progress.needed} if progress else
-        {"submitted": 0, "needed": (root or {}).get("threshold")},
+        "unseal_progress": progress or {"submitted": 0, "needed": (root or {}).get("threshold")},
     }
 
 
@@ -432,35 +437,34 @@ async def init_custody(request: rpc.RpcRequest, cmd: InitCustody, *, store: KeyS
 async def submit_unseal_share(
     request: rpc.RpcRequest, body: UnsealShare, *, store: KeyStore, custody: Custody, bus_publish: Any
 ) -> dict:
-    """One custodian's share; the root key is rebuilt in memory once the threshold is reached."""
+    """One custodian's share, whichever instance takes it; every instance unseals at the threshold."""
     if not custody.hierarchy.sealed:
         raise rpc.ProblemError(409, "Conflict", "key custody is already unsealed")
     root_doc = await store.custody.find_one(SYSTEM_TENANT, {"name": "root"})
     if root_doc is None:
         raise rpc.ProblemError(409, "Conflict", "custody has no root key yet; initialise it first")
-    if custody.unsealer is None:
-        custody.unsealer = Unsealer(expected_fingerprint=rekeying.unseal_fingerprints(root_doc))
-        custody.unseal_actors = []
+    assert custody.unsealing is not None
     try:
-        root = custody.unsealer.submit(body.share.get_secret_value())
+        out = await custody.unsealing.submit(body.share.get_secret_value(), root_doc,
+                                             rekeying.unseal_fingerprints(root_doc), by=request.actor.id)
     except ShareError as exc:
         # The message names the problem, never the share's words.
         raise _unprocessable(exc, "share") from None
-    custody.unseal_actors.append(request.actor.id)
-    progress = custody.unsealer.progress
-    if root is not None:
-        custody.hierarchy.unseal(root)
-        del root
-        custody.unsealer = None
-        custody.hierarchy.follow_root_record(root_doc)
     unsealed = not custody.hierarchy.sealed
-    submitted = root_doc["threshold"] if unsealed else progress.submitted
+    submitted = root_doc["threshold"] if unsealed else out["submitted"]
+    # Tells the other instances to open their copies of the new share (the event carries counts only).
     await bus_publish(events.CustodyUnsealProgress(
         **_fields(request), submitted=submitted, needed=root_doc["threshold"], unsealed=unsealed,
     ))
-    if unsealed:
-        log.info("custody_unsealed", root_fingerprint=custody.hierarchy.root_fingerprint)
     return {"sealed": not unsealed, "submitted": submitted, "needed": root_doc["threshold"]}
+
+
+async def catch_up_unseal(event: events.Event, *, store: KeyStore, custody: Custody) -> None:
+    """Another instance took a share: open our copy of it (or hand the root on, once unsealed)."""
+    if isinstance(event, events.CustodyUnsealProgress) and custody.unsealing is not None:
+        root_doc = await store.custody.find_one(SYSTEM_TENANT, {"name": "root"})
+        if root_doc is not None:
+            await custody.unsealing.catch_up(root_doc, rekeying.unseal_fingerprints(root_doc))
 
 
 async def rekey_root(

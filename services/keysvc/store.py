@@ -45,6 +45,7 @@ class KeyStore:
         self.custody = TenantCollection(db["custody"])
         self.leases = TenantCollection(db["leases"])
         self.import_keys = TenantCollection(db["import_keys"])
+        self.peers = TenantCollection(db["peers"])  # running keysvc instances (unseal.py)
 
     @property
     def outbox_collections(self) -> list[Any]:
@@ -70,6 +71,7 @@ class KeyStore:
         await self.custody.raw.create_index([("tenant_id", ASCENDING), ("name", ASCENDING)], unique=True)
         await self.leases.raw.create_index([("tenant_id", ASCENDING), ("name", ASCENDING)], unique=True)
         await self.import_keys.raw.create_index([("tenant_id", ASCENDING), ("import_token", ASCENDING)], unique=True)
+        await self.peers.raw.create_index([("tenant_id", ASCENDING), ("peer_id", ASCENDING)], unique=True)
 
     # --- keys -------------------------------------------------------------------------
 

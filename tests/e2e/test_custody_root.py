@@ -6,9 +6,12 @@ the root keeps releases working and retires the old shares."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 
 import pytest
+
+from services.keysvc import app as keysvc_app
 
 from .helpers import EU_FACTS, BareAgent, make_tenant, provider_admin
 
@@ -195,3 +198,66 @@ async def test_keysvc_stopped_mid_rekey_resumes_and_every_key_still_unwraps(api,
     for who, key_id, expected in ((agent, tenant.key_id, key), (late_agent, late.key_id, late_key)):
         status, _, again = await who.request(key_id, EU_FACTS)
         assert status == 200 and again == expected
+
+
+async def _second_keysvc(stack, root_key=None):
+    """Another keysvc instance on the same broker and store (its own connection, its own peer key)."""
+    bus = await stack.bus_for("keysvc")
+    return bus, await keysvc_app.start(stack.key_settings, bus=bus, client=stack.client, root_key=root_key)
+
+
+async def _until_unsealed(*instances, timeout: float = 15.0) -> None:
+    for _ in range(int(timeout / 0.05)):
+        if not any(r.hierarchy.sealed for r in instances):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("not every keysvc instance unsealed")
+
+
+async def test_two_keysvc_instances_unseal_together_and_a_restarted_one_is_handed_the_root(api, stack):
+    provider = await provider_admin(api)
+    await _restart_sealed(stack)
+    bus_b, b = await _second_keysvc(stack)
+    a = stack.running["keysvc"]
+    try:
+        status, init, _ = await provider.call("POST", "/v1/custody/init", json={"shares": 5, "threshold": 3})
+        assert status == 201, init
+        shares = init["shares"]
+        # Each share goes to whichever instance takes the request; both end up unsealed.
+        for share in (shares[3], shares[0], shares[4]):
+            status, out, _ = await provider.call("POST", "/v1/custody/unseal", json={"share": share})
+            assert status in (200, 409), out  # 409: the instance taking it had already unsealed
+        await _until_unsealed(a, b)
+        assert a.hierarchy.root_fingerprint == b.hierarchy.root_fingerprint == init["root_fingerprint"]
+        root = a.hierarchy.root_key(init["root_fingerprint"]).get_secret_value()
+
+        tenant = await make_tenant(api)
+        agent = await BareAgent.enroll(tenant, api)
+        results = [await agent.request(tenant.key_id, EU_FACTS) for _ in range(8)]
+        assert [r[0] for r in results] == [200] * 8 and len({r[2] for r in results}) == 1
+
+        # Instance B restarts sealed: A hands it the root, sealed to B's new key; nobody re-submits shares.
+        await b.stop()
+        await bus_b.close()
+        bus_b, b = await _second_keysvc(stack)
+        assert b.hierarchy.sealed
+        await _until_unsealed(b)
+        assert b.hierarchy.root_fingerprint == init["root_fingerprint"]
+        results = [await agent.request(tenant.key_id, EU_FACTS) for _ in range(8)]
+        assert [r[0] for r in results] == [200] * 8
+
+        # Neither the shares nor the root key are anywhere in the store or the audit log, and once
+        # every instance is unsealed the round of sealed shares is gone too.
+        keysvc_db = stack.client[f"{stack.key_settings.db_prefix}keysvc"]
+        for _ in range(100):
+            if await keysvc_db["custody"].find_one({"name": "unseal"}) is None:
+                break
+            await asyncio.sleep(0.05)
+        assert await keysvc_db["custody"].find_one({"name": "unseal"}) is None
+        stored = await _everything_stored(stack)
+        for share in shares:
+            assert share not in stored and " ".join(share.split()[:4]) not in stored
+        assert root.hex() not in stored and base64.b64encode(root).decode() not in stored and repr(root) not in stored
+    finally:
+        await b.stop()
+        await bus_b.close()

@@ -1,0 +1,257 @@
+"""Unsealing several keysvc instances at once: shares and the root key cross between them only
+sealed to an instance's own key, never in the clear, in events or in the store.
+
+Each instance, while it runs, holds an X25519 key pair in memory only and registers the public half
+(`peers`, with an expiry it keeps renewing), signed with keysvc's Ed25519 signing key, so a
+registration is trusted only from an instance holding that key file. A custodian's share reaches
+whichever instance takes the request; that instance checks it against the shares already in the
+round, then adds it to the round document sealed (HPKE, base mode, X25519/HKDF-SHA256/AES-256-GCM,
+`info` naming the round, the recipient and the share's position) to every live registered
+instance. Every instance (told by custody.unseal_progress, or on its next tick) opens the copies
+sealed to it and unseals once it holds a threshold. An unsealed instance hands the root key,
+sealed the same way, to any live registered instance still sealed (one restarted later, or one
+that registered after the round began); the recipient accepts it only with the recorded
+fingerprint. A round expires; what it holds can be opened only by instances that were alive when
+each share came in, and is useless once they stop.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives import hpke, serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+from cryptography.hazmat.primitives.asymmetric.x25519 import (
+    X25519PrivateKey,
+    X25519PublicKey,
+)
+
+from shared.events import new_id
+
+from .hierarchy import KeyHierarchy
+from .rootkey import ShareError, Unsealer, fingerprint
+from .store import SYSTEM_TENANT, KeyStore
+
+log = structlog.get_logger("strongroom.keysvc")
+SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
+ROUND = {"name": "unseal"}
+ROUND_TTL = timedelta(minutes=15)
+
+
+def _info(kind: str, *parts: str) -> bytes:
+    return f"strongroom {kind} v1".encode() + b"\x00" + "\x00".join(parts).encode()
+
+
+def _raw(public: X25519PublicKey) -> bytes:
+    return public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+@dataclass
+class Peer:
+    """This instance's identity among keysvc instances; its private key never leaves memory."""
+
+    signing_key: Ed25519PrivateKey
+    peer_id: str = field(default_factory=lambda: new_id("kpeer_"))
+    _private: X25519PrivateKey = field(default_factory=X25519PrivateKey.generate, repr=False)
+
+    @property
+    def public(self) -> bytes:
+        return _raw(self._private.public_key())
+
+    def signature(self) -> bytes:
+        return self.signing_key.sign(_info("keysvc peer", self.peer_id) + b"\x00" + self.public)
+
+    def trusts(self, doc: dict[str, Any]) -> bool:
+        """A registration signed with our signing key (the same key file on every instance)."""
+        verifier: Ed25519PublicKey = self.signing_key.public_key()
+        try:
+            verifier.verify(bytes(doc["signature"]), _info("keysvc peer", doc["peer_id"]) + b"\x00" + bytes(doc["public_key"]))
+            return True
+        except (InvalidSignature, KeyError, TypeError):
+            return False
+
+    def open(self, sealed: bytes, info: bytes) -> bytes | None:
+        try:
+            return SUITE.decrypt(sealed, self._private, info=info)
+        except (InvalidTag, ValueError):
+            return None
+
+    def __repr__(self) -> str:
+        return f"Peer(peer_id={self.peer_id})"
+
+
+def _seal_to(doc: dict[str, Any], plaintext: bytes, info: bytes) -> bytes:
+    return SUITE.encrypt(plaintext, X25519PublicKey.from_public_bytes(bytes(doc["public_key"])), info=info)
+
+
+class Unsealing:
+    """Registration, the shared unseal round, and root hand-off, for one instance."""
+
+    def __init__(self, store: KeyStore, hierarchy: KeyHierarchy, peer: Peer, *, ttl: timedelta):
+        self._store, self._hierarchy, self.peer, self._ttl = store, hierarchy, peer, ttl
+
+    async def register(self) -> None:
+        """Announce (or renew) this instance: public key, signature, expiry, sealed or not."""
+        await self._store.peers.update_one(
+            SYSTEM_TENANT, {"peer_id": self.peer.peer_id},
+            {"$set": {"public_key": self.peer.public, "signature": self.peer.signature(),
+                      "expires_at": _now() + self._ttl, "sealed": self._hierarchy.sealed}},
+            upsert=True)
+
+    async def withdraw(self) -> None:
+        await self._store.peers.delete_one(SYSTEM_TENANT, {"peer_id": self.peer.peer_id})
+
+    async def _live_peers(self) -> list[dict[str, Any]]:
+        docs = await self._store.peers.find(SYSTEM_TENANT, {"expires_at": {"$gt": _now()}})
+        return [d for d in docs if self.peer.trusts(d)]
+
+    # --- the round ----------------------------------------------------------------------
+
+    async def _round(self, root_doc: dict[str, Any]) -> dict[str, Any]:
+        """The open round, or a new one (an expired or finished one is replaced)."""
+        doc = await self._store.custody.find_one(SYSTEM_TENANT, ROUND)
+        if doc is not None and _aware(doc["expires_at"]) > _now() and doc.get("fingerprint") == root_doc["fingerprint"]:
+            return doc
+        fresh = {"round_id": new_id("unr_"), "fingerprint": root_doc["fingerprint"], "entries": [],
+                 "started_at": _now(), "expires_at": _now() + ROUND_TTL}
+        query = {**ROUND, "round_id": doc["round_id"]} if doc is not None else ROUND
+        await self._store.custody.update_one(SYSTEM_TENANT, query, {"$set": fresh}, upsert=doc is None)
+        doc = await self._store.custody.find_one(SYSTEM_TENANT, ROUND)
+        assert doc is not None
+        return doc
+
+    def _mine(self, round_doc: dict[str, Any]) -> list[str]:
+        """The shares of this round sealed to this instance (those it was alive for)."""
+        shares = []
+        for position, entry in enumerate(round_doc.get("entries", [])):
+            sealed = entry.get("copies", {}).get(self.peer.peer_id)
+            if sealed is None:
+                continue
+            opened = self.peer.open(bytes(sealed), _info("unseal share", round_doc["round_id"], self.peer.peer_id,
+                                                         str(position)))
+            if opened is not None:
+                shares.append(opened.decode())
+        return shares
+
+    async def submit(self, share: str, root_doc: dict[str, Any], expected: tuple[str, ...], *, by: str) -> dict[str, Any]:
+        """Check one custodian's share against the round, add it sealed to every live instance, and
+        unseal this instance when it completes the threshold. Raises ShareError, storing nothing."""
+        await self.register()
+        for _ in range(5):
+            round_doc = await self._round(root_doc)
+            unsealer = Unsealer(expected_fingerprint=expected)
+            for held in self._mine(round_doc):
+                unsealer.submit(held)
+            before = unsealer.progress.submitted
+            try:
+                root = unsealer.submit(share)
+            except ShareError:
+                if before and unsealer.progress.submitted == 0:
+                    await self._end_round()  # the threshold was reached but did not combine: start afresh
+                raise
+            if root is None and unsealer.progress.submitted == before:
+                return {"sealed": True, "submitted": before, "needed": unsealer.progress.needed}  # already in
+            position = len(round_doc["entries"])
+            copies = {p["peer_id"]: _seal_to(p, share.encode(), _info("unseal share", round_doc["round_id"], p["peer_id"],
+                                                                       str(position)))
+                      for p in await self._live_peers()}
+            matched = await self._store.custody.update_one(
+                SYSTEM_TENANT, {**ROUND, "round_id": round_doc["round_id"], "entries": {"$size": position}},
+                {"$push": {"entries": {"by": by, "taken_by": self.peer.peer_id, "at": _now(), "copies": copies}}})
+            if not matched:
+                continue  # another share came in at the same moment: check against it too
+            if root is not None:
+                self._unseal(root, root_doc)
+                return {"sealed": False, "submitted": position + 1, "needed": position + 1}
+            return {"sealed": True, "submitted": unsealer.progress.submitted, "needed": unsealer.progress.needed}
+        raise ShareError("too many shares arrived at the same moment; submit this one again")
+
+    def _unseal(self, root: bytes, root_doc: dict[str, Any]) -> None:
+        self._hierarchy.unseal(root)
+        self._hierarchy.follow_root_record(root_doc)
+        log.info("custody_unsealed", root_fingerprint=self._hierarchy.root_fingerprint, peer_id=self.peer.peer_id)
+
+    async def progress(self, threshold: int | None) -> dict[str, Any]:
+        doc = await self._store.custody.find_one(SYSTEM_TENANT, ROUND)
+        live = doc is not None and _aware(doc["expires_at"]) > _now()
+        return {"submitted": len(doc["entries"]) if live else 0, "needed": threshold}
+
+    # --- every tick, and on custody.unseal_progress --------------------------------------
+
+    async def catch_up(self, root_doc: dict[str, Any] | None, expected: tuple[str, ...]) -> None:
+        """Sealed: take a hand-off or this round's shares. Unsealed: hand the root to sealed peers."""
+        if root_doc is None:
+            return
+        if self._hierarchy.sealed:
+            if await self._take_handoff(root_doc, expected):
+                return
+            doc = await self._store.custody.find_one(SYSTEM_TENANT, ROUND)
+            if doc is None or _aware(doc["expires_at"]) <= _now() or doc.get("fingerprint") != root_doc["fingerprint"]:
+                return
+            unsealer = Unsealer(expected_fingerprint=expected)
+            root = None
+            try:
+                for share in self._mine(doc):
+                    root = unsealer.submit(share) or root
+            except ShareError:
+                return
+            if root is not None:
+                self._unseal(root, root_doc)
+                await self.register()
+            return
+        await self._hand_off()
+
+    async def _hand_off(self) -> None:
+        fp = self._hierarchy.root_fingerprint
+        assert fp is not None
+        peers = await self._live_peers()
+        if not any(d.get("sealed") for d in peers):
+            await self._end_round()
+        for doc in peers:
+            if doc["peer_id"] == self.peer.peer_id or not doc.get("sealed") or doc.get("handoff_fp") == fp:
+                continue
+            sealed = _seal_to(doc, self._hierarchy.root_key(fp).get_secret_value(),
+                              _info("root handoff", doc["peer_id"], fp))
+            await self._store.peers.update_one(SYSTEM_TENANT, {"peer_id": doc["peer_id"], "sealed": True},
+                                               {"$set": {"handoff": sealed, "handoff_fp": fp}})
+
+    async def _end_round(self) -> None:
+        """Every live instance is unsealed: overwrite the round's sealed shares, then drop it."""
+        doc = await self._store.custody.find_one(SYSTEM_TENANT, ROUND, projection={"round_id": 1, "entries": 1})
+        if doc is None:
+            return
+        query = {**ROUND, "round_id": doc["round_id"]}
+        noise = [{"by": e.get("by"), "copies": {}} for e in doc.get("entries", [])]
+        await self._store.custody.update_one(SYSTEM_TENANT, query, {"$set": {"entries": noise}})
+        await self._store.custody.delete_one(SYSTEM_TENANT, query)
+
+    async def _take_handoff(self, root_doc: dict[str, Any], expected: tuple[str, ...]) -> bool:
+        doc = await self._store.peers.find_one(SYSTEM_TENANT, {"peer_id": self.peer.peer_id})
+        if doc is None or doc.get("handoff") is None:
+            return False
+        root = self.peer.open(bytes(doc["handoff"]), _info("root handoff", self.peer.peer_id, doc["handoff_fp"]))
+        # Take it only if it is the root custody records: a forged hand-off gains nothing.
+        await self._store.peers.update_one(SYSTEM_TENANT, {"peer_id": self.peer.peer_id},
+                                           {"$set": {"handoff": secrets.token_bytes(16)}, "$unset": {"handoff_fp": ""}})
+        await self._store.peers.update_one(SYSTEM_TENANT, {"peer_id": self.peer.peer_id}, {"$unset": {"handoff": ""}})
+        if root is None or len(root) != 32 or fingerprint(root) not in expected:
+            return False
+        self._unseal(root, root_doc)
+        await self.register()
+        return True
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(at: datetime) -> datetime:
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
