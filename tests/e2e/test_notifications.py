@@ -110,3 +110,39 @@ async def test_a_webhook_forwarder_filtered_to_approvals_receives_them_signed(ap
         assert all(pending["approval_id"] in r["message"] for r in records), records
     finally:
         await runner.cleanup()
+
+
+async def test_a_stream_reopened_with_last_event_id_gets_what_it_missed(api, http):
+    tenant = await make_tenant(api, policy=approval_policy())
+    agent = await BareAgent.enroll(tenant, api)
+    headers = {"Authorization": f"Bearer {tenant.admin.token}"}
+    url = f"{api.url}/v1/events/stream?types=approval.*,key.decided"
+    async with http.get(url, headers=headers) as observer:  # stays open: shows when the gateway has them
+        assert (await observer.content.readline()).startswith(b": stream open")
+        async with http.get(url, headers=headers) as stream:
+            assert (await stream.content.readline()).startswith(b": stream open")
+            status, pending, _ = await ask(agent, tenant.key_id)
+            assert status == 202
+            first = await read_events(stream, 2)
+        await read_events(observer, 2)
+
+        # While no stream of ours is open: the approval is denied.
+        status, _, _ = await tenant.admin.call("POST", f"/v1/approvals/{pending['approval_id']}/deny", json={})
+        assert status == 200
+        missed = await read_events(observer, 2)
+        assert sorted(kind for kind, _ in missed) == ["approval.denied", "key.decided"]
+
+        last_seen = first[-1][1]["event_id"]
+        async with http.get(url, headers={**headers, "Last-Event-ID": last_seen}) as reopened:
+            assert reopened.status == 200
+            replayed = await read_events(reopened, 2)
+        assert [data["event_id"] for _, data in replayed] == [data["event_id"] for _, data in missed]
+
+        # An id the gateway no longer keeps: told so, then given every event it still has.
+        async with http.get(url + "&last_event_id=evt_long_gone", headers=headers) as stale:
+            kinds = [kind for kind, _ in await read_events(stale, 5)]
+        assert kinds[0] == "gap" and sorted(kinds[1:]) == sorted(["approval.requested", "approval.denied",
+                                                                  "key.decided", "key.decided"])
+
+    status, problem, ctype = await tenant.admin.call("GET", "/v1/events/stream", headers={"Last-Event-ID": "evt;" + "x" * 80})
+    assert status == 400 and ctype.startswith("application/problem+json") and problem["field"] == "Last-Event-ID"
