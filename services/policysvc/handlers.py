@@ -120,9 +120,8 @@ async def decide(
         disclosed = {"effect": "allow"} if effect == "allow" else decision.disclosed()
         if effect == "require_approval":
             until = (await targets.remembered(event.tenant_id)).get((event.device_id, event.key_id))
-            if until is not None and until > now:
-                effect = "allow"
-                remembered = f"approved earlier and remembered for this device and key until {until.isoformat()}"
+            effect, remembered = standing(effect, device=device, remembered_until=until, now=now)
+            if remembered is not None:
                 reasons = (*reasons, remembered)
                 disclosed = {**disclosed, "effect": "allow", "reasons": [*disclosed.get("reasons", []), remembered]}
             else:
@@ -162,6 +161,19 @@ async def decide(
     if outcome.effect == "allow" and event.key_id not in device.released_keys:
         await note_release(event.tenant_id, event.device_id, event.key_id, store=store, targets=targets)
     log.info("key_request_decided", effect=outcome.effect, key_id=event.key_id, device_id=event.device_id)
+
+
+def standing(
+    effect: str, *, device: DeviceState, remembered_until: datetime | None, now: datetime
+) -> tuple[str, str | None]:
+    """The policy's effect once the device's standing is applied, and the reason if it changed it:
+    a quarantined device is denied whatever the policy says; an approval remembered for this
+    device and key, still in force, stands in for a new one."""
+    if device.status == "quarantined":
+        return "deny", f"device is quarantined: {device.quarantine_reason}"
+    if effect == "require_approval" and remembered_until is not None and remembered_until > now:
+        return "allow", f"approved earlier and remembered for this device and key until {remembered_until.isoformat()}"
+    return effect, None
 
 
 async def note_release(tenant_id: str, device_id: str, key_id: str, *, store: PolicyStore, targets: TargetCache) -> None:
@@ -720,7 +732,9 @@ async def simulate(
     request: rpc.RpcRequest, params: dict[str, Any], *, store: PolicyStore, cache: PolicyCache, targets: TargetCache
 ) -> dict[str, Any]:
     """Each request decided under the current policies and under the candidate; nothing is released,
-    recorded or published. The candidate replaces the policy named by ``policy_id`` or is added."""
+    recorded or published. The candidate replaces the policy named by ``policy_id`` or is added.
+    Both decisions take the device's standing as it is now, as a real request would: a quarantined
+    device is denied, and an approve-and-remember grant in force allows what needs approval."""
     try:
         cmd = commands.PutPolicy.model_validate(params.get("policy") or {})
     except Exception as exc:
@@ -767,22 +781,26 @@ async def simulate(
                                        f"requests[{i}].facts")
             cases.append((f"sim_{i}", item["device_id"], item["key_id"], facts, now))
 
+    remembered = await targets.remembered(request.tenant_id)
     items: list[dict[str, Any]] = []
     latest: dict[tuple[str, str], tuple[str, str]] = {}  # (device, key) -> (current, candidate), newest request
     for request_id, device_id, key_id, facts, at in cases:
         device = await targets.device(request.tenant_id, device_id)
-        effects = []
+        outcomes = []
         for policy_set in (current, candidates):
             chosen = await applicable(request.tenant_id, device_id, key_id, facts, device=device,
                                       policies=policy_set, targets=targets, now=at)
-            effects.append(engine.evaluate(chosen, facts, now=at))
-        before, after = effects
+            decision = engine.evaluate(chosen, facts, now=at)
+            effect, because = standing(decision.effect, device=device, remembered_until=remembered.get((device_id, key_id)),
+                                       now=now)
+            outcomes.append((effect, (because,) if because else decision.reasons))
+        (before, _), (after, after_reasons) = outcomes
         items.append({
-            "request_id": request_id, "device_id": device_id, "key_id": key_id, "current": before.effect,
-            "candidate": after.effect, "changed": before.effect != after.effect,
-            "candidate_reasons": list(after.reasons) if before.effect != after.effect else [],
+            "request_id": request_id, "device_id": device_id, "key_id": key_id, "current": before,
+            "candidate": after, "changed": before != after,
+            "candidate_reasons": list(after_reasons) if before != after else [],
         })
-        latest.setdefault((device_id, key_id), (before.effect, after.effect))
+        latest.setdefault((device_id, key_id), (before, after))
     gained = [{"device_id": d, "key_id": k} for (d, k), (b, a) in latest.items() if b != "allow" and a == "allow"]
     lost = [{"device_id": d, "key_id": k} for (d, k), (b, a) in latest.items() if b == "allow" and a != "allow"]
     return {

@@ -60,3 +60,39 @@ async def test_simulate_refuses_bad_candidates_with_the_field(api):
         status, problem, ctype = await tenant.admin.call("POST", "/v1/policies/simulate", json=body)
         assert status == status_expected and problem["field"] == field, (body, problem)
         assert ctype.startswith("application/problem+json")
+
+
+async def test_simulation_accounts_for_remembered_approvals_and_quarantined_devices(api):
+    from .test_approvals import approval_policy, approvers, ask
+    from .test_posture import beat
+
+    tenant = await make_tenant(api, policy=approval_policy(remember_for_seconds=3600))
+    remembered = await BareAgent.enroll(tenant, api, name="vm-remembered")
+    plain = await BareAgent.enroll(tenant, api, name="vm-plain")
+    (alice,) = await approvers(tenant, 1)
+    status, pending, _ = await ask(remembered, tenant.key_id)
+    assert status == 202
+    status, _, _ = await alice.call("POST", f"/v1/approvals/{pending['approval_id']}/approve")
+    assert status == 200
+
+    # A quarantined device that the current policy alone would allow.
+    status, _, _ = await tenant.admin.call("POST", "/v1/policies", json={
+        "name": "quarantined-vm", "targets": {"devices": "all", "keys": "all"}, "rules": [
+            {"id": "firewalled", "effect": "allow", "when": {"fact": "integrity.firewall_enabled", "op": "exists"}}]})
+    assert status == 201
+    quarantined = await BareAgent.enroll(tenant, api, name="vm-quarantined")
+    assert (await quarantined.request(tenant.key_id, {"integrity": {"firewall_enabled": True}}))[0] == 200
+    status, out, _ = await beat(quarantined, {"identity": US_FACTS["identity"]})
+    assert status == 200 and out["status"] == "quarantined", out
+
+    allow_eu = {**ALLOW_EU, "targets": {"devices": "all", "keys": "all"}}
+    requests = [{"device_id": agent.device_id, "key_id": tenant.key_id, "facts": EU_FACTS}
+                for agent in (remembered, plain, quarantined)]
+    status, diff, _ = await tenant.admin.call(
+        "POST", "/v1/policies/simulate", json={"policy": allow_eu, "policy_id": tenant.policy_id, "requests": requests})
+    assert status == 200, diff
+    effects = {i["device_id"]: (i["current"], i["candidate"]) for i in diff["items"]}
+    assert effects[remembered.device_id] == ("allow", "allow")  # the grant already allows it: nothing gained
+    assert effects[plain.device_id] == ("require_approval", "allow")
+    assert effects[quarantined.device_id] == ("deny", "deny")  # quarantined, whatever either policy says
+    assert diff["gained"] == [{"device_id": plain.device_id, "key_id": tenant.key_id}] and diff["lost"] == []
