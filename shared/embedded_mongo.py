@@ -52,6 +52,11 @@ class EmbeddedMongo:
     def url(self) -> str:
         return f"mongodb://127.0.0.1:{self.port}/?directConnection=true"
 
+    @property
+    def pid(self) -> int | None:
+        """The server process, while it runs (benchmarks read its CPU time)."""
+        return self._process.pid if self._process is not None else None
+
     def start(self, timeout: float = 30.0) -> "EmbeddedMongo":
         if self.storage != ":memory:":
             Path(self.storage).mkdir(parents=True, exist_ok=True)
