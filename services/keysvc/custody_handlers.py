@@ -585,6 +585,12 @@ async def rewrap_step(
                 tenant_id, {"_id": d["_id"], "kek_version": d["kek_version"], "wrapped": d["wrapped"]},
                 {"$set": {"wrapped": blob, "kek_version": to_version}},
             ))
+            # The head's copy, when this is its latest version (a no-op otherwise).
+            updates.append(store.keys.update_one(
+                tenant_id, {"key_id": d["key_id"], "latest_material.version": d["version"],
+                            "latest_material.wrapped": d["wrapped"]},
+                {"$set": {"latest_material.wrapped": blob, "latest_material.kek_version": to_version}},
+            ))
         # Concurrent round trips; each update is a compare-and-swap on the old blob.
         await asyncio.gather(*updates)
         done += len(docs)

@@ -32,12 +32,14 @@ Publish = Callable[[Event], Awaitable[None]]
 
 
 class KeyCache:
-    """Bounded LRU of keys; entries are replaced on local writes and dropped on others' events."""
+    """Bounded LRUs of keys and of release views; entries are replaced on local writes and dropped on
+    others' events. Both are bounded, so memory does not grow with the number of keys."""
 
     def __init__(self, store: KeyStore, size: int):
         self._store = store
         self._size = size
         self._keys: OrderedDict[tuple[str, str], domain.Key] = OrderedDict()
+        self._views: OrderedDict[tuple[str, str], domain.ReleaseView] = OrderedDict()
 
     async def get(self, tenant_id: str, key_id: str) -> domain.Key | None:
         entry = (tenant_id, key_id)
@@ -50,20 +52,45 @@ class KeyCache:
             self.put(key)
         return key
 
+    async def for_release(self, tenant_id: str, key_id: str, version: int | None) -> domain.Key | domain.ReleaseView | None:
+        """The key as a release needs it: a whole cached key, else for the latest version a release
+        view (a miss costs one indexed read of the head), else the whole key."""
+        entry = (tenant_id, key_id)
+        key = self._keys.get(entry)
+        if key is not None:
+            self._keys.move_to_end(entry)
+            return key
+        view = self._views.get(entry)
+        if view is not None:
+            self._views.move_to_end(entry)
+        else:
+            view = await self._store.load_release_view(tenant_id, key_id)
+            if view is None:
+                return await self.get(tenant_id, key_id)
+            self._views[entry] = view
+            while len(self._views) > self._size:
+                self._views.popitem(last=False)
+        if version is None or version == view.latest_version:
+            return view
+        return await self.get(tenant_id, key_id)
+
     def put(self, key: domain.Key) -> None:
         self._keys[(key.tenant_id, key.key_id)] = key
+        self._views.pop((key.tenant_id, key.key_id), None)
         while len(self._keys) > self._size:
             self._keys.popitem(last=False)
 
     def drop(self, tenant_id: str, key_id: str) -> None:
         self._keys.pop((tenant_id, key_id), None)
+        self._views.pop((tenant_id, key_id), None)
 
     def drop_tenant(self, tenant_id: str) -> None:
-        for entry in [k for k in self._keys if k[0] == tenant_id]:
-            del self._keys[entry]
+        for cached in (self._keys, self._views):
+            for entry in [k for k in cached if k[0] == tenant_id]:
+                del cached[entry]
 
     def __len__(self) -> int:
-        return len(self._keys)
+        return len(self._keys) + len(self._views)
 
 
 # --- release ------------------------------------------------------------------------
@@ -110,7 +137,7 @@ async def _release_outcome(event: KeyDecided, *, hierarchy: KeyHierarchy, cache:
 
     if hierarchy.sealed:
         return refused("sealed", "key custody is sealed; operators must unseal it")
-    key = await cache.get(event.tenant_id, event.key_id)
+    key = await cache.for_release(event.tenant_id, event.key_id, event.key_version)
     if key is None:
         return refused("not_found", f"key {event.key_id} not found")
     ok, why = domain.releasable(key)

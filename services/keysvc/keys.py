@@ -21,6 +21,7 @@ __all__ = [
     "KeyState",
     "KeyVersion",
     "KeyVersions",
+    "ReleaseView",
     "UnknownAction",
     "VersionError",
     "check_algorithm",
@@ -239,6 +240,21 @@ class Key:
             )
 
 
+@dataclass(frozen=True, slots=True)
+class ReleaseView:
+    """What a release of the latest version needs, read in one indexed lookup of the key's head
+    (which carries a copy of its latest version's wrapped material). `versions` holds that
+    version only, so releasable() and version_for_release() apply as to a Key."""
+
+    tenant_id: str
+    key_id: str
+    algorithm: str
+    state: KeyState
+    latest_version: int
+    min_decryption_version: int
+    versions: Mapping[int, KeyVersion]
+
+
 def check_algorithm(name: str, *, min_bits: int) -> int:
     """The key size in bits of a supported algorithm, refusing one smaller than the tenant minimum."""
     bits = ALGORITHMS.get(name.upper() if isinstance(name, str) else name)
@@ -337,7 +353,7 @@ def transition(
     return dataclasses.replace(key, **changes), description
 
 
-def releasable(key: Key) -> tuple[bool, str]:
+def releasable(key: Key | ReleaseView) -> tuple[bool, str]:
     """Whether the key's data key may be released now, with the reason either way."""
     if key.state is not KeyState.ACTIVE:
         return False, _NOT_RELEASABLE[key.state]
@@ -384,7 +400,7 @@ def set_min_decryption_version(key: Key, version: int, *, now: datetime | None =
     return dataclasses.replace(key, **changes)
 
 
-def version_for_release(key: Key) -> KeyVersion:
+def version_for_release(key: Key | ReleaseView) -> KeyVersion:
     """The latest version, which is the one released; gate the call with releasable()."""
     return _usable(key, key.latest_version)
 
@@ -399,7 +415,7 @@ def version_for_decrypt(key: Key, version: int) -> KeyVersion:
     return _usable(key, version)
 
 
-def _usable(key: Key, version: int) -> KeyVersion:
+def _usable(key: Key | ReleaseView, version: int) -> KeyVersion:
     kv = key.versions.get(version)
     if kv is None:
         raise VersionError(f"key {key.key_id} has no version {version} (latest is {key.latest_version})")

@@ -21,11 +21,13 @@ from shared.events import Event
 from shared.group_insert import GroupInserter
 from shared.store import DuplicateKeyError, TenantCollection
 
-from .keys import Key, KeyState, KeyVersion, KeyVersions
+from .keys import Key, KeyState, KeyVersion, KeyVersions, ReleaseView
 
 SYSTEM_TENANT = "_custody"
 _ROTATING = (KeyState.PRE_ACTIVATION, KeyState.ACTIVE, KeyState.SUSPENDED)
 
+_RELEASE_FIELDS = {"_id": 0, "algorithm": 1, "state": 1, "latest_version": 1, "min_decryption_version": 1,
+                   "latest_material": 1}
 _HEAD_FIELDS = [
     f.name for f in dataclasses.fields(Key) if f.name not in ("versions", "tenant_id", "key_id")
 ]
@@ -90,9 +92,23 @@ class KeyStore:
             return None
         return _key_from(head, docs)
 
+    async def load_release_view(self, tenant_id: str, key_id: str) -> ReleaseView | None:
+        """One indexed find_one of the head: what releasing the latest version needs. None when the key
+        is missing or its head predates the latest-material copy (load_key then)."""
+        head = await self.keys.find_one(tenant_id, {"key_id": key_id}, projection=_RELEASE_FIELDS)
+        if head is None or "latest_material" not in head:
+            return None
+        m = head["latest_material"]
+        latest = KeyVersion(version=m["version"], created_at=m["created_at"], kek_version=m["kek_version"],
+                            wrapped=bytes(m["wrapped"]) if m.get("wrapped") is not None else None)
+        return ReleaseView(tenant_id=tenant_id, key_id=key_id, algorithm=head["algorithm"], state=KeyState(head["state"]),
+                           latest_version=head["latest_version"], min_decryption_version=head["min_decryption_version"],
+                           versions={latest.version: latest})
+
     async def list_heads(self, tenant_id: str, *, limit: int = 100, after: str | None = None) -> list[dict[str, Any]]:
         query = {"key_id": {"$gt": after}} if after else {}
-        return await self.keys.find(tenant_id, query, sort=[("key_id", ASCENDING)], limit=limit, projection={"_id": 0})
+        return await self.keys.find(tenant_id, query, sort=[("key_id", ASCENDING)], limit=limit,
+                                    projection={"_id": 0, "latest_material": 0, "_outbox": 0})
 
     async def save_key(self, before: Key, after: Key, event: Event) -> bool:
         """Compare-and-swap on `updated_at`: False when another writer changed the key first."""
@@ -122,6 +138,14 @@ class KeyStore:
             await self.versions.update_one(tenant_id, {"_id": doc["_id"]}, {"$set": {"wrapped": noise}})
             await self.versions.update_one(tenant_id, {"_id": doc["_id"]}, {"$unset": {"wrapped": ""}})
             shredded += 1
+        # The heads' copies of their latest version's material go the same way.
+        heads: dict[str, Any] = {"latest_material.wrapped": {"$ne": None}}
+        if key_id is not None:
+            heads["key_id"] = key_id
+        for doc in await self.keys.find(tenant_id, heads, projection={"_id": 1, "latest_material.wrapped": 1}):
+            noise = secrets.token_bytes(len(bytes(doc["latest_material"]["wrapped"])))
+            await self.keys.update_one(tenant_id, {"_id": doc["_id"]}, {"$set": {"latest_material.wrapped": noise}})
+            await self.keys.update_one(tenant_id, {"_id": doc["_id"]}, {"$set": {"latest_material.wrapped": None}})
         return shredded
 
     async def wrapped_by_version(self, tenant_id: str, key_id: str) -> dict[int, bytes | None]:
@@ -169,6 +193,10 @@ def _head_doc(key: Key) -> dict[str, Any]:
     if key.rotation_period_seconds and key.state in _ROTATING:
         latest = key.versions[key.latest_version].created_at
         doc["next_rotation_at"] = latest + timedelta(seconds=key.rotation_period_seconds)
+    # A copy of the latest version's material, so a release reads one document (load_release_view).
+    latest = key.versions[key.latest_version]
+    doc["latest_material"] = {"version": latest.version, "created_at": latest.created_at, "wrapped": latest.wrapped,
+                              "kek_version": latest.kek_version}
     return {"key_id": key.key_id, **doc}
 
 
@@ -203,7 +231,7 @@ def public_view(head: dict[str, Any] | Key) -> dict[str, Any]:
     """What operators see of a key: metadata, never material."""
     if isinstance(head, Key):
         head = _head_doc(head)
-    out = {k: v for k, v in head.items() if k not in ("_id", "tenant_id", "_outbox")}
+    out = {k: v for k, v in head.items() if k not in ("_id", "tenant_id", "_outbox", "latest_material")}
     for k, v in out.items():
         if isinstance(v, datetime):
             out[k] = v.isoformat()

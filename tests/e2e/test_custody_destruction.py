@@ -83,6 +83,8 @@ async def test_destruction_waits_needs_a_second_custodian_and_leaves_a_signed_ce
     # No wrapped material left for the key in the raw collection.
     versions = await _raw(stack, "key_versions").find({"tenant_id": tenant.tenant_id, "key_id": tenant.key_id}).to_list(None)
     assert len(versions) == 2 and all(v.get("wrapped") is None and "wrapped" not in v for v in versions), versions
+    head = await _raw(stack, "keys").find_one({"tenant_id": tenant.tenant_id, "key_id": tenant.key_id})
+    assert head["latest_material"]["wrapped"] is None, head  # nor the head's copy of the latest version
     status, out, _ = await agent.request(tenant.key_id, EU_FACTS, key_version=1)
     assert status == 409
 
@@ -128,6 +130,7 @@ async def test_offboarding_a_tenant_shreds_its_kek_and_every_key(api, stack):
     assert await _raw(stack, "keks").count_documents({"tenant_id": tenant.tenant_id}) == 0
     assert await _raw(stack, "key_versions").count_documents({"tenant_id": tenant.tenant_id, "wrapped": {"$exists": True}}) == 0
     assert await _raw(stack, "keys").count_documents({"tenant_id": tenant.tenant_id, "state": {"$ne": "destroyed"}}) == 0
+    assert await _raw(stack, "keys").count_documents({"tenant_id": tenant.tenant_id, "latest_material.wrapped": {"$ne": None}}) == 0
     status, out, _ = await agent.request(tenant.key_id, EU_FACTS)
     assert status == 409, out
     # Another tenant is untouched.
