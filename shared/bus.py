@@ -70,6 +70,9 @@ class _RabbitDelivery:
     async def ack(self) -> None:
         await self._message.ack()
 
+    async def ack_through(self) -> None:
+        await self._message.ack(multiple=True)
+
     async def requeue(self) -> None:
         await self._message.nack(requeue=True)
 

@@ -45,6 +45,9 @@ class _MemoryDelivery:
     async def ack(self) -> None:
         pass
 
+    async def ack_through(self) -> None:
+        pass
+
     async def requeue(self) -> None:
         if self._message.deliveries >= topology.DELIVERY_LIMIT:
             await self.dead_letter("broker: delivery_limit")

@@ -27,6 +27,9 @@ class Delivery(Protocol):
     routing_key: str
 
     async def ack(self) -> None: ...
+    async def ack_through(self) -> None:
+        """Acknowledge this delivery and every earlier one of its consumer (one frame for a batch)."""
+        ...
     async def requeue(self) -> None: ...
     async def dead_letter(self, reason: str) -> None: ...
 
@@ -115,5 +118,6 @@ class Batcher:
             for delivery, _ in good:
                 await delivery.requeue()
             return
-        for delivery, _ in good:
-            await delivery.ack()
+        # Batches are taken in delivery order and every earlier delivery is already settled, so one
+        # cumulative ack settles the batch.
+        await good[-1][0].ack_through()

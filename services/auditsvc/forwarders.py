@@ -23,6 +23,7 @@ from shared.config import AuditSettings
 from shared.outbox import Outbox, push, staged
 
 from .forwarding import ForwarderChange, ForwarderSpec, backoff_seconds, selected, syslog_payload, webhook_body
+from .search import Criteria
 from .senders import Sender, SendError, SyslogSender, WebhookSender, tls_context
 from .store import AuditStore
 
@@ -55,8 +56,7 @@ async def _view(store: AuditStore, doc: dict[str, Any]) -> dict[str, Any]:
     head = await store.head(doc["tenant_id"])
     cursor = doc.get("cursor", 0)
     view["lag_records"] = max(0, head.seq - cursor)
-    oldest = await store.records.find(doc["tenant_id"], {"seq": {"$gt": cursor}}, sort=[("seq", 1)], limit=1,
-                                      projection={"time": 1})
+    oldest = await store.query(doc["tenant_id"], Criteria(), after_seq=cursor, limit=1)
     lag = 0.0
     if oldest:
         lag = max(0.0, (_now() - datetime.fromisoformat(oldest[0]["time"].replace("Z", "+00:00"))).total_seconds())
@@ -207,7 +207,7 @@ class ForwarderPool:
                         await sender.close()
                     sender, fingerprint = _sender_for(doc), _fingerprint(doc)
                 cursor = doc.get("cursor", 0)
-                records = await store.query(tenant_id, {}, after_seq=cursor, limit=settings.forwarder_batch_size)
+                records = await store.query(tenant_id, Criteria(), after_seq=cursor, limit=settings.forwarder_batch_size)
                 if not records:
                     await self._pause(settings.forwarder_poll_seconds)
                     continue

@@ -20,6 +20,7 @@ from . import reports, siem
 from .chain import ChainHead, canonical_bytes
 from .checkpoints import CHECKPOINT_TYPE, Checkpointer
 from .records import record_from_event
+from .search import Criteria
 from .store import AuditStore
 
 log = structlog.get_logger("strongroom.auditsvc")
@@ -59,9 +60,11 @@ async def ingest(batch: Sequence[Event], *, store: AuditStore, heads: ChainHeads
     for event in batch:
         by_tenant.setdefault(event.tenant_id, []).append(event)
     now = datetime.now(UTC)
+    runs: dict[str, list[dict[str, Any]]] = {}
+    new_heads: dict[str, tuple[ChainHead, int]] = {}
     for tenant_id, tenant_events in by_tenant.items():
+        head = await heads.get(tenant_id)  # first: loading a head indexes records a crash left unindexed
         known = await store.known_event_ids(tenant_id, [e.event_id for e in tenant_events])
-        head = await heads.get(tenant_id)
         linked = []
         counted = 0
         for event in tenant_events:
@@ -74,13 +77,16 @@ async def ingest(batch: Sequence[Event], *, store: AuditStore, heads: ChainHeads
         if stats is not None:
             stats.lag_seconds[tenant_id] = max(0.0, (now - min(e.occurred_at for e in tenant_events)).total_seconds())
             stats.ingested_at[tenant_id] = now
-        if not linked:
-            continue
-        try:
-            await store.append(tenant_id, linked)
-        except Exception:
-            heads.forget(tenant_id)  # part of the batch may be stored: re-read the head
-            raise
+        if linked:
+            runs[tenant_id] = linked
+            new_heads[tenant_id] = (head, counted)
+    try:
+        await store.append(runs)
+    except Exception:
+        for tenant_id in runs:
+            heads.forget(tenant_id)  # part of the batch may be stored: re-read the heads
+        raise
+    for head, counted in new_heads.values():
         heads.set(head)
         if checkpointer is not None:
             await checkpointer.appended(head, counted)
@@ -116,31 +122,13 @@ def _rfc3339(value: datetime) -> str:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def record_filter(q: AuditQuery) -> dict[str, Any]:
-    """The store filter for a query; raises a 400 problem naming the field for a bad range."""
+def criteria(q: AuditQuery) -> Criteria:
+    """The search criteria of a query; raises a 400 problem naming the field for a bad range."""
     if q.since and q.until and q.since > q.until:
         raise rpc.ProblemError(400, "Bad Request", "since must not be after until", "since")
-    query: dict[str, Any] = {}
-    for name, field in (("action", "action"), ("actor", "actor.id"), ("resource", "resource.id"),
-                        ("outcome", "outcome"), ("correlation_id", "correlation_id")):
-        if (value := getattr(q, name)) is not None:
-            query[field] = value
-    # A device or key appears as the record's resource or in its details (a key request names both).
-    either = []
-    for name, rtype in (("device", "device"), ("key", "key")):
-        if (value := getattr(q, name)) is not None:
-            either.append({"$or": [{"resource.type": rtype, "resource.id": value}, {f"details.{rtype}_id": value}]})
-    if either:
-        query["$and"] = either
-    if q.since or q.until:
-        # Records keep RFC 3339 UTC strings, which sort in time order.
-        window: dict[str, str] = {}
-        if q.since:
-            window["$gte"] = _rfc3339(q.since)
-        if q.until:
-            window["$lte"] = _rfc3339(q.until)
-        query["time"] = window
-    return query
+    return Criteria(action=q.action, actor=q.actor, resource=q.resource, outcome=q.outcome,
+                    correlation_id=q.correlation_id, device=q.device, key=q.key,
+                    since=_rfc3339(q.since) if q.since else None, until=_rfc3339(q.until) if q.until else None)
 
 
 def parse_query(params: dict[str, Any], model: type[AuditQuery] = AuditQuery) -> AuditQuery:
@@ -152,7 +140,7 @@ def parse_query(params: dict[str, Any], model: type[AuditQuery] = AuditQuery) ->
 
 async def list_records(request: rpc.RpcRequest, params: dict[str, Any], *, store: AuditStore) -> dict[str, Any]:
     q = parse_query(params)
-    items = await store.query(request.tenant_id, record_filter(q), after_seq=q.after, limit=q.limit)
+    items = await store.query(request.tenant_id, criteria(q), after_seq=q.after, limit=q.limit)
     return {"items": items, "next": items[-1]["seq"] if len(items) == q.limit else None}
 
 
@@ -184,7 +172,7 @@ async def status(request: rpc.RpcRequest, params: dict[str, Any], *, store: Audi
     """The tenant's view of audit health: chain head, last checkpoint, ingestion lag, queue depth."""
     tenant_id = request.tenant_id
     head = await store.head(tenant_id)
-    last = await store.records.find(tenant_id, {}, sort=[("seq", -1)], limit=1, projection={"time": 1})
+    last = await store.read_range(tenant_id, head.seq, head.seq)
     checkpoint = await store.last_checkpoint(tenant_id)
     ingested_at = stats.ingested_at.get(tenant_id)
     archived = await store.archives.find(tenant_id, {"state": "done"}, sort=[("to_seq", -1)], limit=1)
@@ -226,7 +214,7 @@ async def export_page(request: rpc.RpcRequest, params: dict[str, Any], *, store:
     if q.format not in EXPORT_FORMATS:
         raise rpc.ProblemError(400, "Bad Request",
                                f"format must be one of {', '.join(EXPORT_FORMATS)}", "format")
-    query = record_filter(q)
+    query = criteria(q)
     items = await store.query(request.tenant_id, query, after_seq=q.after, limit=q.limit)
     page: dict[str, Any] = {
         "lines": [render_line(r, q.format) for r in items],
@@ -252,7 +240,7 @@ async def report(request: rpc.RpcRequest, params: dict[str, Any], *, store: Audi
         raise _bad_request(exc) from None
     if q.format not in ("json", "csv", "html"):
         raise rpc.ProblemError(400, "Bad Request", "format must be one of json, csv, html", "format")
-    query = record_filter(AuditQuery(since=q.since, until=q.until))
+    query = criteria(AuditQuery(since=q.since, until=q.until))
     builder = reports.ReportBuilder(tenant_id=request.tenant_id, since=_rfc3339(q.since) if q.since else None,
                                     until=_rfc3339(q.until) if q.until else None, now=datetime.now(UTC))
     after = 0

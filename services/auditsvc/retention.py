@@ -72,21 +72,19 @@ class Retention:
         if pending:
             return pending[0]  # resume what a crash interrupted
         cutoff = _rfc3339(_now() - timedelta(days=await self.window_days(tenant_id)))
-        query: dict[str, Any] = {"time": {"$lt": cutoff}}
+        last = (await self._store.stored_head(tenant_id)).seq
         cursors = [d.get("cursor", 0) for d in await self._store.forwarders.find(tenant_id, {"enabled": True})]
         if cursors:
-            query["seq"] = {"$lte": min(cursors)}  # a forwarder still owes these to its SIEM
-        records = await self._store.records.find(tenant_id, query, sort=[("seq", 1)], limit=MAX_ARCHIVE_RECORDS,
-                                                 projection={"_id": 0})
+            last = min(last, min(cursors))  # a forwarder still owes the rest to its SIEM
         # Only a gap-free prefix of the online chain can go: stop at the first record inside the window.
-        first = await self._store.records.find(tenant_id, {}, sort=[("seq", 1)], limit=1, projection={"seq": 1})
-        if not records or not first or records[0]["seq"] != first[0]["seq"]:
-            return None
-        run = [records[0]]
-        for rec in records[1:]:
-            if rec["seq"] != run[-1]["seq"] + 1:
+        first = await self._store.first_seq(tenant_id)
+        run = []
+        for record in await self._store.read_range(tenant_id, first, min(last, first + MAX_ARCHIVE_RECORDS - 1)):
+            if record["time"] >= cutoff or record["seq"] != first + len(run):
                 break
-            run.append(rec)
+            run.append(record)
+        if not run:
+            return None
         doc = {
             "archive_id": events.new_id("arc_"), "state": "writing", "created_at": _rfc3339(_now()),
             "from_seq": run[0]["seq"], "to_seq": run[-1]["seq"], "to_hash": run[-1]["hash"],
@@ -101,10 +99,10 @@ class Retention:
 
     async def _complete(self, doc: dict[str, Any]) -> dict[str, Any]:
         tenant_id, archive_id = doc["tenant_id"], doc["archive_id"]
-        span = {"seq": {"$gte": doc["from_seq"], "$lte": doc["to_seq"]}}
+        span = {"seq": {"$gte": doc["from_seq"], "$lte": doc["to_seq"]}}  # of checkpoints
         path = self._path(tenant_id, archive_id)
         if doc["state"] == "writing":
-            records = await self._store.records.find(tenant_id, span, sort=[("seq", 1)], projection={"_id": 0})
+            records = await self._store.read_range(tenant_id, doc["from_seq"], doc["to_seq"])
             if len(records) != doc["records"]:
                 raise RuntimeError(f"archive {archive_id}: expected {doc['records']} records, found {len(records)}")
             checkpoints = await self._store.checkpoints.find(tenant_id, span, sort=[("seq", 1)],
@@ -125,7 +123,7 @@ class Retention:
             if file_sha256(data) != doc["sha256"]:
                 raise RuntimeError(f"archive {archive_id}: file checksum mismatch; records kept")
             # Records leave the online store only once their archive is on disk and checks out.
-            await self._store.records.raw.delete_many({"tenant_id": tenant_id, **span})
+            await self._store.delete_range(tenant_id, doc["from_seq"], doc["to_seq"])
             event = events.AuditArchived(tenant_id=tenant_id, archive_id=archive_id, from_seq=doc["from_seq"],
                                          to_seq=doc["to_seq"], records=doc["records"], sha256=doc["sha256"])
             await self._store.archives.update_one(tenant_id, {"archive_id": archive_id, "state": "written"},
@@ -138,7 +136,7 @@ class Retention:
         return await self._store.archives.find_one(tenant_id, {"archive_id": archive_id}, projection={"_id": 0, "_outbox": 0})
 
     async def run_all(self) -> None:
-        tenants = await self._store.records.raw.distinct("tenant_id")
+        tenants = await self._store.tenants()
         for tenant_id in tenants:
             try:
                 await self.run_tenant(tenant_id)

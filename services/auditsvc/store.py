@@ -1,21 +1,55 @@
-"""auditsvc's collections: chained records, signed checkpoints, forwarders, archives, settings."""
+"""auditsvc's collections: chained records, their chunk index, signed checkpoints, forwarders, archives.
+
+Records are stored exactly as chained, keyed `<tenant>:<seq>` and with no secondary index:
+on the embedded store every index costs more per insert than the record itself. Lookups go
+through a derived, rebuildable index written once per appended chunk:
+
+- `record_terms`: the chunk's seq range, time bounds and distinct search terms (multikey), so
+  a filtered query visits only the chunks that can match and an event id is found for dedup;
+- `record_spans`: the same ranges and time bounds without terms, small enough to scan for
+  time-range queries;
+- `chain_heads`: each tenant's last seq and hash.
+
+A chunk is written records first, then its index, then the head. A crash in between leaves
+records past the stored head; `head()` finds them by probing forward and indexes them before
+ingestion goes on, so no record is ever invisible to dedup or queries for long.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING
+from pymongo import ASCENDING, DESCENDING, ReplaceOne
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError
 
 from shared.store import TenantCollection
 
 from .chain import ChainHead
+from .search import Criteria, chunk_terms, event_term
+
+_READ_PAGE = 1000  # records read per page of a range
+# Keys per point lookup: the embedded store checks each found record against the whole `$in`
+# list, so the cost of one lookup grows with the square of its size.
+_LOOKUP_KEYS = 64
+_FIRST_WINDOW = 4096  # seqs a filtered query looks ahead at first; grows while nothing matches
+
+
+def record_key(tenant_id: str, seq: int) -> str:
+    """A record's `_id`: tenant-qualified and zero-padded, so it sorts in chain order."""
+    return f"{tenant_id}:{seq:012d}"
 
 
 class AuditStore:
     def __init__(self, db: AsyncDatabase):
+        # SECURITY: records and chain heads are read by `_id` alone (a point lookup; adding tenant_id
+        # to the filter would turn it into a scan on the embedded store). Every `_id` is built from
+        # the caller's tenant id, and the tenant of every document read is checked again.
         self.records = TenantCollection(db["records"])
+        self.terms = TenantCollection(db["record_terms"])
+        self.spans = TenantCollection(db["record_spans"])
+        self.heads = TenantCollection(db["chain_heads"])
         self.checkpoints = TenantCollection(db["checkpoints"])
         self.forwarders = TenantCollection(db["forwarders"])
         self.archives = TenantCollection(db["archives"])
@@ -28,42 +62,183 @@ class AuditStore:
         return [self.checkpoints.raw, self.forwarders.raw, self.archives.raw, self.settings.raw]
 
     async def create_indexes(self) -> None:
-        raw = self.records.raw
-        await raw.create_index([("tenant_id", ASCENDING), ("seq", ASCENDING)], unique=True)
-        await raw.create_index([("tenant_id", ASCENDING), ("event_id", ASCENDING)], unique=True)
-        for field in ("time", "action", "actor.id", "resource.id", "outcome", "correlation_id",
-                      "details.device_id", "details.key_id"):
-            await raw.create_index([("tenant_id", ASCENDING), (field, ASCENDING), ("seq", ASCENDING)])
+        await self.terms.raw.create_index([("tenant_id", ASCENDING), ("terms", ASCENDING), ("last_seq", ASCENDING)])
+        await self.spans.raw.create_index([("tenant_id", ASCENDING), ("last_seq", ASCENDING)])
         await self.checkpoints.raw.create_index([("tenant_id", ASCENDING), ("seq", ASCENDING)], unique=True)
         await self.forwarders.raw.create_index([("tenant_id", ASCENDING), ("forwarder_id", ASCENDING)], unique=True)
         await self.archives.raw.create_index([("tenant_id", ASCENDING), ("to_seq", ASCENDING)], unique=True)
         await self.settings.raw.create_index([("tenant_id", ASCENDING)], unique=True)
         await self.signing_keys.create_index([("key_id", ASCENDING)], unique=True)
 
-    async def head(self, tenant_id: str) -> ChainHead:
-        last = await self.records.find(tenant_id, {}, sort=[("seq", DESCENDING)], limit=1, projection={"seq": 1, "hash": 1})
-        if last:
-            return ChainHead(tenant_id, last[0]["seq"], last[0]["hash"])
+    # --- the chain's end ------------------------------------------------------------
+
+    async def stored_head(self, tenant_id: str) -> ChainHead:
+        """The head as last recorded (records of a chunk cut short by a crash may lie past it)."""
+        doc = await self.heads.raw.find_one({"_id": tenant_id})
+        if doc is not None and doc["tenant_id"] == tenant_id:
+            return ChainHead(tenant_id, doc["seq"], doc["hash"])
         # Everything online may have been archived: the chain continues from the last archive.
         archived = await self.archives.find(tenant_id, {"state": "done"}, sort=[("to_seq", DESCENDING)], limit=1)
         if archived:
             return ChainHead(tenant_id, archived[0]["to_seq"], archived[0]["to_hash"])
         return ChainHead.genesis(tenant_id)
 
+    async def head(self, tenant_id: str) -> ChainHead:
+        """The chain's true end: the stored head, plus any records a crash left past it (indexed now)."""
+        head = await self.stored_head(tenant_id)
+        while True:
+            tail = await self._read(tenant_id, head.seq + 1, head.seq + _READ_PAGE)
+            run = []
+            for record in tail:
+                if record["seq"] != head.seq + len(run) + 1:
+                    break
+                run.append(record)
+            if not run:
+                return head
+            await self._index({tenant_id: run})
+            head = ChainHead(tenant_id, run[-1]["seq"], run[-1]["hash"])
+
+    async def first_seq(self, tenant_id: str) -> int:
+        """The first seq still online: older records are in archives."""
+        archived = await self.archives.find(tenant_id, {"state": "done"}, sort=[("to_seq", DESCENDING)], limit=1)
+        return archived[0]["to_seq"] + 1 if archived else 1
+
+    async def tenants(self) -> list[str]:
+        return list(await self.heads.raw.distinct("tenant_id"))
+
+    # --- writing --------------------------------------------------------------------
+
+    async def append(self, runs: Mapping[str, Sequence[dict[str, Any]]]) -> None:
+        """Store each tenant's run of linked records (each follows its tenant's head), then index them.
+
+        One write per collection for the whole batch, whatever the number of tenants: on the
+        embedded store each write has a fixed cost comparable to that of dozens of records.
+        """
+        runs = {t: r for t, r in runs.items() if r}
+        if not runs:
+            return
+        await self.records.raw.insert_many(
+            [{"_id": record_key(t, r["seq"]), **r} for t, records in runs.items() for r in records], ordered=True)
+        await self._index(runs)
+
+    @staticmethod
+    async def _insert_or_replace(collection: Any, docs: list[dict[str, Any]]) -> None:
+        try:
+            await collection.insert_many(docs, ordered=False)
+        except BulkWriteError as exc:  # re-indexing runs after a crash
+            if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
+                raise
+            for error in exc.details["writeErrors"]:
+                doc = docs[error["index"]]
+                await collection.replace_one({"_id": doc["_id"]}, doc)
+
+    async def _index(self, runs: Mapping[str, Sequence[dict[str, Any]]]) -> None:
+        spans, terms, heads = [], [], []
+        for tenant_id, records in runs.items():
+            first, last = records[0], records[-1]
+            times = [r["time"] for r in records]
+            span = {"_id": record_key(tenant_id, first["seq"]), "tenant_id": tenant_id, "first_seq": first["seq"],
+                    "last_seq": last["seq"], "min_time": min(times), "max_time": max(times)}
+            spans.append(span)
+            terms.append({**span, "terms": chunk_terms(records)})
+            heads.append(ReplaceOne({"_id": tenant_id}, {"tenant_id": tenant_id, "seq": last["seq"], "hash": last["hash"],
+                                                         "time": last["time"]}, upsert=True))
+        await self._insert_or_replace(self.terms.raw, terms)
+        await self._insert_or_replace(self.spans.raw, spans)
+        await self.heads.raw.bulk_write(heads, ordered=False)
+
     async def known_event_ids(self, tenant_id: str, event_ids: Sequence[str]) -> set[str]:
-        docs = await self.records.find(tenant_id, {"event_id": {"$in": list(event_ids)}}, projection={"event_id": 1})
-        return {d["event_id"] for d in docs}
+        wanted = {event_term(e): e for e in event_ids}
+        docs = await self.terms.find(tenant_id, {"terms": {"$in": list(wanted)}}, projection={"terms": 1})
+        return {wanted[t] for d in docs for t in d["terms"] if t in wanted}
 
-    async def append(self, tenant_id: str, records: Sequence[dict[str, Any]]) -> None:
-        await self.records.raw.insert_many([dict(r) for r in records], ordered=True)
+    async def delete_range(self, tenant_id: str, first: int, last: int) -> None:
+        """Remove records first..last (archived) and the index chunks that lie wholly inside."""
+        for start in range(first, last + 1, _READ_PAGE):
+            keys = [record_key(tenant_id, s) for s in range(start, min(last, start + _READ_PAGE - 1) + 1)]
+            await self.records.raw.delete_many({"_id": {"$in": keys}})
+        for collection in (self.terms, self.spans):
+            await collection.raw.delete_many({"tenant_id": tenant_id, "last_seq": {"$lte": last}})
 
-    async def query(self, tenant_id: str, query: dict[str, Any], *, after_seq: int, limit: int) -> list[dict[str, Any]]:
-        return await self.records.find(
-            tenant_id, {**query, "seq": {"$gt": after_seq}}, sort=[("seq", ASCENDING)], limit=limit, projection={"_id": 0}
-        )
+    # --- reading --------------------------------------------------------------------
 
-    async def count(self, tenant_id: str, query: dict[str, Any], *, after_seq: int = 0) -> int:
-        return await self.records.count(tenant_id, {**query, "seq": {"$gt": after_seq}})
+    async def _read(self, tenant_id: str, first: int, last: int) -> list[dict[str, Any]]:
+        if last < first:
+            return []
+        docs: list[dict[str, Any]] = []
+        for start in range(first, last + 1, _LOOKUP_KEYS):
+            keys = [record_key(tenant_id, s) for s in range(start, min(last, start + _LOOKUP_KEYS - 1) + 1)]
+            docs += await self.records.raw.find({"_id": {"$in": keys}}).to_list(None)
+        out = []
+        for doc in docs:
+            if doc.get("tenant_id") != tenant_id:  # SECURITY: see __init__
+                raise RuntimeError("record key does not match its tenant")
+            del doc["_id"]
+            out.append(doc)
+        out.sort(key=lambda r: r["seq"])
+        return out
+
+    async def read_range(self, tenant_id: str, first: int, last: int) -> list[dict[str, Any]]:
+        """Records first..last in chain order (missing ones are simply absent)."""
+        out: list[dict[str, Any]] = []
+        for start in range(first, last + 1, _READ_PAGE):
+            out += await self._read(tenant_id, start, min(last, start + _READ_PAGE - 1))
+        return out
+
+    async def _ranges(self, tenant_id: str, criteria: Criteria, after: int, end: int) -> AsyncIterator[tuple[int, int]]:
+        """Seq ranges, ascending and disjoint, that hold every record after `after` the criteria can match."""
+        done = after
+        if criteria.is_everything:
+            if done < end:
+                yield done + 1, end
+            return
+        lead = criteria.lead_term
+        if lead is None:  # time range alone: the spans are small, read them all past the cursor
+            spans = await self.spans.find(tenant_id, {"last_seq": {"$gt": after}}, projection={"_id": 0})
+            for span in sorted(spans, key=lambda s: s["first_seq"]):
+                if criteria.overlaps(span["min_time"], span["max_time"]) and span["last_seq"] > done:
+                    yield max(span["first_seq"], done + 1), span["last_seq"]
+                    done = span["last_seq"]
+            return
+        window = _FIRST_WINDOW
+        cursor = after
+        while cursor < end:
+            found = await self.terms.find(
+                tenant_id, {"terms": lead, "last_seq": {"$gt": cursor, "$lte": cursor + window}},
+                projection={"first_seq": 1, "last_seq": 1, "min_time": 1, "max_time": 1})
+            for chunk in sorted(found, key=lambda c: c["first_seq"]):
+                if criteria.overlaps(chunk["min_time"], chunk["max_time"]) and chunk["last_seq"] > done:
+                    yield max(chunk["first_seq"], done + 1), chunk["last_seq"]
+                    done = chunk["last_seq"]
+            cursor += window
+            if not found:
+                window *= 4  # a rare term: look further ahead each time
+
+    async def query(self, tenant_id: str, criteria: Criteria, *, after_seq: int, limit: int) -> list[dict[str, Any]]:
+        """Up to `limit` matching records after `after_seq`, in chain order."""
+        end = (await self.stored_head(tenant_id)).seq
+        after = max(after_seq, await self.first_seq(tenant_id) - 1)
+        out: list[dict[str, Any]] = []
+        async for first, last in self._ranges(tenant_id, criteria, after, end):
+            for start in range(first, last + 1, _READ_PAGE):
+                page_end = min(last, start + _READ_PAGE - 1)
+                if criteria.is_everything:  # every record matches: read no more than needed
+                    page_end = min(page_end, start + limit - len(out) - 1)
+                for record in await self._read(tenant_id, start, page_end):
+                    if criteria.matches(record):
+                        out.append(record)
+                        if len(out) == limit:
+                            return out
+        return out
+
+    async def count(self, tenant_id: str, criteria: Criteria) -> int:
+        if criteria.is_everything:
+            return max(0, (await self.stored_head(tenant_id)).seq - await self.first_seq(tenant_id) + 1)
+        total, after = 0, 0
+        while page := await self.query(tenant_id, criteria, after_seq=after, limit=5000):
+            total += len(page)
+            after = page[-1]["seq"]
+        return total
 
     async def last_checkpoint(self, tenant_id: str) -> dict[str, Any] | None:
         docs = await self.checkpoints.find(tenant_id, {}, sort=[("seq", DESCENDING)], limit=1, projection={"_id": 0, "_outbox": 0})

@@ -1,0 +1,108 @@
+"""Finding records: the index terms of a record, and the criteria of a query as a pure predicate.
+
+The store indexes records by chunk (one entry per distinct term per appended chunk, not per
+record), so an index hit only says "somewhere in seqs first..last"; `Criteria.matches` then
+decides exactly on each record. Terms are therefore allowed to over-match: every identifier a
+query can name (actor, resource, device, key, correlation id) shares one "v:" term, which keeps
+the number of index entries, the dominant cost of an insert, low.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+def _value(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def record_terms(record: Mapping[str, Any]) -> set[str]:
+    """The terms a record is found by; none of them is part of the chained record."""
+    details = record.get("details") or {}
+    actor = record.get("actor") or {}
+    resource = record.get("resource") or {}
+    terms = {f"action:{record['action']}", f"outcome:{record['outcome']}", f"e:{record['event_id']}"}
+    for value in (actor.get("id"), resource.get("id"), details.get("device_id"), details.get("key_id"),
+                  record.get("correlation_id")):
+        if (v := _value(value)) is not None:
+            terms.add(f"v:{v}")
+    return terms
+
+
+def chunk_terms(records: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Distinct terms of a run of records, sorted (one index entry each)."""
+    terms: set[str] = set()
+    for record in records:
+        terms |= record_terms(record)
+    return sorted(terms)
+
+
+def event_term(event_id: str) -> str:
+    return f"e:{event_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Criteria:
+    """What `GET /v1/audit` asked for, combined with AND; times are RFC 3339 UTC strings."""
+
+    action: str | None = None
+    actor: str | None = None
+    resource: str | None = None
+    outcome: str | None = None
+    correlation_id: str | None = None
+    device: str | None = None
+    key: str | None = None
+    since: str | None = None
+    until: str | None = None
+
+    @property
+    def lead_term(self) -> str | None:
+        """The index term to look chunks up by: the most selective field given."""
+        for value in (self.correlation_id, self.key, self.device, self.resource, self.actor):
+            if value is not None:
+                return f"v:{value}"
+        if self.action is not None:
+            return f"action:{self.action}"
+        if self.outcome is not None:
+            return f"outcome:{self.outcome}"
+        return None
+
+    @property
+    def has_time(self) -> bool:
+        return self.since is not None or self.until is not None
+
+    @property
+    def is_everything(self) -> bool:
+        return self.lead_term is None and not self.has_time
+
+    def overlaps(self, min_time: str, max_time: str) -> bool:
+        """Could a chunk whose records' times lie in [min_time, max_time] hold a match?"""
+        return (self.since is None or max_time >= self.since) and (self.until is None or min_time <= self.until)
+
+    def matches(self, record: Mapping[str, Any]) -> bool:
+        resource = record.get("resource") or {}
+        details = record.get("details") or {}
+        if self.action is not None and record.get("action") != self.action:
+            return False
+        if self.actor is not None and (record.get("actor") or {}).get("id") != self.actor:
+            return False
+        if self.resource is not None and resource.get("id") != self.resource:
+            return False
+        if self.outcome is not None and record.get("outcome") != self.outcome:
+            return False
+        if self.correlation_id is not None and record.get("correlation_id") != self.correlation_id:
+            return False
+        # A device or key appears as the record's resource or in its details (a key request names both).
+        for wanted, rtype in ((self.device, "device"), (self.key, "key")):
+            if wanted is not None and not (
+                (resource.get("type") == rtype and resource.get("id") == wanted)
+                or details.get(f"{rtype}_id") == wanted
+            ):
+                return False
+        # Records keep RFC 3339 UTC strings, which sort in time order.
+        time = record.get("time") or ""
+        if self.since is not None and time < self.since:
+            return False
+        return self.until is None or time <= self.until
