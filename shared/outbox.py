@@ -44,7 +44,10 @@ class Outbox:
 
     async def create_indexes(self) -> None:
         for collection in self._collections:
-            await collection.create_index(f"{FIELD}.event_id", sparse=True)
+            await collection.create_index(f"{FIELD}.event_id", sparse=True)  # relay
+            # publish() unstages by tenant and event id: an index on exactly those fields keeps that
+            # one lookup whatever the collection's size (the embedded store scans otherwise).
+            await collection.create_index([("tenant_id", 1), (f"{FIELD}.event_id", 1)])
 
     async def publish(self, collection: AsyncCollection, tenant_id: str, event: Event) -> None:
         """Publish a staged event and unstage it once the broker confirmed it."""

@@ -141,10 +141,12 @@ def _destruction_doc(d: shredding.Destruction) -> dict[str, Any]:
 async def dependency_report(store: KeyStore, tenant_id: str, key_id: str, *, window_days: int) -> dict[str, Any]:
     """Which devices received this key within the window (from the release ledger, indexed)."""
     since = _now() - timedelta(days=window_days)
+    # Filtered on exactly the indexed fields (tenant, key, time); refusals are dropped here.
     docs = await store.releases.find(
-        tenant_id, {"key_id": key_id, "released": True, "at": {"$gte": since}},
-        projection={"device_id": 1, "at": 1, "key_version": 1}, sort=[("at", -1)], limit=10_000,
+        tenant_id, {"key_id": key_id, "at": {"$gte": since}},
+        projection={"device_id": 1, "at": 1, "key_version": 1, "released": 1}, sort=[("at", -1)], limit=10_000,
     )
+    docs = [d for d in docs if d.get("released")]
     devices: dict[str, dict[str, Any]] = {}
     for d in docs:
         entry = devices.setdefault(d["device_id"], {"device_id": d["device_id"], "releases": 0,
@@ -573,31 +575,34 @@ async def rewrap_step(
     done = 0
     for rot in await store.kek_rotations.raw.find({"status": "running"}).to_list(None):
         tenant_id, to_version = rot["tenant_id"], rot["to_version"]
-        query: dict[str, Any] = {"kek_version": {"$lt": to_version}, "wrapped": {"$ne": None}}
-        if rot.get("cursor") is not None:
-            query["_id"] = {"$gt": rot["cursor"]}
-        docs = await store.versions.find(tenant_id, query, sort=[("_id", 1)], limit=batch)
-        updates = []
+        # The walk reads by the (tenant_id, _id) index alone and skips done or destroyed versions
+        # here: a filter on more fields would make the embedded store scan the collection.
+        query: dict[str, Any] = {"_id": {"$gt": rot["cursor"]}} if rot.get("cursor") is not None else {}
+        page = await store.versions.find(tenant_id, query, sort=[("_id", 1)], limit=batch,
+                                         projection={"_id": 1, "key_id": 1, "version": 1, "wrapped": 1, "kek_version": 1})
+        docs = [d for d in page if d["kek_version"] < to_version and d.get("wrapped") is not None]
+        heads = {h["key_id"]: h for h in await store.keys.find(
+            tenant_id, {"key_id": {"$in": sorted({d["key_id"] for d in docs})}},
+            projection={"_id": 1, "key_id": 1, "latest_material.version": 1, "latest_material.wrapped": 1})} if docs else {}
+        versions, copies = [], []
         for d in docs:
             blob = await hierarchy.rewrap_data_key(tenant_id, d["key_id"], d["version"], bytes(d["wrapped"]),
                                                    d["kek_version"], to_version)
-            updates.append(store.versions.update_one(
-                tenant_id, {"_id": d["_id"], "kek_version": d["kek_version"], "wrapped": d["wrapped"]},
-                {"$set": {"wrapped": blob, "kek_version": to_version}},
-            ))
-            # The head's copy, when this is its latest version (a no-op otherwise).
-            updates.append(store.keys.update_one(
-                tenant_id, {"key_id": d["key_id"], "latest_material.version": d["version"],
-                            "latest_material.wrapped": d["wrapped"]},
-                {"$set": {"latest_material.wrapped": blob, "latest_material.kek_version": to_version}},
-            ))
-        # Concurrent round trips; each update is a compare-and-swap on the old blob.
-        await asyncio.gather(*updates)
-        done += len(docs)
-        if docs:
+            # Each update is a compare-and-swap on the old blob, _id first so it is one indexed write.
+            versions.append(({"_id": d["_id"], "kek_version": d["kek_version"], "wrapped": d["wrapped"]},
+                             {"$set": {"wrapped": blob, "kek_version": to_version}}))
+            head = heads.get(d["key_id"], {})
+            latest = head.get("latest_material") or {}
+            if latest.get("version") == d["version"] and latest.get("wrapped") == d["wrapped"]:
+                copies.append(({"_id": head["_id"], "latest_material.wrapped": d["wrapped"]},  # the head's copy
+                               {"$set": {"latest_material.wrapped": blob, "latest_material.kek_version": to_version}}))
+        # One round trip per collection for the whole batch.
+        await asyncio.gather(store.bulk_swap(store.versions, tenant_id, versions), store.bulk_swap(store.keys, tenant_id, copies))
+        done += len(page)
+        if page:
             await store.kek_rotations.update_one(
                 tenant_id, {"rotation_id": rot["rotation_id"]},
-                {"$set": {"cursor": docs[-1]["_id"], "updated_at": _now()}, "$inc": {"rewrapped": len(docs)}},
+                {"$set": {"cursor": page[-1]["_id"], "updated_at": _now()}, "$inc": {"rewrapped": len(docs)}},
             )
             continue
         left = await store.versions.count(tenant_id, {"kek_version": {"$lt": to_version}, "wrapped": {"$ne": None}})

@@ -13,7 +13,7 @@ import secrets
 from datetime import datetime, timedelta
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING
+from pymongo import ASCENDING, DESCENDING, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
 from shared import outbox
@@ -56,6 +56,8 @@ class KeyStore:
     async def create_indexes(self) -> None:
         await self.keys.raw.create_index([("tenant_id", ASCENDING), ("key_id", ASCENDING)], unique=True)
         await self.keys.raw.create_index([("tenant_id", ASCENDING), ("name", ASCENDING)], unique=True)
+        # save_key's compare-and-swap filter, exactly: the embedded store scans for any filter not covered.
+        await self.keys.raw.create_index([("tenant_id", ASCENDING), ("key_id", ASCENDING), ("updated_at", ASCENDING)])
         await self.versions.raw.create_index(
             [("tenant_id", ASCENDING), ("key_id", ASCENDING), ("version", ASCENDING)], unique=True
         )
@@ -129,20 +131,20 @@ class KeyStore:
 
     async def shred_key_material(self, tenant_id: str, key_id: str | None = None) -> int:
         """Crypto-shredding: overwrite each wrapped blob with random bytes, then remove the field."""
-        query: dict[str, Any] = {"wrapped": {"$ne": None}}
-        if key_id is not None:
-            query["key_id"] = key_id
+        # Read by indexed fields only (tenant, or tenant and key); what holds no material is skipped here.
+        query: dict[str, Any] = {"key_id": key_id} if key_id is not None else {}
         shredded = 0
         for doc in await self.versions.find(tenant_id, query, projection={"_id": 1, "wrapped": 1}):
+            if doc.get("wrapped") is None:
+                continue
             noise = secrets.token_bytes(len(bytes(doc["wrapped"])))
             await self.versions.update_one(tenant_id, {"_id": doc["_id"]}, {"$set": {"wrapped": noise}})
             await self.versions.update_one(tenant_id, {"_id": doc["_id"]}, {"$unset": {"wrapped": ""}})
             shredded += 1
         # The heads' copies of their latest version's material go the same way.
-        heads: dict[str, Any] = {"latest_material.wrapped": {"$ne": None}}
-        if key_id is not None:
-            heads["key_id"] = key_id
-        for doc in await self.keys.find(tenant_id, heads, projection={"_id": 1, "latest_material.wrapped": 1}):
+        for doc in await self.keys.find(tenant_id, query, projection={"_id": 1, "latest_material.wrapped": 1}):
+            if (doc.get("latest_material") or {}).get("wrapped") is None:
+                continue
             noise = secrets.token_bytes(len(bytes(doc["latest_material"]["wrapped"])))
             await self.keys.update_one(tenant_id, {"_id": doc["_id"]}, {"$set": {"latest_material.wrapped": noise}})
             await self.keys.update_one(tenant_id, {"_id": doc["_id"]}, {"$set": {"latest_material.wrapped": None}})
@@ -151,6 +153,15 @@ class KeyStore:
     async def wrapped_by_version(self, tenant_id: str, key_id: str) -> dict[int, bytes | None]:
         docs = await self.versions.find(tenant_id, {"key_id": key_id}, projection={"version": 1, "wrapped": 1})
         return {d["version"]: (bytes(d["wrapped"]) if d.get("wrapped") is not None else None) for d in docs}
+
+    @staticmethod
+    async def bulk_swap(collection: TenantCollection, tenant_id: str, swaps: list[tuple[dict[str, Any], dict[str, Any]]]) -> int:
+        """Many compare-and-swap updates in one round trip (filters lead with _id, the tenant id added
+        to each); returns how many matched. A swap that lost simply matches nothing."""
+        if not swaps:
+            return 0
+        ops = [UpdateOne({**query, "tenant_id": tenant_id}, update) for query, update in swaps]
+        return (await collection.raw.bulk_write(ops, ordered=False)).matched_count
 
     # --- KEKs -------------------------------------------------------------------------
 
