@@ -155,10 +155,11 @@ def policy_simulate(ctx: Any) -> int:
 # --- the event stream --------------------------------------------------------------------------
 
 
-def _sse(api: Any, types: str | None) -> Iterator[tuple[str, str]]:
-    """(event type, data) pairs from the gateway's stream, until it closes."""
+def _sse(api: Any, types: str | None, after: str | None = None) -> Iterator[tuple[str, str]]:
+    """(event type, data) pairs from the gateway's stream, until it closes; with `after`, first the
+    events the gateway still keeps that came after that event id."""
     cli = _cli()
-    url = api.url_for("/v1/events/stream", {"types": types})
+    url = api.url_for("/v1/events/stream", {"types": types, "last_event_id": after})
     headers = {"Accept": "text/event-stream", "Authorization": f"Bearer {api._token}"}
     request = urllib.request.Request(url, headers=headers, method="GET")
     try:
@@ -189,9 +190,12 @@ def events_tail(ctx: Any) -> int:
     cli = _cli()
     shown = 0
     try:
-        for kind, data in _sse(_api(ctx), ",".join(ctx.args.types) if ctx.args.types else None):
+        for kind, data in _sse(_api(ctx), ",".join(ctx.args.types) if ctx.args.types else None, ctx.args.after):
             if kind == "overflow":
                 raise cli.CommandFailed("the stream fell behind and was closed by the gateway; run tail again")
+            if kind == "gap":
+                print(f"events after {ctx.args.after} are no longer all kept; some may be missing", file=sys.stderr)
+                continue
             event = json.loads(data)
             if ctx.as_json:
                 print(json.dumps(cli.redact(event)), flush=True)
@@ -250,6 +254,7 @@ def register(leaf: Any, noun: Any) -> None:
     p = leaf(g, "tail", events_tail, "Print approvals, denials and posture events as they happen.")
     p.add_argument("--type", dest="types", action="append", help="event type or pattern, e.g. approval.* (repeatable)")
     p.add_argument("--count", type=cli._positive_int, help="stop after this many events")
+    p.add_argument("--after", metavar="EVENT_ID", help="first replay the kept events after this one (resume a tail)")
 
 
 def add_policy_actions(leaf: Any, group: Any) -> None:

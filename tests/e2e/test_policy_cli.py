@@ -85,3 +85,12 @@ async def test_operator_cli_for_approvals_groups_decisions_versions_simulate_and
     assert await asyncio.wait_for(tail, 15) == 0
     lines = [json.loads(line) for line in without_logs(capsys.readouterr().out).splitlines() if line.startswith("{")]
     assert [(e["type"], e["request_id"]) for e in lines] == [("approval.requested", again["request_id"])]
+
+    # Resuming after that event: what came since (here the approval of that request) comes first.
+    status, _, _ = await tenant.admin.call("POST", f"/v1/approvals/{again['approval_id']}/approve", json={})
+    assert status == 200
+    code, out, _ = await run(capsys, *(await base_for("events.read")), "events", "tail", "--type", "approval.*",
+                             "--after", lines[0]["event_id"], "--count", "1", "--json")
+    assert code == 0
+    resumed = [json.loads(line) for line in without_logs(out).splitlines() if line.startswith("{")]
+    assert [(e["type"], e["request_id"]) for e in resumed] == [("approval.granted", again["request_id"])]
