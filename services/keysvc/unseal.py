@@ -3,7 +3,8 @@ sealed to an instance's own key, never in the clear, in events or in the store.
 
 Each instance, while it runs, holds an X25519 key pair in memory only and registers the public half
 (`peers`, with an expiry it keeps renewing), signed with keysvc's Ed25519 signing key, so a
-registration is trusted only from an instance holding that key file. A custodian's share reaches
+registration, a sealed share and a hand-off are trusted only from an instance holding that key
+file (a store writer without it can plant nothing). A custodian's share reaches
 whichever instance takes the request; that instance checks it against the shares already in the
 round, then adds it to the round document sealed (HPKE, base mode, X25519/HKDF-SHA256/AES-256-GCM,
 `info` naming the round, the recipient and the share's position) to every live registered
@@ -35,6 +36,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import (
 )
 
 from shared.events import new_id
+from shared.store import DuplicateKeyError
 
 from .hierarchy import KeyHierarchy
 from .rootkey import ShareError, Unsealer, fingerprint
@@ -78,10 +80,16 @@ class Peer:
         except (InvalidSignature, KeyError, TypeError):
             return False
 
-    def open(self, sealed: bytes, info: bytes) -> bytes | None:
+    def sign(self, sealed: bytes, info: bytes) -> bytes:
+        """Vouch for something sealed to a peer, so a store writer without the key file cannot plant one."""
+        return self.signing_key.sign(info + b"\x00" + sealed)
+
+    def open(self, sealed: bytes, info: bytes, signature: bytes | None) -> bytes | None:
+        """Open what another instance sealed to us, if an instance holding our signing key vouched for it."""
         try:
+            self.signing_key.public_key().verify(bytes(signature or b""), info + b"\x00" + sealed)
             return SUITE.decrypt(sealed, self._private, info=info)
-        except (InvalidTag, ValueError):
+        except (InvalidSignature, InvalidTag, ValueError):
             return None
 
     def __repr__(self) -> str:
@@ -122,8 +130,13 @@ class Unsealing:
             return doc
         fresh = {"round_id": new_id("unr_"), "fingerprint": root_doc["fingerprint"], "entries": [],
                  "started_at": _now(), "expires_at": _now() + ROUND_TTL}
-        query = {**ROUND, "round_id": doc["round_id"]} if doc is not None else ROUND
-        await self._store.custody.update_one(SYSTEM_TENANT, query, {"$set": fresh}, upsert=doc is None)
+        if doc is None:  # two instances opening a round at once: the first one's stays
+            try:
+                await self._store.custody.update_one(SYSTEM_TENANT, ROUND, {"$setOnInsert": fresh}, upsert=True)
+            except DuplicateKeyError:
+                pass
+        else:
+            await self._store.custody.update_one(SYSTEM_TENANT, {**ROUND, "round_id": doc["round_id"]}, {"$set": fresh})
         doc = await self._store.custody.find_one(SYSTEM_TENANT, ROUND)
         assert doc is not None
         return doc
@@ -136,7 +149,7 @@ class Unsealing:
             if sealed is None:
                 continue
             opened = self.peer.open(bytes(sealed), _info("unseal share", round_doc["round_id"], self.peer.peer_id,
-                                                         str(position)))
+                                                         str(position)), entry.get("signatures", {}).get(self.peer.peer_id))
             if opened is not None:
                 shares.append(opened.decode())
         return shares
@@ -160,12 +173,15 @@ class Unsealing:
             if root is None and unsealer.progress.submitted == before:
                 return {"sealed": True, "submitted": before, "needed": unsealer.progress.needed}  # already in
             position = len(round_doc["entries"])
-            copies = {p["peer_id"]: _seal_to(p, share.encode(), _info("unseal share", round_doc["round_id"], p["peer_id"],
-                                                                       str(position)))
-                      for p in await self._live_peers()}
+            copies, signatures = {}, {}
+            for p in await self._live_peers():
+                info = _info("unseal share", round_doc["round_id"], p["peer_id"], str(position))
+                copies[p["peer_id"]] = _seal_to(p, share.encode(), info)
+                signatures[p["peer_id"]] = self.peer.sign(copies[p["peer_id"]], info)
             matched = await self._store.custody.update_one(
                 SYSTEM_TENANT, {**ROUND, "round_id": round_doc["round_id"], "entries": {"$size": position}},
-                {"$push": {"entries": {"by": by, "taken_by": self.peer.peer_id, "at": _now(), "copies": copies}}})
+                {"$push": {"entries": {"by": by, "taken_by": self.peer.peer_id, "at": _now(), "copies": copies,
+                                       "signatures": signatures}}})
             if not matched:
                 continue  # another share came in at the same moment: check against it too
             if root is not None:
@@ -218,10 +234,11 @@ class Unsealing:
         for doc in peers:
             if doc["peer_id"] == self.peer.peer_id or not doc.get("sealed") or doc.get("handoff_fp") == fp:
                 continue
-            sealed = _seal_to(doc, self._hierarchy.root_key(fp).get_secret_value(),
-                              _info("root handoff", doc["peer_id"], fp))
+            info = _info("root handoff", doc["peer_id"], fp)
+            sealed = _seal_to(doc, self._hierarchy.root_key(fp).get_secret_value(), info)
             await self._store.peers.update_one(SYSTEM_TENANT, {"peer_id": doc["peer_id"], "sealed": True},
-                                               {"$set": {"handoff": sealed, "handoff_fp": fp}})
+                                               {"$set": {"handoff": sealed, "handoff_fp": fp,
+                                                         "handoff_signature": self.peer.sign(sealed, info)}})
 
     async def _end_round(self) -> None:
         """Every live instance is unsealed: overwrite the round's sealed shares, then drop it."""
@@ -237,10 +254,12 @@ class Unsealing:
         doc = await self._store.peers.find_one(SYSTEM_TENANT, {"peer_id": self.peer.peer_id})
         if doc is None or doc.get("handoff") is None:
             return False
-        root = self.peer.open(bytes(doc["handoff"]), _info("root handoff", self.peer.peer_id, doc["handoff_fp"]))
+        root = self.peer.open(bytes(doc["handoff"]), _info("root handoff", self.peer.peer_id, doc.get("handoff_fp", "")),
+                              doc.get("handoff_signature"))
         # Take it only if it is the root custody records: a forged hand-off gains nothing.
         await self._store.peers.update_one(SYSTEM_TENANT, {"peer_id": self.peer.peer_id},
-                                           {"$set": {"handoff": secrets.token_bytes(16)}, "$unset": {"handoff_fp": ""}})
+                                           {"$set": {"handoff": secrets.token_bytes(16)},
+                                            "$unset": {"handoff_fp": "", "handoff_signature": ""}})
         await self._store.peers.update_one(SYSTEM_TENANT, {"peer_id": self.peer.peer_id}, {"$unset": {"handoff": ""}})
         if root is None or len(root) != 32 or fingerprint(root) not in expected:
             return False
