@@ -74,12 +74,17 @@ def is_secret_name(name: str) -> bool:
     return False
 
 
+_IMMUTABLE = (str, int, float, bool, type(None))
+
+
 def scrub(value: Any) -> Any:
     """Deep copy of a JSON value with every secret-named mapping key removed."""
     if isinstance(value, dict):
         return {k: scrub(v) for k, v in sorted(value.items()) if not is_secret_name(str(k))}
     if isinstance(value, (list, tuple)):
         return [scrub(v) for v in value]
+    if isinstance(value, _IMMUTABLE):  # the common leaf: nothing to copy
+        return value
     return copy.deepcopy(value)
 
 
