@@ -35,6 +35,14 @@ class BusTimeout(BusError):
     """No reply before the deadline."""
 
 
+class PublishRefused(BusError):
+    """A bound queue would not take the message (full): the queues with room still got it."""
+
+
+class AuditRefused(PublishRefused):
+    """auditsvc's queue would not take the audit copy: what the event records must not happen."""
+
+
 @dataclass(frozen=True)
 class DeadLetter:
     routing_key: str
@@ -165,7 +173,7 @@ class RabbitBus:
         try:
             confirmation = await self._events.publish(message, routing_key=event.type, mandatory=True)
         except aio_pika.exceptions.DeliveryError:
-            raise BusError(f"broker refused {event.type} (a bound queue is full or unavailable)") from None
+            raise PublishRefused(f"broker refused {event.type} (a bound queue is full or unavailable)") from None
         except (aio_pika.exceptions.AMQPError, ConnectionError, asyncio.TimeoutError) as exc:
             raise BusError(f"publish of {event.type} failed: {exc!r}") from None
         _check_confirmation(confirmation, event.type)
@@ -188,15 +196,15 @@ class RabbitBus:
             confirmation = await self._publish_channel.default_exchange.publish(
                 message, routing_key=self.name("auditsvc"), mandatory=True)
         except aio_pika.exceptions.DeliveryError:
-            raise BusError(f"audit queue refused {event.type}: it is full or unavailable") from None
+            raise AuditRefused(f"audit queue refused {event.type}: it is full or unavailable") from None
         except (aio_pika.exceptions.AMQPError, ConnectionError, asyncio.TimeoutError) as exc:
             raise BusError(f"publish of {event.type} for audit failed: {exc!r}") from None
-        _check_confirmation(confirmation, f"audit of {event.type}")
+        if not isinstance(confirmation, Basic.Ack):
+            raise AuditRefused(f"audit queue refused {event.type}: it is not there")
         try:
             await self.publish(event)
-        except BusError as exc:
-            if "refused" not in str(exc):
-                raise
+        except PublishRefused:
+            pass
 
     async def publish_raw(self, routing_key: str, body: bytes) -> None:
         """Publishes bytes that need not be a valid event (tests of dead-lettering, tooling)."""

@@ -218,14 +218,14 @@ class KeyReleased(Event):
 
 
 class KeyReleaseRefused(Event):
-    """keysvc would not release: unknown key, key not active, custody sealed."""
+    """keysvc would not release: unknown key, key not active, custody sealed, audit unavailable."""
 
     type: Literal["key.release_refused"] = "key.release_refused"
     request_id: str
     device_id: str
     key_id: str
     reason: str
-    status: Literal["not_found", "not_active", "sealed", "error"]
+    status: Literal["not_found", "not_active", "sealed", "audit_unavailable", "error"]
 
 
 # --- policies, device groups, approvals, notifications: event models ---------------

@@ -9,7 +9,7 @@ import structlog
 from aiohttp import web
 from pydantic import ValidationError
 
-from shared.bus import BusError, BusTimeout
+from shared.bus import AuditRefused, BusError, BusTimeout
 from shared.rpc import Problem, ProblemError
 
 log = structlog.get_logger("strongroom.gateway")
@@ -59,6 +59,11 @@ async def problem_middleware(request: web.Request, handler):
         return problem_response(validation_problem(exc))
     except BusTimeout as exc:
         return problem_response(Problem(status=504, title="Gateway Timeout", detail=str(exc)))
+    except AuditRefused as exc:
+        log.warning("audit_unavailable", error=str(exc))
+        return problem_response(Problem(
+            status=503, title="Service Unavailable",
+            detail="the audit log cannot take the record of this request, so it was not carried out; retry later"))
     except BusError as exc:
         log.warning("bus_unavailable", error=str(exc))
         return problem_response(Problem(status=503, title="Service Unavailable", detail="a backing service is unavailable"))

@@ -260,7 +260,7 @@ def _release_response(outcome: events.Event) -> web.Response:
         raise ExtraProblem(403, "Forbidden", "the tenant's policy denied this request",
                            request_id=outcome.request_id, **{k: v for k, v in outcome.disclosed.items() if k != "effect"})
     assert isinstance(outcome, events.KeyReleaseRefused)
-    status = {"not_found": 404, "not_active": 409, "sealed": 503}.get(outcome.status, 500)
+    status = {"not_found": 404, "not_active": 409, "sealed": 503, "audit_unavailable": 503}.get(outcome.status, 500)
     title = {404: "Not Found", 409: "Conflict", 503: "Service Unavailable"}.get(status, "Internal Server Error")
     raise ExtraProblem(status, title, outcome.reason, request_id=outcome.request_id)
 

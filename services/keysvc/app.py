@@ -139,7 +139,8 @@ async def start(settings: KeySettings, *, bus: Bus, client: AsyncMongoClient, ro
                      partial(custody.forget_rotated_kek, cache=cache, hierarchy=hierarchy))
     await bus.subscribe(
         # Audit first: no key.released reaches the gateway unless its audit record is durably queued.
-        "keysvc", partial(handlers.release_key, store=store, hierarchy=hierarchy, cache=cache, publish=bus.publish_audited)
+        "keysvc", partial(handlers.release_key, store=store, hierarchy=hierarchy, cache=cache,
+                          publish=bus.publish_audited, notify=bus.publish)
     )
     await bus.serve("keysvc", methods)
 

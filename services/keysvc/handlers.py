@@ -9,6 +9,7 @@ releasing twice.
 from __future__ import annotations
 
 import base64
+import contextlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -16,6 +17,7 @@ from datetime import UTC, datetime
 import structlog
 
 from shared import commands, events, rpc
+from shared.bus import AuditRefused, PublishRefused
 from shared.commands_custody import SetMinDecryptionVersion
 from shared.crypto import release as hpke_release
 from shared.crypto.envelope import UnwrapError
@@ -97,8 +99,9 @@ class KeyCache:
 
 
 async def release_key(
-    event: Event, *, store: KeyStore, hierarchy: KeyHierarchy, cache: KeyCache, publish: Publish
+    event: Event, *, store: KeyStore, hierarchy: KeyHierarchy, cache: KeyCache, publish: Publish, notify: Publish
 ) -> None:
+    """Release (or refuse) a decided request; `publish` queues for audit first, `notify` does not."""
     if not isinstance(event, KeyDecided) or event.effect != "allow":
         return
     # Insert-first idempotency: a redelivered decision loses the insert and re-publishes the
@@ -117,23 +120,33 @@ async def release_key(
         recorded = await store.find_release(event.tenant_id, event.request_id)
         assert recorded is not None
         outcome = events.decode_event(recorded["outcome"].encode())
-    await publish(outcome)
+    try:
+        await publish(outcome)
+    except AuditRefused:
+        # SECURITY: no key leaves unaudited. The audit copy goes first, so key.released reached no
+        # one: the request is refused for good (the ledger says so, a redelivery repeats it), and
+        # the agent hears so now instead of waiting out its timeout.
+        if isinstance(outcome, KeyReleased):
+            outcome = _refusal(event, "audit_unavailable",
+                               "the audit log cannot take the record of this release, so no key was released")
+            await store.refuse_release(event.tenant_id, event.request_id, outcome.model_dump_json())
+        # A refusal releases nothing; if the full audit queue refuses its copy, the others still get it.
+        with contextlib.suppress(PublishRefused):
+            await notify(outcome)
     if isinstance(outcome, KeyReleased):
         log.info("key_released", key_id=event.key_id, key_version=outcome.key_version, device_id=event.device_id)
     else:
         log.info("key_release_refused", key_id=event.key_id, reason=outcome.reason)
 
 
+def _refusal(event: KeyDecided, status: str, reason: str) -> KeyReleaseRefused:
+    return event.caused(KeyReleaseRefused, request_id=event.request_id, device_id=event.device_id,
+                        key_id=event.key_id, status=status, reason=reason)
+
+
 async def _release_outcome(event: KeyDecided, *, hierarchy: KeyHierarchy, cache: KeyCache) -> Event:
     def refused(status: str, reason: str) -> KeyReleaseRefused:
-        return event.caused(
-            KeyReleaseRefused,
-            request_id=event.request_id,
-            device_id=event.device_id,
-            key_id=event.key_id,
-            status=status,
-            reason=reason,
-        )
+        return _refusal(event, status, reason)
 
     if hierarchy.sealed:
         return refused("sealed", "key custody is sealed; operators must unseal it")

@@ -195,6 +195,11 @@ class KeyStore:
         """False when this request was already answered (a redelivery)."""
         return await self._release_inserts.insert(tenant_id, doc)
 
+    async def refuse_release(self, tenant_id: str, request_id: str, outcome_json: str) -> None:
+        """A recorded release that never left (its audit record could not be queued) becomes a refusal."""
+        await self.releases.update_one(tenant_id, {"request_id": request_id, "released": True}, {"$set": {
+            "released": False, "key_version": None, "outcome": outcome_json}})
+
 
 def _head_doc(key: Key) -> dict[str, Any]:
     doc = {name: getattr(key, name) for name in _HEAD_FIELDS}
