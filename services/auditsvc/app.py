@@ -43,6 +43,7 @@ async def start(settings: AuditSettings, *, bus: Bus, client: AsyncMongoClient) 
         every_records=settings.checkpoint_every_records, every_seconds=settings.checkpoint_every_seconds,
     )
     await checkpointer.register_key()
+    await checkpointer.load()
     heads = handlers.ChainHeads(store)
     stats = handlers.IngestStats()
     methods = Methods()

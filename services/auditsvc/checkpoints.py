@@ -22,6 +22,7 @@ from shared.outbox import Outbox
 from shared.store import DuplicateKeyError
 
 from .chain import ChainHead, key_fingerprint, make_checkpoint
+from .search import Criteria
 from .signing import public_pem
 from .store import AuditStore
 
@@ -48,6 +49,29 @@ class Checkpointer:
         doc = {"key_id": self.key_id, "algorithm": "Ed25519", "public_key_pem": public_pem(self._key.public_key()),
                "first_used": datetime.now(UTC)}
         await self._store.signing_keys.update_one({"key_id": self.key_id}, {"$setOnInsert": doc}, upsert=True)
+
+    async def load(self) -> None:
+        """Pick up where the last process stopped: each tenant's records since its last checkpoint,
+        and how long ago that was, from the store (a restart must not restart the interval)."""
+        now_wall, now = datetime.now(UTC), self._clock()
+        for tenant in await self._store.tenants():
+            head = await self._store.stored_head(tenant)
+            last = await self._store.last_checkpoint(tenant)
+            since = last["seq"] if last else 0
+            # Checkpoint records themselves do not count (see the module docstring).
+            own = await self._store.query(tenant, Criteria(action=CHECKPOINT_TYPE), after_seq=since, limit=10_000)
+            self._heads[tenant] = head
+            self._pending[tenant] = max(0, head.seq - since - len(own))
+            # The interval runs from the last checkpoint, or from the first record never signed.
+            if last is not None:
+                since_time = last["time"]
+            else:
+                first = await self._store.query(tenant, Criteria(), after_seq=0, limit=1)
+                if not first:
+                    continue
+                since_time = first[0]["time"]
+            age = (now_wall - datetime.fromisoformat(since_time)).total_seconds()
+            self._last_at[tenant] = now - max(0.0, age)
 
     async def appended(self, head: ChainHead, counted: int) -> None:
         """After a batch: `counted` records (checkpoint events excluded) joined `head`'s chain."""
