@@ -151,8 +151,8 @@ async def verify_share(store: KeyStore, hierarchy: KeyHierarchy, outbox: Outbox,
                                   custodian_count=rekey["shares"], threshold=rekey["threshold"], keks_rewrapped=copied)
     await switch(store, hierarchy, doc or {}, event)
     await outbox.publish(store.custody.raw, SYSTEM_TENANT, event)
-    promoted = await promote_all(store, hierarchy, new_fp, batch=batch)
-    log.info("custody_rekeyed", root_fingerprint=new_fp, previous_fingerprint=old_fp, promoted=promoted)
+    # The copies are promoted by the scheduler (resume): every KEK already opens under the new root.
+    log.info("custody_rekeyed", root_fingerprint=new_fp, previous_fingerprint=old_fp)
     return {"verified": True, "root_fingerprint": new_fp, "previous_fingerprint": old_fp,
             "submitted": rekey["threshold"], "needed": rekey["threshold"]}
 

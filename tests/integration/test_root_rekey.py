@@ -89,15 +89,16 @@ async def test_rekey_cut_short_at_every_stage_loses_no_kek(mongo_client, db_pref
     assert shares[2] not in repr(record) and shares[2].split()[0] not in repr(record["rekey"]["verify_shares"])
     assert record["fingerprint"] == fingerprint(old_root)  # nothing switched yet
 
-    # 3. Another fresh instance takes the second share: the switch, then promotion cut short.
+    # 3. Another fresh instance takes the second share: the switch; then promotion cut short.
     store, d = await _instance(mongo_client, db_prefix, old_root)
-    verifying = asyncio.create_task(rekey.verify_share(store, d, _outbox(rabbit_bus, store), shares[0], batch=1,
-                                                       event_fields=FIELDS))
+    out = await rekey.verify_share(store, d, _outbox(rabbit_bus, store), shares[0], batch=1, event_fields=FIELDS)
+    assert out["verified"] and out["root_fingerprint"] == new_fp
+    promoting = asyncio.create_task(rekey.promote_all(store, d, new_fp, batch=1))
 
-    async def promoting():
+    async def promoted_some():
         return await store.keks.raw.count_documents({"root_fp": new_fp}) >= 3
 
-    await _cut_when(verifying, promoting)
+    await _cut_when(promoting, promoted_some)
     record = await rekey.root_record(store)
     assert record["fingerprint"] == new_fp and record["rekey"]["status"] == "switched"
     assert await store.keks.raw.count_documents({"root_fp": {"$ne": new_fp}}) > 0  # promotion incomplete
