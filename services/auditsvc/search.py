@@ -9,7 +9,7 @@ the number of index entries, the dominant cost of an insert, low.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,12 +31,15 @@ def record_terms(record: Mapping[str, Any]) -> set[str]:
     return terms
 
 
-def chunk_terms(records: Iterable[Mapping[str, Any]]) -> list[str]:
-    """Distinct terms of a run of records, sorted (one index entry each)."""
-    terms: set[str] = set()
-    for record in records:
-        terms |= record_terms(record)
-    return sorted(terms)
+def chunk_postings(records: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[int]]]:
+    """Distinct terms of a run of records, sorted (one index entry each), and for each term the
+    offsets in the run of the records that carry it."""
+    postings: dict[str, list[int]] = {}
+    for offset, record in enumerate(records):
+        for term in record_terms(record):
+            postings.setdefault(term, []).append(offset)
+    terms = sorted(postings)
+    return terms, [postings[t] for t in terms]
 
 
 def event_term(event_id: str) -> str:

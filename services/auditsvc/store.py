@@ -4,8 +4,9 @@ Records are stored exactly as chained, keyed `<tenant>:<seq>` and with no second
 on the embedded store every index costs more per insert than the record itself. Lookups go
 through a derived, rebuildable index written once per appended chunk:
 
-- `record_terms`: the chunk's seq range, time bounds and distinct search terms (multikey), so
-  a filtered query visits only the chunks that can match and an event id is found for dedup;
+- `record_terms`: the chunk's seq range, time bounds and distinct search terms (multikey), each
+  with its postings (the offsets of the records that carry it), so a filtered query reads only
+  the records that can match and an event id is found for dedup;
 - `record_spans`: the same ranges and time bounds without terms, small enough to scan for
   time-range queries;
 - `chain_heads`: each tenant's last seq and hash.
@@ -17,6 +18,7 @@ ingestion goes on, so no record is ever invisible to dedup or queries for long.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
@@ -27,7 +29,7 @@ from pymongo.errors import BulkWriteError
 from shared.store import TenantCollection
 
 from .chain import ChainHead
-from .search import Criteria, chunk_terms, event_term
+from .search import Criteria, chunk_postings, event_term
 
 _READ_PAGE = 1000  # records read per page of a range
 # Keys per point lookup: the embedded store checks each found record against the whole `$in`
@@ -86,8 +88,10 @@ class AuditStore:
     async def head(self, tenant_id: str) -> ChainHead:
         """The chain's true end: the stored head, plus any records a crash left past it (indexed now)."""
         head = await self.stored_head(tenant_id)
+        probe = _LOOKUP_KEYS  # one small lookup when nothing is there, the usual case
         while True:
-            tail = await self._read(tenant_id, head.seq + 1, head.seq + _READ_PAGE)
+            tail = await self.read_range(tenant_id, head.seq + 1, head.seq + probe)
+            probe = _READ_PAGE
             run = []
             for record in tail:
                 if record["seq"] != head.seq + len(run) + 1:
@@ -140,7 +144,8 @@ class AuditStore:
             span = {"_id": record_key(tenant_id, first["seq"]), "tenant_id": tenant_id, "first_seq": first["seq"],
                     "last_seq": last["seq"], "min_time": min(times), "max_time": max(times)}
             spans.append(span)
-            terms.append({**span, "terms": chunk_terms(records)})
+            names, postings = chunk_postings(records)
+            terms.append({**span, "terms": names, "postings": postings})
             heads.append(ReplaceOne({"_id": tenant_id}, {"tenant_id": tenant_id, "seq": last["seq"], "hash": last["hash"],
                                                          "time": last["time"]}, upsert=True))
         await self._insert_or_replace(self.terms.raw, terms)
@@ -162,12 +167,10 @@ class AuditStore:
 
     # --- reading --------------------------------------------------------------------
 
-    async def _read(self, tenant_id: str, first: int, last: int) -> list[dict[str, Any]]:
-        if last < first:
-            return []
+    async def _read(self, tenant_id: str, seqs: Sequence[int]) -> list[dict[str, Any]]:
         docs: list[dict[str, Any]] = []
-        for start in range(first, last + 1, _LOOKUP_KEYS):
-            keys = [record_key(tenant_id, s) for s in range(start, min(last, start + _LOOKUP_KEYS - 1) + 1)]
+        for start in range(0, len(seqs), _LOOKUP_KEYS):
+            keys = [record_key(tenant_id, s) for s in seqs[start:start + _LOOKUP_KEYS]]
             docs += await self.records.raw.find({"_id": {"$in": keys}}).to_list(None)
         out = []
         for doc in docs:
@@ -180,38 +183,42 @@ class AuditStore:
 
     async def read_range(self, tenant_id: str, first: int, last: int) -> list[dict[str, Any]]:
         """Records first..last in chain order (missing ones are simply absent)."""
-        out: list[dict[str, Any]] = []
-        for start in range(first, last + 1, _READ_PAGE):
-            out += await self._read(tenant_id, start, min(last, start + _READ_PAGE - 1))
-        return out
+        return await self._read(tenant_id, range(first, last + 1))
 
-    async def _ranges(self, tenant_id: str, criteria: Criteria, after: int, end: int) -> AsyncIterator[tuple[int, int]]:
-        """Seq ranges, ascending and disjoint, that hold every record after `after` the criteria can match."""
-        done = after
+    async def _start(self, tenant_id: str, criteria: Criteria, after: int) -> int:
+        """Skip what lies wholly before `since`: the first span that reaches it (spans are small)."""
+        if criteria.since is None:
+            return after
+        spans = await self.spans.find(tenant_id, {"last_seq": {"$gt": after}}, projection={"_id": 0})
+        reaching = [s["first_seq"] for s in spans if s["max_time"] >= criteria.since]
+        return max(after, min(reaching, default=after + 1) - 1)
+
+    async def _candidates(self, tenant_id: str, criteria: Criteria, after: int, end: int) -> AsyncIterator[Sequence[int]]:
+        """Ascending seqs after `after` that may match: every record that does match is among them."""
         if criteria.is_everything:
-            if done < end:
-                yield done + 1, end
+            yield range(after + 1, end + 1)
             return
+        done = await self._start(tenant_id, criteria, after)
         lead = criteria.lead_term
-        if lead is None:  # time range alone: the spans are small, read them all past the cursor
-            spans = await self.spans.find(tenant_id, {"last_seq": {"$gt": after}}, projection={"_id": 0})
+        if lead is None:  # a time range alone: the spans it overlaps
+            spans = await self.spans.find(tenant_id, {"last_seq": {"$gt": done}}, projection={"_id": 0})
             for span in sorted(spans, key=lambda s: s["first_seq"]):
-                if criteria.overlaps(span["min_time"], span["max_time"]) and span["last_seq"] > done:
-                    yield max(span["first_seq"], done + 1), span["last_seq"]
+                if criteria.overlaps(span["min_time"], span["max_time"]):
+                    yield range(max(span["first_seq"], done + 1), span["last_seq"] + 1)
                     done = span["last_seq"]
             return
-        window = _FIRST_WINDOW
-        cursor = after
+        # A term: walk the chunks that hold it in growing windows of seqs, reading its postings.
+        window, cursor = _FIRST_WINDOW, done
         while cursor < end:
-            found = await self.terms.find(
+            chunks = await self.terms.find(
                 tenant_id, {"terms": lead, "last_seq": {"$gt": cursor, "$lte": cursor + window}},
-                projection={"first_seq": 1, "last_seq": 1, "min_time": 1, "max_time": 1})
-            for chunk in sorted(found, key=lambda c: c["first_seq"]):
-                if criteria.overlaps(chunk["min_time"], chunk["max_time"]) and chunk["last_seq"] > done:
-                    yield max(chunk["first_seq"], done + 1), chunk["last_seq"]
-                    done = chunk["last_seq"]
+                projection={"_id": 0, "terms": 1, "postings": 1, "first_seq": 1, "min_time": 1, "max_time": 1})
+            for chunk in sorted(chunks, key=lambda c: c["first_seq"]):
+                if criteria.overlaps(chunk["min_time"], chunk["max_time"]):
+                    offsets = chunk["postings"][bisect.bisect_left(chunk["terms"], lead)]
+                    yield [seq for o in offsets if (seq := chunk["first_seq"] + o) > done]
             cursor += window
-            if not found:
+            if not chunks:
                 window *= 4  # a rare term: look further ahead each time
 
     async def query(self, tenant_id: str, criteria: Criteria, *, after_seq: int, limit: int) -> list[dict[str, Any]]:
@@ -219,12 +226,14 @@ class AuditStore:
         end = (await self.stored_head(tenant_id)).seq
         after = max(after_seq, await self.first_seq(tenant_id) - 1)
         out: list[dict[str, Any]] = []
-        async for first, last in self._ranges(tenant_id, criteria, after, end):
-            for start in range(first, last + 1, _READ_PAGE):
-                page_end = min(last, start + _READ_PAGE - 1)
-                if criteria.is_everything:  # every record matches: read no more than needed
-                    page_end = min(page_end, start + limit - len(out) - 1)
-                for record in await self._read(tenant_id, start, page_end):
+        async for seqs in self._candidates(tenant_id, criteria, after, end):
+            start = 0
+            while start < len(seqs):
+                # Read about what the page still needs (most candidates match), more if they do not.
+                wanted = limit - len(out)
+                size = wanted if criteria.is_everything else min(_READ_PAGE, max(_LOOKUP_KEYS, 2 * wanted))
+                page, start = seqs[start:start + size], start + size
+                for record in await self._read(tenant_id, page):
                     if criteria.matches(record):
                         out.append(record)
                         if len(out) == limit:

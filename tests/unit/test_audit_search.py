@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.auditsvc.records import record_from_event
-from services.auditsvc.search import Criteria, chunk_terms, event_term, record_terms
+from services.auditsvc.search import Criteria, chunk_postings, event_term, record_terms
 
 
 def _record(**overrides):
@@ -25,12 +25,14 @@ def test_terms_name_action_outcome_event_and_every_identifier_once():
         "action:key.decided", "outcome:denied", "e:evt_1", "v:dev_7", "v:key_1", "v:corr_1"}
 
 
-def test_chunk_terms_are_distinct_and_sorted():
-    records = [_record(event_id="evt_1"), _record(event_id="evt_2")]
-    terms = chunk_terms(records)
-    assert terms == sorted(set(terms))
-    assert event_term("evt_1") in terms and event_term("evt_2") in terms
-    assert terms.count("action:key.decided") == 1
+def test_chunk_terms_are_distinct_and_sorted_with_the_offsets_of_their_records():
+    records = [_record(event_id="evt_1"), _record(event_id="evt_2", key_id="key_2")]
+    terms, postings = chunk_postings(records)
+    assert terms == sorted(set(terms)) and len(postings) == len(terms)
+    by_term = dict(zip(terms, postings, strict=True))
+    assert by_term[event_term("evt_1")] == [0] and by_term[event_term("evt_2")] == [1]
+    assert by_term["action:key.decided"] == [0, 1]
+    assert by_term["v:key_1"] == [0] and by_term["v:key_2"] == [1]
 
 
 def test_matching_is_exact_where_terms_over_match():
