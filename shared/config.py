@@ -103,6 +103,9 @@ class AuditSettings(CommonSettings):
     # Ed25519 private key (PEM, PKCS#8) that signs chain checkpoints; `strongroom dev` generates
     # one in its data dir. Without it auditsvc signs with a key that lives only until it stops.
     signing_key_file: str | None = None
+    # 32 random bytes (a 0600 file) that seal webhook forwarders' signing secrets in the store;
+    # without it auditsvc seals with a key that lives only until it stops (`strongroom dev` makes one).
+    data_key_file: str | None = None
     checkpoint_every_records: int = 1000
     checkpoint_every_seconds: float = 60.0
     forwarder_poll_seconds: float = 0.2

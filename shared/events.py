@@ -384,6 +384,13 @@ class ForwarderDeleted(Event):
     forwarder_id: str
 
 
+class ForwarderSecretRotated(Event):
+    """A webhook forwarder signs with a new secret from now on (the secret itself is never in an event)."""
+
+    type: Literal["forwarder.secret_rotated"] = "forwarder.secret_rotated"
+    forwarder_id: str
+
+
 # --- accounts and sign-in: event models ----------------------------------------------
 
 
@@ -662,6 +669,7 @@ AnyEvent = Annotated[
         ForwarderCreated,
         ForwarderUpdated,
         ForwarderDeleted,
+        ForwarderSecretRotated,
     ],
     Field(discriminator="type"),
 ]

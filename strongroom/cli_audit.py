@@ -207,6 +207,12 @@ def report(ctx: Any) -> int:
     return cli.show_message(ctx, {"file": a.output, "format": a.format}, f"wrote the {a.format} report to {a.output}")
 
 
+def rotate_forwarder_secret(ctx: Any) -> int:
+    cli = _cli()
+    out = cli._require(ctx).post(f"/v1/audit/forwarders/{ctx.args.forwarder_id}/rotate-secret")
+    return cli.show_new_credential(ctx, out, "secret", "the forwarder's new signing secret")
+
+
 def register(leaf: Any, noun: Any) -> None:
     """Adds this area's nouns and actions; `leaf` and `noun` are `build_parser`'s helpers."""
     p = leaf(_top(noun), "report", report,
@@ -241,3 +247,6 @@ def add_audit_actions(leaf: Any, group: Any) -> None:
     p.add_argument("--progress", action="store_true", help="show the progress bar even when not on a terminal")
     leaf(group, "status", lambda ctx: cli.show_object(ctx, cli._require(ctx).get("/v1/audit/status")),
          "Show the audit chain head, checkpoints, lag and queue depth.")
+    p = leaf(group, "rotate-forwarder-secret", rotate_forwarder_secret,
+             "Give a webhook forwarder a new signing secret; prints it once.")
+    p.add_argument("forwarder_id")

@@ -52,6 +52,7 @@ async def _dev(port: int, data_dir: Path) -> None:
             policy_settings=PolicySettings(),
             key_settings=KeySettings(signing_key_file=str(data_dir / "keysvc-signing-key.pem")),
             audit_settings=AuditSettings(signing_key_file=str(ensure_key_file(data_dir / "audit-signing-key.pem")),
+                                         data_key_file=str(ensure_data_key_file(data_dir / "audit-data.key")),
                                          archive_dir=str(data_dir / "audit-archive")),
             root_key=GeneratedRootKey(data_dir).load(),
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 from functools import partial
 
 import structlog
@@ -11,6 +12,8 @@ from pymongo import AsyncMongoClient
 
 from shared.bus import Bus
 from shared.config import AuditSettings
+from shared.crypto.envelope import SecretBytes
+from shared.crypto.sealing import DATA_KEY_BYTES, SecretSealer, load_data_key
 from shared.outbox import Outbox
 from shared.rpc import Methods
 from shared.service import Running
@@ -30,6 +33,15 @@ def signing_key_from_settings(settings: AuditSettings) -> Ed25519PrivateKey:
     # Checkpoints signed with a key nobody kept cannot be verified later: say so loudly.
     log.warning("audit_signing_key_ephemeral", hint="set STRONGROOM_AUDITSVC_SIGNING_KEY_FILE")
     return Ed25519PrivateKey.generate()
+
+
+def sealer_from_settings(settings: AuditSettings) -> SecretSealer:
+    if settings.data_key_file:
+        return SecretSealer(load_data_key(settings.data_key_file, setting="STRONGROOM_AUDITSVC_DATA_KEY_FILE",
+                                          seals="webhook forwarders' signing secrets"), service="strongroom.auditsvc")
+    # Secrets sealed under a key nobody kept cannot be opened after a restart: say so loudly.
+    log.warning("audit_data_key_ephemeral", hint="set STRONGROOM_AUDITSVC_DATA_KEY_FILE")
+    return SecretSealer(SecretBytes(secrets.token_bytes(DATA_KEY_BYTES)), service="strongroom.auditsvc")
 
 
 async def start(settings: AuditSettings, *, bus: Bus, client: AsyncMongoClient) -> Running:
@@ -54,7 +66,10 @@ async def start(settings: AuditSettings, *, bus: Bus, client: AsyncMongoClient) 
     methods.add("signing_keys", partial(handlers.signing_keys, store=store, current_key_id=checkpointer.key_id))
     methods.add("status", partial(handlers.status, store=store, stats=stats,
                                   queue_depth=partial(bus.queue_depth, "auditsvc")))
-    for name in ("create_forwarder", "update_forwarder", "delete_forwarder"):
+    sealer = sealer_from_settings(settings)
+    for name in ("create_forwarder", "rotate_forwarder_secret"):
+        methods.add(name, partial(getattr(forwarders, name), store=store, outbox=outbox, sealer=sealer))
+    for name in ("update_forwarder", "delete_forwarder"):
         methods.add(name, partial(getattr(forwarders, name), store=store, outbox=outbox))
     for name in ("list_forwarders", "get_forwarder"):
         methods.add(name, partial(getattr(forwarders, name), store=store))
@@ -75,7 +90,7 @@ async def start(settings: AuditSettings, *, bus: Bus, client: AsyncMongoClient) 
     await outbox.relay()
     running = Running("auditsvc")
     tick = min(1.0, max(0.05, settings.checkpoint_every_seconds / 4))
-    pool = forwarders.ForwarderPool(store, settings)
+    pool = forwarders.ForwarderPool(store, settings, sealer)
     running.tasks += [asyncio.create_task(outbox.run()), asyncio.create_task(checkpointer.run(tick)),
                       asyncio.create_task(pool.run()),
                       asyncio.create_task(keeper.loop(settings.retention_interval_seconds))]

@@ -20,6 +20,8 @@ from pydantic import ValidationError
 
 from shared import events, rpc
 from shared.config import AuditSettings
+from shared.crypto.envelope import UnwrapError
+from shared.crypto.sealing import SecretSealer
 from shared.outbox import Outbox, push, staged
 
 from .forwarding import ForwarderChange, ForwarderSpec, backoff_seconds, selected, syslog_payload, webhook_body
@@ -64,15 +66,27 @@ async def _view(store: AuditStore, doc: dict[str, Any]) -> dict[str, Any]:
     return view
 
 
+SECRET_PURPOSE = "forwarder_secret"
+
+
+def _new_secret() -> str:
+    return "whsec_" + secrets.token_urlsafe(32)
+
+
+def _seal(sealer: SecretSealer, secret: str, tenant_id: str, forwarder_id: str) -> str:
+    # SECURITY: bound to tenant and forwarder, so a sealed secret copied elsewhere does not open.
+    return sealer.seal(secret, purpose=SECRET_PURPOSE, tenant_id=tenant_id, owner=forwarder_id)
+
+
 async def create_forwarder(request: rpc.RpcRequest, params: dict[str, Any], *, store: AuditStore,
-                           outbox: Outbox) -> dict[str, Any]:
+                           outbox: Outbox, sealer: SecretSealer) -> dict[str, Any]:
     spec: ForwarderSpec = _validated(ForwarderSpec, params)
     forwarder_id = events.new_id("fwd_")
     start = 0 if spec.start == "beginning" else (await store.head(request.tenant_id)).seq
-    secret = "whsec_" + secrets.token_urlsafe(32) if spec.kind == "webhook" else None
+    secret = _new_secret() if spec.kind == "webhook" else None
     doc = {
         **spec.model_dump(exclude={"start"}), "forwarder_id": forwarder_id, "destination": spec.destination(),
-        "secret": secret, "cursor": start, "delivered": 0, "failures": 0, "status": "active",
+        "secret": None if secret is None else _seal(sealer, secret, request.tenant_id, forwarder_id), "cursor": start, "delivered": 0, "failures": 0, "status": "active",
         "last_error": None, "last_error_at": None, "last_delivered_at": None, "created_at": _now(),
     }
     event = events.ForwarderCreated(**_event_fields(request), forwarder_id=forwarder_id, name=spec.name,
@@ -114,6 +128,29 @@ async def update_forwarder(request: rpc.RpcRequest, params: dict[str, Any], *, s
     return await get_forwarder(request, {"forwarder_id": forwarder_id}, store=store)
 
 
+async def rotate_forwarder_secret(request: rpc.RpcRequest, params: dict[str, Any], *, store: AuditStore,
+                                  outbox: Outbox, sealer: SecretSealer) -> dict[str, Any]:
+    """A webhook forwarder's new signing secret, returned this once; deliveries from now on use it."""
+    forwarder_id = str(params.get("forwarder_id"))
+    doc = await store.forwarders.find_one(request.tenant_id, {"forwarder_id": forwarder_id})
+    if doc is None:
+        raise rpc.NotFound("forwarder", "forwarder_id")
+    if doc["kind"] != "webhook":
+        raise rpc.ProblemError(409, "Conflict", "only webhook forwarders have a signing secret", "forwarder_id")
+    secret = _new_secret()
+    event = events.ForwarderSecretRotated(**_event_fields(request), forwarder_id=forwarder_id)
+    # Compare-and-swap on the sealed value read: of two concurrent rotations one wins, the other
+    # is told so rather than handing out a secret that is not the one in use.
+    if not await store.forwarders.update_one(
+            request.tenant_id, {"forwarder_id": forwarder_id, "secret": doc["secret"]},
+            {"$set": {"secret": _seal(sealer, secret, request.tenant_id, forwarder_id)}, **push(event)}):
+        raise rpc.ProblemError(409, "Conflict", "the forwarder changed meanwhile; rotate again", "forwarder_id")
+    await outbox.publish(store.forwarders.raw, request.tenant_id, event)
+    view = await get_forwarder(request, {"forwarder_id": forwarder_id}, store=store)
+    view["secret"] = secret  # shown once, here
+    return view
+
+
 async def delete_forwarder(request: rpc.RpcRequest, params: dict[str, Any], *, store: AuditStore,
                            outbox: Outbox) -> dict[str, Any]:
     forwarder_id = str(params.get("forwarder_id"))
@@ -128,9 +165,11 @@ async def delete_forwarder(request: rpc.RpcRequest, params: dict[str, Any], *, s
     return {"forwarder_id": forwarder_id, "deleted": True}
 
 
-def _sender_for(doc: dict[str, Any]) -> Sender:
+def _sender_for(doc: dict[str, Any], sealer: SecretSealer) -> Sender:
     if doc["kind"] == "webhook":
-        return WebhookSender(doc["url"], doc["secret"], forwarder_id=doc["forwarder_id"])
+        secret = sealer.open(doc["secret"], purpose=SECRET_PURPOSE, tenant_id=doc["tenant_id"],
+                             owner=doc["forwarder_id"])
+        return WebhookSender(doc["url"], secret, forwarder_id=doc["forwarder_id"])
     tls = tls_context(doc.get("tls_ca_pem")) if doc["kind"] == "syslog_tls" else None
     return SyslogSender(doc["host"], doc["port"], tls=tls, server_name=doc.get("tls_server_name"))
 
@@ -142,9 +181,10 @@ def _fingerprint(doc: dict[str, Any]) -> tuple[Any, ...]:
 class ForwarderPool:
     """Runs one task per enabled forwarder; `stop` lets each finish its batch before it ends."""
 
-    def __init__(self, store: AuditStore, settings: AuditSettings):
+    def __init__(self, store: AuditStore, settings: AuditSettings, sealer: SecretSealer):
         self._store = store
         self._settings = settings
+        self._sealer = sealer
         self._owner = events.new_id("fwdpool_")
         self._hostname = socket.gethostname()
         self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
@@ -205,7 +245,15 @@ class ForwarderPool:
                 if sender is None or _fingerprint(doc) != fingerprint:
                     if sender is not None:
                         await sender.close()
-                    sender, fingerprint = _sender_for(doc), _fingerprint(doc)
+                        sender = None
+                    try:
+                        sender, fingerprint = _sender_for(doc, self._sealer), _fingerprint(doc)
+                    except UnwrapError:  # sealed under another data key: only a rotation helps
+                        await store.forwarders.update_one(tenant_id, {"forwarder_id": forwarder_id}, {"$set": {
+                            "status": "error", "last_error_at": _now(),
+                            "last_error": "its signing secret does not open under this data key; rotate the secret"}})
+                        await self._pause(settings.forwarder_max_backoff_seconds)
+                        continue
                 cursor = doc.get("cursor", 0)
                 records = await store.query(tenant_id, Criteria(), after_seq=cursor, limit=settings.forwarder_batch_size)
                 if not records:

@@ -1,78 +1,21 @@
-"""The gateway's data key: AES-256-GCM (shared/crypto/envelope.py) over the few secrets the gateway
-must read back (TOTP secrets, an OIDC client secret), so the store never holds them in clear.
-
-Each sealed value is bound by its associated data to its purpose, tenant and owner: a sealed TOTP
-secret copied onto another user's document, or into another tenant, does not open.
-"""
+"""The gateway's data key (shared/crypto/sealing.py): TOTP secrets and an OIDC client secret are
+sealed at rest under it, bound to their purpose, tenant and owner."""
 
 from __future__ import annotations
 
-import base64
-import os
-import secrets
-from pathlib import Path
-
-from shared.crypto import envelope
+from shared.crypto import sealing
 from shared.crypto.envelope import SecretBytes
+from shared.crypto.sealing import DataKeyError, ensure_data_key_file
 
-DATA_KEY_BYTES = envelope.KEK_BYTES
+__all__ = ["DATA_KEY_BYTES", "DataKeyError", "SecretSealer", "ensure_data_key_file", "load_data_key"]
 
-
-class DataKeyError(Exception):
-    """The data key file is missing, unreadable or malformed (never says anything about the key)."""
-
-
-def ensure_data_key_file(path: str | os.PathLike[str]) -> Path:
-    """Development and tests: create a random 0600 key file if there is none; returns its path."""
-    target = Path(path)
-    if not target.exists():
-        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        try:
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return target  # another process made it first: use theirs
-        with os.fdopen(fd, "wb") as f:
-            f.write(secrets.token_bytes(DATA_KEY_BYTES))
-    return target
+DATA_KEY_BYTES = sealing.DATA_KEY_BYTES
 
 
 def load_data_key(path: str | None) -> SecretBytes:
-    if not path:
-        raise DataKeyError("STRONGROOM_GATEWAY_DATA_KEY_FILE is required: a 32-byte key that seals "
-                           "TOTP and SSO client secrets at rest (`strongroom dev` generates one)")
-    target = Path(path)
-    try:
-        if os.name == "posix" and target.stat().st_mode & 0o077:
-            raise DataKeyError(f"{target} is readable by group or others; chmod 600 it")
-        raw = target.read_bytes()
-    except OSError as exc:
-        raise DataKeyError(f"cannot read the data key file {target}: {exc.strerror}") from None
-    if len(raw) != DATA_KEY_BYTES:
-        raise DataKeyError(f"{target} does not hold a {DATA_KEY_BYTES}-byte key")
-    return SecretBytes(raw)
+    return sealing.load_data_key(path, setting="STRONGROOM_GATEWAY_DATA_KEY_FILE", seals="TOTP and SSO client secrets")
 
 
-class SecretSealer:
-    """Seals short text secrets for the store; `purpose` names what they are, `owner` whose."""
-
+class SecretSealer(sealing.SecretSealer):
     def __init__(self, key: SecretBytes):
-        self._key = key
-
-    def seal(self, value: str, *, purpose: str, tenant_id: str, owner: str) -> str:
-        blob = envelope.wrap(self._key, value.encode(), aad=self._aad(purpose, tenant_id, owner))
-        return "sealed:v1:" + base64.b64encode(blob).decode()
-
-    def open(self, sealed: str, *, purpose: str, tenant_id: str, owner: str) -> str:
-        """The secret, or UnwrapError if it was not sealed for this purpose, tenant and owner."""
-        if not sealed.startswith("sealed:v1:"):
-            # SECURITY: a value in clear is never accepted as if it had been sealed.
-            raise envelope.UnwrapError("the stored value is not sealed")
-        blob = base64.b64decode(sealed[len("sealed:v1:"):])
-        return envelope.unwrap(self._key, blob, aad=self._aad(purpose, tenant_id, owner)).decode()
-
-    @staticmethod
-    def _aad(purpose: str, tenant_id: str, owner: str) -> bytes:
-        return envelope.aad_for("strongroom.gateway", purpose, tenant_id, owner)
-
-    def __repr__(self) -> str:
-        return "SecretSealer(<key hidden>)"
+        super().__init__(key, service="strongroom.gateway")

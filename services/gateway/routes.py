@@ -139,6 +139,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/audit/forwarders/{forwarder_id}", views_audit.get_forwarder, "operator", "audit.read", "Show a forwarder with cursor, lag and last error"),
     Route("PATCH", "/v1/audit/forwarders/{forwarder_id}", views_audit.update_forwarder, "operator", "audit.forwarders.manage", "Change a forwarder's name, format, event-type filter or enabled flag"),
     Route("DELETE", "/v1/audit/forwarders/{forwarder_id}", views_audit.delete_forwarder, "operator", "audit.forwarders.manage", "Delete a forwarder"),
+    Route("POST", "/v1/audit/forwarders/{forwarder_id}/rotate-secret", views_audit.rotate_forwarder_secret, "operator", "audit.forwarders.manage", "Give a webhook forwarder a new signing secret, returned this once"),
     Route("GET", "/v1/audit/retention", views_audit.get_retention, "operator", "audit.read", "The tenant's online audit window"),
     Route("PUT", "/v1/audit/retention", views_audit.set_retention, "operator", "audit.retention.manage", "Set the tenant's online audit window (days)"),
     Route("POST", "/v1/audit/retention/run", views_audit.run_retention, "operator", "audit.retention.manage", "Archive records past the window now (resumable, idempotent)"),

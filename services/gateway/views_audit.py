@@ -96,6 +96,11 @@ async def update_forwarder(request: web.Request) -> web.Response:
                              forwarder_id=request.match_info["forwarder_id"], change=change))
 
 
+async def rotate_forwarder_secret(request: web.Request) -> web.Response:
+    return _json(await _call(request, "auditsvc", "rotate_forwarder_secret",
+                             forwarder_id=request.match_info["forwarder_id"]))
+
+
 async def delete_forwarder(request: web.Request) -> web.Response:
     return _json(await _call(request, "auditsvc", "delete_forwarder", forwarder_id=request.match_info["forwarder_id"]))
 

@@ -70,6 +70,7 @@ async def stack(amqp_url, mongo_client, db_prefix, prefix, tmp_path, request):
             scheduler_interval_seconds=0.1, lease_seconds=5.0, **(overrides.get("keysvc") or {})),
         audit_settings=AuditSettings(
             **common, signing_key_file=str(ensure_key_file(tmp_path / "audit-signing-key.pem")),
+            data_key_file=str(ensure_data_key_file(tmp_path / "audit-data.key")),
             archive_dir=str(tmp_path / "audit-archive"), **(overrides.get("audit") or {})),
         root_key=secrets.token_bytes(32),
     )

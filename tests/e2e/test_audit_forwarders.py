@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import ipaddress
+import json
 import re
 import shutil
 import socket
@@ -20,7 +21,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from services.auditsvc.forwarding import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_webhook_signature
+from services.auditsvc.forwarding import (
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    verify_webhook_signature,
+)
+from strongroom.cli import main
 
 from .helpers import make_tenant
 
@@ -248,6 +254,79 @@ async def test_webhook_is_signed_filtered_and_retried_until_accepted(api, stack)
         assert status == 404
         records = [r["action"] for r in (await tenant.admin.call("GET", "/v1/audit?action=forwarder.created"))[1]["items"]]
         assert records == ["forwarder.created"]
+    finally:
+        await runner.cleanup()
+
+
+async def test_webhook_secret_is_sealed_at_rest_and_rotated_without_a_gap(api, stack, mongo_client, db_prefix,
+                                                                          capsys):
+    secrets_known: list[str] = []
+    signed_with: list[int] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        body = await request.read()
+        for i, secret in enumerate(secrets_known):
+            if verify_webhook_signature(secret, request.headers[TIMESTAMP_HEADER], body,
+                                        request.headers[SIGNATURE_HEADER]):
+                signed_with.append(i)
+                return web.Response(status=204)
+        return web.Response(status=401)
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    port = runner.addresses[0][1]
+    raw = mongo_client[f"{db_prefix}auditsvc"]["forwarders"]
+    try:
+        tenant = await make_tenant(api)
+        status, fwd, _ = await tenant.admin.call("POST", "/v1/audit/forwarders", json={
+            "name": "keys", "kind": "webhook", "url": f"http://127.0.0.1:{port}/hook", "event_types": ["key.created"]})
+        assert status == 201, fwd
+        fid = fwd["forwarder_id"]
+        secrets_known.append(fwd["secret"])
+        stored = await raw.find_one({"tenant_id": tenant.tenant_id, "forwarder_id": fid})
+        assert stored["secret"].startswith("sealed:v1:") and fwd["secret"] not in str(stored)
+        await _make_events(tenant.admin, 2, "before")
+        await _caught_up(tenant.admin, fid)
+        assert signed_with and set(signed_with) == {0}
+
+        status, rotated, _ = await tenant.admin.call("POST", f"/v1/audit/forwarders/{fid}/rotate-secret")
+        assert status == 200, rotated
+        assert rotated["secret"].startswith("whsec_") and rotated["secret"] != fwd["secret"]
+        secrets_known.append(rotated["secret"])
+        restored = await raw.find_one({"tenant_id": tenant.tenant_id, "forwarder_id": fid})
+        assert restored["secret"].startswith("sealed:v1:") and restored["secret"] != stored["secret"]
+        assert rotated["secret"] not in str(restored)
+        status, shown, _ = await tenant.admin.call("GET", f"/v1/audit/forwarders/{fid}")
+        assert status == 200 and "secret" not in shown
+
+        # From the rotation on, deliveries are signed with the new secret; nothing was refused.
+        delivered = len(signed_with)
+        await _make_events(tenant.admin, 2, "after")
+        await _caught_up(tenant.admin, fid)
+        assert len(signed_with) > delivered and signed_with[-1] == 1
+
+        # The operator CLI rotates too, printing the secret this once.
+        token = tenant.admin.token
+        code = await asyncio.to_thread(main, ["--url", stack.url, "--token", token,
+                                              "audit", "rotate-forwarder-secret", fid])
+        out = capsys.readouterr()
+        assert code == 0 and re.search(r"^secret: whsec_\S+$", out.out, re.MULTILINE) and "shown once" in out.err
+
+        # Recorded, without the secret; only webhooks have one; unknown forwarders are 404.
+        status, page, _ = await tenant.admin.call("GET", "/v1/audit?action=forwarder.secret_rotated")
+        assert status == 200 and len(page["items"]) >= 1
+        assert not any(s in json.dumps(page) for s in (*secrets_known, "whsec_"))
+        status, syslog, _ = await tenant.admin.call("POST", "/v1/audit/forwarders", json={
+            "name": "s", "kind": "syslog_tcp", "host": "127.0.0.1", "port": 1, "enabled": False})
+        assert status == 201, syslog
+        status, problem, _ = await tenant.admin.call(
+            "POST", f"/v1/audit/forwarders/{syslog['forwarder_id']}/rotate-secret")
+        assert status == 409 and problem["field"] == "forwarder_id", problem
+        status, problem, _ = await tenant.admin.call("POST", "/v1/audit/forwarders/fwd_nope/rotate-secret")
+        assert status == 404, problem
     finally:
         await runner.cleanup()
 
