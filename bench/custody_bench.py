@@ -25,7 +25,8 @@ What is measured, honestly:
     hot           one key.
   Store reads per release (find commands counted by a command listener) are printed.
 - Peak memory is the child keysvc process's max RSS (ru_maxrss) after all its runs; the store
-  is a separate process (embedded SecantusDB, or MONGODB_URL).
+  is a separate process (MONGODB_URL, else an embedded SecantusDB on disk in a temporary
+  directory: its in-memory engine cannot hold a million keys).
 - If a size cannot be seeded within --populate-budget seconds, the largest size reached is used
   and the output says so.
 """
@@ -43,6 +44,7 @@ import resource
 import secrets
 import subprocess
 import sys
+import tempfile
 import time
 from functools import partial
 from pathlib import Path
@@ -274,12 +276,15 @@ async def main(args: argparse.Namespace) -> None:
     _quiet()
     server = None
     url = os.environ.get("MONGODB_URL")
+    scratch = None
     if url is None:
-        server = EmbeddedMongo(":memory:").start()
+        # On disk, not in memory: the in-memory engine's cache cannot hold a million keys.
+        scratch = tempfile.TemporaryDirectory(prefix="custody-bench-")
+        server = EmbeddedMongo(args.store_dir or scratch.name).start()
         url = server.url
     root = secrets.token_bytes(32)
     prefix = f"bench{secrets.token_hex(4)}_"
-    print(f"store: {'MONGODB_URL' if server is None else 'embedded SecantusDB (in memory, separate process)'}; "
+    print(f"store: {'MONGODB_URL' if server is None else 'embedded SecantusDB (on disk, separate process)'}; "
           f"concurrency {args.concurrency}; {args.seconds}s per measurement (after 2 s warm-up); "
           f"key cache bound 10,000 keys + 10,000 release views")
     try:
@@ -311,9 +316,15 @@ async def main(args: argparse.Namespace) -> None:
             keys, seconds = await rewrap_rate(url, size_prefix, tenant, root, batch=500)
             print(f"\nKEK rotation: {keys:,} data keys re-wrapped in {seconds:.1f}s = {keys / seconds:,.0f} keys/s "
                   f"(batches of 500; per key a compare-and-swap on the version and on the head's copy)")
+    except Exception:
+        if server is not None:
+            print(f"embedded store output (tail):\n{server._output()[-2000:]}", file=sys.stderr)
+        raise
     finally:
         if server is not None:
             server.stop()
+        if scratch is not None:
+            scratch.cleanup()
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -324,6 +335,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--populate-budget", type=float, default=900.0)
     p.add_argument("--working-set", type=int, default=1000)
+    p.add_argument("--store-dir", help="data directory of the embedded store (default: a temporary one)")
     p.add_argument("--creates", type=int, default=1000)
     p.add_argument("--child", action="store_true")
     p.add_argument("--url")
