@@ -262,5 +262,5 @@ async def _clear(store: KeyStore, new_fp: str, status: str, event: events.Event 
     return bool(await store.custody.update_one(SYSTEM_TENANT, query, update))
 
 
-__all__ = ["RekeyConflict", "ShareError", "begin", "copy_all", "promote_all", "resume", "roll_back",
-           "unseal_fingerprints", "verify_share"]
+__all__ = ["RekeyConflict", "begin", "copy_all", "promote_all", "resume", "roll_back", "unseal_fingerprints",
+           "verify_share"]
