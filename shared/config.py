@@ -116,3 +116,5 @@ class AuditSettings(CommonSettings):
     retention_days: int = 365
     retention_interval_seconds: float = 3600.0
     archive_dir: str = "audit-archive"
+    # Bytes per message of an archive download (the gateway streams the chunks).
+    archive_chunk_bytes: int = 512 * 1024

@@ -79,7 +79,8 @@ async def start(settings: AuditSettings, *, bus: Bus, client: AsyncMongoClient) 
     methods.add("set_retention", partial(retention.set_retention, store=store, outbox=outbox))
     methods.add("run_retention", partial(retention.run_retention, retention=keeper))
     methods.add("list_archives", partial(retention.list_archives, store=store))
-    methods.add("get_archive", partial(retention.get_archive, store=store))
+    for name in ("get_archive", "archive_chunk"):
+        methods.add(name, partial(getattr(retention, name), store=store, chunk_bytes=settings.archive_chunk_bytes))
     await bus.subscribe_batch(
         "auditsvc",
         partial(handlers.ingest, store=store, heads=heads, checkpointer=checkpointer, stats=stats),

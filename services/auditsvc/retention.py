@@ -197,14 +197,63 @@ async def run_retention(request: rpc.RpcRequest, params: dict[str, Any], *, rete
     return {"archives": done}
 
 
+class ArchivePage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    after: int = Field(default=0, ge=0)  # the last to_seq of the previous page
+    limit: int = Field(default=100, ge=1, le=1000)
+
+
+class ArchiveChunk(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    archive_id: str = Field(max_length=100)
+    offset: int = Field(ge=0)
+
+
+def _validated(model: type[BaseModel], params: dict[str, Any]) -> Any:
+    try:
+        return model.model_validate(params)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"])
+        raise rpc.ProblemError(400, "Bad Request", f"{field}: {err['msg']}", field) from None
+
+
 async def list_archives(request: rpc.RpcRequest, params: dict[str, Any], *, store: AuditStore) -> dict[str, Any]:
-    docs = await store.archives.find(request.tenant_id, {}, sort=[("to_seq", 1)], projection={"_id": 0, "_outbox": 0, "file": 0})
-    return {"items": docs}
+    """A page of the tenant's archives in chain order; `next` is the cursor of the following page."""
+    q: ArchivePage = _validated(ArchivePage, params)
+    docs = await store.archives.find(request.tenant_id, {"to_seq": {"$gt": q.after}}, sort=[("to_seq", 1)],
+                                     limit=q.limit, projection={"_id": 0, "_outbox": 0, "file": 0})
+    return {"items": docs, "next": docs[-1]["to_seq"] if len(docs) == q.limit else None}
 
 
-async def get_archive(request: rpc.RpcRequest, params: dict[str, Any], *, store: AuditStore) -> dict[str, Any]:
-    doc = await store.archives.find_one(request.tenant_id, {"archive_id": str(params.get("archive_id")), "state": "done"})
+async def _done_archive(store: AuditStore, tenant_id: str, archive_id: str) -> dict[str, Any]:
+    doc = await store.archives.find_one(tenant_id, {"archive_id": archive_id, "state": "done"})
     if doc is None:
         raise rpc.NotFound("archive", "archive_id")
-    data = await asyncio.to_thread(Path(doc["file"]).read_bytes)
-    return {"archive_id": doc["archive_id"], "sha256": doc["sha256"], "data": base64.b64encode(data).decode("ascii")}
+    return doc
+
+
+async def get_archive(request: rpc.RpcRequest, params: dict[str, Any], *, store: AuditStore,
+                      chunk_bytes: int) -> dict[str, Any]:
+    """What a download needs first: the archive's size, checksum and the size of its chunks
+    (whatever an archive's size, no message carries more than a chunk)."""
+    doc = await _done_archive(store, request.tenant_id, str(params.get("archive_id")))
+    return {"archive_id": doc["archive_id"], "sha256": doc["sha256"], "bytes": doc["bytes"],
+            "chunk_bytes": chunk_bytes}
+
+
+def _read_range(path: str, offset: int, length: int) -> bytes:
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        return handle.read(length)
+
+
+async def archive_chunk(request: rpc.RpcRequest, params: dict[str, Any], *, store: AuditStore,
+                        chunk_bytes: int) -> dict[str, Any]:
+    """One chunk of a finished archive, from `offset` (base64)."""
+    q: ArchiveChunk = _validated(ArchiveChunk, params)
+    doc = await _done_archive(store, request.tenant_id, q.archive_id)
+    if q.offset >= doc["bytes"]:
+        raise rpc.ProblemError(400, "Bad Request", f"offset must be below the archive's {doc['bytes']} bytes", "offset")
+    data = await asyncio.to_thread(_read_range, doc["file"], q.offset, chunk_bytes)
+    return {"offset": q.offset, "data": base64.b64encode(data).decode("ascii")}

@@ -121,15 +121,32 @@ async def run_retention(request: web.Request) -> web.Response:
 
 
 async def list_archives(request: web.Request) -> web.Response:
-    return _json(await _call(request, "auditsvc", "list_archives"))
+    return _json(await _call(request, "auditsvc", "list_archives", **dict(request.query)))
 
 
-async def get_archive(request: web.Request) -> web.Response:
-    found = await _call(request, "auditsvc", "get_archive", archive_id=request.match_info["archive_id"])
-    return web.Response(body=base64.b64decode(found["data"]), content_type="application/gzip", headers={
+async def get_archive(request: web.Request) -> web.StreamResponse:
+    """Streams the archive chunk by chunk, so neither a reply nor this response holds it whole."""
+    archive_id = request.match_info["archive_id"]
+    found = await _call(request, "auditsvc", "get_archive", archive_id=archive_id)
+    response = web.StreamResponse(headers={
+        "Content-Type": "application/gzip",
         "Content-Disposition": f'attachment; filename="{found["archive_id"]}.json.gz"',
         "X-Archive-Sha256": found["sha256"],
     })
+    response.content_length = found["bytes"]
+    await response.prepare(request)
+    try:
+        for offset in range(0, found["bytes"], found["chunk_bytes"]):
+            chunk = await _call(request, "auditsvc", "archive_chunk", archive_id=archive_id, offset=offset)
+            await response.write(base64.b64decode(chunk["data"]))
+    except Exception as exc:
+        # Headers are gone: cut the connection so the client sees a short body, never a wrong one.
+        log.warning("audit_archive_download_aborted", archive_id=archive_id, error=str(exc))
+        if request.transport is not None:
+            request.transport.abort()
+        return response
+    await response.write_eof()
+    return response
 
 
 # --- reports ------------------------------------------------------------------------------

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import hashlib
 import json
 from datetime import datetime, timedelta
+
+import pytest
 
 from services.auditsvc.archive import read_archive
 from strongroom.cli import main
@@ -14,6 +17,8 @@ from strongroom.cli import main
 from .helpers import audit_records, make_tenant
 
 WINDOW_SECONDS = 1.5
+# Small chunks, so even a small archive downloads in several (the gateway streams them).
+pytestmark = pytest.mark.stack(audit={"archive_chunk_bytes": 700})
 
 
 async def _keys(admin, prefix: str, n: int) -> None:
@@ -74,6 +79,7 @@ async def test_old_records_are_archived_signed_removed_and_still_verifiable(api,
                                headers={"Authorization": f"Bearer {tenant.admin.token}"}) as resp:
         assert resp.status == 200 and resp.content_type == "application/gzip"
         data = await resp.read()
+    assert len(data) > 2 * 700 and hashlib.sha256(data).hexdigest() == resp.headers["X-Archive-Sha256"]
     loaded = read_archive(data)
     assert all(r["time"] < cutoff for r in loaded.records)
     assert [r["seq"] for r in loaded.records] == list(range(1, archive["to_seq"] + 1))
@@ -115,6 +121,18 @@ async def test_an_interrupted_archive_run_resumes(api, stack, mongo_client, db_p
     online = await audit_records(tenant.admin)
     assert online[0]["seq"] == run["archives"][-1]["to_seq"] + 1
 
+    # The listing pages by to_seq: one archive a page here, every archive once, in chain order.
+    listed, after = [], 0
+    while True:
+        status, page, _ = await tenant.admin.call("GET", f"/v1/audit/archives?limit=1&after={after}")
+        assert status == 200, page
+        listed += page["items"]
+        if page["next"] is None:
+            break
+        after = page["next"]
+    assert [a["archive_id"] for a in listed] == [a["archive_id"] for a in run["archives"]]
+    assert all("file" not in a for a in listed)
+
 
 async def test_bad_retention_settings_are_rejected(api, stack):
     tenant = await make_tenant(api)
@@ -124,3 +142,8 @@ async def test_bad_retention_settings_are_rejected(api, stack):
         assert status == 422 and problem["field"] == field, problem
     status, current, _ = await tenant.admin.call("GET", "/v1/audit/retention")
     assert status == 200 and current["retention_days"] == 365
+    for query, field in (("after=abc", "after"), ("limit=0", "limit"), ("limit=5000", "limit"), ("sort=x", "sort")):
+        status, problem, _ = await tenant.admin.call("GET", f"/v1/audit/archives?{query}")
+        assert status == 400 and problem["field"] == field, (query, problem)
+    status, problem, _ = await tenant.admin.call("GET", "/v1/audit/archives/arc_nope")
+    assert status == 404, problem
