@@ -11,7 +11,10 @@ through a derived, rebuildable index written once per appended chunk:
   time-range queries;
 - `chain_heads`: each tenant's last seq and hash.
 
-A chunk is written records first, then its index, then the head. A crash in between leaves
+The index lies outside the chain (no record carries a term, so no hash covers one): it is
+rebuilt from the records, and editing it could hide a record from a filtered query but never
+from `audit verify`, which reads the records themselves. `_id` uniqueness keeps one record per
+seq. A chunk is written records first, then its index, then the head. A crash in between leaves
 records past the stored head; `head()` finds them by probing forward and indexes them before
 ingestion goes on, so no record is ever invisible to dedup or queries for long.
 """
