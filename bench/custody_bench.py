@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import inspect
 import json
 import os
 import random
@@ -188,8 +187,7 @@ async def child(args: argparse.Namespace) -> None:
             released += 1
 
     # keysvc's release handler as app.py binds it (here every outcome goes to the counting publisher).
-    bound = {"notify": publish} if "notify" in inspect.signature(handlers.release_key).parameters else {}
-    release = partial(handlers.release_key, store=store, hierarchy=hierarchy, cache=cache, publish=publish, **bound)
+    release = partial(handlers.release_key, store=store, hierarchy=hierarchy, cache=cache, publish=publish, notify=publish)
 
     async def worker(deadline: float, pick) -> None:
         while time.perf_counter() < deadline:
