@@ -4,8 +4,8 @@ Run: python bench/audit_query_bench.py [--records 1000000] [--batch 1000]
 
 Loads --records synthetic records (1 in 20 actors, 50 keys, one rare key, a correlation id each,
 one second apart) into one tenant's chain through auditsvc's own ingest path and store, on the
-embedded MongoDB-compatible store in memory (or MONGODB_URL), then times each query shape
-(best of three, first page of 100). Prints figures; asserts nothing.
+embedded MongoDB-compatible store in a scratch directory (or MONGODB_URL), then times each
+query shape (best of three, first page of 100). Prints figures; asserts nothing.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import argparse
 import logging
 import os
 import sys
+import tempfile
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -50,7 +51,9 @@ async def run(args: argparse.Namespace) -> None:
     if url is None:
         from shared.embedded_mongo import EmbeddedMongo
 
-        server = EmbeddedMongo(":memory:").start()
+        # On disk: a million records overflow the in-memory store's 1 GB cache.
+        scratch = tempfile.TemporaryDirectory(prefix="audit-query-bench-")
+        server = EmbeddedMongo(Path(scratch.name) / "store").start()
         url = server.url
     client = connect(url)
     db_name = f"bench{uuid.uuid4().hex[:8]}_auditsvc"
@@ -89,6 +92,7 @@ async def run(args: argparse.Namespace) -> None:
         await client.close()
         if server is not None:
             server.stop()
+            scratch.cleanup()
 
 
 def main() -> None:
