@@ -719,7 +719,8 @@ async def list_decisions(request: rpc.RpcRequest, params: dict[str, Any], *, sto
         limit = min(max(int(params.get("limit") or 100), 1), 1000)
     except ValueError:
         raise rpc.ProblemError(400, "Bad Request", "limit must be an integer", "limit") from None
-    docs = await store.decisions.find(request.tenant_id, query, sort=[("decided_at", -1)], limit=limit)
+    docs = await store.decisions.find(request.tenant_id, query, projection={"trace_record": 0, "facts": 0},
+                                      sort=[("decided_at", -1)], limit=limit)
     return {"items": [_decision_view(d, full=False) for d in docs]}
 
 
@@ -758,6 +759,7 @@ async def simulate(
             raise rpc.ProblemError(422, "Unprocessable Content", "recorded_days must be 1 to 90", "recorded_days")
         recorded = await store.decisions.find(
             request.tenant_id, {"decided_at": {"$gte": now - timedelta(days=days)}},
+            projection={"request_id": 1, "device_id": 1, "key_id": 1, "facts": 1, "decided_at": 1},
             sort=[("decided_at", -1)], limit=MAX_SIMULATED_REQUESTS,
         )
         cases = [(d["request_id"], d["device_id"], d["key_id"], d["facts"], d["decided_at"]) for d in recorded]
@@ -859,7 +861,7 @@ async def releasing_policies(
     decision evaluated (an approval counts once approved). None when no such record names them."""
     recent = await store.decisions.find(
         tenant_id, {"device_id": device_id, "key_id": key_id, "effect": {"$in": ["allow", "require_approval"]}},
-        sort=[("decided_at", -1)], limit=20,
+        projection={"request_id": 1, "effect": 1, "trace_record": 1}, sort=[("decided_at", -1)], limit=20,
     )
     for doc in recent:
         if doc["effect"] == "require_approval":
