@@ -99,8 +99,9 @@ class RuleRef(NamedTuple):
 class Decision:
     """The outcome of one evaluation, with everything an audit record or an operator needs.
 
-    ``trace`` covers every rule evaluated. ``reasons`` quote expected and actual values, for
-    operators and the audit log. ``agent_reasons`` name only the rule, the fact and the operator:
+    ``trace`` covers every rule evaluated; ``compact_trace`` and ``record()`` are the forms that
+    travel and are kept (see the module docstring). ``reasons`` quote expected and actual values,
+    for operators and the audit log. ``agent_reasons`` name only the rule, the fact and the operator:
     the agent learns what to fix but not the policy's values (allowed CIDRs, hashes, versions),
     which would tell a forger what to claim.
     """
@@ -209,18 +210,13 @@ class Decision:
         if self.effect == "allow":  # no replay: the allowing rules are known without one
             return tuple({"policy": policy.id, "version": policy.version, "rule": rule.id, "effect": rule.effect,
                           "matched": True} for policy, rule in self._deciding)
-        compact = []
-        for _, _, trace, blamed in self._relevant:
-            entry: dict[str, Any] = {"policy": trace.policy, "version": trace.version, "rule": trace.rule,
-                                     "effect": trace.effect, "matched": trace.matched}
-            if self.effect != "allow":
-                entry["conditions"] = [
-                    {"path": c.path, "fact": c.fact, "op": c.op, "expected": c.expected, "actual": c.actual,
-                     "result": c.result, "note": c.note}
-                    for c, _ in blamed
-                ]
-            compact.append(entry)
-        return tuple(compact)
+        return tuple(
+            {"policy": trace.policy, "version": trace.version, "rule": trace.rule, "effect": trace.effect,
+             "matched": trace.matched,
+             "conditions": [{"path": c.path, "fact": c.fact, "op": c.op, "expected": c.expected, "actual": c.actual,
+                             "result": c.result, "note": c.note} for c, _ in blamed]}
+            for _, _, trace, blamed in self._relevant
+        )
 
     def record(self, now: datetime) -> str:
         """The full trace in canonical form (sorted keys, no spaces): every policy version and rule
