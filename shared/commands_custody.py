@@ -5,11 +5,21 @@ from __future__ import annotations
 import base64
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from .commands import NAME, Strict
 
 MAX_WAIT_SECONDS = 30 * 86400
+
+
+def _x25519_public(value: str, what: str) -> str:
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except ValueError:
+        raise ValueError(f"{what} must be base64") from None
+    if len(raw) != 32:
+        raise ValueError(f"{what} must be a raw X25519 public key (32 bytes)")
+    return value
 
 
 def _base64(value: str, what: str, *, max_bytes: int) -> str:
@@ -60,6 +70,13 @@ class InitCustody(Strict):
 
     shares: int = Field(default=5, ge=1, le=16)
     threshold: int = Field(default=3, ge=1, le=16)
+    recipient_public_key: str = Field(description="A base64 X25519 public key made for this request: each share comes "
+                                      "back sealed to it (HPKE), so none crosses the gateway or the bus in the clear")
+
+    @field_validator("recipient_public_key")
+    @classmethod
+    def _x25519(cls, value: str) -> str:
+        return _x25519_public(value, "recipient_public_key")
 
     @model_validator(mode="after")
     def _layout(self) -> "InitCustody":
@@ -74,18 +91,29 @@ class RekeyRoot(InitCustody):
     """Replace the root key (and its shares) while serving; tenant KEKs are re-wrapped."""
 
 
-class UnsealShare(Strict):
-    """One custodian's share. SECURITY: never logged, stored or put into events."""
+SHARE_PURPOSES = ("unseal", "rekey-verify")
 
-    share: SecretStr = Field(description="One SLIP-39 share (mnemonic words)")
 
-    @field_validator("share")
+class TransportKeyRequest(Strict):
+    """Which submission the transport key is for: the unseal round (opened if none is) or the pending re-key."""
+
+    purpose: Literal["unseal", "rekey-verify"]
+
+
+class SealedShare(Strict):
+    """One custodian's share sealed to keysvc's transport key (see shared/crypto/shares.py).
+    SECURITY: a plaintext share is refused; the sealed one is never logged, stored or put into events."""
+
+    sealed_share: str = Field(description="HPKE enc || ciphertext, base64, sealed to the transport key with "
+                              "info 'strongroom share submission v1' NUL purpose NUL round_id")
+    round_id: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$",
+                          description="The unseal round, or the pending re-key's new root fingerprint, "
+                                      "as given by POST /v1/custody/transport-key")
+
+    @field_validator("sealed_share")
     @classmethod
-    def _bounded(cls, value: SecretStr) -> SecretStr:
-        words = value.get_secret_value().split()
-        if not 20 <= len(words) <= 33:
-            raise ValueError("a share is 20 to 33 SLIP-39 words")
-        return value
+    def _b64(cls, value: str) -> str:
+        return _base64(value, "sealed_share", max_bytes=1024)
 
 
 class ImportParamsQuery(Strict):

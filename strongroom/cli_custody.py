@@ -2,13 +2,17 @@
 
 `operator init|unseal|status|rekey|rekey-verify|rekey-cancel` are the provider's root custodians' commands. A share is
 never taken from the command line (it would land in shell history and `ps`): `unseal` reads
-it from a prompt without echo, or from stdin when piped.
+it from a prompt without echo, or from stdin when piped. Shares cross the gateway and the bus only
+sealed between this CLI and keysvc (shared/crypto/shares.py), trusted under the keysvc signing key
+id the custodian pins (`--keysvc-key-id` or STRONGROOM_KEYSVC_KEY_ID; `operator key-id` computes it
+from the key file on the keysvc host).
 """
 
 from __future__ import annotations
 
 import base64
 import getpass
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -37,15 +41,62 @@ def _show(ctx: Any, data: Any) -> int:
 # --- root of trust ---------------------------------------------------------------------------
 
 
+KEY_ID_ENV = "STRONGROOM_KEYSVC_KEY_ID"
+
+
+def _pinned_key_id(ctx: Any) -> str:
+    """The keysvc signing key id the custodian trusts; without one nothing is sealed or opened."""
+    pinned = getattr(ctx.args, "keysvc_key_id", None) or os.environ.get(KEY_ID_ENV)
+    if not pinned:
+        raise SystemExit(f"strongroom: pin keysvc's signing key: pass --keysvc-key-id or set {KEY_ID_ENV} "
+                         "(`strongroom operator key-id --key-file PATH` on the keysvc host prints it)")
+    return pinned
+
+
+def _new_shares(ctx: Any, path: str, purpose: str) -> tuple[dict[str, Any], list[str]]:
+    """Ask for new shares sealed to a key made for this request only; open them here."""
+    from shared.crypto import shares
+
+    pinned = _pinned_key_id(ctx)
+    private, public = shares.new_recipient_key()
+    out = _api(ctx).post(path, {"shares": ctx.args.shares, "threshold": ctx.args.threshold, "recipient_public_key": public})
+    fp = out["root_fingerprint"] if purpose == shares.INIT else out["new_fingerprint"]
+    try:
+        return out, shares.open_delivery(out, private, pinned_key_id=pinned, purpose=purpose, root_fingerprint=fp)
+    except shares.ShareTransportError as exc:
+        raise SystemExit(f"strongroom: {exc}") from None
+
+
+def _submit_share(ctx: Any, path: str, purpose: str) -> dict[str, Any]:
+    """Seal the share to keysvc's signed transport key for the current round, then submit it."""
+    from shared.crypto import shares
+
+    pinned = _pinned_key_id(ctx)
+    share = _read_share(ctx)
+    api = _api(ctx)
+    transport = api.post("/v1/custody/transport-key", {"purpose": purpose})
+    try:
+        sealed = shares.seal_share(share, transport, pinned_key_id=pinned, purpose=purpose, round_id=transport["round_id"])
+    except shares.ShareTransportError as exc:
+        raise SystemExit(f"strongroom: {exc}") from None
+    return api.post(path, {"sealed_share": sealed, "round_id": transport["round_id"]})
+
+
+def _print_shares(numbered: list[str]) -> None:
+    for number, share in enumerate(numbered, start=1):
+        print(f"share {number}: {share}")
+
+
 def cmd_operator_init(ctx: Any) -> int:
-    out = _api(ctx).post("/v1/custody/init", {"shares": ctx.args.shares, "threshold": ctx.args.threshold})
+    from shared.crypto import shares
+
+    out, opened = _new_shares(ctx, "/v1/custody/init", shares.INIT)
     if ctx.as_json:
-        _cli()._print_json(out)
+        _cli()._print_json({"root_fingerprint": out["root_fingerprint"], "threshold": out["threshold"], "shares": opened})
         return 0
     print(f"root fingerprint: {out['root_fingerprint']}")
-    print(f"any {out['threshold']} of these {len(out['shares'])} shares unseal custody:")
-    for number, share in enumerate(out["shares"], start=1):
-        print(f"share {number}: {share}")
+    print(f"any {out['threshold']} of these {len(opened)} shares unseal custody:")
+    _print_shares(opened)
     print("note: each share is shown once and stored nowhere: give each to a different custodian now.", file=sys.stderr)
     return 0
 
@@ -59,7 +110,7 @@ def _read_share(ctx: Any) -> str:
 
 
 def cmd_operator_unseal(ctx: Any) -> int:
-    out = _api(ctx).post("/v1/custody/unseal", {"share": _read_share(ctx)})
+    out = _submit_share(ctx, "/v1/custody/unseal", "unseal")
     if ctx.as_json:
         _cli()._print_json(out)
     elif out.get("sealed"):
@@ -69,26 +120,39 @@ def cmd_operator_unseal(ctx: Any) -> int:
     return 0
 
 
+def cmd_operator_key_id(ctx: Any) -> int:
+    """Run on the keysvc host: the id custodians pin, from the signing key file itself."""
+    from cryptography.hazmat.primitives import serialization
+
+    from shared.crypto import shares
+
+    key = serialization.load_pem_private_key(Path(ctx.args.key_file).read_bytes(), password=None)
+    print(shares.key_id(key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)))
+    return 0
+
+
 def cmd_operator_status(ctx: Any) -> int:
     return _show(ctx, _api(ctx).get("/v1/custody/status"))
 
 
 def cmd_operator_rekey(ctx: Any) -> int:
-    out = _api(ctx).post("/v1/custody/rekey", {"shares": ctx.args.shares, "threshold": ctx.args.threshold})
+    from shared.crypto import shares
+
+    out, opened = _new_shares(ctx, "/v1/custody/rekey", shares.REKEY)
     if ctx.as_json:
-        _cli()._print_json(out)
+        _cli()._print_json({k: out[k] for k in ("new_fingerprint", "root_fingerprint", "threshold", "expires_at")}
+                           | {"shares": opened})
         return 0
     print(f"new root fingerprint: {out['new_fingerprint']} (current: {out['root_fingerprint']}); "
           f"verify {out['threshold']} of these shares before {out['expires_at']}:")
-    for number, share in enumerate(out["shares"], start=1):
-        print(f"share {number}: {share}")
+    _print_shares(opened)
     print("note: the new shares are shown once; the current shares stay in force until custodians run "
           "`strongroom operator rekey-verify` with enough of them.", file=sys.stderr)
     return 0
 
 
 def cmd_operator_rekey_verify(ctx: Any) -> int:
-    out = _api(ctx).post("/v1/custody/rekey/verify", {"share": _read_share(ctx)})
+    out = _submit_share(ctx, "/v1/custody/rekey/verify", "rekey-verify")
     if ctx.as_json:
         _cli()._print_json(out)
     elif out.get("verified"):
@@ -197,17 +261,25 @@ def cmd_byok_import(ctx: Any) -> int:
 def register(leaf: Any, noun: Any) -> None:
     """Adds this area's nouns and actions; `leaf` and `noun` are `build_parser`'s helpers."""
     g = noun("operator", "Root of trust: initialise, unseal and re-key custody (provider root custodians).")
+    pin_help = f"keysvc signing key id to trust (default: ${KEY_ID_ENV}); see `operator key-id`"
     p = leaf(g, "init", cmd_operator_init, "Create the root key; prints its Shamir shares once.")
     p.add_argument("--shares", type=int, default=5)
     p.add_argument("--threshold", type=int, default=3)
+    p.add_argument("--keysvc-key-id", help=pin_help)
     p = leaf(g, "unseal", cmd_operator_unseal, "Submit your unseal share (prompted, never an argument).")
     p.add_argument("--share-file", help="read the share from this file instead of a prompt")
+    p.add_argument("--keysvc-key-id", help=pin_help)
     leaf(g, "status", cmd_operator_status, "Sealed or unsealed, and unseal progress.")
     p = leaf(g, "rekey", cmd_operator_rekey, "Start replacing the root key; prints the new shares once.")
     p.add_argument("--shares", type=int, default=5)
     p.add_argument("--threshold", type=int, default=3)
+    p.add_argument("--keysvc-key-id", help=pin_help)
     p = leaf(g, "rekey-verify", cmd_operator_rekey_verify, "Submit one new share (prompted); enough of them switch the root.")
     p.add_argument("--share-file", help="read the share from this file instead of a prompt")
+    p.add_argument("--keysvc-key-id", help=pin_help)
+    p = leaf(g, "key-id", cmd_operator_key_id, "Print the keysvc signing key id custodians pin (run on the keysvc host).",
+             api=False, token=False)
+    p.add_argument("--key-file", required=True, help="keysvc's signing key (STRONGROOM_KEYSVC_SIGNING_KEY_FILE)")
     leaf(g, "rekey-cancel", cmd_operator_rekey_cancel, "Abandon a pending re-key before its switch.")
 
     g = noun("custody", "Tenant key custody: key policy, KEK rotation, certificate signing key.")

@@ -1,7 +1,8 @@
 """Gateway views of the key-custody area: each validates its body and forwards it to keysvc.
 
 Root-of-trust routes (init, unseal, re-key) belong to the provider's root custodians, not to
-tenants: an unseal share passes through here in memory only and is never logged.
+tenants. Shares pass through here only sealed between the custodian's CLI and keysvc
+(shared/crypto/shares.py): a plaintext share is refused, so none reaches the bus or a log.
 """
 
 from __future__ import annotations
@@ -9,8 +10,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from shared import commands_custody as cc
+from shared.rpc import ProblemError
 
-from .views import _call, _json, _query, body_as
+from .views import _call, _json, _query, body_as, json_object
 
 
 def _key_id(request: web.Request) -> str:
@@ -113,10 +115,23 @@ async def init_custody(request: web.Request) -> web.Response:
     return _json(await _call(request, "keysvc", "init_custody", **body.model_dump()), 201)
 
 
+async def transport_key(request: web.Request) -> web.Response:
+    body = await body_as(request, cc.TransportKeyRequest)
+    return _json(await _call(request, "keysvc", "transport_key", purpose=body.purpose))
+
+
+async def _sealed_share(request: web.Request) -> cc.SealedShare:
+    data = await json_object(request)
+    if "share" in data:
+        # SECURITY: a share in the clear would cross the bus; refuse it without echoing it.
+        raise ProblemError(400, "Bad Request", "share: plaintext shares are refused; seal the share to keysvc's "
+                           "transport key and send sealed_share and round_id (`strongroom operator unseal` does)", "share")
+    return await body_as(request, cc.SealedShare)
+
+
 async def unseal(request: web.Request) -> web.Response:
-    body = await body_as(request, cc.UnsealShare)
-    # SECURITY: the share is revealed only into the request to keysvc; never logged or echoed.
-    return _json(await _call(request, "keysvc", "unseal", share=body.share.get_secret_value()))
+    body = await _sealed_share(request)
+    return _json(await _call(request, "keysvc", "unseal", **body.model_dump()))
 
 
 async def rekey_root(request: web.Request) -> web.Response:
@@ -125,9 +140,8 @@ async def rekey_root(request: web.Request) -> web.Response:
 
 
 async def verify_rekey(request: web.Request) -> web.Response:
-    body = await body_as(request, cc.UnsealShare)
-    # SECURITY: as for unseal, the share goes only into the request to keysvc.
-    return _json(await _call(request, "keysvc", "verify_rekey", share=body.share.get_secret_value()))
+    body = await _sealed_share(request)
+    return _json(await _call(request, "keysvc", "verify_rekey", **body.model_dump()))
 
 
 async def cancel_rekey(request: web.Request) -> web.Response:

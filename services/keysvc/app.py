@@ -98,7 +98,7 @@ async def start(settings: KeySettings, *, bus: Bus, client: AsyncMongoClient, ro
     unsealing = Unsealing(store, hierarchy, Peer(signer.private_key), ttl=timedelta(seconds=settings.lease_seconds))
     await unsealing.register()
     state = custody.Custody(hierarchy=hierarchy, min_destruction_wait=timedelta(seconds=settings.min_destruction_wait_seconds),
-                            unsealing=unsealing)
+                            unsealing=unsealing, signing_key=signer.private_key)
 
     methods = Methods()
     methods.add("create_key", partial(handlers.create_key, store=store, hierarchy=hierarchy, cache=cache, outbox=outbox), commands.CreateKey)
@@ -120,11 +120,12 @@ async def start(settings: KeySettings, *, bus: Bus, client: AsyncMongoClient, ro
     methods.add("offboard_tenant", partial(custody.offboard_tenant, store=store, cache=cache, hierarchy=hierarchy, outbox=outbox))
     methods.add("custody_status", partial(custody.custody_status, store=store, custody=state))
     methods.add("init_custody", partial(custody.init_custody, store=store, custody=state, outbox=outbox), commands_custody.InitCustody)
-    methods.add("unseal", partial(custody.submit_unseal_share, store=store, custody=state, bus_publish=bus.publish), commands_custody.UnsealShare)
+    methods.add("transport_key", partial(custody.transport_key, store=store, custody=state), commands_custody.TransportKeyRequest)
+    methods.add("unseal", partial(custody.submit_unseal_share, store=store, custody=state, bus_publish=bus.publish), commands_custody.SealedShare)
     methods.add("rekey_root", partial(custody.rekey_root, store=store, custody=state,
                                       ttl=timedelta(seconds=settings.root_rekey_ttl_seconds)), commands_custody.RekeyRoot)
     methods.add("verify_rekey", partial(custody.verify_rekey, store=store, custody=state, outbox=outbox,
-                                        batch=settings.kek_rewrap_batch), commands_custody.UnsealShare)
+                                        batch=settings.kek_rewrap_batch), commands_custody.SealedShare)
     methods.add("cancel_rekey", partial(custody.cancel_rekey, store=store, custody=state, outbox=outbox))
     methods.add("rotate_kek", partial(custody.rotate_kek, store=store, hierarchy=hierarchy, outbox=outbox))
     methods.add("kek_status", partial(custody.kek_status, store=store))

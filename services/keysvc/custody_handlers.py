@@ -33,9 +33,11 @@ from shared.commands_custody import (
     InitCustody,
     RekeyRoot,
     ScheduleDestruction,
-    UnsealShare,
+    SealedShare,
+    TransportKeyRequest,
 )
 from shared.crypto import byok
+from shared.crypto import shares as transit
 from shared.crypto.envelope import UnwrapError, aad_for, unwrap, wrap
 from shared.outbox import Outbox
 from shared.store import DuplicateKeyError
@@ -53,7 +55,7 @@ from .rootkey import (
     split_root_key,
 )
 from .store import SYSTEM_TENANT, KeyStore, public_view
-from .unseal import Unsealing
+from .unseal import RoundChanged, Unsealing
 
 log = structlog.get_logger("strongroom.keysvc")
 
@@ -87,6 +89,14 @@ class Custody:
     hierarchy: KeyHierarchy
     min_destruction_wait: timedelta
     unsealing: Unsealing | None = None
+    # keysvc's signing key: signs the share-transport key and the sealed new shares it hands out.
+    signing_key: Ed25519PrivateKey | None = None
+
+    @property
+    def signer_key(self) -> Ed25519PrivateKey:
+        if self.signing_key is None:
+            raise rpc.ProblemError(503, "Service Unavailable", "keysvc has no signing key for share transport")
+        return self.signing_key
 
 
 def _fields(request: rpc.RpcRequest) -> dict[str, Any]:
@@ -415,6 +425,7 @@ async def init_custody(request: rpc.RpcRequest, cmd: InitCustody, *, store: KeyS
     """
     if not custody.hierarchy.sealed or await store.keks.raw.find_one({}) is not None:
         raise rpc.ProblemError(409, "Conflict", "custody already has a root key; use re-key to replace it")
+    signing_key = custody.signer_key  # refuses before anything is created
     root = secrets.token_bytes(ROOT_KEY_BYTES)
     try:
         shares = split_root_key(root, threshold=cmd.threshold, shares=cmd.shares)
@@ -432,26 +443,63 @@ async def init_custody(request: rpc.RpcRequest, cmd: InitCustody, *, store: KeyS
         raise rpc.ProblemError(409, "Conflict", "custody already has a root key; use re-key to replace it") from None
     await outbox.publish(store.custody.raw, SYSTEM_TENANT, event)
     log.info("custody_initialized", root_fingerprint=fp, shares=cmd.shares, threshold=cmd.threshold)
-    return {"root_fingerprint": fp, "threshold": cmd.threshold, "shares": shares,
+    # SECURITY: the shares leave keysvc only sealed to the requester's key (the reply crosses the bus).
+    delivery = transit.seal_delivery(shares, cmd.recipient_public_key, purpose=transit.INIT, root_fingerprint=fp,
+                                     signing_key=signing_key)
+    del shares
+    return {"root_fingerprint": fp, "threshold": cmd.threshold, **delivery,
             "note": "each share is shown once: give one to each custodian; none is stored"}
 
 
+async def transport_key(request: rpc.RpcRequest, cmd: TransportKeyRequest, *, store: KeyStore, custody: Custody) -> dict:
+    """keysvc's signed share-transport key and the round a share must be sealed for (an unseal round
+    is opened if none is; for re-key verification the round is the pending re-key's new fingerprint)."""
+    root_doc = await store.custody.find_one(SYSTEM_TENANT, {"name": "root"})
+    if cmd.purpose == transit.UNSEAL:
+        if not custody.hierarchy.sealed:
+            raise rpc.ProblemError(409, "Conflict", "key custody is already unsealed")
+        if root_doc is None:
+            raise rpc.ProblemError(409, "Conflict", "custody has no root key yet; initialise it first")
+        assert custody.unsealing is not None
+        round_doc = await custody.unsealing.open_round(root_doc)
+        round_id, expires_at = round_doc["round_id"], round_doc["expires_at"].isoformat()
+    else:
+        rekey = (root_doc or {}).get("rekey")
+        if rekey is None or rekey["status"] != "copying":
+            raise rpc.ProblemError(409, "Conflict", "no root re-key is waiting for verification")
+        round_id, expires_at = rekey["new_fingerprint"], rekey["expires_at"].isoformat()
+    return {"purpose": cmd.purpose, "round_id": round_id, "expires_at": expires_at,
+            **transit.published_transport_key(custody.signer_key)}
+
+
+def _open_share(custody: Custody, body: SealedShare, purpose: str) -> str:
+    try:
+        return transit.open_share(body.sealed_share, custody.signer_key, transit.inbound_info(purpose, body.round_id))
+    except transit.ShareTransportError as exc:
+        raise _unprocessable(exc, "sealed_share") from None
+
+
 async def submit_unseal_share(
-    request: rpc.RpcRequest, body: UnsealShare, *, store: KeyStore, custody: Custody, bus_publish: Any
+    request: rpc.RpcRequest, body: SealedShare, *, store: KeyStore, custody: Custody, bus_publish: Any
 ) -> dict:
-    """One custodian's share, whichever instance takes it; every instance unseals at the threshold."""
+    """One custodian's sealed share, whichever instance takes it; every instance unseals at the threshold."""
     if not custody.hierarchy.sealed:
         raise rpc.ProblemError(409, "Conflict", "key custody is already unsealed")
     root_doc = await store.custody.find_one(SYSTEM_TENANT, {"name": "root"})
     if root_doc is None:
         raise rpc.ProblemError(409, "Conflict", "custody has no root key yet; initialise it first")
     assert custody.unsealing is not None
+    share = _open_share(custody, body, transit.UNSEAL)
     try:
-        out = await custody.unsealing.submit(body.share.get_secret_value(), root_doc,
-                                             rekeying.unseal_fingerprints(root_doc), by=request.actor.id)
+        out = await custody.unsealing.submit(share, root_doc, rekeying.unseal_fingerprints(root_doc),
+                                             by=request.actor.id, round_id=body.round_id)
     except ShareError as exc:
         # The message names the problem, never the share's words.
-        raise _unprocessable(exc, "share") from None
+        raise _unprocessable(exc, "sealed_share") from None
+    except RoundChanged as exc:
+        raise rpc.ProblemError(409, "Conflict", str(exc), "round_id") from None
+    finally:
+        del share
     unsealed = not custody.hierarchy.sealed
     submitted = root_doc["threshold"] if unsealed else out["submitted"]
     # Tells the other instances to open their copies of the new share (the event carries counts only).
@@ -477,6 +525,7 @@ async def rekey_root(
     hierarchy = custody.hierarchy
     if hierarchy.sealed:
         raise rpc.ProblemError(503, "Service Unavailable", "key custody is sealed")
+    signing_key = custody.signer_key
     await hierarchy.refresh_roots()
     new_root = secrets.token_bytes(ROOT_KEY_BYTES)
     try:
@@ -491,22 +540,33 @@ async def rekey_root(
     finally:
         del new_root
     log.info("custody_rekey_started", root_fingerprint=hierarchy.root_fingerprint, new_fingerprint=new_fp)
+    # SECURITY: as for init, the new shares leave keysvc only sealed to the requester's key.
+    delivery = transit.seal_delivery(shares, cmd.recipient_public_key, purpose=transit.REKEY, root_fingerprint=new_fp,
+                                     signing_key=signing_key)
+    del shares
     return {"new_fingerprint": new_fp, "root_fingerprint": hierarchy.root_fingerprint, "threshold": cmd.threshold,
-            "shares": shares, "expires_at": (_now() + ttl).isoformat(),
+            **delivery, "expires_at": (_now() + ttl).isoformat(),
             "note": "each share is shown once; the current shares stay in force until a threshold of these is "
                     "submitted to /v1/custody/rekey/verify"}
 
 
-async def verify_rekey(request: rpc.RpcRequest, body: UnsealShare, *, store: KeyStore, custody: Custody,
+async def verify_rekey(request: rpc.RpcRequest, body: SealedShare, *, store: KeyStore, custody: Custody,
                        outbox: Outbox, batch: int = 500) -> dict:
-    """One custodian proves a new share; the threshold-th switches custody to the new root."""
+    """One custodian proves a new sealed share; the threshold-th switches custody to the new root."""
     if custody.hierarchy.sealed:
         raise rpc.ProblemError(503, "Service Unavailable", "key custody is sealed")
+    rekey = ((await rekeying.root_record(store)) or {}).get("rekey")
+    if rekey is None or rekey["status"] != "copying":
+        raise rpc.ProblemError(409, "Conflict", "no root re-key is waiting for verification")
+    if body.round_id != rekey["new_fingerprint"]:
+        raise rpc.ProblemError(409, "Conflict", f"round_id {body.round_id} is not the pending re-key "
+                               f"({rekey['new_fingerprint']}); seal the share again", "round_id")
+    share = _open_share(custody, body, transit.REKEY_VERIFY)
     try:
-        return await rekeying.verify_share(store, custody.hierarchy, outbox, body.share.get_secret_value(), batch=batch,
+        return await rekeying.verify_share(store, custody.hierarchy, outbox, share, batch=batch,
                                            event_fields=_fields(request))
     except ShareError as exc:
-        raise _unprocessable(exc, "share") from None  # names the problem, never the share's words
+        raise _unprocessable(exc, "sealed_share") from None  # names the problem, never the share's words
     except rekeying.RekeyConflict as exc:
         raise rpc.ProblemError(409, "Conflict", str(exc)) from None
 

@@ -4,9 +4,9 @@ sealed to an instance's own key, never in the clear, in events or in the store.
 Each instance, while it runs, holds an X25519 key pair in memory only and registers the public half
 (`peers`, with an expiry it keeps renewing), signed with keysvc's Ed25519 signing key, so a
 registration, a sealed share and a hand-off are trusted only from an instance holding that key
-file (a store writer without it can plant nothing). A custodian's share reaches
-whichever instance takes the request; that instance checks it against the shares already in the
-round, then adds it to the round document sealed (HPKE, base mode, X25519/HKDF-SHA256/AES-256-GCM,
+file (a store writer without it can plant nothing). A custodian's share, sealed in transit to the
+round (shared/crypto/shares.py), reaches whichever instance takes the request; that instance opens
+it, checks it against the shares already in the round, then adds it to the round document sealed (HPKE, base mode, X25519/HKDF-SHA256/AES-256-GCM,
 `info` naming the round, the recipient and the share's position) to every live registered
 instance. Every instance (told by custody.unseal_progress, or on its next tick) opens the copies
 sealed to it and unseals once it holds a threshold. An unsealed instance hands the root key,
@@ -46,6 +46,14 @@ log = structlog.get_logger("strongroom.keysvc")
 SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
 ROUND = {"name": "unseal"}
 ROUND_TTL = timedelta(minutes=15)
+
+
+class RoundChanged(Exception):
+    """The round a share was sealed for is over (expired, completed or replaced)."""
+
+    def __init__(self, round_id: str):
+        super().__init__(f"the unseal round {round_id} is over (expired, completed or restarted); "
+                         "seal the share again for the current round")
 
 
 def _info(kind: str, *parts: str) -> bytes:
@@ -123,11 +131,18 @@ class Unsealing:
 
     # --- the round ----------------------------------------------------------------------
 
-    async def _round(self, root_doc: dict[str, Any]) -> dict[str, Any]:
-        """The open round, or a new one (an expired or finished one is replaced)."""
+    async def current_round(self, root_doc: dict[str, Any]) -> dict[str, Any] | None:
+        """The round still open for this root, if any (a custodian seals a share to its id)."""
         doc = await self._store.custody.find_one(SYSTEM_TENANT, ROUND)
         if doc is not None and _aware(doc["expires_at"]) > _now() and doc.get("fingerprint") == root_doc["fingerprint"]:
             return doc
+        return None
+
+    async def open_round(self, root_doc: dict[str, Any]) -> dict[str, Any]:
+        """The open round, or a new one (an expired or finished one is replaced)."""
+        if (doc := await self.current_round(root_doc)) is not None:
+            return doc
+        doc = await self._store.custody.find_one(SYSTEM_TENANT, ROUND)
         fresh = {"round_id": new_id("unr_"), "fingerprint": root_doc["fingerprint"], "entries": [],
                  "started_at": _now(), "expires_at": _now() + ROUND_TTL}
         if doc is None:  # two instances opening a round at once: the first one's stays
@@ -154,12 +169,16 @@ class Unsealing:
                 shares.append(opened.decode())
         return shares
 
-    async def submit(self, share: str, root_doc: dict[str, Any], expected: tuple[str, ...], *, by: str) -> dict[str, Any]:
-        """Check one custodian's share against the round, add it sealed to every live instance, and
-        unseal this instance when it completes the threshold. Raises ShareError, storing nothing."""
+    async def submit(self, share: str, root_doc: dict[str, Any], expected: tuple[str, ...], *, by: str,
+                     round_id: str) -> dict[str, Any]:
+        """Check one custodian's share against the round it was sealed for, add it sealed to every live
+        instance, and unseal this instance when it completes the threshold. Raises ShareError or
+        RoundChanged, storing nothing."""
         await self.register()
         for _ in range(5):
-            round_doc = await self._round(root_doc)
+            round_doc = await self.current_round(root_doc)
+            if round_doc is None or round_doc["round_id"] != round_id:
+                raise RoundChanged(round_id)
             unsealer = Unsealer(expected_fingerprint=expected)
             for held in self._mine(round_doc):
                 unsealer.submit(held)

@@ -279,3 +279,43 @@ async def put_confirmed_settings(team: Team, body: dict) -> dict:
         status, out, _ = await team.second_admin.call("POST", f"/v1/tenant/settings/changes/{change_id}/confirm")
     assert status == 200, out
     return out
+
+
+# --- root-of-trust shares, sealed end to end as `strongroom operator ...` seals them ---------------
+
+
+def keysvc_key_id(stack) -> str:
+    """The id a custodian pins: computed from the stack's keysvc signing key file, not from the API."""
+    from pathlib import Path
+
+    from shared.crypto import shares
+
+    key = serialization.load_pem_private_key(Path(stack.key_settings.signing_key_file).read_bytes(), password=None)
+    return shares.key_id(key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
+
+
+async def post_share(provider, stack, share: str, *, purpose: str = "unseal"):
+    """Seal `share` to keysvc's transport key for the current round and submit it: (status, body)."""
+    from shared.crypto import shares
+
+    status, transport, _ = await provider.call("POST", "/v1/custody/transport-key", json={"purpose": purpose})
+    if status != 200:
+        return status, transport
+    sealed = shares.seal_share(share, transport, pinned_key_id=keysvc_key_id(stack), purpose=purpose,
+                               round_id=transport["round_id"])
+    path = "/v1/custody/unseal" if purpose == shares.UNSEAL else "/v1/custody/rekey/verify"
+    status, out, _ = await provider.call("POST", path, json={"sealed_share": sealed, "round_id": transport["round_id"]})
+    return status, out
+
+
+async def new_shares(provider, stack, path: str, body: dict):
+    """POST init or re-key with a one-request key; on success the answer gains `shares`, opened here."""
+    from shared.crypto import shares
+
+    private, public = shares.new_recipient_key()
+    status, out, _ = await provider.call("POST", path, json={**body, "recipient_public_key": public})
+    if status in (200, 201):
+        purpose, fp = (shares.INIT, out["root_fingerprint"]) if path.endswith("/init") else (shares.REKEY, out["new_fingerprint"])
+        out = {**out, "shares": shares.open_delivery(out, private, pinned_key_id=keysvc_key_id(stack), purpose=purpose,
+                                                     root_fingerprint=fp)}
+    return status, out

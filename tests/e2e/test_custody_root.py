@@ -13,7 +13,14 @@ import pytest
 
 from services.keysvc import app as keysvc_app
 
-from .helpers import EU_FACTS, BareAgent, make_tenant, provider_admin
+from .helpers import (
+    EU_FACTS,
+    BareAgent,
+    make_tenant,
+    new_shares,
+    post_share,
+    provider_admin,
+)
 
 
 async def _restart_sealed(stack) -> None:
@@ -22,9 +29,9 @@ async def _restart_sealed(stack) -> None:
     await stack.start("keysvc")
 
 
-async def _unseal(provider, shares):
+async def _unseal(provider, stack, shares):
     for share in shares:
-        status, out, _ = await provider.call("POST", "/v1/custody/unseal", json={"share": share})
+        status, out = await post_share(provider, stack, share)
         assert status == 200, out
     return out
 
@@ -62,24 +69,24 @@ async def test_sealed_custody_initialises_unseals_with_m_of_n_and_rekeys_without
 
     for body, field in (({"shares": 5, "threshold": 6}, "body"), ({"shares": 17, "threshold": 3}, "shares"),
                         ({"shares": 3, "threshold": 1}, "body")):
-        status, out, _ = await provider.call("POST", "/v1/custody/init", json=body)
+        status, out = await new_shares(provider, stack, "/v1/custody/init", body)
         assert status == 422, (body, out)
-    status, init, _ = await provider.call("POST", "/v1/custody/init", json={"shares": 5, "threshold": 3})
+    status, init = await new_shares(provider, stack, "/v1/custody/init", {"shares": 5, "threshold": 3})
     assert status == 201 and len(init["shares"]) == 5 and init["threshold"] == 3, init
     shares = init["shares"]
-    status, out, _ = await provider.call("POST", "/v1/custody/init", json={"shares": 5, "threshold": 3})
+    status, out = await new_shares(provider, stack, "/v1/custody/init", {"shares": 5, "threshold": 3})
     assert status == 409  # only once
 
     # Still sealed after init: the custodians prove their shares by unsealing.
-    status, out, _ = await provider.call("POST", "/v1/custody/unseal", json={"share": shares[4]})
+    status, out = await post_share(provider, stack, shares[4])
     assert status == 200 and out == {"sealed": True, "submitted": 1, "needed": 3}, out
     damaged = shares[0].split()
     damaged[5] = "academic" if damaged[5] != "academic" else "acid"
-    status, out, _ = await provider.call("POST", "/v1/custody/unseal", json={"share": " ".join(damaged)})
-    assert status == 422 and out["field"] == "share" and damaged[5] not in out["detail"], out
-    status, out, _ = await provider.call("POST", "/v1/custody/unseal", json={"share": "too short"})
-    assert status == 422 and out["field"] == "share"
-    out = await _unseal(provider, [shares[1], shares[3]])
+    status, out = await post_share(provider, stack, " ".join(damaged))
+    assert status == 422 and out["field"] == "sealed_share" and damaged[5] not in out["detail"], out
+    status, out = await post_share(provider, stack, "too short")
+    assert status == 422 and out["field"] == "sealed_share"
+    out = await _unseal(provider, stack, [shares[1], shares[3]])
     assert out == {"sealed": False, "submitted": 3, "needed": 3}, out
 
     tenant = await make_tenant(api)
@@ -88,7 +95,7 @@ async def test_sealed_custody_initialises_unseals_with_m_of_n_and_rekeys_without
     assert status == 200
 
     # A tenant's people may not touch the root of trust.
-    status, out, _ = await tenant.admin.call("POST", "/v1/custody/unseal", json={"share": shares[0]})
+    status, out, _ = await tenant.admin.call("POST", "/v1/custody/unseal", json={"sealed_share": "AAAA", "round_id": "unr_x"})
     assert status == 403
     status, out, _ = await tenant.admin.call("GET", "/v1/custody/status")
     assert status == 403
@@ -99,7 +106,7 @@ async def test_sealed_custody_initialises_unseals_with_m_of_n_and_rekeys_without
     assert status == 503 and "sealed" in out["detail"], out
     status, out, _ = await provider.call("GET", "/v1/custody/status")
     assert out["sealed"] and out["initialized"] and out["threshold"] == 3
-    await _unseal(provider, [shares[2], shares[0], shares[4]])
+    await _unseal(provider, stack, [shares[2], shares[0], shares[4]])
     status, _, again = await agent.request(tenant.key_id, EU_FACTS)
     assert status == 200 and again == key
 
@@ -112,17 +119,17 @@ async def test_sealed_custody_initialises_unseals_with_m_of_n_and_rekeys_without
         return results
 
     async def rekey_and_verify():
-        status, rekey, _ = await provider.call("POST", "/v1/custody/rekey", json={"shares": 3, "threshold": 2})
+        status, rekey = await new_shares(provider, stack, "/v1/custody/rekey", {"shares": 3, "threshold": 2})
         assert status == 200 and len(rekey["shares"]) == 3, rekey
-        status, out, _ = await provider.call("POST", "/v1/custody/rekey", json={"shares": 3, "threshold": 2})
+        status, out = await new_shares(provider, stack, "/v1/custody/rekey", {"shares": 3, "threshold": 2})
         assert status == 409, out  # one at a time
-        status, out, _ = await provider.call("POST", "/v1/custody/rekey/verify", json={"share": shares[0]})
-        assert status == 422 and out["field"] == "share", out  # an old share proves nothing
-        status, out, _ = await provider.call("POST", "/v1/custody/rekey/verify", json={"share": rekey["shares"][0]})
+        status, out = await post_share(provider, stack, shares[0], purpose="rekey-verify")
+        assert status == 422 and out["field"] == "sealed_share", out  # an old share proves nothing
+        status, out = await post_share(provider, stack, rekey["shares"][0], purpose="rekey-verify")
         assert status == 200 and out == {"verified": False, "submitted": 1, "needed": 2}, out
         status, pending, _ = await provider.call("GET", "/v1/custody/status")
         assert pending["rekey"]["status"] == "copying" and pending["root_fingerprint"] == rekey["root_fingerprint"]
-        status, out, _ = await provider.call("POST", "/v1/custody/rekey/verify", json={"share": rekey["shares"][2]})
+        status, out = await post_share(provider, stack, rekey["shares"][2], purpose="rekey-verify")
         assert status == 200 and out["verified"] and out["root_fingerprint"] == rekey["new_fingerprint"], out
         return rekey
 
@@ -130,11 +137,11 @@ async def test_sealed_custody_initialises_unseals_with_m_of_n_and_rekeys_without
     assert releases == [200] * 15
     await _rekey_finished(provider)
     await _restart_sealed(stack)
-    await provider.call("POST", "/v1/custody/unseal", json={"share": shares[0]})
-    await provider.call("POST", "/v1/custody/unseal", json={"share": shares[1]})
-    status, out, _ = await provider.call("POST", "/v1/custody/unseal", json={"share": shares[2]})
+    await post_share(provider, stack, shares[0])
+    await post_share(provider, stack, shares[1])
+    status, out = await post_share(provider, stack, shares[2])
     assert status == 422 and "fingerprint" in out["detail"], out
-    await _unseal(provider, rekey["shares"][1:])
+    await _unseal(provider, stack, rekey["shares"][1:])
     status, _, again = await agent.request(tenant.key_id, EU_FACTS)
     assert status == 200 and again == key
 
@@ -157,7 +164,7 @@ async def test_keysvc_stopped_mid_rekey_resumes_and_every_key_still_unwraps(api,
     keks = stack.client[f"{stack.key_settings.db_prefix}keysvc"]["keks"]
     total = await keks.count_documents({})
 
-    status, rekey, _ = await provider.call("POST", "/v1/custody/rekey", json={"shares": 3, "threshold": 2})
+    status, rekey = await new_shares(provider, stack, "/v1/custody/rekey", {"shares": 3, "threshold": 2})
     assert status == 200, rekey
     new_fp = rekey["new_fingerprint"]
     for _ in range(500):
@@ -176,25 +183,25 @@ async def test_keysvc_stopped_mid_rekey_resumes_and_every_key_still_unwraps(api,
     late_agent = await BareAgent.enroll(late, api)
     status, _, late_key = await late_agent.request(late.key_id, EU_FACTS)
     assert status == 200
-    status, out, _ = await provider.call("POST", "/v1/custody/rekey/verify", json={"share": rekey["shares"][1]})
+    status, out = await post_share(provider, stack, rekey["shares"][1], purpose="rekey-verify")
     assert status == 200 and not out["verified"], out
     await stack.stop("keysvc")  # between two verified shares
     await stack.start("keysvc")
-    status, out, _ = await provider.call("POST", "/v1/custody/rekey/verify", json={"share": rekey["shares"][0]})
+    status, out = await post_share(provider, stack, rekey["shares"][0], purpose="rekey-verify")
     assert status == 200 and out["verified"], out
     await stack.stop("keysvc")  # right after the switch, before the old root is retired
 
     # Back sealed: only the new shares exist for the recorded root, and they open everything.
     stack.root_key = None
     await stack.start("keysvc")
-    await _unseal(provider, rekey["shares"][:2])
+    await _unseal(provider, stack, rekey["shares"][:2])
     for who, key_id, expected in ((agent, tenant.key_id, key), (late_agent, late.key_id, late_key)):
         status, _, again = await who.request(key_id, EU_FACTS)
         assert status == 200 and again == expected
     await _rekey_finished(provider)
     assert await keks.count_documents({"root_fp": new_fp}) == await keks.count_documents({}) > total
     await _restart_sealed(stack)
-    await _unseal(provider, rekey["shares"][1:])
+    await _unseal(provider, stack, rekey["shares"][1:])
     for who, key_id, expected in ((agent, tenant.key_id, key), (late_agent, late.key_id, late_key)):
         status, _, again = await who.request(key_id, EU_FACTS)
         assert status == 200 and again == expected
@@ -220,12 +227,12 @@ async def test_two_keysvc_instances_unseal_together_and_a_restarted_one_is_hande
     bus_b, b = await _second_keysvc(stack)
     a = stack.running["keysvc"]
     try:
-        status, init, _ = await provider.call("POST", "/v1/custody/init", json={"shares": 5, "threshold": 3})
+        status, init = await new_shares(provider, stack, "/v1/custody/init", {"shares": 5, "threshold": 3})
         assert status == 201, init
         shares = init["shares"]
         # Each share goes to whichever instance takes the request; both end up unsealed.
         for share in (shares[3], shares[0], shares[4]):
-            status, out, _ = await provider.call("POST", "/v1/custody/unseal", json={"share": share})
+            status, out = await post_share(provider, stack, share)
             assert status in (200, 409), out  # 409: the instance taking it had already unsealed
         await _until_unsealed(a, b)
         assert a.hierarchy.root_fingerprint == b.hierarchy.root_fingerprint == init["root_fingerprint"]
