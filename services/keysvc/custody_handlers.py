@@ -55,7 +55,7 @@ from .rootkey import (
     split_root_key,
 )
 from .store import SYSTEM_TENANT, KeyStore, public_view
-from .unseal import RoundChanged, Unsealing
+from .unseal import RoundChanged, ShareReplayed, Unsealing
 
 log = structlog.get_logger("strongroom.keysvc")
 
@@ -489,15 +489,21 @@ async def submit_unseal_share(
     if root_doc is None:
         raise rpc.ProblemError(409, "Conflict", "custody has no root key yet; initialise it first")
     assert custody.unsealing is not None
+    round_doc = await custody.unsealing.current_round(root_doc)
+    if round_doc is None or round_doc["round_id"] != body.round_id:
+        raise rpc.ProblemError(409, "Conflict", str(RoundChanged(body.round_id)), "round_id")
     share = _open_share(custody, body, transit.UNSEAL)
     try:
         out = await custody.unsealing.submit(share, root_doc, rekeying.unseal_fingerprints(root_doc),
-                                             by=request.actor.id, round_id=body.round_id)
+                                             by=request.actor.id, round_id=body.round_id,
+                                             sealed_digest=transit.sealed_digest(body.sealed_share))
     except ShareError as exc:
         # The message names the problem, never the share's words.
         raise _unprocessable(exc, "sealed_share") from None
     except RoundChanged as exc:
         raise rpc.ProblemError(409, "Conflict", str(exc), "round_id") from None
+    except ShareReplayed as exc:
+        raise rpc.ProblemError(409, "Conflict", str(exc), "sealed_share") from None
     finally:
         del share
     unsealed = not custody.hierarchy.sealed

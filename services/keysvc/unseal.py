@@ -48,6 +48,10 @@ ROUND = {"name": "unseal"}
 ROUND_TTL = timedelta(minutes=15)
 
 
+class ShareReplayed(Exception):
+    """The very same sealed share was already taken in this round (a replay, not a custodian)."""
+
+
 class RoundChanged(Exception):
     """The round a share was sealed for is over (expired, completed or replaced)."""
 
@@ -170,15 +174,19 @@ class Unsealing:
         return shares
 
     async def submit(self, share: str, root_doc: dict[str, Any], expected: tuple[str, ...], *, by: str,
-                     round_id: str) -> dict[str, Any]:
+                     round_id: str, sealed_digest: str) -> dict[str, Any]:
         """Check one custodian's share against the round it was sealed for, add it sealed to every live
-        instance, and unseal this instance when it completes the threshold. Raises ShareError or
-        RoundChanged, storing nothing."""
+        instance, and unseal this instance when it completes the threshold. Raises ShareError,
+        RoundChanged or ShareReplayed, storing nothing."""
         await self.register()
         for _ in range(5):
             round_doc = await self.current_round(root_doc)
             if round_doc is None or round_doc["round_id"] != round_id:
                 raise RoundChanged(round_id)
+            # SECURITY: an instance restarted mid-round holds none of the earlier shares, so a captured
+            # sealed share replayed into the same round would count again; its digest is remembered.
+            if any(e.get("sealed_digest") == sealed_digest for e in round_doc.get("entries", [])):
+                raise ShareReplayed("this sealed share was already submitted in this round; seal the share again")
             unsealer = Unsealer(expected_fingerprint=expected)
             for held in self._mine(round_doc):
                 unsealer.submit(held)
@@ -200,7 +208,7 @@ class Unsealing:
             matched = await self._store.custody.update_one(
                 SYSTEM_TENANT, {**ROUND, "round_id": round_doc["round_id"], "entries": {"$size": position}},
                 {"$push": {"entries": {"by": by, "taken_by": self.peer.peer_id, "at": _now(), "copies": copies,
-                                       "signatures": signatures}}})
+                                       "signatures": signatures, "sealed_digest": sealed_digest}}})
             if not matched:
                 continue  # another share came in at the same moment: check against it too
             if root is not None:

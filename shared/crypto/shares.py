@@ -118,6 +118,11 @@ def open_share(sealed_b64: str, signing_key: Ed25519PrivateKey, info: bytes) -> 
                                   "round (fetch the transport key again and re-seal)") from None
 
 
+def sealed_digest(sealed_b64: str) -> str:
+    """What a round remembers of a sealed share it took, so the same ciphertext is not taken twice."""
+    return hashlib.sha256(base64.b64decode(sealed_b64, validate=True)).hexdigest()
+
+
 def _delivery_statement(purpose: str, root_fingerprint: str, recipient: str, sealed: list[str]) -> bytes:
     return _label("share delivery answer", purpose, root_fingerprint, recipient, *sealed)
 

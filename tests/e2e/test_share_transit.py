@@ -1,0 +1,123 @@
+"""Root-of-trust shares travel only sealed between the custodian and keysvc: every raw message
+published to the broker (RPC requests and replies included), every stored document and every log
+line is searched for them; malformed, replayed or misdirected sealed shares are refused naming the
+field, and change nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import bson
+import pytest
+import structlog
+from aio_pika.exchange import Exchange
+
+from shared.crypto import shares as transit
+
+from .helpers import keysvc_key_id, new_shares, post_share, provider_admin
+
+
+@pytest.fixture
+def wire(monkeypatch) -> list[bytes]:
+    """The body of every message any service of the stack publishes to RabbitMQ."""
+    seen: list[bytes] = []
+    publish = Exchange.publish
+
+    async def spy(self, message, *args, **kwargs):
+        seen.append(bytes(message.body))
+        return await publish(self, message, *args, **kwargs)
+
+    monkeypatch.setattr(Exchange, "publish", spy)
+    return seen
+
+
+async def _progress(provider) -> dict:
+    status, out, _ = await provider.call("GET", "/v1/custody/status")
+    assert status == 200, out
+    return out["unseal_progress"]
+
+
+async def _stored(stack) -> list[bytes]:
+    docs = []
+    for name in await stack.client.list_database_names():
+        if name.startswith(stack.key_settings.db_prefix):
+            for coll in await stack.client[name].list_collection_names():
+                async for doc in stack.client[name][coll].find({}):
+                    docs.append(bson.encode(doc))
+    return docs
+
+
+async def test_no_share_appears_on_the_bus_in_the_store_or_in_logs_and_bad_sealed_shares_change_nothing(api, stack, wire):
+    provider = await provider_admin(api)
+    with structlog.testing.capture_logs() as logs:
+        await stack.stop("keysvc")
+        stack.root_key = None
+        await stack.start("keysvc")
+        status, init = await new_shares(provider, stack, "/v1/custody/init", {"shares": 3, "threshold": 2})
+        assert status == 201, init
+        shares = init["shares"]
+
+        # Bad input, each refused naming its field; the round stays empty.
+        status, transport, _ = await provider.call("POST", "/v1/custody/transport-key", json={"purpose": "unseal"})
+        assert status == 200 and transport["signing_key_id"] == keysvc_key_id(stack), transport
+        round_id = transport["round_id"]
+
+        def sealed(share=shares[0], purpose="unseal", for_round=round_id):
+            return transit.seal_share(share, transport, pinned_key_id=keysvc_key_id(stack), purpose=purpose,
+                                      round_id=for_round)
+
+        for body, code, field in (
+            ({"share": shares[0]}, 400, "share"),                                              # plaintext: refused
+            ({"sealed_share": "not base64!", "round_id": round_id}, 422, "sealed_share"),      # malformed
+            ({"sealed_share": "AAAA", "round_id": round_id}, 422, "sealed_share"),             # not HPKE
+            ({"sealed_share": sealed(for_round="unr_other"), "round_id": round_id}, 422, "sealed_share"),  # other round
+            ({"sealed_share": sealed(purpose="rekey-verify"), "round_id": round_id}, 422, "sealed_share"),  # other purpose
+            ({"sealed_share": sealed(for_round="unr_other"), "round_id": "unr_other"}, 409, "round_id"),   # stale round
+            ({"sealed_share": sealed(), "round_id": "bad round!"}, 422, "round_id"),
+        ):
+            status, out, _ = await provider.call("POST", "/v1/custody/unseal", json=body)
+            assert status == code and out["field"] == field, (body.keys(), out)
+            assert shares[0] not in json.dumps(out)
+        assert (await _progress(provider))["submitted"] == 0
+
+        captured = sealed()
+        status, out, _ = await provider.call("POST", "/v1/custody/unseal", json={"sealed_share": captured, "round_id": round_id})
+        assert status == 200 and out == {"sealed": True, "submitted": 1, "needed": 2}, out
+        status, out = await post_share(provider, stack, shares[2])
+        assert status == 200 and not out["sealed"], out
+
+        # A restarted instance holds none of the round's earlier shares: a captured sealed share replayed
+        # into the same round is still refused, and so is one claiming another round.
+        await stack.stop("keysvc")
+        await stack.start("keysvc")
+        before = await _progress(provider)
+        for claimed, code, field in ((round_id, 409, "sealed_share"), ("unr_other", 409, "round_id")):
+            status, out, _ = await provider.call("POST", "/v1/custody/unseal", json={"sealed_share": captured, "round_id": claimed})
+            assert status == code and out["field"] == field, out
+        assert await _progress(provider) == before
+        for share in shares[:2]:
+            status, out = await post_share(provider, stack, share)
+            assert status == 200, out
+
+        # Re-key: new shares come back sealed; an unseal-sealed share is refused for verification.
+        status, rekey = await new_shares(provider, stack, "/v1/custody/rekey", {"shares": 3, "threshold": 2})
+        assert status == 200, rekey
+        status, out, _ = await provider.call("POST", "/v1/custody/rekey/verify",
+                                             json={"sealed_share": sealed(rekey["shares"][0]), "round_id": rekey["new_fingerprint"]})
+        assert status == 422 and out["field"] == "sealed_share", out
+        status, out, _ = await provider.call("POST", "/v1/custody/rekey/verify", json={"share": rekey["shares"][0]})
+        assert status == 400 and out["field"] == "share", out
+        status, pending, _ = await provider.call("GET", "/v1/custody/status")
+        assert pending["rekey"]["verified_shares"] == 0
+        for share in rekey["shares"][1:]:
+            status, out = await post_share(provider, stack, share, purpose="rekey-verify")
+            assert status == 200, out
+        assert out["verified"], out
+        await asyncio.sleep(0.3)  # let the last events and audit records land
+
+    assert len(wire) > 20 and any(b"verify_rekey" in m for m in wire) and any(b"sealed_shares" in m for m in wire)
+    haystack = wire + await _stored(stack) + [json.dumps(entry, default=str).encode() for entry in logs]
+    for share in shares + rekey["shares"]:
+        for needle in (share, " ".join(share.split()[:4])):
+            assert not any(needle.encode() in blob for blob in haystack), "a share crossed in the clear"
