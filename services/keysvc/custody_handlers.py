@@ -433,6 +433,10 @@ async def init_custody(request: rpc.RpcRequest, cmd: InitCustody, *, store: KeyS
         raise _unprocessable(exc, "threshold") from None
     fp = fingerprint(root)
     del root
+    # SECURITY: the shares leave keysvc only sealed to the requester's key (the reply crosses the bus);
+    # sealed before the root is recorded, so a key they cannot be sealed to changes nothing.
+    delivery = _seal_new_shares(shares, cmd, transit.INIT, fp, signing_key)
+    del shares
     event = events.CustodyInitialized(**_fields(request), root_fingerprint=fp, custodian_count=cmd.shares,
                                       threshold=cmd.threshold)
     doc = {"name": "root", "fingerprint": fp, "threshold": cmd.threshold, "shares": cmd.shares, "generation": 1,
@@ -443,12 +447,17 @@ async def init_custody(request: rpc.RpcRequest, cmd: InitCustody, *, store: KeyS
         raise rpc.ProblemError(409, "Conflict", "custody already has a root key; use re-key to replace it") from None
     await outbox.publish(store.custody.raw, SYSTEM_TENANT, event)
     log.info("custody_initialized", root_fingerprint=fp, shares=cmd.shares, threshold=cmd.threshold)
-    # SECURITY: the shares leave keysvc only sealed to the requester's key (the reply crosses the bus).
-    delivery = transit.seal_delivery(shares, cmd.recipient_public_key, purpose=transit.INIT, root_fingerprint=fp,
-                                     signing_key=signing_key)
-    del shares
     return {"root_fingerprint": fp, "threshold": cmd.threshold, **delivery,
             "note": "each share is shown once: give one to each custodian; none is stored"}
+
+
+def _seal_new_shares(shares: list[str], cmd: InitCustody, purpose: str, fp: str, signing_key: Ed25519PrivateKey) -> dict:
+    try:
+        return transit.seal_delivery(shares, cmd.recipient_public_key, purpose=purpose, root_fingerprint=fp,
+                                     signing_key=signing_key)
+    except ValueError:  # e.g. a low-order X25519 point
+        raise _unprocessable(ValueError("recipient_public_key is not a usable X25519 public key"),
+                             "recipient_public_key") from None
 
 
 async def transport_key(request: rpc.RpcRequest, cmd: TransportKeyRequest, *, store: KeyStore, custody: Custody) -> dict:
@@ -538,18 +547,19 @@ async def rekey_root(
         shares = split_root_key(new_root, threshold=cmd.threshold, shares=cmd.shares)
     except ShareError as exc:
         raise _unprocessable(exc, "threshold") from None
+    # SECURITY: as for init, the new shares leave keysvc only sealed to the requester's key.
+    new_fp = fingerprint(new_root)
+    delivery = _seal_new_shares(shares, cmd, transit.REKEY, new_fp, signing_key)
+    share_set = share_set_id(shares[0])
+    del shares
     try:
         new_fp = await rekeying.begin(store, hierarchy, new_root, threshold=cmd.threshold, shares=cmd.shares,
-                                      share_set=share_set_id(shares[0]), request_id=request.correlation_id, actor=request.actor.id, now=_now(), ttl=ttl)
+                                      share_set=share_set, request_id=request.correlation_id, actor=request.actor.id, now=_now(), ttl=ttl)
     except rekeying.RekeyConflict as exc:
         raise rpc.ProblemError(409, "Conflict", str(exc)) from None
     finally:
         del new_root
     log.info("custody_rekey_started", root_fingerprint=hierarchy.root_fingerprint, new_fingerprint=new_fp)
-    # SECURITY: as for init, the new shares leave keysvc only sealed to the requester's key.
-    delivery = transit.seal_delivery(shares, cmd.recipient_public_key, purpose=transit.REKEY, root_fingerprint=new_fp,
-                                     signing_key=signing_key)
-    del shares
     return {"new_fingerprint": new_fp, "root_fingerprint": hierarchy.root_fingerprint, "threshold": cmd.threshold,
             **delivery, "expires_at": (_now() + ttl).isoformat(),
             "note": "each share is shown once; the current shares stay in force until a threshold of these is "

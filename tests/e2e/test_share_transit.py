@@ -6,6 +6,7 @@ field, and change nothing."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 
 import bson
@@ -54,6 +55,13 @@ async def test_no_share_appears_on_the_bus_in_the_store_or_in_logs_and_bad_seale
         await stack.stop("keysvc")
         stack.root_key = None
         await stack.start("keysvc")
+        # A recipient key the shares cannot be sealed to: refused, and no root is recorded.
+        for key, code in (("not base64!", 422), (base64.b64encode(bytes(32)).decode(), 422)):
+            status, out, _ = await provider.call("POST", "/v1/custody/init",
+                                                 json={"shares": 3, "threshold": 2, "recipient_public_key": key})
+            assert status == code and out["field"] == "recipient_public_key", out
+        status, out, _ = await provider.call("GET", "/v1/custody/status")
+        assert not out["initialized"], out
         status, init = await new_shares(provider, stack, "/v1/custody/init", {"shares": 3, "threshold": 2})
         assert status == 201, init
         shares = init["shares"]
