@@ -2,7 +2,7 @@
 
 `send` returns only when the destination took the batch: a webhook's 2xx, or for syslog, the
 peer's TCP stack acknowledging every byte (the socket's send queue drained to zero, TIOCOUTQ)
-with the connection still open. Anything else raises, and the forwarder retries the same batch.
+and no reset from the peer. Anything else raises, and the forwarder retries the same batch.
 """
 
 from __future__ import annotations
@@ -34,6 +34,11 @@ def _unacked_bytes(sock: Any) -> int:
     # Linux: bytes in the send queue not yet acknowledged by the peer.
     buf = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, struct.pack("I", 0))
     return struct.unpack("I", buf)[0]
+
+
+def _reset(sock: Any) -> bool:
+    # A reset the event loop has not reported yet is pending on the socket as ECONNRESET or EPIPE.
+    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) != 0
 
 
 class SyslogSender:
@@ -75,8 +80,15 @@ class SyslogSender:
                     raise SendError("the receiver did not acknowledge the batch in time")
                 await asyncio.sleep(0.001)
             await asyncio.sleep(0)
+            if _reset(sock) or (self._reader is not None and self._reader.exception() is not None):
+                # A reset: the peer closed with bytes it never read (Linux answers close() over unread
+                # data with RST, and a reset also empties our send queue), so part of the batch may
+                # be lost: send it again.
+                raise SendError("the receiver reset the connection")
             if not self._healthy():
-                raise SendError("the receiver closed the connection")
+                # A clean close after every byte was acknowledged: the peer read all of it before
+                # closing (unread data would have drawn a reset), so the batch is delivered.
+                await self.close()
         except SendError:
             await self.close()
             raise
