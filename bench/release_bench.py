@@ -150,13 +150,35 @@ def configure_logging(stages: Stages) -> None:
 # --- the policy and the facts -------------------------------------------------------------------
 
 
-def policy_and_facts(rules: int) -> tuple[dict[str, Any], dict[str, Any]]:
+def _count_leaves(doc: Any) -> int:
+    if isinstance(doc, dict):
+        return sum(_count_leaves(v) for v in doc.values())
+    return 1
+
+
+def full_facts() -> dict[str, Any]:
+    """The ~40 facts of policy_eval_bench.py, as an agent reports them (observed ones are the gateway's)."""
+    import policy_eval_bench
+
+    facts = policy_eval_bench.facts()
+    facts["identity"]["boot_time"] = (datetime.now(UTC) - timedelta(minutes=10)).isoformat()
+    facts.pop("observed")
+    return facts
+
+
+def policy_and_facts(rules: int, facts_kind: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The bench policy and the facts agents send: minimal for 1 rule unless `facts_kind` is
+    "full", which isolates what 50 rules cost from what 40 facts cost."""
     if rules == 1:
         policy = {
             "name": "bench-allow-eu",
             "rules": [{"id": "allow-eu", "effect": "allow",
                        "when": {"fact": "identity.region", "op": "in", "value": ["eu-west-1", "eu-central-1"]}}],
         }
+        if facts_kind == "full":
+            facts = full_facts()
+            facts["identity"]["region"] = "eu-west-1"
+            return policy, facts
         return policy, {"identity": {"region": "eu-west-1"}}
     # The same 50 rules over ~40 facts as policy_eval_bench.py, so the two figures compare.
     import policy_eval_bench
@@ -168,10 +190,7 @@ def policy_and_facts(rules: int) -> tuple[dict[str, Any], dict[str, Any]]:
             # Every hour of every day: the bench must not turn into "approval required" at night.
             when["not"]["value"] = {"days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
                                     "from": "00:00", "to": "24:00"}
-    facts = policy_eval_bench.facts()
-    facts["identity"]["boot_time"] = (datetime.now(UTC) - timedelta(minutes=10)).isoformat()
-    facts.pop("observed")  # the gateway supplies these
-    return policy, facts
+    return policy, full_facts()
 
 
 # --- the services' side -------------------------------------------------------------------------
@@ -227,8 +246,9 @@ async def _set_up_team(session, url: str, bootstrap: str) -> tuple["Operator", "
     return people["custodian"], people["officer"]
 
 
-async def set_up_tenant(url: str, bootstrap: str, agents: int, rules: int, groups: int = 0) -> dict[str, Any]:
-    policy, facts = policy_and_facts(rules)
+async def set_up_tenant(url: str, bootstrap: str, agents: int, rules: int, groups: int = 0,
+                        facts_kind: str | None = None) -> dict[str, Any]:
+    policy, facts = policy_and_facts(rules, facts_kind)
     async with aiohttp.ClientSession() as session:
         custodian, admin = await _set_up_team(session, url, bootstrap)
         key = await custodian.post("/v1/keys", {"name": "bench-volume", "volume": "vol-bench"})
@@ -246,6 +266,7 @@ async def set_up_tenant(url: str, bootstrap: str, agents: int, rules: int, group
                        for i in range(agents)]
     return {"url": url, "key_id": key["key_id"], "facts": facts,
             "enrollment_tokens": [e["token"] for e in enrollments], "policy_rules": len(policy["rules"]),
+            "fact_count": _count_leaves(facts),
             "groups": groups}
 
 
@@ -346,7 +367,7 @@ async def run_bench(args: argparse.Namespace) -> None:
         if memory_bus is not None:
             await memory_bus.start()
         await stack.start_all()
-        setup = await set_up_tenant(stack.url, bootstrap, max(levels), args.rules, args.groups)
+        setup = await set_up_tenant(stack.url, bootstrap, max(levels), args.rules, args.groups, args.facts)
         load = await LoadGenerator.start()
         enrolled = await load.ask({"setup": setup})
         await load.ask({"agents": max(levels), "seconds": WARMUP_SECONDS})
@@ -400,7 +421,8 @@ def stage_means(stages: Stages, result: dict[str, Any]) -> dict[str, float | Non
 def print_report(args, setup, enrolled, results, load_rss_kib, traced_peak) -> None:  # noqa: ANN001
     store = "embedded store (:memory:)"
     bus = "RabbitMQ 127.0.0.1 (RabbitBus, own prefix)" if args.bus == "rabbitmq" else "in-memory bus"
-    print(f"release bench: {bus}, {store}; policy of {setup['policy_rules']} rule(s), "
+    print(f"release bench: {bus}, {store}; policy of {setup['policy_rules']} rule(s) over "
+          f"{setup['fact_count']} reported facts, "
           f"{setup.get('groups', 0)} dynamic device group(s); "
           f"{enrolled['enrolled']} agents enrolled in a separate process")
     print(f"python {platform.python_version()}, {os.cpu_count()} CPUs; {args.seconds:g}s per level, "
@@ -513,6 +535,9 @@ def main() -> None:
                         help="1: one region rule; 50: the 50-rule policy of policy_eval_bench.py over ~40 facts")
     parser.add_argument("--groups", type=int, default=0, metavar="N",
                         help="N dynamic device groups (by image id) and a key group; the policy targets them")
+    parser.add_argument("--facts", choices=("minimal", "full"), default=None,
+                        help="facts agents send: default minimal for 1 rule, full (~40) for 50; "
+                             "--rules 1 --facts full separates the cost of rules from that of facts")
     parser.add_argument("--bus", choices=("rabbitmq", "memory"), default="rabbitmq")
     parser.add_argument("--amqp-url", default=DEFAULT_AMQP_URL)
     parser.add_argument("--tracemalloc", action="store_true",
