@@ -6,11 +6,23 @@ feed the OpenAPI document, so the edge, the services and the docs cannot disagre
 
 from __future__ import annotations
 
+import base64
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9 ._:/@-]{0,127}$"
+
+
+def raw32_base64(value: str, what: str) -> str:
+    """A base64 field that must hold exactly 32 bytes (X25519 and Ed25519 public keys)."""
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except ValueError:
+        raise ValueError(f"{what} must be base64") from None
+    if len(raw) != 32:
+        raise ValueError(f"{what} must be 32 bytes, got {len(raw)}")
+    return value
 
 
 class Strict(BaseModel):

@@ -7,19 +7,11 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from .commands import NAME, Strict
+from .commands import NAME, Strict, raw32_base64
 
 MAX_WAIT_SECONDS = 30 * 86400
 
 
-def _x25519_public(value: str, what: str) -> str:
-    try:
-        raw = base64.b64decode(value, validate=True)
-    except ValueError:
-        raise ValueError(f"{what} must be base64") from None
-    if len(raw) != 32:
-        raise ValueError(f"{what} must be a raw X25519 public key (32 bytes)")
-    return value
 
 
 def _base64(value: str, what: str, *, max_bytes: int) -> str:
@@ -76,7 +68,7 @@ class InitCustody(Strict):
     @field_validator("recipient_public_key")
     @classmethod
     def _x25519(cls, value: str) -> str:
-        return _x25519_public(value, "recipient_public_key")
+        return raw32_base64(value, "recipient_public_key")
 
     @model_validator(mode="after")
     def _layout(self) -> "InitCustody":

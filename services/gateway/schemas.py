@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 from pydantic import Field, field_validator
 
-from shared.commands import NAME, Strict
+from shared.commands import NAME, Strict, raw32_base64
 
 from .permissions import TENANT_ROLES
 
 MAX_FACTS_BYTES = 16 * 1024
 
 
-def _raw32(value: str, what: str) -> str:
-    try:
-        raw = base64.b64decode(value, validate=True)
-    except Exception:
-        raise ValueError(f"{what} must be base64") from None
-    if len(raw) != 32:
-        raise ValueError(f"{what} must be 32 bytes, got {len(raw)}")
-    return value
 
 
 class CreateTenant(Strict):
@@ -56,7 +47,7 @@ class Enroll(Strict):
     @field_validator("public_key")
     @classmethod
     def _ed25519(cls, value: str) -> str:
-        return _raw32(value, "public_key")
+        return raw32_base64(value, "public_key")
 
 
 class RevokeDevice(Strict):
@@ -72,7 +63,7 @@ class KeyRequestBody(Strict):
     @field_validator("ephemeral_public_key")
     @classmethod
     def _x25519(cls, value: str) -> str:
-        return _raw32(value, "ephemeral_public_key")
+        return raw32_base64(value, "ephemeral_public_key")
 
     @field_validator("facts")
     @classmethod
