@@ -273,7 +273,9 @@ class Unsealing:
         if doc is None:
             return
         query = {**ROUND, "round_id": doc["round_id"]}
-        noise = [{"by": e.get("by"), "copies": {}} for e in doc.get("entries", [])]
+        # The digests stay: a stop between these two writes leaves the round open, and a replayed
+        # sealed share must still be recognised in it.
+        noise = [{"by": e.get("by"), "copies": {}, "sealed_digest": e.get("sealed_digest")} for e in doc.get("entries", [])]
         await self._store.custody.update_one(SYSTEM_TENANT, query, {"$set": {"entries": noise}})
         await self._store.custody.delete_one(SYSTEM_TENANT, query)
 
