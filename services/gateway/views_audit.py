@@ -17,6 +17,14 @@ from .views import _call, _json, json_object
 log = structlog.get_logger("strongroom.gateway")
 
 
+
+def _cut(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
+    """A stream failed after its headers went out: abort the connection, so the client sees a
+    truncated body rather than a complete-looking short one."""
+    if request.transport is not None:
+        request.transport.abort()
+    return response
+
 async def list_checkpoints(request: web.Request) -> web.Response:
     return _json(await _call(request, "auditsvc", "list_checkpoints", **dict(request.query)))
 
@@ -65,11 +73,8 @@ async def export(request: web.Request) -> web.StreamResponse:
             page = await _call(request, "auditsvc", "export_page", **{**params, "after": str(page["next"])},
                                limit=EXPORT_PAGE)
     except Exception as exc:
-        # Headers are gone: cut the chunked stream so the client sees a truncated export, not a short one.
         log.warning("audit_export_aborted", sent=sent, error=str(exc))
-        if request.transport is not None:
-            request.transport.abort()
-        return response
+        return _cut(request, response)
     await response.write_eof()
     log.info("audit_exported", format=fmt, records=sent)
     return response
@@ -140,11 +145,8 @@ async def get_archive(request: web.Request) -> web.StreamResponse:
             chunk = await _call(request, "auditsvc", "archive_chunk", archive_id=archive_id, offset=offset)
             await response.write(base64.b64decode(chunk["data"]))
     except Exception as exc:
-        # Headers are gone: cut the connection so the client sees a short body, never a wrong one.
         log.warning("audit_archive_download_aborted", archive_id=archive_id, error=str(exc))
-        if request.transport is not None:
-            request.transport.abort()
-        return response
+        return _cut(request, response)
     await response.write_eof()
     return response
 
