@@ -19,7 +19,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from pamqp.commands import Basic
 
 from . import rpc, topology
-from .delivery import Batcher, BatchHandler, Handler, handle_one
+from .delivery import Batcher, BatchHandler, Handler, StagedBatchHandler, handle_one
 from .events import Event, encode_event
 
 log = structlog.get_logger("strongroom.bus")
@@ -57,7 +57,7 @@ class Bus(Protocol):
     async def publish_audited(self, event: Event) -> None: ...
     async def subscribe(self, service: str, handler: Handler, *, prefetch: int = 64) -> None: ...
     async def subscribe_batch(
-        self, service: str, handler: BatchHandler, *, max_batch: int = 256, max_wait: float = 0.02
+        self, service: str, handler: BatchHandler | StagedBatchHandler, *, max_batch: int = 256, max_wait: float = 0.02
     ) -> None: ...
     async def listen(self, patterns: Sequence[str], handler: Handler) -> None: ...
     async def serve(self, service: str, handler: RpcHandler) -> None: ...
@@ -251,9 +251,9 @@ class RabbitBus:
         await queue.consume(on_message)
 
     async def subscribe_batch(
-        self, service: str, handler: BatchHandler, *, max_batch: int = 256, max_wait: float = 0.02
+        self, service: str, handler: BatchHandler | StagedBatchHandler, *, max_batch: int = 256, max_wait: float = 0.02
     ) -> None:
-        channel = await self._consumer_channel(max_batch * 2)
+        channel = await self._consumer_channel(max_batch * 3)  # one batch written, one prepared, one filling
         queue = await channel.declare_queue(self.name(service), durable=True, arguments=self._work_args(service))
         batcher = Batcher(handler, max_batch=max_batch, max_wait=max_wait)
         batcher.start()

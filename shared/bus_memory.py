@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from . import rpc, topology
 from .bus import BusError, BusTimeout, DeadLetter, RpcHandler, _answer
-from .delivery import Batcher, BatchHandler, Handler, handle_one
+from .delivery import Batcher, BatchHandler, Handler, StagedBatchHandler, handle_one
 from .events import Event, encode_event
 from .topics import topic_matches
 
@@ -125,7 +125,7 @@ class MemoryBus:
         self._consume(queue, lambda d: handle_one(d, handler), min(prefetch, 16))
 
     async def subscribe_batch(
-        self, service: str, handler: BatchHandler, *, max_batch: int = 256, max_wait: float = 0.02
+        self, service: str, handler: BatchHandler | StagedBatchHandler, *, max_batch: int = 256, max_wait: float = 0.02
     ) -> None:
         queue = self._queue(service, topology.SERVICE_BINDINGS[service])
         batcher = Batcher(handler, max_batch=max_batch, max_wait=max_wait)

@@ -64,60 +64,133 @@ async def handle_one(delivery: Delivery, handler: Handler) -> None:
     await delivery.ack()
 
 
-class Batcher:
-    """Collects deliveries into batches (by count or by wait) for one batch handler."""
+Commit = Callable[[], Awaitable[None]]
 
-    def __init__(self, handler: BatchHandler, *, max_batch: int, max_wait: float):
+
+class StagedBatchHandler(Protocol):
+    """A batch handler in two steps, so that the next batch is prepared while this one is written.
+
+    `prepare` does the work that needs no durable effect (decoding, deduplication, hashing) and
+    returns the write; writes run one at a time, in batch order. A prepared batch may build on
+    the one still being written (a chain's head, say): if that write fails, the Batcher requeues
+    both and calls `abandon`, which must drop whatever state the unwritten batches left behind.
+    """
+
+    async def prepare(self, events: Sequence[Event]) -> Commit: ...
+    def abandon(self) -> None: ...
+
+
+class _OneStep:
+    """A plain batch handler as a staged one: all of its work is the write."""
+
+    def __init__(self, handler: BatchHandler):
         self._handler = handler
+
+    async def prepare(self, events: Sequence[Event]) -> Commit:
+        return lambda: self._handler(events)
+
+    def abandon(self) -> None:
+        pass
+
+
+class Batcher:
+    """Collects deliveries into batches (by count or by wait) for one batch handler.
+
+    With a staged handler, batch N+1 is collected and prepared while batch N is written, so the
+    handler's CPU work and the store's overlap; at most one write is in flight, and acks follow
+    batch order.
+    """
+
+    def __init__(self, handler: BatchHandler | StagedBatchHandler, *, max_batch: int, max_wait: float):
+        self._handler: StagedBatchHandler = handler if hasattr(handler, "prepare") else _OneStep(handler)  # type: ignore[arg-type]
         self._max_batch = max_batch
         self._max_wait = max_wait
         self._pending: asyncio.Queue[Delivery] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self._writing: asyncio.Task[bool] | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        for task in (self._task, self._writing):
+            if task:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
 
     def put(self, delivery: Delivery) -> None:
         self._pending.put_nowait(delivery)
 
+    async def _collect(self) -> list[Delivery]:
+        batch = [await self._pending.get()]
+        deadline = asyncio.get_running_loop().time() + self._max_wait
+        while len(batch) < self._max_batch:
+            timeout = deadline - asyncio.get_running_loop().time()
+            if timeout <= 0 and self._pending.empty():
+                break
+            try:
+                batch.append(await asyncio.wait_for(self._pending.get(), max(timeout, 0)))
+            except TimeoutError:
+                break
+        return batch
+
     async def _run(self) -> None:
         while True:
-            batch = [await self._pending.get()]
-            deadline = asyncio.get_running_loop().time() + self._max_wait
-            while len(batch) < self._max_batch:
-                timeout = deadline - asyncio.get_running_loop().time()
-                if timeout <= 0 and self._pending.empty():
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(self._pending.get(), max(timeout, 0)))
-                except TimeoutError:
-                    break
-            await self._flush(batch)
+            batch = await self._collect()
+            if self._writing is not None and self._writing.done():
+                await self._settle_write()  # a failed write is abandoned before anything builds on it
+            good: list[tuple[Delivery, Event]] = []
+            for delivery in batch:
+                event = await _decode_or_dead_letter(delivery)
+                if event is not None:
+                    good.append((delivery, event))
+            if not good:
+                continue
+            try:
+                commit = await self._handler.prepare([e for _, e in good])
+            except asyncio.CancelledError:
+                await _requeue(good)
+                raise
+            except Exception:
+                log.exception("batch_handler_failed", size=len(good), step="prepare")
+                await _requeue(good)
+                await self._settle_write()
+                self._handler.abandon()
+                continue
+            try:
+                written = await self._settle_write()
+            except asyncio.CancelledError:
+                await _requeue(good)
+                raise
+            if not written:
+                await _requeue(good)  # it was prepared on top of the write that failed
+                continue
+            self._writing = asyncio.create_task(self._write(good, commit))
 
-    async def _flush(self, batch: list[Delivery]) -> None:
-        good: list[tuple[Delivery, Event]] = []
-        for delivery in batch:
-            event = await _decode_or_dead_letter(delivery)
-            if event is not None:
-                good.append((delivery, event))
-        if not good:
-            return
+    async def _settle_write(self) -> bool:
+        """Wait for the write in flight; False (after abandoning the handler's state) if it failed."""
+        writing, self._writing = self._writing, None
+        if writing is None or await writing:
+            return True
+        self._handler.abandon()
+        return False
+
+    async def _write(self, good: list[tuple[Delivery, Event]], commit: Commit) -> bool:
         try:
-            await self._handler([e for _, e in good])
+            await commit()
         except asyncio.CancelledError:
-            for delivery, _ in good:
-                await delivery.requeue()
+            await _requeue(good)
             raise
         except Exception:
-            log.exception("batch_handler_failed", size=len(good))
-            for delivery, _ in good:
-                await delivery.requeue()
-            return
-        # Batches are taken in delivery order and every earlier delivery is already settled, so one
+            log.exception("batch_handler_failed", size=len(good), step="write")
+            await _requeue(good)
+            return False
+        # Writes run in batch order and every earlier delivery is already settled, so one
         # cumulative ack settles the batch.
         await good[-1][0].ack_through()
+        return True
+
+
+async def _requeue(good: list[tuple[Delivery, Event]]) -> None:
+    for delivery, _ in good:
+        await delivery.requeue()

@@ -83,7 +83,7 @@ async def start(settings: AuditSettings, *, bus: Bus, client: AsyncMongoClient) 
         methods.add(name, partial(getattr(retention, name), store=store, chunk_bytes=settings.archive_chunk_bytes))
     await bus.subscribe_batch(
         "auditsvc",
-        partial(handlers.ingest, store=store, heads=heads, checkpointer=checkpointer, stats=stats),
+        handlers.Ingestor(store, heads, checkpointer=checkpointer, stats=stats),
         max_batch=settings.batch_size,
         max_wait=settings.batch_wait_seconds,
     )

@@ -6,7 +6,7 @@ redelivered batch after a crash neither loses nor duplicates a record.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -42,8 +42,8 @@ class ChainHeads:
     def set(self, head: ChainHead) -> None:
         self._heads[head.tenant_id] = head
 
-    def forget(self, tenant_id: str) -> None:
-        self._heads.pop(tenant_id, None)
+    def clear(self) -> None:
+        self._heads.clear()
 
 
 class IngestStats:
@@ -54,43 +54,87 @@ class IngestStats:
         self.ingested_at: dict[str, datetime] = {}
 
 
+class Ingestor:
+    """Appends batches of events to their tenants' chains, in two steps (see `StagedBatchHandler`).
+
+    `prepare` links a batch onto the heads the previous batch left, before that batch is written,
+    so hashing the next batch overlaps the store's writes of this one. Event ids of batches not
+    yet written are kept here: a duplicate arriving in the very next batch is caught before the
+    store can see the first copy.
+    """
+
+    def __init__(self, store: AuditStore, heads: ChainHeads, *, checkpointer: Checkpointer | None = None,
+                 stats: IngestStats | None = None):
+        self._store = store
+        self._heads = heads
+        self._checkpointer = checkpointer
+        self._stats = stats
+        self._unwritten: dict[str, set[str]] = {}
+
+    async def prepare(self, batch: Sequence[Event]) -> Callable[[], Awaitable[None]]:
+        by_tenant: dict[str, list[Event]] = {}
+        for event in batch:
+            by_tenant.setdefault(event.tenant_id, []).append(event)
+        now = datetime.now(UTC)
+        runs: dict[str, list[dict[str, Any]]] = {}
+        new_heads: dict[str, tuple[ChainHead, int]] = {}
+        ids: dict[str, set[str]] = {}
+        for tenant_id, tenant_events in by_tenant.items():
+            head = await self._heads.get(tenant_id)  # first: loading a head indexes records a crash left unindexed
+            dumped = [e.model_dump(mode="json") for e in tenant_events]
+            known = await self._store.known_event_ids(tenant_id, [(d["event_id"], d["occurred_at"]) for d in dumped])
+            known |= self._unwritten.get(tenant_id, set())
+            linked = []
+            counted = 0
+            for event in dumped:
+                if event["event_id"] in known:
+                    continue
+                known.add(event["event_id"])
+                record, head = head.append(record_from_event(event))
+                linked.append(record)
+                counted += event["type"] != CHECKPOINT_TYPE
+            if self._stats is not None:
+                oldest = min(e.occurred_at for e in tenant_events)
+                self._stats.lag_seconds[tenant_id] = max(0.0, (now - oldest).total_seconds())
+                self._stats.ingested_at[tenant_id] = now
+            if linked:
+                runs[tenant_id] = linked
+                new_heads[tenant_id] = (head, counted)
+                ids[tenant_id] = {r["event_id"] for r in linked}
+        # The next batch links onto these heads; `abandon` puts the stored ones back if this write fails.
+        for tenant_id, (head, _) in new_heads.items():
+            self._heads.set(head)
+            self._unwritten.setdefault(tenant_id, set()).update(ids[tenant_id])
+
+        async def write() -> None:
+            await self._store.append(runs)
+            for tenant_id, (head, counted) in new_heads.items():
+                self._unwritten[tenant_id] -= ids[tenant_id]
+                if self._checkpointer is not None:
+                    await self._checkpointer.appended(head, counted)
+            log.debug("audit_batch_ingested", events=len(batch))
+
+        return write
+
+    def abandon(self) -> None:
+        """A write failed, perhaps halfway: heads are re-read from the store (which finds and
+        indexes a half-written run), and what was never written may come again."""
+        self._heads.clear()
+        self._unwritten.clear()
+
+    async def __call__(self, batch: Sequence[Event]) -> None:
+        """Both steps at once (tests, tools)."""
+        write = await self.prepare(batch)
+        try:
+            await write()
+        except Exception:
+            self.abandon()
+            raise
+
+
 async def ingest(batch: Sequence[Event], *, store: AuditStore, heads: ChainHeads,
                  checkpointer: Checkpointer | None = None, stats: IngestStats | None = None) -> None:
-    by_tenant: dict[str, list[Event]] = {}
-    for event in batch:
-        by_tenant.setdefault(event.tenant_id, []).append(event)
-    now = datetime.now(UTC)
-    runs: dict[str, list[dict[str, Any]]] = {}
-    new_heads: dict[str, tuple[ChainHead, int]] = {}
-    for tenant_id, tenant_events in by_tenant.items():
-        head = await heads.get(tenant_id)  # first: loading a head indexes records a crash left unindexed
-        known = await store.known_event_ids(tenant_id, [e.event_id for e in tenant_events])
-        linked = []
-        counted = 0
-        for event in tenant_events:
-            if event.event_id in known:
-                continue
-            known.add(event.event_id)
-            record, head = head.append(record_from_event(event.model_dump(mode="json")))
-            linked.append(record)
-            counted += event.type != CHECKPOINT_TYPE
-        if stats is not None:
-            stats.lag_seconds[tenant_id] = max(0.0, (now - min(e.occurred_at for e in tenant_events)).total_seconds())
-            stats.ingested_at[tenant_id] = now
-        if linked:
-            runs[tenant_id] = linked
-            new_heads[tenant_id] = (head, counted)
-    try:
-        await store.append(runs)
-    except Exception:
-        for tenant_id in runs:
-            heads.forget(tenant_id)  # part of the batch may be stored: re-read the heads
-        raise
-    for head, counted in new_heads.values():
-        heads.set(head)
-        if checkpointer is not None:
-            await checkpointer.appended(head, counted)
-    log.debug("audit_batch_ingested", events=len(batch))
+    await Ingestor(store, heads, checkpointer=checkpointer, stats=stats)(batch)
 
 
 class AuditQuery(BaseModel):

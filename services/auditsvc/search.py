@@ -4,7 +4,10 @@ The store indexes records by chunk (one entry per distinct term per appended chu
 record), so an index hit only says "somewhere in seqs first..last"; `Criteria.matches` then
 decides exactly on each record. Terms are therefore allowed to over-match: every identifier a
 query can name (actor, resource, device, key, correlation id) shares one "v:" term, which keeps
-the number of index entries, the dominant cost of an insert, low.
+the number of index entries, the dominant cost of an insert, low. Event ids are not terms: they
+are unique per record, so indexing them would double those entries; a chunk keeps them in a plain
+list instead, and redelivered events are found by time (an event's record has its time, and the
+chunk holding it spans that time).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ def record_terms(record: Mapping[str, Any]) -> set[str]:
     details = record.get("details") or {}
     actor = record.get("actor") or {}
     resource = record.get("resource") or {}
-    terms = {f"action:{record['action']}", f"outcome:{record['outcome']}", f"e:{record['event_id']}"}
+    terms = {f"action:{record['action']}", f"outcome:{record['outcome']}"}
     for value in (actor.get("id"), resource.get("id"), details.get("device_id"), details.get("key_id"),
                   record.get("correlation_id")):
         if (v := _value(value)) is not None:
@@ -40,10 +43,6 @@ def chunk_postings(records: Sequence[Mapping[str, Any]]) -> tuple[list[str], lis
             postings.setdefault(term, []).append(offset)
     terms = sorted(postings)
     return terms, [postings[t] for t in terms]
-
-
-def event_term(event_id: str) -> str:
-    return f"e:{event_id}"
 
 
 @dataclass(frozen=True, slots=True)

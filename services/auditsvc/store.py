@@ -6,7 +6,8 @@ through a derived, rebuildable index written once per appended chunk:
 
 - `record_terms`: the chunk's seq range, time bounds and distinct search terms (multikey), each
   with its postings (the offsets of the records that carry it), so a filtered query reads only
-  the records that can match and an event id is found for dedup;
+  the records that can match; and its records' event ids (not indexed), read for dedup from the
+  chunks whose time bounds cover a redelivered event's time;
 - `record_spans`: the same ranges and time bounds without terms, small enough to scan for
   time-range queries;
 - `chain_heads`: each tenant's last seq and hash.
@@ -32,7 +33,7 @@ from pymongo.errors import BulkWriteError
 from shared.store import TenantCollection
 
 from .chain import ChainHead
-from .search import Criteria, chunk_postings, event_term
+from .search import Criteria, chunk_postings
 
 _READ_PAGE = 1000  # records read per page of a range
 # Keys per point lookup: the embedded store checks each found record against the whole `$in`
@@ -68,6 +69,7 @@ class AuditStore:
 
     async def create_indexes(self) -> None:
         await self.terms.raw.create_index([("tenant_id", ASCENDING), ("terms", ASCENDING), ("last_seq", ASCENDING)])
+        await self.terms.raw.create_index([("tenant_id", ASCENDING), ("max_time", ASCENDING)])
         await self.spans.raw.create_index([("tenant_id", ASCENDING), ("last_seq", ASCENDING)])
         await self.checkpoints.raw.create_index([("tenant_id", ASCENDING), ("seq", ASCENDING)], unique=True)
         await self.forwarders.raw.create_index([("tenant_id", ASCENDING), ("forwarder_id", ASCENDING)], unique=True)
@@ -148,17 +150,27 @@ class AuditStore:
                     "last_seq": last["seq"], "min_time": min(times), "max_time": max(times)}
             spans.append(span)
             names, postings = chunk_postings(records)
-            terms.append({**span, "terms": names, "postings": postings})
+            terms.append({**span, "terms": names, "postings": postings, "events": [r["event_id"] for r in records]})
             heads.append(ReplaceOne({"_id": tenant_id}, {"tenant_id": tenant_id, "seq": last["seq"], "hash": last["hash"],
                                                          "time": last["time"]}, upsert=True))
         await self._insert_or_replace(self.terms.raw, terms)
         await self._insert_or_replace(self.spans.raw, spans)
         await self.heads.raw.bulk_write(heads, ordered=False)
 
-    async def known_event_ids(self, tenant_id: str, event_ids: Sequence[str]) -> set[str]:
-        wanted = {event_term(e): e for e in event_ids}
-        docs = await self.terms.find(tenant_id, {"terms": {"$in": list(wanted)}}, projection={"terms": 1})
-        return {wanted[t] for d in docs for t in d["terms"] if t in wanted}
+    async def known_event_ids(self, tenant_id: str, events: Sequence[tuple[str, str]]) -> set[str]:
+        """Which of these (event id, time) pairs are already recorded: a record's chunk spans its time."""
+        if not events:
+            return set()
+        times = [t for _, t in events]
+        docs = await self.terms.find(tenant_id, {"max_time": {"$gte": min(times)}, "min_time": {"$lte": max(times)}},
+                                     projection={"events": 1, "terms": 1})
+        wanted = {e for e, _ in events}
+        found = set()
+        for doc in docs:
+            # Chunks written before event ids left the terms carry them as "e:<id>" terms.
+            ids = doc.get("events") or [t[2:] for t in doc["terms"] if t.startswith("e:")]
+            found.update(wanted.intersection(ids))
+        return found
 
     async def delete_range(self, tenant_id: str, first: int, last: int) -> None:
         """Remove records first..last (archived) and the index chunks that lie wholly inside."""

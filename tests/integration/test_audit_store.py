@@ -86,6 +86,28 @@ async def test_records_stored_without_their_index_are_indexed_before_ingestion_g
     assert [r["seq"] for r in await store.query("ten_a", Criteria(correlation_id="corr_1010"), after_seq=0, limit=5)] == [211]
 
 
+async def test_an_event_redelivered_long_after_is_kept_once(mongo_client, db_prefix):
+    store = await _store(mongo_client, db_prefix)
+    heads = handlers.ChainHeads(store)
+    stream = [_event("ten_a", i) for i in range(1200)]
+    for start in range(0, 1200, 300):
+        await handlers.ingest(stream[start:start + 300], store=store, heads=heads)
+    # An outbox re-sends old events (their confirms were lost); a fresh process gets them among new ones.
+    fresh = _event("ten_a", 5000)
+    await handlers.ingest([stream[5], stream[650], fresh, stream[1199]], store=store, heads=handlers.ChainHeads(store))
+    everything = await _all(store, "ten_a")
+    assert len(everything) == 1201 and everything[-1]["event_id"] == fresh.event_id
+    assert len({r["event_id"] for r in everything}) == 1201
+
+    # Chunks of the earlier layout keep event ids as "e:" terms instead of a list: still found.
+    for chunk in await store.terms.find("ten_a", {}):
+        legacy = {**chunk, "terms": sorted([*chunk["terms"], *(f"e:{e}" for e in chunk["events"])])}
+        del legacy["events"]
+        await store.terms.raw.replace_one({"_id": chunk["_id"]}, legacy)
+    await handlers.ingest([stream[7], stream[1100]], store=store, heads=handlers.ChainHeads(store))
+    assert (await store.head("ten_a")).seq == 1201
+
+
 async def test_deleting_an_archived_range_keeps_the_rest_findable(mongo_client, db_prefix):
     store = await _store(mongo_client, db_prefix)
     await _ingest(store, 2000)

@@ -135,6 +135,69 @@ async def test_batch_subscription_gets_batches_and_acks_them(any_bus):
     assert len(batches) < 50  # really batched, not one by one
 
 
+class TwoStepRecorder:
+    """A staged batch handler that records what it prepared and wrote, and fails one write."""
+
+    def __init__(self, fail_write: int | None = None):
+        self.fail_write = fail_write
+        self.written: list[str] = []
+        self.unwritten: list[str] = []  # what prepare saw as pending: must be dropped on abandon
+        self.overlapped = 0  # prepares that ran while an earlier write was still going
+        self.abandoned = 0
+        self.stale_writes = 0  # writes of a batch prepared before an abandon: must never happen
+        self._writes = 0
+        self._writing = False
+
+    async def prepare(self, events):
+        if self._writing:
+            self.overlapped += 1
+        ids = [e.event_id for e in events]
+        self.unwritten += ids
+        generation = self.abandoned
+
+        async def write():
+            self.stale_writes += generation != self.abandoned
+            self._writing = True
+            try:
+                await asyncio.sleep(0.05)  # the store's share of the work
+                self._writes += 1
+                if self._writes == self.fail_write:
+                    raise RuntimeError("store unavailable")
+                self.written += ids
+                self.unwritten = [i for i in self.unwritten if i not in ids]
+            finally:
+                self._writing = False
+
+        return write
+
+    def abandon(self):
+        self.abandoned += 1
+        self.unwritten = []
+
+
+async def test_staged_batches_are_prepared_while_the_previous_one_is_written(any_bus):
+    handler = TwoStepRecorder()
+    sent = [key_requested(i) for i in range(200)]
+    for event in sent:
+        await any_bus.publish(event)
+    await any_bus.subscribe_batch("auditsvc", handler, max_batch=20, max_wait=0.01)
+    await wait_for(lambda: len(handler.written) == 200)
+    assert sorted(handler.written) == sorted(e.event_id for e in sent)
+    assert handler.overlapped > 0 and handler.abandoned == 0
+
+
+async def test_a_failed_staged_write_requeues_it_and_the_batch_built_on_it(any_bus):
+    handler = TwoStepRecorder(fail_write=2)
+    sent = [key_requested(i) for i in range(100)]
+    for event in sent:
+        await any_bus.publish(event)
+    await any_bus.subscribe_batch("auditsvc", handler, max_batch=10, max_wait=0.01)
+    await wait_for(lambda: len(handler.written) == 100)
+    await asyncio.sleep(0.3)  # nothing more arrives: each event was written exactly once
+    assert sorted(handler.written) == sorted(e.event_id for e in sent)
+    assert handler.abandoned >= 1 and handler.unwritten == [] and handler.stale_writes == 0
+
+
 async def test_request_reply_returns_result_or_problem(any_bus):
     async def serve(request: rpc.RpcRequest) -> rpc.RpcReply:
         if request.method == "fail":
