@@ -13,8 +13,8 @@ Each distinct fact test runs once per evaluation (rules often repeat a baseline 
 trace and reasons are built from those outcomes only when read.
 
 A decision travels in two sizes. ``compact_trace`` (in the ``key.decided`` event and so in the
-audit log) names the rules that decided it and, unless it is an allow, the conditions that made
-it so (fact, operator, expected, actual). ``record()`` is the full trace in canonical form: every
+audit log) names the rule that decided it (for a deny or an approval, every deciding rule and the
+conditions that made it so: fact, operator, expected, actual). ``record()`` is the full trace in canonical form: every
 policy version and rule evaluated, whether each matched, and every fact test run with its
 expected and actual value, each test once. policysvc keeps it with the decision; the event
 carries its SHA-256 (``record_digest``), so the audit log commits to it; ``from_record`` rebuilds
@@ -205,11 +205,11 @@ class Decision:
     @cached_property
     def compact_trace(self) -> tuple[dict[str, Any], ...]:
         """What the audit record keeps of the trace: the rules that explain the effect and, for a
-        deny or an approval, the conditions that decided it. An allow needs only its rules: the
-        reasons say in words what held, and the full record has every value."""
-        if self.effect == "allow":  # no replay: the allowing rules are known without one
+        deny or an approval, the conditions that decided it. An allow needs only the rule its reasons
+        explain (``decided_by`` names every allowing rule; the full record has every value)."""
+        if self.effect == "allow":  # no replay: the allowing rule is known without one
             return tuple({"policy": policy.id, "version": policy.version, "rule": rule.id, "effect": rule.effect,
-                          "matched": True} for policy, rule in self._deciding)
+                          "matched": True} for policy, rule in self._deciding[:1])
         return tuple(
             {"policy": trace.policy, "version": trace.version, "rule": trace.rule, "effect": trace.effect,
              "matched": trace.matched,
