@@ -13,12 +13,13 @@ Each distinct fact test runs once per evaluation (rules often repeat a baseline 
 trace and reasons are built from those outcomes only when read.
 
 A decision travels in two sizes. ``compact_trace`` (in the ``key.decided`` event and so in the
-audit log) names the rule that decided it (for a deny or an approval, every deciding rule and the
-conditions that made it so: fact, operator, expected, actual). ``record()`` is the full trace in canonical form: every
-policy version and rule evaluated, whether each matched, and every fact test run with its
-expected and actual value, each test once. policysvc keeps it with the decision; the event
-carries its SHA-256 (``record_digest``), so the audit log commits to it; ``from_record`` rebuilds
-the decision from it and the same policy versions, to show the per-rule trace again.
+audit log) names the rule that decided it; for a deny or an approval, every deciding rule and the
+conditions that made it so (fact, operator, expected, actual). ``record()`` is the full trace in
+canonical form: every policy version and rule evaluated, whether each matched, and every fact
+test run with its expected and actual value, each test once. policysvc keeps it with the
+decision; the event carries its SHA-256 (``record_digest``), so the audit log commits to it;
+``from_record`` rebuilds the decision from it and the same policy versions, to show the per-rule
+trace again.
 """
 
 from __future__ import annotations
