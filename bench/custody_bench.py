@@ -2,7 +2,7 @@
 in a tenant, KEK-rotation re-wrap rate, and keysvc's peak memory.
 
 Run: python bench/custody_bench.py [--sizes 1,1000,1000000] [--seconds 8] [--concurrency 32]
-                                   [--working-set 1000] [--creates 1000]
+                                   [--working-set 1000] [--creates 1000] [--rounds 3]
                                    [--rewrap-sizes 1000,20000] [--populate-budget 900]
 
 What is measured, honestly:
@@ -29,6 +29,9 @@ What is measured, honestly:
   directory: its in-memory engine cannot hold a million keys).
 - If a size cannot be seeded within --populate-budget seconds, the largest size reached is used
   and the output says so.
+- Every size is seeded (and the store checkpointed) before any is measured; then the sizes take
+  turns for --rounds rounds and the medians are compared, so a slow minute on a shared box does
+  not land on one size only.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ import os
 import random
 import resource
 import secrets
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -176,7 +180,7 @@ async def child(args: argparse.Namespace) -> None:
 
     t0 = time.perf_counter()
     await asyncio.gather(*(creator() for _ in range(8)))
-    results["create_per_s"] = args.creates / (time.perf_counter() - t0)
+    results["create_per_s"] = args.creates / (time.perf_counter() - t0)  # 0 when asked for none (later rounds)
     for entry in list(cache._keys):  # releases below start from a cold cache
         cache.drop(*entry)
 
@@ -230,10 +234,13 @@ async def child(args: argparse.Namespace) -> None:
     print(json.dumps(results), flush=True)
 
 
-def run_child(url: str, prefix: str, tenant: str, root: bytes, n: int, args: argparse.Namespace) -> dict:
+WORKLOADS = ("working_set", "uniform", "hot")
+
+
+def run_child(url: str, prefix: str, tenant: str, root: bytes, n: int, args: argparse.Namespace, *, creates: int) -> dict:
     cmd = [sys.executable, __file__, "--child", "--url", url, "--prefix", prefix, "--tenant", tenant, "--n", str(n),
            "--seconds", str(args.seconds), "--concurrency", str(args.concurrency), "--working-set", str(args.working_set),
-           "--creates", str(args.creates)]
+           "--creates", str(creates)]
     out = subprocess.run(cmd, input=root.hex() + "\n", capture_output=True, text=True, check=False)
     if out.returncode:
         raise SystemExit(f"the keysvc child failed:\n{out.stderr[-4000:]}")
@@ -292,29 +299,43 @@ async def main(args: argparse.Namespace) -> None:
           f"concurrency {args.concurrency}; {args.seconds}s per measurement (after 2 s warm-up); "
           f"key cache bound 10,000 keys + 10,000 release views")
     try:
-        rows = []
+        seeded = []
         for n in [int(s) for s in args.sizes.split(",")]:
             tenant, size_prefix = f"ten_bench_{n}", f"{prefix}{n}_"
             inserted, seconds, indexed, flushed = await populate(url, size_prefix, tenant, root, n,
                                                                  args.populate_budget)
             note = "" if inserted == n else f" (stopped at {inserted:,} of {n:,}: populate budget {args.populate_budget:.0f}s)"
-            print(f"\n{inserted:,} keys seeded in {seconds:.1f}s ({inserted / max(seconds, 1e-9):,.0f} keys/s), "
+            print(f"{inserted:,} keys seeded in {seconds:.1f}s ({inserted / max(seconds, 1e-9):,.0f} keys/s), "
                   f"indexes built in {indexed:.1f}s, store checkpointed in {flushed:.1f}s{note}", flush=True)
-            r = run_child(url, size_prefix, tenant, root, inserted, args)
-            rows.append((inserted, r))
-            print(f"  create_key handler on top: {r['create_per_s']:,.0f} keys/s ({args.creates:,} keys, 8 at a time)")
-            for label, text in (("working_set", f"working set ({min(inserted, args.working_set):,} agents' keys)"),
+            seeded.append((inserted, tenant, size_prefix))
+        # Sizes take turns, round after round, so a slower minute on a shared box hits them all alike.
+        runs: dict[int, list[dict]] = {n: [] for n, _, _ in seeded}
+        for round_no in range(1, args.rounds + 1):
+            print(f"\nround {round_no} of {args.rounds}")
+            for inserted, tenant, size_prefix in seeded:
+                r = run_child(url, size_prefix, tenant, root, inserted, args, creates=args.creates if round_no == 1 else 0)
+                runs[inserted].append(r)
+                print(f"  {inserted:>9,} keys:" + "".join(
+                    f"  {label.replace('_', ' ')} {r[label]['releases_per_s']:>6,.0f}/s" for label in WORKLOADS), flush=True)
+        print(f"\nmedians over {args.rounds} round(s), {args.seconds:g}s each after a 2 s warm-up:")
+        medians = {n: {label: statistics.median(r[label]["releases_per_s"] for r in rs) for label in WORKLOADS}
+                   for n, rs in runs.items()}
+        for n, rs in runs.items():
+            first = rs[0]
+            print(f"\n{n:,} keys")
+            print(f"  create_key handler on top: {first['create_per_s']:,.0f} keys/s ({args.creates:,} keys, 8 at a time)")
+            for label, text in (("working_set", f"working set ({min(n, args.working_set):,} agents' keys)"),
                                 ("uniform", "uniform random key"), ("hot", "one hot key")):
-                w = r[label]
-                print(f"  release, {text + ':':<36} {w['releases_per_s']:>7,.0f}/s  p50 {w['p50_ms']:.2f} ms  "
-                      f"p99 {w['p99_ms']:.2f} ms  store reads/release {w['finds_per_release']:.2f}", flush=True)
-            print(f"  keysvc peak RSS {r['max_rss_mb']:.0f} MB; cache entries {r['cache_entries']:,} (bound 10,000 keys "
-                  f"+ 10,000 release views)")
-        for label in ("working_set", "uniform"):
-            base = rows[0][1][label]["releases_per_s"]
-            print(f"\n{label.replace('_', ' ')} release throughput relative to the smallest tenant:")
-            for n, r in rows:
-                print(f"  {n:>9,} keys: {r[label]['releases_per_s'] / base * 100:.0f}%")
+                w = first[label]
+                print(f"  release, {text + ':':<36} {medians[n][label]:>7,.0f}/s  p50 {w['p50_ms']:.2f} ms  "
+                      f"p99 {w['p99_ms']:.2f} ms  store reads/release {w['finds_per_release']:.2f}")
+            print(f"  keysvc peak RSS {max(r['max_rss_mb'] for r in rs):.0f} MB; cache entries "
+                  f"{first['cache_entries']:,} (bound 10,000 keys + 10,000 release views)")
+        for label in WORKLOADS:
+            base = medians[seeded[0][0]][label]
+            print(f"\n{label.replace('_', ' ')} release throughput relative to the smallest tenant (medians):")
+            for n in medians:
+                print(f"  {n:>9,} keys: {medians[n][label] / base * 100:.0f}%")
         for n in [int(s) for s in args.rewrap_sizes.split(",") if s]:
             tenant, size_prefix = f"ten_rewrap_{n}", f"{prefix}rw{n}_"
             inserted, _, _, _ = await populate(url, size_prefix, tenant, root, n, args.populate_budget)
@@ -342,6 +363,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--working-set", type=int, default=1000)
     p.add_argument("--store-dir", help="data directory of the embedded store (default: a temporary one)")
     p.add_argument("--creates", type=int, default=1000)
+    p.add_argument("--rounds", type=int, default=3, help="measurement rounds; sizes take turns in each")
     p.add_argument("--child", action="store_true")
     p.add_argument("--url")
     p.add_argument("--prefix")
