@@ -125,11 +125,14 @@ class Batcher:
         batch = [await self._pending.get()]
         deadline = asyncio.get_running_loop().time() + self._max_wait
         while len(batch) < self._max_batch:
+            if not self._pending.empty():  # what has arrived is taken without a timer each
+                batch.append(self._pending.get_nowait())
+                continue
             timeout = deadline - asyncio.get_running_loop().time()
-            if timeout <= 0 and self._pending.empty():
+            if timeout <= 0:
                 break
             try:
-                batch.append(await asyncio.wait_for(self._pending.get(), max(timeout, 0)))
+                batch.append(await asyncio.wait_for(self._pending.get(), timeout))
             except TimeoutError:
                 break
         return batch

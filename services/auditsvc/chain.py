@@ -7,6 +7,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -41,8 +42,11 @@ def record_hash(record: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical_bytes(body)).hexdigest()
 
 
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
 def _is_hex64(value: Any) -> bool:
-    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+    return isinstance(value, str) and _HEX64.fullmatch(value) is not None
 
 
 def link(record: Mapping[str, Any], *, seq: int, prev_hash: str) -> dict[str, Any]:
@@ -54,7 +58,7 @@ def link(record: Mapping[str, Any], *, seq: int, prev_hash: str) -> dict[str, An
     linked = {k: v for k, v in record.items() if k not in CHAIN_FIELDS}
     linked["seq"] = seq
     linked["prev_hash"] = prev_hash
-    linked["hash"] = record_hash(linked)
+    linked["hash"] = hashlib.sha256(canonical_bytes(linked)).hexdigest()  # record_hash, without a copy
     return linked
 
 
