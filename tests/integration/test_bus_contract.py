@@ -145,19 +145,20 @@ class TwoStepRecorder:
         self.overlapped = 0  # prepares that ran while an earlier write was still going
         self.abandoned = 0
         self.stale_writes = 0  # writes of a batch prepared before an abandon: must never happen
-        self._writes = 0
-        self._writing = False
+        self._writes = 0  # writes begun
+        self._prepared = 0
+        self._finished = 0  # writes ended, either way
 
     async def prepare(self, events):
-        if self._writing:
+        if self._prepared > self._finished:  # an earlier batch is not written yet
             self.overlapped += 1
+        self._prepared += 1
         ids = [e.event_id for e in events]
         self.unwritten += ids
         generation = self.abandoned
 
         async def write():
             self.stale_writes += generation != self.abandoned
-            self._writing = True
             try:
                 await asyncio.sleep(0.05)  # the store's share of the work
                 self._writes += 1
@@ -166,7 +167,7 @@ class TwoStepRecorder:
                 self.written += ids
                 self.unwritten = [i for i in self.unwritten if i not in ids]
             finally:
-                self._writing = False
+                self._finished += 1
 
         return write
 
