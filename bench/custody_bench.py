@@ -26,7 +26,8 @@ What is measured, honestly:
   Store reads per release (find commands counted by a command listener) are printed.
 - Peak memory is the child keysvc process's max RSS (ru_maxrss) after all its runs; the store
   is a separate process (MONGODB_URL, else an embedded SecantusDB on disk in a temporary
-  directory: its in-memory engine cannot hold a million keys).
+  directory: its in-memory engine cannot hold a million keys), given the cache mongod would take
+  on this machine by default (--cache-size).
 - If a size cannot be seeded within --populate-budget seconds, the largest size reached is used
   and the output says so.
 - Every size is seeded (and the store checkpointed) before any is measured; then the sizes take
@@ -237,6 +238,13 @@ async def child(args: argparse.Namespace) -> None:
 WORKLOADS = ("working_set", "uniform", "hot")
 
 
+def _mongod_cache_size() -> str:
+    """mongod's default WiredTiger cache, 50% of (RAM - 1 GB), at least 256 MB: a million keys fit in
+    what a production store would have, while the embedded server's own default is only 1 GB."""
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return f"{max(256, (ram - 2**30) // 2 // 2**20)}M"
+
+
 def run_child(url: str, prefix: str, tenant: str, root: bytes, n: int, args: argparse.Namespace, *, creates: int) -> dict:
     cmd = [sys.executable, __file__, "--child", "--url", url, "--prefix", prefix, "--tenant", tenant, "--n", str(n),
            "--seconds", str(args.seconds), "--concurrency", str(args.concurrency), "--working-set", str(args.working_set),
@@ -291,11 +299,12 @@ async def main(args: argparse.Namespace) -> None:
     if url is None:
         # On disk, not in memory: the in-memory engine's cache cannot hold a million keys.
         scratch = tempfile.TemporaryDirectory(prefix="custody-bench-")
-        server = EmbeddedMongo(args.store_dir or scratch.name).start()
+        server = EmbeddedMongo(args.store_dir or scratch.name, cache_size=args.cache_size).start()
         url = server.url
     root = secrets.token_bytes(32)
     prefix = f"bench{secrets.token_hex(4)}_"
-    print(f"store: {'MONGODB_URL' if server is None else 'embedded SecantusDB (on disk, separate process)'}; "
+    store = "MONGODB_URL" if server is None else f"embedded SecantusDB (on disk, separate process, cache {args.cache_size})"
+    print(f"store: {store}; "
           f"concurrency {args.concurrency}; {args.seconds}s per measurement (after 2 s warm-up); "
           f"key cache bound 10,000 keys + 10,000 release views")
     try:
@@ -364,6 +373,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--store-dir", help="data directory of the embedded store (default: a temporary one)")
     p.add_argument("--creates", type=int, default=1000)
     p.add_argument("--rounds", type=int, default=3, help="measurement rounds; sizes take turns in each")
+    p.add_argument("--cache-size", default=_mongod_cache_size(),
+                   help="the embedded store's cache (default: what mongod would take on this machine)")
     p.add_argument("--child", action="store_true")
     p.add_argument("--url")
     p.add_argument("--prefix")

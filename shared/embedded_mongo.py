@@ -42,9 +42,11 @@ def _server_command() -> list[str]:
 class EmbeddedMongo:
     """A SecantusDB server on a free loopback port; `storage` is a directory or ':memory:'."""
 
-    def __init__(self, storage: str | os.PathLike[str] = ":memory:", *, port: int | None = None):
+    def __init__(self, storage: str | os.PathLike[str] = ":memory:", *, port: int | None = None,
+                 cache_size: str | None = None):
         self.storage = str(storage)
         self.port = port or free_port()
+        self.cache_size = cache_size  # the storage engine's cache, e.g. "4G" (the server's default is 1G)
         self._process: subprocess.Popen[bytes] | None = None
         self._log = tempfile.TemporaryFile()
 
@@ -61,7 +63,8 @@ class EmbeddedMongo:
         if self.storage != ":memory:":
             Path(self.storage).mkdir(parents=True, exist_ok=True)
         cmd = [*_server_command(), "--host", "127.0.0.1", "--port", str(self.port), "--storage-path", self.storage,
-               "--log-level", "WARNING"]
+               "--log-level", "WARNING",
+               *(["--cache-size", self.cache_size] if self.cache_size else [])]
         self._process = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
