@@ -1,7 +1,8 @@
 """auditsvc's handlers: append batches of events to the tenants' chains, answer queries.
 
-Ingestion is batched (one insert per tenant per batch) and idempotent by event id, so a
-redelivered batch after a crash neither loses nor duplicates a record.
+Ingestion is batched (one write per collection per batch, whatever the tenants), pipelined (the
+next batch is linked while this one is written) and idempotent by event id, so a redelivered
+batch after a crash neither loses nor duplicates a record.
 """
 
 from __future__ import annotations
