@@ -151,6 +151,7 @@ class Batcher:
                 continue
             try:
                 commit = await self._handler.prepare([e for _, e in good])
+                written = await self._settle_write()  # never raises: a failed write returns False
             except asyncio.CancelledError:
                 await _requeue(good)
                 raise
@@ -160,11 +161,6 @@ class Batcher:
                 await self._settle_write()
                 self._handler.abandon()
                 continue
-            try:
-                written = await self._settle_write()
-            except asyncio.CancelledError:
-                await _requeue(good)
-                raise
             if not written:
                 await _requeue(good)  # it was prepared on top of the write that failed
                 continue
