@@ -25,48 +25,32 @@ trace again.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cached_property, lru_cache
+from functools import cached_property
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
+from .operators import MISSING_NOTE, Context, Outcome, run
 from .rules import (
-    DAY_NAMES,
-    MAX_MATCH_INPUT,
     AllOf,
     AnyOf,
     Approval,
-    Comparable,
     Condition,
     Disclosure,
     Effect,
-    Network,
     NotOf,
     Policy,
     Predicate,
     Rule,
-    TimeWindow,
-    json_key,
-    parse_timestamp,
-    parse_version,
 )
 
-MISSING_TEXT = "<missing>"
-MAX_CLOCK_SKEW_SECONDS = 300.0  # age_under tolerates agent clocks this far ahead of ours
 DISCLOSURE_LEVELS: tuple[Disclosure, ...] = ("none", "reasons", "full")  # least revealing first
 RECORD_FORMAT = 1  # of Decision.record(); bump when its shape changes
 _PRECEDENCE: tuple[Effect, ...] = ("deny", "require_approval", "allow")
-_MISSING_NOTE = "fact not present"
-_NOW_NOTE = "observed.request_time missing; used evaluation time"
-_MISSING_OUTCOME = (MISSING_TEXT, False, _MISSING_NOTE)
-_MISSING = object()
 _UTC = ZoneInfo("UTC")
-
-Outcome = tuple[Any, bool, str]  # (actual value as traced, result, note)
 
 
 class ConditionTrace(NamedTuple):
@@ -302,14 +286,23 @@ def evaluate(policies: Sequence[Policy], facts: Mapping[str, Any], *, now: datet
     """Decide a request from the policies that apply to it (see ``applies_to``) and its facts."""
     if now.tzinfo is None or now.utcoffset() is None:
         raise ValueError("now must be timezone-aware")
-    context = _Context(facts, now)
+    context = Context(facts, now)
+    outcomes = context.outcomes
     results: list[bool] = []
     for policy in policies:
         context.tz = policy.tz
-        for rule in policy.rules:
-            results.append(_holds(rule.when, context))
+        tests, runners = policy.program.tests, policy.program.runners
 
-    return _decided(tuple(policies), tuple(results), context.outcomes)
+        def test(i: int) -> bool:  # a test shared with an earlier policy is not run again
+            signature = tests[i].signature
+            outcome = outcomes.get(signature)
+            if outcome is None:
+                outcome = outcomes[signature] = runners[i](context)
+            return outcome[1]
+
+        results.extend(policy.program.run(test))
+
+    return _decided(tuple(policies), tuple(results), outcomes)
 
 
 def _decided(policies: tuple[Policy, ...], results: tuple[bool, ...], outcomes: Mapping[str, Outcome]) -> Decision:
@@ -336,7 +329,7 @@ def _decided(policies: tuple[Policy, ...], results: tuple[bool, ...], outcomes: 
 
 def holds(condition: Condition, facts: Mapping[str, Any], *, now: datetime, tz: Any = None) -> bool:
     """Whether a standalone condition (a dynamic group) holds for these facts; never raises."""
-    context = _Context(facts, now)
+    context = Context(facts, now)
     context.tz = tz or _UTC
     return _holds(condition, context)
 
@@ -353,23 +346,12 @@ def _strictest_approval(approvals: list[Approval | None]) -> Approval:
 
 # --- evaluation ---
 
-class _Context:
-    __slots__ = ("facts", "now", "epoch", "tz", "outcomes")
-
-    def __init__(self, facts: Any, now: datetime) -> None:
-        self.facts = facts
-        self.now = now
-        self.epoch = now.timestamp()
-        self.tz: Any = None  # of the policy being evaluated
-        self.outcomes: dict[str, Outcome] = {}  # Predicate.signature -> outcome
-
-
-def _holds(node: Condition, context: _Context) -> bool:
+def _holds(node: Condition, context: Context) -> bool:
     kind = type(node)
     if kind is Predicate:
         outcome = context.outcomes.get(node.signature)
         if outcome is None:
-            outcome = context.outcomes[node.signature] = _run(node, context)
+            outcome = context.outcomes[node.signature] = run(node, context)
         return outcome[1]
     if kind is NotOf:
         return not _holds(node.child, context)
@@ -379,7 +361,7 @@ def _holds(node: Condition, context: _Context) -> bool:
         if type(child) is Predicate:  # inlined: this loop is the evaluator's hot path
             outcome = outcomes.get(child.signature)
             if outcome is None:
-                outcome = outcomes[child.signature] = _run(child, context)
+                outcome = outcomes[child.signature] = run(child, context)
             result = outcome[1]
         else:
             result = _holds(child, context)
@@ -401,189 +383,6 @@ def _replay(node: Condition, outcomes: Mapping[str, Outcome], tested: list[Predi
         if _replay(child, outcomes, tested) is decisive:
             return decisive
     return not decisive
-
-
-def _run(predicate: Predicate, context: _Context) -> Outcome:
-    actual = _resolve(context.facts, predicate.keys)
-    note_prefix = ""
-    if actual is _MISSING:
-        if predicate.op != "within_time_window":
-            return _MISSING_OUTCOME
-        actual = context.now.isoformat()  # the gateway always sets it; without it, use our clock
-        note_prefix = f"{_NOW_NOTE}; "
-    try:
-        result, note = _CHECKS[predicate.op](predicate.operand, actual, context)
-    except Exception as exc:  # noqa: BLE001 - a hostile facts document must not crash a decision
-        result, note = False, f"could not evaluate: {type(exc).__name__}"
-    if type(actual) is not str or len(actual) > 256:
-        actual = _clip(actual)
-    return actual, bool(result), note_prefix + note if note_prefix else note
-
-
-def _resolve(facts: Any, keys: tuple[str | int, ...]) -> Any:
-    """The value at a fact path, or _MISSING when absent or null."""
-    value = facts
-    for key in keys:
-        kind = type(value)
-        if kind is dict or (kind is not list and isinstance(value, Mapping)):
-            if type(key) is not str:
-                return _MISSING
-            value = value.get(key)
-        elif kind is list and type(key) is int and key < len(value):
-            value = value[key]
-        else:
-            return _MISSING
-        if value is None:
-            return _MISSING
-    return value
-
-
-def _clip(value: Any) -> Any:
-    """A small, detached copy of a fact for the trace, however large or odd the agent's facts are."""
-    if type(value) is str:
-        return value if len(value) <= 256 else value[:256] + "..."
-    if isinstance(value, (list, Mapping)):
-        if len(value) > 32:
-            return f"<{'list' if isinstance(value, list) else 'object'} of {len(value)} items>"
-        try:  # the trace is rendered later: it must not change if the caller reuses its facts
-            return json.loads(json.dumps(value, sort_keys=True))  # keys as the canonical record has them
-        except (TypeError, ValueError, RecursionError):
-            return f"<{'list' if isinstance(value, list) else 'object'}>"
-    return value
-
-
-_TYPE_NAMES = {"s": "a string", "n": "a number", "b": "a boolean", "z": "null"}
-
-
-def _type_name(value: Any) -> str:
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, Mapping):
-        return "an object"
-    return _TYPE_NAMES.get(json_key(value)[0], "an unknown type")
-
-
-def _equals(expected: tuple, actual: Any, context: _Context) -> tuple[bool, str]:
-    got = ("s", actual) if type(actual) is str else json_key(actual)
-    if got == expected:
-        return True, ""
-    return False, "" if got[0] == expected[0] else f"type differs: got {_type_name(actual)}"
-
-
-def _not_equals(expected: tuple, actual: Any, context: _Context) -> tuple[bool, str]:
-    result, note = _equals(expected, actual, context)
-    return not result, note
-
-
-def _in(members: frozenset, actual: Any, context: _Context) -> tuple[bool, str]:
-    return (("s", actual) if type(actual) is str else json_key(actual)) in members, ""
-
-
-def _not_in(members: frozenset, actual: Any, context: _Context) -> tuple[bool, str]:
-    return (("s", actual) if type(actual) is str else json_key(actual)) not in members, ""
-
-
-def _search(pattern: Any, actual: Any, context: _Context) -> tuple[bool, str]:
-    if type(actual) is not str:
-        return False, f"type mismatch: expected a string, got {_type_name(actual)}"
-    if len(actual) > MAX_MATCH_INPUT:
-        return False, f"input longer than {MAX_MATCH_INPUT} characters"
-    return pattern.search(actual) is not None, ""
-
-
-@lru_cache(maxsize=4096)
-def _address_forms(text: str) -> tuple[tuple[int, int], ...] | None:
-    """(version, integer) forms of an address; an IPv4-mapped IPv6 address also as IPv4, since
-    dual-stack sockets report IPv4 peers as ::ffff:a.b.c.d."""
-    try:
-        address = ipaddress.ip_address(text)
-    except ValueError:
-        return None
-    forms = [(address.version, int(address))]
-    if address.version == 6 and address.ipv4_mapped is not None:
-        forms.append((4, int(address.ipv4_mapped)))
-    return tuple(forms)
-
-
-def _cidr_contains(networks: tuple[Network, ...], actual: Any, context: _Context) -> tuple[bool, str]:
-    """True when any of the fact's addresses lies in any of the networks."""
-    candidates = actual if type(actual) is list else [actual]
-    unreadable = 0
-    for candidate in candidates:
-        forms = _address_forms(candidate) if type(candidate) is str else None
-        if forms is None:
-            unreadable += 1
-            continue
-        for version, address in forms:
-            for network in networks:
-                if version == network.version and address & network.mask == network.address:
-                    return True, ""
-    if not candidates:
-        return False, "no IP addresses"
-    if unreadable == len(candidates):
-        return False, "no valid IP addresses" if type(actual) is list else "type mismatch: not an IP address"
-    return False, f"ignored {unreadable} entries that are not IP addresses" if unreadable else ""
-
-
-def _read_ordered(kind: str, actual: Any) -> Any:
-    if kind == "number":
-        return actual if type(actual) in (int, float) else None
-    if type(actual) is not str:
-        return None
-    return parse_version(actual) if kind == "version" else parse_timestamp(actual)
-
-
-_ARTICLES = {"number": "a number", "version": "a version", "time": "an RFC 3339 time"}
-
-
-def _comparison(compare: Any) -> Any:
-    def check(expected: Comparable, actual: Any, context: _Context) -> tuple[bool, str]:
-        got = _read_ordered(expected.kind, actual)
-        if got is None:
-            return False, f"type mismatch: expected {_ARTICLES[expected.kind]}, got {_type_name(actual)}"
-        return compare(got, expected.key), ""
-
-    return check
-
-
-def _within_time_window(window: TimeWindow, actual: Any, context: _Context) -> tuple[bool, str]:
-    moment = parse_timestamp(actual) if type(actual) is str else None
-    if moment is None:
-        return False, f"type mismatch: expected an RFC 3339 time, got {_type_name(actual)}"
-    local = moment.astimezone(context.tz)
-    return window.contains(local), f"local time {DAY_NAMES[local.weekday()]} {local:%H:%M} {context.tz.key}"
-
-
-def _age_under(limit: float, actual: Any, context: _Context) -> tuple[bool, str]:
-    moment = parse_timestamp(actual) if type(actual) is str else None
-    if moment is None:
-        return False, f"type mismatch: expected an RFC 3339 time, got {_type_name(actual)}"
-    age = context.epoch - moment.timestamp()
-    if age < -MAX_CLOCK_SKEW_SECONDS:
-        return False, f"timestamp is {-age:.0f}s in the future"
-    return age < limit, f"age {age:.0f}s"
-
-
-def _exists(operand: None, actual: Any, context: _Context) -> tuple[bool, str]:
-    return True, ""
-
-
-_CHECKS = {
-    "equals": _equals,
-    "not_equals": _not_equals,
-    "in": _in,
-    "not_in": _not_in,
-    "matches": _search,
-    "glob": _search,  # compiled to an anchored RE2 pattern at parse time
-    "cidr_contains": _cidr_contains,
-    "lt": _comparison(lambda a, b: a < b),
-    "lte": _comparison(lambda a, b: a <= b),
-    "gt": _comparison(lambda a, b: a > b),
-    "gte": _comparison(lambda a, b: a >= b),
-    "within_time_window": _within_time_window,
-    "age_under": _age_under,
-    "exists": _exists,
-}
 
 
 # --- explanation ---
@@ -656,7 +455,7 @@ def _show_expected(trace: ConditionTrace) -> str:
 
 
 def _is_missing(trace: ConditionTrace) -> bool:
-    return trace.note == _MISSING_NOTE
+    return trace.note == MISSING_NOTE
 
 
 def _describe(trace: ConditionTrace) -> str:

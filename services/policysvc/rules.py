@@ -39,20 +39,29 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from functools import lru_cache
 from collections.abc import Mapping
-from typing import Any, Literal, NamedTuple, Union
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import re2
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .conditions import AllOf, AnyOf, Condition, NotOf, Predicate
+from .operands import (
+    DAY_NAMES,
+    Comparable,
+    Network,
+    TimeWindow,
+    json_key,
+    parse_timestamp,
+    parse_version,
+)
+from .program import Program, compile_program
+
 MAX_POLICY_BYTES = 64 * 1024
 MAX_RULES = 200
 MAX_DEPTH = 16
 MAX_PATTERN_LENGTH = 512
-MAX_MATCH_INPUT = 4096
 MAX_FACT_PATH = 256
 REGEX_MAX_MEM = 1 << 20  # RE2 program memory cap; a hostile pattern fails to compile instead
 FACT_ROOTS = ("identity", "integrity", "observed")
@@ -63,7 +72,6 @@ OPERATORS = (
     "equals", "not_equals", "in", "not_in", "matches", "glob", "cidr_contains",
     "lt", "lte", "gt", "gte", "within_time_window", "age_under", "exists",
 )
-DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 class PolicyError(ValueError):
@@ -122,121 +130,8 @@ class Facts(_FactGroup):
     observed: ObservedFacts = ObservedFacts()
 
 
-# --- operand values shared by the parser (expected side) and the evaluator (actual side) ---
-
-_RFC3339 = re.compile(
-    r"\d{4}-\d{2}-\d{2}(?:[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2}))?"
-)
-_VERSION = re.compile(
-    r"[vV]?(\d{1,18}(?:\.\d{1,18})*)(?:-([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?(?:\+[0-9A-Za-z.-]+)?"
-)
-
-
-@lru_cache(maxsize=4096)
-def parse_timestamp(text: str) -> datetime | None:
-    """An aware datetime from an RFC 3339 date-time, or a full-date taken as midnight UTC."""
-    if len(text) > 40 or not _RFC3339.fullmatch(text):
-        return None
-    try:
-        parsed = datetime.fromisoformat(text.upper())
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
-
-
-@lru_cache(maxsize=4096)
-def parse_version(text: str) -> tuple | None:
-    """A sort key so that 1.10.0 > 1.9.3, 1.2 == 1.2.0 and 1.0.0-rc.1 < 1.0.0 (SemVer precedence)."""
-    if len(text) > 128:
-        return None
-    found = _VERSION.fullmatch(text)
-    if not found:
-        return None
-    core = [int(part) for part in found.group(1).split(".")]
-    while len(core) > 1 and core[-1] == 0:
-        core.pop()
-    prerelease = found.group(2)
-    if prerelease is None:
-        return (tuple(core), (1,))
-    ids = tuple((0, int(i), "") if i.isdigit() else (1, 0, i) for i in prerelease.split("."))
-    return (tuple(core), (0, *ids))
-
-
-def json_key(value: Any) -> tuple:
-    """A hashable form of a JSON value in which true != 1 but 1 == 1.0, as JSON means them."""
-    kind = type(value)
-    if kind is str:
-        return ("s", value)
-    if kind is bool:
-        return ("b", value)
-    if kind is int or kind is float:
-        return ("n", value)
-    if value is None:
-        return ("z",)
-    if isinstance(value, Mapping):
-        return ("o", tuple(sorted((str(k), json_key(v)) for k, v in value.items())))
-    if isinstance(value, (list, tuple)):
-        return ("a", tuple(json_key(v) for v in value))
-    return ("?", repr(value))
-
-
-@dataclass(frozen=True, slots=True)
-class Comparable:
-    """An ordered operand: its kind decides how the fact is read before comparing."""
-
-    kind: Literal["number", "version", "time"]
-    key: Any
-
-
-@dataclass(frozen=True, slots=True)
-class TimeWindow:
-    days: frozenset[int]  # 0 = Monday; for overnight windows, the day the window opens
-    start: int  # minutes after local midnight, inclusive
-    end: int  # exclusive; may be 1440 ("24:00")
-
-    def contains(self, local: datetime) -> bool:
-        minute = local.hour * 60 + local.minute
-        day = local.weekday()
-        if self.start < self.end:
-            return day in self.days and self.start <= minute < self.end
-        return (minute >= self.start and day in self.days) or (
-            minute < self.end and (day - 1) % 7 in self.days
-        )
-
-
 # --- compiled policy ---
 
-@dataclass(frozen=True, slots=True)
-class Predicate:
-    path: str  # where it sits in its rule, e.g. "when.all[0]"
-    fact: str
-    keys: tuple[str | int, ...]
-    op: str
-    value: Any  # as the operator wrote it
-    operand: Any  # compiled form of value
-    # Equal signatures compute equal results within one evaluation, so the evaluator runs each once.
-    signature: str = field(repr=False, compare=False)
-
-
-@dataclass(frozen=True, slots=True)
-class AllOf:
-    path: str
-    children: tuple[Condition, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class AnyOf:
-    path: str
-    children: tuple[Condition, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class NotOf:
-    path: str
-    child: Condition
-
-
-Condition = Union[AllOf, AnyOf, NotOf, Predicate]
 
 
 class Approval(BaseModel):
@@ -276,6 +171,7 @@ class Policy:
     timezone: str
     tz: ZoneInfo = field(repr=False, compare=False)
     rules: tuple[Rule, ...]
+    program: Program = field(repr=False, compare=False)  # the rules' conditions, compiled for evaluation
 
 
 # --- document shape ---
@@ -395,6 +291,7 @@ def parse_policy(doc: Mapping[str, Any], *, policy_id: str, version: int) -> Pol
         timezone=parsed.timezone,
         tz=ZoneInfo(parsed.timezone),
         rules=tuple(rules),
+        program=compile_program([rule.when for rule in rules]),
     )
 
 
@@ -603,15 +500,6 @@ def glob_to_regex(pattern: str) -> str:
             out.append(re.escape(char))
     out.append("$")
     return "".join(out)
-
-
-class Network(NamedTuple):
-    """A CIDR as integers, so membership is one mask and compare."""
-
-    version: int
-    address: int
-    mask: int
-    text: str
 
 
 def _compile_networks(value: Any, where: str) -> tuple[Network, ...]:

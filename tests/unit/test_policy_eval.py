@@ -11,7 +11,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from services.policysvc.policy import (
-    MISSING_TEXT,
     ConditionTrace,
     Decision,
     RuleRef,
@@ -19,6 +18,7 @@ from services.policysvc.policy import (
     evaluate,
     record_digest,
 )
+from services.policysvc.operators import MISSING_TEXT
 from services.policysvc.rules import Approval, parse_policy
 
 NOW = datetime(2025, 3, 12, 9, 30, tzinfo=timezone.utc)  # a Wednesday; Paris is UTC+1 until 30 March
