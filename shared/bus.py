@@ -171,7 +171,7 @@ class RabbitBus:
             type=event.type,
         )
         try:
-            confirmation = await self._events.publish(message, routing_key=event.type, mandatory=True)
+            confirmation = await self._events.publish(message, routing_key=event.routing_key, mandatory=True)
         except aio_pika.exceptions.DeliveryError:
             raise PublishRefused(f"broker refused {event.type} (a bound queue is full or unavailable)") from None
         except (aio_pika.exceptions.AMQPError, ConnectionError, asyncio.TimeoutError) as exc:

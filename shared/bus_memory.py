@@ -85,7 +85,7 @@ class MemoryBus:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def publish(self, event: Event) -> None:
-        if not self._route(event.type, encode_event(event)):
+        if not self._route(event.routing_key, encode_event(event)):
             raise BusError(f"no queue bound for {event.type}")
         await asyncio.sleep(0)
 

@@ -51,6 +51,11 @@ class Event(BaseModel):
     actor: Actor = SYSTEM
     source_ip: str | None = None
 
+    @property
+    def routing_key(self) -> str:
+        """The AMQP routing key: the type, refined where consumers want only some of an event's kind."""
+        return self.type
+
     def caused(self, cls: type[E], **fields: Any) -> E:
         """A follow-up event in the same conversation (same correlation, caused by this one)."""
         fields.setdefault("tenant_id", self.tenant_id)
@@ -195,6 +200,11 @@ class KeyDecided(Event):
     decided_by: tuple[dict[str, Any], ...] = ()
     ephemeral_public_key: str
     key_version: int | None = None
+
+    @property
+    def routing_key(self) -> str:
+        """``key.decided.allow`` goes to keysvc only, the others to the gateway's waiters only."""
+        return f"key.decided.{self.effect}"
 
 
 def _key_decided_v1_to_v2(raw: dict[str, Any]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ DEAD_LETTER_QUEUE = "dead-letters"
 SERVICE_BINDINGS: dict[str, tuple[str, ...]] = {
     # device events keep policysvc's own device projection (groups from enrollment, revocation)
     "policysvc": ("key.requested", "device.enrolled", "device.revoked"),
-    "keysvc": ("key.decided",),
+    "keysvc": ("key.decided.allow",),  # denials and approvals go to the gateway, not here
     "auditsvc": ("#",),
 }
 

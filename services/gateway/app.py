@@ -121,7 +121,8 @@ async def init_app(settings: GatewaySettings, *, bus: Bus, client: AsyncMongoCli
     app.router.add_get("/v1/openapi.json", openapi)
 
     async def background(app: web.Application):
-        await bus.listen(["key.decided", "key.released", "key.release_refused"],
+        # An allowed request is answered by keysvc's key.released (or refusal), never by the decision.
+        await bus.listen(["key.decided.deny", "key.decided.require_approval", "key.released", "key.release_refused"],
                          also_notify(app[NOTIFIER], gateway.waiters.on_outcome))
         await bus.listen(NOTIFY_PATTERNS, app[NOTIFIER].on_event)
         await bus.listen(["device.revoked", "token.revoked"], partial(_forget_revoked, gateway=gateway))

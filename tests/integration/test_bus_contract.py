@@ -8,7 +8,7 @@ import pytest
 
 from shared import rpc
 from shared.bus import BusError, BusTimeout
-from shared.events import KeyRequested, TenantCreated
+from shared.events import KeyDecided, KeyRequested, TenantCreated
 
 
 def key_requested(n: int = 0) -> KeyRequested:
@@ -42,6 +42,22 @@ async def test_topic_routing_delivers_to_bound_services_only(any_bus):
     assert [e.type for e in policy] == ["key.requested"]
     assert {e.type for e in audit} == {"key.requested", "tenant.created"}
     assert policy[0] == key_requested().model_copy(update={"event_id": policy[0].event_id, "correlation_id": policy[0].correlation_id, "occurred_at": policy[0].occurred_at})
+
+
+async def test_a_decision_goes_to_keysvc_if_allowed_and_to_the_waiting_gateway_otherwise(any_bus):
+    released, answered, audited = [], [], []
+
+    async def keep(into, event):
+        into.append(event.effect)
+
+    await any_bus.subscribe("keysvc", lambda event: keep(released, event))
+    await any_bus.subscribe("auditsvc", lambda event: keep(audited, event))
+    await any_bus.listen(["key.decided.deny", "key.decided.require_approval"], lambda event: keep(answered, event))
+    for effect in ("allow", "deny", "require_approval"):
+        await any_bus.publish(KeyDecided(tenant_id="ten_a", request_id=f"r_{effect}", device_id="dev_1",
+                                         key_id="key_1", effect=effect, ephemeral_public_key="AA=="))
+    await wait_for(lambda: len(audited) == 3 and len(released) + len(answered) == 3)
+    assert released == ["allow"] and sorted(answered) == ["deny", "require_approval"]
 
 
 async def test_messages_wait_in_the_queue_until_the_service_consumes(any_bus):
