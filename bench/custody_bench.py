@@ -2,7 +2,7 @@
 in a tenant, KEK-rotation re-wrap rate, and keysvc's peak memory.
 
 Run: python bench/custody_bench.py [--sizes 1,1000,1000000] [--seconds 8] [--concurrency 32]
-                                   [--working-set 1000] [--creates 1000] [--rounds 3]
+                                   [--working-set 1000] [--creates 1000] [--rounds 3] [--side-by-side]
                                    [--rewrap-sizes 1000,20000] [--populate-budget 900]
 
 What is measured, honestly:
@@ -33,7 +33,9 @@ What is measured, honestly:
   and the output says so.
 - Every size is seeded (and the store checkpointed) before any is measured; then the sizes take
   turns for --rounds rounds and the medians are compared, so a slow minute on a shared box does
-  not land on one size only.
+  not land on one size only. With --side-by-side the sizes run at once instead, one keysvc child
+  each, every workload started in the same instant in all of them: each then gets about a third of
+  the box, but the box's drift hits them alike, and the per-round ratios compare sizes directly.
 """
 
 from __future__ import annotations
@@ -222,6 +224,9 @@ async def child(args: argparse.Namespace) -> None:
     for label, pick in workloads:
         if label == "working_set":  # every agent has asked once before the clock starts
             await asyncio.gather(*(touch(working_set[i::args.concurrency]) for i in range(args.concurrency)))
+        if args.lockstep:  # side by side: every size starts this workload at the same moment
+            print(f"ready {label}", flush=True)
+            await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
         await asyncio.gather(*(worker(time.perf_counter() + 2.0, pick) for _ in range(args.concurrency)))  # warm-up
         released, latencies = 0, []
         finds = Finds.count
@@ -256,14 +261,48 @@ def _mongod_cache_size() -> str:
     return f"{max(256, (ram - 2**30) // 2 // 2**20)}M"
 
 
+def _child_command(url: str, prefix: str, tenant: str, n: int, args: argparse.Namespace, *, creates: int,
+                   lockstep: bool = False) -> list[str]:
+    return [sys.executable, __file__, "--child", "--url", url, "--prefix", prefix, "--tenant", tenant, "--n", str(n),
+            "--seconds", str(args.seconds), "--concurrency", str(args.concurrency),
+            "--working-set", str(args.working_set), "--creates", str(creates)] + (["--lockstep"] if lockstep else [])
+
+
 def run_child(url: str, prefix: str, tenant: str, root: bytes, n: int, args: argparse.Namespace, *, creates: int) -> dict:
-    cmd = [sys.executable, __file__, "--child", "--url", url, "--prefix", prefix, "--tenant", tenant, "--n", str(n),
-           "--seconds", str(args.seconds), "--concurrency", str(args.concurrency), "--working-set", str(args.working_set),
-           "--creates", str(creates)]
+    cmd = _child_command(url, prefix, tenant, n, args, creates=creates)
     out = subprocess.run(cmd, input=root.hex() + "\n", capture_output=True, text=True, check=False)
     if out.returncode:
         raise SystemExit(f"the keysvc child failed:\n{out.stderr[-4000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run_side_by_side(url: str, seeded: list[tuple[int, str, str]], root: bytes, args: argparse.Namespace, *,
+                     creates: int) -> dict[int, dict]:
+    """One keysvc child per size, all at once, each workload started in the same instant in all of
+    them: a slower minute on a shared box then slows every size alike, and their ratios show what
+    the number of keys costs. Each child has its own --concurrency releases in flight."""
+    children = {
+        n: subprocess.Popen(_child_command(url, prefix, tenant, n, args, creates=creates, lockstep=True),
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for n, tenant, prefix in seeded
+    }
+    try:
+        for child in children.values():
+            child.stdin.write(root.hex() + "\n")
+            child.stdin.flush()
+        for label in ("working_set", "hot", "uniform"):  # the child's order
+            for n, child in children.items():
+                line = child.stdout.readline()
+                if line.strip() != f"ready {label}":
+                    raise SystemExit(f"the keysvc child for {n:,} keys failed:\n{line}{child.stderr.read()[-4000:]}")
+            for child in children.values():
+                child.stdin.write("go\n")
+                child.stdin.flush()
+        return {n: json.loads(child.stdout.read().strip().splitlines()[-1]) for n, child in children.items()}
+    finally:
+        for child in children.values():
+            if child.poll() is None:
+                child.wait(timeout=600)
 
 
 async def rewrap_rate(url: str, prefix: str, tenant: str, root: bytes, batch: int) -> tuple[int, float]:
@@ -331,9 +370,13 @@ async def main(args: argparse.Namespace) -> None:
         # Sizes take turns, round after round, so a slower minute on a shared box hits them all alike.
         runs: dict[int, list[dict]] = {n: [] for n, _, _ in seeded}
         for round_no in range(1, args.rounds + 1):
-            print(f"\nround {round_no} of {args.rounds}")
-            for inserted, tenant, size_prefix in seeded:
-                r = run_child(url, size_prefix, tenant, root, inserted, args, creates=args.creates if round_no == 1 else 0)
+            creates = args.creates if round_no == 1 else 0
+            print(f"\nround {round_no} of {args.rounds}" + (", all sizes side by side" if args.side_by_side else ""))
+            if args.side_by_side:
+                results = run_side_by_side(url, seeded, root, args, creates=creates)
+            else:
+                results = {n: run_child(url, p, tenant, root, n, args, creates=creates) for n, tenant, p in seeded}
+            for inserted, r in results.items():
                 runs[inserted].append(r)
                 print(f"  {inserted:>9,} keys:" + "".join(
                     f"  {label.replace('_', ' ')} {r[label]['releases_per_s']:>6,.0f}/s" for label in WORKLOADS), flush=True)
@@ -351,11 +394,15 @@ async def main(args: argparse.Namespace) -> None:
                       f"p99 {w['p99_ms']:.2f} ms  store reads/release {w['finds_per_release']:.2f}")
             print(f"  keysvc peak RSS {max(r['max_rss_mb'] for r in rs):.0f} MB; cache entries "
                   f"{first['cache_entries']:,} (bound 10,000 keys + 10,000 release views)")
+        smallest = seeded[0][0]
         for label in WORKLOADS:
-            base = medians[seeded[0][0]][label]
-            print(f"\n{label.replace('_', ' ')} release throughput relative to the smallest tenant (medians):")
+            base = medians[smallest][label]
+            print(f"\n{label.replace('_', ' ')} release throughput relative to the smallest tenant "
+                  f"(ratio of medians; median and range of the per-round ratios):")
             for n in medians:
-                print(f"  {n:>9,} keys: {medians[n][label] / base * 100:.0f}%")
+                ratios = [r[label]["releases_per_s"] / b[label]["releases_per_s"] for r, b in zip(runs[n], runs[smallest])]
+                print(f"  {n:>9,} keys: {medians[n][label] / base * 100:.0f}%; per round {statistics.median(ratios) * 100:.0f}% "
+                      f"({min(ratios) * 100:.0f}-{max(ratios) * 100:.0f}%)")
         for n in [int(s) for s in args.rewrap_sizes.split(",") if s]:
             tenant, size_prefix = f"ten_rewrap_{n}", f"{prefix}rw{n}_"
             inserted, _, _, _ = await populate(url, size_prefix, tenant, root, n, args.populate_budget)
@@ -384,6 +431,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--store-dir", help="data directory of the embedded store (default: a temporary one)")
     p.add_argument("--creates", type=int, default=1000)
     p.add_argument("--rounds", type=int, default=3, help="measurement rounds; sizes take turns in each")
+    p.add_argument("--side-by-side", action="store_true",
+                   help="in each round run every size at once, workloads started together (drift-free ratios)")
+    p.add_argument("--lockstep", action="store_true", help=argparse.SUPPRESS)  # a side-by-side child
     p.add_argument("--cache-size", default=_mongod_cache_size(),
                    help="the embedded store's cache (default: what mongod would take on this machine)")
     p.add_argument("--child", action="store_true")
