@@ -100,6 +100,7 @@ class RabbitBus:
         self._connection: aio_pika.abc.AbstractRobustConnection | None = None
         self._publish_channel: aio_pika.abc.AbstractChannel | None = None
         self._events: aio_pika.abc.AbstractExchange | None = None
+        self._delivery: aio_pika.abc.AbstractExchange | None = None
         self._rpc: aio_pika.abc.AbstractExchange | None = None
         self._dlx: aio_pika.abc.AbstractExchange | None = None
         self._reply_queue: aio_pika.abc.AbstractQueue | None = None
@@ -118,6 +119,10 @@ class RabbitBus:
         self._events = await channel.declare_exchange(
             self.name(topology.EVENTS_EXCHANGE), aio_pika.ExchangeType.TOPIC, durable=True
         )
+        self._delivery = await channel.declare_exchange(
+            self.name(topology.DELIVERY_EXCHANGE), aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        await self._delivery.bind(self._events, "#")
         self._rpc = await channel.declare_exchange(
             self.name(topology.RPC_EXCHANGE), aio_pika.ExchangeType.DIRECT, durable=True
         )
@@ -131,7 +136,11 @@ class RabbitBus:
         for service, patterns in topology.SERVICE_BINDINGS.items():
             queue = await channel.declare_queue(self.name(service), durable=True, arguments=self._work_args(service))
             for pattern in patterns:
-                await queue.bind(self._events, pattern)
+                if service == topology.AUDIT_SERVICE:
+                    await queue.bind(self._events, pattern)
+                else:
+                    await queue.bind(self._delivery, pattern)
+                    await queue.unbind(self._events, pattern)  # where earlier versions bound it
 
     def _work_args(self, service: str) -> dict[str, object]:
         args: dict[str, object] = {
@@ -162,6 +171,10 @@ class RabbitBus:
     async def publish(self, event: Event) -> None:
         """Returns once the broker has confirmed the message into every bound durable queue."""
         assert self._events is not None, "bus not started"
+        await self._publish_to(self._events, event)
+
+    async def _publish_to(self, exchange: aio_pika.abc.AbstractExchange | None, event: Event) -> None:
+        assert exchange is not None, "bus not started"
         message = aio_pika.Message(
             encode_event(event),
             content_type="application/json",
@@ -171,7 +184,7 @@ class RabbitBus:
             type=event.type,
         )
         try:
-            confirmation = await self._events.publish(message, routing_key=event.routing_key, mandatory=True)
+            confirmation = await exchange.publish(message, routing_key=event.routing_key, mandatory=True)
         except aio_pika.exceptions.DeliveryError:
             raise PublishRefused(f"broker refused {event.type} (a bound queue is full or unavailable)") from None
         except (aio_pika.exceptions.AMQPError, ConnectionError, asyncio.TimeoutError) as exc:
@@ -183,9 +196,10 @@ class RabbitBus:
 
         A refused publish still reaches every queue that had room, so a plain publish refused by a
         full audit queue would let a release proceed unrecorded. Here a refusal stops the event
-        before anyone acts on it. auditsvc receives the event twice and keeps it once (by event id);
-        if the second copy finds the audit queue full, the record is already queued, so that
-        refusal is ignored.
+        before anyone acts on it. The second publish goes to the delivery exchange, which every
+        queue but the audit queue binds (see ``topology``), so auditsvc gets one copy. Once the
+        record is queued, a consumer that cannot take the event (none bound, say) is not a reason
+        to undo anything, so that refusal is ignored.
         """
         assert self._connection is not None and self._publish_channel is not None, "bus not started"
         message = aio_pika.Message(
@@ -202,7 +216,7 @@ class RabbitBus:
         if not isinstance(confirmation, Basic.Ack):
             raise AuditRefused(f"audit queue refused {event.type}: it is not there")
         try:
-            await self.publish(event)
+            await self._publish_to(self._delivery, event)  # every consumer but auditsvc, which has it
         except PublishRefused:
             pass
 
@@ -220,7 +234,8 @@ class RabbitBus:
         names = [topology.DEAD_LETTER_QUEUE, *topology.SERVICE_BINDINGS, *(f"{s}.rpc" for s in ("keysvc", "policysvc", "auditsvc"))]
         for name in names:
             await channel.queue_delete(self.name(name))
-        for name in (topology.EVENTS_EXCHANGE, topology.RPC_EXCHANGE, topology.DEAD_LETTER_EXCHANGE):
+        for name in (topology.DELIVERY_EXCHANGE, topology.EVENTS_EXCHANGE, topology.RPC_EXCHANGE,
+                     topology.DEAD_LETTER_EXCHANGE):
             await channel.exchange_delete(self.name(name))
         await channel.close()
 
@@ -268,10 +283,10 @@ class RabbitBus:
     async def listen(self, patterns: Sequence[str], handler: Handler) -> None:
         """A private, transient queue for this instance: replies and cache invalidation."""
         channel = await self._consumer_channel(256)
-        assert self._events is not None
+        assert self._delivery is not None
         queue = await channel.declare_queue(exclusive=True, auto_delete=True)
         for pattern in patterns:
-            await queue.bind(self._events, pattern)
+            await queue.bind(self._delivery, pattern)
 
         async def on_message(message: AbstractIncomingMessage) -> None:
             await handle_one(_RabbitDelivery(message, self, queue.name), handler)

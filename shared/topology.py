@@ -7,7 +7,13 @@ lets keysvc's confirmed publish of `key.released` mean "durably queued for audit
 
 from __future__ import annotations
 
+# Events are published to EVENTS_EXCHANGE. The audit queue binds there ("#"); so does
+# DELIVERY_EXCHANGE (an exchange-to-exchange binding, "#"), where every other queue binds. So an
+# event reaches the audit queue once, and a publish straight to DELIVERY_EXCHANGE reaches every
+# consumer but auditsvc: what `publish_audited` does after queueing an event for audit alone.
 EVENTS_EXCHANGE = "events"
+DELIVERY_EXCHANGE = "events.delivery"
+AUDIT_SERVICE = "auditsvc"
 RPC_EXCHANGE = "rpc"
 DEAD_LETTER_EXCHANGE = "dead-letter"
 DEAD_LETTER_QUEUE = "dead-letters"

@@ -27,9 +27,10 @@ async def _fill_audit_queue(stack, tenant_id: str, leave_room: int) -> None:
     assert await bus.queue_depth("auditsvc") == capacity - leave_room
 
 
-# key.requested takes two places in the audit queue (audit copy first, then the broadcast one
-# auditsvc drops as a duplicate) and key.decided one: with 3 places left, only key.released is refused.
-@pytest.mark.parametrize("leave_room", [0, 3], ids=["full", "room-for-request-and-decision-only"])
+# key.requested and key.decided take one place each in the audit queue (an audited publish goes to
+# the audit queue first and then past it, to the other consumers): with 2 places left, only
+# key.released is refused.
+@pytest.mark.parametrize("leave_room", [0, 2], ids=["full", "room-for-request-and-decision-only"])
 async def test_release_refused_when_its_audit_record_cannot_be_queued(api, stack, leave_room):
     tenant = await make_tenant(api)
     agent = await BareAgent.enroll(tenant, api)

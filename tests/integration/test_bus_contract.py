@@ -60,6 +60,24 @@ async def test_a_decision_goes_to_keysvc_if_allowed_and_to_the_waiting_gateway_o
     assert released == ["allow"] and sorted(answered) == ["deny", "require_approval"]
 
 
+async def test_an_audited_publish_reaches_auditsvc_once_and_every_other_consumer(any_bus):
+    audited, decided, heard = [], [], []
+    await any_bus.subscribe("auditsvc", lambda event: _append(audited, event))
+    await any_bus.subscribe("policysvc", lambda event: _append(decided, event))
+    await any_bus.listen(["key.requested"], lambda event: _append(heard, event))
+    sent = key_requested()
+
+    await any_bus.publish_audited(sent)
+
+    await wait_for(lambda: audited and decided and heard)
+    await asyncio.sleep(0.3)  # a second copy, if any, would have arrived by now
+    assert [e.event_id for e in audited] == [e.event_id for e in decided] == [e.event_id for e in heard] == [sent.event_id]
+
+
+async def _append(into: list, event) -> None:
+    into.append(event)
+
+
 async def test_messages_wait_in_the_queue_until_the_service_consumes(any_bus):
     sent = [key_requested(i) for i in range(5)]
     for event in sent:
