@@ -291,16 +291,19 @@ def evaluate(policies: Sequence[Policy], facts: Mapping[str, Any], *, now: datet
     results: list[bool] = []
     for policy in policies:
         context.tz = policy.tz
-        tests, runners = policy.program.tests, policy.program.runners
+        signatures, runners = policy.program.signatures, policy.program.runners
 
         def test(i: int) -> bool:  # a test shared with an earlier policy is not run again
-            signature = tests[i].signature
-            outcome = outcomes.get(signature)
+            outcome = outcomes.get(signatures[i])
             if outcome is None:
-                outcome = outcomes[signature] = runners[i](context)
+                outcome = outcomes[signatures[i]] = runners[i](context)
             return outcome[1]
 
-        results.extend(policy.program.run(test))
+        def first_test(i: int) -> bool:  # the first policy's tests are all new
+            outcome = outcomes[signatures[i]] = runners[i](context)
+            return outcome[1]
+
+        results.extend(policy.program.run(test if outcomes else first_test))
 
     return _decided(tuple(policies), tuple(results), outcomes)
 
@@ -310,8 +313,8 @@ def _decided(policies: tuple[Policy, ...], results: tuple[bool, ...], outcomes: 
     matched: dict[Effect, list[tuple[Policy, Rule]]] = {"deny": [], "require_approval": [], "allow": []}
     flags = iter(results)
     for policy in policies:
-        for rule in policy.rules:
-            if next(flags):
+        for rule, hit in zip(policy.rules, flags):  # zip takes a flag only for a rule of this policy
+            if hit:
                 matched[rule.effect].append((policy, rule))
     winner: Effect | None = next((e for e in _PRECEDENCE if matched[e]), None)
     deciding = matched[winner] if winner else []

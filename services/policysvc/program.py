@@ -29,6 +29,7 @@ class Program:
     distinct test, ``tests[i]``, and only for the tests the short-circuits reach."""
 
     tests: tuple[Predicate, ...]  # distinct by signature, in the order rules first use them
+    signatures: tuple[str, ...]  # of tests[i]: equal signatures compute equal outcomes
     runners: tuple[Runner, ...]  # runs tests[i] against a context (operators.runner)
     run: Callable[[Tester], tuple[bool, ...]]
 
@@ -60,4 +61,5 @@ def compile_program(conditions: Sequence[Condition]) -> Program:
     source += "    return (" + "".join(f"\n        {result}," for result in results) + "\n    )\n"
     namespace: dict[str, object] = {}
     exec(compile(source, "<policy program>", "exec"), {"__builtins__": {}}, namespace)  # noqa: S102
-    return Program(tuple(tests), tuple(runner(test) for test in tests), namespace["run"])  # type: ignore[arg-type]
+    return Program(tuple(tests), tuple(test.signature for test in tests), tuple(runner(test) for test in tests),
+                   namespace["run"])  # type: ignore[arg-type]
