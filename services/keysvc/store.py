@@ -19,6 +19,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from shared import outbox
 from shared.events import Event
 from shared.group_insert import GroupInserter
+from shared.group_read import GroupReader
 from shared.store import DuplicateKeyError, TenantCollection
 
 from .keys import Key, KeyState, KeyVersion, KeyVersions, ReleaseView
@@ -26,8 +27,8 @@ from .keys import Key, KeyState, KeyVersion, KeyVersions, ReleaseView
 SYSTEM_TENANT = "_custody"
 _ROTATING = (KeyState.PRE_ACTIVATION, KeyState.ACTIVE, KeyState.SUSPENDED)
 
-_RELEASE_FIELDS = {"_id": 0, "algorithm": 1, "state": 1, "latest_version": 1, "min_decryption_version": 1,
-                   "latest_material": 1}
+_RELEASE_FIELDS = {"_id": 0, "key_id": 1, "algorithm": 1, "state": 1, "latest_version": 1,
+                   "min_decryption_version": 1, "latest_material": 1}
 _HEAD_FIELDS = [
     f.name for f in dataclasses.fields(Key) if f.name not in ("versions", "tenant_id", "key_id")
 ]
@@ -40,6 +41,7 @@ class KeyStore:
         self.keks = TenantCollection(db["keks"])
         self.releases = TenantCollection(db["releases"])
         self._release_inserts = GroupInserter(self.releases.raw)
+        self._release_views = GroupReader(self.keys, "key_id", projection=_RELEASE_FIELDS)  # cache misses, grouped
         self.settings = TenantCollection(db["custody_settings"])
         self.destructions = TenantCollection(db["destructions"])
         self.kek_rotations = TenantCollection(db["kek_rotations"])
@@ -95,9 +97,10 @@ class KeyStore:
         return _key_from(head, docs)
 
     async def load_release_view(self, tenant_id: str, key_id: str) -> ReleaseView | None:
-        """One indexed find_one of the head: what releasing the latest version needs. None when the key
-        is missing or its head predates the latest-material copy (load_key then)."""
-        head = await self.keys.find_one(tenant_id, {"key_id": key_id}, projection=_RELEASE_FIELDS)
+        """One indexed read of the head (grouped with concurrent misses): what releasing the latest
+        version needs. None when the key is missing or its head predates the latest-material copy
+        (load_key then)."""
+        head = await self._release_views.find_one(tenant_id, key_id)
         if head is None or "latest_material" not in head:
             return None
         m = head["latest_material"]
