@@ -122,3 +122,22 @@ def test_generated_source_holds_no_policy_text():
          "rules": [{"id": "r", "effect": "allow", "when": {"not": hostile}}]}, policy_id="p", version=1).rules[0].when])
     assert program.run.__code__.co_consts.count("'); import os; ('") == 0
     assert program.run(lambda i: False) == (True,)
+
+
+def test_the_largest_policy_the_parser_accepts_compiles_and_decides():
+    from services.policysvc.rules import MAX_DEPTH, MAX_RULES
+
+    deep = {"fact": "identity.region", "op": "equals", "value": "eu-west-1"}
+    for level in range(MAX_DEPTH - 1):
+        deep = {"not": deep} if level % 3 == 0 else {"any" if level % 2 else "all": [deep, TESTS[level % len(TESTS)]]}
+    rules = [{"id": "deep", "effect": "deny", "when": deep}] + [
+        {"id": f"r{i}", "effect": "allow", "when": {"fact": f"integrity.attestation.c{i}", "op": "equals", "value": i}}
+        for i in range(MAX_RULES - 1)]
+    policy = parse_policy({"name": "p", "targets": {"devices": "all", "keys": "all"}, "rules": rules},
+                          policy_id="pol", version=1)
+    document = {"identity": {"region": "eu-west-1"}, "integrity": {"attestation": {"c7": 7}}}
+
+    decision = evaluate([policy], document, now=NOW)
+
+    assert len(decision._matched) == MAX_RULES and len(policy.program.tests) >= MAX_RULES
+    assert decision._matched == interpreted(policy, document)[0]
