@@ -98,7 +98,11 @@ class AuditSettings(CommonSettings):
     model_config = SettingsConfigDict(env_prefix="STRONGROOM_AUDITSVC_", extra="ignore")
 
     batch_size: int = 256
-    batch_wait_seconds: float = 0.02
+    # A batch closes at batch_size events or this long after its first. Ingestion is off the
+    # release path (a release waits for its record to be queued, not stored), so waiting a little
+    # longer for fuller batches costs audit latency only and saves the store the five writes each
+    # batch costs (records, search terms, spans, chain head, and the duplicate check's read).
+    batch_wait_seconds: float = 0.1
     # --- audit exports, forwarders, reports ---
     # Ed25519 private key (PEM, PKCS#8) that signs chain checkpoints; `strongroom dev` generates
     # one in its data dir. Without it auditsvc signs with a key that lives only until it stops.

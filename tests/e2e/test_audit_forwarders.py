@@ -28,7 +28,7 @@ from services.auditsvc.forwarding import (
 )
 from strongroom.cli import main
 
-from .helpers import make_tenant
+from .helpers import audit_records_until, make_tenant
 
 pytestmark = pytest.mark.stack(audit={"forwarder_poll_seconds": 0.05, "forwarder_max_backoff_seconds": 0.4,
                                       "forwarder_batch_size": 50})
@@ -118,10 +118,20 @@ def _tls_files(root: Path) -> dict[str, Path]:
     return files
 
 
-async def _make_events(admin, count: int, prefix: str) -> None:
+async def _make_events(admin, count: int, prefix: str, *, recorded: bool = True) -> None:
+    """Creates keys and (unless auditsvc is down) returns once their key.created records are in
+    the log, so that a forwarder "caught up" with the log's head has had the chance to send them."""
     for i in range(count):
         status, body, _ = await admin.call("POST", "/v1/keys", json={"name": f"{prefix}-{i}", "algorithm": "AES-256"})
         assert status == 201, body
+    if not recorded:
+        return
+    names = {f"{prefix}-{i}" for i in range(count)}
+
+    def all_in(records: list[dict]) -> bool:
+        return names <= {r["details"].get("name") for r in records if r["action"] == "key.created"}
+
+    assert all_in(await audit_records_until(admin, all_in)), f"key.created records of {sorted(names)} missing"
 
 
 async def _caught_up(admin, forwarder_id: str, timeout: float = 20.0) -> dict:
@@ -193,7 +203,7 @@ async def test_auditsvc_restarted_mid_stream_forwards_nothing_twice_and_loses_no
         await _make_events(tenant.admin, 15, "a")
         await _wait_for(lambda: len(receiver.seqs()) >= 3)
         await stack.stop("auditsvc")
-        await _make_events(tenant.admin, 10, "b")  # queued in RabbitMQ meanwhile
+        await _make_events(tenant.admin, 10, "b", recorded=False)  # queued in RabbitMQ meanwhile
         await stack.start("auditsvc")
         await _make_events(tenant.admin, 10, "c")
         final = await _caught_up(tenant.admin, fwd["forwarder_id"])
