@@ -255,23 +255,9 @@ def runner(predicate: Predicate) -> Runner:
     keys, operand, op = predicate.keys, predicate.operand, predicate.op
     if not all(type(key) is str for key in keys) or op == "within_time_window":
         return partial(run, predicate)
-    if op in ("equals", "not_equals") and operand[0] == "s":
-        expected, negated = operand[1], op == "not_equals"
-
-        def run_string_equality(context: Context) -> Outcome:
-            value = context.facts
-            for key in keys:
-                if type(value) is not dict:
-                    return run(predicate, context)
-                value = value.get(key)
-                if value is None:
-                    return _MISSING_OUTCOME
-            if type(value) is not str or len(value) > 256:
-                return run(predicate, context)
-            return value, (value == expected) is not negated, ""
-
-        return run_string_equality
     check = _CHECKS[op]
+    string_equality = op in ("equals", "not_equals") and operand[0] == "s"
+    expected, negated = (operand[1], op == "not_equals") if string_equality else (None, False)
 
     def run_plain(context: Context) -> Outcome:
         value = context.facts
@@ -281,11 +267,13 @@ def runner(predicate: Predicate) -> Runner:
             value = value.get(key)
             if value is None:
                 return _MISSING_OUTCOME
+        kind = type(value)
+        if string_equality and kind is str and len(value) <= 256:
+            return value, (value == expected) is not negated, ""
         try:
             result, note = check(operand, value, context)
         except Exception:  # noqa: BLE001 - run says what failed
             return run(predicate, context)
-        kind = type(value)
         if not ((kind is str and len(value) <= 256) or kind is bool or kind is int or kind is float):
             value = _clip(value)  # a list of addresses, say: the trace keeps a small, detached copy
         return value, result is True or bool(result), note
