@@ -10,7 +10,9 @@ Semantics:
   * deny beats require_approval beats allow, across policies too; if no rule matches, deny.
 
 Each distinct fact test runs once per evaluation (rules often repeat a baseline check), and the
-trace and reasons are built from those outcomes only when read.
+trace and reasons are built from those outcomes only when read. ``evaluate`` runs each policy's
+compiled program (``program.py``); ``holds`` (dynamic groups) and the explanations walk the
+condition tree (``_holds``, ``_replay``), and the two are tested to agree.
 
 A decision travels in two sizes. ``compact_trace`` (in the ``key.decided`` event and so in the
 audit log) names the rule that decided it; for a deny or an approval, every deciding rule and the
@@ -347,7 +349,7 @@ def _strictest_approval(approvals: list[Approval | None]) -> Approval:
     )
 
 
-# --- evaluation ---
+# --- the condition-tree walk: standalone conditions, and the reference the compiled programs match ---
 
 def _holds(node: Condition, context: Context) -> bool:
     kind = type(node)
