@@ -20,7 +20,6 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from shared.argtypes import positive_int as _positive_int, positive_float as _positive_float
 from agent.client import (
     DEFAULT_TIMEOUT_SECONDS,
     AgentClient,
@@ -33,6 +32,8 @@ from agent.client import (
 from agent.facts import FactsError, collect_facts
 from agent.fileformat import FileFormatError, decrypt_stream, encrypt_stream, read_header
 from agent.identity import AgentIdentity, IdentityError, default_state_dir
+from shared.argtypes import positive_float as _positive_float
+from shared.argtypes import positive_int as _positive_int
 
 PROG = "strongroom-agent"
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_DENIED, EXIT_PENDING = 0, 1, 2, 3, 4

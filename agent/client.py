@@ -281,7 +281,7 @@ class AgentClient:
         try:
             async with self._session.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=wait + 30)) as response:
                 return response.status, _parse_body(response.status, await response.text(errors="replace"))
-        except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise ServiceUnavailable(None, "gateway unreachable", f"{url}: {exc}") from None
 
     @staticmethod
@@ -304,7 +304,7 @@ class AgentClient:
             async with self._session.post(url, data=body, headers=send_headers, timeout=self._timeout) as response:
                 text = await response.text(errors="replace")
                 return response.status, _parse_body(response.status, text)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise ServiceUnavailable(None, "gateway timed out", f"no answer from {url} in time") from None
         except aiohttp.ClientError as exc:
             raise ServiceUnavailable(None, "gateway unreachable", f"{url}: {exc}") from None

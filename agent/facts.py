@@ -33,7 +33,7 @@ import json
 import platform
 import socket
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -171,7 +171,7 @@ def boot_time(proc_root: Path | str = "/proc") -> str | None:
         name, _, value = line.partition(" ")
         if name == "btime":
             try:
-                booted = datetime.fromtimestamp(int(value.strip()), tz=timezone.utc)
+                booted = datetime.fromtimestamp(int(value.strip()), tz=UTC)
             except (ValueError, OverflowError, OSError):
                 return None
             return booted.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -216,7 +216,7 @@ def agent_hash(package_dir: Path | str = _AGENT_PACKAGE_DIR) -> str | None:
         return None
     manifest = hashlib.sha256()
     for relative, path in files:
-        manifest.update(f"{sha256_file(path)}  {relative}\n".encode("utf-8"))
+        manifest.update(f"{sha256_file(path)}  {relative}\n".encode())
     return manifest.hexdigest()
 
 

@@ -28,12 +28,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from services.auditsvc import app as auditsvc  # noqa: E402
-from services.auditsvc.store import AuditStore  # noqa: E402
-from shared import events, rpc, runtime  # noqa: E402
-from shared.bus import RabbitBus  # noqa: E402
-from shared.config import AuditSettings  # noqa: E402
-from shared.store import connect, service_database  # noqa: E402
+from services.auditsvc import app as auditsvc
+from services.auditsvc.store import AuditStore
+from shared import events, rpc, runtime
+from shared.bus import RabbitBus
+from shared.config import AuditSettings
+from shared.store import connect, service_database
 
 
 def _event(tenant: str, i: int) -> events.Event:

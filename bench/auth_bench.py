@@ -16,13 +16,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from services.gateway.auth import SESSION_PREFIX, TokenAuthenticator  # noqa: E402
-from services.gateway.passwords import Hasher  # noqa: E402
-from services.gateway.store import GatewayStore  # noqa: E402
-from shared.config import GatewaySettings  # noqa: E402
-from shared.crypto import tokens  # noqa: E402
-from shared.embedded_mongo import EmbeddedMongo  # noqa: E402
-from shared.store import connect  # noqa: E402
+from services.gateway.auth import SESSION_PREFIX, TokenAuthenticator
+from services.gateway.passwords import Hasher
+from services.gateway.store import GatewayStore
+from shared.config import GatewaySettings
+from shared.crypto import tokens
+from shared.embedded_mongo import EmbeddedMongo
+from shared.store import connect
 
 
 async def request_overhead(url: str, n: int) -> None:

@@ -11,15 +11,15 @@ from __future__ import annotations
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from services.policysvc.policy import evaluate, record_digest  # noqa: E402
-from services.policysvc.rules import parse_policy  # noqa: E402
+from services.policysvc.policy import evaluate, record_digest
+from services.policysvc.rules import parse_policy
 
-NOW = datetime(2025, 3, 12, 9, 30, tzinfo=timezone.utc)
+NOW = datetime(2025, 3, 12, 9, 30, tzinfo=UTC)
 HASHES = {f"/usr/lib/strongroom/mod{i}.so": f"{i:02x}" * 32 for i in range(10)}
 WORKDAYS = ["mon", "tue", "wed", "thu", "fri"]
 
@@ -135,7 +135,7 @@ def main() -> None:
               f"(reasons, compact trace, digested full record); {audit:,.0f}/s with the per-rule trace rendered")
 
 
-def as_released(decision) -> None:  # noqa: ANN001
+def as_released(decision) -> None:
     """What policysvc computes per request besides the evaluation (see policysvc.handlers.decide)."""
     _ = decision.reasons, decision.compact_trace
     record_digest(decision.record(NOW))

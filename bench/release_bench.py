@@ -17,7 +17,6 @@ refuses releases).
 from __future__ import annotations
 
 import argparse
-
 import asyncio
 import json
 import logging
@@ -30,18 +29,18 @@ import tempfile
 import time
 import tracemalloc
 import uuid
-
-from shared import runtime
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from shared import runtime
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import aiohttp  # noqa: E402
-import structlog  # noqa: E402
+import aiohttp
+import structlog
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 KEY_REQUESTS_PATH = "/v1/agent/key-requests"
@@ -238,7 +237,7 @@ class Operator:
 BENCH_PASSWORD = "bench-orchid-door-7291"
 
 
-async def _signed_in(session, url: str, tenant: str, username: str) -> "Operator":
+async def _signed_in(session, url: str, tenant: str, username: str) -> Operator:
     """A session for `username`, enrolling TOTP when the user's roles require it."""
     import pyotp
 
@@ -251,7 +250,7 @@ async def _signed_in(session, url: str, tenant: str, username: str) -> "Operator
     return user
 
 
-async def _set_up_team(session, url: str, bootstrap: str) -> tuple["Operator", "Operator"]:
+async def _set_up_team(session, url: str, bootstrap: str) -> tuple[Operator, Operator]:
     """Bootstrap -> provider admin -> tenant with two admins -> a key custodian (confirmed by the
     second admin) and a security officer, as separation of duties requires."""
     await Operator(session, url, bootstrap).post("/v1/auth/bootstrap", {"username": "root", "password": BENCH_PASSWORD})
@@ -446,7 +445,7 @@ def stage_means(stages: Stages, result: dict[str, Any]) -> dict[str, float | Non
     return means
 
 
-def print_report(args, setup, enrolled, results, load_rss_kib, traced_peak) -> None:  # noqa: ANN001
+def print_report(args, setup, enrolled, results, load_rss_kib, traced_peak) -> None:
     store = "embedded store (:memory:)"
     bus = "RabbitMQ 127.0.0.1 (RabbitBus, own prefix)" if args.bus == "rabbitmq" else "in-memory bus"
     print(f"release bench: {bus}, {store}; policy of {setup['policy_rules']} rule(s) over "

@@ -187,7 +187,7 @@ class RabbitBus:
             confirmation = await exchange.publish(message, routing_key=event.routing_key, mandatory=True)
         except aio_pika.exceptions.DeliveryError:
             raise PublishRefused(f"broker refused {event.type} (a bound queue is full or unavailable)") from None
-        except (aio_pika.exceptions.AMQPError, ConnectionError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aio_pika.exceptions.AMQPError, ConnectionError) as exc:
             raise BusError(f"publish of {event.type} failed: {exc!r}") from None
         _check_confirmation(confirmation, event.type)
 
@@ -211,7 +211,7 @@ class RabbitBus:
                 message, routing_key=self.name("auditsvc"), mandatory=True)
         except aio_pika.exceptions.DeliveryError:
             raise AuditRefused(f"audit queue refused {event.type}: it is full or unavailable") from None
-        except (aio_pika.exceptions.AMQPError, ConnectionError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aio_pika.exceptions.AMQPError, ConnectionError) as exc:
             raise BusError(f"publish of {event.type} for audit failed: {exc!r}") from None
         if not isinstance(confirmation, Basic.Ack):
             raise AuditRefused(f"audit queue refused {event.type}: it is not there")

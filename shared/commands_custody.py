@@ -71,7 +71,7 @@ class InitCustody(Strict):
         return raw32_base64(value, "recipient_public_key")
 
     @model_validator(mode="after")
-    def _layout(self) -> "InitCustody":
+    def _layout(self) -> InitCustody:
         if self.threshold > self.shares:
             raise ValueError("threshold must not exceed shares")
         if self.threshold == 1 and self.shares > 1:

@@ -59,7 +59,7 @@ class EmbeddedMongo:
         """The server process, while it runs (benchmarks read its CPU time)."""
         return self._process.pid if self._process is not None else None
 
-    def start(self, timeout: float = 30.0) -> "EmbeddedMongo":
+    def start(self, timeout: float = 30.0) -> EmbeddedMongo:
         if self.storage != ":memory:":
             Path(self.storage).mkdir(parents=True, exist_ok=True)
         cmd = [*_server_command(), "--host", "127.0.0.1", "--port", str(self.port), "--storage-path", self.storage,
@@ -93,7 +93,7 @@ class EmbeddedMongo:
                 self._process.wait()
         self._process = None
 
-    def __enter__(self) -> "EmbeddedMongo":
+    def __enter__(self) -> EmbeddedMongo:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .events import SYSTEM, Actor, new_id
 
@@ -39,7 +39,7 @@ class RpcReply(BaseModel):
     problem: Problem | None = None
 
     @classmethod
-    def fail(cls, status: int, title: str, detail: str = "", field: str | None = None) -> "RpcReply":
+    def fail(cls, status: int, title: str, detail: str = "", field: str | None = None) -> RpcReply:
         return cls(problem=Problem(status=status, title=title, detail=detail, field=field))
 
 
@@ -69,23 +69,36 @@ def decode_reply(body: bytes) -> RpcReply:
 
 
 class Methods:
-    """A service's RPC methods: name -> (params model, handler). Validates params once, here."""
+    """A service's RPC methods: name -> (params model, result model, handler).
+
+    Params are validated once, here, so a malformed call is refused naming the field, as HTTP
+    is; the handler gets the model instance. A handler returns an instance of its result model
+    (or None for an empty answer), which is what goes on the wire.
+    """
 
     def __init__(self) -> None:
-        self._methods: dict[str, tuple[type[BaseModel] | None, Any]] = {}
+        self._methods: dict[str, tuple[type[BaseModel] | None, type[BaseModel] | None, Any]] = {}
 
-    def add(self, name: str, handler: Any, params: type[BaseModel] | None = None) -> None:
-        self._methods[name] = (params, handler)
+    def add(
+        self,
+        name: str,
+        handler: Any,
+        params: type[BaseModel] | None = None,
+        result: type[BaseModel] | None = None,
+    ) -> None:
+        self._methods[name] = (params, result, handler)
+
+    def contracts(self) -> dict[str, tuple[type[BaseModel] | None, type[BaseModel] | None]]:
+        """Each method's declared params and result models (for tests and documentation)."""
+        return {name: (params, result) for name, (params, result, _) in self._methods.items()}
 
     async def __call__(self, request: RpcRequest) -> RpcReply:
         entry = self._methods.get(request.method)
         if entry is None:
             return RpcReply.fail(400, "Bad Request", f"unknown method {request.method!r}")
-        model, handler = entry
+        model, _result, handler = entry
         args: Any = request.params
         if model is not None:
-            from pydantic import ValidationError
-
             try:
                 args = model.model_validate(request.params)
             except ValidationError as exc:

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shared.argtypes import positive_int as _positive_int, non_negative_int as _non_negative_int
+from shared.argtypes import non_negative_int as _non_negative_int
+from shared.argtypes import positive_int as _positive_int
 from strongroom import cli_accounts, cli_audit, cli_custody, cli_policy
 from strongroom.client import ApiError, GatewayClient, GatewayUnreachable, quote_id
 

@@ -40,7 +40,7 @@ class GatewayUnreachable(Exception):
 class _NoRedirects(urllib.request.HTTPRedirectHandler):
     # SECURITY: urllib copies the Authorization header onto redirects, even to another host.
     # The API never redirects, so a redirect is reported as an error instead of followed.
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
         return None
 
 
@@ -135,7 +135,7 @@ class GatewayClient:
             with self._open(req) as resp:
                 raw = resp.read()
                 content_type = resp.headers.get("Content-Type", "")
-        except (TimeoutError, socket.timeout):  # while reading the body
+        except TimeoutError:  # while reading the body
             raise GatewayUnreachable(display_url(self.base_url), "timed out") from None
         except (ConnectionError, OSError) as exc:
             raise GatewayUnreachable(display_url(self.base_url), _reason_text(exc)) from None
@@ -166,7 +166,7 @@ class GatewayClient:
                                 raw) from None
         except urllib.error.URLError as exc:
             raise GatewayUnreachable(display_url(self.base_url), _reason_text(exc.reason)) from None
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             raise GatewayUnreachable(display_url(self.base_url), "timed out") from None
         except (ConnectionError, OSError) as exc:
             raise GatewayUnreachable(display_url(self.base_url), _reason_text(exc)) from None

@@ -10,7 +10,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -112,7 +112,7 @@ def make_checkpoint(head: ChainHead, *, signing_key: Ed25519PrivateKey, at: date
         "tenant_id": head.tenant_id,
         "seq": head.seq,
         "hash": head.hash,
-        "time": at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "time": at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         "key_id": key_fingerprint(signing_key.public_key()),
     }
     cp["signature"] = base64.b64encode(signing_key.sign(_checkpoint_message(cp))).decode("ascii")

@@ -19,8 +19,9 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from . import siem
 from shared.topics import topic_matches
+
+from . import siem
 
 KINDS = ("syslog_tcp", "syslog_tls", "webhook")
 FORMATS = ("syslog", "cef", "leef", "jsonl")

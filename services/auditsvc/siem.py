@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 VENDOR = "Strongroom"
 PRODUCT = "Strongroom"
@@ -40,10 +41,10 @@ def _severity(record: Mapping[str, Any]) -> tuple[int, int, int, int, int]:
 
 def _parse_time(value: Any) -> datetime:
     dt = datetime.fromisoformat(str(value))
-    return (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+    return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).astimezone(UTC)
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _epoch_ms(value: Any) -> int:

@@ -122,7 +122,7 @@ class SsoConfig(Strict):
         return {group: _known_roles(roles) for group, roles in mapping.items()}
 
     @model_validator(mode="after")
-    def _saml_complete(self) -> "SsoConfig":
+    def _saml_complete(self) -> SsoConfig:
         if self.protocol == "saml":
             for name in ("idp_entity_id", "idp_sso_url", "idp_certificate_pem"):
                 if not getattr(self, name):

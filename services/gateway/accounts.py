@@ -30,7 +30,7 @@ class Decision:
     reason: str = ""
 
     @classmethod
-    def deny(cls, reason: str) -> "Decision":
+    def deny(cls, reason: str) -> Decision:
         return cls(False, reason)
 
 
@@ -158,10 +158,26 @@ def roles_from_groups(groups: list[str], mapping: dict[str, list[str]]) -> froze
 
 
 __all__ = [
-    "ALLOW", "CONFIRMED_ROLES", "CONFLICTS", "Decision", "GrantPlan", "MEMBER", "MFA_ROLES",
-    "PROVIDER_ROLES", "check_confirmation", "check_role_set", "check_scopes", "effective_roles",
-    "lockout_seconds", "locked_until", "needs_mfa", "needs_second_person", "plan_grant",
-    "roles_for", "roles_from_groups", "scope_allows",
+    "ALLOW",
+    "CONFIRMED_ROLES",
+    "CONFLICTS",
+    "MEMBER",
+    "MFA_ROLES",
+    "PROVIDER_ROLES",
+    "Decision",
+    "GrantPlan",
+    "check_confirmation",
+    "check_role_set",
+    "check_scopes",
+    "effective_roles",
+    "locked_until",
+    "lockout_seconds",
+    "needs_mfa",
+    "needs_second_person",
+    "plan_grant",
+    "roles_for",
+    "roles_from_groups",
+    "scope_allows",
 ]
 
 

@@ -11,14 +11,9 @@ from dataclasses import dataclass
 from aiohttp import web
 from pydantic import BaseModel
 
-from shared import commands
+from shared import commands, commands_custody
 
-from . import schemas, views
-from . import account_schemas, accounts, views_accounts
-from . import views_custody
-from shared import commands_custody
-from . import views_policy
-from . import views_audit
+from . import account_schemas, accounts, schemas, views, views_accounts, views_audit, views_custody, views_policy
 from .auth import Unauthorized
 
 

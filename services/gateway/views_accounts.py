@@ -24,8 +24,8 @@ from shared.rpc import NotFound, ProblemError
 
 from . import account_schemas as S
 from . import accounts, mfa, passwords, sso_oidc, sso_saml
-from .datakey import SecretSealer, load_data_key
 from .auth import PROVIDER_TENANT, SESSION_PREFIX, Principal, RateLimited, Unauthorized
+from .datakey import SecretSealer, load_data_key
 from .ratelimit import RateLimiter
 from .views import CORRELATION_ID, GATEWAY, PRINCIPAL, Gateway, _json, body_as
 
@@ -44,7 +44,7 @@ class Accounts:
     sealer: SecretSealer  # TOTP and SSO client secrets are stored sealed under the data key
 
     @classmethod
-    def from_settings(cls, s: GatewaySettings) -> "Accounts":
+    def from_settings(cls, s: GatewaySettings) -> Accounts:
         return cls(
             hasher=passwords.Hasher(time_cost=s.password_time_cost, memory_kib=s.password_memory_kib,
                                     parallelism=s.password_parallelism),

@@ -23,7 +23,16 @@ from shared.rpc import ProblemError
 from .problems import ExtraProblem
 from .schemas import MAX_FACTS_BYTES
 from .views import (
-    CORRELATION_ID, GATEWAY, PRINCIPAL, _call, _gw, _json, _now, _principal, _release_response, body_as,
+    CORRELATION_ID,
+    GATEWAY,
+    PRINCIPAL,
+    _call,
+    _gw,
+    _json,
+    _now,
+    _principal,
+    _release_response,
+    body_as,
 )
 
 log = structlog.get_logger("strongroom.gateway")
@@ -403,4 +412,4 @@ async def event_stream(request: web.Request) -> web.StreamResponse:
     return response
 
 
-__all__ = ["GATEWAY", "NOTIFIER", "Notifier", "PRINCIPAL", "also_notify"]
+__all__ = ["GATEWAY", "NOTIFIER", "PRINCIPAL", "Notifier", "also_notify"]

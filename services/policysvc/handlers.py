@@ -16,8 +16,8 @@ from typing import Any
 import structlog
 
 from shared import commands, events, rpc
-from shared.events import Event, KeyDecided, KeyRequested
 from shared import outbox as outbox_entry
+from shared.events import Event, KeyDecided, KeyRequested
 from shared.outbox import Outbox
 from shared.store import DuplicateKeyError
 

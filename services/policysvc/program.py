@@ -60,6 +60,6 @@ def compile_program(conditions: Sequence[Condition]) -> Program:
         source += f"    {names} = None\n"
     source += "    return (" + "".join(f"\n        {result}," for result in results) + "\n    )\n"
     namespace: dict[str, object] = {}
-    exec(compile(source, "<policy program>", "exec"), {"__builtins__": {}}, namespace)  # noqa: S102
+    exec(compile(source, "<policy program>", "exec"), {"__builtins__": {}}, namespace)
     return Program(tuple(tests), tuple(test.signature for test in tests), tuple(runner(test) for test in tests),
                    namespace["run"])  # type: ignore[arg-type]

@@ -90,7 +90,7 @@ def sign_request(
         signer.sign(
             message,
             key_id=key_id,
-            created=datetime.datetime.fromtimestamp(created_at, tz=datetime.timezone.utc),
+            created=datetime.datetime.fromtimestamp(created_at, tz=datetime.UTC),
             nonce=secrets.token_urlsafe(16) if nonce is None else nonce,
             label=SIGNATURE_LABEL,
             tag=SIGNATURE_TAG,

@@ -8,10 +8,10 @@ import secrets
 import aiohttp
 import pytest
 
-from shared.bus import RabbitBus
-from shared.config import AuditSettings, GatewaySettings, KeySettings, PolicySettings
 from services.auditsvc.signing import ensure_key_file
 from services.gateway.datakey import ensure_data_key_file
+from shared.bus import RabbitBus
+from shared.config import AuditSettings, GatewaySettings, KeySettings, PolicySettings
 from shared.crypto import tokens
 from strongroom.stack import Stack
 
@@ -22,7 +22,7 @@ class Api:
     def __init__(self, session: aiohttp.ClientSession, url: str, token: str | None = None):
         self.session, self.url, self.token = session, url, token
 
-    def as_(self, token: str) -> "Api":
+    def as_(self, token: str) -> Api:
         return Api(self.session, self.url, token)
 
     async def call(self, method: str, path: str, json=None, data: bytes | None = None, headers=None):

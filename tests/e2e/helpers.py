@@ -10,7 +10,6 @@ import re
 from dataclasses import dataclass
 
 import pyotp
-
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -44,7 +43,7 @@ class Tenant:
     admin: object  # a TeamApi: each call goes as a tenant user whose roles allow it (see below)
     key_id: str
     policy_id: str
-    team: "Team | None" = None
+    team: Team | None = None
 
     @property
     def extra_records(self) -> int:
@@ -202,7 +201,7 @@ class BareAgent:
         self.device_id = key_id.split("/", 1)[1]
 
     @classmethod
-    async def enroll(cls, tenant: Tenant, api, name: str = "vm-1") -> "BareAgent":
+    async def enroll(cls, tenant: Tenant, api, name: str = "vm-1") -> BareAgent:
         status, enr, _ = await tenant.admin.call("POST", "/v1/enrollment-tokens", json={"name": name})
         assert status == 201, enr
         key = Ed25519PrivateKey.generate()

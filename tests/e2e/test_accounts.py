@@ -4,15 +4,23 @@ rate limits, tenant lifecycle, and bad input that changes nothing."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pyotp
 import pytest
 
-import asyncio
-
-from .helpers import PASSWORD, EU_FACTS, BareAgent, audit_records, make_team, make_tenant, provider_admin, sign_in
-from .helpers import put_confirmed_settings
+from .helpers import (
+    EU_FACTS,
+    PASSWORD,
+    BareAgent,
+    audit_records,
+    make_team,
+    make_tenant,
+    provider_admin,
+    put_confirmed_settings,
+    sign_in,
+)
 
 
 async def records_with(admin, *actions: str) -> list[dict]:

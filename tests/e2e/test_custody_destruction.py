@@ -7,9 +7,9 @@ from __future__ import annotations
 import asyncio
 import base64
 
+from services.keysvc.destruction import verify_certificate
 from shared.events import Actor
 from shared.rpc import RpcRequest
-from services.keysvc.destruction import verify_certificate
 
 from .helpers import EU_FACTS, BareAgent, audit_records_until, make_tenant
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from .helpers import EU_FACTS, BareAgent, make_tenant, audit_records_until
+from .helpers import EU_FACTS, BareAgent, audit_records_until, make_tenant
 
 
 def _raw(stack, collection: str):

@@ -3,7 +3,7 @@ tenant's minimum key size, rotation and min_decryption_version, and bad input ch
 
 from __future__ import annotations
 
-from .helpers import EU_FACTS, BareAgent, make_tenant, audit_records_until
+from .helpers import EU_FACTS, BareAgent, audit_records_until, make_tenant
 
 
 async def _key(admin, key_id):

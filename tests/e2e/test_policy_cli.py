@@ -11,7 +11,6 @@ from strongroom.cli import main
 from .helpers import ALLOW_EU, EU_FACTS, BareAgent, make_tenant
 from .test_approvals import approval_policy, ask, poll
 
-
 _LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \[")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from .helpers import ALLOW_EU, EU_FACTS, BareAgent, audit_records, make_tenant, raw, audit_records_until
+from .helpers import ALLOW_EU, EU_FACTS, BareAgent, audit_records, audit_records_until, make_tenant, raw
 
 
 async def test_versions_list_show_restore_and_the_deciding_version_reaches_the_audit_log(api):

@@ -4,7 +4,7 @@ import base64
 import copy
 import hashlib
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -22,7 +22,7 @@ from services.auditsvc.chain import (
 )
 from services.auditsvc.records import record_from_event
 
-AT = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+AT = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
 
 def make_record(n, tenant="t-acme", **extra):

@@ -54,7 +54,7 @@ def library_signed_headers(device_key: Ed25519PrivateKey, *, components, nonce: 
         signature_algorithm=algorithms.ED25519,
         key_resolver=MappingKeyResolver(public_keys={}, private_keys={DEVICE_ID: device_key}),
     )
-    signer.sign(Request, key_id=DEVICE_ID, created=datetime.datetime.fromtimestamp(NOW, datetime.timezone.utc),
+    signer.sign(Request, key_id=DEVICE_ID, created=datetime.datetime.fromtimestamp(NOW, datetime.UTC),
                 nonce=nonce, tag=SIGNATURE_TAG, covered_component_ids=components, body=BODY)
     return Request.headers
 

@@ -3,7 +3,7 @@
 import base64
 import dataclasses
 import itertools
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -28,7 +28,7 @@ from services.keysvc.keys import (
     version_for_release,
 )
 
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 T1 = T0 + timedelta(hours=1)
 WRAPPED = [bytes([i]) * 60 for i in range(1, 10)]
 

@@ -4,12 +4,13 @@ import dataclasses
 import itertools
 import json
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from services.policysvc.operators import MISSING_TEXT
 from services.policysvc.policy import (
     ConditionTrace,
     Decision,
@@ -18,10 +19,9 @@ from services.policysvc.policy import (
     evaluate,
     record_digest,
 )
-from services.policysvc.operators import MISSING_TEXT
 from services.policysvc.rules import Approval, parse_policy
 
-NOW = datetime(2025, 3, 12, 9, 30, tzinfo=timezone.utc)  # a Wednesday; Paris is UTC+1 until 30 March
+NOW = datetime(2025, 3, 12, 9, 30, tzinfo=UTC)  # a Wednesday; Paris is UTC+1 until 30 March
 EU = {"fact": "identity.region", "op": "in", "value": ["eu-west-1"]}
 
 

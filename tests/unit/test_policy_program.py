@@ -5,7 +5,7 @@ tree. Both must give every rule the same result, run the same tests with the sam
 leave the explanation unchanged, for any policy and any facts, however odd.
 """
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -15,7 +15,7 @@ from services.policysvc.policy import _holds, evaluate
 from services.policysvc.program import compile_program
 from services.policysvc.rules import parse_policy
 
-NOW = datetime(2025, 3, 12, 9, 30, tzinfo=timezone.utc)
+NOW = datetime(2025, 3, 12, 9, 30, tzinfo=UTC)
 
 # A small universe of facts and tests, so that generated rules share tests and facts collide.
 TESTS = [
@@ -98,7 +98,7 @@ def test_every_runner_gives_the_general_outcome(document):
          "rules": [{"id": f"r{i}", "effect": "allow", "when": test} for i, test in enumerate(TESTS)]},
         policy_id="pol", version=1).rules[i].when for i in range(len(TESTS))])
     context = Context(document, NOW)
-    context.tz = timezone.utc
+    context.tz = UTC
     for predicate, runner in zip(program.tests, program.runners):
         assert runner(context) == run(predicate, context), predicate.fact
 

@@ -3,7 +3,7 @@
 import copy
 import json
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -171,10 +171,10 @@ def test_version_equivalences_and_rejections():
 
 
 def test_timestamps():
-    assert parse_timestamp("2025-03-01T10:00:00Z") == datetime(2025, 3, 1, 10, tzinfo=timezone.utc)
+    assert parse_timestamp("2025-03-01T10:00:00Z") == datetime(2025, 3, 1, 10, tzinfo=UTC)
     assert parse_timestamp("2025-03-01t11:00:00.123456789+01:00") == datetime(
-        2025, 3, 1, 10, 0, 0, 123456, tzinfo=timezone.utc)
-    assert parse_timestamp("2025-03-01") == datetime(2025, 3, 1, tzinfo=timezone.utc)
+        2025, 3, 1, 10, 0, 0, 123456, tzinfo=UTC)
+    assert parse_timestamp("2025-03-01") == datetime(2025, 3, 1, tzinfo=UTC)
     for text in ["2025-03-01T10:00:00", "2025-13-01", "yesterday", "1.2.3", "2025-03-01T25:00:00Z", "2025W01"]:
         assert parse_timestamp(text) is None, text
 
