@@ -1,0 +1,213 @@
+"""Every message contract between the services: frozen, versioned pydantic events.
+
+The `type` literal is also the routing key on the topic exchange. Decode once through
+`decode_event`; evolve a contract by bumping `version` and adding an upcast next to the model
+and registering it in `UPCASTS` below. The models live in one module per area; this package
+is the one place that knows them all. No event carries key material in the clear: released
+keys travel HPKE-sealed to the agent's one-time public key, which only the agent can open.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Union
+
+from pydantic import Field, TypeAdapter, ValidationError
+
+from .accounts import (
+    TenantLifecycleChanged,
+    TenantSettingsChanged,
+    UserCreated,
+    UserLoggedIn,
+    UserLoggedOut,
+    UserLoginFailed,
+    UserMfaEnrolled,
+    UserMfaReset,
+    UserPasswordSet,
+    UserRecoveryCodeUsed,
+    UserRolesChanged,
+)
+from .audit import (
+    AuditArchived,
+    AuditCheckpointed,
+    AuditRetentionUpdated,
+    ForwarderCreated,
+    ForwarderDeleted,
+    ForwarderSecretRotated,
+    ForwarderUpdated,
+)
+from .base import SYSTEM as SYSTEM
+from .base import Actor as Actor
+from .base import Event
+from .base import new_id as new_id
+from .base import utcnow as utcnow
+from .core import (
+    AccessDenied,
+    DeviceEnrolled,
+    DeviceRevoked,
+    EnrollmentTokenCreated,
+    KeyCreated,
+    KeyDecided,
+    KeyReleased,
+    KeyReleaseRefused,
+    KeyRequested,
+    KeyRotated,
+    KeyStateChanged,
+    PolicyDeleted,
+    PolicyUpdated,
+    TenantCreated,
+    TokenCreated,
+    TokenRevoked,
+    _key_decided_v1_to_v2,
+)
+from .custody import (
+    CustodyInitialized,
+    CustodyRekeyed,
+    CustodyRekeyRolledBack,
+    CustodySettingsChanged,
+    CustodyUnsealProgress,
+    KekRotated,
+    KekRotationStarted,
+    KeyDestroyed,
+    KeyDestructionApproved,
+    KeyDestructionCancelled,
+    KeyDestructionScheduled,
+    KeyExported,
+    KeyImported,
+    KeyMinDecryptionVersionSet,
+    TenantKeysShredded,
+)
+from .policy import (
+    ApprovalDenied,
+    ApprovalExpired,
+    ApprovalGranted,
+    ApprovalRequested,
+    ApprovalVoted,
+    DevicePostureFailed,
+    DeviceQuarantineCleared,
+    DeviceQuarantined,
+    GroupDeleted,
+    GroupUpdated,
+    PolicySettingsUpdated,
+)
+
+AnyEvent = Annotated[
+    Union[  # noqa: UP007 - sixty members read better one per line
+        TenantCreated,
+        TokenCreated,
+        TokenRevoked,
+        AccessDenied,
+        EnrollmentTokenCreated,
+        DeviceEnrolled,
+        DeviceRevoked,
+        KeyCreated,
+        KeyRotated,
+        KeyStateChanged,
+        PolicyUpdated,
+        PolicyDeleted,
+        KeyRequested,
+        KeyDecided,
+        KeyReleased,
+        KeyReleaseRefused,
+        # --- accounts and sign-in ---
+        TenantLifecycleChanged,
+        TenantSettingsChanged,
+        UserCreated,
+        UserRolesChanged,
+        UserLoggedIn,
+        UserLoginFailed,
+        UserLoggedOut,
+        UserMfaEnrolled,
+        UserPasswordSet,
+        UserRecoveryCodeUsed,
+        UserMfaReset,
+        # --- policies, device groups, approvals, notifications ---
+        GroupUpdated,
+        GroupDeleted,
+        PolicySettingsUpdated,
+        ApprovalRequested,
+        ApprovalVoted,
+        ApprovalGranted,
+        ApprovalDenied,
+        ApprovalExpired,
+        DevicePostureFailed,
+        DeviceQuarantined,
+        DeviceQuarantineCleared,
+        # --- key custody ---
+        KeyMinDecryptionVersionSet,
+        KeyDestructionScheduled,
+        KeyDestructionApproved,
+        KeyDestructionCancelled,
+        KeyDestroyed,
+        KeyImported,
+        KeyExported,
+        CustodySettingsChanged,
+        CustodyInitialized,
+        CustodyUnsealProgress,
+        CustodyRekeyed,
+        CustodyRekeyRolledBack,
+        KekRotationStarted,
+        KekRotated,
+        TenantKeysShredded,
+        # --- audit exports, forwarders, reports ---
+        AuditCheckpointed,
+        AuditArchived,
+        AuditRetentionUpdated,
+        ForwarderCreated,
+        ForwarderUpdated,
+        ForwarderDeleted,
+        ForwarderSecretRotated,
+    ],
+    Field(discriminator="type"),
+]
+
+_ADAPTER: TypeAdapter[Event] = TypeAdapter(AnyEvent)
+
+# Upcasts: (type, from_version) -> function turning the old payload into the next version.
+UPCASTS: dict[tuple[str, int], Any] = {
+    ("key.decided", 1): _key_decided_v1_to_v2,
+}
+
+
+class MalformedEvent(ValueError):
+    """A message that is not a valid event; it is dead-lettered with this reason."""
+
+
+def decode_event(body: bytes) -> Event:
+    """Parse and validate a message body, upcasting older versions first.
+
+    Every consumer decodes every event it gets, so the usual case (a current version) is parsed
+    and validated in one pass by pydantic; an older version or an invalid body takes the careful
+    path, which upcasts, or names what is wrong for the dead-letter reason.
+    """
+    try:
+        event = _ADAPTER.validate_json(body)
+    except ValidationError:
+        pass
+    else:
+        if (event.type, event.version) not in UPCASTS:
+            return event
+    try:
+        raw = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedEvent(f"not JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise MalformedEvent("event must be a JSON object")
+    while (up := UPCASTS.get((raw.get("type"), raw.get("version")))) is not None:
+        raw = up(raw)
+    try:
+        return _ADAPTER.validate_python(raw)
+    except Exception as exc:  # pydantic.ValidationError: keep only the locations and messages
+        errors = getattr(exc, "errors", lambda: [])()
+        detail = "; ".join(
+            ".".join(str(p) for p in e.get("loc", ())) + ": " + e.get("msg", "") for e in errors[:5]
+        )
+        raise MalformedEvent(detail or str(exc)) from None
+
+
+def encode_event(event: Event) -> bytes:
+    return event.model_dump_json().encode()
+
+
+def event_types() -> list[str]:
+    return [m.model_fields["type"].default for m in AnyEvent.__args__[0].__args__]  # type: ignore[attr-defined]

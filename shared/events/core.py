@@ -1,0 +1,183 @@
+"""Events of tenants and operator access, devices, keys, policies and the release pipeline."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import Field
+
+from .base import Event
+
+# --- tenants and operator access -----------------------------------------------------
+
+
+class TenantCreated(Event):
+    type: Literal["tenant.created"] = "tenant.created"
+    name: str
+
+
+class TokenCreated(Event):
+    type: Literal["token.created"] = "token.created"
+    token_id: str
+    name: str
+    role: str
+    user_id: str | None = None  # the owning user (a person's personal token or a service account's)
+    expires_at: datetime | None = None
+
+
+class TokenRevoked(Event):
+    type: Literal["token.revoked"] = "token.revoked"
+    token_id: str
+
+
+class AccessDenied(Event):
+    """A refused request at the edge (bad credential, bad signature, replay)."""
+
+    type: Literal["access.denied"] = "access.denied"
+    route: str
+    reason: str
+    device_id: str | None = None
+
+
+# --- devices -------------------------------------------------------------------------
+
+
+class EnrollmentTokenCreated(Event):
+    type: Literal["enrollment.created"] = "enrollment.created"
+    enrollment_id: str
+    expires_at: datetime
+
+
+class DeviceEnrolled(Event):
+    type: Literal["device.enrolled"] = "device.enrolled"
+    device_id: str
+    enrollment_id: str
+    name: str
+    public_key: str  # Ed25519 public key, base64 (public material)
+    groups: tuple[str, ...] = ()
+
+
+class DeviceRevoked(Event):
+    type: Literal["device.revoked"] = "device.revoked"
+    device_id: str
+    reason: str = ""
+
+
+# --- keys ----------------------------------------------------------------------------
+
+
+class KeyCreated(Event):
+    type: Literal["key.created"] = "key.created"
+    key_id: str
+    name: str
+    algorithm: str
+    volume: str | None = None
+    key_version: int = 1
+
+
+class KeyRotated(Event):
+    type: Literal["key.rotated"] = "key.rotated"
+    key_id: str
+    key_version: int
+    reason: str = ""
+
+
+class KeyStateChanged(Event):
+    type: Literal["key.state_changed"] = "key.state_changed"
+    key_id: str
+    from_state: str
+    to_state: str
+    action: str
+    reason: str = ""
+
+
+# --- policies ------------------------------------------------------------------------
+
+
+class PolicyUpdated(Event):
+    """A policy's new version. The document travels so that caches can refresh without a read."""
+
+    type: Literal["policy.updated"] = "policy.updated"
+    policy_id: str
+    policy_version: int
+    name: str
+    document: dict[str, Any]
+
+
+class PolicyDeleted(Event):
+    type: Literal["policy.deleted"] = "policy.deleted"
+    policy_id: str
+
+
+# --- the release pipeline ------------------------------------------------------------
+
+
+class KeyRequested(Event):
+    """An agent asks for a key. `ephemeral_public_key` is a one-time X25519 key (public)."""
+
+    type: Literal["key.requested"] = "key.requested"
+    request_id: str
+    device_id: str
+    key_id: str
+    facts: dict[str, Any]
+    ephemeral_public_key: str  # raw X25519 public key, base64
+    key_version: int | None = None  # None: the latest version (for new encryption)
+
+
+class KeyDecided(Event):
+    """policysvc's verdict with its reasons; keysvc acts on allow, the gateway answers deny.
+
+    Version 2: ``trace`` is compact (the deciding rules and, unless allowed, the conditions that
+    decided); the full trace stays in policysvc's decision record, committed to by ``trace_sha256``.
+    """
+
+    type: Literal["key.decided"] = "key.decided"
+    version: int = 2
+    request_id: str
+    device_id: str
+    key_id: str
+    effect: Literal["allow", "deny", "require_approval"]
+    reasons: tuple[str, ...] = ()
+    disclosed: dict[str, Any] = Field(default_factory=dict)
+    trace: tuple[dict[str, Any], ...] = ()
+    trace_sha256: str | None = None  # of the full canonical trace; None when no policy was evaluated
+    decided_by: tuple[dict[str, Any], ...] = ()
+    ephemeral_public_key: str
+    key_version: int | None = None
+
+    @property
+    def routing_key(self) -> str:
+        """``key.decided.allow`` goes to keysvc only, the others to the gateway's waiters only."""
+        return f"key.decided.{self.effect}"
+
+
+def _key_decided_v1_to_v2(raw: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 carried the full trace: still a true (if long) trace, with no digest to check."""
+    return {**raw, "version": 2}
+
+
+class KeyReleased(Event):
+    """The data key sealed (HPKE) to the request's ephemeral key: opaque to all but the agent."""
+
+    type: Literal["key.released"] = "key.released"
+    request_id: str
+    device_id: str
+    key_id: str
+    key_version: int
+    algorithm: str
+    sealed_key: str  # HPKE ciphertext, base64
+    hpke_suite: str = "DHKEM(X25519,HKDF-SHA256)/HKDF-SHA256/AES-256-GCM"
+    # The key's newest version: when above key_version the agent should re-encrypt under it.
+    latest_version: int | None = None
+
+
+class KeyReleaseRefused(Event):
+    """keysvc would not release: unknown key, key not active, custody sealed, audit unavailable."""
+
+    type: Literal["key.release_refused"] = "key.release_refused"
+    request_id: str
+    device_id: str
+    key_id: str
+    reason: str
+    status: Literal["not_found", "not_active", "sealed", "audit_unavailable", "error"]
