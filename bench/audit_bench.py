@@ -29,10 +29,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from services.auditsvc import app as auditsvc
+from services.auditsvc.settings import AuditSettings
 from services.auditsvc.store import AuditStore
 from shared import events, rpc, runtime
 from shared.bus import RabbitBus
-from shared.config import AuditSettings
 from shared.store import connect, service_database
 
 

@@ -18,8 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from services.gateway.auth import SESSION_PREFIX, TokenAuthenticator
 from services.gateway.passwords import Hasher
+from services.gateway.settings import GatewaySettings
 from services.gateway.store import GatewayStore
-from shared.config import GatewaySettings
 from shared.crypto import tokens
 from shared.embedded_mongo import EmbeddedMongo
 from shared.store import connect

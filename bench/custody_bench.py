@@ -141,9 +141,9 @@ async def child(args: argparse.Namespace) -> None:
 
     from services.keysvc import handlers
     from services.keysvc.hierarchy import KeyHierarchy
+    from services.keysvc.settings import KeySettings
     from services.keysvc.store import KeyStore
     from shared import commands, rpc
-    from shared.config import KeySettings
     from shared.events import Actor, KeyDecided, KeyReleased
     from shared.outbox import Outbox
     from shared.store import service_database

@@ -342,10 +342,13 @@ def process_cpu_seconds(pid: int | None) -> float:
 
 
 async def run_bench(args: argparse.Namespace) -> None:
+    from services.auditsvc.settings import AuditSettings
     from services.gateway.datakey import ensure_data_key_file
+    from services.gateway.settings import GatewaySettings
+    from services.keysvc.settings import KeySettings
+    from services.policysvc.settings import PolicySettings
     from shared.bus import RabbitBus
     from shared.bus_memory import MemoryBus
-    from shared.config import AuditSettings, GatewaySettings, KeySettings, PolicySettings
     from shared.crypto import tokens
     from shared.embedded_mongo import EmbeddedMongo
     from shared.store import connect

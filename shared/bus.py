@@ -9,6 +9,7 @@ interface for `strongroom dev`; one contract suite tests both.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -148,7 +149,7 @@ class RabbitBus:
             "x-dead-letter-exchange": self.name(topology.DEAD_LETTER_EXCHANGE),
             "x-delivery-limit": topology.DELIVERY_LIMIT,
         }
-        if service == "auditsvc":
+        if service == topology.AUDIT_SERVICE:
             # One active consumer keeps each tenant's chain in order; other instances stand by.
             args |= {
                 "x-max-length": self._audit_max_length,
@@ -208,17 +209,15 @@ class RabbitBus:
         )
         try:
             confirmation = await self._publish_channel.default_exchange.publish(
-                message, routing_key=self.name("auditsvc"), mandatory=True)
+                message, routing_key=self.name(topology.AUDIT_SERVICE), mandatory=True)
         except aio_pika.exceptions.DeliveryError:
             raise AuditRefused(f"audit queue refused {event.type}: it is full or unavailable") from None
         except (TimeoutError, aio_pika.exceptions.AMQPError, ConnectionError) as exc:
             raise BusError(f"publish of {event.type} for audit failed: {exc!r}") from None
         if not isinstance(confirmation, Basic.Ack):
             raise AuditRefused(f"audit queue refused {event.type}: it is not there")
-        try:
+        with contextlib.suppress(PublishRefused):
             await self._publish_to(self._delivery, event)  # every consumer but auditsvc, which has it
-        except PublishRefused:
-            pass
 
     async def publish_raw(self, routing_key: str, body: bytes) -> None:
         """Publishes bytes that need not be a valid event (tests of dead-lettering, tooling)."""
@@ -231,7 +230,7 @@ class RabbitBus:
         """Deletes this prefix's queues and exchanges (test isolation; never used in production)."""
         assert self._connection is not None
         channel = await self._connection.channel()
-        names = [topology.DEAD_LETTER_QUEUE, *topology.SERVICE_BINDINGS, *(f"{s}.rpc" for s in ("keysvc", "policysvc", "auditsvc"))]
+        names = [topology.DEAD_LETTER_QUEUE, *topology.SERVICE_BINDINGS, *map(topology.rpc_queue, topology.RPC_SERVICES)]
         for name in names:
             await channel.queue_delete(self.name(name))
         for name in (topology.DELIVERY_EXCHANGE, topology.EVENTS_EXCHANGE, topology.RPC_EXCHANGE,
@@ -334,7 +333,7 @@ class RabbitBus:
         channel = await self._consumer_channel(32)
         assert self._rpc is not None
         queue = await channel.declare_queue(
-            self.name(f"{service}.rpc"), durable=True, arguments={"x-queue-type": "quorum"}
+            self.name(topology.rpc_queue(service)), durable=True, arguments={"x-queue-type": "quorum"}
         )
         await queue.bind(self._rpc, service)
         default = channel.default_exchange
@@ -404,7 +403,8 @@ async def _answer(body: bytes, handler: RpcHandler) -> rpc.RpcReply:
     except Exception:
         return rpc.RpcReply.fail(400, "Bad Request", "malformed request message")
     structlog.contextvars.clear_contextvars()
-    structlog.contextvars.bind_contextvars(correlation_id=request.correlation_id, tenant_id=request.tenant_id, method=request.method)
+    structlog.contextvars.bind_contextvars(
+        correlation_id=request.correlation_id, tenant_id=request.tenant_id, method=request.method)
     try:
         return await handler(request)
     except rpc.ProblemError as exc:

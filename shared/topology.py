@@ -13,18 +13,30 @@ from __future__ import annotations
 # consumer but auditsvc: what `publish_audited` does after queueing an event for audit alone.
 EVENTS_EXCHANGE = "events"
 DELIVERY_EXCHANGE = "events.delivery"
-AUDIT_SERVICE = "auditsvc"
 RPC_EXCHANGE = "rpc"
 DEAD_LETTER_EXCHANGE = "dead-letter"
 DEAD_LETTER_QUEUE = "dead-letters"
 
+# The services that own queues; each name is its work queue and its routing key on RPC_EXCHANGE.
+POLICY_SERVICE = "policysvc"
+KEY_SERVICE = "keysvc"
+AUDIT_SERVICE = "auditsvc"
+
 # Work queues: one durable quorum queue per service, bound to the events it acts on.
 SERVICE_BINDINGS: dict[str, tuple[str, ...]] = {
     # device events keep policysvc's own device projection (groups from enrollment, revocation)
-    "policysvc": ("key.requested", "device.enrolled", "device.revoked"),
-    "keysvc": ("key.decided.allow",),  # denials and approvals go to the gateway, not here
-    "auditsvc": ("#",),
+    POLICY_SERVICE: ("key.requested", "device.enrolled", "device.revoked"),
+    KEY_SERVICE: ("key.decided.allow",),  # denials and approvals go to the gateway, not here
+    AUDIT_SERVICE: ("#",),
 }
+
+# Services that answer requests, each from its own durable queue (see `rpc_queue`).
+RPC_SERVICES = (KEY_SERVICE, POLICY_SERVICE, AUDIT_SERVICE)
+
+
+def rpc_queue(service: str) -> str:
+    """The queue a service's request/reply methods are served from."""
+    return f"{service}.rpc"
 
 # A poison message is dead-lettered after this many deliveries instead of looping forever.
 DELIVERY_LIMIT = 10

@@ -12,13 +12,17 @@ from pathlib import Path
 
 import structlog
 
+from services.auditsvc.settings import AuditSettings
 from services.auditsvc.signing import ensure_key_file
 from services.gateway.datakey import ensure_data_key_file
+from services.gateway.settings import GatewaySettings
 from services.keysvc.rootkey import GeneratedRootKey
+from services.keysvc.settings import KeySettings
+from services.policysvc.settings import PolicySettings
 from shared import log as shared_log
 from shared import runtime
 from shared.bus_memory import MemoryBus
-from shared.config import AuditSettings, CommonSettings, GatewaySettings, KeySettings, PolicySettings
+from shared.config import CommonSettings
 from shared.crypto import tokens
 from shared.embedded_mongo import EmbeddedMongo
 from shared.store import connect

@@ -5,10 +5,14 @@ from __future__ import annotations
 import asyncio
 import signal
 
+from services.auditsvc.settings import AuditSettings
+from services.gateway.settings import GatewaySettings
+from services.keysvc.settings import KeySettings
+from services.policysvc.settings import PolicySettings
 from shared import log as shared_log
 from shared import runtime
 from shared.bus import RabbitBus
-from shared.config import AuditSettings, CommonSettings, GatewaySettings, KeySettings, PolicySettings
+from shared.config import CommonSettings
 from shared.store import connect
 
 from .stack import SERVICES, Stack

@@ -15,11 +15,14 @@ from aiohttp import web
 from pymongo import AsyncMongoClient
 
 from services.auditsvc import app as auditsvc
+from services.auditsvc.settings import AuditSettings
 from services.gateway import app as gateway
+from services.gateway.settings import GatewaySettings
 from services.keysvc import app as keysvc
+from services.keysvc.settings import KeySettings
 from services.policysvc import app as policysvc
+from services.policysvc.settings import PolicySettings
 from shared.bus import Bus
-from shared.config import AuditSettings, GatewaySettings, KeySettings, PolicySettings
 from shared.service import Running
 
 SERVICES = ("gateway", "policysvc", "keysvc", "auditsvc")

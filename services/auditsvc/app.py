@@ -11,7 +11,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pymongo import AsyncMongoClient
 
 from shared.bus import Bus
-from shared.config import AuditSettings
 from shared.crypto.envelope import SecretBytes
 from shared.crypto.sealing import DATA_KEY_BYTES, SecretSealer, load_data_key
 from shared.outbox import Outbox
@@ -21,6 +20,7 @@ from shared.store import service_database
 
 from . import forwarders, handlers, retention
 from .checkpoints import Checkpointer
+from .settings import AuditSettings
 from .signing import load_private_key
 from .store import AuditStore
 

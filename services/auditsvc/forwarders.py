@@ -19,7 +19,6 @@ import structlog
 from pydantic import ValidationError
 
 from shared import events, rpc
-from shared.config import AuditSettings
 from shared.crypto.envelope import UnwrapError
 from shared.crypto.sealing import SecretSealer
 from shared.outbox import Outbox, push, staged
@@ -27,6 +26,7 @@ from shared.outbox import Outbox, push, staged
 from .forwarding import ForwarderChange, ForwarderSpec, backoff_seconds, selected, syslog_payload, webhook_body
 from .search import Criteria
 from .senders import Sender, SendError, SyslogSender, WebhookSender, tls_context
+from .settings import AuditSettings
 from .store import AuditStore
 
 log = structlog.get_logger("strongroom.auditsvc")

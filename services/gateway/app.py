@@ -13,7 +13,6 @@ from pymongo import AsyncMongoClient
 
 from shared import events
 from shared.bus import Bus
-from shared.config import GatewaySettings
 from shared.crypto import tokens
 from shared.outbox import Outbox
 from shared.store import service_database
@@ -23,6 +22,7 @@ from .auth import DeviceAuthenticator, TokenAuthenticator, Unauthorized
 from .openapi import build_spec
 from .problems import problem_middleware
 from .releases import ReleaseWaiters
+from .settings import GatewaySettings
 from .store import GatewayStore
 from .views import CORRELATION_ID, GATEWAY, Gateway
 from .views_accounts import ACCOUNT_CHANGES, ACCOUNTS, Accounts, forget_account_changes

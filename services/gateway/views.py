@@ -16,7 +16,6 @@ from pydantic import BaseModel, ValidationError
 
 from shared import commands, events, rpc
 from shared.bus import Bus
-from shared.config import GatewaySettings
 from shared.crypto import tokens
 from shared.outbox import Outbox
 from shared.rpc import NotFound, ProblemError
@@ -25,6 +24,7 @@ from . import schemas
 from .auth import DeviceAuthenticator, Principal, TokenAuthenticator
 from .problems import ExtraProblem, validation_problem
 from .releases import ReleaseWaiters
+from .settings import GatewaySettings
 from .store import GatewayStore
 
 log = structlog.get_logger("strongroom.gateway")

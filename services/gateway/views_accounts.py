@@ -16,7 +16,6 @@ import structlog
 from aiohttp import web
 
 from shared import events
-from shared.config import GatewaySettings
 from shared.crypto import tokens
 from shared.outbox import entry as outbox_entry
 from shared.outbox import staged
@@ -27,6 +26,7 @@ from . import accounts, mfa, passwords, sso_oidc, sso_saml
 from .auth import PROVIDER_TENANT, SESSION_PREFIX, Principal, RateLimited, Unauthorized
 from .datakey import SecretSealer, load_data_key
 from .ratelimit import RateLimiter
+from .settings import GatewaySettings
 from .views import CORRELATION_ID, GATEWAY, PRINCIPAL, Gateway, _json, body_as
 
 log = structlog.get_logger("strongroom.gateway.accounts")

@@ -14,7 +14,6 @@ from pymongo import AsyncMongoClient
 
 from shared import commands, commands_custody
 from shared.bus import Bus
-from shared.config import KeySettings
 from shared.outbox import Outbox
 from shared.rpc import Methods
 from shared.service import Running
@@ -24,6 +23,7 @@ from . import custody_handlers as custody
 from . import handlers, rekey, release_status, scheduler
 from .hierarchy import KeyHierarchy
 from .rootkey import RootKeyError, SealedFileRootKey, fingerprint
+from .settings import KeySettings
 from .store import SYSTEM_TENANT, KeyStore
 from .unseal import Peer, Unsealing
 

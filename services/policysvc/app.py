@@ -8,7 +8,6 @@ from functools import partial
 from pymongo import AsyncMongoClient
 
 from shared.bus import Bus
-from shared.config import PolicySettings
 from shared.outbox import Outbox
 from shared.rpc import Methods
 from shared.service import Running
@@ -17,6 +16,7 @@ from shared.store import service_database
 from . import handlers
 from .approvals import PolicySettings as TenantPolicySettings
 from .cache import TargetCache
+from .settings import PolicySettings
 from .store import PolicyStore
 
 

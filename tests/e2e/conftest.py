@@ -8,10 +8,13 @@ import secrets
 import aiohttp
 import pytest
 
+from services.auditsvc.settings import AuditSettings
 from services.auditsvc.signing import ensure_key_file
 from services.gateway.datakey import ensure_data_key_file
+from services.gateway.settings import GatewaySettings
+from services.keysvc.settings import KeySettings
+from services.policysvc.settings import PolicySettings
 from shared.bus import RabbitBus
-from shared.config import AuditSettings, GatewaySettings, KeySettings, PolicySettings
 from shared.crypto import tokens
 from strongroom.stack import Stack
 

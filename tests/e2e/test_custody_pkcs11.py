@@ -12,7 +12,7 @@ import pytest
 
 from services.keysvc.app import root_key_from_settings
 from services.keysvc.rootkey import RootKeyError
-from shared.config import KeySettings
+from services.keysvc.settings import KeySettings
 
 MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 PIN = "246810"

@@ -1,0 +1,37 @@
+"""auditsvc's settings from the environment (STRONGROOM_AUDITSVC_*)."""
+
+from __future__ import annotations
+
+from pydantic_settings import SettingsConfigDict
+
+from shared.config import CommonSettings
+
+
+class AuditSettings(CommonSettings):
+    model_config = SettingsConfigDict(env_prefix="STRONGROOM_AUDITSVC_", extra="ignore")
+
+    batch_size: int = 256
+    # A batch closes at batch_size events or this long after its first. Ingestion is off the
+    # release path (a release waits for its record to be queued, not stored), so waiting a little
+    # longer for fuller batches costs audit latency only and saves the store the five writes each
+    # batch costs (records, search terms, spans, chain head, and the duplicate check's read).
+    batch_wait_seconds: float = 0.1
+    # --- audit exports, forwarders, reports ---
+    # Ed25519 private key (PEM, PKCS#8) that signs chain checkpoints; `strongroom dev` generates
+    # one in its data dir. Without it auditsvc signs with a key that lives only until it stops.
+    signing_key_file: str | None = None
+    # 32 random bytes (a 0600 file) that seal webhook forwarders' signing secrets in the store;
+    # without it auditsvc seals with a key that lives only until it stops (`strongroom dev` makes one).
+    data_key_file: str | None = None
+    checkpoint_every_records: int = 1000
+    checkpoint_every_seconds: float = 60.0
+    forwarder_poll_seconds: float = 0.2
+    forwarder_batch_size: int = 500
+    forwarder_max_backoff_seconds: float = 60.0
+    forwarder_lease_seconds: float = 30.0
+    # Rolling online window (a tenant may set its own); older records are archived, then removed.
+    retention_days: int = 365
+    retention_interval_seconds: float = 3600.0
+    archive_dir: str = "audit-archive"
+    # Bytes per message of an archive download (the gateway streams the chunks).
+    archive_chunk_bytes: int = 512 * 1024

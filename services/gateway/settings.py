@@ -1,0 +1,49 @@
+"""The gateway's settings from the environment (STRONGROOM_GATEWAY_*)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import SecretStr
+from pydantic_settings import SettingsConfigDict
+
+from shared.config import CommonSettings
+
+
+class GatewaySettings(CommonSettings):
+    model_config = SettingsConfigDict(env_prefix="STRONGROOM_GATEWAY_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 8400
+    # Hash of this credential is stored; the credential itself is never stored or logged.
+    bootstrap_token: SecretStr | None = None
+    release_timeout_seconds: float = 10.0
+    max_body_bytes: int = 64 * 1024
+    signature_max_age_seconds: int = 300
+    enrollment_ttl_seconds: int = 24 * 3600
+    # --- accounts and sign-in ---
+    # "provider": a provider tenant whose admins run customer tenants; "enterprise": one tenant.
+    deployment: Literal["provider", "enterprise"] = "provider"
+    enterprise_tenant_name: str = "enterprise"
+    # Argon2id (RFC 9106): 64 MiB, 2 passes, 2 lanes is about 60 ms per hash on a 2-core box;
+    # at most `password_hash_concurrency` hashes run at once so a login flood queues, not swaps.
+    password_time_cost: int = 2
+    password_memory_kib: int = 64 * 1024
+    password_parallelism: int = 2
+    password_hash_concurrency: int = 2
+    session_idle_seconds: int = 15 * 60
+    session_absolute_seconds: int = 8 * 3600
+    setup_token_ttl_seconds: int = 72 * 3600
+    lockout_threshold: int = 5
+    # Token buckets: (burst, refill per second), per source address and per credential.
+    login_rate_burst: int = 60
+    login_rate_per_second: float = 1.0
+    agent_rate_burst_per_address: int = 20_000
+    agent_rate_per_second_per_address: float = 10_000.0
+    agent_rate_burst_per_device: int = 2_000
+    agent_rate_per_second_per_device: float = 1_000.0
+    # Public base URL of the gateway, used for SSO redirect URIs and the SAML audience.
+    public_url: str | None = None
+    # 32 random bytes (a 0600 file) that seal TOTP secrets and SSO client secrets in the store;
+    # required (the gateway does not start without it); every gateway instance uses the same file.
+    data_key_file: str | None = None

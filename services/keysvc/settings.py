@@ -1,0 +1,36 @@
+"""keysvc's settings from the environment (STRONGROOM_KEYSVC_*)."""
+
+from __future__ import annotations
+
+from pydantic import SecretStr
+from pydantic_settings import SettingsConfigDict
+
+from shared.config import CommonSettings
+
+
+class KeySettings(CommonSettings):
+    model_config = SettingsConfigDict(env_prefix="STRONGROOM_KEYSVC_", extra="ignore")
+
+    # Production: a passphrase-sealed root key file. Dev: a generated key file in the data dir.
+    root_key_file: str | None = None
+    root_key_passphrase: SecretStr | None = None
+    key_cache_size: int = 10_000
+    # --- key custody: destruction certificates, schedulers, root sources ---
+    # Ed25519 private key (PEM, PKCS#8) that signs destruction certificates; generated if missing.
+    signing_key_file: str | None = None
+    # Production floor of a destruction's waiting period (7 days); test stacks may lower it.
+    min_destruction_wait_seconds: int = 7 * 86400
+    scheduler_interval_seconds: float = 5.0
+    lease_seconds: float = 30.0
+    kek_rewrap_batch: int = 500
+    kek_rewrap_pause_seconds: float = 0.0  # throttle between re-wrap batches to limit store load
+    # Root re-key: the outgoing root is retired this long after the switch (every instance picks up
+    # the new root meanwhile); a re-key whose new shares are not verified within the TTL is rolled back.
+    root_rekey_grace_seconds: float = 60.0
+    root_rekey_ttl_seconds: float = 86400.0
+    # PKCS#11 root source: the HSM holds an AES key that wraps the root key (see rootkey.py).
+    pkcs11_module: str | None = None
+    pkcs11_token_label: str | None = None
+    pkcs11_pin: SecretStr | None = None
+    pkcs11_key_label: str = "strongroom-root-wrap"
+    pkcs11_wrapped_root_file: str | None = None
