@@ -127,12 +127,18 @@ def main() -> None:
     denied["identity"]["region"] = "ap-south-1"  # every allow rule fails: deny by default, 35 reasons
     print(f"policy: {len(policy.rules)} rules; facts: {count_leaves(allowed)}; one core, median of 5 rounds")
     for label, document in (("allow", allowed), ("deny by default", denied)):
-        effect = evaluate([policy], document, now=NOW).effect
-        decide = rate(lambda: evaluate([policy], document, now=NOW), seconds)
-        released = rate(lambda: as_released(evaluate([policy], document, now=NOW)), seconds / 2)
-        audit = rate(lambda: evaluate([policy], document, now=NOW).disclosed("full"), seconds / 2)
+        effect, decide, released, audit = measure(policy, document, seconds)
         print(f"{label:>16} ({effect}): {decide:,.0f} decisions/s; {released:,.0f}/s as a release records them "
               f"(reasons, compact trace, digested full record); {audit:,.0f}/s with the per-rule trace rendered")
+
+
+def measure(policy, document: dict, seconds: float) -> tuple[str, float, float, float]:
+    """The effect, then decisions/s: evaluated only, recorded as a release does, and fully rendered."""
+    effect = evaluate([policy], document, now=NOW).effect
+    decide = rate(lambda: evaluate([policy], document, now=NOW), seconds)
+    released = rate(lambda: as_released(evaluate([policy], document, now=NOW)), seconds / 2)
+    audit = rate(lambda: evaluate([policy], document, now=NOW).disclosed("full"), seconds / 2)
+    return effect, decide, released, audit
 
 
 def as_released(decision) -> None:

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,4 +39,4 @@ class NotOf:
     child: Condition
 
 
-Condition = Union[AllOf, AnyOf, NotOf, Predicate]
+Condition = AllOf | AnyOf | NotOf | Predicate

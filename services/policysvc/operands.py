@@ -6,6 +6,7 @@ agent reported them, so that ``1.10.0 > 1.9`` and ``true != 1`` hold on both sid
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -103,3 +104,63 @@ class Network(NamedTuple):
     address: int
     mask: int
     text: str
+
+
+_TYPE_NAMES = {"s": "a string", "n": "a number", "b": "a boolean", "z": "null"}
+
+
+def type_name(value: Any) -> str:
+    """A fact's JSON type in words, for a note saying why a test could not compare it."""
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, Mapping):
+        return "an object"
+    return _TYPE_NAMES.get(json_key(value)[0], "an unknown type")
+
+
+@lru_cache(maxsize=4096)
+def address_forms(text: str) -> tuple[tuple[int, int], ...] | None:
+    """(version, integer) forms of an address; an IPv4-mapped IPv6 address also as IPv4, since
+    dual-stack sockets report IPv4 peers as ::ffff:a.b.c.d."""
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    forms = [(address.version, int(address))]
+    if address.version == 6 and address.ipv4_mapped is not None:
+        forms.append((4, int(address.ipv4_mapped)))
+    return tuple(forms)
+
+
+def glob_to_regex(pattern: str) -> str:
+    """fnmatch syntax (*, ?, [seq], [!seq]) as an anchored RE2 pattern, so globs are linear too."""
+    out = ["(?s)^"]
+    i, n = 0, len(pattern)
+    while i < n:
+        char = pattern[i]
+        i += 1
+        if char == "*":
+            out.append(".*")
+        elif char == "?":
+            out.append(".")
+        elif char == "[":
+            j = i
+            if j < n and pattern[j] == "!":
+                j += 1
+            if j < n and pattern[j] == "]":
+                j += 1
+            j = pattern.find("]", j)
+            if j < 0:
+                out.append(r"\[")
+                continue
+            body = pattern[i:j].replace("\\", "\\\\").replace("[", r"\[")
+            i = j + 1
+            if body.startswith("!"):
+                body = "^" + body[1:]
+            elif body.startswith("^"):
+                body = "\\" + body
+            out.append(f"[{body}]")
+        else:
+            out.append(re.escape(char))
+    out.append("$")
+    return "".join(out)

@@ -12,7 +12,7 @@ Semantics:
 Each distinct fact test runs once per evaluation (rules often repeat a baseline check), and the
 trace and reasons are built from those outcomes only when read. ``evaluate`` runs each policy's
 compiled program (``program.py``); ``holds`` (dynamic groups) and the explanations walk the
-condition tree (``_holds``, ``_replay``), and the two are tested to agree.
+condition tree (``_holds``, ``explain.replay``), and the two are tested to agree.
 
 A decision travels in two sizes. ``compact_trace`` (in the ``key.decided`` event and so in the
 audit log) names the rule that decided it; for a deny or an approval, every deciding rule and the
@@ -35,45 +35,17 @@ from functools import cached_property
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
-from .operators import MISSING_NOTE, Context, Outcome, run
-from .rules import (
-    AllOf,
-    AnyOf,
-    Approval,
-    Condition,
-    Disclosure,
-    Effect,
-    NotOf,
-    Policy,
-    Predicate,
-    Rule,
-)
+from .conditions import AnyOf, Condition, NotOf, Predicate
+from .documents import Approval, Disclosure, Effect
+from .explain import ConditionTrace, RuleTrace, blame, describe, describe_for_agent, replay
+from .operators import Context, Outcome, run
+from .program import Program
+from .rules import Policy, Rule
 
 DISCLOSURE_LEVELS: tuple[Disclosure, ...] = ("none", "reasons", "full")  # least revealing first
 RECORD_FORMAT = 1  # of Decision.record(); bump when its shape changes
 _PRECEDENCE: tuple[Effect, ...] = ("deny", "require_approval", "allow")
 _UTC = ZoneInfo("UTC")
-
-
-class ConditionTrace(NamedTuple):
-    """One fact test as run; ``path`` locates it in its rule, e.g. ``when.all[1]``."""
-
-    path: str
-    fact: str
-    op: str
-    expected: Any
-    actual: Any
-    result: bool
-    note: str
-
-
-class RuleTrace(NamedTuple):
-    policy: str
-    version: int
-    rule: str
-    effect: Effect
-    matched: bool
-    conditions: tuple[ConditionTrace, ...]
 
 
 class RuleRef(NamedTuple):
@@ -119,11 +91,11 @@ class Decision:
 
     @cached_property
     def reasons(self) -> tuple[str, ...]:
-        return self._render(_describe)
+        return self._render(describe)
 
     @cached_property
     def agent_reasons(self) -> tuple[str, ...]:
-        return self._render(_describe_for_agent)
+        return self._render(describe_for_agent)
 
     def disclosed(self, level: Disclosure | None = None) -> dict[str, Any]:
         """What an agent may be told: "none" the effect only; "reasons" adds ``agent_reasons``
@@ -178,12 +150,12 @@ class Decision:
                 tested: list[Predicate] = []
                 trace = self._replay_rule(policy, rule, hit, tested)
                 signatures = {p.path: p.signature for p in tested}
-                blamed = _blame(rule.when, {c.path: c for c in trace.conditions}, hit)
+                blamed = blame(rule.when, {c.path: c for c in trace.conditions}, hit)
                 explained.append((policy, rule, trace, [(c, signatures[c.path]) for c in blamed]))
         return tuple(explained)
 
     def _replay_rule(self, policy: Policy, rule: Rule, matched: bool, tested: list[Predicate]) -> RuleTrace:
-        _replay(rule.when, self._outcomes, tested)
+        replay(rule.when, self._outcomes, tested)
         conditions = tuple(
             ConditionTrace(p.path, p.fact, p.op, p.value, *self._outcomes[p.signature]) for p in tested
         )
@@ -289,25 +261,29 @@ def evaluate(policies: Sequence[Policy], facts: Mapping[str, Any], *, now: datet
     if now.tzinfo is None or now.utcoffset() is None:
         raise ValueError("now must be timezone-aware")
     context = Context(facts, now)
-    outcomes = context.outcomes
     results: list[bool] = []
     for policy in policies:
         context.tz = policy.tz
-        signatures, runners = policy.program.signatures, policy.program.runners
+        results.extend(_run_program(policy.program, context))
+    return _decided(tuple(policies), tuple(results), context.outcomes)
 
-        def test(i: int) -> bool:  # a test shared with an earlier policy is not run again
-            outcome = outcomes.get(signatures[i])
-            if outcome is None:
-                outcome = outcomes[signatures[i]] = runners[i](context)
-            return outcome[1]
 
-        def first_test(i: int) -> bool:  # the first policy's tests are all new
+def _run_program(program: Program, context: Context) -> tuple[bool, ...]:
+    """Each rule's result, recording every test run in ``context.outcomes``."""
+    outcomes, signatures, runners = context.outcomes, program.signatures, program.runners
+
+    def test(i: int) -> bool:  # a test shared with an earlier policy is not run again
+        outcome = outcomes.get(signatures[i])
+        if outcome is None:
             outcome = outcomes[signatures[i]] = runners[i](context)
-            return outcome[1]
+        return outcome[1]
 
-        results.extend(policy.program.run(test if outcomes else first_test))
+    def first_test(i: int) -> bool:  # the first policy's tests are all new
+        outcome = outcomes[signatures[i]] = runners[i](context)
+        return outcome[1]
 
-    return _decided(tuple(policies), tuple(results), outcomes)
+    return program.run(test if outcomes else first_test)
+
 
 
 def _decided(policies: tuple[Policy, ...], results: tuple[bool, ...], outcomes: Mapping[str, Outcome]) -> Decision:
@@ -315,7 +291,7 @@ def _decided(policies: tuple[Policy, ...], results: tuple[bool, ...], outcomes: 
     matched: dict[Effect, list[tuple[Policy, Rule]]] = {"deny": [], "require_approval": [], "allow": []}
     flags = iter(results)
     for policy in policies:
-        for rule, hit in zip(policy.rules, flags):  # zip takes a flag only for a rule of this policy
+        for rule, hit in zip(policy.rules, flags, strict=False):  # zip takes a flag only for a rule of this policy
             if hit:
                 matched[rule.effect].append((policy, rule))
     winner: Effect | None = next((e for e in _PRECEDENCE if matched[e]), None)
@@ -373,107 +349,3 @@ def _holds(node: Condition, context: Context) -> bool:
         if result is decisive:
             return decisive
     return not decisive
-
-
-def _replay(node: Condition, outcomes: Mapping[str, Outcome], tested: list[Predicate]) -> bool:
-    """``_holds`` over recorded outcomes, collecting the tests it reaches."""
-    kind = type(node)
-    if kind is Predicate:
-        tested.append(node)
-        return outcomes[node.signature][1]
-    if kind is NotOf:
-        return not _replay(node.child, outcomes, tested)
-    decisive = kind is AnyOf
-    for child in node.children:
-        if _replay(child, outcomes, tested) is decisive:
-            return decisive
-    return not decisive
-
-
-# --- explanation ---
-
-def _outcome(node: Condition, traces: dict[str, ConditionTrace]) -> bool | None:
-    """The value a node took, rebuilt from its leaves' traces; None if it was never evaluated."""
-    kind = type(node)
-    if kind is Predicate:
-        trace = traces.get(node.path)
-        return None if trace is None else trace.result
-    if kind is NotOf:
-        inner = _outcome(node.child, traces)
-        return None if inner is None else not inner
-    decisive = kind is AnyOf  # any() is decided by a True child, all() by a False one
-    seen = None
-    for child in node.children:
-        seen = _outcome(child, traces)
-        if seen is None or seen is decisive:
-            return seen
-    return seen
-
-
-def _blame(node: Condition, traces: dict[str, ConditionTrace], outcome: bool) -> list[ConditionTrace]:
-    """The evaluated fact tests that made ``node`` come out as ``outcome``."""
-    kind = type(node)
-    if kind is Predicate:
-        trace = traces.get(node.path)
-        return [] if trace is None else [trace]
-    if kind is NotOf:
-        return _blame(node.child, traces, not outcome)
-    every_child = (kind is AllOf) == outcome  # all() held, or any() failed: every child counts
-    if every_child:
-        return [t for child in node.children for t in _blame(child, traces, outcome)]
-    for child in node.children:
-        if _outcome(child, traces) is outcome:
-            return _blame(child, traces, outcome)
-    return []
-
-
-_PHRASES = {
-    "equals": ("==", "!="),
-    "not_equals": ("!=", "=="),
-    "in": ("in", "not in"),
-    "not_in": ("not in", "in"),
-    "matches": ("matches", "does not match"),
-    "glob": ("matches glob", "does not match glob"),
-    "cidr_contains": ("in", "not in"),
-    "lt": ("<", "is not <"),
-    "lte": ("<=", "is not <="),
-    "gt": (">", "is not >"),
-    "gte": (">=", "is not >="),
-    "within_time_window": ("within", "outside"),
-    "age_under": ("is younger than", "is not younger than"),
-}
-
-
-def _short(value: Any, limit: int = 160) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _show_expected(trace: ConditionTrace) -> str:
-    if trace.op == "age_under":
-        return f"{trace.expected}s"
-    if trace.op == "within_time_window":
-        window = trace.expected
-        days = ",".join(window.get("days", ["every day"]))
-        return f"{days} {window['from']}-{window['to']}"
-    return _short(trace.expected)
-
-
-def _is_missing(trace: ConditionTrace) -> bool:
-    return trace.note == MISSING_NOTE
-
-
-def _describe(trace: ConditionTrace) -> str:
-    if _is_missing(trace):
-        return f"{trace.fact} is missing"
-    if trace.op == "exists":
-        return f"{trace.fact} exists"
-    phrase = _PHRASES[trace.op][0 if trace.result else 1]
-    text = f"{trace.fact} {_short(trace.actual)} {phrase} {_show_expected(trace)}"
-    return f"{text} ({trace.note})" if trace.note else text
-
-
-def _describe_for_agent(trace: ConditionTrace) -> str:
-    if _is_missing(trace):
-        return f"{trace.fact} is missing"
-    return f"{trace.fact} {'passed' if trace.result else 'failed'} {trace.op}"

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from services.policysvc.documents import Approval
 from services.policysvc.operators import MISSING_TEXT
 from services.policysvc.policy import (
     ConditionTrace,
@@ -19,7 +20,7 @@ from services.policysvc.policy import (
     evaluate,
     record_digest,
 )
-from services.policysvc.rules import Approval, parse_policy
+from services.policysvc.rules import parse_policy
 
 NOW = datetime(2025, 3, 12, 9, 30, tzinfo=UTC)  # a Wednesday; Paris is UTC+1 until 30 March
 EU = {"fact": "identity.region", "op": "in", "value": ["eu-west-1"]}
@@ -663,9 +664,9 @@ def test_evaluation_is_deterministic_and_never_raises(facts):
        matches=st.lists(st.booleans(), min_size=6, max_size=6))
 def test_effect_follows_precedence(effects, matches):
     rules = [rule(MATCH if matched else NO_MATCH, id=f"r{i}", effect=effect)
-             for i, (effect, matched) in enumerate(zip(effects, matches))]
+             for i, (effect, matched) in enumerate(zip(effects, matches, strict=False))]
     decision = evaluate([policy_of(*rules)], FACTS, now=NOW)
-    matched = {e for e, m in zip(effects, matches) if m}
+    matched = {e for e, m in zip(effects, matches, strict=False) if m}
     expected = next((e for e in ("deny", "require_approval", "allow") if e in matched), "deny")
     assert decision.effect == expected
-    assert [r.matched for r in decision.trace] == [m for _, m in zip(effects, matches)]
+    assert [r.matched for r in decision.trace] == [m for _, m in zip(effects, matches, strict=False)]

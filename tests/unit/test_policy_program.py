@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from services.policysvc.operator_registry import REGISTRY
 from services.policysvc.operators import Context, run
 from services.policysvc.policy import _holds, evaluate
 from services.policysvc.program import compile_program
@@ -33,7 +34,16 @@ TESTS = [
     {"fact": "integrity.attestation.nonce_age", "op": "lt", "value": 60},
     {"op": "within_time_window", "value": {"days": ["wed"], "from": "08:00", "to": "18:00"}},
     {"fact": "identity.ip_addresses[0]", "op": "equals", "value": "10.1.2.3"},
+    {"fact": "identity.region", "op": "not_in", "value": ["cn-north-1", 1]},
+    {"fact": "identity.agent_version", "op": "lte", "value": "1.9"},
+    {"fact": "integrity.attestation.nonce_age", "op": "gt", "value": 2.5},
 ]
+
+
+
+def test_the_generated_tests_use_every_operator():
+    assert {test["op"] for test in TESTS} == set(REGISTRY)
+
 
 conditions = st.recursive(
     st.sampled_from(TESTS),
@@ -99,7 +109,7 @@ def test_every_runner_gives_the_general_outcome(document):
         policy_id="pol", version=1).rules[i].when for i in range(len(TESTS))])
     context = Context(document, NOW)
     context.tz = UTC
-    for predicate, runner in zip(program.tests, program.runners):
+    for predicate, runner in zip(program.tests, program.runners, strict=True):
         assert runner(context) == run(predicate, context), predicate.fact
 
 
@@ -125,7 +135,8 @@ def test_generated_source_holds_no_policy_text():
 
 
 def test_the_largest_policy_the_parser_accepts_compiles_and_decides():
-    from services.policysvc.rules import MAX_DEPTH, MAX_RULES
+    from services.policysvc.documents import MAX_RULES
+    from services.policysvc.rules import MAX_DEPTH
 
     deep = {"fact": "identity.region", "op": "equals", "value": "eu-west-1"}
     for level in range(MAX_DEPTH - 1):

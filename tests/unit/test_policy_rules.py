@@ -7,23 +7,16 @@ from datetime import UTC, datetime
 
 import pytest
 
+from services.policysvc.conditions import AllOf, AnyOf, NotOf, Predicate
+from services.policysvc.documents import MAX_RULES, Approval, PolicyError
+from services.policysvc.facts import Facts
+from services.policysvc.operands import glob_to_regex, parse_timestamp, parse_version
 from services.policysvc.rules import (
     MAX_DEPTH,
     MAX_POLICY_BYTES,
-    MAX_RULES,
-    AllOf,
-    AnyOf,
-    Approval,
-    Facts,
-    NotOf,
     Policy,
-    PolicyError,
-    Predicate,
-    glob_to_regex,
     parse_policy,
     parse_policy_json,
-    parse_timestamp,
-    parse_version,
 )
 
 REGION_EU = {"fact": "identity.region", "op": "in", "value": ["eu-west-1"]}

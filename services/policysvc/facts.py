@@ -1,0 +1,82 @@
+"""The facts a policy may test: documentation and optional validation of an agent's report.
+
+Facts an agent reports (``identity``, ``integrity``) and the gateway adds (``observed``); a
+condition names one by dotted path, e.g. ``integrity.antivirus.pattern_date``. Keys that contain
+dots go in brackets as JSON strings, list items by index: ``integrity.file_hashes["/etc/hosts"]``,
+``identity.ip_addresses[0]``. Documents may carry extra keys; the models below list the ones we
+document, see ``Facts``.
+
+==========================================  =========================  ==========================
+fact                                        type                       source
+==========================================  =========================  ==========================
+identity.device_id                          str                        agent
+identity.cloud_provider/account/region      str                        agent (cloud metadata)
+identity.zone/instance_id/image_id          str                        agent (cloud metadata)
+identity.hostname                           str                        agent
+identity.ip_addresses                       list[str]                  agent
+identity.boot_time                          RFC 3339 time              agent
+identity.agent_version                      version "1.10.0"           agent
+integrity.firewall_enabled                  bool                       agent
+integrity.antivirus.running                 bool                       agent
+integrity.antivirus.pattern_date            RFC 3339 date or time      agent
+integrity.agent_hash                        sha256 hex                 agent
+integrity.file_hashes[path]                 sha256 hex                 agent
+integrity.attestation.<claim>               any JSON                   agent (attestation)
+observed.source_ip                          IP address                 gateway
+observed.request_time                       RFC 3339 time              gateway
+observed.device_id                          str                        gateway (authenticated)
+==========================================  =========================  ==========================
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+FACT_ROOTS = ("identity", "integrity", "observed")
+
+
+class _FactGroup(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class AntivirusFacts(_FactGroup):
+    running: bool | None = None
+    pattern_date: str | None = Field(None, description="RFC 3339 date or time of the signatures")
+
+
+class IdentityFacts(_FactGroup):
+    device_id: str | None = None
+    cloud_provider: str | None = None
+    account: str | None = None
+    region: str | None = None
+    zone: str | None = None
+    instance_id: str | None = None
+    image_id: str | None = None
+    hostname: str | None = None
+    ip_addresses: list[str] = []
+    boot_time: str | None = Field(None, description="RFC 3339")
+    agent_version: str | None = Field(None, description="semantic version")
+
+
+class IntegrityFacts(_FactGroup):
+    firewall_enabled: bool | None = None
+    antivirus: AntivirusFacts | None = None
+    agent_hash: str | None = None
+    file_hashes: dict[str, str] = Field(default_factory=dict, description="path -> sha256 hex")
+    attestation: dict[str, Any] = Field(default_factory=dict, description="attestation claims")
+
+
+class ObservedFacts(_FactGroup):
+    """Set by the gateway from the request itself; an agent cannot choose these."""
+
+    source_ip: str | None = None
+    request_time: str | None = Field(None, description="RFC 3339")
+    device_id: str | None = None
+
+
+class Facts(_FactGroup):
+    identity: IdentityFacts = IdentityFacts()
+    integrity: IntegrityFacts = IntegrityFacts()
+    observed: ObservedFacts = ObservedFacts()
