@@ -93,8 +93,11 @@ class _RabbitDelivery:
 class RabbitBus:
     """aio-pika adapter. `prefix` namespaces exchanges and queues (tests, several stacks)."""
 
-    def __init__(self, url: str, *, prefix: str = "strongroom.", audit_max_length: int | None = None):
+    def __init__(
+        self, url: str, *, prefix: str = "strongroom.", audit_max_length: int | None = None, connection_name: str = "strongroom"
+    ):
         self._url = url
+        self._connection_name = connection_name  # what the broker's connection list shows
         self._prefix = prefix
         # Tests lower the audit queue's bound to show a release failing closed when it is full.
         self._audit_max_length = audit_max_length or topology.AUDIT_MAX_LENGTH
@@ -112,7 +115,7 @@ class RabbitBus:
         return self._prefix + short
 
     async def start(self) -> None:
-        self._connection = await aio_pika.connect_robust(self._url, client_properties={"connection_name": "strongroom"})
+        self._connection = await aio_pika.connect_robust(self._url, client_properties={"connection_name": self._connection_name})
         self._publish_channel = await self._connection.channel(publisher_confirms=True)
         await self._declare_topology(self._publish_channel)
 

@@ -40,7 +40,7 @@ async def _decode_or_dead_letter(delivery: Delivery) -> Event | None:
     except MalformedEvent as exc:
         reason = f"malformed event: {exc}"
         log.warning("message_dead_lettered", routing_key=delivery.routing_key, reason=reason)
-        await delivery.dead_letter(reason)
+        await _settle(lambda: delivery.dead_letter(reason), "dead_letter")
         return None
 
 
@@ -55,13 +55,31 @@ async def handle_one(delivery: Delivery, handler: Handler) -> None:
     try:
         await handler(event)
     except asyncio.CancelledError:
-        await delivery.requeue()
+        await _settle(delivery.requeue, "requeue")
         raise
     except Exception:
         log.exception("handler_failed")
-        await delivery.requeue()
+        await _settle(delivery.requeue, "requeue")
         return
-    await delivery.ack()
+    await _settle(delivery.ack, "ack")
+
+
+async def _settle(step: Callable[[], Awaitable[None]], what: str, size: int = 1) -> bool:
+    """Ack or requeue; False if the channel it came on is gone.
+
+    A delivery's channel can close under it (a broker restart, a closed connection): the broker
+    has then requeued every unacknowledged delivery of that channel, and redelivers them on the
+    new one, where handlers' idempotency by event id absorbs the repeat. So a failed ack or
+    requeue is logged and the consumer goes on; it must never end a consumer's loop.
+    """
+    try:
+        await step()
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        log.warning("delivery_settle_failed", step=what, size=size, error=type(exc).__name__)
+        return False
+    return True
 
 
 Commit = Callable[[], Awaitable[None]]
@@ -140,31 +158,39 @@ class Batcher:
     async def _run(self) -> None:
         while True:
             batch = await self._collect()
-            if self._writing is not None and self._writing.done():
-                await self._settle_write()  # a failed write is abandoned before anything builds on it
-            good: list[tuple[Delivery, Event]] = []
-            for delivery in batch:
-                event = await _decode_or_dead_letter(delivery)
-                if event is not None:
-                    good.append((delivery, event))
-            if not good:
-                continue
             try:
-                commit = await self._handler.prepare([e for _, e in good])
-                written = await self._settle_write()  # never raises: a failed write returns False
+                await self._handle(batch)
             except asyncio.CancelledError:
-                await _requeue(good)
                 raise
-            except Exception:
-                log.exception("batch_handler_failed", size=len(good), step="prepare")
-                await _requeue(good)
-                await self._settle_write()
-                self._handler.abandon()
-                continue
-            if not written:
-                await _requeue(good)  # it was prepared on top of the write that failed
-                continue
-            self._writing = asyncio.create_task(self._write(good, commit))
+            except Exception:  # the loop is the consumer: it logs and goes on, never ends silently
+                log.exception("batch_loop_failed", size=len(batch))
+
+    async def _handle(self, batch: list[Delivery]) -> None:
+        if self._writing is not None and self._writing.done():
+            await self._settle_write()  # a failed write is abandoned before anything builds on it
+        good: list[tuple[Delivery, Event]] = []
+        for delivery in batch:
+            event = await _decode_or_dead_letter(delivery)
+            if event is not None:
+                good.append((delivery, event))
+        if not good:
+            return
+        try:
+            commit = await self._handler.prepare([e for _, e in good])
+            written = await self._settle_write()  # never raises: a failed write returns False
+        except asyncio.CancelledError:
+            await _requeue(good)
+            raise
+        except Exception:
+            log.exception("batch_handler_failed", size=len(good), step="prepare")
+            await _requeue(good)
+            await self._settle_write()
+            self._handler.abandon()
+            return
+        if not written:
+            await _requeue(good)  # it was prepared on top of the write that failed
+            return
+        self._writing = asyncio.create_task(self._write(good, commit))
 
     async def _settle_write(self) -> bool:
         """Wait for the write in flight; False (after abandoning the handler's state) if it failed."""
@@ -185,11 +211,13 @@ class Batcher:
             await _requeue(good)
             return False
         # Writes run in batch order and every earlier delivery is already settled, so one
-        # cumulative ack settles the batch.
-        await good[-1][0].ack_through()
+        # cumulative ack settles the batch. The write is durable whether or not the ack gets
+        # through (see _settle), so the batch counts as written either way.
+        await _settle(good[-1][0].ack_through, "ack_through", len(good))
         return True
 
 
 async def _requeue(good: list[tuple[Delivery, Event]]) -> None:
     for delivery, _ in good:
-        await delivery.requeue()
+        if not await _settle(delivery.requeue, "requeue", len(good)):
+            return  # the channel is gone, and with it every delivery of this batch: all requeued

@@ -48,7 +48,7 @@ class EmbeddedMongo:
         self.port = port or free_port()
         self.cache_size = cache_size  # the storage engine's cache, e.g. "4G" (the server's default is 1G)
         self._process: subprocess.Popen[bytes] | None = None
-        self._log = tempfile.TemporaryFile()
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - the server's stdout for its whole life
 
     @property
     def url(self) -> str:

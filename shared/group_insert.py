@@ -44,7 +44,8 @@ class GroupInserter:
                 await self._collection.insert_many([doc for doc, _ in batch], ordered=False)
             except BulkWriteError as exc:
                 for error in exc.details.get("writeErrors", []):
-                    outcome[error["index"]] = False if error.get("code") == DUPLICATE_KEY else RuntimeError(error.get("errmsg", "write failed"))
+                    duplicate = error.get("code") == DUPLICATE_KEY
+                    outcome[error["index"]] = False if duplicate else RuntimeError(error.get("errmsg", "write failed"))
             except Exception as exc:  # the whole batch failed: every caller sees it
                 outcome = {i: exc for i in range(len(batch))}
             for index, (_, future) in enumerate(batch):

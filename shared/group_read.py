@@ -50,7 +50,7 @@ class GroupReader:
                   for tenant_id, lookups in by_tenant.items()),
                 return_exceptions=True,
             )
-            for lookups, docs in zip(by_tenant.values(), results):
+            for lookups, docs in zip(by_tenant.values(), results, strict=True):
                 found = {} if isinstance(docs, BaseException) else {doc[self._field]: doc for doc in docs}
                 for value, futures in lookups.items():
                     for future in futures:

@@ -119,7 +119,7 @@ def verify_request(
     `resolve_public_key` returns None for an unknown device id; anything it raises propagates
     unchanged, so an outage of the key store is not reported as a bad signature.
     """
-    present = {name.lower() for name in headers.keys()}
+    present = {name.lower() for name in headers}
     missing = [name for name in _REQUIRED_HEADERS if name.lower() not in present]
     if missing:
         raise SignatureError(f"missing header(s): {', '.join(missing)}")
