@@ -87,10 +87,8 @@ def payload(doc: Mapping[str, Any], records: Sequence[Mapping[str, Any]], *, hos
 
 
 def webhook_body(records: Sequence[Mapping[str, Any]], fmt: str, *, tenant_id: str, forwarder_id: str) -> bytes:
-    if fmt == "jsonl":
-        items: list[Any] = [siem.to_ocsf(r) for r in records]
-    else:
-        items = [siem.render(r, fmt) if fmt != "syslog" else siem.to_syslog(r) for r in records]
+    # JSON lines travel as JSON objects inside the JSON body; every other format as its line.
+    items: list[Any] = [siem.to_ocsf(r) if fmt == "jsonl" else siem.render(r, fmt) for r in records]
     doc = {"tenant_id": tenant_id, "forwarder_id": forwarder_id, "format": fmt,
            "first_seq": records[0]["seq"], "last_seq": records[-1]["seq"],
            "seqs": [r["seq"] for r in records], "records": items}
