@@ -25,8 +25,10 @@ import structlog
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from services.auditsvc import handlers
+from services.auditsvc.search import criteria
 from services.auditsvc.store import AuditStore
 from shared import events, runtime
+from shared.commands_audit import AuditQuery
 from shared.store import connect
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -80,11 +82,11 @@ async def run(args: argparse.Namespace) -> None:
             "no match": {"actor": "usr_none"},
         }
         for name, params in cases.items():
-            q = handlers.parse_query({"limit": 100, **params})
+            q = AuditQuery.model_validate({"limit": 100, **params})
             best = float("inf")
             for _ in range(3):
                 started = time.perf_counter()
-                items = await store.query("ten_q", handlers.criteria(q), after_seq=q.after, limit=q.limit)
+                items = await store.query("ten_q", criteria(q), after_seq=q.after, limit=q.limit)
                 best = min(best, time.perf_counter() - started)
             print(f"{name:30} {best * 1000:8.1f} ms  ({len(items)} records)")
     finally:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import secrets
 from functools import partial
+from typing import Any
 
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pymongo import AsyncMongoClient
 
+from shared import commands_audit as c
 from shared.bus import Bus
 from shared.crypto.envelope import SecretBytes
 from shared.crypto.sealing import DATA_KEY_BYTES, SecretSealer, load_data_key
@@ -18,11 +20,16 @@ from shared.rpc import Methods
 from shared.service import Running
 from shared.store import service_database
 
-from . import forwarders, handlers, retention
+from . import forwarders as forwarders_rpc
+from . import handlers, retention
 from .checkpoints import Checkpointer
+from .forwarder_pool import ForwarderPool
 from .settings import AuditSettings
 from .signing import load_private_key
 from .store import AuditStore
+from .store_archives import ArchiveStore
+from .store_checkpoints import CheckpointStore
+from .store_forwarders import ForwarderStore
 
 log = structlog.get_logger("strongroom.auditsvc")
 
@@ -44,46 +51,68 @@ def sealer_from_settings(settings: AuditSettings) -> SecretSealer:
     return SecretSealer(SecretBytes(secrets.token_bytes(DATA_KEY_BYTES)), service="strongroom.auditsvc")
 
 
+def _methods(*, store: AuditStore, checkpoints: CheckpointStore, forwarders: ForwarderStore, archives: ArchiveStore,
+             outbox: Outbox, sealer: SecretSealer, keeper: retention.Retention, stats: handlers.IngestStats,
+             current_key_id: str, queue_depth: Any, chunk_bytes: int) -> Methods:
+    methods = Methods()
+    add = methods.add
+    add("list_records", partial(handlers.list_records, store=store), params=c.AuditQuery, result=c.RecordPage)
+    add("report", partial(handlers.report, store=store), params=c.ReportQuery, result=c.ReportReply)
+    add("export_page", partial(handlers.export_page, store=store), params=c.ExportQuery, result=c.ExportPage)
+    add("list_checkpoints", partial(handlers.list_checkpoints, checkpoints=checkpoints),
+        params=c.CheckpointQuery, result=c.CheckpointPage)
+    add("signing_keys", partial(handlers.signing_keys, checkpoints=checkpoints, current_key_id=current_key_id),
+        params=c.NoParams, result=c.SigningKeys)
+    add("status", partial(handlers.status, store=store, checkpoints=checkpoints, stats=stats, queue_depth=queue_depth),
+        params=c.NoParams, result=c.AuditStatus)
+    fwd = {"store": store, "forwarders": forwarders}
+    add("create_forwarder", partial(forwarders_rpc.create_forwarder, **fwd, outbox=outbox, sealer=sealer),
+        params=c.ForwarderSpec, result=c.ForwarderView)
+    add("rotate_forwarder_secret", partial(forwarders_rpc.rotate_forwarder_secret, **fwd, outbox=outbox, sealer=sealer),
+        params=c.ForwarderRef, result=c.ForwarderView)
+    add("update_forwarder", partial(forwarders_rpc.update_forwarder, **fwd, outbox=outbox),
+        params=c.UpdateForwarder, result=c.ForwarderView)
+    add("delete_forwarder", partial(forwarders_rpc.delete_forwarder, forwarders=forwarders, outbox=outbox),
+        params=c.ForwarderRef, result=c.ForwarderDeleted)
+    add("list_forwarders", partial(forwarders_rpc.list_forwarders, **fwd), params=c.NoParams, result=c.ForwarderList)
+    add("get_forwarder", partial(forwarders_rpc.get_forwarder, **fwd), params=c.ForwarderRef, result=c.ForwarderView)
+    add("get_retention", partial(retention.get_retention, retention=keeper), params=c.NoParams, result=c.RetentionWindow)
+    add("set_retention", partial(retention.set_retention, archives=archives, outbox=outbox),
+        params=c.RetentionSetting, result=c.RetentionWindow)
+    add("run_retention", partial(retention.run_retention, retention=keeper), params=c.NoParams, result=c.RetentionRun)
+    add("list_archives", partial(retention.list_archives, archives=archives), params=c.ArchiveQuery, result=c.ArchivePage)
+    add("get_archive", partial(retention.get_archive, archives=archives, chunk_bytes=chunk_bytes),
+        params=c.ArchiveRef, result=c.ArchiveInfo)
+    add("archive_chunk", partial(retention.archive_chunk, archives=archives, chunk_bytes=chunk_bytes),
+        params=c.ArchiveChunkQuery, result=c.ArchiveChunk)
+    return methods
+
+
 async def start(settings: AuditSettings, *, bus: Bus, client: AsyncMongoClient) -> Running:
-    store = AuditStore(service_database(client, "auditsvc", prefix=settings.db_prefix))
-    await store.create_indexes()
-    outbox = Outbox(bus.publish, store.outbox_collections)
+    db = service_database(client, "auditsvc", prefix=settings.db_prefix)
+    store, checkpoints, forwarders, archives = AuditStore(db), CheckpointStore(db), ForwarderStore(db), ArchiveStore(db)
+    for each in (store, checkpoints, forwarders, archives):
+        await each.create_indexes()
+    outbox = Outbox(bus.publish, [checkpoints.collection, forwarders.collection, archives.archive_collection,
+                                  archives.settings_collection])
     await outbox.create_indexes()
     signing_key = signing_key_from_settings(settings)
     checkpointer = Checkpointer(
-        store, outbox, signing_key,
+        store, checkpoints, outbox, signing_key,
         every_records=settings.checkpoint_every_records, every_seconds=settings.checkpoint_every_seconds,
     )
     await checkpointer.register_key()
     await checkpointer.load()
-    heads = handlers.ChainHeads(store)
     stats = handlers.IngestStats()
-    methods = Methods()
-    methods.add("list_records", partial(handlers.list_records, store=store))
-    methods.add("report", partial(handlers.report, store=store))
-    methods.add("export_page", partial(handlers.export_page, store=store))
-    methods.add("list_checkpoints", partial(handlers.list_checkpoints, store=store))
-    methods.add("signing_keys", partial(handlers.signing_keys, store=store, current_key_id=checkpointer.key_id))
-    methods.add("status", partial(handlers.status, store=store, stats=stats,
-                                  queue_depth=partial(bus.queue_depth, "auditsvc")))
     sealer = sealer_from_settings(settings)
-    for name in ("create_forwarder", "rotate_forwarder_secret"):
-        methods.add(name, partial(getattr(forwarders, name), store=store, outbox=outbox, sealer=sealer))
-    for name in ("update_forwarder", "delete_forwarder"):
-        methods.add(name, partial(getattr(forwarders, name), store=store, outbox=outbox))
-    for name in ("list_forwarders", "get_forwarder"):
-        methods.add(name, partial(getattr(forwarders, name), store=store))
-    keeper = retention.Retention(store, outbox, signing_key, archive_dir=settings.archive_dir,
-                                 default_days=settings.retention_days)
-    methods.add("get_retention", partial(retention.get_retention, retention=keeper))
-    methods.add("set_retention", partial(retention.set_retention, store=store, outbox=outbox))
-    methods.add("run_retention", partial(retention.run_retention, retention=keeper))
-    methods.add("list_archives", partial(retention.list_archives, store=store))
-    for name in ("get_archive", "archive_chunk"):
-        methods.add(name, partial(getattr(retention, name), store=store, chunk_bytes=settings.archive_chunk_bytes))
+    keeper = retention.Retention(store, archives, checkpoints, forwarders, outbox, signing_key,
+                                 archive_dir=settings.archive_dir, default_days=settings.retention_days)
+    methods = _methods(store=store, checkpoints=checkpoints, forwarders=forwarders, archives=archives, outbox=outbox,
+                       sealer=sealer, keeper=keeper, stats=stats, current_key_id=checkpointer.key_id,
+                       queue_depth=partial(bus.queue_depth, "auditsvc"), chunk_bytes=settings.archive_chunk_bytes)
     await bus.subscribe_batch(
         "auditsvc",
-        handlers.Ingestor(store, heads, checkpointer=checkpointer, stats=stats),
+        handlers.Ingestor(store, handlers.ChainHeads(store), checkpointer=checkpointer, stats=stats),
         max_batch=settings.batch_size,
         max_wait=settings.batch_wait_seconds,
     )
@@ -91,7 +120,7 @@ async def start(settings: AuditSettings, *, bus: Bus, client: AsyncMongoClient) 
     await outbox.relay()
     running = Running("auditsvc")
     tick = min(1.0, max(0.05, settings.checkpoint_every_seconds / 4))
-    pool = forwarders.ForwarderPool(store, settings, sealer)
+    pool = ForwarderPool(store, forwarders, settings, sealer)
     running.tasks += [asyncio.create_task(outbox.run()), asyncio.create_task(checkpointer.run(tick)),
                       asyncio.create_task(pool.run()),
                       asyncio.create_task(keeper.loop(settings.retention_interval_seconds))]

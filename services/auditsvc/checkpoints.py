@@ -16,15 +16,14 @@ from typing import Any
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from shared import outbox as outbox_mod
 from shared.events import AuditCheckpointed
 from shared.outbox import Outbox
-from shared.store import DuplicateKeyError
 
 from .chain import ChainHead, key_fingerprint, make_checkpoint
 from .search import Criteria
 from .signing import public_pem
 from .store import AuditStore
+from .store_checkpoints import CheckpointStore
 
 log = structlog.get_logger("strongroom.auditsvc")
 
@@ -32,9 +31,10 @@ CHECKPOINT_TYPE = "audit.checkpointed"
 
 
 class Checkpointer:
-    def __init__(self, store: AuditStore, outbox: Outbox, signing_key: Ed25519PrivateKey, *,
-                 every_records: int, every_seconds: float, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, store: AuditStore, checkpoints: CheckpointStore, outbox: Outbox, signing_key: Ed25519PrivateKey,
+                 *, every_records: int, every_seconds: float, clock: Callable[[], float] = time.monotonic):
         self._store = store
+        self._checkpoints = checkpoints
         self._outbox = outbox
         self._key = signing_key
         self.key_id = key_fingerprint(signing_key.public_key())
@@ -48,7 +48,7 @@ class Checkpointer:
     async def register_key(self) -> None:
         doc = {"key_id": self.key_id, "algorithm": "Ed25519", "public_key_pem": public_pem(self._key.public_key()),
                "first_used": datetime.now(UTC)}
-        await self._store.signing_keys.update_one({"key_id": self.key_id}, {"$setOnInsert": doc}, upsert=True)
+        await self._checkpoints.register_signing_key(doc)
 
     async def load(self) -> None:
         """Pick up where the last process stopped: each tenant's records since its last checkpoint,
@@ -56,7 +56,7 @@ class Checkpointer:
         now_wall, now = datetime.now(UTC), self._clock()
         for tenant in await self._store.tenants():
             head = await self._store.stored_head(tenant)
-            last = await self._store.last_checkpoint(tenant)
+            last = await self._checkpoints.last_checkpoint(tenant)
             since = last["seq"] if last else 0
             # Checkpoint records themselves do not count (see the module docstring).
             own = await self._store.query(tenant, Criteria(action=CHECKPOINT_TYPE), after_seq=since, limit=10_000)
@@ -99,12 +99,10 @@ class Checkpointer:
             tenant_id=head.tenant_id, checkpoint_seq=cp["seq"], chain_hash=cp["hash"],
             checkpoint_time=cp["time"], signing_key_id=cp["key_id"], signature=cp["signature"],
         )
-        try:
-            await self._store.checkpoints.insert(head.tenant_id, outbox_mod.staged(cp, event))
-        except DuplicateKeyError:
+        if not await self._checkpoints.insert_checkpoint(head.tenant_id, cp, event):
             return None  # this head is already signed
         try:
-            await self._outbox.publish(self._store.checkpoints.raw, head.tenant_id, event)
+            await self._outbox.publish(self._checkpoints.collection, head.tenant_id, event)
         except Exception as exc:  # the relay publishes it later; ingestion must not stop for it
             log.warning("checkpoint_publish_deferred", error=str(exc))
         log.info("audit_checkpointed", tenant_id=head.tenant_id, seq=head.seq)

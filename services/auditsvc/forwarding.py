@@ -1,4 +1,4 @@
-"""Continuous forwarders, the pure part: configuration, event-type filters, framing, signatures, backoff.
+"""Continuous forwarders, the pure part: documents, views, event-type filters, framing, signatures, backoff.
 
 A forwarder sends a tenant's records, in sequence order, to one destination: syslog over TCP or
 TLS (RFC 5425 octet-counted framing) or an HTTP(S) webhook whose body is signed with
@@ -11,93 +11,53 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import re
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime
-from typing import Any, Literal
-from urllib.parse import urlsplit
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-
+from shared.commands_audit import ForwarderSpec
 from shared.topics import topic_matches
 
 from . import siem
 
-KINDS = ("syslog_tcp", "syslog_tls", "webhook")
-FORMATS = ("syslog", "cef", "leef", "jsonl")
 SIGNATURE_HEADER = "X-Strongroom-Signature"
 TIMESTAMP_HEADER = "X-Strongroom-Timestamp"
-_PATTERN = re.compile(r"^(?:[a-z0-9_]+|\*|#)(?:\.(?:[a-z0-9_]+|\*|#))*$")
+# What operators never see of a forwarder: its sealed secret, its URL (which may carry a token), its lease.
+_HIDDEN = frozenset({"_id", "_outbox", "secret", "url", "lease_owner", "lease_until"})
 
 
-def _check_patterns(value: list[str]) -> list[str]:
-    for pattern in value:
-        if not _PATTERN.match(pattern):
-            raise ValueError(f"{pattern!r} is not an event type pattern (words, '*' or '#', dot-separated)")
-    return value
+def operator_view(doc: Mapping[str, Any], *, head_seq: int, oldest_unsent: str | None, now: datetime) -> dict[str, Any]:
+    """A forwarder as operators see it: config, cursor, lag and last error; never its secret.
+
+    `oldest_unsent` is the time of the first record after the cursor, if there is one."""
+    view = {k: v for k, v in doc.items() if k not in _HIDDEN}
+    view["lag_records"] = max(0, head_seq - doc.get("cursor", 0))
+    lag = 0.0
+    if oldest_unsent is not None:
+        lag = max(0.0, (now - datetime.fromisoformat(oldest_unsent.replace("Z", "+00:00"))).total_seconds())
+    view["lag_seconds"] = round(lag, 3)
+    return view
 
 
-class ForwarderSpec(BaseModel):
-    """What an operator sets when creating a forwarder (secrets are generated, never chosen)."""
-
-    model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, max_length=100)
-    kind: Literal["syslog_tcp", "syslog_tls", "webhook"]
-    format: Literal["syslog", "cef", "leef", "jsonl"] = "syslog"
-    host: str | None = Field(default=None, max_length=255)
-    port: int | None = Field(default=None, ge=1, le=65535)
-    url: str | None = Field(default=None, max_length=2000)
-    # Routing-key patterns ("key.*", "approval.#"); empty means every record.
-    event_types: list[str] = Field(default_factory=list, max_length=50)
-    tls_ca_pem: str | None = Field(default=None, max_length=20000)
-    tls_server_name: str | None = Field(default=None, max_length=255)
-    start: Literal["beginning", "now"] = "beginning"
-    enabled: bool = True
-
-    @field_validator("event_types")
-    @classmethod
-    def _patterns(cls, value: list[str]) -> list[str]:
-        return _check_patterns(value)
-
-    @model_validator(mode="after")
-    def _destination(self) -> ForwarderSpec:
-        if self.kind == "webhook":
-            parts = urlsplit(self.url or "")
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ValueError("url: a webhook needs an http(s) URL")
-            if self.host or self.port:
-                raise ValueError("host: a webhook takes url, not host/port")
-        else:
-            if not self.host or not self.port:
-                raise ValueError("host: a syslog forwarder needs host and port")
-            if self.url:
-                raise ValueError("url: a syslog forwarder takes host/port, not url")
-        if self.kind != "syslog_tls" and (self.tls_ca_pem or self.tls_server_name):
-            raise ValueError("tls_ca_pem: TLS settings apply to syslog_tls only")
-        return self
-
-    def destination(self) -> str:
-        if self.kind == "webhook":
-            parts = urlsplit(self.url or "")
-            # The query string may carry a token: it never appears in events or listings.
-            return f"{parts.scheme}://{parts.hostname}{':' + str(parts.port) if parts.port else ''}{parts.path}"
-        scheme = "tls" if self.kind == "syslog_tls" else "tcp"
-        return f"{scheme}://{self.host}:{self.port}"
+def new_forwarder(spec: ForwarderSpec, *, forwarder_id: str, cursor: int, sealed_secret: str | None,
+                  now: datetime) -> dict[str, Any]:
+    """A new forwarder's document: active, nothing delivered, its cursor where the spec starts it."""
+    return {
+        **spec.model_dump(exclude={"start"}), "forwarder_id": forwarder_id, "destination": spec.destination(),
+        "secret": sealed_secret, "cursor": cursor, "delivered": 0, "failures": 0, "status": "active",
+        "last_error": None, "last_error_at": None, "last_delivered_at": None, "created_at": now,
+    }
 
 
-class ForwarderChange(BaseModel):
-    """The fields an operator may change later; destination changes mean a new forwarder."""
+def failed_state(failures: int, error: str, *, now: datetime, delay: float) -> dict[str, Any]:
+    """What operators see after a failed send: retrying, how often, why, and when next."""
+    return {"status": "retrying", "failures": failures, "last_error": error[:500], "last_error_at": now,
+            "next_attempt_at": now + timedelta(seconds=delay)}
 
-    model_config = ConfigDict(extra="forbid")
-    name: str | None = Field(default=None, min_length=1, max_length=100)
-    format: Literal["syslog", "cef", "leef", "jsonl"] | None = None
-    event_types: list[str] | None = Field(default=None, max_length=50)
-    enabled: bool | None = None
 
-    @field_validator("event_types")
-    @classmethod
-    def _patterns(cls, value: list[str] | None) -> list[str] | None:
-        return value if value is None else _check_patterns(value)
+def sealed_elsewhere_state(now: datetime) -> dict[str, Any]:
+    return {"status": "error", "last_error_at": now,
+            "last_error": "its signing secret does not open under this data key; rotate the secret"}
 
 
 def selected(action: str, patterns: Sequence[str]) -> bool:
@@ -119,11 +79,16 @@ def syslog_payload(records: Iterable[Mapping[str, Any]], fmt: str, *, hostname: 
     return b"".join(siem.frame_octet_counted(syslog_message(r, fmt, hostname=hostname)) for r in records)
 
 
+def payload(doc: Mapping[str, Any], records: Sequence[Mapping[str, Any]], *, hostname: str) -> bytes:
+    """What one send carries to the forwarder's destination: a webhook body or syslog frames."""
+    if doc["kind"] == "webhook":
+        return webhook_body(records, doc["format"], tenant_id=doc["tenant_id"], forwarder_id=doc["forwarder_id"])
+    return syslog_payload(records, doc["format"], hostname=hostname)
+
+
 def webhook_body(records: Sequence[Mapping[str, Any]], fmt: str, *, tenant_id: str, forwarder_id: str) -> bytes:
-    if fmt == "jsonl":
-        items: list[Any] = [siem.to_ocsf(r) for r in records]
-    else:
-        items = [siem.render(r, fmt) if fmt != "syslog" else siem.to_syslog(r) for r in records]
+    # JSON lines travel as JSON objects inside the JSON body; every other format as its line.
+    items: list[Any] = [siem.to_ocsf(r) if fmt == "jsonl" else siem.render(r, fmt) for r in records]
     doc = {"tenant_id": tenant_id, "forwarder_id": forwarder_id, "format": fmt,
            "first_seq": records[0]["seq"], "last_seq": records[-1]["seq"],
            "seqs": [r["seq"] for r in records], "records": items}

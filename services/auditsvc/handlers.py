@@ -1,4 +1,4 @@
-"""auditsvc's handlers: append batches of events to the tenants' chains, answer queries.
+"""auditsvc's handlers: append batches of events to the tenants' chains, answer queries of records and checkpoints.
 
 Ingestion is batched (one write per collection per batch, whatever the tenants), pipelined (the
 next batch is linked while this one is written) and idempotent by event id, so a redelivered
@@ -12,17 +12,31 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from shared import rpc
+from shared import export_formats, rpc
+from shared.commands_audit import (
+    REPORT_FORMATS,
+    AuditQuery,
+    AuditStatus,
+    CheckpointPage,
+    CheckpointQuery,
+    ExportPage,
+    ExportQuery,
+    NoParams,
+    RecordPage,
+    ReportQuery,
+    ReportReply,
+    SigningKeys,
+)
 from shared.events import Event
 
 from . import reports, siem
-from .chain import ChainHead, canonical_bytes
+from .chain import ChainHead
 from .checkpoints import CHECKPOINT_TYPE, Checkpointer
 from .records import record_from_event
-from .search import Criteria
+from .search import criteria, rfc3339
 from .store import AuditStore
+from .store_checkpoints import CheckpointStore
 
 log = structlog.get_logger("strongroom.auditsvc")
 
@@ -55,6 +69,21 @@ class IngestStats:
         self.ingested_at: dict[str, datetime] = {}
 
 
+def link(head: ChainHead, events: Sequence[dict[str, Any]], known: set[str]) -> tuple[list[dict[str, Any]], ChainHead, int]:
+    """Chain the records of events not yet `known` onto `head`: the records, the new head, and how
+    many of them count towards the next checkpoint (checkpoint events do not). Adds to `known`."""
+    linked = []
+    counted = 0
+    for event in events:
+        if event["event_id"] in known:
+            continue
+        known.add(event["event_id"])
+        record, head = head.append(record_from_event(event))
+        linked.append(record)
+        counted += event["type"] != CHECKPOINT_TYPE
+    return linked, head, counted
+
+
 class Ingestor:
     """Appends batches of events to their tenants' chains, in two steps (see `StagedBatchHandler`).
 
@@ -85,15 +114,7 @@ class Ingestor:
             dumped = [e.model_dump(mode="json") for e in tenant_events]
             known = await self._store.known_event_ids(tenant_id, [(d["event_id"], d["occurred_at"]) for d in dumped])
             known |= self._unwritten.get(tenant_id, set())
-            linked = []
-            counted = 0
-            for event in dumped:
-                if event["event_id"] in known:
-                    continue
-                known.add(event["event_id"])
-                record, head = head.append(record_from_event(event))
-                linked.append(record)
-                counted += event["type"] != CHECKPOINT_TYPE
+            linked, head, counted = link(head, dumped, known)
             if self._stats is not None:
                 oldest = min(e.occurred_at for e in tenant_events)
                 self._stats.lag_seconds[tenant_id] = max(0.0, (now - oldest).total_seconds())
@@ -138,167 +159,85 @@ async def ingest(batch: Sequence[Event], *, store: AuditStore, heads: ChainHeads
     await Ingestor(store, heads, checkpointer=checkpointer, stats=stats)(batch)
 
 
-class AuditQuery(BaseModel):
-    """Filters of `GET /v1/audit`; all optional, combined with AND, paged by sequence number."""
-
-    model_config = ConfigDict(extra="forbid")
-    since: datetime | None = None
-    until: datetime | None = None
-    action: str | None = Field(default=None, max_length=100)
-    actor: str | None = Field(default=None, max_length=200)
-    resource: str | None = Field(default=None, max_length=200)
-    outcome: str | None = Field(default=None, max_length=20)
-    correlation_id: str | None = Field(default=None, max_length=100)
-    device: str | None = Field(default=None, max_length=200)
-    key: str | None = Field(default=None, max_length=200)
-    after: int = Field(default=0, ge=0)
-    limit: int = Field(default=100, ge=1, le=1000)
+def _page_end(items: list[dict[str, Any]], limit: int, key: str = "seq") -> int | None:
+    """The cursor of the next page: the last item's, when the page is full."""
+    return items[-1][key] if len(items) == limit else None
 
 
-def _bad_request(exc: ValidationError) -> rpc.ProblemError:
-    err = exc.errors()[0]
-    field = ".".join(str(p) for p in err["loc"])
-    return rpc.ProblemError(400, "Bad Request", f"{field}: {err['msg']}", field)
-
-
-def _rfc3339(value: datetime) -> str:
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def criteria(q: AuditQuery) -> Criteria:
-    """The search criteria of a query; raises a 400 problem naming the field for a bad range."""
-    if q.since and q.until and q.since > q.until:
-        raise rpc.ProblemError(400, "Bad Request", "since must not be after until", "since")
-    return Criteria(action=q.action, actor=q.actor, resource=q.resource, outcome=q.outcome,
-                    correlation_id=q.correlation_id, device=q.device, key=q.key,
-                    since=_rfc3339(q.since) if q.since else None, until=_rfc3339(q.until) if q.until else None)
-
-
-def parse_query(params: dict[str, Any], model: type[AuditQuery] = AuditQuery) -> AuditQuery:
-    try:
-        return model.model_validate(params)
-    except ValidationError as exc:
-        raise _bad_request(exc) from None
-
-
-async def list_records(request: rpc.RpcRequest, params: dict[str, Any], *, store: AuditStore) -> dict[str, Any]:
-    q = parse_query(params)
+async def list_records(request: rpc.RpcRequest, q: AuditQuery, *, store: AuditStore) -> RecordPage:
     items = await store.query(request.tenant_id, criteria(q), after_seq=q.after, limit=q.limit)
-    return {"items": items, "next": items[-1]["seq"] if len(items) == q.limit else None}
+    return RecordPage(items=items, next=_page_end(items, q.limit))
 
 
-class CheckpointQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    after: int = Field(default=0, ge=0)
-    limit: int = Field(default=1000, ge=1, le=10000)
+async def list_checkpoints(request: rpc.RpcRequest, q: CheckpointQuery, *, checkpoints: CheckpointStore) -> CheckpointPage:
+    items = await checkpoints.checkpoints_after(request.tenant_id, q.after, q.limit)
+    return CheckpointPage(items=items, next=_page_end(items, q.limit))
 
 
-async def list_checkpoints(request: rpc.RpcRequest, params: dict[str, Any], *, store: AuditStore) -> dict[str, Any]:
-    try:
-        q = CheckpointQuery.model_validate(params)
-    except ValidationError as exc:
-        raise _bad_request(exc) from None
-    items = await store.checkpoints.find(request.tenant_id, {"seq": {"$gt": q.after}}, sort=[("seq", 1)],
-                                         limit=q.limit, projection={"_id": 0, "_outbox": 0})
-    return {"items": items, "next": items[-1]["seq"] if len(items) == q.limit else None}
+async def signing_keys(request: rpc.RpcRequest, params: NoParams, *, checkpoints: CheckpointStore,
+                       current_key_id: str) -> SigningKeys:
+    keys = await checkpoints.signing_keys_in_use_order()
+    return SigningKeys(current=next((k for k in keys if k["key_id"] == current_key_id), None), keys=keys)
 
 
-async def signing_keys(request: rpc.RpcRequest, params: dict[str, Any], *, store: AuditStore,
-                       current_key_id: str) -> dict[str, Any]:
-    keys = await store.signing_keys.find({}, {"_id": 0}).sort("first_used", 1).to_list(None)
-    current = next((k for k in keys if k["key_id"] == current_key_id), None)
-    return {"current": current, "keys": keys}
-
-
-async def status(request: rpc.RpcRequest, params: dict[str, Any], *, store: AuditStore, stats: IngestStats,
-                 queue_depth: Any) -> dict[str, Any]:
+async def status(request: rpc.RpcRequest, params: NoParams, *, store: AuditStore, checkpoints: CheckpointStore,
+                 stats: IngestStats, queue_depth: Callable[[], Awaitable[int | None]]) -> AuditStatus:
     """The tenant's view of audit health: chain head, last checkpoint, ingestion lag, queue depth."""
     tenant_id = request.tenant_id
     head = await store.head(tenant_id)
     last = await store.read_range(tenant_id, head.seq, head.seq)
-    checkpoint = await store.last_checkpoint(tenant_id)
+    checkpoint = await checkpoints.last_checkpoint(tenant_id)
     ingested_at = stats.ingested_at.get(tenant_id)
-    archived = await store.archives.find(tenant_id, {"state": "done"}, sort=[("to_seq", -1)], limit=1)
-    return {
-        "tenant_id": tenant_id,
-        "last_seq": head.seq,
-        "last_hash": head.hash,
-        "last_record_time": last[0]["time"] if last else None,
-        "last_checkpoint_seq": checkpoint["seq"] if checkpoint else None,
-        "last_checkpoint_time": checkpoint["time"] if checkpoint else None,
-        "ingestion_lag_seconds": stats.lag_seconds.get(tenant_id),
-        "last_ingested_at": _rfc3339(ingested_at) if ingested_at else None,
+    archived = await store.last_done_archive(tenant_id)
+    return AuditStatus(
+        tenant_id=tenant_id,
+        last_seq=head.seq,
+        last_hash=head.hash,
+        last_record_time=last[0]["time"] if last else None,
+        last_checkpoint_seq=checkpoint["seq"] if checkpoint else None,
+        last_checkpoint_time=checkpoint["time"] if checkpoint else None,
+        ingestion_lag_seconds=stats.lag_seconds.get(tenant_id),
+        last_ingested_at=rfc3339(ingested_at) if ingested_at else None,
         # The online chain continues from here; older records are in signed archives.
-        "archived_seq": archived[0]["to_seq"] if archived else None,
-        "archived_hash": archived[0]["to_hash"] if archived else None,
+        archived_seq=archived["to_seq"] if archived else None,
+        archived_hash=archived["to_hash"] if archived else None,
         # Shared by every tenant: records waiting in the broker for auditsvc.
-        "queue_depth": await queue_depth(),
-    }
+        queue_depth=await queue_depth(),
+    )
 
 
-EXPORT_FORMATS = ("cef", "leef", "syslog", "jsonl", "records")
-
-
-class ExportQuery(AuditQuery):
-    format: str = Field(max_length=20)
-    limit: int = Field(default=1000, ge=1, le=5000)
-
-
-def render_line(record: dict[str, Any], fmt: str) -> str:
-    """One record in an export format; "records" is the chained record itself (verifiable offline)."""
-    if fmt == "records":
-        return canonical_bytes(record).decode("utf-8")
-    return siem.render(record, fmt)
-
-
-async def export_page(request: rpc.RpcRequest, params: dict[str, Any], *, store: AuditStore) -> dict[str, Any]:
+async def export_page(request: rpc.RpcRequest, q: ExportQuery, *, store: AuditStore) -> ExportPage:
     """A page of a batch export, rendered; the first page also counts what the whole export holds."""
-    q = parse_query(params, ExportQuery)
-    if q.format not in EXPORT_FORMATS:
+    if q.format not in export_formats.BY_NAME:
         raise rpc.ProblemError(400, "Bad Request",
-                               f"format must be one of {', '.join(EXPORT_FORMATS)}", "format")
+                               f"format must be one of {', '.join(export_formats.NAMES)}", "format")
     query = criteria(q)
     items = await store.query(request.tenant_id, query, after_seq=q.after, limit=q.limit)
-    page: dict[str, Any] = {
-        "lines": [render_line(r, q.format) for r in items],
-        "next": items[-1]["seq"] if len(items) == q.limit else None,
-    }
-    if q.after == 0:
-        page["total"] = await store.count(request.tenant_id, query)
-    return page
+    total = await store.count(request.tenant_id, query) if q.after == 0 else None
+    return ExportPage(lines=[siem.render(r, q.format) for r in items], next=_page_end(items, q.limit), total=total)
 
 
-class ReportQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    since: datetime | None = None
-    until: datetime | None = None
-    format: str = Field(default="json", max_length=10)
+_REPORT_PAGE = 5000
 
 
-async def report(request: rpc.RpcRequest, params: dict[str, Any], *, store: AuditStore) -> dict[str, Any]:
+async def report(request: rpc.RpcRequest, q: ReportQuery, *, store: AuditStore) -> ReportReply:
     """A tenant's compliance report over a time range, as JSON, CSV or self-contained HTML."""
-    try:
-        q = ReportQuery.model_validate(params)
-    except ValidationError as exc:
-        raise _bad_request(exc) from None
-    if q.format not in ("json", "csv", "html"):
-        raise rpc.ProblemError(400, "Bad Request", "format must be one of json, csv, html", "format")
+    if q.format not in REPORT_FORMATS:
+        raise rpc.ProblemError(400, "Bad Request", f"format must be one of {', '.join(REPORT_FORMATS)}", "format")
     query = criteria(AuditQuery(since=q.since, until=q.until))
-    builder = reports.ReportBuilder(tenant_id=request.tenant_id, since=_rfc3339(q.since) if q.since else None,
-                                    until=_rfc3339(q.until) if q.until else None, now=datetime.now(UTC))
+    builder = reports.ReportBuilder(tenant_id=request.tenant_id, since=query.since, until=query.until,
+                                    now=datetime.now(UTC))
     after = 0
     while True:
-        page = await store.query(request.tenant_id, query, after_seq=after, limit=5000)
+        page = await store.query(request.tenant_id, query, after_seq=after, limit=_REPORT_PAGE)
         for record in page:
             builder.add(record)
-        if len(page) < 5000:
+        if len(page) < _REPORT_PAGE:
             break
         after = page[-1]["seq"]
     result = builder.result()
     if q.format == "csv":
-        return {"content_type": "text/csv", "body": reports.to_csv(result)}
+        return ReportReply(content_type="text/csv", body=reports.to_csv(result))
     if q.format == "html":
-        return {"content_type": "text/html", "body": reports.to_html(result)}
-    return {"content_type": "application/json", "report": result}
+        return ReportReply(content_type="text/html", body=reports.to_html(result))
+    return ReportReply(content_type="application/json", report=result)

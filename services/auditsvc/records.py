@@ -107,11 +107,6 @@ def _find_resource(action: str, payload: dict[str, Any], tenant_id: str) -> tupl
     return {"type": noun or "unknown", "id": None}, None
 
 
-def derive_resource(action: str, payload: dict[str, Any], *, tenant_id: str) -> dict[str, Any]:
-    """What the event acted on: the type's noun and the payload field that identifies it."""
-    return _find_resource(action, payload, tenant_id)[0]
-
-
 def derive_outcome(action: str, payload: dict[str, Any]) -> str:
     """How it ended: an explicit outcome, else the policy effect, else the type's verb."""
     explicit = payload.get("outcome")

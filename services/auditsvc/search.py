@@ -14,7 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
+
+from shared.commands_audit import AuditQuery
+from shared.rpc import ProblemError
 
 
 def _value(value: Any) -> str | None:
@@ -108,3 +112,18 @@ class Criteria:
         if self.since is not None and time < self.since:
             return False
         return self.until is None or time <= self.until
+
+
+def rfc3339(value: datetime) -> str:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def criteria(q: AuditQuery) -> Criteria:
+    """The search criteria of a query; raises a 400 problem naming the field for a bad range."""
+    if q.since and q.until and q.since > q.until:
+        raise ProblemError(400, "Bad Request", "since must not be after until", "since")
+    return Criteria(action=q.action, actor=q.actor, resource=q.resource, outcome=q.outcome,
+                    correlation_id=q.correlation_id, device=q.device, key=q.key,
+                    since=rfc3339(q.since) if q.since else None, until=rfc3339(q.until) if q.until else None)

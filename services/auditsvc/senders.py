@@ -8,6 +8,7 @@ and no reset from the peer. Anything else raises, and the forwarder retries the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import socket
 import ssl
@@ -100,10 +101,8 @@ class SyslogSender:
         writer, self._writer, self._reader = self._writer, None, None
         if writer is not None:
             writer.close()
-            try:
+            with contextlib.suppress(OSError, ssl.SSLError, TimeoutError, ConnectionError):
                 await asyncio.wait_for(writer.wait_closed(), 2)
-            except (OSError, ssl.SSLError, TimeoutError, ConnectionError):
-                pass
 
 
 class WebhookSender:

@@ -1,4 +1,4 @@
-"""SIEM renderings of audit records: CEF, LEEF 2.0, RFC 5424 syslog and OCSF-style JSON lines.
+"""Export formatters of audit records: CEF, LEEF 2.0, RFC 5424 syslog, OCSF-style JSON lines, chained records.
 
 Every format is a single line: CR/LF in values are escaped or replaced, because a collector that
 splits on newlines would otherwise accept a forged second event smuggled in a field (log injection).
@@ -11,6 +11,8 @@ import json
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from .chain import canonical_bytes
 
 VENDOR = "Strongroom"
 PRODUCT = "Strongroom"
@@ -383,16 +385,21 @@ def to_jsonl(record: Mapping[str, Any]) -> str:
     return json.dumps(to_ocsf(record), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
-_RENDERERS: dict[str, Callable[..., str]] = {
-    "cef": to_cef, "leef": to_leef, "syslog": to_syslog, "jsonl": to_jsonl,
+def to_record_line(record: Mapping[str, Any]) -> str:
+    """The chained record itself, in the bytes its hash covers (verifiable offline)."""
+    return canonical_bytes(record).decode("utf-8")
+
+
+# Every format of shared/export_formats.py, by name; a unit test keeps the two sets equal.
+FORMATTERS: dict[str, Callable[..., str]] = {
+    "cef": to_cef, "leef": to_leef, "syslog": to_syslog, "jsonl": to_jsonl, "records": to_record_line,
 }
-FORMATS = frozenset(_RENDERERS)
 
 
 def render(record: Mapping[str, Any], fmt: str, **options: Any) -> str:
-    """Render one record in a named SIEM format; options go to that format's renderer."""
+    """Render one record in a named export format; options go to that format's formatter."""
     try:
-        renderer = _RENDERERS[fmt]
+        formatter = FORMATTERS[fmt]
     except KeyError:
-        raise ValueError(f"unknown SIEM format {fmt!r}; expected one of {sorted(FORMATS)}") from None
-    return renderer(record, **options)
+        raise ValueError(f"unknown export format {fmt!r}; expected one of {sorted(FORMATTERS)}") from None
+    return formatter(record, **options)

@@ -1,4 +1,7 @@
-"""auditsvc's collections: chained records, their chunk index, signed checkpoints, forwarders, archives.
+"""auditsvc's chained records, their chunk index and each tenant's chain head.
+
+Checkpoints, forwarders and archives have their own stores (`store_checkpoints.py`,
+`store_forwarders.py`, `store_archives.py`).
 
 Records are stored exactly as chained, keyed `<tenant>:<seq>` and with no secondary index:
 on the embedded store every index costs more per insert than the record itself. Lookups go
@@ -56,26 +59,13 @@ class AuditStore:
         self.terms = TenantCollection(db["record_terms"])
         self.spans = TenantCollection(db["record_spans"])
         self.heads = TenantCollection(db["chain_heads"])
-        self.checkpoints = TenantCollection(db["checkpoints"])
-        self.forwarders = TenantCollection(db["forwarders"])
+        # Read here for where the online chain starts; written by `ArchiveStore`.
         self.archives = TenantCollection(db["archives"])
-        self.settings = TenantCollection(db["settings"])
-        # Public halves of every key that ever signed a checkpoint (not tenant content).
-        self.signing_keys = db["signing_keys"]
-
-    @property
-    def outbox_collections(self) -> list[Any]:
-        return [self.checkpoints.raw, self.forwarders.raw, self.archives.raw, self.settings.raw]
 
     async def create_indexes(self) -> None:
         await self.terms.raw.create_index([("tenant_id", ASCENDING), ("terms", ASCENDING), ("last_seq", ASCENDING)])
         await self.terms.raw.create_index([("tenant_id", ASCENDING), ("max_time", ASCENDING)])
         await self.spans.raw.create_index([("tenant_id", ASCENDING), ("last_seq", ASCENDING)])
-        await self.checkpoints.raw.create_index([("tenant_id", ASCENDING), ("seq", ASCENDING)], unique=True)
-        await self.forwarders.raw.create_index([("tenant_id", ASCENDING), ("forwarder_id", ASCENDING)], unique=True)
-        await self.archives.raw.create_index([("tenant_id", ASCENDING), ("to_seq", ASCENDING)], unique=True)
-        await self.settings.raw.create_index([("tenant_id", ASCENDING)], unique=True)
-        await self.signing_keys.create_index([("key_id", ASCENDING)], unique=True)
 
     # --- the chain's end ------------------------------------------------------------
 
@@ -85,10 +75,15 @@ class AuditStore:
         if doc is not None and doc["tenant_id"] == tenant_id:
             return ChainHead(tenant_id, doc["seq"], doc["hash"])
         # Everything online may have been archived: the chain continues from the last archive.
-        archived = await self.archives.find(tenant_id, {"state": "done"}, sort=[("to_seq", DESCENDING)], limit=1)
+        archived = await self.last_done_archive(tenant_id)
         if archived:
-            return ChainHead(tenant_id, archived[0]["to_seq"], archived[0]["to_hash"])
+            return ChainHead(tenant_id, archived["to_seq"], archived["to_hash"])
         return ChainHead.genesis(tenant_id)
+
+    async def last_done_archive(self, tenant_id: str) -> dict[str, Any] | None:
+        """The archive the online chain continues from, if any."""
+        found = await self.archives.find(tenant_id, {"state": "done"}, sort=[("to_seq", DESCENDING)], limit=1)
+        return found[0] if found else None
 
     async def head(self, tenant_id: str) -> ChainHead:
         """The chain's true end: the stored head, plus any records a crash left past it (indexed now)."""
@@ -109,8 +104,8 @@ class AuditStore:
 
     async def first_seq(self, tenant_id: str) -> int:
         """The first seq still online: older records are in archives."""
-        archived = await self.archives.find(tenant_id, {"state": "done"}, sort=[("to_seq", DESCENDING)], limit=1)
-        return archived[0]["to_seq"] + 1 if archived else 1
+        archived = await self.last_done_archive(tenant_id)
+        return archived["to_seq"] + 1 if archived else 1
 
     async def tenants(self) -> list[str]:
         return list(await self.heads.raw.distinct("tenant_id"))
@@ -263,11 +258,3 @@ class AuditStore:
             total += len(page)
             after = page[-1]["seq"]
         return total
-
-    async def last_checkpoint(self, tenant_id: str) -> dict[str, Any] | None:
-        docs = await self.checkpoints.find(tenant_id, {}, sort=[("seq", DESCENDING)], limit=1, projection={"_id": 0, "_outbox": 0})
-        return docs[0] if docs else None
-
-    async def tenant_setting(self, tenant_id: str, name: str, default: Any) -> Any:
-        doc = await self.settings.find_one(tenant_id, {})
-        return default if doc is None or doc.get(name) is None else doc[name]

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from pydantic import BaseModel
 
-from shared import commands, commands_custody
+from shared import commands, commands_custody, export_formats
 
 from . import account_schemas, accounts, schemas, views, views_accounts, views_audit, views_custody, views_policy
 from .auth import Unauthorized
@@ -129,7 +129,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/audit/checkpoints", views_audit.list_checkpoints, "operator", "audit.read", "List signed checkpoints of the audit chain"),
     Route("GET", "/v1/audit/signing-key", views_audit.signing_key, "operator", "audit.read", "Public keys that sign audit checkpoints"),
     Route("GET", "/v1/audit/status", views_audit.audit_status, "operator", "audit.read", "Audit chain head, checkpoint, ingestion lag and queue depth"),
-    Route("GET", "/v1/audit/export", views_audit.export, "operator", "audit.export", "Stream a time range as CEF, LEEF, RFC 5424 syslog, JSON lines or chained records"),
+    Route("GET", "/v1/audit/export", views_audit.export, "operator", "audit.export", "Stream a time range as " + export_formats.labels()),
     Route("POST", "/v1/audit/forwarders", views_audit.create_forwarder, "operator", "audit.forwarders.manage", "Create a continuous SIEM forwarder (syslog TCP/TLS, signed webhook)", None, 201),
     Route("GET", "/v1/audit/forwarders", views_audit.list_forwarders, "operator", "audit.read", "List forwarders with cursor, lag and last error"),
     Route("GET", "/v1/audit/forwarders/{forwarder_id}", views_audit.get_forwarder, "operator", "audit.read", "Show a forwarder with cursor, lag and last error"),

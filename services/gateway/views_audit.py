@@ -10,6 +10,7 @@ import base64
 import structlog
 from aiohttp import web
 
+from shared import export_formats
 from shared.rpc import ProblemError
 
 from .views import _call, _json, json_object
@@ -38,7 +39,6 @@ async def audit_status(request: web.Request) -> web.Response:
 
 
 EXPORT_PAGE = 1000
-_EXPORT_TYPES = {"jsonl": "application/x-ndjson", "records": "application/x-ndjson"}
 
 
 async def export(request: web.Request) -> web.StreamResponse:
@@ -48,17 +48,17 @@ async def export(request: web.Request) -> web.StreamResponse:
     """
     params = dict(request.query)
     if not params.get("format"):
-        raise ProblemError(400, "Bad Request", "format is required (cef, leef, syslog, jsonl, records)", "format")
+        raise ProblemError(400, "Bad Request", f"format is required ({', '.join(export_formats.NAMES)})", "format")
     if "limit" in params:
         raise ProblemError(400, "Bad Request", "export pages itself; limit is not accepted", "limit")
     params.setdefault("after", "0")
     page = await _call(request, "auditsvc", "export_page", **params, limit=EXPORT_PAGE)
-    fmt = params["format"]
+    fmt = export_formats.BY_NAME[params["format"]]  # auditsvc refused any other name
     response = web.StreamResponse(headers={
-        "Content-Disposition": f'attachment; filename="audit-export.{fmt}"',
+        "Content-Disposition": f'attachment; filename="audit-export.{fmt.extension}"',
         "X-Record-Count": str(page.get("total", 0)),
     })
-    response.content_type = _EXPORT_TYPES.get(fmt, "text/plain")
+    response.content_type = fmt.media_type
     response.charset = "utf-8"
     response.enable_chunked_encoding()
     await response.prepare(request)
@@ -76,7 +76,7 @@ async def export(request: web.Request) -> web.StreamResponse:
         log.warning("audit_export_aborted", sent=sent, error=str(exc))
         return _cut(request, response)
     await response.write_eof()
-    log.info("audit_exported", format=fmt, records=sent)
+    log.info("audit_exported", format=fmt.name, records=sent)
     return response
 
 

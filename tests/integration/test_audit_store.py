@@ -126,14 +126,17 @@ async def test_a_restart_keeps_counting_towards_the_next_checkpoint(mongo_client
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from services.auditsvc.checkpoints import Checkpointer
+    from services.auditsvc.store_checkpoints import CheckpointStore
     from shared.outbox import Outbox
 
     store = await _store(mongo_client, db_prefix)
+    checkpoints = CheckpointStore(mongo_client[f"{db_prefix}auditsvc"])
+    await checkpoints.create_indexes()
     key = Ed25519PrivateKey.generate()
     clock = [1000.0]
 
     def checkpointer() -> Checkpointer:
-        return Checkpointer(store, Outbox(rabbit_bus.publish, store.outbox_collections), key,
+        return Checkpointer(store, checkpoints, Outbox(rabbit_bus.publish, [checkpoints.collection]), key,
                             every_records=500, every_seconds=3600, clock=lambda: clock[0])
 
     first = checkpointer()
@@ -141,23 +144,23 @@ async def test_a_restart_keeps_counting_towards_the_next_checkpoint(mongo_client
     heads = handlers.ChainHeads(store)
     stream = [_event("ten_a", i) for i in range(800)]
     await handlers.ingest(stream[:300], store=store, heads=heads, checkpointer=first)
-    assert await store.last_checkpoint("ten_a") is None
+    assert await checkpoints.last_checkpoint("ten_a") is None
 
     # A new process: 300 records are already waiting, so 200 more make the 500.
     second = checkpointer()
     await second.load()
     heads = handlers.ChainHeads(store)
     await handlers.ingest(stream[300:499], store=store, heads=heads, checkpointer=second)
-    assert await store.last_checkpoint("ten_a") is None
+    assert await checkpoints.last_checkpoint("ten_a") is None
     await handlers.ingest(stream[499:500], store=store, heads=heads, checkpointer=second)
-    assert (await store.last_checkpoint("ten_a"))["seq"] == 500
+    assert (await checkpoints.last_checkpoint("ten_a"))["seq"] == 500
 
     # After a restart the time interval runs from the last checkpoint, not from the restart.
     await handlers.ingest(stream[500:510], store=store, heads=heads, checkpointer=second)
     third = checkpointer()
     await third.load()
     await third.due()  # every_seconds is an hour; the checkpoint at seq 500 was signed just now
-    assert (await store.last_checkpoint("ten_a"))["seq"] == 500
+    assert (await checkpoints.last_checkpoint("ten_a"))["seq"] == 500
     clock[0] += 3600
     await third.due()
-    assert (await store.last_checkpoint("ten_a"))["seq"] == 510
+    assert (await checkpoints.last_checkpoint("ten_a"))["seq"] == 510

@@ -6,12 +6,9 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from pydantic import ValidationError
 
 from services.auditsvc.chain import ChainHead
 from services.auditsvc.forwarding import (
-    ForwarderChange,
-    ForwarderSpec,
     backoff_seconds,
     selected,
     syslog_payload,
@@ -19,6 +16,8 @@ from services.auditsvc.forwarding import (
     webhook_body,
     webhook_signature,
 )
+from shared.commands_audit import ForwarderChange, ForwarderSpec
+from shared.rpc import ProblemError
 
 
 def _records(n: int) -> list[dict]:
@@ -100,13 +99,13 @@ def test_destinations_never_show_a_query_string():
     {"name": "x", "kind": "syslog_tcp", "host": "h", "port": 514, "event_types": ["key..created"]},
 ])
 def test_inconsistent_specs_are_refused(spec):
-    with pytest.raises(ValidationError):
+    with pytest.raises(ProblemError):
         ForwarderSpec.model_validate(spec)
 
 
 def test_changes_validate_patterns_and_refuse_destination_changes():
     assert ForwarderChange(event_types=["approval.#"]).event_types == ["approval.#"]
-    with pytest.raises(ValidationError):
+    with pytest.raises(ProblemError):
         ForwarderChange(event_types=["*.*!"])
-    with pytest.raises(ValidationError):
+    with pytest.raises(ProblemError):
         ForwarderChange.model_validate({"url": "https://elsewhere"})
