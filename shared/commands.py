@@ -11,6 +11,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .key_states import OPERATOR_ACTIONS
+
+# Derived from the one declaration of the lifecycle, so a new action reaches the edge by itself.
+OperatorAction = Literal[OPERATOR_ACTIONS]  # type: ignore[valid-type]
 NAME = r"^[A-Za-z0-9][A-Za-z0-9 ._:/@-]{0,127}$"
 
 
@@ -43,7 +47,7 @@ class CreateKey(Strict):
 class ChangeKeyState(Strict):
     """A lifecycle action from NIST SP 800-57: suspend, resume, deactivate, mark_compromised, activate."""
 
-    action: Literal["activate", "suspend", "resume", "deactivate", "mark_compromised"]
+    action: OperatorAction
     reason: str = Field(min_length=1, max_length=500)
 
 

@@ -20,12 +20,12 @@ from shared import outbox
 from shared.events import Event
 from shared.group_insert import GroupInserter
 from shared.group_read import GroupReader
+from shared.key_states import ROTATABLE_STATES
 from shared.store import DuplicateKeyError, TenantCollection
 
 from .keys import Key, KeyState, KeyVersion, KeyVersions, ReleaseView
 
 SYSTEM_TENANT = "_custody"
-_ROTATING = (KeyState.PRE_ACTIVATION, KeyState.ACTIVE, KeyState.SUSPENDED)
 
 _RELEASE_FIELDS = {"_id": 0, "key_id": 1, "algorithm": 1, "state": 1, "latest_version": 1,
                    "min_decryption_version": 1, "latest_material": 1}
@@ -209,7 +209,7 @@ def _head_doc(key: Key) -> dict[str, Any]:
     doc["state"] = str(key.state)
     # Indexed, so the rotation scheduler finds due keys without scanning.
     doc["next_rotation_at"] = None
-    if key.rotation_period_seconds and key.state in _ROTATING:
+    if key.rotation_period_seconds and key.state in ROTATABLE_STATES:
         latest = key.versions[key.latest_version].created_at
         doc["next_rotation_at"] = latest + timedelta(seconds=key.rotation_period_seconds)
     # A copy of the latest version's material, so a release reads one document (load_release_view).
