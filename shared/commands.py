@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 from .key_states import OPERATOR_ACTIONS
 
@@ -31,6 +31,51 @@ def raw32_base64(value: str, what: str) -> str:
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class NoParams(Strict):
+    """A method that takes no parameters."""
+
+
+class Reply(BaseModel):
+    """An RPC result: exactly the fields a handler set go on the wire, so an optional key that a
+    reply leaves out stays out (as when results were plain dicts)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    @model_serializer(mode="wrap")
+    def _set_fields_only(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return {k: v for k, v in handler(self).items() if k in self.model_fields_set}
+
+
+class KeyRef(Strict):
+    key_id: str
+
+
+class KeyView(Reply):
+    """What operators see of a key: metadata and version pointers, never material (times ISO 8601)."""
+
+    key_id: str
+    name: str
+    algorithm: str
+    state: str
+    latest_version: int
+    min_decryption_version: int
+    created_at: str
+    updated_at: str
+    volume: str | None = None
+    exportable: bool = False
+    rotation_period_seconds: int | None = None
+    activated_at: str | None = None
+    deactivated_at: str | None = None
+    compromised_at: str | None = None
+    destroyed_at: str | None = None
+    next_rotation_at: str | None = None
+
+
+class KeyList(Reply):
+    items: list[KeyView]
+    next: str | None
 
 
 class CreateKey(Strict):
@@ -71,3 +116,11 @@ class PutPolicy(Strict):
 class ListQuery(Strict):
     limit: int = Field(default=100, ge=1, le=1000)
     after: str | None = Field(default=None, max_length=200)
+
+
+class ChangeKeyStateCall(KeyRef):
+    change: ChangeKeyState
+
+
+class RotateKeyCall(KeyRef):
+    rotate: RotateKey

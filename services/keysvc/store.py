@@ -13,7 +13,7 @@ import secrets
 from datetime import datetime, timedelta
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, UpdateOne
+from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
 from shared import outbox
@@ -24,8 +24,14 @@ from shared.key_states import ROTATABLE_STATES
 from shared.store import DuplicateKeyError, TenantCollection
 
 from .keys import Key, KeyState, KeyVersion, KeyVersions, ReleaseView
+from .store_custody import CustodyQueries
+from .store_kek import KekRotationQueries
+from .store_root import SYSTEM_TENANT, RootQueries
 
-SYSTEM_TENANT = "_custody"
+__all__ = ["OUTBOX_AREAS", "SYSTEM_TENANT", "KeyStore", "public_view"]
+
+# Areas whose documents stage events for the outbox, by collection attribute.
+OUTBOX_AREAS = ("keys", "settings", "destructions", "kek_rotations", "custody")
 
 _RELEASE_FIELDS = {"_id": 0, "key_id": 1, "algorithm": 1, "state": 1, "latest_version": 1,
                    "min_decryption_version": 1, "latest_material": 1}
@@ -34,7 +40,9 @@ _HEAD_FIELDS = [
 ]
 
 
-class KeyStore:
+class KeyStore(CustodyQueries, KekRotationQueries, RootQueries):
+    """Every MongoDB query of keysvc, behind methods named for what they do (tenant id in each)."""
+
     def __init__(self, db: AsyncDatabase):
         self.keys = TenantCollection(db["keys"])
         self.versions = TenantCollection(db["key_versions"])
@@ -53,7 +61,13 @@ class KeyStore:
 
     @property
     def outbox_collections(self) -> list[Any]:
-        return [c.raw for c in (self.keys, self.settings, self.destructions, self.kek_rotations, self.custody)]
+        return [self.outbox_of(name) for name in OUTBOX_AREAS]
+
+    def outbox_of(self, area: str) -> Any:
+        """The collection whose documents stage an area's events (what Outbox.publish unstages from)."""
+        if area not in OUTBOX_AREAS:
+            raise KeyError(area)
+        return getattr(self, area).raw
 
     async def create_indexes(self) -> None:
         await self.keys.raw.create_index([("tenant_id", ASCENDING), ("key_id", ASCENDING)], unique=True)
@@ -81,7 +95,7 @@ class KeyStore:
 
     # --- keys -------------------------------------------------------------------------
 
-    async def insert_key(self, key: Key, event: Event) -> None:
+    async def insert_new_key(self, key: Key, event: Event) -> None:
         """Versions first, head last: a head is only visible once its material exists."""
         await self.versions.insert_many(key.tenant_id, [_version_doc(key, kv) for kv in key.versions.values()])
         await self.keys.insert(key.tenant_id, outbox.staged(_head_doc(key), event))
@@ -157,20 +171,22 @@ class KeyStore:
         docs = await self.versions.find(tenant_id, {"key_id": key_id}, projection={"version": 1, "wrapped": 1})
         return {d["version"]: (bytes(d["wrapped"]) if d.get("wrapped") is not None else None) for d in docs}
 
-    @staticmethod
-    async def bulk_swap(collection: TenantCollection, tenant_id: str, swaps: list[tuple[dict[str, Any], dict[str, Any]]]) -> int:
-        """Many compare-and-swap updates in one round trip (filters lead with _id, the tenant id added
-        to each); returns how many matched. A swap that lost simply matches nothing."""
-        if not swaps:
-            return 0
-        ops = [UpdateOne({**query, "tenant_id": tenant_id}, update) for query, update in swaps]
-        return (await collection.raw.bulk_write(ops, ordered=False)).matched_count
+    async def keys_due_for_rotation(self, now: datetime, *, limit: int) -> list[tuple[str, str]]:
+        """(tenant, key) of every head whose next rotation time has passed (indexed, all tenants)."""
+        heads = await self.keys.raw.find({"next_rotation_at": {"$lte": now}}, {"tenant_id": 1, "key_id": 1},
+                                         limit=limit).to_list(None)
+        return [(h["tenant_id"], h["key_id"]) for h in heads]
 
     # --- KEKs -------------------------------------------------------------------------
 
     async def current_kek(self, tenant_id: str) -> dict[str, Any] | None:
         docs = await self.keks.find(tenant_id, {}, sort=[("kek_version", DESCENDING)], limit=1)
         return docs[0] if docs else None
+
+    async def kek_versions(self, tenant_id: str) -> list[int]:
+        """The tenant's KEK versions, newest first."""
+        docs = await self.keks.find(tenant_id, {}, projection={"kek_version": 1}, sort=[("kek_version", DESCENDING)])
+        return [d["kek_version"] for d in docs]
 
     async def kek(self, tenant_id: str, version: int) -> dict[str, Any] | None:
         return await self.keks.find_one(tenant_id, {"kek_version": version})
@@ -193,6 +209,19 @@ class KeyStore:
 
     async def find_release(self, tenant_id: str, request_id: str) -> dict[str, Any] | None:
         return await self.releases.find_one(tenant_id, {"request_id": request_id})
+
+    async def find_device_release(self, tenant_id: str, request_id: str, device_id: str) -> dict[str, Any] | None:
+        """One device's recorded release outcome (an agent collecting what it waited for)."""
+        return await self.releases.find_one(tenant_id, {"request_id": request_id, "device_id": device_id})
+
+    async def releases_since(self, tenant_id: str, key_id: str, since: datetime) -> list[dict[str, Any]]:
+        """The key's released (not refused) versions since a time, newest first, for dependency reports."""
+        # Filtered on exactly the indexed fields (tenant, key, time); refusals are dropped here.
+        docs = await self.releases.find(
+            tenant_id, {"key_id": key_id, "at": {"$gte": since}},
+            projection={"device_id": 1, "at": 1, "key_version": 1, "released": 1}, sort=[("at", DESCENDING)], limit=10_000,
+        )
+        return [d for d in docs if d.get("released")]
 
     async def record_release(self, tenant_id: str, doc: dict[str, Any]) -> bool:
         """False when this request was already answered (a redelivery)."""
