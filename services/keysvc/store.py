@@ -8,9 +8,8 @@ the plaintext data key is never written anywhere.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import secrets
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
@@ -20,10 +19,13 @@ from shared import outbox
 from shared.events import Event
 from shared.group_insert import GroupInserter
 from shared.group_read import GroupReader
-from shared.key_states import ROTATABLE_STATES
 from shared.store import DuplicateKeyError, TenantCollection
 
-from .keys import Key, KeyState, KeyVersion, KeyVersions, ReleaseView
+# bench/custody_bench.py seeds heads and versions through these two names.
+from .key_docs import head_doc as _head_doc
+from .key_docs import key_from, public_view, release_view_from
+from .key_docs import version_doc as _version_doc
+from .keys import Key, ReleaseView
 from .store_custody import CustodyQueries
 from .store_kek import KekRotationQueries
 from .store_root import SYSTEM_TENANT, RootQueries
@@ -35,9 +37,6 @@ OUTBOX_AREAS = ("keys", "settings", "destructions", "kek_rotations", "custody")
 
 _RELEASE_FIELDS = {"_id": 0, "key_id": 1, "algorithm": 1, "state": 1, "latest_version": 1,
                    "min_decryption_version": 1, "latest_material": 1}
-_HEAD_FIELDS = [
-    f.name for f in dataclasses.fields(Key) if f.name not in ("versions", "tenant_id", "key_id")
-]
 
 
 class KeyStore(CustodyQueries, KekRotationQueries, RootQueries):
@@ -108,21 +107,14 @@ class KeyStore(CustodyQueries, KekRotationQueries, RootQueries):
         )
         if head is None:
             return None
-        return _key_from(head, docs)
+        return key_from(head, docs)
 
     async def load_release_view(self, tenant_id: str, key_id: str) -> ReleaseView | None:
         """One indexed read of the head (grouped with concurrent misses): what releasing the latest
         version needs. None when the key is missing or its head predates the latest-material copy
         (load_key then)."""
         head = await self._release_views.find_one(tenant_id, key_id)
-        if head is None or "latest_material" not in head:
-            return None
-        m = head["latest_material"]
-        latest = KeyVersion(version=m["version"], created_at=m["created_at"], kek_version=m["kek_version"],
-                            wrapped=bytes(m["wrapped"]) if m.get("wrapped") is not None else None)
-        return ReleaseView(tenant_id=tenant_id, key_id=key_id, algorithm=head["algorithm"], state=KeyState(head["state"]),
-                           latest_version=head["latest_version"], min_decryption_version=head["min_decryption_version"],
-                           versions={latest.version: latest})
+        return None if head is None else release_view_from(tenant_id, key_id, head)
 
     async def list_heads(self, tenant_id: str, *, limit: int = 100, after: str | None = None) -> list[dict[str, Any]]:
         query = {"key_id": {"$gt": after}} if after else {}
@@ -231,56 +223,3 @@ class KeyStore(CustodyQueries, KekRotationQueries, RootQueries):
         """A recorded release that never left (its audit record could not be queued) becomes a refusal."""
         await self.releases.update_one(tenant_id, {"request_id": request_id, "released": True}, {"$set": {
             "released": False, "key_version": None, "outcome": outcome_json}})
-
-
-def _head_doc(key: Key) -> dict[str, Any]:
-    doc = {name: getattr(key, name) for name in _HEAD_FIELDS}
-    doc["state"] = str(key.state)
-    # Indexed, so the rotation scheduler finds due keys without scanning.
-    doc["next_rotation_at"] = None
-    if key.rotation_period_seconds and key.state in ROTATABLE_STATES:
-        latest = key.versions[key.latest_version].created_at
-        doc["next_rotation_at"] = latest + timedelta(seconds=key.rotation_period_seconds)
-    # A copy of the latest version's material, so a release reads one document (load_release_view).
-    latest = key.versions[key.latest_version]
-    doc["latest_material"] = {"version": latest.version, "created_at": latest.created_at, "wrapped": latest.wrapped,
-                              "kek_version": latest.kek_version}
-    return {"key_id": key.key_id, **doc}
-
-
-def _version_doc(key: Key, kv: KeyVersion) -> dict[str, Any]:
-    return {
-        "key_id": key.key_id,
-        "version": kv.version,
-        "created_at": kv.created_at,
-        "wrapped": kv.wrapped,
-        "kek_version": kv.kek_version,
-    }
-
-
-def _key_from(head: dict[str, Any], version_docs: list[dict[str, Any]]) -> Key:
-    versions = KeyVersions(
-        [
-            KeyVersion(
-                version=d["version"],
-                created_at=d["created_at"],
-                wrapped=bytes(d["wrapped"]) if d.get("wrapped") is not None else None,
-                kek_version=d["kek_version"],
-            )
-            for d in version_docs[: head["latest_version"]]
-        ]
-    )
-    fields = {name: head.get(name) for name in _HEAD_FIELDS}
-    fields["state"] = KeyState(head["state"])
-    return Key(tenant_id=head["tenant_id"], key_id=head["key_id"], versions=versions, **fields)
-
-
-def public_view(head: dict[str, Any] | Key) -> dict[str, Any]:
-    """What operators see of a key: metadata, never material."""
-    if isinstance(head, Key):
-        head = _head_doc(head)
-    out = {k: v for k, v in head.items() if k not in ("_id", "tenant_id", "_outbox", "latest_material")}
-    for k, v in out.items():
-        if isinstance(v, datetime):
-            out[k] = v.isoformat()
-    return out
