@@ -39,9 +39,9 @@ class NoParams(Strict):
 
 class Reply(BaseModel):
     """An RPC result: exactly the fields a handler set go on the wire, so an optional key that a
-    reply leaves out stays out (as when results were plain dicts)."""
+    reply leaves out stays out (as when results were plain dicts). An undeclared key is refused, never dropped."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     @model_serializer(mode="wrap")
     def _set_fields_only(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:

@@ -14,7 +14,8 @@ from .cache import KeyCache
 from .clock import now as _now
 from .handlers_common import event_fields, existing, save, sealed, tenant_settings, unprocessable
 from .hierarchy import KeyHierarchy, Sealed
-from .store import KeyStore, public_view
+from .key_docs import public_view
+from .store import KeyStore
 
 
 def _view(key: domain.Key) -> commands.KeyView:

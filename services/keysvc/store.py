@@ -1,4 +1,5 @@
-"""keysvc's collections: key heads, key versions, tenant KEKs and the release ledger.
+"""keysvc's MongoDB store: key heads, key versions, tenant KEKs and the release ledger here, the
+other areas' queries in store_custody.py, store_kek.py and store_root.py (mixed into KeyStore).
 
 Versions live in their own collection so that rotating a key writes one small document
 whatever the number of versions. Wrapped material is ciphertext under the tenant KEK;
@@ -23,14 +24,14 @@ from shared.store import DuplicateKeyError, TenantCollection
 
 # bench/custody_bench.py seeds heads and versions through these two names.
 from .key_docs import head_doc as _head_doc
-from .key_docs import key_from, public_view, release_view_from
+from .key_docs import key_from, release_view_from
 from .key_docs import version_doc as _version_doc
 from .keys import Key, ReleaseView
 from .store_custody import CustodyQueries
 from .store_kek import KekRotationQueries
 from .store_root import SYSTEM_TENANT, RootQueries
 
-__all__ = ["OUTBOX_AREAS", "SYSTEM_TENANT", "KeyStore", "public_view"]
+__all__ = ["OUTBOX_AREAS", "SYSTEM_TENANT", "KeyStore"]
 
 # Areas whose documents stage events for the outbox, by collection attribute.
 OUTBOX_AREAS = ("keys", "settings", "destructions", "kek_rotations", "custody")
