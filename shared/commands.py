@@ -9,8 +9,12 @@ from __future__ import annotations
 import base64
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
+from .key_states import OPERATOR_ACTIONS
+
+# Derived from the one declaration of the lifecycle, so a new action reaches the edge by itself.
+OperatorAction = Literal[OPERATOR_ACTIONS]  # type: ignore[valid-type]
 NAME = r"^[A-Za-z0-9][A-Za-z0-9 ._:/@-]{0,127}$"
 
 
@@ -29,6 +33,51 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
 
+class NoParams(Strict):
+    """A method that takes no parameters."""
+
+
+class Reply(BaseModel):
+    """An RPC result: exactly the fields a handler set go on the wire, so an optional key that a
+    reply leaves out stays out (as when results were plain dicts). An undeclared key is refused, never dropped."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @model_serializer(mode="wrap")
+    def _set_fields_only(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return {k: v for k, v in handler(self).items() if k in self.model_fields_set}
+
+
+class KeyRef(Strict):
+    key_id: str
+
+
+class KeyView(Reply):
+    """What operators see of a key: metadata and version pointers, never material (times ISO 8601)."""
+
+    key_id: str
+    name: str
+    algorithm: str
+    state: str
+    latest_version: int
+    min_decryption_version: int
+    created_at: str
+    updated_at: str
+    volume: str | None = None
+    exportable: bool = False
+    rotation_period_seconds: int | None = None
+    activated_at: str | None = None
+    deactivated_at: str | None = None
+    compromised_at: str | None = None
+    destroyed_at: str | None = None
+    next_rotation_at: str | None = None
+
+
+class KeyList(Reply):
+    items: list[KeyView]
+    next: str | None
+
+
 class CreateKey(Strict):
     """Create a volume key: its first version is generated and wrapped in custody."""
 
@@ -43,7 +92,7 @@ class CreateKey(Strict):
 class ChangeKeyState(Strict):
     """A lifecycle action from NIST SP 800-57: suspend, resume, deactivate, mark_compromised, activate."""
 
-    action: Literal["activate", "suspend", "resume", "deactivate", "mark_compromised"]
+    action: OperatorAction
     reason: str = Field(min_length=1, max_length=500)
 
 
@@ -67,3 +116,11 @@ class PutPolicy(Strict):
 class ListQuery(Strict):
     limit: int = Field(default=100, ge=1, le=1000)
     after: str | None = Field(default=None, max_length=200)
+
+
+class ChangeKeyStateCall(KeyRef):
+    change: ChangeKeyState
+
+
+class RotateKeyCall(KeyRef):
+    rotate: RotateKey

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import base64
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from .commands import NAME, Strict, raw32_base64
+from .commands import NAME, KeyRef, Reply, Strict, raw32_base64
 
 MAX_WAIT_SECONDS = 30 * 86400
-
-
 
 
 def _base64(value: str, what: str, *, max_bytes: int) -> str:
@@ -30,7 +28,8 @@ class CustodySettingsBody(Strict):
     min_key_bits: Literal[128, 192, 256] = 128
     destruction_wait_days: int = Field(default=7, ge=7, le=30)
     dependency_window_days: int = Field(default=30, ge=1, le=365)
-    export_deactivated: bool = Field(default=False, description="Allow wrapped export of deactivated/compromised keys for re-encryption")
+    export_deactivated: bool = Field(
+        default=False, description="Allow wrapped export of deactivated/compromised keys for re-encryption")
 
 
 class SetMinDecryptionVersion(Strict):
@@ -142,3 +141,226 @@ class ExportKey(Strict):
     @classmethod
     def _b64(cls, value: str) -> str:
         return _base64(value, "public_key", max_bytes=2048)
+
+
+# --- RPC params: the path's key id with the body under its name ---------------------------------
+
+
+class SetMinDecryptionVersionCall(KeyRef):
+    change: SetMinDecryptionVersion
+
+
+class ScheduleDestructionCall(KeyRef):
+    schedule: ScheduleDestruction
+
+
+class ApproveDestructionCall(KeyRef):
+    approve: ApproveDestruction
+
+
+class CancelDestructionCall(KeyRef):
+    cancel: CancelDestruction
+
+
+class ExportKeyCall(KeyRef):
+    export: ExportKey
+
+
+class ReleaseRef(Strict):
+    """One device's request, as the device that made it asks for its outcome."""
+
+    request_id: str
+    device_id: str
+
+
+# --- RPC results (JSON exactly as the gateway has always passed on) ------------------------------
+
+
+class DeviceDependency(Reply):
+    device_id: str
+    releases: int
+    last_release_at: str
+    versions: list[int]
+
+
+class DependencyReport(Reply):
+    """Which devices received the key within the window (from the release ledger)."""
+
+    key_id: str
+    window_days: int
+    releases: int
+    devices: list[DeviceDependency]
+
+
+class DestructionView(Reply):
+    """A scheduled destruction (times ISO 8601); the certificate once it ran."""
+
+    key_id: str
+    destruction_id: str
+    scheduled_by: str
+    scheduled_at: str
+    not_before: str
+    reason: str
+    status: str
+    approvals: list[str]
+    forced: bool
+    dependent_releases: int
+    cancelled_by: str | None = None
+    destroyed_at: str | None = None
+    certificate: dict[str, Any] | None = None
+    signature: str | None = None
+    dependencies: DependencyReport | None = None
+    ready: bool | None = None
+    waiting_for: str | None = None
+
+
+class CertificateView(Reply):
+    certificate: dict[str, Any]
+    signature: str
+    signing_key_id: str
+    algorithm: str
+    canonicalization: str
+
+
+class OffboardResult(Reply):
+    tenant_id: str
+    keys_destroyed: int
+    kek_versions_shredded: list[int]
+    wrapped_blobs_shredded: int
+
+
+class SigningKeyView(Reply):
+    algorithm: str
+    key_id: str
+    public_key: str
+    public_key_format: str
+    use: str
+
+
+class RekeyView(Reply):
+    status: str | None
+    new_fingerprint: str | None
+    previous_fingerprint: str | None
+    threshold: int | None
+    started_at: str | None
+    expires_at: str | None
+    switched_at: str | None
+    verified_shares: int
+
+
+class UnsealProgress(Reply):
+    submitted: int
+    needed: int | None
+
+
+class CustodyStatus(Reply):
+    sealed: bool
+    initialized: bool
+    root_fingerprint: str | None
+    threshold: int | None
+    custodians: int | None
+    generation: int | None
+    rekey: RekeyView | None
+    unseal_progress: UnsealProgress
+
+
+class SharesDelivery(Reply):
+    """New shares, each sealed to the requester's key, and keysvc's signature over the answer."""
+
+    sealed_shares: list[str]
+    recipient_public_key: str
+    signature: str
+    signing_public_key: str
+    signing_key_id: str
+    suite: str
+
+
+class CustodyInitialized(SharesDelivery):
+    root_fingerprint: str
+    threshold: int
+    note: str
+
+
+class RekeyStarted(SharesDelivery):
+    new_fingerprint: str
+    root_fingerprint: str | None
+    threshold: int
+    expires_at: str
+    note: str
+
+
+class TransportKey(Reply):
+    purpose: str
+    round_id: str
+    expires_at: str
+    public_key: str
+    signature: str
+    signing_public_key: str
+    signing_key_id: str
+    suite: str
+
+
+class UnsealResult(Reply):
+    sealed: bool
+    submitted: int
+    needed: int
+
+
+class RekeyVerified(Reply):
+    verified: bool
+    submitted: int
+    needed: int
+    root_fingerprint: str | None = None
+    previous_fingerprint: str | None = None
+
+
+class RekeyCancelled(Reply):
+    cancelled: str
+    root_fingerprint: str
+
+
+class KekRotationView(Reply):
+    rotation_id: str
+    from_version: int
+    to_version: int
+    status: str
+    rewrapped: int
+    total: int
+    started_at: str
+    started_by: str
+    cursor: Any = None
+    updated_at: str | None = None
+    finished_at: str | None = None
+
+
+class KekStatus(Reply):
+    kek_version: int | None
+    rotation: KekRotationView | None
+
+
+class ImportParams(Reply):
+    """A single-use import key, its token and the key id it will create (valid for 24 hours)."""
+
+    import_token: str
+    tenant_id: str
+    key_id: str
+    wrapping_algorithm: str
+    key_size: int
+    public_key: str
+    public_key_format: str
+    expires_at: str
+    hpke: dict[str, str] | None = None
+    hpke_info: str | None = None
+
+
+class ExportedKey(Reply):
+    key_id: str
+    key_version: int
+    algorithm: str
+    wrapping_algorithm: str
+    wrapped_key_material: str
+
+
+class ReleaseRecord(Reply):
+    request_id: str
+    outcome: str

@@ -3,183 +3,190 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
-from pathlib import Path
 
-import structlog
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pymongo import AsyncMongoClient
 
-from shared import commands, commands_custody
+from shared import commands as cmd
+from shared import commands_custody as cc
 from shared.bus import Bus
 from shared.outbox import Outbox
 from shared.rpc import Methods
 from shared.service import Running
 from shared.store import service_database
 
-from . import custody_handlers as custody
-from . import handlers, rekey, release_status, scheduler
+from . import (
+    handlers_byok,
+    handlers_destruction,
+    handlers_kek,
+    handlers_keys,
+    handlers_release,
+    handlers_root,
+    handlers_settings,
+    rekey,
+    scheduler,
+)
+from .cache import KeyCache
+from .handlers_root import Custody
 from .hierarchy import KeyHierarchy
-from .rootkey import RootKeyError, SealedFileRootKey, fingerprint
+from .keyfiles import root_key_from_settings, signing_key_from_settings
+from .rekey import unseal_fingerprints
+from .root_follow import follow_root
+from .rootkey import RootKeyError, fingerprint
 from .settings import KeySettings
-from .store import SYSTEM_TENANT, KeyStore
+from .signer import Signer
+from .store import KeyStore
 from .unseal import Peer, Unsealing
 
-log = structlog.get_logger("strongroom.keysvc")
+
+@dataclass
+class Parts:
+    """What the handlers are bound to, built once per instance."""
+
+    settings: KeySettings
+    store: KeyStore
+    hierarchy: KeyHierarchy
+    cache: KeyCache
+    outbox: Outbox
+    signer: Signer
+    custody: Custody
 
 
-def root_key_from_settings(settings: KeySettings) -> bytes | None:
-    """The configured root source (sealed file or PKCS#11); None leaves custody sealed until unsealed with shares."""
-    if settings.root_key_file and settings.root_key_passphrase:
-        return SealedFileRootKey(settings.root_key_file, settings.root_key_passphrase).load()
-    if settings.pkcs11_module and settings.pkcs11_wrapped_root_file:
-        from .pkcs11 import Pkcs11RootKey
-
-        return Pkcs11RootKey.from_settings(settings).load()
-    return None
-
-
-def signing_key_from_settings(settings: KeySettings) -> Ed25519PrivateKey:
-    """keysvc's certificate-signing key: the PEM file when configured (created 0600 if missing)."""
-    if settings.signing_key_file is None:
-        log.warning("keysvc_signing_key_ephemeral", hint="set STRONGROOM_KEYSVC_SIGNING_KEY_FILE to keep it across restarts")
-        return Ed25519PrivateKey.generate()
-    path = Path(settings.signing_key_file)
-    if not path.exists():
-        write_signing_key(path)
-    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    if not isinstance(key, Ed25519PrivateKey):
-        raise RootKeyError(f"{path} does not hold an Ed25519 private key")
-    return key
-
-
-def write_signing_key(path: Path) -> None:
-    import os
-
-    pem = Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(pem)
+def _key_methods(methods: Methods, p: Parts) -> None:
+    s, h, c, o = p.store, p.hierarchy, p.cache, p.outbox
+    methods.add("create_key", partial(handlers_keys.create_key, store=s, hierarchy=h, cache=c, outbox=o),
+                cmd.CreateKey, cmd.KeyView)
+    methods.add("get_key", partial(handlers_keys.get_key, cache=c), cmd.KeyRef, cmd.KeyView)
+    methods.add("get_release", partial(handlers_release.get_release, store=s), cc.ReleaseRef, cc.ReleaseRecord)
+    methods.add("list_keys", partial(handlers_keys.list_keys, store=s), cmd.ListQuery, cmd.KeyList)
+    methods.add("change_key_state", partial(handlers_keys.change_key_state, store=s, cache=c, outbox=o),
+                cmd.ChangeKeyStateCall, cmd.KeyView)
+    methods.add("rotate_key", partial(handlers_keys.rotate_key, store=s, hierarchy=h, cache=c, outbox=o),
+                cmd.RotateKeyCall, cmd.KeyView)
+    methods.add("set_min_decryption_version", partial(handlers_keys.set_min_decryption_version, store=s, cache=c, outbox=o),
+                cc.SetMinDecryptionVersionCall, cmd.KeyView)
+    methods.add("get_custody_settings", partial(handlers_settings.get_settings, store=s), cmd.NoParams,
+                cc.CustodySettingsBody)
+    methods.add("put_custody_settings", partial(handlers_settings.put_settings, store=s, outbox=o),
+                cc.CustodySettingsBody, cc.CustodySettingsBody)
+    methods.add("import_params", partial(handlers_byok.import_params, store=s, hierarchy=h), cc.ImportParamsQuery,
+                cc.ImportParams)
+    methods.add("import_key", partial(handlers_byok.import_key, store=s, hierarchy=h, cache=c, outbox=o),
+                cc.ImportKey, cmd.KeyView)
+    methods.add("rotate_kek", partial(handlers_kek.rotate_kek, store=s, hierarchy=h, outbox=o), cmd.NoParams,
+                cc.KekRotationView)
+    methods.add("kek_status", partial(handlers_kek.kek_status, store=s), cmd.NoParams, cc.KekStatus)
 
 
-async def follow_root(store: KeyStore, hierarchy: KeyHierarchy, unsealing: Unsealing, *, interval: float) -> None:
-    """Every instance, every tick: renew its registration, unseal from the round or a hand-off (or hand
-    the root on), and keep its roots in line with the root record (another instance's re-key)."""
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            await unsealing.register()
-            root_doc = await store.custody.find_one(SYSTEM_TENANT, {"name": "root"})
-            if root_doc is not None:
-                await unsealing.catch_up(root_doc, rekey.unseal_fingerprints(root_doc))
-            hierarchy.follow_root_record(root_doc)
-        except Exception:  # a store hiccup must not end the loop; the next tick retries
-            log.warning("root_follow_failed", exc_info=True)
+def _destruction_methods(methods: Methods, p: Parts) -> None:
+    s, c, o = p.store, p.cache, p.outbox
+    d = handlers_destruction
+    methods.add("get_dependencies", partial(d.get_dependencies, store=s, cache=c), cmd.KeyRef, cc.DependencyReport)
+    methods.add("schedule_destruction", partial(d.schedule_destruction, store=s, cache=c, outbox=o,
+                                                min_wait=timedelta(seconds=p.settings.min_destruction_wait_seconds)),
+                cc.ScheduleDestructionCall, cc.DestructionView)
+    methods.add("approve_destruction", partial(d.approve_destruction, store=s, outbox=o), cc.ApproveDestructionCall,
+                cc.DestructionView)
+    methods.add("cancel_destruction", partial(d.cancel_destruction, store=s, outbox=o), cc.CancelDestructionCall,
+                cc.DestructionView)
+    methods.add("get_destruction", partial(d.get_destruction, store=s), cmd.KeyRef, cc.DestructionView)
+    methods.add("get_destruction_certificate", partial(d.get_certificate, store=s), cmd.KeyRef, cc.CertificateView)
+    methods.add("offboard_tenant", partial(d.offboard_tenant, store=s, cache=c, hierarchy=p.hierarchy, outbox=o),
+                cmd.NoParams, cc.OffboardResult)
+    methods.add("signing_key", partial(d.signing_key, signer=p.signer), cmd.NoParams, cc.SigningKeyView)
+
+
+def _root_methods(methods: Methods, p: Parts, bus: Bus) -> None:
+    s, k, o, r = p.store, p.custody, p.outbox, handlers_root
+    methods.add("custody_status", partial(r.custody_status, store=s, custody=k), cmd.NoParams, cc.CustodyStatus)
+    methods.add("init_custody", partial(r.init_custody, store=s, custody=k, outbox=o), cc.InitCustody,
+                cc.CustodyInitialized)
+    methods.add("transport_key", partial(r.transport_key, store=s, custody=k), cc.TransportKeyRequest, cc.TransportKey)
+    methods.add("unseal", partial(r.submit_unseal_share, store=s, custody=k, bus_publish=bus.publish), cc.SealedShare,
+                cc.UnsealResult)
+    methods.add("rekey_root", partial(r.rekey_root, store=s, custody=k,
+                                      ttl=timedelta(seconds=p.settings.root_rekey_ttl_seconds)), cc.RekeyRoot, cc.RekeyStarted)
+    methods.add("verify_rekey", partial(r.verify_rekey, store=s, custody=k, outbox=o, batch=p.settings.kek_rewrap_batch),
+                cc.SealedShare, cc.RekeyVerified)
+    methods.add("cancel_rekey", partial(r.cancel_rekey, store=s, custody=k, outbox=o), cmd.NoParams, cc.RekeyCancelled)
+    methods.add("export_key", partial(handlers_byok.export_key, store=s, hierarchy=p.hierarchy, cache=p.cache,
+                                      bus_publish=bus.publish), cc.ExportKeyCall, cc.ExportedKey)
+
+
+def _jobs(p: Parts) -> dict[str, scheduler.Job]:
+    """The scheduler's jobs; none runs while custody is sealed, and a busy re-wrap pauses between batches."""
+    settings = p.settings
+
+    async def when_unsealed(job: scheduler.Job) -> int:
+        return 0 if p.hierarchy.sealed else await job()
+
+    async def paced(job: scheduler.Job) -> int:
+        done = await job()
+        if done and settings.kek_rewrap_pause_seconds:
+            await asyncio.sleep(settings.kek_rewrap_pause_seconds)
+        return done
+
+    rewrap = partial(handlers_kek.rewrap_step, store=p.store, hierarchy=p.hierarchy, cache=p.cache, outbox=p.outbox,
+                     batch=settings.kek_rewrap_batch)
+    root_rekey = partial(rekey.resume, p.store, p.hierarchy, p.outbox, batch=settings.kek_rewrap_batch,
+                         grace=timedelta(seconds=settings.root_rekey_grace_seconds))
+    return {
+        "destructions": partial(when_unsealed, partial(handlers_destruction.run_due_destructions, store=p.store,
+                                                       cache=p.cache, signer=p.signer, outbox=p.outbox)),
+        "rotations": partial(when_unsealed, partial(handlers_keys.rotate_due_keys, store=p.store, hierarchy=p.hierarchy,
+                                                    cache=p.cache, outbox=p.outbox)),
+        "kek_rewrap": partial(when_unsealed, partial(paced, rewrap)),
+        "root_rekey": partial(when_unsealed, partial(paced, root_rekey)),
+    }
 
 
 async def start(settings: KeySettings, *, bus: Bus, client: AsyncMongoClient, root_key: bytes | None) -> Running:
     store = KeyStore(service_database(client, "keysvc", prefix=settings.db_prefix))
     await store.create_indexes()
-    root_doc = await store.custody.find_one(SYSTEM_TENANT, {"name": "root"})
-    if root_key is not None and root_doc is not None and fingerprint(root_key) not in rekey.unseal_fingerprints(root_doc):
+    root_doc = await store.root_record()
+    if root_key is not None and root_doc is not None and fingerprint(root_key) not in unseal_fingerprints(root_doc):
         raise RootKeyError("the configured root key does not match custody's recorded root fingerprint")
     hierarchy = KeyHierarchy(store, root_key=root_key)
     hierarchy.follow_root_record(root_doc)
-    cache = handlers.KeyCache(store, settings.key_cache_size)
     outbox = Outbox(bus.publish, store.outbox_collections)
     await outbox.create_indexes()
     await outbox.relay()
-    signer = custody.Signer(signing_key_from_settings(settings))
+    signer = Signer(signing_key_from_settings(settings))
     unsealing = Unsealing(store, hierarchy, Peer(signer.private_key), ttl=timedelta(seconds=settings.lease_seconds))
     await unsealing.register()
-    state = custody.Custody(hierarchy=hierarchy, min_destruction_wait=timedelta(seconds=settings.min_destruction_wait_seconds),
-                            unsealing=unsealing, signing_key=signer.private_key)
+    custody = Custody(hierarchy=hierarchy, unsealing=unsealing, signing_key=signer.private_key)
+    p = Parts(settings, store, hierarchy, KeyCache(store, settings.key_cache_size), outbox, signer, custody)
 
     methods = Methods()
-    methods.add("create_key", partial(handlers.create_key, store=store, hierarchy=hierarchy, cache=cache, outbox=outbox), commands.CreateKey)
-    methods.add("get_key", partial(handlers.get_key, cache=cache))
-    methods.add("get_release", partial(release_status.get_release, store=store))  # agents polling approvals
-    methods.add("list_keys", partial(handlers.list_keys, store=store), commands.ListQuery)
-    methods.add("change_key_state", partial(handlers.change_key_state, store=store, cache=cache, outbox=outbox))
-    methods.add("rotate_key", partial(handlers.rotate_key, store=store, hierarchy=hierarchy, cache=cache, outbox=outbox))
-    # --- custody ---
-    methods.add("set_min_decryption_version", partial(handlers.set_min_decryption_version, store=store, cache=cache, outbox=outbox))
-    methods.add("get_custody_settings", partial(custody.get_settings, store=store))
-    methods.add("put_custody_settings", partial(custody.put_settings, store=store, outbox=outbox), commands_custody.CustodySettingsBody)
-    methods.add("get_dependencies", partial(custody.get_dependencies, store=store, cache=cache))
-    methods.add("schedule_destruction", partial(custody.schedule_destruction, store=store, cache=cache, custody=state, outbox=outbox))
-    methods.add("approve_destruction", partial(custody.approve_destruction, store=store, outbox=outbox))
-    methods.add("cancel_destruction", partial(custody.cancel_destruction, store=store, outbox=outbox))
-    methods.add("get_destruction", partial(custody.get_destruction, store=store))
-    methods.add("get_destruction_certificate", partial(custody.get_certificate, store=store, signer=signer))
-    methods.add("offboard_tenant", partial(custody.offboard_tenant, store=store, cache=cache, hierarchy=hierarchy, outbox=outbox))
-    methods.add("custody_status", partial(custody.custody_status, store=store, custody=state))
-    methods.add("init_custody", partial(custody.init_custody, store=store, custody=state, outbox=outbox), commands_custody.InitCustody)
-    methods.add("transport_key", partial(custody.transport_key, store=store, custody=state), commands_custody.TransportKeyRequest)
-    methods.add("unseal", partial(custody.submit_unseal_share, store=store, custody=state, bus_publish=bus.publish), commands_custody.SealedShare)
-    methods.add("rekey_root", partial(custody.rekey_root, store=store, custody=state,
-                                      ttl=timedelta(seconds=settings.root_rekey_ttl_seconds)), commands_custody.RekeyRoot)
-    methods.add("verify_rekey", partial(custody.verify_rekey, store=store, custody=state, outbox=outbox,
-                                        batch=settings.kek_rewrap_batch), commands_custody.SealedShare)
-    methods.add("cancel_rekey", partial(custody.cancel_rekey, store=store, custody=state, outbox=outbox))
-    methods.add("rotate_kek", partial(custody.rotate_kek, store=store, hierarchy=hierarchy, outbox=outbox))
-    methods.add("kek_status", partial(custody.kek_status, store=store))
-    methods.add("import_params", partial(custody.import_params, store=store, hierarchy=hierarchy))
-    methods.add("import_key", partial(custody.import_key, store=store, hierarchy=hierarchy, cache=cache, outbox=outbox), commands_custody.ImportKey)
-    methods.add("export_key", partial(custody.export_key, store=store, hierarchy=hierarchy, cache=cache, bus_publish=bus.publish))
-    methods.add("signing_key", partial(custody.signing_key, signer=signer))
-
-    await bus.listen(["key.state_changed", "key.rotated", "key.min_decryption_version_set"], partial(handlers.forget_changed_key, cache=cache))
-    await bus.listen(["custody.unseal_progress"], partial(custody.catch_up_unseal, store=store, custody=state))
+    _key_methods(methods, p)
+    _destruction_methods(methods, p)
+    _root_methods(methods, p, bus)
+    await bus.listen(["key.state_changed", "key.rotated", "key.min_decryption_version_set"],
+                     partial(handlers_release.forget_changed_key, cache=p.cache))
+    await bus.listen(["custody.unseal_progress"], partial(handlers_root.catch_up_unseal, store=store, custody=custody))
     await bus.listen(["kek.rotated", "tenant.keys_shredded", "key.destroyed"],
-                     partial(custody.forget_rotated_kek, cache=cache, hierarchy=hierarchy))
+                     partial(handlers_kek.forget_rotated_kek, cache=p.cache, hierarchy=hierarchy))
     await bus.subscribe(
         # Audit first: no key.released reaches the gateway unless its audit record is durably queued.
-        "keysvc", partial(handlers.release_key, store=store, hierarchy=hierarchy, cache=cache,
+        "keysvc", partial(handlers_release.release_key, store=store, hierarchy=hierarchy, cache=p.cache,
                           publish=bus.publish_audited, notify=bus.publish)
     )
     await bus.serve("keysvc", methods)
 
-    async def when_unsealed(job):
-        return 0 if hierarchy.sealed else await job()
-
-    async def rewrap() -> int:
-        done = await custody.rewrap_step(store=store, hierarchy=hierarchy, cache=cache, outbox=outbox,
-                                         batch=settings.kek_rewrap_batch)
-        if done and settings.kek_rewrap_pause_seconds:
-            await asyncio.sleep(settings.kek_rewrap_pause_seconds)
-        return done
-
-    async def root_rekey() -> int:
-        done = await rekey.resume(store, hierarchy, outbox, batch=settings.kek_rewrap_batch,
-                                  grace=timedelta(seconds=settings.root_rekey_grace_seconds))
-        if done and settings.kek_rewrap_pause_seconds:
-            await asyncio.sleep(settings.kek_rewrap_pause_seconds)
-        return done
-
-    lease = scheduler.Lease(store.leases, "keysvc-scheduler", seconds=settings.lease_seconds)
-    jobs = {
-        "destructions": partial(when_unsealed, partial(custody.run_due_destructions, store=store, cache=cache,
-                                                       hierarchy=hierarchy, signer=signer, outbox=outbox)),
-        "rotations": partial(when_unsealed, partial(handlers.rotate_due_keys, store=store, hierarchy=hierarchy,
-                                                    cache=cache, outbox=outbox)),
-        "kek_rewrap": partial(when_unsealed, rewrap),
-        "root_rekey": partial(when_unsealed, root_rekey),
-    }
+    lease = scheduler.Lease(store, "keysvc-scheduler", seconds=settings.lease_seconds)
     running = Running("keysvc")
     running.tasks.append(asyncio.create_task(outbox.run()))
-    running.tasks.append(asyncio.create_task(scheduler.run(lease, jobs, interval=settings.scheduler_interval_seconds)))
-    running.tasks.append(asyncio.create_task(follow_root(store, hierarchy, unsealing, interval=settings.scheduler_interval_seconds)))
+    interval = settings.scheduler_interval_seconds
+    running.tasks.append(asyncio.create_task(scheduler.run(lease, _jobs(p), interval=interval)))
+    running.tasks.append(asyncio.create_task(follow_root(store, hierarchy, unsealing, interval=interval)))
     running.on_stop.append(unsealing.withdraw)
     running.on_stop.append(lease.release)
     running.hierarchy = hierarchy  # type: ignore[attr-defined]
-    running.cache = cache  # type: ignore[attr-defined]
+    running.cache = p.cache  # type: ignore[attr-defined]
     return running
 
 
-__all__ = ["RootKeyError", "root_key_from_settings", "signing_key_from_settings", "start"]
+# The launchers (strongroom serve) read the root source through the composition root.
+__all__ = ["RootKeyError", "root_key_from_settings", "start"]

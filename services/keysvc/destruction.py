@@ -29,10 +29,15 @@ __all__ = [
     "approve",
     "cancel",
     "certificate",
+    "dependency_report",
+    "destroy_reason",
     "due",
+    "from_doc",
     "public_key_id",
+    "runnable",
     "schedule",
     "sign_certificate",
+    "to_doc",
     "verify_certificate",
 ]
 
@@ -62,7 +67,7 @@ class Destruction:
     scheduled_at: datetime
     not_before: datetime
     reason: str
-    status: str = "scheduled"  # scheduled -> cancelled | destroyed
+    status: str = "scheduled"  # scheduled -> cancelled | destroying -> destroyed
     approvals: tuple[str, ...] = ()
     forced: bool = False
     dependent_releases: int = 0
@@ -123,6 +128,46 @@ def due(d: Destruction, *, now: datetime) -> tuple[bool, str]:
     if now < d.not_before:
         return False, f"waiting period ends at {d.not_before.isoformat()}"
     return True, "approved and the waiting period is over"
+
+
+def from_doc(doc: dict[str, Any]) -> Destruction:
+    """A destruction from its stored document (extra stored fields, such as the certificate, ignored)."""
+    values = {k: doc[k] for k in Destruction.__dataclass_fields__ if k in doc}
+    values["approvals"] = tuple(doc.get("approvals", ()))
+    return Destruction(**values)
+
+
+def to_doc(d: Destruction) -> dict[str, Any]:
+    """The stored document of a destruction (its tenant id is added by the store)."""
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.__dict__.items() if k != "tenant_id"}
+
+
+def runnable(doc: dict[str, Any], *, now: datetime) -> bool:
+    """Whether the scheduler runs it now: approved and past its waiting period, or cut short while destroying."""
+    if doc["status"] == "destroying":
+        return True
+    return doc["status"] == "scheduled" and due(from_doc(doc), now=now)[0]
+
+
+def destroy_reason(d: Destruction) -> str:
+    """The reason the lifecycle transition records: who scheduled it and who approved it."""
+    return f"scheduled destruction {d.destruction_id} by {d.scheduled_by}, approved by {', '.join(d.approvals)}"
+
+
+def dependency_report(key_id: str, releases: list[dict[str, Any]], *, window_days: int) -> dict[str, Any]:
+    """Which devices received the key (its released versions, newest first) within the window."""
+    devices: dict[str, dict[str, Any]] = {}
+    for r in releases:
+        entry = devices.setdefault(r["device_id"], {"device_id": r["device_id"], "releases": 0,
+                                                    "last_release_at": r["at"].isoformat(), "versions": set()})
+        entry["releases"] += 1
+        entry["versions"].add(r.get("key_version"))
+    return {
+        "key_id": key_id,
+        "window_days": window_days,
+        "releases": len(releases),
+        "devices": [{**v, "versions": sorted(x for x in v["versions"] if x is not None)} for v in devices.values()],
+    }
 
 
 # --- certificate --------------------------------------------------------------------------

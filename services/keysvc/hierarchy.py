@@ -20,7 +20,7 @@ from shared.crypto.envelope import (
 )
 
 from .rootkey import fingerprint
-from .store import SYSTEM_TENANT, KeyStore
+from .store import KeyStore
 
 
 class Sealed(Exception):
@@ -135,7 +135,7 @@ class KeyHierarchy:
             self.retire_roots_except(doc["fingerprint"])
 
     async def refresh_roots(self) -> None:
-        self.follow_root_record(await self._store.custody.find_one(SYSTEM_TENANT, {"name": "root"}))
+        self.follow_root_record(await self._store.root_record())
 
     def root_key(self, fp: str) -> SecretBytes:
         return self._roots[fp]

@@ -6,8 +6,10 @@ import dataclasses
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import StrEnum
 from typing import Any
+
+from shared.key_states import ACTIONS as ACTION_RULES
+from shared.key_states import DESTROYED_STATES, ROTATABLE_STATES, STATES, KeyState
 
 __all__ = [
     "ACTIONS",
@@ -63,65 +65,11 @@ class VersionError(KeyDomainError):
     """A key version is missing, below min_decryption_version, or its material is destroyed."""
 
 
-class KeyState(StrEnum):
-    """NIST SP 800-57 Part 1 key states."""
-
-    PRE_ACTIVATION = "pre_activation"
-    ACTIVE = "active"
-    SUSPENDED = "suspended"
-    DEACTIVATED = "deactivated"
-    COMPROMISED = "compromised"
-    DESTROYED = "destroyed"
-    DESTROYED_COMPROMISED = "destroyed_compromised"
-
-
-# "reactivate" is an alias of "resume": both return a suspended key to service.
-ACTIONS: tuple[str, ...] = (
-    "activate",
-    "suspend",
-    "resume",
-    "reactivate",
-    "deactivate",
-    "mark_compromised",
-    "destroy",
-)
-_ALIASES = {"reactivate": "resume"}
-
-_S = KeyState
-# The whole lifecycle. Anything not listed is refused. Decisions beyond the NIST figure:
-# - destroy is allowed from pre_activation (never used), deactivated and compromised only.
-#   An active or suspended key must be deactivated first, so destruction is always a
-#   deliberate second step (as Vault's deletion_allowed) and a suspended key -- whose
-#   suspension is by definition temporary -- is never destroyed on the way.
-# - deactivated is final for use: no path leads back to active (NIST: deactivated keys
-#   may only process already-protected data).
-# - a destroyed key later found compromised moves to destroyed_compromised, which is terminal.
+# The lifecycle is declared once, in shared/key_states.py; these views of it serve the checks below.
+ACTIONS: tuple[str, ...] = tuple(ACTION_RULES)
+_ALIASES = {name: rule.alias_of for name, rule in ACTION_RULES.items() if rule.alias_of}
 TRANSITIONS: Mapping[tuple[KeyState, str], KeyState] = {
-    (_S.PRE_ACTIVATION, "activate"): _S.ACTIVE,
-    (_S.PRE_ACTIVATION, "mark_compromised"): _S.COMPROMISED,
-    (_S.PRE_ACTIVATION, "destroy"): _S.DESTROYED,
-    (_S.ACTIVE, "suspend"): _S.SUSPENDED,
-    (_S.ACTIVE, "deactivate"): _S.DEACTIVATED,
-    (_S.ACTIVE, "mark_compromised"): _S.COMPROMISED,
-    (_S.SUSPENDED, "resume"): _S.ACTIVE,
-    (_S.SUSPENDED, "deactivate"): _S.DEACTIVATED,
-    (_S.SUSPENDED, "mark_compromised"): _S.COMPROMISED,
-    (_S.DEACTIVATED, "mark_compromised"): _S.COMPROMISED,
-    (_S.DEACTIVATED, "destroy"): _S.DESTROYED,
-    (_S.COMPROMISED, "destroy"): _S.DESTROYED_COMPROMISED,
-    (_S.DESTROYED, "mark_compromised"): _S.DESTROYED_COMPROMISED,
-}
-
-_DESTROYED_STATES = frozenset({_S.DESTROYED, _S.DESTROYED_COMPROMISED})
-_ROTATABLE_STATES = frozenset({_S.PRE_ACTIVATION, _S.ACTIVE, _S.SUSPENDED})
-
-_NOT_RELEASABLE = {
-    _S.PRE_ACTIVATION: "key is in pre_activation; activate it before release",
-    _S.SUSPENDED: "key is suspended; resume it before release",
-    _S.DEACTIVATED: "key is deactivated; it may no longer be released (rotate into a new key)",
-    _S.COMPROMISED: "key is compromised; it must not be released",
-    _S.DESTROYED: "key is destroyed; its material no longer exists",
-    _S.DESTROYED_COMPROMISED: "key is destroyed and was compromised; its material no longer exists",
+    (state, action): target for state, rule in STATES.items() for action, target in rule.transitions.items()
 }
 
 ALGORITHMS: Mapping[str, int] = {"AES-128": 128, "AES-192": 192, "AES-256": 256}
@@ -182,7 +130,7 @@ class KeyVersions(Mapping[int, KeyVersion]):
             # Another snapshot of the same length may have appended first: then copy.
             if items[self._count] is kv:
                 return KeyVersions._view(items, self._count + 1)
-        return KeyVersions._view(self._items[: self._count] + [kv], self._count + 1)
+        return KeyVersions._view([*self._items[: self._count], kv], self._count + 1)
 
     def __getitem__(self, version: int) -> KeyVersion:
         if isinstance(version, int) and 1 <= version <= self._count:
@@ -333,7 +281,7 @@ def transition(
         changes["deactivated_at"] = now
     elif target in (KeyState.COMPROMISED, KeyState.DESTROYED_COMPROMISED) and key.compromised_at is None:
         changes["compromised_at"] = now
-    if target in _DESTROYED_STATES and key.state not in _DESTROYED_STATES:
+    if target in DESTROYED_STATES and key.state not in DESTROYED_STATES:
         # Security invariant: destruction erases every version's material; metadata stays for audit.
         changes["destroyed_at"] = now
         changes["versions"] = KeyVersions(
@@ -355,8 +303,9 @@ def transition(
 
 def releasable(key: Key | ReleaseView) -> tuple[bool, str]:
     """Whether the key's data key may be released now, with the reason either way."""
-    if key.state is not KeyState.ACTIVE:
-        return False, _NOT_RELEASABLE[key.state]
+    rule = STATES[key.state]
+    if not rule.releasable:
+        return False, rule.refusal
     latest = key.versions.get(key.latest_version)
     if latest is None or latest.destroyed:
         return False, f"latest version {key.latest_version} has no key material"
@@ -365,7 +314,7 @@ def releasable(key: Key | ReleaseView) -> tuple[bool, str]:
 
 def rotate(key: Key, *, wrapped_new: bytes, kek_version: int, now: datetime) -> Key:
     """Add a new latest version; older versions stay for decryption down to min_decryption_version."""
-    if key.state not in _ROTATABLE_STATES:
+    if key.state not in ROTATABLE_STATES:
         raise IllegalTransition(
             f"cannot rotate a key in state {key.state}; only pre_activation, active or suspended keys rotate",
             state=key.state,
@@ -380,7 +329,7 @@ def rotate(key: Key, *, wrapped_new: bytes, kek_version: int, now: datetime) -> 
 
 def rotation_due(key: Key, *, now: datetime) -> bool:
     """Whether the key has a rotation period and its latest version is at least that old."""
-    if key.rotation_period_seconds is None or key.state not in _ROTATABLE_STATES:
+    if key.rotation_period_seconds is None or key.state not in ROTATABLE_STATES:
         return False
     latest = key.versions[key.latest_version]
     return now - latest.created_at >= timedelta(seconds=key.rotation_period_seconds)
@@ -461,8 +410,9 @@ def exportable_now(key: Key, settings: CustodySettings) -> tuple[bool, str]:
     """Export (always wrapped to a caller's public key) needs an exportable key in an allowed state."""
     if not key.exportable:
         return False, "key was not created exportable; export is off for it"
-    if key.state is KeyState.ACTIVE:
+    rule = STATES[key.state]
+    if rule.releasable:
         return True, "key is active and exportable"
-    if key.state in (KeyState.DEACTIVATED, KeyState.COMPROMISED) and settings.export_deactivated:
+    if rule.decrypts and settings.export_deactivated:
         return True, f"key is {key.state}; the tenant allows export for re-encryption"
     return False, f"key is {key.state}; export is not allowed in this state"

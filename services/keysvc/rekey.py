@@ -21,33 +21,27 @@ the sealed incoming root). Every KEK write is a compare-and-swap on the blob it 
 
 from __future__ import annotations
 
-import secrets
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
 
 from shared import events
-from shared import outbox as staging
 from shared.crypto.envelope import aad_for, unwrap, wrap
 from shared.outbox import Outbox
 
-from .handlers import _now
+from .clock import aware as _aware
+from .clock import now as _now
 from .hierarchy import KeyHierarchy
 from .rootkey import ShareError, Unsealer, share_set_id
 from .store import SYSTEM_TENANT, KeyStore
 
 log = structlog.get_logger("strongroom.keysvc")
-ROOT = {"name": "root"}
 SERVICE = events.Actor(kind="service", id="keysvc")
 
 
 class RekeyConflict(Exception):
     """No re-key is pending, another one is, or it moved on meanwhile."""
-
-
-async def root_record(store: KeyStore) -> dict[str, Any] | None:
-    return await store.custody.find_one(SYSTEM_TENANT, ROOT)
 
 
 def unseal_fingerprints(doc: dict[str, Any]) -> tuple[str, ...]:
@@ -59,10 +53,6 @@ def unseal_fingerprints(doc: dict[str, Any]) -> tuple[str, ...]:
     return (doc["fingerprint"],)
 
 
-def _aware(at: datetime) -> datetime:
-    return at if at.tzinfo else at.replace(tzinfo=UTC)
-
-
 # --- begin, copy ---------------------------------------------------------------------------
 
 
@@ -71,32 +61,24 @@ async def begin(store: KeyStore, hierarchy: KeyHierarchy, new_root: bytes, *, th
     """Record the pending re-key (incoming root sealed under the outgoing one) and hold the incoming root."""
     old_fp = hierarchy.root_fingerprint
     assert old_fp is not None
-    if await root_record(store) is None:  # a configured root source that was never initialised with shares
-        await store.custody.update_one(SYSTEM_TENANT, ROOT, {"$setOnInsert": {
-            "fingerprint": old_fp, "generation": 0, "created_at": now}}, upsert=True)
+    if await store.root_record() is None:  # a configured root source that was never initialised with shares
+        await store.ensure_root_record(old_fp, now)
     new_fp = hierarchy.hold_incoming(new_root)
     rekey = {"previous_fingerprint": old_fp, "new_fingerprint": new_fp, "status": "copying", "threshold": threshold,
-             "shares": shares, "share_set": share_set, "sealed_root": hierarchy.seal_incoming(old_fp, new_fp), "verify_shares": [],
-             "started_at": now, "expires_at": now + ttl, "started_by": actor}
-    # rekey_request_id stays after the re-key: a redelivered request must not start a second one.
-    matched = await store.custody.update_one(
-        SYSTEM_TENANT, {**ROOT, "fingerprint": old_fp, "rekey": None, "rekey_request_id": {"$ne": request_id}},
-        {"$set": {"rekey": rekey, "rekey_request_id": request_id}},
-    )
-    if not matched:
-        hierarchy.follow_root_record(await root_record(store))
+             "shares": shares, "share_set": share_set, "sealed_root": hierarchy.seal_incoming(old_fp, new_fp),
+             "verify_shares": [], "started_at": now, "expires_at": now + ttl, "started_by": actor}
+    if not await store.begin_rekey(old_fp, rekey, request_id):
+        hierarchy.follow_root_record(await store.root_record())
         raise RekeyConflict("a root re-key is already pending (verify or cancel it first)")
     return new_fp
 
 
 async def copy_batch(store: KeyStore, hierarchy: KeyHierarchy, new_fp: str, *, batch: int) -> int:
     """Give up to `batch` KEKs without one a copy under the incoming root; 0 when none is left."""
-    docs = await store.keks.raw.find({"root_fp": {"$ne": new_fp}, "next_fp": {"$ne": new_fp}},
-                                     sort=[("_id", 1)], limit=batch).to_list(None)
+    docs = await store.keks_without_copy(new_fp, limit=batch)
     for doc in docs:
         blob = hierarchy.wrap_kek(doc["tenant_id"], doc["kek_version"], hierarchy.open_kek_doc(doc), root_fp=new_fp)
-        await store.keks.update_one(doc["tenant_id"], {"_id": doc["_id"], "wrapped": doc["wrapped"]},
-                                    {"$set": {"wrapped_next": blob, "next_fp": new_fp}})
+        await store.add_kek_copy(doc, blob, new_fp)
     return len(docs)
 
 
@@ -118,7 +100,7 @@ async def verify_share(store: KeyStore, hierarchy: KeyHierarchy, outbox: Outbox,
                        event_fields: dict[str, Any]) -> dict[str, Any]:
     """One custodian proves a new share. Shares wait in the record wrapped under the outgoing root
     (any unsealed instance may take the next one); the threshold-th switches to the new root."""
-    doc = await root_record(store)
+    doc = await store.root_record()
     rekey = (doc or {}).get("rekey")
     if rekey is None or rekey["status"] != "copying":
         raise RekeyConflict("no root re-key is waiting for verification")
@@ -137,11 +119,7 @@ async def verify_share(store: KeyStore, hierarchy: KeyHierarchy, outbox: Outbox,
     if root is None:
         if unsealer.progress.submitted == held:
             return {"verified": False, "submitted": held, "needed": unsealer.progress.needed}
-        matched = await store.custody.update_one(
-            SYSTEM_TENANT, {**ROOT, "rekey.new_fingerprint": new_fp, "rekey.status": "copying",
-                            "rekey.verify_shares": {"$size": held}},
-            {"$push": {"rekey.verify_shares": wrap(old_root, share.encode(), aad=_share_aad(new_fp))}})
-        if not matched:
+        if not await store.add_rekey_share(new_fp, held, wrap(old_root, share.encode(), aad=_share_aad(new_fp))):
             raise RekeyConflict("another share was submitted at the same moment; submit again")
         return {"verified": False, "submitted": held + 1, "needed": unsealer.progress.needed}
     hierarchy.add_root(root)
@@ -150,7 +128,7 @@ async def verify_share(store: KeyStore, hierarchy: KeyHierarchy, outbox: Outbox,
     event = events.CustodyRekeyed(**event_fields, root_fingerprint=new_fp, previous_fingerprint=old_fp,
                                   custodian_count=rekey["shares"], threshold=rekey["threshold"], keks_rewrapped=copied)
     await switch(store, hierarchy, doc or {}, event)
-    await outbox.publish(store.custody.raw, SYSTEM_TENANT, event)
+    await outbox.publish(store.outbox_of("custody"), SYSTEM_TENANT, event)
     # The copies are promoted by the scheduler (resume): every KEK already opens under the new root.
     log.info("custody_rekeyed", root_fingerprint=new_fp, previous_fingerprint=old_fp)
     return {"verified": True, "root_fingerprint": new_fp, "previous_fingerprint": old_fp,
@@ -159,31 +137,20 @@ async def verify_share(store: KeyStore, hierarchy: KeyHierarchy, outbox: Outbox,
 
 async def switch(store: KeyStore, hierarchy: KeyHierarchy, doc: dict[str, Any], event: events.CustodyRekeyed) -> None:
     """The commit point: the root record names the incoming root (event staged in the same write)."""
-    rekey = doc["rekey"]
-    now = _now()
-    matched = await store.custody.update_one(
-        SYSTEM_TENANT, {**ROOT, "fingerprint": rekey["previous_fingerprint"],
-                        "rekey.new_fingerprint": rekey["new_fingerprint"], "rekey.status": "copying"},
-        {"$set": {"fingerprint": rekey["new_fingerprint"], "previous_fingerprint": rekey["previous_fingerprint"],
-                  "threshold": rekey["threshold"], "shares": rekey["shares"], "generation": doc.get("generation", 0) + 1,
-                  "rekeyed_at": now, "rekey.status": "switched", "rekey.switched_at": now, "rekey.verify_shares": []},
-         **staging.push(event)},
-    )
-    if not matched:
+    if not await store.switch_root(doc, _now(), event):
         raise RekeyConflict("the re-key was cancelled or switched meanwhile")
-    hierarchy.make_primary(rekey["new_fingerprint"])
+    hierarchy.make_primary(doc["rekey"]["new_fingerprint"])
 
 
 async def promote_batch(store: KeyStore, hierarchy: KeyHierarchy, new_fp: str, *, batch: int) -> int:
     """Make each KEK's copy under the new root its only wrapping (re-wrapping any without a copy)."""
-    docs = await store.keks.raw.find({"root_fp": {"$ne": new_fp}}, sort=[("_id", 1)], limit=batch).to_list(None)
+    docs = await store.keks_not_under(new_fp, limit=batch)
     for doc in docs:
         if doc.get("next_fp") == new_fp and doc.get("wrapped_next") is not None:
             blob = doc["wrapped_next"]
         else:
             blob = hierarchy.wrap_kek(doc["tenant_id"], doc["kek_version"], hierarchy.open_kek_doc(doc), root_fp=new_fp)
-        await store.keks.update_one(doc["tenant_id"], {"_id": doc["_id"], "wrapped": doc["wrapped"]},
-                                    {"$set": {"wrapped": blob, "root_fp": new_fp}, "$unset": {"wrapped_next": "", "next_fp": ""}})
+        await store.promote_kek(doc, blob, new_fp)
     return len(docs)
 
 
@@ -199,7 +166,7 @@ async def promote_all(store: KeyStore, hierarchy: KeyHierarchy, new_fp: str, *, 
 
 async def resume(store: KeyStore, hierarchy: KeyHierarchy, outbox: Outbox, *, grace: timedelta, batch: int) -> int:
     """Scheduler job: copy (before the switch), promote and finish (after it), roll back an expired one."""
-    doc = await root_record(store)
+    doc = await store.root_record()
     rekey = (doc or {}).get("rekey")
     if rekey is None:
         return 0
@@ -228,38 +195,24 @@ async def roll_back(store: KeyStore, hierarchy: KeyHierarchy, outbox: Outbox, re
     """Abandon a re-key before its switch: drop the copies and the sealed incoming root; the current shares stay."""
     new_fp = rekey["new_fingerprint"]
     # Mark it first, so no verification can switch to it any more; then drop the copies and the record.
-    marked = await store.custody.update_one(
-        SYSTEM_TENANT, {**ROOT, "rekey.new_fingerprint": new_fp, "rekey.status": {"$in": ["copying", "rolling_back"]}},
-        {"$set": {"rekey.status": "rolling_back", "rekey.rollback_reason": reason}})
-    if not marked:
+    if not await store.mark_rekey_rolling_back(new_fp, reason):
         raise RekeyConflict("the re-key was switched or ended meanwhile")
-    await store.keks.raw.update_many({"next_fp": new_fp}, {"$unset": {"wrapped_next": "", "next_fp": ""}})
+    await store.drop_kek_copies(new_fp)
     event = events.CustodyRekeyRolledBack(tenant_id=SYSTEM_TENANT, actor=actor, root_fingerprint=rekey["previous_fingerprint"],
                                           abandoned_fingerprint=new_fp, reason=reason)
-    if await _clear(store, new_fp, "rolling_back", event):
-        await outbox.publish(store.custody.raw, SYSTEM_TENANT, event)
+    if await store.clear_rekey(new_fp, "rolling_back", event):
+        await outbox.publish(store.outbox_of("custody"), SYSTEM_TENANT, event)
         log.warning("custody_rekey_rolled_back", root_fingerprint=rekey["previous_fingerprint"], reason=reason)
     await hierarchy.refresh_roots()
 
 
 async def _finish(store: KeyStore, hierarchy: KeyHierarchy, rekey: dict[str, Any]) -> None:
     new_fp = rekey["new_fingerprint"]
-    if await store.keks.raw.find_one({"root_fp": {"$ne": new_fp}}, {"_id": 1}) is not None:
+    if await store.any_kek_not_under(new_fp):
         return  # written under the outgoing root meanwhile: the next tick promotes it first
-    if await _clear(store, new_fp, "switched", None):
+    if await store.clear_rekey(new_fp, "switched", None):
         log.info("custody_rekey_finished", root_fingerprint=new_fp, retired=rekey["previous_fingerprint"])
     await hierarchy.refresh_roots()
-
-
-async def _clear(store: KeyStore, new_fp: str, status: str, event: events.Event | None) -> bool:
-    """Shred the sealed incoming root and any waiting shares (overwrite, then drop the re-key state)."""
-    query = {**ROOT, "rekey.new_fingerprint": new_fp, "rekey.status": status}
-    await store.custody.update_one(SYSTEM_TENANT, query, {"$set": {"rekey.sealed_root": secrets.token_bytes(64),
-                                                                   "rekey.verify_shares": []}})
-    update: dict[str, Any] = {"$set": {"rekey": None}}
-    if event is not None:
-        update.update(staging.push(event))
-    return bool(await store.custody.update_one(SYSTEM_TENANT, query, update))
 
 
 __all__ = ["RekeyConflict", "begin", "copy_all", "promote_all", "resume", "roll_back", "unseal_fingerprints",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hmac
 import json
 import os
@@ -308,7 +309,7 @@ class RootKeySource(Protocol):
     """Where keysvc gets its root key.
 
     load() returns the key, or None when this source cannot produce it by itself (an unseal
-    that waits for operators' Shamir shares, see custody_handlers.submit_unseal_share). The
+    that waits for operators' Shamir shares, see handlers_root.submit_unseal_share). The
     PKCS#11 source (pkcs11.py) keeps an AES key inside the HSM that wraps the root key.
     """
 
@@ -348,10 +349,9 @@ class GeneratedRootKey:
 
     def load(self) -> bytes:
         if not self.path.exists():
-            try:
+            # Another process may generate it first: then use theirs.
+            with contextlib.suppress(FileExistsError):
                 _write_private_new(self.path, secrets.token_bytes(ROOT_KEY_BYTES))
-            except FileExistsError:
-                pass  # another process generated it first; use theirs
         root = _read_private(self.path)
         if len(root) != ROOT_KEY_BYTES:
             raise RootKeyError(f"{self.path} does not hold a {ROOT_KEY_BYTES}-byte root key")

@@ -17,16 +17,15 @@ from datetime import UTC, datetime, timedelta
 import structlog
 
 from shared.events import new_id
-from shared.store import DuplicateKeyError, TenantCollection
 
-from .store import SYSTEM_TENANT
+from .store_root import RootQueries
 
 log = structlog.get_logger("strongroom.keysvc")
 
 
 class Lease:
-    def __init__(self, collection: TenantCollection, name: str, *, seconds: float, holder: str | None = None):
-        self._collection = collection
+    def __init__(self, store: RootQueries, name: str, *, seconds: float, holder: str | None = None):
+        self._store = store
         self.name = name
         self.holder = holder or new_id("keysvc-")
         self._seconds = seconds
@@ -35,31 +34,18 @@ class Lease:
         """Take or renew the lease; False when another live holder has it (or won the race)."""
         now = datetime.now(UTC)
         expires_at = now + timedelta(seconds=self._seconds)
-        doc = await self._collection.find_one(SYSTEM_TENANT, {"name": self.name})
+        doc = await self._store.find_lease(self.name)
         if doc is None:
-            try:
-                await self._collection.insert(
-                    SYSTEM_TENANT, {"name": self.name, "holder": self.holder, "expires_at": expires_at, "version": 1}
-                )
-                return True
-            except DuplicateKeyError:
-                return False
+            return await self._store.insert_lease(self.name, self.holder, expires_at)
         if doc["holder"] != self.holder and doc["expires_at"] > now:
             return False
-        matched = await self._collection.update_one(
-            SYSTEM_TENANT, {"name": self.name, "version": doc["version"]},
-            {"$set": {"holder": self.holder, "expires_at": expires_at, "version": doc["version"] + 1}},
-        )
-        return bool(matched)
+        return await self._store.claim_lease(self.name, doc["version"], self.holder, expires_at)
 
     async def release(self) -> None:
         """Give the lease up at a clean stop so another instance need not wait for it to expire."""
-        doc = await self._collection.find_one(SYSTEM_TENANT, {"name": self.name, "holder": self.holder})
-        if doc is not None:
-            await self._collection.update_one(
-                SYSTEM_TENANT, {"name": self.name, "version": doc["version"]},
-                {"$set": {"expires_at": datetime.now(UTC), "version": doc["version"] + 1}},
-            )
+        doc = await self._store.find_lease(self.name)
+        if doc is not None and doc["holder"] == self.holder:
+            await self._store.expire_lease(self.name, doc["version"], datetime.now(UTC))
 
 
 Job = Callable[[], Awaitable[int]]

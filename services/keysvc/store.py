@@ -1,4 +1,5 @@
-"""keysvc's collections: key heads, key versions, tenant KEKs and the release ledger.
+"""keysvc's MongoDB store: key heads, key versions, tenant KEKs and the release ledger here, the
+other areas' queries in store_custody.py, store_kek.py and store_root.py (mixed into KeyStore).
 
 Versions live in their own collection so that rotating a key writes one small document
 whatever the number of versions. Wrapped material is ciphertext under the tenant KEK;
@@ -8,12 +9,11 @@ the plaintext data key is never written anywhere.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import secrets
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, UpdateOne
+from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
 from shared import outbox
@@ -22,19 +22,27 @@ from shared.group_insert import GroupInserter
 from shared.group_read import GroupReader
 from shared.store import DuplicateKeyError, TenantCollection
 
-from .keys import Key, KeyState, KeyVersion, KeyVersions, ReleaseView
+# bench/custody_bench.py seeds heads and versions through these two names.
+from .key_docs import head_doc as _head_doc
+from .key_docs import key_from, release_view_from
+from .key_docs import version_doc as _version_doc
+from .keys import Key, ReleaseView
+from .store_custody import CustodyQueries
+from .store_kek import KekRotationQueries
+from .store_root import SYSTEM_TENANT, RootQueries
 
-SYSTEM_TENANT = "_custody"
-_ROTATING = (KeyState.PRE_ACTIVATION, KeyState.ACTIVE, KeyState.SUSPENDED)
+__all__ = ["OUTBOX_AREAS", "SYSTEM_TENANT", "KeyStore"]
+
+# Areas whose documents stage events for the outbox, by collection attribute.
+OUTBOX_AREAS = ("keys", "settings", "destructions", "kek_rotations", "custody")
 
 _RELEASE_FIELDS = {"_id": 0, "key_id": 1, "algorithm": 1, "state": 1, "latest_version": 1,
                    "min_decryption_version": 1, "latest_material": 1}
-_HEAD_FIELDS = [
-    f.name for f in dataclasses.fields(Key) if f.name not in ("versions", "tenant_id", "key_id")
-]
 
 
-class KeyStore:
+class KeyStore(CustodyQueries, KekRotationQueries, RootQueries):
+    """Every MongoDB query of keysvc, behind methods named for what they do (tenant id in each)."""
+
     def __init__(self, db: AsyncDatabase):
         self.keys = TenantCollection(db["keys"])
         self.versions = TenantCollection(db["key_versions"])
@@ -53,7 +61,13 @@ class KeyStore:
 
     @property
     def outbox_collections(self) -> list[Any]:
-        return [c.raw for c in (self.keys, self.settings, self.destructions, self.kek_rotations, self.custody)]
+        return [self.outbox_of(name) for name in OUTBOX_AREAS]
+
+    def outbox_of(self, area: str) -> Any:
+        """The collection whose documents stage an area's events (what Outbox.publish unstages from)."""
+        if area not in OUTBOX_AREAS:
+            raise KeyError(area)
+        return getattr(self, area).raw
 
     async def create_indexes(self) -> None:
         await self.keys.raw.create_index([("tenant_id", ASCENDING), ("key_id", ASCENDING)], unique=True)
@@ -81,7 +95,7 @@ class KeyStore:
 
     # --- keys -------------------------------------------------------------------------
 
-    async def insert_key(self, key: Key, event: Event) -> None:
+    async def insert_new_key(self, key: Key, event: Event) -> None:
         """Versions first, head last: a head is only visible once its material exists."""
         await self.versions.insert_many(key.tenant_id, [_version_doc(key, kv) for kv in key.versions.values()])
         await self.keys.insert(key.tenant_id, outbox.staged(_head_doc(key), event))
@@ -94,21 +108,14 @@ class KeyStore:
         )
         if head is None:
             return None
-        return _key_from(head, docs)
+        return key_from(head, docs)
 
     async def load_release_view(self, tenant_id: str, key_id: str) -> ReleaseView | None:
         """One indexed read of the head (grouped with concurrent misses): what releasing the latest
         version needs. None when the key is missing or its head predates the latest-material copy
         (load_key then)."""
         head = await self._release_views.find_one(tenant_id, key_id)
-        if head is None or "latest_material" not in head:
-            return None
-        m = head["latest_material"]
-        latest = KeyVersion(version=m["version"], created_at=m["created_at"], kek_version=m["kek_version"],
-                            wrapped=bytes(m["wrapped"]) if m.get("wrapped") is not None else None)
-        return ReleaseView(tenant_id=tenant_id, key_id=key_id, algorithm=head["algorithm"], state=KeyState(head["state"]),
-                           latest_version=head["latest_version"], min_decryption_version=head["min_decryption_version"],
-                           versions={latest.version: latest})
+        return None if head is None else release_view_from(tenant_id, key_id, head)
 
     async def list_heads(self, tenant_id: str, *, limit: int = 100, after: str | None = None) -> list[dict[str, Any]]:
         query = {"key_id": {"$gt": after}} if after else {}
@@ -157,20 +164,22 @@ class KeyStore:
         docs = await self.versions.find(tenant_id, {"key_id": key_id}, projection={"version": 1, "wrapped": 1})
         return {d["version"]: (bytes(d["wrapped"]) if d.get("wrapped") is not None else None) for d in docs}
 
-    @staticmethod
-    async def bulk_swap(collection: TenantCollection, tenant_id: str, swaps: list[tuple[dict[str, Any], dict[str, Any]]]) -> int:
-        """Many compare-and-swap updates in one round trip (filters lead with _id, the tenant id added
-        to each); returns how many matched. A swap that lost simply matches nothing."""
-        if not swaps:
-            return 0
-        ops = [UpdateOne({**query, "tenant_id": tenant_id}, update) for query, update in swaps]
-        return (await collection.raw.bulk_write(ops, ordered=False)).matched_count
+    async def keys_due_for_rotation(self, now: datetime, *, limit: int) -> list[tuple[str, str]]:
+        """(tenant, key) of every head whose next rotation time has passed (indexed, all tenants)."""
+        heads = await self.keys.raw.find({"next_rotation_at": {"$lte": now}}, {"tenant_id": 1, "key_id": 1},
+                                         limit=limit).to_list(None)
+        return [(h["tenant_id"], h["key_id"]) for h in heads]
 
     # --- KEKs -------------------------------------------------------------------------
 
     async def current_kek(self, tenant_id: str) -> dict[str, Any] | None:
         docs = await self.keks.find(tenant_id, {}, sort=[("kek_version", DESCENDING)], limit=1)
         return docs[0] if docs else None
+
+    async def kek_versions(self, tenant_id: str) -> list[int]:
+        """The tenant's KEK versions, newest first."""
+        docs = await self.keks.find(tenant_id, {}, projection={"kek_version": 1}, sort=[("kek_version", DESCENDING)])
+        return [d["kek_version"] for d in docs]
 
     async def kek(self, tenant_id: str, version: int) -> dict[str, Any] | None:
         return await self.keks.find_one(tenant_id, {"kek_version": version})
@@ -194,6 +203,19 @@ class KeyStore:
     async def find_release(self, tenant_id: str, request_id: str) -> dict[str, Any] | None:
         return await self.releases.find_one(tenant_id, {"request_id": request_id})
 
+    async def find_device_release(self, tenant_id: str, request_id: str, device_id: str) -> dict[str, Any] | None:
+        """One device's recorded release outcome (an agent collecting what it waited for)."""
+        return await self.releases.find_one(tenant_id, {"request_id": request_id, "device_id": device_id})
+
+    async def releases_since(self, tenant_id: str, key_id: str, since: datetime) -> list[dict[str, Any]]:
+        """The key's released (not refused) versions since a time, newest first, for dependency reports."""
+        # Filtered on exactly the indexed fields (tenant, key, time); refusals are dropped here.
+        docs = await self.releases.find(
+            tenant_id, {"key_id": key_id, "at": {"$gte": since}},
+            projection={"device_id": 1, "at": 1, "key_version": 1, "released": 1}, sort=[("at", DESCENDING)], limit=10_000,
+        )
+        return [d for d in docs if d.get("released")]
+
     async def record_release(self, tenant_id: str, doc: dict[str, Any]) -> bool:
         """False when this request was already answered (a redelivery)."""
         return await self._release_inserts.insert(tenant_id, doc)
@@ -202,56 +224,3 @@ class KeyStore:
         """A recorded release that never left (its audit record could not be queued) becomes a refusal."""
         await self.releases.update_one(tenant_id, {"request_id": request_id, "released": True}, {"$set": {
             "released": False, "key_version": None, "outcome": outcome_json}})
-
-
-def _head_doc(key: Key) -> dict[str, Any]:
-    doc = {name: getattr(key, name) for name in _HEAD_FIELDS}
-    doc["state"] = str(key.state)
-    # Indexed, so the rotation scheduler finds due keys without scanning.
-    doc["next_rotation_at"] = None
-    if key.rotation_period_seconds and key.state in _ROTATING:
-        latest = key.versions[key.latest_version].created_at
-        doc["next_rotation_at"] = latest + timedelta(seconds=key.rotation_period_seconds)
-    # A copy of the latest version's material, so a release reads one document (load_release_view).
-    latest = key.versions[key.latest_version]
-    doc["latest_material"] = {"version": latest.version, "created_at": latest.created_at, "wrapped": latest.wrapped,
-                              "kek_version": latest.kek_version}
-    return {"key_id": key.key_id, **doc}
-
-
-def _version_doc(key: Key, kv: KeyVersion) -> dict[str, Any]:
-    return {
-        "key_id": key.key_id,
-        "version": kv.version,
-        "created_at": kv.created_at,
-        "wrapped": kv.wrapped,
-        "kek_version": kv.kek_version,
-    }
-
-
-def _key_from(head: dict[str, Any], version_docs: list[dict[str, Any]]) -> Key:
-    versions = KeyVersions(
-        [
-            KeyVersion(
-                version=d["version"],
-                created_at=d["created_at"],
-                wrapped=bytes(d["wrapped"]) if d.get("wrapped") is not None else None,
-                kek_version=d["kek_version"],
-            )
-            for d in version_docs[: head["latest_version"]]
-        ]
-    )
-    fields = {name: head.get(name) for name in _HEAD_FIELDS}
-    fields["state"] = KeyState(head["state"])
-    return Key(tenant_id=head["tenant_id"], key_id=head["key_id"], versions=versions, **fields)
-
-
-def public_view(head: dict[str, Any] | Key) -> dict[str, Any]:
-    """What operators see of a key: metadata, never material."""
-    if isinstance(head, Key):
-        head = _head_doc(head)
-    out = {k: v for k, v in head.items() if k not in ("_id", "tenant_id", "_outbox", "latest_material")}
-    for k, v in out.items():
-        if isinstance(v, datetime):
-            out[k] = v.isoformat()
-    return out

@@ -3,24 +3,23 @@ sealed to an instance's own key, never in the clear, in events or in the store.
 
 Each instance, while it runs, holds an X25519 key pair in memory only and registers the public half
 (`peers`, with an expiry it keeps renewing), signed with keysvc's Ed25519 signing key, so a
-registration, a sealed share and a hand-off are trusted only from an instance holding that key
-file (a store writer without it can plant nothing). A custodian's share, sealed in transit to the
-round (shared/crypto/shares.py), reaches whichever instance takes the request; that instance opens
-it, checks it against the shares already in the round, then adds it to the round document sealed (HPKE, base mode, X25519/HKDF-SHA256/AES-256-GCM,
-`info` naming the round, the recipient and the share's position) to every live registered
-instance. Every instance (told by custody.unseal_progress, or on its next tick) opens the copies
-sealed to it and unseals once it holds a threshold. An unsealed instance hands the root key,
-sealed the same way, to any live registered instance still sealed (one restarted later, or one
-that registered after the round began); the recipient accepts it only with the recorded
-fingerprint. A round expires; what it holds can be opened only by instances that were alive when
-each share came in, and is useless once they stop.
+registration, a sealed share and a hand-off are trusted only from an instance holding that key file
+(a store writer without it can plant nothing). A custodian's share, sealed in transit to the round
+(shared/crypto/shares.py), reaches whichever instance takes the request; that instance opens it,
+checks it against the shares already in the round, then adds it to the round document sealed (HPKE,
+base mode, X25519/HKDF-SHA256/AES-256-GCM, `info` naming the round, the recipient and the share's
+position) to every live registered instance. Every instance (told by custody.unseal_progress, or on
+its next tick) opens the copies sealed to it and unseals once it holds a threshold. An unsealed
+instance hands the root key, sealed the same way, to any live registered instance still sealed (one
+restarted later, or one that registered after the round began); the recipient accepts it only with
+the recorded fingerprint. A round expires; what it holds can be opened only by instances that were
+alive when each share came in, and is useless once they stop.
 """
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import structlog
@@ -36,16 +35,15 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import (
 )
 
 from shared.events import new_id
-from shared.store import DuplicateKeyError
 
+from . import unseal_rounds as rounds
+from .clock import now as _now
 from .hierarchy import KeyHierarchy
 from .rootkey import ShareError, Unsealer, fingerprint
-from .store import SYSTEM_TENANT, KeyStore
+from .store import KeyStore
 
 log = structlog.get_logger("strongroom.keysvc")
 SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
-ROUND = {"name": "unseal"}
-ROUND_TTL = timedelta(minutes=15)
 
 
 class ShareReplayed(Exception):
@@ -120,43 +118,32 @@ class Unsealing:
 
     async def register(self) -> None:
         """Announce (or renew) this instance: public key, signature, expiry, sealed or not."""
-        await self._store.peers.update_one(
-            SYSTEM_TENANT, {"peer_id": self.peer.peer_id},
-            {"$set": {"public_key": self.peer.public, "signature": self.peer.signature(),
-                      "expires_at": _now() + self._ttl, "sealed": self._hierarchy.sealed}},
-            upsert=True)
+        await self._store.register_peer(self.peer.peer_id, {
+            "public_key": self.peer.public, "signature": self.peer.signature(),
+            "expires_at": _now() + self._ttl, "sealed": self._hierarchy.sealed})
 
     async def withdraw(self) -> None:
-        await self._store.peers.delete_one(SYSTEM_TENANT, {"peer_id": self.peer.peer_id})
+        await self._store.withdraw_peer(self.peer.peer_id)
 
     async def _live_peers(self) -> list[dict[str, Any]]:
-        docs = await self._store.peers.find(SYSTEM_TENANT, {"expires_at": {"$gt": _now()}})
+        docs = await self._store.live_peers(_now())
         return [d for d in docs if self.peer.trusts(d)]
 
     # --- the round ----------------------------------------------------------------------
 
     async def current_round(self, root_doc: dict[str, Any]) -> dict[str, Any] | None:
         """The round still open for this root, if any (a custodian seals a share to its id)."""
-        doc = await self._store.custody.find_one(SYSTEM_TENANT, ROUND)
-        if doc is not None and _aware(doc["expires_at"]) > _now() and doc.get("fingerprint") == root_doc["fingerprint"]:
-            return doc
-        return None
+        doc = await self._store.unseal_round()
+        return doc if rounds.is_open(doc, root_doc, now=_now()) else None
 
     async def open_round(self, root_doc: dict[str, Any]) -> dict[str, Any]:
         """The open round, or a new one (an expired or finished one is replaced)."""
         if (doc := await self.current_round(root_doc)) is not None:
             return doc
-        doc = await self._store.custody.find_one(SYSTEM_TENANT, ROUND)
-        fresh = {"round_id": new_id("unr_"), "fingerprint": root_doc["fingerprint"], "entries": [],
-                 "started_at": _now(), "expires_at": _now() + ROUND_TTL}
-        if doc is None:  # two instances opening a round at once: the first one's stays
-            try:
-                await self._store.custody.update_one(SYSTEM_TENANT, ROUND, {"$setOnInsert": fresh}, upsert=True)
-            except DuplicateKeyError:
-                pass
-        else:
-            await self._store.custody.update_one(SYSTEM_TENANT, {**ROUND, "round_id": doc["round_id"]}, {"$set": fresh})
-        doc = await self._store.custody.find_one(SYSTEM_TENANT, ROUND)
+        doc = await self._store.unseal_round()
+        fresh = rounds.new_round(new_id("unr_"), root_doc["fingerprint"], now=_now())
+        await self._store.open_unseal_round(fresh, replacing=None if doc is None else doc["round_id"])
+        doc = await self._store.unseal_round()
         assert doc is not None
         return doc
 
@@ -183,9 +170,7 @@ class Unsealing:
             round_doc = await self.current_round(root_doc)
             if round_doc is None or round_doc["round_id"] != round_id:
                 raise RoundChanged(round_id)
-            # SECURITY: an instance restarted mid-round holds none of the earlier shares, so a captured
-            # sealed share replayed into the same round would count again; its digest is remembered.
-            if any(e.get("sealed_digest") == sealed_digest for e in round_doc.get("entries", [])):
+            if rounds.replayed(round_doc, sealed_digest):
                 raise ShareReplayed("this sealed share was already submitted in this round; seal the share again")
             unsealer = Unsealer(expected_fingerprint=expected)
             for held in self._mine(round_doc):
@@ -205,10 +190,9 @@ class Unsealing:
                 info = _info("unseal share", round_doc["round_id"], p["peer_id"], str(position))
                 copies[p["peer_id"]] = _seal_to(p, share.encode(), info)
                 signatures[p["peer_id"]] = self.peer.sign(copies[p["peer_id"]], info)
-            matched = await self._store.custody.update_one(
-                SYSTEM_TENANT, {**ROUND, "round_id": round_doc["round_id"], "entries": {"$size": position}},
-                {"$push": {"entries": {"by": by, "taken_by": self.peer.peer_id, "at": _now(), "copies": copies,
-                                       "signatures": signatures, "sealed_digest": sealed_digest}}})
+            matched = await self._store.add_round_entry(
+                round_doc["round_id"], position, {"by": by, "taken_by": self.peer.peer_id, "at": _now(), "copies": copies,
+                                                  "signatures": signatures, "sealed_digest": sealed_digest})
             if not matched:
                 continue  # another share came in at the same moment: check against it too
             if root is not None:
@@ -223,9 +207,7 @@ class Unsealing:
         log.info("custody_unsealed", root_fingerprint=self._hierarchy.root_fingerprint, peer_id=self.peer.peer_id)
 
     async def progress(self, threshold: int | None) -> dict[str, Any]:
-        doc = await self._store.custody.find_one(SYSTEM_TENANT, ROUND)
-        live = doc is not None and _aware(doc["expires_at"]) > _now()
-        return {"submitted": len(doc["entries"]) if live else 0, "needed": threshold}
+        return {"submitted": rounds.submitted(await self._store.unseal_round(), now=_now()), "needed": threshold}
 
     # --- every tick, and on custody.unseal_progress --------------------------------------
 
@@ -236,8 +218,8 @@ class Unsealing:
         if self._hierarchy.sealed:
             if await self._take_handoff(root_doc, expected):
                 return
-            doc = await self._store.custody.find_one(SYSTEM_TENANT, ROUND)
-            if doc is None or _aware(doc["expires_at"]) <= _now() or doc.get("fingerprint") != root_doc["fingerprint"]:
+            doc = await self._store.unseal_round()
+            if not rounds.is_open(doc, root_doc, now=_now()):
                 return
             unsealer = Unsealer(expected_fingerprint=expected)
             root = None
@@ -263,43 +245,23 @@ class Unsealing:
                 continue
             info = _info("root handoff", doc["peer_id"], fp)
             sealed = _seal_to(doc, self._hierarchy.root_key(fp).get_secret_value(), info)
-            await self._store.peers.update_one(SYSTEM_TENANT, {"peer_id": doc["peer_id"], "sealed": True},
-                                               {"$set": {"handoff": sealed, "handoff_fp": fp,
-                                                         "handoff_signature": self.peer.sign(sealed, info)}})
+            await self._store.hand_root_to(doc["peer_id"], sealed, fp, self.peer.sign(sealed, info))
 
     async def _end_round(self) -> None:
         """Every live instance is unsealed: overwrite the round's sealed shares, then drop it."""
-        doc = await self._store.custody.find_one(SYSTEM_TENANT, ROUND, projection={"round_id": 1, "entries": 1})
-        if doc is None:
-            return
-        query = {**ROUND, "round_id": doc["round_id"]}
-        # The digests stay: a stop between these two writes leaves the round open, and a replayed
-        # sealed share must still be recognised in it.
-        noise = [{"by": e.get("by"), "copies": {}, "sealed_digest": e.get("sealed_digest")} for e in doc.get("entries", [])]
-        await self._store.custody.update_one(SYSTEM_TENANT, query, {"$set": {"entries": noise}})
-        await self._store.custody.delete_one(SYSTEM_TENANT, query)
+        await self._store.end_unseal_round()
 
     async def _take_handoff(self, root_doc: dict[str, Any], expected: tuple[str, ...]) -> bool:
-        doc = await self._store.peers.find_one(SYSTEM_TENANT, {"peer_id": self.peer.peer_id})
+        doc = await self._store.find_peer(self.peer.peer_id)
         if doc is None or doc.get("handoff") is None:
             return False
         root = self.peer.open(bytes(doc["handoff"]), _info("root handoff", self.peer.peer_id, doc.get("handoff_fp", "")),
                               doc.get("handoff_signature"))
         # Take it only if it is the root custody records: a forged hand-off gains nothing.
-        await self._store.peers.update_one(SYSTEM_TENANT, {"peer_id": self.peer.peer_id},
-                                           {"$set": {"handoff": secrets.token_bytes(16)},
-                                            "$unset": {"handoff_fp": "", "handoff_signature": ""}})
-        await self._store.peers.update_one(SYSTEM_TENANT, {"peer_id": self.peer.peer_id}, {"$unset": {"handoff": ""}})
+        await self._store.shred_handoff(self.peer.peer_id)
         if root is None or len(root) != 32 or fingerprint(root) not in expected:
             return False
         self._unseal(root, root_doc)
         await self.register()
         return True
 
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _aware(at: datetime) -> datetime:
-    return at if at.tzinfo else at.replace(tzinfo=UTC)

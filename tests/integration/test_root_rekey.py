@@ -29,7 +29,7 @@ async def _instance(client, db_prefix: str, root: bytes) -> tuple[KeyStore, KeyH
     store = KeyStore(service_database(client, "keysvc", prefix=db_prefix))
     await store.create_indexes()
     hierarchy = KeyHierarchy(store, root_key=root)
-    hierarchy.follow_root_record(await rekey.root_record(store))
+    hierarchy.follow_root_record(await store.root_record())
     return store, hierarchy
 
 
@@ -85,7 +85,7 @@ async def test_rekey_cut_short_at_every_stage_loses_no_kek(mongo_client, db_pref
     assert await store.keks.raw.count_documents({"next_fp": {"$ne": new_fp}}) == 0
     out = await rekey.verify_share(store, c, _outbox(rabbit_bus, store), shares[2], batch=5, event_fields=FIELDS)
     assert out == {"verified": False, "submitted": 1, "needed": 2}
-    record = await rekey.root_record(store)
+    record = await store.root_record()
     assert shares[2] not in repr(record) and shares[2].split()[0] not in repr(record["rekey"]["verify_shares"])
     assert record["fingerprint"] == fingerprint(old_root)  # nothing switched yet
 
@@ -99,7 +99,7 @@ async def test_rekey_cut_short_at_every_stage_loses_no_kek(mongo_client, db_pref
         return await store.keks.raw.count_documents({"root_fp": new_fp}) >= 3
 
     await _cut_when(promoting, promoted_some)
-    record = await rekey.root_record(store)
+    record = await store.root_record()
     assert record["fingerprint"] == new_fp and record["rekey"]["status"] == "switched"
     assert await store.keks.raw.count_documents({"root_fp": {"$ne": new_fp}}) > 0  # promotion incomplete
     # An instance that has not noticed anything writes a KEK under the outgoing root only.
@@ -113,7 +113,7 @@ async def test_rekey_cut_short_at_every_stage_loses_no_kek(mongo_client, db_pref
     store, e = await _instance(mongo_client, db_prefix, old_root)
     assert e.root_fingerprint == new_fp
     await _until(lambda: _resumed(store, e, rabbit_bus))
-    record = await rekey.root_record(store)
+    record = await store.root_record()
     assert record["rekey"] is None and rekey.unseal_fingerprints(record) == (new_fp,)
     assert await store.keks.raw.count_documents({"$or": [{"root_fp": {"$ne": new_fp}}, {"next_fp": {"$exists": True}}]}) == 0
 
@@ -129,7 +129,7 @@ async def test_rekey_cut_short_at_every_stage_loses_no_kek(mongo_client, db_pref
 
 async def _resumed(store: KeyStore, hierarchy: KeyHierarchy, bus) -> bool:
     await rekey.resume(store, hierarchy, _outbox(bus, store), grace=timedelta(0), batch=5)
-    return (await rekey.root_record(store))["rekey"] is None
+    return (await store.root_record())["rekey"] is None
 
 
 async def test_rekey_cut_short_and_never_verified_rolls_back_to_the_old_root(mongo_client, db_prefix, rabbit_bus):
@@ -150,7 +150,7 @@ async def test_rekey_cut_short_and_never_verified_rolls_back_to_the_old_root(mon
     # Restarted; the re-key expired unverified, so the scheduler rolls it back.
     store, b = await _instance(mongo_client, db_prefix, old_root)
     assert await rekey.resume(store, b, _outbox(rabbit_bus, store), grace=timedelta(0), batch=5) == 1
-    record = await rekey.root_record(store)
+    record = await store.root_record()
     assert record["rekey"] is None and record["fingerprint"] == fingerprint(old_root)
     assert await store.keks.raw.count_documents({"next_fp": {"$exists": True}}) == 0
     with pytest.raises(rekey.RekeyConflict):

@@ -1,0 +1,76 @@
+"""keysvc's key cache: bounded LRUs of whole keys and of release views, per instance."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Protocol
+
+from . import keys as domain
+
+
+class KeySource(Protocol):
+    async def load_key(self, tenant_id: str, key_id: str) -> domain.Key | None: ...
+
+    async def load_release_view(self, tenant_id: str, key_id: str) -> domain.ReleaseView | None: ...
+
+
+class KeyCache:
+    """Bounded LRUs of keys and of release views; entries are replaced on local writes and dropped on
+    others' events. Both are bounded, so memory does not grow with the number of keys."""
+
+    def __init__(self, store: KeySource, size: int):
+        self._store = store
+        self._size = size
+        self._keys: OrderedDict[tuple[str, str], domain.Key] = OrderedDict()
+        self._views: OrderedDict[tuple[str, str], domain.ReleaseView] = OrderedDict()
+
+    async def get(self, tenant_id: str, key_id: str) -> domain.Key | None:
+        entry = (tenant_id, key_id)
+        key = self._keys.get(entry)
+        if key is not None:
+            self._keys.move_to_end(entry)
+            return key
+        key = await self._store.load_key(tenant_id, key_id)
+        if key is not None:
+            self.put(key)
+        return key
+
+    async def for_release(self, tenant_id: str, key_id: str, version: int | None) -> domain.Key | domain.ReleaseView | None:
+        """The key as a release needs it: a whole cached key, else for the latest version a release
+        view (a miss costs one indexed read of the head), else the whole key."""
+        entry = (tenant_id, key_id)
+        key = self._keys.get(entry)
+        if key is not None:
+            self._keys.move_to_end(entry)
+            return key
+        view = self._views.get(entry)
+        if view is not None:
+            self._views.move_to_end(entry)
+        else:
+            view = await self._store.load_release_view(tenant_id, key_id)
+            if view is None:
+                return await self.get(tenant_id, key_id)
+            self._views[entry] = view
+            while len(self._views) > self._size:
+                self._views.popitem(last=False)
+        if version is None or version == view.latest_version:
+            return view
+        return await self.get(tenant_id, key_id)
+
+    def put(self, key: domain.Key) -> None:
+        self._keys[(key.tenant_id, key.key_id)] = key
+        self._views.pop((key.tenant_id, key.key_id), None)
+        while len(self._keys) > self._size:
+            self._keys.popitem(last=False)
+
+    def drop(self, tenant_id: str, key_id: str) -> None:
+        self._keys.pop((tenant_id, key_id), None)
+        self._views.pop((tenant_id, key_id), None)
+
+    def drop_tenant(self, tenant_id: str) -> None:
+        for cached in (self._keys, self._views):
+            for entry in [k for k in cached if k[0] == tenant_id]:
+                del cached[entry]
+
+    def __len__(self) -> int:
+        return len(self._keys) + len(self._views)

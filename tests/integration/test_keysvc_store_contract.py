@@ -1,0 +1,104 @@
+"""One set of store behaviours run against keysvc's MongoDB store and its in-memory twin, so the
+handler unit tests over the twin say something about the real store."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from services.keysvc import kek_rotation as rotation
+from services.keysvc import keys as domain
+from services.keysvc.clock import now
+from services.keysvc.store import KeyStore
+from services.keysvc.store_memory import MemoryKeyStore
+from shared.events import SYSTEM, KeyCreated, KeyRotated
+from shared.store import DuplicateKeyError, service_database
+
+T = "ten_contract"
+
+
+@pytest.fixture(params=["mongo", "memory"])
+async def store(request, mongo_client, db_prefix):
+    if request.param == "memory":
+        return MemoryKeyStore()
+    s = KeyStore(service_database(mongo_client, "keysvc", prefix=db_prefix))
+    await s.create_indexes()
+    return s
+
+
+def _key(key_id: str, name: str, **fields) -> domain.Key:
+    return domain.new_key(tenant_id=T, key_id=key_id, name=name, algorithm="AES-256", wrapped=b"w" * 40,
+                          kek_version=1, now=now().replace(microsecond=0), **fields)
+
+
+def _created(key: domain.Key) -> KeyCreated:
+    return KeyCreated(tenant_id=T, actor=SYSTEM, key_id=key.key_id, name=key.name, algorithm=key.algorithm)
+
+
+async def test_keys_insert_once_and_save_by_compare_and_swap(store):
+    key = _key("key_1", "one", rotation_period_seconds=3600)
+    await store.insert_new_key(key, _created(key))
+    with pytest.raises(DuplicateKeyError):
+        await store.insert_new_key(_key("key_2", "one"), _created(key))
+    loaded = await store.load_key(T, "key_1")
+    assert loaded == key and await store.load_key(T, "key_x") is None
+    later = loaded.updated_at + timedelta(seconds=1)
+    rotated = domain.rotate(loaded, wrapped_new=b"v" * 40, kek_version=1, now=later)
+    event = KeyRotated(tenant_id=T, actor=SYSTEM, key_id="key_1", key_version=2, reason="r")
+    assert await store.save_key(loaded, rotated, event)
+    stale = domain.rotate(loaded, wrapped_new=b"z" * 40, kek_version=1, now=later + timedelta(seconds=1))
+    assert not await store.save_key(loaded, stale, event)  # lost the swap (its version 2 exists)
+    view = await store.load_release_view(T, "key_1")
+    assert view.latest_version == 2 and view.versions[2].wrapped == b"v" * 40
+    assert [h["key_id"] for h in await store.list_heads(T)] == ["key_1"]
+    assert await store.keys_due_for_rotation(later + timedelta(hours=2), limit=10) == [(T, "key_1")]
+    assert await store.keys_due_for_rotation(later, limit=10) == []
+    assert await store.shred_key_material(T, "key_1") == 2
+    assert await store.wrapped_by_version(T, "key_1") == {1: None, 2: None}
+
+
+async def test_destructions_follow_their_status_by_compare_and_swap(store):
+    event = _created(_key("key_1", "one"))
+    doc = {"key_id": "key_1", "destruction_id": "dst_1", "status": "scheduled", "approvals": [],
+           "not_before": now() - timedelta(seconds=1)}
+    assert await store.insert_destruction(T, doc, event)
+    assert not await store.insert_destruction(T, {**doc, "destruction_id": "dst_2"}, event)  # one open per key
+    assert not await store.add_destruction_approval(T, "key_1", "dst_1", ["x"], ["x", "bob"], event)
+    assert await store.add_destruction_approval(T, "key_1", "dst_1", [], ["bob"], event)
+    assert [d["key_id"] for d in await store.destructions_to_run(now(), limit=10) if d["tenant_id"] == T] == ["key_1"]
+    assert await store.claim_destruction(T, "key_1", "dst_1", certificate={"c": 1}, signature="s", destroyed_at=now())
+    assert not await store.cancel_destruction(T, "key_1", "dst_1", "alice", event)  # already destroying
+    assert await store.record_destruction(T, "key_1", "dst_1", event)
+    assert (await store.find_destroyed(T, "key_1"))["certificate"] == {"c": 1}
+
+
+async def test_the_kek_walk_pages_by_cursor_and_swaps_only_the_blob_it_read(store):
+    for i in range(3):
+        key = _key(f"key_{i}", f"k{i}")
+        await store.insert_new_key(key, _created(key))
+    assert await store.insert_kek(T, 1, b"k1", now()) and not await store.insert_kek(T, 1, b"k1", now())
+    assert await store.count_wrapped_below(T, 2) == 3
+    first = await store.versions_after(T, None, limit=2)
+    rest = await store.versions_after(T, first[-1]["_id"], limit=2)
+    assert len(first) == 2 and len(rest) == 1
+    rewraps = [rotation.Rewrap(doc_id=d["_id"], key_id=d["key_id"], version=d["version"], from_version=1,
+                               old=d["wrapped"], new=b"n" * 40) for d in [*first, *rest]]
+    stale = rotation.Rewrap(doc_id=first[0]["_id"], key_id="key_0", version=1, from_version=1, old=b"gone", new=b"x" * 40)
+    await store.save_rewrapped(T, [*rewraps[:1], stale, *rewraps[1:]], 2)
+    assert await store.count_wrapped_below(T, 2) == 0 and await store.count_wrapped_under(T, 2) == 3
+    assert (await store.load_release_view(T, "key_0")).versions[1].wrapped == b"n" * 40
+
+
+async def test_leases_and_unseal_rounds_are_taken_by_one_writer(store):
+    t = now()
+    assert await store.insert_lease("jobs", "a", t) and not await store.insert_lease("jobs", "b", t)
+    lease = await store.find_lease("jobs")
+    assert await store.claim_lease("jobs", lease["version"], "b", t)
+    assert not await store.claim_lease("jobs", lease["version"], "c", t)  # the version moved on
+    await store.open_unseal_round({"round_id": "r1", "fingerprint": "fp", "entries": [], "expires_at": t}, replacing=None)
+    await store.open_unseal_round({"round_id": "r2", "fingerprint": "fp", "entries": [], "expires_at": t}, replacing=None)
+    assert (await store.unseal_round())["round_id"] == "r1"  # the first one's stays
+    assert await store.add_round_entry("r1", 0, {"by": "c1"}) and not await store.add_round_entry("r1", 0, {"by": "c2"})
+    await store.end_unseal_round()
+    assert await store.unseal_round() is None
