@@ -7,10 +7,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from services.keysvc import app
 from services.keysvc.handlers_root import Custody
+from services.keysvc.settings import KeySettings
 from services.keysvc.signer import Signer
 from shared import commands
 from shared import commands_custody as cc
-from shared.config import KeySettings
 from shared.key_states import ACTIONS, OPERATOR_ACTIONS, STATES, KeyState
 from shared.rpc import Methods
 
