@@ -46,8 +46,8 @@ def _optional(api: Any, path: str) -> Any:
 
 def _trusted_keys(ctx: Any, offered: list[Mapping[str, Any]]) -> list[Any]:
     """The keys checkpoints must be signed with: --trusted-key if given, else what the API offers."""
-    from services.auditsvc.chain import key_fingerprint
-    from services.auditsvc.signing import load_public_pem
+    from shared.signatures import key_fingerprint
+    from shared.signatures import load_public_pem
 
     cli = _cli()
     path = getattr(ctx.args, "trusted_key", None)
@@ -72,8 +72,8 @@ def _trusted_keys(ctx: Any, offered: list[Mapping[str, Any]]) -> list[Any]:
 
 def verify(ctx: Any) -> int:
     """`strongroom audit verify`: the hash chain and its signed checkpoints, online or from a file."""
-    from services.auditsvc import archive
-    from services.auditsvc.chain import ChainHead, verify_chain
+    from shared import audit_archive as archive
+    from shared.audit_chain import ChainHead, verify_chain
 
     cli = _cli()
     start = None

@@ -223,7 +223,7 @@ def cmd_destruction_cancel(ctx: Any) -> int:
 
 def cmd_destruction_certificate(ctx: Any) -> int:
     """Fetch the certificate and check its signature against keysvc's published key."""
-    from services.keysvc.destruction import verify_certificate
+    from shared.certificates import verify_certificate
 
     api = _api(ctx)
     cert = api.get(_key_path(ctx, "/destruction-certificate"))

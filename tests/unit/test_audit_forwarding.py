@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import ValidationError
 
-from services.auditsvc.chain import ChainHead
+from shared.audit_chain import ChainHead
 from services.auditsvc.forwarding import (
     ForwarderChange,
     ForwarderSpec,

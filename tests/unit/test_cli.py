@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from services.auditsvc.chain import ChainHead
+from shared.audit_chain import ChainHead
 from strongroom.cli import main
 from strongroom.client import GatewayClient
 

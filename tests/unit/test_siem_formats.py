@@ -6,7 +6,7 @@ import re
 import pycef
 import pytest
 
-from services.auditsvc.chain import ChainHead
+from shared.audit_chain import ChainHead
 from services.auditsvc.records import record_from_event
 from services.auditsvc.siem import (
     cef_escape_header,
