@@ -1,4 +1,4 @@
-"""`strongroom`: the operator CLI over the gateway's HTTP API, plus `dev` and `serve` launchers."""
+"""`strongroom`: the operator CLI over the gateway's HTTP API, plus the `dev` and `serve` launchers (in launch/)."""
 
 from __future__ import annotations
 
@@ -423,14 +423,14 @@ def _report_verify(ctx: Ctx, *, ok: bool, checked: int, seq: Any, event_id: Any,
 
 
 def cmd_dev(ctx: Ctx) -> int:
-    from strongroom.dev import run_dev
+    from launch.dev import run_dev  # the launchers compose the services: imported only to run them
 
     run_dev(port=ctx.args.port, data_dir=ctx.args.data_dir)
     return EXIT_OK
 
 
 def cmd_serve(ctx: Ctx) -> int:
-    from strongroom.serve import run_service
+    from launch.serve import run_service
 
     run_service(ctx.args.service)
     return EXIT_OK

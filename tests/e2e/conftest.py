@@ -8,12 +8,12 @@ import secrets
 import aiohttp
 import pytest
 
+from launch.stack import Stack
 from services.auditsvc.signing import ensure_key_file
 from services.gateway.datakey import ensure_data_key_file
 from shared.bus import RabbitBus
 from shared.config import AuditSettings, GatewaySettings, KeySettings, PolicySettings
 from shared.crypto import tokens
-from strongroom.stack import Stack
 
 
 class Api:

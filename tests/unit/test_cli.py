@@ -465,12 +465,12 @@ def test_audit_verify_of_an_empty_log(gw, run):
 
 def test_dev_and_serve_delegate_lazily(monkeypatch):
     calls = []
-    dev = types.ModuleType("strongroom.dev")
+    dev = types.ModuleType("launch.dev")
     dev.run_dev = lambda **kw: calls.append(("dev", kw))
-    serve = types.ModuleType("strongroom.serve")
+    serve = types.ModuleType("launch.serve")
     serve.run_service = lambda name: calls.append(("serve", name))
-    monkeypatch.setitem(sys.modules, "strongroom.dev", dev)
-    monkeypatch.setitem(sys.modules, "strongroom.serve", serve)
+    monkeypatch.setitem(sys.modules, "launch.dev", dev)
+    monkeypatch.setitem(sys.modules, "launch.serve", serve)
 
     assert main(["dev", "--port", "8500", "--data-dir", "/tmp/sr"]) == 0
     assert main(["dev"]) == 0
