@@ -3,8 +3,7 @@
 An archive is gzip over one canonical JSON document. It names the chain head it continues
 (`start`), holds the records and the signed checkpoints that cover them, a SHA-256 over the
 records, and an Ed25519 signature (by the audit signing key) over everything else, so it
-verifies offline: `strongroom audit verify --from-file ARCHIVE`. auditsvc writes them
-(services/auditsvc/archive.py).
+verifies offline: `strongroom audit verify --from-file ARCHIVE`. The audit service writes them.
 """
 
 from __future__ import annotations

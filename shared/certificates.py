@@ -1,4 +1,4 @@
-"""Destruction certificates: keysvc's Ed25519 signature over the canonical JSON, checked anywhere (pure)."""
+"""Destruction certificates: the key service's Ed25519 signature over the canonical JSON, checked anywhere (pure)."""
 
 from __future__ import annotations
 
