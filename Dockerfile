@@ -12,6 +12,7 @@ COPY shared ./shared
 COPY services ./services
 COPY agent ./agent
 COPY strongroom ./strongroom
+COPY launch ./launch
 RUN pip install . \
     && rm -rf /app/build /app/*.egg-info \
     && useradd --system --uid 10001 --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin strongroom

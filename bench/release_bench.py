@@ -342,6 +342,7 @@ def process_cpu_seconds(pid: int | None) -> float:
 
 
 async def run_bench(args: argparse.Namespace) -> None:
+    from launch.stack import Stack
     from services.auditsvc.settings import AuditSettings
     from services.gateway.datakey import ensure_data_key_file
     from services.gateway.settings import GatewaySettings
@@ -352,7 +353,6 @@ async def run_bench(args: argparse.Namespace) -> None:
     from shared.crypto import tokens
     from shared.embedded_mongo import EmbeddedMongo
     from shared.store import connect
-    from strongroom.stack import Stack
 
     stages = Stages()
     configure_logging(stages)

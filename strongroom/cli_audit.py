@@ -1,42 +1,72 @@
-"""Operator commands of the audit area, registered into `strongroom`'s parser by `register`."""
+"""Operator commands of the audit area: list, verify (online, from an export or an archive), export,
+checkpoints, status, forwarder secrets, and the compliance report."""
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-PAGE = 1000
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from shared import audit_archive
+from shared.audit_chain import ChainHead, verify_chain
+from shared.signatures import key_fingerprint, load_public_pem
+from strongroom.cli_common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    Column,
+    CommandFailed,
+    Commands,
+    Ctx,
+    UsageError,
+    api,
+    non_negative_int,
+    pages,
+    positive_int,
+    print_json,
+    read_jsonl,
+    show_list,
+    show_message,
+    show_new_credential,
+    show_object,
+    typed_id,
+)
+from strongroom.client import ApiError, GatewayClient
+
+AUDIT_COLUMNS: list[Column] = [
+    ("SEQ", "seq"), ("TIME", "time"), ("ACTION", "action"), ("ACTOR", typed_id("actor")),
+    ("RESOURCE", typed_id("resource")), ("OUTCOME", "outcome"),
+]
+CHECKPOINT_COLUMNS: list[Column] = [("SEQ", "seq"), ("TIME", "time"), ("KEY", "key_id"), ("HASH", "hash")]
+EXPORT_FORMATS = ("cef", "leef", "syslog", "jsonl", "records")
 
 
-def _cli():  # the core CLI module, imported late: it imports this one
-    from strongroom import cli
-
-    return cli
-
-
-def _pages(api: Any, path: str, query: Mapping[str, Any] | None = None) -> Iterator[Mapping[str, Any]]:
-    cli = _cli()
-    after = 0
-    while True:
-        page = api.get(path, query={**(query or {}), "after": after, "limit": PAGE})
-        yield from cli._items(page)
-        nxt = page.get("next") if isinstance(page, Mapping) else None
-        if nxt is None:
-            return
-        if isinstance(nxt, bool) or not isinstance(nxt, int) or nxt <= after:
-            raise cli.CommandFailed(f"the gateway's cursor did not advance on {path} (after={after}, next={nxt!r})")
-        after = nxt
+def cmd_audit_list(ctx: Ctx) -> int:
+    a = ctx.args
+    query = {"action": a.action, "actor": a.actor, "resource": a.resource, "outcome": a.outcome,
+             "since": a.since, "until": a.until, "limit": a.limit, "after": a.after}
+    return show_list(ctx, api(ctx).get("/v1/audit", query=query), AUDIT_COLUMNS)
 
 
-def _optional(api: Any, path: str) -> Any:
+def cmd_audit_checkpoints(ctx: Ctx) -> int:
+    return show_list(ctx, {"items": list(pages(api(ctx), "/v1/audit/checkpoints"))}, CHECKPOINT_COLUMNS)
+
+
+def cmd_audit_status(ctx: Ctx) -> int:
+    return show_object(ctx, api(ctx).get("/v1/audit/status"))
+
+
+# --- verification --------------------------------------------------------------------------------
+
+
+def _optional(client: GatewayClient, path: str) -> Any:
     """A route an older gateway lacks: 404 means "nothing there", said once on stderr."""
-    from strongroom.client import ApiError
-
     try:
-        return api.get(path)
+        return client.get(path)
     except ApiError as exc:
         if exc.status != 404:
             raise
@@ -44,18 +74,14 @@ def _optional(api: Any, path: str) -> Any:
         return None
 
 
-def _trusted_keys(ctx: Any, offered: list[Mapping[str, Any]]) -> list[Any]:
+def _trusted_keys(ctx: Ctx, offered: list[Mapping[str, Any]]) -> list[Ed25519PublicKey]:
     """The keys checkpoints must be signed with: --trusted-key if given, else what the API offers."""
-    from services.auditsvc.chain import key_fingerprint
-    from services.auditsvc.signing import load_public_pem
-
-    cli = _cli()
     path = getattr(ctx.args, "trusted_key", None)
     if path:
         try:
             return [load_public_pem(Path(path).read_bytes())]
         except (OSError, ValueError) as exc:
-            raise cli.UsageError(f"--trusted-key {path}: {exc}") from None
+            raise UsageError(f"--trusted-key {path}: {exc}") from None
     keys = []
     for item in offered:
         try:
@@ -70,61 +96,86 @@ def _trusted_keys(ctx: Any, offered: list[Mapping[str, Any]]) -> list[Any]:
     return keys
 
 
-def verify(ctx: Any) -> int:
-    """`strongroom audit verify`: the hash chain and its signed checkpoints, online or from a file."""
-    from services.auditsvc import archive
-    from services.auditsvc.chain import ChainHead, verify_chain
-
-    cli = _cli()
-    start = None
-    checkpoints: list[Mapping[str, Any]] = []
-    if ctx.args.from_file:
-        path = ctx.args.from_file
-        if archive.is_archive(path):
-            try:
-                loaded = archive.read_archive(Path(path).read_bytes())
-            except (OSError, ValueError) as exc:
-                raise cli.CommandFailed(f"{path}: {exc}") from None
-            keys = _trusted_keys(ctx, [{"public_key_pem": loaded.public_key_pem}])
-            if not archive.verify_archive_signature(loaded, keys):
-                return cli._report_verify(ctx, ok=False, checked=0, seq=None, event_id=None,
-                                          problem="archive signature is invalid or by an untrusted key")
-            records, checkpoints = loaded.records, loaded.checkpoints
-            start = loaded.start_head
-        else:
-            records = cli._read_jsonl(path)
-            keys = _trusted_keys(ctx, []) if getattr(ctx.args, "trusted_key", None) else []
+def _report_verify(ctx: Ctx, *, ok: bool, checked: int, seq: Any, event_id: Any, problem: str,
+                   tenant: str | None = None, head_seq: int | None = None,
+                   head_hash: str | None = None) -> int:
+    if ctx.as_json:
+        print_json({"ok": ok, "tenant_id": tenant, "checked": checked,
+                    "head": {"seq": head_seq, "hash": head_hash} if ok else None,
+                    "first_bad_seq": None if ok else seq,
+                    "first_bad_event_id": None if ok else event_id,
+                    "problem": None if ok else problem})
+    elif ok and checked == 0:
+        print("chain ok: 0 records (nothing to verify)")
+    elif ok:
+        print(f"chain ok: {checked} records, head seq {head_seq} hash {head_hash}")
     else:
-        api = cli._require(ctx)
-        offered = (_optional(api, "/v1/audit/signing-key") or {}).get("keys") or []
-        keys = _trusted_keys(ctx, offered)
-        # Checkpoints first: every one of them then covers records the next read will return.
-        checkpoints = list(_pages(api, "/v1/audit/checkpoints")) if offered else []
-        records = list(_pages(api, "/v1/audit"))
-        status = (_optional(api, "/v1/audit/status") if offered else None) or {}
-        base = status.get("archived_seq")
-        if base:
-            start = ChainHead(str(status.get("tenant_id")), int(base), str(status.get("archived_hash")))
+        where = "?" if seq is None else seq
+        event = "?" if event_id is None else event_id
+        print(f"chain BROKEN at seq {where} (event {event}): {problem}")
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+# What verification reads: records, the head they continue (None: genesis), checkpoints, trusted keys;
+# or, when an archive's signature already fails, None.
+_Material = tuple[list[Mapping[str, Any]], ChainHead | None, list[Mapping[str, Any]], list[Ed25519PublicKey]]
+
+
+def _from_file(ctx: Ctx, path: str) -> _Material | None:
+    """An archive (signed, continuing an archived head) or a records export (.jsonl)."""
+    if not audit_archive.is_archive(path):
+        records = read_jsonl(path)
+        return records, None, [], _trusted_keys(ctx, []) if getattr(ctx.args, "trusted_key", None) else []
+    try:
+        loaded = audit_archive.read_archive(Path(path).read_bytes())
+    except (OSError, ValueError) as exc:
+        raise CommandFailed(f"{path}: {exc}") from None
+    keys = _trusted_keys(ctx, [{"public_key_pem": loaded.public_key_pem}])
+    if not audit_archive.verify_archive_signature(loaded, keys):
+        return None
+    return loaded.records, loaded.start_head, loaded.checkpoints, keys
+
+
+def _from_gateway(ctx: Ctx) -> _Material:
+    client = api(ctx)
+    offered = (_optional(client, "/v1/audit/signing-key") or {}).get("keys") or []
+    keys = _trusted_keys(ctx, offered)
+    # Checkpoints first: every one of them then covers records the next read will return.
+    checkpoints = list(pages(client, "/v1/audit/checkpoints")) if offered else []
+    records = list(pages(client, "/v1/audit"))
+    status = (_optional(client, "/v1/audit/status") if offered else None) or {}
+    base = status.get("archived_seq")
+    start = ChainHead(str(status.get("tenant_id")), int(base), str(status.get("archived_hash"))) if base else None
+    return records, start, checkpoints, keys
+
+
+def cmd_audit_verify(ctx: Ctx) -> int:
+    """`strongroom audit verify`: the hash chain and its signed checkpoints, online or from a file."""
+    material = _from_file(ctx, ctx.args.from_file) if ctx.args.from_file else _from_gateway(ctx)
+    if material is None:
+        return _report_verify(ctx, ok=False, checked=0, seq=None, event_id=None,
+                              problem="archive signature is invalid or by an untrusted key")
+    records, start, checkpoints, keys = material
     tenant = records[0].get("tenant_id") if records else (start.tenant_id if start else None)
     if records and not (isinstance(tenant, str) and tenant):
         first = records[0]
-        return cli._report_verify(ctx, ok=False, checked=0, seq=first.get("seq"),
-                                  event_id=first.get("event_id"), problem="first record names no tenant")
+        return _report_verify(ctx, ok=False, checked=0, seq=first.get("seq"),
+                              event_id=first.get("event_id"), problem="first record names no tenant")
     if start is None and tenant:
         # Pinning genesis means the records must start at seq 1: a missing head is caught.
         start = ChainHead.genesis(tenant)
     result = verify_chain(records, start=start, checkpoints=checkpoints, trusted_keys=keys)
     head = result.head
-    code = cli._report_verify(ctx, ok=result.ok, checked=result.checked, seq=result.first_bad_seq,
-                              event_id=result.first_bad_event_id, problem=result.problem,
-                              tenant=tenant, head_seq=head.seq if head else None,
-                              head_hash=head.hash if head else None)
+    code = _report_verify(ctx, ok=result.ok, checked=result.checked, seq=result.first_bad_seq,
+                          event_id=result.first_bad_event_id, problem=result.problem,
+                          tenant=tenant, head_seq=head.seq if head else None,
+                          head_hash=head.hash if head else None)
     if result.ok and checkpoints and not ctx.as_json:
         print(f"checkpoints ok: {len(checkpoints)} signed checkpoint(s) match the chain")
     return code
 
 
-EXPORT_FORMATS = ("cef", "leef", "syslog", "jsonl", "records")
+# --- export and report ---------------------------------------------------------------------------
 
 
 class Progress:
@@ -145,8 +196,6 @@ class Progress:
         return f"{self.done} records"
 
     def advance(self, n: int) -> None:
-        import time
-
         self.done += n
         now = time.monotonic()
         if self._on and now - self._last >= 0.1:
@@ -158,12 +207,11 @@ class Progress:
             print("\r" + self.line(), file=self._stream, flush=True)
 
 
-def export(ctx: Any) -> int:
+def cmd_audit_export(ctx: Ctx) -> int:
     """`strongroom audit export`: stream a range to a file, with a progress bar on stderr."""
-    cli = _cli()
     a = ctx.args
     query = {"format": a.format, "since": a.since, "until": a.until}
-    response = cli._require(ctx).open_stream("/v1/audit/export", query=query)
+    response = api(ctx).open_stream("/v1/audit/export", query=query)
     total = response.headers.get("X-Record-Count")
     progress = Progress(int(total) if total and total.isdigit() else None, force=a.progress)
     target = Path(a.output)
@@ -180,73 +228,67 @@ def export(ctx: Any) -> int:
                     progress.advance(lines)
     except Exception as exc:  # OSError, or http.client.IncompleteRead when the stream is cut
         partial_path.unlink(missing_ok=True)
-        raise cli.CommandFailed(f"export interrupted after {progress.done} records: {exc!r}") from None
+        raise CommandFailed(f"export interrupted after {progress.done} records: {exc!r}") from None
     # Only a complete export takes the target name: a cut stream never looks like a short export.
     partial_path.replace(target)
     progress.finish()
     result = {"file": str(target), "format": a.format, "records": progress.done}
-    return cli.show_message(ctx, result, f"exported {progress.done} records to {target}")
+    return show_message(ctx, result, f"exported {progress.done} records to {target}")
 
 
-def report(ctx: Any) -> int:
+def cmd_report(ctx: Ctx) -> int:
     """`strongroom report`: the tenant's compliance report as JSON, CSV or one self-contained HTML page."""
-    cli = _cli()
     a = ctx.args
     query = {"since": a.since, "until": a.until, "format": a.format}
-    api = cli._require(ctx)
+    client = api(ctx)
     if a.format == "json":
-        data = api.get("/v1/reports", query=query)
+        data = client.get("/v1/reports", query=query)
         body = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
     else:
-        with api.open_stream("/v1/reports", query=query) as response:
+        with client.open_stream("/v1/reports", query=query) as response:
             body = response.read().decode("utf-8")
     if a.output in (None, "-"):
         sys.stdout.write(body)
-        return cli.EXIT_OK
+        return EXIT_OK
     Path(a.output).write_text(body, encoding="utf-8")
-    return cli.show_message(ctx, {"file": a.output, "format": a.format}, f"wrote the {a.format} report to {a.output}")
+    return show_message(ctx, {"file": a.output, "format": a.format}, f"wrote the {a.format} report to {a.output}")
 
 
-def rotate_forwarder_secret(ctx: Any) -> int:
-    cli = _cli()
-    out = cli._require(ctx).post(f"/v1/audit/forwarders/{ctx.args.forwarder_id}/rotate-secret")
-    return cli.show_new_credential(ctx, out, "secret", "the forwarder's new signing secret")
+def cmd_rotate_forwarder_secret(ctx: Ctx) -> int:
+    out = api(ctx).post(f"/v1/audit/forwarders/{ctx.args.forwarder_id}/rotate-secret")
+    return show_new_credential(ctx, out, "secret", "the forwarder's new signing secret")
 
 
-def register(leaf: Any, noun: Any) -> None:
-    """Adds this area's nouns and actions; `leaf` and `noun` are `build_parser`'s helpers."""
-    p = leaf(_top(noun), "report", report,
-             "Compliance report: releases and denials by device, key and policy, approvals, keys, devices.")
-    p.add_argument("--since", help="RFC 3339 start time")
-    p.add_argument("--until", help="RFC 3339 end time")
-    p.add_argument("--format", choices=("json", "csv", "html"), default="json")
-    p.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+# --- registration --------------------------------------------------------------------------------
 
 
-def _top(noun: Any) -> Any:
-    """The top-level subparsers group, so `report` is a command of its own (`strongroom report`)."""
-    # `noun` closes over build_parser's top-level group; its first cell is that group.
-    for cell in noun.__closure__ or ():
-        if hasattr(cell.cell_contents, "add_parser"):
-            return cell.cell_contents
-    raise RuntimeError("cannot find the top-level command group")
-
-
-def add_audit_actions(leaf: Any, group: Any) -> None:
-    """Actions added to the core `audit` noun (export, checkpoints, status)."""
-    cli = _cli()
-    leaf(group, "checkpoints", lambda ctx: cli.show_list(
-        ctx, {"items": list(_pages(cli._require(ctx), "/v1/audit/checkpoints"))},
-        [("SEQ", "seq"), ("TIME", "time"), ("KEY", "key_id"), ("HASH", "hash")]),
-        "List the chain's signed checkpoints.")
-    p = leaf(group, "export", export, "Export a time range as CEF, LEEF, syslog, JSON lines or records.")
+def add_audit(cli: Commands) -> None:
+    g = cli.noun("audit", "Read and verify the tenant's audit chain.")
+    p = g.action("list", cmd_audit_list, "List audit records.")
+    for flag in ("--action", "--actor", "--resource", "--outcome", "--since", "--until"):
+        p.add_argument(flag)
+    p.add_argument("--limit", type=positive_int)
+    p.add_argument("--after", type=non_negative_int, help="cursor: the previous page's next")
+    p = g.action("verify", cmd_audit_verify, "Verify the whole hash chain locally.")
+    p.add_argument("--from-file", metavar="FILE", help="verify a records export (.jsonl) or an archive instead")
+    p.add_argument("--trusted-key", metavar="PEM", help="the audit signing public key checkpoints must match")
+    g.action("checkpoints", cmd_audit_checkpoints, "List the chain's signed checkpoints.")
+    p = g.action("export", cmd_audit_export, "Export a time range as CEF, LEEF, syslog, JSON lines or records.")
     p.add_argument("--format", required=True, choices=EXPORT_FORMATS)
     p.add_argument("--since", help="RFC 3339 start time (inclusive)")
     p.add_argument("--until", help="RFC 3339 end time (inclusive)")
     p.add_argument("-o", "--output", required=True, metavar="FILE")
     p.add_argument("--progress", action="store_true", help="show the progress bar even when not on a terminal")
-    leaf(group, "status", lambda ctx: cli.show_object(ctx, cli._require(ctx).get("/v1/audit/status")),
-         "Show the audit chain head, checkpoints, lag and queue depth.")
-    p = leaf(group, "rotate-forwarder-secret", rotate_forwarder_secret,
-             "Give a webhook forwarder a new signing secret; prints it once.")
+    g.action("status", cmd_audit_status, "Show the audit chain head, checkpoints, lag and queue depth.")
+    p = g.action("rotate-forwarder-secret", cmd_rotate_forwarder_secret,
+                 "Give a webhook forwarder a new signing secret; prints it once.")
     p.add_argument("forwarder_id")
+
+
+def add_report(cli: Commands) -> None:
+    p = cli.command("report", cmd_report,
+                    "Compliance report: releases and denials by device, key and policy, approvals, keys, devices.")
+    p.add_argument("--since", help="RFC 3339 start time")
+    p.add_argument("--until", help="RFC 3339 end time")
+    p.add_argument("--format", choices=("json", "csv", "html"), default="json")
+    p.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")

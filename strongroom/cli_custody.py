@@ -1,4 +1,4 @@
-"""Operator commands of the custody area, registered into `strongroom`'s parser by `register`.
+"""Operator commands of the custody area: root of trust, tenant custody, key versions, destruction, BYOK.
 
 `operator init|unseal|status|rekey|rekey-verify|rekey-cancel` are the provider's root custodians' commands. A share is
 never taken from the command line (it would land in shell history and `ps`): `unseal` reads
@@ -11,31 +11,22 @@ from the key file on the keysvc host).
 from __future__ import annotations
 
 import base64
-import getpass
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives import serialization
 
-def _cli():  # the core CLI module, imported late: it imports this one
-    from strongroom import cli
-
-    return cli
-
-
-def _api(ctx: Any) -> Any:
-    return _cli()._require(ctx)
+from shared.certificates import verify_certificate
+from shared.crypto import byok, shares
+from strongroom.cli_common import Commands, Ctx, api, print_json, read_share, show_object
+from strongroom.cli_keys import ALGORITHMS
+from strongroom.client import quote_id
 
 
-def _key_path(ctx: Any, suffix: str = "") -> str:
-    from strongroom.client import quote_id
-
+def _key_path(ctx: Ctx, suffix: str = "") -> str:
     return f"/v1/keys/{quote_id(ctx.args.id)}{suffix}"
-
-
-def _show(ctx: Any, data: Any) -> int:
-    return _cli().show_object(ctx, data)
 
 
 # --- root of trust ---------------------------------------------------------------------------
@@ -44,7 +35,7 @@ def _show(ctx: Any, data: Any) -> int:
 KEY_ID_ENV = "STRONGROOM_KEYSVC_KEY_ID"
 
 
-def _pinned_key_id(ctx: Any) -> str:
+def _pinned_key_id(ctx: Ctx) -> str:
     """The keysvc signing key id the custodian trusts; without one nothing is sealed or opened."""
     pinned = getattr(ctx.args, "keysvc_key_id", None) or os.environ.get(KEY_ID_ENV)
     if not pinned:
@@ -53,13 +44,11 @@ def _pinned_key_id(ctx: Any) -> str:
     return pinned
 
 
-def _new_shares(ctx: Any, path: str, purpose: str) -> tuple[dict[str, Any], list[str]]:
+def _new_shares(ctx: Ctx, path: str, purpose: str) -> tuple[dict[str, Any], list[str]]:
     """Ask for new shares sealed to a key made for this request only; open them here."""
-    from shared.crypto import shares
-
     pinned = _pinned_key_id(ctx)
     private, public = shares.new_recipient_key()
-    out = _api(ctx).post(path, {"shares": ctx.args.shares, "threshold": ctx.args.threshold, "recipient_public_key": public})
+    out = api(ctx).post(path, {"shares": ctx.args.shares, "threshold": ctx.args.threshold, "recipient_public_key": public})
     fp = out["root_fingerprint"] if purpose == shares.INIT else out["new_fingerprint"]
     try:
         return out, shares.open_delivery(out, private, pinned_key_id=pinned, purpose=purpose, root_fingerprint=fp)
@@ -67,19 +56,17 @@ def _new_shares(ctx: Any, path: str, purpose: str) -> tuple[dict[str, Any], list
         raise SystemExit(f"strongroom: {exc}") from None
 
 
-def _submit_share(ctx: Any, path: str, purpose: str) -> dict[str, Any]:
+def _submit_share(ctx: Ctx, path: str, purpose: str) -> dict[str, Any]:
     """Seal the share to keysvc's signed transport key for the current round, then submit it."""
-    from shared.crypto import shares
-
     pinned = _pinned_key_id(ctx)
-    share = _read_share(ctx)
-    api = _api(ctx)
-    transport = api.post("/v1/custody/transport-key", {"purpose": purpose})
+    share = read_share(ctx)
+    client = api(ctx)
+    transport = client.post("/v1/custody/transport-key", {"purpose": purpose})
     try:
         sealed = shares.seal_share(share, transport, pinned_key_id=pinned, purpose=purpose, round_id=transport["round_id"])
     except shares.ShareTransportError as exc:
         raise SystemExit(f"strongroom: {exc}") from None
-    return api.post(path, {"sealed_share": sealed, "round_id": transport["round_id"]})
+    return client.post(path, {"sealed_share": sealed, "round_id": transport["round_id"]})
 
 
 def _print_shares(numbered: list[str]) -> None:
@@ -87,12 +74,10 @@ def _print_shares(numbered: list[str]) -> None:
         print(f"share {number}: {share}")
 
 
-def cmd_operator_init(ctx: Any) -> int:
-    from shared.crypto import shares
-
+def cmd_operator_init(ctx: Ctx) -> int:
     out, opened = _new_shares(ctx, "/v1/custody/init", shares.INIT)
     if ctx.as_json:
-        _cli()._print_json({"root_fingerprint": out["root_fingerprint"], "threshold": out["threshold"], "shares": opened})
+        print_json({"root_fingerprint": out["root_fingerprint"], "threshold": out["threshold"], "shares": opened})
         return 0
     print(f"root fingerprint: {out['root_fingerprint']}")
     print(f"any {out['threshold']} of these {len(opened)} shares unseal custody:")
@@ -101,18 +86,10 @@ def cmd_operator_init(ctx: Any) -> int:
     return 0
 
 
-def _read_share(ctx: Any) -> str:
-    if getattr(ctx.args, "share_file", None):
-        return Path(ctx.args.share_file).read_text(encoding="utf-8").strip()
-    if sys.stdin.isatty():
-        return getpass.getpass("unseal share (input hidden): ").strip()
-    return sys.stdin.readline().strip()
-
-
-def cmd_operator_unseal(ctx: Any) -> int:
+def cmd_operator_unseal(ctx: Ctx) -> int:
     out = _submit_share(ctx, "/v1/custody/unseal", "unseal")
     if ctx.as_json:
-        _cli()._print_json(out)
+        print_json(out)
     elif out.get("sealed"):
         print(f"share accepted: {out['submitted']} of {out['needed']}; still sealed")
     else:
@@ -120,27 +97,21 @@ def cmd_operator_unseal(ctx: Any) -> int:
     return 0
 
 
-def cmd_operator_key_id(ctx: Any) -> int:
+def cmd_operator_key_id(ctx: Ctx) -> int:
     """Run on the keysvc host: the id custodians pin, from the signing key file itself."""
-    from cryptography.hazmat.primitives import serialization
-
-    from shared.crypto import shares
-
     key = serialization.load_pem_private_key(Path(ctx.args.key_file).read_bytes(), password=None)
     print(shares.key_id(key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)))
     return 0
 
 
-def cmd_operator_status(ctx: Any) -> int:
-    return _show(ctx, _api(ctx).get("/v1/custody/status"))
+def cmd_operator_status(ctx: Ctx) -> int:
+    return show_object(ctx, api(ctx).get("/v1/custody/status"))
 
 
-def cmd_operator_rekey(ctx: Any) -> int:
-    from shared.crypto import shares
-
+def cmd_operator_rekey(ctx: Ctx) -> int:
     out, opened = _new_shares(ctx, "/v1/custody/rekey", shares.REKEY)
     if ctx.as_json:
-        _cli()._print_json({k: out[k] for k in ("new_fingerprint", "root_fingerprint", "threshold", "expires_at")}
+        print_json({k: out[k] for k in ("new_fingerprint", "root_fingerprint", "threshold", "expires_at")}
                            | {"shares": opened})
         return 0
     print(f"new root fingerprint: {out['new_fingerprint']} (current: {out['root_fingerprint']}); "
@@ -151,10 +122,10 @@ def cmd_operator_rekey(ctx: Any) -> int:
     return 0
 
 
-def cmd_operator_rekey_verify(ctx: Any) -> int:
+def cmd_operator_rekey_verify(ctx: Ctx) -> int:
     out = _submit_share(ctx, "/v1/custody/rekey/verify", "rekey-verify")
     if ctx.as_json:
-        _cli()._print_json(out)
+        print_json(out)
     elif out.get("verified"):
         print(f"custody switched to root {out['root_fingerprint']}; the previous shares are retired shortly")
     else:
@@ -162,92 +133,88 @@ def cmd_operator_rekey_verify(ctx: Any) -> int:
     return 0
 
 
-def cmd_operator_rekey_cancel(ctx: Any) -> int:
-    return _show(ctx, _api(ctx).post("/v1/custody/rekey/cancel", {}))
+def cmd_operator_rekey_cancel(ctx: Ctx) -> int:
+    return show_object(ctx, api(ctx).post("/v1/custody/rekey/cancel", {}))
 
 
 # --- tenant custody ------------------------------------------------------------------------
 
 
-def cmd_custody_settings(ctx: Any) -> int:
+def cmd_custody_settings(ctx: Ctx) -> int:
     a = ctx.args
     changes = {k: v for k, v in (("min_key_bits", a.min_key_bits), ("destruction_wait_days", a.destruction_wait_days),
                                  ("dependency_window_days", a.dependency_window_days)) if v is not None}
     if a.export_deactivated is not None:
         changes["export_deactivated"] = a.export_deactivated == "yes"
-    api = _api(ctx)
+    client = api(ctx)
     if not changes:
-        return _show(ctx, api.get("/v1/custody/settings"))
-    current = api.get("/v1/custody/settings")
-    return _show(ctx, api.put("/v1/custody/settings", {**current, **changes}))
+        return show_object(ctx, client.get("/v1/custody/settings"))
+    current = client.get("/v1/custody/settings")
+    return show_object(ctx, client.put("/v1/custody/settings", {**current, **changes}))
 
 
-def cmd_custody_kek(ctx: Any) -> int:
-    return _show(ctx, _api(ctx).get("/v1/custody/kek"))
+def cmd_custody_kek(ctx: Ctx) -> int:
+    return show_object(ctx, api(ctx).get("/v1/custody/kek"))
 
 
-def cmd_custody_kek_rotate(ctx: Any) -> int:
-    return _show(ctx, _api(ctx).post("/v1/custody/kek/rotate", {}))
+def cmd_custody_kek_rotate(ctx: Ctx) -> int:
+    return show_object(ctx, api(ctx).post("/v1/custody/kek/rotate", {}))
 
 
-def cmd_custody_signing_key(ctx: Any) -> int:
-    return _show(ctx, _api(ctx).get("/v1/custody/signing-key"))
+def cmd_custody_signing_key(ctx: Ctx) -> int:
+    return show_object(ctx, api(ctx).get("/v1/custody/signing-key"))
 
 
 # --- key versions, destruction, import/export ----------------------------------------------
 
 
-def cmd_min_version(ctx: Any) -> int:
+def cmd_min_version(ctx: Ctx) -> int:
     body = {"min_decryption_version": ctx.args.version, "reason": ctx.args.reason}
-    return _show(ctx, _api(ctx).post(_key_path(ctx, "/min-decryption-version"), body))
+    return show_object(ctx, api(ctx).post(_key_path(ctx, "/min-decryption-version"), body))
 
 
-def cmd_destroy(ctx: Any) -> int:
+def cmd_destroy(ctx: Ctx) -> int:
     body: dict[str, Any] = {"reason": ctx.args.reason, "force": ctx.args.force}
     if ctx.args.wait_seconds is not None:
         body["wait_seconds"] = ctx.args.wait_seconds
-    return _show(ctx, _api(ctx).post(_key_path(ctx, "/destruction"), body))
+    return show_object(ctx, api(ctx).post(_key_path(ctx, "/destruction"), body))
 
 
-def cmd_destruction_show(ctx: Any) -> int:
-    return _show(ctx, _api(ctx).get(_key_path(ctx, "/destruction")))
+def cmd_destruction_show(ctx: Ctx) -> int:
+    return show_object(ctx, api(ctx).get(_key_path(ctx, "/destruction")))
 
 
-def cmd_destruction_approve(ctx: Any) -> int:
-    return _show(ctx, _api(ctx).post(_key_path(ctx, "/destruction/approve"), {"reason": ctx.args.reason}))
+def cmd_destruction_approve(ctx: Ctx) -> int:
+    return show_object(ctx, api(ctx).post(_key_path(ctx, "/destruction/approve"), {"reason": ctx.args.reason}))
 
 
-def cmd_destruction_cancel(ctx: Any) -> int:
-    return _show(ctx, _api(ctx).post(_key_path(ctx, "/destruction/cancel"), {"reason": ctx.args.reason}))
+def cmd_destruction_cancel(ctx: Ctx) -> int:
+    return show_object(ctx, api(ctx).post(_key_path(ctx, "/destruction/cancel"), {"reason": ctx.args.reason}))
 
 
-def cmd_destruction_certificate(ctx: Any) -> int:
+def cmd_destruction_certificate(ctx: Ctx) -> int:
     """Fetch the certificate and check its signature against keysvc's published key."""
-    from services.keysvc.destruction import verify_certificate
-
-    api = _api(ctx)
-    cert = api.get(_key_path(ctx, "/destruction-certificate"))
-    signing = api.get("/v1/custody/signing-key")
+    client = api(ctx)
+    cert = client.get(_key_path(ctx, "/destruction-certificate"))
+    signing = client.get("/v1/custody/signing-key")
     ok = verify_certificate(cert["certificate"], cert["signature"], base64.b64decode(signing["public_key"]))
-    _show(ctx, {**cert, "verified": ok})
+    show_object(ctx, {**cert, "verified": ok})
     return 0 if ok else 1
 
 
-def cmd_dependencies(ctx: Any) -> int:
-    return _show(ctx, _api(ctx).get(_key_path(ctx, "/dependencies")))
+def cmd_dependencies(ctx: Ctx) -> int:
+    return show_object(ctx, api(ctx).get(_key_path(ctx, "/dependencies")))
 
 
-def cmd_byok_import(ctx: Any) -> int:
+def cmd_byok_import(ctx: Ctx) -> int:
     """Bring your own key: fetch a single-use import key, wrap the material here, send only the wrapping."""
-    from shared.crypto import byok
-
     a = ctx.args
     material = Path(a.material_file).read_bytes()
     if len(material) not in (16, 24, 32):
         raise SystemExit(f"strongroom: {a.material_file} must hold the raw key: 16, 24 or 32 bytes (got {len(material)})")
     algorithm = byok.X25519_HPKE if a.wrapping == "x25519" else byok.RSA_OAEP
-    api = _api(ctx)
-    params = api.get("/v1/custody/import-params", query={"wrapping_algorithm": algorithm})
+    client = api(ctx)
+    params = client.get("/v1/custody/import-params", query={"wrapping_algorithm": algorithm})
     # The info is built here from the fields it binds, not taken on trust from the answer.
     info = byok.import_info(tenant_id=params["tenant_id"], key_id=params["key_id"], import_token=params["import_token"])
     body: dict[str, Any] = {"name": a.name, "algorithm": a.algorithm or f"AES-{len(material) * 8}",
@@ -255,62 +222,69 @@ def cmd_byok_import(ctx: Any) -> int:
                             "wrapped_key_material": byok.wrap_material(algorithm, params["public_key"], material, info=info)}
     if a.volume:
         body["volume"] = a.volume
-    return _show(ctx, api.post("/v1/keys/import", body))
+    return show_object(ctx, client.post("/v1/keys/import", body))
 
 
-def register(leaf: Any, noun: Any) -> None:
-    """Adds this area's nouns and actions; `leaf` and `noun` are `build_parser`'s helpers."""
-    g = noun("operator", "Root of trust: initialise, unseal and re-key custody (provider root custodians).")
+def add_operator(cli: Commands) -> None:
+    g = cli.noun("operator", "Root of trust: initialise, unseal and re-key custody (provider root custodians).")
     pin_help = f"keysvc signing key id to trust (default: ${KEY_ID_ENV}); see `operator key-id`"
-    p = leaf(g, "init", cmd_operator_init, "Create the root key; prints its Shamir shares once.")
+    p = g.action("init", cmd_operator_init, "Create the root key; prints its Shamir shares once.")
     p.add_argument("--shares", type=int, default=5)
     p.add_argument("--threshold", type=int, default=3)
     p.add_argument("--keysvc-key-id", help=pin_help)
-    p = leaf(g, "unseal", cmd_operator_unseal, "Submit your unseal share (prompted, never an argument).")
+    p = g.action("unseal", cmd_operator_unseal, "Submit your unseal share (prompted, never an argument).")
     p.add_argument("--share-file", help="read the share from this file instead of a prompt")
     p.add_argument("--keysvc-key-id", help=pin_help)
-    leaf(g, "status", cmd_operator_status, "Sealed or unsealed, and unseal progress.")
-    p = leaf(g, "rekey", cmd_operator_rekey, "Start replacing the root key; prints the new shares once.")
+    g.action("status", cmd_operator_status, "Sealed or unsealed, and unseal progress.")
+    p = g.action("rekey", cmd_operator_rekey, "Start replacing the root key; prints the new shares once.")
     p.add_argument("--shares", type=int, default=5)
     p.add_argument("--threshold", type=int, default=3)
     p.add_argument("--keysvc-key-id", help=pin_help)
-    p = leaf(g, "rekey-verify", cmd_operator_rekey_verify, "Submit one new share (prompted); enough of them switch the root.")
+    p = g.action("rekey-verify", cmd_operator_rekey_verify, "Submit one new share (prompted); enough of them switch the root.")
     p.add_argument("--share-file", help="read the share from this file instead of a prompt")
     p.add_argument("--keysvc-key-id", help=pin_help)
-    p = leaf(g, "key-id", cmd_operator_key_id, "Print the keysvc signing key id custodians pin (run on the keysvc host).",
-             api=False, token=False)
+    p = g.action("key-id", cmd_operator_key_id, "Print the keysvc signing key id custodians pin (run on the keysvc host).",
+                 api=False, token=False)
     p.add_argument("--key-file", required=True, help="keysvc's signing key (STRONGROOM_KEYSVC_SIGNING_KEY_FILE)")
-    leaf(g, "rekey-cancel", cmd_operator_rekey_cancel, "Abandon a pending re-key before its switch.")
+    g.action("rekey-cancel", cmd_operator_rekey_cancel, "Abandon a pending re-key before its switch.")
 
-    g = noun("custody", "Tenant key custody: key policy, KEK rotation, certificate signing key.")
-    p = leaf(g, "settings", cmd_custody_settings, "Show, or with options change, the tenant's key policy.")
+
+def add_custody(cli: Commands) -> None:
+    g = cli.noun("custody", "Tenant key custody: key policy, KEK rotation, certificate signing key.")
+    p = g.action("settings", cmd_custody_settings, "Show, or with options change, the tenant's key policy.")
     p.add_argument("--min-key-bits", type=int, choices=(128, 192, 256))
     p.add_argument("--destruction-wait-days", type=int)
     p.add_argument("--dependency-window-days", type=int)
     p.add_argument("--export-deactivated", choices=("yes", "no"))
-    leaf(g, "kek", cmd_custody_kek, "Show the tenant KEK version and re-wrap progress.")
-    leaf(g, "kek-rotate", cmd_custody_kek_rotate, "Rotate the tenant KEK (re-wraps keys in the background).")
-    leaf(g, "signing-key", cmd_custody_signing_key, "Show keysvc's certificate-signing public key.")
+    g.action("kek", cmd_custody_kek, "Show the tenant KEK version and re-wrap progress.")
+    g.action("kek-rotate", cmd_custody_kek_rotate, "Rotate the tenant KEK (re-wraps keys in the background).")
+    g.action("signing-key", cmd_custody_signing_key, "Show keysvc's certificate-signing public key.")
 
-    g = noun("byok", "Bring your own key: import key material wrapped to a single-use import key.")
-    p = leaf(g, "import", cmd_byok_import, "Import a raw AES key from a file (wrapped here; never sent in the clear).")
+
+def add_byok(cli: Commands) -> None:
+    g = cli.noun("byok", "Bring your own key: import key material wrapped to a single-use import key.")
+    p = g.action("import", cmd_byok_import, "Import a raw AES key from a file (wrapped here; never sent in the clear).")
     p.add_argument("name")
     p.add_argument("--material-file", required=True, help="file holding the raw key (16, 24 or 32 bytes)")
     p.add_argument("--wrapping", choices=("x25519", "rsa"), default="x25519",
                    help="HPKE to an X25519 import key (default) or RSA-OAEP-3072")
-    p.add_argument("--algorithm", choices=("AES-128", "AES-192", "AES-256"))
+    p.add_argument("--algorithm", choices=ALGORITHMS)
     p.add_argument("--volume")
     p.add_argument("--exportable", action="store_true")
     p.add_argument("--inactive", action="store_true", help="import in pre_activation")
 
-    g = noun("key-version", "Retire old key versions.")
-    p = leaf(g, "retire-below", cmd_min_version, "Set min_decryption_version: older versions stop decrypting.")
+
+def add_key_version(cli: Commands) -> None:
+    g = cli.noun("key-version", "Retire old key versions.")
+    p = g.action("retire-below", cmd_min_version, "Set min_decryption_version: older versions stop decrypting.")
     p.add_argument("id")
     p.add_argument("version", type=int)
     p.add_argument("--reason", required=True)
 
-    g = noun("destruction", "Crypto-shred keys: schedule, approve (a second custodian), cancel, certificate.")
-    p = leaf(g, "schedule", cmd_destroy, "Schedule a key's destruction after the waiting period.")
+
+def add_destruction(cli: Commands) -> None:
+    g = cli.noun("destruction", "Crypto-shred keys: schedule, approve (a second custodian), cancel, certificate.")
+    p = g.action("schedule", cmd_destroy, "Schedule a key's destruction after the waiting period.")
     p.add_argument("id")
     p.add_argument("--reason", required=True)
     p.add_argument("--wait-seconds", type=int)
@@ -318,10 +292,10 @@ def register(leaf: Any, noun: Any) -> None:
     for name, func, help_ in (("show", cmd_destruction_show, "Show a key's destruction."),
                               ("dependencies", cmd_dependencies, "Devices that received the key recently."),
                               ("certificate", cmd_destruction_certificate, "Fetch and verify the destruction certificate.")):
-        p = leaf(g, name, func, help_)
+        p = g.action(name, func, help_)
         p.add_argument("id")
     for name, func, help_ in (("approve", cmd_destruction_approve, "Approve (must be another custodian)."),
                               ("cancel", cmd_destruction_cancel, "Cancel before it runs.")):
-        p = leaf(g, name, func, help_)
+        p = g.action(name, func, help_)
         p.add_argument("id")
         p.add_argument("--reason", required=name == "cancel", default="approved" if name == "approve" else None)

@@ -1,136 +1,168 @@
-"""Operator commands of the policy area, registered into `strongroom`'s parser by `register`:
-groups, approvals, decisions, the event stream, and policy versions and dry-runs."""
+"""Operator commands of the policy area: policies with their versions and dry-runs, groups,
+approvals, decisions and the event stream."""
 
 from __future__ import annotations
 
 import json
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
-from strongroom.client import quote_id
+from strongroom.cli_common import (
+    EXIT_OK,
+    Column,
+    CommandFailed,
+    Commands,
+    Ctx,
+    UsageError,
+    api,
+    positive_int,
+    read_json_object,
+    redact,
+    show_list,
+    show_message,
+    show_object,
+    table_lines,
+)
+from strongroom.client import GatewayClient, quote_id
 
-APPROVAL_COLUMNS = [
+POLICY_COLUMNS: list[Column] = [
+    ("ID", "policy_id"), ("NAME", "name"), ("VERSION", "version"), ("EFFECT", "effect"),
+    ("UPDATED", "updated_at"), ("CREATED", "created_at"),
+]
+APPROVAL_COLUMNS: list[Column] = [
     ("ID", "approval_id"), ("STATUS", "status"), ("DEVICE", "device_id"), ("KEY", "key_id"),
     ("VOTES", lambda a: f"{a.get('approvals_received', 0)}/{a.get('approvals_required', '?')}"),
     ("EXPIRES", "expires_at"),
 ]
-GROUP_COLUMNS = [("ID", "group_id"), ("NAME", "name"), ("KIND", "kind"),
-                 ("MEMBERS", lambda g: len(g.get("members") or [])), ("DYNAMIC", lambda g: g.get("match") is not None)]
-DECISION_COLUMNS = [("REQUEST", "request_id"), ("TIME", "decided_at"), ("EFFECT", "effect"), ("DEVICE", "device_id"),
-                    ("KEY", "key_id")]
-VERSION_COLUMNS = [("VERSION", "version"), ("CURRENT", "current"), ("UPDATED", "updated_at"), ("BY", "updated_by"),
-                   ("RESTORED FROM", "restored_from")]
-SIMULATION_COLUMNS = [("REQUEST", "request_id"), ("DEVICE", "device_id"), ("KEY", "key_id"), ("CURRENT", "current"),
-                      ("CANDIDATE", "candidate")]
+GROUP_COLUMNS: list[Column] = [
+    ("ID", "group_id"), ("NAME", "name"), ("KIND", "kind"),
+    ("MEMBERS", lambda g: len(g.get("members") or [])), ("DYNAMIC", lambda g: g.get("match") is not None),
+]
+DECISION_COLUMNS: list[Column] = [
+    ("REQUEST", "request_id"), ("TIME", "decided_at"), ("EFFECT", "effect"), ("DEVICE", "device_id"), ("KEY", "key_id"),
+]
+VERSION_COLUMNS: list[Column] = [
+    ("VERSION", "version"), ("CURRENT", "current"), ("UPDATED", "updated_at"), ("BY", "updated_by"),
+    ("RESTORED FROM", "restored_from"),
+]
+SIMULATION_COLUMNS: list[Column] = [
+    ("REQUEST", "request_id"), ("DEVICE", "device_id"), ("KEY", "key_id"), ("CURRENT", "current"),
+    ("CANDIDATE", "candidate"),
+]
 
 
-def _cli():  # the core CLI module, imported late: it imports this one
-    from strongroom import cli
-
-    return cli
+# --- policies ------------------------------------------------------------------------------------
 
 
-def _api(ctx: Any) -> Any:
-    return _cli()._require(ctx)
+def policy_put(ctx: Ctx) -> int:
+    document = read_json_object(ctx.args.file)
+    client = api(ctx)
+    if ctx.args.id is None:
+        resp = client.post("/v1/policies", document)
+    else:
+        resp = client.put(f"/v1/policies/{quote_id(ctx.args.id)}", document)
+    return show_object(ctx, resp)
 
 
-def _document(path: str) -> dict[str, Any]:
-    cli = _cli()
-    document = cli._read_json_file(path)
-    if not isinstance(document, dict):
-        raise cli.UsageError(f"{path} must hold a JSON object")
-    return document
+def policy_list(ctx: Ctx) -> int:
+    return show_list(ctx, api(ctx).get("/v1/policies"), POLICY_COLUMNS)
+
+
+def policy_show(ctx: Ctx) -> int:
+    return show_object(ctx, api(ctx).get(f"/v1/policies/{quote_id(ctx.args.id)}"))
+
+
+def policy_delete(ctx: Ctx) -> int:
+    resp = api(ctx).delete(f"/v1/policies/{quote_id(ctx.args.id)}")
+    return show_message(ctx, resp, f"deleted policy {ctx.args.id}")
 
 
 # --- approvals -----------------------------------------------------------------------------------
 
 
-def approval_list(ctx: Any) -> int:
+def approval_list(ctx: Ctx) -> int:
     query = {"status": None if ctx.args.all else ctx.args.status}
-    return _cli().show_list(ctx, _api(ctx).get("/v1/approvals", query=query), APPROVAL_COLUMNS)
+    return show_list(ctx, api(ctx).get("/v1/approvals", query=query), APPROVAL_COLUMNS)
 
 
-def approval_show(ctx: Any) -> int:
-    return _cli().show_object(ctx, _api(ctx).get(f"/v1/approvals/{quote_id(ctx.args.id)}"))
+def approval_show(ctx: Ctx) -> int:
+    return show_object(ctx, api(ctx).get(f"/v1/approvals/{quote_id(ctx.args.id)}"))
 
 
-def _vote(ctx: Any, verdict: str) -> int:
+def _vote(ctx: Ctx, verdict: str) -> int:
     body = {"comment": ctx.args.comment or ""}
-    result = _api(ctx).post(f"/v1/approvals/{quote_id(ctx.args.id)}/{verdict}", body)
+    result = api(ctx).post(f"/v1/approvals/{quote_id(ctx.args.id)}/{verdict}", body)
     received, required = result.get("approvals_received"), result.get("approvals_required")
     message = f"approval {ctx.args.id}: {result.get('status')} ({received} of {required} approvals)"
-    return _cli().show_message(ctx, result, message)
+    return show_message(ctx, result, message)
 
 
-def approval_approve(ctx: Any) -> int:
+def approval_approve(ctx: Ctx) -> int:
     return _vote(ctx, "approve")
 
 
-def approval_deny(ctx: Any) -> int:
+def approval_deny(ctx: Ctx) -> int:
     return _vote(ctx, "deny")
 
 
 # --- groups ----------------------------------------------------------------------------------
 
 
-def group_put(ctx: Any) -> int:
-    document = _document(ctx.args.file)
-    api = _api(ctx)
+def group_put(ctx: Ctx) -> int:
+    document = read_json_object(ctx.args.file)
+    client = api(ctx)
     if ctx.args.id is None:
-        return _cli().show_object(ctx, api.post("/v1/groups", document))
-    return _cli().show_object(ctx, api.put(f"/v1/groups/{quote_id(ctx.args.id)}", document))
+        return show_object(ctx, client.post("/v1/groups", document))
+    return show_object(ctx, client.put(f"/v1/groups/{quote_id(ctx.args.id)}", document))
 
 
-def group_list(ctx: Any) -> int:
-    return _cli().show_list(ctx, _api(ctx).get("/v1/groups", query={"kind": ctx.args.kind}), GROUP_COLUMNS)
+def group_list(ctx: Ctx) -> int:
+    return show_list(ctx, api(ctx).get("/v1/groups", query={"kind": ctx.args.kind}), GROUP_COLUMNS)
 
 
-def group_show(ctx: Any) -> int:
-    return _cli().show_object(ctx, _api(ctx).get(f"/v1/groups/{quote_id(ctx.args.id)}"))
+def group_show(ctx: Ctx) -> int:
+    return show_object(ctx, api(ctx).get(f"/v1/groups/{quote_id(ctx.args.id)}"))
 
 
-def group_delete(ctx: Any) -> int:
-    result = _api(ctx).delete(f"/v1/groups/{quote_id(ctx.args.id)}")
-    return _cli().show_message(ctx, result, f"deleted group {ctx.args.id}")
+def group_delete(ctx: Ctx) -> int:
+    result = api(ctx).delete(f"/v1/groups/{quote_id(ctx.args.id)}")
+    return show_message(ctx, result, f"deleted group {ctx.args.id}")
 
 
 # --- decisions -------------------------------------------------------------------------------
 
 
-def decision_list(ctx: Any) -> int:
+def decision_list(ctx: Ctx) -> int:
     query = {"device_id": ctx.args.device, "key_id": ctx.args.key, "effect": ctx.args.effect, "limit": ctx.args.limit}
-    return _cli().show_list(ctx, _api(ctx).get("/v1/decisions", query=query), DECISION_COLUMNS)
+    return show_list(ctx, api(ctx).get("/v1/decisions", query=query), DECISION_COLUMNS)
 
 
-def decision_show(ctx: Any) -> int:
-    return _cli().show_object(ctx, _api(ctx).get(f"/v1/decisions/{quote_id(ctx.args.id)}"))
+def decision_show(ctx: Ctx) -> int:
+    return show_object(ctx, api(ctx).get(f"/v1/decisions/{quote_id(ctx.args.id)}"))
 
 
 # --- policy versions and dry-runs ---------------------------------------------------------------
 
 
-def policy_versions(ctx: Any) -> int:
-    return _cli().show_list(ctx, _api(ctx).get(f"/v1/policies/{quote_id(ctx.args.id)}/versions"), VERSION_COLUMNS)
+def policy_versions(ctx: Ctx) -> int:
+    return show_list(ctx, api(ctx).get(f"/v1/policies/{quote_id(ctx.args.id)}/versions"), VERSION_COLUMNS)
 
 
-def policy_show_version(ctx: Any) -> int:
+def policy_show_version(ctx: Ctx) -> int:
     path = f"/v1/policies/{quote_id(ctx.args.id)}/versions/{ctx.args.version}"
-    return _cli().show_object(ctx, _api(ctx).get(path))
+    return show_object(ctx, api(ctx).get(path))
 
 
-def policy_restore(ctx: Any) -> int:
-    result = _api(ctx).post(f"/v1/policies/{quote_id(ctx.args.id)}/versions/{ctx.args.version}/restore")
+def policy_restore(ctx: Ctx) -> int:
+    result = api(ctx).post(f"/v1/policies/{quote_id(ctx.args.id)}/versions/{ctx.args.version}/restore")
     message = f"policy {ctx.args.id}: version {ctx.args.version} restored as version {result.get('version')}"
-    return _cli().show_message(ctx, result, message)
+    return show_message(ctx, result, message)
 
 
-def policy_simulate(ctx: Any) -> int:
+def policy_simulate(ctx: Ctx) -> int:
     """Dry-run FILE (a policy, or {"policy": ..., "requests": [...]}) over given or recorded requests."""
-    cli = _cli()
-    document = _document(ctx.args.file)
+    document = read_json_object(ctx.args.file)
     body: dict[str, Any] = dict(document) if "policy" in document else {"policy": document}
     if ctx.args.replaces:
         body["policy_id"] = ctx.args.replaces
@@ -138,38 +170,28 @@ def policy_simulate(ctx: Any) -> int:
         body.pop("requests", None)
         body["recorded_days"] = ctx.args.days
     elif "requests" not in body:
-        raise cli.UsageError("give --days N, or put \"requests\" in the file next to \"policy\"")
-    result = _api(ctx).post("/v1/policies/simulate", body)
+        raise UsageError("give --days N, or put \"requests\" in the file next to \"policy\"")
+    result = api(ctx).post("/v1/policies/simulate", body)
     if ctx.as_json:
-        return cli.show_object(ctx, result)
+        return show_object(ctx, result)
     print(f"{result['requests']} request(s) replayed, {result['changed']} decided differently")
     for label, pairs in (("gain access", result.get("gained", [])), ("lose access", result.get("lost", []))):
         for pair in pairs:
             print(f"would {label}: device {pair['device_id']} key {pair['key_id']}")
     changed = [i for i in result.get("items", []) if i.get("changed")]
     if changed:
-        print("\n".join(cli.table_lines(changed, SIMULATION_COLUMNS)))
-    return cli.EXIT_OK
+        print("\n".join(table_lines(changed, SIMULATION_COLUMNS)))
+    return EXIT_OK
 
 
 # --- the event stream --------------------------------------------------------------------------
 
 
-def _sse(api: Any, types: str | None, after: str | None = None) -> Iterator[tuple[str, str]]:
+def _sse(client: GatewayClient, types: str | None, after: str | None = None) -> Iterator[tuple[str, str]]:
     """(event type, data) pairs from the gateway's stream, until it closes; with `after`, first the
     events the gateway still keeps that came after that event id."""
-    cli = _cli()
-    url = api.url_for("/v1/events/stream", {"types": types, "last_event_id": after})
-    headers = {"Accept": "text/event-stream", "Authorization": f"Bearer {api._token}"}
-    request = urllib.request.Request(url, headers=headers, method="GET")
-    try:
-        response = api._opener.open(request, timeout=None)
-    except urllib.error.HTTPError as exc:
-        from strongroom.client import _problem_from
-
-        raise _problem_from(exc.code, exc.reason or "", exc.headers.get("Content-Type", ""), exc.read()) from None
-    except urllib.error.URLError as exc:
-        raise cli.GatewayUnreachable(api.base_url, str(exc.reason)) from None
+    response = client.open_stream("/v1/events/stream", query={"types": types, "last_event_id": after},
+                                  accept="text/event-stream", endless=True)
     print("watching events (Ctrl-C to stop)", file=sys.stderr, flush=True)
     kind, data = "message", []
     with response:
@@ -185,20 +207,19 @@ def _sse(api: Any, types: str | None, after: str | None = None) -> Iterator[tupl
                 data.append(line[5:].strip())
 
 
-def events_tail(ctx: Any) -> int:
+def events_tail(ctx: Ctx) -> int:
     """Print the tenant's notification events as they happen (Ctrl-C to stop)."""
-    cli = _cli()
     shown = 0
     try:
-        for kind, data in _sse(_api(ctx), ",".join(ctx.args.types) if ctx.args.types else None, ctx.args.after):
+        for kind, data in _sse(api(ctx), ",".join(ctx.args.types) if ctx.args.types else None, ctx.args.after):
             if kind == "overflow":
-                raise cli.CommandFailed("the stream fell behind and was closed by the gateway; run tail again")
+                raise CommandFailed("the stream fell behind and was closed by the gateway; run tail again")
             if kind == "gap":
                 print(f"events after {ctx.args.after} are no longer all kept; some may be missing", file=sys.stderr)
                 continue
             event = json.loads(data)
             if ctx.as_json:
-                print(json.dumps(cli.redact(event)), flush=True)
+                print(json.dumps(redact(event)), flush=True)
             else:
                 what = next((event[f] for f in ("approval_id", "request_id", "device_id", "group_id", "policy_id")
                              if event.get(f)), "")
@@ -209,67 +230,75 @@ def events_tail(ctx: Any) -> int:
                 break
     except KeyboardInterrupt:
         print(file=sys.stderr)
-    return cli.EXIT_OK
+    return EXIT_OK
 
 
 # --- registration --------------------------------------------------------------------------------
 
 
-def register(leaf: Any, noun: Any) -> None:
-    """Adds this area's nouns and actions; `leaf` and `noun` are `build_parser`'s helpers."""
-    cli = _cli()
-    g = noun("approval", "List, approve and deny key requests waiting for approval.")
-    p = leaf(g, "list", approval_list, "List approvals (pending unless --status or --all).")
+def add_policy(cli: Commands) -> None:
+    g = cli.noun("policy", "Manage key-release policies.")
+    p = g.action("put", policy_put, "Create a policy, or with --id add a new version of it.")
+    p.add_argument("file", metavar="FILE.json")
+    p.add_argument("--id", help="existing policy to version")
+    g.action("list", policy_list, "List policies.")
+    for name, func, help_ in (("show", policy_show, "Show one policy."), ("delete", policy_delete, "Delete a policy."),
+                              ("versions", policy_versions, "List a policy's versions.")):
+        p = g.action(name, func, help_)
+        p.add_argument("id")
+    for name, func, help_ in (("show-version", policy_show_version, "Show one version of a policy."),
+                              ("restore", policy_restore, "Restore an older version (it becomes the newest).")):
+        p = g.action(name, func, help_)
+        p.add_argument("id")
+        p.add_argument("version", type=positive_int)
+    p = g.action("simulate", policy_simulate,
+                 "Dry-run a candidate policy: decisions under current and candidate, who gains or loses access.")
+    p.add_argument("file", metavar="FILE.json", help='a policy, or {"policy": ..., "requests": [...]}')
+    p.add_argument("--days", type=positive_int, help="replay the recorded requests of the last N days")
+    p.add_argument("--replaces", metavar="POLICY_ID", help="the candidate replaces this policy (else it is added)")
+
+
+def add_approval(cli: Commands) -> None:
+    g = cli.noun("approval", "List, approve and deny key requests waiting for approval.")
+    p = g.action("list", approval_list, "List approvals (pending unless --status or --all).")
     p.add_argument("--status", choices=("pending", "approved", "denied", "expired"), default="pending")
     p.add_argument("--all", action="store_true", help="every status")
-    p = leaf(g, "show", approval_show, "Show one approval and its votes.")
+    p = g.action("show", approval_show, "Show one approval and its votes.")
     p.add_argument("id")
     for name, func, help_ in (("approve", approval_approve, "Approve a pending request (one vote)."),
                               ("deny", approval_deny, "Deny a pending request.")):
-        p = leaf(g, name, func, help_)
+        p = g.action(name, func, help_)
         p.add_argument("id")
         p.add_argument("--comment", help="why (kept in the audit log)")
 
-    g = noun("group", "Manage device groups and key groups that policies target.")
-    p = leaf(g, "put", group_put, "Create a group from FILE.json, or with --id replace one.")
+
+def add_group(cli: Commands) -> None:
+    g = cli.noun("group", "Manage device groups and key groups that policies target.")
+    p = g.action("put", group_put, "Create a group from FILE.json, or with --id replace one.")
     p.add_argument("file", metavar="FILE.json")
     p.add_argument("--id", help="existing group to replace")
-    p = leaf(g, "list", group_list, "List groups.")
+    p = g.action("list", group_list, "List groups.")
     p.add_argument("--kind", choices=("device", "key"))
-    p = leaf(g, "show", group_show, "Show one group.")
+    p = g.action("show", group_show, "Show one group.")
     p.add_argument("id")
-    p = leaf(g, "delete", group_delete, "Delete a group.")
+    p = g.action("delete", group_delete, "Delete a group.")
     p.add_argument("id")
 
-    g = noun("decision", "Inspect policy decisions with their full trace.")
-    p = leaf(g, "list", decision_list, "List recent decisions.")
+
+def add_decision(cli: Commands) -> None:
+    g = cli.noun("decision", "Inspect policy decisions with their full trace.")
+    p = g.action("list", decision_list, "List recent decisions.")
     p.add_argument("--device")
     p.add_argument("--key")
     p.add_argument("--effect", choices=("allow", "deny", "require_approval"))
-    p.add_argument("--limit", type=cli._positive_int)
-    p = leaf(g, "show", decision_show, "Show one decision: reasons, trace, facts.")
+    p.add_argument("--limit", type=positive_int)
+    p = g.action("show", decision_show, "Show one decision: reasons, trace, facts.")
     p.add_argument("id", metavar="REQUEST_ID")
 
-    g = noun("events", "Watch the tenant's notification events.")
-    p = leaf(g, "tail", events_tail, "Print approvals, denials and posture events as they happen.")
+
+def add_events(cli: Commands) -> None:
+    g = cli.noun("events", "Watch the tenant's notification events.")
+    p = g.action("tail", events_tail, "Print approvals, denials and posture events as they happen.")
     p.add_argument("--type", dest="types", action="append", help="event type or pattern, e.g. approval.* (repeatable)")
-    p.add_argument("--count", type=cli._positive_int, help="stop after this many events")
+    p.add_argument("--count", type=positive_int, help="stop after this many events")
     p.add_argument("--after", metavar="EVENT_ID", help="first replay the kept events after this one (resume a tail)")
-
-
-def add_policy_actions(leaf: Any, group: Any) -> None:
-    """Actions added to the core `policy` noun: versions, show-version, restore, simulate."""
-    cli = _cli()
-    p = leaf(group, "versions", policy_versions, "List a policy's versions.")
-    p.add_argument("id")
-    p = leaf(group, "show-version", policy_show_version, "Show one version of a policy.")
-    p.add_argument("id")
-    p.add_argument("version", type=cli._positive_int)
-    p = leaf(group, "restore", policy_restore, "Restore an older version (it becomes the newest).")
-    p.add_argument("id")
-    p.add_argument("version", type=cli._positive_int)
-    p = leaf(group, "simulate", policy_simulate,
-             "Dry-run a candidate policy: decisions under current and candidate, who gains or loses access.")
-    p.add_argument("file", metavar="FILE.json", help='a policy, or {"policy": ..., "requests": [...]}')
-    p.add_argument("--days", type=cli._positive_int, help="replay the recorded requests of the last N days")
-    p.add_argument("--replaces", metavar="POLICY_ID", help="the candidate replaces this policy (else it is added)")

@@ -132,7 +132,7 @@ class GatewayClient:
         req = urllib.request.Request(self.url_for(path, query), data=data, headers=headers,
                                      method=method)
         try:
-            with self._open(req) as resp:
+            with self._open(req, timeout=self.timeout) as resp:
                 raw = resp.read()
                 content_type = resp.headers.get("Content-Type", "")
         except TimeoutError:  # while reading the body
@@ -148,18 +148,21 @@ class GatewayClient:
         except ValueError:
             raise ApiError(502, "Bad Gateway", "the gateway answered with malformed JSON") from None
 
-    def open_stream(self, path: str, *, query: Mapping[str, Any] | None = None) -> Any:
-        """GET a streamed body: returns the open response (read it in chunks, then close it)."""
-        headers = {"Accept": "*/*", "User-Agent": _USER_AGENT}
+    def open_stream(self, path: str, *, query: Mapping[str, Any] | None = None, accept: str = "*/*",
+                    endless: bool = False) -> Any:
+        """GET a streamed body: returns the open response (read it in chunks, then close it).
+
+        An `endless` stream (server-sent events) has no read timeout: it may stay quiet for long."""
+        headers = {"Accept": accept, "User-Agent": _USER_AGENT}
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
         req = urllib.request.Request(self.url_for(path, query), headers=headers, method="GET")
-        return self._open(req)
+        return self._open(req, timeout=None if endless else self.timeout)
 
-    def _open(self, req: urllib.request.Request) -> Any:
+    def _open(self, req: urllib.request.Request, *, timeout: float | None) -> Any:
         """Opens a request; HTTP errors become ApiError (problem+json), transport errors GatewayUnreachable."""
         try:
-            return self._opener.open(req, timeout=self.timeout)
+            return self._opener.open(req, timeout=timeout)
         except urllib.error.HTTPError as exc:
             raw = exc.read() if exc.fp is not None else b""
             raise _problem_from(exc.code, exc.reason or "", exc.headers.get("Content-Type", ""),

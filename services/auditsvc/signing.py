@@ -12,7 +12,6 @@ from cryptography.hazmat.primitives.serialization import (
     PrivateFormat,
     PublicFormat,
     load_pem_private_key,
-    load_pem_public_key,
 )
 
 
@@ -38,10 +37,3 @@ def load_private_key(path: str | Path) -> Ed25519PrivateKey:
 
 def public_pem(key: Ed25519PublicKey) -> str:
     return key.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode("ascii")
-
-
-def load_public_pem(data: str | bytes) -> Ed25519PublicKey:
-    key = load_pem_public_key(data.encode() if isinstance(data, str) else data)
-    if not isinstance(key, Ed25519PublicKey):
-        raise ValueError("not an Ed25519 public key")
-    return key

@@ -3,20 +3,14 @@ the signed certificate that proves what was destroyed, when, and on whose approv
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import hashlib
-import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-    Ed25519PrivateKey,
-    Ed25519PublicKey,
-)
+from shared.certificates import sign_certificate
+from shared.signatures import key_fingerprint as public_key_id  # keysvc's name for the signing key's id
 
 from .keys import IllegalTransition, Key, KeyDomainError, destroyable
 
@@ -38,7 +32,6 @@ __all__ = [
     "schedule",
     "sign_certificate",
     "to_doc",
-    "verify_certificate",
 ]
 
 CERTIFICATE_FORMAT = "strongroom.destruction-certificate/1"
@@ -198,30 +191,6 @@ def certificate(
         "forced": d.forced,
         "signing_key_id": signing_key_id,
     }
-
-
-def _canonical(body: dict[str, Any]) -> bytes:
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def public_key_id(public_key: Ed25519PublicKey) -> str:
-    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return hashlib.sha256(raw).hexdigest()[:16]
-
-
-def sign_certificate(body: dict[str, Any], signing_key: Ed25519PrivateKey) -> str:
-    """Ed25519 over the canonical JSON (sorted keys, no spaces); base64."""
-    return base64.b64encode(signing_key.sign(_canonical(body))).decode()
-
-
-def verify_certificate(body: dict[str, Any], signature: str, public_key: Ed25519PublicKey | bytes) -> bool:
-    if isinstance(public_key, bytes):
-        public_key = Ed25519PublicKey.from_public_bytes(public_key)
-    try:
-        public_key.verify(base64.b64decode(signature, validate=True), _canonical(body))
-        return True
-    except (InvalidSignature, ValueError):
-        return False
 
 
 def _human(delta: timedelta) -> str:

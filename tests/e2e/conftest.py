@@ -8,6 +8,7 @@ import secrets
 import aiohttp
 import pytest
 
+from launch.stack import Stack
 from services.auditsvc.settings import AuditSettings
 from services.auditsvc.signing import ensure_key_file
 from services.gateway.datakey import ensure_data_key_file
@@ -16,7 +17,6 @@ from services.keysvc.settings import KeySettings
 from services.policysvc.settings import PolicySettings
 from shared.bus import RabbitBus
 from shared.crypto import tokens
-from strongroom.stack import Stack
 
 
 class Api:

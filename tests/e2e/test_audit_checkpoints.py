@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from services.auditsvc.chain import ChainHead, link, verify_chain
-from services.auditsvc.signing import load_public_pem
+from shared.audit_chain import ChainHead, link, verify_chain
+from shared.signatures import load_public_pem
 from strongroom.cli import main
 
 from .helpers import EU_FACTS, BareAgent, audit_records, make_tenant

@@ -10,7 +10,7 @@ import re
 import pycef
 import pytest
 
-from services.auditsvc.chain import ChainHead, verify_chain
+from shared.audit_chain import ChainHead, verify_chain
 from strongroom.cli import main
 
 from .helpers import EU_FACTS, BareAgent, audit_records, make_tenant

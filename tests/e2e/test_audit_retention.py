@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from services.auditsvc.archive import read_archive
+from shared.audit_archive import read_archive
 from strongroom.cli import main
 
 from .helpers import audit_records, make_tenant

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
-from services.auditsvc.chain import ChainHead, verify_chain
+from shared.audit_chain import ChainHead, verify_chain
 
 from .helpers import EU_FACTS, BareAgent, audit_records, make_tenant
 

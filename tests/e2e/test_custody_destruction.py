@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 
-from services.keysvc.destruction import verify_certificate
+from shared.certificates import verify_certificate
 from shared.events import Actor
 from shared.rpc import RpcRequest
 

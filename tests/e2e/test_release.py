@@ -7,7 +7,7 @@ import hashlib
 import json
 import time
 
-from services.auditsvc.chain import ChainHead, verify_chain
+from shared.audit_chain import ChainHead, verify_chain
 
 from .helpers import EU_FACTS, BareAgent, audit_records, make_tenant
 

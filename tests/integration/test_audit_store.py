@@ -6,10 +6,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from services.auditsvc import handlers
-from services.auditsvc.chain import ChainHead, verify_chain
 from services.auditsvc.search import Criteria
 from services.auditsvc.store import AuditStore
 from shared import events
+from shared.audit_chain import ChainHead, verify_chain
 
 TENANTS = ("ten_a", "ten_b")
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -10,17 +10,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from services.auditsvc.chain import (
-    GENESIS_HASH,
-    ChainHead,
-    canonical_bytes,
-    key_fingerprint,
-    link,
-    make_checkpoint,
-    verify_chain,
-    verify_checkpoint,
-)
+from services.auditsvc.chain import make_checkpoint
 from services.auditsvc.records import record_from_event
+from shared.audit_chain import GENESIS_HASH, ChainHead, link, verify_chain, verify_checkpoint
+from shared.signatures import canonical_bytes, key_fingerprint
 
 AT = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -293,7 +286,7 @@ def test_checkpoint_missing_a_field_fails(signing_key):
 
 
 def test_chain_recomputed_after_edit_is_caught_by_checkpoint(signing_key):
-    chain, head = build_chain(5)
+    chain, _ = build_chain(5)
     cp = make_checkpoint(ChainHead("t-acme", 4, chain[3]["hash"]), signing_key=signing_key, at=AT)
     tampered = copy.deepcopy(chain)
     tampered[1]["outcome"] = "denied"

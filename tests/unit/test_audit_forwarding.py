@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.auditsvc.chain import ChainHead
 from services.auditsvc.forwarding import (
     backoff_seconds,
     selected,
@@ -16,6 +15,7 @@ from services.auditsvc.forwarding import (
     webhook_body,
     webhook_signature,
 )
+from shared.audit_chain import ChainHead
 from shared.commands_audit import ForwarderChange, ForwarderSpec
 from shared.rpc import ProblemError
 

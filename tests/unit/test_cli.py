@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from services.auditsvc.chain import ChainHead
+from shared.audit_chain import ChainHead
 from strongroom.cli import main
 from strongroom.client import GatewayClient
 
@@ -48,10 +48,7 @@ class Gateway:
                     answer = answer(req)
                 status, body, *rest = answer
                 headers = rest[0] if rest else {}
-                if isinstance(body, bytes):
-                    data = body
-                else:
-                    data = b"" if body is None else json.dumps(body).encode()
+                data = body if isinstance(body, bytes) else b"" if body is None else json.dumps(body).encode()
                 self.send_response(status)
                 ctype = "application/problem+json" if status >= 400 else "application/json"
                 self.send_header("Content-Type", ctype)
@@ -465,12 +462,12 @@ def test_audit_verify_of_an_empty_log(gw, run):
 
 def test_dev_and_serve_delegate_lazily(monkeypatch):
     calls = []
-    dev = types.ModuleType("strongroom.dev")
+    dev = types.ModuleType("launch.dev")
     dev.run_dev = lambda **kw: calls.append(("dev", kw))
-    serve = types.ModuleType("strongroom.serve")
+    serve = types.ModuleType("launch.serve")
     serve.run_service = lambda name: calls.append(("serve", name))
-    monkeypatch.setitem(sys.modules, "strongroom.dev", dev)
-    monkeypatch.setitem(sys.modules, "strongroom.serve", serve)
+    monkeypatch.setitem(sys.modules, "launch.dev", dev)
+    monkeypatch.setitem(sys.modules, "launch.serve", serve)
 
     assert main(["dev", "--port", "8500", "--data-dir", "/tmp/sr"]) == 0
     assert main(["dev"]) == 0
@@ -496,7 +493,7 @@ def test_login_reads_the_password_from_stdin_and_shows_the_session_once(gw, run,
 def test_user_commands_grant_confirm_and_list(gw, run):
     gw.route("POST", "/v1/users", 201, {"user_id": "usr-2", "username": "carol", "setup_token": "sr_setup_x",
                                         "pending_roles": [{"role": "key_custodian", "granted_by": "usr-1"}]})
-    code, out, err = run("user", "create", "carol", "--role", "key_custodian")
+    code, out, _ = run("user", "create", "carol", "--role", "key_custodian")
     assert code == 0 and gw.last["body"] == {"username": "carol", "roles": ["key_custodian"], "account": "person"}
     assert "setup_token: sr_setup_x" in out
     gw.route("POST", "/v1/users/usr-2/roles/key_custodian/confirm", 200, {"user_id": "usr-2", "roles": ["key_custodian"]})
@@ -529,3 +526,26 @@ def test_password_change_reads_both_passwords_from_stdin_and_mfa_reset(gw, run, 
     assert run("user", "mfa-reset", "usr_1")[0] == 0 and gw.last["path"] == "/v1/users/usr_1/mfa/reset"
     gw.route("POST", "/v1/users/usr_1/mfa/reset/confirm", 200, {"user_id": "usr_1", "mfa_enrolled": False})
     assert run("user", "mfa-reset-confirm", "usr_1")[0] == 0 and gw.last["path"].endswith("/mfa/reset/confirm")
+
+
+def test_events_tail_reads_the_stream_with_the_bearer_and_no_read_timeout(gw, run, monkeypatch):
+    opened = []
+    real_open = GatewayClient._open
+
+    def spy(self, req, *, timeout):
+        opened.append((req.get_header("Accept"), timeout))
+        return real_open(self, req, timeout=timeout)
+
+    monkeypatch.setattr(GatewayClient, "_open", spy)
+    stream = (b'event: approval.requested\ndata: {"approval_id": "apr-1", "occurred_at": "t1"}\n\n'
+              b'event: gap\ndata: {}\n\n'
+              b'event: approval.granted\ndata: {"approval_id": "apr-1", "comment": "ok", "secret": "s3"}\n\n')
+    gw.route("GET", "/v1/events/stream", 200, stream)
+    code, out, err = run("events", "tail", "--type", "approval.*", "--after", "ev-9", "--json")
+    assert code == 0 and opened == [("text/event-stream", None)]
+    assert gw.last["query"] == {"types": "approval.*", "last_event_id": "ev-9"}
+    assert gw.last["headers"]["authorization"] == f"Bearer {TOKEN}"
+    assert [json.loads(line) for line in out.splitlines()] == [
+        {"approval_id": "apr-1", "occurred_at": "t1"},
+        {"approval_id": "apr-1", "comment": "ok", "secret": "<redacted>"}]
+    assert "no longer all kept" in err

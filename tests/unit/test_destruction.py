@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from services.keysvc import destruction as d
 from services.keysvc.keys import CustodySettings, IllegalTransition, KeyPolicyError, KeyState, new_key, rotate
+from shared.certificates import verify_certificate
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -91,11 +92,11 @@ def test_certificate_signs_and_verifies_and_detects_any_change():
     assert body["versions"][1]["version"] == 2 and body["last_wrapped_sha256"] == body["versions"][1]["wrapped_sha256"]
     assert body["approvers"] == ["bob"] and body["scheduled_by"] == "alice"
     signature = d.sign_certificate(body, signer)
-    assert d.verify_certificate(body, signature, signer.public_key())
+    assert verify_certificate(body, signature, signer.public_key())
     for change in ({"approvers": ["mallory"]}, {"destroyed_at": "2030-01-01T00:00:00+00:00"}, {"key_id": "other"}):
-        assert not d.verify_certificate({**body, **change}, signature, signer.public_key())
-    assert not d.verify_certificate(body, signature, Ed25519PrivateKey.generate().public_key())
-    assert not d.verify_certificate(body, "not-base64!", signer.public_key())
+        assert not verify_certificate({**body, **change}, signature, signer.public_key())
+    assert not verify_certificate(body, signature, Ed25519PrivateKey.generate().public_key())
+    assert not verify_certificate(body, "not-base64!", signer.public_key())
 
 
 @pytest.mark.parametrize("fields", [{"min_key_bits": 100}, {"destruction_wait_days": 6}, {"destruction_wait_days": 31},

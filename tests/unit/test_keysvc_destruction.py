@@ -9,10 +9,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from services.keysvc import handlers_destruction as h
 from services.keysvc import handlers_keys
-from services.keysvc.destruction import verify_certificate
 from services.keysvc.signer import Signer
 from shared import commands
 from shared import commands_custody as cc
+from shared.certificates import verify_certificate
 from shared.rpc import ProblemError
 
 from .keysvc_fakes import TENANT, keysvc, request

@@ -6,7 +6,6 @@ import re
 import pycef
 import pytest
 
-from services.auditsvc.chain import ChainHead
 from services.auditsvc.records import record_from_event
 from services.auditsvc.siem import (
     cef_escape_header,
@@ -20,6 +19,7 @@ from services.auditsvc.siem import (
     to_leef,
     to_syslog,
 )
+from shared.audit_chain import ChainHead
 
 NASTY_REASON = 'pcr7 mismatch: a=b | c\\d\nsecond "line" ]end'
 

@@ -33,7 +33,6 @@ from .stack import Stack
 async def _dev(port: int, data_dir: Path) -> None:
     common = CommonSettings()
     shared_log.configure(common.log_level)
-    data_dir.mkdir(parents=True, exist_ok=True)
     server = None
     url = common.mongodb_url
     if url is None:
@@ -62,8 +61,9 @@ async def _dev(port: int, data_dir: Path) -> None:
         )
         await stack.start_all()
         print(f"Strongroom dev is running.\n  gateway:   {stack.url}\n  bootstrap: {bootstrap}\n"
-              f"  data dir:  {data_dir.resolve()}\n"
-              f"Next: STRONGROOM_URL={stack.url} strongroom --token <bootstrap> account bootstrap --username root --password-stdin", flush=True)
+              f"  data dir:  {data_dir}\n"
+              f"Next: STRONGROOM_URL={stack.url} strongroom --token <bootstrap> account bootstrap --username root "
+              "--password-stdin", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -80,4 +80,6 @@ async def _dev(port: int, data_dir: Path) -> None:
 
 
 def run_dev(port: int = 8400, data_dir: str | Path | None = None) -> None:
-    runtime.run(_dev(port, Path(data_dir or "dev-data")))
+    path = Path(data_dir or "dev-data")
+    path.mkdir(parents=True, exist_ok=True)
+    runtime.run(_dev(port, path.resolve()))

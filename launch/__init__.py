@@ -1,0 +1,1 @@
+"""The launchers: `strongroom dev` and `strongroom serve`, the only code that composes services in one process."""
