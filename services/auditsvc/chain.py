@@ -9,10 +9,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from shared.audit_chain import ChainHead, checkpoint_message
-from shared.signatures import canonical_bytes, key_fingerprint
-
-# ChainHead, canonical_bytes and key_fingerprint are defined in shared/; auditsvc's modules import them from here.
-__all__ = ["ChainHead", "canonical_bytes", "key_fingerprint", "make_checkpoint"]
+from shared.signatures import key_fingerprint
 
 
 def make_checkpoint(head: ChainHead, *, signing_key: Ed25519PrivateKey, at: datetime) -> dict[str, Any]:

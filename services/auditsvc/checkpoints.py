@@ -16,10 +16,12 @@ from typing import Any
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from shared.audit_chain import ChainHead
 from shared.events import AuditCheckpointed
 from shared.outbox import Outbox
+from shared.signatures import key_fingerprint
 
-from .chain import ChainHead, key_fingerprint, make_checkpoint
+from .chain import make_checkpoint
 from .search import Criteria
 from .signing import public_pem
 from .store import AuditStore

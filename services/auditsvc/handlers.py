@@ -14,6 +14,7 @@ from typing import Any
 import structlog
 
 from shared import export_formats, rpc
+from shared.audit_chain import ChainHead
 from shared.commands_audit import (
     REPORT_FORMATS,
     AuditQuery,
@@ -31,7 +32,6 @@ from shared.commands_audit import (
 from shared.events import Event
 
 from . import reports, siem
-from .chain import ChainHead
 from .checkpoints import CHECKPOINT_TYPE, Checkpointer
 from .records import record_from_event
 from .search import criteria, rfc3339

@@ -21,6 +21,7 @@ import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from shared import events, rpc
+from shared.audit_chain import ChainHead
 from shared.commands_audit import (
     ArchiveChunk,
     ArchiveChunkQuery,
@@ -36,7 +37,6 @@ from shared.commands_audit import (
 from shared.outbox import Outbox
 
 from .archive import build_archive, file_sha256
-from .chain import ChainHead
 from .store import AuditStore
 from .store_archives import ArchiveStore
 from .store_checkpoints import CheckpointStore

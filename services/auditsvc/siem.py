@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from .chain import canonical_bytes
+from shared.signatures import canonical_bytes
 
 VENDOR = "Strongroom"
 PRODUCT = "Strongroom"

@@ -33,9 +33,9 @@ from pymongo import ASCENDING, DESCENDING, ReplaceOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
+from shared.audit_chain import ChainHead
 from shared.store import TenantCollection
 
-from .chain import ChainHead
 from .search import Criteria, chunk_postings
 
 _READ_PAGE = 1000  # records read per page of a range

@@ -11,9 +11,9 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from shared.audit_chain import ChainHead
 from shared.events import Event
 
-from .chain import ChainHead
 from .search import Criteria
 
 

@@ -7,10 +7,10 @@ import json
 import pytest
 
 from services.auditsvc import handlers, siem
-from services.auditsvc.chain import ChainHead, verify_chain
 from services.auditsvc.store_memory import MemoryAuditStore, MemoryCheckpointStore
 from shared import commands_audit as c
 from shared import export_formats
+from shared.audit_chain import ChainHead, verify_chain
 from shared.rpc import ProblemError, RpcReply, encode
 from tests.unit.auditsvc_twins import ingest, key_created, request
 

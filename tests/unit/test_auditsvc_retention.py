@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from services.auditsvc import retention
-from services.auditsvc.archive import read_archive
 from services.auditsvc.search import Criteria
 from services.auditsvc.store_memory import (
     MemoryArchiveStore,
@@ -16,6 +15,7 @@ from services.auditsvc.store_memory import (
     MemoryForwarderStore,
 )
 from shared import commands_audit as c
+from shared.audit_archive import read_archive
 from tests.unit.auditsvc_twins import Outbox, ingest, key_created, request
 
 OLD = datetime.now(UTC) - timedelta(days=30)
