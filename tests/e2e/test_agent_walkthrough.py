@@ -10,7 +10,7 @@ import json
 
 from agent import cli
 from agent.client import AgentClient, KeyDenied
-from services.policysvc.approvals import DEFAULT_HEARTBEAT_GRACE_SECONDS
+from shared.commands_policy import DEFAULT_HEARTBEAT_GRACE_SECONDS
 
 from .helpers import make_tenant
 
