@@ -7,6 +7,7 @@ a new one. The same judgement serves real requests, simulations and heartbeats.
 
 from __future__ import annotations
 
+import json
 import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -157,3 +158,8 @@ def trace_record(doc: Mapping[str, Any]) -> str | None:
     if isinstance(stored, bytes):
         return zlib.decompress(stored).decode()
     return stored or None
+
+
+def record_policies(record: str) -> list[tuple[str, int]]:
+    """(policy id, version) of every policy a decision's trace record evaluated."""
+    return [(ref["policy"], ref["version"]) for ref in json.loads(record)["policies"]]

@@ -12,10 +12,9 @@ from shared.events import KeyDecided
 from . import policy as engine
 from . import simulation
 from .cache import PolicyCache, TargetCache
-from .decision import trace_record
+from .decision import record_policies, trace_record
 from .handlers_approvals import approval_view
 from .handling import page_limit, policy_problem
-from .posture import releasing_versions
 from .rules import PolicyError, parse_policy
 from .store import PolicyStore
 
@@ -62,7 +61,7 @@ async def _full_trace(tenant_id: str, record: str, *, store: PolicyStore) -> lis
     """Every rule evaluated, each with the fact tests it ran: rebuilt from the decision's canonical
     record and the policy versions it names (versions are never rewritten)."""
     policies = []
-    for policy_id, number in releasing_versions(record):
+    for policy_id, number in record_policies(record):
         version = await store.policy_version(tenant_id, policy_id, number)
         if version is None:
             raise rpc.ProblemError(500, "Internal Server Error", f"policy version {policy_id} v{number} is gone")

@@ -12,7 +12,7 @@ from shared import events, rpc
 
 from . import posture
 from .cache import PolicyCache, TargetCache
-from .decision import trace_record
+from .decision import record_policies, trace_record
 from .handling import event_fields
 from .rules import Policy
 from .store import PolicyStore
@@ -62,7 +62,7 @@ async def releasing_policies(
         if not (record := trace_record(doc)):
             return None
         policies = []
-        for policy_id, version in posture.releasing_versions(record):
+        for policy_id, version in record_policies(record):
             policy = await cache.version(tenant_id, policy_id, version)
             if policy is None:
                 return None

@@ -3,7 +3,6 @@ device is quarantined (failing facts, silent heartbeats) or released from quaran
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal
@@ -17,11 +16,6 @@ from .groups import TenantGroups
 from .rules import Policy
 
 QUARANTINE_REASONS = {"facts": "posture check failed", "heartbeat_missed": "heartbeats stopped"}
-
-
-def releasing_versions(record: str) -> list[tuple[str, int]]:
-    """(policy id, version) of every policy a decision's trace record evaluated."""
-    return [(ref["policy"], ref["version"]) for ref in json.loads(record)["policies"]]
 
 
 def failing_keys(
