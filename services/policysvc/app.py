@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from functools import partial
 
 from pymongo import AsyncMongoClient
@@ -32,8 +33,22 @@ async def start(settings: PolicySettings, *, bus: Bus, client: AsyncMongoClient)
     targets = TargetCache(store)
     scheduler = Scheduler(partial(sweep, store=store, targets=targets))
     wake = scheduler.wake
-    own = {"store": store, "targets": targets}
+    await bus.listen(["policy.updated", "policy.deleted"], partial(release.forget_tenant_policies, cache=cache))
+    await bus.listen(["group.*", "device.*", "approval.granted", "tenant.policy_settings_updated"],
+                     partial(release.refresh_targets, targets=targets))
+    await bus.subscribe(
+        "policysvc", partial(release.dispatch, store=store, targets=targets, cache=cache, publish=bus.publish, wake=wake)
+    )
+    await bus.serve("policysvc", rpc_methods(store=store, cache=cache, targets=targets, wake=wake))
+    running = Running("policysvc")
+    running.tasks.append(asyncio.create_task(store.outbox.run()))
+    running.tasks.append(asyncio.create_task(scheduler.run()))
+    return running
 
+
+def rpc_methods(*, store: PolicyStore, cache: PolicyCache, targets: TargetCache, wake: Callable[[], None]) -> Methods:
+    """Every request/reply method with its params and result models, its dependencies bound."""
+    own = {"store": store, "targets": targets}
     methods = Methods()
     for name, handler, params, result in (
         ("put_policy", partial(policies.put_policy, store=store, cache=cache), c.PutPolicyParams, c.PolicyView),
@@ -62,13 +77,4 @@ async def start(settings: PolicySettings, *, bus: Bus, client: AsyncMongoClient)
         ("get_posture", partial(posture.get_posture, store=store), c.DeviceRef, c.Posture),
     ):
         methods.add(name, handler, params=params, result=result)
-
-    await bus.listen(["policy.updated", "policy.deleted"], partial(release.forget_tenant_policies, cache=cache))
-    await bus.listen(["group.*", "device.*", "approval.granted", "tenant.policy_settings_updated"],
-                     partial(release.refresh_targets, targets=targets))
-    await bus.subscribe("policysvc", partial(release.dispatch, **own, cache=cache, publish=bus.publish, wake=wake))
-    await bus.serve("policysvc", methods)
-    running = Running("policysvc")
-    running.tasks.append(asyncio.create_task(store.outbox.run()))
-    running.tasks.append(asyncio.create_task(scheduler.run()))
-    return running
+    return methods
