@@ -1,5 +1,8 @@
-"""Device posture, pure: which released keys a device's fresh facts no longer earn, and when a
-device is quarantined (failing facts, silent heartbeats) or released from quarantine."""
+"""Device posture, pure: which released keys fresh facts no longer earn, quarantine and clearing.
+
+A device is quarantined when its facts fail the policies that released its keys or its heartbeats
+stop, and released from quarantine when its facts pass again (or an operator clears it).
+"""
 
 from __future__ import annotations
 

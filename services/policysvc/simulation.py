@@ -1,5 +1,7 @@
-"""Simulation, pure: requests decided under the current policies and under a candidate, and the
-difference (which device and key pairs gain or lose their key)."""
+"""Simulation, pure: requests decided under the current policies and a candidate, and the difference.
+
+The difference names the device and key pairs that gain or lose their key under the candidate.
+"""
 
 from __future__ import annotations
 
