@@ -3,71 +3,78 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from functools import partial
 
 from pymongo import AsyncMongoClient
 
+from shared import commands_policy as c
 from shared.bus import Bus
-from shared.outbox import Outbox
 from shared.rpc import Methods
 from shared.service import Running
 from shared.store import service_database
 
-from . import handlers
-from .approvals import PolicySettings as TenantPolicySettings
-from .cache import TargetCache
+from . import handlers_approvals as approvals
+from . import handlers_decide as release
+from . import handlers_decisions as decisions
+from . import handlers_policies as policies
+from . import handlers_posture as posture
+from .cache import PolicyCache, TargetCache
+from .scheduler import Scheduler, sweep
 from .settings import PolicySettings
 from .store import PolicyStore
 
 
 async def start(settings: PolicySettings, *, bus: Bus, client: AsyncMongoClient) -> Running:
-    store = PolicyStore(service_database(client, "policysvc", prefix=settings.db_prefix))
+    store = PolicyStore(service_database(client, "policysvc", prefix=settings.db_prefix), publish=bus.publish)
     await store.create_indexes()
-    cache = handlers.PolicyCache(store)
+    await store.outbox.relay()
+    cache = PolicyCache(store)
     targets = TargetCache(store)
-    outbox = Outbox(bus.publish, [store.policies.raw, store.groups.raw, store.approvals.raw, store.devices.raw,
-                                  store.settings.raw])
-    await outbox.create_indexes()
-    await outbox.relay()
-    scheduler = handlers.Scheduler(partial(_sweep, store=store, targets=targets, outbox=outbox))
+    scheduler = Scheduler(partial(sweep, store=store, targets=targets))
     wake = scheduler.wake
-    own = {"store": store, "targets": targets, "outbox": outbox}
-
-    methods = Methods()
-    methods.add("put_policy", partial(handlers.put_policy, store=store, cache=cache, outbox=outbox))
-    methods.add("get_policy", partial(handlers.get_policy, store=store))
-    methods.add("list_policies", partial(handlers.list_policies, store=store))
-    methods.add("delete_policy", partial(handlers.delete_policy, store=store, cache=cache, outbox=outbox))
-    methods.add("list_policy_versions", partial(handlers.list_policy_versions, store=store))
-    methods.add("get_policy_version", partial(handlers.get_policy_version, store=store))
-    methods.add("restore_policy_version", partial(handlers.restore_policy_version, store=store, cache=cache, outbox=outbox))
-    methods.add("put_group", partial(handlers.put_group, **own))
-    methods.add("get_group", partial(handlers.get_group, store=store))
-    methods.add("list_groups", partial(handlers.list_groups, store=store))
-    methods.add("delete_group", partial(handlers.delete_group, **own))
-    methods.add("get_settings", partial(handlers.get_settings, targets=targets))
-    methods.add("put_settings", partial(handlers.put_settings, **own), TenantPolicySettings)
-    methods.add("list_approvals", partial(handlers.list_approvals, store=store))
-    methods.add("get_approval", partial(handlers.get_approval, store=store))
-    methods.add("vote", partial(handlers.vote, **own))
-    methods.add("request_status", partial(handlers.request_status, store=store))
-    methods.add("get_decision", partial(handlers.get_decision, store=store))
-    methods.add("list_decisions", partial(handlers.list_decisions, store=store))
-    methods.add("simulate", partial(handlers.simulate, store=store, cache=cache, targets=targets))
-    methods.add("heartbeat", partial(handlers.heartbeat, **own, cache=cache, wake=wake))
-    methods.add("clear_quarantine", partial(handlers.clear_quarantine, **own))
-    methods.add("get_posture", partial(handlers.get_posture, store=store))
-
-    await bus.listen(["policy.updated", "policy.deleted"], partial(handlers.forget_tenant_policies, cache=cache))
+    await bus.listen(["policy.updated", "policy.deleted"], partial(release.forget_tenant_policies, cache=cache))
     await bus.listen(["group.*", "device.*", "approval.granted", "tenant.policy_settings_updated"],
-                     partial(handlers.refresh_targets, targets=targets))
-    await bus.subscribe("policysvc", partial(handlers.dispatch, **own, cache=cache, publish=bus.publish, wake=wake))
-    await bus.serve("policysvc", methods)
+                     partial(release.refresh_targets, targets=targets))
+    await bus.subscribe(
+        "policysvc", partial(release.dispatch, store=store, targets=targets, cache=cache, publish=bus.publish, wake=wake)
+    )
+    await bus.serve("policysvc", rpc_methods(store=store, cache=cache, targets=targets, wake=wake))
     running = Running("policysvc")
-    running.tasks.append(asyncio.create_task(outbox.run()))
+    running.tasks.append(asyncio.create_task(store.outbox.run()))
     running.tasks.append(asyncio.create_task(scheduler.run()))
     return running
 
 
-async def _sweep(now, *, store: PolicyStore, targets: TargetCache, outbox: Outbox):
-    return await handlers.sweep(store=store, targets=targets, outbox=outbox, now=now)
+def rpc_methods(*, store: PolicyStore, cache: PolicyCache, targets: TargetCache, wake: Callable[[], None]) -> Methods:
+    """Every request/reply method with its params and result models, its dependencies bound."""
+    own = {"store": store, "targets": targets}
+    methods = Methods()
+    for name, handler, params, result in (
+        ("put_policy", partial(policies.put_policy, store=store, cache=cache), c.PutPolicyParams, c.PolicyView),
+        ("get_policy", partial(policies.get_policy, store=store), c.PolicyRef, c.PolicyView),
+        ("list_policies", partial(policies.list_policies, store=store), c.NoParams, c.PolicyList),
+        ("delete_policy", partial(policies.delete_policy, store=store, cache=cache), c.PolicyRef, c.PolicyDeleted),
+        ("list_policy_versions", partial(policies.list_policy_versions, store=store), c.PolicyRef, c.PolicyVersionList),
+        ("get_policy_version", partial(policies.get_policy_version, store=store), c.PolicyVersionRef, c.PolicyVersionView),
+        ("restore_policy_version", partial(policies.restore_policy_version, store=store, cache=cache), c.PolicyVersionRef,
+         c.RestoredPolicy),
+        ("put_group", partial(policies.put_group, **own), c.PutGroupParams, c.GroupView),
+        ("get_group", partial(policies.get_group, store=store), c.GroupRef, c.GroupView),
+        ("list_groups", partial(policies.list_groups, store=store), c.ListGroups, c.GroupList),
+        ("delete_group", partial(policies.delete_group, **own), c.GroupRef, c.GroupDeleted),
+        ("get_settings", partial(policies.get_settings, targets=targets), c.NoParams, c.PolicySettings),
+        ("put_settings", partial(policies.put_settings, **own), c.PolicySettings, c.PolicySettings),
+        ("list_approvals", partial(approvals.list_approvals, store=store), c.ListApprovals, c.ApprovalList),
+        ("get_approval", partial(approvals.get_approval, store=store), c.ApprovalRef, c.ApprovalView),
+        ("vote", partial(approvals.vote, **own), c.Vote, c.ApprovalView),
+        ("request_status", partial(decisions.request_status, store=store), c.RequestRef, c.RequestStatus),
+        ("get_decision", partial(decisions.get_decision, store=store), c.DecisionRef, c.DecisionDetail),
+        ("list_decisions", partial(decisions.list_decisions, store=store), c.ListDecisions, c.DecisionList),
+        ("simulate", partial(decisions.simulate, **own, cache=cache), c.Simulate, c.Simulation),
+        ("heartbeat", partial(posture.heartbeat, **own, cache=cache, wake=wake), c.Heartbeat, c.HeartbeatAnswer),
+        ("clear_quarantine", partial(posture.clear_quarantine, **own), c.ClearQuarantine, c.DeviceStatus),
+        ("get_posture", partial(posture.get_posture, store=store), c.DeviceRef, c.Posture),
+    ):
+        methods.add(name, handler, params=params, result=result)
+    return methods

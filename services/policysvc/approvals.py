@@ -1,4 +1,4 @@
-"""Manual approval and tenant policy settings: the rules of a vote, with no I/O.
+"""Manual approval: the rules of a vote and what each vote, denial or expiry decides, with no I/O.
 
 An approval is satisfied by ``approvals_required`` approvals from different people (the person is
 the acting principal's id); the requester never approves their own request; an expired or
@@ -8,21 +8,15 @@ decided approval takes no more votes. Pure functions over the stored approval do
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
-from typing import Any
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from shared import events
+from shared.commands_policy import PolicySettings
+from shared.events import Event, KeyDecided, KeyRequested
 
-DEFAULT_APPROVAL_EXPIRY_SECONDS = 3600
-DEFAULT_HEARTBEAT_GRACE_SECONDS = 900
-
-
-class PolicySettings(BaseModel):
-    """Per-tenant settings of the policy service."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-    approval_expiry_seconds: int = Field(DEFAULT_APPROVAL_EXPIRY_SECONDS, ge=1, le=30 * 86400)
-    heartbeat_grace_seconds: int = Field(DEFAULT_HEARTBEAT_GRACE_SECONDS, ge=1, le=30 * 86400)
+from .rules import Approval
 
 
 class VoteRefused(Exception):
@@ -34,6 +28,11 @@ class VoteRefused(Exception):
 def expiry_seconds(rule_seconds: int, settings: PolicySettings) -> int:
     """The shorter of the rule's and the tenant's expiry: either may tighten, neither loosens."""
     return min(rule_seconds, settings.approval_expiry_seconds)
+
+
+def is_overdue(approval: Mapping[str, Any], now: datetime) -> bool:
+    """Still pending past its deadline: it must be expired before anything else happens to it."""
+    return approval["status"] == "pending" and approval["expires_at"] <= now
 
 
 def check_vote(approval: Mapping[str, Any], person: str, *, now: datetime) -> None:
@@ -54,3 +53,96 @@ def check_vote(approval: Mapping[str, Any], person: str, *, now: datetime) -> No
 def is_satisfied(approval: Mapping[str, Any]) -> bool:
     voters = {vote["by"] for vote in approval.get("votes", [])}
     return len(voters) >= approval["approvals_required"]
+
+
+def pending_approval(requested: KeyRequested, outcome: KeyDecided, terms: Approval | None) -> tuple[dict[str, Any], Event]:
+    """The approval a require_approval outcome opens, and the event announcing it."""
+    terms = terms or Approval()
+    approval_id = outcome.disclosed["approval_id"]
+    expires_at = datetime.fromisoformat(outcome.disclosed["expires_at"])
+    announced = outcome.caused(
+        events.ApprovalRequested, approval_id=approval_id, request_id=requested.request_id,
+        device_id=requested.device_id, key_id=requested.key_id, approvals_required=terms.approvals_required,
+        expires_at=expires_at, reasons=outcome.reasons,
+    )
+    doc = {
+        "approval_id": approval_id, "request_id": requested.request_id, "device_id": requested.device_id,
+        "key_id": requested.key_id, "key_version": requested.key_version,
+        # Public X25519 key of this one request; it is used once, for this approval, never after expiry.
+        "ephemeral_public_key": requested.ephemeral_public_key,
+        "approvals_required": terms.approvals_required, "remember_for_seconds": terms.remember_for_seconds,
+        "expires_at": expires_at, "status": "pending", "votes": [], "requested_at": outcome.occurred_at,
+        "requested_by": requested.actor.id, "reasons": list(outcome.reasons),
+        "decided_by": [dict(r) for r in outcome.decided_by], "correlation_id": requested.correlation_id,
+        "requested_event": outcome.model_dump_json(),
+    }
+    return doc, announced
+
+
+def final_decision(approval: Mapping[str, Any], cause: Event, effect: str, reason: str) -> KeyDecided:
+    """The original request's outcome, for its original request id and one-time public key."""
+    requested = events.decode_event(approval["requested_event"].encode())
+    assert isinstance(requested, KeyDecided)
+    disclosed = {"effect": effect, "reasons": [reason]} if effect != "allow" else {"effect": "allow"}
+    return cause.caused(
+        KeyDecided, request_id=approval["request_id"], device_id=approval["device_id"], key_id=approval["key_id"],
+        key_version=approval.get("key_version"), effect=effect, reasons=(*requested.reasons, reason),
+        disclosed=disclosed, trace=requested.trace, trace_sha256=requested.trace_sha256,
+        decided_by=requested.decided_by, ephemeral_public_key=approval["ephemeral_public_key"],
+    )
+
+
+def expiry(approval: Mapping[str, Any], *, correlation_id: str) -> tuple[Event, KeyDecided]:
+    """Pending past its deadline: the request is denied; its one-time key is never used again."""
+    expired = events.ApprovalExpired(
+        tenant_id=approval["tenant_id"], correlation_id=approval.get("correlation_id") or correlation_id,
+        approval_id=approval["approval_id"], request_id=approval["request_id"], device_id=approval["device_id"],
+        key_id=approval["key_id"],
+    )
+    return expired, final_decision(approval, expired, "deny", "approval expired before enough approvals")
+
+
+@dataclass(frozen=True, slots=True)
+class VoteOutcome:
+    """What one vote decides: ``voted`` counts an approval and waits for more; ``granted`` and
+    ``denied`` settle the approval and carry the request's final decision among ``events``."""
+
+    kind: Literal["voted", "granted", "denied"]
+    votes: list[dict[str, Any]]  # every approving vote, this one included
+    ballot: dict[str, Any]
+    events: tuple[Event, ...]
+    remember_until: datetime | None = None
+
+
+def cast_vote(
+    approval: Mapping[str, Any], *, person: str, verdict: str, comment: str, now: datetime, fields: dict[str, Any]
+) -> VoteOutcome:
+    """Approve or deny: raises VoteRefused when ``person`` may not. Anyone but a stranger to the
+    rules may deny; approvals count once per person and never from the requester."""
+    if verdict == "deny":
+        check_vote({**approval, "votes": [], "requested_by": None}, person, now=now)
+    else:
+        check_vote(approval, person, now=now)
+    fields = {**fields, "correlation_id": approval.get("correlation_id") or fields["correlation_id"]}
+    common = {"approval_id": approval["approval_id"], "request_id": approval["request_id"]}
+    ballot = {"by": person, "at": now, "comment": comment}
+    if verdict == "deny":
+        denied = events.ApprovalDenied(**fields, **common, device_id=approval["device_id"], key_id=approval["key_id"],
+                                       comment=comment)
+        reason = f"approval denied by {person}" + (f": {comment}" if comment else "")
+        return VoteOutcome("denied", list(approval.get("votes", [])), ballot,
+                           (denied, final_decision(approval, denied, "deny", reason)))
+    votes = [*approval.get("votes", []), ballot]
+    if not is_satisfied({**approval, "votes": votes}):
+        voted = events.ApprovalVoted(**fields, **common, approvals_received=len(votes),
+                                     approvals_required=approval["approvals_required"], comment=comment)
+        return VoteOutcome("voted", votes, ballot, (voted,))
+    remember = approval.get("remember_for_seconds")
+    remember_until = now + timedelta(seconds=remember) if remember else None
+    approvers = tuple(v["by"] for v in votes)
+    granted = events.ApprovalGranted(
+        **fields, **common, device_id=approval["device_id"], key_id=approval["key_id"], approvers=approvers,
+        comment=comment, remember_until=remember_until,
+    )
+    final = final_decision(approval, granted, "allow", f"approved by {', '.join(approvers)}")
+    return VoteOutcome("granted", votes, ballot, (granted, final), remember_until)

@@ -1,4 +1,7 @@
-"""What a decision needs besides policies, cached per tenant and kept fresh by events.
+"""What a decision reads, cached: compiled policies, and per tenant its groups, grants and settings.
+
+Policies are cached per tenant as compiled objects and dropped by `policy.*` events, so a decision
+costs one evaluation and one write (the recorded decision).
 
 Groups, approve-and-remember grants and settings are loaded once per tenant; devices (their
 enrollment groups and quarantine state) once per device. Events update or drop entries, on this
@@ -7,36 +10,54 @@ instance and on every other (each listens on its own queue), so the release path
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+
+from shared.commands_policy import PolicySettings
 
 from . import groups as group_model
-from .approvals import PolicySettings
+from .decision import UNKNOWN_DEVICE, DeviceState, device_state
+from .rules import Policy, parse_policy
 from .store import PolicyStore
 
-
-@dataclass(frozen=True, slots=True)
-class DeviceState:
-    enrolled_groups: frozenset[str]
-    status: str  # active, revoked, quarantined, unknown
-    quarantine_reason: str = ""
-    released_keys: frozenset[str] = frozenset()
+MAX_CACHED_VERSIONS = 10_000
 
 
-UNKNOWN_DEVICE = DeviceState(frozenset(), "unknown")
+class PolicyCache:
+    """Compiled policies per tenant; a tenant's entry is dropped whenever one of its policies changes."""
 
+    def __init__(self, store: PolicyStore):
+        self._store = store
+        self._tenants: dict[str, list[Policy]] = {}
+        self._versions: dict[tuple[str, str, int], Policy] = {}
 
-def device_state(doc: dict[str, Any] | None) -> DeviceState:
-    if doc is None:
-        return UNKNOWN_DEVICE
-    return DeviceState(
-        frozenset(doc.get("groups", ())), doc.get("status", "active"), doc.get("quarantine_reason", ""),
-        frozenset(doc.get("released_keys", ())),
-    )
+    async def for_tenant(self, tenant_id: str) -> list[Policy]:
+        cached = self._tenants.get(tenant_id)
+        if cached is None:
+            heads = await self._store.active_policies(tenant_id)
+            cached = [parse_policy(h["document"], policy_id=h["policy_id"], version=h["version"]) for h in heads]
+            self._tenants[tenant_id] = cached
+        return cached
+
+    def drop(self, tenant_id: str) -> None:
+        self._tenants.pop(tenant_id, None)
+
+    async def version(self, tenant_id: str, policy_id: str, version: int) -> Policy | None:
+        """One compiled policy version, current or not (versions never change, so they stay cached)."""
+        entry = (tenant_id, policy_id, version)
+        cached = self._versions.get(entry)
+        if cached is None:
+            doc = await self._store.policy_version(tenant_id, policy_id, version)
+            if doc is None:
+                return None
+            cached = self._versions[entry] = parse_policy(doc["document"], policy_id=policy_id, version=version)
+            if len(self._versions) > MAX_CACHED_VERSIONS:
+                self._versions.pop(next(iter(self._versions)))
+        return cached
 
 
 class TargetCache:
+    """Groups, remembered grants and settings per tenant, and device states per device."""
+
     def __init__(self, store: PolicyStore, *, max_devices: int = 100_000):
         self._store = store
         self._groups: dict[str, group_model.TenantGroups] = {}
@@ -48,7 +69,7 @@ class TargetCache:
     async def groups(self, tenant_id: str) -> group_model.TenantGroups:
         cached = self._groups.get(tenant_id)
         if cached is None:
-            docs = await self._store.groups.find(tenant_id, {"deleted": False})
+            docs = await self._store.live_groups(tenant_id)
             cached = group_model.TenantGroups.of(
                 group_model.parse_group(d["document"], group_id=d["group_id"]) for d in docs
             )
@@ -58,16 +79,15 @@ class TargetCache:
     async def remembered(self, tenant_id: str) -> dict[tuple[str, str], datetime]:
         cached = self._remembered.get(tenant_id)
         if cached is None:
-            docs = await self._store.remembered.find(tenant_id, {})
-            cached = {(d["device_id"], d["key_id"]): d["until"] for d in docs}
+            cached = await self._store.remembered_grants(tenant_id)
             self._remembered[tenant_id] = cached
         return cached
 
     async def settings(self, tenant_id: str) -> PolicySettings:
         cached = self._settings.get(tenant_id)
         if cached is None:
-            doc = await self._store.settings.find_one(tenant_id, {})
-            cached = PolicySettings.model_validate(doc["settings"]) if doc else PolicySettings()
+            stored = await self._store.tenant_settings(tenant_id)
+            cached = PolicySettings.model_validate(stored) if stored else PolicySettings()
             self._settings[tenant_id] = cached
         return cached
 
@@ -75,7 +95,7 @@ class TargetCache:
         entry = (tenant_id, device_id)
         cached = self._devices.get(entry)
         if cached is None:
-            cached = device_state(await self._store.devices.find_one(tenant_id, {"device_id": device_id}))
+            cached = device_state(await self._store.device(tenant_id, device_id))
             if cached is not UNKNOWN_DEVICE:  # an unknown device may be enrolled any moment
                 self._put_device(entry, cached)
         return cached

@@ -93,6 +93,3 @@ class TenantGroups:
 
     def key_groups(self, key_id: str) -> frozenset[str]:
         return self.key_members.get(key_id, frozenset())
-
-
-EMPTY = TenantGroups((), {})

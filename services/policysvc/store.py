@@ -1,24 +1,34 @@
-"""policysvc's collections: policy heads, every policy version, and recorded decisions.
+"""policysvc's MongoDB store: every query of the service, each behind a method named for what it does.
 
-Decisions keep the request's facts so that a candidate policy can be replayed against
-real traffic (dry-run) and so that a redelivered request is answered, not re-decided.
+Collections: policy heads and every policy version, recorded decisions (they keep the request's
+facts so a candidate policy can be replayed against real traffic, and so a redelivered request is
+answered, not re-decided), groups, the device projection with posture, approvals, remembered
+grants and tenant settings. Writes that report a change stage its events in the same document
+(the outbox); `publish_staged` sends them once written.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
-from shared import outbox
+from shared import outbox as staging
 from shared.events import Event
 from shared.group_insert import GroupInserter
+from shared.outbox import Outbox
 from shared.store import DuplicateKeyError, TenantCollection
 
+from .store_approvals import ApprovalQueries
 
-class PolicyStore:
-    def __init__(self, db: AsyncDatabase):
+AREAS = ("policies", "groups", "approvals", "devices", "settings")
+
+
+class PolicyStore(ApprovalQueries):
+    def __init__(self, db: AsyncDatabase, *, publish: Callable[[Event], Awaitable[None]]):
         self.policies = TenantCollection(db["policies"])
         self.versions = TenantCollection(db["policy_versions"])
         self.decisions = TenantCollection(db["decisions"])
@@ -28,6 +38,7 @@ class PolicyStore:
         self.approvals = TenantCollection(db["approvals"])
         self.remembered = TenantCollection(db["remembered"])  # approve-and-remember grants
         self.settings = TenantCollection(db["settings"])
+        self.outbox = Outbox(publish, [getattr(self, area).raw for area in AREAS])
 
     async def create_indexes(self) -> None:
         await self.policies.raw.create_index([("tenant_id", ASCENDING), ("policy_id", ASCENDING)], unique=True)
@@ -49,12 +60,25 @@ class PolicyStore:
             [("tenant_id", ASCENDING), ("device_id", ASCENDING), ("key_id", ASCENDING)], unique=True
         )
         await self.settings.raw.create_index([("tenant_id", ASCENDING)], unique=True)
+        await self.outbox.create_indexes()
+
+    async def publish_staged(self, area: str, tenant_id: str, *events: Event) -> None:
+        """Publish events staged by a write to ``area``'s collection, in order, unstaging each."""
+        for event in events:
+            await self.outbox.publish(getattr(self, area).raw, tenant_id, event)
+
+    # --- policies and their versions --------------------------------------------------------
 
     async def active_policies(self, tenant_id: str) -> list[dict[str, Any]]:
         return await self.policies.find(tenant_id, {"deleted": False}, sort=[("policy_id", ASCENDING)])
 
     async def head(self, tenant_id: str, policy_id: str) -> dict[str, Any] | None:
         return await self.policies.find_one(tenant_id, {"policy_id": policy_id, "deleted": False})
+
+    async def current_version(self, tenant_id: str, policy_id: str) -> int | None:
+        """The head's version, None when the policy was deleted or never existed."""
+        head = await self.policies.find_one(tenant_id, {"policy_id": policy_id})
+        return head["version"] if head and not head.get("deleted") else None
 
     async def put_version(self, tenant_id: str, head: dict[str, Any], expected_version: int, event: Event) -> bool:
         """Writes the version, then moves the head by compare-and-swap on its version."""
@@ -65,21 +89,181 @@ class PolicyStore:
             return False
         if expected_version == 0:
             try:
-                await self.policies.insert(tenant_id, outbox.staged(head, event))
+                await self.policies.insert(tenant_id, staging.staged(head, event))
                 return True
             except DuplicateKeyError:
                 await self.versions.delete_one(tenant_id, {"policy_id": head["policy_id"], "version": head["version"]})
                 raise
         matched = await self.policies.update_one(
-            tenant_id,
-            {"policy_id": head["policy_id"], "version": expected_version},
-            {"$set": head, **outbox.push(event)},
+            tenant_id, {"policy_id": head["policy_id"], "version": expected_version}, {"$set": head, **staging.push(event)},
         )
         return bool(matched)
 
-    async def find_decision(self, tenant_id: str, request_id: str) -> dict[str, Any] | None:
-        return await self.decisions.find_one(tenant_id, {"request_id": request_id})
+    async def delete_policy(self, tenant_id: str, policy_id: str, *, now: datetime, event: Event) -> bool:
+        matched = await self.policies.update_one(
+            tenant_id, {"policy_id": policy_id, "deleted": False},
+            {"$set": {"deleted": True, "updated_at": now}, **staging.push(event)},
+        )
+        return bool(matched)
+
+    async def policy_versions(self, tenant_id: str, policy_id: str) -> list[dict[str, Any]]:
+        """Every version of a policy, newest first."""
+        return await self.versions.find(tenant_id, {"policy_id": policy_id}, sort=[("version", -1)])
+
+    async def policy_version(self, tenant_id: str, policy_id: str, version: int) -> dict[str, Any] | None:
+        return await self.versions.find_one(tenant_id, {"policy_id": policy_id, "version": version})
+
+    async def mark_restored(self, tenant_id: str, policy_id: str, version: int, *, restored_from: int) -> None:
+        await self.versions.update_one(
+            tenant_id, {"policy_id": policy_id, "version": version}, {"$set": {"restored_from": restored_from}}
+        )
+
+    # --- groups -----------------------------------------------------------------------------
+
+    async def live_groups(self, tenant_id: str, *, kind: str | None = None) -> list[dict[str, Any]]:
+        """The tenant's groups not deleted, by name; of one kind when given."""
+        query: dict[str, Any] = {"deleted": False}
+        if kind is not None:
+            query["document.kind"] = kind
+        return await self.groups.find(tenant_id, query, sort=[("name", 1)])
+
+    async def live_group(self, tenant_id: str, group_id: str) -> dict[str, Any] | None:
+        return await self.groups.find_one(tenant_id, {"group_id": group_id, "deleted": False})
+
+    async def insert_group(self, tenant_id: str, doc: dict[str, Any], event: Event) -> None:
+        """Raises DuplicateKeyError when the name is taken."""
+        await self.groups.insert(tenant_id, staging.staged(doc, event))
+
+    async def replace_group(
+        self, tenant_id: str, group_id: str, *, expected_version: int, doc: dict[str, Any], event: Event
+    ) -> bool:
+        """Compare-and-swap on the group's version; raises DuplicateKeyError when the new name is taken."""
+        matched = await self.groups.update_one(
+            tenant_id, {"group_id": group_id, "version": expected_version}, {"$set": doc, **staging.push(event)}
+        )
+        return bool(matched)
+
+    async def delete_group(self, tenant_id: str, group_id: str, *, freed_name: str, now: datetime, event: Event) -> bool:
+        matched = await self.groups.update_one(
+            tenant_id, {"group_id": group_id, "deleted": False},
+            {"$set": {"deleted": True, "name": freed_name, "updated_at": now}, **staging.push(event)},
+        )
+        return bool(matched)
+
+    # --- tenant settings ----------------------------------------------------------------------
+
+    async def tenant_settings(self, tenant_id: str) -> dict[str, Any] | None:
+        doc = await self.settings.find_one(tenant_id, {})
+        return doc["settings"] if doc else None
+
+    async def put_settings(self, tenant_id: str, settings: dict[str, Any], *, by: str, event: Event) -> None:
+        await self.settings.update_one(
+            tenant_id, {}, {"$set": {"settings": settings, "updated_by": by}, **staging.push(event)}, upsert=True
+        )
+
+    # --- decisions --------------------------------------------------------------------------
 
     async def record_decision(self, tenant_id: str, doc: dict[str, Any]) -> bool:
         """False when this request was already decided (a redelivery)."""
         return await self._decision_inserts.insert(tenant_id, doc)
+
+    async def find_decision(self, tenant_id: str, request_id: str) -> dict[str, Any] | None:
+        return await self.decisions.find_one(tenant_id, {"request_id": request_id})
+
+    async def device_decision(self, tenant_id: str, request_id: str, device_id: str) -> dict[str, Any] | None:
+        """A decision as the requesting device may see it: only its own."""
+        return await self.decisions.find_one(tenant_id, {"request_id": request_id, "device_id": device_id})
+
+    async def list_decisions(self, tenant_id: str, *, match: dict[str, str], limit: int) -> list[dict[str, Any]]:
+        """Newest first, without facts and trace records; ``match`` holds device_id, key_id, effect."""
+        return await self.decisions.find(
+            tenant_id, dict(match), projection={"trace_record": 0, "facts": 0}, sort=[("decided_at", -1)], limit=limit
+        )
+
+    async def decisions_since(self, tenant_id: str, since: datetime, *, limit: int) -> list[dict[str, Any]]:
+        """Recorded requests (ids, device, key, facts, time), newest first: what a replay needs."""
+        return await self.decisions.find(
+            tenant_id, {"decided_at": {"$gte": since}},
+            projection={"request_id": 1, "device_id": 1, "key_id": 1, "facts": 1, "decided_at": 1},
+            sort=[("decided_at", -1)], limit=limit,
+        )
+
+    async def releasing_decisions(self, tenant_id: str, device_id: str, key_id: str, *, limit: int) -> list[dict[str, Any]]:
+        """The newest decisions that allowed (or sent for approval) this key to this device."""
+        return await self.decisions.find(
+            tenant_id, {"device_id": device_id, "key_id": key_id, "effect": {"$in": ["allow", "require_approval"]}},
+            projection={"request_id": 1, "effect": 1, "trace_record": 1}, sort=[("decided_at", -1)], limit=limit,
+        )
+
+    # --- devices and posture --------------------------------------------------------------------
+
+    async def device(self, tenant_id: str, device_id: str) -> dict[str, Any] | None:
+        return await self.devices.find_one(tenant_id, {"device_id": device_id})
+
+    async def project_enrolled(self, tenant_id: str, device_id: str, *, name: str, groups: list[str], at: datetime) -> None:
+        await self.devices.update_one(
+            tenant_id, {"device_id": device_id},
+            {"$set": {"name": name, "groups": groups, "enrolled_at": at}, "$setOnInsert": {"status": "active"}},
+            upsert=True,
+        )
+
+    async def project_revoked(self, tenant_id: str, device_id: str, *, at: datetime) -> None:
+        await self.devices.update_one(
+            tenant_id, {"device_id": device_id}, {"$set": {"status": "revoked", "revoked_at": at}}, upsert=True
+        )
+
+    async def note_release(self, tenant_id: str, device_id: str, key_id: str) -> None:
+        """Remembers that this device holds this key (once per key)."""
+        await self.devices.update_one(
+            tenant_id, {"device_id": device_id}, {"$addToSet": {"released_keys": key_id}}, upsert=True
+        )
+
+    async def record_heartbeat(
+        self, tenant_id: str, device_id: str, *, at: datetime, due: datetime, facts: dict[str, Any]
+    ) -> None:
+        await self.devices.update_one(
+            tenant_id, {"device_id": device_id},
+            {"$set": {"last_heartbeat_at": at, "heartbeat_due": due, "last_facts": facts}},
+        )
+
+    async def quarantine_device(
+        self, tenant_id: str, device_id: str, *, reason: str, cause: str, now: datetime, events: tuple[Event, ...],
+        heartbeat_due: datetime | None = None,
+    ) -> bool:
+        """Quarantines a device not quarantined yet; given ``heartbeat_due``, only an active device
+        still due then (a heartbeat that arrived since wins). False when the device did not match."""
+        expect: dict[str, Any] = (
+            {"status": {"$ne": "quarantined"}} if heartbeat_due is None else {"status": "active", "heartbeat_due": heartbeat_due}
+        )
+        matched = await self.devices.update_one(
+            tenant_id, {"device_id": device_id, **expect},
+            {"$set": {"status": "quarantined", "quarantine_reason": reason, "quarantine_cause": cause, "quarantined_at": now},
+             "$push": {staging.FIELD: {"$each": [staging.entry(e) for e in events]}}},
+        )
+        return bool(matched)
+
+    async def clear_quarantine(self, tenant_id: str, device_id: str, *, heartbeat_due: datetime, event: Event) -> bool:
+        """False when the device is not quarantined."""
+        matched = await self.devices.update_one(
+            tenant_id, {"device_id": device_id, "status": "quarantined"},
+            {"$set": {"status": "active", "quarantine_reason": "", "heartbeat_due": heartbeat_due}, **staging.push(event)},
+        )
+        return bool(matched)
+
+    # --- the scheduler's scans: across tenants on purpose (a system job); each write is scoped ----
+
+    async def silent_devices(self, now: datetime) -> list[dict[str, Any]]:
+        """Active devices, in every tenant, whose heartbeat was due by ``now``."""
+        return await self.devices.raw.find({"status": "active", "heartbeat_due": {"$lte": now}}).to_list(None)
+
+    async def next_deadline(self) -> datetime | None:
+        """The earliest approval expiry or heartbeat deadline still ahead of the scheduler."""
+        due = []
+        for collection, query, field in (
+            (self.approvals.raw, {"status": "pending"}, "expires_at"),
+            (self.devices.raw, {"status": "active", "heartbeat_due": {"$ne": None}}, "heartbeat_due"),
+        ):
+            for doc in await collection.find(query, {field: 1}, sort=[(field, 1)], limit=1).to_list(None):
+                if doc.get(field) is not None:
+                    due.append(doc[field])
+        return min(due) if due else None

@@ -10,14 +10,14 @@ import json
 
 from agent import cli
 from agent.client import AgentClient, KeyDenied
-from services.policysvc.approvals import DEFAULT_HEARTBEAT_GRACE_SECONDS
+from shared.commands_policy import DEFAULT_HEARTBEAT_GRACE_SECONDS
 
 from .helpers import make_tenant
 
 
 async def test_agent_encrypts_and_decrypts_a_file_only_under_policy(api, tmp_path, capsys):
     tenant = await make_tenant(api)
-    status, enr, _ = await tenant.admin.call("POST", "/v1/enrollment-tokens", json={"name": "vm-1"})
+    _status, enr, _ = await tenant.admin.call("POST", "/v1/enrollment-tokens", json={"name": "vm-1"})
     home = tmp_path / "agent-home"
     async with AgentClient() as client:
         identity = await client.enroll(api.url, enr["token"], "vm-1", home)
@@ -35,7 +35,8 @@ async def test_agent_encrypts_and_decrypts_a_file_only_under_policy(api, tmp_pat
         return cli.build_parser().parse_args(["--home", str(home), *argv])
 
     sealed = tmp_path / "payroll.csv.sr"
-    assert await cli.run(run("encrypt", "--facts-file", str(eu), "--key-id", tenant.key_id, str(secret), str(sealed)), environ={}) == 0
+    encrypt = run("encrypt", "--facts-file", str(eu), "--key-id", tenant.key_id, str(secret), str(sealed))
+    assert await cli.run(encrypt, environ={}) == 0
     assert secret.read_bytes()[:64] not in sealed.read_bytes()
 
     restored = tmp_path / "restored.csv"

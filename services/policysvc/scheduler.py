@@ -1,0 +1,60 @@
+"""policysvc's scheduler: expires overdue approvals and quarantines devices whose heartbeats stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+import structlog
+
+from shared import events
+
+from . import posture
+from .cache import TargetCache
+from .handlers_approvals import expire_approval
+from .handlers_posture import quarantine
+from .store import PolicyStore
+
+log = structlog.get_logger("strongroom.policysvc")
+
+
+async def sweep(now: datetime, *, store: PolicyStore, targets: TargetCache) -> datetime | None:
+    """Expires overdue approvals and quarantines silent devices; returns when the next one falls due.
+    State lives in the store, so a restarted service picks up exactly where the last one stopped."""
+    for doc in await store.overdue_approvals(now):
+        await expire_approval(doc, store=store)
+    for doc in await store.silent_devices(now):
+        await quarantine(
+            doc["tenant_id"], doc["device_id"], cause="heartbeat_missed", key_ids=tuple(doc.get("released_keys", [])),
+            reasons=posture.silence_reasons(doc["last_heartbeat_at"]), correlation_id=events.new_id(), source_ip=None,
+            store=store, targets=targets, heartbeat_due=doc["heartbeat_due"],
+        )
+    return await store.next_deadline()
+
+
+class Scheduler:
+    """Sleeps until the next deadline (or a wake-up when a new one is created), then sweeps."""
+
+    def __init__(self, sweep_once: Callable[[datetime], Awaitable[datetime | None]], *, max_sleep: float = 30.0):
+        self._sweep = sweep_once
+        self._max_sleep = max_sleep
+        self._wake: asyncio.Event | None = None
+
+    def wake(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    async def run(self) -> None:
+        self._wake = asyncio.Event()
+        while True:
+            self._wake.clear()
+            try:
+                due = await self._sweep(datetime.now(UTC))
+            except Exception:
+                log.exception("sweep_failed")
+                due = None
+            delay = self._max_sleep if due is None else max(0.0, min(self._max_sleep, (due - datetime.now(UTC)).total_seconds()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=delay + 0.01)
