@@ -12,7 +12,7 @@ from aiohttp import web
 
 from shared.rpc import ProblemError
 
-from .views import _call, _json, json_object
+from .state import _call, _json, json_object
 
 log = structlog.get_logger("strongroom.gateway")
 
