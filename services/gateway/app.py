@@ -129,7 +129,7 @@ async def init_app(settings: GatewaySettings, *, bus: Bus, client: AsyncMongoCli
 
 
 def build_app(settings: GatewaySettings, *, bus: Bus, store: GatewayStore) -> web.Application:
-    """The gateway over any store with `GatewayStore`'s methods."""
+    """The gateway over any store with `GatewayStore`'s methods (`store_memory.py` in unit tests)."""
     bootstrap = settings.bootstrap_token.get_secret_value() if settings.bootstrap_token else None
     gateway = Gateway(
         settings=settings,
