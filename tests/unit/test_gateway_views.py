@@ -262,3 +262,42 @@ async def test_revoking_a_device_publishes_once(gw):
     status, _, _ = await gw.call("POST", f"/v1/devices/{device_id}/revoke", officer, {"reason": "lost"})
     assert status == 404
     assert gw.types().count("device.revoked") == 1
+
+
+async def test_small_team_mode_waits_for_a_second_admin(gw):
+    await gw.tenant()
+    _, first = await gw.user("rita", ["tenant_admin"])
+    _, second = await gw.user("sam", ["tenant_admin"])
+    status, body, _ = await gw.call("PUT", "/v1/tenant/settings", first, {"small_team": True})
+    assert status == 202
+    change_id = body["pending_change"]["change_id"]
+    status, body, _ = await gw.call("GET", "/v1/tenant/settings", first)
+    assert body["small_team"] is False and len(body["pending_changes"]) == 1
+
+    status, _, _ = await gw.call("POST", f"/v1/tenant/settings/changes/{change_id}/confirm", first)
+    assert status == 403
+    status, body, _ = await gw.call("POST", f"/v1/tenant/settings/changes/{change_id}/confirm", second)
+    assert status == 200 and body["small_team"] is True and body["pending_changes"] == []
+    status, _, _ = await gw.call("POST", f"/v1/tenant/settings/changes/{change_id}/confirm", second)
+    assert status == 404
+
+
+async def test_an_mfa_reset_takes_two_admins_and_ends_the_users_sessions(gw):
+    await gw.tenant()
+    _, first = await gw.user("tom", ["tenant_admin"])
+    _, second = await gw.user("uma", ["tenant_admin"])
+    victim, victim_session = await gw.user("vic", ["auditor"])
+    await gw.store.accounts.begin_mfa(T1, victim, "sealed")
+    await gw.store.accounts.confirm_mfa(T1, victim, sealed_secret="sealed", step=1, recovery=["r"], event=events.UserMfaEnrolled(
+        tenant_id=T1, actor=events.Actor(kind="user", id=victim), correlation_id="c", user_id=victim))
+
+    status, _, _ = await gw.call("POST", f"/v1/users/{victim}/mfa/reset", first)
+    assert status == 202
+    status, _, _ = await gw.call("POST", f"/v1/users/{victim}/mfa/reset/confirm", first)
+    assert status == 403
+    status, body, _ = await gw.call("POST", f"/v1/users/{victim}/mfa/reset/confirm", second)
+    assert status == 200 and body["mfa_enrolled"] is False
+    stored = await gw.store.accounts.user(T1, victim)
+    assert stored["mfa"] is None and stored["recovery"] == [] and "mfa_reset" not in stored
+    status, _, _ = await gw.call("GET", "/v1/me", victim_session)
+    assert status == 401  # sessions started before the reset are over
