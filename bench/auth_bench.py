@@ -16,8 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from services.gateway.accounts.passwords import Hasher
 from services.gateway.auth import SESSION_PREFIX, TokenAuthenticator
-from services.gateway.passwords import Hasher
 from services.gateway.settings import GatewaySettings
 from services.gateway.store import GatewayStore
 from shared.crypto import tokens
@@ -25,10 +25,15 @@ from shared.embedded_mongo import EmbeddedMongo
 from shared.store import connect
 
 
+async def _unpublished(event) -> None:
+    """The bench stages no events."""
+
+
 async def request_overhead(url: str, n: int) -> None:
     client = connect(url)
-    store = GatewayStore(client["authbench_gateway"])
-    await store.create_indexes()
+    gateway_store = GatewayStore(client["authbench_gateway"], publish=_unpublished)
+    await gateway_store.create_indexes()
+    store = gateway_store.accounts
     now = datetime.now(UTC)
     await store.tenants.insert("ten_b", {"name": "bench", "kind": "customer", "status": "active", "settings": {}})
     await store.users.insert("ten_b", {"user_id": "usr_b", "username": "b", "account": "person", "status": "active",

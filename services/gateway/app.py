@@ -14,19 +14,18 @@ from pymongo import AsyncMongoClient
 from shared import events
 from shared.bus import Bus
 from shared.crypto import tokens
-from shared.outbox import Outbox
 from shared.store import service_database
 
 from . import routes
+from .accounts.common import ACCOUNTS, Accounts
 from .auth import DeviceAuthenticator, TokenAuthenticator, Unauthorized
 from .openapi import build_spec
 from .problems import problem_middleware
-from .releases import ReleaseWaiters
+from .releases import RELEASE_OUTCOMES, ReleaseWaiters
 from .settings import GatewaySettings
+from .state import CORRELATION_ID, GATEWAY, Gateway
 from .store import GatewayStore
-from .views import CORRELATION_ID, GATEWAY, Gateway
-from .views_accounts import ACCOUNT_CHANGES, ACCOUNTS, Accounts, forget_account_changes
-from .views_policy import NOTIFIER, NOTIFY_PATTERNS, Notifier, also_notify
+from .views_policy import NOTIFIER, NOTIFY_PATTERNS, NOTIFY_VIA_WAITERS, Notifier
 
 log = structlog.get_logger("strongroom.gateway")
 OPENAPI = web.AppKey("openapi", dict)
@@ -59,7 +58,7 @@ async def audit_refusals(request: web.Request, handler):
         if 'keyid="' in keyid:
             tenant_id, _, device_id = keyid.split('keyid="', 1)[1].split('"', 1)[0].partition("/")
         gw = request.app[GATEWAY]
-        if tenant_id != "unknown" and await gw.store.tenants.find_one(tenant_id, {}) is not None:
+        if tenant_id != "unknown" and await gw.store.accounts.tenant(tenant_id) is not None:
             await gw.bus.publish(events.AccessDenied(
                 tenant_id=tenant_id, correlation_id=request[CORRELATION_ID], source_ip=request.remote,
                 actor=events.Actor(kind="device", id=device_id or "unknown", auth="signature"),
@@ -90,18 +89,53 @@ async def _forget_revoked(event: events.Event, *, gateway: Gateway) -> None:
         gateway.operators.forget(event.token_id)
 
 
+# Another gateway instance changed a user, a session or a tenant: drop our cached copies.
+ACCOUNT_CHANGES = ["user.#", "tenant.#"]
+
+
+async def _forget_account_changes(event: events.Event, *, gateway: Gateway) -> None:
+    if isinstance(event, events.UserLoggedOut):
+        gateway.operators.forget_session(event.session_id)
+    user_id = getattr(event, "user_id", None)
+    if user_id:
+        gateway.operators.forget_user(event.tenant_id, user_id)
+    if event.type.startswith("tenant."):  # type: ignore[attr-defined]
+        gateway.operators.forget_tenant(event.tenant_id)
+
+
+async def _release_outcome(event: events.Event, *, waiters: ReleaseWaiters, notifier: Notifier) -> None:
+    """Key outcomes settle the waiting requests, and those operators watch go to the notifier too
+    (one queue for both)."""
+    await waiters.on_outcome(event)
+    if event.type in NOTIFY_VIA_WAITERS:
+        await notifier.on_event(event)
+
+
 async def init_app(settings: GatewaySettings, *, bus: Bus, client: AsyncMongoClient) -> web.Application:
-    store = GatewayStore(service_database(client, "gateway", prefix=settings.db_prefix))
+    store = GatewayStore(service_database(client, "gateway", prefix=settings.db_prefix), publish=bus.publish)
     await store.create_indexes()
-    outbox = Outbox(bus.publish, store.outbox_collections)
-    await outbox.create_indexes()
+    app = build_app(settings, bus=bus, store=store)
+
+    async def relay(app: web.Application):
+        await store.outbox.relay()
+        tasks = [asyncio.create_task(store.outbox.run()), asyncio.create_task(_housekeeping(store))]
+        yield
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    app.cleanup_ctx.append(relay)
+    return app
+
+
+def build_app(settings: GatewaySettings, *, bus: Bus, store: GatewayStore) -> web.Application:
+    """The gateway over any store with `GatewayStore`'s methods (`store_memory.py` in unit tests)."""
     bootstrap = settings.bootstrap_token.get_secret_value() if settings.bootstrap_token else None
     gateway = Gateway(
         settings=settings,
         bus=bus,
         store=store,
-        outbox=outbox,
-        operators=TokenAuthenticator(store, bootstrap_digest=tokens.digest(bootstrap) if bootstrap else None,
+        operators=TokenAuthenticator(store.accounts, bootstrap_digest=tokens.digest(bootstrap) if bootstrap else None,
                                      idle_seconds=settings.session_idle_seconds,
                                      absolute_seconds=settings.session_absolute_seconds),
         devices=DeviceAuthenticator(store, max_age_seconds=settings.signature_max_age_seconds),
@@ -120,19 +154,12 @@ async def init_app(settings: GatewaySettings, *, bus: Bus, client: AsyncMongoCli
     app[OPENAPI] = spec
     app.router.add_get("/v1/openapi.json", openapi)
 
-    async def background(app: web.Application):
-        # An allowed request is answered by keysvc's key.released (or refusal), never by the decision.
-        await bus.listen(["key.decided.deny", "key.decided.require_approval", "key.released", "key.release_refused"],
-                         also_notify(app[NOTIFIER], gateway.waiters.on_outcome))
+    async def listen(app: web.Application):
+        await bus.listen(RELEASE_OUTCOMES, partial(_release_outcome, waiters=gateway.waiters, notifier=app[NOTIFIER]))
         await bus.listen(NOTIFY_PATTERNS, app[NOTIFIER].on_event)
         await bus.listen(["device.revoked", "token.revoked"], partial(_forget_revoked, gateway=gateway))
-        await bus.listen(ACCOUNT_CHANGES, partial(forget_account_changes, gateway=gateway))
-        await outbox.relay()
-        tasks = [asyncio.create_task(outbox.run()), asyncio.create_task(_housekeeping(store))]
+        await bus.listen(ACCOUNT_CHANGES, partial(_forget_account_changes, gateway=gateway))
         yield
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
-    app.cleanup_ctx.append(background)
+    app.cleanup_ctx.append(listen)
     return app

@@ -19,7 +19,8 @@ from shared.crypto import httpsig, tokens
 from shared.events import Actor
 from shared.rpc import ProblemError
 
-from . import accounts, sessions
+from .accounts import rules, sessions
+from .accounts.store import AccountStore
 from .permissions import allowed
 from .store import GatewayStore
 
@@ -43,7 +44,7 @@ class Principal:
         return Actor(kind=self.kind, id=self.id, auth=self.auth)  # type: ignore[arg-type]
 
     def may(self, permission: str) -> bool:
-        return allowed(permission, self.roles) and accounts.scope_allows(permission, self.scopes)
+        return allowed(permission, self.roles) and rules.scope_allows(permission, self.scopes)
 
 
 class Unauthorized(ProblemError):
@@ -72,7 +73,7 @@ class TokenAuthenticator:
     credential) to a principal whose id is the owning user. Documents are cached briefly and
     dropped on revocation, role and tenant events (see `app.py`)."""
 
-    def __init__(self, store: GatewayStore, *, bootstrap_digest: str | None,
+    def __init__(self, store: AccountStore, *, bootstrap_digest: str | None,
                  idle_seconds: int = 900, absolute_seconds: int = 8 * 3600):
         self._store = store
         self._bootstrap_digest = bootstrap_digest
@@ -118,8 +119,7 @@ class TokenAuthenticator:
             raise Unauthorized(reason)
         if sessions.should_touch(doc, now):
             doc["last_seen"] = now
-            await self._store.sessions.update_one(doc["tenant_id"], {"session_id": doc["session_id"]},
-                                                  {"$set": {"last_seen": now}})
+            await self._store.touch_session(doc["tenant_id"], doc["session_id"], now)
         return await self._principal(doc["tenant_id"], doc["user_id"], auth=doc["auth"], mfa=doc["mfa"],
                                      credential_id=doc["session_id"], scopes=None, session_started=doc["created_at"])
 
@@ -156,20 +156,19 @@ class TokenAuthenticator:
             raise Unauthorized("session ended by a credential change")
         roles = frozenset(user.get("roles", ()))
         small_team = bool(tenant.get("settings", {}).get("small_team"))
+        kind = "provider" if tenant.get("kind") == "provider" else "user"
         if user.get("account") == "service":
             kind = "service"
-        else:
-            kind = "provider" if tenant.get("kind") == "provider" else "user"
         return Principal(
-            kind, user_id, tenant_id, accounts.effective_roles(roles, mfa_satisfied=mfa), auth,
+            kind, user_id, tenant_id, rules.effective_roles(roles, mfa_satisfied=mfa), auth,
             credential_id=credential_id, scopes=scopes,
-            second_person=accounts.needs_second_person(roles, small_team=small_team),
+            second_person=rules.needs_second_person(roles, small_team=small_team),
         )
 
     async def user(self, tenant_id: str, user_id: str) -> dict[str, Any] | None:
         doc = self._users.get((tenant_id, user_id))
         if doc is None:
-            doc = await self._store.users.find_one(tenant_id, {"user_id": user_id})
+            doc = await self._store.user(tenant_id, user_id)
             if doc is not None:
                 _remember(self._users, (tenant_id, user_id), doc)
         return doc
@@ -177,7 +176,7 @@ class TokenAuthenticator:
     async def tenant(self, tenant_id: str) -> dict[str, Any] | None:
         doc = self._tenants.get(tenant_id)
         if doc is None:
-            doc = await self._store.tenants.find_one(tenant_id, {})
+            doc = await self._store.tenant(tenant_id)
             if doc is not None:
                 _remember(self._tenants, tenant_id, doc)
         return doc
@@ -214,7 +213,7 @@ class DeviceAuthenticator:
         entry = (tenant_id, device_id)
         doc = self._devices.get(entry)
         if doc is None:
-            doc = await self._store.devices.find_one(tenant_id, {"device_id": device_id})
+            doc = await self._store.device(tenant_id, device_id)
             if doc is not None:
                 self._devices[entry] = doc
         return doc

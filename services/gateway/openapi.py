@@ -19,6 +19,7 @@ PROBLEM = {
     },
 }
 
+_PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 _ERRORS = {
     "400": "Malformed request (bad JSON, bad query)",
     "401": "Missing or invalid credentials or signature",
@@ -43,7 +44,7 @@ def build_spec() -> dict[str, Any]:
                 str(route.success): {"description": "Success"}
                 | ({} if route.success == 204 else {"content": {"application/json": {"schema": {"type": "object"}}}}),
                 **{
-                    code: {"description": text, "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+                    code: {"description": text, "content": {"application/problem+json": {"schema": _PROBLEM_REF}}}
                     for code, text in _ERRORS.items()
                 },
             },
@@ -79,7 +80,8 @@ def build_spec() -> dict[str, Any]:
                 "bearer": {"type": "http", "scheme": "bearer", "description": "Operator API token"},
                 "httpSignature": {
                     "type": "apiKey", "in": "header", "name": "Signature",
-                    "description": "RFC 9421 HTTP Message Signature by the device's Ed25519 key (with Signature-Input and Content-Digest)",
+                    "description": "RFC 9421 HTTP Message Signature by the device's Ed25519 key "
+                                   "(with Signature-Input and Content-Digest)",
                 },
             },
         },

@@ -11,6 +11,9 @@ import asyncio
 
 from shared.events import Event, KeyDecided, KeyReleased, KeyReleaseRefused
 
+# An allowed request is answered by keysvc's key.released (or refusal), never by the decision.
+RELEASE_OUTCOMES = ["key.decided.deny", "key.decided.require_approval", "key.released", "key.release_refused"]
+
 
 class ReleaseWaiters:
     def __init__(self) -> None:

@@ -13,8 +13,11 @@ from pydantic import BaseModel
 
 from shared import commands, commands_custody, export_formats
 
-from . import account_schemas, accounts, schemas, views, views_accounts, views_audit, views_custody, views_policy
+from . import schemas, views, views_agents, views_audit, views_custody, views_devices, views_policy
+from .accounts import schemas as account_schemas
+from .accounts import views_signin, views_sso, views_tenants, views_tokens, views_users
 from .auth import Unauthorized
+from .guard import guarded
 
 
 @dataclass(frozen=True)
@@ -31,14 +34,14 @@ class Route:
 
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/health", views.health, "none", None, "Liveness of the gateway"),
-    Route("POST", "/v1/tenants", views_accounts.create_tenant, "operator", "tenants.create", "Create a customer tenant and its first admin (one-time setup token)", account_schemas.CreateTenant, 201),
-    Route("POST", "/v1/tokens", views_accounts.create_token, "operator", "tokens.self", "Create a personal or service-account API token with scopes and expiry (shown once)", account_schemas.CreateToken, 201),
-    Route("GET", "/v1/tokens", views_accounts.list_tokens, "operator", "tokens.self", "List your API tokens (a tenant admin sees all)"),
-    Route("DELETE", "/v1/tokens/{token_id}", views_accounts.revoke_token, "operator", "tokens.self", "Revoke an API token (yours; a tenant admin: any)", None, 204),
-    Route("POST", "/v1/enrollment-tokens", views.create_enrollment, "operator", "devices.enroll", "Create a single-use, expiring enrollment token", schemas.CreateEnrollment, 201),
-    Route("GET", "/v1/devices", views.list_devices, "operator", "devices.read", "List devices"),
-    Route("GET", "/v1/devices/{device_id}", views.get_device, "operator", "devices.read", "Show a device"),
-    Route("POST", "/v1/devices/{device_id}/revoke", views.revoke_device, "operator", "devices.manage", "Revoke a device", schemas.RevokeDevice),
+    Route("POST", "/v1/tenants", views_tenants.create_tenant, "operator", "tenants.create", "Create a customer tenant and its first admin (one-time setup token)", account_schemas.CreateTenant, 201),
+    Route("POST", "/v1/tokens", views_tokens.create_token, "operator", "tokens.self", "Create a personal or service-account API token with scopes and expiry (shown once)", account_schemas.CreateToken, 201),
+    Route("GET", "/v1/tokens", views_tokens.list_tokens, "operator", "tokens.self", "List your API tokens (a tenant admin sees all)"),
+    Route("DELETE", "/v1/tokens/{token_id}", views_tokens.revoke_token, "operator", "tokens.self", "Revoke an API token (yours; a tenant admin: any)", None, 204),
+    Route("POST", "/v1/enrollment-tokens", views_devices.create_enrollment, "operator", "devices.enroll", "Create a single-use, expiring enrollment token", schemas.CreateEnrollment, 201),
+    Route("GET", "/v1/devices", views_devices.list_devices, "operator", "devices.read", "List devices"),
+    Route("GET", "/v1/devices/{device_id}", views_devices.get_device, "operator", "devices.read", "Show a device"),
+    Route("POST", "/v1/devices/{device_id}/revoke", views_devices.revoke_device, "operator", "devices.manage", "Revoke a device", schemas.RevokeDevice),
     Route("POST", "/v1/keys", views.create_key, "operator", "keys.manage", "Create a volume key", commands.CreateKey, 201),
     Route("GET", "/v1/keys", views.list_keys, "operator", "keys.read", "List keys (metadata only)"),
     Route("GET", "/v1/keys/{key_id}", views.get_key, "operator", "keys.read", "Show a key (metadata only)"),
@@ -51,34 +54,34 @@ ROUTES: tuple[Route, ...] = (
     Route("DELETE", "/v1/policies/{policy_id}", views.delete_policy, "operator", "policies.manage", "Delete a policy"),
     Route("GET", "/v1/audit", views.list_audit, "operator", "audit.read", "List audit records (filters, cursor)"),
     # --- accounts and sign-in ---
-    Route("POST", "/v1/auth/bootstrap", views_accounts.bootstrap, "operator", "accounts.bootstrap", "Bootstrap credential: create the first admin, then the credential is disabled", account_schemas.Bootstrap, 201),
-    Route("POST", "/v1/auth/setup", views_accounts.setup_password, "none", None, "Set a first password with a one-time setup token", account_schemas.Setup),
-    Route("POST", "/v1/auth/login", views_accounts.login, "none", None, "Sign in with password (and TOTP or a recovery code): a session token", account_schemas.Login, 201),
-    Route("GET", "/v1/auth/oidc/start", views_accounts.oidc_start, "none", None, "Single sign-on: redirect to the tenant's OpenID provider (?tenant=)", None, 302),
-    Route("GET", "/v1/auth/oidc/callback", views_accounts.oidc_callback, "none", None, "Single sign-on: OpenID provider callback; starts a session", None, 201),
-    Route("GET", "/v1/auth/saml/start", views_accounts.saml_start, "none", None, "Single sign-on: redirect to the tenant's SAML IdP with an AuthnRequest (?tenant=)", None, 302),
-    Route("POST", "/v1/auth/saml/acs", views_accounts.saml_acs, "none", None, "Single sign-on: SAML assertion consumer (HTTP-POST binding); starts a session", None, 201),
-    Route("GET", "/v1/auth/saml/metadata", views_accounts.saml_metadata, "none", None, "SAML service-provider metadata for the tenant's IdP (?tenant=)"),
-    Route("POST", "/v1/auth/logout", views_accounts.logout, "operator", "account.self", "End the calling session", None, 204),
-    Route("GET", "/v1/me", views_accounts.me, "operator", "account.self", "Who am I: user, roles, how I authenticated"),
-    Route("POST", "/v1/me/mfa", views_accounts.mfa_begin, "operator", "account.self", "Start TOTP enrolment (otpauth URI)", None, 201),
-    Route("POST", "/v1/me/mfa/confirm", views_accounts.mfa_confirm, "operator", "account.self", "Confirm TOTP enrolment; returns recovery codes once", account_schemas.MfaCode),
-    Route("POST", "/v1/users", views_accounts.create_user, "operator", "users.manage", "Create a user (custodian/approver roles wait for a second admin)", account_schemas.CreateUser, 201),
-    Route("GET", "/v1/users", views_accounts.list_users, "operator", "users.read", "List the tenant's users"),
-    Route("GET", "/v1/users/{user_id}", views_accounts.get_user, "operator", "users.read", "Show a user"),
-    Route("POST", "/v1/users/{user_id}/roles", views_accounts.change_roles, "operator", "users.manage", "Grant and revoke roles", account_schemas.ChangeRoles),
-    Route("POST", "/v1/users/{user_id}/roles/{role}/confirm", views_accounts.confirm_role, "operator", "users.manage", "Confirm a pending role grant (a second tenant admin)"),
-    Route("POST", "/v1/users/{user_id}/disable", views_accounts.disable_user, "operator", "users.manage", "Disable a user and drop their roles"),
-    Route("POST", "/v1/users/{user_id}/mfa/reset", views_accounts.request_mfa_reset, "operator", "users.manage", "Ask to reset a user's MFA (a second tenant admin confirms)", None, 202),
-    Route("POST", "/v1/users/{user_id}/mfa/reset/confirm", views_accounts.confirm_mfa_reset, "operator", "users.manage", "Confirm an MFA reset: secret and recovery codes dropped, sessions ended"),
-    Route("POST", "/v1/me/password", views_accounts.change_password, "operator", "account.self", "Change your password (current password and a TOTP code); ends your sessions", account_schemas.ChangePassword, 204),
-    Route("GET", "/v1/tenant/settings", views_accounts.get_settings, "operator", "tenant.settings", "Show tenant settings (small-team mode, single sign-on)"),
-    Route("PUT", "/v1/tenant/settings", views_accounts.put_settings, "operator", "tenant.settings", "Change tenant settings (small-team mode on and SSO changes wait for a second admin: 202)", account_schemas.TenantSettings),
-    Route("POST", "/v1/tenant/settings/changes/{change_id}/confirm", views_accounts.confirm_settings, "operator", "tenant.settings", "Confirm a pending settings change (a second tenant admin)"),
-    Route("GET", "/v1/tenants", views_accounts.list_tenants, "operator", "tenants.read", "Provider: customer tenants with status and usage"),
-    Route("POST", "/v1/tenants/{tenant_id}/suspend", views_accounts.suspend_tenant, "operator", "tenants.manage", "Provider: suspend a tenant (its credentials and agents stop working)"),
-    Route("POST", "/v1/tenants/{tenant_id}/resume", views_accounts.resume_tenant, "operator", "tenants.manage", "Provider: resume a suspended tenant"),
-    Route("POST", "/v1/tenants/{tenant_id}/offboard", views_accounts.offboard_tenant, "operator", "tenants.manage", "Provider: offboard a tenant for good"),
+    Route("POST", "/v1/auth/bootstrap", views_tenants.bootstrap, "operator", "accounts.bootstrap", "Bootstrap credential: create the first admin, then the credential is disabled", account_schemas.Bootstrap, 201),
+    Route("POST", "/v1/auth/setup", views_signin.setup_password, "none", None, "Set a first password with a one-time setup token", account_schemas.Setup),
+    Route("POST", "/v1/auth/login", views_signin.login, "none", None, "Sign in with password (and TOTP or a recovery code): a session token", account_schemas.Login, 201),
+    Route("GET", "/v1/auth/oidc/start", views_sso.oidc_start, "none", None, "Single sign-on: redirect to the tenant's OpenID provider (?tenant=)", None, 302),
+    Route("GET", "/v1/auth/oidc/callback", views_sso.oidc_callback, "none", None, "Single sign-on: OpenID provider callback; starts a session", None, 201),
+    Route("GET", "/v1/auth/saml/start", views_sso.saml_start, "none", None, "Single sign-on: redirect to the tenant's SAML IdP with an AuthnRequest (?tenant=)", None, 302),
+    Route("POST", "/v1/auth/saml/acs", views_sso.saml_acs, "none", None, "Single sign-on: SAML assertion consumer (HTTP-POST binding); starts a session", None, 201),
+    Route("GET", "/v1/auth/saml/metadata", views_sso.saml_metadata, "none", None, "SAML service-provider metadata for the tenant's IdP (?tenant=)"),
+    Route("POST", "/v1/auth/logout", views_signin.logout, "operator", "account.self", "End the calling session", None, 204),
+    Route("GET", "/v1/me", views_signin.me, "operator", "account.self", "Who am I: user, roles, how I authenticated"),
+    Route("POST", "/v1/me/mfa", views_signin.mfa_begin, "operator", "account.self", "Start TOTP enrolment (otpauth URI)", None, 201),
+    Route("POST", "/v1/me/mfa/confirm", views_signin.mfa_confirm, "operator", "account.self", "Confirm TOTP enrolment; returns recovery codes once", account_schemas.MfaCode),
+    Route("POST", "/v1/users", views_users.create_user, "operator", "users.manage", "Create a user (custodian/approver roles wait for a second admin)", account_schemas.CreateUser, 201),
+    Route("GET", "/v1/users", views_users.list_users, "operator", "users.read", "List the tenant's users"),
+    Route("GET", "/v1/users/{user_id}", views_users.get_user, "operator", "users.read", "Show a user"),
+    Route("POST", "/v1/users/{user_id}/roles", views_users.change_roles, "operator", "users.manage", "Grant and revoke roles", account_schemas.ChangeRoles),
+    Route("POST", "/v1/users/{user_id}/roles/{role}/confirm", views_users.confirm_role, "operator", "users.manage", "Confirm a pending role grant (a second tenant admin)"),
+    Route("POST", "/v1/users/{user_id}/disable", views_users.disable_user, "operator", "users.manage", "Disable a user and drop their roles"),
+    Route("POST", "/v1/users/{user_id}/mfa/reset", views_users.request_mfa_reset, "operator", "users.manage", "Ask to reset a user's MFA (a second tenant admin confirms)", None, 202),
+    Route("POST", "/v1/users/{user_id}/mfa/reset/confirm", views_users.confirm_mfa_reset, "operator", "users.manage", "Confirm an MFA reset: secret and recovery codes dropped, sessions ended"),
+    Route("POST", "/v1/me/password", views_signin.change_password, "operator", "account.self", "Change your password (current password and a TOTP code); ends your sessions", account_schemas.ChangePassword, 204),
+    Route("GET", "/v1/tenant/settings", views_tenants.get_settings, "operator", "tenant.settings", "Show tenant settings (small-team mode, single sign-on)"),
+    Route("PUT", "/v1/tenant/settings", views_tenants.put_settings, "operator", "tenant.settings", "Change tenant settings (small-team mode on and SSO changes wait for a second admin: 202)", account_schemas.TenantSettings),
+    Route("POST", "/v1/tenant/settings/changes/{change_id}/confirm", views_tenants.confirm_settings, "operator", "tenant.settings", "Confirm a pending settings change (a second tenant admin)"),
+    Route("GET", "/v1/tenants", views_tenants.list_tenants, "operator", "tenants.read", "Provider: customer tenants with status and usage"),
+    Route("POST", "/v1/tenants/{tenant_id}/suspend", views_tenants.suspend_tenant, "operator", "tenants.manage", "Provider: suspend a tenant (its credentials and agents stop working)"),
+    Route("POST", "/v1/tenants/{tenant_id}/resume", views_tenants.resume_tenant, "operator", "tenants.manage", "Provider: resume a suspended tenant"),
+    Route("POST", "/v1/tenants/{tenant_id}/offboard", views_tenants.offboard_tenant, "operator", "tenants.manage", "Provider: offboard a tenant for good"),
     # --- policies, device groups, approvals, notifications ---
     Route("GET", "/v1/policies/{policy_id}/versions", views_policy.list_policy_versions, "operator", "policies.read", "List a policy's versions, newest first"),
     Route("GET", "/v1/policies/{policy_id}/versions/{version}", views_policy.get_policy_version, "operator", "policies.read", "Show one version of a policy"),
@@ -142,39 +145,14 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/audit/archives", views_audit.list_archives, "operator", "audit.read", "List signed audit archives"),
     Route("GET", "/v1/audit/archives/{archive_id}", views_audit.get_archive, "operator", "audit.export", "Download a signed audit archive (gzip)"),
     Route("GET", "/v1/reports", views_audit.report, "operator", "reports.read", "Releases, denials, approvals, keys and devices over a time range (json, csv, html)"),
-    Route("POST", "/v1/agent/enroll", views.enroll, "none", None, "Agent: enrol with an enrollment token", schemas.Enroll, 201),
-    Route("POST", "/v1/agent/key-requests", views.key_request, "device", None, "Agent: request a key (RFC 9421-signed)", schemas.KeyRequestBody),
+    Route("POST", "/v1/agent/enroll", views_agents.enroll, "none", None, "Agent: enrol with an enrollment token", schemas.Enroll, 201),
+    Route("POST", "/v1/agent/key-requests", views_agents.key_request, "device", None, "Agent: request a key (RFC 9421-signed)", schemas.KeyRequestBody),
 )
-
-
-def _guarded(route: Route):
-    """Wraps a view with its route's authentication and permission check (deny by default)."""
-
-    async def handler(request: web.Request) -> web.StreamResponse:
-        gw = request.app[views.GATEWAY]
-        if route.path.startswith("/v1/agent/"):
-            views_accounts.throttle_agent_address(request)
-        if route.auth == "operator":
-            principal = await gw.operators.authenticate(request)
-            # Roles, narrowed by the credential's scopes (deny by default).
-            if route.permission is None or not principal.may(route.permission):
-                raise web.HTTPForbidden(text=f"requires permission {route.permission}")
-            if principal.second_person and accounts.needs_cosign(route.permission):
-                principal = await views_accounts.cosigned(request, principal, route.permission)
-            request[views.PRINCIPAL] = principal
-        elif route.auth == "device":
-            request[views.RAW_BODY] = await request.read()
-            request[views.PRINCIPAL] = await gw.devices.authenticate(request, request[views.RAW_BODY])
-            await views_accounts.admit_device(request, request[views.PRINCIPAL])
-        return await route.view(request)  # type: ignore[operator]
-
-    handler.__name__ = getattr(route.view, "__name__", "view")
-    return handler
 
 
 def setup(app: web.Application) -> None:
     for route in ROUTES:
-        app.router.add_route(route.method, route.path, _guarded(route))
+        app.router.add_route(route.method, route.path, guarded(route))
 
 
 __all__ = ["ROUTES", "Route", "Unauthorized", "setup"]

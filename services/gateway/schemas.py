@@ -8,7 +8,7 @@ from pydantic import Field, field_validator
 
 from shared.commands import NAME, Strict, raw32_base64
 
-from .permissions import TENANT_ROLES
+from .roles import TENANT_ROLES
 
 MAX_FACTS_BYTES = 16 * 1024
 

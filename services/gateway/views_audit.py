@@ -13,7 +13,7 @@ from aiohttp import web
 from shared import export_formats
 from shared.rpc import ProblemError
 
-from .views import _call, _json, json_object
+from .state import _call, _json, json_object
 
 log = structlog.get_logger("strongroom.gateway")
 

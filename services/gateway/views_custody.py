@@ -12,7 +12,7 @@ from aiohttp import web
 from shared import commands_custody as cc
 from shared.rpc import ProblemError
 
-from .views import _call, _json, _query, body_as, json_object
+from .state import _call, _json, _query, body_as, json_object
 
 
 def _key_id(request: web.Request) -> str:

@@ -22,7 +22,7 @@ from shared.rpc import ProblemError
 
 from .problems import ExtraProblem
 from .schemas import MAX_FACTS_BYTES
-from .views import (
+from .state import (
     CORRELATION_ID,
     GATEWAY,
     PRINCIPAL,
@@ -31,9 +31,9 @@ from .views import (
     _json,
     _now,
     _principal,
-    _release_response,
     body_as,
 )
+from .views_agents import _release_response
 
 log = structlog.get_logger("strongroom.gateway")
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import re
 
-from services.gateway.permissions import PERMISSIONS, PROVIDER_PERMISSIONS, TENANT_ROLES
+from services.gateway.permissions import PERMISSIONS, PROVIDER_PERMISSIONS
+from services.gateway.roles import TENANT_ROLES
 from services.gateway.routes import ROUTES
 
 from .helpers import BareAgent, make_tenant, provider_admin

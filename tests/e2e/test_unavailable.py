@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from services.gateway.views import GATEWAY
+from services.gateway.state import GATEWAY
 
 from .helpers import make_tenant
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pyotp
 import pytest
 
-from services.gateway import accounts, mfa, passwords, sessions
+from services.gateway.accounts import mfa, passwords, rules, sessions
 from services.gateway.ratelimit import RateLimiter
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -23,11 +23,11 @@ NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
     ({"emperor"}, True, False),
 ])
 def test_role_sets(roles, small_team, ok):
-    assert accounts.check_role_set(frozenset(roles), small_team=small_team).allowed is ok
+    assert rules.check_role_set(frozenset(roles), small_team=small_team).allowed is ok
 
 
 def test_custodian_and_approver_grants_wait_for_a_second_admin():
-    decision, plan = accounts.plan_grant(current=frozenset({"auditor"}), pending=frozenset(),
+    decision, plan = rules.plan_grant(current=frozenset({"auditor"}), pending=frozenset(),
                                          grant=frozenset({"key_custodian", "approver", "security_officer"}),
                                          granter_id="a1", target_id="u1", small_team=False)
     assert decision.allowed
@@ -35,44 +35,44 @@ def test_custodian_and_approver_grants_wait_for_a_second_admin():
 
 
 def test_pending_roles_count_towards_separation_of_duties():
-    decision, _ = accounts.plan_grant(current=frozenset(), pending=frozenset({"key_custodian"}),
+    decision, _ = rules.plan_grant(current=frozenset(), pending=frozenset({"key_custodian"}),
                                       grant=frozenset({"tenant_admin"}), granter_id="a1", target_id="u1", small_team=False)
     assert not decision.allowed and "separation of duties" in decision.reason
 
 
 def test_nobody_grants_or_confirms_for_themselves():
-    decision, _ = accounts.plan_grant(current=frozenset(), pending=frozenset(), grant=frozenset({"auditor"}),
+    decision, _ = rules.plan_grant(current=frozenset(), pending=frozenset(), grant=frozenset({"auditor"}),
                                       granter_id="a1", target_id="a1", small_team=False)
     assert not decision.allowed
-    assert not accounts.check_confirmation(granted_by="a1", confirmer_id="a1", target_id="u1").allowed
-    assert not accounts.check_confirmation(granted_by="a1", confirmer_id="u1", target_id="u1").allowed
-    assert accounts.check_confirmation(granted_by="a1", confirmer_id="a2", target_id="u1").allowed
+    assert not rules.check_confirmation(granted_by="a1", confirmer_id="a1", target_id="u1").allowed
+    assert not rules.check_confirmation(granted_by="a1", confirmer_id="u1", target_id="u1").allowed
+    assert rules.check_confirmation(granted_by="a1", confirmer_id="a2", target_id="u1").allowed
 
 
 def test_mfa_roles_have_no_power_without_mfa():
-    assert accounts.effective_roles(frozenset({"key_custodian"}), mfa_satisfied=False) == {"member"}
-    assert accounts.effective_roles(frozenset({"key_custodian"}), mfa_satisfied=True) == {"member", "key_custodian"}
-    assert accounts.effective_roles(frozenset({"auditor"}), mfa_satisfied=False) == {"member", "auditor"}
+    assert rules.effective_roles(frozenset({"key_custodian"}), mfa_satisfied=False) == {"member"}
+    assert rules.effective_roles(frozenset({"key_custodian"}), mfa_satisfied=True) == {"member", "key_custodian"}
+    assert rules.effective_roles(frozenset({"auditor"}), mfa_satisfied=False) == {"member", "auditor"}
 
 
 def test_small_team_conflict_needs_a_second_person_for_changes_only():
-    assert accounts.needs_second_person(frozenset({"tenant_admin", "approver"}), small_team=True)
-    assert not accounts.needs_second_person(frozenset({"tenant_admin", "auditor"}), small_team=True)
-    assert accounts.needs_cosign("keys.manage") and not accounts.needs_cosign("keys.read")
+    assert rules.needs_second_person(frozenset({"tenant_admin", "approver"}), small_team=True)
+    assert not rules.needs_second_person(frozenset({"tenant_admin", "auditor"}), small_team=True)
+    assert rules.needs_cosign("keys.manage") and not rules.needs_cosign("keys.read")
 
 
 def test_scopes_narrow_a_token():
-    assert accounts.scope_allows("keys.read", None)
-    assert accounts.scope_allows("keys.read", frozenset({"keys.read"}))
-    assert not accounts.scope_allows("keys.manage", frozenset({"keys.read"}))
-    assert not accounts.check_scopes(frozenset({"keys.everything"})).allowed
+    assert rules.scope_allows("keys.read", None)
+    assert rules.scope_allows("keys.read", frozenset({"keys.read"}))
+    assert not rules.scope_allows("keys.manage", frozenset({"keys.read"}))
+    assert not rules.check_scopes(frozenset({"keys.everything"})).allowed
 
 
 def test_lockout_backs_off_and_expires():
-    assert accounts.lockout_seconds(4, threshold=5) == 0
-    assert [accounts.lockout_seconds(n, threshold=5) for n in (5, 6, 7)] == [30, 60, 120]
-    assert accounts.lockout_seconds(50, threshold=5) == accounts.LOCKOUT_MAX_SECONDS
-    until = accounts.locked_until(5, NOW, threshold=5)
+    assert rules.lockout_seconds(4, threshold=5) == 0
+    assert [rules.lockout_seconds(n, threshold=5) for n in (5, 6, 7)] == [30, 60, 120]
+    assert rules.lockout_seconds(50, threshold=5) == rules.LOCKOUT_MAX_SECONDS
+    until = rules.locked_until(5, NOW, threshold=5)
     assert until == NOW + timedelta(seconds=30)
 
 
@@ -137,9 +137,9 @@ def test_rate_limiter_refills_and_says_how_long_to_wait():
     (True, False, ("small_team",)), (False, False, ()), (None, True, ("sso",)), (True, True, ("small_team", "sso")),
 ])
 def test_settings_that_widen_power_wait_for_a_second_admin(small_team, sso_changed, held):
-    assert accounts.settings_needing_confirmation(small_team=small_team, sso_changed=sso_changed) == held
+    assert rules.settings_needing_confirmation(small_team=small_team, sso_changed=sso_changed) == held
 
 
 def test_settings_change_confirmed_by_another_admin_only():
-    assert not accounts.check_settings_confirmation(requested_by="a1", confirmer_id="a1").allowed
-    assert accounts.check_settings_confirmation(requested_by="a1", confirmer_id="a2").allowed
+    assert not rules.check_settings_confirmation(requested_by="a1", confirmer_id="a1").allowed
+    assert rules.check_settings_confirmation(requested_by="a1", confirmer_id="a2").allowed

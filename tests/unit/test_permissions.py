@@ -7,7 +7,8 @@ import itertools
 
 import pytest
 
-from services.gateway.permissions import PERMISSIONS, PROVIDER_PERMISSIONS, PROVIDER_ROLES, TENANT_ROLES, allowed
+from services.gateway.permissions import PERMISSIONS, PROVIDER_PERMISSIONS, allowed
+from services.gateway.roles import PROVIDER_ROLES, TENANT_ROLES
 from services.gateway.routes import ROUTES
 
 OPERATOR_ROUTES = [r for r in ROUTES if r.auth == "operator"]

@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from lxml import etree
 
-from services.gateway import sso_saml
-from services.gateway.sso_saml import InvalidResponse, MalformedResponse
+from services.gateway.accounts import sso_saml
+from services.gateway.accounts.sso_saml import InvalidResponse, MalformedResponse
 from tests.e2e.saml_idp import LocalSamlIdp, idp_certificate
 
 ACS = "https://sr.test/v1/auth/saml/acs"

@@ -9,8 +9,9 @@ from pydantic import Field, field_validator, model_validator
 
 from shared.commands import NAME, Strict
 
-from .accounts import USERNAME_PATTERN
-from .permissions import PERMISSIONS, PROVIDER_ROLES, TENANT_ROLES
+from ..permissions import PERMISSIONS
+from ..roles import PROVIDER_ROLES, TENANT_ROLES
+from .rules import USERNAME_PATTERN
 
 _ALL_ROLES = TENANT_ROLES + PROVIDER_ROLES
 _PASSWORD = Field(min_length=1, max_length=1024, description="checked against the password policy")

@@ -73,6 +73,11 @@ class SamlIdentity:
     remember_until: datetime  # past this the assertion is refused on time alone; replay memory may end
 
 
+
+def _child(element, path: str):
+    """The first element at `path` under `element`, or None (an XML lookup, not a query)."""
+    return next(element.iterfind(path, NS), None)
+
 def certificate(pem: str) -> x509.Certificate:
     try:
         return x509.load_pem_x509_certificate(pem.encode())
@@ -155,15 +160,15 @@ def _verified(element: etree._Element, cert: x509.Certificate, tag: str) -> etre
 def verify_response(root: etree._Element, *, idp_certificate_pem: str, idp_entity_id: str, sp_entity_id: str,
                     acs_url: str, request_id: str, now: datetime) -> SamlIdentity:
     """The identity the IdP asserted, if the response passes every check; else InvalidResponse."""
-    status = root.find("samlp:Status/samlp:StatusCode", NS)
+    status = _child(root, "samlp:Status/samlp:StatusCode")
     if status is None or status.get("Value") != SUCCESS:
         raise InvalidResponse("the identity provider reported a failure status")
-    if root.find("saml:EncryptedAssertion", NS) is not None:
+    if _child(root, "saml:EncryptedAssertion") is not None:
         raise InvalidResponse("encrypted assertions are not supported")
     if len(root.findall("saml:Assertion", NS)) != 1:
         raise InvalidResponse("expected exactly one assertion")
     cert = certificate(idp_certificate_pem)
-    if root.find("ds:Signature", NS) is not None:
+    if _child(root, "ds:Signature") is not None:
         response = _verified(root, cert, "Response")
         if response.get("InResponseTo") not in (None, request_id):
             raise InvalidResponse("InResponseTo does not match our request")
@@ -173,11 +178,11 @@ def verify_response(root: etree._Element, *, idp_certificate_pem: str, idp_entit
         if len(found) != 1:
             raise InvalidResponse("expected exactly one signed assertion")
         assertion = found[0]
-        if assertion.find("ds:Signature", NS) is not None:
+        if _child(assertion, "ds:Signature") is not None:
             assertion = _verified(assertion, cert, "Assertion")
     else:
-        assertion = root.find("saml:Assertion", NS)
-        if assertion is None or assertion.find("ds:Signature", NS) is None:
+        assertion = _child(root, "saml:Assertion")
+        if assertion is None or _child(assertion, "ds:Signature") is None:
             raise InvalidResponse("neither the response nor its assertion is signed")
         assertion = _verified(assertion, cert, "Assertion")
     return _check_assertion(assertion, idp_entity_id=idp_entity_id, sp_entity_id=sp_entity_id, acs_url=acs_url,
@@ -188,9 +193,9 @@ def _check_assertion(assertion: etree._Element, *, idp_entity_id: str, sp_entity
                      request_id: str, now: datetime) -> SamlIdentity:
     if assertion.get("Version") != "2.0" or not assertion.get("ID"):
         raise InvalidResponse("the assertion lacks Version 2.0 or an ID")
-    if _text(assertion.find("saml:Issuer", NS)) != idp_entity_id:
+    if _text(_child(assertion, "saml:Issuer")) != idp_entity_id:
         raise InvalidResponse("the assertion's issuer is not the tenant's identity provider")
-    conditions = assertion.find("saml:Conditions", NS)
+    conditions = _child(assertion, "saml:Conditions")
     if conditions is None:
         raise InvalidResponse("the assertion has no conditions")
     not_before = _time(conditions.get("NotBefore"), "NotBefore")
@@ -204,8 +209,8 @@ def _check_assertion(assertion: etree._Element, *, idp_entity_id: str, sp_entity
     if not restrictions or any(sp_entity_id not in {_text(a) for a in r.findall("saml:Audience", NS)}
                                for r in restrictions):
         raise InvalidResponse("the assertion is not addressed to this service provider (audience)")
-    subject = assertion.find("saml:Subject", NS)
-    name_id = _text(subject.find("saml:NameID", NS)) if subject is not None else ""
+    subject = _child(assertion, "saml:Subject")
+    name_id = _text(_child(subject, "saml:NameID")) if subject is not None else ""
     if not name_id:
         raise InvalidResponse("the assertion has no subject NameID")
     confirmed_until = _bearer_confirmation(subject, acs_url=acs_url, request_id=request_id, now=now)
@@ -223,7 +228,7 @@ def _bearer_confirmation(subject: etree._Element, *, acs_url: str, request_id: s
     """Web SSO profile: a bearer confirmation for our request, our ACS, still in time."""
     reason = "the assertion has no bearer subject confirmation"
     for confirmation in subject.findall("saml:SubjectConfirmation", NS):
-        data = confirmation.find("saml:SubjectConfirmationData", NS)
+        data = _child(confirmation, "saml:SubjectConfirmationData")
         if confirmation.get("Method") != BEARER or data is None:
             continue
         until = _time(data.get("NotOnOrAfter"), "SubjectConfirmationData NotOnOrAfter")

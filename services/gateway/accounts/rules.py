@@ -10,16 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from .permissions import PERMISSIONS, PROVIDER_ROLES, TENANT_ROLES
+from ..permissions import PERMISSIONS
+from ..roles import CONFIRMED_ROLES, CONFLICTS, MFA_ROLES, PROVIDER_ROLES, TENANT_ROLES
+from ..roles import MEMBER as MEMBER_ROLE
 
-# Roles whose holders can change keys, policies, approvals or who holds them: TOTP is required.
-MFA_ROLES = frozenset({"tenant_admin", "security_officer", "key_custodian", "approver", "provider_admin"})
-# Granting these takes effect only once a second tenant admin confirms.
-CONFIRMED_ROLES = frozenset({"key_custodian", "approver"})
-# Separation of duties: the admin who manages people never also holds keys or approvals.
-CONFLICTS = (frozenset({"tenant_admin", "key_custodian"}), frozenset({"tenant_admin", "approver"}))
 # Every authenticated user may manage their own sign-in (MFA enrolment, logout, whoami).
-MEMBER = "member"
+MEMBER = MEMBER_ROLE.name
 
 USERNAME_PATTERN = r"^[a-z0-9][a-z0-9._@-]{0,63}$"
 
@@ -126,6 +122,21 @@ def check_scopes(scopes: frozenset[str]) -> Decision:
 def scope_allows(permission: str, scopes: frozenset[str] | None) -> bool:
     """A token without scopes carries its owner's roles; with scopes, only those permissions."""
     return scopes is None or permission in scopes or permission == "account.self"
+
+
+# --- tenant lifecycle ---------------------------------------------------------------------
+
+_LIFECYCLE = {  # action -> (states it applies to, new state, event type)
+    "suspend": (("active",), "suspended", "tenant.suspended"),
+    "resume": (("suspended",), "active", "tenant.resumed"),
+    "offboard": (("active", "suspended"), "offboarded", "tenant.offboarded"),
+}
+
+
+def tenant_transition(action: str, status: str) -> tuple[str, str] | None:
+    """The new status and event type of a lifecycle action, or None when `status` does not allow it."""
+    states, new_state, event_type = _LIFECYCLE[action]
+    return (new_state, event_type) if status in states else None
 
 
 # --- lockout -------------------------------------------------------------------------------

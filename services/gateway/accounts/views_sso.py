@@ -1,0 +1,201 @@
+"""Single sign-on: OpenID Connect (authorization code with PKCE) and SAML 2.0 (HTTP-POST
+binding). The identity provider's groups map to roles at every sign-in, within separation of
+duties; an SSO identity is never linked to a local account by name alone."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from shared import events
+from shared.rpc import NotFound, ProblemError
+
+from ..auth import Unauthorized
+from ..guard import throttle
+from ..state import Gateway, _json, _now
+from . import rules, sso_oidc, sso_saml
+from .common import account_store, context, event_fields, new_user, sign_in_failed, start_session, tenant_kind
+
+SSO_STATE_TTL = timedelta(minutes=10)
+
+
+async def _sso_config(gw: Gateway, tenant_id: str, protocol: str) -> dict[str, Any]:
+    tenant = await account_store(gw).tenant(tenant_id) if tenant_id else None
+    config = ((tenant or {}).get("settings") or {}).get("sso")
+    if tenant is None or tenant.get("status") != "active" or not config or config.get("protocol") != protocol:
+        raise NotFound(f"{protocol} sign-in for this tenant", "tenant")
+    return config
+
+
+def _redirect_uri(gw: Gateway, request: web.Request, config: dict[str, Any]) -> str:
+    base = gw.settings.public_url or f"{request.scheme}://{request.host}"
+    return config.get("redirect_uri") or f"{base}/v1/auth/oidc/callback"
+
+
+async def oidc_start(request: web.Request) -> web.Response:
+    """Redirects to the tenant's OpenID provider (authorization code flow with PKCE)."""
+    gw, acc = context(request)
+    throttle(acc.login_by_address, f"ip:{request.remote}")
+    tenant_id = request.query.get("tenant", "")[:100]
+    config = await _sso_config(gw, tenant_id, "oidc")
+    redirect_uri = _redirect_uri(gw, request, config)
+    auth = sso_oidc.authorization_request(config, redirect_uri)
+    await account_store(gw).insert_sso_state(tenant_id, {
+        "state": auth.state, "nonce": auth.nonce, "code_verifier": auth.code_verifier,
+        "redirect_uri": redirect_uri, "expires_at": _now() + SSO_STATE_TTL})
+    raise web.HTTPFound(auth.url)
+
+
+async def oidc_callback(request: web.Request) -> web.Response:
+    """The provider sent the browser back with a code: exchange it, check the ID token, map the
+    groups to roles and start a session (auth "oidc")."""
+    gw, acc = context(request)
+    throttle(acc.login_by_address, f"ip:{request.remote}")
+    for name in ("state", "code"):
+        if not 0 < len(request.query.get(name, "")) <= 1024:
+            raise ProblemError(400, "Bad Request", f"{name} is required", name)
+    state = await account_store(gw).take_sso_state(request.query["state"])
+    if state is None or state["expires_at"] <= _now() or state.get("protocol", "oidc") != "oidc":
+        raise Unauthorized("unknown or expired sso state")
+    tenant_id = state["tenant_id"]
+    config = await _sso_config(gw, tenant_id, "oidc")
+    if config.get("client_secret"):
+        config = {**config, "client_secret": acc.sealer.open(
+            config["client_secret"], purpose="oidc_client_secret", tenant_id=tenant_id, owner="sso")}
+    form = sso_oidc.token_request(config, code=request.query["code"], redirect_uri=state["redirect_uri"],
+                                  code_verifier=state["code_verifier"])
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+            async with http.post(config["token_endpoint"], data=form) as resp:
+                tokens_doc = await resp.json(content_type=None) if resp.status == 200 else {}
+            async with http.get(config["jwks_uri"]) as resp:
+                jwks = await resp.json(content_type=None)
+        claims = sso_oidc.validate_id_token(str(tokens_doc.get("id_token", "")), jwks, issuer=config["issuer"],
+                                            client_id=config["client_id"], nonce=state["nonce"])
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        reason = str(exc) if isinstance(exc, sso_oidc.InvalidIdToken) else "identity provider unreachable"
+        await sign_in_failed(request, gw, tenant_id, "(oidc)", None, "oidc", reason, count=False)
+        raise Unauthorized(reason) from None
+    username = str(claims.get("preferred_username") or claims.get("email") or claims["sub"]).lower()[:64]
+    groups = claims.get(config.get("groups_claim") or "groups") or []
+    mfa_done = bool(set(claims.get("amr") or []) & {"mfa", "otp", "hwk", "swk"})
+    user = await sso_user(request, gw, tenant_id, source="oidc", external_id=str(claims["sub"]), username=username,
+                          groups=[str(g) for g in groups] if isinstance(groups, list) else [], config=config)
+    session = await start_session(request, gw, user, method="oidc", mfa=mfa_done)
+    return _json({**session, "mfa_enrolment_required": False}, 201)
+
+
+async def sso_user(request: web.Request, gw: Gateway, tenant_id: str, *, source: str, external_id: str,
+                   username: str, groups: list[str], config: dict[str, Any]) -> dict[str, Any]:
+    """The user an identity provider vouched for, created on first sign-in; roles follow the
+    tenant's group mapping at every sign-in, within separation of duties."""
+    roles = rules.roles_from_groups(groups, config.get("group_roles") or {})
+    _, small_team = await tenant_kind(gw, tenant_id)
+    decision = rules.check_role_set(roles, small_team=small_team)
+    if not decision.allowed:
+        await sign_in_failed(request, gw, tenant_id, username, None, source, decision.reason, count=False)
+        raise ProblemError(403, "Forbidden", decision.reason, "groups")
+    actor = events.Actor(kind="user", id="unknown", auth=source)
+    user = await account_store(gw).user_by_external_id(tenant_id, source, external_id)
+    if user is None:
+        if await account_store(gw).user_by_username(tenant_id, username) is not None:
+            # SECURITY: never link an SSO identity to a local account by name alone.
+            await sign_in_failed(request, gw, tenant_id, username, None, source, "username taken by another account", count=False)
+            raise Unauthorized("sso username collides")
+        user = new_user(username=username, roles=sorted(roles), source=source, external_id=external_id)
+        fields = event_fields(request, tenant_id, events.Actor(kind="user", id=user["user_id"], auth=source))
+        await account_store(gw).insert_user(tenant_id, user, events.UserCreated(
+            **fields, user_id=user["user_id"], username=username, roles=tuple(sorted(roles)), source=source))
+        user["tenant_id"] = tenant_id
+        return user
+    if user.get("status") != "active":
+        await sign_in_failed(request, gw, tenant_id, username, user, source, "user disabled", count=False)
+        raise Unauthorized("user disabled")
+    if set(user["roles"]) != roles:
+        actor = events.Actor(kind="user", id=user["user_id"], auth=source)
+        event = events.UserRolesChanged(**event_fields(request, tenant_id, actor), type="user.role_granted",
+                                        user_id=user["user_id"], roles=tuple(sorted(roles)), granted_by=f"{source}-groups")
+        await account_store(gw).sync_roles(tenant_id, user["user_id"], sorted(roles), event)
+        gw.operators.forget_user(tenant_id, user["user_id"])
+        user = {**user, "roles": sorted(roles)}
+    return user
+
+
+# --- SAML 2.0 -------------------------------------------------------------------------------------
+
+
+def _saml_endpoints(gw: Gateway, request: web.Request, config: dict[str, Any]) -> tuple[str, str]:
+    """Our SP entity id (the audience the IdP must name) and assertion consumer service URL."""
+    base = gw.settings.public_url or f"{request.scheme}://{request.host}"
+    return config.get("sp_entity_id") or f"{base}/v1/auth/saml/metadata", f"{base}/v1/auth/saml/acs"
+
+
+async def saml_start(request: web.Request) -> web.Response:
+    """Redirects to the tenant's SAML IdP with an AuthnRequest whose ID the response must answer."""
+    gw, acc = context(request)
+    throttle(acc.login_by_address, f"ip:{request.remote}")
+    tenant_id = request.query.get("tenant", "")[:100]
+    config = await _sso_config(gw, tenant_id, "saml")
+    sp_entity_id, acs_url = _saml_endpoints(gw, request, config)
+    authn = sso_saml.authn_request(idp_sso_url=config["idp_sso_url"], sp_entity_id=sp_entity_id, acs_url=acs_url,
+                                   now=_now())
+    await account_store(gw).insert_sso_state(tenant_id, {
+        "state": authn.relay_state, "protocol": "saml", "request_id": authn.request_id,
+        "sp_entity_id": sp_entity_id, "acs_url": acs_url, "expires_at": _now() + SSO_STATE_TTL})
+    raise web.HTTPFound(authn.url)
+
+
+async def saml_metadata(request: web.Request) -> web.Response:
+    """Our service-provider metadata (entity id, ACS) for the tenant's IdP administrator."""
+    gw, _ = context(request)
+    config = await _sso_config(gw, request.query.get("tenant", "")[:100], "saml")
+    sp_entity_id, acs_url = _saml_endpoints(gw, request, config)
+    return web.Response(text=sso_saml.sp_metadata(sp_entity_id=sp_entity_id, acs_url=acs_url),
+                        content_type="application/samlmetadata+xml")
+
+
+async def saml_acs(request: web.Request) -> web.Response:
+    """The IdP posted its Response (HTTP-POST binding): check it against the request we made
+    (single use), refuse replayed assertions, map groups to roles and start a session."""
+    gw, acc = context(request)
+    throttle(acc.login_by_address, f"ip:{request.remote}")
+    try:
+        form = await request.post()
+    except ValueError:
+        raise ProblemError(400, "Bad Request", "expected a form body (HTTP-POST binding)", "SAMLResponse") from None
+    for name in ("SAMLResponse", "RelayState"):
+        value = form.get(name)
+        if not isinstance(value, str) or not value:
+            raise ProblemError(400, "Bad Request", f"{name} is required", name)
+    relay_state = str(form["RelayState"])
+    # SECURITY: the state is taken (deleted) before anything else: each AuthnRequest is answered once.
+    state = await account_store(gw).take_sso_state(relay_state[:200])
+    if state is None or state["expires_at"] <= _now() or state.get("protocol") != "saml":
+        raise Unauthorized("unknown or expired saml relay state")
+    tenant_id = state["tenant_id"]
+    config = await _sso_config(gw, tenant_id, "saml")
+    try:
+        root = sso_saml.decode_response(str(form["SAMLResponse"]))
+    except sso_saml.MalformedResponse as exc:
+        await sign_in_failed(request, gw, tenant_id, "(saml)", None, "saml", str(exc), count=False)
+        raise ProblemError(400, "Bad Request", str(exc), "SAMLResponse") from None
+    try:
+        identity = sso_saml.verify_response(
+            root, idp_certificate_pem=config["idp_certificate_pem"], idp_entity_id=config["idp_entity_id"],
+            sp_entity_id=state["sp_entity_id"], acs_url=state["acs_url"], request_id=state["request_id"], now=_now())
+    except (sso_saml.InvalidResponse, ValueError) as exc:
+        reason = str(exc) if isinstance(exc, sso_saml.InvalidResponse) else "unusable idp certificate"
+        await sign_in_failed(request, gw, tenant_id, "(saml)", None, "saml", reason, count=False)
+        raise Unauthorized(reason) from None
+    username = identity.name_id.lower()[:64]
+    if not await account_store(gw).first_use_of_assertion(tenant_id, identity.assertion_id, identity.remember_until):
+        await sign_in_failed(request, gw, tenant_id, username, None, "saml", "replayed assertion", count=False)
+        raise Unauthorized("replayed saml assertion")
+    groups = identity.attributes.get(config.get("groups_claim") or "groups", [])
+    user = await sso_user(request, gw, tenant_id, source="saml", external_id=identity.name_id, username=username,
+                          groups=groups, config=config)
+    session = await start_session(request, gw, user, method="saml", mfa=identity.mfa)
+    return _json({**session, "mfa_enrolment_required": False}, 201)

@@ -1,0 +1,200 @@
+"""Tenants: the bootstrap of the first admin, customer tenants' lifecycle (provider), and a
+tenant's own settings, where widening changes wait for a second tenant admin."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from shared import events
+from shared.rpc import NotFound, ProblemError
+
+from ..auth import PROVIDER_TENANT, Principal, Unauthorized
+from ..roles import PROVIDER_ADMIN, TENANT_ADMIN
+from ..state import PRINCIPAL, Gateway, _json, _now, body_as
+from . import rules
+from . import schemas as S
+from .common import ACCOUNTS, account_store, check_password, context, event_fields, new_setup_token, new_user
+
+
+async def bootstrap(request: web.Request) -> web.Response:
+    """The bootstrap credential creates the first admin (provider admin or, in enterprise mode,
+    the single tenant and its admin), and is disabled from then on."""
+    gw, acc = context(request)
+    body = await body_as(request, S.Bootstrap)
+    check_password(body.password, body.username)
+    provider = gw.settings.deployment == "provider"
+    tenant_id = PROVIDER_TENANT if provider else events.new_id("ten_")
+    user = new_user(username=body.username, roles=[(PROVIDER_ADMIN if provider else TENANT_ADMIN).name],
+                     source="bootstrap", password_hash=await acc.hash(body.password))
+    # SECURITY: the marker insert is the compare-and-swap: only one bootstrap ever succeeds.
+    if not await account_store(gw).mark_bootstrapped(tenant_id, user["user_id"], _now()):
+        gw.operators.mark_bootstrapped()
+        raise Unauthorized("bootstrap credential used after bootstrap")
+    gw.operators.mark_bootstrapped()
+    fields = event_fields(request, tenant_id)
+    name = "provider" if provider else gw.settings.enterprise_tenant_name
+    tenant = {"name": name, "kind": "provider" if provider else "customer", "status": "active",
+              "created_at": _now(), "settings": {}}
+    await account_store(gw).insert_tenant(tenant_id, tenant, events.TenantCreated(**fields, name=name))
+    await account_store(gw).insert_user(tenant_id, user, events.UserCreated(
+        **fields, user_id=user["user_id"], username=user["username"], roles=tuple(user["roles"]), source="bootstrap"))
+    return _json({"tenant_id": tenant_id, "user_id": user["user_id"], "username": user["username"],
+                  "roles": user["roles"], "deployment": gw.settings.deployment}, 201)
+
+
+async def create_tenant(request: web.Request) -> web.Response:
+    """Provider: a customer tenant and its first admin, who sets a password with the one-time
+    setup token returned here (deliver it to the customer out of band)."""
+    gw, _ = context(request)
+    body = await body_as(request, S.CreateTenant)
+    tenant_id = events.new_id("ten_")
+    fields = event_fields(request, tenant_id)
+    token, setup = new_setup_token(gw)
+    user = new_user(username=body.admin_username, roles=[TENANT_ADMIN.name], **setup)
+    tenant = {"name": body.name, "kind": "customer", "status": "active", "created_at": _now(), "settings": {}}
+    await account_store(gw).insert_tenant(tenant_id, tenant, events.TenantCreated(**fields, name=body.name))
+    await account_store(gw).insert_user(tenant_id, user, events.UserCreated(
+        **fields, user_id=user["user_id"], username=user["username"], roles=(TENANT_ADMIN.name,)))
+    return _json({"tenant_id": tenant_id, "name": body.name, "admin_user_id": user["user_id"],
+                  "admin_username": user["username"], "setup_token": token,
+                  "setup_expires_at": setup["setup_expires_at"].isoformat()}, 201)
+
+
+async def _usage(gw: Gateway, tenant_id: str) -> dict[str, int]:
+    return {
+        "users": await account_store(gw).count_active_users(tenant_id),
+        "devices": await gw.store.count_active_devices(tenant_id),
+        "tokens": await account_store(gw).count_live_tokens(tenant_id),
+    }
+
+
+def _tenant_view(doc: dict[str, Any]) -> dict[str, Any]:
+    return {k: doc.get(k) for k in ("tenant_id", "name", "status", "created_at")}
+
+
+async def list_tenants(request: web.Request) -> web.Response:
+    """Provider: customer tenants with their status and usage (counts only, never content)."""
+    gw, _ = context(request)
+    docs = await account_store(gw).customer_tenants()
+    return _json({"items": [{**_tenant_view(d), "usage": await _usage(gw, d["tenant_id"])} for d in docs]})
+
+
+async def _lifecycle(request: web.Request, action: str) -> web.Response:
+    gw, _ = context(request)
+    tenant_id = request.match_info["tenant_id"]
+    doc = await account_store(gw).customer_tenant(tenant_id) if tenant_id != PROVIDER_TENANT else None
+    if doc is None:
+        raise NotFound("tenant", "tenant_id")
+    transition = rules.tenant_transition(action, doc["status"])
+    if transition is None:
+        raise ProblemError(409, "Conflict", f"tenant is {doc['status']}; cannot {action}", "tenant_id")
+    new_state, event_type = transition
+    event = events.TenantLifecycleChanged(**event_fields(request, tenant_id), type=event_type)
+    if not await account_store(gw).change_tenant_status(tenant_id, was=doc["status"], now=new_state, at=_now(), event=event):
+        raise ProblemError(409, "Conflict", "the tenant changed meanwhile; retry", "tenant_id")
+    gw.operators.forget_tenant(tenant_id)
+    return _json({**_tenant_view(doc), "status": new_state})
+
+
+async def suspend_tenant(request: web.Request) -> web.Response:
+    return await _lifecycle(request, "suspend")
+
+
+async def resume_tenant(request: web.Request) -> web.Response:
+    return await _lifecycle(request, "resume")
+
+
+async def offboard_tenant(request: web.Request) -> web.Response:
+    return await _lifecycle(request, "offboard")
+
+
+def _pending_view(change: dict[str, Any]) -> dict[str, Any]:
+    return {k: change.get(k) for k in ("change_id", "shown", "requested_by", "requested_at")}
+
+
+async def get_settings(request: web.Request) -> web.Response:
+    gw, _ = context(request)
+    principal: Principal = request[PRINCIPAL]
+    doc = await account_store(gw).tenant(principal.tenant_id)
+    settings = dict((doc or {}).get("settings", {}))
+    if "sso" in settings:
+        settings["sso"] = {k: v for k, v in settings["sso"].items() if k != "client_secret"}
+    return _json({"small_team": bool(settings.get("small_team")), **{k: v for k, v in settings.items() if k != "small_team"},
+                  "pending_changes": [_pending_view(c) for c in (doc or {}).get("pending_settings", [])]})
+
+
+def _shown(settings: dict[str, Any]) -> dict[str, Any]:
+    """What events and the confirming admin see of a settings change (never a client secret)."""
+    shown = dict(settings)
+    if "sso" in shown:
+        sso = shown["sso"]
+        shown["sso"] = {"protocol": sso["protocol"], "group_roles": sso["group_roles"],
+                        "idp": sso.get("issuer") or sso.get("idp_entity_id")}
+    return shown
+
+
+async def _requested_changes(request: web.Request, gw: Gateway, principal: Principal,
+                             body: S.TenantSettings) -> dict[str, Any]:
+    changes: dict[str, Any] = {}
+    if body.small_team is not None:
+        if not body.small_team:
+            users = await account_store(gw).active_users(principal.tenant_id)
+            if any(rules.conflicting(frozenset(u["roles"]) | {p["role"] for p in u.get("pending", [])}) for u in users):
+                raise ProblemError(409, "Conflict", "some users hold conflicting roles; revoke them first", "small_team")
+        changes["small_team"] = body.small_team
+    if body.sso is not None:
+        changes["sso"] = body.sso.model_dump()
+        if body.sso.client_secret:
+            changes["sso"]["client_secret"] = request.app[ACCOUNTS].sealer.seal(
+                body.sso.client_secret, purpose="oidc_client_secret", tenant_id=principal.tenant_id, owner="sso")
+    if not changes:
+        raise ProblemError(422, "Unprocessable Content", "nothing to change", "body")
+    return changes
+
+
+async def put_settings(request: web.Request) -> web.Response:
+    """Tenant admin: small-team mode and single sign-on. Turning small-team mode on and any
+    single sign-on change wait for a second tenant admin (202 with the pending change)."""
+    gw, _ = context(request)
+    principal: Principal = request[PRINCIPAL]
+    body = await body_as(request, S.TenantSettings)
+    changes = await _requested_changes(request, gw, principal, body)
+    held_names = rules.settings_needing_confirmation(small_team=body.small_team, sso_changed=body.sso is not None)
+    held = {k: v for k, v in changes.items() if k in held_names}
+    now_applied = {k: v for k, v in changes.items() if k not in held_names}
+    fields = event_fields(request, principal.tenant_id)
+    if now_applied:
+        event = events.TenantSettingsChanged(**fields, settings=_shown(now_applied))
+        await account_store(gw).apply_settings(principal.tenant_id, now_applied, event)
+        gw.operators.forget_tenant(principal.tenant_id)
+    if not held:
+        return await get_settings(request)
+    change = {"change_id": events.new_id("chg_"), "settings": held, "shown": _shown(held),
+              "requested_by": principal.id, "requested_at": _now()}
+    event = events.TenantSettingsChanged(**fields, type="tenant.settings_change_pending", settings=change["shown"],
+                                         change_id=change["change_id"], requested_by=principal.id)
+    await account_store(gw).hold_settings_change(principal.tenant_id, change, event)
+    return _json({"pending_change": _pending_view(change),
+                  "detail": "waits for a second tenant admin: POST /v1/tenant/settings/changes/{change_id}/confirm"}, 202)
+
+
+async def confirm_settings(request: web.Request) -> web.Response:
+    """A second tenant admin (not the requester) confirms a pending settings change; it applies."""
+    gw, _ = context(request)
+    principal: Principal = request[PRINCIPAL]
+    change_id = request.match_info["change_id"]
+    doc = await account_store(gw).tenant(principal.tenant_id)
+    change = next((c for c in (doc or {}).get("pending_settings", []) if c["change_id"] == change_id), None)
+    if change is None:
+        raise NotFound("pending settings change", "change_id")
+    decision = rules.check_settings_confirmation(requested_by=change["requested_by"], confirmer_id=principal.id)
+    if not decision.allowed:
+        raise ProblemError(403, "Forbidden", decision.reason, "change_id")
+    event = events.TenantSettingsChanged(**event_fields(request, principal.tenant_id), settings=change["shown"],
+                                         change_id=change_id, requested_by=change["requested_by"])
+    if not await account_store(gw).confirm_settings_change(principal.tenant_id, change_id, change["settings"], event):
+        raise NotFound("pending settings change", "change_id")
+    gw.operators.forget_tenant(principal.tenant_id)
+    return await get_settings(request)

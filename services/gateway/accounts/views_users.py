@@ -1,0 +1,172 @@
+"""Users and roles: tenant admins create and disable users, grant and revoke roles (custodian and
+approver grants wait for a second admin), and reset a user's MFA with a second admin."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from shared import events
+from shared.rpc import NotFound, ProblemError
+
+from ..auth import Principal
+from ..state import PRINCIPAL, Gateway, _json, _now, body_as
+from . import rules
+from . import schemas as S
+from .common import account_store, context, event_fields, new_setup_token, new_user, tenant_kind, user_or_404, user_view
+
+
+async def create_user(request: web.Request) -> web.Response:
+    """Tenant admin: a named user; custodian and approver roles wait for a second admin."""
+    gw, _ = context(request)
+    principal: Principal = request[PRINCIPAL]
+    body = await body_as(request, S.CreateUser)
+    kind, small_team = await tenant_kind(gw, principal.tenant_id)
+    user = new_user(username=body.username, roles=[], account=body.account)
+    decision, plan = rules.plan_grant(
+        current=frozenset(), pending=frozenset(), grant=frozenset(body.roles), granter_id=principal.id,
+        target_id=user["user_id"], small_team=small_team, known=rules.roles_for(kind))
+    if not decision.allowed:
+        raise ProblemError(422, "Unprocessable Content", decision.reason, "roles")
+    user["roles"] = list(plan.effective)
+    user["pending"] = [{"role": r, "granted_by": principal.id, "granted_at": _now()} for r in plan.pending]
+    token = None
+    if body.account == "person":
+        token, setup = new_setup_token(gw)
+        user.update(setup)
+    if await account_store(gw).user_by_username(principal.tenant_id, body.username) is not None:
+        raise ProblemError(409, "Conflict", "a user with this username exists", "username")
+    fields = event_fields(request, principal.tenant_id)
+    await account_store(gw).insert_user(principal.tenant_id, user, events.UserCreated(
+        **fields, user_id=user["user_id"], username=user["username"], account=body.account,
+        roles=plan.effective, pending_roles=plan.pending))
+    out = user_view(user)
+    if token is not None:
+        out.update(setup_token=token, setup_expires_at=user["setup_expires_at"].isoformat())
+    return _json(out, 201)
+
+
+async def list_users(request: web.Request) -> web.Response:
+    gw, _ = context(request)
+    docs = await account_store(gw).list_users(request[PRINCIPAL].tenant_id)
+    return _json({"items": [user_view(d) for d in docs]})
+
+
+async def get_user(request: web.Request) -> web.Response:
+    gw, _ = context(request)
+    return _json(user_view(await user_or_404(gw, request[PRINCIPAL].tenant_id, request.match_info["user_id"])))
+
+
+async def change_roles(request: web.Request) -> web.Response:
+    """Tenant admin: grant (custodian/approver pending a second admin) and revoke roles."""
+    gw, _ = context(request)
+    principal: Principal = request[PRINCIPAL]
+    body = await body_as(request, S.ChangeRoles)
+    doc = await user_or_404(gw, principal.tenant_id, request.match_info["user_id"])
+    kind, small_team = await tenant_kind(gw, principal.tenant_id)
+    revoke = set(body.revoke)
+    current = frozenset(doc["roles"]) - revoke
+    pending = [p for p in doc.get("pending", []) if p["role"] not in revoke]
+    decision, plan = rules.plan_grant(
+        current=current, pending=frozenset(p["role"] for p in pending), grant=frozenset(body.grant),
+        granter_id=principal.id, target_id=doc["user_id"], small_team=small_team, known=rules.roles_for(kind))
+    if not decision.allowed:
+        raise ProblemError(422, "Unprocessable Content", decision.reason, "grant")
+    fields = event_fields(request, principal.tenant_id)
+    evts: list[events.Event] = []
+    revoked = tuple(sorted(revoke & (set(doc["roles"]) | {p["role"] for p in doc.get("pending", [])})))
+    if revoked:
+        evts.append(events.UserRolesChanged(**fields, type="user.role_revoked", user_id=doc["user_id"], roles=revoked))
+    if plan.effective:
+        evts.append(events.UserRolesChanged(**fields, type="user.role_granted", user_id=doc["user_id"],
+                                            roles=plan.effective, granted_by=principal.id))
+    if plan.pending:
+        evts.append(events.UserRolesChanged(**fields, type="user.role_pending", user_id=doc["user_id"],
+                                            roles=plan.pending, granted_by=principal.id))
+    new_roles = sorted(current | set(plan.effective))
+    new_pending = pending + [{"role": r, "granted_by": principal.id, "granted_at": _now()} for r in plan.pending]
+    return await _save_roles(gw, principal, doc, new_roles, new_pending, *evts)
+
+
+async def _save_roles(gw: Gateway, principal: Principal, doc: dict[str, Any], new_roles: list[str],
+                      new_pending: list[dict[str, Any]], *evts: events.Event) -> web.Response:
+    """Compare-and-swap the user's roles (with their events), then drop cached credentials."""
+    if not await account_store(gw).set_roles(principal.tenant_id, doc["user_id"], rev=doc["rev"], roles=new_roles,
+                                      pending=new_pending, evts=evts):
+        raise ProblemError(409, "Conflict", "the user changed meanwhile; retry", "user_id")
+    gw.operators.forget_user(principal.tenant_id, doc["user_id"])
+    return _json(user_view({**doc, "roles": new_roles, "pending": new_pending}))
+
+
+async def confirm_role(request: web.Request) -> web.Response:
+    """A second tenant admin confirms a pending custodian or approver grant."""
+    gw, _ = context(request)
+    principal: Principal = request[PRINCIPAL]
+    doc = await user_or_404(gw, principal.tenant_id, request.match_info["user_id"])
+    role = request.match_info["role"]
+    grant = next((p for p in doc.get("pending", []) if p["role"] == role), None)
+    if grant is None:
+        raise NotFound("pending role grant", "role")
+    decision = rules.check_confirmation(granted_by=grant["granted_by"], confirmer_id=principal.id,
+                                        target_id=doc["user_id"])
+    if not decision.allowed:
+        raise ProblemError(403, "Forbidden", decision.reason, "role")
+    event = events.UserRolesChanged(**event_fields(request, principal.tenant_id), type="user.role_confirmed",
+                                    user_id=doc["user_id"], roles=(role,), granted_by=grant["granted_by"])
+    new_roles = sorted(set(doc["roles"]) | {role})
+    new_pending = [p for p in doc["pending"] if p["role"] != role]
+    return await _save_roles(gw, principal, doc, new_roles, new_pending, event)
+
+
+async def disable_user(request: web.Request) -> web.Response:
+    gw, _ = context(request)
+    principal: Principal = request[PRINCIPAL]
+    doc = await user_or_404(gw, principal.tenant_id, request.match_info["user_id"])
+    if doc["user_id"] == principal.id:
+        raise ProblemError(422, "Unprocessable Content", "a user may not disable themselves", "user_id")
+    event = events.UserRolesChanged(**event_fields(request, principal.tenant_id), type="user.role_revoked",
+                                    user_id=doc["user_id"], roles=tuple(doc["roles"]))
+    await account_store(gw).disable_user(principal.tenant_id, doc["user_id"], event)
+    gw.operators.forget_user(principal.tenant_id, doc["user_id"])
+    return _json(user_view({**doc, "status": "disabled", "roles": [], "pending": []}))
+
+
+async def request_mfa_reset(request: web.Request) -> web.Response:
+    """Tenant admin: ask to reset a user's MFA (a lost authenticator); a second admin confirms."""
+    gw, _ = context(request)
+    principal: Principal = request[PRINCIPAL]
+    doc = await user_or_404(gw, principal.tenant_id, request.match_info["user_id"])
+    if doc["user_id"] == principal.id:
+        raise ProblemError(422, "Unprocessable Content", "a user may not reset their own MFA", "user_id")
+    if not (doc.get("mfa") or {}).get("confirmed"):
+        raise ProblemError(409, "Conflict", "the user has no MFA enrolled", "user_id")
+    event = events.UserMfaReset(**event_fields(request, principal.tenant_id), type="user.mfa_reset_pending",
+                                user_id=doc["user_id"], requested_by=principal.id)
+    pending = {"requested_by": principal.id, "requested_at": _now()}
+    if not await account_store(gw).request_mfa_reset(principal.tenant_id, doc["user_id"], rev=doc["rev"], pending=pending,
+                                              event=event):
+        raise ProblemError(409, "Conflict", "the user changed meanwhile; retry", "user_id")
+    return _json({"user_id": doc["user_id"], "mfa_reset": pending}, 202)
+
+
+async def confirm_mfa_reset(request: web.Request) -> web.Response:
+    """A second tenant admin confirms: the user's TOTP secret and recovery codes are dropped and
+    their sessions end; at the next password sign-in they enrol again."""
+    gw, _ = context(request)
+    principal: Principal = request[PRINCIPAL]
+    doc = await user_or_404(gw, principal.tenant_id, request.match_info["user_id"])
+    pending = doc.get("mfa_reset")
+    if not pending:
+        raise NotFound("pending MFA reset", "user_id")
+    decision = rules.check_confirmation(granted_by=pending["requested_by"], confirmer_id=principal.id,
+                                        target_id=doc["user_id"])
+    if not decision.allowed:
+        raise ProblemError(403, "Forbidden", decision.reason.replace("granted a role", "requested a reset"), "user_id")
+    event = events.UserMfaReset(**event_fields(request, principal.tenant_id), type="user.mfa_reset",
+                                user_id=doc["user_id"], requested_by=pending["requested_by"])
+    if not await account_store(gw).confirm_mfa_reset(principal.tenant_id, doc["user_id"], rev=doc["rev"], at=_now(),
+                                              event=event):
+        raise ProblemError(409, "Conflict", "the user changed meanwhile; retry", "user_id")
+    gw.operators.forget_user(principal.tenant_id, doc["user_id"])
+    return _json(user_view({**doc, "mfa": None}))

@@ -1,0 +1,116 @@
+"""The gateway's app state and request helpers: what every view reads, parses and answers with."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from shared import rpc
+from shared.bus import Bus
+from shared.rpc import ProblemError
+
+from .auth import DeviceAuthenticator, Principal, TokenAuthenticator
+from .problems import validation_problem
+from .releases import ReleaseWaiters
+from .settings import GatewaySettings
+from .store import GatewayStore
+
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass
+class Gateway:
+    """Everything the views need, bound once in `app.py`."""
+
+    settings: GatewaySettings
+    bus: Bus
+    store: GatewayStore
+    operators: TokenAuthenticator
+    devices: DeviceAuthenticator
+    waiters: ReleaseWaiters
+
+
+GATEWAY = web.AppKey("gateway", Gateway)
+PRINCIPAL = web.RequestKey("principal", Principal)
+CORRELATION_ID = web.RequestKey("correlation_id", str)
+RAW_BODY = web.RequestKey("raw_body", bytes)
+
+
+def _gw(request: web.Request) -> Gateway:
+    return request.app[GATEWAY]
+
+
+def _principal(request: web.Request) -> Principal:
+    return request[PRINCIPAL]
+
+
+async def json_object(request: web.Request) -> dict[str, Any]:
+    """The request body as a JSON object, or a 400 naming `body`."""
+    raw = request.get(RAW_BODY)
+    if raw is None:
+        raw = await request.read()
+    if not raw:
+        raise ProblemError(400, "Bad Request", "a JSON body is required", "body")
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ProblemError(400, "Bad Request", "body is not valid JSON", "body") from None
+    if not isinstance(data, dict):
+        raise ProblemError(400, "Bad Request", "body must be a JSON object", "body")
+    return data
+
+
+async def body_as(request: web.Request, model: type[M]) -> M:
+    data = await json_object(request)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problem = validation_problem(exc)
+        raise ProblemError(problem.status, problem.title, problem.detail, problem.field) from None
+
+
+def _query(request: web.Request, model: type[M]) -> M:
+    try:
+        return model.model_validate(dict(request.query))
+    except ValidationError as exc:
+        problem = validation_problem(exc, status=400)
+        raise ProblemError(400, "Bad Request", problem.detail, problem.field) from None
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, dumps=lambda d: json.dumps(d, default=str))
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def _call(request: web.Request, service: str, method: str, **params: Any) -> Any:
+    gw = _gw(request)
+    principal = _principal(request)
+    reply = await gw.bus.call(
+        service,
+        rpc.RpcRequest(
+            method=method, tenant_id=principal.tenant_id, actor=principal.actor,
+            correlation_id=request[CORRELATION_ID], source_ip=request.remote, params=params,
+        ),
+        timeout=gw.settings.rpc_timeout_seconds,
+    )
+    if reply.problem is not None:
+        raise ProblemError(reply.problem.status, reply.problem.title, reply.problem.detail, reply.problem.field)
+    return reply.result
+
+
+def _event_fields(request: web.Request) -> dict[str, Any]:
+    principal = _principal(request)
+    return {
+        "tenant_id": principal.tenant_id,
+        "actor": principal.actor,
+        "correlation_id": request[CORRELATION_ID],
+        "source_ip": request.remote,
+    }

@@ -1,0 +1,172 @@
+"""One contract for the gateway's stores: the MongoDB store and its in-memory twin answer alike."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from services.gateway.store import GatewayStore
+from services.gateway.store_memory import MemoryGatewayStore
+from shared import events
+from shared.store import service_database
+
+T = "ten_c"
+ACTOR = events.Actor(kind="user", id="usr_admin")
+
+
+def _event(user_id: str = "usr_a") -> events.Event:
+    return events.UserPasswordSet(tenant_id=T, actor=ACTOR, correlation_id="c", user_id=user_id)
+
+
+@pytest.fixture(params=["mongo", "memory"])
+async def store(request, mongo_client, db_prefix):
+    published: list[events.Event] = []
+
+    async def publish(event: events.Event) -> None:
+        published.append(event)
+
+    if request.param == "mongo":
+        s = GatewayStore(service_database(mongo_client, "gateway", prefix=db_prefix), publish=publish)
+    else:
+        s = MemoryGatewayStore(publish=publish)
+    await s.create_indexes()
+    s.published = published
+    return s
+
+
+def _user(user_id: str, **extra) -> dict:
+    return {"user_id": user_id, "username": user_id.removeprefix("usr_"), "account": "person", "roles": [],
+            "pending": [], "status": "active", "source": "local", "created_at": datetime.now(UTC), "rev": 0,
+            "mfa": None, "recovery": [], **extra}
+
+
+async def test_tenants_change_status_by_compare_and_swap(store):
+    accounts = store.accounts
+    now = datetime.now(UTC)
+    created = events.TenantCreated(tenant_id=T, actor=ACTOR, correlation_id="c", name="c")
+    await accounts.insert_tenant(T, {"name": "c", "kind": "customer", "status": "active", "created_at": now,
+                                     "settings": {}}, created)
+    await accounts.insert_tenant("provider", {"name": "p", "kind": "provider", "status": "active", "created_at": now,
+                                              "settings": {}}, created)
+    assert [t["tenant_id"] for t in await accounts.customer_tenants()] == [T]
+    assert await accounts.customer_tenant("provider") is None
+    changed = events.TenantLifecycleChanged(tenant_id=T, actor=ACTOR, correlation_id="c", type="tenant.suspended")
+    assert await accounts.change_tenant_status(T, was="active", now="suspended", at=now, event=changed)
+    assert not await accounts.change_tenant_status(T, was="active", now="suspended", at=now, event=changed)
+    doc = await accounts.tenant(T)
+    assert doc["status"] == "suspended" and doc["suspended_at"] is not None
+    assert [e.type for e in store.published] == ["tenant.created", "tenant.created", "tenant.suspended"]
+
+
+async def test_settings_changes_wait_and_apply_once(store):
+    accounts = store.accounts
+    created = events.TenantCreated(tenant_id=T, actor=ACTOR, correlation_id="c", name="c")
+    await accounts.insert_tenant(T, {"name": "c", "kind": "customer", "status": "active",
+                                     "created_at": datetime.now(UTC), "settings": {}}, created)
+    changed = events.TenantSettingsChanged(tenant_id=T, actor=ACTOR, correlation_id="c", settings={})
+    await accounts.hold_settings_change(T, {"change_id": "chg_1", "settings": {"small_team": True}}, changed)
+    assert not (await accounts.tenant(T))["settings"]
+    assert await accounts.confirm_settings_change(T, "chg_1", {"small_team": True}, changed)
+    assert not await accounts.confirm_settings_change(T, "chg_1", {"small_team": True}, changed)
+    doc = await accounts.tenant(T)
+    assert doc["settings"] == {"small_team": True} and doc["pending_settings"] == []
+
+
+async def test_roles_are_saved_against_the_revision_read(store):
+    accounts = store.accounts
+    await accounts.insert_user(T, _user("usr_a"), _event())
+    assert await accounts.set_roles(T, "usr_a", rev=0, roles=["auditor"], pending=[], evts=(_event(),))
+    assert not await accounts.set_roles(T, "usr_a", rev=0, roles=["approver"], pending=[], evts=(_event(),))
+    doc = await accounts.user(T, "usr_a")
+    assert doc["roles"] == ["auditor"] and doc["rev"] == 1
+    assert (await accounts.user_by_username(T, "a"))["user_id"] == "usr_a"
+    assert len(store.published) == 2
+
+
+async def test_totp_steps_only_move_forward_and_recovery_codes_work_once(store):
+    accounts = store.accounts
+    await accounts.insert_user(T, _user("usr_a"), _event())
+    await accounts.begin_mfa(T, "usr_a", "sealed")
+    assert not await accounts.confirm_mfa(T, "usr_a", sealed_secret="other", step=5, recovery=["r1"], event=_event())
+    assert await accounts.confirm_mfa(T, "usr_a", sealed_secret="sealed", step=5, recovery=["r1", "r2"], event=_event())
+    assert not await accounts.advance_totp_step(T, "usr_a", 5)
+    assert await accounts.advance_totp_step(T, "usr_a", 6)
+    assert await accounts.use_recovery_code(T, "usr_a", "r1", _event())
+    assert not await accounts.use_recovery_code(T, "usr_a", "r1", _event())
+    doc = await accounts.user(T, "usr_a")
+    assert doc["mfa"] == {"secret": "sealed", "confirmed": True, "last_step": 6} and doc["recovery"] == ["r2"]
+
+
+async def test_passwords_set_once_by_setup_token_and_rehashed_only_unchanged(store):
+    accounts = store.accounts
+    await accounts.insert_user(T, _user("usr_a", setup_digest="d1", setup_expires_at=datetime.now(UTC)), _event())
+    assert (await accounts.user_by_setup_digest("d1"))["tenant_id"] == T
+    assert await accounts.set_first_password(T, "usr_a", "d1", "h1", _event())
+    assert not await accounts.set_first_password(T, "usr_a", "d1", "h2", _event())
+    assert await accounts.user_by_setup_digest("d1") is None
+    assert not await accounts.rehash_password(T, "usr_a", old="h0", new="h3")
+    assert await accounts.rehash_password(T, "usr_a", old="h1", new="h3")
+    assert (await accounts.user(T, "usr_a"))["password_hash"] == "h3"
+
+
+async def test_failed_sign_ins_count_lock_and_clear(store):
+    accounts = store.accounts
+    assert await accounts.record_failed_login(T, "a") == 1
+    assert await accounts.record_failed_login(T, "a") == 2
+    until = datetime.now(UTC) + timedelta(minutes=1)
+    await accounts.lock_login(T, "a", until)
+    doc = await accounts.failed_logins(T, "a")
+    assert doc["failures"] == 2 and doc["locked_until"] is not None
+    await accounts.clear_failed_logins(T, "a")
+    assert await accounts.failed_logins(T, "a") is None
+
+
+async def test_tokens_list_by_owner_and_revoke_once(store):
+    accounts = store.accounts
+    now = datetime.now(UTC)
+    for token_id, owner in (("tok_1", "usr_a"), ("tok_2", "usr_b")):
+        await accounts.insert_token(T, {"token_id": token_id, "user_id": owner, "digest": f"d_{token_id}",
+                                        "created_at": now, "revoked": False}, _event())
+    assert [t["token_id"] for t in await accounts.list_tokens(T, owner="usr_a")] == ["tok_1"]
+    assert len(await accounts.list_tokens(T, owner=None)) == 2
+    assert not await accounts.revoke_token(T, "tok_1", owner="usr_b", at=now, event=_event())
+    assert await accounts.revoke_token(T, "tok_1", owner="usr_a", at=now, event=_event())
+    assert not await accounts.revoke_token(T, "tok_1", owner=None, at=now, event=_event())
+    assert await accounts.count_live_tokens(T) == 1
+    assert (await accounts.token_by_digest("d_tok_1"))["revoked"] is True
+
+
+async def test_single_use_things_are_used_once(store):
+    accounts = store.accounts
+    now = datetime.now(UTC)
+    assert await accounts.mark_bootstrapped(T, "usr_a", now)
+    assert not await accounts.mark_bootstrapped(T, "usr_b", now)
+    assert await accounts.bootstrap_tenant() == T
+    await accounts.insert_sso_state(T, {"state": "s1", "expires_at": now})
+    assert (await accounts.take_sso_state("s1"))["tenant_id"] == T
+    assert await accounts.take_sso_state("s1") is None
+    assert await accounts.first_use_of_assertion(T, "as_1", now)
+    assert not await accounts.first_use_of_assertion(T, "as_1", now)
+    event = events.EnrollmentTokenCreated(tenant_id=T, actor=ACTOR, correlation_id="c", enrollment_id="enr_1",
+                                          expires_at=now + timedelta(hours=1))
+    await store.insert_enrollment(T, {"enrollment_id": "enr_1", "digest": "e1", "used": False,
+                                      "expires_at": now + timedelta(hours=1)}, event)
+    assert (await store.take_enrollment("e1", now))["tenant_id"] == T
+    assert await store.take_enrollment("e1", now) is None
+    assert await store.remember_nonce(T, "dev_1", "n1", now)
+    assert not await store.remember_nonce(T, "dev_1", "n1", now)
+
+
+async def test_devices_are_revoked_once(store):
+    now = datetime.now(UTC)
+    enrolled = events.DeviceEnrolled(tenant_id=T, actor=ACTOR, correlation_id="c", device_id="dev_1",
+                                     enrollment_id="enr_1", name="d", public_key="k", groups=())
+    await store.insert_device(T, {"device_id": "dev_1", "status": "active", "enrolled_at": now}, enrolled)
+    revoked = events.DeviceRevoked(tenant_id=T, actor=ACTOR, correlation_id="c", device_id="dev_1", reason="lost")
+    assert await store.count_active_devices(T) == 1
+    assert await store.revoke_device(T, "dev_1", now, revoked)
+    assert not await store.revoke_device(T, "dev_1", now, revoked)
+    assert (await store.device(T, "dev_1"))["status"] == "revoked"
+    assert [d["device_id"] for d in await store.list_devices(T)] == ["dev_1"]
+    assert [e.type for e in store.published] == ["device.enrolled", "device.revoked"]
