@@ -55,35 +55,34 @@ def _methods(*, store: AuditStore, checkpoints: CheckpointStore, forwarders: For
              outbox: Outbox, sealer: SecretSealer, keeper: retention.Retention, stats: handlers.IngestStats,
              current_key_id: str, queue_depth: Any, chunk_bytes: int) -> Methods:
     methods = Methods()
-    add = methods.add
-    add("list_records", partial(handlers.list_records, store=store), params=c.AuditQuery, result=c.RecordPage)
-    add("report", partial(handlers.report, store=store), params=c.ReportQuery, result=c.ReportReply)
-    add("export_page", partial(handlers.export_page, store=store), params=c.ExportQuery, result=c.ExportPage)
-    add("list_checkpoints", partial(handlers.list_checkpoints, checkpoints=checkpoints),
+    methods.add("list_records", partial(handlers.list_records, store=store), params=c.AuditQuery, result=c.RecordPage)
+    methods.add("report", partial(handlers.report, store=store), params=c.ReportQuery, result=c.ReportReply)
+    methods.add("export_page", partial(handlers.export_page, store=store), params=c.ExportQuery, result=c.ExportPage)
+    methods.add("list_checkpoints", partial(handlers.list_checkpoints, checkpoints=checkpoints),
         params=c.CheckpointQuery, result=c.CheckpointPage)
-    add("signing_keys", partial(handlers.signing_keys, checkpoints=checkpoints, current_key_id=current_key_id),
+    methods.add("signing_keys", partial(handlers.signing_keys, checkpoints=checkpoints, current_key_id=current_key_id),
         params=c.NoParams, result=c.SigningKeys)
-    add("status", partial(handlers.status, store=store, checkpoints=checkpoints, stats=stats, queue_depth=queue_depth),
+    methods.add("status", partial(handlers.status, store=store, checkpoints=checkpoints, stats=stats, queue_depth=queue_depth),
         params=c.NoParams, result=c.AuditStatus)
     fwd = {"store": store, "forwarders": forwarders}
-    add("create_forwarder", partial(forwarders_rpc.create_forwarder, **fwd, outbox=outbox, sealer=sealer),
+    methods.add("create_forwarder", partial(forwarders_rpc.create_forwarder, **fwd, outbox=outbox, sealer=sealer),
         params=c.ForwarderSpec, result=c.ForwarderView)
-    add("rotate_forwarder_secret", partial(forwarders_rpc.rotate_forwarder_secret, **fwd, outbox=outbox, sealer=sealer),
+    methods.add("rotate_forwarder_secret", partial(forwarders_rpc.rotate_forwarder_secret, **fwd, outbox=outbox, sealer=sealer),
         params=c.ForwarderRef, result=c.ForwarderView)
-    add("update_forwarder", partial(forwarders_rpc.update_forwarder, **fwd, outbox=outbox),
+    methods.add("update_forwarder", partial(forwarders_rpc.update_forwarder, **fwd, outbox=outbox),
         params=c.UpdateForwarder, result=c.ForwarderView)
-    add("delete_forwarder", partial(forwarders_rpc.delete_forwarder, forwarders=forwarders, outbox=outbox),
+    methods.add("delete_forwarder", partial(forwarders_rpc.delete_forwarder, forwarders=forwarders, outbox=outbox),
         params=c.ForwarderRef, result=c.ForwarderDeleted)
-    add("list_forwarders", partial(forwarders_rpc.list_forwarders, **fwd), params=c.NoParams, result=c.ForwarderList)
-    add("get_forwarder", partial(forwarders_rpc.get_forwarder, **fwd), params=c.ForwarderRef, result=c.ForwarderView)
-    add("get_retention", partial(retention.get_retention, retention=keeper), params=c.NoParams, result=c.RetentionWindow)
-    add("set_retention", partial(retention.set_retention, archives=archives, outbox=outbox),
+    methods.add("list_forwarders", partial(forwarders_rpc.list_forwarders, **fwd), params=c.NoParams, result=c.ForwarderList)
+    methods.add("get_forwarder", partial(forwarders_rpc.get_forwarder, **fwd), params=c.ForwarderRef, result=c.ForwarderView)
+    methods.add("get_retention", partial(retention.get_retention, retention=keeper), params=c.NoParams, result=c.RetentionWindow)
+    methods.add("set_retention", partial(retention.set_retention, archives=archives, outbox=outbox),
         params=c.RetentionSetting, result=c.RetentionWindow)
-    add("run_retention", partial(retention.run_retention, retention=keeper), params=c.NoParams, result=c.RetentionRun)
-    add("list_archives", partial(retention.list_archives, archives=archives), params=c.ArchiveQuery, result=c.ArchivePage)
-    add("get_archive", partial(retention.get_archive, archives=archives, chunk_bytes=chunk_bytes),
+    methods.add("run_retention", partial(retention.run_retention, retention=keeper), params=c.NoParams, result=c.RetentionRun)
+    methods.add("list_archives", partial(retention.list_archives, archives=archives), params=c.ArchiveQuery, result=c.ArchivePage)
+    methods.add("get_archive", partial(retention.get_archive, archives=archives, chunk_bytes=chunk_bytes),
         params=c.ArchiveRef, result=c.ArchiveInfo)
-    add("archive_chunk", partial(retention.archive_chunk, archives=archives, chunk_bytes=chunk_bytes),
+    methods.add("archive_chunk", partial(retention.archive_chunk, archives=archives, chunk_bytes=chunk_bytes),
         params=c.ArchiveChunkQuery, result=c.ArchiveChunk)
     return methods
 

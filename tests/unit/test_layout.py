@@ -40,9 +40,11 @@ ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("gateway", "policysvc", "keysvc", "auditsvc")
 # The one package that composes services in one process (`strongroom dev`, `strongroom serve` and
 # what they share); only it, besides the services themselves, tests and benchmarks, imports services.
-LAUNCHER = "strongroom/launch"
+LAUNCHER = "launch"
 # Imports and queries are free here: tests and benchmarks exercise every layer.
 FREE = ("tests", "bench")
+# Clients speak HTTP only: they hold no store client at all (their `.command()` builds a CLI verb).
+CLIENTS = ("agent", "strongroom")
 MAX_MODULE_LINES = 450
 MAX_FUNCTION_LINES = 80
 
@@ -244,9 +246,16 @@ def test_storage_plumbing_allowlist_is_current():
 def test_queries_live_in_stores():
     violations = []
     for path in _sources():
-        if not (_under(path, *FREE) or _is_store_module(path) or path in STORAGE_PLUMBING):
+        if not (_under(path, *FREE, *CLIENTS) or _is_store_module(path) or path in STORAGE_PLUMBING):
             violations += _query_violations(path)
     assert not violations, _report("MongoDB calls or operators outside store modules", violations)
+
+
+def test_clients_hold_no_store_client():
+    paths = [p for p in _sources() if _under(p, *CLIENTS)]
+    violations = [f"{path}:{line} imports {name}" for path in paths for line, name in _imports(path)
+                  if name.split(".")[0] in ("pymongo", "motor", "bson")]
+    assert not violations, _report("a client imports a MongoDB driver", violations)
 
 
 def test_the_query_heuristics():
