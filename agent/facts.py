@@ -1,6 +1,6 @@
 """What the agent tells policy about its VM: facts learned locally and cheaply, plus operator overrides.
 
-The result has the shape policysvc documents (``services/policysvc/rules.py``)::
+The result has the shape policysvc documents (``services/policysvc/facts.py``)::
 
     {"identity":  {device_id, cloud_provider, account, region, zone, instance_id, image_id,
                    hostname, ip_addresses[], boot_time, agent_version, os{...}},
