@@ -88,14 +88,18 @@ async def test_destruction_waits_needs_a_second_custodian_and_leaves_a_signed_ce
     status, out, _ = await agent.request(tenant.key_id, EU_FACTS, key_version=1)
     assert status == 409
 
-    # The certificate verifies under keysvc's published key, and the same one is in the audit chain.
-    status, cert, _ = await admin.call("GET", f"/v1/keys/{tenant.key_id}/destruction-certificate")
+    await _certificate_verifies_and_is_audited(admin, tenant.key_id)
+
+
+async def _certificate_verifies_and_is_audited(admin, key_id: str) -> None:
+    """The certificate verifies under keysvc's published key, and the same one is in the audit chain."""
+    status, cert, _ = await admin.call("GET", f"/v1/keys/{key_id}/destruction-certificate")
     assert status == 200, cert
     status, signing, _ = await admin.call("GET", "/v1/custody/signing-key")
     public = base64.b64decode(signing["public_key"])
     body = cert["certificate"]
     assert verify_certificate(body, cert["signature"], public)
-    assert body["key_id"] == tenant.key_id and [v["version"] for v in body["versions"]] == [1, 2]
+    assert body["key_id"] == key_id and [v["version"] for v in body["versions"]] == [1, 2]
     assert body["approvers"] and body["scheduled_by"] not in body["approvers"]
     assert len(body["last_wrapped_sha256"]) == 64
     tampered = {**body, "approvers": ["someone-else"]}

@@ -112,28 +112,7 @@ async def test_sealed_custody_initialises_unseals_with_m_of_n_and_rekeys_without
 
     # Re-key while agents keep asking: no request fails. The new shares take over only once a
     # threshold of them is verified; afterwards only the new shares work.
-    async def keep_releasing():
-        results = []
-        for _ in range(15):
-            results.append((await agent.request(tenant.key_id, EU_FACTS))[0])
-        return results
-
-    async def rekey_and_verify():
-        status, rekey = await new_shares(provider, stack, "/v1/custody/rekey", {"shares": 3, "threshold": 2})
-        assert status == 200 and len(rekey["shares"]) == 3, rekey
-        status, out = await new_shares(provider, stack, "/v1/custody/rekey", {"shares": 3, "threshold": 2})
-        assert status == 409, out  # one at a time
-        status, out = await post_share(provider, stack, shares[0], purpose="rekey-verify")
-        assert status == 422 and out["field"] == "sealed_share", out  # an old share proves nothing
-        status, out = await post_share(provider, stack, rekey["shares"][0], purpose="rekey-verify")
-        assert status == 200 and out == {"verified": False, "submitted": 1, "needed": 2}, out
-        status, pending, _ = await provider.call("GET", "/v1/custody/status")
-        assert pending["rekey"]["status"] == "copying" and pending["root_fingerprint"] == rekey["root_fingerprint"]
-        status, out = await post_share(provider, stack, rekey["shares"][2], purpose="rekey-verify")
-        assert status == 200 and out["verified"] and out["root_fingerprint"] == rekey["new_fingerprint"], out
-        return rekey
-
-    releases, rekey = await asyncio.gather(keep_releasing(), rekey_and_verify())
+    releases, rekey = await asyncio.gather(_keep_releasing(agent, tenant.key_id), _rekey_and_verify(provider, stack, shares))
     assert releases == [200] * 15
     await _rekey_finished(provider)
     await _restart_sealed(stack)
@@ -149,6 +128,29 @@ async def test_sealed_custody_initialises_unseals_with_m_of_n_and_rekeys_without
     stored = await _everything_stored(stack)
     for share in shares + rekey["shares"]:
         assert share not in stored and " ".join(share.split()[:6]) not in stored
+
+
+async def _keep_releasing(agent, key_id: str) -> list[int]:
+    results = []
+    for _ in range(15):
+        results.append((await agent.request(key_id, EU_FACTS))[0])
+    return results
+
+
+async def _rekey_and_verify(provider, stack, shares: list[str]) -> dict:
+    status, rekey = await new_shares(provider, stack, "/v1/custody/rekey", {"shares": 3, "threshold": 2})
+    assert status == 200 and len(rekey["shares"]) == 3, rekey
+    status, out = await new_shares(provider, stack, "/v1/custody/rekey", {"shares": 3, "threshold": 2})
+    assert status == 409, out  # one at a time
+    status, out = await post_share(provider, stack, shares[0], purpose="rekey-verify")
+    assert status == 422 and out["field"] == "sealed_share", out  # an old share proves nothing
+    status, out = await post_share(provider, stack, rekey["shares"][0], purpose="rekey-verify")
+    assert status == 200 and out == {"verified": False, "submitted": 1, "needed": 2}, out
+    status, pending, _ = await provider.call("GET", "/v1/custody/status")
+    assert pending["rekey"]["status"] == "copying" and pending["root_fingerprint"] == rekey["root_fingerprint"]
+    status, out = await post_share(provider, stack, rekey["shares"][2], purpose="rekey-verify")
+    assert status == 200 and out["verified"] and out["root_fingerprint"] == rekey["new_fingerprint"], out
+    return rekey
 
 
 # Small throttled batches so copying is observably in progress when keysvc is stopped.
