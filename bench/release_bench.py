@@ -260,7 +260,8 @@ async def _set_up_team(session, url: str, bootstrap: str) -> tuple[Operator, Ope
     await anon.post("/v1/auth/setup", {"setup_token": tenant["setup_token"], "password": BENCH_PASSWORD}, expect=200)
     admin = await _signed_in(session, url, tenant["tenant_id"], tenant["admin_username"])
     people = {}
-    for username, roles in (("second-admin", ["tenant_admin"]), ("custodian", ["key_custodian"]), ("officer", ["security_officer"])):
+    for username, roles in (("second-admin", ["tenant_admin"]), ("custodian", ["key_custodian"]),
+                            ("officer", ["security_officer"])):
         user = await admin.post("/v1/users", {"username": username, "roles": roles})
         for pending in user["pending_roles"]:
             await people["second-admin"].post(f"/v1/users/{user['user_id']}/roles/{pending['role']}/confirm", {}, expect=200)
@@ -546,7 +547,7 @@ async def load_generator() -> None:
                     agents = [AgentClient(session=session) for _ in setup["enrollment_tokens"]]
                     await asyncio.gather(*(
                         agent.enroll(setup["url"], token, f"bench-vm-{i}", Path(state) / f"vm{i}")
-                        for i, (agent, token) in enumerate(zip(agents, setup["enrollment_tokens"]))
+                        for i, (agent, token) in enumerate(zip(agents, setup["enrollment_tokens"], strict=True))
                     ))
                     answer({"enrolled": len(agents)})
                 elif "report" in command:
