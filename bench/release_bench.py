@@ -90,10 +90,17 @@ class TimedBus:
             await self._inner.close()
 
     async def publish(self, event: Any) -> None:
+        await self._timed(self._inner.publish, event)
+
+    async def publish_audited(self, event: Any) -> None:
+        # key.requested and key.released go this way (audit queue first, then everyone else).
+        await self._timed(self._inner.publish_audited, event)
+
+    async def _timed(self, publish: Any, event: Any) -> None:
         started = time.perf_counter()
         if event.type == "key.requested":
             self._stages.requested_at[event.request_id] = started
-        await self._inner.publish(event)
+        await publish(event)
         self._stages.add(f"{self._service} publish {event.type}", time.perf_counter() - started)
 
     async def subscribe(self, service: str, handler: Any, **options: Any) -> None:
