@@ -192,8 +192,10 @@ async def _request_key(args: argparse.Namespace, environ: Mapping[str, str]) -> 
 
 
 async def _encrypt(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
-    # Opened before the request, so a typo costs no key release (and no audit record).
-    with open(args.input, "rb") as src:
+    # Opened before the request, so a typo costs no key release (and no audit record); file I/O
+    # runs in a worker thread, off the event loop.
+    src = await asyncio.to_thread(open, args.input, "rb")
+    with src:
         released = await _release(args, environ, args.key_id, args.key_version)
 
         def write(dst: BinaryIO) -> None:
@@ -204,9 +206,10 @@ async def _encrypt(args: argparse.Namespace, environ: Mapping[str, str]) -> None
 
 
 async def _decrypt(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
-    with open(args.input, "rb") as src:
+    src = await asyncio.to_thread(open, args.input, "rb")
+    with src:
         try:
-            header = read_header(src)
+            header = await asyncio.to_thread(read_header, src)
         except FileFormatError as exc:
             raise FileFormatError(f"cannot decrypt {args.input}: {exc}") from None
         released = await _release(args, environ, header.key_id, header.key_version)

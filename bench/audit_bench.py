@@ -123,15 +123,17 @@ async def run(args: argparse.Namespace) -> None:
             timeout=10)
         assert reply.problem is None, reply.problem
         sent: list[float] = []
+        publishes: list[asyncio.Task] = []  # held until done, so none is collected mid-flight
         interval = 1.0 / args.rate
         start = time.perf_counter()
         for i in range(int(args.rate * args.seconds)):
             target = start + i * interval
             if (delay := target - time.perf_counter()) > 0:
                 await asyncio.sleep(delay)
-            asyncio.ensure_future(publisher.publish(_event(lag_tenant, i)))
+            publishes.append(asyncio.create_task(publisher.publish(_event(lag_tenant, i))))
             sent.append(time.perf_counter())
         achieved = len(sent) / (time.perf_counter() - start)
+        await asyncio.gather(*publishes)
         deadline = time.perf_counter() + 30
         # seq 1 is the forwarder.created record; event i lands at seq i + 2.
         while len(arrivals) < len(sent) + 1 and time.perf_counter() < deadline:

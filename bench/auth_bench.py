@@ -2,11 +2,13 @@
 cached as in steady state) plus the role-and-scope check, in microseconds per request; and the
 login rate with Argon2id at the production cost from `GatewaySettings`.
 
-Run: python bench/auth_bench.py [requests]   (default 20000; about 15 s in all, embedded store)
+Run: python bench/auth_bench.py [requests] [--login-seconds 4]   (default 20000 requests; about 15 s in all,
+embedded store)
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import sys
 import time
@@ -81,12 +83,15 @@ def login_rate(seconds: float = 4.0) -> None:
 
 
 def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 20000
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("requests", type=int, nargs="?", default=20000, help="credential checks per kind (default 20000)")
+    parser.add_argument("--login-seconds", type=float, default=4.0, help="seconds per login-rate figure (default 4)")
+    args = parser.parse_args()
     print("authenticated request overhead:")
     with EmbeddedMongo(":memory:") as server:
-        asyncio.run(request_overhead(server.url, n))
+        asyncio.run(request_overhead(server.url, args.requests))
     print("login rate (password verification only):")
-    login_rate()
+    login_rate(args.login_seconds)
 
 
 if __name__ == "__main__":

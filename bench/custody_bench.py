@@ -13,7 +13,7 @@ What is measured, honestly:
   large batches before the indexes are built (insert rate and index build time are printed).
   Creation through keysvc's own `create_key` handler is measured separately, on top of each
   seeded tenant (--creates keys), to show it does not slow down with the tenant's size.
-- Release throughput is keysvc's release handler alone (`handlers.release_key`: key lookup
+- Release throughput is keysvc's release handler alone (`handlers_release.release_key`: key lookup
   through the bounded caches -> one indexed read of the key's head on a miss, state check, KEK
   unwrap of the data key, HPKE seal, ledger write), driven in a child process that is a fresh
   keysvc: no gateway, policysvc or bus hops (bench/release_bench.py gives the end-to-end
@@ -82,7 +82,8 @@ async def populate(url: str, prefix: str, tenant: str, root: bytes, n: int, budg
 
     from services.keysvc import keys as domain
     from services.keysvc.hierarchy import KeyHierarchy, data_key_aad
-    from services.keysvc.store import KeyStore, _head_doc, _version_doc
+    from services.keysvc.key_docs import head_doc, version_doc
+    from services.keysvc.store import KeyStore
     from shared.crypto.envelope import generate_key, wrap
     from shared.outbox import Outbox
     from shared.store import connect, service_database
@@ -103,8 +104,8 @@ async def populate(url: str, prefix: str, tenant: str, root: bytes, n: int, budg
             wrapped = wrap(kek, generate_key(256), aad=data_key_aad(tenant, kid, 1))
             key = domain.new_key(tenant_id=tenant, key_id=kid, name=f"vol-{i}", algorithm="AES-256", wrapped=wrapped,
                                  kek_version=kek_version, now=now, initial_state=domain.KeyState.ACTIVE)
-            heads.append({"tenant_id": tenant, **_head_doc(key)})
-            versions.append({"tenant_id": tenant, **_version_doc(key, key.versions[1])})
+            heads.append({"tenant_id": tenant, **head_doc(key)})
+            versions.append({"tenant_id": tenant, **version_doc(key, key.versions[1])})
         if pending is not None:
             await pending  # the next chunk was generated while the store inserted this one
 
@@ -139,7 +140,9 @@ async def child(args: argparse.Namespace) -> None:
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
     from pymongo import AsyncMongoClient, monitoring
 
-    from services.keysvc import handlers
+    from services.keysvc.cache import KeyCache
+    from services.keysvc.handlers_keys import create_key
+    from services.keysvc.handlers_release import release_key
     from services.keysvc.hierarchy import KeyHierarchy
     from services.keysvc.settings import KeySettings
     from services.keysvc.store import KeyStore
@@ -166,7 +169,7 @@ async def child(args: argparse.Namespace) -> None:
     client = AsyncMongoClient(args.url, tz_aware=True, event_listeners=[Finds()])
     store = KeyStore(service_database(client, "keysvc", prefix=args.prefix))
     hierarchy = KeyHierarchy(store, root_key=root)
-    cache = handlers.KeyCache(store, KeySettings().key_cache_size)
+    cache = KeyCache(store, KeySettings().key_cache_size)
     results: dict = {}
 
     # Creation through keysvc's own handler, on top of the seeded tenant.
@@ -179,14 +182,13 @@ async def child(args: argparse.Namespace) -> None:
 
     async def creator() -> None:
         for i in names:
-            await handlers.create_key(request, commands.CreateKey(name=f"created-{i}"), store=store, hierarchy=hierarchy,
+            await create_key(request, commands.CreateKey(name=f"created-{i}"), store=store, hierarchy=hierarchy,
                                       cache=cache, outbox=outbox)
 
     t0 = time.perf_counter()
     await asyncio.gather(*(creator() for _ in range(8)))
     results["create_per_s"] = args.creates / (time.perf_counter() - t0)  # 0 when asked for none (later rounds)
-    for entry in list(cache._keys):  # releases below start from a cold cache
-        cache.drop(*entry)
+    cache.drop_tenant(args.tenant)  # releases below start from a cold cache
 
     publics = [base64.b64encode(X25519PrivateKey.generate().public_key().public_bytes(
         serialization.Encoding.Raw, serialization.PublicFormat.Raw)).decode() for _ in range(64)]
@@ -201,7 +203,7 @@ async def child(args: argparse.Namespace) -> None:
             released += 1
 
     # keysvc's release handler as app.py binds it (here every outcome goes to the counting publisher).
-    release = partial(handlers.release_key, store=store, hierarchy=hierarchy, cache=cache, publish=publish, notify=publish)
+    release = partial(release_key, store=store, hierarchy=hierarchy, cache=cache, publish=publish, notify=publish)
 
     async def worker(deadline: float, pick) -> None:
         while time.perf_counter() < deadline:
@@ -307,10 +309,11 @@ def run_side_by_side(url: str, seeded: list[tuple[int, str, str]], root: bytes, 
 
 async def rewrap_rate(url: str, prefix: str, tenant: str, root: bytes, batch: int) -> tuple[int, float]:
     """Rotate the tenant KEK and re-wrap every data key with keysvc's own job; returns (keys, seconds)."""
-    from services.keysvc import custody_handlers as custody
-    from services.keysvc import handlers
+    from services.keysvc.cache import KeyCache
+    from services.keysvc.handlers_kek import rewrap_step, rotate_kek
     from services.keysvc.hierarchy import KeyHierarchy
     from services.keysvc.store import KeyStore
+    from shared.commands import NoParams
     from shared.events import Actor
     from shared.outbox import Outbox
     from shared.rpc import RpcRequest
@@ -319,24 +322,24 @@ async def rewrap_rate(url: str, prefix: str, tenant: str, root: bytes, batch: in
     client = connect(url)
     store = KeyStore(service_database(client, "keysvc", prefix=prefix))
     hierarchy = KeyHierarchy(store, root_key=root)
-    cache = handlers.KeyCache(store, 10_000)
+    cache = KeyCache(store, 10_000)
 
     async def publish(event) -> None:
         return None
 
     outbox = Outbox(publish, store.outbox_collections)
     request = RpcRequest(method="rotate_kek", tenant_id=tenant, actor=Actor(kind="user", id="bench"))
-    started = await custody.rotate_kek(request, {}, store=store, hierarchy=hierarchy, outbox=outbox)
+    started = await rotate_kek(request, NoParams(), store=store, hierarchy=hierarchy, outbox=outbox)
     t0 = time.perf_counter()
     while True:
-        done = await custody.rewrap_step(store=store, hierarchy=hierarchy, cache=cache, outbox=outbox, batch=batch)
+        done = await rewrap_step(store=store, hierarchy=hierarchy, cache=cache, outbox=outbox, batch=batch)
         if not done:
-            status = await store.kek_rotations.find_one(tenant, {"rotation_id": {"$exists": True}, "to_version": started["to_version"]})
-            if status["status"] == "done":
+            latest = await store.latest_kek_rotation(tenant)
+            if latest is not None and latest["to_version"] == started.to_version and latest["status"] == "done":
                 break
     elapsed = time.perf_counter() - t0
     await client.close()
-    return started["total"], elapsed
+    return started.total, elapsed
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -400,7 +403,8 @@ async def main(args: argparse.Namespace) -> None:
             print(f"\n{label.replace('_', ' ')} release throughput relative to the smallest tenant "
                   f"(ratio of medians; median and range of the per-round ratios):")
             for n in medians:
-                ratios = [r[label]["releases_per_s"] / b[label]["releases_per_s"] for r, b in zip(runs[n], runs[smallest])]
+                ratios = [r[label]["releases_per_s"] / b[label]["releases_per_s"]
+                          for r, b in zip(runs[n], runs[smallest], strict=True)]
                 print(f"  {n:>9,} keys: {medians[n][label] / base * 100:.0f}%; per round {statistics.median(ratios) * 100:.0f}% "
                       f"({min(ratios) * 100:.0f}-{max(ratios) * 100:.0f}%)")
         for n in [int(s) for s in args.rewrap_sizes.split(",") if s]:

@@ -8,6 +8,7 @@ second figure adds what a complete audit record costs: ``decision.disclosed("ful
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import sys
 import time
@@ -120,7 +121,9 @@ def rate(work, seconds: float, rounds: int = 5) -> float:
 
 
 def main() -> None:
-    seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 4.0
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("seconds", type=float, nargs="?", default=4.0, help="seconds per scenario (default 4)")
+    seconds = parser.parse_args().seconds
     policy = parse_policy(policy_doc(), policy_id="pol_bench", version=1)
     allowed = facts()
     denied = facts()
@@ -142,7 +145,7 @@ def measure(policy, document: dict, seconds: float) -> tuple[str, float, float, 
 
 
 def as_released(decision) -> None:
-    """What policysvc computes per request besides the evaluation (see policysvc.handlers.decide)."""
+    """What policysvc computes per request besides the evaluation (see policysvc.decision.decide)."""
     _ = decision.reasons, decision.compact_trace
     record_digest(decision.record(NOW))
 

@@ -98,7 +98,7 @@ async def test_old_records_are_archived_signed_removed_and_still_verifiable(api,
     doc["records"][1]["outcome"] = "failure"
     tampered = tmp_path / "tampered.json.gz"
     tampered.write_bytes(gzip.compress(json.dumps(doc).encode()))
-    assert await asyncio.to_thread(main, argv[:5] + [str(tampered)] + argv[6:]) == 1
+    assert await asyncio.to_thread(main, [*argv[:5], str(tampered), *argv[6:]]) == 1
 
     # Online verification continues from the archived head.
     code = await asyncio.to_thread(main, ["--url", stack.url, "--token", tenant.admin.token, "audit", "verify"])
@@ -116,7 +116,7 @@ async def test_an_interrupted_archive_run_resumes(api, stack, mongo_client, db_p
     })
     status, run, _ = await tenant.admin.call("POST", "/v1/audit/retention/run")
     assert status == 200, run
-    assert [a["archive_id"] for a in run["archives"]][0] == "arc_interrupted"
+    assert run["archives"][0]["archive_id"] == "arc_interrupted"
     assert [(a["from_seq"], a["state"]) for a in run["archives"]][:2] == [(1, "done"), (5, "done")]
     online = await audit_records(tenant.admin)
     assert online[0]["seq"] == run["archives"][-1]["to_seq"] + 1

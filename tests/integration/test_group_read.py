@@ -45,7 +45,7 @@ async def test_concurrent_lookups_share_reads_and_each_gets_its_own_tenants_docu
 
     found = await asyncio.gather(*(reader.find_one(tenant, key) for tenant, key in lookups))
 
-    for (tenant, key), doc in zip(lookups, found):
+    for (tenant, key), doc in zip(lookups, found, strict=True):
         if key == "key_404":
             assert doc is None
         else:

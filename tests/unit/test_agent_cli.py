@@ -3,6 +3,7 @@
 import base64
 import json
 import os
+from typing import ClassVar
 
 import pytest
 from aiohttp import web
@@ -32,7 +33,7 @@ class FakeClient:
     """Stands in for AgentClient: releases DATA_KEY, or raises what the test sets."""
 
     outcome: Exception | None = None
-    requests: list[tuple[str, int | None]] = []
+    requests: ClassVar[list[tuple[str, int | None]]] = []
 
     def __init__(self, identity=None, **_):
         self.identity = identity

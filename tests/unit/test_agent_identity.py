@@ -100,7 +100,7 @@ def test_save_refuses_to_replace_an_identity(tmp_path):
 
 
 def test_load_without_enrolment_says_how_to_enroll(tmp_path):
-    with pytest.raises(IdentityError, match="not enrolled.*strongroom-agent enroll"):
+    with pytest.raises(IdentityError, match=r"not enrolled.*strongroom-agent enroll"):
         AgentIdentity.load(tmp_path / "missing")
 
 

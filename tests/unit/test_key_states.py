@@ -263,7 +263,7 @@ def test_rotating_an_old_snapshot_does_not_leak_into_a_newer_one():
 
 def test_rotation_shares_storage_instead_of_copying():
     key = make_key(AC)
-    for i in range(2, 2001):
+    for _ in range(2, 2001):
         key = rotate(key, wrapped_new=b"w", kek_version=1, now=T1)
     assert key.latest_version == 2000
     # All linear snapshots share one backing list: each rotate appended once, copied nothing.

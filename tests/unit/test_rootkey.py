@@ -102,7 +102,7 @@ def test_corrupted_share_is_detected_by_checksum(shares_3_of_5, word_index):
 def test_unknown_word_and_wrong_length(shares_3_of_5):
     words = shares_3_of_5[0].split()
     with pytest.raises(ShareError, match="word outside the SLIP-39 word list"):
-        combine_shares([" ".join(words[:-1] + ["notaword"])])
+        combine_shares([" ".join([*words[:-1], "notaword"])])
     with pytest.raises(ShareError, match="invalid"):
         combine_shares([" ".join(words[:10])])
     with pytest.raises(ShareError, match="share 1 is empty"):
@@ -228,7 +228,7 @@ def test_sealed_file_format_and_no_plaintext():
     assert len(base64.b64decode(document["kdf"]["salt"])) == 16
     assert document["cipher"] == "AES-256-GCM"
     text = blob.decode()
-    for form in leaked_forms(ROOT) + [PASSPHRASE]:
+    for form in [*leaked_forms(ROOT), PASSPHRASE]:
         assert form not in text
     assert seal_root_key(ROOT, PASSPHRASE) != blob  # fresh salt and nonce
 

@@ -74,7 +74,7 @@ def split_cef(line):
     ext, pairs = line[i:], {}
     keys = list(re.finditer(r"(?:^| )([A-Za-z0-9_]+)=", ext))
     keys = [m for m in keys if not _escaped(ext, m.end() - 1)]
-    for m, nxt in zip(keys, keys[1:] + [None]):
+    for m, nxt in zip(keys, [*keys[1:], None], strict=True):
         raw = ext[m.end(): nxt.start() if nxt else len(ext)]
         pairs[m.group(1)] = cef_unescape(raw)
     return parts, pairs
