@@ -22,10 +22,7 @@ from shared.group_insert import GroupInserter
 from shared.group_read import GroupReader
 from shared.store import DuplicateKeyError, TenantCollection
 
-# bench/custody_bench.py seeds heads and versions through these two names.
-from .key_docs import head_doc as _head_doc
-from .key_docs import key_from, release_view_from
-from .key_docs import version_doc as _version_doc
+from .key_docs import head_doc, key_from, release_view_from, version_doc
 from .keys import Key, ReleaseView
 from .store_custody import CustodyQueries
 from .store_kek import KekRotationQueries
@@ -97,8 +94,8 @@ class KeyStore(CustodyQueries, KekRotationQueries, RootQueries):
 
     async def insert_new_key(self, key: Key, event: Event) -> None:
         """Versions first, head last: a head is only visible once its material exists."""
-        await self.versions.insert_many(key.tenant_id, [_version_doc(key, kv) for kv in key.versions.values()])
-        await self.keys.insert(key.tenant_id, outbox.staged(_head_doc(key), event))
+        await self.versions.insert_many(key.tenant_id, [version_doc(key, kv) for kv in key.versions.values()])
+        await self.keys.insert(key.tenant_id, outbox.staged(head_doc(key), event))
 
     async def load_key(self, tenant_id: str, key_id: str) -> Key | None:
         # Both indexed reads at once: a cache miss costs one round trip, whatever the tenant's size.
@@ -127,13 +124,13 @@ class KeyStore(CustodyQueries, KekRotationQueries, RootQueries):
         new_versions = [after.versions[v] for v in range(before.latest_version + 1, after.latest_version + 1)]
         for kv in new_versions:
             try:
-                await self.versions.insert(after.tenant_id, _version_doc(after, kv))
+                await self.versions.insert(after.tenant_id, version_doc(after, kv))
             except DuplicateKeyError:
                 return False
         matched = await self.keys.update_one(
             after.tenant_id,
             {"key_id": after.key_id, "updated_at": before.updated_at},
-            {"$set": _head_doc(after), **outbox.push(event)},
+            {"$set": head_doc(after), **outbox.push(event)},
         )
         if matched and any(kv.destroyed for kv in after.versions.values()):
             await self.shred_key_material(after.tenant_id, after.key_id)
