@@ -137,9 +137,13 @@ class TokenAuthenticator:
             raise Unauthorized("expired token")
         if not doc.get("user_id"):
             raise Unauthorized("token without an owner")
+        owner = await self.user(doc["tenant_id"], doc["user_id"])
+        if owner is not None and not rules.token_may_act(doc, owner):
+            raise Unauthorized("service token without a second admin's confirmation")
         scopes = frozenset(doc["scopes"]) if doc.get("scopes") else None
-        # A token is minted from an MFA-verified session (or by two admins, for a service account).
-        return await self._principal(doc["tenant_id"], doc["user_id"], auth="token", mfa=True,
+        # A token is minted from an MFA-verified session (or by two admins, for a custodian or
+        # approver service account); a service account's names its admins in `actor.auth`.
+        return await self._principal(doc["tenant_id"], doc["user_id"], auth=rules.token_auth(doc), mfa=True,
                                      credential_id=doc["token_id"], scopes=scopes)
 
     async def _principal(self, tenant_id: str, user_id: str, *, auth: str, mfa: bool,

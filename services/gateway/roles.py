@@ -18,7 +18,9 @@ class Role:
     permissions: frozenset[str]
     held_in: Literal["tenant", "provider", "credential"] = "tenant"
     mfa: bool = False  # changes keys, policies, approvals or who holds them: TOTP is required
-    confirmed: bool = False  # a grant takes effect only once a second tenant admin confirms
+    # A grant takes effect only once a second tenant admin confirms; and since a service account's
+    # token hands its holder the account's roles, so does a token for a service account holding it.
+    confirmed: bool = False
     # Separation of duties: roles one user may not also hold (unless the tenant allows it for small teams).
     excludes: tuple[str, ...] = ()
 

@@ -35,9 +35,12 @@ class Route:
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/health", views.health, "none", None, "Liveness of the gateway"),
     Route("POST", "/v1/tenants", views_tenants.create_tenant, "operator", "tenants.create", "Create a customer tenant and its first admin (one-time setup token)", account_schemas.CreateTenant, 201),
-    Route("POST", "/v1/tokens", views_tokens.create_token, "operator", "tokens.self", "Create a personal or service-account API token with scopes and expiry (shown once)", account_schemas.CreateToken, 201),
+    Route("POST", "/v1/tokens", views_tokens.create_token, "operator", "tokens.self", "Create a personal or service-account API token with scopes and expiry (shown once); a custodian or approver service account's waits for a second admin (202)", account_schemas.CreateToken, 201),
     Route("GET", "/v1/tokens", views_tokens.list_tokens, "operator", "tokens.self", "List your API tokens (a tenant admin sees all)"),
     Route("DELETE", "/v1/tokens/{token_id}", views_tokens.revoke_token, "operator", "tokens.self", "Revoke an API token (yours; a tenant admin: any)", None, 204),
+    Route("GET", "/v1/token-requests", views_tokens.list_token_requests, "operator", "tokens.manage", "Service-account tokens waiting for a second admin, or confirmed and not yet collected"),
+    Route("POST", "/v1/token-requests/{token_id}/confirm", views_tokens.confirm_token_request, "operator", "tokens.manage", "Confirm a service-account token request (a second admin, not its requester)"),
+    Route("POST", "/v1/token-requests/{token_id}/collect", views_tokens.collect_token_request, "operator", "tokens.manage", "The requesting admin collects a confirmed service-account token (shown once)", None, 201),
     Route("POST", "/v1/enrollment-tokens", views_devices.create_enrollment, "operator", "devices.enroll", "Create a single-use, expiring enrollment token", schemas.CreateEnrollment, 201),
     Route("GET", "/v1/devices", views_devices.list_devices, "operator", "devices.read", "List devices"),
     Route("GET", "/v1/devices/{device_id}", views_devices.get_device, "operator", "devices.read", "Show a device"),

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Union
 from pydantic import Field, TypeAdapter, ValidationError
 
 from .accounts import (
+    ServiceTokenRequested,
     TenantLifecycleChanged,
     TenantSettingsChanged,
     UserCreated,
@@ -121,6 +122,7 @@ AnyEvent = Annotated[
         UserPasswordSet,
         UserRecoveryCodeUsed,
         UserMfaReset,
+        ServiceTokenRequested,
         # --- policies, device groups, approvals, notifications ---
         GroupUpdated,
         GroupDeleted,

@@ -88,3 +88,17 @@ class UserMfaReset(Event):
     type: Literal["user.mfa_reset_pending", "user.mfa_reset"]
     user_id: str
     requested_by: str
+
+
+class ServiceTokenRequested(Event):
+    """An admin asked for a token of a service account holding a custodian or approver role
+    (requested); a second admin confirmed it (confirmed). The requester then collects it, which
+    creates the token (token.created)."""
+
+    type: Literal["token.requested", "token.confirmed"]
+    token_id: str  # the id the token gets once collected
+    name: str
+    user_id: str  # the service account
+    scopes: tuple[str, ...] | None = None
+    minted_by: str
+    confirmed_by: str | None = None

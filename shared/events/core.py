@@ -24,6 +24,8 @@ class TokenCreated(Event):
     role: str
     user_id: str | None = None  # the owning user (a person's personal token or a service account's)
     expires_at: datetime | None = None
+    minted_by: str | None = None  # who created it (and so received its secret)
+    confirmed_by: str | None = None  # the second admin, for a custodian or approver service account
 
 
 class TokenRevoked(Event):

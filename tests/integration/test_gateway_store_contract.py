@@ -137,6 +137,24 @@ async def test_tokens_list_by_owner_and_revoke_once(store):
     assert (await accounts.token_by_digest("d_tok_1"))["revoked"] is True
 
 
+async def test_service_token_requests_are_held_on_the_account_and_collected_once(store):
+    accounts = store.accounts
+    await accounts.insert_user(T, _user("usr_bot", account="service"), _event())
+    await accounts.insert_user(T, _user("usr_p"), _event())
+    req = {"token_id": "tok_r", "name": "ci", "scopes": None, "minted_by": "usr_admin", "confirmed_by": None}
+    assert not await accounts.save_token_requests(T, "usr_p", rev=0, requests=[req], event=_event())  # a person
+    assert await accounts.save_token_requests(T, "usr_bot", rev=0, requests=[req], event=_event())
+    assert not await accounts.save_token_requests(T, "usr_bot", rev=0, requests=[], event=_event())
+    assert await accounts.token_requests(T) == [{**req, "user_id": "usr_bot"}]
+    assert await accounts.token_requests("ten_other") == []
+    token = {"token_id": "tok_r", "user_id": "usr_bot", "digest": "d_r", "created_at": datetime.now(UTC),
+             "revoked": False}
+    assert await accounts.collect_token_request(T, "usr_bot", rev=1, requests=[], token=token, event=_event())
+    assert not await accounts.collect_token_request(T, "usr_bot", rev=1, requests=[], token=token, event=_event())
+    assert await accounts.token_requests(T) == []
+    assert (await accounts.token_by_digest("d_r"))["user_id"] == "usr_bot"
+
+
 async def test_single_use_things_are_used_once(store):
     accounts = store.accounts
     now = datetime.now(UTC)

@@ -124,6 +124,51 @@ def scope_allows(permission: str, scopes: frozenset[str] | None) -> bool:
     return scopes is None or permission in scopes or permission == "account.self"
 
 
+# --- service-account tokens ----------------------------------------------------------------
+
+
+def separation_waived(*, small_team: bool, account: str) -> bool:
+    """Small-team mode lets one person hold roles kept apart, acting only co-signed. SECURITY: never
+    a service account: whoever holds its token would hold both roles, with no second person."""
+    return small_team and account != "service"
+
+
+def token_needs_second_admin(roles: frozenset[str]) -> bool:
+    """A service account's token hands its holder the account's roles: for a custodian or approver
+    role (every role whose grant waits for a second admin) a second admin confirms the token too."""
+    return not CONFIRMED_ROLES.isdisjoint(roles)
+
+
+def check_token_confirmation(*, minted_by: str, confirmer_id: str, confirmer_is_person: bool,
+                             confirmer_since: datetime, requested_at: datetime) -> Decision:
+    """A pending service-account token is confirmed by a second admin: a person, not its requester,
+    whose account existed before the request (a newer admin confirms nothing)."""
+    if confirmer_id == minted_by:
+        return Decision.deny("the admin who requested a service-account token cannot also confirm it")
+    if not confirmer_is_person:
+        return Decision.deny("only a person confirms a service-account token")
+    if confirmer_since >= requested_at:
+        return Decision.deny("an admin created after the token was requested cannot confirm it")
+    return ALLOW
+
+
+def token_may_act(token: dict, owner: dict) -> bool:
+    """SECURITY: asked on every request, so a token minted while its service account held no
+    custodian or approver role stops working once such a grant is confirmed."""
+    if owner.get("account") != "service" or token.get("confirmed_by"):
+        return True
+    return not token_needs_second_admin(frozenset(owner.get("roles", ())))
+
+
+def token_auth(token: dict) -> str:
+    """`actor.auth` of a token's requests: a service account's token names the admin who minted it
+    (and the one who confirmed it), so the audit names the people behind the account."""
+    if token.get("kind") != "service":
+        return "token"
+    auth = f"token+minted_by:{token.get('created_by')}"
+    return f"{auth}+confirmed_by:{token['confirmed_by']}" if token.get("confirmed_by") else auth
+
+
 # --- tenant lifecycle ---------------------------------------------------------------------
 
 _LIFECYCLE = {  # action -> (states it applies to, new state, event type)

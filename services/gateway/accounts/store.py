@@ -267,3 +267,28 @@ class AccountStore:
         except DuplicateKeyError:
             return False
         return True
+
+    # --- service-account tokens waiting for a second admin (kept on the account, like pending roles) ---
+
+    async def token_requests(self, tenant_id: str) -> list[dict[str, Any]]:
+        """Every token request of the tenant's active service accounts, each with its account's id."""
+        docs = await self.users.find(tenant_id, {"account": "service", "status": "active"}, sort=[("created_at", 1)])
+        return [{**r, "user_id": d["user_id"]} for d in docs for r in d.get("token_requests", [])]
+
+    async def save_token_requests(self, tenant_id: str, user_id: str, *, rev: int, requests: list[dict[str, Any]],
+                                  event: Event) -> bool:
+        """An active service account's token requests, compare-and-swap on its revision."""
+        return await update_staged(self._outbox, self.users, tenant_id,
+                                   {"user_id": user_id, "account": "service", "status": "active", "rev": rev},
+                                   {"$set": {"token_requests": requests}, "$inc": {"rev": 1}}, event)
+
+    async def collect_token_request(self, tenant_id: str, user_id: str, *, rev: int, requests: list[dict[str, Any]],
+                                    token: dict[str, Any], event: Event) -> bool:
+        """Takes a confirmed request off the account, then stores its token. The compare-and-swap on the
+        revision comes first: a request is collected once, even under a race."""
+        if not await self.users.update_one(tenant_id, {"user_id": user_id, "account": "service", "status": "active",
+                                                       "rev": rev},
+                                           {"$set": {"token_requests": requests}, "$inc": {"rev": 1}}):
+            return False
+        await self.insert_token(tenant_id, token, event)
+        return True

@@ -283,3 +283,22 @@ class MemoryAccountStore:
             return False
         self.assertions.add((tenant_id, assertion_id))
         return True
+
+    # --- service-account tokens waiting for a second admin ---
+
+    async def token_requests(self, tenant_id: str) -> list[dict[str, Any]]:
+        docs = [u for u in await self.active_users(tenant_id) if u.get("account") == "service"]
+        return [{**r, "user_id": d["user_id"]} for d in docs for r in d.get("token_requests", [])]
+
+    async def save_token_requests(self, tenant_id: str, user_id: str, *, rev: int, requests: list[dict[str, Any]],
+                                  event: Event) -> bool:
+        return await self._change_user(tenant_id, user_id, {"token_requests": requests}, event, rev=rev, bump=True,
+                                       account="service", status="active")
+
+    async def collect_token_request(self, tenant_id: str, user_id: str, *, rev: int, requests: list[dict[str, Any]],
+                                    token: dict[str, Any], event: Event) -> bool:
+        if not await self._change_user(tenant_id, user_id, {"token_requests": requests}, rev=rev, bump=True,
+                                       account="service", status="active"):
+            return False
+        await self.insert_token(tenant_id, token, event)
+        return True

@@ -26,7 +26,8 @@ async def create_user(request: web.Request) -> web.Response:
     user = new_user(username=body.username, roles=[], account=body.account)
     decision, plan = rules.plan_grant(
         current=frozenset(), pending=frozenset(), grant=frozenset(body.roles), granter_id=principal.id,
-        target_id=user["user_id"], small_team=small_team, known=rules.roles_for(kind))
+        target_id=user["user_id"], small_team=rules.separation_waived(small_team=small_team, account=body.account),
+        known=rules.roles_for(kind))
     if not decision.allowed:
         raise ProblemError(422, "Unprocessable Content", decision.reason, "roles")
     user["roles"] = list(plan.effective)
@@ -70,7 +71,9 @@ async def change_roles(request: web.Request) -> web.Response:
     pending = [p for p in doc.get("pending", []) if p["role"] not in revoke]
     decision, plan = rules.plan_grant(
         current=current, pending=frozenset(p["role"] for p in pending), grant=frozenset(body.grant),
-        granter_id=principal.id, target_id=doc["user_id"], small_team=small_team, known=rules.roles_for(kind))
+        granter_id=principal.id, target_id=doc["user_id"],
+        small_team=rules.separation_waived(small_team=small_team, account=doc.get("account", "person")),
+        known=rules.roles_for(kind))
     if not decision.allowed:
         raise ProblemError(422, "Unprocessable Content", decision.reason, "grant")
     fields = event_fields(request, principal.tenant_id)
