@@ -22,8 +22,8 @@ from shared.events.base import Actor
 from .siem_readers import READERS, expected, parse_leef, parse_syslog, read_cef, read_leef
 
 # What an operator may type: every character the formats treat specially, a line break, a tab,
-# a Unicode line separator and non-ASCII text.
-NASTY_TEXT = 'pcr7 a|b=c\\d^e]f"g\nsecond line\r\n\tü \u2028end; x'
+# a Unicode line separator, C1 and NUL controls, and non-ASCII text.
+NASTY_TEXT = 'pcr7 a|b=c\\d^e]f"g\nsecond line\r\n\tü \u2028\x85\x00end; x'
 # Identifiers and other one-line values: the special characters, no line break.
 NASTY_ID = 'id|b=c\\d^e]f"g'
 WHEN = datetime(2026, 12, 4, 18, 59, 0, 476123, tzinfo=UTC)
