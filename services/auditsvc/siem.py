@@ -2,6 +2,9 @@
 
 Every format is a single line: CR/LF in values are escaped or replaced, because a collector that
 splits on newlines would otherwise accept a forged second event smuggled in a field (log injection).
+Every record field reaches every format; docs/siem-mapping.md has the table (a unit test keeps it
+true). The free-form fields (reasons, trace, details) travel as compact JSON, so operator text
+with line breaks survives even RFC 5424, which has no escape for them.
 """
 
 from __future__ import annotations
@@ -67,6 +70,23 @@ def _text(value: Any) -> str:
     return str(value).translate(_UNSAFE)
 
 
+# JSON escapes for what _UNSAFE would replace: inside a JSON string they are lossless.
+_JSON_ESCAPES = {c: f"\\u{c:04x}" for c in _UNSAFE}
+
+
+def _json_text(value: Any) -> str:
+    """Compact JSON; ASCII controls are escaped by json itself, C1 and U+2028/9 here."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).translate(_JSON_ESCAPES)
+
+
+_STRUCTURED = ("reasons", "trace", "details")
+
+
+def _structured(record: Mapping[str, Any]) -> list[tuple[str, str | None]]:
+    """The free-form fields as JSON text, absent when empty (readers take absent as empty)."""
+    return [(name, _json_text(record[name]) if record.get(name) else None) for name in _STRUCTURED]
+
+
 def _one_line(text: str) -> str:
     return text.replace("\r\n", " ").replace("\r", " ").replace("\n", " ")
 
@@ -111,7 +131,8 @@ def to_cef(record: Mapping[str, Any], *, product_version: str = PRODUCT_VERSION)
     rt=epoch ms, act=action, outcome, externalId=event_id, suser=actor id, cat=resource type,
     duser=target user (user events), src/c6a2=source IPv4/IPv6, msg=reasons,
     cs1 tenantId, cs2 correlationId, cs3 causationId, cs4 resource, cs5 actorKind,
-    cs6 actorAuth, cn1 chainSeq, flexString1 chainHash.
+    cs6 actorAuth, cn1 chainSeq, cn2 eventVersion, flexString1 chainHash, flexString2 prevHash;
+    strongroomReasons/Trace/Details (custom keys, vendor-prefixed as CEF asks) as JSON.
     """
     cef_sev = _severity(record)[0]
     actor = record.get("actor") or {}
@@ -140,13 +161,16 @@ def to_cef(record: Mapping[str, Any], *, product_version: str = PRODUCT_VERSION)
         ("cs5", "actorKind", actor.get("kind")),
         ("cs6", "actorAuth", actor.get("auth")),
         ("cn1", "chainSeq", record.get("seq")),
+        ("cn2", "eventVersion", record.get("event_version")),
         ("flexString1", "chainHash", record.get("hash")),
+        ("flexString2", "prevHash", record.get("prev_hash")),
     ]
     for key, label, value in labelled:
         if value not in (None, ""):
             ext += [(f"{key}Label", label), (key, value)]
     if record.get("reasons"):
         ext.append(("msg", _reasons(record)))
+    ext += [("strongroom" + name.title(), text) for name, text in _structured(record)]
     header = [
         "CEF:0", VENDOR, PRODUCT, product_version,
         record.get("action"), _title(str(record.get("action") or "")), cef_sev,
@@ -173,8 +197,9 @@ def to_leef(record: Mapping[str, Any], *, delimiter: str = "^",
     """LEEF:2.0 line; the delimiter header field is written as hex (e.g. x5E) so it is unambiguous.
 
     Predefined keys: devTime/devTimeFormat, cat=outcome, sev, usrName=actor id, src,
-    resource, isLoginEvent. Custom keys: tenantId, eventId, action, actorKind, actorAuth,
-    resourceType, correlationId, causationId, reason, chainSeq, chainHash.
+    resource, isLoginEvent. Custom keys: tenantId, eventId, eventVersion, action, actorKind,
+    actorAuth, resourceType, correlationId, causationId, reason (joined for reading),
+    reasons/trace/details (JSON), chainSeq, prevHash, chainHash.
     """
     if len(delimiter) != 1 or delimiter in "=\\\r\n|":
         raise ValueError("LEEF delimiter must be one character other than = \\ | CR LF")
@@ -198,8 +223,11 @@ def to_leef(record: Mapping[str, Any], *, delimiter: str = "^",
         ("correlationId", record.get("correlation_id")),
         ("causationId", record.get("causation_id")),
         ("reason", _reasons(record)),
+        ("eventVersion", record.get("event_version")),
         ("chainSeq", record.get("seq")),
+        ("prevHash", record.get("prev_hash")),
         ("chainHash", record.get("hash")),
+        *_structured(record),
     ]
     if str(record.get("action", "")).startswith("user.login"):
         attrs.append(("isLoginEvent", "true"))
@@ -242,6 +270,8 @@ def to_syslog(record: Mapping[str, Any], *, hostname: str = "-", app_name: str =
     params = [
         ("tenant", record.get("tenant_id")),
         ("eventId", record.get("event_id")),
+        ("eventVersion", record.get("event_version")),
+        ("action", record.get("action")),  # MSGID holds at most 32 printable characters
         ("outcome", record.get("outcome")),
         ("actorKind", actor.get("kind")),
         ("actor", actor.get("id")),
@@ -252,7 +282,9 @@ def to_syslog(record: Mapping[str, Any], *, hostname: str = "-", app_name: str =
         ("correlationId", record.get("correlation_id")),
         ("causationId", record.get("causation_id")),
         ("seq", record.get("seq")),
+        ("prevHash", record.get("prev_hash")),
         ("hash", record.get("hash")),
+        *_structured(record),
     ]
     sd_id = _sd_name(f"strongroom@{int(pen)}")
     sd = "[" + sd_id + "".join(f' {_sd_name(k)}="{sd_escape(v)}"'
@@ -285,10 +317,10 @@ def frame_octet_counted(msg: str) -> bytes:
 #                        device/policy/tenant/user.* -> Entity Management (3004);
 #                        key/approval/other -> API Activity (6003); activity_id from the verb;
 #                        also api.operation
-#  time                  time (epoch ms)
+#  time                  time (epoch ms) and time_dt (RFC 3339, full precision)
 #  outcome               status / status_id (1 Success, 2 Failure, 99 Other), severity_id
-#  reasons               status_detail (joined) and message
-#  event_id              metadata.uid
+#  reasons               status_detail (joined) and unmapped.reasons (the list)
+#  event_id              metadata.uid; event_version -> unmapped.event_version
 #  tenant_id             metadata.tenant_uid
 #  correlation_id        metadata.correlation_uid
 #  seq / hash            metadata.sequence / unmapped.chain
@@ -343,6 +375,7 @@ def to_ocsf(record: Mapping[str, Any], *, product_version: str = PRODUCT_VERSION
         "activity_name": activity_name,
         "type_uid": class_uid * 100 + activity_id,
         "time": _epoch_ms(record["time"]),
+        "time_dt": _parse_time(record["time"]).isoformat(timespec="microseconds").replace("+00:00", "Z"),
         "severity_id": severity_id,
         "status_id": status_id,
         "status": str(record.get("outcome")),
@@ -360,6 +393,7 @@ def to_ocsf(record: Mapping[str, Any], *, product_version: str = PRODUCT_VERSION
         "api": {"operation": record.get("action")},
         "unmapped": {
             "auth": actor.get("auth"),
+            "event_version": record.get("event_version"),
             "causation_id": record.get("causation_id"),
             "reasons": list(record.get("reasons") or []),
             "trace": record.get("trace") or [],
