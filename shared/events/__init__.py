@@ -10,7 +10,7 @@ keys travel HPKE-sealed to the agent's one-time public key, which only the agent
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, Union, get_args
 
 from pydantic import Field, TypeAdapter, ValidationError
 
@@ -212,4 +212,5 @@ def encode_event(event: Event) -> bytes:
 
 
 def event_types() -> list[str]:
-    return [m.model_fields["type"].default for m in AnyEvent.__args__[0].__args__]  # type: ignore[attr-defined]
+    """Every event type (routing key): a model whose `type` admits several values names each."""
+    return [t for m in AnyEvent.__args__[0].__args__ for t in get_args(m.model_fields["type"].annotation)]  # type: ignore[attr-defined]
