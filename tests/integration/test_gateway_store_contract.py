@@ -125,8 +125,9 @@ async def test_failed_sign_ins_count_per_source_lock_and_clear(store):
     assert counters["10.0.0.1"]["locked_until"] == until and counters[ALL_SOURCES]["locked_until"] is None
     # A lock longer than its window keeps its counter alive; the name's counter ends with its window.
     assert [c["source"] for c in await accounts.sign_in_counters(T, "a", "10.0.0.1", ends)] == ["10.0.0.1"]
-    await accounts.clear_failed_sign_ins(T, "a", "10.0.0.1")
+    await accounts.clear_failed_sign_ins(T, "a", "10.0.0.1", now)
     assert [c["source"] for c in await accounts.sign_in_counters(T, "a", "10.0.0.1", now)] == [ALL_SOURCES]
+    assert {c["source"] for c in await accounts.sign_in_counters(T, "a", "10.0.0.2", now)} == {"10.0.0.2", ALL_SOURCES}
     assert await accounts.sign_in_counters("ten_other", "a", ALL_SOURCES, now) == []
 
 
@@ -139,6 +140,11 @@ async def test_a_failure_after_its_window_starts_the_count_again(store):
     assert await accounts.sign_in_counters(T, "a", "10.0.0.1", later) == []
     counter = await accounts.count_failed_sign_in(T, "a", "10.0.0.1", now=later, window_ends=later + timedelta(minutes=1))
     assert counter["failures"] == 1 and counter["expires_at"] == later + timedelta(minutes=1)
+    assert (await accounts.count_failed_sign_in(T, "a", "10.0.0.1", now=later, window_ends=later))["failures"] == 2
+    # A good sign-in from one address sweeps the name's expired counters from every address.
+    await accounts.count_failed_sign_in(T, "a", "10.0.0.3", now=now, window_ends=now + timedelta(minutes=1))
+    await accounts.clear_failed_sign_ins(T, "a", "10.0.0.9", later)
+    assert await accounts.sign_in_counters(T, "a", "10.0.0.3", now) == []
 
 
 async def test_tokens_list_by_owner_and_revoke_once(store):

@@ -151,13 +151,15 @@ async def _count_failure(gw: Gateway, tenant_id: str, username: str, source: str
     either locks at its threshold (see `SignInLimits`)."""
     limits = SignInLimits.from_settings(gw.settings)
     now = _now()
-    for counter_source in (source, ALL_SOURCES):
-        counter = await account_store(gw).count_failed_sign_in(tenant_id, username, counter_source, now=now,
-                                                               window_ends=now + limits.window)
+    store = account_store(gw)
+    counters = await asyncio.gather(*(store.count_failed_sign_in(tenant_id, username, counter_source, now=now,
+                                                                 window_ends=now + limits.window)
+                                      for counter_source in (source, ALL_SOURCES)))
+    for counter in counters:
         until = limits.lock_after(counter, now)
         if until is not None:
-            await account_store(gw).lock_sign_in(tenant_id, username, counter_source, until=until,
-                                                 expires_at=max(until, counter["expires_at"]))
+            await store.lock_sign_in(tenant_id, username, counter["source"], until=until,
+                                     expires_at=max(until, counter["expires_at"]))
 
 
 async def start_session(request: web.Request, gw: Gateway, user: dict, *, method: str, mfa: bool) -> dict[str, Any]:

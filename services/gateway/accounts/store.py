@@ -207,24 +207,30 @@ class AccountStore:
                                    window_ends: datetime) -> dict[str, Any]:
         """One more failure on the counter of (`username`, `source`); a counter whose window has
         passed starts again at one, ending at `window_ends`. Returns the counter."""
-        # Expired counters of this name go first, so guesses from ever new addresses leave nothing behind.
-        await self.attempts.raw.delete_many({"tenant_id": tenant_id, "username": username, "expires_at": {"$lte": now}})
-        query = {"tenant_id": tenant_id, "username": username, "source": source}
-        update = {"$inc": {"failures": 1}, "$setOnInsert": {"expires_at": window_ends, "locked_until": None}}
+        key = {"tenant_id": tenant_id, "username": username, "source": source}
+        count = {"$inc": {"failures": 1}, "$setOnInsert": {"expires_at": window_ends, "locked_until": None}}
         try:
-            return await self.attempts.raw.find_one_and_update(query, update, upsert=True,
+            return await self.attempts.raw.find_one_and_update({**key, "expires_at": {"$gt": now}}, count, upsert=True,
                                                                return_document=ReturnDocument.AFTER)
-        except DuplicateKeyError:  # a concurrent failure created the counter first: count on it
-            return await self.attempts.raw.find_one_and_update(query, update, return_document=ReturnDocument.AFTER)
+        except DuplicateKeyError:  # an expired counter holds the key (or a concurrent failure made it)
+            pass
+        restarted = await self.attempts.raw.find_one_and_update(
+            {**key, "expires_at": {"$lte": now}},
+            {"$set": {"failures": 1, "expires_at": window_ends, "locked_until": None}},
+            return_document=ReturnDocument.AFTER)
+        return restarted or await self.attempts.raw.find_one_and_update(key, {"$inc": {"failures": 1}},
+                                                                         return_document=ReturnDocument.AFTER)
 
     async def lock_sign_in(self, tenant_id: str, username: str, source: str, *, until: datetime,
                            expires_at: datetime) -> None:
         await self.attempts.update_one(tenant_id, {"username": username, "source": source},
                                        {"$set": {"locked_until": until, "expires_at": expires_at}})
 
-    async def clear_failed_sign_ins(self, tenant_id: str, username: str, source: str) -> None:
-        """A good sign-in forgives its own address; the name's count across sources runs out its window."""
-        await self.attempts.delete_one(tenant_id, {"username": username, "source": source})
+    async def clear_failed_sign_ins(self, tenant_id: str, username: str, source: str, now: datetime) -> None:
+        """A good sign-in forgives its own address (the name's count across addresses runs out its
+        window) and sweeps the name's expired counters."""
+        await self.attempts.raw.delete_many({"tenant_id": tenant_id, "username": username,
+                                             "$or": [{"source": source}, {"expires_at": {"$lte": now}}]})
 
     # --- sessions ---
 

@@ -218,11 +218,11 @@ class MemoryAccountStore:
 
     async def count_failed_sign_in(self, tenant_id: str, username: str, source: str, *, now: datetime,
                                    window_ends: datetime) -> dict[str, Any]:
-        for key in [k for k, d in self.attempts.items() if k[:2] == (tenant_id, username) and d["expires_at"] <= now]:
-            del self.attempts[key]
-        doc = self.attempts.setdefault((tenant_id, username, source), {
-            "tenant_id": tenant_id, "username": username, "source": source, "failures": 0,
-            "expires_at": window_ends, "locked_until": None})
+        doc = self.attempts.get((tenant_id, username, source))
+        if doc is None or doc["expires_at"] <= now:
+            doc = self.attempts[(tenant_id, username, source)] = {
+                "tenant_id": tenant_id, "username": username, "source": source, "failures": 0,
+                "expires_at": window_ends, "locked_until": None}
         doc["failures"] += 1
         return deepcopy(doc)
 
@@ -231,8 +231,10 @@ class MemoryAccountStore:
         if (doc := self.attempts.get((tenant_id, username, source))) is not None:
             doc.update(locked_until=until, expires_at=expires_at)
 
-    async def clear_failed_sign_ins(self, tenant_id: str, username: str, source: str) -> None:
-        self.attempts.pop((tenant_id, username, source), None)
+    async def clear_failed_sign_ins(self, tenant_id: str, username: str, source: str, now: datetime) -> None:
+        for key in [k for k, d in self.attempts.items()
+                    if k[:2] == (tenant_id, username) and (k[2] == source or d["expires_at"] <= now)]:
+            del self.attempts[key]
 
     # --- sessions ---
 

@@ -105,7 +105,7 @@ async def login(request: web.Request) -> web.Response:
         mfa_done, method = await _second_factor(request, gw, user, body)
     await _rehash_if_needed(gw, acc, user, body.password)
     session = await start_session(request, gw, user, method=method, mfa=mfa_done)
-    await account_store(gw).clear_failed_sign_ins(tenant_id, username, source_address(request))
+    await account_store(gw).clear_failed_sign_ins(tenant_id, username, source_address(request), _now())
     return _json({**session, "mfa_enrolment_required": rules.needs_mfa(roles) and not enrolled}, 201)
 
 
