@@ -1,6 +1,7 @@
-"""Token-bucket rate limits, pure and per process: `take` answers None or the seconds to wait.
+"""Rate limits, pure: token buckets per process (`take` answers None or the seconds to wait),
+and the sign-in lockout's decisions over failure counters the gateway store shares.
 
-Keys are source addresses or credential ids. The table is bounded: the least recently
+Bucket keys are source addresses or credential ids. The table is bounded: the least recently
 refilled buckets are dropped first, which only ever forgives, never blocks, a caller.
 """
 
@@ -8,6 +9,13 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from .accounts import rules
+from .settings import GatewaySettings
 
 
 class RateLimiter:
@@ -29,3 +37,37 @@ class RateLimiter:
         while len(self._buckets) > self._max_keys:
             self._buckets.popitem(last=False)
         return wait
+
+
+# The source of the per-username counter that adds up failures from every address.
+ALL_SOURCES = "*"
+
+
+@dataclass(frozen=True)
+class SignInLimits:
+    """Failed sign-ins are counted twice, each count in a window that starts at its first failure:
+    per (username, source address), locking that pair with backoff at `threshold`; and per
+    username (`ALL_SOURCES`), locking the name everywhere at `global_threshold` until the window
+    ends. The first keeps one address from locking out a user who signs in from another; the
+    second bounds guessing from many addresses to `global_threshold` tries per name per window."""
+
+    threshold: int
+    global_threshold: int
+    window: timedelta
+
+    @classmethod
+    def from_settings(cls, s: GatewaySettings) -> SignInLimits:
+        return cls(threshold=s.lockout_threshold, global_threshold=s.lockout_global_threshold,
+                   window=timedelta(seconds=s.lockout_window_seconds))
+
+    def lock_after(self, counter: dict[str, Any], now: datetime) -> datetime | None:
+        """Until when a counter that just counted a failure locks its sign-ins, or None."""
+        if counter["source"] == ALL_SOURCES:
+            return counter["expires_at"] if counter["failures"] >= self.global_threshold else None
+        return rules.locked_until(counter["failures"], now, threshold=self.threshold)
+
+
+def retry_after(counters: Iterable[dict[str, Any]], now: datetime) -> int | None:
+    """Seconds until the last lock among these counters ends, or None when none holds now."""
+    until = max((c["locked_until"] for c in counters if c.get("locked_until") and c["locked_until"] > now), default=None)
+    return None if until is None else int((until - now).total_seconds()) + 1

@@ -34,7 +34,15 @@ class GatewaySettings(CommonSettings):
     session_idle_seconds: int = 15 * 60
     session_absolute_seconds: int = 8 * 3600
     setup_token_ttl_seconds: int = 72 * 3600
+    # Failed sign-ins (wrong password, unknown user, missing or wrong TOTP or recovery code) count
+    # per (username, source address): at `lockout_threshold` within a window that pair is locked
+    # with doubling backoff, while the user still signs in from elsewhere. Per username across all
+    # addresses, `lockout_global_threshold` failures within one window lock the name everywhere
+    # until that window ends: at most that many guesses per name per window, however many
+    # addresses guess. A window runs `lockout_window_seconds` from its first failure.
     lockout_threshold: int = 5
+    lockout_global_threshold: int = 50
+    lockout_window_seconds: int = 15 * 60
     # Token buckets: (burst, refill per second), per source address and per credential.
     login_rate_burst: int = 60
     login_rate_per_second: float = 1.0

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from services.gateway.ratelimit import ALL_SOURCES
 from services.gateway.store import GatewayStore
 from services.gateway.store_memory import MemoryGatewayStore
 from shared import events
@@ -110,16 +111,40 @@ async def test_passwords_set_once_by_setup_token_and_rehashed_only_unchanged(sto
     assert (await accounts.user(T, "usr_a"))["password_hash"] == "h3"
 
 
-async def test_failed_sign_ins_count_lock_and_clear(store):
+async def test_failed_sign_ins_count_per_source_lock_and_clear(store):
     accounts = store.accounts
-    assert await accounts.record_failed_login(T, "a") == 1
-    assert await accounts.record_failed_login(T, "a") == 2
-    until = datetime.now(UTC) + timedelta(minutes=1)
-    await accounts.lock_login(T, "a", until)
-    doc = await accounts.failed_logins(T, "a")
-    assert doc["failures"] == 2 and doc["locked_until"] is not None
-    await accounts.clear_failed_logins(T, "a")
-    assert await accounts.failed_logins(T, "a") is None
+    now = datetime.now(UTC).replace(microsecond=0)
+    ends = now + timedelta(minutes=15)
+    for source, expected in (("10.0.0.1", 1), ("10.0.0.1", 2), (ALL_SOURCES, 1), ("10.0.0.2", 1)):
+        counter = await accounts.count_failed_sign_in(T, "a", source, now=now, window_ends=ends)
+        assert (counter["source"], counter["failures"], counter["expires_at"]) == (source, expected, ends)
+    until = now + timedelta(minutes=30)
+    await accounts.lock_sign_in(T, "a", "10.0.0.1", until=until, expires_at=until)
+    counters = {c["source"]: c for c in await accounts.sign_in_counters(T, "a", "10.0.0.1", now)}
+    assert set(counters) == {"10.0.0.1", ALL_SOURCES}  # this address's counter and the name's; not 10.0.0.2's
+    assert counters["10.0.0.1"]["locked_until"] == until and counters[ALL_SOURCES]["locked_until"] is None
+    # A lock longer than its window keeps its counter alive; the name's counter ends with its window.
+    assert [c["source"] for c in await accounts.sign_in_counters(T, "a", "10.0.0.1", ends)] == ["10.0.0.1"]
+    await accounts.clear_failed_sign_ins(T, "a", "10.0.0.1", now)
+    assert [c["source"] for c in await accounts.sign_in_counters(T, "a", "10.0.0.1", now)] == [ALL_SOURCES]
+    assert {c["source"] for c in await accounts.sign_in_counters(T, "a", "10.0.0.2", now)} == {"10.0.0.2", ALL_SOURCES}
+    assert await accounts.sign_in_counters("ten_other", "a", ALL_SOURCES, now) == []
+
+
+async def test_a_failure_after_its_window_starts_the_count_again(store):
+    accounts = store.accounts
+    now = datetime.now(UTC).replace(microsecond=0)
+    for _ in range(3):
+        await accounts.count_failed_sign_in(T, "a", "10.0.0.1", now=now, window_ends=now + timedelta(minutes=1))
+    later = now + timedelta(minutes=2)
+    assert await accounts.sign_in_counters(T, "a", "10.0.0.1", later) == []
+    counter = await accounts.count_failed_sign_in(T, "a", "10.0.0.1", now=later, window_ends=later + timedelta(minutes=1))
+    assert counter["failures"] == 1 and counter["expires_at"] == later + timedelta(minutes=1)
+    assert (await accounts.count_failed_sign_in(T, "a", "10.0.0.1", now=later, window_ends=later))["failures"] == 2
+    # A good sign-in from one address sweeps the name's expired counters from every address.
+    await accounts.count_failed_sign_in(T, "a", "10.0.0.3", now=now, window_ends=now + timedelta(minutes=1))
+    await accounts.clear_failed_sign_ins(T, "a", "10.0.0.9", later)
+    assert await accounts.sign_in_counters(T, "a", "10.0.0.3", now) == []
 
 
 async def test_tokens_list_by_owner_and_revoke_once(store):

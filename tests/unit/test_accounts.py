@@ -9,7 +9,8 @@ import pyotp
 import pytest
 
 from services.gateway.accounts import mfa, passwords, rules, sessions
-from services.gateway.ratelimit import RateLimiter
+from services.gateway.ratelimit import ALL_SOURCES, RateLimiter, SignInLimits, retry_after
+from services.gateway.settings import GatewaySettings
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -74,6 +75,29 @@ def test_lockout_backs_off_and_expires():
     assert rules.lockout_seconds(50, threshold=5) == rules.LOCKOUT_MAX_SECONDS
     until = rules.locked_until(5, NOW, threshold=5)
     assert until == NOW + timedelta(seconds=30)
+
+
+def test_sign_in_lockout_per_address_backs_off_and_per_name_holds_to_the_window_end():
+    limits = SignInLimits(threshold=5, global_threshold=50, window=timedelta(minutes=15))
+    ends = NOW + timedelta(minutes=15)
+    pair = {"source": "10.0.0.1", "expires_at": ends}
+    assert limits.lock_after({**pair, "failures": 4}, NOW) is None
+    assert limits.lock_after({**pair, "failures": 6}, NOW) == NOW + timedelta(seconds=60)
+    name = {"source": ALL_SOURCES, "expires_at": ends}
+    assert limits.lock_after({**name, "failures": 49}, NOW) is None
+    assert limits.lock_after({**name, "failures": 50}, NOW) == ends
+
+
+def test_sign_in_limits_default_to_a_name_limit_ten_times_the_address_limit():
+    limits = SignInLimits.from_settings(GatewaySettings())
+    assert limits.global_threshold == 10 * limits.threshold and limits.window == timedelta(minutes=15)
+
+
+def test_retry_after_waits_for_the_last_lock_that_holds_now():
+    assert retry_after([], NOW) is None
+    assert retry_after([{"locked_until": None}, {"locked_until": NOW - timedelta(seconds=1)}], NOW) is None
+    counters = [{"locked_until": NOW + timedelta(seconds=30)}, {"locked_until": NOW + timedelta(seconds=90)}]
+    assert retry_after(counters, NOW) == 91
 
 
 @pytest.mark.parametrize("password,reason", [

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import base64
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
+import pyotp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from services.gateway.accounts.common import ACCOUNTS
 from services.gateway.accounts.passwords import Hasher
 from services.gateway.app import build_app
 from services.gateway.datakey import ensure_data_key_file
 from services.gateway.guard import COSIGN_HEADER
+from services.gateway.ratelimit import ALL_SOURCES
 from services.gateway.settings import GatewaySettings
 from services.gateway.store_memory import MemoryGatewayStore
 from shared import events
@@ -131,7 +134,8 @@ async def test_failed_sign_ins_lock_the_name_out(gw):
         status, _, _ = await gw.call("POST", "/v1/auth/login", json={"tenant": T1, "username": "dave",
                                                                        "password": "not the right one at all"})
         assert status == 401
-    assert (await gw.store.accounts.failed_logins(T1, "dave"))["failures"] == 3
+    counters = await gw.store.accounts.sign_in_counters(T1, "dave", "127.0.0.1", datetime.now(UTC))
+    assert {c["source"]: c["failures"] for c in counters} == {"127.0.0.1": 3, ALL_SOURCES: 3}
     status, _, headers = await gw.call("POST", "/v1/auth/login", json={"tenant": T1, "username": "dave",
                                                                             "password": PASSWORD})
     assert status == 429
@@ -145,7 +149,39 @@ async def test_a_good_sign_in_clears_the_failures(gw):
     status, body, _ = await gw.call("POST", "/v1/auth/login", json={"tenant": T1, "username": "erin",
                                                                       "password": PASSWORD})
     assert status == 201 and body["session_token"].startswith("sr_ses")
-    assert await gw.store.accounts.failed_logins(T1, "erin") is None
+    # The good sign-in forgives its own address; the name's count across addresses runs out its window.
+    counters = await gw.store.accounts.sign_in_counters(T1, "erin", "127.0.0.1", datetime.now(UTC))
+    assert {c["source"]: c["failures"] for c in counters} == {ALL_SOURCES: 1}
+
+
+async def test_a_good_password_without_its_totp_answers_like_a_wrong_one_and_counts(gw):
+    await gw.tenant()
+    user_id, _ = await gw.user("olga", ["security_officer"], password_hash=gw.hasher.hash(PASSWORD))
+    secret = pyotp.random_base32()
+    sealed = gw.client.server.app[ACCOUNTS].seal_totp(secret, tenant_id=T1, user_id=user_id)
+    gw.store.accounts.users[(T1, user_id)]["mfa"] = {"secret": sealed, "confirmed": True, "last_step": None}
+    login = {"tenant": T1, "username": "olga", "password": PASSWORD}
+    answers = [await gw.call("POST", "/v1/auth/login", json=body)
+               for body in ({**login, "password": "not the right one at all"}, login, {**login, "totp": "000000"})]
+    assert [(status, body) for status, body, _ in answers] == [(401, answers[0][1])] * 3
+    # Three failures (the fixture's threshold): even the right code is refused now.
+    status, _, headers = await gw.call("POST", "/v1/auth/login", json={**login, "totp": pyotp.TOTP(secret).now()})
+    assert status == 429 and int(headers["Retry-After"]) >= 1
+
+
+async def test_only_this_addresss_lock_or_the_names_lock_refuses_a_sign_in(gw):
+    await gw.tenant()
+    await gw.user("ann", ["auditor"], password_hash=gw.hasher.hash(PASSWORD))
+    accounts, now = gw.store.accounts, datetime.now(UTC)
+    login = {"tenant": T1, "username": "ann", "password": PASSWORD}
+    for source in ("10.9.9.9", ALL_SOURCES):
+        await accounts.count_failed_sign_in(T1, "ann", source, now=now, window_ends=now + timedelta(minutes=15))
+    await accounts.lock_sign_in(T1, "ann", "10.9.9.9", until=now + timedelta(minutes=5), expires_at=now + timedelta(minutes=15))
+    status, body, _ = await gw.call("POST", "/v1/auth/login", json=login)
+    assert status == 201, body  # the test client signs in from 127.0.0.1, not 10.9.9.9
+    await accounts.lock_sign_in(T1, "ann", ALL_SOURCES, until=now + timedelta(minutes=15), expires_at=now + timedelta(minutes=15))
+    status, _, headers = await gw.call("POST", "/v1/auth/login", json=login)
+    assert status == 429 and int(headers["Retry-After"]) > 5 * 60
 
 
 async def test_sign_in_rehashes_a_password_under_raised_parameters(gw):

@@ -17,10 +17,10 @@ from shared.rpc import NotFound, ProblemError
 
 from ..auth import SESSION_PREFIX
 from ..datakey import SecretSealer, load_data_key
-from ..ratelimit import RateLimiter
+from ..ratelimit import ALL_SOURCES, RateLimiter, SignInLimits
 from ..settings import GatewaySettings
 from ..state import CORRELATION_ID, GATEWAY, PRINCIPAL, Gateway, _now
-from . import passwords, rules
+from . import passwords
 from .store import AccountStore
 
 log = structlog.get_logger("strongroom.gateway.accounts")
@@ -133,15 +133,33 @@ async def tenant_kind(gw: Gateway, tenant_id: str) -> tuple[str, bool]:
 async def sign_in_failed(request: web.Request, gw: Gateway, tenant_id: str, username: str, user: dict | None,
                   method: str, reason: str, *, count: bool = True) -> None:
     if count:
-        failures = await account_store(gw).record_failed_login(tenant_id, username)
-        until = rules.locked_until(failures, _now(), threshold=gw.settings.lockout_threshold)
-        if until is not None:
-            await account_store(gw).lock_login(tenant_id, username, until)
+        await _count_failure(gw, tenant_id, username, source_address(request))
     user_id = user["user_id"] if user else None
     await gw.bus.publish(events.UserLoginFailed(
         **event_fields(request, tenant_id, events.Actor(kind="user", id=user_id or "unknown", auth=method)),
         user_id=user_id, username=username, method=method, reason=reason))
     log.info("login_failed", tenant_id=tenant_id, reason=reason)
+
+
+def source_address(request: web.Request) -> str:
+    """The socket peer: sign-in failures are counted per (username, this address)."""
+    return request.remote or "unknown"
+
+
+async def _count_failure(gw: Gateway, tenant_id: str, username: str, source: str) -> None:
+    """One failure on the (name, address) counter and on the name's counter across addresses;
+    either locks at its threshold (see `SignInLimits`)."""
+    limits = SignInLimits.from_settings(gw.settings)
+    now = _now()
+    store = account_store(gw)
+    counters = await asyncio.gather(*(store.count_failed_sign_in(tenant_id, username, counter_source, now=now,
+                                                                 window_ends=now + limits.window)
+                                      for counter_source in (source, ALL_SOURCES)))
+    for counter in counters:
+        until = limits.lock_after(counter, now)
+        if until is not None:
+            await store.lock_sign_in(tenant_id, username, counter["source"], until=until,
+                                     expires_at=max(until, counter["expires_at"]))
 
 
 async def start_session(request: web.Request, gw: Gateway, user: dict, *, method: str, mfa: bool) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from shared.events import Event
 from shared.outbox import Outbox
 from shared.store import DuplicateKeyError, TenantCollection
 
+from ..ratelimit import ALL_SOURCES
 from ..store_outbox import insert_staged, update_staged
 
 _NOT_PROVIDER = {"kind": {"$ne": "provider"}}
@@ -29,7 +30,8 @@ class AccountStore:
         self.tokens = TenantCollection(db["tokens"])
         self.users = TenantCollection(db["users"])
         self.sessions = TenantCollection(db["sessions"])
-        self.attempts = TenantCollection(db["login_attempts"])
+        # One failure counter per (username, source address) and one per username (ALL_SOURCES).
+        self.attempts = TenantCollection(db["sign_in_failures"])
         self.sso_states = TenantCollection(db["sso_states"])
         self.saml_assertions = TenantCollection(db["saml_assertions"])  # ids seen, until they expire
         self.state = db["state"]  # gateway-wide facts (bootstrap done), not tenant data
@@ -43,7 +45,8 @@ class AccountStore:
         await self.users.raw.create_index([("setup_digest", ASCENDING)], unique=True, sparse=True)
         await self.sessions.raw.create_index([("digest", ASCENDING)], unique=True)
         await self.sessions.raw.create_index([("tenant_id", ASCENDING), ("session_id", ASCENDING)], unique=True)
-        await self.attempts.raw.create_index([("tenant_id", ASCENDING), ("username", ASCENDING)], unique=True)
+        await self.attempts.raw.create_index([("tenant_id", ASCENDING), ("username", ASCENDING), ("source", ASCENDING)],
+                                             unique=True)
         await self.sso_states.raw.create_index([("state", ASCENDING)], unique=True)
         await self.saml_assertions.raw.create_index([("tenant_id", ASCENDING), ("assertion_id", ASCENDING)], unique=True)
 
@@ -194,21 +197,40 @@ class AccountStore:
 
     # --- failed sign-ins ---
 
-    async def failed_logins(self, tenant_id: str, username: str) -> dict[str, Any] | None:
-        return await self.attempts.find_one(tenant_id, {"username": username})
+    async def sign_in_counters(self, tenant_id: str, username: str, source: str, now: datetime) -> list[dict[str, Any]]:
+        """The live failure counters that bear on `username` signing in from `source`: that
+        pair's, and the name's across every source."""
+        return await self.attempts.find(tenant_id, {"username": username, "source": {"$in": [source, ALL_SOURCES]},
+                                                    "expires_at": {"$gt": now}})
 
-    async def record_failed_login(self, tenant_id: str, username: str) -> int:
-        """Counts one more failure for this name; returns the count so far."""
-        doc = await self.attempts.raw.find_one_and_update(
-            {"tenant_id": tenant_id, "username": username}, {"$inc": {"failures": 1}}, upsert=True,
+    async def count_failed_sign_in(self, tenant_id: str, username: str, source: str, *, now: datetime,
+                                   window_ends: datetime) -> dict[str, Any]:
+        """One more failure on the counter of (`username`, `source`); a counter whose window has
+        passed starts again at one, ending at `window_ends`. Returns the counter."""
+        key = {"tenant_id": tenant_id, "username": username, "source": source}
+        count = {"$inc": {"failures": 1}, "$setOnInsert": {"expires_at": window_ends, "locked_until": None}}
+        try:
+            return await self.attempts.raw.find_one_and_update({**key, "expires_at": {"$gt": now}}, count, upsert=True,
+                                                               return_document=ReturnDocument.AFTER)
+        except DuplicateKeyError:  # an expired counter holds the key (or a concurrent failure made it)
+            pass
+        restarted = await self.attempts.raw.find_one_and_update(
+            {**key, "expires_at": {"$lte": now}},
+            {"$set": {"failures": 1, "expires_at": window_ends, "locked_until": None}},
             return_document=ReturnDocument.AFTER)
-        return doc["failures"]
+        return restarted or await self.attempts.raw.find_one_and_update(key, {"$inc": {"failures": 1}},
+                                                                         return_document=ReturnDocument.AFTER)
 
-    async def lock_login(self, tenant_id: str, username: str, until: datetime) -> None:
-        await self.attempts.update_one(tenant_id, {"username": username}, {"$set": {"locked_until": until}})
+    async def lock_sign_in(self, tenant_id: str, username: str, source: str, *, until: datetime,
+                           expires_at: datetime) -> None:
+        await self.attempts.update_one(tenant_id, {"username": username, "source": source},
+                                       {"$set": {"locked_until": until, "expires_at": expires_at}})
 
-    async def clear_failed_logins(self, tenant_id: str, username: str) -> None:
-        await self.attempts.delete_one(tenant_id, {"username": username})
+    async def clear_failed_sign_ins(self, tenant_id: str, username: str, source: str, now: datetime) -> None:
+        """A good sign-in forgives its own address (the name's count across addresses runs out its
+        window) and sweeps the name's expired counters."""
+        await self.attempts.raw.delete_many({"tenant_id": tenant_id, "username": username,
+                                             "$or": [{"source": source}, {"expires_at": {"$lte": now}}]})
 
     # --- sessions ---
 

@@ -9,6 +9,8 @@ from typing import Any
 
 from shared.events import Event
 
+from ..ratelimit import ALL_SOURCES
+
 Publish = Callable[[Event], Awaitable[None]]
 
 
@@ -23,7 +25,7 @@ class MemoryAccountStore:
         self.users: dict[tuple[str, str], dict[str, Any]] = {}
         self.tokens: dict[tuple[str, str], dict[str, Any]] = {}
         self.sessions: dict[tuple[str, str], dict[str, Any]] = {}
-        self.attempts: dict[tuple[str, str], dict[str, Any]] = {}
+        self.attempts: dict[tuple[str, str, str], dict[str, Any]] = {}  # (tenant, username, source)
         self.sso_states: dict[str, dict[str, Any]] = {}
         self.assertions: set[tuple[str, str]] = set()
         self.bootstrap: dict[str, Any] | None = None
@@ -210,20 +212,29 @@ class MemoryAccountStore:
 
     # --- failed sign-ins ---
 
-    async def failed_logins(self, tenant_id: str, username: str) -> dict[str, Any] | None:
-        return _copy(self.attempts.get((tenant_id, username)))
+    async def sign_in_counters(self, tenant_id: str, username: str, source: str, now: datetime) -> list[dict[str, Any]]:
+        return [deepcopy(doc) for key in ((tenant_id, username, source), (tenant_id, username, ALL_SOURCES))
+                if (doc := self.attempts.get(key)) is not None and doc["expires_at"] > now]
 
-    async def record_failed_login(self, tenant_id: str, username: str) -> int:
-        doc = self.attempts.setdefault((tenant_id, username), {"tenant_id": tenant_id, "username": username, "failures": 0})
+    async def count_failed_sign_in(self, tenant_id: str, username: str, source: str, *, now: datetime,
+                                   window_ends: datetime) -> dict[str, Any]:
+        doc = self.attempts.get((tenant_id, username, source))
+        if doc is None or doc["expires_at"] <= now:
+            doc = self.attempts[(tenant_id, username, source)] = {
+                "tenant_id": tenant_id, "username": username, "source": source, "failures": 0,
+                "expires_at": window_ends, "locked_until": None}
         doc["failures"] += 1
-        return doc["failures"]
+        return deepcopy(doc)
 
-    async def lock_login(self, tenant_id: str, username: str, until: datetime) -> None:
-        if (tenant_id, username) in self.attempts:
-            self.attempts[(tenant_id, username)]["locked_until"] = until
+    async def lock_sign_in(self, tenant_id: str, username: str, source: str, *, until: datetime,
+                           expires_at: datetime) -> None:
+        if (doc := self.attempts.get((tenant_id, username, source))) is not None:
+            doc.update(locked_until=until, expires_at=expires_at)
 
-    async def clear_failed_logins(self, tenant_id: str, username: str) -> None:
-        self.attempts.pop((tenant_id, username), None)
+    async def clear_failed_sign_ins(self, tenant_id: str, username: str, source: str, now: datetime) -> None:
+        for key in [k for k, d in self.attempts.items()
+                    if k[:2] == (tenant_id, username) and (k[2] == source or d["expires_at"] <= now)]:
+            del self.attempts[key]
 
     # --- sessions ---
 

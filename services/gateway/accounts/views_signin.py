@@ -1,6 +1,7 @@
 """Sign-in: first password, login (password, then TOTP or a recovery code), logout, who am I,
-MFA enrolment and password change. Failed sign-ins answer the same for every cause; the cause
-is audited and counts toward the lockout."""
+MFA enrolment and password change. Failed sign-ins answer the same for every cause (wrong
+password, unknown user, missing or wrong second factor); the cause is audited and counts
+toward the lockout per (username, source address) and per username."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from shared.rpc import ProblemError
 
 from ..auth import Principal, RateLimited, Unauthorized
 from ..guard import throttle
+from ..ratelimit import retry_after
 from ..state import PRINCIPAL, Gateway, _json, _now, body_as
 from . import mfa, passwords, rules
 from . import schemas as S
@@ -25,6 +27,7 @@ from .common import (
     context,
     event_fields,
     sign_in_failed,
+    source_address,
     start_session,
     user_or_404,
     user_view,
@@ -58,13 +61,14 @@ async def _login_tenant(gw: Gateway, body: S.Login) -> str | None:
 
 
 async def _refuse_if_locked(request: web.Request, gw: Gateway, tenant_id: str, username: str) -> None:
-    attempts = await account_store(gw).failed_logins(tenant_id, username)
+    """429 while this (name, address) pair, or the name across all addresses, is locked."""
     now = _now()
-    if attempts and attempts.get("locked_until") and attempts["locked_until"] > now:
+    counters = await account_store(gw).sign_in_counters(tenant_id, username, source_address(request), now)
+    wait = retry_after(counters, now)
+    if wait is not None:
         # Unknown usernames lock exactly like real ones, so this reveals nothing about who exists.
         await sign_in_failed(request, gw, tenant_id, username, None, "password", "locked out", count=False)
-        raise RateLimited(int((attempts["locked_until"] - now).total_seconds()) + 1,
-                          "too many failed sign-ins; retry later")
+        raise RateLimited(wait, "too many failed sign-ins; retry later")
 
 
 async def login(request: web.Request) -> web.Response:
@@ -85,20 +89,23 @@ async def login(request: web.Request) -> web.Response:
     await _refuse_if_locked(request, gw, tenant_id, username)
     user = await account_store(gw).user_by_username(tenant_id, username)
     usable = user is not None and user.get("status") == "active" and user.get("account") == "person"
+    # SECURITY: the password is always verified (a decoy hash for unknown users), and every
+    # failure below raises the same Unauthorized: a good password without its second factor
+    # answers exactly like a wrong one, so the answer is no password oracle.
     ok = await acc.verify(user.get("password_hash") if usable else None, body.password)
     if not ok:
         await sign_in_failed(request, gw, tenant_id, username, user if usable else None, method,
                       "bad password" if usable else "unknown user")
         raise Unauthorized("bad password")
     assert user is not None
-    await _rehash_if_needed(gw, acc, user, body.password)
     roles = frozenset(user["roles"]) | {p["role"] for p in user.get("pending", [])}
     enrolled = bool((user.get("mfa") or {}).get("confirmed"))
     mfa_done = False
     if enrolled:
         mfa_done, method = await _second_factor(request, gw, user, body)
+    await _rehash_if_needed(gw, acc, user, body.password)
     session = await start_session(request, gw, user, method=method, mfa=mfa_done)
-    await account_store(gw).clear_failed_logins(tenant_id, username)
+    await account_store(gw).clear_failed_sign_ins(tenant_id, username, source_address(request), _now())
     return _json({**session, "mfa_enrolment_required": rules.needs_mfa(roles) and not enrolled}, 201)
 
 
@@ -130,8 +137,8 @@ async def _second_factor(request: web.Request, gw: Gateway, user: dict, body: S.
                 return True, method
         await sign_in_failed(request, gw, tenant_id, username, user, method, "bad or used recovery code")
         raise Unauthorized("bad recovery code")
-    await sign_in_failed(request, gw, tenant_id, username, user, "password", "second factor missing", count=False)
-    raise ProblemError(401, "Unauthorized", "a TOTP code (or a recovery code) is required", "totp")
+    await sign_in_failed(request, gw, tenant_id, username, user, "password", "second factor missing")
+    raise Unauthorized("second factor missing")
 
 
 async def logout(request: web.Request) -> web.Response:
