@@ -75,7 +75,7 @@ from .custody import (
     KeyExported,
     KeyImported,
     KeyMinDecryptionVersionSet,
-    TenantKeysShredded,
+    TenantDestroyed,
 )
 from .policy import (
     ApprovalDenied,
@@ -148,7 +148,7 @@ AnyEvent = Annotated[
         CustodyRekeyRolledBack,
         KekRotationStarted,
         KekRotated,
-        TenantKeysShredded,
+        TenantDestroyed,
         # --- audit exports, forwarders, reports ---
         AuditCheckpointed,
         AuditArchived,
