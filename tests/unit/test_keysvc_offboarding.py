@@ -110,3 +110,7 @@ async def test_after_offboarding_every_release_is_refused_and_other_events_are_i
     await handlers_release.release_key(decided, store=k.store, hierarchy=k.restarted().hierarchy, cache=k.cache,
                                        publish=publish, notify=publish)
     assert [type(o) for o in outcomes] == [events.KeyReleaseRefused], outcomes
+    # A key created after (a call that raced the offboarding) gets no fresh KEK.
+    with pytest.raises(ProblemError) as exc:
+        await handlers_keys.create_key(request("create_key"), commands.CreateKey(name="late"), **k.restarted().deps)
+    assert exc.value.problem.status == 409 and not [v for (t, v) in k.store.keks if t == TENANT]
