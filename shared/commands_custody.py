@@ -222,11 +222,20 @@ class CertificateView(Reply):
     canonicalization: str
 
 
-class OffboardResult(Reply):
+class OffboardingView(Reply):
+    """A tenant's offboarding in keysvc: shredding, then shredded with its signed certificate."""
+
     tenant_id: str
+    offboarding_id: str
+    status: Literal["shredding", "shredded"]
     keys_destroyed: int
     kek_versions_shredded: list[int]
     wrapped_blobs_shredded: int
+    certificate_id: str
+    certificate: dict[str, Any]
+    signature: str
+    signing_key_id: str
+    shredded_at: str | None
 
 
 class SigningKeyView(Reply):

@@ -26,7 +26,8 @@ AUDIT_SERVICE = "auditsvc"
 SERVICE_BINDINGS: dict[str, tuple[str, ...]] = {
     # device events keep policysvc's own device projection (groups from enrollment, revocation)
     POLICY_SERVICE: ("key.requested", "device.enrolled", "device.revoked"),
-    KEY_SERVICE: ("key.decided.allow",),  # denials and approvals go to the gateway, not here
+    # denials and approvals go to the gateway, not here; an offboarded tenant's keys are shredded here
+    KEY_SERVICE: ("key.decided.allow", "tenant.offboarded"),
     AUDIT_SERVICE: ("#",),
 }
 

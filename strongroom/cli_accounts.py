@@ -11,10 +11,12 @@ from strongroom.cli_common import (
     EXIT_OK,
     SHOWN_ONCE_NOTE,
     Column,
+    CommandFailed,
     Commands,
     Ctx,
     api,
     hidden,
+    items,
     positive_int,
     print_json,
     read_password,
@@ -200,9 +202,23 @@ def cmd_tenants_list(ctx: Ctx) -> int:
     return show_list(ctx, api(ctx).get("/v1/tenants"), TENANT_COLUMNS)
 
 
+def cmd_tenants_status(ctx: Ctx) -> int:
+    """One tenant's status and usage; an offboarded one's shredding (counts, certificate id)."""
+    tenant = next((t for t in items(api(ctx).get("/v1/tenants")) if t.get("tenant_id") == ctx.args.id), None)
+    if tenant is None:
+        raise CommandFailed(f"no customer tenant {ctx.args.id}")
+    if tenant.get("offboarding") and not ctx.as_json:  # the signed certificate itself: --json
+        tenant = {**tenant, "offboarding": {k: v for k, v in tenant["offboarding"].items()
+                                            if k not in ("certificate", "signature")}}
+    return show_object(ctx, tenant)
+
+
 def _lifecycle(action: str):
     def command(ctx: Ctx) -> int:
         resp = api(ctx).post(f"/v1/tenants/{quote_id(ctx.args.id)}/{action}")
+        if action == "offboard" and not ctx.as_json:
+            print(f"keysvc shreds the tenant's keys now: `strongroom tenants status {ctx.args.id}` shows "
+                  "offboarded with the counts and the destruction certificate", file=sys.stderr)
         return show_object(ctx, resp)
     return command
 
@@ -301,6 +317,8 @@ def add_settings(cli: Commands) -> None:
 def add_tenants(cli: Commands) -> None:
     g = cli.noun("tenants", "Provider: customer tenants' status, usage and lifecycle.")
     g.action("list", cmd_tenants_list, "List customer tenants with usage.")
+    p = g.action("status", cmd_tenants_status, "A tenant's status and usage; offboarding -> offboarded with its certificate.")
+    p.add_argument("id")
     for action in ("suspend", "resume", "offboard"):
         p = g.action(action, _lifecycle(action), f"{action.capitalize()} a tenant.")
         p.add_argument("id")

@@ -12,6 +12,7 @@ from pymongo import AsyncMongoClient
 from shared import commands as cmd
 from shared import commands_custody as cc
 from shared.bus import Bus
+from shared.events import Event
 from shared.outbox import Outbox
 from shared.rpc import Methods
 from shared.service import Running
@@ -93,8 +94,7 @@ def _destruction_methods(methods: Methods, p: Parts) -> None:
                 cc.DestructionView)
     methods.add("get_destruction", partial(d.get_destruction, store=s), cmd.KeyRef, cc.DestructionView)
     methods.add("get_destruction_certificate", partial(d.get_certificate, store=s), cmd.KeyRef, cc.CertificateView)
-    methods.add("offboard_tenant", partial(d.offboard_tenant, store=s, cache=c, hierarchy=p.hierarchy, outbox=o),
-                cmd.NoParams, cc.OffboardResult)
+    methods.add("get_offboarding", partial(d.get_offboarding, store=s), cmd.NoParams, cc.OffboardingView)
     methods.add("signing_key", partial(d.signing_key, signer=p.signer), cmd.NoParams, cc.SigningKeyView)
 
 
@@ -142,6 +142,17 @@ def _jobs(p: Parts) -> dict[str, scheduler.Job]:
     }
 
 
+async def _work(event: Event, *, p: Parts, bus: Bus) -> None:
+    """keysvc's work queue (bound in shared/topology.py): decided key requests and offboarded tenants."""
+    if event.type == "tenant.offboarded":  # type: ignore[attr-defined]
+        await handlers_destruction.offboard_tenant(event, store=p.store, cache=p.cache, hierarchy=p.hierarchy,
+                                                   signer=p.signer, outbox=p.outbox)
+        return
+    # Audit first: no key.released reaches the gateway unless its audit record is durably queued.
+    await handlers_release.release_key(event, store=p.store, hierarchy=p.hierarchy, cache=p.cache,
+                                       publish=bus.publish_audited, notify=bus.publish)
+
+
 async def start(settings: KeySettings, *, bus: Bus, client: AsyncMongoClient, root_key: bytes | None) -> Running:
     store = KeyStore(service_database(client, "keysvc", prefix=settings.db_prefix))
     await store.create_indexes()
@@ -166,13 +177,9 @@ async def start(settings: KeySettings, *, bus: Bus, client: AsyncMongoClient, ro
     await bus.listen(["key.state_changed", "key.rotated", "key.min_decryption_version_set"],
                      partial(handlers_release.forget_changed_key, cache=p.cache))
     await bus.listen(["custody.unseal_progress"], partial(handlers_root.catch_up_unseal, store=store, custody=custody))
-    await bus.listen(["kek.rotated", "tenant.keys_shredded", "key.destroyed"],
+    await bus.listen(["kek.rotated", "tenant.destroyed", "key.destroyed"],
                      partial(handlers_kek.forget_rotated_kek, cache=p.cache, hierarchy=hierarchy))
-    await bus.subscribe(
-        # Audit first: no key.released reaches the gateway unless its audit record is durably queued.
-        "keysvc", partial(handlers_release.release_key, store=store, hierarchy=hierarchy, cache=p.cache,
-                          publish=bus.publish_audited, notify=bus.publish)
-    )
+    await bus.subscribe("keysvc", partial(_work, p=p, bus=bus))
     await bus.serve("keysvc", methods)
 
     lease = scheduler.Lease(store, "keysvc-scheduler", seconds=settings.lease_seconds)

@@ -1,5 +1,6 @@
 """Destruction as crypto-shredding (pure): scheduling with a waiting period, dual control, and
-the signed certificate that proves what was destroyed, when, and on whose approval."""
+the signed certificates that prove what was destroyed (a key, or a whole offboarded tenant),
+when, and on whose approval."""
 
 from __future__ import annotations
 
@@ -31,10 +32,12 @@ __all__ = [
     "runnable",
     "schedule",
     "sign_certificate",
+    "tenant_certificate",
     "to_doc",
 ]
 
 CERTIFICATE_FORMAT = "strongroom.destruction-certificate/1"
+TENANT_CERTIFICATE_FORMAT = "strongroom.tenant-destruction-certificate/1"
 
 
 class DestructionError(KeyDomainError):
@@ -189,6 +192,28 @@ def certificate(
         "approvers": list(d.approvals),
         "reason": d.reason,
         "forced": d.forced,
+        "signing_key_id": signing_key_id,
+    }
+
+
+def tenant_certificate(
+    *, tenant_id: str, certificate_id: str, offboarding_id: str, requested_by: str, requested_at: datetime,
+    keks: dict[int, bytes], keys: int, wrapped_blobs: int, issued_at: datetime, signing_key_id: str,
+) -> dict[str, Any]:
+    """What offboarding destroys, taken before the shredding: each KEK version with the SHA-256 of its
+    wrapped blob (without a KEK no data key of the tenant can be unwrapped), and the counts of keys
+    and wrapped data-key blobs shredded with them."""
+    return {
+        "format": TENANT_CERTIFICATE_FORMAT,
+        "certificate_id": certificate_id,
+        "tenant_id": tenant_id,
+        "offboarding_id": offboarding_id,
+        "requested_by": requested_by,
+        "requested_at": requested_at.isoformat(),
+        "keks": [{"kek_version": v, "wrapped_sha256": hashlib.sha256(blob).hexdigest()} for v, blob in sorted(keks.items())],
+        "keys": keys,
+        "wrapped_blobs": wrapped_blobs,
+        "issued_at": issued_at.isoformat(),
         "signing_key_id": signing_key_id,
     }
 

@@ -1,6 +1,7 @@
 """keysvc's destruction operations: dependency report, schedule, dual-control approval, cancel, the
-scheduler's run of due destructions with their signed certificates, and tenant offboarding.
-Decisions live in destruction.py; each write is a compare-and-swap with its event staged."""
+scheduler's run of due destructions with their signed certificates, and tenant offboarding
+(consumed from the gateway's tenant.offboarded). Decisions live in destruction.py; each write is
+a compare-and-swap with its event staged."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from shared.commands_custody import (
     CertificateView,
     DependencyReport,
     DestructionView,
-    OffboardResult,
+    OffboardingView,
     ScheduleDestructionCall,
     SigningKeyView,
 )
@@ -206,27 +207,71 @@ async def _destroy(doc: dict[str, Any], *, store: KeyStore, cache: KeyCache, sig
 
 
 async def offboard_tenant(
-    request: rpc.RpcRequest, params: commands.NoParams, *, store: KeyStore, cache: KeyCache, hierarchy: KeyHierarchy,
-    outbox: Outbox,
-) -> OffboardResult:
-    """Offboarding: shred the tenant's KEKs (so every data key is unrecoverable at once), then the blobs.
+    event: events.Event, *, store: KeyStore, cache: KeyCache, hierarchy: KeyHierarchy, signer: Signer, outbox: Outbox,
+) -> None:
+    """Offboarding: shred the tenant's KEKs (so every data key is unrecoverable at once), then the
+    blobs, and publish the signed tenant-destruction certificate.
 
-    Called by the accounts area's tenant lifecycle with the tenant's id as the request tenant.
+    Consumed from the work queue (the gateway stages tenant.offboarded with the status change). The
+    certificate is signed and claimed before anything is shredded and every step is idempotent, so a
+    redelivery after a crash finishes the job, and a redelivery after it did nothing.
     """
-    tenant_id = request.tenant_id
+    if not isinstance(event, events.TenantLifecycleChanged) or event.type != "tenant.offboarded":
+        return
+    tenant_id = event.tenant_id
     if tenant_id in (SYSTEM_TENANT, "provider"):
-        raise unprocessable("not a tenant", "tenant_id")
-    kek_versions = await store.shred_keks(tenant_id)
+        log.warning("offboarding_refused", tenant_id=tenant_id, reason="not a customer tenant")
+        return
+    doc = await store.find_offboarding(tenant_id) or await _claim_offboarding(event, store=store, signer=signer)
+    if doc["status"] == "shredded":
+        return  # done before; its tenant.destroyed is relayed by the outbox if it was still staged
+    await store.shred_keks(tenant_id)
     hierarchy.forget_tenant(tenant_id)
     cache.drop_tenant(tenant_id)
-    blobs = await store.shred_key_material(tenant_id)
-    now = _now()
-    destroyed = await store.mark_all_keys_destroyed(tenant_id, now)
+    await store.shred_key_material(tenant_id)
+    await store.mark_all_keys_destroyed(tenant_id, _now())
     await store.drop_import_keys(tenant_id)
-    event = events.TenantKeysShredded(
-        **event_fields(request), keys=destroyed, kek_versions=tuple(sorted(kek_versions)), wrapped_blobs_shredded=blobs,
+    # Counts from the certificate, taken before the first shred: a resumed run reports the whole job.
+    cert = doc["certificate"]
+    done = event.caused(
+        events.TenantDestroyed, actor=SERVICE, offboarding_id=doc["offboarding_id"],
+        certificate_id=cert["certificate_id"], keys=cert["keys"], kek_versions=tuple(k["kek_version"] for k in cert["keks"]),
+        wrapped_blobs_shredded=cert["wrapped_blobs"], certificate=cert, signature=doc["signature"],
+        signing_key_id=cert["signing_key_id"],
     )
-    await store.mark_offboarded(tenant_id, now, event)
-    await outbox.publish(store.outbox_of("settings"), tenant_id, event)
-    return OffboardResult(tenant_id=tenant_id, keys_destroyed=destroyed, kek_versions_shredded=list(event.kek_versions),
-                          wrapped_blobs_shredded=blobs)
+    if await store.record_offboarding(tenant_id, doc["offboarding_id"], _now(), done):
+        await outbox.publish(store.outbox_of("offboardings"), tenant_id, done)
+        log.info("tenant_destroyed", tenant_id=tenant_id, keys=done.keys, certificate_id=done.certificate_id)
+
+
+async def _claim_offboarding(event: events.TenantLifecycleChanged, *, store: KeyStore, signer: Signer) -> dict[str, Any]:
+    """The offboarding document with the certificate of what is about to go (another instance's claim wins)."""
+    tenant_id = event.tenant_id
+    keks, keys, blobs = await store.tenant_material(tenant_id)
+    body = shredding.tenant_certificate(
+        tenant_id=tenant_id, certificate_id=events.new_id("tdc_"), offboarding_id=event.event_id,
+        requested_by=event.actor.id, requested_at=event.occurred_at, keks=keks, keys=keys, wrapped_blobs=blobs,
+        issued_at=_now(), signing_key_id=signer.key_id,
+    )
+    doc = {"offboarding_id": event.event_id, "status": "shredding", "certificate": body,
+           "signature": shredding.sign_certificate(body, signer.private_key), "started_at": _now()}
+    await store.claim_offboarding(tenant_id, doc)
+    claimed = await store.find_offboarding(tenant_id)
+    assert claimed is not None
+    return claimed
+
+
+async def get_offboarding(request: rpc.RpcRequest, params: commands.NoParams, *, store: KeyStore) -> OffboardingView:
+    """The request tenant's offboarding: what is shredded and its signed certificate."""
+    doc = await store.find_offboarding(request.tenant_id)
+    if doc is None:
+        raise rpc.NotFound("offboarding of this tenant", "tenant_id")
+    cert = doc["certificate"]
+    shredded_at = doc.get("shredded_at")
+    return OffboardingView(
+        tenant_id=request.tenant_id, offboarding_id=doc["offboarding_id"], status=doc["status"],
+        keys_destroyed=cert["keys"], kek_versions_shredded=[k["kek_version"] for k in cert["keks"]],
+        wrapped_blobs_shredded=cert["wrapped_blobs"], certificate_id=cert["certificate_id"], certificate=cert,
+        signature=doc["signature"], signing_key_id=cert["signing_key_id"],
+        shredded_at=shredded_at.isoformat() if shredded_at else None,
+    )

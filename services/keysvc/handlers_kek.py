@@ -99,7 +99,7 @@ async def forget_rotated_kek(event: events.Event, *, cache: KeyCache, hierarchy:
     if isinstance(event, events.KekRotated):
         cache.drop_tenant(event.tenant_id)
         hierarchy.forget_tenant(event.tenant_id, below=event.kek_version)
-    elif isinstance(event, events.TenantKeysShredded):
+    elif isinstance(event, events.TenantDestroyed):
         cache.drop_tenant(event.tenant_id)
         hierarchy.forget_tenant(event.tenant_id)
     elif isinstance(event, events.KeyDestroyed):

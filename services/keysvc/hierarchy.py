@@ -18,6 +18,7 @@ from shared.crypto.envelope import (
     unwrap,
     wrap,
 )
+from shared.rpc import ProblemError
 
 from .rootkey import fingerprint
 from .store import KeyStore
@@ -25,6 +26,13 @@ from .store import KeyStore
 
 class Sealed(Exception):
     """Custody has no root key yet: nothing can be wrapped or released."""
+
+
+class TenantOffboarded(ProblemError):
+    """The tenant is offboarded: its keys are shredded and it gets no new KEK."""
+
+    def __init__(self) -> None:
+        super().__init__(409, "Conflict", "the tenant is offboarded; its keys are shredded", "tenant_id")
 
 
 def data_key_aad(tenant_id: str, key_id: str, version: int) -> bytes:
@@ -170,6 +178,10 @@ class KeyHierarchy:
         under a root that is on its way out only.
         """
         self._root_key()
+        # SECURITY: an offboarded tenant's KEKs are shredded for good; none is created again (a
+        # create_key that raced the offboarding would otherwise give the tenant a fresh one).
+        if await self._store.find_offboarding(tenant_id) is not None:
+            raise TenantOffboarded()
         await self.refresh_roots()
         kek = generate_key(256)
         wrapped = self.wrap_kek(tenant_id, version, kek)

@@ -31,7 +31,7 @@ from .store_root import SYSTEM_TENANT, RootQueries
 __all__ = ["OUTBOX_AREAS", "SYSTEM_TENANT", "KeyStore"]
 
 # Areas whose documents stage events for the outbox, by collection attribute.
-OUTBOX_AREAS = ("keys", "settings", "destructions", "kek_rotations", "custody")
+OUTBOX_AREAS = ("keys", "settings", "destructions", "kek_rotations", "custody", "offboardings")
 
 _RELEASE_FIELDS = {"_id": 0, "key_id": 1, "algorithm": 1, "state": 1, "latest_version": 1,
                    "min_decryption_version": 1, "latest_material": 1}
@@ -50,6 +50,7 @@ class KeyStore(CustodyQueries, KekRotationQueries, RootQueries):
         self.settings = TenantCollection(db["custody_settings"])
         self.destructions = TenantCollection(db["destructions"])
         self.kek_rotations = TenantCollection(db["kek_rotations"])
+        self.offboardings = TenantCollection(db["offboardings"])  # one per offboarded tenant, with its certificate
         # Service-wide documents (root of trust, leases, import keys) carry SYSTEM_TENANT as tenant id.
         self.custody = TenantCollection(db["custody"])
         self.leases = TenantCollection(db["leases"])
@@ -85,6 +86,7 @@ class KeyStore(CustodyQueries, KekRotationQueries, RootQueries):
         await self.destructions.raw.create_index([("status", ASCENDING), ("not_before", ASCENDING)])
         await self.kek_rotations.raw.create_index([("tenant_id", ASCENDING), ("to_version", ASCENDING)], unique=True)
         await self.kek_rotations.raw.create_index([("status", ASCENDING)])
+        await self.offboardings.raw.create_index([("tenant_id", ASCENDING)], unique=True)
         await self.custody.raw.create_index([("tenant_id", ASCENDING), ("name", ASCENDING)], unique=True)
         await self.leases.raw.create_index([("tenant_id", ASCENDING), ("name", ASCENDING)], unique=True)
         await self.import_keys.raw.create_index([("tenant_id", ASCENDING), ("import_token", ASCENDING)], unique=True)

@@ -22,6 +22,8 @@ class CustodyQueries:
     settings: TenantCollection
     destructions: TenantCollection
     import_keys: TenantCollection
+    versions: TenantCollection
+    offboardings: TenantCollection
 
     # --- tenant key policy --------------------------------------------------------------
 
@@ -105,9 +107,32 @@ class CustodyQueries:
         )
         return result.modified_count
 
-    async def mark_offboarded(self, tenant_id: str, now: datetime, event: Event) -> None:
-        """The tenant's KEK documents are gone; the event is staged on its settings document."""
-        await self.settings.update_one(tenant_id, {}, {"$set": {"offboarded_at": now}, **outbox.push(event)}, upsert=True)
+    async def tenant_material(self, tenant_id: str) -> tuple[dict[int, bytes], int, int]:
+        """What offboarding is about to shred: the wrapped KEKs by version, the keys not destroyed yet,
+        and the wrapped data-key blobs."""
+        keks = await self.keks.find(tenant_id, {}, projection={"kek_version": 1, "wrapped": 1})
+        live = await self.keys.count(tenant_id, {"state": {"$nin": sorted(str(s) for s in DESTROYED_STATES)}})
+        blobs = await self.versions.count(tenant_id, {"wrapped": {"$ne": None}})
+        return {d["kek_version"]: bytes(d["wrapped"]) for d in keks}, live, blobs
+
+    async def find_offboarding(self, tenant_id: str) -> dict[str, Any] | None:
+        return await self.offboardings.find_one(tenant_id, {}, projection={"_id": 0, "_outbox": 0})
+
+    async def claim_offboarding(self, tenant_id: str, doc: dict[str, Any]) -> bool:
+        """The tenant's one offboarding, with its certificate signed before anything is shredded;
+        False when it was claimed already (a redelivery, or another instance)."""
+        try:
+            await self.offboardings.insert(tenant_id, doc)
+            return True
+        except DuplicateKeyError:
+            return False
+
+    async def record_offboarding(self, tenant_id: str, offboarding_id: str, shredded_at: datetime,
+                                 event: Event) -> bool:
+        """shredding -> shredded, with tenant.destroyed staged in the same write."""
+        return bool(await self.offboardings.update_one(
+            tenant_id, {"offboarding_id": offboarding_id, "status": "shredding"},
+            {"$set": {"status": "shredded", "shredded_at": shredded_at}, **outbox.push(event)}))
 
     # --- import keys (bring your own key) ---------------------------------------------------
 

@@ -40,6 +40,7 @@ class MemoryKeyStore(MemoryRootQueries):
         self.settings: dict[str, dict[str, Any]] = {}
         self.destructions: dict[tuple[str, str], dict[str, Any]] = {}
         self.kek_rotations: dict[tuple[str, int], dict[str, Any]] = {}
+        self.offboardings: dict[str, dict[str, Any]] = {}
         self.import_keys: dict[tuple[str, str], dict[str, Any]] = {}
         self.custody: dict[str, dict[str, Any]] = {}  # "root" and "unseal"
         self.peers: dict[str, dict[str, Any]] = {}
@@ -245,9 +246,29 @@ class MemoryKeyStore(MemoryRootQueries):
                 changed += 1
         return changed
 
-    async def mark_offboarded(self, tenant_id: str, now: datetime, event: Event) -> None:
-        self.settings.setdefault(tenant_id, {})["offboarded_at"] = now
+    async def tenant_material(self, tenant_id: str) -> tuple[dict[int, bytes], int, int]:
+        keks = {d["kek_version"]: bytes(d["wrapped"]) for d in self._keks_of(tenant_id)}
+        live = sum(1 for (t, _), h in self.heads.items() if t == tenant_id and h["state"] not in DESTROYED_STATES)
+        blobs = sum(1 for d in self.versions.values() if d["tenant_id"] == tenant_id and d.get("wrapped") is not None)
+        return keks, live, blobs
+
+    async def find_offboarding(self, tenant_id: str) -> dict[str, Any] | None:
+        return _copy(self.offboardings.get(tenant_id))
+
+    async def claim_offboarding(self, tenant_id: str, doc: dict[str, Any]) -> bool:
+        if tenant_id in self.offboardings:
+            return False
+        self.offboardings[tenant_id] = {"tenant_id": tenant_id, **copy.deepcopy(doc)}
+        return True
+
+    async def record_offboarding(self, tenant_id: str, offboarding_id: str, shredded_at: datetime,
+                                 event: Event) -> bool:
+        doc = self.offboardings.get(tenant_id)
+        if doc is None or doc["offboarding_id"] != offboarding_id or doc["status"] != "shredding":
+            return False
+        doc.update(status="shredded", shredded_at=shredded_at)
         self.staged.append(event)
+        return True
 
     async def insert_import_key(self, tenant_id: str, doc: dict[str, Any]) -> None:
         self.import_keys[(tenant_id, doc["import_token"])] = {"tenant_id": tenant_id, **doc}

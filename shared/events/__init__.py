@@ -76,7 +76,7 @@ from .custody import (
     KeyExported,
     KeyImported,
     KeyMinDecryptionVersionSet,
-    TenantKeysShredded,
+    TenantDestroyed,
 )
 from .policy import (
     ApprovalDenied,
@@ -150,7 +150,7 @@ AnyEvent = Annotated[
         CustodyRekeyRolledBack,
         KekRotationStarted,
         KekRotated,
-        TenantKeysShredded,
+        TenantDestroyed,
         # --- audit exports, forwarders, reports ---
         AuditCheckpointed,
         AuditArchived,

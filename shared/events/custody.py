@@ -127,10 +127,16 @@ class KekRotated(Event):
     retired_versions: tuple[int, ...] = ()
 
 
-class TenantKeysShredded(Event):
-    """Offboarding: the tenant's KEKs are shredded, so every data key of the tenant is gone at once."""
+class TenantDestroyed(Event):
+    """Offboarding done: the tenant's KEKs and wrapped keys are shredded (so every data key of the
+    tenant is gone at once), with the signed tenant-destruction certificate (digests, never material)."""
 
-    type: Literal["tenant.keys_shredded"] = "tenant.keys_shredded"
+    type: Literal["tenant.destroyed"] = "tenant.destroyed"
+    offboarding_id: str  # the tenant.offboarded event that asked for it
+    certificate_id: str
     keys: int
     kek_versions: tuple[int, ...]
     wrapped_blobs_shredded: int
+    certificate: dict[str, Any]
+    signature: str  # Ed25519 over the certificate's canonical JSON, base64
+    signing_key_id: str

@@ -1,6 +1,6 @@
 """Destruction as crypto-shredding: waiting period, cancellation, dual control, the dependency
-report, no wrapped material left in the store, a signed certificate in the audit chain, and
-offboarding a tenant shreds its KEK and every key at once."""
+report, no wrapped material left in the store, a signed certificate in the audit chain
+(offboarding a whole tenant: test_offboarding.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ import asyncio
 import base64
 
 from shared.certificates import verify_certificate
-from shared.events import Actor
-from shared.rpc import RpcRequest
 
 from .helpers import EU_FACTS, BareAgent, audit_records_until, make_tenant
 
@@ -113,33 +111,3 @@ async def _certificate_verifies_and_is_audited(admin, key_id: str) -> None:
     actions = [r["action"] for r in records]
     for expected in ("key.destruction_scheduled", "key.destruction_cancelled", "key.destruction_approved"):
         assert expected in actions
-
-
-async def test_offboarding_a_tenant_shreds_its_kek_and_every_key(api, stack):
-    tenant = await make_tenant(api)
-    other = await make_tenant(api, name="globex")
-    agent = await BareAgent.enroll(tenant, api)
-    for i in range(3):
-        await tenant.admin.call("POST", "/v1/keys", json={"name": f"extra-{i}"})
-    assert (await agent.request(tenant.key_id, EU_FACTS))[0] == 200
-
-    reply = await stack.buses["gateway"].call(
-        "keysvc",
-        RpcRequest(method="offboard_tenant", tenant_id=tenant.tenant_id, actor=Actor(kind="provider", id="offboarder")),
-        timeout=10,
-    )
-    assert reply.problem is None, reply.problem
-    assert reply.result["keys_destroyed"] == 4 and reply.result["kek_versions_shredded"] == [1]
-
-    assert await _raw(stack, "keks").count_documents({"tenant_id": tenant.tenant_id}) == 0
-    assert await _raw(stack, "key_versions").count_documents({"tenant_id": tenant.tenant_id, "wrapped": {"$exists": True}}) == 0
-    assert await _raw(stack, "keys").count_documents({"tenant_id": tenant.tenant_id, "state": {"$ne": "destroyed"}}) == 0
-    assert await _raw(stack, "keys").count_documents({"tenant_id": tenant.tenant_id, "latest_material.wrapped": {"$ne": None}}) == 0
-    status, out, _ = await agent.request(tenant.key_id, EU_FACTS)
-    assert status == 409, out
-    # Another tenant is untouched.
-    assert await _raw(stack, "keks").count_documents({"tenant_id": other.tenant_id}) == 1
-    status, key, _ = await other.admin.call("GET", f"/v1/keys/{other.key_id}")
-    assert key["state"] == "active"
-    records = await audit_records_until(tenant.admin, lambda rs: any(r["action"] == "tenant.keys_shredded" for r in rs))
-    assert any(r["action"] == "tenant.keys_shredded" for r in records)

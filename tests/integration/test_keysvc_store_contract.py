@@ -12,7 +12,7 @@ from services.keysvc import keys as domain
 from services.keysvc.clock import now
 from services.keysvc.store import KeyStore
 from services.keysvc.store_memory import MemoryKeyStore
-from shared.events import SYSTEM, KeyCreated, KeyRotated
+from shared.events import SYSTEM, KeyCreated, KeyRotated, TenantDestroyed
 from shared.store import DuplicateKeyError, service_database
 
 T = "ten_contract"
@@ -102,3 +102,24 @@ async def test_leases_and_unseal_rounds_are_taken_by_one_writer(store):
     assert await store.add_round_entry("r1", 0, {"by": "c1"}) and not await store.add_round_entry("r1", 0, {"by": "c2"})
     await store.end_unseal_round()
     assert await store.unseal_round() is None
+
+
+async def test_an_offboarding_is_claimed_once_and_recorded_once(store):
+    key = _key("key_1", "one")
+    await store.insert_new_key(key, _created(key))
+    assert await store.insert_kek(T, 1, b"k" * 40, now())
+    keks, live, blobs = await store.tenant_material(T)
+    assert keks == {1: b"k" * 40} and (live, blobs) == (1, 1)
+    doc = {"offboarding_id": "evt_1", "status": "shredding", "certificate": {"keys": 1}, "signature": "sig"}
+    assert await store.claim_offboarding(T, doc)
+    assert not await store.claim_offboarding(T, {**doc, "offboarding_id": "evt_2"})  # one per tenant
+    assert (await store.find_offboarding(T))["offboarding_id"] == "evt_1" and await store.find_offboarding("ten_x") is None
+    assert await store.shred_keks(T) == [1] and await store.shred_key_material(T) == 1
+    assert await store.mark_all_keys_destroyed(T, now()) == 1
+    assert await store.tenant_material(T) == ({}, 0, 0)
+    done = TenantDestroyed(tenant_id=T, actor=SYSTEM, offboarding_id="evt_1", certificate_id="tdc_1", keys=1,
+                           kek_versions=(1,), wrapped_blobs_shredded=1, certificate={}, signature="sig",
+                           signing_key_id="k")
+    assert await store.record_offboarding(T, "evt_1", now(), done)
+    assert not await store.record_offboarding(T, "evt_1", now(), done)  # recorded once
+    assert (await store.find_offboarding(T))["status"] == "shredded"

@@ -144,6 +144,22 @@ def test_tenant_create_posts_name_with_bearer_and_shows_setup_token_once(gw, run
     assert "shown once, store it now" in err
 
 
+def test_tenants_offboard_then_status_shows_the_shredding_and_its_certificate_id(gw, run):
+    gw.route("POST", "/v1/tenants/t-1/offboard", 200, {"tenant_id": "t-1", "status": "offboarding"})
+    code, out, err = run("tenants", "offboard", "t-1")
+    assert code == 0 and "status: offboarding" in out and "tenants status t-1" in err
+    shred = {"status": "shredded", "keys_destroyed": 3, "kek_versions_shredded": [1], "wrapped_blobs_shredded": 4,
+             "certificate_id": "tdc_1", "certificate": {"certificate_id": "tdc_1"}, "signature": "c2ln"}
+    gw.route("GET", "/v1/tenants", 200, {"items": [
+        {"tenant_id": "t-0", "status": "active"}, {"tenant_id": "t-1", "status": "offboarded", "offboarding": shred}]})
+    code, out, _ = run("tenants", "status", "t-1")
+    assert code == 0 and "status: offboarded" in out and "keys_destroyed: 3" in out and "tdc_1" in out
+    assert "c2ln" not in out  # the signed certificate itself with --json
+    code, out, _ = run("tenants", "status", "t-1", "--json")
+    assert code == 0 and '"signature": "c2ln"' in out
+    assert run("tenants", "status", "t-9")[0] == 1
+
+
 def test_token_create_sends_scopes_and_expiry_and_json_prints_raw(gw, run):
     gw.route("POST", "/v1/tokens", 201, {"token_id": "tok-1", "token": "srt_new", "name": "ci"})
     code, out, err = run("token", "create", "--name", "ci", "--scope", "keys.read",

@@ -8,11 +8,11 @@ from typing import Any
 from aiohttp import web
 
 from shared import events
-from shared.rpc import NotFound, ProblemError
+from shared.rpc import NotFound, ProblemError, RpcRequest
 
 from ..auth import PROVIDER_TENANT, Principal, Unauthorized
 from ..roles import PROVIDER_ADMIN, TENANT_ADMIN
-from ..state import PRINCIPAL, Gateway, _json, _now, body_as
+from ..state import CORRELATION_ID, PRINCIPAL, Gateway, _json, _now, body_as
 from . import rules
 from . import schemas as S
 from .common import ACCOUNTS, account_store, check_password, context, event_fields, new_setup_token, new_user
@@ -74,11 +74,36 @@ def _tenant_view(doc: dict[str, Any]) -> dict[str, Any]:
     return {k: doc.get(k) for k in ("tenant_id", "name", "status", "created_at")}
 
 
+async def _offboarding(request: web.Request, gw: Gateway, tenant_id: str) -> dict[str, Any] | None:
+    """keysvc's record of an offboarded tenant's shredding (None until keysvc has taken it up)."""
+    principal: Principal = request[PRINCIPAL]
+    reply = await gw.bus.call("keysvc", RpcRequest(
+        method="get_offboarding", tenant_id=tenant_id, actor=principal.actor, correlation_id=request[CORRELATION_ID],
+        source_ip=request.remote), timeout=gw.settings.rpc_timeout_seconds)
+    if reply.problem is not None:
+        if reply.problem.status == 404:
+            return None
+        raise ProblemError(reply.problem.status, reply.problem.title, reply.problem.detail, reply.problem.field)
+    return reply.result
+
+
+async def _listed(request: web.Request, gw: Gateway, doc: dict[str, Any]) -> dict[str, Any]:
+    view = {**_tenant_view(doc), "usage": await _usage(gw, doc["tenant_id"])}
+    if doc["status"] == "offboarded":
+        # The gateway's offboarding is final at once; the tenant shows as offboarded only when keysvc
+        # has shredded its keys (with the counts and the signed certificate), offboarding until then.
+        shred = await _offboarding(request, gw, doc["tenant_id"])
+        view["status"] = "offboarded" if shred and shred["status"] == "shredded" else "offboarding"
+        view["offboarding"] = shred
+    return view
+
+
 async def list_tenants(request: web.Request) -> web.Response:
-    """Provider: customer tenants with their status and usage (counts only, never content)."""
+    """Provider: customer tenants with their status and usage (counts only, never content); an
+    offboarded tenant's shredding, from keysvc."""
     gw, _ = context(request)
     docs = await account_store(gw).customer_tenants()
-    return _json({"items": [{**_tenant_view(d), "usage": await _usage(gw, d["tenant_id"])} for d in docs]})
+    return _json({"items": [await _listed(request, gw, d) for d in docs]})
 
 
 async def _lifecycle(request: web.Request, action: str) -> web.Response:
@@ -95,7 +120,8 @@ async def _lifecycle(request: web.Request, action: str) -> web.Response:
     if not await account_store(gw).change_tenant_status(tenant_id, was=doc["status"], now=new_state, at=_now(), event=event):
         raise ProblemError(409, "Conflict", "the tenant changed meanwhile; retry", "tenant_id")
     gw.operators.forget_tenant(tenant_id)
-    return _json({**_tenant_view(doc), "status": new_state})
+    # Offboarding reaches keysvc through the outbox (tenant.offboarded); it shreds the tenant's keys.
+    return _json({**_tenant_view(doc), "status": "offboarding" if new_state == "offboarded" else new_state})
 
 
 async def suspend_tenant(request: web.Request) -> web.Response:
@@ -107,6 +133,8 @@ async def resume_tenant(request: web.Request) -> web.Response:
 
 
 async def offboard_tenant(request: web.Request) -> web.Response:
+    """For good: the tenant's credentials stop at once, and keysvc shreds its KEKs and wrapped keys
+    (the tenant list shows offboarding, then offboarded with the signed certificate)."""
     return await _lifecycle(request, "offboard")
 
 
