@@ -41,6 +41,10 @@ TENANT_COLUMNS: list[Column] = [
     ("ID", "tenant_id"), ("NAME", "name"), ("STATUS", "status"),
     ("USERS", "usage.users"), ("DEVICES", "usage.devices"), ("TOKENS", "usage.tokens"),
 ]
+TOKEN_REQUEST_COLUMNS: list[Column] = [
+    ("ID", "token_id"), ("NAME", "name"), ("ACCOUNT", "user_id"), ("REQUESTED_BY", "minted_by"),
+    ("STATUS", "status"), ("CONFIRMED_BY", "confirmed_by"),
+]
 
 
 def cmd_tenant_create(ctx: Ctx) -> int:
@@ -65,6 +69,22 @@ def cmd_token_create(ctx: Ctx) -> int:
 
 def cmd_token_list(ctx: Ctx) -> int:
     return show_list(ctx, api(ctx).get("/v1/tokens"), TOKEN_COLUMNS)
+
+
+def cmd_token_requests(ctx: Ctx) -> int:
+    return show_list(ctx, api(ctx).get("/v1/token-requests"), TOKEN_REQUEST_COLUMNS)
+
+
+def cmd_token_confirm(ctx: Ctx) -> int:
+    """A second admin confirms a service-account token request; the secret goes to the requester."""
+    resp = api(ctx).post(f"/v1/token-requests/{quote_id(ctx.args.id)}/confirm", {})
+    return show_message(ctx, resp, f"confirmed token request {ctx.args.id}: its requester collects it with "
+                                   f"`strongroom token collect {ctx.args.id}`")
+
+
+def cmd_token_collect(ctx: Ctx) -> int:
+    resp = api(ctx).post(f"/v1/token-requests/{quote_id(ctx.args.id)}/collect", {})
+    return show_new_credential(ctx, resp, "token", "the service-account token")
 
 
 def cmd_token_revoke(ctx: Ctx) -> int:
@@ -240,6 +260,12 @@ def add_token(cli: Commands) -> None:
     p.add_argument("--expires-in", type=positive_int, metavar="SECONDS")
     g.action("list", cmd_token_list, "List API tokens.")
     p = g.action("revoke", cmd_token_revoke, "Revoke an API token.")
+    p.add_argument("id")
+    g.action("requests", cmd_token_requests,
+             "Service-account token requests waiting for a second admin, or confirmed and not yet collected.")
+    p = g.action("confirm", cmd_token_confirm, "Confirm another admin's service-account token request.")
+    p.add_argument("id")
+    p = g.action("collect", cmd_token_collect, "Collect the service-account token you requested, once confirmed.")
     p.add_argument("id")
 
 

@@ -565,3 +565,19 @@ def test_events_tail_reads_the_stream_with_the_bearer_and_no_read_timeout(gw, ru
         {"approval_id": "apr-1", "occurred_at": "t1"},
         {"approval_id": "apr-1", "comment": "ok", "secret": "<redacted>"}]
     assert "no longer all kept" in err
+
+
+def test_service_account_token_requests_are_listed_confirmed_and_collected(gw, run):
+    gw.route("GET", "/v1/token-requests", 200, {"items": [
+        {"token_id": "tok-9", "name": "ci", "user_id": "usr-svc", "minted_by": "usr-a", "status": "pending",
+         "confirmed_by": None}]})
+    code, out, _ = run("token", "requests")
+    header, row = out.splitlines()
+    assert code == 0 and header.split()[:5] == ["ID", "NAME", "ACCOUNT", "REQUESTED_BY", "STATUS"]
+    assert row.split()[:5] == ["tok-9", "ci", "usr-svc", "usr-a", "pending"]
+    gw.route("POST", "/v1/token-requests/tok-9/confirm", 200, {"token_id": "tok-9", "status": "confirmed"})
+    code, out, _ = run("token", "confirm", "tok-9")
+    assert code == 0 and gw.last["method"] == "POST" and "token collect tok-9" in out
+    gw.route("POST", "/v1/token-requests/tok-9/collect", 201, {"token_id": "tok-9", "token": "sr_svc_once"})
+    code, out, err = run("token", "collect", "tok-9")
+    assert code == 0 and "token: sr_svc_once" in out and "shown once" in err
