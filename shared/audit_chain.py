@@ -1,4 +1,4 @@
-"""Per-tenant hash chain over audit records and the checks of its Ed25519-signed checkpoints (pure)."""
+"""Per-tenant hash chain over audit records, the checks of its Ed25519-signed checkpoints, and of how far it must reach (pure)."""
 
 from __future__ import annotations
 

@@ -302,7 +302,7 @@ def add_audit(cli: Commands) -> None:
         p.add_argument(flag)
     p.add_argument("--limit", type=positive_int)
     p.add_argument("--after", type=non_negative_int, help="cursor: the previous page's next")
-    p = g.action("verify", cmd_audit_verify, "Verify the whole hash chain locally.")
+    p = g.action("verify", cmd_audit_verify, "Verify the whole hash chain, its signed checkpoints and its tail locally.")
     p.add_argument("--from-file", metavar="FILE", help="verify a records export (.jsonl) or an archive instead")
     p.add_argument("--trusted-key", metavar="PEM", help="the audit signing public key checkpoints must match")
     p.add_argument("--trusted-checkpoint", metavar="FILE",
