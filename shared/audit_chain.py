@@ -1,4 +1,4 @@
-"""Per-tenant hash chain over audit records and the checks of its Ed25519-signed checkpoints (pure)."""
+"""Per-tenant hash chain over audit records, the checks of its Ed25519-signed checkpoints, and of how far it must reach (pure)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import hashlib
 import hmac
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -70,9 +70,17 @@ class ChainHead:
         return linked, ChainHead(self.tenant_id, linked["seq"], linked["hash"])
 
 
+# An inclusive range of sequence numbers, (first, last).
+SeqRange = tuple[int, int]
+
+
 @dataclass(frozen=True, slots=True)
 class VerifyResult:
-    """Outcome of a chain check; on failure names the first record (or checkpoint) at fault."""
+    """Outcome of a chain check; on failure names the first record (or checkpoint) at fault.
+
+    `head` is the chain's last link when it holds, and the last link before the cut when the
+    records merely end too early. `missing` names the sequence numbers known to be absent;
+    `unsigned` counts the records after the newest signed checkpoint (from `verify_audit`)."""
 
     ok: bool
     checked: int
@@ -80,6 +88,8 @@ class VerifyResult:
     first_bad_event_id: str | None = None
     problem: str = ""
     head: ChainHead | None = None
+    missing: tuple[SeqRange, ...] = ()
+    unsigned: int | None = None
 
 
 def checkpoint_message(cp: Mapping[str, Any]) -> bytes:
@@ -103,13 +113,16 @@ def verify_checkpoint(cp: Mapping[str, Any], public_key: Ed25519PublicKey) -> bo
         return False
 
 
-def _fail(checked: int, seq: Any, event_id: Any, problem: str) -> VerifyResult:
+def _fail(checked: int, seq: Any, event_id: Any, problem: str, *, missing: tuple[SeqRange, ...] = (),
+          head: ChainHead | None = None) -> VerifyResult:
     return VerifyResult(
         ok=False,
         checked=checked,
         first_bad_seq=seq if isinstance(seq, int) else None,
         first_bad_event_id=None if event_id is None else str(event_id),
         problem=problem,
+        head=head,
+        missing=missing,
     )
 
 
@@ -185,7 +198,8 @@ def verify_chain(
                              f"record at seq {head.seq} was inserted: its successor links past it")
             if seq > head.seq + 1:
                 return _fail(checked, seq, event_id,
-                             f"seq {seq} follows {head.seq}: records missing or out of order")
+                             f"seq {seq} follows {head.seq}: records missing or out of order",
+                             missing=((head.seq + 1, seq - 1),))
             if seq <= head.seq:
                 return _fail(checked, seq, event_id,
                              f"seq {seq} follows {head.seq}: record replayed or out of order")
@@ -203,5 +217,112 @@ def verify_chain(
         end = head.seq if head else 0
         return _fail(checked, end + 1, None,
                      f"chain ends at seq {end} but a signed checkpoint covers seq {max(beyond)}: "
-                     "records were truncated")
+                     "records were truncated", missing=((end + 1, max(beyond)),), head=head)
     return VerifyResult(ok=True, checked=checked, head=head)
+
+
+# --- the tail: how far the chain must reach --------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Reach:
+    """Evidence from outside the records of how far a tenant's chain reaches.
+
+    Hashes and the store's own checkpoints cannot show that the newest records were deleted: the
+    unsigned tail after the newest checkpoint leaves no trace in what remains. What auditsvc reports
+    as its head, what forwarders have already sent to a SIEM, and a checkpoint kept elsewhere do.
+    Gather them before the records, so every claim is one the records read afterwards must meet."""
+
+    reported_seq: int | None = None  # the head seq auditsvc reports (GET /v1/audit/status)
+    cursors: Mapping[str, int] = field(default_factory=dict)  # forwarder id -> last seq it sent
+    trusted_checkpoint: Mapping[str, Any] | None = None  # a signed checkpoint kept elsewhere
+
+
+def describe_missing(missing: Iterable[SeqRange]) -> str:
+    """"missing seq 7, seq 9-12": the sequence numbers a check found absent."""
+    return "missing " + ", ".join(f"seq {a}" if a == b else f"seq {a}-{b}" for a, b in missing)
+
+
+def _merged(ranges: Iterable[SeqRange]) -> tuple[SeqRange, ...]:
+    out: list[SeqRange] = []
+    for first, last in sorted(ranges):
+        if out and first <= out[-1][1] + 1:
+            out[-1] = (out[-1][0], max(out[-1][1], last))
+        else:
+            out.append((first, last))
+    return tuple(out)
+
+
+def _claims_beyond(head: ChainHead, reach: Reach) -> tuple[str, SeqRange] | None:
+    """The reported head and forwarder cursors the walked chain falls short of."""
+    claims = [] if reach.reported_seq is None else [(reach.reported_seq, f"auditsvc reports head seq {reach.reported_seq}")]
+    claims += [(seq, f"forwarder {fid} has sent through seq {seq}") for fid, seq in sorted(reach.cursors.items())]
+    beyond = [(seq, why) for seq, why in claims if seq > head.seq]
+    if not beyond:
+        return None
+    far = max(seq for seq, _ in beyond)
+    return (f"chain ends at seq {head.seq} but {'; '.join(why for _, why in beyond)}: "
+            "records were deleted from the tail", (head.seq + 1, far))
+
+
+def _trusted_checkpoint_problem(cp: Mapping[str, Any], keys: Iterable[Ed25519PublicKey], head: ChainHead,
+                                hashes: Mapping[int, str]) -> tuple[str, SeqRange | None] | None:
+    """Why the chain fails a checkpoint kept elsewhere: unsigned, another tenant's, not reached, differing."""
+    key = {key_fingerprint(k): k for k in keys}.get(str(cp.get("key_id")))
+    # SECURITY: a checkpoint file is only evidence once its signature holds under a trusted key.
+    if key is None or not verify_checkpoint(cp, key):
+        return "the trusted checkpoint is not validly signed by a trusted key", None
+    seq = cp["seq"]
+    if cp["tenant_id"] != head.tenant_id or isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
+        return "the trusted checkpoint is malformed or for another tenant", None
+    if seq > head.seq:
+        return (f"chain ends at seq {head.seq} but the trusted checkpoint covers seq {seq}: "
+                "records were deleted from the tail"), (head.seq + 1, seq)
+    if seq not in hashes:
+        return (f"the trusted checkpoint at seq {seq} precedes the records checked here: "
+                "verify the archive that holds it"), None
+    if not hmac.compare_digest(hashes[seq], str(cp["hash"])):
+        return f"record at seq {seq} differs from the trusted checkpoint: the chain up to there was rewritten", None
+    return None
+
+
+def verify_audit(
+    records: Iterable[Mapping[str, Any]],
+    *,
+    start: ChainHead | None = None,
+    checkpoints: Iterable[Mapping[str, Any]] = (),
+    trusted_keys: Iterable[Ed25519PublicKey] = (),
+    reach: Reach | None = None,
+) -> VerifyResult:
+    """`verify_chain`, then whether the chain reaches as far as everything else says it does.
+
+    Names every sequence number known to be missing and counts the unsigned tail: the records after
+    the newest signed checkpoint, the ones only outside evidence (`reach`) can show deleted."""
+    records, checkpoints, trusted_keys = list(records), list(checkpoints), list(trusted_keys)
+    reach = reach or Reach()
+    result = verify_chain(records, start=start, checkpoints=checkpoints, trusted_keys=trusted_keys)
+    head = result.head
+    if head is None:  # broken before the end of the records, or nothing at all to compare with
+        return result
+    problems, missing = ([] if result.ok else [result.problem]), list(result.missing)
+    found = [_claims_beyond(head, reach)]
+    if reach.trusted_checkpoint is not None:
+        hashes = {r["seq"]: r["hash"] for r in records} | {head.seq: head.hash}
+        if start is not None:
+            hashes[start.seq] = start.hash
+        found.append(_trusted_checkpoint_problem(reach.trusted_checkpoint, trusted_keys, head, hashes))
+    for problem, span in filter(None, found):
+        problems.append(problem)
+        missing += [span] if span else []
+    signed = [cp["seq"] for cp in checkpoints] + [start.seq if start else 0]
+    unsigned = max(0, head.seq - max(signed))
+    if not problems:
+        return VerifyResult(ok=True, checked=result.checked, head=head, unsigned=unsigned)
+    merged = _merged(missing)
+    first_bad = result.first_bad_seq if not result.ok else (merged[0][0] if merged else None)
+    if first_bad is None and reach.trusted_checkpoint is not None:
+        cp_seq = reach.trusted_checkpoint.get("seq")
+        first_bad = cp_seq if isinstance(cp_seq, int) and not isinstance(cp_seq, bool) else None
+    return VerifyResult(ok=False, checked=result.checked, first_bad_seq=first_bad,
+                        first_bad_event_id=result.first_bad_event_id, problem="; ".join(problems),
+                        head=head, missing=merged, unsigned=unsigned)

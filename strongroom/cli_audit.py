@@ -7,13 +7,14 @@ import json
 import sys
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from shared import audit_archive
-from shared.audit_chain import ChainHead, verify_chain
+from shared.audit_chain import ChainHead, Reach, VerifyResult, describe_missing, verify_audit
 from shared.signatures import key_fingerprint, load_public_pem
 from strongroom.cli_common import (
     EXIT_FAILED,
@@ -28,6 +29,7 @@ from strongroom.cli_common import (
     pages,
     positive_int,
     print_json,
+    read_json_object,
     read_jsonl,
     show_list,
     show_message,
@@ -63,14 +65,14 @@ def cmd_audit_status(ctx: Ctx) -> int:
 # --- verification --------------------------------------------------------------------------------
 
 
-def _optional(client: GatewayClient, path: str) -> Any:
+def _optional(client: GatewayClient, path: str, unchecked: str) -> Any:
     """A route an older gateway lacks: 404 means "nothing there", said once on stderr."""
     try:
         return client.get(path)
     except ApiError as exc:
         if exc.status != 404:
             raise
-        print(f"note: the gateway has no {path}; signed checkpoints not checked", file=sys.stderr)
+        print(f"note: the gateway has no {path}; {unchecked} not checked", file=sys.stderr)
         return None
 
 
@@ -96,36 +98,51 @@ def _trusted_keys(ctx: Ctx, offered: list[Mapping[str, Any]]) -> list[Ed25519Pub
     return keys
 
 
-def _report_verify(ctx: Ctx, *, ok: bool, checked: int, seq: Any, event_id: Any, problem: str,
-                   tenant: str | None = None, head_seq: int | None = None,
-                   head_hash: str | None = None) -> int:
+def _report_verify(ctx: Ctx, result: VerifyResult, tenant: str | None) -> int:
+    head = result.head
     if ctx.as_json:
-        print_json({"ok": ok, "tenant_id": tenant, "checked": checked,
-                    "head": {"seq": head_seq, "hash": head_hash} if ok else None,
-                    "first_bad_seq": None if ok else seq,
-                    "first_bad_event_id": None if ok else event_id,
-                    "problem": None if ok else problem})
-    elif ok and checked == 0:
+        print_json({"ok": result.ok, "tenant_id": tenant, "checked": result.checked,
+                    "head": {"seq": head.seq, "hash": head.hash} if result.ok and head else None,
+                    "first_bad_seq": None if result.ok else result.first_bad_seq,
+                    "first_bad_event_id": None if result.ok else result.first_bad_event_id,
+                    "problem": None if result.ok else result.problem,
+                    "missing": [list(span) for span in result.missing], "unsigned_tail": result.unsigned})
+        return EXIT_OK if result.ok else EXIT_FAILED
+    if result.ok and result.checked == 0:
         print("chain ok: 0 records (nothing to verify)")
-    elif ok:
-        print(f"chain ok: {checked} records, head seq {head_seq} hash {head_hash}")
+    elif result.ok and head is not None:
+        print(f"chain ok: {result.checked} records, head seq {head.seq} hash {head.hash}")
     else:
-        where = "?" if seq is None else seq
-        event = "?" if event_id is None else event_id
-        print(f"chain BROKEN at seq {where} (event {event}): {problem}")
-    return EXIT_OK if ok else EXIT_FAILED
+        where = "?" if result.first_bad_seq is None else result.first_bad_seq
+        event = "?" if result.first_bad_event_id is None else result.first_bad_event_id
+        print(f"chain BROKEN at seq {where} (event {event}): {result.problem}")
+    if result.missing:
+        print(describe_missing(result.missing))
+    if result.unsigned is not None:
+        print(f"unsigned tail: {result.unsigned} record(s) after the newest signed checkpoint")
+    return EXIT_OK if result.ok else EXIT_FAILED
 
 
-# What verification reads: records, the head they continue (None: genesis), checkpoints, trusted keys;
-# or, when an archive's signature already fails, None.
-_Material = tuple[list[Mapping[str, Any]], ChainHead | None, list[Mapping[str, Any]], list[Ed25519PublicKey]]
+@dataclass
+class _Material:
+    """What verification reads: records, the head they continue (None: genesis), checkpoints, the
+    keys those must be signed with, and the outside evidence of how far the chain reaches."""
+
+    records: list[Mapping[str, Any]]
+    start: ChainHead | None
+    checkpoints: list[Mapping[str, Any]]
+    keys: list[Ed25519PublicKey]
+    reach: Reach
+    tenant: str | None = None
 
 
-def _from_file(ctx: Ctx, path: str) -> _Material | None:
-    """An archive (signed, continuing an archived head) or a records export (.jsonl)."""
+def _from_file(ctx: Ctx, path: str, trusted: Mapping[str, Any] | None) -> _Material | None:
+    """An archive (signed, continuing an archived head) or a records export (.jsonl);
+    None when an archive's signature already fails."""
+    reach = Reach(trusted_checkpoint=trusted)
     if not audit_archive.is_archive(path):
-        records = read_jsonl(path)
-        return records, None, [], _trusted_keys(ctx, []) if getattr(ctx.args, "trusted_key", None) else []
+        keys = _trusted_keys(ctx, []) if getattr(ctx.args, "trusted_key", None) else []
+        return _Material(read_jsonl(path), None, [], keys, reach)
     try:
         loaded = audit_archive.read_archive(Path(path).read_bytes())
     except (OSError, ValueError) as exc:
@@ -133,45 +150,61 @@ def _from_file(ctx: Ctx, path: str) -> _Material | None:
     keys = _trusted_keys(ctx, [{"public_key_pem": loaded.public_key_pem}])
     if not audit_archive.verify_archive_signature(loaded, keys):
         return None
-    return loaded.records, loaded.start_head, loaded.checkpoints, keys
+    return _Material(loaded.records, loaded.start_head, loaded.checkpoints, keys, reach)
 
 
-def _from_gateway(ctx: Ctx) -> _Material:
+def _forwarder_cursors(client: GatewayClient) -> dict[str, int]:
+    """How far each forwarder has sent the chain to its SIEM: records up to there existed."""
+    listing = _optional(client, "/v1/audit/forwarders", "forwarder cursors") or {}
+    return {str(f.get("forwarder_id")): f["cursor"] for f in listing.get("items") or []
+            if isinstance(f.get("cursor"), int) and not isinstance(f.get("cursor"), bool)}
+
+
+def _from_gateway(ctx: Ctx, trusted: Mapping[str, Any] | None) -> _Material:
     client = api(ctx)
-    offered = (_optional(client, "/v1/audit/signing-key") or {}).get("keys") or []
+    offered = (_optional(client, "/v1/audit/signing-key", "signed checkpoints") or {}).get("keys") or []
     keys = _trusted_keys(ctx, offered)
-    # Checkpoints first: every one of them then covers records the next read will return.
+    # Everything that says how far the chain reaches is read before the records: the records read
+    # afterwards must then reach at least as far, however many arrive meanwhile.
+    status = _optional(client, "/v1/audit/status", "the reported head") or {}
+    reported = status.get("last_seq")
+    reach = Reach(reported_seq=reported if isinstance(reported, int) else None,
+                  cursors=_forwarder_cursors(client), trusted_checkpoint=trusted)
     checkpoints = list(pages(client, "/v1/audit/checkpoints")) if offered else []
     records = list(pages(client, "/v1/audit"))
-    status = (_optional(client, "/v1/audit/status") if offered else None) or {}
     base = status.get("archived_seq")
     start = ChainHead(str(status.get("tenant_id")), int(base), str(status.get("archived_hash"))) if base else None
-    return records, start, checkpoints, keys
+    tenant = status.get("tenant_id")
+    return _Material(records, start, checkpoints, keys, reach, tenant if isinstance(tenant, str) else None)
+
+
+def _trusted_checkpoint(ctx: Ctx) -> dict[str, Any] | None:
+    """--trusted-checkpoint: one checkpoint as GET /v1/audit/checkpoints lists it, kept elsewhere."""
+    path = getattr(ctx.args, "trusted_checkpoint", None)
+    return read_json_object(path) if path else None
 
 
 def cmd_audit_verify(ctx: Ctx) -> int:
-    """`strongroom audit verify`: the hash chain and its signed checkpoints, online or from a file."""
-    material = _from_file(ctx, ctx.args.from_file) if ctx.args.from_file else _from_gateway(ctx)
-    if material is None:
-        return _report_verify(ctx, ok=False, checked=0, seq=None, event_id=None,
-                              problem="archive signature is invalid or by an untrusted key")
-    records, start, checkpoints, keys = material
-    tenant = records[0].get("tenant_id") if records else (start.tenant_id if start else None)
-    if records and not (isinstance(tenant, str) and tenant):
-        first = records[0]
-        return _report_verify(ctx, ok=False, checked=0, seq=first.get("seq"),
-                              event_id=first.get("event_id"), problem="first record names no tenant")
+    """`strongroom audit verify`: the hash chain, its signed checkpoints and its tail, online or from a file."""
+    trusted = _trusted_checkpoint(ctx)
+    m = _from_file(ctx, ctx.args.from_file, trusted) if ctx.args.from_file else _from_gateway(ctx, trusted)
+    if m is None:
+        return _report_verify(ctx, VerifyResult(ok=False, checked=0,
+                                                problem="archive signature is invalid or by an untrusted key"), None)
+    tenant = m.records[0].get("tenant_id") if m.records else (m.start.tenant_id if m.start else m.tenant)
+    if m.records and not (isinstance(tenant, str) and tenant):
+        first = m.records[0]
+        return _report_verify(ctx, VerifyResult(ok=False, checked=0, first_bad_seq=first.get("seq"),
+                                                first_bad_event_id=first.get("event_id"),
+                                                problem="first record names no tenant"), None)
+    start = m.start
     if start is None and tenant:
         # Pinning genesis means the records must start at seq 1: a missing head is caught.
         start = ChainHead.genesis(tenant)
-    result = verify_chain(records, start=start, checkpoints=checkpoints, trusted_keys=keys)
-    head = result.head
-    code = _report_verify(ctx, ok=result.ok, checked=result.checked, seq=result.first_bad_seq,
-                          event_id=result.first_bad_event_id, problem=result.problem,
-                          tenant=tenant, head_seq=head.seq if head else None,
-                          head_hash=head.hash if head else None)
-    if result.ok and checkpoints and not ctx.as_json:
-        print(f"checkpoints ok: {len(checkpoints)} signed checkpoint(s) match the chain")
+    result = verify_audit(m.records, start=start, checkpoints=m.checkpoints, trusted_keys=m.keys, reach=m.reach)
+    code = _report_verify(ctx, result, tenant)
+    if result.ok and m.checkpoints and not ctx.as_json:
+        print(f"checkpoints ok: {len(m.checkpoints)} signed checkpoint(s) match the chain")
     return code
 
 
@@ -269,9 +302,11 @@ def add_audit(cli: Commands) -> None:
         p.add_argument(flag)
     p.add_argument("--limit", type=positive_int)
     p.add_argument("--after", type=non_negative_int, help="cursor: the previous page's next")
-    p = g.action("verify", cmd_audit_verify, "Verify the whole hash chain locally.")
+    p = g.action("verify", cmd_audit_verify, "Verify the whole hash chain, its signed checkpoints and its tail locally.")
     p.add_argument("--from-file", metavar="FILE", help="verify a records export (.jsonl) or an archive instead")
     p.add_argument("--trusted-key", metavar="PEM", help="the audit signing public key checkpoints must match")
+    p.add_argument("--trusted-checkpoint", metavar="FILE",
+                   help="a signed checkpoint kept elsewhere (JSON, as `audit checkpoints` lists it) the chain must reach")
     g.action("checkpoints", cmd_audit_checkpoints, "List the chain's signed checkpoints.")
     p = g.action("export", cmd_audit_export, "Export a time range as CEF, LEEF, syslog, JSON lines or records.")
     p.add_argument("--format", required=True, choices=EXPORT_FORMATS)

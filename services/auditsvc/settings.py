@@ -24,7 +24,11 @@ class AuditSettings(CommonSettings):
     # without it auditsvc seals with a key that lives only until it stops (`strongroom dev` makes one).
     data_key_file: str | None = None
     checkpoint_every_records: int = 1000
-    checkpoint_every_seconds: float = 60.0
+    # SECURITY: records after the newest signed checkpoint can be deleted leaving no trace in the
+    # store; signing at least this often while records arrive (checked every tick, at most 1 s)
+    # bounds that unsigned tail in time. `audit verify` catches a cut within it only from outside
+    # evidence: the reported head, forwarder cursors, a checkpoint kept elsewhere.
+    checkpoint_every_seconds: float = 10.0
     forwarder_poll_seconds: float = 0.2
     forwarder_batch_size: int = 500
     forwarder_max_backoff_seconds: float = 60.0

@@ -12,7 +12,16 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from services.auditsvc.chain import make_checkpoint
 from services.auditsvc.records import record_from_event
-from shared.audit_chain import GENESIS_HASH, ChainHead, link, verify_chain, verify_checkpoint
+from shared.audit_chain import (
+    GENESIS_HASH,
+    ChainHead,
+    Reach,
+    describe_missing,
+    link,
+    verify_audit,
+    verify_chain,
+    verify_checkpoint,
+)
 from shared.signatures import canonical_bytes, key_fingerprint
 
 AT = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -337,3 +346,103 @@ def test_rotated_checkpoint_keys_are_all_trusted():
     cps = [make_checkpoint(ChainHead("t-acme", 2, chain[1]["hash"]), signing_key=old, at=AT),
            make_checkpoint(head, signing_key=new, at=AT)]
     assert verify_chain(chain, checkpoints=cps, trusted_keys=[old.public_key(), new.public_key()]).ok
+
+
+# ------------------------------------------------------------------ the tail
+
+
+def _signed(head, signing_key):
+    return make_checkpoint(head, signing_key=signing_key, at=AT)
+
+
+def test_verify_chain_names_a_gap_in_the_middle():
+    chain, _ = build_chain(6)
+    result = verify_chain(chain[:2] + chain[4:])
+    assert not result.ok and result.missing == ((3, 4),)
+
+
+def test_tail_deleted_below_a_checkpoint_names_every_missing_seq(signing_key):
+    chain, _ = build_chain(8)
+    cp = _signed(ChainHead("t-acme", 6, chain[5]["hash"]), signing_key)
+    result = verify_audit(chain[:4], start=ChainHead.genesis("t-acme"), checkpoints=[cp],
+                          trusted_keys=[signing_key.public_key()], reach=Reach(reported_seq=8))
+    assert not result.ok and "truncated" in result.problem
+    assert result.missing == ((5, 8),) and result.first_bad_seq == 5
+    assert describe_missing(result.missing) == "missing seq 5-8"
+
+
+def test_tail_deleted_above_the_newest_checkpoint_is_caught_by_the_reported_head(signing_key):
+    chain, _ = build_chain(8)
+    cp = _signed(ChainHead("t-acme", 5, chain[4]["hash"]), signing_key)
+    keys = [signing_key.public_key()]
+    # Hashes and checkpoints alone cannot see it: the cut is in the unsigned tail.
+    assert verify_chain(chain[:7], checkpoints=[cp], trusted_keys=keys).ok
+    result = verify_audit(chain[:7], checkpoints=[cp], trusted_keys=keys, reach=Reach(reported_seq=8))
+    assert not result.ok and "auditsvc reports head seq 8" in result.problem
+    assert result.missing == ((8, 8),) and result.first_bad_seq == 8
+    assert describe_missing(result.missing) == "missing seq 8"
+    assert result.unsigned == 2  # seq 6 and 7 are after the checkpoint
+
+
+def test_forwarder_cursors_show_a_cut_tail_even_when_the_head_was_rewritten_too():
+    chain, _ = build_chain(8)
+    result = verify_audit(chain[:6], reach=Reach(reported_seq=6, cursors={"fwd_a": 8, "fwd_b": 3}))
+    assert not result.ok and "forwarder fwd_a has sent through seq 8" in result.problem
+    assert "fwd_b" not in result.problem and result.missing == ((7, 8),)
+
+
+def test_a_complete_chain_reports_its_unsigned_tail(signing_key):
+    chain, head = build_chain(8)
+    cp = _signed(ChainHead("t-acme", 5, chain[4]["hash"]), signing_key)
+    keys = [signing_key.public_key()]
+    result = verify_audit(chain, checkpoints=[cp], trusted_keys=keys, reach=Reach(reported_seq=8, cursors={"f": 8}))
+    assert result.ok and result.head == head and result.unsigned == 3 and result.missing == ()
+    assert verify_audit(chain).unsigned == 8  # never signed at all
+
+
+def test_trusted_checkpoint_ahead_of_the_chain_fails(signing_key):
+    chain, head = build_chain(8)
+    trusted = _signed(head, signing_key)
+    # The store's own checkpoints and head were rewritten along with the cut: only the kept one shows it.
+    result = verify_audit(chain[:5], trusted_keys=[signing_key.public_key()],
+                          reach=Reach(reported_seq=5, trusted_checkpoint=trusted))
+    assert not result.ok and "trusted checkpoint covers seq 8" in result.problem
+    assert result.missing == ((6, 8),)
+    ok = verify_audit(chain, trusted_keys=[signing_key.public_key()], reach=Reach(trusted_checkpoint=trusted))
+    assert ok.ok
+
+
+def test_trusted_checkpoint_with_a_different_hash_fails(signing_key):
+    chain, _ = build_chain(6)
+    forged, _ = relink([{**r, "outcome": "failure"} if r["seq"] == 2 else r for r in chain])
+    trusted = _signed(ChainHead("t-acme", 4, chain[3]["hash"]), signing_key)
+    result = verify_audit(forged, trusted_keys=[signing_key.public_key()], reach=Reach(trusted_checkpoint=trusted))
+    assert not result.ok and "record at seq 4 differs from the trusted checkpoint" in result.problem
+    assert result.first_bad_seq == 4 and result.missing == ()
+
+
+@pytest.mark.parametrize("tamper", ["signature", "key", "tenant"])
+def test_trusted_checkpoint_must_be_signed_by_a_trusted_key_for_this_tenant(signing_key, tamper):
+    chain, head = build_chain(4)
+    trusted = _signed(head, signing_key)
+    keys = [signing_key.public_key()]
+    if tamper == "signature":
+        trusted = {**trusted, "hash": chain[0]["hash"]}
+    elif tamper == "key":
+        keys = [Ed25519PrivateKey.generate().public_key()]
+    else:
+        trusted = _signed(ChainHead("t-other", head.seq, head.hash), signing_key)
+    result = verify_audit(chain, trusted_keys=keys, reach=Reach(trusted_checkpoint=trusted))
+    assert not result.ok and "trusted checkpoint" in result.problem
+
+
+def test_trusted_checkpoint_before_the_online_chain_points_at_the_archive(signing_key):
+    chain, _ = build_chain(6)
+    trusted = _signed(ChainHead("t-acme", 2, chain[1]["hash"]), signing_key)
+    start = ChainHead("t-acme", 3, chain[2]["hash"])
+    result = verify_audit(chain[3:], start=start, trusted_keys=[signing_key.public_key()],
+                          reach=Reach(trusted_checkpoint=trusted))
+    assert not result.ok and "verify the archive" in result.problem
+    at_start = _signed(start, signing_key)
+    assert verify_audit(chain[3:], start=start, trusted_keys=[signing_key.public_key()],
+                        reach=Reach(trusted_checkpoint=at_start)).ok

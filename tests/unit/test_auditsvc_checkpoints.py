@@ -6,6 +6,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from services.auditsvc import handlers
 from services.auditsvc.checkpoints import Checkpointer
+from services.auditsvc.settings import AuditSettings
 from services.auditsvc.store_memory import MemoryAuditStore, MemoryCheckpointStore
 from shared import commands_audit as c
 from tests.unit.auditsvc_twins import Outbox, ingest, key_created, request
@@ -65,3 +66,20 @@ async def test_a_restart_keeps_counting_and_keeps_the_interval():
     assert keys.current is not None and keys.current["key_id"] == second.key_id and len(keys.keys) == 1
     page = await handlers.list_checkpoints(request(), c.CheckpointQuery(), checkpoints=checkpoints)
     assert [p["seq"] for p in page.items] == [5] and page.next is None
+
+
+async def test_the_unsigned_tail_is_bounded_in_time_while_records_arrive():
+    """A record a second, each followed by a scheduler tick: none waits longer than the setting."""
+    every = AuditSettings().checkpoint_every_seconds
+    assert every <= 10
+    store, checkpoints, clock = MemoryAuditStore(), MemoryCheckpointStore(), [0.0]
+    cp = _checkpointer(store, checkpoints, clock, every_records=1000, every_seconds=every)
+    arrived: dict[int, float] = {}
+    for i in range(60):
+        await ingest(store, [key_created("t1", i)], checkpointer=cp)
+        arrived[i + 1] = clock[0]
+        clock[0] += 1.0
+        await cp.due()
+        signed = await _last_seq(checkpoints) or 0
+        assert all(clock[0] - at <= every + 1.0 for seq, at in arrived.items() if seq > signed)
+    assert len(checkpoints.staged) >= 60 // (every + 1)

@@ -467,6 +467,21 @@ def test_audit_verify_from_file(gw, run, tmp_path):
     assert code == 1 and "line 2 is not JSON" in err
 
 
+def test_audit_verify_fails_a_tail_shorter_than_the_reported_head_and_forwarder_cursors(gw, run):
+    records = audit_chain(5)
+    serve_audit(gw, records)
+    gw.routes[("GET", "/v1/audit/status")] = lambda req: (200, {"tenant_id": TENANT, "last_seq": 6})
+    gw.routes[("GET", "/v1/audit/forwarders")] = lambda req: (200, {"items": [{"forwarder_id": "fwd_1", "cursor": 7}]})
+    code, out, _ = run("audit", "verify")
+    assert code == 1, out
+    assert "auditsvc reports head seq 6; forwarder fwd_1 has sent through seq 7" in out
+    assert "missing seq 6-7" in out.splitlines()
+    assert "unsigned tail: 5 record(s) after the newest signed checkpoint" in out.splitlines()
+    code, out, _ = run("audit", "verify", "--json")
+    result = json.loads(out)
+    assert code == 1 and result["missing"] == [[6, 7]] and result["unsigned_tail"] == 5
+
+
 def test_audit_verify_of_an_empty_log(gw, run):
     serve_audit(gw, [])
     code, out, _ = run("audit", "verify")
