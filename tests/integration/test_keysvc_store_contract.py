@@ -102,3 +102,22 @@ async def test_leases_and_unseal_rounds_are_taken_by_one_writer(store):
     assert await store.add_round_entry("r1", 0, {"by": "c1"}) and not await store.add_round_entry("r1", 0, {"by": "c2"})
     await store.end_unseal_round()
     assert await store.unseal_round() is None
+
+
+async def test_a_release_is_collectable_only_once_its_audit_record_is_queued(store):
+    def release(request_id: str) -> dict:
+        return {"request_id": request_id, "key_id": "key_1", "device_id": "dev_1", "released": True, "key_version": 1,
+                "at": now(), "outcome": '{"type": "key.released"}', "pending_audit": True}
+
+    assert await store.record_release(T, release("req_1"))
+    assert not await store.record_release(T, release("req_1"))  # a redelivery
+    assert await store.find_device_release(T, "req_1", "dev_1") is None
+    assert (await store.find_release(T, "req_1"))["released"]  # the ledger still knows it, for redeliveries
+    await store.mark_release_audited(T, "req_1")
+    assert (await store.find_device_release(T, "req_1", "dev_1"))["outcome"] == '{"type": "key.released"}'
+    assert await store.find_device_release(T, "req_1", "dev_other") is None
+
+    assert await store.record_release(T, release("req_2"))
+    await store.refuse_release(T, "req_2", '{"type": "key.release_refused"}')
+    refused = await store.find_device_release(T, "req_2", "dev_1")
+    assert refused["outcome"] == '{"type": "key.release_refused"}' and not refused["released"]
