@@ -146,6 +146,7 @@ async def forget_changed_key(event: Event, *, cache: KeyCache) -> None:
 
 async def get_release(request: rpc.RpcRequest, ref: ReleaseRef, *, store: KeyStore) -> ReleaseRecord | None:
     """The recorded outcome (released, sealed to the request's one-time key, or refused) of one
-    request by one device; None while nothing is recorded. Scoped to the asking device."""
+    request by one device; None while nothing is recorded, or while a release waits for its audit
+    record to be queued. Scoped to the asking device."""
     doc = await store.find_device_release(request.tenant_id, ref.request_id, ref.device_id)
     return None if doc is None else ReleaseRecord(request_id=doc["request_id"], outcome=doc["outcome"])
