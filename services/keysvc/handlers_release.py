@@ -45,6 +45,9 @@ async def release_key(
         "key_version": getattr(outcome, "key_version", None),
         "at": outcome.occurred_at,
         "outcome": outcome.model_dump_json(),
+        # SECURITY: the ledger holds the sealed key before its audit record is queued; until
+        # then an agent polling for its request must not be served it (see `get_release`).
+        "pending_audit": isinstance(outcome, KeyReleased),
     }
     if not await store.record_release(event.tenant_id, doc):
         recorded = await store.find_release(event.tenant_id, event.request_id)
@@ -63,6 +66,9 @@ async def release_key(
         # A refusal releases nothing; if the full audit queue refuses its copy, the others still get it.
         with contextlib.suppress(PublishRefused):
             await notify(outcome)
+    else:
+        if isinstance(outcome, KeyReleased):
+            await store.mark_release_audited(event.tenant_id, event.request_id)
     if isinstance(outcome, KeyReleased):
         log.info("key_released", key_id=event.key_id, key_version=outcome.key_version, device_id=event.device_id)
     else:
@@ -140,6 +146,7 @@ async def forget_changed_key(event: Event, *, cache: KeyCache) -> None:
 
 async def get_release(request: rpc.RpcRequest, ref: ReleaseRef, *, store: KeyStore) -> ReleaseRecord | None:
     """The recorded outcome (released, sealed to the request's one-time key, or refused) of one
-    request by one device; None while nothing is recorded. Scoped to the asking device."""
+    request by one device; None while nothing is recorded, or while a release waits for its audit
+    record to be queued. Scoped to the asking device."""
     doc = await store.find_device_release(request.tenant_id, ref.request_id, ref.device_id)
     return None if doc is None else ReleaseRecord(request_id=doc["request_id"], outcome=doc["outcome"])

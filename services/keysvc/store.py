@@ -203,8 +203,10 @@ class KeyStore(CustodyQueries, KekRotationQueries, RootQueries):
         return await self.releases.find_one(tenant_id, {"request_id": request_id})
 
     async def find_device_release(self, tenant_id: str, request_id: str, device_id: str) -> dict[str, Any] | None:
-        """One device's recorded release outcome (an agent collecting what it waited for)."""
-        return await self.releases.find_one(tenant_id, {"request_id": request_id, "device_id": device_id})
+        """One device's recorded release outcome (an agent collecting what it waited for); a release
+        whose audit record is not queued yet is not there to collect."""
+        return await self.releases.find_one(
+            tenant_id, {"request_id": request_id, "device_id": device_id, "pending_audit": {"$ne": True}})
 
     async def releases_since(self, tenant_id: str, key_id: str, since: datetime) -> list[dict[str, Any]]:
         """The key's released (not refused) versions since a time, newest first, for dependency reports."""
@@ -219,7 +221,12 @@ class KeyStore(CustodyQueries, KekRotationQueries, RootQueries):
         """False when this request was already answered (a redelivery)."""
         return await self._release_inserts.insert(tenant_id, doc)
 
+    async def mark_release_audited(self, tenant_id: str, request_id: str) -> None:
+        """The release's audit record is queued: its agent may collect it now."""
+        await self.releases.update_one(tenant_id, {"request_id": request_id, "pending_audit": True},
+                                       {"$set": {"pending_audit": False}})
+
     async def refuse_release(self, tenant_id: str, request_id: str, outcome_json: str) -> None:
         """A recorded release that never left (its audit record could not be queued) becomes a refusal."""
         await self.releases.update_one(tenant_id, {"request_id": request_id, "released": True}, {"$set": {
-            "released": False, "key_version": None, "outcome": outcome_json}})
+            "released": False, "key_version": None, "outcome": outcome_json, "pending_audit": False}})

@@ -156,7 +156,8 @@ class MemoryKeyStore(MemoryRootQueries):
 
     async def find_device_release(self, tenant_id: str, request_id: str, device_id: str) -> dict[str, Any] | None:
         doc = self.releases.get((tenant_id, request_id))
-        return _copy(doc) if doc is not None and doc["device_id"] == device_id else None
+        collectable = doc is not None and doc["device_id"] == device_id and not doc.get("pending_audit")
+        return _copy(doc) if collectable else None
 
     async def releases_since(self, tenant_id: str, key_id: str, since: datetime) -> list[dict[str, Any]]:
         docs = [d for (t, _), d in self.releases.items()
@@ -169,10 +170,15 @@ class MemoryKeyStore(MemoryRootQueries):
         self.releases[(tenant_id, doc["request_id"])] = {"tenant_id": tenant_id, **doc}
         return True
 
+    async def mark_release_audited(self, tenant_id: str, request_id: str) -> None:
+        doc = self.releases.get((tenant_id, request_id))
+        if doc is not None and doc.get("pending_audit"):
+            doc["pending_audit"] = False
+
     async def refuse_release(self, tenant_id: str, request_id: str, outcome_json: str) -> None:
         doc = self.releases.get((tenant_id, request_id))
         if doc is not None and doc["released"]:
-            doc.update(released=False, key_version=None, outcome=outcome_json)
+            doc.update(released=False, key_version=None, outcome=outcome_json, pending_audit=False)
 
     # --- tenant settings, destructions, offboarding, import keys --------------------------
 

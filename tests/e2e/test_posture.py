@@ -57,11 +57,8 @@ async def test_missed_heartbeats_quarantine_and_an_operator_can_clear(api):
     assert (await beat(agent, EU_FACTS))[0] == 200
 
     # policysvc's scheduler wakes when the grace period ends; wait for its audit trail.
-    records = await audit_records(tenant.admin, expect_at_least=1)
-    for _ in range(100):
-        records = await audit_records(tenant.admin, expect_at_least=len(records) + 1, timeout=0.5)
-        if any(r["action"] == "device.quarantined" for r in records):
-            break
+    records = await audit_records_until(
+        tenant.admin, lambda rs: any(r["action"] == "device.quarantined" for r in rs), timeout=60)
     failed = [r for r in records if r["action"] == "device.posture_failed"]
     assert failed and failed[0]["details"]["cause"] == "heartbeat_missed"
     assert (await agent.request(tenant.key_id, EU_FACTS))[0] == 403

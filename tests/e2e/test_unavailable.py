@@ -1,4 +1,4 @@
-"""A service that is down gives the operator a clear 504 within the deadline, never a hang,
+"""A service that is down gives the operator a clear 504 at the gateway's deadline, never a hang,
 and the request it missed is not acted on later (it expires with its deadline)."""
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ async def test_request_to_a_stopped_service_times_out_and_is_not_replayed_later(
     tenant = await make_tenant(api)
     stack.runner.app[GATEWAY].settings.rpc_timeout_seconds = 1.0
     await stack.stop("keysvc")
-    started = asyncio.get_running_loop().time()
     status, problem, ctype = await tenant.admin.call("POST", "/v1/keys", json={"name": "late-key"})
-    elapsed = asyncio.get_running_loop().time() - started
     assert status == 504 and ctype.startswith("application/problem+json"), problem
-    assert elapsed < 5
+    # The gateway's own deadline answered (a hang would end in the client's timeout instead): said
+    # by the problem, not measured with a clock that a busy box would stretch.
+    assert problem["detail"] == "keysvc did not answer within 1s", problem
     await asyncio.sleep(1.0)
     await stack.start("keysvc")
     status, keys, _ = await tenant.admin.call("GET", "/v1/keys")

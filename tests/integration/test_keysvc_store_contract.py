@@ -123,3 +123,22 @@ async def test_an_offboarding_is_claimed_once_and_recorded_once(store):
     assert await store.record_offboarding(T, "evt_1", now(), done)
     assert not await store.record_offboarding(T, "evt_1", now(), done)  # recorded once
     assert (await store.find_offboarding(T))["status"] == "shredded"
+
+
+async def test_a_release_is_collectable_only_once_its_audit_record_is_queued(store):
+    def release(request_id: str) -> dict:
+        return {"request_id": request_id, "key_id": "key_1", "device_id": "dev_1", "released": True, "key_version": 1,
+                "at": now(), "outcome": '{"type": "key.released"}', "pending_audit": True}
+
+    assert await store.record_release(T, release("req_1"))
+    assert not await store.record_release(T, release("req_1"))  # a redelivery
+    assert await store.find_device_release(T, "req_1", "dev_1") is None
+    assert (await store.find_release(T, "req_1"))["released"]  # the ledger still knows it, for redeliveries
+    await store.mark_release_audited(T, "req_1")
+    assert (await store.find_device_release(T, "req_1", "dev_1"))["outcome"] == '{"type": "key.released"}'
+    assert await store.find_device_release(T, "req_1", "dev_other") is None
+
+    assert await store.record_release(T, release("req_2"))
+    await store.refuse_release(T, "req_2", '{"type": "key.release_refused"}')
+    refused = await store.find_device_release(T, "req_2", "dev_1")
+    assert refused["outcome"] == '{"type": "key.release_refused"}' and not refused["released"]
