@@ -94,24 +94,24 @@ def _version(request: web.Request) -> int:
 
 
 async def list_policy_versions(request: web.Request) -> web.Response:
-    return _json(await _call(request, "policysvc", "list_policy_versions", policy_id=request.match_info["policy_id"]))
+    return _json(await _call(request, "policysvc", "list_policy_versions", {"policy_id": request.match_info["policy_id"]}))
 
 
 async def get_policy_version(request: web.Request) -> web.Response:
-    return _json(await _call(request, "policysvc", "get_policy_version", policy_id=request.match_info["policy_id"],
-                             version=_version(request)))
+    return _json(await _call(request, "policysvc", "get_policy_version",
+                             {"policy_id": request.match_info["policy_id"], "version": _version(request)}))
 
 
 async def restore_policy_version(request: web.Request) -> web.Response:
     return _json(await _call(request, "policysvc", "restore_policy_version",
-                             policy_id=request.match_info["policy_id"], version=_version(request)))
+                             {"policy_id": request.match_info["policy_id"], "version": _version(request)}))
 
 
 async def simulate_policy(request: web.Request) -> web.Response:
     body = await body_as(request, SimulateBody)
     if (body.requests is None) == (body.recorded_days is None):
         raise ProblemError(422, "Unprocessable Content", "give exactly one of requests or recorded_days", "requests")
-    return _json(await _call(request, "policysvc", "simulate", **body.model_dump(exclude_none=True)))
+    return _json(await _call(request, "policysvc", "simulate", body.model_dump(exclude_none=True)))
 
 
 async def get_policy_settings(request: web.Request) -> web.Response:
@@ -120,7 +120,7 @@ async def get_policy_settings(request: web.Request) -> web.Response:
 
 async def put_policy_settings(request: web.Request) -> web.Response:
     body = await body_as(request, PolicySettingsBody)
-    return _json(await _call(request, "policysvc", "put_settings", **body.model_dump()))
+    return _json(await _call(request, "policysvc", "put_settings", body.model_dump()))
 
 
 # --- groups ------------------------------------------------------------------------------------
@@ -128,43 +128,43 @@ async def put_policy_settings(request: web.Request) -> web.Response:
 
 async def create_group(request: web.Request) -> web.Response:
     body = await body_as(request, GroupBody)
-    return _json(await _call(request, "policysvc", "put_group", group=body.model_dump(exclude_none=True)), 201)
+    return _json(await _call(request, "policysvc", "put_group", {"group": body.model_dump(exclude_none=True)}), 201)
 
 
 async def update_group(request: web.Request) -> web.Response:
     body = await body_as(request, GroupBody)
-    return _json(await _call(request, "policysvc", "put_group", group_id=request.match_info["group_id"],
-                             group=body.model_dump(exclude_none=True)))
+    return _json(await _call(request, "policysvc", "put_group",
+                             {"group_id": request.match_info["group_id"], "group": body.model_dump(exclude_none=True)}))
 
 
 async def list_groups(request: web.Request) -> web.Response:
-    return _json(await _call(request, "policysvc", "list_groups", kind=request.query.get("kind")))
+    return _json(await _call(request, "policysvc", "list_groups", {"kind": request.query.get("kind")}))
 
 
 async def get_group(request: web.Request) -> web.Response:
-    return _json(await _call(request, "policysvc", "get_group", group_id=request.match_info["group_id"]))
+    return _json(await _call(request, "policysvc", "get_group", {"group_id": request.match_info["group_id"]}))
 
 
 async def delete_group(request: web.Request) -> web.Response:
-    return _json(await _call(request, "policysvc", "delete_group", group_id=request.match_info["group_id"]))
+    return _json(await _call(request, "policysvc", "delete_group", {"group_id": request.match_info["group_id"]}))
 
 
 # --- approvals and decisions -------------------------------------------------------------------
 
 
 async def list_approvals(request: web.Request) -> web.Response:
-    return _json(await _call(request, "policysvc", "list_approvals", status=request.query.get("status"),
-                             limit=request.query.get("limit")))
+    return _json(await _call(request, "policysvc", "list_approvals",
+                             {"status": request.query.get("status"), "limit": request.query.get("limit")}))
 
 
 async def get_approval(request: web.Request) -> web.Response:
-    return _json(await _call(request, "policysvc", "get_approval", approval_id=request.match_info["approval_id"]))
+    return _json(await _call(request, "policysvc", "get_approval", {"approval_id": request.match_info["approval_id"]}))
 
 
 async def _vote(request: web.Request, verdict: str) -> web.Response:
     body = await body_as(request, VoteBody) if request.can_read_body else VoteBody()
-    return _json(await _call(request, "policysvc", "vote", approval_id=request.match_info["approval_id"],
-                             verdict=verdict, comment=body.comment))
+    return _json(await _call(request, "policysvc", "vote",
+                             {"approval_id": request.match_info["approval_id"], "verdict": verdict, "comment": body.comment}))
 
 
 async def approve(request: web.Request) -> web.Response:
@@ -177,24 +177,24 @@ async def deny(request: web.Request) -> web.Response:
 
 async def list_decisions(request: web.Request) -> web.Response:
     query = {k: request.query.get(k) for k in ("device_id", "key_id", "effect", "limit")}
-    return _json(await _call(request, "policysvc", "list_decisions", **query))
+    return _json(await _call(request, "policysvc", "list_decisions", query))
 
 
 async def get_decision(request: web.Request) -> web.Response:
-    return _json(await _call(request, "policysvc", "get_decision", request_id=request.match_info["request_id"]))
+    return _json(await _call(request, "policysvc", "get_decision", {"request_id": request.match_info["request_id"]}))
 
 
 # --- device posture --------------------------------------------------------------------------
 
 
 async def get_device_posture(request: web.Request) -> web.Response:
-    return _json(await _call(request, "policysvc", "get_posture", device_id=request.match_info["device_id"]))
+    return _json(await _call(request, "policysvc", "get_posture", {"device_id": request.match_info["device_id"]}))
 
 
 async def clear_quarantine(request: web.Request) -> web.Response:
     body = await body_as(request, ClearQuarantineBody)
-    return _json(await _call(request, "policysvc", "clear_quarantine", device_id=request.match_info["device_id"],
-                             reason=body.reason))
+    return _json(await _call(request, "policysvc", "clear_quarantine",
+                             {"device_id": request.match_info["device_id"], "reason": body.reason}))
 
 
 # --- agents: poll a request, heartbeat -----------------------------------------------------------
@@ -235,10 +235,10 @@ async def key_request_status(request: web.Request) -> web.Response:
 async def _request_state(request: web.Request, request_id: str) -> tuple[web.Response | None, dict[str, Any]]:
     """The final answer for this request, or None and the pending state to answer 202 with."""
     device_id = _principal(request).id
-    state = await _call(request, "policysvc", "request_status", request_id=request_id, device_id=device_id)
+    state = await _call(request, "policysvc", "request_status", {"request_id": request_id, "device_id": device_id})
     status = state["status"]
     if status in ("allowed", "approved"):
-        found = await _call(request, "keysvc", "get_release", request_id=request_id, device_id=device_id)
+        found = await _call(request, "keysvc", "get_release", {"request_id": request_id, "device_id": device_id})
         if found is not None:
             return _release_response(events.decode_event(found["outcome"].encode())), {}
     if status in ("denied", "expired"):
@@ -257,7 +257,7 @@ async def heartbeat(request: web.Request) -> web.Response:
     facts["observed"] = {"source_ip": request.remote, "request_time": _now().isoformat(), "device_id": principal.id}
     if isinstance(facts.get("identity"), dict):
         facts["identity"] = {**facts["identity"], "device_id": principal.id}
-    return _json(await _call(request, "policysvc", "heartbeat", device_id=principal.id, facts=facts))
+    return _json(await _call(request, "policysvc", "heartbeat", {"device_id": principal.id, "facts": facts}))
 
 
 # --- notifications: the operator's server-sent event stream ---------------------------------------
