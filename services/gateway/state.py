@@ -66,10 +66,12 @@ async def json_object(request: web.Request) -> dict[str, Any]:
     return data
 
 
-async def body_as(request: web.Request, model: type[M]) -> M:
+async def body_as(request: web.Request, model: type[M], *, strict: bool | None = None) -> M:
+    """The request body validated as `model` (`strict` overrides the model's own setting), or a
+    problem naming the field."""
     data = await json_object(request)
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, strict=strict)
     except ValidationError as exc:
         problem = validation_problem(exc)
         raise ProblemError(problem.status, problem.title, problem.detail, problem.field) from None
