@@ -19,13 +19,13 @@ from shared.store import service_database
 from . import routes
 from .accounts.common import ACCOUNTS, Accounts
 from .auth import DeviceAuthenticator, TokenAuthenticator, Unauthorized
+from .notifications import NOTIFIER, NOTIFY_PATTERNS, NOTIFY_VIA_WAITERS, Notifier
 from .openapi import build_spec
 from .problems import problem_middleware
 from .releases import RELEASE_OUTCOMES, ReleaseWaiters
 from .settings import GatewaySettings
 from .state import CORRELATION_ID, GATEWAY, Gateway
 from .store import GatewayStore
-from .views_policy import NOTIFIER, NOTIFY_PATTERNS, NOTIFY_VIA_WAITERS, Notifier
 
 log = structlog.get_logger("strongroom.gateway")
 OPENAPI = web.AppKey("openapi", dict)

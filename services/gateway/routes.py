@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from aiohttp import web
 from pydantic import BaseModel
 
-from shared import commands, commands_custody, export_formats
+from shared import commands, commands_custody, commands_policy, export_formats
 
-from . import schemas, views, views_agents, views_audit, views_custody, views_devices, views_policy
+from . import notifications, schemas, views, views_agents, views_audit, views_custody, views_devices, views_policy
 from .accounts import schemas as account_schemas
 from .accounts import views_signin, views_sso, views_tenants, views_tokens, views_users
 from .auth import Unauthorized
@@ -91,7 +91,7 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/v1/policies/{policy_id}/versions/{version}/restore", views_policy.restore_policy_version, "operator", "policies.manage", "Restore an older version (as a new version)"),
     Route("POST", "/v1/policies/simulate", views_policy.simulate_policy, "operator", "policies.simulate", "Dry-run a candidate policy over given or recorded requests", views_policy.SimulateBody),
     Route("GET", "/v1/policy-settings", views_policy.get_policy_settings, "operator", "policies.read", "Show approval expiry and heartbeat grace"),
-    Route("PUT", "/v1/policy-settings", views_policy.put_policy_settings, "operator", "policies.manage", "Set approval expiry and heartbeat grace", views_policy.PolicySettingsBody),
+    Route("PUT", "/v1/policy-settings", views_policy.put_policy_settings, "operator", "policies.manage", "Set approval expiry and heartbeat grace", commands_policy.PolicySettings),
     Route("POST", "/v1/groups", views_policy.create_group, "operator", "groups.manage", "Create a device or key group", views_policy.GroupBody, 201),
     Route("GET", "/v1/groups", views_policy.list_groups, "operator", "groups.read", "List groups (?kind=device|key)"),
     Route("GET", "/v1/groups/{group_id}", views_policy.get_group, "operator", "groups.read", "Show a group"),
@@ -105,9 +105,9 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/decisions/{request_id}", views_policy.get_decision, "operator", "decisions.read", "Show a decision with its full trace"),
     Route("GET", "/v1/devices/{device_id}/posture", views_policy.get_device_posture, "operator", "devices.read", "Show a device's posture and quarantine state"),
     Route("POST", "/v1/devices/{device_id}/clear-quarantine", views_policy.clear_quarantine, "operator", "devices.manage", "Let a quarantined device be released keys again", views_policy.ClearQuarantineBody),
-    Route("GET", "/v1/events/stream", views_policy.event_stream, "operator", "events.read", "Server-sent events: approvals, denials, posture (?types=)"),
-    Route("GET", "/v1/agent/key-requests/{request_id}", views_policy.key_request_status, "device", None, "Agent: poll (or ?wait=N long-poll) a key request"),
-    Route("POST", "/v1/agent/heartbeat", views_policy.heartbeat, "device", None, "Agent: signed heartbeat with fresh facts", views_policy.HeartbeatBody),
+    Route("GET", "/v1/events/stream", notifications.event_stream, "operator", "events.read", "Server-sent events: approvals, denials, posture (?types=)"),
+    Route("GET", "/v1/agent/key-requests/{request_id}", views_agents.key_request_status, "device", None, "Agent: poll (or ?wait=N long-poll) a key request"),
+    Route("POST", "/v1/agent/heartbeat", views_agents.heartbeat, "device", None, "Agent: signed heartbeat with fresh facts", views_agents.HeartbeatBody),
     # --- key custody ---
     Route("GET", "/v1/custody/settings", views_custody.get_settings, "operator", "custody.read", "Show the tenant's key policy (minimum key size, destruction wait, dependency window)"),
     Route("PUT", "/v1/custody/settings", views_custody.put_settings, "operator", "custody.manage", "Set the tenant's key policy", commands_custody.CustodySettingsBody),

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from typing import Annotated, Any
 
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Field, field_validator
 
 from shared.commands import NAME, Strict, raw32_base64
 
@@ -13,6 +14,14 @@ from .roles import TENANT_ROLES
 MAX_FACTS_BYTES = 16 * 1024
 
 
+def _bounded(facts: dict[str, Any]) -> dict[str, Any]:
+    if len(json.dumps(facts)) > MAX_FACTS_BYTES:
+        raise ValueError(f"facts must be at most {MAX_FACTS_BYTES} bytes of JSON")
+    return facts
+
+
+# What an agent reports about itself (key requests and heartbeats), bounded in size.
+Facts = Annotated[dict[str, Any], AfterValidator(_bounded)]
 
 
 class CreateTenant(Strict):
@@ -57,19 +66,10 @@ class RevokeDevice(Strict):
 class KeyRequestBody(Strict):
     key_id: str = Field(min_length=1, max_length=100)
     key_version: int | None = Field(default=None, ge=1)
-    facts: dict[str, Any] = Field(default_factory=dict)
+    facts: Facts = Field(default_factory=dict)
     ephemeral_public_key: str = Field(description="One-time X25519 public key, base64 of the raw 32 bytes")
 
     @field_validator("ephemeral_public_key")
     @classmethod
     def _x25519(cls, value: str) -> str:
         return raw32_base64(value, "ephemeral_public_key")
-
-    @field_validator("facts")
-    @classmethod
-    def _bounded(cls, facts: dict[str, Any]) -> dict[str, Any]:
-        import json
-
-        if len(json.dumps(facts)) > MAX_FACTS_BYTES:
-            raise ValueError(f"facts must be at most {MAX_FACTS_BYTES} bytes of JSON")
-        return facts

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -65,10 +66,12 @@ async def json_object(request: web.Request) -> dict[str, Any]:
     return data
 
 
-async def body_as(request: web.Request, model: type[M]) -> M:
+async def body_as(request: web.Request, model: type[M], *, strict: bool | None = None) -> M:
+    """The request body validated as `model` (`strict` overrides the model's own setting), or a
+    problem naming the field."""
     data = await json_object(request)
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, strict=strict)
     except ValidationError as exc:
         problem = validation_problem(exc)
         raise ProblemError(problem.status, problem.title, problem.detail, problem.field) from None
@@ -90,14 +93,16 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-async def _call(request: web.Request, service: str, method: str, **params: Any) -> Any:
+async def _call(request: web.Request, service: str, method: str, params: Mapping[str, Any] | None = None) -> Any:
+    """Asks `service` to run `method` for the calling principal's tenant. `params` is data, never
+    spread into keyword arguments: a query key or body field may be named anything."""
     gw = _gw(request)
     principal = _principal(request)
     reply = await gw.bus.call(
         service,
         rpc.RpcRequest(
             method=method, tenant_id=principal.tenant_id, actor=principal.actor,
-            correlation_id=request[CORRELATION_ID], source_ip=request.remote, params=params,
+            correlation_id=request[CORRELATION_ID], source_ip=request.remote, params=dict(params or {}),
         ),
         timeout=gw.settings.rpc_timeout_seconds,
     )

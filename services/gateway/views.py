@@ -17,38 +17,39 @@ async def health(request: web.Request) -> web.Response:
 
 async def create_key(request: web.Request) -> web.Response:
     body = await body_as(request, commands.CreateKey)
-    return _json(await _call(request, "keysvc", "create_key", **body.model_dump()), 201)
+    return _json(await _call(request, "keysvc", "create_key", body.model_dump()), 201)
 
 
 async def list_keys(request: web.Request) -> web.Response:
     query = _query(request, commands.ListQuery)
-    return _json(await _call(request, "keysvc", "list_keys", **query.model_dump()))
+    return _json(await _call(request, "keysvc", "list_keys", query.model_dump()))
 
 
 async def get_key(request: web.Request) -> web.Response:
-    return _json(await _call(request, "keysvc", "get_key", key_id=request.match_info["key_id"]))
+    return _json(await _call(request, "keysvc", "get_key", {"key_id": request.match_info["key_id"]}))
 
 
 async def rotate_key(request: web.Request) -> web.Response:
     body = await body_as(request, commands.RotateKey) if request.can_read_body else commands.RotateKey()
-    return _json(await _call(request, "keysvc", "rotate_key", key_id=request.match_info["key_id"], rotate=body.model_dump()))
+    return _json(await _call(request, "keysvc", "rotate_key",
+                             {"key_id": request.match_info["key_id"], "rotate": body.model_dump()}))
 
 
 async def change_key_state(request: web.Request) -> web.Response:
     body = await body_as(request, commands.ChangeKeyState)
-    return _json(await _call(request, "keysvc", "change_key_state", key_id=request.match_info["key_id"],
-                             change=body.model_dump()))
+    return _json(await _call(request, "keysvc", "change_key_state",
+                             {"key_id": request.match_info["key_id"], "change": body.model_dump()}))
 
 
 async def create_policy(request: web.Request) -> web.Response:
     body = await body_as(request, commands.PutPolicy)
-    return _json(await _call(request, "policysvc", "put_policy", policy=body.model_dump()), 201)
+    return _json(await _call(request, "policysvc", "put_policy", {"policy": body.model_dump()}), 201)
 
 
 async def update_policy(request: web.Request) -> web.Response:
     body = await body_as(request, commands.PutPolicy)
-    return _json(await _call(request, "policysvc", "put_policy", policy_id=request.match_info["policy_id"],
-                             policy=body.model_dump()))
+    return _json(await _call(request, "policysvc", "put_policy",
+                             {"policy_id": request.match_info["policy_id"], "policy": body.model_dump()}))
 
 
 async def list_policies(request: web.Request) -> web.Response:
@@ -56,12 +57,12 @@ async def list_policies(request: web.Request) -> web.Response:
 
 
 async def get_policy(request: web.Request) -> web.Response:
-    return _json(await _call(request, "policysvc", "get_policy", policy_id=request.match_info["policy_id"]))
+    return _json(await _call(request, "policysvc", "get_policy", {"policy_id": request.match_info["policy_id"]}))
 
 
 async def delete_policy(request: web.Request) -> web.Response:
-    return _json(await _call(request, "policysvc", "delete_policy", policy_id=request.match_info["policy_id"]))
+    return _json(await _call(request, "policysvc", "delete_policy", {"policy_id": request.match_info["policy_id"]}))
 
 
 async def list_audit(request: web.Request) -> web.Response:
-    return _json(await _call(request, "auditsvc", "list_records", **dict(request.query)))
+    return _json(await _call(request, "auditsvc", "list_records", dict(request.query)))

@@ -1,19 +1,28 @@
-"""What agents call: enrol with a single-use token, and request a key under policy (signed),
-waiting for the decision and, if allowed, the sealed key. Polling and heartbeats: `views_policy.py`."""
+"""What agents call: enrol with a single-use token, request a key under policy (signed) and wait
+for the decision and, if allowed, the sealed key; poll a request; send heartbeats with fresh facts."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from aiohttp import web
+from pydantic import Field
 
 from shared import events
+from shared.commands import Strict
 from shared.crypto import tokens
 from shared.rpc import ProblemError
 
 from . import schemas
 from .problems import ExtraProblem
-from .state import CORRELATION_ID, _gw, _json, _now, _principal, body_as
+from .state import CORRELATION_ID, _call, _gw, _json, _now, _principal, body_as
+
+MAX_WAIT_SECONDS = 60.0
+
+
+class HeartbeatBody(Strict):
+    facts: schemas.Facts = Field(default_factory=dict)
 
 
 async def enroll(request: web.Request) -> web.Response:
@@ -45,16 +54,7 @@ async def key_request(request: web.Request) -> web.Response:
     principal = _principal(request)
     body = await body_as(request, schemas.KeyRequestBody)
     request_id = events.new_id("req_")
-    facts = dict(body.facts)
-    # Observed facts come from the gateway itself and replace anything the agent claimed.
-    facts["observed"] = {
-        "source_ip": request.remote,
-        "request_time": _now().isoformat(),
-        "device_id": principal.id,
-    }
-    identity = facts.get("identity")
-    if isinstance(identity, dict):
-        facts["identity"] = {**identity, "device_id": principal.id}
+    facts = _with_observed(request, principal.id, body.facts)
     requested = events.KeyRequested(
         tenant_id=principal.tenant_id, actor=principal.actor, correlation_id=request[CORRELATION_ID],
         source_ip=request.remote, request_id=request_id, device_id=principal.id, key_id=body.key_id,
@@ -71,6 +71,17 @@ async def key_request(request: web.Request) -> web.Response:
     finally:
         gw.waiters.cancel(request_id)
     return _release_response(outcome)
+
+
+def _with_observed(request: web.Request, device_id: str, facts: dict[str, Any]) -> dict[str, Any]:
+    """The agent's facts plus what the gateway observed itself."""
+    # SECURITY: observed facts and the identity's device id come from the gateway and the verified
+    # signature, replacing anything the agent claimed, so a policy can trust them.
+    facts = dict(facts)
+    facts["observed"] = {"source_ip": request.remote, "request_time": _now().isoformat(), "device_id": device_id}
+    if isinstance(facts.get("identity"), dict):
+        facts["identity"] = {**facts["identity"], "device_id": device_id}
+    return facts
 
 
 def _release_response(outcome: events.Event) -> web.Response:
@@ -90,3 +101,58 @@ def _release_response(outcome: events.Event) -> web.Response:
     status = {"not_found": 404, "not_active": 409, "sealed": 503, "audit_unavailable": 503}.get(outcome.status, 500)
     title = {404: "Not Found", 409: "Conflict", 503: "Service Unavailable"}.get(status, "Internal Server Error")
     raise ExtraProblem(status, title, outcome.reason, request_id=outcome.request_id)
+
+
+async def key_request_status(request: web.Request) -> web.Response:
+    """Agent: the state of its own key request; `?wait=N` long-polls up to N seconds for an outcome."""
+    gw = _gw(request)
+    request_id = request.match_info["request_id"]
+    try:
+        wait = min(float(request.query.get("wait", "0")), MAX_WAIT_SECONDS)
+    except ValueError:
+        raise ProblemError(400, "Bad Request", "wait must be a number of seconds", "wait") from None
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    try:
+        while True:
+            # The waiter is registered before each look, so an outcome in between is not missed; an
+            # event that settles nothing (a re-published pending decision) just starts another wait.
+            waiter = gw.waiters.expect(request_id) if wait > 0 else None
+            final, pending = await _request_state(request, request_id)
+            left = deadline - loop.time()
+            if final is not None or waiter is None or left <= 0:
+                break
+            try:
+                await asyncio.wait_for(waiter, left)
+            except TimeoutError:
+                final, pending = await _request_state(request, request_id)
+                break
+    finally:
+        if wait > 0:
+            gw.waiters.cancel(request_id)
+    return final or _json(pending, 202)
+
+
+async def _request_state(request: web.Request, request_id: str) -> tuple[web.Response | None, dict[str, Any]]:
+    """The final answer for this request, or None and the pending state to answer 202 with."""
+    device_id = _principal(request).id
+    state = await _call(request, "policysvc", "request_status", {"request_id": request_id, "device_id": device_id})
+    status = state["status"]
+    if status in ("allowed", "approved"):
+        found = await _call(request, "keysvc", "get_release", {"request_id": request_id, "device_id": device_id})
+        if found is not None:
+            return _release_response(events.decode_event(found["outcome"].encode())), {}
+    if status in ("denied", "expired"):
+        disclosed = {k: v for k, v in (state.get("disclosed") or {}).items() if k not in ("effect", "status")}
+        raise ExtraProblem(403, "Forbidden", f"the key request was {status}", request_id=request_id, request_status=status,
+                           **disclosed)
+    keys = ("request_id", "status", "approvals_required", "approvals_received", "expires_at")
+    return None, {k: state[k] for k in keys if state.get(k) is not None}
+
+
+async def heartbeat(request: web.Request) -> web.Response:
+    """Agent: fresh facts; policysvc re-checks them and may quarantine (or release) the device."""
+    principal = _principal(request)
+    body = await body_as(request, HeartbeatBody)
+    facts = _with_observed(request, principal.id, body.facts)
+    return _json(await _call(request, "policysvc", "heartbeat", {"device_id": principal.id, "facts": facts}))

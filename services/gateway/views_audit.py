@@ -18,7 +18,6 @@ from .state import _call, _json, json_object
 log = structlog.get_logger("strongroom.gateway")
 
 
-
 def _cut(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
     """A stream failed after its headers went out: abort the connection, so the client sees a
     truncated body rather than a complete-looking short one."""
@@ -26,8 +25,9 @@ def _cut(request: web.Request, response: web.StreamResponse) -> web.StreamRespon
         request.transport.abort()
     return response
 
+
 async def list_checkpoints(request: web.Request) -> web.Response:
-    return _json(await _call(request, "auditsvc", "list_checkpoints", **dict(request.query)))
+    return _json(await _call(request, "auditsvc", "list_checkpoints", dict(request.query)))
 
 
 async def signing_key(request: web.Request) -> web.Response:
@@ -52,7 +52,7 @@ async def export(request: web.Request) -> web.StreamResponse:
     if "limit" in params:
         raise ProblemError(400, "Bad Request", "export pages itself; limit is not accepted", "limit")
     params.setdefault("after", "0")
-    page = await _call(request, "auditsvc", "export_page", **params, limit=EXPORT_PAGE)
+    page = await _call(request, "auditsvc", "export_page", {**params, "limit": EXPORT_PAGE})
     fmt = export_formats.BY_NAME[params["format"]]  # auditsvc refused any other name
     response = web.StreamResponse(headers={
         "Content-Disposition": f'attachment; filename="audit-export.{fmt.extension}"',
@@ -70,8 +70,8 @@ async def export(request: web.Request) -> web.StreamResponse:
                 sent += len(page["lines"])
             if page["next"] is None:
                 break
-            page = await _call(request, "auditsvc", "export_page", **{**params, "after": str(page["next"])},
-                               limit=EXPORT_PAGE)
+            page = await _call(request, "auditsvc", "export_page",
+                               {**params, "after": str(page["next"]), "limit": EXPORT_PAGE})
     except Exception as exc:
         log.warning("audit_export_aborted", sent=sent, error=str(exc))
         return _cut(request, response)
@@ -84,7 +84,7 @@ async def export(request: web.Request) -> web.StreamResponse:
 
 
 async def create_forwarder(request: web.Request) -> web.Response:
-    return _json(await _call(request, "auditsvc", "create_forwarder", **await json_object(request)), 201)
+    return _json(await _call(request, "auditsvc", "create_forwarder", await json_object(request)), 201)
 
 
 async def list_forwarders(request: web.Request) -> web.Response:
@@ -92,22 +92,22 @@ async def list_forwarders(request: web.Request) -> web.Response:
 
 
 async def get_forwarder(request: web.Request) -> web.Response:
-    return _json(await _call(request, "auditsvc", "get_forwarder", forwarder_id=request.match_info["forwarder_id"]))
+    return _json(await _call(request, "auditsvc", "get_forwarder", {"forwarder_id": request.match_info["forwarder_id"]}))
 
 
 async def update_forwarder(request: web.Request) -> web.Response:
     change = await json_object(request)
     return _json(await _call(request, "auditsvc", "update_forwarder",
-                             forwarder_id=request.match_info["forwarder_id"], change=change))
+                             {"forwarder_id": request.match_info["forwarder_id"], "change": change}))
 
 
 async def rotate_forwarder_secret(request: web.Request) -> web.Response:
     return _json(await _call(request, "auditsvc", "rotate_forwarder_secret",
-                             forwarder_id=request.match_info["forwarder_id"]))
+                             {"forwarder_id": request.match_info["forwarder_id"]}))
 
 
 async def delete_forwarder(request: web.Request) -> web.Response:
-    return _json(await _call(request, "auditsvc", "delete_forwarder", forwarder_id=request.match_info["forwarder_id"]))
+    return _json(await _call(request, "auditsvc", "delete_forwarder", {"forwarder_id": request.match_info["forwarder_id"]}))
 
 
 # --- retention and archives ----------------------------------------------------------------
@@ -118,7 +118,7 @@ async def get_retention(request: web.Request) -> web.Response:
 
 
 async def set_retention(request: web.Request) -> web.Response:
-    return _json(await _call(request, "auditsvc", "set_retention", **await json_object(request)))
+    return _json(await _call(request, "auditsvc", "set_retention", await json_object(request)))
 
 
 async def run_retention(request: web.Request) -> web.Response:
@@ -126,13 +126,13 @@ async def run_retention(request: web.Request) -> web.Response:
 
 
 async def list_archives(request: web.Request) -> web.Response:
-    return _json(await _call(request, "auditsvc", "list_archives", **dict(request.query)))
+    return _json(await _call(request, "auditsvc", "list_archives", dict(request.query)))
 
 
 async def get_archive(request: web.Request) -> web.StreamResponse:
     """Streams the archive chunk by chunk, so neither a reply nor this response holds it whole."""
     archive_id = request.match_info["archive_id"]
-    found = await _call(request, "auditsvc", "get_archive", archive_id=archive_id)
+    found = await _call(request, "auditsvc", "get_archive", {"archive_id": archive_id})
     response = web.StreamResponse(headers={
         "Content-Type": "application/gzip",
         "Content-Disposition": f'attachment; filename="{found["archive_id"]}.json.gz"',
@@ -142,7 +142,7 @@ async def get_archive(request: web.Request) -> web.StreamResponse:
     await response.prepare(request)
     try:
         for offset in range(0, found["bytes"], found["chunk_bytes"]):
-            chunk = await _call(request, "auditsvc", "archive_chunk", archive_id=archive_id, offset=offset)
+            chunk = await _call(request, "auditsvc", "archive_chunk", {"archive_id": archive_id, "offset": offset})
             await response.write(base64.b64decode(chunk["data"]))
     except Exception as exc:
         log.warning("audit_archive_download_aborted", archive_id=archive_id, error=str(exc))
@@ -155,7 +155,7 @@ async def get_archive(request: web.Request) -> web.StreamResponse:
 
 
 async def report(request: web.Request) -> web.Response:
-    found = await _call(request, "auditsvc", "report", **dict(request.query))
+    found = await _call(request, "auditsvc", "report", dict(request.query))
     if "report" in found:
         return _json(found["report"])
     headers = {"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'"} \

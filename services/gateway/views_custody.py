@@ -32,42 +32,45 @@ async def get_settings(request: web.Request) -> web.Response:
 
 async def put_settings(request: web.Request) -> web.Response:
     body = await body_as(request, cc.CustodySettingsBody)
-    return _json(await _call(request, "keysvc", "put_custody_settings", **body.model_dump()))
+    return _json(await _call(request, "keysvc", "put_custody_settings", body.model_dump()))
 
 
 async def set_min_decryption_version(request: web.Request) -> web.Response:
     body = await body_as(request, cc.SetMinDecryptionVersion)
-    return _json(await _call(request, "keysvc", "set_min_decryption_version", key_id=_key_id(request), change=body.model_dump()))
+    return _json(await _call(request, "keysvc", "set_min_decryption_version",
+                             {"key_id": _key_id(request), "change": body.model_dump()}))
 
 
 # --- destruction ---------------------------------------------------------------------------
 
 
 async def dependencies(request: web.Request) -> web.Response:
-    return _json(await _call(request, "keysvc", "get_dependencies", key_id=_key_id(request)))
+    return _json(await _call(request, "keysvc", "get_dependencies", {"key_id": _key_id(request)}))
 
 
 async def schedule_destruction(request: web.Request) -> web.Response:
     body = await body_as(request, cc.ScheduleDestruction)
-    return _json(await _call(request, "keysvc", "schedule_destruction", key_id=_key_id(request), schedule=body.model_dump()), 202)
+    return _json(await _call(request, "keysvc", "schedule_destruction",
+                             {"key_id": _key_id(request), "schedule": body.model_dump()}), 202)
 
 
 async def get_destruction(request: web.Request) -> web.Response:
-    return _json(await _call(request, "keysvc", "get_destruction", key_id=_key_id(request)))
+    return _json(await _call(request, "keysvc", "get_destruction", {"key_id": _key_id(request)}))
 
 
 async def approve_destruction(request: web.Request) -> web.Response:
     body = await _optional(request, cc.ApproveDestruction)
-    return _json(await _call(request, "keysvc", "approve_destruction", key_id=_key_id(request), approve=body.model_dump()))
+    return _json(await _call(request, "keysvc", "approve_destruction",
+                             {"key_id": _key_id(request), "approve": body.model_dump()}))
 
 
 async def cancel_destruction(request: web.Request) -> web.Response:
     body = await body_as(request, cc.CancelDestruction)
-    return _json(await _call(request, "keysvc", "cancel_destruction", key_id=_key_id(request), cancel=body.model_dump()))
+    return _json(await _call(request, "keysvc", "cancel_destruction", {"key_id": _key_id(request), "cancel": body.model_dump()}))
 
 
 async def destruction_certificate(request: web.Request) -> web.Response:
-    return _json(await _call(request, "keysvc", "get_destruction_certificate", key_id=_key_id(request)))
+    return _json(await _call(request, "keysvc", "get_destruction_certificate", {"key_id": _key_id(request)}))
 
 
 async def signing_key(request: web.Request) -> web.Response:
@@ -90,17 +93,17 @@ async def rotate_kek(request: web.Request) -> web.Response:
 
 async def import_params(request: web.Request) -> web.Response:
     query = _query(request, cc.ImportParamsQuery)
-    return _json(await _call(request, "keysvc", "import_params", **query.model_dump()))
+    return _json(await _call(request, "keysvc", "import_params", query.model_dump()))
 
 
 async def import_key(request: web.Request) -> web.Response:
     body = await body_as(request, cc.ImportKey)
-    return _json(await _call(request, "keysvc", "import_key", **body.model_dump()), 201)
+    return _json(await _call(request, "keysvc", "import_key", body.model_dump()), 201)
 
 
 async def export_key(request: web.Request) -> web.Response:
     body = await body_as(request, cc.ExportKey)
-    return _json(await _call(request, "keysvc", "export_key", key_id=_key_id(request), export=body.model_dump()))
+    return _json(await _call(request, "keysvc", "export_key", {"key_id": _key_id(request), "export": body.model_dump()}))
 
 
 # --- root of trust (provider root custodians) ------------------------------------------------
@@ -112,12 +115,12 @@ async def custody_status(request: web.Request) -> web.Response:
 
 async def init_custody(request: web.Request) -> web.Response:
     body = await body_as(request, cc.InitCustody)
-    return _json(await _call(request, "keysvc", "init_custody", **body.model_dump()), 201)
+    return _json(await _call(request, "keysvc", "init_custody", body.model_dump()), 201)
 
 
 async def transport_key(request: web.Request) -> web.Response:
     body = await body_as(request, cc.TransportKeyRequest)
-    return _json(await _call(request, "keysvc", "transport_key", purpose=body.purpose))
+    return _json(await _call(request, "keysvc", "transport_key", {"purpose": body.purpose}))
 
 
 async def _sealed_share(request: web.Request) -> cc.SealedShare:
@@ -131,17 +134,17 @@ async def _sealed_share(request: web.Request) -> cc.SealedShare:
 
 async def unseal(request: web.Request) -> web.Response:
     body = await _sealed_share(request)
-    return _json(await _call(request, "keysvc", "unseal", **body.model_dump()))
+    return _json(await _call(request, "keysvc", "unseal", body.model_dump()))
 
 
 async def rekey_root(request: web.Request) -> web.Response:
     body = await body_as(request, cc.RekeyRoot)
-    return _json(await _call(request, "keysvc", "rekey_root", **body.model_dump()))
+    return _json(await _call(request, "keysvc", "rekey_root", body.model_dump()))
 
 
 async def verify_rekey(request: web.Request) -> web.Response:
     body = await _sealed_share(request)
-    return _json(await _call(request, "keysvc", "verify_rekey", **body.model_dump()))
+    return _json(await _call(request, "keysvc", "verify_rekey", body.model_dump()))
 
 
 async def cancel_rekey(request: web.Request) -> web.Response:

@@ -18,8 +18,9 @@ from services.gateway.datakey import ensure_data_key_file
 from services.gateway.guard import COSIGN_HEADER
 from services.gateway.ratelimit import ALL_SOURCES
 from services.gateway.settings import GatewaySettings
+from services.gateway.state import GATEWAY
 from services.gateway.store_memory import MemoryGatewayStore
-from shared import events
+from shared import events, rpc
 from shared.bus_memory import MemoryBus
 from shared.crypto import tokens
 
@@ -337,3 +338,46 @@ async def test_an_mfa_reset_takes_two_admins_and_ends_the_users_sessions(gw):
     assert stored["mfa"] is None and stored["recovery"] == [] and "mfa_reset" not in stored
     status, _, _ = await gw.call("GET", "/v1/me", victim_session)
     assert status == 401  # sessions started before the reset are over
+
+
+async def _serve(gw: Gw, service: str, result) -> list[rpc.RpcRequest]:
+    """A stand-in for `service` on the memory bus that answers `result` and keeps each request."""
+    seen: list[rpc.RpcRequest] = []
+
+    async def answer(request: rpc.RpcRequest) -> rpc.RpcReply:
+        seen.append(request)
+        return rpc.RpcReply(result=result)
+
+    await gw.client.app[GATEWAY].bus.serve(service, answer)
+    return seen
+
+
+async def test_query_keys_named_like_call_arguments_reach_the_service_as_params(gw):
+    await gw.tenant()
+    _, admin = await gw.user("ann", ["tenant_admin"])
+    seen = await _serve(gw, "auditsvc", {"items": [], "next": None})
+    status, body, _ = await gw.call("GET", "/v1/audit?method=x&service=y&request=z", admin)
+    assert (status, body) == (200, {"items": [], "next": None})
+    assert (seen[0].method, seen[0].params) == ("list_records", {"method": "x", "service": "y", "request": "z"})
+
+
+async def test_body_fields_named_like_call_arguments_reach_the_service_as_params(gw):
+    await gw.tenant()
+    _, admin = await gw.user("ann", ["tenant_admin"])
+    seen = await _serve(gw, "auditsvc", {"retention_days": 30})
+    status, _, _ = await gw.call("PUT", "/v1/audit/retention", admin, {"retention_days": 30, "service": "x"})
+    assert status == 200
+    assert (seen[0].method, seen[0].params) == ("set_retention", {"retention_days": 30, "service": "x"})
+
+
+async def test_policy_settings_bodies_are_read_as_before_and_sent_whole(gw):
+    await gw.tenant()
+    _, officer = await gw.user("ola", ["security_officer"])
+    seen = await _serve(gw, "policysvc", {"approval_expiry_seconds": 60, "heartbeat_grace_seconds": 900})
+    status, _, _ = await gw.call("PUT", "/v1/policy-settings", officer, {"approval_expiry_seconds": 60.0})
+    assert status == 200
+    assert seen[0].params == {"approval_expiry_seconds": 60, "heartbeat_grace_seconds": 900}
+    for bad in ({"approval_expiry_seconds": 0}, {"heartbeat_grace_seconds": 1.5}, {"colour": "red"}):
+        status, problem, _ = await gw.call("PUT", "/v1/policy-settings", officer, bad)
+        assert (status, problem["field"]) == (422, next(iter(bad))), problem
+    assert len(seen) == 1

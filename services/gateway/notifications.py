@@ -1,0 +1,152 @@
+"""Operator notifications: this instance's fan-out of policy, approval and device events by tenant,
+with a short replay buffer, and the server-sent event stream operators watch."""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import json
+import re
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from shared import events
+from shared.rpc import ProblemError
+
+from .state import CORRELATION_ID, _principal
+
+# What operators can watch. key.released is left out: it carries sealed key material for one agent.
+NOTIFY_PATTERNS = ("approval.*", "device.*", "policy.*", "group.*", "tenant.policy_settings_updated")
+NOTIFY_VIA_WAITERS = ("key.decided", "key.release_refused")  # already delivered to the waiters' queue
+STREAM_QUEUE_SIZE = 1000
+KEEPALIVE_SECONDS = 15.0
+DISCONNECT_CHECK_SECONDS = 0.5
+# A reconnecting stream (Last-Event-ID) is replayed from the newest events this instance has seen:
+# at most this many per tenant, for at most this many tenants (the least recently active go first).
+REPLAY_EVENTS_PER_TENANT = 1000
+REPLAY_TENANTS = 1000
+_EVENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_TYPE_PATTERN = r"^[a-z_]+(\.[a-z_*]+)?$|^\*$"
+
+
+@dataclass(eq=False)
+class _Subscriber:
+    tenant_id: str
+    patterns: tuple[str, ...]
+    queue: asyncio.Queue[events.Event] = field(default_factory=lambda: asyncio.Queue(STREAM_QUEUE_SIZE))
+    overflowed: bool = False
+
+
+def _wanted(event: events.Event, patterns: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatchcase(event.type, p) for p in patterns)
+
+
+class Notifier:
+    """Fans this instance's notification events out to its open streams, by tenant and type, and
+    keeps each tenant's newest events for streams that reconnect with Last-Event-ID."""
+
+    def __init__(self, *, per_tenant: int = REPLAY_EVENTS_PER_TENANT, tenants: int = REPLAY_TENANTS) -> None:
+        self._subscribers: set[_Subscriber] = set()
+        self._recent: OrderedDict[str, deque[events.Event]] = OrderedDict()
+        self._per_tenant = per_tenant
+        self._tenants = tenants
+
+    def subscribe(
+        self, tenant_id: str, patterns: tuple[str, ...], *, last_event_id: str | None = None
+    ) -> tuple[_Subscriber, list[events.Event], bool]:
+        """A new stream, the kept events after ``last_event_id`` that it wants, and whether that id
+        was still kept (if not, every kept event is given: some may have been missed). Synchronous,
+        so no event can fall between the replay and the live queue."""
+        subscriber = _Subscriber(tenant_id, patterns)
+        self._subscribers.add(subscriber)
+        if last_event_id is None:
+            return subscriber, [], True
+        kept = list(self._recent.get(tenant_id, ()))
+        start = next((i + 1 for i, e in enumerate(kept) if e.event_id == last_event_id), None)
+        replay = [e for e in kept[start or 0:] if _wanted(e, patterns)]
+        return subscriber, replay, start is not None
+
+    def unsubscribe(self, subscriber: _Subscriber) -> None:
+        self._subscribers.discard(subscriber)
+
+    def _keep(self, event: events.Event) -> None:
+        recent = self._recent.get(event.tenant_id)
+        if recent is None:
+            recent = self._recent[event.tenant_id] = deque(maxlen=self._per_tenant)
+            if len(self._recent) > self._tenants:
+                self._recent.popitem(last=False)
+        else:
+            self._recent.move_to_end(event.tenant_id)
+        recent.append(event)
+
+    async def on_event(self, event: events.Event) -> None:
+        self._keep(event)
+        for subscriber in list(self._subscribers):
+            if subscriber.tenant_id != event.tenant_id:
+                continue  # SECURITY: a stream only ever carries its own tenant's events
+            if not _wanted(event, subscriber.patterns):
+                continue
+            try:
+                subscriber.queue.put_nowait(event)
+            except asyncio.QueueFull:
+                # A reader this slow is cut off, and told so, rather than silently missing events.
+                subscriber.overflowed = True
+                self.unsubscribe(subscriber)
+
+
+NOTIFIER = web.AppKey("notifier", Notifier)
+
+
+def _sse(event: events.Event) -> bytes:
+    return f"id: {event.event_id}\nevent: {event.type}\ndata: {event.model_dump_json()}\n\n".encode()
+
+
+async def event_stream(request: web.Request) -> web.StreamResponse:
+    """Operator: server-sent events of the tenant's approvals, denials and device posture, filtered by
+    `?types=approval.*,key.decided` (shell-style patterns; default all notification types). A stream
+    reopened with `Last-Event-ID` (header, or `?last_event_id=`) first gets the events after that
+    one from this instance's recent events (see REPLAY_EVENTS_PER_TENANT); if that id is no longer
+    kept, an `event: gap` comes first and then every kept event."""
+    principal = _principal(request)
+    wanted = tuple(t.strip() for t in request.query.get("types", "").split(",") if t.strip()) or ("*",)
+    if len(wanted) > 20 or not all(re.match(_TYPE_PATTERN, t) for t in wanted):
+        raise ProblemError(400, "Bad Request", "types: comma-separated event types or patterns like approval.*", "types")
+    last_event_id = request.headers.get("Last-Event-ID") or request.query.get("last_event_id") or None
+    if last_event_id is not None and not _EVENT_ID.match(last_event_id):
+        raise ProblemError(400, "Bad Request", "Last-Event-ID: an event id from this stream", "Last-Event-ID")
+    notifier = request.app[NOTIFIER]
+    subscriber, replay, complete = notifier.subscribe(principal.tenant_id, wanted, last_event_id=last_event_id)
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                                           "X-Correlation-Id": request[CORRELATION_ID]})
+    try:
+        await response.prepare(request)
+        await response.write(b": stream open\n\n")
+        if not complete:
+            gap = json.dumps({"last_event_id": last_event_id, "replayed": len(replay)})
+            await response.write(f"event: gap\ndata: {gap}\n\n".encode())
+        for event in replay:
+            await response.write(_sse(event))
+        idle = 0.0
+        while True:
+            try:
+                event = await asyncio.wait_for(subscriber.queue.get(), DISCONNECT_CHECK_SECONDS)
+            except TimeoutError:
+                # aiohttp does not cancel a handler whose client left: look, so a stream never lingers.
+                if subscriber.overflowed or request.transport is None or request.transport.is_closing():
+                    break
+                idle += DISCONNECT_CHECK_SECONDS
+                if idle >= KEEPALIVE_SECONDS:
+                    idle = 0.0
+                    await response.write(b": keepalive\n\n")
+                continue
+            await response.write(_sse(event))
+            if subscriber.overflowed and subscriber.queue.empty():
+                await response.write(b"event: overflow\ndata: {}\n\n")
+                break
+    except ConnectionResetError:
+        pass
+    finally:
+        notifier.unsubscribe(subscriber)
+    return response
