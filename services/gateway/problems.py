@@ -72,7 +72,10 @@ async def problem_middleware(request: web.Request, handler):
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return problem_response(Problem(status=exc.status, title=exc.reason, detail=exc.text or ""))
+        response = problem_response(Problem(status=exc.status, title=exc.reason, detail=exc.text or ""))
+        if "Allow" in exc.headers:  # a 405 says which methods the resource has (RFC 9110)
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
     except Exception:
         log.exception("unhandled_error")
         return problem_response(Problem(status=500, title="Internal Server Error", detail="unexpected error"))

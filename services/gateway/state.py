@@ -61,9 +61,33 @@ async def json_object(request: web.Request) -> dict[str, Any]:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise ProblemError(400, "Bad Request", "body is not valid JSON", "body") from None
+    except RecursionError:  # nesting past the parser's own limit: hostile input, not our fault
+        raise ProblemError(400, "Bad Request", f"body nests deeper than {MAX_JSON_DEPTH} levels", "body") from None
     if not isinstance(data, dict):
         raise ProblemError(400, "Bad Request", "body must be a JSON object", "body")
+    if json_depth(data) > MAX_JSON_DEPTH:
+        raise ProblemError(400, "Bad Request", f"body nests deeper than {MAX_JSON_DEPTH} levels", "body")
     return data
+
+
+# No request needs more: the deepest are policies, whose own parser bounds rule nesting further.
+# Bounding it here keeps every later recursive walk (validation, policy parsing) far from
+# Python's recursion limit.
+MAX_JSON_DEPTH = 64
+
+
+def json_depth(value: Any) -> int:
+    """How deeply a parsed JSON value nests objects and arrays (a scalar is 0); iterative."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        if depth <= MAX_JSON_DEPTH:  # past the limit the answer is known: stop walking
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 async def body_as(request: web.Request, model: type[M], *, strict: bool | None = None) -> M:
