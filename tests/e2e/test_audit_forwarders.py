@@ -169,8 +169,14 @@ async def test_rsyslog_receives_every_record_once_in_order_across_its_restart(ap
         assert "secret" not in fwd and fwd["destination"].startswith("tls://" if tls else "tcp://")
 
         await _make_events(tenant.admin, 15, "a")
-        await _wait_for(lambda: len(receiver.seqs()) >= 5)
-        await receiver.stop()  # mid-stream
+        first = await _caught_up(tenant.admin, fwd["forwarder_id"])
+        await _wait_for(lambda: len(receiver.seqs()) >= first["cursor"])
+        # Stopped between batches, then records arrive while it is down. Plain syslog over TCP
+        # (RFC 6587) has no acknowledgement from the receiving process: bytes its kernel took but
+        # it never read before exiting are lost without the sender being able to tell (the
+        # sender's reset check narrows that window, it cannot close it), so a stop in the middle
+        # of a batch is not a promise this transport can keep.
+        await receiver.stop()
         await _make_events(tenant.admin, 10, "b")
         # While rsyslog is down the forwarder retries, and says so.
         deadline = asyncio.get_running_loop().time() + 10
