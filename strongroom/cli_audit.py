@@ -13,8 +13,9 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from shared import audit_archive
+from shared import audit_archive, export_formats
 from shared.audit_chain import ChainHead, Reach, VerifyResult, describe_missing, verify_audit
+from shared.commands_audit import REPORT_FORMATS
 from shared.signatures import key_fingerprint, load_public_pem
 from strongroom.cli_common import (
     EXIT_FAILED,
@@ -44,7 +45,6 @@ AUDIT_COLUMNS: list[Column] = [
     ("RESOURCE", typed_id("resource")), ("OUTCOME", "outcome"),
 ]
 CHECKPOINT_COLUMNS: list[Column] = [("SEQ", "seq"), ("TIME", "time"), ("KEY", "key_id"), ("HASH", "hash")]
-EXPORT_FORMATS = ("cef", "leef", "syslog", "jsonl", "records")
 
 
 def cmd_audit_list(ctx: Ctx) -> int:
@@ -309,7 +309,7 @@ def add_audit(cli: Commands) -> None:
                    help="a signed checkpoint kept elsewhere (JSON, as `audit checkpoints` lists it) the chain must reach")
     g.action("checkpoints", cmd_audit_checkpoints, "List the chain's signed checkpoints.")
     p = g.action("export", cmd_audit_export, "Export a time range as CEF, LEEF, syslog, JSON lines or records.")
-    p.add_argument("--format", required=True, choices=EXPORT_FORMATS)
+    p.add_argument("--format", required=True, choices=export_formats.NAMES)
     p.add_argument("--since", help="RFC 3339 start time (inclusive)")
     p.add_argument("--until", help="RFC 3339 end time (inclusive)")
     p.add_argument("-o", "--output", required=True, metavar="FILE")
@@ -325,5 +325,5 @@ def add_report(cli: Commands) -> None:
                     "Compliance report: releases and denials by device, key and policy, approvals, keys, devices.")
     p.add_argument("--since", help="RFC 3339 start time")
     p.add_argument("--until", help="RFC 3339 end time")
-    p.add_argument("--format", choices=("json", "csv", "html"), default="json")
+    p.add_argument("--format", choices=REPORT_FORMATS, default="json")
     p.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from shared.key_states import OPERATOR_ACTIONS
 from strongroom.cli_common import Column, Commands, Ctx, api, positive_int, show_list, show_message, show_object
 from strongroom.client import quote_id
 
 ALGORITHMS = ("AES-128", "AES-192", "AES-256")
-KEY_ACTIONS = ("activate", "suspend", "resume", "deactivate", "mark_compromised")
 
 DEVICE_COLUMNS: list[Column] = [
     ("ID", "device_id"), ("NAME", "name"), ("HOSTNAME", "hostname"), ("STATE", "state"),
@@ -93,5 +93,5 @@ def add_key(cli: Commands) -> None:
     p.add_argument("--reason")
     p = g.action("state", cmd_key_state, "Change a key's state.")
     p.add_argument("id")
-    p.add_argument("action", choices=KEY_ACTIONS)
+    p.add_argument("action", choices=OPERATOR_ACTIONS)
     p.add_argument("--reason", required=True)
