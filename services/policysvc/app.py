@@ -36,9 +36,9 @@ async def start(settings: PolicySettings, *, bus: Bus, client: AsyncMongoClient)
     await bus.listen(["policy.updated", "policy.deleted"], partial(release.forget_tenant_policies, cache=cache))
     await bus.listen(["group.*", "device.*", "approval.granted", "tenant.policy_settings_updated"],
                      partial(release.refresh_targets, targets=targets))
-    await bus.subscribe(
-        "policysvc", partial(release.dispatch, store=store, targets=targets, cache=cache, publish=bus.publish, wake=wake)
-    )
+    # A decision is queued for audit before keysvc or the gateway acts on it (audit first).
+    await bus.subscribe("policysvc", partial(release.dispatch, store=store, targets=targets, cache=cache,
+                                             publish=bus.publish_audited, wake=wake))
     await bus.serve("policysvc", rpc_methods(store=store, cache=cache, targets=targets, wake=wake))
     running = Running("policysvc")
     running.tasks.append(asyncio.create_task(store.outbox.run()))

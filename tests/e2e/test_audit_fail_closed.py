@@ -101,8 +101,8 @@ async def test_release_refused_when_its_audit_record_cannot_be_queued(api, stack
     tenant, agent, before, ready = await _released_and_stopped_auditing(api, stack, audit_queue)
     await _fill(stack, tenant.tenant_id, CAPACITY - 2 - ready)
     await _until_ready(audit_queue, CAPACITY - 2)
-    # policysvc publishes key.decided to the audit queue and to keysvc's in one step, so keysvc may
-    # act on it before its audit copy is in: keysvc waits until both records fill the queue.
+    # policysvc queues key.decided for audit before keysvc hears of it; keysvc is stopped anyway
+    # until both records fill the queue, so the claim does not rest on that ordering.
     await stack.stop("keysvc")
     asking = asyncio.create_task(agent.request(tenant.key_id, EU_FACTS))
     await _until_ready(audit_queue, CAPACITY)
