@@ -8,7 +8,7 @@ So every address a destination resolves to is checked before auditsvc connects, 
 connection goes to the address that was checked (see `senders.py`). Refused: loopback, private,
 link-local, multicast, reserved, unspecified, anything else not globally routable (shared
 address space 100.64.0.0/10, documentation ranges, ...) and the cloud metadata addresses;
-IPv4-mapped, IPv4-compatible and NAT64 IPv6 addresses are judged by the IPv4 address they carry.
+IPv4-mapped, IPv4-compatible, NAT64 and 6to4 IPv6 addresses are judged by the IPv4 address they carry.
 
 The provider's allowlist (`STRONGROOM_AUDITSVC_FORWARDER_ALLOW`, never settable by a tenant) is
 a comma-separated list of entries `ADDRESS[/PREFIX][:PORT]`, IPv6 in brackets when a port is
@@ -56,10 +56,11 @@ class Verdict:
 
 def embedded_ipv4(address: Address) -> Address:
     """The IPv4 address an IPv6 address carries (mapped ::ffff:a.b.c.d, compatible ::a.b.c.d,
-    NAT64 64:ff9b::a.b.c.d), else the address itself; judged as what it reaches."""
+    NAT64 64:ff9b::a.b.c.d, 6to4 2002:AABB:CCDD::), else the address itself; judged as what it reaches."""
     if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return address.ipv4_mapped
+        carried = address.ipv4_mapped or address.sixtofour
+        if carried is not None:
+            return carried
         value = int(address)
         if address in _NAT64 or (value >> 32 == 0 and value > 0xFFFF):
             return ipaddress.IPv4Address(value & 0xFFFFFFFF)

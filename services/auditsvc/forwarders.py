@@ -9,7 +9,6 @@ import secrets
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 import structlog
 
@@ -29,7 +28,7 @@ from shared.outbox import Outbox
 from .destinations import REFUSED, Allowed
 from .forwarding import new_forwarder, operator_view
 from .search import Criteria
-from .senders import DestinationRefused, Resolve, SendError, pinned_address, system_resolve
+from .senders import DestinationRefused, Resolve, SendError, pinned_address, system_resolve, url_host_port
 from .store import AuditStore
 from .store_forwarders import ForwarderStore
 
@@ -77,12 +76,9 @@ async def check_destination(spec: ForwarderSpec, tenant_id: str, *, allow: Seque
     addresses, that forwarders may not reach. A name that does not resolve yet passes: every
     connection checks again (senders.py), which also catches a name that changes later."""
     field = "url" if spec.kind == "webhook" else "host"
-    host, port = spec.host, spec.port
-    if spec.kind == "webhook":
-        parts = urlsplit(spec.url or "")
-        host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+    host, port = url_host_port(spec.url or "") if spec.kind == "webhook" else (spec.host or "", spec.port or 0)
     try:
-        await pinned_address(host or "", port or 0, allow=allow, resolve=resolve, timeout=5.0)
+        await pinned_address(host, port, allow=allow, resolve=resolve, timeout=5.0)
     except DestinationRefused as exc:
         log.info("forwarder_destination_refused", tenant_id=tenant_id, field=field, detail=exc.detail)
         raise rpc.ProblemError(422, "Unprocessable Content", f"{field}: {REFUSED}: forwarders may not send there",

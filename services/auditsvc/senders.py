@@ -185,7 +185,15 @@ class PinnedResolver(AbstractResolver):
         return None
 
 
-_DEFAULT_PORTS = {"http": 80, "https": 443}
+def url_host_port(url: str) -> tuple[str, int]:
+    """A webhook URL's host and port (80/443 when the URL names none; 0 when it is unreadable,
+    which no allowlist entry admits)."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    return parts.hostname or "", port or {"http": 80, "https": 443}.get(parts.scheme, 0)
 
 
 def _guarded_socket(allow: Sequence[Allowed]) -> Callable[[Any], socket.socket]:
@@ -214,11 +222,11 @@ class WebhookSender:
         return aiohttp.ClientSession(timeout=self._timeout, connector=connector, trust_env=False)
 
     async def send(self, payload: bytes) -> None:
-        parts = urlsplit(self._url)
-        if parts.hostname and literal_address(parts.hostname) is not None:
+        host, port = url_host_port(self._url)
+        if literal_address(host) is not None:
             # aiohttp connects to an address literal without asking the resolver: checked here
             # (and by the socket factory, which sees every address aiohttp connects to).
-            await pinned_address(parts.hostname, parts.port or _DEFAULT_PORTS.get(parts.scheme, 0), allow=self._allow)
+            await pinned_address(host, port, allow=self._allow)
         if self._session is None:
             self._session = self._new_session()
         timestamp = str(int(time.time()))

@@ -30,7 +30,8 @@ def ip(text: str):
     # IPv4 inside IPv6: mapped, compatible, NAT64 — judged as the IPv4 address they reach
     ("::ffff:127.0.0.1", "loopback"), ("::ffff:7f00:1", "loopback"), ("::ffff:169.254.169.254", "cloud metadata"),
     ("::ffff:10.0.0.1", "private"), ("::127.0.0.1", "loopback"), ("64:ff9b::7f00:1", "loopback"),
-    ("64:ff9b::a9fe:a9fe", "cloud metadata"), ("::ffff:0.0.0.0", "unspecified"),
+    ("64:ff9b::a9fe:a9fe", "cloud metadata"), ("::ffff:0.0.0.0", "unspecified"), ("2002:7f00:1::1", "loopback"),
+    ("2002:a00:1::", "private"),
 ])
 def test_internal_addresses_are_refused_with_a_reason(address, reason):
     assert refusal(ip(address)) == reason
@@ -38,7 +39,7 @@ def test_internal_addresses_are_refused_with_a_reason(address, reason):
 
 @pytest.mark.parametrize("address", [
     "8.8.8.8", "1.1.1.1", "93.184.216.34", "100.63.255.255", "100.128.0.1", "172.32.0.1", "169.253.0.1",
-    "2606:4700:4700::1111", "2001:4860:4860::8888", "::ffff:8.8.8.8", "64:ff9b::808:808",
+    "2606:4700:4700::1111", "2001:4860:4860::8888", "::ffff:8.8.8.8", "64:ff9b::808:808", "2002:808:808::1",
 ])
 def test_public_addresses_pass(address):
     assert refusal(ip(address)) is None
