@@ -196,7 +196,7 @@ def url_host_port(url: str) -> tuple[str, int]:
     return parts.hostname or "", port or {"http": 80, "https": 443}.get(parts.scheme, 0)
 
 
-def _guarded_socket(allow: Sequence[Allowed]) -> Callable[[Any], socket.socket]:
+def guarded_socket_factory(allow: Sequence[Allowed]) -> Callable[[Any], socket.socket]:
     """aiohttp's socket factory: the last check, on the very address about to be connected."""
     def factory(addr_info: Any) -> socket.socket:
         family, type_, proto, _, sockaddr = addr_info
@@ -218,7 +218,7 @@ class WebhookSender:
     def _new_session(self) -> aiohttp.ClientSession:
         # No DNS cache: every new connection resolves and checks again. No proxy from the environment.
         connector = aiohttp.TCPConnector(resolver=PinnedResolver(self._allow, self._resolve, self._seconds),
-                                         use_dns_cache=False, socket_factory=_guarded_socket(self._allow))
+                                         use_dns_cache=False, socket_factory=guarded_socket_factory(self._allow))
         return aiohttp.ClientSession(timeout=self._timeout, connector=connector, trust_env=False)
 
     async def send(self, payload: bytes) -> None:

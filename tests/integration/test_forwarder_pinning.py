@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import socket
 import ssl
 from pathlib import Path
 
@@ -20,7 +21,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from services.auditsvc.destinations import REFUSED, parse_allowlist
-from services.auditsvc.senders import DestinationRefused, SendError, SyslogSender, WebhookSender, tls_context
+from services.auditsvc.senders import (
+    DestinationRefused,
+    SendError,
+    SyslogSender,
+    WebhookSender,
+    guarded_socket_factory,
+    tls_context,
+)
 
 RECEIVER = "127.0.0.3"
 ALLOW = parse_allowlist(RECEIVER)
@@ -215,3 +223,13 @@ async def test_a_syslog_name_rebound_to_loopback_is_refused_when_it_reconnects()
             each.close()
             await each.wait_closed()
     assert got == [b"5 first"] and trapped == [] and str(caught.value) == REFUSED
+
+
+def test_the_webhook_socket_factory_refuses_an_address_nothing_checked_before():
+    """The last guard: whatever path led aiohttp to an address, the socket for it is refused."""
+    factory = guarded_socket_factory(ALLOW)
+    for family, sockaddr in ((socket.AF_INET, ("127.0.0.1", 80)), (socket.AF_INET, ("169.254.169.254", 80)),
+                             (socket.AF_INET6, ("::ffff:10.0.0.1", 443, 0, 0)), (socket.AF_INET6, ("::1", 80, 0, 0))):
+        with pytest.raises(OSError, match=REFUSED):
+            factory((family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", sockaddr))
+    factory((socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (RECEIVER, 80))).close()
