@@ -202,6 +202,10 @@ class ForwarderSpec(Body):
             parts = urlsplit(self.url or "")
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise ValueError("url: a webhook needs an http(s) URL")
+            try:
+                parts.port  # noqa: B018 - raises on a port that is not a number in 0..65535
+            except ValueError:
+                raise ValueError("url: the port must be a number in 1..65535") from None
             if self.host or self.port:
                 raise ValueError("host: a webhook takes url, not host/port")
         else:

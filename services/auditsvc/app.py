@@ -23,6 +23,7 @@ from shared.store import service_database
 from . import forwarders as forwarders_rpc
 from . import handlers, retention
 from .checkpoints import Checkpointer
+from .destinations import Allowed
 from .forwarder_pool import ForwarderPool
 from .settings import AuditSettings
 from .signing import load_private_key
@@ -53,7 +54,7 @@ def sealer_from_settings(settings: AuditSettings) -> SecretSealer:
 
 def _methods(*, store: AuditStore, checkpoints: CheckpointStore, forwarders: ForwarderStore, archives: ArchiveStore,
              outbox: Outbox, sealer: SecretSealer, keeper: retention.Retention, stats: handlers.IngestStats,
-             current_key_id: str, queue_depth: Any, chunk_bytes: int) -> Methods:
+             current_key_id: str, queue_depth: Any, chunk_bytes: int, allow: tuple[Allowed, ...]) -> Methods:
     methods = Methods()
     methods.add("list_records", partial(handlers.list_records, store=store), params=c.AuditQuery, result=c.RecordPage)
     methods.add("report", partial(handlers.report, store=store), params=c.ReportQuery, result=c.ReportReply)
@@ -65,7 +66,7 @@ def _methods(*, store: AuditStore, checkpoints: CheckpointStore, forwarders: For
     methods.add("status", partial(handlers.status, store=store, checkpoints=checkpoints, stats=stats, queue_depth=queue_depth),
         params=c.NoParams, result=c.AuditStatus)
     fwd = {"store": store, "forwarders": forwarders}
-    methods.add("create_forwarder", partial(forwarders_rpc.create_forwarder, **fwd, outbox=outbox, sealer=sealer),
+    methods.add("create_forwarder", partial(forwarders_rpc.create_forwarder, **fwd, outbox=outbox, sealer=sealer, allow=allow),
         params=c.ForwarderSpec, result=c.ForwarderView)
     methods.add("rotate_forwarder_secret", partial(forwarders_rpc.rotate_forwarder_secret, **fwd, outbox=outbox, sealer=sealer),
         params=c.ForwarderRef, result=c.ForwarderView)
@@ -108,7 +109,8 @@ async def start(settings: AuditSettings, *, bus: Bus, client: AsyncMongoClient) 
                                  archive_dir=settings.archive_dir, default_days=settings.retention_days)
     methods = _methods(store=store, checkpoints=checkpoints, forwarders=forwarders, archives=archives, outbox=outbox,
                        sealer=sealer, keeper=keeper, stats=stats, current_key_id=checkpointer.key_id,
-                       queue_depth=partial(bus.queue_depth, "auditsvc"), chunk_bytes=settings.archive_chunk_bytes)
+                       queue_depth=partial(bus.queue_depth, "auditsvc"), chunk_bytes=settings.archive_chunk_bytes,
+                       allow=settings.forwarder_allowlist)
     await bus.subscribe_batch(
         "auditsvc",
         handlers.Ingestor(store, handlers.ChainHeads(store), checkpointer=checkpointer, stats=stats),

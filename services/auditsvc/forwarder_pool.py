@@ -21,6 +21,7 @@ from shared import events
 from shared.crypto.envelope import UnwrapError
 from shared.crypto.sealing import SecretSealer
 
+from .destinations import Allowed
 from .forwarders import open_secret
 from .forwarding import backoff_seconds, failed_state, payload, sealed_elsewhere_state, selected
 from .search import Criteria
@@ -36,11 +37,11 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _sender_for(doc: dict[str, Any], sealer: SecretSealer) -> Sender:
+def _sender_for(doc: dict[str, Any], sealer: SecretSealer, allow: tuple[Allowed, ...]) -> Sender:
     if doc["kind"] == "webhook":
-        return WebhookSender(doc["url"], open_secret(sealer, doc), forwarder_id=doc["forwarder_id"])
+        return WebhookSender(doc["url"], open_secret(sealer, doc), forwarder_id=doc["forwarder_id"], allow=allow)
     tls = tls_context(doc.get("tls_ca_pem")) if doc["kind"] == "syslog_tls" else None
-    return SyslogSender(doc["host"], doc["port"], tls=tls, server_name=doc.get("tls_server_name"))
+    return SyslogSender(doc["host"], doc["port"], tls=tls, server_name=doc.get("tls_server_name"), allow=allow)
 
 
 def _fingerprint(doc: dict[str, Any]) -> tuple[Any, ...]:
@@ -66,7 +67,9 @@ async def forward_batch(doc: dict[str, Any], sender: Sender, *, store: AuditStor
         failures += 1
         delay = backoff_seconds(failures, cap=max_backoff)
         await forwarders.record_state(tenant_id, forwarder_id, failed_state(failures, str(exc), now=_now(), delay=delay))
-        log.warning("forwarder_send_failed", forwarder_id=forwarder_id, failures=failures, error=str(exc))
+        # The tenant sees the generic message; what failed, and where, is for the provider's log.
+        log.warning("forwarder_send_failed", tenant_id=tenant_id, forwarder_id=forwarder_id, failures=failures,
+                    error=str(exc), detail=exc.detail)
         return failures, delay
     if not await forwarders.advance_cursor(tenant_id, forwarder_id, cursor=cursor, to=records[-1]["seq"],
                                            delivered=len(chosen), at=_now()):
@@ -82,6 +85,7 @@ class ForwarderPool:
         self._forwarders = forwarders
         self._settings = settings
         self._sealer = sealer
+        self._allow = settings.forwarder_allowlist
         self._owner = events.new_id("fwdpool_")
         self._hostname = socket.gethostname()
         self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
@@ -136,7 +140,7 @@ class ForwarderPool:
                         await sender.close()
                         sender = None
                     try:
-                        sender, fingerprint = _sender_for(doc, self._sealer), _fingerprint(doc)
+                        sender, fingerprint = _sender_for(doc, self._sealer, self._allow), _fingerprint(doc)
                     except UnwrapError:  # sealed under another data key: only a rotation helps
                         await self._forwarders.record_state(tenant_id, forwarder_id, sealed_elsewhere_state(_now()))
                         await self._pause(settings.forwarder_max_backoff_seconds)

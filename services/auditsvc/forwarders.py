@@ -6,8 +6,11 @@ The pool that runs them is `forwarder_pool.py`; what they send and how is `forwa
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
+
+import structlog
 
 from shared import events, rpc
 from shared.commands_audit import (
@@ -22,12 +25,15 @@ from shared.commands_audit import (
 from shared.crypto.sealing import SecretSealer
 from shared.outbox import Outbox
 
+from .destinations import REFUSED, Allowed
 from .forwarding import new_forwarder, operator_view
 from .search import Criteria
+from .senders import DestinationRefused, Resolve, SendError, pinned_address, system_resolve, url_host_port
 from .store import AuditStore
 from .store_forwarders import ForwarderStore
 
 SECRET_PURPOSE = "forwarder_secret"
+log = structlog.get_logger("strongroom.auditsvc")
 
 
 def _now() -> datetime:
@@ -65,9 +71,27 @@ async def _found(forwarders: ForwarderStore, tenant_id: str, forwarder_id: str) 
     return doc
 
 
+async def check_destination(spec: ForwarderSpec, tenant_id: str, *, allow: Sequence[Allowed], resolve: Resolve) -> None:
+    """A 422 naming the field when the destination is an address, or a name resolving only to
+    addresses, that forwarders may not reach. A name that does not resolve yet passes: every
+    connection checks again (senders.py), which also catches a name that changes later."""
+    field = "url" if spec.kind == "webhook" else "host"
+    host, port = url_host_port(spec.url or "") if spec.kind == "webhook" else (spec.host or "", spec.port or 0)
+    try:
+        await pinned_address(host, port, allow=allow, resolve=resolve, timeout=5.0)
+    except DestinationRefused as exc:
+        log.info("forwarder_destination_refused", tenant_id=tenant_id, field=field, detail=exc.detail)
+        raise rpc.ProblemError(422, "Unprocessable Content", f"{field}: {REFUSED}: forwarders may not send there",
+                               field) from None
+    except SendError:
+        return
+
+
 async def create_forwarder(request: rpc.RpcRequest, spec: ForwarderSpec, *, store: AuditStore,
-                           forwarders: ForwarderStore, outbox: Outbox, sealer: SecretSealer) -> ForwarderView:
+                           forwarders: ForwarderStore, outbox: Outbox, sealer: SecretSealer,
+                           allow: Sequence[Allowed] = (), resolve: Resolve = system_resolve) -> ForwarderView:
     tenant_id = request.tenant_id
+    await check_destination(spec, tenant_id, allow=allow, resolve=resolve)
     forwarder_id = events.new_id("fwd_")
     start = 0 if spec.start == "beginning" else (await store.head(tenant_id)).seq
     secret = _new_secret() if spec.kind == "webhook" else None

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pydantic import field_validator
 from pydantic_settings import SettingsConfigDict
 
 from shared.config import CommonSettings
+
+from .destinations import Allowed, parse_allowlist
 
 
 class AuditSettings(CommonSettings):
@@ -33,9 +36,24 @@ class AuditSettings(CommonSettings):
     forwarder_batch_size: int = 500
     forwarder_max_backoff_seconds: float = 60.0
     forwarder_lease_seconds: float = 30.0
+    # SECURITY: forwarders never reach loopback, private, link-local, multicast, reserved or cloud
+    # metadata addresses (destinations.py), except those this provider-level allowlist names:
+    # comma-separated `ADDRESS[/PREFIX][:PORT]`, e.g. "10.1.2.3:6514,[fd00::/8]:514". Tenants
+    # cannot set it; a malformed entry stops auditsvc at start.
+    forwarder_allow: str = ""
     # Rolling online window (a tenant may set its own); older records are archived, then removed.
     retention_days: int = 365
     retention_interval_seconds: float = 3600.0
     archive_dir: str = "audit-archive"
     # Bytes per message of an archive download (the gateway streams the chunks).
     archive_chunk_bytes: int = 512 * 1024
+
+    @field_validator("forwarder_allow")
+    @classmethod
+    def _allowlist(cls, value: str) -> str:
+        parse_allowlist(value)
+        return value
+
+    @property
+    def forwarder_allowlist(self) -> tuple[Allowed, ...]:
+        return parse_allowlist(self.forwarder_allow)

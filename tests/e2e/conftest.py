@@ -79,6 +79,9 @@ async def stack(amqp_url, mongo_client, db_prefix, prefix, tmp_path, request):
             **common, "signing_key_file": str(ensure_key_file(tmp_path / "audit-signing-key.pem")),
             "data_key_file": str(ensure_data_key_file(tmp_path / "audit-data.key")),
             "archive_dir": str(tmp_path / "audit-archive"), "checkpoint_every_seconds": 3600.0,
+            # The provider allowlist that lets forwarders reach the tests' own receivers on loopback
+            # (test_forwarder_destinations.py narrows it to show what is refused without it).
+            "forwarder_allow": "127.0.0.1",
             **(overrides.get("audit") or {})}),
         root_key=secrets.token_bytes(32),
     )

@@ -352,6 +352,8 @@ async def test_webhook_secret_is_sealed_at_rest_and_rotated_without_a_gap(api, s
     ({"name": "x", "kind": "syslog_tcp", "host": "h"}, "host"),
     ({"name": "x", "kind": "syslog_tcp", "host": "h", "port": 70000}, "port"),
     ({"name": "x", "kind": "webhook", "url": "ftp://h/x"}, "url"),
+    ({"name": "x", "kind": "webhook", "url": "https://h:99999/x"}, "url"),
+    ({"name": "x", "kind": "webhook", "url": "https://h:port/x"}, "url"),
     ({"name": "x", "kind": "webhook", "url": "https://h/x", "format": "xml"}, "format"),
     ({"name": "x", "kind": "webhook", "url": "https://h/x", "event_types": ["Key Created!"]}, "event_types"),
     ({"name": "x", "kind": "webhook", "url": "https://h/x", "secret": "mine"}, "secret"),

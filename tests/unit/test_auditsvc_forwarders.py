@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from structlog.testing import capture_logs
 
 from services.auditsvc import forwarders as rpc_forwarders
 from services.auditsvc.forwarder_pool import forward_batch
@@ -148,3 +149,38 @@ async def test_params_named_like_a_handler_keyword_are_refused_not_spread():
         assert refused.value.problem.status == 422 and refused.value.problem.field == next(iter(params))
     reply = await methods(RpcRequest(method="list_forwarders", tenant_id="t1"))
     assert reply.model_dump(mode="json")["result"] == {"items": []}
+
+
+async def test_a_destination_resolving_to_loopback_is_refused_before_anything_is_stored():
+    store, forwarders, outbox, sealer = _deps()
+
+    async def rebinding_dns(host: str, port: int) -> list[str]:
+        return ["127.0.0.1"]
+
+    for spec in ({"kind": "syslog_tcp", "host": "siem.example", "port": 514},
+                 {"kind": "webhook", "url": "https://siem.example/hook"}):
+        with pytest.raises(ProblemError) as refused:
+            await rpc_forwarders.create_forwarder(
+                request(), c.ForwarderSpec(name="x", **spec), store=store, forwarders=forwarders, outbox=outbox,
+                sealer=sealer, allow=(), resolve=rebinding_dns)
+        problem = refused.value.problem
+        assert problem.status == 422 and problem.field == ("url" if spec["kind"] == "webhook" else "host")
+        assert "siem.example" not in problem.detail and "127.0.0.1" not in problem.detail
+    assert await forwarders.list_forwarders("t1") == [] and outbox.published == []
+
+
+async def test_the_tenant_reads_a_generic_error_and_the_log_keeps_the_detail():
+    store, forwarders, outbox, sealer = _deps()
+    await ingest(store, [key_created("t1", 0)])
+    fid = (await _create(store, forwarders, outbox, sealer)).model_dump()["forwarder_id"]
+
+    class Failing(Sender):
+        async def send(self, payload: bytes) -> None:
+            raise SendError("cannot connect to the destination", "ClientConnectorError: 10.0.0.7:514 refused")
+
+    with capture_logs() as logs:
+        await _step(store, forwarders, fid, Failing())
+    doc = await forwarders.forwarder("t1", fid)
+    assert doc["last_error"] == "cannot connect to the destination"
+    (line,) = [entry for entry in logs if entry["event"] == "forwarder_send_failed"]
+    assert line["detail"] == "ClientConnectorError: 10.0.0.7:514 refused" and line["tenant_id"] == "t1"
