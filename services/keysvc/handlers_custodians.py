@@ -5,16 +5,21 @@ from __future__ import annotations
 
 from shared import commands, events, rpc
 from shared.commands_custody import CustodianKey, CustodianKeys, EnrolCustodianKey, SealedDelivery
+from shared.crypto import shares as transit
 from shared.outbox import Outbox
 
 from . import custodians as custodianship
 from .clock import now as _now
-from .handlers_common import event_fields, iso
+from .handlers_common import event_fields, iso, unprocessable
 from .store import SYSTEM_TENANT, KeyStore
 
 
 async def enrol_key(request: rpc.RpcRequest, cmd: EnrolCustodianKey, *, store: KeyStore, outbox: Outbox) -> CustodianKey:
     """The signed-in root custodian's own X25519 public key: their next share is sealed to it."""
+    try:
+        transit.check_recipient(cmd.public_key)
+    except transit.ShareTransportError as exc:
+        raise unprocessable(exc, "public_key") from None
     key_id = custodianship.key_id(cmd.public_key)
     event = events.CustodyCustodianKeyEnrolled(**event_fields(request), custodian_id=request.actor.id, key_id=key_id)
     at = _now()

@@ -136,6 +136,15 @@ def _delivery_statement(d: dict) -> bytes:
                   d["recipient_public_key"], d["sealed_share"])
 
 
+def check_recipient(recipient_b64: str) -> None:
+    """Refuse a public key no share can be sealed to (malformed, or a low-order X25519 point)."""
+    public = X25519PublicKey.from_public_bytes(parse_public_key(recipient_b64, "public_key"))
+    try:
+        SUITE.encrypt(b"", public, info=_label("recipient check"))
+    except ValueError:
+        raise ShareTransportError("public_key is not a usable X25519 public key") from None
+
+
 def seal_to_custodian(share: str, recipient_b64: str, *, purpose: str, root_fingerprint: str, custodian_id: str,
                       number: int, signing_key: Ed25519PrivateKey) -> dict[str, object]:
     """Share `number` sealed to one custodian's enrolled key, the delivery signed by keysvc."""
