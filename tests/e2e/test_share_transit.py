@@ -50,6 +50,34 @@ async def _stored(stack) -> list[bytes]:
     return docs
 
 
+def _seal(stack, transport: dict, share: str, purpose: str, for_round: str) -> str:
+    if (purpose, for_round) == (transport["purpose"], transport["round_id"]):
+        return transit.seal_share(share, transport, pinned_key_id=keysvc_key_id(stack), purpose=purpose, round_id=for_round)
+    # The CLI refuses a key signed for another purpose or round; a hostile client seals anyway.
+    public = X25519PublicKey.from_public_bytes(base64.b64decode(transport["public_key"]))
+    raw = transit.SUITE.encrypt(share.encode(), public, info=transit.inbound_info(purpose, for_round))
+    return base64.b64encode(raw).decode()
+
+
+async def _rekey_verified_only_sealed(custodians, provider, stack, sealed) -> list[str]:
+    # Re-key: new shares come back sealed; an unseal-sealed share is refused for verification.
+    status, rekey = await new_shares(custodians, stack, "/v1/custody/rekey", {"threshold": 2})
+    assert status == 200, rekey
+    new = rekey["opened"]
+    status, out, _ = await custodians[0].call("POST", "/v1/custody/rekey/verify",
+                                              json={"sealed_share": sealed(new[0]), "round_id": rekey["new_fingerprint"]})
+    assert status == 422 and out["field"] == "sealed_share", out
+    status, out, _ = await custodians[0].call("POST", "/v1/custody/rekey/verify", json={"share": new[0]})
+    assert status == 400 and out["field"] == "share", out
+    status, pending, _ = await provider.call("GET", "/v1/custody/status")
+    assert pending["rekey"]["verified_shares"] == 0
+    for n in (1, 2):
+        status, out = await post_share(custodians[n], stack, new[n], purpose="rekey-verify")
+        assert status == 200, out
+    assert out["verified"], out
+    return new
+
+
 async def test_no_share_appears_on_the_bus_in_the_store_or_in_logs_and_bad_sealed_shares_change_nothing(api, stack, wire):
     provider = await provider_admin(api)
     custodians = await root_custodians(api, 3)
@@ -74,13 +102,7 @@ async def test_no_share_appears_on_the_bus_in_the_store_or_in_logs_and_bad_seale
         round_id = transport["round_id"]
 
         def sealed(share=shares[0], purpose="unseal", for_round=round_id):
-            if (purpose, for_round) == ("unseal", round_id):
-                return transit.seal_share(share, transport, pinned_key_id=keysvc_key_id(stack), purpose=purpose,
-                                          round_id=for_round)
-            # The CLI refuses a key signed for another purpose or round; a hostile client seals anyway.
-            public = X25519PublicKey.from_public_bytes(base64.b64decode(transport["public_key"]))
-            raw = transit.SUITE.encrypt(share.encode(), public, info=transit.inbound_info(purpose, for_round))
-            return base64.b64encode(raw).decode()
+            return _seal(stack, transport, share, purpose, for_round)
 
         for body, code, field in (
             ({"share": shares[0]}, 400, "share"),                                              # plaintext: refused
@@ -117,21 +139,7 @@ async def test_no_share_appears_on_the_bus_in_the_store_or_in_logs_and_bad_seale
             status, out = await post_share(custodians[n], stack, shares[n])
             assert status == 200, out
 
-        # Re-key: new shares come back sealed; an unseal-sealed share is refused for verification.
-        status, rekey = await new_shares(custodians, stack, "/v1/custody/rekey", {"threshold": 2})
-        assert status == 200, rekey
-        new = rekey["opened"]
-        status, out, _ = await custodians[0].call("POST", "/v1/custody/rekey/verify",
-                                                  json={"sealed_share": sealed(new[0]), "round_id": rekey["new_fingerprint"]})
-        assert status == 422 and out["field"] == "sealed_share", out
-        status, out, _ = await custodians[0].call("POST", "/v1/custody/rekey/verify", json={"share": new[0]})
-        assert status == 400 and out["field"] == "share", out
-        status, pending, _ = await provider.call("GET", "/v1/custody/status")
-        assert pending["rekey"]["verified_shares"] == 0
-        for n in (1, 2):
-            status, out = await post_share(custodians[n], stack, new[n], purpose="rekey-verify")
-            assert status == 200, out
-        assert out["verified"], out
+        new = await _rekey_verified_only_sealed(custodians, provider, stack, sealed)
         await asyncio.sleep(0.3)  # let the last events and audit records land
 
     assert len(wire) > 20 and any(b"verify_rekey" in m for m in wire) and any(b"recipient_public_key" in m for m in wire)
