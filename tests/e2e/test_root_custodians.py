@@ -81,6 +81,10 @@ async def test_each_share_is_sealed_to_a_different_enrolled_custodian_and_each_u
                         ({"threshold": 2, "custodians": [custodians[0].user_id] * 2}, "custodians")):
         status, out = await new_shares(custodians[:1], stack, "/v1/custody/init", body, starter=custodians[0])
         assert status == 422 and out.get("field") == field, (body, out)
+    # Who holds the role is the gateway's to say, from the account store: a body cannot claim it.
+    status, out, _ = await custodians[0].call("POST", "/v1/custody/init", json={
+        "threshold": 2, "custodians": [custodians[0].user_id, provider.user_id], "eligible": [provider.user_id]})
+    assert status == 422 and out["field"] == "eligible", out
     status, init = await new_shares(custodians, stack, "/v1/custody/init", {"threshold": 2})
     assert status == 201 and init["threshold"] == 2 and init["shares"] == 3, init
     assert [c["custodian_id"] for c in init["custodians"]] == [c.user_id for c in custodians], init
