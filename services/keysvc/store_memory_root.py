@@ -105,9 +105,10 @@ class MemoryRootQueries:
         if self._rekey(new_fp, (status,)) is None:
             return False
         self.custody["root"]["rekey"] = None
-        if status == "rolling_back":
-            for key in [k for k, d in self.custody.items() if d.get("kind") == "delivery" and d["root_fingerprint"] == new_fp]:
-                del self.custody[key]
+        rolled_back = status == "rolling_back"
+        for key in [k for k, d in self.custody.items()
+                    if d.get("kind") == "delivery" and (d["root_fingerprint"] == new_fp) is rolled_back]:
+            del self.custody[key]
         if event is not None:
             self.staged.append(event)
         return True

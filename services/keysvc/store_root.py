@@ -89,8 +89,9 @@ class RootQueries:
         await self.custody.update_one(SYSTEM_TENANT, query, {"$set": {"rekey.sealed_root": secrets.token_bytes(64),
                                                                       "rekey.transport_private": secrets.token_bytes(64),
                                                                       "rekey.verify_shares": []}})
-        if status == "rolling_back":  # its new shares will never be needed: drop the ones not yet fetched
-            await self.custody.raw.delete_many({"tenant_id": SYSTEM_TENANT, "kind": "delivery", "root_fingerprint": new_fp})
+        # Shares nobody fetched of a root that will never be used (rolled back) or is retired (finished).
+        stale = new_fp if status == "rolling_back" else {"$ne": new_fp}
+        await self.custody.raw.delete_many({"tenant_id": SYSTEM_TENANT, "kind": "delivery", "root_fingerprint": stale})
         update: dict[str, Any] = {"$set": {"rekey": None}}
         if event is not None:
             update.update(outbox.push(event))
