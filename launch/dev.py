@@ -53,7 +53,8 @@ async def _dev(port: int, data_dir: Path) -> None:
             gateway_settings=GatewaySettings(port=port, bootstrap_token=bootstrap,
                                              data_key_file=str(ensure_data_key_file(data_dir / "gateway-data.key"))),
             policy_settings=PolicySettings(),
-            key_settings=KeySettings(signing_key_file=str(data_dir / "keysvc-signing-key.pem")),
+            # One person plays every role in dev mode: a 1-of-1 root re-key is allowed here only.
+            key_settings=KeySettings(signing_key_file=str(data_dir / "keysvc-signing-key.pem"), allow_single_custodian=True),
             audit_settings=AuditSettings(signing_key_file=str(ensure_key_file(data_dir / "audit-signing-key.pem")),
                                          data_key_file=str(ensure_data_key_file(data_dir / "audit-data.key")),
                                          archive_dir=str(data_dir / "audit-archive")),

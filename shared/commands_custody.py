@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -56,30 +57,57 @@ class CancelDestruction(Strict):
     reason: str = Field(min_length=1, max_length=500)
 
 
+USER_ID = r"^[A-Za-z0-9_.:-]{1,100}$"
+
+
 class InitCustody(Strict):
-    """Create the root key and split it into Shamir shares (SLIP-39), returned once."""
+    """Create the root key and split it into Shamir shares (SLIP-39), each sealed to a different root
+    custodian's enrolled key. The threshold is at least 2 (1-of-1 only with keysvc's dev setting)."""
 
-    shares: int = Field(default=5, ge=1, le=16)
     threshold: int = Field(default=3, ge=1, le=16)
-    recipient_public_key: str = Field(description="A base64 X25519 public key made for this request: each share comes "
-                                      "back sealed to it (HPKE), so none crosses the gateway or the bus in the clear")
+    shares: int | None = Field(default=None, ge=1, le=16, description="Defaults to the number of custodians; "
+                               "if given it must equal it (each custodian holds exactly one share)")
+    custodians: list[str] | None = Field(default=None, min_length=1, max_length=16, description="The root "
+                                         "custodians' user ids, share i sealed to custodian i; default: every "
+                                         "root custodian with an enrolled key")
 
-    @field_validator("recipient_public_key")
+    @field_validator("custodians")
     @classmethod
-    def _x25519(cls, value: str) -> str:
-        return raw32_base64(value, "recipient_public_key")
+    def _ids(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not all(re.fullmatch(USER_ID, v) for v in value):
+            raise ValueError("custodians must be user ids")
+        return value
 
     @model_validator(mode="after")
     def _layout(self) -> InitCustody:
-        if self.threshold > self.shares:
+        if self.shares is not None and self.threshold > self.shares:
             raise ValueError("threshold must not exceed shares")
-        if self.threshold == 1 and self.shares > 1:
-            raise ValueError("a threshold of 1 with several shares would make every share the whole key")
         return self
 
 
 class RekeyRoot(InitCustody):
     """Replace the root key (and its shares) while serving; tenant KEKs are re-wrapped."""
+
+
+class InitCustodyCall(InitCustody):
+    """What the gateway asks keysvc: the body, and who holds root_custodian right now (active people)."""
+
+    eligible: list[str] = Field(default_factory=list, max_length=1000)
+
+
+class RekeyRootCall(InitCustodyCall):
+    pass
+
+
+class EnrolCustodianKey(Strict):
+    """A root custodian's own X25519 public key (the CLI keeps the private half on their machine)."""
+
+    public_key: str = Field(description="Base64 raw X25519 public key; your root share is sealed to it (HPKE)")
+
+    @field_validator("public_key")
+    @classmethod
+    def _x25519(cls, value: str) -> str:
+        return raw32_base64(value, "public_key")
 
 
 SHARE_PURPOSES = ("unseal", "rekey-verify")
@@ -273,29 +301,55 @@ class CustodyStatus(Reply):
     unseal_progress: UnsealProgress
 
 
-class SharesDelivery(Reply):
-    """New shares, each sealed to the requester's key, and keysvc's signature over the answer."""
+class CustodianShare(Reply):
+    """Which custodian holds share number `number`, and the fingerprint of the key it is sealed to."""
 
-    sealed_shares: list[str]
+    custodian_id: str
+    number: int
+    key_id: str
+
+
+class CustodyInitialized(Reply):
+    root_fingerprint: str
+    threshold: int
+    shares: int
+    custodians: list[CustodianShare]
+    note: str
+
+
+class RekeyStarted(Reply):
+    new_fingerprint: str
+    root_fingerprint: str | None
+    threshold: int
+    shares: int
+    custodians: list[CustodianShare]
+    expires_at: str
+    note: str
+
+
+class CustodianKey(Reply):
+    custodian_id: str
+    key_id: str
+    enrolled_at: str
+
+
+class CustodianKeys(Reply):
+    items: list[CustodianKey]
+
+
+class SealedDelivery(Reply):
+    """One custodian's new share sealed to their enrolled key, signed by keysvc (see shared/crypto/shares.py)."""
+
+    purpose: str
+    root_fingerprint: str
+    custodian_id: str
+    number: int
     recipient_public_key: str
+    sealed_share: str
     signature: str
     signing_public_key: str
     signing_key_id: str
     suite: str
-
-
-class CustodyInitialized(SharesDelivery):
-    root_fingerprint: str
-    threshold: int
-    note: str
-
-
-class RekeyStarted(SharesDelivery):
-    new_fingerprint: str
-    root_fingerprint: str | None
-    threshold: int
-    expires_at: str
-    note: str
 
 
 class TransportKey(Reply):

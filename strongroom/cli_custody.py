@@ -1,11 +1,14 @@
 """Operator commands of the custody area: root of trust, tenant custody, key versions, destruction, BYOK.
 
-`operator init|unseal|status|rekey|rekey-verify|rekey-cancel` are the provider's root custodians' commands. A share is
-never taken from the command line (it would land in shell history and `ps`): `unseal` reads
-it from a prompt without echo, or from stdin when piped. Shares cross the gateway and the bus only
-sealed between this CLI and keysvc (shared/crypto/shares.py), trusted under the keysvc signing key
-id the custodian pins (`--keysvc-key-id` or STRONGROOM_KEYSVC_KEY_ID; `operator key-id` computes it
-from the key file on the keysvc host).
+`operator enrol-key|init|my-share|unseal|status|rekey|rekey-verify|rekey-cancel|custodians` are the
+provider's root custodians' commands. `enrol-key` makes the custodian's X25519 key pair on their own
+machine, keeps the private half in a 0600 file (never sent) and enrols the public half; init and
+re-key seal each share to a different custodian's key, and `my-share` fetches and opens one's own.
+A share is never taken from the command line (it would land in shell history and `ps`): `unseal`
+reads it from a prompt without echo, or from stdin when piped. Shares cross the gateway and the bus
+only sealed between this CLI and keysvc (shared/crypto/shares.py), trusted under the keysvc signing
+key id the custodian pins (`--keysvc-key-id` or STRONGROOM_KEYSVC_KEY_ID; `operator key-id` computes
+it from the key file on the keysvc host).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from shared.certificates import verify_certificate
 from shared.crypto import byok, shares
@@ -44,16 +48,73 @@ def _pinned_key_id(ctx: Ctx) -> str:
     return pinned
 
 
-def _new_shares(ctx: Ctx, path: str, purpose: str) -> tuple[dict[str, Any], list[str]]:
-    """Ask for new shares sealed to a key made for this request only; open them here."""
-    pinned = _pinned_key_id(ctx)
-    private, public = shares.new_recipient_key()
-    out = api(ctx).post(path, {"shares": ctx.args.shares, "threshold": ctx.args.threshold, "recipient_public_key": public})
-    fp = out["root_fingerprint"] if purpose == shares.INIT else out["new_fingerprint"]
+KEY_FILE_ENV = "STRONGROOM_CUSTODIAN_KEY_FILE"
+
+
+def _key_file(ctx: Ctx) -> Path:
+    """Where this custodian's private key lives: --key-file, $STRONGROOM_CUSTODIAN_KEY_FILE, or the config dir."""
+    given = getattr(ctx.args, "key_file", None) or os.environ.get(KEY_FILE_ENV)
+    if given:
+        return Path(given)
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "strongroom" / "custodian-key.pem"
+
+
+def _write_key(path: Path, private: X25519PrivateKey, *, replace: bool) -> None:
+    """A 0600 PEM file; an existing one is replaced only when asked (it opens shares already handed out)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if replace else os.O_EXCL)
     try:
-        return out, shares.open_delivery(out, private, pinned_key_id=pinned, purpose=purpose, root_fingerprint=fp)
-    except shares.ShareTransportError as exc:
-        raise SystemExit(f"strongroom: {exc}") from None
+        fd = os.open(path, flags, 0o600)
+    except FileExistsError:
+        raise SystemExit(f"strongroom: {path} exists; pass --replace to make a new key (shares already sealed to "
+                         "the old one then open only with the old file)") from None
+    os.chmod(path, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(pem)
+
+
+def _read_key(ctx: Ctx) -> X25519PrivateKey:
+    path = _key_file(ctx)
+    try:
+        if os.name == "posix" and path.stat().st_mode & 0o077:
+            raise SystemExit(f"strongroom: {path} is readable by group or others; chmod 600 it")
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except FileNotFoundError:
+        raise SystemExit(f"strongroom: no custodian key at {path}; run `strongroom operator enrol-key` first") from None
+    if not isinstance(key, X25519PrivateKey):
+        raise SystemExit(f"strongroom: {path} does not hold an X25519 private key")
+    return key
+
+
+def cmd_operator_enrol_key(ctx: Ctx) -> int:
+    """Make this custodian's key pair here, keep the private half, enrol the public half."""
+    private = X25519PrivateKey.generate()
+    path = _key_file(ctx)
+    _write_key(path, private, replace=ctx.args.replace)
+    out = api(ctx).put("/v1/custody/custodian-key", {"public_key": shares.public_b64(private)})
+    if ctx.as_json:
+        print_json({**out, "key_file": str(path)})
+    else:
+        print(f"enrolled key {out['key_id']}; private key kept in {path} (0600, never sent)")
+    return 0
+
+
+def _layout_body(ctx: Ctx) -> dict[str, Any]:
+    body: dict[str, Any] = {"threshold": ctx.args.threshold}
+    if ctx.args.shares is not None:
+        body["shares"] = ctx.args.shares
+    if ctx.args.custodian:
+        body["custodians"] = ctx.args.custodian
+    return body
+
+
+def _print_custodians(out: dict[str, Any]) -> None:
+    for c in out["custodians"]:
+        print(f"share {c['number']}: sealed to custodian {c['custodian_id']} (key {c['key_id']})")
+    print("note: each custodian runs `strongroom operator my-share` once to fetch and open their own share.",
+          file=sys.stderr)
 
 
 def _submit_share(ctx: Ctx, path: str, purpose: str) -> dict[str, Any]:
@@ -69,21 +130,35 @@ def _submit_share(ctx: Ctx, path: str, purpose: str) -> dict[str, Any]:
     return client.post(path, {"sealed_share": sealed, "round_id": transport["round_id"]})
 
 
-def _print_shares(numbered: list[str]) -> None:
-    for number, share in enumerate(numbered, start=1):
-        print(f"share {number}: {share}")
-
-
 def cmd_operator_init(ctx: Ctx) -> int:
-    out, opened = _new_shares(ctx, "/v1/custody/init", shares.INIT)
+    out = api(ctx).post("/v1/custody/init", _layout_body(ctx))
     if ctx.as_json:
-        print_json({"root_fingerprint": out["root_fingerprint"], "threshold": out["threshold"], "shares": opened})
+        print_json(out)
         return 0
-    print(f"root fingerprint: {out['root_fingerprint']}")
-    print(f"any {out['threshold']} of these {len(opened)} shares unseal custody:")
-    _print_shares(opened)
-    print("note: each share is shown once and stored nowhere: give each to a different custodian now.", file=sys.stderr)
+    print(f"root fingerprint: {out['root_fingerprint']}; any {out['threshold']} of {out['shares']} shares unseal custody")
+    _print_custodians(out)
     return 0
+
+
+def cmd_operator_my_share(ctx: Ctx) -> int:
+    """Fetch this custodian's share (shown once), open it with the enrolled key, print it."""
+    pinned = _pinned_key_id(ctx)
+    private = _read_key(ctx)
+    out = api(ctx).get("/v1/custody/shares/mine")
+    try:
+        share = shares.open_custodian_share(out, private, pinned_key_id=pinned)
+    except shares.ShareTransportError as exc:
+        raise SystemExit(f"strongroom: {exc}") from None
+    if ctx.as_json:
+        print_json({k: out[k] for k in ("purpose", "root_fingerprint", "number")} | {"share": share})
+        return 0
+    print(f"your share {out['number']} of root {out['root_fingerprint']} ({out['purpose']}): {share}")
+    print("note: shown once and stored nowhere: write it down now.", file=sys.stderr)
+    return 0
+
+
+def cmd_operator_custodians(ctx: Ctx) -> int:
+    return show_object(ctx, api(ctx).get("/v1/custody/custodians"))
 
 
 def cmd_operator_unseal(ctx: Ctx) -> int:
@@ -109,16 +184,13 @@ def cmd_operator_status(ctx: Ctx) -> int:
 
 
 def cmd_operator_rekey(ctx: Ctx) -> int:
-    out, opened = _new_shares(ctx, "/v1/custody/rekey", shares.REKEY)
+    out = api(ctx).post("/v1/custody/rekey", _layout_body(ctx))
     if ctx.as_json:
-        print_json({k: out[k] for k in ("new_fingerprint", "root_fingerprint", "threshold", "expires_at")}
-                           | {"shares": opened})
+        print_json(out)
         return 0
     print(f"new root fingerprint: {out['new_fingerprint']} (current: {out['root_fingerprint']}); "
-          f"verify {out['threshold']} of these shares before {out['expires_at']}:")
-    _print_shares(opened)
-    print("note: the new shares are shown once; the current shares stay in force until custodians run "
-          "`strongroom operator rekey-verify` with enough of them.", file=sys.stderr)
+          f"{out['threshold']} custodians must verify their new share before {out['expires_at']}:")
+    _print_custodians(out)
     return 0
 
 
@@ -225,21 +297,32 @@ def cmd_byok_import(ctx: Ctx) -> int:
     return show_object(ctx, client.post("/v1/keys/import", body))
 
 
+def _layout_args(p: Any) -> None:
+    p.add_argument("--threshold", type=int, default=3, help="shares needed to unseal (at least 2)")
+    p.add_argument("--shares", type=int, help="defaults to the number of custodians (one share each)")
+    p.add_argument("--custodian", action="append", metavar="USER_ID",
+                   help="a root custodian's user id, share i to the i-th (repeat; default: every enrolled one)")
+
+
 def add_operator(cli: Commands) -> None:
     g = cli.noun("operator", "Root of trust: initialise, unseal and re-key custody (provider root custodians).")
     pin_help = f"keysvc signing key id to trust (default: ${KEY_ID_ENV}); see `operator key-id`"
-    p = g.action("init", cmd_operator_init, "Create the root key; prints its Shamir shares once.")
-    p.add_argument("--shares", type=int, default=5)
-    p.add_argument("--threshold", type=int, default=3)
+    key_help = f"your custodian private key file (default: ${KEY_FILE_ENV}, else ~/.config/strongroom/custodian-key.pem)"
+    p = g.action("enrol-key", cmd_operator_enrol_key, "Make your custodian key pair here and enrol its public half.")
+    p.add_argument("--key-file", help=key_help)
+    p.add_argument("--replace", action="store_true", help="replace an existing key file")
+    p = g.action("init", cmd_operator_init, "Create the root key; each share is sealed to a different custodian.")
+    _layout_args(p)
+    p = g.action("my-share", cmd_operator_my_share, "Fetch and open your own share (shown once).")
+    p.add_argument("--key-file", help=key_help)
     p.add_argument("--keysvc-key-id", help=pin_help)
+    g.action("custodians", cmd_operator_custodians, "Root custodians who enrolled a key.")
     p = g.action("unseal", cmd_operator_unseal, "Submit your unseal share (prompted, never an argument).")
     p.add_argument("--share-file", help="read the share from this file instead of a prompt")
     p.add_argument("--keysvc-key-id", help=pin_help)
     g.action("status", cmd_operator_status, "Sealed or unsealed, and unseal progress.")
-    p = g.action("rekey", cmd_operator_rekey, "Start replacing the root key; prints the new shares once.")
-    p.add_argument("--shares", type=int, default=5)
-    p.add_argument("--threshold", type=int, default=3)
-    p.add_argument("--keysvc-key-id", help=pin_help)
+    p = g.action("rekey", cmd_operator_rekey, "Start replacing the root key; each new share sealed to a different custodian.")
+    _layout_args(p)
     p = g.action("rekey-verify", cmd_operator_rekey_verify, "Submit one new share (prompted); enough of them switch the root.")
     p.add_argument("--share-file", help="read the share from this file instead of a prompt")
     p.add_argument("--keysvc-key-id", help=pin_help)

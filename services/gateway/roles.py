@@ -23,6 +23,8 @@ class Role:
     confirmed: bool = False
     # Separation of duties: roles one user may not also hold (unless the tenant allows it for small teams).
     excludes: tuple[str, ...] = ()
+    # Held only by a person, never by a service account (whose token anyone holding it could use).
+    people_only: bool = False
 
 
 _SELF = "tokens.self"  # every tenant and provider role manages its own API tokens
@@ -47,23 +49,30 @@ AUDITOR = Role("auditor", frozenset({
     "devices.read", "keys.read", "policies.read", "audit.read", "audit.export", "reports.read", "policies.simulate",
     "groups.read", "approvals.read", "decisions.read", "events.read", _SELF, "users.read", "custody.read",
 }))
-# Customer tenants' lifecycle and the provider's own people; the service-wide root of trust (init,
-# unseal with Shamir shares, re-key) belongs to the provider's root custodians, never to a tenant.
+# Customer tenants' lifecycle and the provider's own people. It may watch whether custody is sealed
+# (`custody.root.status`: counts and fingerprints, nothing that opens anything) but never receives,
+# submits or verifies a root share: with a share and the store it runs, a provider could open every
+# tenant's KEKs.
 PROVIDER_ADMIN = Role("provider_admin", frozenset({
     "tenants.create", "tokens.manage", _SELF, "users.manage", "users.read", "tenants.read", "tenants.manage",
-    "custody.root",
+    "custody.root.status",
 }), held_in="provider", mfa=True)
+# The service-wide root of trust (init, unseal with Shamir shares, re-key): named people of the
+# provider, each holding one share sealed to the key they enrolled themselves. Granted by a provider
+# admin, in effect once a second provider admin confirms; a person only, never with provider_admin.
+ROOT_CUSTODIAN = Role("root_custodian", frozenset({"custody.root", "custody.root.status", _SELF}),
+                      held_in="provider", mfa=True, confirmed=True, excludes=("provider_admin",), people_only=True)
 # Held by every signed-in user, even one who still has to enrol in MFA: their own sign-in.
 MEMBER = Role("member", frozenset({"account.self"}), held_in="credential")
 # Held only by the bootstrap credential, until the first admin exists.
 BOOTSTRAP = Role("bootstrap", frozenset({"accounts.bootstrap"}), held_in="credential")
-ROOT_CUSTODIAN = Role("root_custodian", frozenset({"custody.root"}), held_in="credential")
 
 ROLES: tuple[Role, ...] = (TENANT_ADMIN, SECURITY_OFFICER, KEY_CUSTODIAN, APPROVER, AUDITOR, PROVIDER_ADMIN,
-                           MEMBER, BOOTSTRAP, ROOT_CUSTODIAN)
+                           ROOT_CUSTODIAN, MEMBER, BOOTSTRAP)
 
 TENANT_ROLES = tuple(r.name for r in ROLES if r.held_in == "tenant")
 PROVIDER_ROLES = tuple(r.name for r in ROLES if r.held_in == "provider")
 MFA_ROLES = frozenset(r.name for r in ROLES if r.mfa)
 CONFIRMED_ROLES = frozenset(r.name for r in ROLES if r.confirmed)
+PEOPLE_ONLY_ROLES = frozenset(r.name for r in ROLES if r.people_only)
 CONFLICTS = tuple(frozenset({r.name, other}) for r in ROLES for other in r.excludes)

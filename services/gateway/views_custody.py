@@ -1,8 +1,8 @@
 """Gateway views of the key-custody area: each validates its body and forwards it to keysvc.
 
 Root-of-trust routes (init, unseal, re-key) belong to the provider's root custodians, not to
-tenants. Shares pass through here only sealed between the custodian's CLI and keysvc
-(shared/crypto/shares.py): a plaintext share is refused, so none reaches the bus or a log.
+tenants nor to provider admins. Shares pass through here only sealed between a custodian's CLI and
+keysvc (shared/crypto/shares.py): a plaintext share is refused, so none reaches the bus or a log.
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ from aiohttp import web
 from shared import commands_custody as cc
 from shared.rpc import ProblemError
 
-from .state import _call, _json, _query, body_as, json_object
+from .accounts.common import account_store
+from .roles import ROOT_CUSTODIAN
+from .state import PRINCIPAL, _call, _gw, _json, _query, body_as, json_object
 
 
 def _key_id(request: web.Request) -> str:
@@ -113,9 +115,30 @@ async def custody_status(request: web.Request) -> web.Response:
     return _json(await _call(request, "keysvc", "custody_status"))
 
 
+async def _root_custodians(request: web.Request) -> list[str]:
+    """Who holds root_custodian in the provider tenant right now (active, grant confirmed): keysvc
+    seals shares only to their enrolled keys."""
+    users = await account_store(_gw(request)).active_users(request[PRINCIPAL].tenant_id)
+    return [u["user_id"] for u in users if ROOT_CUSTODIAN.name in u.get("roles", ())]
+
+
 async def init_custody(request: web.Request) -> web.Response:
     body = await body_as(request, cc.InitCustody)
-    return _json(await _call(request, "keysvc", "init_custody", body.model_dump()), 201)
+    params = {**body.model_dump(), "eligible": await _root_custodians(request)}
+    return _json(await _call(request, "keysvc", "init_custody", params), 201)
+
+
+async def list_custodians(request: web.Request) -> web.Response:
+    return _json(await _call(request, "keysvc", "list_custodian_keys"))
+
+
+async def enrol_custodian_key(request: web.Request) -> web.Response:
+    body = await body_as(request, cc.EnrolCustodianKey)
+    return _json(await _call(request, "keysvc", "enrol_custodian_key", body.model_dump()))
+
+
+async def my_share(request: web.Request) -> web.Response:
+    return _json(await _call(request, "keysvc", "my_share"))
 
 
 async def transport_key(request: web.Request) -> web.Response:
@@ -139,7 +162,8 @@ async def unseal(request: web.Request) -> web.Response:
 
 async def rekey_root(request: web.Request) -> web.Response:
     body = await body_as(request, cc.RekeyRoot)
-    return _json(await _call(request, "keysvc", "rekey_root", body.model_dump()))
+    params = {**body.model_dump(), "eligible": await _root_custodians(request)}
+    return _json(await _call(request, "keysvc", "rekey_root", params))
 
 
 async def verify_rekey(request: web.Request) -> web.Response:

@@ -20,6 +20,7 @@ from shared.store import service_database
 
 from . import (
     handlers_byok,
+    handlers_custodians,
     handlers_destruction,
     handlers_kek,
     handlers_keys,
@@ -101,13 +102,18 @@ def _destruction_methods(methods: Methods, p: Parts) -> None:
 def _root_methods(methods: Methods, p: Parts, bus: Bus) -> None:
     s, k, o, r = p.store, p.custody, p.outbox, handlers_root
     methods.add("custody_status", partial(r.custody_status, store=s, custody=k), cmd.NoParams, cc.CustodyStatus)
-    methods.add("init_custody", partial(r.init_custody, store=s, custody=k, outbox=o), cc.InitCustody,
+    methods.add("init_custody", partial(r.init_custody, store=s, custody=k, outbox=o), cc.InitCustodyCall,
                 cc.CustodyInitialized)
+    methods.add("enrol_custodian_key", partial(handlers_custodians.enrol_key, store=s, outbox=o), cc.EnrolCustodianKey,
+                cc.CustodianKey)
+    methods.add("list_custodian_keys", partial(handlers_custodians.list_keys, store=s), cmd.NoParams, cc.CustodianKeys)
+    methods.add("my_share", partial(handlers_custodians.my_share, store=s), cmd.NoParams, cc.SealedDelivery)
     methods.add("transport_key", partial(r.transport_key, store=s, custody=k), cc.TransportKeyRequest, cc.TransportKey)
     methods.add("unseal", partial(r.submit_unseal_share, store=s, custody=k, bus_publish=bus.publish), cc.SealedShare,
                 cc.UnsealResult)
     methods.add("rekey_root", partial(r.rekey_root, store=s, custody=k,
-                                      ttl=timedelta(seconds=p.settings.root_rekey_ttl_seconds)), cc.RekeyRoot, cc.RekeyStarted)
+                                      ttl=timedelta(seconds=p.settings.root_rekey_ttl_seconds)),
+                cc.RekeyRootCall, cc.RekeyStarted)
     methods.add("verify_rekey", partial(r.verify_rekey, store=s, custody=k, outbox=o, batch=p.settings.kek_rewrap_batch),
                 cc.SealedShare, cc.RekeyVerified)
     methods.add("cancel_rekey", partial(r.cancel_rekey, store=s, custody=k, outbox=o), cmd.NoParams, cc.RekeyCancelled)
@@ -167,7 +173,8 @@ async def start(settings: KeySettings, *, bus: Bus, client: AsyncMongoClient, ro
     signer = Signer(signing_key_from_settings(settings))
     unsealing = Unsealing(store, hierarchy, Peer(signer.private_key), ttl=timedelta(seconds=settings.lease_seconds))
     await unsealing.register()
-    custody = Custody(hierarchy=hierarchy, unsealing=unsealing, signing_key=signer.private_key)
+    custody = Custody(hierarchy=hierarchy, unsealing=unsealing, signing_key=signer.private_key,
+                      allow_single_custodian=settings.allow_single_custodian)
     p = Parts(settings, store, hierarchy, KeyCache(store, settings.key_cache_size), outbox, signer, custody)
 
     methods = Methods()

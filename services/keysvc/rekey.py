@@ -25,8 +25,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from shared import events
+from shared.crypto import shares as transit
 from shared.crypto.envelope import aad_for, unwrap, wrap
 from shared.outbox import Outbox
 
@@ -64,9 +67,17 @@ async def begin(store: KeyStore, hierarchy: KeyHierarchy, new_root: bytes, *, th
     if await store.root_record() is None:  # a configured root source that was never initialised with shares
         await store.ensure_root_record(old_fp, now)
     new_fp = hierarchy.hold_incoming(new_root)
+    # SECURITY: a fresh transport key for this re-key's verification round, kept only wrapped under the
+    # outgoing root and shredded with the re-key state (clear_rekey).
+    transport = transit.new_transport_key()
     rekey = {"previous_fingerprint": old_fp, "new_fingerprint": new_fp, "status": "copying", "threshold": threshold,
              "shares": shares, "share_set": share_set, "sealed_root": hierarchy.seal_incoming(old_fp, new_fp),
-             "verify_shares": [], "started_at": now, "expires_at": now + ttl, "started_by": actor}
+             "transport_public": transport.public_key().public_bytes(serialization.Encoding.Raw,
+                                                                     serialization.PublicFormat.Raw),
+             "transport_private": wrap(hierarchy.root_key(old_fp), transit.private_bytes(transport),
+                                       aad=_transport_aad(new_fp)),
+             "verify_shares": [], "verified_by": [], "started_at": now, "expires_at": now + ttl, "started_by": actor}
+    del transport
     if not await store.begin_rekey(old_fp, rekey, request_id):
         hierarchy.follow_root_record(await store.root_record())
         raise RekeyConflict("a root re-key is already pending (verify or cancel it first)")
@@ -96,10 +107,24 @@ def _share_aad(new_fp: str) -> bytes:
     return aad_for("rekey-verify-share", new_fp)
 
 
-async def verify_share(store: KeyStore, hierarchy: KeyHierarchy, outbox: Outbox, share: str, *, batch: int,
+def _transport_aad(new_fp: str) -> bytes:
+    return aad_for("rekey-verify-transport", new_fp)
+
+
+def transport_private(hierarchy: KeyHierarchy, rekey: dict[str, Any]) -> X25519PrivateKey:
+    """The pending re-key's verification transport key (opened under the outgoing root)."""
+    old_fp = rekey["previous_fingerprint"]
+    if not hierarchy.holds(old_fp):
+        raise RekeyConflict("this instance does not hold the current root; retry")
+    raw = unwrap(hierarchy.root_key(old_fp), bytes(rekey["transport_private"]), aad=_transport_aad(rekey["new_fingerprint"]))
+    return X25519PrivateKey.from_private_bytes(raw)
+
+
+async def verify_share(store: KeyStore, hierarchy: KeyHierarchy, outbox: Outbox, share: str, *, by: str, batch: int,
                        event_fields: dict[str, Any]) -> dict[str, Any]:
     """One custodian proves a new share. Shares wait in the record wrapped under the outgoing root
-    (any unsealed instance may take the next one); the threshold-th switches to the new root."""
+    (any unsealed instance may take the next one); the threshold-th, from as many distinct
+    custodians, switches to the new root: whoever started the re-key counts once, like anyone."""
     doc = await store.root_record()
     rekey = (doc or {}).get("rekey")
     if rekey is None or rekey["status"] != "copying":
@@ -108,6 +133,8 @@ async def verify_share(store: KeyStore, hierarchy: KeyHierarchy, outbox: Outbox,
     old_fp, new_fp = rekey["previous_fingerprint"], rekey["new_fingerprint"]
     if not hierarchy.holds(old_fp):
         raise RekeyConflict("this instance does not hold the current root; retry")
+    if by in rekey.get("verified_by", []):
+        raise RekeyConflict("you already verified a share of this re-key: another custodian must verify the next")
     if share_set_id(share) != rekey["share_set"]:
         raise ShareError("this share is not one of the new shares of the pending re-key")
     old_root = hierarchy.root_key(old_fp)
@@ -119,7 +146,7 @@ async def verify_share(store: KeyStore, hierarchy: KeyHierarchy, outbox: Outbox,
     if root is None:
         if unsealer.progress.submitted == held:
             return {"verified": False, "submitted": held, "needed": unsealer.progress.needed}
-        if not await store.add_rekey_share(new_fp, held, wrap(old_root, share.encode(), aad=_share_aad(new_fp))):
+        if not await store.add_rekey_share(new_fp, held, wrap(old_root, share.encode(), aad=_share_aad(new_fp)), by):
             raise RekeyConflict("another share was submitted at the same moment; submit again")
         return {"verified": False, "submitted": held + 1, "needed": unsealer.progress.needed}
     hierarchy.add_root(root)
@@ -215,5 +242,14 @@ async def _finish(store: KeyStore, hierarchy: KeyHierarchy, rekey: dict[str, Any
     await hierarchy.refresh_roots()
 
 
-__all__ = ["RekeyConflict", "begin", "copy_all", "promote_all", "resume", "roll_back", "unseal_fingerprints",
-           "verify_share"]
+__all__ = [
+    "RekeyConflict",
+    "begin",
+    "copy_all",
+    "promote_all",
+    "resume",
+    "roll_back",
+    "transport_private",
+    "unseal_fingerprints",
+    "verify_share",
+]

@@ -28,6 +28,9 @@ class KeySettings(CommonSettings):
     # the new root meanwhile); a re-key whose new shares are not verified within the TTL is rolled back.
     root_rekey_grace_seconds: float = 60.0
     root_rekey_ttl_seconds: float = 86400.0
+    # Development and tests only: allow a 1-of-1 root (init or re-key with one custodian holding the
+    # whole root). Off by default: the threshold is at least 2.
+    allow_single_custodian: bool = False
     # PKCS#11 root source: the HSM holds an AES key that wraps the root key (see rootkey.py).
     pkcs11_module: str | None = None
     pkcs11_token_label: str | None = None

@@ -52,12 +52,35 @@ class MemoryRootQueries:
         root.update(rekey=copy.deepcopy(rekey), rekey_request_id=request_id)
         return True
 
-    async def add_rekey_share(self, new_fp: str, held: int, sealed_share: bytes) -> bool:
+    async def add_rekey_share(self, new_fp: str, held: int, sealed_share: bytes, by: str) -> bool:
         rekey = self._rekey(new_fp, ("copying",))
-        if rekey is None or len(rekey["verify_shares"]) != held:
+        if rekey is None or len(rekey["verify_shares"]) != held or by in rekey.get("verified_by", []):
             return False
         rekey["verify_shares"].append(sealed_share)
+        rekey.setdefault("verified_by", []).append(by)
         return True
+
+    # --- root custodians' keys and their sealed shares ---------------------------------------
+
+    async def enrol_custodian_key(self, custodian_id: str, doc: dict[str, Any], event: Event) -> None:
+        self.custody[f"custodian:{custodian_id}"] = {**copy.deepcopy(doc), "kind": "custodian_key",
+                                                     "custodian_id": custodian_id}
+        self.staged.append(event)
+
+    async def custodian_keys(self) -> list[dict[str, Any]]:
+        docs = [d for d in self.custody.values() if d.get("kind") == "custodian_key"]
+        return copy.deepcopy(sorted(docs, key=lambda d: d["enrolled_at"]))
+
+    async def put_deliveries(self, deliveries: list[dict[str, Any]]) -> None:
+        for d in deliveries:
+            self.custody[f"delivery:{d['purpose']}:{d['root_fingerprint']}:{d['custodian_id']}"] = {
+                **copy.deepcopy(d), "kind": "delivery"}
+
+    async def take_delivery(self, custodian_id: str, fingerprints: tuple[str, ...]) -> dict[str, Any] | None:
+        mine = sorted((k for k, d in self.custody.items() if d.get("kind") == "delivery"
+                       and d["custodian_id"] == custodian_id and d["root_fingerprint"] in fingerprints),
+                      key=lambda k: self.custody[k]["created_at"])
+        return self.custody.pop(mine[-1]) if mine else None
 
     async def switch_root(self, doc: dict[str, Any], now: datetime, event: Event) -> bool:
         rekey, root = doc["rekey"], self.custody.get("root")
@@ -82,6 +105,10 @@ class MemoryRootQueries:
         if self._rekey(new_fp, (status,)) is None:
             return False
         self.custody["root"]["rekey"] = None
+        rolled_back = status == "rolling_back"
+        for key in [k for k, d in self.custody.items()
+                    if d.get("kind") == "delivery" and (d["root_fingerprint"] == new_fp) is rolled_back]:
+            del self.custody[key]
         if event is not None:
             self.staged.append(event)
         return True

@@ -58,12 +58,13 @@ class RootQueries:
             SYSTEM_TENANT, {**ROOT, "fingerprint": old_fp, "rekey": None, "rekey_request_id": {"$ne": request_id}},
             {"$set": {"rekey": rekey, "rekey_request_id": request_id}}))
 
-    async def add_rekey_share(self, new_fp: str, held: int, sealed_share: bytes) -> bool:
-        """Keep one more verified share (wrapped); False when another came in at the same moment."""
+    async def add_rekey_share(self, new_fp: str, held: int, sealed_share: bytes, by: str) -> bool:
+        """Keep one more verified share (wrapped) and who gave it; False when another came in at the
+        same moment, or this custodian already gave one."""
         return bool(await self.custody.update_one(
             SYSTEM_TENANT, {**ROOT, "rekey.new_fingerprint": new_fp, "rekey.status": "copying",
-                            "rekey.verify_shares": {"$size": held}},
-            {"$push": {"rekey.verify_shares": sealed_share}}))
+                            "rekey.verify_shares": {"$size": held}, "rekey.verified_by": {"$ne": by}},
+            {"$push": {"rekey.verify_shares": sealed_share, "rekey.verified_by": by}}))
 
     async def switch_root(self, doc: dict[str, Any], now: datetime, event: Event) -> bool:
         """The commit point of a re-key: the record names the incoming root (event staged in the same write)."""
@@ -86,11 +87,38 @@ class RootQueries:
         """Shred the sealed incoming root and any waiting shares (overwrite, then drop the re-key state)."""
         query = {**ROOT, "rekey.new_fingerprint": new_fp, "rekey.status": status}
         await self.custody.update_one(SYSTEM_TENANT, query, {"$set": {"rekey.sealed_root": secrets.token_bytes(64),
+                                                                      "rekey.transport_private": secrets.token_bytes(64),
                                                                       "rekey.verify_shares": []}})
+        # Shares nobody fetched of a root that will never be used (rolled back) or is retired (finished).
+        stale = new_fp if status == "rolling_back" else {"$ne": new_fp}
+        await self.custody.raw.delete_many({"tenant_id": SYSTEM_TENANT, "kind": "delivery", "root_fingerprint": stale})
         update: dict[str, Any] = {"$set": {"rekey": None}}
         if event is not None:
             update.update(outbox.push(event))
         return bool(await self.custody.update_one(SYSTEM_TENANT, query, update))
+
+    # --- root custodians' keys and their sealed shares ----------------------------------------
+
+    async def enrol_custodian_key(self, custodian_id: str, doc: dict[str, Any], event: Event) -> None:
+        """Record (or replace) a custodian's public key, the event staged in the same write."""
+        await self.custody.update_one(
+            SYSTEM_TENANT, {"name": f"custodian:{custodian_id}"},
+            {"$set": {**doc, "kind": "custodian_key", "custodian_id": custodian_id}, **outbox.push(event)}, upsert=True)
+
+    async def custodian_keys(self) -> list[dict[str, Any]]:
+        return await self.custody.find(SYSTEM_TENANT, {"kind": "custodian_key"}, sort=[("enrolled_at", ASCENDING)])
+
+    async def put_deliveries(self, deliveries: list[dict[str, Any]]) -> None:
+        """Each custodian's new share, sealed to their key, waiting for them to fetch it once."""
+        docs = [{**d, "kind": "delivery",
+                 "name": f"delivery:{d['purpose']}:{d['root_fingerprint']}:{d['custodian_id']}"} for d in deliveries]
+        await self.custody.insert_many(SYSTEM_TENANT, docs)
+
+    async def take_delivery(self, custodian_id: str, fingerprints: tuple[str, ...]) -> dict[str, Any] | None:
+        """The custodian's newest waiting share for a root still in use, removed as it is taken."""
+        return await self.custody.raw.find_one_and_delete(
+            {"tenant_id": SYSTEM_TENANT, "kind": "delivery", "custodian_id": custodian_id,
+             "root_fingerprint": {"$in": list(fingerprints)}}, sort=[("created_at", -1)])
 
     # --- KEKs under the roots (all tenants) ------------------------------------------------
 
@@ -144,7 +172,7 @@ class RootQueries:
         # The digests stay: a stop between these two writes leaves the round open, and a replayed
         # sealed share must still be recognised in it.
         noise = [{"by": e.get("by"), "copies": {}, "sealed_digest": e.get("sealed_digest")} for e in doc.get("entries", [])]
-        await self.custody.update_one(SYSTEM_TENANT, query, {"$set": {"entries": noise}})
+        await self.custody.update_one(SYSTEM_TENANT, query, {"$set": {"entries": noise, "transport.copies": {}}})
         await self.custody.delete_one(SYSTEM_TENANT, query)
 
     # --- peers (running instances) -------------------------------------------------------------

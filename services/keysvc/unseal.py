@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import (
     X25519PublicKey,
 )
 
+from shared.crypto import shares as transit
 from shared.events import new_id
 
 from . import unseal_rounds as rounds
@@ -115,6 +116,8 @@ class Unsealing:
 
     def __init__(self, store: KeyStore, hierarchy: KeyHierarchy, peer: Peer, *, ttl: timedelta):
         self._store, self._hierarchy, self.peer, self._ttl = store, hierarchy, peer, ttl
+        # The open round's transport key, once opened from our copy (forgotten when the round changes).
+        self._transport: tuple[str, X25519PrivateKey] | None = None
 
     async def register(self) -> None:
         """Announce (or renew) this instance: public key, signature, expiry, sealed or not."""
@@ -137,15 +140,55 @@ class Unsealing:
         return doc if rounds.is_open(doc, root_doc, now=_now()) else None
 
     async def open_round(self, root_doc: dict[str, Any]) -> dict[str, Any]:
-        """The open round, or a new one (an expired or finished one is replaced)."""
-        if (doc := await self.current_round(root_doc)) is not None:
+        """The open round, or a new one (an expired or finished one is replaced) with a fresh transport key."""
+        await self.register()
+        doc = await self.current_round(root_doc)
+        live = {p["peer_id"] for p in await self._live_peers()}
+        if doc is not None and rounds.transport_held(doc, live):
             return doc
+        # No running instance holds the round's transport key (they all stopped): nobody could open a
+        # share sealed to it, so a fresh round replaces it.
         doc = await self._store.unseal_round()
         fresh = rounds.new_round(new_id("unr_"), root_doc["fingerprint"], now=_now())
+        fresh["transport"] = await self._new_transport(fresh["round_id"])
         await self._store.open_unseal_round(fresh, replacing=None if doc is None else doc["round_id"])
         doc = await self._store.unseal_round()
         assert doc is not None
         return doc
+
+    async def _new_transport(self, round_id: str) -> dict[str, Any]:
+        """SECURITY: a fresh X25519 key for this round only; its private half exists only sealed to each
+        running instance's in-memory key (and in their memory), and is shredded with the round, so a
+        sealed share captured now opens in no later round and with no key file."""
+        private = transit.new_transport_key()
+        raw, public = transit.private_bytes(private), _raw(private.public_key())
+        copies, signatures = {}, {}
+        for p in await self._live_peers():
+            info = _info("round transport", round_id, p["peer_id"])
+            copies[p["peer_id"]] = _seal_to(p, raw, info)
+            signatures[p["peer_id"]] = self.peer.sign(copies[p["peer_id"]], info)
+        del raw, private
+        return {"public_key": public, "copies": copies, "signatures": signatures}
+
+    def transport_private(self, round_doc: dict[str, Any]) -> X25519PrivateKey | None:
+        """This round's transport key, opened from our copy; None if this instance joined after the round opened."""
+        if self._transport is not None and self._transport[0] == round_doc["round_id"]:
+            return self._transport[1]
+        self._transport = None
+        transport = round_doc.get("transport") or {}
+        sealed = transport.get("copies", {}).get(self.peer.peer_id)
+        if sealed is None:
+            return None
+        raw = self.peer.open(bytes(sealed), _info("round transport", round_doc["round_id"], self.peer.peer_id),
+                             transport.get("signatures", {}).get(self.peer.peer_id))
+        if raw is None:
+            return None
+        private = X25519PrivateKey.from_private_bytes(raw)
+        self._transport = (round_doc["round_id"], private)
+        return private
+
+    def forget_transport(self) -> None:
+        self._transport = None
 
     def _mine(self, round_doc: dict[str, Any]) -> list[str]:
         """The shares of this round sealed to this instance (those it was alive for)."""
@@ -172,6 +215,8 @@ class Unsealing:
                 raise RoundChanged(round_id)
             if rounds.replayed(round_doc, sealed_digest):
                 raise ShareReplayed("this sealed share was already submitted in this round; seal the share again")
+            if rounds.submitted_by(round_doc, by):
+                raise ShareReplayed("you already submitted a share in this round: each custodian submits only their own")
             unsealer = Unsealer(expected_fingerprint=expected)
             for held in self._mine(round_doc):
                 unsealer.submit(held)
@@ -202,6 +247,7 @@ class Unsealing:
         raise ShareError("too many shares arrived at the same moment; submit this one again")
 
     def _unseal(self, root: bytes, root_doc: dict[str, Any]) -> None:
+        self._transport = None
         self._hierarchy.unseal(root)
         self._hierarchy.follow_root_record(root_doc)
         log.info("custody_unsealed", root_fingerprint=self._hierarchy.root_fingerprint, peer_id=self.peer.peer_id)

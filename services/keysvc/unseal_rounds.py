@@ -7,7 +7,7 @@ from typing import Any
 
 from .clock import aware
 
-__all__ = ["ROUND_TTL", "is_open", "new_round", "replayed", "submitted"]
+__all__ = ["ROUND_TTL", "is_open", "new_round", "replayed", "submitted", "submitted_by", "transport_held"]
 
 ROUND_TTL = timedelta(minutes=15)
 
@@ -34,3 +34,14 @@ def replayed(round_doc: dict[str, Any], sealed_digest: str) -> bool:
     """SECURITY: an instance restarted mid-round holds none of the earlier shares, so a captured
     sealed share replayed into the same round would count again; its digest is remembered."""
     return any(e.get("sealed_digest") == sealed_digest for e in round_doc.get("entries", []))
+
+
+def submitted_by(round_doc: dict[str, Any], by: str) -> bool:
+    """SECURITY: each share is sealed to a different custodian, so one person submitting a second
+    share holds someone else's; it does not count twice."""
+    return any(e.get("by") == by for e in round_doc.get("entries", []))
+
+
+def transport_held(round_doc: dict[str, Any], live_peers: set[str]) -> bool:
+    """Whether a running instance holds a copy of the round's transport key (else no share sealed to it can open)."""
+    return not live_peers.isdisjoint((round_doc.get("transport") or {}).get("copies", {}))

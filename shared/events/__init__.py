@@ -62,6 +62,7 @@ from .core import (
     _key_decided_v1_to_v2,
 )
 from .custody import (
+    CustodyCustodianKeyEnrolled,
     CustodyInitialized,
     CustodyRekeyed,
     CustodyRekeyRolledBack,
@@ -145,6 +146,7 @@ AnyEvent = Annotated[
         KeyExported,
         CustodySettingsChanged,
         CustodyInitialized,
+        CustodyCustodianKeyEnrolled,
         CustodyUnsealProgress,
         CustodyRekeyed,
         CustodyRekeyRolledBack,

@@ -83,6 +83,15 @@ class CustodyInitialized(Event):
     threshold: int
 
 
+class CustodyCustodianKeyEnrolled(Event):
+    """A root custodian enrolled (or replaced) their own public key; their next share is sealed to it."""
+
+    type: Literal["custody.custodian_key_enrolled"] = "custody.custodian_key_enrolled"
+    custody_id: str = "root"
+    custodian_id: str
+    key_id: str  # a fingerprint of the public key (never a private key: that stays on the custodian's machine)
+
+
 class CustodyUnsealProgress(Event):
     type: Literal["custody.unseal_progress"] = "custody.unseal_progress"
     custody_id: str = "root"

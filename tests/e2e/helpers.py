@@ -307,14 +307,80 @@ async def post_share(provider, stack, share: str, *, purpose: str = "unseal"):
     return status, out
 
 
-async def new_shares(provider, stack, path: str, body: dict):
-    """POST init or re-key with a one-request key; on success the answer gains `shares`, opened here."""
+class Custodian:
+    """A provider root custodian: a signed-in person and the X25519 key pair their CLI keeps
+    (only the public half was enrolled with keysvc)."""
+
+    def __init__(self, person, private: X25519PrivateKey):
+        self.person, self.private = person, private
+        self.user_id = person.user_id
+
+    async def call(self, *args, **kwargs):
+        return await self.person.call(*args, **kwargs)
+
+
+_SECOND_PROVIDER_ADMINS: dict[str, object] = {}
+
+
+async def second_provider_admin(api):
+    """Another provider admin (so a root-custodian grant can be confirmed by a second person)."""
+    if api.token in _SECOND_PROVIDER_ADMINS:
+        return _SECOND_PROVIDER_ADMINS[api.token]
+    provider = await provider_admin(api)
+    status, out, _ = await provider.call("POST", "/v1/users", json={"username": "provider-admin-2", "roles": ["provider_admin"]})
+    assert status == 201 and not out["pending_roles"], out
+    status, done, _ = await api.as_(None).call("POST", "/v1/auth/setup", json={"setup_token": out["setup_token"], "password": PASSWORD})
+    assert status == 200, done
+    second = await sign_in(api, "provider-admin-2", tenant="provider")
+    _SECOND_PROVIDER_ADMINS[api.token] = second
+    return second
+
+
+async def root_custodian(api, name: str, *, enrol: bool = True) -> Custodian:
+    """A provider user granted root_custodian by one provider admin, confirmed by a second, signed
+    in with TOTP; with `enrol`, their own X25519 public key enrolled as `strongroom operator enrol-key` does."""
     from shared.crypto import shares
 
-    private, public = shares.new_recipient_key()
-    status, out, _ = await provider.call("POST", path, json={**body, "recipient_public_key": public})
+    provider, second = await provider_admin(api), await second_provider_admin(api)
+    status, out, _ = await provider.call("POST", "/v1/users", json={"username": name, "roles": ["root_custodian"]})
+    assert status == 201 and [p["role"] for p in out["pending_roles"]] == ["root_custodian"], out
+    status, done, _ = await second.call("POST", f"/v1/users/{out['user_id']}/roles/root_custodian/confirm")
+    assert status == 200, done
+    status, done, _ = await api.as_(None).call("POST", "/v1/auth/setup", json={"setup_token": out["setup_token"], "password": PASSWORD})
+    assert status == 200, done
+    custodian = Custodian(await sign_in(api, name, tenant="provider"), X25519PrivateKey.generate())
+    if enrol:
+        status, done, _ = await custodian.call("PUT", "/v1/custody/custodian-key",
+                                               json={"public_key": shares.public_b64(custodian.private)})
+        assert status == 200, done
+    return custodian
+
+
+async def root_custodians(api, count: int) -> list[Custodian]:
+    return [await root_custodian(api, f"root-custodian-{i + 1}") for i in range(count)]
+
+
+async def my_share(custodian: Custodian, stack) -> tuple[int, dict]:
+    """The custodian fetches their own sealed share and opens it with their private key."""
+    from shared.crypto import shares
+
+    status, out, _ = await custodian.call("GET", "/v1/custody/shares/mine")
+    if status == 200:
+        out = {**out, "share": shares.open_custodian_share(out, custodian.private, pinned_key_id=keysvc_key_id(stack))}
+    return status, out
+
+
+async def new_shares(custodians: list[Custodian], stack, path: str, body: dict, *, starter: Custodian | None = None):
+    """POST init or re-key as `starter` (default: the first custodian), naming `custodians`; on
+    success each custodian fetches and opens their own share and the answer gains `opened`, in order."""
+    starter = starter or custodians[0]
+    body = {"custodians": [c.user_id for c in custodians], **body}
+    status, out, _ = await starter.call("POST", path, json=body)
     if status in (200, 201):
-        purpose, fp = (shares.INIT, out["root_fingerprint"]) if path.endswith("/init") else (shares.REKEY, out["new_fingerprint"])
-        out = {**out, "shares": shares.open_delivery(out, private, pinned_key_id=keysvc_key_id(stack), purpose=purpose,
-                                                     root_fingerprint=fp)}
+        opened = []
+        for custodian in custodians:
+            got, mine = await my_share(custodian, stack)
+            assert got == 200, mine
+            opened.append(mine["share"])
+        out = {**out, "opened": opened}
     return status, out

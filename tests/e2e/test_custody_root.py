@@ -1,7 +1,8 @@
-"""Root of trust: a sealed keysvc refuses releases with a clear status; initialisation returns
-Shamir shares once; each share is submitted separately and progress is reported; m shares
-unseal; only the provider's root custodians may do this; shares are stored nowhere; re-keying
-the root keeps releases working and retires the old shares."""
+"""Root of trust: a sealed keysvc refuses releases with a clear status; initialisation seals each
+Shamir share to a different root custodian, who fetches it once; each custodian submits their own
+share and progress is reported; m shares unseal; only the provider's root custodians may do this;
+shares are stored nowhere in the clear; re-keying the root keeps releases working and retires the
+old shares."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from .helpers import (
     new_shares,
     post_share,
     provider_admin,
+    root_custodians,
 )
 
 
@@ -29,9 +31,10 @@ async def _restart_sealed(stack) -> None:
     await stack.start("keysvc")
 
 
-async def _unseal(provider, stack, shares):
-    for share in shares:
-        status, out = await post_share(provider, stack, share)
+async def _unseal(custodians, stack, shares, numbers):
+    """Each custodian submits their own share: `numbers` picks custodians and shares alike."""
+    for n in numbers:
+        status, out = await post_share(custodians[n], stack, shares[n])
         assert status == 200, out
     return out
 
@@ -66,28 +69,29 @@ async def test_sealed_custody_initialises_unseals_with_m_of_n_and_rekeys_without
     provider = await provider_admin(api)
     status, out, _ = await provider.call("GET", "/v1/custody/status")
     assert status == 200 and out["sealed"] and not out["initialized"], out
+    custodians = await root_custodians(api, 5)
 
     # A refusal names the offending field; a rule across fields names none.
     for body, field in (({"shares": 5, "threshold": 6}, None), ({"shares": 17, "threshold": 3}, "shares"),
-                        ({"shares": 3, "threshold": 1}, None)):
-        status, out = await new_shares(provider, stack, "/v1/custody/init", body)
+                        ({"threshold": 1}, "threshold")):
+        status, out = await new_shares(custodians, stack, "/v1/custody/init", body)
         assert status == 422 and out.get("field") == field, (body, out)
-    status, init = await new_shares(provider, stack, "/v1/custody/init", {"shares": 5, "threshold": 3})
-    assert status == 201 and len(init["shares"]) == 5 and init["threshold"] == 3, init
-    shares = init["shares"]
-    status, out = await new_shares(provider, stack, "/v1/custody/init", {"shares": 5, "threshold": 3})
+    status, init = await new_shares(custodians, stack, "/v1/custody/init", {"shares": 5, "threshold": 3})
+    assert status == 201 and len(init["opened"]) == 5 and init["threshold"] == 3, init
+    shares = init["opened"]
+    status, out, _ = await custodians[1].call("POST", "/v1/custody/init", json={"threshold": 3})
     assert status == 409  # only once
 
     # Still sealed after init: the custodians prove their shares by unsealing.
-    status, out = await post_share(provider, stack, shares[4])
+    status, out = await post_share(custodians[4], stack, shares[4])
     assert status == 200 and out == {"sealed": True, "submitted": 1, "needed": 3}, out
     damaged = shares[0].split()
     damaged[5] = "academic" if damaged[5] != "academic" else "acid"
-    status, out = await post_share(provider, stack, " ".join(damaged))
+    status, out = await post_share(custodians[0], stack, " ".join(damaged))
     assert status == 422 and out["field"] == "sealed_share" and damaged[5] not in out["detail"], out
-    status, out = await post_share(provider, stack, "too short")
+    status, out = await post_share(custodians[0], stack, "too short")
     assert status == 422 and out["field"] == "sealed_share"
-    out = await _unseal(provider, stack, [shares[1], shares[3]])
+    out = await _unseal(custodians, stack, shares, [1, 3])
     assert out == {"sealed": False, "submitted": 3, "needed": 3}, out
 
     tenant = await make_tenant(api)
@@ -107,27 +111,28 @@ async def test_sealed_custody_initialises_unseals_with_m_of_n_and_rekeys_without
     assert status == 503 and "sealed" in out["detail"], out
     status, out, _ = await provider.call("GET", "/v1/custody/status")
     assert out["sealed"] and out["initialized"] and out["threshold"] == 3
-    await _unseal(provider, stack, [shares[2], shares[0], shares[4]])
+    await _unseal(custodians, stack, shares, [2, 0, 4])
     status, _, again = await agent.request(tenant.key_id, EU_FACTS)
     assert status == 200 and again == key
 
     # Re-key while agents keep asking: no request fails. The new shares take over only once a
     # threshold of them is verified; afterwards only the new shares work.
-    releases, rekey = await asyncio.gather(_keep_releasing(agent, tenant.key_id), _rekey_and_verify(provider, stack, shares))
+    releases, rekey = await asyncio.gather(_keep_releasing(agent, tenant.key_id),
+                                           _rekey_and_verify(custodians, stack, shares))
     assert releases == [200] * 15
     await _rekey_finished(provider)
     await _restart_sealed(stack)
-    await post_share(provider, stack, shares[0])
-    await post_share(provider, stack, shares[1])
-    status, out = await post_share(provider, stack, shares[2])
+    await post_share(custodians[0], stack, shares[0])
+    await post_share(custodians[1], stack, shares[1])
+    status, out = await post_share(custodians[2], stack, shares[2])
     assert status == 422 and "fingerprint" in out["detail"], out
-    await _unseal(provider, stack, rekey["shares"][1:])
+    await _unseal(custodians, stack, rekey["opened"], [1, 2])
     status, _, again = await agent.request(tenant.key_id, EU_FACTS)
     assert status == 200 and again == key
 
     # No share was stored anywhere (any service's database, audit log included).
     stored = await _everything_stored(stack)
-    for share in shares + rekey["shares"]:
+    for share in shares + rekey["opened"]:
         assert share not in stored and " ".join(share.split()[:6]) not in stored
 
 
@@ -138,18 +143,18 @@ async def _keep_releasing(agent, key_id: str) -> list[int]:
     return results
 
 
-async def _rekey_and_verify(provider, stack, shares: list[str]) -> dict:
-    status, rekey = await new_shares(provider, stack, "/v1/custody/rekey", {"shares": 3, "threshold": 2})
-    assert status == 200 and len(rekey["shares"]) == 3, rekey
-    status, out = await new_shares(provider, stack, "/v1/custody/rekey", {"shares": 3, "threshold": 2})
+async def _rekey_and_verify(custodians, stack, shares: list[str]) -> dict:
+    status, rekey = await new_shares(custodians[:3], stack, "/v1/custody/rekey", {"threshold": 2})
+    assert status == 200 and len(rekey["opened"]) == 3, rekey
+    status, out, _ = await custodians[3].call("POST", "/v1/custody/rekey", json={"threshold": 2})
     assert status == 409, out  # one at a time
-    status, out = await post_share(provider, stack, shares[0], purpose="rekey-verify")
+    status, out = await post_share(custodians[0], stack, shares[0], purpose="rekey-verify")
     assert status == 422 and out["field"] == "sealed_share", out  # an old share proves nothing
-    status, out = await post_share(provider, stack, rekey["shares"][0], purpose="rekey-verify")
+    status, out = await post_share(custodians[0], stack, rekey["opened"][0], purpose="rekey-verify")
     assert status == 200 and out == {"verified": False, "submitted": 1, "needed": 2}, out
-    status, pending, _ = await provider.call("GET", "/v1/custody/status")
+    status, pending, _ = await custodians[0].call("GET", "/v1/custody/status")
     assert pending["rekey"]["status"] == "copying" and pending["root_fingerprint"] == rekey["root_fingerprint"]
-    status, out = await post_share(provider, stack, rekey["shares"][2], purpose="rekey-verify")
+    status, out = await post_share(custodians[2], stack, rekey["opened"][2], purpose="rekey-verify")
     assert status == 200 and out["verified"] and out["root_fingerprint"] == rekey["new_fingerprint"], out
     return rekey
 
@@ -158,6 +163,7 @@ async def _rekey_and_verify(provider, stack, shares: list[str]) -> dict:
 @pytest.mark.stack(keysvc={"kek_rewrap_batch": 2, "kek_rewrap_pause_seconds": 0.05, "root_rekey_grace_seconds": 0.5})
 async def test_keysvc_stopped_mid_rekey_resumes_and_every_key_still_unwraps(api, stack):
     provider = await provider_admin(api)
+    custodians = await root_custodians(api, 3)
     tenant = await make_tenant(api)
     agent = await BareAgent.enroll(tenant, api)
     status, _, key = await agent.request(tenant.key_id, EU_FACTS)
@@ -167,9 +173,9 @@ async def test_keysvc_stopped_mid_rekey_resumes_and_every_key_still_unwraps(api,
     keks = stack.client[f"{stack.key_settings.db_prefix}keysvc"]["keks"]
     total = await keks.count_documents({})
 
-    status, rekey = await new_shares(provider, stack, "/v1/custody/rekey", {"shares": 3, "threshold": 2})
+    status, rekey = await new_shares(custodians, stack, "/v1/custody/rekey", {"threshold": 2})
     assert status == 200, rekey
-    new_fp = rekey["new_fingerprint"]
+    new_fp, new = rekey["new_fingerprint"], rekey["opened"]
     for _ in range(500):
         if await keks.count_documents({"next_fp": new_fp}) >= 10:
             break
@@ -186,25 +192,25 @@ async def test_keysvc_stopped_mid_rekey_resumes_and_every_key_still_unwraps(api,
     late_agent = await BareAgent.enroll(late, api)
     status, _, late_key = await late_agent.request(late.key_id, EU_FACTS)
     assert status == 200
-    status, out = await post_share(provider, stack, rekey["shares"][1], purpose="rekey-verify")
+    status, out = await post_share(custodians[1], stack, new[1], purpose="rekey-verify")
     assert status == 200 and not out["verified"], out
     await stack.stop("keysvc")  # between two verified shares
     await stack.start("keysvc")
-    status, out = await post_share(provider, stack, rekey["shares"][0], purpose="rekey-verify")
+    status, out = await post_share(custodians[0], stack, new[0], purpose="rekey-verify")
     assert status == 200 and out["verified"], out
     await stack.stop("keysvc")  # right after the switch, before the old root is retired
 
     # Back sealed: only the new shares exist for the recorded root, and they open everything.
     stack.root_key = None
     await stack.start("keysvc")
-    await _unseal(provider, stack, rekey["shares"][:2])
+    await _unseal(custodians, stack, new, [0, 1])
     for who, key_id, expected in ((agent, tenant.key_id, key), (late_agent, late.key_id, late_key)):
         status, _, again = await who.request(key_id, EU_FACTS)
         assert status == 200 and again == expected
     await _rekey_finished(provider)
     assert await keks.count_documents({"root_fp": new_fp}) == await keks.count_documents({}) > total
     await _restart_sealed(stack)
-    await _unseal(provider, stack, rekey["shares"][1:])
+    await _unseal(custodians, stack, new, [1, 2])
     for who, key_id, expected in ((agent, tenant.key_id, key), (late_agent, late.key_id, late_key)):
         status, _, again = await who.request(key_id, EU_FACTS)
         assert status == 200 and again == expected
@@ -225,17 +231,17 @@ async def _until_unsealed(*instances, timeout: float = 15.0) -> None:
 
 
 async def test_two_keysvc_instances_unseal_together_and_a_restarted_one_is_handed_the_root(api, stack):
-    provider = await provider_admin(api)
+    custodians = await root_custodians(api, 5)
     await _restart_sealed(stack)
     bus_b, b = await _second_keysvc(stack)
     a = stack.running["keysvc"]
     try:
-        status, init = await new_shares(provider, stack, "/v1/custody/init", {"shares": 5, "threshold": 3})
+        status, init = await new_shares(custodians, stack, "/v1/custody/init", {"threshold": 3})
         assert status == 201, init
-        shares = init["shares"]
+        shares = init["opened"]
         # Each share goes to whichever instance takes the request; both end up unsealed.
-        for share in (shares[3], shares[0], shares[4]):
-            status, out = await post_share(provider, stack, share)
+        for n in (3, 0, 4):
+            status, out = await post_share(custodians[n], stack, shares[n])
             assert status in (200, 409), out  # 409: the instance taking it had already unsealed
         await _until_unsealed(a, b)
         assert a.hierarchy.root_fingerprint == b.hierarchy.root_fingerprint == init["root_fingerprint"]

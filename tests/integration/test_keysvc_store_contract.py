@@ -10,9 +10,9 @@ import pytest
 from services.keysvc import kek_rotation as rotation
 from services.keysvc import keys as domain
 from services.keysvc.clock import now
-from services.keysvc.store import KeyStore
+from services.keysvc.store import SYSTEM_TENANT, KeyStore
 from services.keysvc.store_memory import MemoryKeyStore
-from shared.events import SYSTEM, KeyCreated, KeyRotated, TenantDestroyed
+from shared.events import SYSTEM, CustodyCustodianKeyEnrolled, KeyCreated, KeyRotated, TenantDestroyed
 from shared.store import DuplicateKeyError, service_database
 
 T = "ten_contract"
@@ -102,6 +102,32 @@ async def test_leases_and_unseal_rounds_are_taken_by_one_writer(store):
     assert await store.add_round_entry("r1", 0, {"by": "c1"}) and not await store.add_round_entry("r1", 0, {"by": "c2"})
     await store.end_unseal_round()
     assert await store.unseal_round() is None
+
+
+async def test_a_custodian_key_is_replaced_by_its_owner_and_a_sealed_share_is_taken_once(store):
+    t = now().replace(microsecond=0)
+
+    def enrolled(custodian: str, key: str) -> CustodyCustodianKeyEnrolled:
+        return CustodyCustodianKeyEnrolled(tenant_id=SYSTEM_TENANT, actor=SYSTEM, custodian_id=custodian, key_id=key)
+
+    await store.enrol_custodian_key("usr_a", {"public_key": "pk1", "key_id": "k1", "enrolled_at": t}, enrolled("usr_a", "k1"))
+    await store.enrol_custodian_key("usr_b", {"public_key": "pk2", "key_id": "k2", "enrolled_at": t + timedelta(seconds=1)},
+                                    enrolled("usr_b", "k2"))
+    await store.enrol_custodian_key("usr_a", {"public_key": "pk3", "key_id": "k3", "enrolled_at": t + timedelta(seconds=2)},
+                                    enrolled("usr_a", "k3"))
+    assert [(d["custodian_id"], d["public_key"]) for d in await store.custodian_keys()] == [("usr_b", "pk2"), ("usr_a", "pk3")]
+
+    def delivery(custodian: str, fp: str, at) -> dict:
+        return {"purpose": "init", "root_fingerprint": fp, "custodian_id": custodian, "number": 1, "sealed_share": "c",
+                "created_at": at}
+
+    await store.put_deliveries([delivery("usr_a", "fp1", t), delivery("usr_b", "fp1", t)])
+    await store.put_deliveries([{**delivery("usr_a", "fp2", t + timedelta(seconds=1)), "purpose": "rekey"}])
+    assert await store.take_delivery("usr_a", ("fp9",)) is None  # a root no longer in use
+    assert (await store.take_delivery("usr_a", ("fp1", "fp2")))["root_fingerprint"] == "fp2"  # the newest first
+    assert (await store.take_delivery("usr_a", ("fp1", "fp2")))["root_fingerprint"] == "fp1"
+    assert await store.take_delivery("usr_a", ("fp1", "fp2")) is None  # each shown once
+    assert (await store.take_delivery("usr_b", ("fp1",)))["custodian_id"] == "usr_b"
 
 
 async def test_an_offboarding_is_claimed_once_and_recorded_once(store):

@@ -83,15 +83,21 @@ async def test_rekey_cut_short_at_every_stage_loses_no_kek(mongo_client, db_pref
     while await rekey.resume(store, c, _outbox(rabbit_bus, store), grace=timedelta(0), batch=5):
         pass
     assert await store.keks.raw.count_documents({"next_fp": {"$ne": new_fp}}) == 0
-    out = await rekey.verify_share(store, c, _outbox(rabbit_bus, store), shares[2], batch=5, event_fields=FIELDS)
+    out = await rekey.verify_share(store, c, _outbox(rabbit_bus, store), shares[2], by="custodian-3", batch=5,
+                                   event_fields=FIELDS)
     assert out == {"verified": False, "submitted": 1, "needed": 2}
+    # The same custodian (even holding another share) does not count twice.
+    with pytest.raises(rekey.RekeyConflict, match="already verified"):
+        await rekey.verify_share(store, c, _outbox(rabbit_bus, store), shares[0], by="custodian-3", batch=5,
+                                 event_fields=FIELDS)
     record = await store.root_record()
     assert shares[2] not in repr(record) and shares[2].split()[0] not in repr(record["rekey"]["verify_shares"])
     assert record["fingerprint"] == fingerprint(old_root)  # nothing switched yet
 
     # 3. Another fresh instance takes the second share: the switch; then promotion cut short.
     store, d = await _instance(mongo_client, db_prefix, old_root)
-    out = await rekey.verify_share(store, d, _outbox(rabbit_bus, store), shares[0], batch=1, event_fields=FIELDS)
+    out = await rekey.verify_share(store, d, _outbox(rabbit_bus, store), shares[0], by="custodian-1", batch=1,
+                                   event_fields=FIELDS)
     assert out["verified"] and out["root_fingerprint"] == new_fp
     promoting = asyncio.create_task(rekey.promote_all(store, d, new_fp, batch=1))
 
@@ -154,7 +160,8 @@ async def test_rekey_cut_short_and_never_verified_rolls_back_to_the_old_root(mon
     assert record["rekey"] is None and record["fingerprint"] == fingerprint(old_root)
     assert await store.keks.raw.count_documents({"next_fp": {"$exists": True}}) == 0
     with pytest.raises(rekey.RekeyConflict):
-        await rekey.verify_share(store, b, _outbox(rabbit_bus, store), shares[0], batch=5, event_fields=FIELDS)
+        await rekey.verify_share(store, b, _outbox(rabbit_bus, store), shares[0], by="custodian-1", batch=5,
+                                 event_fields=FIELDS)
     assert await _keks(store, b) == originals
     _, new_only = await _instance(mongo_client, db_prefix, new_root)
     with pytest.raises(LookupError):

@@ -1,12 +1,13 @@
-"""`strongroom operator init|unseal|rekey|rekey-verify`: shares are sealed and opened on the
-custodian's machine, under the keysvc signing key id the custodian pinned; only ciphertext is sent
-or received."""
+"""`strongroom operator enrol-key|my-share|unseal|rekey-verify|init|rekey`: the custodian's key pair is
+made and kept on their machine (0600, never sent); shares are sealed and opened there, under the
+keysvc signing key id the custodian pinned; only ciphertext is sent or received."""
 
 from __future__ import annotations
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from shared.crypto import shares
 
@@ -25,8 +26,9 @@ def _no_pin_in_env(monkeypatch):
 @pytest.mark.parametrize(("command", "path", "purpose"), [("unseal", "/v1/custody/unseal", shares.UNSEAL),
                                                           ("rekey-verify", "/v1/custody/rekey/verify", shares.REKEY_VERIFY)])
 def test_a_share_is_sealed_here_for_the_round_and_sent_only_sealed(gw, run, tmp_path, command, path, purpose):  # noqa: F811
+    transport = shares.new_transport_key()
     gw.route("POST", "/v1/custody/transport-key", 200, {"purpose": purpose, "round_id": "unr_42",
-                                                        **shares.published_transport_key(KEYSVC)})
+                                                        **_published(KEYSVC, transport, purpose)})
     gw.route("POST", path, 200, {"sealed": True, "submitted": 1, "needed": 3, "verified": False})
     share_file = tmp_path / "share.txt"
     share_file.write_text(SHARE + "\n")
@@ -37,12 +39,13 @@ def test_a_share_is_sealed_here_for_the_round_and_sent_only_sealed(gw, run, tmp_
     body = gw.last["body"]
     assert set(body) == {"sealed_share", "round_id"} and body["round_id"] == "unr_42"
     assert "academic" not in str(gw.requests)
-    assert shares.open_share(body["sealed_share"], KEYSVC, shares.inbound_info(purpose, "unr_42")) == SHARE
+    assert shares.open_share(body["sealed_share"], transport, shares.inbound_info(purpose, "unr_42")) == SHARE
 
 
 def test_without_a_pinned_key_or_with_another_key_nothing_is_sent(gw, run, tmp_path, monkeypatch):  # noqa: F811
     gw.route("POST", "/v1/custody/transport-key", 200, {"purpose": "unseal", "round_id": "unr_42",
-                                                        **shares.published_transport_key(Ed25519PrivateKey.generate())})
+                                                        **_published(Ed25519PrivateKey.generate(),
+                                                                     shares.new_transport_key(), "unseal")})
     share_file = tmp_path / "share.txt"
     share_file.write_text(SHARE)
     with pytest.raises(SystemExit, match="keysvc-key-id"):
@@ -54,21 +57,53 @@ def test_without_a_pinned_key_or_with_another_key_nothing_is_sent(gw, run, tmp_p
     assert [r["path"] for r in gw.requests] == ["/v1/custody/transport-key"]
 
 
-@pytest.mark.parametrize(("command", "path", "purpose"), [("init", "/v1/custody/init", shares.INIT),
-                                                          ("rekey", "/v1/custody/rekey", shares.REKEY)])
-def test_new_shares_come_back_sealed_to_this_request_and_are_opened_here(gw, run, command, path, purpose):  # noqa: F811
-    def answer(req):
-        body = req["body"]
-        delivery = shares.seal_delivery([SHARE, SHARE[::-1]], body["recipient_public_key"], purpose=purpose,
-                                        root_fingerprint="fp_new", signing_key=KEYSVC)
-        return 200, {"root_fingerprint": "fp_new" if purpose == shares.INIT else "fp_old", "new_fingerprint": "fp_new",
-                     "threshold": body["threshold"], "expires_at": "2030-01-01T00:00:00+00:00", **delivery}
+def _published(signing_key, transport: X25519PrivateKey, purpose: str) -> dict:
+    public = transport.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return shares.published_transport_key(signing_key, public, purpose=purpose, round_id="unr_42")
 
-    gw.routes[("POST", path)] = answer
-    code, out, _ = run("operator", command, "--shares", "2", "--threshold", "2", "--keysvc-key-id", KEY_ID)
+
+def test_enrol_key_keeps_the_private_key_here_and_sends_only_the_public_half(gw, run, tmp_path):  # noqa: F811
+    key_file = tmp_path / "cfg" / "custodian-key.pem"
+    gw.route("PUT", "/v1/custody/custodian-key", 200, {"custodian_id": "usr_a", "key_id": "abcd", "enrolled_at": "x"})
+    code, out, _ = run("operator", "enrol-key", "--key-file", str(key_file))
+    assert code == 0 and str(key_file) in out
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    private = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
+    assert gw.last["body"] == {"public_key": shares.public_b64(private)}
+    assert "PRIVATE" not in str(gw.requests)
+    # An existing key is never overwritten by accident (shares sealed to it would no longer open).
+    with pytest.raises(SystemExit, match="--replace"):
+        run("operator", "enrol-key", "--key-file", str(key_file))
+    assert len(gw.requests) == 1
+
+
+def test_my_share_opens_this_custodians_share_with_the_key_kept_here(gw, run, tmp_path):  # noqa: F811
+    key_file = tmp_path / "custodian-key.pem"
+    gw.route("PUT", "/v1/custody/custodian-key", 200, {"custodian_id": "usr_a", "key_id": "abcd", "enrolled_at": "x"})
+    assert run("operator", "enrol-key", "--key-file", str(key_file))[0] == 0
+    private = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
+    delivery = shares.seal_to_custodian(SHARE, shares.public_b64(private), purpose=shares.INIT, root_fingerprint="fp1",
+                                        custodian_id="usr_a", number=2, signing_key=KEYSVC)
+    gw.route("GET", "/v1/custody/shares/mine", 200, delivery)
+    code, out, _ = run("operator", "my-share", "--key-file", str(key_file), "--keysvc-key-id", KEY_ID)
+    assert code == 0 and f"your share 2 of root fp1 (init): {SHARE}" in out
+    # Another custodian's key file opens nothing.
+    other = tmp_path / "other.pem"
+    gw.route("PUT", "/v1/custody/custodian-key", 200, {"custodian_id": "usr_b", "key_id": "ef01", "enrolled_at": "x"})
+    assert run("operator", "enrol-key", "--key-file", str(other))[0] == 0
+    with pytest.raises(SystemExit, match="another key"):
+        run("operator", "my-share", "--key-file", str(other), "--keysvc-key-id", KEY_ID)
+
+
+@pytest.mark.parametrize(("command", "path"), [("init", "/v1/custody/init"), ("rekey", "/v1/custody/rekey")])
+def test_init_and_rekey_name_custodians_and_receive_no_share(gw, run, command, path):  # noqa: F811
+    listed = [{"custodian_id": "usr_a", "number": 1, "key_id": "k1"}, {"custodian_id": "usr_b", "number": 2, "key_id": "k2"}]
+    gw.route("POST", path, 200, {"root_fingerprint": "fp_old", "new_fingerprint": "fp_new", "threshold": 2, "shares": 2,
+                                 "custodians": listed, "expires_at": "2030-01-01T00:00:00+00:00"})
+    code, out, _ = run("operator", command, "--threshold", "2", "--custodian", "usr_a", "--custodian", "usr_b")
     assert code == 0
-    assert f"share 1: {SHARE}" in out and f"share 2: {SHARE[::-1]}" in out
-    assert set(gw.last["body"]) == {"shares", "threshold", "recipient_public_key"}
+    assert "share 1: sealed to custodian usr_a" in out and "share 2: sealed to custodian usr_b" in out
+    assert gw.last["body"] == {"threshold": 2, "custodians": ["usr_a", "usr_b"]}
 
 
 def test_key_id_is_computed_from_the_signing_key_file(run, tmp_path):  # noqa: F811

@@ -35,7 +35,7 @@ def test_every_method_keysvc_registers_declares_its_params_and_result():
         "create_key", "get_key", "get_release", "list_keys", "change_key_state", "rotate_key",
         "set_min_decryption_version", "get_custody_settings", "put_custody_settings", "get_dependencies",
         "schedule_destruction", "approve_destruction", "cancel_destruction", "get_destruction",
-        "get_destruction_certificate", "get_offboarding", "custody_status", "init_custody", "transport_key", "unseal",
+        "get_destruction_certificate", "get_offboarding", "custody_status", "init_custody", "enrol_custodian_key", "list_custodian_keys", "my_share", "transport_key", "unseal",
         "rekey_root", "verify_rekey", "cancel_rekey", "rotate_kek", "kek_status", "import_params", "import_key",
         "export_key", "signing_key",
     }

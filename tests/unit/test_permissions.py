@@ -27,9 +27,11 @@ def test_route_role_matrix(route, role):
     expected = role in PERMISSIONS[route.permission]
     assert allowed(route.permission, frozenset({role})) is expected
     if role in PROVIDER_ROLES:
-        # The service-wide root of trust is the provider's (its root custodians), not a tenant's.
-        # Inside the provider tenant: customer tenants' lifecycle and the provider's own people.
-        assert expected is (route.permission in PROVIDER_PERMISSIONS or route.permission == "custody.root")
+        # Inside the provider tenant: customer tenants' lifecycle, the provider's own people, and the
+        # service-wide root of trust, which only the root custodians hold (never a provider admin).
+        assert not expected or route.permission in PROVIDER_PERMISSIONS
+        if route.permission == "custody.root":
+            assert expected is (role == "root_custodian")
 
 
 def test_unknown_permission_is_denied_to_everyone():

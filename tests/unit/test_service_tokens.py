@@ -54,8 +54,20 @@ def test_small_team_mode_never_lets_a_service_account_hold_roles_kept_apart():
     for pair in rules.CONFLICTS:
         decision, _ = rules.plan_grant(
             current=frozenset(), pending=frozenset(), grant=pair, granter_id="usr_a", target_id="usr_bot",
-            small_team=rules.separation_waived(small_team=True, account="service"))
+            small_team=rules.separation_waived(small_team=True, account="service"), known=tuple(pair))
         assert not decision.allowed and "separation of duties" in decision.reason
+
+
+def test_a_service_account_may_never_hold_root_custodian():
+    for grant in ({"root_custodian"}, {"root_custodian", "provider_admin"}):
+        decision, _ = rules.plan_grant(current=frozenset(), pending=frozenset(), grant=frozenset(grant),
+                                       granter_id="usr_a", target_id="usr_bot", small_team=False,
+                                       known=rules.roles_for("provider"), account="service")
+        assert not decision.allowed and "service account may never hold root_custodian" in decision.reason
+    decision, plan = rules.plan_grant(current=frozenset(), pending=frozenset(), grant=frozenset({"root_custodian"}),
+                                      granter_id="usr_a", target_id="usr_b", small_team=False,
+                                      known=rules.roles_for("provider"), account="person")
+    assert decision.allowed and plan.pending == ("root_custodian",) and plan.effective == ()
 
 
 async def test_a_custodian_service_token_waits_for_a_second_admin_and_goes_to_its_requester(gw):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from ..permissions import PERMISSIONS
-from ..roles import CONFIRMED_ROLES, CONFLICTS, MFA_ROLES, PROVIDER_ROLES, TENANT_ROLES
+from ..roles import CONFIRMED_ROLES, CONFLICTS, MFA_ROLES, PEOPLE_ONLY_ROLES, PROVIDER_ROLES, TENANT_ROLES
 from ..roles import MEMBER as MEMBER_ROLE
 
 # Every authenticated user may manage their own sign-in (MFA enrolment, logout, whoami).
@@ -63,10 +63,13 @@ class GrantPlan:
 
 def plan_grant(*, current: frozenset[str], pending: frozenset[str], grant: frozenset[str],
                granter_id: str, target_id: str, small_team: bool,
-               known: tuple[str, ...] = TENANT_ROLES) -> tuple[Decision, GrantPlan]:
+               known: tuple[str, ...] = TENANT_ROLES, account: str = "person") -> tuple[Decision, GrantPlan]:
     """Split a grant into roles effective now and roles that wait for a second admin."""
     if granter_id == target_id and grant:
         return Decision.deny("a user may not grant roles to themselves"), GrantPlan((), ())
+    if account == "service" and (held := sorted(grant & PEOPLE_ONLY_ROLES)):
+        # SECURITY: whoever holds a service account's token would hold the role, with no person behind it.
+        return Decision.deny(f"a service account may never hold {', '.join(held)}: only a named person may"), GrantPlan((), ())
     new = grant - current - pending
     decision = check_role_set(current | pending | new, small_team=small_team, known=known)
     if not decision.allowed:

@@ -27,7 +27,7 @@ async def create_user(request: web.Request) -> web.Response:
     decision, plan = rules.plan_grant(
         current=frozenset(), pending=frozenset(), grant=frozenset(body.roles), granter_id=principal.id,
         target_id=user["user_id"], small_team=rules.separation_waived(small_team=small_team, account=body.account),
-        known=rules.roles_for(kind))
+        known=rules.roles_for(kind), account=body.account)
     if not decision.allowed:
         raise ProblemError(422, "Unprocessable Content", decision.reason, "roles")
     user["roles"] = list(plan.effective)
@@ -73,7 +73,7 @@ async def change_roles(request: web.Request) -> web.Response:
         current=current, pending=frozenset(p["role"] for p in pending), grant=frozenset(body.grant),
         granter_id=principal.id, target_id=doc["user_id"],
         small_team=rules.separation_waived(small_team=small_team, account=doc.get("account", "person")),
-        known=rules.roles_for(kind))
+        known=rules.roles_for(kind), account=doc.get("account", "person"))
     if not decision.allowed:
         raise ProblemError(422, "Unprocessable Content", decision.reason, "grant")
     fields = event_fields(request, principal.tenant_id)
