@@ -132,15 +132,25 @@ class AccountStore:
         return await self.users.count(tenant_id, {"status": "active"})
 
     async def set_roles(self, tenant_id: str, user_id: str, *, rev: int, roles: list[str],
-                        pending: list[dict[str, Any]], evts: tuple[Event, ...]) -> bool:
-        """Roles and pending grants, compare-and-swap on the user's revision."""
+                        pending: list[dict[str, Any]], evts: tuple[Event, ...],
+                        since: dict[str, Any] | None = None) -> bool:
+        """Roles and pending grants (and when an admin role took effect), compare-and-swap on the
+        user's revision."""
         return await update_staged(self._outbox, self.users, tenant_id, {"user_id": user_id, "rev": rev},
-                                   {"$set": {"roles": roles, "pending": pending}, "$inc": {"rev": 1}}, *evts)
+                                   {"$set": {"roles": roles, "pending": pending, **(since or {})}, "$inc": {"rev": 1}},
+                                   *evts)
 
-    async def sync_roles(self, tenant_id: str, user_id: str, roles: list[str], event: Event) -> None:
+    async def sync_roles(self, tenant_id: str, user_id: str, roles: list[str], event: Event,
+                         since: dict[str, Any] | None = None) -> None:
         """Roles an identity provider's groups decide at sign-in."""
         await update_staged(self._outbox, self.users, tenant_id, {"user_id": user_id},
-                            {"$set": {"roles": roles}, "$inc": {"rev": 1}}, event)
+                            {"$set": {"roles": roles, **(since or {})}, "$inc": {"rev": 1}}, event)
+
+    async def set_invitation(self, tenant_id: str, user_id: str, invitation: str,
+                             setup: dict[str, Any] | None = None) -> None:
+        """An invitation's delivery state; with `setup`, a new setup token's digest and expiry
+        replace the old one (which stops working)."""
+        await self.users.update_one(tenant_id, {"user_id": user_id}, {"$set": {"invitation": invitation, **(setup or {})}})
 
     async def disable_user(self, tenant_id: str, user_id: str, event: Event) -> None:
         await update_staged(self._outbox, self.users, tenant_id, {"user_id": user_id},

@@ -146,11 +146,20 @@ class MemoryAccountStore:
         return True
 
     async def set_roles(self, tenant_id: str, user_id: str, *, rev: int, roles: list[str],
-                        pending: list[dict[str, Any]], evts: tuple[Event, ...]) -> bool:
-        return await self._change_user(tenant_id, user_id, {"roles": roles, "pending": pending}, *evts, rev=rev, bump=True)
+                        pending: list[dict[str, Any]], evts: tuple[Event, ...],
+                        since: dict[str, Any] | None = None) -> bool:
+        return await self._change_user(tenant_id, user_id, {"roles": roles, "pending": pending, **(since or {})}, *evts,
+                                       rev=rev, bump=True)
 
-    async def sync_roles(self, tenant_id: str, user_id: str, roles: list[str], event: Event) -> None:
-        await self._change_user(tenant_id, user_id, {"roles": roles}, event, bump=True)
+    async def sync_roles(self, tenant_id: str, user_id: str, roles: list[str], event: Event,
+                         since: dict[str, Any] | None = None) -> None:
+        await self._change_user(tenant_id, user_id, {"roles": roles, **(since or {})}, event, bump=True)
+
+    async def set_invitation(self, tenant_id: str, user_id: str, invitation: str,
+                             setup: dict[str, Any] | None = None) -> None:
+        user = self.users.get((tenant_id, user_id))
+        if user is not None:
+            user.update({"invitation": invitation, **deepcopy(setup or {})})
 
     async def disable_user(self, tenant_id: str, user_id: str, event: Event) -> None:
         await self._change_user(tenant_id, user_id, {"status": "disabled", "roles": [], "pending": []}, event, bump=True)

@@ -106,6 +106,8 @@ async def sso_user(request: web.Request, gw: Gateway, tenant_id: str, *, source:
             await sign_in_failed(request, gw, tenant_id, username, None, source, "username taken by another account", count=False)
             raise Unauthorized("sso username collides")
         user = new_user(username=username, roles=sorted(roles), source=source, external_id=external_id)
+        # Roles from the IdP's groups take effect at sign-in (its mapping was confirmed by a second admin).
+        user.update(rules.confirmed_admin_since(frozenset(), roles, user["created_at"]))
         fields = event_fields(request, tenant_id, events.Actor(kind="user", id=user["user_id"], auth=source))
         await account_store(gw).insert_user(tenant_id, user, events.UserCreated(
             **fields, user_id=user["user_id"], username=username, roles=tuple(sorted(roles)), source=source))
@@ -118,7 +120,8 @@ async def sso_user(request: web.Request, gw: Gateway, tenant_id: str, *, source:
         actor = events.Actor(kind="user", id=user["user_id"], auth=source)
         event = events.UserRolesChanged(**event_fields(request, tenant_id, actor), type="user.role_granted",
                                         user_id=user["user_id"], roles=tuple(sorted(roles)), granted_by=f"{source}-groups")
-        await account_store(gw).sync_roles(tenant_id, user["user_id"], sorted(roles), event)
+        await account_store(gw).sync_roles(tenant_id, user["user_id"], sorted(roles), event,
+                                           rules.confirmed_admin_since(frozenset(user["roles"]), roles, event.occurred_at))
         gw.operators.forget_user(tenant_id, user["user_id"])
         user = {**user, "roles": sorted(roles)}
     return user
