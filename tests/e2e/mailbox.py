@@ -22,10 +22,13 @@ class Mailbox:
     def __init__(self) -> None:
         self._messages: list[tuple[tuple[str, ...], EmailMessage]] = []
         self._lock = threading.Lock()
+        self.refusing = False  # a mail server that is down for mail: every message gets a 451
         self.port = free_port()
         self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
 
     async def handle_DATA(self, server, session, envelope) -> str:
+        if self.refusing:
+            return "451 Requested action aborted: local error in processing"
         message = email.message_from_bytes(envelope.content, policy=default)
         with self._lock:
             self._messages.append((tuple(r.lower() for r in envelope.rcpt_tos), message))
