@@ -29,9 +29,10 @@ def _start(data_dir: Path, port: int) -> tuple[subprocess.Popen, str, str]:
     while time.monotonic() < deadline:
         line = process.stdout.readline()
         lines.append(line)
-        if line.strip().startswith("bootstrap:"):
+        if line.strip().startswith("Next:"):
             break
     text = "".join(lines)
+    assert re.search(r"mail:\s+" + re.escape(str(data_dir.resolve() / "mail")), text), text
     url = re.search(r"gateway:\s+(\S+)", text).group(1)
     bootstrap = re.search(r"bootstrap:\s+(\S+)", text).group(1)
     return process, url, bootstrap
@@ -70,8 +71,13 @@ def test_dev_mode_prints_url_and_credential_and_keeps_data(tmp_path):
         assert status == 201, enrol
         status, _ = _call("POST", url + "/v1/me/mfa/confirm", session, {"code": pyotp.TOTP(enrol["secret"]).now()})
         assert status == 200
-        status, tenant = _call("POST", url + "/v1/tenants", session, {"name": "acme"})
-        assert status == 201, tenant
+        status, tenant = _call("POST", url + "/v1/tenants", session, {"name": "acme", "admin_email": "ann@acme.example"})
+        assert status == 201 and "setup_token" not in tenant, tenant
+        # Dev mode writes mail to a folder: the first admin's invitation carries her setup token.
+        invitation = next((data_dir / "mail").glob("*.eml")).read_text()
+        assert "To: ann@acme.example" in invitation
+        token = re.search(r"sr_setup_[A-Za-z0-9_-]+", invitation).group(0)
+        assert _call("POST", url + "/v1/auth/setup", "", {"setup_token": token, "password": password})[0] == 200
         status, pat = _call("POST", url + "/v1/tokens", session, {"name": "dev"})
         assert status == 201, pat
     finally:
