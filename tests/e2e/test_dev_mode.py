@@ -32,7 +32,7 @@ def _start(data_dir: Path, port: int) -> tuple[subprocess.Popen, str, str]:
         if line.strip().startswith("Next:"):
             break
     text = "".join(lines)
-    assert re.search(r"mail:\s+" + re.escape(str(data_dir.resolve() / "mail")), text), text
+    process.started_text = text  # type: ignore[attr-defined]
     url = re.search(r"gateway:\s+(\S+)", text).group(1)
     bootstrap = re.search(r"bootstrap:\s+(\S+)", text).group(1)
     return process, url, bootstrap
@@ -59,6 +59,8 @@ def test_dev_mode_prints_url_and_credential_and_keeps_data(tmp_path):
     process, url, bootstrap = _start(data_dir, port)
     try:
         assert url == f"http://127.0.0.1:{port}"
+        # It says where mail (invitations with their setup tokens) goes.
+        assert re.search(r"mail:\s+" + re.escape(str(data_dir.resolve() / "mail")), process.started_text)
         # The bootstrap credential creates the provider admin, who signs in (enrolling TOTP),
         # creates a tenant and a personal API token.
         password = "dev-mode-orchid-7291"
