@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from .helpers import PASSWORD, accept_invitation, address, make_team, put_confirmed_settings, sign_in
+from .helpers import PASSWORD, accept_invitation, address, make_team, provider_admin, put_confirmed_settings, sign_in
 from .identity_provider import LocalOpenIdProvider
 from .test_sso import _oidc_login
 
@@ -168,3 +168,33 @@ async def test_an_sso_only_tenant_has_no_setup_secrets(api, idp):
     # Turning it off (setup secrets again) waits for a second admin.
     status, out, _ = await team.admin.call("PUT", "/v1/tenant/settings", json={"sso_only": False})
     assert status == 202 and out["pending_change"]["shown"] == {"sso_only": False}, out
+
+
+async def test_the_providers_own_people_are_invited_by_mail_too(api):
+    provider = await provider_admin(api)
+    status, out, _ = await provider.call("POST", "/v1/users", json={
+        "username": "pam", "roles": ["provider_admin"], "email": "pam@provider.example"})
+    assert status == 201 and "setup_token" not in out and out["invitation"] == "sent", out
+    await accept_invitation(api, "pam@provider.example")
+    pam = await sign_in(api, "pam", tenant="provider")
+    status, me, _ = await pam.call("GET", "/v1/me")
+    assert status == 200 and me["roles"] == ["provider_admin"], me
+    status, out, _ = await provider.call("POST", "/v1/tenants", json={"name": "solo"})
+    assert status == 422 and out["field"] == "admin_email", out
+
+
+@pytest.mark.stack(gateway={"deployment": "enterprise", "enterprise_tenant_name": "acme-dc"})
+async def test_enterprise_bootstrap_invites_the_second_admin(api):
+    status, out, _ = await api.call("POST", "/v1/auth/bootstrap", json={
+        "username": "root", "password": PASSWORD, "email": "root@acme-dc.example",
+        "second_admin_username": "dana", "second_admin_email": "dana@acme-dc.example"})
+    assert status == 201 and out["second_admin"]["invitation"] == "sent" and "setup_token" not in str(out), out
+    root = await sign_in(api, "root")
+    await accept_invitation(api, "dana@acme-dc.example")
+    dana = await sign_in(api, "dana")
+    status, carol, _ = await root.call("POST", "/v1/users", json={
+        "username": "carol", "roles": ["key_custodian"], "email": "carol@acme-dc.example"})
+    assert status == 201, carol
+    status, done, _ = await dana.call("POST", f"/v1/users/{carol['user_id']}/roles/key_custodian/confirm")
+    assert status == 200 and done["roles"] == ["key_custodian"], done
+    assert any("key_custodian confirmed for carol" in m["Subject"] for m in api.mailbox.to("root@acme-dc.example"))
