@@ -165,6 +165,9 @@ async def test_an_sso_only_tenant_has_no_setup_secrets(api, idp):
     # People sign in through the identity provider, created at their first sign-in.
     status, session, _ = await _oidc_login(api, team.tenant_id)
     assert status == 201 and session["auth"] == "oidc" and session["roles"] == ["security_officer"], session
+    for admin in (address("admin"), address("second-admin")):  # a grant by the IdP's groups is told too
+        assert any("by single sign-on" in m["Subject"] and "security_officer" in m.get_content()
+                   for m in api.mailbox.to(admin))
     # Turning it off (setup secrets again) waits for a second admin.
     status, out, _ = await team.admin.call("PUT", "/v1/tenant/settings", json={"sso_only": False})
     assert status == 202 and out["pending_change"]["shown"] == {"sso_only": False}, out
