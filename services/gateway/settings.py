@@ -69,3 +69,5 @@ class GatewaySettings(CommonSettings):
     smtp_timeout_seconds: float = 10.0
     mail_from: str = "strongroom@localhost"
     mail_folder: str | None = None
+    # An admin notice the mail server did not take waits in the store and is tried again this often.
+    mail_retry_seconds: float = 60.0

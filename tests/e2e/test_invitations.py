@@ -5,6 +5,8 @@ SSO-only tenant has no setup secrets at all; invitations go only to allowed e-ma
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from .helpers import PASSWORD, accept_invitation, address, make_team, provider_admin, put_confirmed_settings, sign_in
@@ -201,3 +203,22 @@ async def test_enterprise_bootstrap_invites_the_second_admin(api):
     status, done, _ = await dana.call("POST", f"/v1/users/{carol['user_id']}/roles/key_custodian/confirm")
     assert status == 200 and done["roles"] == ["key_custodian"], done
     assert any("key_custodian confirmed for carol" in m["Subject"] for m in api.mailbox.to("root@acme-dc.example"))
+
+
+@pytest.mark.stack(gateway={"mail_retry_seconds": 0.3})
+async def test_a_notice_the_mail_server_refused_is_sent_later(api, mailbox):
+    team = await make_team(api)
+    admins = [address("admin"), address("second-admin")]
+    mailbox.refusing = True
+    tom = await _invite(team.admin, "tom", "security_officer")
+    assert tom["invitation"] == "undelivered"  # an invitation is re-sent by an admin (a new token)
+    await asyncio.sleep(1.0)  # retries meet a refusing server and wait
+    assert not any("tom" in m["Subject"] for a in admins for m in mailbox.to(a))
+    mailbox.refusing = False
+    for _ in range(100):
+        if all(any("new user tom" in m["Subject"] for m in mailbox.to(a)) for a in admins):
+            break
+        await asyncio.sleep(0.1)
+    for a in admins:
+        assert [m["Subject"] for m in mailbox.to(a)].count("Strongroom: new user tom") == 1, a
+    assert not mailbox.to(address("tom"))  # the invitation is not retried from the store: it holds no token

@@ -125,6 +125,22 @@ async def test_a_resent_invitation_voids_the_old_setup_token(store):
     assert (await accounts.user(T, "usr_a"))["invitation"] == "sending"
 
 
+async def test_a_queued_notice_is_claimed_by_one_until_its_retry_and_dropped_once_sent(store):
+    accounts = store.accounts
+    now = datetime.now(UTC)
+    await accounts.queue_mail(T, {"mail_id": "mail_1", "to": "a@x.example", "subject": "s", "body": "b",
+                                  "created_at": now, "next_at": now + timedelta(seconds=30), "attempts": 0})
+    assert await accounts.claim_mail(now, now + timedelta(seconds=60)) is None  # not due yet
+    later = now + timedelta(seconds=31)
+    claimed = await accounts.claim_mail(later, later + timedelta(seconds=60))
+    assert claimed["mail_id"] == "mail_1" and claimed["tenant_id"] == T and claimed["attempts"] == 1
+    assert await accounts.claim_mail(later, later + timedelta(seconds=60)) is None  # claimed: nobody else sends it
+    again = await accounts.claim_mail(later + timedelta(seconds=61), later + timedelta(seconds=120))
+    assert again["attempts"] == 2
+    await accounts.drop_mail(T, "mail_1")
+    assert await accounts.claim_mail(later + timedelta(days=1), later + timedelta(days=2)) is None
+
+
 async def test_becoming_an_admin_is_saved_with_the_roles(store):
     accounts = store.accounts
     await accounts.insert_user(T, _user("usr_a"), _event())

@@ -6,17 +6,19 @@ Every active admin of the tenant hears of every new admin and every role grant."
 
 from __future__ import annotations
 
-from datetime import datetime
+import asyncio
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
 from aiohttp import web
 
+from shared import events
 from shared.rpc import ProblemError
 
 from ..auth import Principal
 from ..mail import Mail, MailNotSent
-from ..state import PRINCIPAL, Gateway, _json
+from ..state import PRINCIPAL, Gateway, _json, _now
 from . import rules
 from .common import Accounts, account_store, context, new_setup_token, user_or_404, user_view
 
@@ -78,14 +80,36 @@ async def deliver(gw: Gateway, acc: Accounts, tenant_id: str, user: dict[str, An
 
 async def notify_admins(gw: Gateway, acc: Accounts, tenant_id: str, subject: str, lines: list[str]) -> None:
     """Tells every active admin of the tenant (at their address) of a new admin or a role grant.
-    A notice that cannot be sent is logged (the audit keeps the event it tells of)."""
+    A notice the mail server does not take is kept in the store and tried again."""
     admins = [u for u in await account_store(gw).active_users(tenant_id) if rules.is_active_admin(u) and u.get("email")]
     body = "\n".join(lines) + "\n\nEvery admin of the tenant receives this notice. If it is unexpected, act now.\n"
     for admin in admins:
+        mail = Mail(to=admin["email"], subject=f"Strongroom: {subject}", body=body)
         try:
-            await acc.mailer.send(Mail(to=admin["email"], subject=f"Strongroom: {subject}", body=body))
+            await acc.mailer.send(mail)
         except MailNotSent:
-            log.warning("admin_notice_not_sent", tenant_id=tenant_id, user_id=admin["user_id"])
+            # Kept and tried again (`retry_notices`): a notice carries no secret, unlike an invitation.
+            now = _now()
+            await account_store(gw).queue_mail(tenant_id, {
+                "mail_id": events.new_id("mail_"), "to": mail.to, "subject": mail.subject, "body": mail.body,
+                "created_at": now, "next_at": now + timedelta(seconds=gw.settings.mail_retry_seconds), "attempts": 0})
+
+
+async def retry_notices(gw: Gateway, acc: Accounts) -> None:
+    """Sends the admin notices the mail server did not take, each claimed by one instance at a time;
+    runs for the gateway's lifetime."""
+    wait = gw.settings.mail_retry_seconds
+    while True:
+        await asyncio.sleep(wait)
+        try:
+            while (doc := await account_store(gw).claim_mail(_now(), _now() + timedelta(seconds=wait))) is not None:
+                try:
+                    await acc.mailer.send(Mail(to=doc["to"], subject=doc["subject"], body=doc["body"]))
+                except MailNotSent:
+                    break  # the mail server still refuses: the claim's expiry is the next attempt
+                await account_store(gw).drop_mail(doc["tenant_id"], doc["mail_id"])
+        except Exception:
+            log.exception("notice_retry_failed")
 
 
 async def resend_invitation(request: web.Request) -> web.Response:
