@@ -257,31 +257,47 @@ async def _signed_in(session, url: str, tenant: str, username: str) -> Operator:
     return user
 
 
-async def _set_up_team(session, url: str, bootstrap: str) -> tuple[Operator, Operator]:
-    """Bootstrap -> provider admin -> tenant with two admins -> a key custodian (confirmed by the
-    second admin) and a security officer, as separation of duties requires."""
+def _setup_token(mail_folder: Path, address: str) -> str:
+    """The setup token of the invitation the gateway wrote to its mail folder for `address`."""
+    import re
+
+    for message in sorted(mail_folder.glob("*.eml"), key=lambda p: p.stat().st_mtime, reverse=True):
+        text = message.read_text()
+        if f"To: {address}" in text:
+            return re.search(r"sr_setup_[A-Za-z0-9_-]+", text).group(0)  # type: ignore[union-attr]
+    raise SystemExit(f"setup failed: no invitation for {address}")
+
+
+async def _set_up_team(session, url: str, bootstrap: str, mail_folder: Path) -> tuple[Operator, Operator]:
+    """Bootstrap -> provider admin -> tenant with two admins (invited by mail) -> a key custodian
+    and a security officer (confirmed by the second admin), as separation of duties requires."""
     await Operator(session, url, bootstrap).post("/v1/auth/bootstrap", {"username": "root", "password": BENCH_PASSWORD})
     provider = await _signed_in(session, url, "provider", "root")
-    tenant = await provider.post("/v1/tenants", {"name": "bench"})
+    tenant = await provider.post("/v1/tenants", {"name": "bench", "admin_email": "admin@bench.example",
+                                                 "second_admin_username": "second-admin",
+                                                 "second_admin_email": "second-admin@bench.example"})
     anon = Operator(session, url, "")
-    await anon.post("/v1/auth/setup", {"setup_token": tenant["setup_token"], "password": BENCH_PASSWORD}, expect=200)
-    admin = await _signed_in(session, url, tenant["tenant_id"], tenant["admin_username"])
     people = {}
-    for username, roles in (("second-admin", ["tenant_admin"]), ("custodian", ["key_custodian"]),
-                            ("officer", ["security_officer"])):
-        user = await admin.post("/v1/users", {"username": username, "roles": roles})
+    for username in ("admin", "second-admin"):
+        token = _setup_token(mail_folder, f"{username}@bench.example")
+        await anon.post("/v1/auth/setup", {"setup_token": token, "password": BENCH_PASSWORD}, expect=200)
+        people[username] = await _signed_in(session, url, tenant["tenant_id"], username)
+    for username, roles in (("custodian", ["key_custodian"]), ("officer", ["security_officer"])):
+        email = f"{username}@bench.example"
+        user = await people["admin"].post("/v1/users", {"username": username, "roles": roles, "email": email})
         for pending in user["pending_roles"]:
             await people["second-admin"].post(f"/v1/users/{user['user_id']}/roles/{pending['role']}/confirm", {}, expect=200)
-        await anon.post("/v1/auth/setup", {"setup_token": user["setup_token"], "password": BENCH_PASSWORD}, expect=200)
+        await anon.post("/v1/auth/setup", {"setup_token": _setup_token(mail_folder, email), "password": BENCH_PASSWORD},
+                        expect=200)
         people[username] = await _signed_in(session, url, tenant["tenant_id"], username)
     return people["custodian"], people["officer"]
 
 
 async def set_up_tenant(url: str, bootstrap: str, agents: int, rules: int, groups: int = 0,
-                        facts_kind: str | None = None) -> dict[str, Any]:
+                        facts_kind: str | None = None, *, mail_folder: Path) -> dict[str, Any]:
     policy, facts = policy_and_facts(rules, facts_kind)
     async with aiohttp.ClientSession() as session:
-        custodian, admin = await _set_up_team(session, url, bootstrap)
+        custodian, admin = await _set_up_team(session, url, bootstrap, mail_folder)
         key = await custodian.post("/v1/keys", {"name": "bench-volume", "volume": "vol-bench"})
         if groups:
             # Device groups by facts (each a condition evaluated per request) and a key group; the
@@ -384,13 +400,13 @@ async def run_bench(args: argparse.Namespace) -> None:
     client = connect(store.url)
     bootstrap = tokens.new_token("sr_boot")
     common = {"db_prefix": prefix, "bus_prefix": bus_prefix}
+    bench_dir = Path(tempfile.mkdtemp(prefix="strongroom-bench-"))
     stack = Stack(
         client=client,
         bus_for=bus_for,  # type: ignore[arg-type]
         gateway_settings=GatewaySettings(**common, host="127.0.0.1", port=0, bootstrap_token=bootstrap,
-                                         release_timeout_seconds=15.0,
-                                         data_key_file=str(ensure_data_key_file(
-                                             Path(tempfile.mkdtemp(prefix="strongroom-bench-")) / "gateway-data.key"))),
+                                         release_timeout_seconds=15.0, mail_folder=str(bench_dir / "mail"),
+                                         data_key_file=str(ensure_data_key_file(bench_dir / "gateway-data.key"))),
         policy_settings=PolicySettings(**common),
         key_settings=KeySettings(**common),
         audit_settings=AuditSettings(**common),
@@ -401,7 +417,8 @@ async def run_bench(args: argparse.Namespace) -> None:
         if memory_bus is not None:
             await memory_bus.start()
         await stack.start_all()
-        setup = await set_up_tenant(stack.url, bootstrap, max(levels), args.rules, args.groups, args.facts)
+        setup = await set_up_tenant(stack.url, bootstrap, max(levels), args.rules, args.groups, args.facts,
+                                    mail_folder=bench_dir / "mail")
         load = await LoadGenerator.start()
         enrolled = await load.ask({"setup": setup})
         if args.defer_audit:

@@ -1,6 +1,7 @@
 """`strongroom dev`: all four services in one process, in-memory bus, embedded store.
 
 Data (the store, a generated root key and the gateway's data key) stays in the data directory across restarts.
+Mail the gateway sends (invitations, admin notices) lands in its `mail` folder, one .eml file per message.
 A fresh bootstrap credential is printed at every start; only its digest is kept.
 """
 
@@ -50,8 +51,10 @@ async def _dev(port: int, data_dir: Path) -> None:
         stack = Stack(
             client=client,
             bus_for=same_bus,
+            # Mail (invitations with their setup tokens, admin notices) goes to a folder, one .eml per message.
             gateway_settings=GatewaySettings(port=port, bootstrap_token=bootstrap,
-                                             data_key_file=str(ensure_data_key_file(data_dir / "gateway-data.key"))),
+                                             data_key_file=str(ensure_data_key_file(data_dir / "gateway-data.key")),
+                                             mail_folder=str(data_dir / "mail")),
             policy_settings=PolicySettings(),
             # One person plays every role in dev mode: a 1-of-1 root re-key is allowed here only.
             key_settings=KeySettings(signing_key_file=str(data_dir / "keysvc-signing-key.pem"), allow_single_custodian=True),
@@ -63,6 +66,7 @@ async def _dev(port: int, data_dir: Path) -> None:
         await stack.start_all()
         print(f"Strongroom dev is running.\n  gateway:   {stack.url}\n  bootstrap: {bootstrap}\n"
               f"  data dir:  {data_dir}\n"
+              f"  mail:      {data_dir / 'mail'} (invitations and admin notices, one .eml file each)\n"
               f"Next: STRONGROOM_URL={stack.url} strongroom --token <bootstrap> account bootstrap --username root "
               "--password-stdin", flush=True)
         stop = asyncio.Event()

@@ -47,12 +47,23 @@ TOKEN_REQUEST_COLUMNS: list[Column] = [
 ]
 
 
+def _with_note(ctx: Ctx, resp: Any, note: str) -> int:
+    """The created object, and on standard error where its secret went (never here)."""
+    code = show_object(ctx, resp)
+    if not ctx.as_json:
+        print(note, file=sys.stderr)
+    return code
+
+
 def cmd_tenant_create(ctx: Ctx) -> int:
-    body: dict[str, Any] = {"name": ctx.args.name}
+    body: dict[str, Any] = {"name": ctx.args.name, "admin_email": ctx.args.admin_email}
     if ctx.args.admin_username:
         body["admin_username"] = ctx.args.admin_username
+    if ctx.args.second_admin:
+        body["second_admin_username"], body["second_admin_email"] = ctx.args.second_admin
     resp = api(ctx).post("/v1/tenants", body)
-    return show_new_credential(ctx, resp, "setup_token", "the first admin's one-time setup token")
+    return _with_note(ctx, resp, "each admin's invitation (their one-time setup token) went to their own "
+                                   "address; `invitation: undelivered` means re-send it with `strongroom user invite`")
 
 
 def cmd_token_create(ctx: Ctx) -> int:
@@ -173,8 +184,18 @@ def cmd_mfa_confirm(ctx: Ctx) -> int:
 
 def cmd_user_create(ctx: Ctx) -> int:
     body = {"username": ctx.args.username, "roles": ctx.args.roles or [], "account": ctx.args.account}
+    if ctx.args.email:
+        body["email"] = ctx.args.email
     resp = api(ctx).post("/v1/users", body)
-    return show_new_credential(ctx, resp, "setup_token", "the user's one-time setup token")
+    if ctx.args.account == "service":
+        return show_object(ctx, resp)
+    return _with_note(ctx, resp, f"the invitation (a one-time setup token) went to {ctx.args.email or 'their address'}, "
+                                   "never to you; roles under pending_roles wait for a second admin")
+
+
+def cmd_user_invite(ctx: Ctx) -> int:
+    resp = api(ctx).post(f"/v1/users/{ctx.args.id}/invitation", {})
+    return _with_note(ctx, resp, "a new invitation went to the user's address; the old setup token no longer works")
 
 
 def cmd_user_list(ctx: Ctx) -> int:
@@ -245,9 +266,13 @@ def _lifecycle(action: str):
 
 def add_tenant(cli: Commands) -> None:
     g = cli.noun("tenant", "Manage tenants (needs the provider credential as --token).")
-    p = g.action("create", cmd_tenant_create, "Create a tenant and its first admin; prints their one-time setup token.")
+    p = g.action("create", cmd_tenant_create,
+                 "Create a tenant and its first admin (and a second), each invited by e-mail at their own address.")
     p.add_argument("name")
+    p.add_argument("--admin-email", required=True, help="where the first admin's invitation goes")
     p.add_argument("--admin-username", help="the first admin's username (default admin)")
+    p.add_argument("--second-admin", nargs=2, metavar=("USERNAME", "EMAIL"),
+                   help="a second admin, invited too (grants wait for a second admin, whom a lone admin cannot make)")
 
 
 def add_token(cli: Commands) -> None:
@@ -307,14 +332,17 @@ def add_mfa(cli: Commands) -> None:
 
 def add_user(cli: Commands) -> None:
     g = cli.noun("user", "Manage the tenant's users and their roles (tenant admin).")
-    p = g.action("create", cmd_user_create, "Create a user; prints their one-time setup token.")
+    p = g.action("create", cmd_user_create, "Create a user; a person is invited by e-mail at --email.")
     p.add_argument("username")
+    p.add_argument("--email", help="a person's address: their invitation (setup token) goes there, never to you")
     p.add_argument("--role", dest="roles", action="append", help="role to grant (repeatable)")
     p.add_argument("--account", choices=("person", "service"), default="person")
+    p = g.action("invite", cmd_user_invite, "Re-send a person's invitation (a new setup token; the old one stops working).")
+    p.add_argument("id")
     g.action("list", cmd_user_list, "List users.")
     p = g.action("show", cmd_user_show, "Show a user.")
     p.add_argument("id")
-    for name, func, help_ in (("grant", cmd_user_grant, "Grant roles (custodian/approver wait for a second admin)."),
+    for name, func, help_ in (("grant", cmd_user_grant, "Grant roles (most wait for a second admin)."),
                               ("revoke", cmd_user_revoke, "Revoke roles.")):
         p = g.action(name, func, help_)
         p.add_argument("id")

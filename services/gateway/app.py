@@ -18,6 +18,7 @@ from shared.store import service_database
 
 from . import routes
 from .accounts.common import ACCOUNTS, Accounts
+from .accounts.invitations import retry_notices
 from .auth import DeviceAuthenticator, TokenAuthenticator, Unauthorized
 from .notifications import NOTIFIER, NOTIFY_PATTERNS, NOTIFY_VIA_WAITERS, Notifier
 from .openapi import build_spec
@@ -153,6 +154,14 @@ def build_app(settings: GatewaySettings, *, bus: Bus, store: GatewayStore) -> we
                                                  "responses": {"200": {"description": "OpenAPI 3.1 document"}}}}
     app[OPENAPI] = spec
     app.router.add_get("/v1/openapi.json", openapi)
+
+    async def mail_retries(app: web.Application):
+        task = asyncio.create_task(retry_notices(gateway, app[ACCOUNTS]))
+        yield
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    app.cleanup_ctx.append(mail_retries)
 
     async def listen(app: web.Application):
         await bus.listen(RELEASE_OUTCOMES, partial(_release_outcome, waiters=gateway.waiters, notifier=app[NOTIFIER]))

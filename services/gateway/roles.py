@@ -1,5 +1,7 @@
 """Every role, declared once: one record with its permissions, where it is held, whether it needs
-MFA, whether a grant waits for a second admin, and which roles it may never be held with.
+MFA, whether a grant waits for a second admin (every role that manages people, keys, policies or
+approvals: an admin alone can never make another admin or a security officer it controls), and
+which roles it may never be held with.
 
 Provider roles never hold a tenant-content permission, so a provider cannot read a tenant's keys,
 policies, devices or audit records. Credential roles are never granted: a kind of credential
@@ -25,6 +27,9 @@ class Role:
     excludes: tuple[str, ...] = ()
     # Held only by a person, never by a service account (whose token anyone holding it could use).
     people_only: bool = False
+    # Manages people and settings: its holders are the "admins" whose second person confirms what
+    # waits for one (see `accounts.rules.is_active_admin`).
+    admin: bool = False
 
 
 _SELF = "tokens.self"  # every tenant and provider role manages its own API tokens
@@ -32,12 +37,12 @@ _SELF = "tokens.self"  # every tenant and provider role manages its own API toke
 TENANT_ADMIN = Role("tenant_admin", frozenset({
     "tokens.manage", "devices.read", "audit.read", "audit.export", "audit.forwarders.manage", "audit.retention.manage",
     "reports.read", "events.read", _SELF, "users.manage", "users.read", "tenant.settings",
-}), mfa=True, excludes=("key_custodian", "approver"))
+}), mfa=True, confirmed=True, excludes=("key_custodian", "approver"), admin=True)
 SECURITY_OFFICER = Role("security_officer", frozenset({
     "devices.enroll", "devices.manage", "devices.read", "keys.read", "policies.manage", "policies.read",
     "audit.forwarders.manage", "reports.read", "policies.simulate", "groups.manage", "groups.read", "approvals.read",
     "decisions.read", "events.read", _SELF, "custody.read",
-}), mfa=True)
+}), mfa=True, confirmed=True)
 # Tenant custody policy, KEK and export belong to the tenant's key custodians.
 KEY_CUSTODIAN = Role("key_custodian", frozenset({
     "keys.manage", "keys.read", _SELF, "custody.manage", "custody.read", "keys.export",
@@ -56,7 +61,7 @@ AUDITOR = Role("auditor", frozenset({
 PROVIDER_ADMIN = Role("provider_admin", frozenset({
     "tenants.create", "tokens.manage", _SELF, "users.manage", "users.read", "tenants.read", "tenants.manage",
     "custody.root.status",
-}), held_in="provider", mfa=True)
+}), held_in="provider", mfa=True, admin=True)
 # The service-wide root of trust (init, unseal with Shamir shares, re-key): named people of the
 # provider, each holding one share sealed to the key they enrolled themselves. Granted by a provider
 # admin, in effect once a second provider admin confirms; a person only, never with provider_admin.
@@ -75,4 +80,5 @@ PROVIDER_ROLES = tuple(r.name for r in ROLES if r.held_in == "provider")
 MFA_ROLES = frozenset(r.name for r in ROLES if r.mfa)
 CONFIRMED_ROLES = frozenset(r.name for r in ROLES if r.confirmed)
 PEOPLE_ONLY_ROLES = frozenset(r.name for r in ROLES if r.people_only)
+ADMIN_ROLES = frozenset(r.name for r in ROLES if r.admin)
 CONFLICTS = tuple(frozenset({r.name, other}) for r in ROLES for other in r.excludes)

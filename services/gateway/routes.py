@@ -14,8 +14,8 @@ from pydantic import BaseModel
 from shared import commands, commands_custody, commands_policy, export_formats
 
 from . import notifications, schemas, views, views_agents, views_audit, views_custody, views_devices, views_policy
+from .accounts import invitations, views_signin, views_sso, views_tenants, views_tokens, views_users
 from .accounts import schemas as account_schemas
-from .accounts import views_signin, views_sso, views_tenants, views_tokens, views_users
 from .auth import Unauthorized
 from .guard import guarded
 
@@ -69,11 +69,12 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/me", views_signin.me, "operator", "account.self", "Who am I: user, roles, how I authenticated"),
     Route("POST", "/v1/me/mfa", views_signin.mfa_begin, "operator", "account.self", "Start TOTP enrolment (otpauth URI)", None, 201),
     Route("POST", "/v1/me/mfa/confirm", views_signin.mfa_confirm, "operator", "account.self", "Confirm TOTP enrolment; returns recovery codes once", account_schemas.MfaCode),
-    Route("POST", "/v1/users", views_users.create_user, "operator", "users.manage", "Create a user (custodian/approver roles wait for a second admin)", account_schemas.CreateUser, 201),
+    Route("POST", "/v1/users", views_users.create_user, "operator", "users.manage", "Create a user, invited at their e-mail address (admin, security-officer, custodian and approver roles wait for a second admin)", account_schemas.CreateUser, 201),
     Route("GET", "/v1/users", views_users.list_users, "operator", "users.read", "List the tenant's users"),
     Route("GET", "/v1/users/{user_id}", views_users.get_user, "operator", "users.read", "Show a user"),
     Route("POST", "/v1/users/{user_id}/roles", views_users.change_roles, "operator", "users.manage", "Grant and revoke roles", account_schemas.ChangeRoles),
     Route("POST", "/v1/users/{user_id}/roles/{role}/confirm", views_users.confirm_role, "operator", "users.manage", "Confirm a pending role grant (a second tenant admin)"),
+    Route("POST", "/v1/users/{user_id}/invitation", invitations.resend_invitation, "operator", "users.manage", "Re-send a person's invitation to their address (a new setup token; the old one stops working)"),
     Route("POST", "/v1/users/{user_id}/disable", views_users.disable_user, "operator", "users.manage", "Disable a user and drop their roles"),
     Route("POST", "/v1/users/{user_id}/mfa/reset", views_users.request_mfa_reset, "operator", "users.manage", "Ask to reset a user's MFA (a second tenant admin confirms)", None, 202),
     Route("POST", "/v1/users/{user_id}/mfa/reset/confirm", views_users.confirm_mfa_reset, "operator", "users.manage", "Confirm an MFA reset: secret and recovery codes dropped, sessions ended"),

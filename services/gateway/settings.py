@@ -55,3 +55,19 @@ class GatewaySettings(CommonSettings):
     # 32 random bytes (a 0600 file) that seal TOTP secrets and SSO client secrets in the store;
     # required (the gateway does not start without it); every gateway instance uses the same file.
     data_key_file: str | None = None
+    # --- mail: invitations (setup tokens) go to the invitee, notifications to every admin ---
+    # SMTP when `smtp_host` is set (`smtp_tls`: implicit TLS, typically port 465; `smtp_starttls`:
+    # upgrade a plain connection, typically 587); otherwise, when `mail_folder` is set (dev mode),
+    # one .eml file per message there. With neither, mail cannot be sent: an invitation then shows
+    # `undelivered` and an admin re-sends it once mail works.
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_starttls: bool = False
+    smtp_tls: bool = False
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_timeout_seconds: float = 10.0
+    mail_from: str = "strongroom@localhost"
+    mail_folder: str | None = None
+    # An admin notice the mail server did not take waits in the store and is tried again this often.
+    mail_retry_seconds: float = 60.0

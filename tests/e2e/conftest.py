@@ -18,15 +18,19 @@ from services.policysvc.settings import PolicySettings
 from shared.bus import RabbitBus
 from shared.crypto import tokens
 
+from .mailbox import Mailbox
+
 
 class Api:
-    """A tiny operator client for tests: JSON in, (status, JSON) out."""
+    """A tiny operator client for tests: JSON in, (status, JSON) out; `mailbox` is the stack's SMTP
+    receiver, where invitees read their setup tokens."""
 
-    def __init__(self, session: aiohttp.ClientSession, url: str, token: str | None = None):
-        self.session, self.url, self.token = session, url, token
+    def __init__(self, session: aiohttp.ClientSession, url: str, token: str | None = None,
+                 mailbox: Mailbox | None = None):
+        self.session, self.url, self.token, self.mailbox = session, url, token, mailbox
 
     def as_(self, token: str) -> Api:
-        return Api(self.session, self.url, token)
+        return Api(self.session, self.url, token, self.mailbox)
 
     async def call(self, method: str, path: str, json=None, data: bytes | None = None, headers=None):
         h = {"Authorization": f"Bearer {self.token}"} if self.token else {}
@@ -43,7 +47,15 @@ def pytest_configure(config):
 
 
 @pytest.fixture
-async def stack(amqp_url, mongo_client, db_prefix, prefix, tmp_path, request):
+def mailbox():
+    """A real SMTP server (aiosmtpd) on a free loopback port; the e2e gateway sends mail to it."""
+    box = Mailbox().start()
+    yield box
+    box.stop()
+
+
+@pytest.fixture
+async def stack(amqp_url, mongo_client, db_prefix, prefix, tmp_path, request, mailbox):
     bus_prefix = f"{prefix}."
     buses: list[RabbitBus] = []
     marker = request.node.get_closest_marker("stack")
@@ -66,6 +78,8 @@ async def stack(amqp_url, mongo_client, db_prefix, prefix, tmp_path, request):
         gateway_settings=GatewaySettings(**{**common, "port": 0, "bootstrap_token": bootstrap, "release_timeout_seconds": 30.0,
                                             "password_time_cost": 1, "password_memory_kib": 8192, "password_parallelism": 1,
                                             "data_key_file": str(ensure_data_key_file(tmp_path / "gateway-data.key")),
+                                            "smtp_host": "127.0.0.1", "smtp_port": mailbox.port,
+                                            "mail_from": "strongroom@provider.example",
                                             **(overrides.get("gateway") or {})}),
         policy_settings=PolicySettings(**common),
         # keysvc: its own certificate-signing key per test; a short destruction-wait floor and a
@@ -86,6 +100,7 @@ async def stack(amqp_url, mongo_client, db_prefix, prefix, tmp_path, request):
         root_key=secrets.token_bytes(32),
     )
     stack.bootstrap = bootstrap  # type: ignore[attr-defined]
+    stack.mailbox = mailbox  # type: ignore[attr-defined]
     await stack.start_all()
     yield stack
     await stack.stop_all()
@@ -103,4 +118,4 @@ async def http():
 
 @pytest.fixture
 async def api(stack, http):
-    return Api(http, stack.url, stack.bootstrap)
+    return Api(http, stack.url, stack.bootstrap, stack.mailbox)

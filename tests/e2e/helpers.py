@@ -71,6 +71,19 @@ async def sign_in(api, username: str, password: str = PASSWORD, *, tenant: str |
     return user
 
 
+def address(username: str, tenant: str = "acme") -> str:
+    """The e-mail address the helpers give a person (in the tenant's own domain)."""
+    return f"{username}@{re.sub(r'[^a-z0-9-]+', '-', tenant.lower()).strip('-') or 'tenant'}.example"
+
+
+async def accept_invitation(api, email: str, password: str = PASSWORD) -> dict:
+    """As the invitee: read the newest invitation in their mailbox (real SMTP) and set a password."""
+    token = api.mailbox.setup_token(email)
+    status, out, _ = await api.as_(None).call("POST", "/v1/auth/setup", json={"setup_token": token, "password": password})
+    assert status == 200, out
+    return out
+
+
 _PROVIDER_ADMINS: dict[str, object] = {}  # bootstrap credential -> signed-in provider admin
 
 
@@ -105,8 +118,8 @@ class Team:
     admins (so custodian and approver grants can be confirmed by a second one) and, on demand,
     one user per role, each signed in (with TOTP where the role requires it)."""
 
-    def __init__(self, api, tenant_id: str, admin, second_admin):
-        self.api, self.tenant_id = api, tenant_id
+    def __init__(self, api, tenant_id: str, admin, second_admin, name: str = "acme"):
+        self.api, self.tenant_id, self.name = api, tenant_id, name
         self.admin, self.second_admin = admin, second_admin
         self.by_role: dict[str, object] = {"tenant_admin": admin}
         self._counter = 0
@@ -116,15 +129,15 @@ class Team:
         """A new signed-in user holding `roles` (pending grants confirmed by the second admin)."""
         self._counter += 1
         username = username or f"{'-'.join(r.replace('_', '-') for r in roles) or 'member'}-{self._counter}"
-        status, out, _ = await self.admin.call("POST", "/v1/users", json={"username": username, "roles": list(roles)})
+        email = address(username, self.name)
+        status, out, _ = await self.admin.call("POST", "/v1/users", json={"username": username, "roles": list(roles),
+                                                                          "email": email})
         assert status == 201, out
         for pending in out["pending_roles"]:
             status, done, _ = await self.second_admin.call(
                 "POST", f"/v1/users/{out['user_id']}/roles/{pending['role']}/confirm")
             assert status == 200, done
-        status, done, _ = await self.api.as_(None).call("POST", "/v1/auth/setup",
-                                                        json={"setup_token": out["setup_token"], "password": PASSWORD})
-        assert status == 200, done
+        await accept_invitation(self.api, email)
         person = await sign_in(self.api, username, tenant=self.tenant_id)
         # created, each confirmation, password set, logged in, and MFA enrolled where required
         self.account_records += 3 + len(out["pending_roles"]) + (person.totp_secret is not None)
@@ -168,19 +181,18 @@ class TeamApi:
 
 
 async def make_team(api, name: str = "acme") -> Team:
-    """A customer tenant created by the provider admin, with its first and a second tenant admin."""
+    """A customer tenant created by the provider admin with its first two tenant admins, each
+    invited at their own address; each sets a password from the invitation in their mailbox."""
     provider = await provider_admin(api)
-    status, body, _ = await provider.call("POST", "/v1/tenants", json={"name": name})
+    status, body, _ = await provider.call("POST", "/v1/tenants", json={
+        "name": name, "admin_email": address("admin", name),
+        "second_admin_username": "second-admin", "second_admin_email": address("second-admin", name)})
     assert status == 201, body
     tenant_id = body["tenant_id"]
-    status, out, _ = await api.as_(None).call("POST", "/v1/auth/setup", json={"setup_token": body["setup_token"], "password": PASSWORD})
-    assert status == 200, out
+    await accept_invitation(api, address("admin", name))
     admin = await sign_in(api, body["admin_username"], tenant=tenant_id)
-    status, second, _ = await admin.call("POST", "/v1/users", json={"username": "second-admin", "roles": ["tenant_admin"]})
-    assert status == 201, second
-    status, out, _ = await api.as_(None).call("POST", "/v1/auth/setup", json={"setup_token": second["setup_token"], "password": PASSWORD})
-    assert status == 200, out
-    team = Team(api, tenant_id, admin, await sign_in(api, "second-admin", tenant=tenant_id))
+    await accept_invitation(api, address("second-admin", name))
+    team = Team(api, tenant_id, admin, await sign_in(api, "second-admin", tenant=tenant_id), name)
     team.account_records = 8  # two admins: created, password set, logged in, MFA enrolled
     return team
 

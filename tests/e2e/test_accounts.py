@@ -14,6 +14,8 @@ from .helpers import (
     EU_FACTS,
     PASSWORD,
     BareAgent,
+    accept_invitation,
+    address,
     audit_records,
     make_team,
     make_tenant,
@@ -46,12 +48,14 @@ async def test_separation_of_duties_and_second_admin_confirmation(api):
     admin, second = team.admin, team.second_admin
     # One user may not manage people and hold keys or approvals.
     for roles in (["tenant_admin", "key_custodian"], ["tenant_admin", "approver"]):
-        status, out, _ = await admin.call("POST", "/v1/users", json={"username": "greedy", "roles": roles})
+        status, out, _ = await admin.call("POST", "/v1/users", json={"username": "greedy", "roles": roles,
+                                                                     "email": address("greedy")})
         assert status == 422 and out["field"] == "roles" and "separation of duties" in out["detail"], out
     # A custodian grant is pending until a second admin (not the granter) confirms it.
-    status, carol, _ = await admin.call("POST", "/v1/users", json={"username": "carol", "roles": ["key_custodian"]})
+    status, carol, _ = await admin.call("POST", "/v1/users", json={"username": "carol", "roles": ["key_custodian"],
+                                                                    "email": address("carol")})
     assert status == 201 and carol["roles"] == [] and carol["pending_roles"][0]["role"] == "key_custodian", carol
-    await api.as_(None).call("POST", "/v1/auth/setup", json={"setup_token": carol["setup_token"], "password": PASSWORD})
+    await accept_invitation(api, address("carol"))
     carol_api = await sign_in(api, "carol", tenant=team.tenant_id)
     status, _, _ = await carol_api.call("POST", "/v1/keys", json={"name": "early"})
     assert status == 403
@@ -187,7 +191,9 @@ async def test_tokens_carry_the_user_scopes_expiry_and_revocation(api, mongo_cli
 
 async def test_bad_passwords_and_setup_tokens_change_nothing(api):
     team = await make_team(api)
-    status, dave, _ = await team.admin.call("POST", "/v1/users", json={"username": "dave", "roles": ["auditor"]})
+    status, dave, _ = await team.admin.call("POST", "/v1/users", json={"username": "dave", "roles": ["auditor"],
+                                                                        "email": address("dave")})
+    dave["setup_token"] = api.mailbox.setup_token(address("dave"))  # as dave, from his mailbox
     anon = api.as_(None)
     for password, field in (("short", "password"), ("y" * 200, "password"), ("password1234", "password"), ("x" * 2000, "password")):
         status, out, ctype = await anon.call("POST", "/v1/auth/setup", json={"setup_token": dave["setup_token"], "password": password})
@@ -207,7 +213,8 @@ async def test_bad_passwords_and_setup_tokens_change_nothing(api):
                         ({"username": "dave", "password": PASSWORD}, "tenant")):
         status, out, _ = await anon.call("POST", "/v1/auth/login", json=body)
         assert status == 422 and out["field"] == field, (body, out)
-    status, out, _ = await team.admin.call("POST", "/v1/users", json={"username": "Bad Name!", "roles": []})
+    status, out, _ = await team.admin.call("POST", "/v1/users", json={"username": "Bad Name!", "roles": [],
+                                                                       "email": address("bad")})
     assert status == 422 and out["field"] == "username"
 
 

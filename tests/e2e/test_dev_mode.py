@@ -29,9 +29,10 @@ def _start(data_dir: Path, port: int) -> tuple[subprocess.Popen, str, str]:
     while time.monotonic() < deadline:
         line = process.stdout.readline()
         lines.append(line)
-        if line.strip().startswith("bootstrap:"):
+        if line.strip().startswith("Next:"):
             break
     text = "".join(lines)
+    process.started_text = text  # type: ignore[attr-defined]
     url = re.search(r"gateway:\s+(\S+)", text).group(1)
     bootstrap = re.search(r"bootstrap:\s+(\S+)", text).group(1)
     return process, url, bootstrap
@@ -58,6 +59,8 @@ def test_dev_mode_prints_url_and_credential_and_keeps_data(tmp_path):
     process, url, bootstrap = _start(data_dir, port)
     try:
         assert url == f"http://127.0.0.1:{port}"
+        # It says where mail (invitations with their setup tokens) goes.
+        assert re.search(r"mail:\s+" + re.escape(str(data_dir.resolve() / "mail")), process.started_text)
         # The bootstrap credential creates the provider admin, who signs in (enrolling TOTP),
         # creates a tenant and a personal API token.
         password = "dev-mode-orchid-7291"
@@ -70,8 +73,13 @@ def test_dev_mode_prints_url_and_credential_and_keeps_data(tmp_path):
         assert status == 201, enrol
         status, _ = _call("POST", url + "/v1/me/mfa/confirm", session, {"code": pyotp.TOTP(enrol["secret"]).now()})
         assert status == 200
-        status, tenant = _call("POST", url + "/v1/tenants", session, {"name": "acme"})
-        assert status == 201, tenant
+        status, tenant = _call("POST", url + "/v1/tenants", session, {"name": "acme", "admin_email": "ann@acme.example"})
+        assert status == 201 and "setup_token" not in tenant, tenant
+        # Dev mode writes mail to a folder: the first admin's invitation carries her setup token.
+        invitation = next((data_dir / "mail").glob("*.eml")).read_text()
+        assert "To: ann@acme.example" in invitation
+        token = re.search(r"sr_setup_[A-Za-z0-9_-]+", invitation).group(0)
+        assert _call("POST", url + "/v1/auth/setup", "", {"setup_token": token, "password": password})[0] == 200
         status, pat = _call("POST", url + "/v1/tokens", session, {"name": "dev"})
         assert status == 201, pat
     finally:

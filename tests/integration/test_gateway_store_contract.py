@@ -111,6 +111,48 @@ async def test_passwords_set_once_by_setup_token_and_rehashed_only_unchanged(sto
     assert (await accounts.user(T, "usr_a"))["password_hash"] == "h3"
 
 
+async def test_a_resent_invitation_voids_the_old_setup_token(store):
+    accounts = store.accounts
+    later = datetime.now(UTC) + timedelta(hours=1)
+    await accounts.insert_user(T, _user("usr_a", setup_digest="d1", setup_expires_at=later, invitation="sending"), _event())
+    await accounts.set_invitation(T, "usr_a", "undelivered")
+    doc = await accounts.user(T, "usr_a")
+    assert doc["invitation"] == "undelivered" and doc["setup_digest"] == "d1"
+    await accounts.set_invitation(T, "usr_a", "sending", {"setup_digest": "d2", "setup_expires_at": later})
+    assert await accounts.user_by_setup_digest("d1") is None
+    assert (await accounts.user_by_setup_digest("d2"))["invitation"] == "sending"
+    await accounts.set_invitation("ten_other", "usr_a", "sent")  # another tenant's user: untouched
+    assert (await accounts.user(T, "usr_a"))["invitation"] == "sending"
+
+
+async def test_a_queued_notice_is_claimed_by_one_until_its_retry_and_dropped_once_sent(store):
+    accounts = store.accounts
+    now = datetime.now(UTC)
+    await accounts.queue_mail(T, {"mail_id": "mail_1", "to": "a@x.example", "subject": "s", "body": "b",
+                                  "created_at": now, "next_at": now + timedelta(seconds=30), "attempts": 0})
+    assert await accounts.claim_mail(now, now + timedelta(seconds=60)) is None  # not due yet
+    later = now + timedelta(seconds=31)
+    claimed = await accounts.claim_mail(later, later + timedelta(seconds=60))
+    assert claimed["mail_id"] == "mail_1" and claimed["tenant_id"] == T and claimed["attempts"] == 1
+    assert await accounts.claim_mail(later, later + timedelta(seconds=60)) is None  # claimed: nobody else sends it
+    again = await accounts.claim_mail(later + timedelta(seconds=61), later + timedelta(seconds=120))
+    assert again["attempts"] == 2
+    await accounts.drop_mail(T, "mail_1")
+    assert await accounts.claim_mail(later + timedelta(days=1), later + timedelta(days=2)) is None
+
+
+async def test_becoming_an_admin_is_saved_with_the_roles(store):
+    accounts = store.accounts
+    await accounts.insert_user(T, _user("usr_a"), _event())
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    assert await accounts.set_roles(T, "usr_a", rev=0, roles=["tenant_admin"], pending=[], evts=(_event(),),
+                                    since={"admin_since": at})
+    assert (await accounts.user(T, "usr_a"))["admin_since"].replace(tzinfo=UTC) == at
+    await accounts.sync_roles(T, "usr_a", ["auditor"], _event(), {"admin_since": None})
+    doc = await accounts.user(T, "usr_a")
+    assert doc["roles"] == ["auditor"] and doc["admin_since"] is None
+
+
 async def test_failed_sign_ins_count_per_source_lock_and_clear(store):
     accounts = store.accounts
     now = datetime.now(UTC).replace(microsecond=0)

@@ -27,12 +27,15 @@ def test_role_sets(roles, small_team, ok):
     assert rules.check_role_set(frozenset(roles), small_team=small_team).allowed is ok
 
 
-def test_custodian_and_approver_grants_wait_for_a_second_admin():
-    decision, plan = rules.plan_grant(current=frozenset({"auditor"}), pending=frozenset(),
-                                         grant=frozenset({"key_custodian", "approver", "security_officer"}),
+def test_admin_officer_custodian_and_approver_grants_wait_for_a_second_admin():
+    decision, plan = rules.plan_grant(current=frozenset(), pending=frozenset(),
+                                         grant=frozenset({"key_custodian", "approver", "security_officer", "auditor"}),
                                          granter_id="a1", target_id="u1", small_team=False)
     assert decision.allowed
-    assert plan.effective == ("security_officer",) and plan.pending == ("approver", "key_custodian")
+    assert plan.effective == ("auditor",) and plan.pending == ("approver", "key_custodian", "security_officer")
+    _, plan = rules.plan_grant(current=frozenset(), pending=frozenset(), grant=frozenset({"tenant_admin"}),
+                               granter_id="a1", target_id="u1", small_team=False)
+    assert plan.effective == () and plan.pending == ("tenant_admin",)
 
 
 def test_pending_roles_count_towards_separation_of_duties():
@@ -45,9 +48,71 @@ def test_nobody_grants_or_confirms_for_themselves():
     decision, _ = rules.plan_grant(current=frozenset(), pending=frozenset(), grant=frozenset({"auditor"}),
                                       granter_id="a1", target_id="a1", small_team=False)
     assert not decision.allowed
-    assert not rules.check_confirmation(granted_by="a1", confirmer_id="a1", target_id="u1").allowed
-    assert not rules.check_confirmation(granted_by="a1", confirmer_id="u1", target_id="u1").allowed
-    assert rules.check_confirmation(granted_by="a1", confirmer_id="a2", target_id="u1").allowed
+    def confirm(confirmer_id: str) -> bool:
+        return rules.check_second_admin(confirmer=_admin(confirmer_id), requested_by="a1", requested_at=_T0,
+                                        target_id="u1").allowed
+
+    assert not confirm("a1") and not confirm("u1") and confirm("a2")
+
+
+_T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _admin(user_id: str, **changes) -> dict:
+    """An active admin since before _T0: password set, TOTP enrolled."""
+    return {"user_id": user_id, "status": "active", "account": "person", "roles": ["tenant_admin"], "source": "local",
+            "created_at": _T0 - timedelta(days=2), "admin_since": _T0 - timedelta(days=1),
+            "password_hash": "$argon2id$...", "mfa": {"confirmed": True}, **changes}
+
+
+@pytest.mark.parametrize(("changes", "active"), [
+    ({}, True),
+    ({"roles": ["security_officer"], "pending": [{"role": "tenant_admin"}], "admin_since": None}, False),  # pending
+    ({"password_hash": None}, False),  # never set up: the invitation was not taken up
+    ({"mfa": {"confirmed": False}}, False),  # MFA not enrolled
+    ({"status": "disabled"}, False),
+    ({"account": "service"}, False),
+    ({"source": "oidc", "password_hash": None, "mfa": None}, True),  # the identity provider vouches
+    ({"roles": ["provider_admin"]}, True),  # the provider tenant's admin role
+])
+def test_one_definition_of_an_active_admin(changes, active):
+    assert rules.is_active_admin(_admin("a2", **changes)) is active
+
+
+def test_a_pending_newer_or_unready_admin_confirms_nothing():
+    def confirm(confirmer) -> rules.Decision:
+        return rules.check_second_admin(confirmer=confirmer, requested_by="a1", requested_at=_T0, target_id="u1")
+
+    assert confirm(_admin("a2")).allowed
+    newer = confirm(_admin("a2", admin_since=_T0 + timedelta(seconds=1)))
+    assert not newer.allowed and "after the request" in newer.reason
+    assert not confirm(_admin("a2", admin_since=_T0)).allowed  # at the same instant is not before
+    assert not confirm(_admin("a2", password_hash=None)).allowed
+    assert not confirm(_admin("a2", roles=[], admin_since=None)).allowed
+    assert not confirm(None).allowed
+    # A first admin (no confirmation ever) counts from their creation.
+    assert confirm(_admin("a2", admin_since=None)).allowed
+
+
+def test_becoming_an_admin_is_dated():
+    now = _T0
+    assert rules.confirmed_admin_since(frozenset(), frozenset({"tenant_admin"}), now) == {"admin_since": now}
+    assert rules.confirmed_admin_since(frozenset({"tenant_admin"}), frozenset({"tenant_admin", "auditor"}), now) == {}
+    assert rules.confirmed_admin_since(frozenset({"tenant_admin"}), frozenset({"auditor"}), now) == {"admin_since": None}
+
+
+@pytest.mark.parametrize(("email", "account", "domains", "ok"), [
+    ("dave@acme.example", "person", [], True),
+    ("dave@acme.example", "person", ["acme.example"], True),
+    ("dave@ACME.example", "person", ["acme.example"], True),
+    ("dave@evil.example", "person", ["acme.example"], False),
+    ("dave@sub.acme.example", "person", ["acme.example"], False),  # exactly the listed domains
+    (None, "person", [], False),
+    (None, "service", ["acme.example"], True),
+    ("bot@acme.example", "service", [], False),
+])
+def test_invitee_addresses(email, account, domains, ok):
+    assert rules.check_email(email, account=account, allowed_domains=domains).allowed is ok
 
 
 def test_mfa_roles_have_no_power_without_mfa():
@@ -165,5 +230,12 @@ def test_settings_that_widen_power_wait_for_a_second_admin(small_team, sso_chang
 
 
 def test_settings_change_confirmed_by_another_admin_only():
-    assert not rules.check_settings_confirmation(requested_by="a1", confirmer_id="a1").allowed
-    assert rules.check_settings_confirmation(requested_by="a1", confirmer_id="a2").allowed
+    assert not rules.check_second_admin(confirmer=_admin("a1"), requested_by="a1", requested_at=_T0).allowed
+    assert rules.check_second_admin(confirmer=_admin("a2"), requested_by="a1", requested_at=_T0).allowed
+
+
+def test_settings_that_widen_wait_for_a_second_admin():
+    held = rules.settings_needing_confirmation
+    assert held(small_team=None, sso_changed=False, sso_only=True) == ()  # narrows: applies at once
+    assert held(small_team=None, sso_changed=False, sso_only=False) == ("sso_only",)
+    assert held(small_team=False, sso_changed=False, domains_changed=True) == ("allowed_email_domains",)

@@ -131,17 +131,21 @@ def serve_audit(gw: Gateway, records: list[dict], page_size: int = 2) -> None:
 # ------------------------------------------------------------------ requests
 
 
-def test_tenant_create_posts_name_with_bearer_and_shows_setup_token_once(gw, run):
+def test_tenant_create_posts_name_and_admin_addresses_and_shows_no_secret(gw, run):
     gw.route("POST", "/v1/tenants", 201,
-             {"tenant_id": "t-1", "name": "acme", "setup_token": "sr_setup_once"})
-    code, out, err = run("tenant", "create", "acme", token="provider-bootstrap")
+             {"tenant_id": "t-1", "name": "acme", "admin_username": "admin", "invitation": "sent"})
+    code, out, err = run("tenant", "create", "acme", "--admin-email", "ann@acme.example",
+                         "--second-admin", "dave", "dave@acme.example", token="provider-bootstrap")
     assert code == 0
     assert gw.last["method"] == "POST" and gw.last["path"] == "/v1/tenants"
-    assert gw.last["body"] == {"name": "acme"}
+    assert gw.last["body"] == {"name": "acme", "admin_email": "ann@acme.example",
+                               "second_admin_username": "dave", "second_admin_email": "dave@acme.example"}
     assert gw.last["headers"]["authorization"] == "Bearer provider-bootstrap"
     assert gw.last["headers"]["content-type"] == "application/json"
-    assert "tenant_id: t-1" in out and "setup_token: sr_setup_once" in out
-    assert "shown once, store it now" in err
+    assert "tenant_id: t-1" in out and "invitation: sent" in out and "setup_token" not in out
+    assert "own address" in err
+    code, _, err = run("tenant", "create", "acme", token="provider-bootstrap")
+    assert code != 0 and "--admin-email" in err
 
 
 def test_tenants_offboard_then_status_shows_the_shredding_and_its_certificate_id(gw, run):
@@ -522,11 +526,15 @@ def test_login_reads_the_password_from_stdin_and_shows_the_session_once(gw, run,
 
 
 def test_user_commands_grant_confirm_and_list(gw, run):
-    gw.route("POST", "/v1/users", 201, {"user_id": "usr-2", "username": "carol", "setup_token": "sr_setup_x",
+    gw.route("POST", "/v1/users", 201, {"user_id": "usr-2", "username": "carol", "invitation": "sent",
                                         "pending_roles": [{"role": "key_custodian", "granted_by": "usr-1"}]})
-    code, out, _ = run("user", "create", "carol", "--role", "key_custodian")
-    assert code == 0 and gw.last["body"] == {"username": "carol", "roles": ["key_custodian"], "account": "person"}
-    assert "setup_token: sr_setup_x" in out
+    code, out, err = run("user", "create", "carol", "--email", "carol@acme.example", "--role", "key_custodian")
+    assert code == 0 and gw.last["body"] == {"username": "carol", "roles": ["key_custodian"], "account": "person",
+                                             "email": "carol@acme.example"}
+    assert "invitation: sent" in out and "setup_token" not in out and "carol@acme.example" in err
+    gw.route("POST", "/v1/users/usr-2/invitation", 200, {"user_id": "usr-2", "invitation": "sent"})
+    code, out, err = run("user", "invite", "usr-2")
+    assert code == 0 and gw.last["path"] == "/v1/users/usr-2/invitation" and "old setup token" in err
     gw.route("POST", "/v1/users/usr-2/roles/key_custodian/confirm", 200, {"user_id": "usr-2", "roles": ["key_custodian"]})
     code, out, _ = run("user", "confirm", "usr-2", "key_custodian")
     assert code == 0 and gw.last["path"] == "/v1/users/usr-2/roles/key_custodian/confirm"

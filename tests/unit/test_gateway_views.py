@@ -17,6 +17,7 @@ from services.gateway.app import build_app
 from services.gateway.datakey import ensure_data_key_file
 from services.gateway.guard import COSIGN_HEADER
 from services.gateway.ratelimit import ALL_SOURCES
+from services.gateway.roles import ADMIN_ROLES
 from services.gateway.settings import GatewaySettings
 from services.gateway.state import GATEWAY
 from services.gateway.store_memory import MemoryGatewayStore
@@ -49,11 +50,14 @@ class Gw:
 
     async def user(self, username: str, roles: list[str], *, tenant_id: str = T1, password_hash: str | None = None,
                    account: str = "person") -> tuple[str, str]:
-        """A user with an MFA-verified session: (user_id, bearer token)."""
+        """A user with an MFA-verified session: (user_id, bearer token). An admin is set up (their own
+        password and TOTP), so they count as an active admin for second-admin confirmations."""
         user_id = events.new_id("usr_")
+        admin = not ADMIN_ROLES.isdisjoint(roles) and account == "person"
         doc = {"user_id": user_id, "username": username, "account": account, "roles": roles, "pending": [],
-               "status": "active", "source": "local", "created_at": datetime.now(UTC), "rev": 0, "mfa": None,
-               "recovery": [], "password_hash": password_hash}
+               "status": "active", "source": "local", "created_at": datetime.now(UTC), "rev": 0,
+               "mfa": {"secret": None, "confirmed": True, "last_step": None} if admin else None,
+               "recovery": [], "password_hash": password_hash or ("$argon2id$seeded" if admin else None)}
         await self.store.accounts.insert_user(tenant_id, doc, events.UserCreated(
             tenant_id=tenant_id, actor=events.Actor(kind="user", id="test"), correlation_id="c", user_id=user_id,
             username=username, roles=tuple(roles)))
@@ -260,7 +264,7 @@ async def test_a_small_team_user_with_conflicting_roles_acts_only_co_signed(gw):
     _, both = await gw.user("kim", ["key_custodian", "tenant_admin"])
     _, other_admin = await gw.user("lee", ["tenant_admin"])
     _, auditor = await gw.user("max", ["auditor"])
-    new_user = {"username": "nat", "roles": ["auditor"], "account": "person"}
+    new_user = {"username": "nat", "roles": ["auditor"], "account": "person", "email": "nat@one.example"}
 
     status, body, _ = await gw.call("POST", "/v1/users", both, new_user)
     assert status == 403 and body["field"] == COSIGN_HEADER

@@ -24,13 +24,15 @@ def test_every_custodian_or_approver_role_needs_a_second_admin_for_a_service_tok
 
 def test_a_token_request_is_confirmed_by_an_older_person_other_than_its_requester():
     def check(confirmer_id="usr_b", person=True, since=NOW - timedelta(days=1)):
-        return rules.check_token_confirmation(minted_by="usr_a", confirmer_id=confirmer_id, confirmer_is_person=person,
-                                              confirmer_since=since, requested_at=NOW)
+        confirmer = {"user_id": confirmer_id, "status": "active", "account": "person", "roles": ["tenant_admin"],
+                     "admin_since": since, "password_hash": "$argon2id$x", "mfa": {"confirmed": True}}
+        return rules.check_second_admin(confirmer=confirmer if person else None, requested_by="usr_a",
+                                        requested_at=NOW, what="requested a service-account token")
 
     assert check().allowed
     assert "cannot also confirm" in check(confirmer_id="usr_a").reason
     assert "only a person" in check(person=False).reason
-    assert "created after" in check(since=NOW + timedelta(seconds=1)).reason
+    assert "after the request" in check(since=NOW + timedelta(seconds=1)).reason
 
 
 def test_an_unconfirmed_token_of_a_custodian_service_account_never_acts():

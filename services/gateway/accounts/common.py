@@ -17,6 +17,7 @@ from shared.rpc import NotFound, ProblemError
 
 from ..auth import SESSION_PREFIX
 from ..datakey import SecretSealer, load_data_key
+from ..mail import Mailer
 from ..ratelimit import ALL_SOURCES, RateLimiter, SignInLimits
 from ..settings import GatewaySettings
 from ..state import CORRELATION_ID, GATEWAY, PRINCIPAL, Gateway, _now
@@ -36,6 +37,7 @@ class Accounts:
     agent_by_address: RateLimiter
     agent_by_device: RateLimiter
     sealer: SecretSealer  # TOTP and SSO client secrets are stored sealed under the data key
+    mailer: Mailer  # invitations to invitees, notices to admins
 
     @classmethod
     def from_settings(cls, s: GatewaySettings) -> Accounts:
@@ -49,6 +51,7 @@ class Accounts:
             agent_by_device=RateLimiter(burst=s.agent_rate_burst_per_device,
                                         per_second=s.agent_rate_per_second_per_device),
             sealer=SecretSealer(load_data_key(s.data_key_file)),
+            mailer=Mailer(s),
         )
 
     def seal_totp(self, secret: str, *, tenant_id: str, user_id: str) -> str:
@@ -115,6 +118,7 @@ def user_view(doc: dict[str, Any]) -> dict[str, Any]:
         "pending_roles": [{"role": p["role"], "granted_by": p["granted_by"]} for p in doc.get("pending", [])],
         "mfa_enrolled": bool((doc.get("mfa") or {}).get("confirmed")),
         "password_set": bool(doc.get("password_hash")), "created_at": doc.get("created_at"),
+        "email": doc.get("email"), "invitation": doc.get("invitation"),
     }
 
 
@@ -123,6 +127,11 @@ async def user_or_404(gw: Gateway, tenant_id: str, user_id: str) -> dict[str, An
     if doc is None:
         raise NotFound("user", "user_id")
     return doc
+
+
+async def acting_user(gw: Gateway, principal: Any) -> dict[str, Any] | None:
+    """The acting principal's own user document (None for a credential that is no user)."""
+    return await account_store(gw).user(principal.tenant_id, principal.id)
 
 
 async def tenant_kind(gw: Gateway, tenant_id: str) -> tuple[str, bool]:

@@ -11,13 +11,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from ..permissions import PERMISSIONS
-from ..roles import CONFIRMED_ROLES, CONFLICTS, MFA_ROLES, PEOPLE_ONLY_ROLES, PROVIDER_ROLES, TENANT_ROLES
+from ..roles import ADMIN_ROLES, CONFIRMED_ROLES, CONFLICTS, MFA_ROLES, PEOPLE_ONLY_ROLES, PROVIDER_ROLES, TENANT_ROLES
 from ..roles import MEMBER as MEMBER_ROLE
 
 # Every authenticated user may manage their own sign-in (MFA enrolment, logout, whoami).
 MEMBER = MEMBER_ROLE.name
 
 USERNAME_PATTERN = r"^[a-z0-9][a-z0-9._@-]{0,63}$"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+DOMAIN_PATTERN = rf"^{_LABEL}(?:\.{_LABEL})+$"
+EMAIL_PATTERN = rf"^[A-Za-z0-9.!#$%&'*+/=?^_`{{|}}~-]{{1,64}}@{_LABEL}(?:\.{_LABEL})+$"
 
 
 @dataclass(frozen=True)
@@ -77,26 +80,87 @@ def plan_grant(*, current: frozenset[str], pending: frozenset[str], grant: froze
     return ALLOW, GrantPlan(tuple(sorted(new - CONFIRMED_ROLES)), tuple(sorted(new & CONFIRMED_ROLES)))
 
 
-def check_confirmation(*, granted_by: str, confirmer_id: str, target_id: str) -> Decision:
-    """A pending grant is confirmed by a second tenant admin: neither its granter nor its grantee."""
-    if confirmer_id == granted_by:
-        return Decision.deny("the admin who granted a role cannot also confirm it")
-    if confirmer_id == target_id:
-        return Decision.deny("a user may not confirm a role granted to themselves")
+def check_email(email: str | None, *, account: str, allowed_domains: list[str]) -> Decision:
+    """A person is invited at an address (in one of the tenant's allowed domains, if it sets any);
+    a service account has none."""
+    if account != "person":
+        return Decision.deny("a service account has no e-mail address") if email else ALLOW
+    if not email:
+        return Decision.deny("a person needs an e-mail address: their invitation goes there")
+    domain = email.rsplit("@", 1)[1].lower()
+    if allowed_domains and domain not in allowed_domains:
+        return Decision.deny("this tenant invites only addresses in its allowed e-mail domains")
     return ALLOW
 
 
-def settings_needing_confirmation(*, small_team: bool | None, sso_changed: bool) -> tuple[str, ...]:
+# --- the second admin ------------------------------------------------------------------------
+
+SSO_SOURCES = ("oidc", "saml")
+
+
+def setup_complete(user: dict) -> bool:
+    """A person has taken over their account: a password they set with their own invitation and
+    TOTP enrolled, or single sign-on (the identity provider vouches for them at each sign-in)."""
+    if user.get("source") in SSO_SOURCES:
+        return True
+    return bool(user.get("password_hash")) and bool((user.get("mfa") or {}).get("confirmed"))
+
+
+def admin_since(user: dict) -> datetime | None:
+    """When the user's admin role took effect (its confirmation; a tenant's first admins: their
+    creation), or None if they hold none."""
+    if ADMIN_ROLES.isdisjoint(user.get("roles", ())):
+        return None
+    return user.get("admin_since") or user.get("created_at")
+
+
+def is_active_admin(user: dict) -> bool:
+    """THE definition of an active admin, for every second-admin confirmation: a person holding an
+    admin role in effect (a pending grant is no role), who has completed setup, and is not disabled."""
+    return (user.get("status") == "active" and user.get("account", "person") == "person"
+            and admin_since(user) is not None and setup_complete(user))
+
+
+def check_second_admin(*, confirmer: dict | None, requested_by: str, requested_at: datetime,
+                       target_id: str | None = None, what: str = "granted a role") -> Decision:
+    """May `confirmer` be the second admin for something `requested_by` asked for at `requested_at`
+    (a role grant, small-team mode, a single sign-on change, an MFA reset, a service-account token)?
+    An active admin, neither the requester nor the one it concerns, who was an admin before the
+    request (a newer admin confirms nothing: an admin cannot make a confirmer after the fact)."""
+    if confirmer is None:
+        return Decision.deny("only a person who is an active admin confirms")
+    if confirmer["user_id"] == requested_by:
+        return Decision.deny(f"the admin who {what} cannot also confirm it")
+    if target_id is not None and confirmer["user_id"] == target_id:
+        return Decision.deny("a user may not confirm what concerns themselves")
+    if not is_active_admin(confirmer):
+        return Decision.deny("only an active admin confirms: one holding the admin role in effect, "
+                             "with their own password and MFA set up, not disabled")
+    since = admin_since(confirmer)
+    if since is not None and since >= requested_at:
+        return Decision.deny("an admin who became one after the request cannot confirm it")
+    return ALLOW
+
+
+def confirmed_admin_since(roles_before: frozenset[str], roles_after: frozenset[str], now: datetime) -> dict:
+    """The fields to save when a change of roles makes the user an admin (or stops it)."""
+    if ADMIN_ROLES.isdisjoint(roles_after):
+        return {"admin_since": None}
+    if ADMIN_ROLES.isdisjoint(roles_before):
+        return {"admin_since": now}
+    return {}
+
+
+def settings_needing_confirmation(*, small_team: bool | None, sso_changed: bool, sso_only: bool | None = None,
+                                  domains_changed: bool = False) -> tuple[str, ...]:
     """Tenant settings that widen who holds power wait for a second tenant admin: turning on
-    small-team mode (conflicting roles in one person) and any single sign-on change (its group
-    mapping, and the IdP it trusts to assert groups, decide who gets which role)."""
-    return tuple(name for name, pending in (("small_team", small_team is True), ("sso", sso_changed)) if pending)
-
-
-def check_settings_confirmation(*, requested_by: str, confirmer_id: str) -> Decision:
-    if confirmer_id == requested_by:
-        return Decision.deny("the admin who requested a settings change cannot also confirm it")
-    return ALLOW
+    small-team mode (conflicting roles in one person), any single sign-on change (its group
+    mapping, and the IdP it trusts to assert groups, decide who gets which role), turning "SSO
+    only" off (setup secrets again) and any change of the allowed e-mail domains (where invitations
+    may go)."""
+    return tuple(name for name, pending in (("small_team", small_team is True), ("sso", sso_changed),
+                                            ("sso_only", sso_only is False),
+                                            ("allowed_email_domains", domains_changed)) if pending)
 
 
 def needs_mfa(roles: frozenset[str]) -> bool:
@@ -140,19 +204,6 @@ def token_needs_second_admin(roles: frozenset[str]) -> bool:
     """A service account's token hands its holder the account's roles: for a custodian or approver
     role (every role whose grant waits for a second admin) a second admin confirms the token too."""
     return not CONFIRMED_ROLES.isdisjoint(roles)
-
-
-def check_token_confirmation(*, minted_by: str, confirmer_id: str, confirmer_is_person: bool,
-                             confirmer_since: datetime, requested_at: datetime) -> Decision:
-    """A pending service-account token is confirmed by a second admin: a person, not its requester,
-    whose account existed before the request (a newer admin confirms nothing)."""
-    if confirmer_id == minted_by:
-        return Decision.deny("the admin who requested a service-account token cannot also confirm it")
-    if not confirmer_is_person:
-        return Decision.deny("only a person confirms a service-account token")
-    if confirmer_since >= requested_at:
-        return Decision.deny("an admin created after the token was requested cannot confirm it")
-    return ALLOW
 
 
 def token_may_act(token: dict, owner: dict) -> bool:
@@ -225,10 +276,11 @@ __all__ = [
     "PROVIDER_ROLES",
     "Decision",
     "GrantPlan",
-    "check_confirmation",
     "check_role_set",
     "check_scopes",
+    "check_second_admin",
     "effective_roles",
+    "is_active_admin",
     "locked_until",
     "lockout_seconds",
     "needs_mfa",

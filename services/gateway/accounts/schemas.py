@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -11,7 +12,7 @@ from shared.commands import NAME, Strict
 
 from ..permissions import PERMISSIONS
 from ..roles import PROVIDER_ROLES, TENANT_ROLES
-from .rules import USERNAME_PATTERN
+from .rules import DOMAIN_PATTERN, EMAIL_PATTERN, USERNAME_PATTERN
 
 _ALL_ROLES = TENANT_ROLES + PROVIDER_ROLES
 _PASSWORD = Field(min_length=1, max_length=1024, description="checked against the password policy")
@@ -24,9 +25,19 @@ def _known_roles(roles: list[str]) -> list[str]:
     return sorted(set(roles))
 
 
+def _email(description: str, default: object = ...) -> object:
+    return Field(default, max_length=254, pattern=EMAIL_PATTERN, description=description)
+
+
 class Bootstrap(Strict):
+    """The first admin (it holds the bootstrap credential, so it sets its own password). In
+    enterprise mode a second admin may be invited too: grants wait for a second admin."""
+
     username: str = Field(pattern=USERNAME_PATTERN)
     password: str = _PASSWORD
+    email: str | None = _email("the first admin's address, for admin notices", None)
+    second_admin_username: str | None = Field(default=None, pattern=USERNAME_PATTERN)
+    second_admin_email: str | None = _email("where the second admin's invitation is sent (enterprise mode)", None)
 
 
 class Login(Strict):
@@ -53,14 +64,29 @@ class MfaCode(Strict):
 
 
 class CreateTenant(Strict):
+    """A customer tenant and its first admins, each invited at their own address. Name a second
+    admin here: admin and custodian grants wait for a second admin, whom a lone admin cannot make."""
+
     name: str = Field(pattern=NAME)
     admin_username: str = Field(default="admin", pattern=USERNAME_PATTERN)
+    admin_email: str = _email("where the first admin's invitation (setup token) is sent")
+    second_admin_username: str | None = Field(default=None, pattern=USERNAME_PATTERN)
+    second_admin_email: str | None = _email("where the second admin's invitation is sent", None)
+
+    @model_validator(mode="after")
+    def _second_admin(self) -> CreateTenant:
+        if (self.second_admin_username is None) != (self.second_admin_email is None):
+            raise ValueError("second_admin_username and second_admin_email go together")
+        if self.second_admin_username == self.admin_username:
+            raise ValueError("second_admin_username must differ from admin_username")
+        return self
 
 
 class CreateUser(Strict):
     username: str = Field(pattern=USERNAME_PATTERN)
     roles: list[str] = Field(default_factory=list, max_length=len(_ALL_ROLES))
     account: Literal["person", "service"] = "person"
+    email: str | None = _email("a person's address: their invitation goes there, never to the creator", None)
 
     @field_validator("roles")
     @classmethod
@@ -137,3 +163,17 @@ class SsoConfig(Strict):
 class TenantSettings(Strict):
     small_team: bool | None = None
     sso: SsoConfig | None = None
+    # People sign in only through the tenant's identity provider: no setup secret is ever created.
+    sso_only: bool | None = None
+    # Invitations go only to addresses in these domains (empty: any).
+    allowed_email_domains: list[str] | None = Field(default=None, max_length=50)
+
+    @field_validator("allowed_email_domains")
+    @classmethod
+    def _domains(cls, domains: list[str] | None) -> list[str] | None:
+        if domains is None:
+            return None
+        bad = [d for d in domains if not re.fullmatch(DOMAIN_PATTERN, d)]
+        if bad:
+            raise ValueError("each entry must be a domain name such as example.com")
+        return sorted({d.lower() for d in domains})

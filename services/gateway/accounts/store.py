@@ -34,6 +34,7 @@ class AccountStore:
         self.attempts = TenantCollection(db["sign_in_failures"])
         self.sso_states = TenantCollection(db["sso_states"])
         self.saml_assertions = TenantCollection(db["saml_assertions"])  # ids seen, until they expire
+        self.mail_outbox = TenantCollection(db["mail_outbox"])  # admin notices the mail server did not take yet
         self.state = db["state"]  # gateway-wide facts (bootstrap done), not tenant data
 
     async def create_indexes(self) -> None:
@@ -49,6 +50,7 @@ class AccountStore:
                                              unique=True)
         await self.sso_states.raw.create_index([("state", ASCENDING)], unique=True)
         await self.saml_assertions.raw.create_index([("tenant_id", ASCENDING), ("assertion_id", ASCENDING)], unique=True)
+        await self.mail_outbox.raw.create_index([("next_at", ASCENDING)])
 
     # --- bootstrap ---
 
@@ -132,15 +134,39 @@ class AccountStore:
         return await self.users.count(tenant_id, {"status": "active"})
 
     async def set_roles(self, tenant_id: str, user_id: str, *, rev: int, roles: list[str],
-                        pending: list[dict[str, Any]], evts: tuple[Event, ...]) -> bool:
-        """Roles and pending grants, compare-and-swap on the user's revision."""
+                        pending: list[dict[str, Any]], evts: tuple[Event, ...],
+                        since: dict[str, Any] | None = None) -> bool:
+        """Roles and pending grants (and when an admin role took effect), compare-and-swap on the
+        user's revision."""
         return await update_staged(self._outbox, self.users, tenant_id, {"user_id": user_id, "rev": rev},
-                                   {"$set": {"roles": roles, "pending": pending}, "$inc": {"rev": 1}}, *evts)
+                                   {"$set": {"roles": roles, "pending": pending, **(since or {})}, "$inc": {"rev": 1}},
+                                   *evts)
 
-    async def sync_roles(self, tenant_id: str, user_id: str, roles: list[str], event: Event) -> None:
+    async def sync_roles(self, tenant_id: str, user_id: str, roles: list[str], event: Event,
+                         since: dict[str, Any] | None = None) -> None:
         """Roles an identity provider's groups decide at sign-in."""
         await update_staged(self._outbox, self.users, tenant_id, {"user_id": user_id},
-                            {"$set": {"roles": roles}, "$inc": {"rev": 1}}, event)
+                            {"$set": {"roles": roles, **(since or {})}, "$inc": {"rev": 1}}, event)
+
+    # --- mail outbox: admin notices to retry (never an invitation: it carries a setup token) ---
+
+    async def queue_mail(self, tenant_id: str, doc: dict[str, Any]) -> None:
+        await self.mail_outbox.insert(tenant_id, doc)
+
+    async def claim_mail(self, now: datetime, retry_at: datetime) -> dict[str, Any] | None:
+        """One notice due by `now`, claimed until `retry_at` (so one gateway instance sends it)."""
+        return await self.mail_outbox.raw.find_one_and_update(
+            {"next_at": {"$lte": now}}, {"$set": {"next_at": retry_at}, "$inc": {"attempts": 1}},
+            return_document=ReturnDocument.AFTER)
+
+    async def drop_mail(self, tenant_id: str, mail_id: str) -> None:
+        await self.mail_outbox.delete_one(tenant_id, {"mail_id": mail_id})
+
+    async def set_invitation(self, tenant_id: str, user_id: str, invitation: str,
+                             setup: dict[str, Any] | None = None) -> None:
+        """An invitation's delivery state; with `setup`, a new setup token's digest and expiry
+        replace the old one (which stops working)."""
+        await self.users.update_one(tenant_id, {"user_id": user_id}, {"$set": {"invitation": invitation, **(setup or {})}})
 
     async def disable_user(self, tenant_id: str, user_id: str, event: Event) -> None:
         await update_staged(self._outbox, self.users, tenant_id, {"user_id": user_id},

@@ -28,6 +28,7 @@ class MemoryAccountStore:
         self.attempts: dict[tuple[str, str, str], dict[str, Any]] = {}  # (tenant, username, source)
         self.sso_states: dict[str, dict[str, Any]] = {}
         self.assertions: set[tuple[str, str]] = set()
+        self.mail_outbox: dict[tuple[str, str], dict[str, Any]] = {}
         self.bootstrap: dict[str, Any] | None = None
 
     async def _emit(self, *evts: Event) -> None:
@@ -146,11 +147,33 @@ class MemoryAccountStore:
         return True
 
     async def set_roles(self, tenant_id: str, user_id: str, *, rev: int, roles: list[str],
-                        pending: list[dict[str, Any]], evts: tuple[Event, ...]) -> bool:
-        return await self._change_user(tenant_id, user_id, {"roles": roles, "pending": pending}, *evts, rev=rev, bump=True)
+                        pending: list[dict[str, Any]], evts: tuple[Event, ...],
+                        since: dict[str, Any] | None = None) -> bool:
+        return await self._change_user(tenant_id, user_id, {"roles": roles, "pending": pending, **(since or {})}, *evts,
+                                       rev=rev, bump=True)
 
-    async def sync_roles(self, tenant_id: str, user_id: str, roles: list[str], event: Event) -> None:
-        await self._change_user(tenant_id, user_id, {"roles": roles}, event, bump=True)
+    async def sync_roles(self, tenant_id: str, user_id: str, roles: list[str], event: Event,
+                         since: dict[str, Any] | None = None) -> None:
+        await self._change_user(tenant_id, user_id, {"roles": roles, **(since or {})}, event, bump=True)
+
+    async def queue_mail(self, tenant_id: str, doc: dict[str, Any]) -> None:
+        self.mail_outbox[(tenant_id, doc["mail_id"])] = {**deepcopy(doc), "tenant_id": tenant_id}
+
+    async def claim_mail(self, now: datetime, retry_at: datetime) -> dict[str, Any] | None:
+        doc = next((d for d in self.mail_outbox.values() if d["next_at"] <= now), None)
+        if doc is None:
+            return None
+        doc.update(next_at=retry_at, attempts=doc.get("attempts", 0) + 1)
+        return deepcopy(doc)
+
+    async def drop_mail(self, tenant_id: str, mail_id: str) -> None:
+        self.mail_outbox.pop((tenant_id, mail_id), None)
+
+    async def set_invitation(self, tenant_id: str, user_id: str, invitation: str,
+                             setup: dict[str, Any] | None = None) -> None:
+        user = self.users.get((tenant_id, user_id))
+        if user is not None:
+            user.update({"invitation": invitation, **deepcopy(setup or {})})
 
     async def disable_user(self, tenant_id: str, user_id: str, event: Event) -> None:
         await self._change_user(tenant_id, user_id, {"status": "disabled", "roles": [], "pending": []}, event, bump=True)

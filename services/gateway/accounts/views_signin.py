@@ -32,6 +32,7 @@ from .common import (
     user_or_404,
     user_view,
 )
+from .invitations import sso_only
 
 
 async def setup_password(request: web.Request) -> web.Response:
@@ -43,6 +44,8 @@ async def setup_password(request: web.Request) -> web.Response:
     doc = await account_store(gw).user_by_setup_digest(digest)
     if doc is None or doc["setup_expires_at"] <= _now() or doc.get("status") != "active":
         raise Unauthorized("unknown or expired setup token")
+    if await sso_only(gw, doc["tenant_id"]):  # people sign in only through the tenant's identity provider
+        raise Unauthorized("setup tokens are void in an SSO-only tenant")
     check_password(body.password, doc["username"])
     encoded = await acc.hash(body.password)
     event = events.UserPasswordSet(**event_fields(request, doc["tenant_id"], events.Actor(

@@ -17,7 +17,8 @@ from ..auth import Unauthorized
 from ..guard import throttle
 from ..state import Gateway, _json, _now
 from . import rules, sso_oidc, sso_saml
-from .common import account_store, context, event_fields, new_user, sign_in_failed, start_session, tenant_kind
+from .common import ACCOUNTS, account_store, context, event_fields, new_user, sign_in_failed, start_session, tenant_kind
+from .invitations import notify_admins
 
 SSO_STATE_TTL = timedelta(minutes=10)
 
@@ -106,10 +107,13 @@ async def sso_user(request: web.Request, gw: Gateway, tenant_id: str, *, source:
             await sign_in_failed(request, gw, tenant_id, username, None, source, "username taken by another account", count=False)
             raise Unauthorized("sso username collides")
         user = new_user(username=username, roles=sorted(roles), source=source, external_id=external_id)
+        # Roles from the IdP's groups take effect at sign-in (its mapping was confirmed by a second admin).
+        user.update(rules.confirmed_admin_since(frozenset(), roles, user["created_at"]))
         fields = event_fields(request, tenant_id, events.Actor(kind="user", id=user["user_id"], auth=source))
         await account_store(gw).insert_user(tenant_id, user, events.UserCreated(
             **fields, user_id=user["user_id"], username=username, roles=tuple(sorted(roles)), source=source))
         user["tenant_id"] = tenant_id
+        await _tell_admins(request, gw, tenant_id, user, frozenset(), roles, source)
         return user
     if user.get("status") != "active":
         await sign_in_failed(request, gw, tenant_id, username, user, source, "user disabled", count=False)
@@ -118,10 +122,22 @@ async def sso_user(request: web.Request, gw: Gateway, tenant_id: str, *, source:
         actor = events.Actor(kind="user", id=user["user_id"], auth=source)
         event = events.UserRolesChanged(**event_fields(request, tenant_id, actor), type="user.role_granted",
                                         user_id=user["user_id"], roles=tuple(sorted(roles)), granted_by=f"{source}-groups")
-        await account_store(gw).sync_roles(tenant_id, user["user_id"], sorted(roles), event)
+        await account_store(gw).sync_roles(tenant_id, user["user_id"], sorted(roles), event,
+                                           rules.confirmed_admin_since(frozenset(user["roles"]), roles, event.occurred_at))
         gw.operators.forget_user(tenant_id, user["user_id"])
+        await _tell_admins(request, gw, tenant_id, user, frozenset(user["roles"]), roles, source)
         user = {**user, "roles": sorted(roles)}
     return user
+
+
+async def _tell_admins(request: web.Request, gw: Gateway, tenant_id: str, user: dict[str, Any],
+                       before: frozenset[str], after: frozenset[str], source: str) -> None:
+    """Roles the identity provider's groups grant are role grants too: every admin hears of them."""
+    granted = sorted(after - before)
+    if granted:
+        await notify_admins(gw, request.app[ACCOUNTS], tenant_id, f"roles granted to {user['username']} by single sign-on", [
+            f"The identity provider ({source}) signed in {user['username']} ({user['user_id']}) with groups that map "
+            f"to: {', '.join(granted)}. In effect now (the group mapping was confirmed by a second admin)."])
 
 
 # --- SAML 2.0 -------------------------------------------------------------------------------------

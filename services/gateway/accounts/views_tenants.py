@@ -15,7 +15,8 @@ from ..roles import PROVIDER_ADMIN, TENANT_ADMIN
 from ..state import CORRELATION_ID, PRINCIPAL, Gateway, _json, _now, body_as
 from . import rules
 from . import schemas as S
-from .common import ACCOUNTS, account_store, check_password, context, event_fields, new_setup_token, new_user
+from .common import ACCOUNTS, account_store, acting_user, check_password, context, event_fields, new_user
+from .invitations import deliver, setup_fields
 
 
 async def bootstrap(request: web.Request) -> web.Response:
@@ -27,7 +28,9 @@ async def bootstrap(request: web.Request) -> web.Response:
     provider = gw.settings.deployment == "provider"
     tenant_id = PROVIDER_TENANT if provider else events.new_id("ten_")
     user = new_user(username=body.username, roles=[(PROVIDER_ADMIN if provider else TENANT_ADMIN).name],
-                     source="bootstrap", password_hash=await acc.hash(body.password))
+                     source="bootstrap", password_hash=await acc.hash(body.password),
+                     **({"email": body.email} if body.email else {}))
+    user["admin_since"] = user["created_at"]
     # SECURITY: the marker insert is the compare-and-swap: only one bootstrap ever succeeds.
     if not await account_store(gw).mark_bootstrapped(tenant_id, user["user_id"], _now()):
         gw.operators.mark_bootstrapped()
@@ -40,26 +43,49 @@ async def bootstrap(request: web.Request) -> web.Response:
     await account_store(gw).insert_tenant(tenant_id, tenant, events.TenantCreated(**fields, name=name))
     await account_store(gw).insert_user(tenant_id, user, events.UserCreated(
         **fields, user_id=user["user_id"], username=user["username"], roles=tuple(user["roles"]), source="bootstrap"))
-    return _json({"tenant_id": tenant_id, "user_id": user["user_id"], "username": user["username"],
-                  "roles": user["roles"], "deployment": gw.settings.deployment}, 201)
+    out = {"tenant_id": tenant_id, "user_id": user["user_id"], "username": user["username"],
+           "roles": user["roles"], "deployment": gw.settings.deployment}
+    if not provider and body.second_admin_username and body.second_admin_email:
+        # Enterprise: the single tenant's second admin, invited at their own address.
+        second = await _invite_first_admin(request, tenant_id, name, body.second_admin_username, body.second_admin_email)
+        out["second_admin"] = {"user_id": second["user_id"], "username": second["username"],
+                               "invitation": second["invitation"]}
+    return _json(out, 201)
+
+
+async def _invite_first_admin(request: web.Request, tenant_id: str, tenant_name: str, username: str,
+                              email: str) -> dict[str, Any]:
+    """A tenant's first admins are invited by whoever creates the tenant; with nobody to confirm
+    them yet, their role is in effect from creation, and they act once they have set up their own
+    password and MFA with the invitation sent to their address."""
+    gw, acc = context(request)
+    token, setup = setup_fields(gw)
+    user = new_user(username=username, roles=[TENANT_ADMIN.name], email=email, **setup)
+    user["admin_since"] = user["created_at"]
+    await account_store(gw).insert_user(tenant_id, user, events.UserCreated(
+        **event_fields(request, tenant_id), user_id=user["user_id"], username=username, roles=(TENANT_ADMIN.name,)))
+    await deliver(gw, acc, tenant_id, user, token, tenant_name=tenant_name)
+    return user
 
 
 async def create_tenant(request: web.Request) -> web.Response:
-    """Provider: a customer tenant and its first admin, who sets a password with the one-time
-    setup token returned here (deliver it to the customer out of band)."""
+    """Provider: a customer tenant and its first admin (and a second), each invited at their own
+    address. No setup token is returned: the provider never controls a tenant admin."""
     gw, _ = context(request)
     body = await body_as(request, S.CreateTenant)
     tenant_id = events.new_id("ten_")
     fields = event_fields(request, tenant_id)
-    token, setup = new_setup_token(gw)
-    user = new_user(username=body.admin_username, roles=[TENANT_ADMIN.name], **setup)
     tenant = {"name": body.name, "kind": "customer", "status": "active", "created_at": _now(), "settings": {}}
     await account_store(gw).insert_tenant(tenant_id, tenant, events.TenantCreated(**fields, name=body.name))
-    await account_store(gw).insert_user(tenant_id, user, events.UserCreated(
-        **fields, user_id=user["user_id"], username=user["username"], roles=(TENANT_ADMIN.name,)))
-    return _json({"tenant_id": tenant_id, "name": body.name, "admin_user_id": user["user_id"],
-                  "admin_username": user["username"], "setup_token": token,
-                  "setup_expires_at": setup["setup_expires_at"].isoformat()}, 201)
+    admins = [await _invite_first_admin(request, tenant_id, body.name, body.admin_username, body.admin_email)]
+    if body.second_admin_username and body.second_admin_email:
+        admins.append(await _invite_first_admin(request, tenant_id, body.name, body.second_admin_username,
+                                                body.second_admin_email))
+    first = admins[0]
+    return _json({"tenant_id": tenant_id, "name": body.name, "admin_user_id": first["user_id"],
+                  "admin_username": first["username"], "invitation": first["invitation"],
+                  "admins": [{"user_id": a["user_id"], "username": a["username"], "email": a["email"],
+                              "invitation": a["invitation"]} for a in admins]}, 201)
 
 
 async def _usage(gw: Gateway, tenant_id: str) -> dict[str, int]:
@@ -149,7 +175,9 @@ async def get_settings(request: web.Request) -> web.Response:
     settings = dict((doc or {}).get("settings", {}))
     if "sso" in settings:
         settings["sso"] = {k: v for k, v in settings["sso"].items() if k != "client_secret"}
-    return _json({"small_team": bool(settings.get("small_team")), **{k: v for k, v in settings.items() if k != "small_team"},
+    return _json({"small_team": bool(settings.get("small_team")), "sso_only": bool(settings.get("sso_only")),
+                  "allowed_email_domains": settings.get("allowed_email_domains") or [],
+                  **{k: v for k, v in settings.items() if k not in ("small_team", "sso_only", "allowed_email_domains")},
                   "pending_changes": [_pending_view(c) for c in (doc or {}).get("pending_settings", [])]})
 
 
@@ -172,6 +200,13 @@ async def _requested_changes(request: web.Request, gw: Gateway, principal: Princ
             if any(rules.conflicting(frozenset(u["roles"]) | {p["role"] for p in u.get("pending", [])}) for u in users):
                 raise ProblemError(409, "Conflict", "some users hold conflicting roles; revoke them first", "small_team")
         changes["small_team"] = body.small_team
+    if body.sso_only is not None:
+        tenant = await account_store(gw).tenant(principal.tenant_id)
+        if body.sso_only and body.sso is None and not (tenant or {}).get("settings", {}).get("sso"):
+            raise ProblemError(422, "Unprocessable Content", "configure single sign-on first", "sso_only")
+        changes["sso_only"] = body.sso_only
+    if body.allowed_email_domains is not None:
+        changes["allowed_email_domains"] = body.allowed_email_domains
     if body.sso is not None:
         changes["sso"] = body.sso.model_dump()
         if body.sso.client_secret:
@@ -189,7 +224,9 @@ async def put_settings(request: web.Request) -> web.Response:
     principal: Principal = request[PRINCIPAL]
     body = await body_as(request, S.TenantSettings)
     changes = await _requested_changes(request, gw, principal, body)
-    held_names = rules.settings_needing_confirmation(small_team=body.small_team, sso_changed=body.sso is not None)
+    held_names = rules.settings_needing_confirmation(small_team=body.small_team, sso_changed=body.sso is not None,
+                                                     sso_only=body.sso_only,
+                                                     domains_changed=body.allowed_email_domains is not None)
     held = {k: v for k, v in changes.items() if k in held_names}
     now_applied = {k: v for k, v in changes.items() if k not in held_names}
     fields = event_fields(request, principal.tenant_id)
@@ -209,7 +246,8 @@ async def put_settings(request: web.Request) -> web.Response:
 
 
 async def confirm_settings(request: web.Request) -> web.Response:
-    """A second tenant admin (not the requester) confirms a pending settings change; it applies."""
+    """A second, already active tenant admin (not the requester) confirms a pending settings change;
+    it applies."""
     gw, _ = context(request)
     principal: Principal = request[PRINCIPAL]
     change_id = request.match_info["change_id"]
@@ -217,7 +255,8 @@ async def confirm_settings(request: web.Request) -> web.Response:
     change = next((c for c in (doc or {}).get("pending_settings", []) if c["change_id"] == change_id), None)
     if change is None:
         raise NotFound("pending settings change", "change_id")
-    decision = rules.check_settings_confirmation(requested_by=change["requested_by"], confirmer_id=principal.id)
+    decision = rules.check_second_admin(confirmer=await acting_user(gw, principal), requested_by=change["requested_by"],
+                                        requested_at=change["requested_at"], what="requested a settings change")
     if not decision.allowed:
         raise ProblemError(403, "Forbidden", decision.reason, "change_id")
     event = events.TenantSettingsChanged(**event_fields(request, principal.tenant_id), settings=change["shown"],

@@ -17,7 +17,7 @@ from ..auth import Principal
 from ..state import PRINCIPAL, Gateway, _json, _now, body_as
 from . import rules
 from . import schemas as S
-from .common import account_store, context, event_fields
+from .common import account_store, acting_user, context, event_fields
 
 
 def token_view(doc: dict[str, Any]) -> dict[str, Any]:
@@ -120,10 +120,9 @@ async def confirm_token_request(request: web.Request) -> web.Response:
     account, req = await _token_request(gw, principal.tenant_id, request.match_info["token_id"])
     if req["confirmed_by"] is not None:
         raise ProblemError(409, "Conflict", "this token request is already confirmed", "token_id")
-    confirmer = await account_store(gw).user(principal.tenant_id, principal.id)
-    decision = rules.check_token_confirmation(
-        minted_by=req["minted_by"], confirmer_id=principal.id, confirmer_is_person=principal.kind in ("user", "provider"),
-        confirmer_since=confirmer["created_at"] if confirmer else _now(), requested_at=req["requested_at"])
+    decision = rules.check_second_admin(
+        confirmer=await acting_user(gw, principal) if principal.kind in ("user", "provider") else None,
+        requested_by=req["minted_by"], requested_at=req["requested_at"], what="requested a service-account token")
     if not decision.allowed:
         raise ProblemError(403, "Forbidden", decision.reason, "token_id")
     confirmed = {**req, "confirmed_by": principal.id, "confirmed_at": _now()}

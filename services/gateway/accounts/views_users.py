@@ -1,5 +1,6 @@
-"""Users and roles: tenant admins create and disable users, grant and revoke roles (custodian and
-approver grants wait for a second admin), and reset a user's MFA with a second admin."""
+"""Users and roles: tenant admins create (invite) and disable users, grant and revoke roles (admin,
+security-officer, custodian and approver grants wait for a second, already active admin), and
+reset a user's MFA with a second admin. Every admin is told of every role grant."""
 
 from __future__ import annotations
 
@@ -14,16 +15,24 @@ from ..auth import Principal
 from ..state import PRINCIPAL, Gateway, _json, _now, body_as
 from . import rules
 from . import schemas as S
-from .common import account_store, context, event_fields, new_setup_token, new_user, tenant_kind, user_or_404, user_view
+from .common import account_store, acting_user, context, event_fields, new_user, tenant_kind, user_or_404, user_view
+from .invitations import check_invitee, deliver, notify_admins, setup_fields, tenant_mail_rules
 
 
 async def create_user(request: web.Request) -> web.Response:
-    """Tenant admin: a named user; custodian and approver roles wait for a second admin."""
-    gw, _ = context(request)
+    """Tenant admin: a named user, invited at their own address (the setup token goes there, never
+    into this answer); admin, security-officer, custodian and approver roles wait for a second admin."""
+    gw, acc = context(request)
     principal: Principal = request[PRINCIPAL]
     body = await body_as(request, S.CreateUser)
     kind, small_team = await tenant_kind(gw, principal.tenant_id)
-    user = new_user(username=body.username, roles=[], account=body.account)
+    tenant = await account_store(gw).tenant(principal.tenant_id)
+    check_invitee(tenant, email=body.email, account=body.account)
+    if body.account == "person" and tenant_mail_rules(tenant)[0]:
+        raise ProblemError(409, "Conflict", "this tenant signs people in only through its identity provider: they "
+                           "are created at their first sign-in, with the roles its groups map to", "account")
+    user = new_user(username=body.username, roles=[], account=body.account,
+                    **({"email": body.email} if body.account == "person" else {}))
     decision, plan = rules.plan_grant(
         current=frozenset(), pending=frozenset(), grant=frozenset(body.roles), granter_id=principal.id,
         target_id=user["user_id"], small_team=rules.separation_waived(small_team=small_team, account=body.account),
@@ -31,10 +40,11 @@ async def create_user(request: web.Request) -> web.Response:
     if not decision.allowed:
         raise ProblemError(422, "Unprocessable Content", decision.reason, "roles")
     user["roles"] = list(plan.effective)
+    user.update(rules.confirmed_admin_since(frozenset(), frozenset(plan.effective), _now()))
     user["pending"] = [{"role": r, "granted_by": principal.id, "granted_at": _now()} for r in plan.pending]
     token = None
     if body.account == "person":
-        token, setup = new_setup_token(gw)
+        token, setup = setup_fields(gw)
         user.update(setup)
     if await account_store(gw).user_by_username(principal.tenant_id, body.username) is not None:
         raise ProblemError(409, "Conflict", "a user with this username exists", "username")
@@ -42,10 +52,14 @@ async def create_user(request: web.Request) -> web.Response:
     await account_store(gw).insert_user(principal.tenant_id, user, events.UserCreated(
         **fields, user_id=user["user_id"], username=user["username"], account=body.account,
         roles=plan.effective, pending_roles=plan.pending))
-    out = user_view(user)
     if token is not None:
-        out.update(setup_token=token, setup_expires_at=user["setup_expires_at"].isoformat())
-    return _json(out, 201)
+        await deliver(gw, acc, principal.tenant_id, user, token, tenant_name=(tenant or {}).get("name", ""))
+    if plan.effective or plan.pending:
+        await notify_admins(gw, acc, principal.tenant_id, f"new user {user['username']}", [
+            f"{principal.id} created the user {user['username']} ({user['user_id']}).",
+            f"Roles in effect: {', '.join(plan.effective) or 'none'}.",
+            f"Roles waiting for a second admin: {', '.join(plan.pending) or 'none'}."])
+    return _json(user_view(user), 201)
 
 
 async def list_users(request: web.Request) -> web.Response:
@@ -61,7 +75,7 @@ async def get_user(request: web.Request) -> web.Response:
 
 async def change_roles(request: web.Request) -> web.Response:
     """Tenant admin: grant (custodian/approver pending a second admin) and revoke roles."""
-    gw, _ = context(request)
+    gw, acc = context(request)
     principal: Principal = request[PRINCIPAL]
     body = await body_as(request, S.ChangeRoles)
     doc = await user_or_404(gw, principal.tenant_id, request.match_info["user_id"])
@@ -89,37 +103,49 @@ async def change_roles(request: web.Request) -> web.Response:
                                             roles=plan.pending, granted_by=principal.id))
     new_roles = sorted(current | set(plan.effective))
     new_pending = pending + [{"role": r, "granted_by": principal.id, "granted_at": _now()} for r in plan.pending]
-    return await _save_roles(gw, principal, doc, new_roles, new_pending, *evts)
+    response = await _save_roles(gw, principal, doc, new_roles, new_pending, *evts)
+    if plan.effective or plan.pending:
+        await notify_admins(gw, acc, principal.tenant_id, f"roles granted to {doc['username']}", [
+            f"{principal.id} granted roles to {doc['username']} ({doc['user_id']}).",
+            f"In effect now: {', '.join(plan.effective) or 'none'}.",
+            f"Waiting for a second admin: {', '.join(plan.pending) or 'none'}."])
+    return response
 
 
 async def _save_roles(gw: Gateway, principal: Principal, doc: dict[str, Any], new_roles: list[str],
                       new_pending: list[dict[str, Any]], *evts: events.Event) -> web.Response:
-    """Compare-and-swap the user's roles (with their events), then drop cached credentials."""
+    """Compare-and-swap the user's roles (with their events, and when an admin role took effect),
+    then drop cached credentials."""
+    since = rules.confirmed_admin_since(frozenset(doc["roles"]), frozenset(new_roles), _now())
     if not await account_store(gw).set_roles(principal.tenant_id, doc["user_id"], rev=doc["rev"], roles=new_roles,
-                                      pending=new_pending, evts=evts):
+                                             pending=new_pending, evts=evts, since=since):
         raise ProblemError(409, "Conflict", "the user changed meanwhile; retry", "user_id")
     gw.operators.forget_user(principal.tenant_id, doc["user_id"])
     return _json(user_view({**doc, "roles": new_roles, "pending": new_pending}))
 
 
 async def confirm_role(request: web.Request) -> web.Response:
-    """A second tenant admin confirms a pending custodian or approver grant."""
-    gw, _ = context(request)
+    """A second, already active tenant admin confirms a pending grant."""
+    gw, acc = context(request)
     principal: Principal = request[PRINCIPAL]
     doc = await user_or_404(gw, principal.tenant_id, request.match_info["user_id"])
     role = request.match_info["role"]
     grant = next((p for p in doc.get("pending", []) if p["role"] == role), None)
     if grant is None:
         raise NotFound("pending role grant", "role")
-    decision = rules.check_confirmation(granted_by=grant["granted_by"], confirmer_id=principal.id,
-                                        target_id=doc["user_id"])
+    decision = rules.check_second_admin(confirmer=await acting_user(gw, principal), requested_by=grant["granted_by"],
+                                        requested_at=grant["granted_at"], target_id=doc["user_id"])
     if not decision.allowed:
         raise ProblemError(403, "Forbidden", decision.reason, "role")
     event = events.UserRolesChanged(**event_fields(request, principal.tenant_id), type="user.role_confirmed",
                                     user_id=doc["user_id"], roles=(role,), granted_by=grant["granted_by"])
     new_roles = sorted(set(doc["roles"]) | {role})
     new_pending = [p for p in doc["pending"] if p["role"] != role]
-    return await _save_roles(gw, principal, doc, new_roles, new_pending, event)
+    response = await _save_roles(gw, principal, doc, new_roles, new_pending, event)
+    await notify_admins(gw, acc, principal.tenant_id, f"{role} confirmed for {doc['username']}", [
+        f"{principal.id} confirmed the role {role} for {doc['username']} ({doc['user_id']}), "
+        f"granted by {grant['granted_by']}; it is in effect now."])
+    return response
 
 
 async def disable_user(request: web.Request) -> web.Response:
@@ -162,10 +188,11 @@ async def confirm_mfa_reset(request: web.Request) -> web.Response:
     pending = doc.get("mfa_reset")
     if not pending:
         raise NotFound("pending MFA reset", "user_id")
-    decision = rules.check_confirmation(granted_by=pending["requested_by"], confirmer_id=principal.id,
-                                        target_id=doc["user_id"])
+    decision = rules.check_second_admin(confirmer=await acting_user(gw, principal), requested_by=pending["requested_by"],
+                                        requested_at=pending["requested_at"], target_id=doc["user_id"],
+                                        what="requested a reset")
     if not decision.allowed:
-        raise ProblemError(403, "Forbidden", decision.reason.replace("granted a role", "requested a reset"), "user_id")
+        raise ProblemError(403, "Forbidden", decision.reason, "user_id")
     event = events.UserMfaReset(**event_fields(request, principal.tenant_id), type="user.mfa_reset",
                                 user_id=doc["user_id"], requested_by=pending["requested_by"])
     if not await account_store(gw).confirm_mfa_reset(principal.tenant_id, doc["user_id"], rev=doc["rev"], at=_now(),
