@@ -147,6 +147,7 @@ def build_app(settings: GatewaySettings, *, bus: Bus, store: GatewayStore) -> we
     app[GATEWAY] = gateway
     app[ACCOUNTS] = Accounts.from_settings(settings)
     app[NOTIFIER] = Notifier()
+    gateway.operators.on_change = app[NOTIFIER].recheck
     routes.setup(app)
     spec = build_spec()
     spec["paths"]["/v1/openapi.json"] = {"get": {"summary": "This document", "operationId": "get_openapi",

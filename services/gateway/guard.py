@@ -77,4 +77,4 @@ async def cosigned(request: web.Request, principal: Principal, permission: str) 
         raise refusal
     return Principal(principal.kind, principal.id, principal.tenant_id, principal.roles,
                      f"{principal.auth}+cosigned:{other.id}", credential_id=principal.credential_id,
-                     scopes=principal.scopes, second_person=True)
+                     scopes=principal.scopes, second_person=True, mfa=principal.mfa)

@@ -146,6 +146,10 @@ class AccountStore:
         await update_staged(self._outbox, self.users, tenant_id, {"user_id": user_id},
                             {"$set": {"status": "disabled", "roles": [], "pending": []}, "$inc": {"rev": 1}}, event)
 
+    async def end_credentials(self, tenant_id: str, user_id: str, at: datetime) -> None:
+        """Every session and API token of the user issued before `at` ends (see `sessions.py`)."""
+        await self.users.update_one(tenant_id, {"user_id": user_id}, {"$set": {"credentials_after": at}})
+
     async def set_first_password(self, tenant_id: str, user_id: str, setup_digest: str, encoded: str,
                                  event: Event) -> bool:
         """Consumes the setup token with the write; False if it was used meanwhile."""
@@ -154,9 +158,9 @@ class AccountStore:
                                     "$unset": {"setup_digest": "", "setup_expires_at": ""}}, event)
 
     async def set_password(self, tenant_id: str, user_id: str, encoded: str, at: datetime, event: Event) -> None:
-        """A new password ends every session started before `at`."""
+        """A new password ends every session and API token issued before `at`."""
         await update_staged(self._outbox, self.users, tenant_id, {"user_id": user_id},
-                            {"$set": {"password_hash": encoded, "sessions_after": at}, "$inc": {"rev": 1}}, event)
+                            {"$set": {"password_hash": encoded, "credentials_after": at}, "$inc": {"rev": 1}}, event)
 
     async def rehash_password(self, tenant_id: str, user_id: str, *, old: str, new: str) -> bool:
         """The same password under raised hashing parameters; no-op if it changed meanwhile."""
@@ -170,7 +174,7 @@ class AccountStore:
 
     async def confirm_mfa_reset(self, tenant_id: str, user_id: str, *, rev: int, at: datetime, event: Event) -> bool:
         return await update_staged(self._outbox, self.users, tenant_id, {"user_id": user_id, "rev": rev},
-                                   {"$set": {"mfa": None, "recovery": [], "sessions_after": at},
+                                   {"$set": {"mfa": None, "recovery": [], "credentials_after": at},
                                     "$unset": {"mfa_reset": ""}, "$inc": {"rev": 1}}, event)
 
     async def begin_mfa(self, tenant_id: str, user_id: str, sealed_secret: str) -> None:

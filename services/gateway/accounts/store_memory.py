@@ -155,6 +155,11 @@ class MemoryAccountStore:
     async def disable_user(self, tenant_id: str, user_id: str, event: Event) -> None:
         await self._change_user(tenant_id, user_id, {"status": "disabled", "roles": [], "pending": []}, event, bump=True)
 
+    async def end_credentials(self, tenant_id: str, user_id: str, at: datetime) -> None:
+        doc = self.users.get((tenant_id, user_id))
+        if doc is not None and (doc.get("credentials_after") is None or doc["credentials_after"] < at):
+            doc["credentials_after"] = at
+
     async def set_first_password(self, tenant_id: str, user_id: str, setup_digest: str, encoded: str,
                                  event: Event) -> bool:
         if not await self._change_user(tenant_id, user_id, {"password_hash": encoded}, event, setup_digest=setup_digest):
@@ -164,7 +169,7 @@ class MemoryAccountStore:
         return True
 
     async def set_password(self, tenant_id: str, user_id: str, encoded: str, at: datetime, event: Event) -> None:
-        await self._change_user(tenant_id, user_id, {"password_hash": encoded, "sessions_after": at}, event, bump=True)
+        await self._change_user(tenant_id, user_id, {"password_hash": encoded, "credentials_after": at}, event, bump=True)
 
     async def rehash_password(self, tenant_id: str, user_id: str, *, old: str, new: str) -> bool:
         return await self._change_user(tenant_id, user_id, {"password_hash": new}, password_hash=old)
@@ -174,7 +179,7 @@ class MemoryAccountStore:
         return await self._change_user(tenant_id, user_id, {"mfa_reset": pending}, event, rev=rev, bump=True)
 
     async def confirm_mfa_reset(self, tenant_id: str, user_id: str, *, rev: int, at: datetime, event: Event) -> bool:
-        if not await self._change_user(tenant_id, user_id, {"mfa": None, "recovery": [], "sessions_after": at}, event,
+        if not await self._change_user(tenant_id, user_id, {"mfa": None, "recovery": [], "credentials_after": at}, event,
                                        rev=rev, bump=True):
             return False
         self.users[(tenant_id, user_id)].pop("mfa_reset", None)

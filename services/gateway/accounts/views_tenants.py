@@ -172,6 +172,8 @@ async def _requested_changes(request: web.Request, gw: Gateway, principal: Princ
             if any(rules.conflicting(frozenset(u["roles"]) | {p["role"] for p in u.get("pending", [])}) for u in users):
                 raise ProblemError(409, "Conflict", "some users hold conflicting roles; revoke them first", "small_team")
         changes["small_team"] = body.small_team
+    if body.token_max_days is not None:
+        changes["token_max_days"] = body.token_max_days
     if body.sso is not None:
         changes["sso"] = body.sso.model_dump()
         if body.sso.client_secret:
