@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 
-from strongroom import cli_accounts, cli_audit, cli_custody, cli_keys, cli_policy
+from strongroom import cli_accounts, cli_audit, cli_changes, cli_custody, cli_keys, cli_policy
 from strongroom.cli_common import (
     DEFAULT_URL,
     EXIT_FAILED,
@@ -35,7 +35,7 @@ NOUNS = (
     cli_accounts.add_tenant, cli_accounts.add_token, cli_accounts.add_enroll_token,
     cli_keys.add_device, cli_keys.add_key, cli_policy.add_policy, cli_audit.add_audit,
     cli_accounts.add_account, cli_accounts.add_mfa, cli_accounts.add_user, cli_accounts.add_settings,
-    cli_accounts.add_tenants,
+    cli_accounts.add_tenants, cli_changes.add_changes,
     cli_policy.add_approval, cli_policy.add_group, cli_policy.add_decision, cli_policy.add_events,
     cli_custody.add_operator, cli_custody.add_custody, cli_custody.add_byok, cli_custody.add_key_version,
     cli_custody.add_destruction,
@@ -94,6 +94,8 @@ def _add_globals(parser: argparse.ArgumentParser, environ: Mapping[str, str] | N
         help="bearer token (env STRONGROOM_TOKEN; prefer the env var, argv is visible to others)")
     parser.add_argument("--json", action="store_true",
                         default=False if top else argparse.SUPPRESS, help="print raw JSON")
+    parser.add_argument("--change", default=None if top else argparse.SUPPRESS, metavar="ID",
+                        help="small-team mode: carry out the change a second person confirmed (the same command again)")
 
 
 def _error(message: str) -> None:
@@ -121,6 +123,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         _error(str(exc))
         return EXIT_USAGE
     except ApiError as exc:
+        if exc.change_id:
+            _error(cli_changes.waiting_text(exc.change_id))
+            return EXIT_FAILED
         _error(_api_error_text(exc))
         return EXIT_FAILED
     except GatewayUnreachable as exc:

@@ -37,6 +37,8 @@ class GatewaySettings(CommonSettings):
     # An open event stream re-checks its credential this often (and at once on a logout or a
     # revocation seen by this instance): an ended session or token ends the stream.
     stream_recheck_seconds: float = 30.0
+    # Small-team co-signing: a change waits this long for a second person's confirmation and use.
+    change_ttl_seconds: int = 3600
     # Failed sign-ins (wrong password, unknown user, missing or wrong TOTP or recovery code) count
     # per (username, source address): at `lockout_threshold` within a window that pair is locked
     # with doubling backoff, while the user still signs in from elsewhere. Per username across all

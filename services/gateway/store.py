@@ -16,6 +16,7 @@ from shared.outbox import Outbox
 from shared.store import TenantCollection
 
 from .accounts.store import AccountStore
+from .store_changes import ChangeStore
 from .store_outbox import insert_staged, update_staged
 
 
@@ -25,11 +26,14 @@ class GatewayStore:
         self.devices = TenantCollection(db["devices"])
         self.nonces = TenantCollection(db["nonces"])
         self._nonce_inserts = GroupInserter(self.nonces.raw)
-        self.outbox = Outbox(publish, [db["tenants"], db["tokens"], db["enrollments"], db["devices"], db["users"]])
+        self.outbox = Outbox(publish, [db["tenants"], db["tokens"], db["enrollments"], db["devices"], db["users"],
+                                       db["changes"]])
         self.accounts = AccountStore(db, outbox=self.outbox)
+        self.changes = ChangeStore(db, outbox=self.outbox)
 
     async def create_indexes(self) -> None:
         await self.accounts.create_indexes()
+        await self.changes.create_indexes()
         await self.enrollments.raw.create_index([("digest", ASCENDING)], unique=True)
         await self.devices.raw.create_index([("tenant_id", ASCENDING), ("device_id", ASCENDING)], unique=True)
         await self.nonces.raw.create_index(

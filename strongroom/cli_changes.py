@@ -1,0 +1,38 @@
+"""`strongroom changes`: small-team co-signing by change id. A change by a user holding conflicting
+roles waits (428) for a second person, who lists and confirms it with their own sign-in; the first
+person then runs the same command again with `--change ID`, and it is carried out once."""
+
+from __future__ import annotations
+
+from strongroom.cli_common import Column, Commands, Ctx, api, show_list, show_message
+from strongroom.client import quote_id
+
+CHANGE_COLUMNS: list[Column] = [
+    ("ID", "change_id"), ("METHOD", "method"), ("PATH", "path"), ("REQUESTED BY", "requested_by"),
+    ("PERMISSION", "permission"), ("BODY SHA-256", lambda c: (c.get("body_sha256") or "")[:16] + "…"), ("EXPIRES", "expires_at"),
+]
+
+
+def waiting_text(change_id: str) -> str:
+    """What to do about a change that waits for a second person."""
+    return (f"this change needs a second person: ask someone who holds its permission to sign in and run "
+            f"`strongroom changes confirm {change_id}`, then run this same command again with "
+            f"`--change {change_id}` (it is carried out once)")
+
+
+def cmd_changes_list(ctx: Ctx) -> int:
+    return show_list(ctx, api(ctx).get("/v1/changes"), CHANGE_COLUMNS)
+
+
+def cmd_changes_confirm(ctx: Ctx) -> int:
+    resp = api(ctx).post(f"/v1/changes/{quote_id(ctx.args.id)}/confirm", {})
+    return show_message(ctx, resp, f"confirmed change {ctx.args.id} ({resp['method']} {resp['path']}, body "
+                                   f"sha256 {resp['body_sha256']}): its requester runs it again with "
+                                   f"`--change {ctx.args.id}`")
+
+
+def add_changes(cli: Commands) -> None:
+    g = cli.noun("changes", "Small-team changes waiting for a second person: list and confirm them.")
+    g.action("list", cmd_changes_list, "List the changes you may confirm, and your own.")
+    p = g.action("confirm", cmd_changes_confirm, "Confirm a change by id (with your own sign-in).")
+    p.add_argument("id")
