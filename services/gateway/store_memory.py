@@ -58,6 +58,12 @@ class MemoryGatewayStore:
         await self._publish(event)
         return True
 
+    async def record_event(self, tenant_id: str, event: Event) -> None:
+        await self._publish(event)
+
+    async def forget_published_events(self) -> int:
+        return 0
+
     async def remember_nonce(self, tenant_id: str, device_id: str, nonce: str, expires_at: datetime) -> bool:
         if (tenant_id, device_id, nonce) in self.nonces:
             return False

@@ -238,8 +238,9 @@ class AccountStore:
 
     # --- sessions ---
 
-    async def insert_session(self, tenant_id: str, doc: dict[str, Any]) -> None:
-        await self.sessions.insert(tenant_id, doc)
+    async def insert_session(self, tenant_id: str, doc: dict[str, Any], *evts: Event) -> None:
+        """A new session, with its sign-in event staged in the same write (the outbox)."""
+        await insert_staged(self._outbox, self.sessions, tenant_id, doc, *evts)
 
     async def session_by_digest(self, digest: str) -> dict[str, Any] | None:
         return await self.sessions.raw.find_one({"digest": digest})
@@ -247,8 +248,10 @@ class AccountStore:
     async def touch_session(self, tenant_id: str, session_id: str, at: datetime) -> None:
         await self.sessions.update_one(tenant_id, {"session_id": session_id}, {"$set": {"last_seen": at}})
 
-    async def end_session(self, tenant_id: str, session_id: str, at: datetime) -> None:
-        await self.sessions.update_one(tenant_id, {"session_id": session_id}, {"$set": {"ended_at": at}})
+    async def end_session(self, tenant_id: str, session_id: str, at: datetime, *evts: Event) -> bool:
+        """Ends a live session, with its logout event staged in the same write; False if it had ended."""
+        return await update_staged(self._outbox, self.sessions, tenant_id, {"session_id": session_id, "ended_at": None},
+                                   {"$set": {"ended_at": at}}, *evts)
 
     async def upgrade_session_mfa(self, tenant_id: str, session_id: str, auth: str) -> None:
         await self.sessions.update_one(tenant_id, {"session_id": session_id}, {"$set": {"mfa": True, "auth": auth}})

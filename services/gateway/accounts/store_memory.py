@@ -243,8 +243,9 @@ class MemoryAccountStore:
 
     # --- sessions ---
 
-    async def insert_session(self, tenant_id: str, doc: dict[str, Any]) -> None:
+    async def insert_session(self, tenant_id: str, doc: dict[str, Any], *evts: Event) -> None:
         self.sessions[(tenant_id, doc["session_id"])] = {**deepcopy(doc), "tenant_id": tenant_id}
+        await self._emit(*evts)
 
     async def session_by_digest(self, digest: str) -> dict[str, Any] | None:
         return _copy(next((s for s in self.sessions.values() if s["digest"] == digest), None))
@@ -253,9 +254,13 @@ class MemoryAccountStore:
         if (tenant_id, session_id) in self.sessions:
             self.sessions[(tenant_id, session_id)]["last_seen"] = at
 
-    async def end_session(self, tenant_id: str, session_id: str, at: datetime) -> None:
-        if (tenant_id, session_id) in self.sessions:
-            self.sessions[(tenant_id, session_id)]["ended_at"] = at
+    async def end_session(self, tenant_id: str, session_id: str, at: datetime, *evts: Event) -> bool:
+        doc = self.sessions.get((tenant_id, session_id))
+        if doc is None or doc.get("ended_at") is not None:
+            return False
+        doc["ended_at"] = at
+        await self._emit(*evts)
+        return True
 
     async def upgrade_session_mfa(self, tenant_id: str, session_id: str, auth: str) -> None:
         if (tenant_id, session_id) in self.sessions:
