@@ -22,6 +22,7 @@ from strongroom.cli_common import (
     Ctx,
     UsageError,
     api,
+    non_negative_int,
     open_client,
     positive_int,
     show_object,
@@ -96,6 +97,8 @@ def _add_globals(parser: argparse.ArgumentParser, environ: Mapping[str, str] | N
                         default=False if top else argparse.SUPPRESS, help="print raw JSON")
     parser.add_argument("--change", default=None if top else argparse.SUPPRESS, metavar="ID",
                         help="small-team mode: carry out the change a second person confirmed (the same command again)")
+    parser.add_argument("--wait", type=non_negative_int, default=0 if top else argparse.SUPPRESS, metavar="SECONDS",
+                        help="small-team mode: wait this long for a second person to confirm a change, then carry it out")
 
 
 def _error(message: str) -> None:
@@ -118,7 +121,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse already printed usage or help
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     try:
-        return args.func(Ctx(args=args, api=open_client(args), as_json=args.json))
+        ctx = Ctx(args=args, api=open_client(args), as_json=args.json)
+        try:
+            return args.func(ctx)
+        except ApiError as exc:
+            if not (exc.change_id and args.wait):
+                raise
+            # Small-team mode: wait for the second person's confirmation, then run the command again.
+            print(f"waiting up to {args.wait} s for a second person to confirm change {exc.change_id} "
+                  f"(`strongroom changes confirm {exc.change_id}`)", file=sys.stderr)
+            if not cli_changes.wait_for_confirmation(api(ctx), exc.change_id, seconds=args.wait):
+                raise
+            api(ctx).change_id = exc.change_id
+            return args.func(ctx)
     except UsageError as exc:
         _error(str(exc))
         return EXIT_USAGE

@@ -4,8 +4,10 @@ person then runs the same command again with `--change ID`, and it is carried ou
 
 from __future__ import annotations
 
-from strongroom.cli_common import Column, Commands, Ctx, api, show_list, show_message
-from strongroom.client import quote_id
+import time
+
+from strongroom.cli_common import Column, Commands, Ctx, api, items, show_list, show_message
+from strongroom.client import GatewayClient, quote_id
 
 CHANGE_COLUMNS: list[Column] = [
     ("ID", "change_id"), ("METHOD", "method"), ("PATH", "path"), ("REQUESTED BY", "requested_by"),
@@ -18,6 +20,19 @@ def waiting_text(change_id: str) -> str:
     return (f"this change needs a second person: ask someone who holds its permission to sign in and run "
             f"`strongroom changes confirm {change_id}`, then run this same command again with "
             f"`--change {change_id}` (it is carried out once)")
+
+
+def wait_for_confirmation(client: GatewayClient, change_id: str, *, seconds: int, poll: float = 1.0) -> bool:
+    """True once the change no longer waits (confirmed, the gateway will tell if it expired
+    instead), False if it still waits after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while True:
+        waiting = {c.get("change_id") for c in items(client.get("/v1/changes"))}
+        if change_id not in waiting:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(poll)
 
 
 def cmd_changes_list(ctx: Ctx) -> int:

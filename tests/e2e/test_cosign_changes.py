@@ -96,3 +96,23 @@ async def test_the_cli_lists_and_confirms_changes_and_repeats_the_request(api, c
     code = await asyncio.to_thread(main, [*base, both.token, "--change", change_id, "key", "create", "cli-pair"])
     assert code == 0, capsys.readouterr()
     assert "cli-pair" in await _key_names(custodian)
+
+
+async def test_the_cli_waits_for_the_confirmation_and_then_carries_the_change_out(api, capsys):
+    from strongroom.cli import main
+
+    team, both, custodian = await _small_team(api)
+    argv = ["--url", api.url, "--token", both.token, "--wait", "60", "key", "create", "waited-for"]
+    run = asyncio.create_task(asyncio.to_thread(main, argv))
+    for _ in range(300):
+        status, out, _ = await custodian.call("GET", "/v1/changes")
+        if out["items"]:
+            break
+        await asyncio.sleep(0.1)
+    assert [c["path"] for c in out["items"]] == ["/v1/keys"], out
+    assert "waited-for" not in await _key_names(custodian)  # nothing runs before the confirmation
+    status, out, _ = await custodian.call("POST", f"/v1/changes/{out['items'][0]['change_id']}/confirm")
+    assert status == 200, out
+    assert await asyncio.wait_for(run, 60) == 0, capsys.readouterr()
+    assert "waiting up to 60 s" in capsys.readouterr().err
+    assert "waited-for" in await _key_names(custodian)
