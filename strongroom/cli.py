@@ -139,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except ApiError as exc:
         if exc.change_id:
-            _error(cli_changes.waiting_text(exc.change_id))
+            _error(cli_changes.waiting_text(exc.change_id, exc.change_digest))
             return EXIT_FAILED
         _error(_api_error_text(exc))
         return EXIT_FAILED

@@ -15,10 +15,11 @@ CHANGE_COLUMNS: list[Column] = [
 ]
 
 
-def waiting_text(change_id: str) -> str:
+def waiting_text(change_id: str, digest: str | None = None) -> str:
     """What to do about a change that waits for a second person."""
+    body = f" (its body's SHA-256 begins {digest[:16]}: they compare it)" if digest else ""
     return (f"this change needs a second person: ask someone who holds its permission to sign in and run "
-            f"`strongroom changes confirm {change_id}`, then run this same command again with "
+            f"`strongroom changes confirm {change_id}`{body}, then run this same command again with "
             f"`--change {change_id}` (it is carried out once)")
 
 

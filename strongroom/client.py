@@ -20,7 +20,7 @@ class ApiError(Exception):
     """The gateway answered with an error status, usually as application/problem+json."""
 
     def __init__(self, status: int, title: str, detail: str = "", *, type_: str = "about:blank",
-                 field: str | None = None, change_id: str | None = None) -> None:
+                 field: str | None = None, change_id: str | None = None, change_digest: str | None = None) -> None:
         super().__init__(f"{status} {title}: {detail}" if detail else f"{status} {title}")
         self.status = status
         self.title = title
@@ -28,6 +28,7 @@ class ApiError(Exception):
         self.type = type_
         self.field = field
         self.change_id = change_id  # a 428: the change waiting for a second person (small-team mode)
+        self.change_digest = change_digest  # ... and the SHA-256 of its body, for the confirmer to compare
 
 
 class GatewayUnreachable(Exception):
@@ -77,6 +78,7 @@ def _problem_from(status: int, reason: str, content_type: str, raw: bytes) -> Ap
             type_=str(body.get("type") or "about:blank"),
             field=None if field is None else str(field),
             change_id=str(body["change_id"]) if status == 428 and isinstance(body.get("change_id"), str) else None,
+            change_digest=str(body.get("body_sha256")) if status == 428 else None,
         )
     # Not problem+json (a proxy page, say): keep a short, single-line excerpt for the operator.
     excerpt = " ".join(raw[:200].decode("utf-8", "replace").split()) if raw else ""
