@@ -1,5 +1,6 @@
 """The guard around every route: rate limits, authentication, the permission check (deny by
-default), co-signing by change id for small-team users (`views_changes.py`), and admission of signed device requests."""
+default), co-signing by change id for small-team users (`views_changes.py`), and admission of
+signed device requests."""
 
 from __future__ import annotations
 
