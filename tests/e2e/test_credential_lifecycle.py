@@ -166,3 +166,21 @@ POLICY = {
     "rules": [{"id": "eu-only", "effect": "allow",
                "when": {"fact": "identity.region", "op": "in", "value": ["eu-west-1"]}}],
 }
+
+
+async def test_strongroom_events_tail_stops_when_its_session_ends(api, stack, capsys):
+    from services.gateway.notifications import NOTIFIER
+    from strongroom.cli import main
+
+    team = await make_team(api)
+    auditor = await team.user("auditor")
+    notifier = stack.runner.app[NOTIFIER]
+    tail = asyncio.create_task(asyncio.to_thread(main, ["--url", api.url, "--token", auditor.token, "events", "tail"]))
+    for _ in range(300):
+        if notifier._subscribers:  # the stream is open
+            break
+        await asyncio.sleep(0.05)
+    assert notifier._subscribers
+    assert (await auditor.call("POST", "/v1/auth/logout"))[0] == 204
+    assert await asyncio.wait_for(tail, 30) == 1
+    assert "ended the stream" in capsys.readouterr().err
