@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 
-from strongroom import cli_accounts, cli_audit, cli_custody, cli_keys, cli_policy
+from strongroom import cli_accounts, cli_audit, cli_changes, cli_custody, cli_keys, cli_policy
 from strongroom.cli_common import (
     DEFAULT_URL,
     EXIT_FAILED,
@@ -22,6 +22,7 @@ from strongroom.cli_common import (
     Ctx,
     UsageError,
     api,
+    non_negative_int,
     open_client,
     positive_int,
     show_object,
@@ -35,7 +36,7 @@ NOUNS = (
     cli_accounts.add_tenant, cli_accounts.add_token, cli_accounts.add_enroll_token,
     cli_keys.add_device, cli_keys.add_key, cli_policy.add_policy, cli_audit.add_audit,
     cli_accounts.add_account, cli_accounts.add_mfa, cli_accounts.add_user, cli_accounts.add_settings,
-    cli_accounts.add_tenants,
+    cli_accounts.add_tenants, cli_changes.add_changes,
     cli_policy.add_approval, cli_policy.add_group, cli_policy.add_decision, cli_policy.add_events,
     cli_custody.add_operator, cli_custody.add_custody, cli_custody.add_byok, cli_custody.add_key_version,
     cli_custody.add_destruction,
@@ -94,6 +95,10 @@ def _add_globals(parser: argparse.ArgumentParser, environ: Mapping[str, str] | N
         help="bearer token (env STRONGROOM_TOKEN; prefer the env var, argv is visible to others)")
     parser.add_argument("--json", action="store_true",
                         default=False if top else argparse.SUPPRESS, help="print raw JSON")
+    parser.add_argument("--change", default=None if top else argparse.SUPPRESS, metavar="ID",
+                        help="small-team mode: carry out the change a second person confirmed (the same command again)")
+    parser.add_argument("--wait", type=non_negative_int, default=0 if top else argparse.SUPPRESS, metavar="SECONDS",
+                        help="small-team mode: wait this long for a second person to confirm a change, then carry it out")
 
 
 def _error(message: str) -> None:
@@ -116,11 +121,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse already printed usage or help
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     try:
-        return args.func(Ctx(args=args, api=open_client(args), as_json=args.json))
+        ctx = Ctx(args=args, api=open_client(args), as_json=args.json)
+        try:
+            return args.func(ctx)
+        except ApiError as exc:
+            if not (exc.change_id and args.wait):
+                raise
+            # Small-team mode: wait for the second person's confirmation, then run the command again.
+            print(f"waiting up to {args.wait} s for a second person to confirm change {exc.change_id} "
+                  f"(`strongroom changes confirm {exc.change_id}`)", file=sys.stderr)
+            if not cli_changes.wait_for_confirmation(api(ctx), exc.change_id, seconds=args.wait):
+                raise
+            api(ctx).change_id = exc.change_id
+            return args.func(ctx)
     except UsageError as exc:
         _error(str(exc))
         return EXIT_USAGE
     except ApiError as exc:
+        if exc.change_id:
+            _error(cli_changes.waiting_text(exc.change_id, exc.change_digest))
+            return EXIT_FAILED
         _error(_api_error_text(exc))
         return EXIT_FAILED
     except GatewayUnreachable as exc:

@@ -330,7 +330,8 @@ def open_client(args: argparse.Namespace) -> GatewayClient | None:
     if args.needs_token and not args.token:
         raise UsageError("no token: set STRONGROOM_TOKEN or pass --token")
     try:
-        client = GatewayClient(args.url, args.token if args.needs_token else None)
+        client = GatewayClient(args.url, args.token if args.needs_token else None,
+                               change_id=getattr(args, "change", None))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     parts = urllib.parse.urlsplit(args.url)

@@ -214,6 +214,9 @@ def events_tail(ctx: Ctx) -> int:
         for kind, data in _sse(api(ctx), ",".join(ctx.args.types) if ctx.args.types else None, ctx.args.after):
             if kind == "overflow":
                 raise CommandFailed("the stream fell behind and was closed by the gateway; run tail again")
+            if kind == "end":
+                raise CommandFailed("the gateway ended the stream: its credential has ended (signed out, revoked "
+                                    "or expired); sign in again")
             if kind == "gap":
                 print(f"events after {ctx.args.after} are no longer all kept; some may be missing", file=sys.stderr)
                 continue

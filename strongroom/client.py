@@ -13,19 +13,22 @@ from typing import Any
 DEFAULT_TIMEOUT_SECONDS = 30.0
 _USER_AGENT = "strongroom-cli/0.1"
 _ACCEPT = "application/json, application/problem+json"
+CHANGE_HEADER = "X-Strongroom-Change"
 
 
 class ApiError(Exception):
     """The gateway answered with an error status, usually as application/problem+json."""
 
     def __init__(self, status: int, title: str, detail: str = "", *, type_: str = "about:blank",
-                 field: str | None = None) -> None:
+                 field: str | None = None, change_id: str | None = None, change_digest: str | None = None) -> None:
         super().__init__(f"{status} {title}: {detail}" if detail else f"{status} {title}")
         self.status = status
         self.title = title
         self.detail = detail
         self.type = type_
         self.field = field
+        self.change_id = change_id  # a 428: the change waiting for a second person (small-team mode)
+        self.change_digest = change_digest  # ... and the SHA-256 of its body, for the confirmer to compare
 
 
 class GatewayUnreachable(Exception):
@@ -74,6 +77,8 @@ def _problem_from(status: int, reason: str, content_type: str, raw: bytes) -> Ap
             str(body.get("detail") or ""),
             type_=str(body.get("type") or "about:blank"),
             field=None if field is None else str(field),
+            change_id=str(body["change_id"]) if status == 428 and isinstance(body.get("change_id"), str) else None,
+            change_digest=str(body.get("body_sha256")) if status == 428 else None,
         )
     # Not problem+json (a proxy page, say): keep a short, single-line excerpt for the operator.
     excerpt = " ".join(raw[:200].decode("utf-8", "replace").split()) if raw else ""
@@ -89,7 +94,7 @@ class GatewayClient:
     """
 
     def __init__(self, base_url: str, token: str | None = None, *,
-                 timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
+                 timeout: float = DEFAULT_TIMEOUT_SECONDS, change_id: str | None = None) -> None:
         parts = urllib.parse.urlsplit(base_url)
         # Only HTTP(S): urllib would otherwise happily open file:// and ftp:// URLs.
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -100,6 +105,8 @@ class GatewayClient:
             raise ValueError("--token: contains whitespace or control characters")
         self._token = token
         self.timeout = timeout
+        # Small-team co-signing: a change a second person confirmed, sent with every change request.
+        self.change_id = change_id
         self._opener = urllib.request.build_opener(_NoRedirects())
 
     def __repr__(self) -> str:
@@ -129,6 +136,8 @@ class GatewayClient:
             headers["Content-Type"] = "application/json"
         if auth and self._token:
             headers["Authorization"] = f"Bearer {self._token}"
+        if self.change_id and method != "GET":
+            headers[CHANGE_HEADER] = self.change_id
         req = urllib.request.Request(self.url_for(path, query), data=data, headers=headers,
                                      method=method)
         try:

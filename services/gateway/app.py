@@ -60,7 +60,7 @@ async def audit_refusals(request: web.Request, handler):
             tenant_id, _, device_id = keyid.split('keyid="', 1)[1].split('"', 1)[0].partition("/")
         gw = request.app[GATEWAY]
         if tenant_id != "unknown" and await gw.store.accounts.tenant(tenant_id) is not None:
-            await gw.bus.publish(events.AccessDenied(
+            await gw.store.record_event(tenant_id, events.AccessDenied(
                 tenant_id=tenant_id, correlation_id=request[CORRELATION_ID], source_ip=request.remote,
                 actor=events.Actor(kind="device", id=device_id or "unknown", auth="signature"),
                 route=request.path, reason=exc.cause, device_id=device_id,
@@ -78,8 +78,9 @@ async def _housekeeping(store: GatewayStore) -> None:
         await asyncio.sleep(60)
         try:
             await store.forget_expired_nonces(datetime.now(UTC))
+            await store.forget_published_events()
         except Exception:
-            log.exception("nonce_cleanup_failed")
+            log.exception("housekeeping_failed")
 
 
 async def _forget_revoked(event: events.Event, *, gateway: Gateway) -> None:
@@ -148,6 +149,7 @@ def build_app(settings: GatewaySettings, *, bus: Bus, store: GatewayStore) -> we
     app[GATEWAY] = gateway
     app[ACCOUNTS] = Accounts.from_settings(settings)
     app[NOTIFIER] = Notifier()
+    gateway.operators.on_change = app[NOTIFIER].recheck
     routes.setup(app)
     spec = build_spec()
     spec["paths"]["/v1/openapi.json"] = {"get": {"summary": "This document", "operationId": "get_openapi",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -38,6 +39,7 @@ class Principal:
     credential_id: str | None = None  # the session or token that authenticated this request
     scopes: frozenset[str] | None = None  # a token's permissions; None: the owner's roles decide
     second_person: bool = False  # a small-team user holding conflicting roles: acts only co-signed
+    mfa: bool = False  # the credential is MFA-verified (a session with TOTP, or a token minted from one)
 
     @property
     def actor(self) -> Actor:
@@ -83,6 +85,9 @@ class TokenAuthenticator:
         self._users: dict[tuple[str, str], dict[str, Any]] = {}
         self._tenants: dict[str, dict[str, Any]] = {}
         self._bootstrapped = False
+        # Told of every dropped credential, user or tenant (the tenant when known): open event
+        # streams re-check their credential at once (bound in `app.py`).
+        self.on_change: Callable[[str | None], None] = lambda tenant_id: None
 
     async def authenticate(self, request: web.Request) -> Principal:
         header = request.headers.get("Authorization", "")
@@ -121,7 +126,7 @@ class TokenAuthenticator:
             doc["last_seen"] = now
             await self._store.touch_session(doc["tenant_id"], doc["session_id"], now)
         return await self._principal(doc["tenant_id"], doc["user_id"], auth=doc["auth"], mfa=doc["mfa"],
-                                     credential_id=doc["session_id"], scopes=None, session_started=doc["created_at"])
+                                     credential_id=doc["session_id"], scopes=None, issued_at=doc["created_at"])
 
     async def _token(self, digest: str) -> Principal:
         doc = self._cache.get(digest)
@@ -130,34 +135,33 @@ class TokenAuthenticator:
             if doc is None:
                 raise Unauthorized("unknown token")
             _remember(self._cache, digest, doc)
-        if doc.get("revoked"):
-            raise Unauthorized("revoked token")
-        expires = doc.get("expires_at")
-        if expires is not None and expires <= datetime.now(UTC):
-            raise Unauthorized("expired token")
+        reason = sessions.token_ended(doc, datetime.now(UTC),
+                                      max_days=sessions.token_max_days(await self.tenant(doc["tenant_id"])))
+        if reason is not None:
+            raise Unauthorized(reason)
         if not doc.get("user_id"):
             raise Unauthorized("token without an owner")
         owner = await self.user(doc["tenant_id"], doc["user_id"])
         if owner is not None and not rules.token_may_act(doc, owner):
             raise Unauthorized("service token without a second admin's confirmation")
         scopes = frozenset(doc["scopes"]) if doc.get("scopes") else None
-        # A token is minted from an MFA-verified session (or by two admins, for a custodian or
-        # approver service account); a service account's names its admins in `actor.auth`.
-        return await self._principal(doc["tenant_id"], doc["user_id"], auth=rules.token_auth(doc), mfa=True,
-                                     credential_id=doc["token_id"], scopes=scopes)
+        # A token is MFA-verified only if minted from an MFA-verified credential; a service
+        # account's names its admins in `actor.auth`.
+        return await self._principal(doc["tenant_id"], doc["user_id"], auth=rules.token_auth(doc),
+                                     mfa=bool(doc.get("mfa")), credential_id=doc["token_id"], scopes=scopes,
+                                     issued_at=doc["created_at"])
 
     async def _principal(self, tenant_id: str, user_id: str, *, auth: str, mfa: bool,
-                         credential_id: str, scopes: frozenset[str] | None,
-                         session_started: datetime | None = None) -> Principal:
+                         credential_id: str, scopes: frozenset[str] | None, issued_at: datetime) -> Principal:
         tenant = await self.tenant(tenant_id)
         if tenant is None or tenant.get("status", "active") != "active":
             raise Unauthorized("tenant not active")
         user = await self.user(tenant_id, user_id)
         if user is None or user.get("status") != "active":
             raise Unauthorized("user not active")
-        # A password change or MFA reset ends every session started before it.
-        if session_started is not None and user.get("sessions_after") and session_started < user["sessions_after"]:
-            raise Unauthorized("session ended by a credential change")
+        ended = sessions.ended_by_user_change(issued_at, user)
+        if ended is not None:
+            raise Unauthorized(ended)
         roles = frozenset(user.get("roles", ()))
         small_team = bool(tenant.get("settings", {}).get("small_team"))
         kind = "provider" if tenant.get("kind") == "provider" else "user"
@@ -166,7 +170,7 @@ class TokenAuthenticator:
         return Principal(
             kind, user_id, tenant_id, rules.effective_roles(roles, mfa_satisfied=mfa), auth,
             credential_id=credential_id, scopes=scopes,
-            second_person=rules.needs_second_person(roles, small_team=small_team),
+            second_person=rules.needs_second_person(roles, small_team=small_team), mfa=mfa,
         )
 
     async def user(self, tenant_id: str, user_id: str) -> dict[str, Any] | None:
@@ -189,17 +193,21 @@ class TokenAuthenticator:
         for digest, doc in list(self._cache.items()):
             if doc["token_id"] == token_id:
                 del self._cache[digest]
+        self.on_change(None)
 
     def forget_session(self, session_id: str) -> None:
         for digest, doc in list(self._sessions.items()):
             if doc["session_id"] == session_id:
                 del self._sessions[digest]
+        self.on_change(None)
 
     def forget_user(self, tenant_id: str, user_id: str) -> None:
         self._users.pop((tenant_id, user_id), None)
+        self.on_change(tenant_id)
 
     def forget_tenant(self, tenant_id: str) -> None:
         self._tenants.pop(tenant_id, None)
+        self.on_change(tenant_id)
 
 
 _KEYID = re.compile(r'keyid="([^"]{1,200})"')

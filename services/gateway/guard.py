@@ -1,5 +1,6 @@
 """The guard around every route: rate limits, authentication, the permission check (deny by
-default), co-signing for small-team users, and admission of signed device requests."""
+default), co-signing by change id for small-team users (`views_changes.py`), and admission of
+signed device requests."""
 
 from __future__ import annotations
 
@@ -8,19 +9,15 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from shared.rpc import ProblemError
-
 from .accounts import rules
 from .accounts.common import ACCOUNTS
 from .auth import Principal, RateLimited, Unauthorized
 from .ratelimit import RateLimiter
 from .state import GATEWAY, PRINCIPAL, RAW_BODY
+from .views_changes import cosigned
 
 if TYPE_CHECKING:
     from .routes import Route
-
-COSIGN_HEADER = "X-Strongroom-Cosign"
-
 
 def throttle(limiter: RateLimiter, key: str) -> None:
     wait = limiter.take(key, time.monotonic())
@@ -41,7 +38,7 @@ def guarded(route: Route):
             if route.permission is None or not principal.may(route.permission):
                 raise web.HTTPForbidden(text=f"requires permission {route.permission}")
             if principal.second_person and rules.needs_cosign(route.permission):
-                principal = await cosigned(request, principal, route.permission)
+                principal = await cosigned(request, principal, route.permission)  # by change id
             request[PRINCIPAL] = principal
         elif route.auth == "device":
             request[RAW_BODY] = await request.read()
@@ -59,22 +56,3 @@ async def admit_device(request: web.Request, principal: Principal) -> None:
     tenant = await request.app[GATEWAY].operators.tenant(principal.tenant_id)
     if tenant is None or tenant.get("status", "active") != "active":
         raise Unauthorized("tenant not active")
-
-
-async def cosigned(request: web.Request, principal: Principal, permission: str) -> Principal:
-    """Small-team mode: a user holding conflicting roles acts only with a second person, who
-    presents their own credential in the co-sign header and must hold the same permission."""
-    gw = request.app[GATEWAY]
-    header = request.headers.get(COSIGN_HEADER, "")
-    refusal = ProblemError(403, "Forbidden", f"a second person must co-sign this change ({COSIGN_HEADER})", COSIGN_HEADER)
-    if not header or len(header) > 512:
-        raise refusal
-    try:
-        other = await gw.operators.resolve(header.strip())
-    except Unauthorized:
-        raise refusal from None
-    if other.tenant_id != principal.tenant_id or other.id == principal.id or not other.may(permission):
-        raise refusal
-    return Principal(principal.kind, principal.id, principal.tenant_id, principal.roles,
-                     f"{principal.auth}+cosigned:{other.id}", credential_id=principal.credential_id,
-                     scopes=principal.scopes, second_person=True)

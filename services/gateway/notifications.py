@@ -1,5 +1,10 @@
 """Operator notifications: this instance's fan-out of policy, approval and device events by tenant,
-with a short replay buffer, and the server-sent event stream operators watch."""
+with a short replay buffer, and the server-sent event stream operators watch.
+
+Each event goes only to streams whose credential may read it (`EVENT_PERMISSIONS`, deny by
+default), and a stream re-checks its credential every `stream_recheck_seconds` and at once when
+its tenant's accounts change (a logout, a revoked token or role): an ended credential ends the
+stream with `event: end`."""
 
 from __future__ import annotations
 
@@ -15,11 +20,22 @@ from aiohttp import web
 from shared import events
 from shared.rpc import ProblemError
 
-from .state import CORRELATION_ID, _principal
+from .auth import Principal, Unauthorized
+from .state import CORRELATION_ID, GATEWAY, _principal
 
-# What operators can watch. key.released is left out: it carries sealed key material for one agent.
-NOTIFY_PATTERNS = ("approval.*", "device.*", "policy.*", "group.*", "tenant.policy_settings_updated")
+# What operators can watch, and the permission that reads each (first match wins; an event type
+# matching no row is never sent). key.released is left out: it carries sealed key material.
+EVENT_PERMISSIONS: tuple[tuple[str, str], ...] = (
+    ("approval.*", "approvals.read"),
+    ("key.decided", "decisions.read"),
+    ("key.release_refused", "decisions.read"),
+    ("device.*", "devices.read"),
+    ("policy.*", "policies.read"),
+    ("group.*", "groups.read"),
+    ("tenant.policy_settings_updated", "policies.read"),
+)
 NOTIFY_VIA_WAITERS = ("key.decided", "key.release_refused")  # already delivered to the waiters' queue
+NOTIFY_PATTERNS = tuple(p for p, _ in EVENT_PERMISSIONS if p not in NOTIFY_VIA_WAITERS)
 STREAM_QUEUE_SIZE = 1000
 KEEPALIVE_SECONDS = 15.0
 DISCONNECT_CHECK_SECONDS = 0.5
@@ -31,12 +47,23 @@ _EVENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _TYPE_PATTERN = r"^[a-z_]+(\.[a-z_*]+)?$|^\*$"
 
 
+def permission_for(event_type: str) -> str | None:
+    """The permission that reads events of this type; None (nobody) for a type not in the table."""
+    return next((perm for pattern, perm in EVENT_PERMISSIONS if fnmatch.fnmatchcase(event_type, pattern)), None)
+
+
+def may_read(principal: Principal, event_type: str) -> bool:
+    permission = permission_for(event_type)
+    return permission is not None and principal.may(permission)
+
+
 @dataclass(eq=False)
 class _Subscriber:
     tenant_id: str
     patterns: tuple[str, ...]
     queue: asyncio.Queue[events.Event] = field(default_factory=lambda: asyncio.Queue(STREAM_QUEUE_SIZE))
     overflowed: bool = False
+    recheck: bool = False  # the tenant's accounts changed: check the stream's credential now
 
 
 def _wanted(event: events.Event, patterns: tuple[str, ...]) -> bool:
@@ -70,6 +97,13 @@ class Notifier:
 
     def unsubscribe(self, subscriber: _Subscriber) -> None:
         self._subscribers.discard(subscriber)
+
+    def recheck(self, tenant_id: str | None) -> None:
+        """A credential of this tenant (None: of any) may have ended or lost permissions: its
+        streams look now."""
+        for subscriber in self._subscribers:
+            if tenant_id is None or subscriber.tenant_id == tenant_id:
+                subscriber.recheck = True
 
     def _keep(self, event: events.Event) -> None:
         recent = self._recent.get(event.tenant_id)
@@ -127,26 +161,55 @@ async def event_stream(request: web.Request) -> web.StreamResponse:
             gap = json.dumps({"last_event_id": last_event_id, "replayed": len(replay)})
             await response.write(f"event: gap\ndata: {gap}\n\n".encode())
         for event in replay:
-            await response.write(_sse(event))
-        idle = 0.0
-        while True:
-            try:
-                event = await asyncio.wait_for(subscriber.queue.get(), DISCONNECT_CHECK_SECONDS)
-            except TimeoutError:
-                # aiohttp does not cancel a handler whose client left: look, so a stream never lingers.
-                if subscriber.overflowed or request.transport is None or request.transport.is_closing():
-                    break
-                idle += DISCONNECT_CHECK_SECONDS
-                if idle >= KEEPALIVE_SECONDS:
-                    idle = 0.0
-                    await response.write(b": keepalive\n\n")
-                continue
-            await response.write(_sse(event))
-            if subscriber.overflowed and subscriber.queue.empty():
-                await response.write(b"event: overflow\ndata: {}\n\n")
-                break
+            if may_read(principal, event.type):
+                await response.write(_sse(event))
+        await _follow(request, response, subscriber, principal)
     except ConnectionResetError:
         pass
     finally:
         notifier.unsubscribe(subscriber)
     return response
+
+
+async def _still_allowed(request: web.Request) -> Principal | None:
+    """The stream's credential as it stands now, or None once it has ended or may not watch."""
+    try:
+        principal = await request.app[GATEWAY].operators.authenticate(request)
+    except Unauthorized:
+        return None
+    return principal if principal.may("events.read") else None
+
+
+async def _follow(request: web.Request, response: web.StreamResponse, subscriber: _Subscriber,
+                  principal: Principal) -> None:
+    """Live events, each sent only if the (re-checked) credential may read it."""
+    loop = asyncio.get_running_loop()
+    every = request.app[GATEWAY].settings.stream_recheck_seconds
+    next_check = loop.time() + every
+    idle = 0.0
+    while True:
+        try:
+            event: events.Event | None = await asyncio.wait_for(subscriber.queue.get(), DISCONNECT_CHECK_SECONDS)
+        except TimeoutError:
+            event = None
+        if subscriber.recheck or loop.time() >= next_check:
+            subscriber.recheck, next_check = False, loop.time() + every
+            current = await _still_allowed(request)
+            if current is None:
+                await response.write(b'event: end\ndata: {"reason": "credential ended"}\n\n')
+                return
+            principal = current
+        if event is None:
+            # aiohttp does not cancel a handler whose client left: look, so a stream never lingers.
+            if subscriber.overflowed or request.transport is None or request.transport.is_closing():
+                return
+            idle += DISCONNECT_CHECK_SECONDS
+            if idle >= KEEPALIVE_SECONDS:
+                idle = 0.0
+                await response.write(b": keepalive\n\n")
+            continue
+        if may_read(principal, event.type):
+            await response.write(_sse(event))
+        if subscriber.overflowed and subscriber.queue.empty():
+            await response.write(b"event: overflow\ndata: {}\n\n")
+            return

@@ -13,7 +13,17 @@ from pydantic import BaseModel
 
 from shared import commands, commands_custody, commands_policy, export_formats
 
-from . import notifications, schemas, views, views_agents, views_audit, views_custody, views_devices, views_policy
+from . import (
+    notifications,
+    schemas,
+    views,
+    views_agents,
+    views_audit,
+    views_changes,
+    views_custody,
+    views_devices,
+    views_policy,
+)
 from .accounts import invitations, views_signin, views_sso, views_tenants, views_tokens, views_users
 from .accounts import schemas as account_schemas
 from .auth import Unauthorized
@@ -79,6 +89,8 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/v1/users/{user_id}/mfa/reset", views_users.request_mfa_reset, "operator", "users.manage", "Ask to reset a user's MFA (a second tenant admin confirms)", None, 202),
     Route("POST", "/v1/users/{user_id}/mfa/reset/confirm", views_users.confirm_mfa_reset, "operator", "users.manage", "Confirm an MFA reset: secret and recovery codes dropped, sessions ended"),
     Route("POST", "/v1/me/password", views_signin.change_password, "operator", "account.self", "Change your password (current password and a TOTP code); ends your sessions", account_schemas.ChangePassword, 204),
+    Route("GET", "/v1/changes", views_changes.list_changes, "operator", "account.self", "Small-team changes waiting for a second person (those you may confirm, and your own)"),
+    Route("POST", "/v1/changes/{change_id}/confirm", views_changes.confirm_change, "operator", "account.self", "A second person, signed in, confirms a pending change by id; the requester repeats it with X-Strongroom-Change"),
     Route("GET", "/v1/tenant/settings", views_tenants.get_settings, "operator", "tenant.settings", "Show tenant settings (small-team mode, single sign-on)"),
     Route("PUT", "/v1/tenant/settings", views_tenants.put_settings, "operator", "tenant.settings", "Change tenant settings (small-team mode on and SSO changes wait for a second admin: 202)", account_schemas.TenantSettings),
     Route("POST", "/v1/tenant/settings/changes/{change_id}/confirm", views_tenants.confirm_settings, "operator", "tenant.settings", "Confirm a pending settings change (a second tenant admin)"),

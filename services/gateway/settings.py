@@ -34,6 +34,11 @@ class GatewaySettings(CommonSettings):
     session_idle_seconds: int = 15 * 60
     session_absolute_seconds: int = 8 * 3600
     setup_token_ttl_seconds: int = 72 * 3600
+    # An open event stream re-checks its credential this often (and at once on a logout or a
+    # revocation seen by this instance): an ended session or token ends the stream.
+    stream_recheck_seconds: float = 30.0
+    # Small-team co-signing: a change waits this long for a second person's confirmation and use.
+    change_ttl_seconds: int = 3600
     # Failed sign-ins (wrong password, unknown user, missing or wrong TOTP or recovery code) count
     # per (username, source address): at `lockout_threshold` within a window that pair is locked
     # with doubling backoff, while the user still signs in from elsewhere. Per username across all

@@ -16,6 +16,7 @@ from shared.outbox import Outbox
 from shared.store import TenantCollection
 
 from .accounts.store import AccountStore
+from .store_changes import ChangeStore
 from .store_outbox import insert_staged, update_staged
 
 
@@ -24,12 +25,18 @@ class GatewayStore:
         self.enrollments = TenantCollection(db["enrollments"])
         self.devices = TenantCollection(db["devices"])
         self.nonces = TenantCollection(db["nonces"])
+        # Events with no document of their own (a refused credential, a failed sign-in): each is
+        # written here, staged, then published; the housekeeping sweeps the published ones.
+        self.events = TenantCollection(db["events"])
         self._nonce_inserts = GroupInserter(self.nonces.raw)
-        self.outbox = Outbox(publish, [db["tenants"], db["tokens"], db["enrollments"], db["devices"], db["users"]])
+        self.outbox = Outbox(publish, [db["tenants"], db["tokens"], db["enrollments"], db["devices"], db["users"],
+                                       db["changes"], db["sessions"], db["events"]])
         self.accounts = AccountStore(db, outbox=self.outbox)
+        self.changes = ChangeStore(db, outbox=self.outbox)
 
     async def create_indexes(self) -> None:
         await self.accounts.create_indexes()
+        await self.changes.create_indexes()
         await self.enrollments.raw.create_index([("digest", ASCENDING)], unique=True)
         await self.devices.raw.create_index([("tenant_id", ASCENDING), ("device_id", ASCENDING)], unique=True)
         await self.nonces.raw.create_index(
@@ -70,6 +77,16 @@ class GatewayStore:
         """False when no active device has this id."""
         return await update_staged(self.outbox, self.devices, tenant_id, {"device_id": device_id, "status": "active"},
                                    {"$set": {"status": "revoked", "revoked_at": at}}, event)
+
+    # --- events of their own ---
+
+    async def record_event(self, tenant_id: str, event: Event) -> None:
+        """Durably keeps an event that changes no document, then publishes it (see store_outbox)."""
+        await insert_staged(self.outbox, self.events, tenant_id, {"event_id": event.event_id}, event)
+
+    async def forget_published_events(self) -> int:
+        # Housekeeping across tenants: documents whose one event the broker has confirmed.
+        return (await self.events.raw.delete_many({"_outbox": {"$size": 0}})).deleted_count
 
     # --- signature nonces ---
 

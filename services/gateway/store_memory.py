@@ -18,6 +18,7 @@ class MemoryGatewayStore:
         self.devices: dict[tuple[str, str], dict[str, Any]] = {}
         self.nonces: dict[tuple[str, str, str], datetime] = {}
         self.accounts = MemoryAccountStore(publish=publish)
+        self.changes = MemoryChangeStore(publish=publish)
 
     async def create_indexes(self) -> None:
         return None
@@ -57,6 +58,12 @@ class MemoryGatewayStore:
         await self._publish(event)
         return True
 
+    async def record_event(self, tenant_id: str, event: Event) -> None:
+        await self._publish(event)
+
+    async def forget_published_events(self) -> int:
+        return 0
+
     async def remember_nonce(self, tenant_id: str, device_id: str, nonce: str, expires_at: datetime) -> bool:
         if (tenant_id, device_id, nonce) in self.nonces:
             return False
@@ -68,3 +75,46 @@ class MemoryGatewayStore:
         for key in expired:
             del self.nonces[key]
         return len(expired)
+
+
+class MemoryChangeStore:
+    """The in-memory twin of `ChangeStore`."""
+
+    def __init__(self, *, publish: Publish):
+        self._publish = publish
+        self.changes: dict[tuple[str, str], dict[str, Any]] = {}
+
+    async def create_indexes(self) -> None:
+        return None
+
+    async def insert_change(self, tenant_id: str, doc: dict[str, Any], event: Event) -> None:
+        self.changes[(tenant_id, doc["change_id"])] = {**deepcopy(doc), "tenant_id": tenant_id}
+        await self._publish(event)
+
+    async def change(self, tenant_id: str, change_id: str) -> dict[str, Any] | None:
+        doc = self.changes.get((tenant_id, change_id))
+        return deepcopy(doc) if doc is not None else None
+
+    async def pending_changes(self, tenant_id: str, now: datetime) -> list[dict[str, Any]]:
+        docs = [d for (t, _), d in self.changes.items() if t == tenant_id and d["status"] == "pending"
+                and d["expires_at"] > now]
+        return deepcopy(sorted(docs, key=lambda d: d["created_at"]))
+
+    async def confirm_change(self, tenant_id: str, change_id: str, *, confirmed_by: str, at: datetime,
+                             event: Event) -> bool:
+        doc = self.changes.get((tenant_id, change_id))
+        if doc is None or doc["status"] != "pending" or doc["expires_at"] <= at:
+            return False
+        doc.update(status="confirmed", confirmed_by=confirmed_by, confirmed_at=at)
+        await self._publish(event)
+        return True
+
+    async def use_change(self, tenant_id: str, change_id: str, *, requested_by: str, method: str, path: str,
+                         body_sha256: str, at: datetime) -> dict[str, Any] | None:
+        doc = self.changes.get((tenant_id, change_id))
+        wanted = {"status": "confirmed", "requested_by": requested_by, "method": method, "path": path,
+                  "body_sha256": body_sha256}
+        if doc is None or any(doc.get(k) != v for k, v in wanted.items()) or doc["expires_at"] <= at:
+            return None
+        doc.update(status="used", used_at=at)
+        return deepcopy(doc)

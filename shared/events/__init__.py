@@ -15,6 +15,7 @@ from typing import Annotated, Any, Union, get_args
 from pydantic import Field, TypeAdapter, ValidationError
 
 from .accounts import (
+    ChangeCosign,
     ServiceTokenRequested,
     TenantLifecycleChanged,
     TenantSettingsChanged,
@@ -119,6 +120,7 @@ AnyEvent = Annotated[
         UserLoggedIn,
         UserLoginFailed,
         UserLoggedOut,
+        ChangeCosign,
         UserMfaEnrolled,
         UserPasswordSet,
         UserRecoveryCodeUsed,

@@ -65,6 +65,20 @@ class UserLoggedOut(Event):
     session_id: str
 
 
+class ChangeCosign(Event):
+    """Small-team co-signing: a change waiting for a second person (`change.cosign_pending`), and
+    that person's confirmation of exactly this method, path and body digest (`change.confirmed`)."""
+
+    type: Literal["change.cosign_pending", "change.confirmed"] = "change.cosign_pending"
+    change_id: str
+    method: str
+    path: str
+    body_sha256: str
+    permission: str
+    requested_by: str
+    confirmed_by: str | None = None
+
+
 class UserMfaEnrolled(Event):
     type: Literal["user.mfa_enrolled"] = "user.mfa_enrolled"
     user_id: str

@@ -96,13 +96,16 @@ async def test_small_team_mode_needs_a_second_person_for_every_change(api):
     assert confirmed["actor"]["id"] == team.second_admin.user_id and confirmed["details"]["requested_by"] == team.admin.user_id
     assert next(r for r in records if r["action"] == "tenant.settings_change_pending")["outcome"] == "pending"
     both = await team.user("tenant_admin", "key_custodian", username="both")
-    status, out, _ = await both.call("POST", "/v1/keys", json={"name": "solo"})
-    assert status == 403 and "co-sign" in out["detail"], out
-    status, out, _ = await both.call("POST", "/v1/keys", json={"name": "solo"}, headers={"X-Strongroom-Cosign": both.token})
+    status, out, _ = await both.call("POST", "/v1/keys", json={"name": "pair"})
+    assert status == 428 and "second person" in out["detail"], out
+    change = {"X-Strongroom-Change": out["change_id"]}
+    status, out, _ = await both.call("POST", f"/v1/changes/{change['X-Strongroom-Change']}/confirm")
     assert status == 403, out  # the same person twice is not two people
     custodian = await team.user("key_custodian")
-    status, key, _ = await both.call("POST", "/v1/keys", json={"name": "pair"}, headers={"X-Strongroom-Cosign": custodian.token})
-    assert status == 201, key
+    status, out, _ = await custodian.call("POST", f"/v1/changes/{change['X-Strongroom-Change']}/confirm")
+    assert status == 200, out
+    status, key, _ = await both.call("POST", "/v1/keys", json={"name": "pair"}, headers=change)
+    assert status == 201, key  # the co-signed change (tests/e2e/test_cosign_changes.py has the rest)
     status, _, _ = await both.call("GET", "/v1/keys")
     assert status == 200  # reading needs no second person
     status, out, _ = await team.admin.call("PUT", "/v1/tenant/settings", json={"small_team": False})

@@ -35,7 +35,8 @@ async def test_operators_watch_approvals_and_denials_of_their_tenant_only(api, h
     other = await make_tenant(api, name="globex", policy=approval_policy())
     agent = await BareAgent.enroll(tenant, api)
     stranger = await BareAgent.enroll(other, api)
-    headers = {"Authorization": f"Bearer {tenant.admin.token}"}
+    watcher = await tenant.team.for_role("auditor")  # reads approvals and decisions (a tenant admin does not)
+    headers = {"Authorization": f"Bearer {watcher.token}"}
     url = f"{api.url}/v1/events/stream?types=approval.*,key.decided"
     async with http.get(url, headers=headers) as stream:
         assert stream.status == 200 and stream.headers["Content-Type"].startswith("text/event-stream")
@@ -115,7 +116,8 @@ async def test_a_webhook_forwarder_filtered_to_approvals_receives_them_signed(ap
 async def test_a_stream_reopened_with_last_event_id_gets_what_it_missed(api, http):
     tenant = await make_tenant(api, policy=approval_policy())
     agent = await BareAgent.enroll(tenant, api)
-    headers = {"Authorization": f"Bearer {tenant.admin.token}"}
+    watcher = await tenant.team.for_role("auditor")  # reads approvals and decisions (a tenant admin does not)
+    headers = {"Authorization": f"Bearer {watcher.token}"}
     url = f"{api.url}/v1/events/stream?types=approval.*,key.decided"
     async with http.get(url, headers=headers) as observer:  # stays open: shows when the gateway has them
         assert (await observer.content.readline()).startswith(b": stream open")

@@ -72,7 +72,7 @@ async def test_operator_cli_for_approvals_groups_decisions_versions_simulate_and
     code, out, _ = await run(capsys, *(await base_for("policies.manage")), "policy", "restore", tenant.policy_id, "1")
     assert code == 0 and "version 1 restored as version 3" in out
 
-    tail = asyncio.create_task(asyncio.to_thread(main, [*(await base_for("events.read")), "events", "tail", "--type", "approval.requested", "--count", "1", "--json"]))
+    tail = asyncio.create_task(asyncio.to_thread(main, [*(await base_for("approvals.read")), "events", "tail", "--type", "approval.requested", "--count", "1", "--json"]))
     err = ""
     for _ in range(200):  # until the stream is open
         err += capsys.readouterr().err
@@ -88,7 +88,7 @@ async def test_operator_cli_for_approvals_groups_decisions_versions_simulate_and
     # Resuming after that event: what came since (here the approval of that request) comes first.
     status, _, _ = await tenant.admin.call("POST", f"/v1/approvals/{again['approval_id']}/approve", json={})
     assert status == 200
-    code, out, _ = await run(capsys, *(await base_for("events.read")), "events", "tail", "--type", "approval.*",
+    code, out, _ = await run(capsys, *(await base_for("approvals.read")), "events", "tail", "--type", "approval.*",
                              "--after", lines[0]["event_id"], "--count", "1", "--json")
     assert code == 0
     resumed = [json.loads(line) for line in without_logs(out).splitlines() if line.startswith("{")]

@@ -255,3 +255,52 @@ async def test_devices_are_revoked_once(store):
     assert (await store.device(T, "dev_1"))["status"] == "revoked"
     assert [d["device_id"] for d in await store.list_devices(T)] == ["dev_1"]
     assert [e.type for e in store.published] == ["device.enrolled", "device.revoked"]
+
+
+async def test_a_change_is_confirmed_once_and_used_once_for_exactly_its_request(store):
+    from services.gateway.changes import new_change
+
+    now = datetime.now(UTC)
+    doc = new_change(requested_by="usr_a", method="POST", path="/v1/keys", digest="d" * 64, permission="keys.manage",
+                     now=now, ttl_seconds=60)
+    asked = events.ChangeCosign(tenant_id=T, actor=ACTOR, correlation_id="c", change_id=doc["change_id"],
+                                method="POST", path="/v1/keys", body_sha256="d" * 64, permission="keys.manage",
+                                requested_by="usr_a")
+    await store.changes.insert_change(T, doc, asked)
+    change_id = doc["change_id"]
+    request = {"requested_by": "usr_a", "method": "POST", "path": "/v1/keys", "body_sha256": "d" * 64}
+    assert [c["change_id"] for c in await store.changes.pending_changes(T, now)] == [change_id]
+    assert await store.changes.pending_changes(T, now + timedelta(seconds=61)) == []
+    assert await store.changes.use_change(T, change_id, **request, at=now) is None  # not confirmed yet
+    confirmed = asked.model_copy(update={"type": "change.confirmed", "confirmed_by": "usr_b"})
+    assert await store.changes.confirm_change(T, change_id, confirmed_by="usr_b", at=now, event=confirmed)
+    assert not await store.changes.confirm_change(T, change_id, confirmed_by="usr_c", at=now, event=confirmed)
+    assert await store.changes.use_change(T, change_id, **{**request, "body_sha256": "e" * 64}, at=now) is None
+    assert await store.changes.use_change(T, change_id, **{**request, "requested_by": "usr_b"}, at=now) is None
+    assert await store.changes.use_change("ten_other", change_id, **request, at=now) is None
+    used = await store.changes.use_change(T, change_id, **request, at=now)
+    assert used is not None and used["confirmed_by"] == "usr_b"
+    assert await store.changes.use_change(T, change_id, **request, at=now) is None  # once
+    assert (await store.changes.change(T, change_id))["status"] == "used"
+    assert [e.type for e in store.published] == ["change.cosign_pending", "change.confirmed"]
+
+
+async def test_a_session_ends_once_and_its_events_are_published(store):
+    now = datetime.now(UTC)
+    session = {"session_id": "ses_1", "digest": "x" * 64, "user_id": "usr_a", "auth": "password", "mfa": False,
+               "created_at": now, "last_seen": now, "ended_at": None}
+    logged_in = events.UserLoggedIn(tenant_id=T, actor=ACTOR, correlation_id="c", user_id="usr_a", method="password",
+                                    session_id="ses_1")
+    await store.accounts.insert_session(T, session, logged_in)
+    logged_out = events.UserLoggedOut(tenant_id=T, actor=ACTOR, correlation_id="c", user_id="usr_a", session_id="ses_1")
+    assert await store.accounts.end_session(T, "ses_1", now, logged_out)
+    assert not await store.accounts.end_session(T, "ses_1", now, logged_out)
+    assert (await store.accounts.session_by_digest("x" * 64))["ended_at"] is not None
+    denied = events.UserLoginFailed(tenant_id=T, actor=ACTOR, correlation_id="c", user_id=None, username="nobody",
+                                    method="password", reason="unknown user")
+    await store.record_event(T, denied)
+    assert [e.type for e in store.published] == ["user.logged_in", "user.logged_out", "user.login_failed"]
+    await store.forget_published_events()
+    if isinstance(store, GatewayStore):  # the published event's own document is swept; nothing is left staged
+        assert await store.events.raw.count_documents({}) == 0
+        assert await store.outbox.relay() == 0

@@ -14,8 +14,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from services.gateway.accounts.common import ACCOUNTS
 from services.gateway.accounts.passwords import Hasher
 from services.gateway.app import build_app
+from services.gateway.changes import CHANGE_HEADER
 from services.gateway.datakey import ensure_data_key_file
-from services.gateway.guard import COSIGN_HEADER
 from services.gateway.ratelimit import ALL_SOURCES
 from services.gateway.roles import ADMIN_ROLES
 from services.gateway.settings import GatewaySettings
@@ -267,13 +267,25 @@ async def test_a_small_team_user_with_conflicting_roles_acts_only_co_signed(gw):
     new_user = {"username": "nat", "roles": ["auditor"], "account": "person", "email": "nat@one.example"}
 
     status, body, _ = await gw.call("POST", "/v1/users", both, new_user)
-    assert status == 403 and body["field"] == COSIGN_HEADER
-    status, _, _ = await gw.call("POST", "/v1/users", both, new_user, headers={COSIGN_HEADER: auditor})
-    assert status == 403  # the co-signer must hold the permission too
-    status, _, _ = await gw.call("POST", "/v1/users", both, new_user, headers={COSIGN_HEADER: both})
-    assert status == 403  # and be someone else
-    status, body, _ = await gw.call("POST", "/v1/users", both, new_user, headers={COSIGN_HEADER: other_admin})
+    assert status == 428 and body["field"] == CHANGE_HEADER, body
+    change_id = body["change_id"]
+    status, body, _ = await gw.call("POST", f"/v1/changes/{change_id}/confirm", auditor)
+    assert status == 403 and "users.manage" in body["detail"]  # the co-signer must hold the permission too
+    status, body, _ = await gw.call("POST", f"/v1/changes/{change_id}/confirm", both)
+    assert status == 403 and "cannot also confirm" in body["detail"]  # and be someone else
+    status, body, _ = await gw.call("POST", "/v1/users", both, new_user, headers={CHANGE_HEADER: change_id})
+    assert status == 409 and "not been confirmed" in body["detail"]
+    status, body, _ = await gw.call("POST", f"/v1/changes/{change_id}/confirm", other_admin)
+    assert status == 200 and body["status"] == "confirmed"
+    status, body, _ = await gw.call("POST", "/v1/users", both, {**new_user, "username": "eve"},
+                                    headers={CHANGE_HEADER: change_id})
+    assert status == 409 and "another body" in body["detail"]  # confirmed for that body only
+    status, body, _ = await gw.call("POST", "/v1/users", both, new_user, headers={CHANGE_HEADER: change_id})
     assert status == 201 and body["username"] == "nat"
+    status, body, _ = await gw.call("POST", "/v1/users", both, new_user, headers={CHANGE_HEADER: change_id})
+    assert status == 409 and "already" in body["detail"]  # once
+    assert [e.type for e in gw.published if e.type.startswith("change.")] == ["change.cosign_pending",
+                                                                               "change.confirmed"]
     status, _, _ = await gw.call("GET", "/v1/users", both)
     assert status == 200  # reading needs no second person
 

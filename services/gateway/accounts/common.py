@@ -144,7 +144,7 @@ async def sign_in_failed(request: web.Request, gw: Gateway, tenant_id: str, user
     if count:
         await _count_failure(gw, tenant_id, username, source_address(request))
     user_id = user["user_id"] if user else None
-    await gw.bus.publish(events.UserLoginFailed(
+    await gw.store.record_event(tenant_id, events.UserLoginFailed(
         **event_fields(request, tenant_id, events.Actor(kind="user", id=user_id or "unknown", auth=method)),
         user_id=user_id, username=username, method=method, reason=reason))
     log.info("login_failed", tenant_id=tenant_id, reason=reason)
@@ -176,8 +176,7 @@ async def start_session(request: web.Request, gw: Gateway, user: dict, *, method
     now = _now()
     doc = {"session_id": events.new_id("ses_"), "digest": tokens.digest(token), "user_id": user["user_id"],
            "auth": method, "mfa": mfa, "created_at": now, "last_seen": now, "ended_at": None}
-    await account_store(gw).insert_session(user["tenant_id"], doc)
-    await gw.bus.publish(events.UserLoggedIn(
+    await account_store(gw).insert_session(user["tenant_id"], doc, events.UserLoggedIn(
         **event_fields(request, user["tenant_id"], events.Actor(kind="user", id=user["user_id"], auth=method)),
         user_id=user["user_id"], method=method, session_id=doc["session_id"]))
     return {

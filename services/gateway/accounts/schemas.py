@@ -108,7 +108,8 @@ class CreateToken(Strict):
     name: str = Field(pattern=NAME)
     scopes: list[str] | None = Field(default=None, min_length=1, max_length=len(PERMISSIONS),
                                      description="permissions this token may use; default: all of its owner's")
-    expires_in_seconds: int = Field(default=90 * 86400, ge=60, le=365 * 86400)
+    # Default and upper bound: the tenant's token lifetime cap (`token_max_days`, default 90 days).
+    expires_in_seconds: int | None = Field(default=None, ge=60, le=365 * 86400)
     service_account_id: str | None = Field(default=None, min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")
 
     @field_validator("scopes")
@@ -162,6 +163,7 @@ class SsoConfig(Strict):
 
 class TenantSettings(Strict):
     small_team: bool | None = None
+    token_max_days: int | None = Field(default=None, ge=1, le=365)  # API token lifetime cap
     sso: SsoConfig | None = None
     # People sign in only through the tenant's identity provider: no setup secret is ever created.
     sso_only: bool | None = None

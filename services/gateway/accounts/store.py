@@ -172,6 +172,10 @@ class AccountStore:
         await update_staged(self._outbox, self.users, tenant_id, {"user_id": user_id},
                             {"$set": {"status": "disabled", "roles": [], "pending": []}, "$inc": {"rev": 1}}, event)
 
+    async def end_credentials(self, tenant_id: str, user_id: str, at: datetime) -> None:
+        """Every session and API token of the user issued before `at` ends (see `sessions.py`)."""
+        await self.users.update_one(tenant_id, {"user_id": user_id}, {"$set": {"credentials_after": at}})
+
     async def set_first_password(self, tenant_id: str, user_id: str, setup_digest: str, encoded: str,
                                  event: Event) -> bool:
         """Consumes the setup token with the write; False if it was used meanwhile."""
@@ -180,9 +184,9 @@ class AccountStore:
                                     "$unset": {"setup_digest": "", "setup_expires_at": ""}}, event)
 
     async def set_password(self, tenant_id: str, user_id: str, encoded: str, at: datetime, event: Event) -> None:
-        """A new password ends every session started before `at`."""
+        """A new password ends every session and API token issued before `at`."""
         await update_staged(self._outbox, self.users, tenant_id, {"user_id": user_id},
-                            {"$set": {"password_hash": encoded, "sessions_after": at}, "$inc": {"rev": 1}}, event)
+                            {"$set": {"password_hash": encoded, "credentials_after": at}, "$inc": {"rev": 1}}, event)
 
     async def rehash_password(self, tenant_id: str, user_id: str, *, old: str, new: str) -> bool:
         """The same password under raised hashing parameters; no-op if it changed meanwhile."""
@@ -196,7 +200,7 @@ class AccountStore:
 
     async def confirm_mfa_reset(self, tenant_id: str, user_id: str, *, rev: int, at: datetime, event: Event) -> bool:
         return await update_staged(self._outbox, self.users, tenant_id, {"user_id": user_id, "rev": rev},
-                                   {"$set": {"mfa": None, "recovery": [], "sessions_after": at},
+                                   {"$set": {"mfa": None, "recovery": [], "credentials_after": at},
                                     "$unset": {"mfa_reset": ""}, "$inc": {"rev": 1}}, event)
 
     async def begin_mfa(self, tenant_id: str, user_id: str, sealed_secret: str) -> None:
@@ -260,8 +264,9 @@ class AccountStore:
 
     # --- sessions ---
 
-    async def insert_session(self, tenant_id: str, doc: dict[str, Any]) -> None:
-        await self.sessions.insert(tenant_id, doc)
+    async def insert_session(self, tenant_id: str, doc: dict[str, Any], *evts: Event) -> None:
+        """A new session, with its sign-in event staged in the same write (the outbox)."""
+        await insert_staged(self._outbox, self.sessions, tenant_id, doc, *evts)
 
     async def session_by_digest(self, digest: str) -> dict[str, Any] | None:
         return await self.sessions.raw.find_one({"digest": digest})
@@ -269,8 +274,10 @@ class AccountStore:
     async def touch_session(self, tenant_id: str, session_id: str, at: datetime) -> None:
         await self.sessions.update_one(tenant_id, {"session_id": session_id}, {"$set": {"last_seen": at}})
 
-    async def end_session(self, tenant_id: str, session_id: str, at: datetime) -> None:
-        await self.sessions.update_one(tenant_id, {"session_id": session_id}, {"$set": {"ended_at": at}})
+    async def end_session(self, tenant_id: str, session_id: str, at: datetime, *evts: Event) -> bool:
+        """Ends a live session, with its logout event staged in the same write; False if it had ended."""
+        return await update_staged(self._outbox, self.sessions, tenant_id, {"session_id": session_id, "ended_at": None},
+                                   {"$set": {"ended_at": at}}, *evts)
 
     async def upgrade_session_mfa(self, tenant_id: str, session_id: str, auth: str) -> None:
         await self.sessions.update_one(tenant_id, {"session_id": session_id}, {"$set": {"mfa": True, "auth": auth}})

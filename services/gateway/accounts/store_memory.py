@@ -178,6 +178,11 @@ class MemoryAccountStore:
     async def disable_user(self, tenant_id: str, user_id: str, event: Event) -> None:
         await self._change_user(tenant_id, user_id, {"status": "disabled", "roles": [], "pending": []}, event, bump=True)
 
+    async def end_credentials(self, tenant_id: str, user_id: str, at: datetime) -> None:
+        doc = self.users.get((tenant_id, user_id))
+        if doc is not None and (doc.get("credentials_after") is None or doc["credentials_after"] < at):
+            doc["credentials_after"] = at
+
     async def set_first_password(self, tenant_id: str, user_id: str, setup_digest: str, encoded: str,
                                  event: Event) -> bool:
         if not await self._change_user(tenant_id, user_id, {"password_hash": encoded}, event, setup_digest=setup_digest):
@@ -187,7 +192,7 @@ class MemoryAccountStore:
         return True
 
     async def set_password(self, tenant_id: str, user_id: str, encoded: str, at: datetime, event: Event) -> None:
-        await self._change_user(tenant_id, user_id, {"password_hash": encoded, "sessions_after": at}, event, bump=True)
+        await self._change_user(tenant_id, user_id, {"password_hash": encoded, "credentials_after": at}, event, bump=True)
 
     async def rehash_password(self, tenant_id: str, user_id: str, *, old: str, new: str) -> bool:
         return await self._change_user(tenant_id, user_id, {"password_hash": new}, password_hash=old)
@@ -197,7 +202,7 @@ class MemoryAccountStore:
         return await self._change_user(tenant_id, user_id, {"mfa_reset": pending}, event, rev=rev, bump=True)
 
     async def confirm_mfa_reset(self, tenant_id: str, user_id: str, *, rev: int, at: datetime, event: Event) -> bool:
-        if not await self._change_user(tenant_id, user_id, {"mfa": None, "recovery": [], "sessions_after": at}, event,
+        if not await self._change_user(tenant_id, user_id, {"mfa": None, "recovery": [], "credentials_after": at}, event,
                                        rev=rev, bump=True):
             return False
         self.users[(tenant_id, user_id)].pop("mfa_reset", None)
@@ -261,8 +266,9 @@ class MemoryAccountStore:
 
     # --- sessions ---
 
-    async def insert_session(self, tenant_id: str, doc: dict[str, Any]) -> None:
+    async def insert_session(self, tenant_id: str, doc: dict[str, Any], *evts: Event) -> None:
         self.sessions[(tenant_id, doc["session_id"])] = {**deepcopy(doc), "tenant_id": tenant_id}
+        await self._emit(*evts)
 
     async def session_by_digest(self, digest: str) -> dict[str, Any] | None:
         return _copy(next((s for s in self.sessions.values() if s["digest"] == digest), None))
@@ -271,9 +277,13 @@ class MemoryAccountStore:
         if (tenant_id, session_id) in self.sessions:
             self.sessions[(tenant_id, session_id)]["last_seen"] = at
 
-    async def end_session(self, tenant_id: str, session_id: str, at: datetime) -> None:
-        if (tenant_id, session_id) in self.sessions:
-            self.sessions[(tenant_id, session_id)]["ended_at"] = at
+    async def end_session(self, tenant_id: str, session_id: str, at: datetime, *evts: Event) -> bool:
+        doc = self.sessions.get((tenant_id, session_id))
+        if doc is None or doc.get("ended_at") is not None:
+            return False
+        doc["ended_at"] = at
+        await self._emit(*evts)
+        return True
 
     async def upgrade_session_mfa(self, tenant_id: str, session_id: str, auth: str) -> None:
         if (tenant_id, session_id) in self.sessions:

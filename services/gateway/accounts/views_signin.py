@@ -150,9 +150,8 @@ async def logout(request: web.Request) -> web.Response:
     if principal.credential_id and principal.credential_id.startswith("ses_"):
         event = events.UserLoggedOut(**event_fields(request, principal.tenant_id), user_id=principal.id,
                                      session_id=principal.credential_id)
-        await account_store(gw).end_session(principal.tenant_id, principal.credential_id, _now())
+        await account_store(gw).end_session(principal.tenant_id, principal.credential_id, _now(), event)
         gw.operators.forget_session(principal.credential_id)
-        await gw.bus.publish(event)
     return web.Response(status=204)
 
 

@@ -207,6 +207,8 @@ async def _requested_changes(request: web.Request, gw: Gateway, principal: Princ
         changes["sso_only"] = body.sso_only
     if body.allowed_email_domains is not None:
         changes["allowed_email_domains"] = body.allowed_email_domains
+    if body.token_max_days is not None:
+        changes["token_max_days"] = body.token_max_days
     if body.sso is not None:
         changes["sso"] = body.sso.model_dump()
         if body.sso.client_secret:

@@ -15,7 +15,7 @@ from shared.rpc import NotFound, ProblemError
 
 from ..auth import Principal
 from ..state import PRINCIPAL, Gateway, _json, _now, body_as
-from . import rules
+from . import rules, sessions
 from . import schemas as S
 from .common import account_store, acting_user, context, event_fields
 
@@ -35,17 +35,29 @@ def request_view(req: dict[str, Any]) -> dict[str, Any]:
 def _mint(request: web.Request, principal: Principal, *, name: str, owner: str, kind: str, scopes: list[str] | None,
           expires_in_seconds: int, token_id: str | None = None,
           confirmed_by: str | None = None) -> tuple[str, dict[str, Any], events.TokenCreated]:
-    """A new token (the secret, shown once), its stored document and its event; the caller mints it."""
+    """A new token (the secret, shown once), its stored document and its event; the caller mints it.
+    SECURITY: the token is MFA-verified only if the credential minting it is."""
     token = tokens.new_token("sr_pat" if kind == "personal" else "sr_svc")
     now = _now()
     doc = {"token_id": token_id or events.new_id("tok_"), "name": name, "user_id": owner, "kind": kind,
            "scopes": scopes, "digest": tokens.digest(token), "created_by": principal.id,
            "confirmed_by": confirmed_by, "created_at": now, "expires_at": now + timedelta(seconds=expires_in_seconds),
-           "revoked": False}
+           "revoked": False, "mfa": principal.mfa}
     event = events.TokenCreated(**event_fields(request, principal.tenant_id), token_id=doc["token_id"], name=name,
                                 role=",".join(scopes or ["owner"]), user_id=owner, expires_at=doc["expires_at"],
                                 minted_by=principal.id, confirmed_by=confirmed_by)
     return token, doc, event
+
+
+async def _lifetime(gw: Gateway, tenant_id: str, requested: int | None) -> int:
+    """The token's lifetime in seconds: as requested, at most the tenant's cap (the default)."""
+    cap = sessions.token_max_days(await account_store(gw).tenant(tenant_id)) * 86400
+    if requested is None:
+        return cap
+    if requested > cap:
+        raise ProblemError(422, "Unprocessable Content",
+                           f"expires_in_seconds: at most {cap} (the tenant's token lifetime cap)", "expires_in_seconds")
+    return requested
 
 
 async def create_token(request: web.Request) -> web.Response:
@@ -60,6 +72,7 @@ async def create_token(request: web.Request) -> web.Response:
     if principal.scopes is not None and (scopes is None or not scopes <= principal.scopes):
         # SECURITY: a scoped token never mints a broader one.
         raise ProblemError(403, "Forbidden", "a scoped token may only create tokens within its scopes", "scopes")
+    body = body.model_copy(update={"expires_in_seconds": await _lifetime(gw, principal.tenant_id, body.expires_in_seconds)})
     owner, kind = principal.id, "personal"
     if body.service_account_id is not None:
         if not principal.may("tokens.manage"):
@@ -147,7 +160,8 @@ async def collect_token_request(request: web.Request) -> web.Response:
     if req["confirmed_by"] is None:
         raise ProblemError(409, "Conflict", "a second admin has not confirmed this token yet", "token_id")
     token, doc, event = _mint(request, principal, name=req["name"], owner=account["user_id"], kind="service",
-                              scopes=req["scopes"], expires_in_seconds=req["expires_in_seconds"],
+                              scopes=req["scopes"],
+                              expires_in_seconds=await _lifetime(gw, principal.tenant_id, req["expires_in_seconds"]),
                               token_id=req["token_id"], confirmed_by=req["confirmed_by"])
     rest = [r for r in account["token_requests"] if r["token_id"] != req["token_id"]]
     if not await account_store(gw).collect_token_request(principal.tenant_id, account["user_id"], rev=account["rev"],

@@ -103,7 +103,7 @@ async def change_roles(request: web.Request) -> web.Response:
                                             roles=plan.pending, granted_by=principal.id))
     new_roles = sorted(current | set(plan.effective))
     new_pending = pending + [{"role": r, "granted_by": principal.id, "granted_at": _now()} for r in plan.pending]
-    response = await _save_roles(gw, principal, doc, new_roles, new_pending, *evts)
+    response = await _save_roles(gw, principal, doc, new_roles, new_pending, *evts, revoked=bool(revoked))
     if plan.effective or plan.pending:
         await notify_admins(gw, acc, principal.tenant_id, f"roles granted to {doc['username']}", [
             f"{principal.id} granted roles to {doc['username']} ({doc['user_id']}).",
@@ -113,13 +113,15 @@ async def change_roles(request: web.Request) -> web.Response:
 
 
 async def _save_roles(gw: Gateway, principal: Principal, doc: dict[str, Any], new_roles: list[str],
-                      new_pending: list[dict[str, Any]], *evts: events.Event) -> web.Response:
+                      new_pending: list[dict[str, Any]], *evts: events.Event, revoked: bool = False) -> web.Response:
     """Compare-and-swap the user's roles (with their events, and when an admin role took effect),
-    then drop cached credentials."""
+    then drop cached credentials; a revocation ends the user's sessions and API tokens."""
     since = rules.confirmed_admin_since(frozenset(doc["roles"]), frozenset(new_roles), _now())
     if not await account_store(gw).set_roles(principal.tenant_id, doc["user_id"], rev=doc["rev"], roles=new_roles,
                                              pending=new_pending, evts=evts, since=since):
         raise ProblemError(409, "Conflict", "the user changed meanwhile; retry", "user_id")
+    if revoked:
+        await account_store(gw).end_credentials(principal.tenant_id, doc["user_id"], _now())
     gw.operators.forget_user(principal.tenant_id, doc["user_id"])
     return _json(user_view({**doc, "roles": new_roles, "pending": new_pending}))
 
@@ -157,6 +159,7 @@ async def disable_user(request: web.Request) -> web.Response:
     event = events.UserRolesChanged(**event_fields(request, principal.tenant_id), type="user.role_revoked",
                                     user_id=doc["user_id"], roles=tuple(doc["roles"]))
     await account_store(gw).disable_user(principal.tenant_id, doc["user_id"], event)
+    await account_store(gw).end_credentials(principal.tenant_id, doc["user_id"], _now())
     gw.operators.forget_user(principal.tenant_id, doc["user_id"])
     return _json(user_view({**doc, "status": "disabled", "roles": [], "pending": []}))
 
