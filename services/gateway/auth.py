@@ -48,9 +48,22 @@ class Principal:
 
 
 class Unauthorized(ProblemError):
-    def __init__(self, cause: str):
+    """A refused credential or signature. `tenant_id` and `actor` are set only once the device or
+    credential the request names was found in that tenant: only then is the refusal that tenant's
+    to audit (its actor marked unverified); any other refusal is the provider's (see `app.py`)."""
+
+    def __init__(self, cause: str, *, tenant_id: str | None = None, actor: Actor | None = None):
         super().__init__(401, "Unauthorized", "missing or invalid credentials")
         self.cause = cause
+        self.tenant_id, self.actor = tenant_id, actor
+
+
+UNVERIFIED = "unverified"
+
+
+def refused(cause: str, tenant_id: str, kind: str, actor_id: str) -> Unauthorized:
+    """A refusal of a credential or device found in `tenant_id`: audited there, as unverified."""
+    return Unauthorized(cause, tenant_id=tenant_id, actor=Actor(kind=kind, id=actor_id, auth=UNVERIFIED))  # type: ignore[arg-type]
 
 
 class RateLimited(ProblemError):
@@ -96,7 +109,7 @@ class TokenAuthenticator:
             # SECURITY: the bootstrap credential creates the first admin, then never works again.
             if self._bootstrapped or await self._store.bootstrapped():
                 self._bootstrapped = True
-                raise Unauthorized("bootstrap credential used after bootstrap")
+                raise refused("bootstrap credential used after bootstrap", PROVIDER_TENANT, "bootstrap", "bootstrap")
             return Principal("bootstrap", "bootstrap", PROVIDER_TENANT, frozenset({"bootstrap"}), "bootstrap")
         if credential.startswith(SESSION_PREFIX):
             return await self._session(digest)
@@ -116,7 +129,7 @@ class TokenAuthenticator:
         reason = sessions.ended(doc, now, idle_seconds=self._idle, absolute_seconds=self._absolute)
         if reason is not None:
             self._sessions.pop(digest, None)
-            raise Unauthorized(reason)
+            raise refused(reason, doc["tenant_id"], "user", doc["user_id"])
         if sessions.should_touch(doc, now):
             doc["last_seen"] = now
             await self._store.touch_session(doc["tenant_id"], doc["session_id"], now)
@@ -130,16 +143,17 @@ class TokenAuthenticator:
             if doc is None:
                 raise Unauthorized("unknown token")
             _remember(self._cache, digest, doc)
+        holder = doc.get("user_id") or doc["token_id"]
         if doc.get("revoked"):
-            raise Unauthorized("revoked token")
+            raise refused("revoked token", doc["tenant_id"], "user", holder)
         expires = doc.get("expires_at")
         if expires is not None and expires <= datetime.now(UTC):
-            raise Unauthorized("expired token")
+            raise refused("expired token", doc["tenant_id"], "user", holder)
         if not doc.get("user_id"):
-            raise Unauthorized("token without an owner")
+            raise refused("token without an owner", doc["tenant_id"], "user", holder)
         owner = await self.user(doc["tenant_id"], doc["user_id"])
         if owner is not None and not rules.token_may_act(doc, owner):
-            raise Unauthorized("service token without a second admin's confirmation")
+            raise refused("service token without a second admin's confirmation", doc["tenant_id"], "user", holder)
         scopes = frozenset(doc["scopes"]) if doc.get("scopes") else None
         # A token is minted from an MFA-verified session (or by two admins, for a custodian or
         # approver service account); a service account's names its admins in `actor.auth`.
@@ -151,13 +165,13 @@ class TokenAuthenticator:
                          session_started: datetime | None = None) -> Principal:
         tenant = await self.tenant(tenant_id)
         if tenant is None or tenant.get("status", "active") != "active":
-            raise Unauthorized("tenant not active")
+            raise refused("tenant not active", tenant_id, "user", user_id)
         user = await self.user(tenant_id, user_id)
         if user is None or user.get("status") != "active":
-            raise Unauthorized("user not active")
+            raise refused("user not active", tenant_id, "user", user_id)
         # A password change or MFA reset ends every session started before it.
         if session_started is not None and user.get("sessions_after") and session_started < user["sessions_after"]:
-            raise Unauthorized("session ended by a credential change")
+            raise refused("session ended by a credential change", tenant_id, "user", user_id)
         roles = frozenset(user.get("roles", ()))
         small_team = bool(tenant.get("settings", {}).get("small_team"))
         kind = "provider" if tenant.get("kind") == "provider" else "user"
@@ -231,8 +245,10 @@ class DeviceAuthenticator:
             raise Unauthorized("no signature key id")
         tenant_id, _, device_id = match.group(1).partition("/")
         device = await self.device(tenant_id, device_id)
-        if device is None or device["status"] != "active":
-            raise Unauthorized("unknown or revoked device")
+        if device is None:
+            raise Unauthorized("unknown device")  # the key id names nothing: not that tenant's to audit
+        if device["status"] != "active":
+            raise refused("revoked device", tenant_id, "device", device_id)
         public_key = Ed25519PublicKey.from_public_bytes(base64.b64decode(device["public_key"]))
         try:
             verified = httpsig.verify_request(
@@ -244,8 +260,8 @@ class DeviceAuthenticator:
                 max_age_seconds=self._max_age,
             )
         except httpsig.SignatureError as exc:
-            raise Unauthorized(f"signature: {exc.reason}") from None
+            raise refused(f"signature: {exc.reason}", tenant_id, "device", device_id) from None
         expires = datetime.fromtimestamp(verified.created, UTC) + timedelta(seconds=self._max_age + 120)
         if not await self._store.remember_nonce(tenant_id, device_id, verified.nonce, expires):
-            raise Unauthorized("replayed nonce")
+            raise refused("replayed nonce", tenant_id, "device", device_id)
         return Principal("device", device_id, tenant_id, frozenset(), "signature")

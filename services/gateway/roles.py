@@ -51,7 +51,7 @@ AUDITOR = Role("auditor", frozenset({
 # unseal with Shamir shares, re-key) belongs to the provider's root custodians, never to a tenant.
 PROVIDER_ADMIN = Role("provider_admin", frozenset({
     "tenants.create", "tokens.manage", _SELF, "users.manage", "users.read", "tenants.read", "tenants.manage",
-    "custody.root",
+    "custody.root", "audit.read",  # the provider's own chain: its people and its security log
 }), held_in="provider", mfa=True)
 # Held by every signed-in user, even one who still has to enrol in MFA: their own sign-in.
 MEMBER = Role("member", frozenset({"account.self"}), held_in="credential")

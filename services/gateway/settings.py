@@ -46,6 +46,13 @@ class GatewaySettings(CommonSettings):
     # Token buckets: (burst, refill per second), per source address and per credential.
     login_rate_burst: int = 60
     login_rate_per_second: float = 1.0
+    # Failed authentication (a refused credential or signature, a failed sign-in) per source
+    # address, on every route: past `auth_failure_burst` failures, refilled at
+    # `auth_failure_per_second`, that address gets 429 + Retry-After and no credential it sends
+    # is tried. Other addresses are unaffected. A well-configured client fails rarely; these
+    # bound guessing (and the audit records it causes) to about 12 a minute per address.
+    auth_failure_burst: int = 30
+    auth_failure_per_second: float = 0.2
     agent_rate_burst_per_address: int = 20_000
     agent_rate_per_second_per_address: float = 10_000.0
     agent_rate_burst_per_device: int = 2_000

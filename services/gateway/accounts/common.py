@@ -19,7 +19,7 @@ from ..auth import SESSION_PREFIX
 from ..datakey import SecretSealer, load_data_key
 from ..ratelimit import ALL_SOURCES, RateLimiter, SignInLimits
 from ..settings import GatewaySettings
-from ..state import CORRELATION_ID, GATEWAY, PRINCIPAL, Gateway, _now
+from ..state import CORRELATION_ID, GATEWAY, PRINCIPAL, REFUSAL_RECORDED, Gateway, _now
 from . import passwords
 from .store import AccountStore
 
@@ -33,8 +33,6 @@ class Accounts:
     hasher: passwords.Hasher
     hash_slots: asyncio.Semaphore
     login_by_address: RateLimiter
-    agent_by_address: RateLimiter
-    agent_by_device: RateLimiter
     sealer: SecretSealer  # TOTP and SSO client secrets are stored sealed under the data key
 
     @classmethod
@@ -44,10 +42,6 @@ class Accounts:
                                     parallelism=s.password_parallelism),
             hash_slots=asyncio.Semaphore(s.password_hash_concurrency),
             login_by_address=RateLimiter(burst=s.login_rate_burst, per_second=s.login_rate_per_second),
-            agent_by_address=RateLimiter(burst=s.agent_rate_burst_per_address,
-                                         per_second=s.agent_rate_per_second_per_address),
-            agent_by_device=RateLimiter(burst=s.agent_rate_burst_per_device,
-                                        per_second=s.agent_rate_per_second_per_device),
             sealer=SecretSealer(load_data_key(s.data_key_file)),
         )
 
@@ -135,6 +129,7 @@ async def sign_in_failed(request: web.Request, gw: Gateway, tenant_id: str, user
     if count:
         await _count_failure(gw, tenant_id, username, source_address(request))
     user_id = user["user_id"] if user else None
+    request[REFUSAL_RECORDED] = True  # this failure's audit record is the one below
     await gw.bus.publish(events.UserLoginFailed(
         **event_fields(request, tenant_id, events.Actor(kind="user", id=user_id or "unknown", auth=method)),
         user_id=user_id, username=username, method=method, reason=reason))
