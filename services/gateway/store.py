@@ -21,12 +21,17 @@ from .store_outbox import insert_staged, update_staged
 
 class GatewayStore:
     def __init__(self, db: AsyncDatabase, *, publish: Callable[[Event], Awaitable[None]]):
+        self._db = db
         self.enrollments = TenantCollection(db["enrollments"])
         self.devices = TenantCollection(db["devices"])
         self.nonces = TenantCollection(db["nonces"])
         self._nonce_inserts = GroupInserter(self.nonces.raw)
         self.outbox = Outbox(publish, [db["tenants"], db["tokens"], db["enrollments"], db["devices"], db["users"]])
         self.accounts = AccountStore(db, outbox=self.outbox)
+
+    async def ping(self) -> None:
+        """Raises `STORE_UNAVAILABLE` when the store does not answer (within the client's timeouts)."""
+        await self._db.command("ping")
 
     async def create_indexes(self) -> None:
         await self.accounts.create_indexes()

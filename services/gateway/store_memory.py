@@ -19,6 +19,9 @@ class MemoryGatewayStore:
         self.nonces: dict[tuple[str, str, str], datetime] = {}
         self.accounts = MemoryAccountStore(publish=publish)
 
+    async def ping(self) -> None:
+        return None
+
     async def create_indexes(self) -> None:
         return None
 
