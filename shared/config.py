@@ -10,10 +10,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # How long a store call may take before it fails (and the caller answers 503 + Retry-After):
 # to find a server it can use (a store that is down or refuses connections), and for the whole
-# operation, retries included (a store that hangs). Every service's client uses them
-# (`shared/store.py`'s `connect`); the operation bound is above any single query a service runs.
+# operation, retries and a cursor's reads included (a store that hangs). Every service's client
+# uses them (`shared/store.py`'s `connect`). The operation bound sits below the gateway's RPC
+# deadline (`rpc_timeout_seconds`, 10 s), so a service whose store hangs still answers the
+# operator 503 rather than the gateway timing out, and far above any query a service runs.
 STORE_TIMEOUT_SECONDS = 3.0
-STORE_OPERATION_TIMEOUT_SECONDS = 20.0
+STORE_OPERATION_TIMEOUT_SECONDS = 8.0
 
 
 class CommonSettings(BaseSettings):
