@@ -406,6 +406,11 @@ async def run_bench(args: argparse.Namespace) -> None:
         bus_for=bus_for,  # type: ignore[arg-type]
         gateway_settings=GatewaySettings(**common, host="127.0.0.1", port=0, bootstrap_token=bootstrap,
                                          release_timeout_seconds=15.0, mail_folder=str(bench_dir / "mail"),
+                                         # Every load agent sits on one loopback address and asks far
+                                         # faster than a real one: the agent throttles (sized for
+                                         # real agents) are lifted so they measure the pipeline.
+                                         agent_rate_burst_per_address=1_000_000, agent_rate_per_second_per_address=1e6,
+                                         agent_rate_burst_per_device=1_000_000, agent_rate_per_second_per_device=1e6,
                                          data_key_file=str(ensure_data_key_file(bench_dir / "gateway-data.key"))),
         policy_settings=PolicySettings(**common),
         key_settings=KeySettings(**common),

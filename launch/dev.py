@@ -26,7 +26,7 @@ from shared.bus_memory import MemoryBus
 from shared.config import CommonSettings
 from shared.crypto import tokens
 from shared.embedded_mongo import EmbeddedMongo
-from shared.store import connect
+from shared.store import connect_with
 
 from .stack import Stack
 
@@ -40,7 +40,7 @@ async def _dev(port: int, data_dir: Path) -> None:
         server = EmbeddedMongo(data_dir / "store").start()
         url = server.url
     try:
-        client = connect(url)
+        client = connect_with(url, common)
         bus = MemoryBus()
         await bus.start()
 

@@ -13,7 +13,7 @@ from shared import log as shared_log
 from shared import runtime
 from shared.bus import RabbitBus
 from shared.config import CommonSettings
-from shared.store import connect
+from shared.store import connect_with
 
 from .stack import SERVICES, Stack
 
@@ -37,9 +37,13 @@ async def _serve(name: str) -> None:
         await bus.start()
         return bus
 
-    client = connect(common.mongodb_url)
-    stack = Stack(client=client, bus_for=own_bus, gateway_settings=GatewaySettings(), policy_settings=PolicySettings(),
-                  key_settings=key_settings, audit_settings=AuditSettings(), root_key=root_key)
+    settings = {"gateway": GatewaySettings(), "policysvc": PolicySettings(), "keysvc": key_settings,
+                "auditsvc": AuditSettings()}
+    # The store timeouts are this service's own settings (`STRONGROOM_<SERVICE>_STORE_*`).
+    client = connect_with(common.mongodb_url, settings[name])
+    stack = Stack(client=client, bus_for=own_bus, gateway_settings=settings["gateway"],  # type: ignore[arg-type]
+                  policy_settings=settings["policysvc"], key_settings=key_settings,  # type: ignore[arg-type]
+                  audit_settings=settings["auditsvc"], root_key=root_key)  # type: ignore[arg-type]
     await stack.start(name)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -22,6 +22,7 @@ from pamqp.commands import Basic
 from . import rpc, topology
 from .delivery import Batcher, BatchHandler, Handler, StagedBatchHandler, handle_one
 from .events import Event, encode_event
+from .store import STORE_UNAVAILABLE
 
 log = structlog.get_logger("strongroom.bus")
 
@@ -65,6 +66,7 @@ class Bus(Protocol):
     async def call(self, service: str, request: rpc.RpcRequest, *, timeout: float) -> rpc.RpcReply: ...
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]: ...
     async def queue_depth(self, service: str) -> int | None: ...
+    def connected(self) -> bool: ...
     async def publish_raw(self, routing_key: str, body: bytes) -> None: ...
 
 
@@ -113,6 +115,10 @@ class RabbitBus:
 
     def name(self, short: str) -> str:
         return self._prefix + short
+
+    def connected(self) -> bool:
+        """Whether the broker connection is up now (a robust connection reconnecting is not)."""
+        return self._connection is not None and not self._connection.is_closed
 
     async def start(self) -> None:
         self._connection = await aio_pika.connect_robust(self._url, client_properties={"connection_name": self._connection_name})
@@ -412,6 +418,9 @@ async def _answer(body: bytes, handler: RpcHandler) -> rpc.RpcReply:
         return await handler(request)
     except rpc.ProblemError as exc:
         return rpc.RpcReply(problem=exc.problem)
+    except STORE_UNAVAILABLE as exc:
+        log.warning("store_unavailable", error=type(exc).__name__)
+        return rpc.RpcReply.fail(503, "Service Unavailable", "the service's store is unavailable; retry later")
     except Exception:
         log.exception("rpc_handler_failed")
         return rpc.RpcReply.fail(500, "Internal Server Error", "the service failed to handle the request")

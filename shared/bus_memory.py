@@ -67,6 +67,9 @@ class MemoryBus:
         self._batchers: list[Batcher] = []
         self._closed = False
 
+    def connected(self) -> bool:
+        return not self._closed
+
     async def start(self) -> None:
         for service, patterns in topology.SERVICE_BINDINGS.items():
             self._queue(service, patterns)

@@ -8,6 +8,15 @@ from __future__ import annotations
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# How long a store call may take before it fails (and the caller answers 503 + Retry-After):
+# to find a server it can use (a store that is down or refuses connections), and for the whole
+# operation, retries and a cursor's reads included (a store that hangs). Every service's client
+# uses them (`shared/store.py`'s `connect`). The operation bound sits below the gateway's RPC
+# deadline (`rpc_timeout_seconds`, 10 s), so a service whose store hangs still answers the
+# operator 503 rather than the gateway timing out, and far above any query a service runs.
+STORE_TIMEOUT_SECONDS = 3.0
+STORE_OPERATION_TIMEOUT_SECONDS = 8.0
+
 
 class CommonSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STRONGROOM_", extra="ignore")
@@ -19,3 +28,8 @@ class CommonSettings(BaseSettings):
     db_prefix: str = "strongroom_"
     log_level: str = "INFO"
     rpc_timeout_seconds: float = 10.0
+    # Server selection (and connection) timeout, and the bound on one store operation (PyMongo's
+    # timeoutMS): a store that is down or hung makes calls fail within these, answered 503 +
+    # Retry-After, never held for the outage.
+    store_timeout_seconds: float = STORE_TIMEOUT_SECONDS
+    store_operation_timeout_seconds: float = STORE_OPERATION_TIMEOUT_SECONDS

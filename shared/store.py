@@ -13,14 +13,32 @@ from typing import Any
 from pymongo import AsyncMongoClient, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import ConnectionFailure, DuplicateKeyError, ExecutionTimeout
 
-__all__ = ["DuplicateKeyError", "ReturnDocument", "TenantCollection", "connect", "service_database"]
+from .config import STORE_OPERATION_TIMEOUT_SECONDS, STORE_TIMEOUT_SECONDS, CommonSettings
+
+__all__ = ["STORE_UNAVAILABLE", "DuplicateKeyError", "ReturnDocument", "TenantCollection", "connect", "connect_with",
+           "service_database"]
+
+# The store cannot serve a call: no server selected in time, a connection refused, dropped or
+# timed out (PyMongo's ServerSelectionTimeoutError, AutoReconnect, NetworkTimeout and the rest
+# are all ConnectionFailure), or an operation past its time bound (ExecutionTimeout). Callers
+# answer 503 with Retry-After (the gateway's problem middleware, the bus's RPC answer), never 500.
+STORE_UNAVAILABLE: tuple[type[Exception], ...] = (ConnectionFailure, ExecutionTimeout)
 
 
-def connect(url: str) -> AsyncMongoClient:
+def connect(url: str, *, timeout_seconds: float = STORE_TIMEOUT_SECONDS,
+            operation_timeout_seconds: float = STORE_OPERATION_TIMEOUT_SECONDS) -> AsyncMongoClient:
     # tz_aware so datetimes come back as aware UTC values, never naive ones.
-    return AsyncMongoClient(url, tz_aware=True, serverSelectionTimeoutMS=10_000)
+    return AsyncMongoClient(url, tz_aware=True, serverSelectionTimeoutMS=int(timeout_seconds * 1000),
+                            connectTimeoutMS=int(timeout_seconds * 1000),
+                            timeoutMS=int(operation_timeout_seconds * 1000))
+
+
+def connect_with(url: str, settings: CommonSettings) -> AsyncMongoClient:
+    """A client with the store timeouts of a service's settings."""
+    return connect(url, timeout_seconds=settings.store_timeout_seconds,
+                   operation_timeout_seconds=settings.store_operation_timeout_seconds)
 
 
 def service_database(client: AsyncMongoClient, service: str, *, prefix: str = "strongroom_") -> AsyncDatabase:

@@ -19,13 +19,14 @@ from shared.store import service_database
 from . import routes
 from .accounts.common import ACCOUNTS, Accounts
 from .accounts.invitations import retry_notices
-from .auth import DeviceAuthenticator, TokenAuthenticator, Unauthorized
+from .auth import PROVIDER_TENANT, UNVERIFIED, DeviceAuthenticator, RateLimited, TokenAuthenticator, Unauthorized
 from .notifications import NOTIFIER, NOTIFY_PATTERNS, NOTIFY_VIA_WAITERS, Notifier
 from .openapi import build_spec
 from .problems import problem_middleware
+from .ratelimit import Throttles
 from .releases import RELEASE_OUTCOMES, ReleaseWaiters
 from .settings import GatewaySettings
-from .state import CORRELATION_ID, GATEWAY, Gateway
+from .state import CORRELATION_ID, GATEWAY, REFUSAL_RECORDED, THROTTLES, Gateway
 from .store import GatewayStore
 
 log = structlog.get_logger("strongroom.gateway")
@@ -48,25 +49,38 @@ async def request_context(request: web.Request, handler):
 
 
 @web.middleware
-async def audit_refusals(request: web.Request, handler):
-    """A refused credential or signature is itself an auditable event."""
+async def refused_authentication(request: web.Request, handler):
+    """Failed authentication, on every route: rate limited per source address (an address over
+    its limit has no credential it sends tried at all: 429 + Retry-After) and audited."""
+    failures = request.app[THROTTLES].auth_failures
+    source = f"ip:{request.remote}"
+    wait = failures.peek(source, time.monotonic())
+    if wait is not None:
+        log.info("authentication_throttled", path=request.path)
+        raise RateLimited(wait, "too many failed authentications from this address; retry later")
     try:
         return await handler(request)
     except Unauthorized as exc:
-        device_id = None
-        tenant_id = "unknown"
-        keyid = request.headers.get("Signature-Input", "")
-        if 'keyid="' in keyid:
-            tenant_id, _, device_id = keyid.split('keyid="', 1)[1].split('"', 1)[0].partition("/")
-        gw = request.app[GATEWAY]
-        if tenant_id != "unknown" and await gw.store.accounts.tenant(tenant_id) is not None:
-            await gw.store.record_event(tenant_id, events.AccessDenied(
-                tenant_id=tenant_id, correlation_id=request[CORRELATION_ID], source_ip=request.remote,
-                actor=events.Actor(kind="device", id=device_id or "unknown", auth="signature"),
-                route=request.path, reason=exc.cause, device_id=device_id,
-            ))
+        failures.take(source, time.monotonic())
         log.info("access_denied", path=request.path, cause=exc.cause)
+        if not request.get(REFUSAL_RECORDED):
+            await _audit_refusal(request, exc)
         raise
+
+
+async def _audit_refusal(request: web.Request, exc: Unauthorized) -> None:
+    """SECURITY: a refusal goes into a tenant's chain only when the device or credential it names
+    was found there (`exc.tenant_id`, its actor marked unverified); what a request merely claims
+    (a key id, a token that matches nothing) never picks a tenant. Everything else goes to the
+    provider's own chain: the provider-level security log."""
+    device_route = request.path.startswith("/v1/agent/")
+    actor = exc.actor or events.Actor(kind="device" if device_route else "user", id="unknown", auth=UNVERIFIED)
+    tenant_id = exc.tenant_id or PROVIDER_TENANT
+    await request.app[GATEWAY].store.record_event(tenant_id, events.AccessDenied(
+        tenant_id=tenant_id, correlation_id=request[CORRELATION_ID], source_ip=request.remote,
+        actor=actor, route=request.path, reason=exc.cause,
+        device_id=actor.id if exc.tenant_id and actor.kind == "device" else None,
+    ))
 
 
 async def openapi(request: web.Request) -> web.Response:
@@ -144,10 +158,11 @@ def build_app(settings: GatewaySettings, *, bus: Bus, store: GatewayStore) -> we
         waiters=ReleaseWaiters(),
     )
     app = web.Application(
-        middlewares=[request_context, problem_middleware, audit_refusals], client_max_size=settings.max_body_bytes
+        middlewares=[request_context, problem_middleware, refused_authentication], client_max_size=settings.max_body_bytes
     )
     app[GATEWAY] = gateway
     app[ACCOUNTS] = Accounts.from_settings(settings)
+    app[THROTTLES] = Throttles.from_settings(settings)
     app[NOTIFIER] = Notifier()
     gateway.operators.on_change = app[NOTIFIER].recheck
     routes.setup(app)

@@ -50,9 +50,22 @@ class Principal:
 
 
 class Unauthorized(ProblemError):
-    def __init__(self, cause: str):
+    """A refused credential or signature. `tenant_id` and `actor` are set only once the device or
+    credential the request names was found in that tenant: only then is the refusal that tenant's
+    to audit (its actor marked unverified); any other refusal is the provider's (see `app.py`)."""
+
+    def __init__(self, cause: str, *, tenant_id: str | None = None, actor: Actor | None = None):
         super().__init__(401, "Unauthorized", "missing or invalid credentials")
         self.cause = cause
+        self.tenant_id, self.actor = tenant_id, actor
+
+
+UNVERIFIED = "unverified"
+
+
+def refused(cause: str, tenant_id: str, kind: str, actor_id: str) -> Unauthorized:
+    """A refusal of a credential or device found in `tenant_id`: audited there, as unverified."""
+    return Unauthorized(cause, tenant_id=tenant_id, actor=Actor(kind=kind, id=actor_id, auth=UNVERIFIED))  # type: ignore[arg-type]
 
 
 class RateLimited(ProblemError):
@@ -101,7 +114,7 @@ class TokenAuthenticator:
             # SECURITY: the bootstrap credential creates the first admin, then never works again.
             if self._bootstrapped or await self._store.bootstrapped():
                 self._bootstrapped = True
-                raise Unauthorized("bootstrap credential used after bootstrap")
+                raise refused("bootstrap credential used after bootstrap", PROVIDER_TENANT, "bootstrap", "bootstrap")
             return Principal("bootstrap", "bootstrap", PROVIDER_TENANT, frozenset({"bootstrap"}), "bootstrap")
         if credential.startswith(SESSION_PREFIX):
             return await self._session(digest)
@@ -121,7 +134,7 @@ class TokenAuthenticator:
         reason = sessions.ended(doc, now, idle_seconds=self._idle, absolute_seconds=self._absolute)
         if reason is not None:
             self._sessions.pop(digest, None)
-            raise Unauthorized(reason)
+            raise refused(reason, doc["tenant_id"], "user", doc["user_id"])
         if sessions.should_touch(doc, now):
             doc["last_seen"] = now
             await self._store.touch_session(doc["tenant_id"], doc["session_id"], now)
@@ -138,12 +151,12 @@ class TokenAuthenticator:
         reason = sessions.token_ended(doc, datetime.now(UTC),
                                       max_days=sessions.token_max_days(await self.tenant(doc["tenant_id"])))
         if reason is not None:
-            raise Unauthorized(reason)
+            raise refused(reason, doc["tenant_id"], "user", doc.get("user_id") or doc["token_id"])
         if not doc.get("user_id"):
-            raise Unauthorized("token without an owner")
+            raise refused("token without an owner", doc["tenant_id"], "user", holder)
         owner = await self.user(doc["tenant_id"], doc["user_id"])
         if owner is not None and not rules.token_may_act(doc, owner):
-            raise Unauthorized("service token without a second admin's confirmation")
+            raise refused("service token without a second admin's confirmation", doc["tenant_id"], "user", holder)
         scopes = frozenset(doc["scopes"]) if doc.get("scopes") else None
         # A token is MFA-verified only if minted from an MFA-verified credential; a service
         # account's names its admins in `actor.auth`.
@@ -155,13 +168,13 @@ class TokenAuthenticator:
                          credential_id: str, scopes: frozenset[str] | None, issued_at: datetime) -> Principal:
         tenant = await self.tenant(tenant_id)
         if tenant is None or tenant.get("status", "active") != "active":
-            raise Unauthorized("tenant not active")
+            raise refused("tenant not active", tenant_id, "user", user_id)
         user = await self.user(tenant_id, user_id)
         if user is None or user.get("status") != "active":
-            raise Unauthorized("user not active")
+            raise refused("user not active", tenant_id, "user", user_id)
         ended = sessions.ended_by_user_change(issued_at, user)
         if ended is not None:
-            raise Unauthorized(ended)
+            raise refused(ended, tenant_id, "user", user_id)
         roles = frozenset(user.get("roles", ()))
         small_team = bool(tenant.get("settings", {}).get("small_team"))
         kind = "provider" if tenant.get("kind") == "provider" else "user"
@@ -239,8 +252,10 @@ class DeviceAuthenticator:
             raise Unauthorized("no signature key id")
         tenant_id, _, device_id = match.group(1).partition("/")
         device = await self.device(tenant_id, device_id)
-        if device is None or device["status"] != "active":
-            raise Unauthorized("unknown or revoked device")
+        if device is None:
+            raise Unauthorized("unknown device")  # the key id names nothing: not that tenant's to audit
+        if device["status"] != "active":
+            raise refused("revoked device", tenant_id, "device", device_id)
         public_key = Ed25519PublicKey.from_public_bytes(base64.b64decode(device["public_key"]))
         try:
             verified = httpsig.verify_request(
@@ -252,8 +267,8 @@ class DeviceAuthenticator:
                 max_age_seconds=self._max_age,
             )
         except httpsig.SignatureError as exc:
-            raise Unauthorized(f"signature: {exc.reason}") from None
+            raise refused(f"signature: {exc.reason}", tenant_id, "device", device_id) from None
         expires = datetime.fromtimestamp(verified.created, UTC) + timedelta(seconds=self._max_age + 120)
         if not await self._store.remember_nonce(tenant_id, device_id, verified.nonce, expires):
-            raise Unauthorized("replayed nonce")
+            raise refused("replayed nonce", tenant_id, "device", device_id)
         return Principal("device", device_id, tenant_id, frozenset(), "signature")

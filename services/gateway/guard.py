@@ -10,10 +10,9 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from .accounts import rules
-from .accounts.common import ACCOUNTS
-from .auth import Principal, RateLimited, Unauthorized
+from .auth import Principal, RateLimited, Unauthorized, refused
 from .ratelimit import RateLimiter
-from .state import GATEWAY, PRINCIPAL, RAW_BODY
+from .state import GATEWAY, PRINCIPAL, RAW_BODY, THROTTLES
 from .views_changes import cosigned
 
 if TYPE_CHECKING:
@@ -31,7 +30,7 @@ def guarded(route: Route):
     async def handler(request: web.Request) -> web.StreamResponse:
         gw = request.app[GATEWAY]
         if route.path.startswith("/v1/agent/"):
-            throttle(request.app[ACCOUNTS].agent_by_address, f"ip:{request.remote}")
+            throttle(request.app[THROTTLES].agent_by_address, f"ip:{request.remote}")
         if route.auth == "operator":
             principal = await gw.operators.authenticate(request)
             # Roles, narrowed by the credential's scopes (deny by default).
@@ -52,7 +51,7 @@ def guarded(route: Route):
 
 async def admit_device(request: web.Request, principal: Principal) -> None:
     """After a device's signature checked out: its own rate limit, and its tenant must be active."""
-    throttle(request.app[ACCOUNTS].agent_by_device, f"{principal.tenant_id}/{principal.id}")
+    throttle(request.app[THROTTLES].agent_by_device, f"{principal.tenant_id}/{principal.id}")
     tenant = await request.app[GATEWAY].operators.tenant(principal.tenant_id)
     if tenant is None or tenant.get("status", "active") != "active":
-        raise Unauthorized("tenant not active")
+        raise refused("tenant not active", principal.tenant_id, "device", principal.id)

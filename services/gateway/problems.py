@@ -11,10 +11,13 @@ from pydantic import ValidationError
 
 from shared.bus import AuditRefused, BusError, BusTimeout
 from shared.rpc import Problem, ProblemError
+from shared.store import STORE_UNAVAILABLE
 
 log = structlog.get_logger("strongroom.gateway")
 
 CONTENT_TYPE = "application/problem+json"
+# What every 503 tells the client (a backing service, the broker or the store is unavailable).
+RETRY_AFTER_UNAVAILABLE_SECONDS = 5
 
 
 def problem_response(problem: Problem, **extra: Any) -> web.Response:
@@ -27,7 +30,10 @@ def problem_response(problem: Problem, **extra: Any) -> web.Response:
     if problem.field:
         body["field"] = problem.field
     body.update(extra)
-    return web.Response(status=problem.status, text=json.dumps(body), content_type=CONTENT_TYPE)
+    response = web.Response(status=problem.status, text=json.dumps(body), content_type=CONTENT_TYPE)
+    if problem.status == 503:
+        response.headers["Retry-After"] = str(RETRY_AFTER_UNAVAILABLE_SECONDS)
+    return response
 
 
 def validation_problem(exc: ValidationError, *, status: int = 422) -> Problem:
@@ -64,6 +70,9 @@ async def problem_middleware(request: web.Request, handler):
         return problem_response(Problem(
             status=503, title="Service Unavailable",
             detail="the audit log cannot take the record of this request, so it was not carried out; retry later"))
+    except STORE_UNAVAILABLE as exc:  # the store down or hung: bounded by its timeouts (`shared/store.py`)
+        log.warning("store_unavailable", error=type(exc).__name__)
+        return problem_response(Problem(status=503, title="Service Unavailable", detail="the store is unavailable; retry later"))
     except BusError as exc:
         log.warning("bus_unavailable", error=str(exc))
         return problem_response(Problem(status=503, title="Service Unavailable", detail="a backing service is unavailable"))

@@ -33,10 +33,39 @@ class RateLimiter:
             wait = None
         else:
             self._buckets[key] = (tokens, now)
-            wait = max(1, math.ceil((1.0 - tokens) / self._rate))
+            wait = self._wait(tokens)
         while len(self._buckets) > self._max_keys:
             self._buckets.popitem(last=False)
         return wait
+
+    def peek(self, key: str, now: float) -> int | None:
+        """What `take` would answer, without taking: None, or the seconds until one token is back."""
+        tokens, at = self._buckets.get(key, (self._burst, now))
+        tokens = min(self._burst, tokens + (now - at) * self._rate)
+        return None if tokens >= 1.0 else self._wait(tokens)
+
+    def _wait(self, tokens: float) -> int:
+        return max(1, math.ceil((1.0 - tokens) / self._rate))
+
+
+@dataclass(frozen=True)
+class Throttles:
+    """The gateway's token buckets outside sign-in: failed authentications per source address
+    (every route), agent calls per source address and per device. Sized by `GatewaySettings`."""
+
+    auth_failures: RateLimiter
+    agent_by_address: RateLimiter
+    agent_by_device: RateLimiter
+
+    @classmethod
+    def from_settings(cls, s: GatewaySettings) -> Throttles:
+        return cls(
+            auth_failures=RateLimiter(burst=s.auth_failure_burst, per_second=s.auth_failure_per_second),
+            agent_by_address=RateLimiter(burst=s.agent_rate_burst_per_address,
+                                         per_second=s.agent_rate_per_second_per_address),
+            agent_by_device=RateLimiter(burst=s.agent_rate_burst_per_device,
+                                        per_second=s.agent_rate_per_second_per_device),
+        )
 
 
 # The source of the per-username counter that adds up failures from every address.

@@ -60,7 +60,7 @@ AUDITOR = Role("auditor", frozenset({
 # tenant's KEKs.
 PROVIDER_ADMIN = Role("provider_admin", frozenset({
     "tenants.create", "tokens.manage", _SELF, "users.manage", "users.read", "tenants.read", "tenants.manage",
-    "custody.root.status",
+    "custody.root.status", "audit.read",  # the provider's own chain: its people and its security log
 }), held_in="provider", mfa=True, admin=True)
 # The service-wide root of trust (init, unseal with Shamir shares, re-key): named people of the
 # provider, each holding one share sealed to the key they enrolled themselves. Granted by a provider

@@ -51,10 +51,25 @@ class GatewaySettings(CommonSettings):
     # Token buckets: (burst, refill per second), per source address and per credential.
     login_rate_burst: int = 60
     login_rate_per_second: float = 1.0
-    agent_rate_burst_per_address: int = 20_000
-    agent_rate_per_second_per_address: float = 10_000.0
-    agent_rate_burst_per_device: int = 2_000
-    agent_rate_per_second_per_device: float = 1_000.0
+    # Failed authentication (a refused credential or signature, a failed sign-in) per source
+    # address, on every route: past `auth_failure_burst` failures, refilled at
+    # `auth_failure_per_second`, that address gets 429 + Retry-After and no credential it sends
+    # is tried. Other addresses are unaffected. A well-configured client fails rarely; these
+    # bound guessing (and the audit records it causes) to about 12 a minute per address.
+    auth_failure_burst: int = 30
+    auth_failure_per_second: float = 0.2
+    # Agent calls (`/v1/agent/*`), sized for real agents. One device asks for its keys at boot
+    # and on rotation (a request each, and a long poll of at most 60 s while one waits for an
+    # approval) and heartbeats every half grace period (minutes): `agent_rate_burst_per_device`
+    # (60) covers a boot that unlocks dozens of volumes, `_per_second_per_device` (0.5, 30 a
+    # minute) anything a healthy agent does after. One address may carry many VMs behind a NAT:
+    # `_burst_per_address` (3,000) lets that many boot at once, `_per_second_per_address` (100)
+    # carries thousands heartbeating. Past either: 429 + Retry-After. The device bucket is taken
+    # only once a request's signature checked out, so no one else can spend a device's budget.
+    agent_rate_burst_per_address: int = 3_000
+    agent_rate_per_second_per_address: float = 100.0
+    agent_rate_burst_per_device: int = 60
+    agent_rate_per_second_per_device: float = 0.5
     # Public base URL of the gateway, used for SSO redirect URIs and the SAML audience.
     public_url: str | None = None
     # 32 random bytes (a 0600 file) that seal TOTP secrets and SSO client secrets in the store;

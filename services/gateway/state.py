@@ -17,6 +17,7 @@ from shared.rpc import ProblemError
 
 from .auth import DeviceAuthenticator, Principal, TokenAuthenticator
 from .problems import validation_problem
+from .ratelimit import Throttles
 from .releases import ReleaseWaiters
 from .settings import GatewaySettings
 from .store import GatewayStore
@@ -40,6 +41,9 @@ GATEWAY = web.AppKey("gateway", Gateway)
 PRINCIPAL = web.RequestKey("principal", Principal)
 CORRELATION_ID = web.RequestKey("correlation_id", str)
 RAW_BODY = web.RequestKey("raw_body", bytes)
+THROTTLES = web.AppKey("throttles", Throttles)
+# Set by a view that already audited its own refusal (a failed sign-in): no second record.
+REFUSAL_RECORDED = web.RequestKey("refusal_recorded", bool)
 
 
 def _gw(request: web.Request) -> Gateway:

@@ -22,6 +22,7 @@ from .store_outbox import insert_staged, update_staged
 
 class GatewayStore:
     def __init__(self, db: AsyncDatabase, *, publish: Callable[[Event], Awaitable[None]]):
+        self._db = db
         self.enrollments = TenantCollection(db["enrollments"])
         self.devices = TenantCollection(db["devices"])
         self.nonces = TenantCollection(db["nonces"])
@@ -33,6 +34,10 @@ class GatewayStore:
                                        db["changes"], db["sessions"], db["events"]])
         self.accounts = AccountStore(db, outbox=self.outbox)
         self.changes = ChangeStore(db, outbox=self.outbox)
+
+    async def ping(self) -> None:
+        """Raises `STORE_UNAVAILABLE` when the store does not answer (within the client's timeouts)."""
+        await self._db.command("ping")
 
     async def create_indexes(self) -> None:
         await self.accounts.create_indexes()

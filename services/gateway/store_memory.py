@@ -20,6 +20,9 @@ class MemoryGatewayStore:
         self.accounts = MemoryAccountStore(publish=publish)
         self.changes = MemoryChangeStore(publish=publish)
 
+    async def ping(self) -> None:
+        return None
+
     async def create_indexes(self) -> None:
         return None
 

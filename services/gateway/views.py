@@ -4,15 +4,33 @@ to their services by request/reply. Authentication and the permission check have
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
 from shared import commands
+from shared.store import STORE_UNAVAILABLE
 
-from .state import _call, _json, _now, _query, body_as
+from .problems import RETRY_AFTER_UNAVAILABLE_SECONDS
+from .state import _call, _gw, _json, _now, _query, body_as
 
 
 async def health(request: web.Request) -> web.Response:
-    return _json({"status": "ok", "time": _now().isoformat()})
+    """The gateway and what it depends on, honestly: 503 (with Retry-After) while the store does
+    not answer within its timeout or the broker connection is down."""
+    gw = _gw(request)
+    try:
+        await asyncio.wait_for(gw.store.ping(), gw.settings.store_timeout_seconds)
+        store = "ok"
+    except (*STORE_UNAVAILABLE, TimeoutError):
+        store = "unavailable"
+    bus = "ok" if gw.bus.connected() else "unavailable"
+    ok = store == bus == "ok"
+    response = _json({"status": "ok" if ok else "unavailable", "store": store, "bus": bus, "time": _now().isoformat()},
+                     200 if ok else 503)
+    if not ok:
+        response.headers["Retry-After"] = str(RETRY_AFTER_UNAVAILABLE_SECONDS)
+    return response
 
 
 async def create_key(request: web.Request) -> web.Response:

@@ -20,7 +20,7 @@ from ..datakey import SecretSealer, load_data_key
 from ..mail import Mailer
 from ..ratelimit import ALL_SOURCES, RateLimiter, SignInLimits
 from ..settings import GatewaySettings
-from ..state import CORRELATION_ID, GATEWAY, PRINCIPAL, Gateway, _now
+from ..state import CORRELATION_ID, GATEWAY, PRINCIPAL, REFUSAL_RECORDED, Gateway, _now
 from . import passwords
 from .store import AccountStore
 
@@ -34,8 +34,6 @@ class Accounts:
     hasher: passwords.Hasher
     hash_slots: asyncio.Semaphore
     login_by_address: RateLimiter
-    agent_by_address: RateLimiter
-    agent_by_device: RateLimiter
     sealer: SecretSealer  # TOTP and SSO client secrets are stored sealed under the data key
     mailer: Mailer  # invitations to invitees, notices to admins
 
@@ -46,10 +44,6 @@ class Accounts:
                                     parallelism=s.password_parallelism),
             hash_slots=asyncio.Semaphore(s.password_hash_concurrency),
             login_by_address=RateLimiter(burst=s.login_rate_burst, per_second=s.login_rate_per_second),
-            agent_by_address=RateLimiter(burst=s.agent_rate_burst_per_address,
-                                         per_second=s.agent_rate_per_second_per_address),
-            agent_by_device=RateLimiter(burst=s.agent_rate_burst_per_device,
-                                        per_second=s.agent_rate_per_second_per_device),
             sealer=SecretSealer(load_data_key(s.data_key_file)),
             mailer=Mailer(s),
         )
@@ -144,6 +138,7 @@ async def sign_in_failed(request: web.Request, gw: Gateway, tenant_id: str, user
     if count:
         await _count_failure(gw, tenant_id, username, source_address(request))
     user_id = user["user_id"] if user else None
+    request[REFUSAL_RECORDED] = True  # this failure's audit record is the one below
     await gw.store.record_event(tenant_id, events.UserLoginFailed(
         **event_fields(request, tenant_id, events.Actor(kind="user", id=user_id or "unknown", auth=method)),
         user_id=user_id, username=username, method=method, reason=reason))
