@@ -74,6 +74,7 @@ class Attacker:
     targets: list[str] = field(default_factory=list)
     password: str = PASSWORD
     calls: int = 0
+    max_tenants: int = 2
     rounds: list[str] = field(default_factory=list)
     mailboxes: list[Any] = field(default_factory=list)  # async () -> list of message texts
 
@@ -171,12 +172,15 @@ class Attacker:
 
     def explorers(self) -> list[Cred]:
         """One credential per person; at most two people with the same escalation permissions in a
-        tenant (enough for one to grant and the other to confirm; more only repeat them)."""
+        tenant (enough for one to grant and the other to confirm; more only repeat them); in at
+        most `max_tenants` tenants, the first the attacker got into (a further tenant it creates
+        starts from where the first did: one admin alone)."""
         chosen, people, groups = [], set(), {}
         relevant = {r.permission for r in self.escalation}
+        tenants = list(dict.fromkeys(c.tenant_id for c in self.creds))[:self.max_tenants]
         for cred in self.creds:
             group = (cred.tenant_id, permissions_of(cred.roles) & relevant)
-            if not cred.alive or cred.user_id in people or groups.get(group, 0) >= 2:
+            if not cred.alive or cred.user_id in people or groups.get(group, 0) >= 2 or cred.tenant_id not in tenants:
                 continue
             people.add(cred.user_id)
             groups[group] = groups.get(group, 0) + 1
@@ -198,7 +202,6 @@ class Attacker:
             await self.redeem()
             self.rounds.append(f"round {n}: {self.calls} calls, {len(self.creds)} credentials, "
                                f"{len(self.explorers())} explorers, {time.monotonic() - started:.1f} s")
-            print("ATK", self.rounds[-1], file=__import__("sys").stderr)  # DEBUG
             if self._state() == before:
                 return n
         raise AssertionError(f"no fixed point after {rounds} rounds: {len(self.creds)} credentials")
@@ -307,14 +310,37 @@ class Attacker:
                 for body in body_variants(route, self)[:tries]:
                     sent = materialise(body, self._counter)
                     status, out = await self._call(cred, route.method, path, sent, route.permission)
-                    if 200 <= status < 300 and share_material(out):
+                    if 200 <= status < 300 and share_material(out) and self._ours(out):
                         findings.append(f"{cred.label} got root shares from {route.method} {path}, via: {cred.via}")
                     elif 200 <= status < 300 and status != 202 and not exempt and route.permission != RELEASE_PERMISSION:
                         findings.append(f"{cred.label}: {route.method} {path} -> {status}, via: {cred.via}")
         return findings
 
+    def _ours(self, answer: Any) -> bool:
+        """Shares the attacker can open: sealed to the key it sent, or one opens with that key."""
+        if self.recipient_key in json.dumps(answer):
+            return True
+        if not isinstance(answer, dict):
+            return False
+        sealed = [v for k, v in answer.items() if k.endswith("shares") and isinstance(v, list)]
+        fingerprints = [v for k, v in answer.items() if k.endswith("fingerprint") and isinstance(v, str)]
+        for n, item in enumerate((i for group in sealed for i in group if isinstance(i, str)), start=1):
+            for purpose, fp in itertools.product((shares.INIT, shares.REKEY), fingerprints):
+                try:
+                    shares.SUITE.decrypt(base64.b64decode(item), self.recipient_private,
+                                         info=shares.outbound_info(purpose, fp, n))
+                    return True
+                except Exception:  # not ours, or not a sealed share at all
+                    continue
+        return False
+
     def report(self) -> str:
-        held = "\n".join(f"  {c.label} roles={sorted(c.roles)} via: {c.via}" for c in self.creds if c.alive)
-        steps = "\n".join(f"  {s}" for s in self.steps[:60])
+        """The search, the credentials held, and the steps that changed something: confirmations
+        (where a second person should have been needed) first."""
         progress = "\n".join(f"  {r}" for r in self.rounds)
-        return f"search:\n{progress}\ncredentials held:\n{held}\nsteps that changed something (first 60):\n{steps}"
+        held = "\n".join(f"  {c.label} roles={sorted(c.roles)} via: {c.via}" for c in self.creds if c.alive)
+        confirms = [s for s in self.steps if "/confirm" in s or "/collect" in s]
+        others = [s for s in self.steps if s not in confirms]
+        steps = "\n".join(f"  {s}" for s in confirms[:25] + others[:35])
+        return (f"search:\n{progress}\ncredentials held:\n{held}\n"
+                f"steps that succeeded ({len(self.steps)}; confirmations first):\n{steps}")
