@@ -25,6 +25,7 @@ from shared.crypto import shares
 from .attacker_routes import (
     GOAL_PERMISSIONS,
     RELEASE_PERMISSION,
+    ROLE_NAMES,
     body_variants,
     escalation_routes,
     goal_routes,
@@ -77,6 +78,7 @@ class Attacker:
     max_tenants: int = 2
     rounds: list[str] = field(default_factory=list)
     mailboxes: list[Any] = field(default_factory=list)  # async () -> list of message texts
+    idp: Any = None  # a LocalOpenIdProvider the attacker runs: single sign-on is one more way in
 
     def __post_init__(self):
         self.api = self.api.as_(None)
@@ -87,6 +89,7 @@ class Attacker:
         self.recipient_private, self.recipient_key = shares.new_recipient_key()
         self.rsa_key = _RSA_DER
         self.escalation, self.redemptions = escalation_routes(), redemption_routes()
+        self.sso = self.idp.settings({f"atk-{role}": [role] for role in ROLE_NAMES}) if self.idp else None
 
     # --- what the attacker knows --------------------------------------------------------------
 
@@ -233,6 +236,7 @@ class Attacker:
     async def redeem(self) -> None:
         """Each new secret: as a bearer credential, then through every redemption route."""
         await self._read_mail()
+        await self._sso_sign_ins()
         for secret in list(self.secrets):
             if secret in self._tried:
                 continue
@@ -241,6 +245,30 @@ class Attacker:
                 continue
             for route in self.redemptions:
                 await self._redeem_with(route, secret)
+
+    async def _sso_sign_ins(self) -> None:
+        """Through the attacker's identity provider, as a member of each mapped group, into each
+        tenant the attacker is in (a tenant without that provider configured refuses)."""
+        if self.idp is None:
+            return
+        for tenant_id in {c.tenant_id for c in self.creds if c.tenant_id}:
+            for group in self.sso["group_roles"]:
+                self.idp.user = {"sub": f"{group}-{tenant_id}", "preferred_username": group, "groups": [group],
+                                 "amr": ["pwd", "mfa"]}
+                status, out = await self._oidc(tenant_id)
+                if status == 201 and "session_token" in out:
+                    await self.adopt(self.api.as_(out["session_token"]),
+                                     f"single sign-on as {group} through the attacker's own identity provider")
+
+    async def _oidc(self, tenant_id: str) -> tuple[int, Any]:
+        """The OIDC code flow, following the redirects as a browser would."""
+        session, location = self.api.session, f"{self.api.url}/v1/auth/oidc/start?tenant={tenant_id}"
+        for _ in range(3):
+            async with session.get(location, allow_redirects=False) as resp:
+                if resp.status != 302:
+                    return resp.status, await resp.json(content_type=None)
+                location = resp.headers["Location"]
+        return 0, None
 
     async def _redeem_with(self, route, secret: str) -> None:
         body = dict(body_variants(route, self)[0] or {})

@@ -16,7 +16,8 @@ The selection rules, stated once:
 
 Bodies come from each route's pydantic model (`model_json_schema`): role fields take every role
 name, booleans True, e-mail fields an address at the attacker's own domain, id fields every id
-the attacker has seen, token fields every secret the attacker holds.
+the attacker has seen, token fields every secret the attacker holds, single sign-on settings the
+attacker's own identity provider (mapping a group to each role).
 """
 
 from __future__ import annotations
@@ -137,7 +138,9 @@ def field_values(name: str, spec: dict[str, Any], required: bool, defs, ctx) -> 
         values = [spec.get("default", spec.get("minimum", 1))] if required else []
     elif kind == "string":
         values = _string_values(name, spec, ctx) if required or not _plain(name) else []
-    else:  # nested objects: only when required, then empty
+    elif kind == "object" and "sso" in name and getattr(ctx, "sso", None):
+        values = [ctx.sso]  # single sign-on through an identity provider the attacker runs
+    else:  # other nested objects: only when required, then empty
         values = [{}] if required else []
     if not required and spec.get("default", OMIT) not in values:
         values.append(OMIT)

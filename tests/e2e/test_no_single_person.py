@@ -16,6 +16,7 @@ from services.gateway.routes import ROUTES
 from .attacker import Attacker
 from .attacker_routes import GOAL_PERMISSIONS, RELEASE_PERMISSION, escalation_routes, goal_routes, redemption_routes
 from .helpers import make_tenant, provider_admin
+from .identity_provider import LocalOpenIdProvider
 
 # Every account the attacker creates signs in: the sign-in rate limit is not what stops it here.
 UNTHROTTLED = {"login_rate_burst": 100_000, "login_rate_per_second": 10_000.0}
@@ -61,12 +62,21 @@ async def _goal_check_works(api, tenant, key_ids) -> None:
     assert any("released to a device" in f for f in findings), findings
 
 
+@pytest.fixture
+async def idp():
+    """The attacker's own identity provider."""
+    provider = LocalOpenIdProvider()
+    await provider.start()
+    yield provider
+    await provider.stop()
+
+
 @pytest.mark.stack(gateway=UNTHROTTLED)
-async def test_one_tenant_admin_alone_never_gets_a_key_or_a_custody_action(api):
+async def test_one_tenant_admin_alone_never_gets_a_key_or_a_custody_action(api, idp):
     tenant, key_ids = await _customer_tenant(api)
     await _goal_check_works(api, tenant, key_ids)
     started = time.monotonic()
-    attacker = Attacker(api)
+    attacker = Attacker(api, idp=idp)
     attacker.target(*key_ids)
     attacker.seed("policy_id", tenant.policy_id)
     # the first admin's own session; the second admin is another person, never used here
@@ -79,11 +89,11 @@ async def test_one_tenant_admin_alone_never_gets_a_key_or_a_custody_action(api):
 
 
 @pytest.mark.stack(gateway=UNTHROTTLED)
-async def test_the_provider_admin_alone_never_gets_a_root_share_or_a_tenant_key(api):
+async def test_the_provider_admin_alone_never_gets_a_root_share_or_a_tenant_key(api, idp):
     tenant, key_ids = await _customer_tenant(api)
     provider = await provider_admin(api)
     started = time.monotonic()
-    attacker = Attacker(api)
+    attacker = Attacker(api, idp=idp)
     attacker.target(*key_ids)
     attacker.seed("tenant_id", tenant.tenant_id)
     own = await attacker.adopt(provider, "the provider admin's own session")
