@@ -305,24 +305,25 @@ class Attacker:
         permissions; `tenant_ok(tenant_id)` exempts a tenant's own permissions (the provider's
         custody.root), though never a root share; `probe_held` also uses permissions found held."""
         goals = only or GOAL_PERMISSIONS | {RELEASE_PERMISSION}
-        findings, principals = [], {}
+        holds, findings, principals = [], [], {}
         for cred in self.creds:
             if cred.alive and await self._refresh(cred):
                 principals.setdefault(cred.identity, cred)
         for cred in principals.values():
             held = permissions_of(cred.roles) & goals
             if held and not tenant_ok(cred.tenant_id):
-                findings.append(f"{cred.label} holds {sorted(held)} (roles {sorted(cred.roles)}), via: {cred.via}")
+                holds.append(f"{cred.label} holds {sorted(held)} (roles {sorted(cred.roles)}), via: {cred.via}")
             findings += await self._probe_goals(cred, goals, tenant_ok, probe_held)
         await self.redeem()  # enrollment tokens become devices
-        released: set[str] = set()
+        released: set[str] = set()  # what was done first, then what is merely held
+        findings = [f for f in findings if "root shares" in f] + [f for f in findings if "root shares" not in f]
         for agent, where in self.devices:
             for key_id in [k for k in self.targets if k not in released]:
                 status, out, key = await agent.request(key_id, EU_FACTS)
                 released |= {key_id} if status == 200 and key else set()
                 if status == 200 and key:
-                    findings.append(f"key {key_id} released to a device enrolled at {where}")
-        return list(dict.fromkeys(findings))
+                    findings.insert(0, f"key {key_id} released to a device enrolled at {where}")
+        return list(dict.fromkeys(findings + holds))
 
     async def _probe_goals(self, cred: Cred, goals: frozenset[str], tenant_ok, probe_held: bool) -> list[str]:
         """Each goal route: once when refused by role; when held, a release route (an enrollment

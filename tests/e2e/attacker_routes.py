@@ -106,11 +106,17 @@ def _string_values(name: str, spec: dict[str, Any], ctx) -> list[Any]:
         return [ctx.recipient_key if "recipient" in name else ctx.rsa_key]
     if name.endswith("_id"):
         return ctx.ids_for(name)
-    if "token" in name:
-        return list(ctx.secrets)
+    if "token" in name or "code" in name:  # a delivered secret or confirmation code
+        return [v for v in ctx.secrets if _fits(v, spec)]
     if "username" in name:
         return [UNIQUE_USER]
     return [UNIQUE]
+
+
+def _fits(value: str, spec: dict[str, Any]) -> bool:
+    if not spec.get("minLength", 0) <= len(value) <= spec.get("maxLength", len(value)):
+        return False
+    return "pattern" not in spec or re.search(spec["pattern"], value) is not None
 
 
 def _array_values(name: str, spec: dict[str, Any], defs) -> list[Any]:
@@ -142,14 +148,14 @@ def field_values(name: str, spec: dict[str, Any], required: bool, defs, ctx) -> 
         values = [ctx.sso]  # single sign-on through an identity provider the attacker runs
     else:  # other nested objects: only when required, then empty
         values = [{}] if required else []
-    if not required and spec.get("default", OMIT) not in values:
+    if not required and spec.get("default", OMIT) not in values and kind != "array":  # an array's default: empty
         values.append(OMIT)
     return values or [OMIT]
 
 
 def _plain(name: str) -> bool:
     """An optional string field with no bearing on who holds what (a comment, a description)."""
-    return not any(word in name for word in ("role", "email", "password", "public_key", "token", "_id", "user"))
+    return not any(word in name for word in ("role", "email", "password", "public_key", "token", "code", "_id", "user"))
 
 
 def body_variants(route: Route, ctx) -> list[dict[str, Any] | None]:
@@ -174,8 +180,8 @@ def path_variants(route: Route, ctx, cap: int = 400, keys: list[str] | None = No
     for name in params:
         if name == "key_id" and keys is not None:
             choices.append(list(keys))
-        elif name == "role":
-            choices.append(list(ROLE_NAMES))
+        elif name == "role":  # the roles seen pending (named alone), else every role
+            choices.append(list(ctx.ids.get("role") or ROLE_NAMES))
         elif name.endswith("_id") or name == "id":
             choices.append(ctx.ids_for(name))
         else:
@@ -215,7 +221,7 @@ def harvest(value: Any, ids: dict[str, set[str]], secrets: list[str], key: str =
         for v in value:
             harvest(v, ids, secrets, key)
     elif isinstance(value, str):
-        if key.endswith("_id") or key == "id":
+        if key.endswith("_id") or key in ("id", "role"):  # a role named alone: a pending grant
             ids.setdefault(key, set()).add(value)
         credential = _SECRET_KEY.search(key) and not key.endswith("_id") and len(value) >= 8
         if (credential or value.startswith("sr_")) and value not in secrets:

@@ -89,6 +89,20 @@ async def test_one_tenant_admin_alone_never_gets_a_key_or_a_custody_action(api, 
 
 
 @pytest.mark.stack(gateway=UNTHROTTLED)
+async def test_the_search_finds_nothing_for_someone_who_manages_no_one(api, idp):
+    """The other half of the control: the same search from an auditor's session (who creates no
+    account and changes no setting) ends with no finding, so a finding above is the admin's."""
+    tenant, key_ids = await _customer_tenant(api)
+    attacker = Attacker(api, idp=idp)
+    attacker.target(*key_ids)
+    await attacker.adopt(await tenant.team.for_role("auditor"), "an auditor's own session")
+    rounds = await attacker.escalate()
+    findings = await attacker.goal_findings()
+    assert attacker.calls > 20 and not findings, _shown(findings) + attacker.report()
+    assert rounds <= 3 and len({c.user_id for c in attacker.creds}) == 1, attacker.report()
+
+
+@pytest.mark.stack(gateway=UNTHROTTLED)
 async def test_the_provider_admin_alone_never_gets_a_root_share_or_a_tenant_key(api, idp):
     tenant, key_ids = await _customer_tenant(api)
     provider = await provider_admin(api)
