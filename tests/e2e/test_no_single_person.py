@@ -3,7 +3,9 @@ admin can create and every secret delivered to that admin, no sequence of API ca
 person a key release, a key export, a custodian or approver action, or a root share.
 
 The routes tried come from the route table (see `attacker_routes`): a route added later is
-covered without editing these tests."""
+covered without editing these tests. Secrets mailed to the attacker's own domain count as
+delivered to it: once accounts are invited by mail, hand the test SMTP receiver's messages to
+`Attacker.mailboxes` (an async callable returning message texts) and every secret in them is tried."""
 
 from __future__ import annotations
 
