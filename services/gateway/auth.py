@@ -148,10 +148,11 @@ class TokenAuthenticator:
             if doc is None:
                 raise Unauthorized("unknown token")
             _remember(self._cache, digest, doc)
+        holder = doc.get("user_id") or doc["token_id"]
         reason = sessions.token_ended(doc, datetime.now(UTC),
                                       max_days=sessions.token_max_days(await self.tenant(doc["tenant_id"])))
         if reason is not None:
-            raise refused(reason, doc["tenant_id"], "user", doc.get("user_id") or doc["token_id"])
+            raise refused(reason, doc["tenant_id"], "user", holder)
         if not doc.get("user_id"):
             raise refused("token without an owner", doc["tenant_id"], "user", holder)
         owner = await self.user(doc["tenant_id"], doc["user_id"])

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from .accounts import rules
-from .auth import Principal, RateLimited, Unauthorized, refused
+from .auth import Principal, RateLimited, refused
 from .ratelimit import RateLimiter
 from .state import GATEWAY, PRINCIPAL, RAW_BODY, THROTTLES
 from .views_changes import cosigned
