@@ -57,11 +57,12 @@ AUDITOR = Role("auditor", frozenset({
 # Customer tenants' lifecycle and the provider's own people. It may watch whether custody is sealed
 # (`custody.root.status`: counts and fingerprints, nothing that opens anything) but never receives,
 # submits or verifies a root share: with a share and the store it runs, a provider could open every
-# tenant's KEKs.
+# tenant's KEKs. A grant waits for a second, active provider admin (the bootstrap may name one):
+# a provider admin alone could otherwise make a puppet admin to confirm root-custodian grants.
 PROVIDER_ADMIN = Role("provider_admin", frozenset({
     "tenants.create", "tokens.manage", _SELF, "users.manage", "users.read", "tenants.read", "tenants.manage",
     "custody.root.status", "audit.read",  # the provider's own chain: its people and its security log
-}), held_in="provider", mfa=True, admin=True)
+}), held_in="provider", mfa=True, confirmed=True, admin=True)
 # The service-wide root of trust (init, unseal with Shamir shares, re-key): named people of the
 # provider, each holding one share sealed to the key they enrolled themselves. Granted by a provider
 # admin, in effect once a second provider admin confirms; a person only, never with provider_admin.

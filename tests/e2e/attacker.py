@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from shared.crypto import shares
 
 from .attacker_routes import (
+    ATTACKER_DOMAIN,
     GOAL_PERMISSIONS,
     RELEASE_PERMISSION,
     ROLE_NAMES,
@@ -42,6 +43,7 @@ from .helpers import EU_FACTS, PASSWORD, BareAgent, raw, sign_in
 # Today's co-sign header: a second credential the attacker holds is offered with every call. A
 # server that no longer reads it ignores it.
 COSIGN_HEADER = "X-Strongroom-Cosign"
+_MAILED_SECRET = re.compile(r"\bsr_[A-Za-z0-9_-]{16,}")
 _RSA = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 _RSA_DER = base64.b64encode(_RSA.public_key().public_bytes(
     serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)).decode()
@@ -77,11 +79,15 @@ class Attacker:
     calls: int = 0
     max_tenants: int = 2
     rounds: list[str] = field(default_factory=list)
-    mailboxes: list[Any] = field(default_factory=list)  # async () -> list of message texts
+    # async () -> list of message texts: by default, every message the stack's SMTP receiver took
+    # for an address at the attacker's own domain (it controls those mailboxes)
+    mailboxes: list[Any] = field(default_factory=list)
     idp: Any = None  # a LocalOpenIdProvider the attacker runs: single sign-on is one more way in
 
     def __post_init__(self):
         self.api = self.api.as_(None)
+        if not self.mailboxes and getattr(self.api, "mailbox", None) is not None:
+            self.mailboxes = [self._own_domain_mail]
         self._tried: set[str] = set()
         self._origin: dict[str, str] = {}
         self._done: set[tuple] = set()
@@ -115,12 +121,16 @@ class Attacker:
         for name, values in found.items():
             self.seed(name, *values)
 
+    async def _own_domain_mail(self) -> list[str]:
+        return [m.get_content() for m in self.api.mailbox.to_domain(ATTACKER_DOMAIN)]
+
     async def _read_mail(self) -> None:
-        """Secrets mailed to the attacker's own domain count as delivered to the attacker."""
+        """Secrets mailed to the attacker's own domain count as delivered to the attacker: every
+        Strongroom secret in them (`sr_...`: a setup token, an invitation)."""
         for mailbox in self.mailboxes:
             for text in await mailbox():
-                for word in re.split(r"[\s?&=/#<>\"']+", text):
-                    if len(word) >= 16 and word not in self.secrets:
+                for word in _MAILED_SECRET.findall(text):
+                    if word not in self.secrets:
                         self.secrets.append(word)
                         self._origin[word] = "a mail to the attacker's domain"
 

@@ -88,10 +88,13 @@ _PROVIDER_ADMINS: dict[str, object] = {}  # bootstrap credential -> signed-in pr
 
 
 async def provider_admin(api):
-    """The provider admin of this stack: created once with the bootstrap credential."""
+    """The provider admin of this stack: created once with the bootstrap credential, which names a
+    second provider admin too (invited by mail; see `second_provider_admin`)."""
     if api.token in _PROVIDER_ADMINS:
         return _PROVIDER_ADMINS[api.token]
-    status, out, _ = await api.call("POST", "/v1/auth/bootstrap", json={"username": "provider-admin", "password": PASSWORD})
+    status, out, _ = await api.call("POST", "/v1/auth/bootstrap", json={
+        "username": "provider-admin", "password": PASSWORD, "email": address("provider-admin", "provider"),
+        "second_admin_username": "provider-admin-2", "second_admin_email": address("provider-admin-2", "provider")})
     assert status == 201, out
     admin = await sign_in(api, "provider-admin", tenant="provider")
     _PROVIDER_ADMINS[api.token] = admin
@@ -335,14 +338,12 @@ _SECOND_PROVIDER_ADMINS: dict[str, object] = {}
 
 
 async def second_provider_admin(api):
-    """Another provider admin (so a root-custodian grant can be confirmed by a second person)."""
+    """The second provider admin the bootstrap named (so a provider-admin or root-custodian grant
+    can be confirmed by a second person): sets a password from their invitation and signs in."""
     if api.token in _SECOND_PROVIDER_ADMINS:
         return _SECOND_PROVIDER_ADMINS[api.token]
-    provider = await provider_admin(api)
-    status, out, _ = await provider.call("POST", "/v1/users", json={"username": "provider-admin-2", "roles": ["provider_admin"]})
-    assert status == 201 and not out["pending_roles"], out
-    status, done, _ = await api.as_(None).call("POST", "/v1/auth/setup", json={"setup_token": out["setup_token"], "password": PASSWORD})
-    assert status == 200, done
+    await provider_admin(api)
+    await accept_invitation(api, address("provider-admin-2", "provider"))
     second = await sign_in(api, "provider-admin-2", tenant="provider")
     _SECOND_PROVIDER_ADMINS[api.token] = second
     return second
@@ -354,12 +355,13 @@ async def root_custodian(api, name: str, *, enrol: bool = True) -> Custodian:
     from shared.crypto import shares
 
     provider, second = await provider_admin(api), await second_provider_admin(api)
-    status, out, _ = await provider.call("POST", "/v1/users", json={"username": name, "roles": ["root_custodian"]})
+    email = address(name, "provider")
+    status, out, _ = await provider.call("POST", "/v1/users", json={"username": name, "roles": ["root_custodian"],
+                                                                   "email": email})
     assert status == 201 and [p["role"] for p in out["pending_roles"]] == ["root_custodian"], out
     status, done, _ = await second.call("POST", f"/v1/users/{out['user_id']}/roles/root_custodian/confirm")
     assert status == 200, done
-    status, done, _ = await api.as_(None).call("POST", "/v1/auth/setup", json={"setup_token": out["setup_token"], "password": PASSWORD})
-    assert status == 200, done
+    await accept_invitation(api, email)
     custodian = Custodian(await sign_in(api, name, tenant="provider"), X25519PrivateKey.generate())
     if enrol:
         status, done, _ = await custodian.call("PUT", "/v1/custody/custodian-key",

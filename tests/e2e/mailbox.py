@@ -45,6 +45,12 @@ class Mailbox:
         with self._lock:
             return [m for rcpt, m in self._messages if address.lower() in rcpt]
 
+    def to_domain(self, domain: str) -> list[EmailMessage]:
+        """Every message with a recipient at `domain` (whoever controls the domain reads them all)."""
+        suffix = "@" + domain.lower()
+        with self._lock:
+            return [m for rcpt, m in self._messages if any(r.endswith(suffix) for r in rcpt)]
+
     def all(self) -> list[EmailMessage]:
         with self._lock:
             return [m for _, m in self._messages]

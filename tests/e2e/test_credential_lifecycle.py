@@ -94,6 +94,8 @@ async def test_a_token_minted_without_mfa_never_counts_as_mfa_verified(api):
     assert person.totp_secret is None
     token = await _token(person)
     status, out, _ = await team.admin.call("POST", f"/v1/users/{person.user_id}/roles", json={"grant": ["security_officer"]})
+    assert status == 200 and [p["role"] for p in out["pending_roles"]] == ["security_officer"], out
+    status, out, _ = await team.second_admin.call("POST", f"/v1/users/{person.user_id}/roles/security_officer/confirm")
     assert status == 200 and "security_officer" in out["roles"], out
     # The grant needs MFA: a token minted from a password-only session does not carry it.
     status, out, _ = await token.call("POST", "/v1/groups", json=GROUP)

@@ -9,7 +9,16 @@ import asyncio
 
 import pytest
 
-from .helpers import PASSWORD, accept_invitation, address, make_team, provider_admin, put_confirmed_settings, sign_in
+from .helpers import (
+    PASSWORD,
+    accept_invitation,
+    address,
+    make_team,
+    provider_admin,
+    put_confirmed_settings,
+    second_provider_admin,
+    sign_in,
+)
 from .identity_provider import LocalOpenIdProvider
 from .test_sso import _oidc_login
 
@@ -176,11 +185,24 @@ async def test_an_sso_only_tenant_has_no_setup_secrets(api, idp):
 
 
 async def test_the_providers_own_people_are_invited_by_mail_too(api):
+    """The attack: one provider admin made a second provider admin in effect at once (at an address
+    it controls), who then confirmed root-custodian grants for the first admin's puppets. A
+    provider-admin grant waits for a second provider admin, as a tenant-admin grant does."""
     provider = await provider_admin(api)
     status, out, _ = await provider.call("POST", "/v1/users", json={
         "username": "pam", "roles": ["provider_admin"], "email": "pam@provider.example"})
     assert status == 201 and "setup_token" not in out and out["invitation"] == "sent", out
+    assert out["roles"] == [] and [p["role"] for p in out["pending_roles"]] == ["provider_admin"], out
     await accept_invitation(api, "pam@provider.example")
+    pam = await sign_in(api, "pam", tenant="provider")
+    status, denied, _ = await pam.call("POST", "/v1/users", json={"username": "puppet", "roles": ["root_custodian"],
+                                                                  "email": "puppet@provider.example"})
+    assert status == 403, denied  # pending: no admin yet
+    status, denied, _ = await provider.call("POST", f"/v1/users/{pam.user_id}/roles/provider_admin/confirm")
+    assert status == 403, denied  # the granter never confirms
+    status, done, _ = await (await second_provider_admin(api)).call(
+        "POST", f"/v1/users/{pam.user_id}/roles/provider_admin/confirm")
+    assert status == 200, done
     pam = await sign_in(api, "pam", tenant="provider")
     status, me, _ = await pam.call("GET", "/v1/me")
     assert status == 200 and me["roles"] == ["provider_admin"], me

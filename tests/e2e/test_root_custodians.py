@@ -58,7 +58,8 @@ async def test_a_provider_admin_can_neither_take_shares_nor_submit_them(api, sta
     status, out, _ = await provider.call("POST", "/v1/users", json={"username": "robot", "roles": ["root_custodian"],
                                                                      "account": "service"})
     assert status == 422 and out["field"] == "roles" and "service account" in out["detail"], out
-    status, out, _ = await provider.call("POST", "/v1/users", json={"username": "alone", "roles": ["root_custodian"]})
+    status, out, _ = await provider.call("POST", "/v1/users", json={"username": "alone", "roles": ["root_custodian"],
+                                                                     "email": "alone@provider.example"})
     assert status == 201 and out["roles"] == [] and out["pending_roles"][0]["role"] == "root_custodian", out
     status, denied, _ = await provider.call("POST", f"/v1/users/{out['user_id']}/roles/root_custodian/confirm")
     assert status == 403, denied

@@ -10,16 +10,15 @@ import pytest
 
 from shared.bus import BusError
 
-from .helpers import PASSWORD, audit_records_until, make_team
+from .helpers import PASSWORD, accept_invitation, address, audit_records_until, make_team
 
 
 async def test_login_and_logout_are_audited_after_a_broker_outage(api, broker_cut_later):
     team = await make_team(api)
-    status, auditor, _ = await team.admin.call("POST", "/v1/users", json={"username": "aud", "roles": ["auditor"]})
+    status, auditor, _ = await team.admin.call("POST", "/v1/users", json={"username": "aud", "roles": ["auditor"],
+                                                                          "email": address("aud")})
     assert status == 201, auditor
-    status, out, _ = await api.as_(None).call("POST", "/v1/auth/setup",
-                                              json={"setup_token": auditor["setup_token"], "password": PASSWORD})
-    assert status == 200, out
+    await accept_invitation(api, address("aud"))
     login = {"tenant": team.tenant_id, "username": "aud", "password": PASSWORD}
     cut = broker_cut_later()
     status, out, _ = await api.as_(None).call("POST", "/v1/auth/login", json={**login, "password": "wrong-password-1"})

@@ -42,7 +42,7 @@ async def own_store_api(stack, gateway_store, http):
     stack.client, stack.gateway_settings = client, stack.gateway_settings.model_copy(update=TIMEOUTS)
     await stack.start("gateway")
     stack.client = shared_client  # any other service (re)started keeps the shared store
-    yield Api(http, stack.url, stack.bootstrap)
+    yield Api(http, stack.url, stack.bootstrap, stack.mailbox)
     await stack.stop("gateway")
     await client.close()
 

@@ -36,6 +36,10 @@ def test_admin_officer_custodian_and_approver_grants_wait_for_a_second_admin():
     _, plan = rules.plan_grant(current=frozenset(), pending=frozenset(), grant=frozenset({"tenant_admin"}),
                                granter_id="a1", target_id="u1", small_team=False)
     assert plan.effective == () and plan.pending == ("tenant_admin",)
+    # the provider's too: one provider admin never makes a second one (who confirms custodians) alone
+    _, plan = rules.plan_grant(current=frozenset(), pending=frozenset(), grant=frozenset({"provider_admin"}),
+                               granter_id="a1", target_id="u1", small_team=False, known=rules.PROVIDER_ROLES)
+    assert plan.effective == () and plan.pending == ("provider_admin",)
 
 
 def test_pending_roles_count_towards_separation_of_duties():

@@ -30,14 +30,22 @@ def _email(description: str, default: object = ...) -> object:
 
 
 class Bootstrap(Strict):
-    """The first admin (it holds the bootstrap credential, so it sets its own password). In
-    enterprise mode a second admin may be invited too: grants wait for a second admin."""
+    """The first admin (it holds the bootstrap credential, so it sets its own password), and a
+    second admin invited at their own address: admin grants wait for a second admin."""
 
     username: str = Field(pattern=USERNAME_PATTERN)
     password: str = _PASSWORD
     email: str | None = _email("the first admin's address, for admin notices", None)
     second_admin_username: str | None = Field(default=None, pattern=USERNAME_PATTERN)
-    second_admin_email: str | None = _email("where the second admin's invitation is sent (enterprise mode)", None)
+    second_admin_email: str | None = _email("where the second admin's invitation is sent", None)
+
+    @model_validator(mode="after")
+    def _second_admin(self) -> Bootstrap:
+        if (self.second_admin_username is None) != (self.second_admin_email is None):
+            raise ValueError("second_admin_username and second_admin_email go together")
+        if self.second_admin_username == self.username:
+            raise ValueError("second_admin_username must differ from username")
+        return self
 
 
 class Login(Strict):

@@ -21,7 +21,8 @@ from .invitations import deliver, setup_fields
 
 async def bootstrap(request: web.Request) -> web.Response:
     """The bootstrap credential creates the first admin (provider admin or, in enterprise mode,
-    the single tenant and its admin), and is disabled from then on."""
+    the single tenant and its admin), and may name a second one, an admin from creation too; it is
+    disabled from then on."""
     gw, acc = context(request)
     body = await body_as(request, S.Bootstrap)
     check_password(body.password, body.username)
@@ -45,25 +46,27 @@ async def bootstrap(request: web.Request) -> web.Response:
         **fields, user_id=user["user_id"], username=user["username"], roles=tuple(user["roles"]), source="bootstrap"))
     out = {"tenant_id": tenant_id, "user_id": user["user_id"], "username": user["username"],
            "roles": user["roles"], "deployment": gw.settings.deployment}
-    if not provider and body.second_admin_username and body.second_admin_email:
-        # Enterprise: the single tenant's second admin, invited at their own address.
-        second = await _invite_first_admin(request, tenant_id, name, body.second_admin_username, body.second_admin_email)
+    if body.second_admin_username and body.second_admin_email:
+        # The second admin (the provider's, or the enterprise tenant's), invited at their own address:
+        # admin grants wait for a second admin, whom a lone admin cannot make.
+        second = await _invite_first_admin(request, tenant_id, name, body.second_admin_username, body.second_admin_email,
+                                           role=user["roles"][0])
         out["second_admin"] = {"user_id": second["user_id"], "username": second["username"],
                                "invitation": second["invitation"]}
     return _json(out, 201)
 
 
 async def _invite_first_admin(request: web.Request, tenant_id: str, tenant_name: str, username: str,
-                              email: str) -> dict[str, Any]:
+                              email: str, *, role: str = TENANT_ADMIN.name) -> dict[str, Any]:
     """A tenant's first admins are invited by whoever creates the tenant; with nobody to confirm
     them yet, their role is in effect from creation, and they act once they have set up their own
     password and MFA with the invitation sent to their address."""
     gw, acc = context(request)
     token, setup = setup_fields(gw)
-    user = new_user(username=username, roles=[TENANT_ADMIN.name], email=email, **setup)
+    user = new_user(username=username, roles=[role], email=email, **setup)
     user["admin_since"] = user["created_at"]
     await account_store(gw).insert_user(tenant_id, user, events.UserCreated(
-        **event_fields(request, tenant_id), user_id=user["user_id"], username=username, roles=(TENANT_ADMIN.name,)))
+        **event_fields(request, tenant_id), user_id=user["user_id"], username=username, roles=(role,)))
     await deliver(gw, acc, tenant_id, user, token, tenant_name=tenant_name)
     return user
 
