@@ -15,9 +15,11 @@ The selection rules, stated once:
   secret is turned into an account or a device.
 
 Bodies come from each route's pydantic model (`model_json_schema`): role fields take every role
-name, booleans True, e-mail fields an address at the attacker's own domain, id fields every id
+name, booleans as below, e-mail fields an address at the attacker's own domain, id fields every id
 the attacker has seen, token fields every secret the attacker holds, single sign-on settings the
-attacker's own identity provider (mapping a group to each role).
+attacker's own identity provider (mapping a group to each role); booleans True, except a switch
+that only narrows the ways in (`..._only`), tried False: turning it on would only shut the
+attacker's own mailbox path (invitations) before the search has tried it.
 """
 
 from __future__ import annotations
@@ -137,7 +139,9 @@ def field_values(name: str, spec: dict[str, Any], required: bool, defs, ctx) -> 
     if "enum" in spec:
         values = list(spec["enum"])
     elif kind == "boolean":
-        values = [True]
+        # A switch that narrows the ways in ("sso_only": no setup secrets) only takes power away,
+        # and at once: it is tried off (widening, and so waiting for a second admin), never on.
+        values = [False] if name.endswith("_only") else [True]
     elif kind == "array":
         values = _array_values(name, spec, defs)
     elif kind in ("integer", "number"):

@@ -4,8 +4,9 @@ person a key release, a key export, a custodian or approver action, or a root sh
 
 The routes tried come from the route table (see `attacker_routes`): a route added later is
 covered without editing these tests. Secrets mailed to the attacker's own domain count as
-delivered to it: once accounts are invited by mail, hand the test SMTP receiver's messages to
-`Attacker.mailboxes` (an async callable returning message texts) and every secret in them is tried."""
+delivered to it: the attacker reads every message the stack's SMTP receiver took for an address at
+`attacker.example` (it controls those mailboxes), and every secret in them (an invitation's setup
+token) is redeemed like any other."""
 
 from __future__ import annotations
 
@@ -20,8 +21,11 @@ from .attacker_routes import GOAL_PERMISSIONS, RELEASE_PERMISSION, escalation_ro
 from .helpers import make_tenant, provider_admin
 from .identity_provider import LocalOpenIdProvider
 
-# Every account the attacker creates signs in: the sign-in rate limit is not what stops it here.
-UNTHROTTLED = {"login_rate_burst": 100_000, "login_rate_per_second": 10_000.0}
+# Every account the attacker creates signs in, and every secret it holds is tried as a bearer
+# token: neither the sign-in rate limit nor the failed-authentication throttle (a 429 for the
+# attacker's address) is what stops it here.
+UNTHROTTLED = {"login_rate_burst": 100_000, "login_rate_per_second": 10_000.0,
+               "auth_failure_burst": 100_000, "auth_failure_per_second": 10_000.0}
 
 
 def test_the_selection_rules_pick_the_account_routes_from_the_route_table():
@@ -42,6 +46,11 @@ def test_the_selection_rules_pick_the_account_routes_from_the_route_table():
 def _shown(findings: list[str], limit: int = 15) -> str:
     rest = f"  ... and {len(findings) - limit} more\n" if len(findings) > limit else ""
     return "".join(f"  {f}\n" for f in findings[:limit]) + rest
+
+
+def _by_mail(attacker: Attacker) -> set[str]:
+    """Tenants where the attacker signed in with an invitation mailed to its own domain."""
+    return {c.tenant_id for c in attacker.creds if "a mail to the attacker's domain" in c.via}
 
 
 async def _customer_tenant(api):
@@ -86,6 +95,7 @@ async def test_one_tenant_admin_alone_never_gets_a_key_or_a_custody_action(api, 
     rounds = await attacker.escalate()
     findings = await attacker.goal_findings()
     assert len(attacker.creds) >= 1 and attacker.calls > 100
+    assert _by_mail(attacker), attacker.report()  # invitees at its own domain: accounts it set up
     assert not findings, (f"{len(findings)} findings after {rounds} rounds, {attacker.calls} calls, "
                           f"{time.monotonic() - started:.1f} s:\n" + _shown(findings) + attacker.report())
 
@@ -115,8 +125,13 @@ async def test_the_provider_admin_alone_never_gets_a_root_share_or_a_tenant_key(
     own = await attacker.adopt(provider, "the provider admin's own session")
     assert own is not None
     rounds = await attacker.escalate()
-    # custody.root in the provider's own tenant is its job; a share in its hands, or any goal
-    # permission in a customer tenant, is not
-    findings = await attacker.goal_findings(tenant_ok=lambda tenant_id: tenant_id == own.tenant_id)
+    # A customer tenant the provider admin creates during the search is its own from creation (the
+    # provider names a tenant's first admins and their addresses, trusted at creation: README, "What
+    # remains to trust"), and nobody else's key is in it. In the tenants that existed before, the
+    # customer's and the provider's own (where custody.root is a root custodian's, made by two
+    # provider admins, never one's puppet), any goal permission is a finding; anywhere, a root share.
+    existing = {tenant.tenant_id, own.tenant_id}
+    assert _by_mail(attacker) & {own.tenant_id}, attacker.report()  # its own provider invitees, signed in
+    findings = await attacker.goal_findings(tenant_ok=lambda tenant_id: tenant_id not in existing)
     assert not findings, (f"{len(findings)} findings after {rounds} rounds, {attacker.calls} calls, "
                           f"{time.monotonic() - started:.1f} s:\n" + _shown(findings) + attacker.report())
