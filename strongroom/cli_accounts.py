@@ -116,7 +116,12 @@ def cmd_enroll_token_create(ctx: Ctx) -> int:
 
 
 def cmd_bootstrap(ctx: Ctx) -> int:
-    resp = api(ctx).post("/v1/auth/bootstrap", {"username": ctx.args.username, "password": read_password(ctx)})
+    body: dict[str, Any] = {"username": ctx.args.username, "password": read_password(ctx)}
+    if ctx.args.email:
+        body["email"] = ctx.args.email
+    if ctx.args.second_admin:
+        body["second_admin_username"], body["second_admin_email"] = ctx.args.second_admin
+    resp = api(ctx).post("/v1/auth/bootstrap", body)
     return show_object(ctx, resp)
 
 
@@ -307,6 +312,9 @@ def add_account(cli: Commands) -> None:
     p = g.action("bootstrap", cmd_bootstrap, "With the bootstrap credential (--token): create the first admin.")
     p.add_argument("--username", required=True)
     p.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    p.add_argument("--email", help="the first admin's address, for admin notices")
+    p.add_argument("--second-admin", nargs=2, metavar=("USERNAME", "EMAIL"),
+                   help="a second admin, invited too (admin grants wait for a second admin, whom a lone admin cannot make)")
     p = g.action("login", cmd_login, "Sign in; prints a session token once (use it as --token).", token=False)
     p.add_argument("--tenant", help="tenant id (not needed in enterprise deployments)")
     p.add_argument("--username", required=True)

@@ -512,6 +512,18 @@ def test_dev_and_serve_delegate_lazily(monkeypatch):
                      ("serve", "keysvc")]
 
 
+def test_bootstrap_names_the_second_admin(gw, run, monkeypatch):
+    import io
+
+    gw.route("POST", "/v1/auth/bootstrap", 201, {"tenant_id": "provider", "username": "root"})
+    monkeypatch.setattr("sys.stdin", io.StringIO("vault-door-orchid-7291\n"))
+    code, _, _ = run("account", "bootstrap", "--username", "root", "--password-stdin", "--email", "root@p.example",
+                     "--second-admin", "pat", "pat@p.example", token="bootstrap")
+    assert code == 0
+    assert gw.last["body"] == {"username": "root", "password": "vault-door-orchid-7291", "email": "root@p.example",
+                               "second_admin_username": "pat", "second_admin_email": "pat@p.example"}
+
+
 def test_login_reads_the_password_from_stdin_and_shows_the_session_once(gw, run, monkeypatch):
     import io
 
