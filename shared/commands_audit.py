@@ -23,7 +23,7 @@ from pydantic import (
 )
 
 from .export_formats import FORWARDABLE
-from .rpc import ProblemError
+from .rpc import ProblemError, validation_error
 
 _TITLES = {400: "Bad Request", 422: "Unprocessable Content"}
 
@@ -48,8 +48,8 @@ class Body(BaseModel):
             model = handler(data)
             model.check()
         except ValidationError as exc:
-            err = exc.errors()[0]
-            raise _refusal(cls.refused_status, ".".join(str(p) for p in err["loc"]), err["msg"]) from None
+            field, message = validation_error(exc)
+            raise _refusal(cls.refused_status, field, message) from None
         except ValueError as exc:
             raise _refusal(cls.refused_status, str(exc).split(":", 1)[0], f"Value error, {exc}") from None
         return model
@@ -172,7 +172,7 @@ ForwardFormat = Literal[FORWARDABLE]  # type: ignore[valid-type]
 def _check_patterns(value: list[str]) -> list[str]:
     for pattern in value:
         if not _PATTERN.match(pattern):
-            raise ValueError(f"{pattern!r} is not an event type pattern (words, '*' or '#', dot-separated)")
+            raise ValueError("each must be an event type pattern (words, '*' or '#', dot-separated)")
     return value
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -109,8 +109,33 @@ def _query(request: web.Request, model: type[M]) -> M:
         raise ProblemError(400, "Bad Request", problem.detail, problem.field) from None
 
 
+def rfc3339(moment: datetime) -> str:
+    """A moment as RFC 3339 (`2026-12-04T18:59:00.476Z`), as pydantic writes it; a naive one is UTC
+    (the stores keep UTC)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return rfc3339(value)
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, set | frozenset | tuple):
+        return sorted(value) if isinstance(value, set | frozenset) else list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def dumps(data: Any) -> str:
+    """The gateway's one JSON encoder: datetimes are RFC 3339 everywhere."""
+    return json.dumps(data, default=_encode)
+
+
 def _json(data: Any, status: int = 200) -> web.Response:
-    return web.json_response(data, status=status, dumps=lambda d: json.dumps(d, default=str))
+    return web.json_response(data, status=status, dumps=dumps)
 
 
 def _now() -> datetime:
