@@ -72,8 +72,8 @@ class Reply(BaseModel):
 # --- records, exports, checkpoints, reports --------------------------------------------------
 
 
-class AuditQuery(Query):
-    """Filters of `GET /v1/audit`; all optional, combined with AND, paged by sequence number."""
+class AuditFilters(Query):
+    """The filters of audit records (all optional, combined with AND) and the paging cursor."""
 
     since: datetime | None = None
     until: datetime | None = None
@@ -85,6 +85,11 @@ class AuditQuery(Query):
     device: str | None = Field(default=None, max_length=200)
     key: str | None = Field(default=None, max_length=200)
     after: int = Field(default=0, ge=0)
+
+
+class AuditQuery(AuditFilters):
+    """Filters of `GET /v1/audit`, paged by sequence number."""
+
     limit: int = Field(default=100, ge=1, le=1000)
 
 
@@ -148,7 +153,7 @@ REPORT_FORMATS = ("json", "csv", "html")
 class ReportQuery(Query):
     since: datetime | None = None
     until: datetime | None = None
-    format: str = Field(default="json", max_length=10)  # one of REPORT_FORMATS
+    format: Literal[REPORT_FORMATS] = "json"  # type: ignore[valid-type]
 
 
 class ReportReply(Reply):

@@ -14,7 +14,7 @@ from .accounts import rules
 from .accounts.common import ACCOUNTS
 from .auth import Principal, RateLimited, Unauthorized
 from .ratelimit import RateLimiter
-from .state import GATEWAY, PRINCIPAL, RAW_BODY
+from .state import GATEWAY, PRINCIPAL, RAW_BODY, _query
 
 if TYPE_CHECKING:
     from .routes import Route
@@ -47,6 +47,8 @@ def guarded(route: Route):
             request[RAW_BODY] = await request.read()
             request[PRINCIPAL] = await gw.devices.authenticate(request, request[RAW_BODY])
             await admit_device(request, request[PRINCIPAL])
+        if route.query is not None:  # a bad query is a 400 naming the parameter, before the view
+            _query(request, route.query)
         return await route.view(request)  # type: ignore[operator]
 
     handler.__name__ = getattr(route.view, "__name__", "view")
