@@ -19,7 +19,7 @@ from shared import commands_audit as ca
 from shared import commands_custody as cc
 from shared import commands_policy as cp
 
-from . import notifications, schemas, views, views_agents, views_audit, views_custody, views_devices, views_policy
+from . import docs, notifications, schemas, views, views_agents, views_audit, views_custody, views_devices, views_policy
 from . import queries as Q
 from . import responses as R
 from .accounts import schemas as account_schemas
@@ -45,6 +45,8 @@ class Route:
 
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/health", views.health, "none", None, "Liveness of the gateway", response=R.Health),
+    Route("GET", "/v1/docs", docs.page, "none", None, "This API's browsable reference (Swagger UI)", produces=("text/html",)),
+    Route("GET", "/v1/docs/{asset}", docs.asset, "none", None, "The reference's scripts, styles and icon", produces=("text/javascript", "text/css", "image/png")),
     Route("POST", "/v1/tenants", views_tenants.create_tenant, "operator", "tenants.create", "Create a customer tenant and its first admin (one-time setup token)", account_schemas.CreateTenant, 201, response=R.TenantCreated),
     Route("POST", "/v1/tokens", views_tokens.create_token, "operator", "tokens.self", "Create a personal or service-account API token with scopes and expiry (shown once); a custodian or approver service account's waits for a second admin (202)", account_schemas.CreateToken, 201, response=R.Token),
     Route("GET", "/v1/tokens", views_tokens.list_tokens, "operator", "tokens.self", "List your API tokens (a tenant admin sees all)", response=R.TokenList),
