@@ -29,6 +29,22 @@ def raw32_base64(value: str, what: str) -> str:
     return value
 
 
+def some_change(schema: dict[str, Any]) -> None:
+    """JSON Schema of a partial update: at least one member, none of them null (null and absent
+    both mean "unchanged", so a body of only those changes nothing and is refused)."""
+    schema["minProperties"] = 1
+    for name, prop in schema.get("properties", {}).items():
+        branches = [b for b in prop.get("anyOf", []) if b != {"type": "null"}]
+        if "anyOf" in prop and len(branches) == 1:
+            rest = {k: v for k, v in prop.items() if k not in ("anyOf", "default")}
+            schema["properties"][name] = {**branches[0], **rest}
+
+
+def items_among(values: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """JSON Schema extra for a list of names checked against a known set by a validator."""
+    return {"items": {"type": "string", "enum": sorted(values)}, "uniqueItems": True}
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 

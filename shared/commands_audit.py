@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from .commands import some_change
 from .export_formats import FORWARDABLE
 from .rpc import ProblemError, validation_error
 
@@ -227,6 +228,7 @@ class ForwarderSpec(Body):
 
 
 class ForwarderChange(Body):
+    model_config = ConfigDict(extra="forbid", json_schema_extra=some_change)
     """The fields an operator may change later; destination changes mean a new forwarder."""
 
     name: str | None = Field(default=None, min_length=1, max_length=100)

@@ -148,7 +148,7 @@ def build_app(settings: GatewaySettings, *, bus: Bus, store: GatewayStore) -> we
     app[ACCOUNTS] = Accounts.from_settings(settings)
     app[NOTIFIER] = Notifier()
     routes.setup(app)
-    spec = build_spec()
+    spec = build_spec(settings.deployment)
     spec["paths"]["/v1/openapi.json"] = {"get": {"summary": "This document", "operationId": "get_openapi",
                                                  "responses": {"200": {"description": "OpenAPI 3.1 document"}}}}
     app[OPENAPI] = spec

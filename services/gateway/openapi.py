@@ -112,17 +112,20 @@ def _operation(route: Route, defs: dict[str, Any], refs: dict[type[BaseModel], s
         op["security"] = [{"httpSignature": []}]
     if route.body is not None:
         op["requestBody"] = {
-            # A body whose every field has a default may be left out (rotate, vote).
-            "required": bool(defs[refs[route.body]].get("required")),
-            "content": {"application/json": {"schema": {"$ref": _REF.format(model=refs[route.body])}}},
+            "required": not route.body_optional,
+            "content": {route.consumes: {"schema": {"$ref": _REF.format(model=refs[route.body])}}},
         }
     return op
 
 
-def build_spec() -> dict[str, Any]:
+def build_spec(deployment: str = "provider") -> dict[str, Any]:
     models = _models()
     keys, top = models_json_schema([(m, "validation") for m in models], ref_template=_REF)
     defs: dict[str, Any] = top.get("$defs", {})
+    if deployment == "provider":  # sign-in names the tenant (an enterprise has just the one)
+        login = defs["Login"]
+        login["required"] = sorted({*login.get("required", []), "tenant"})
+        login["properties"]["tenant"] = _without_null(login["properties"]["tenant"])
     refs = {m: keys[(m, "validation")]["$ref"].rsplit("/", 1)[1] for m in models}
     paths: dict[str, Any] = {}
     for route in ROUTES:

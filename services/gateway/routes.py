@@ -41,6 +41,8 @@ class Route:
     query: type[BaseModel] | None = None  # validated by the guard before the view runs
     response: type[BaseModel] | None = None  # the success body (JSON)
     produces: tuple[str, ...] = ("application/json",)  # media types of the success body
+    consumes: str = "application/json"  # the body's media type
+    body_optional: bool = False  # the view takes a missing body as the model's defaults
 
 
 ROUTES: tuple[Route, ...] = (
@@ -61,7 +63,7 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/v1/keys", views.create_key, "operator", "keys.manage", "Create a volume key", commands.CreateKey, 201, response=commands.KeyView),
     Route("GET", "/v1/keys", views.list_keys, "operator", "keys.read", "List keys (metadata only)", query=commands.ListQuery, response=commands.KeyList),
     Route("GET", "/v1/keys/{key_id}", views.get_key, "operator", "keys.read", "Show a key (metadata only)", response=commands.KeyView),
-    Route("POST", "/v1/keys/{key_id}/rotate", views.rotate_key, "operator", "keys.manage", "Rotate a key to a new version", commands.RotateKey, response=commands.KeyView),
+    Route("POST", "/v1/keys/{key_id}/rotate", views.rotate_key, "operator", "keys.manage", "Rotate a key to a new version", commands.RotateKey, response=commands.KeyView, body_optional=True),
     Route("POST", "/v1/keys/{key_id}/state", views.change_key_state, "operator", "keys.manage", "Change a key's lifecycle state", commands.ChangeKeyState, response=commands.KeyView),
     Route("POST", "/v1/policies", views.create_policy, "operator", "policies.manage", "Create a policy", commands.PutPolicy, 201, response=cp.PolicyView),
     Route("GET", "/v1/policies", views.list_policies, "operator", "policies.read", "List policies", response=cp.PolicyList),
@@ -76,7 +78,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/auth/oidc/start", views_sso.oidc_start, "none", None, "Single sign-on: redirect to the tenant's OpenID provider (?tenant=)", None, 302, query=Q.TenantQuery, produces=()),
     Route("GET", "/v1/auth/oidc/callback", views_sso.oidc_callback, "none", None, "Single sign-on: OpenID provider callback; starts a session", None, 201, query=Q.OidcCallbackQuery, response=R.Session),
     Route("GET", "/v1/auth/saml/start", views_sso.saml_start, "none", None, "Single sign-on: redirect to the tenant's SAML IdP with an AuthnRequest (?tenant=)", None, 302, query=Q.TenantQuery, produces=()),
-    Route("POST", "/v1/auth/saml/acs", views_sso.saml_acs, "none", None, "Single sign-on: SAML assertion consumer (HTTP-POST binding); starts a session", None, 201, response=R.Session),
+    Route("POST", "/v1/auth/saml/acs", views_sso.saml_acs, "none", None, "Single sign-on: SAML assertion consumer (HTTP-POST binding); starts a session", schemas.SamlPost, 201, consumes="application/x-www-form-urlencoded", response=R.Session),
     Route("GET", "/v1/auth/saml/metadata", views_sso.saml_metadata, "none", None, "SAML service-provider metadata for the tenant's IdP (?tenant=)", query=Q.TenantQuery, produces=("application/samlmetadata+xml",)),
     Route("POST", "/v1/auth/logout", views_signin.logout, "operator", "account.self", "End the calling session", None, 204),
     Route("GET", "/v1/me", views_signin.me, "operator", "account.self", "Who am I: user, roles, how I authenticated", response=R.Me),
@@ -112,8 +114,8 @@ ROUTES: tuple[Route, ...] = (
     Route("DELETE", "/v1/groups/{group_id}", views_policy.delete_group, "operator", "groups.manage", "Delete a group", response=cp.GroupDeleted),
     Route("GET", "/v1/approvals", views_policy.list_approvals, "operator", "approvals.read", "List approvals (?status=pending)", query=Q.ApprovalsQuery, response=cp.ApprovalList),
     Route("GET", "/v1/approvals/{approval_id}", views_policy.get_approval, "operator", "approvals.read", "Show an approval and its votes", response=cp.ApprovalView),
-    Route("POST", "/v1/approvals/{approval_id}/approve", views_policy.approve, "operator", "approvals.decide", "Approve a pending key request", views_policy.VoteBody, response=cp.ApprovalView),
-    Route("POST", "/v1/approvals/{approval_id}/deny", views_policy.deny, "operator", "approvals.decide", "Deny a pending key request", views_policy.VoteBody, response=cp.ApprovalView),
+    Route("POST", "/v1/approvals/{approval_id}/approve", views_policy.approve, "operator", "approvals.decide", "Approve a pending key request", views_policy.VoteBody, response=cp.ApprovalView, body_optional=True),
+    Route("POST", "/v1/approvals/{approval_id}/deny", views_policy.deny, "operator", "approvals.decide", "Deny a pending key request", views_policy.VoteBody, response=cp.ApprovalView, body_optional=True),
     Route("GET", "/v1/decisions", views_policy.list_decisions, "operator", "decisions.read", "List recent decisions", query=Q.DecisionsQuery, response=cp.DecisionList),
     Route("GET", "/v1/decisions/{request_id}", views_policy.get_decision, "operator", "decisions.read", "Show a decision with its full trace", response=cp.DecisionDetail),
     Route("GET", "/v1/devices/{device_id}/posture", views_policy.get_device_posture, "operator", "devices.read", "Show a device's posture and quarantine state", response=cp.Posture),
@@ -128,7 +130,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/keys/{key_id}/dependencies", views_custody.dependencies, "operator", "keys.read", "Devices that received the key recently (dependency report)", response=cc.DependencyReport),
     Route("POST", "/v1/keys/{key_id}/destruction", views_custody.schedule_destruction, "operator", "keys.manage", "Schedule crypto-shredding after a waiting period", cc.ScheduleDestruction, 202, response=cc.DestructionView),
     Route("GET", "/v1/keys/{key_id}/destruction", views_custody.get_destruction, "operator", "keys.read", "Show a key's scheduled destruction", response=cc.DestructionView),
-    Route("POST", "/v1/keys/{key_id}/destruction/approve", views_custody.approve_destruction, "operator", "keys.manage", "Approve a destruction (a second custodian)", cc.ApproveDestruction, response=cc.DestructionView),
+    Route("POST", "/v1/keys/{key_id}/destruction/approve", views_custody.approve_destruction, "operator", "keys.manage", "Approve a destruction (a second custodian)", cc.ApproveDestruction, response=cc.DestructionView, body_optional=True),
     Route("POST", "/v1/keys/{key_id}/destruction/cancel", views_custody.cancel_destruction, "operator", "keys.manage", "Cancel a destruction before it runs", cc.CancelDestruction, response=cc.DestructionView),
     Route("GET", "/v1/keys/{key_id}/destruction-certificate", views_custody.destruction_certificate, "operator", "keys.read", "The signed destruction certificate", response=cc.CertificateView),
     Route("POST", "/v1/keys/import", views_custody.import_key, "operator", "keys.manage", "Import a key wrapped to the import public key", cc.ImportKey, 201, response=commands.KeyView),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field, field_validator
+from pydantic import AfterValidator, ConfigDict, Field, field_validator
 
 from shared.commands import NAME, Strict, raw32_base64
 
@@ -73,3 +73,11 @@ class KeyRequestBody(Strict):
     @classmethod
     def _x25519(cls, value: str) -> str:
         return raw32_base64(value, "ephemeral_public_key")
+
+
+class SamlPost(Strict):
+    """What the IdP's HTTP-POST binding sends (a form, not JSON)."""
+
+    model_config = ConfigDict(extra="allow")
+    SAMLResponse: str = Field(min_length=1, description="The base64 SAML Response")
+    RelayState: str = Field(min_length=1, description="The state given with the AuthnRequest")

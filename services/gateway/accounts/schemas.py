@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from shared.commands import NAME, Strict
+from shared.commands import NAME, Strict, items_among, some_change
 
 from ..permissions import PERMISSIONS
 from ..roles import PROVIDER_ROLES, TENANT_ROLES
@@ -59,7 +59,7 @@ class CreateTenant(Strict):
 
 class CreateUser(Strict):
     username: str = Field(pattern=USERNAME_PATTERN)
-    roles: list[str] = Field(default_factory=list, max_length=len(_ALL_ROLES))
+    roles: list[str] = Field(default_factory=list, max_length=len(_ALL_ROLES), json_schema_extra=items_among(_ALL_ROLES))
     account: Literal["person", "service"] = "person"
 
     @field_validator("roles")
@@ -69,8 +69,8 @@ class CreateUser(Strict):
 
 
 class ChangeRoles(Strict):
-    grant: list[str] = Field(default_factory=list, max_length=len(_ALL_ROLES))
-    revoke: list[str] = Field(default_factory=list, max_length=len(_ALL_ROLES))
+    grant: list[str] = Field(default_factory=list, max_length=len(_ALL_ROLES), json_schema_extra=items_among(_ALL_ROLES))
+    revoke: list[str] = Field(default_factory=list, max_length=len(_ALL_ROLES), json_schema_extra=items_among(_ALL_ROLES))
 
     @field_validator("grant", "revoke")
     @classmethod
@@ -81,6 +81,7 @@ class ChangeRoles(Strict):
 class CreateToken(Strict):
     name: str = Field(pattern=NAME)
     scopes: list[str] | None = Field(default=None, min_length=1, max_length=len(PERMISSIONS),
+                                     json_schema_extra=items_among(list(PERMISSIONS)),
                                      description="permissions this token may use; default: all of its owner's")
     expires_in_seconds: int = Field(default=90 * 86400, ge=60, le=365 * 86400)
     service_account_id: str | None = Field(default=None, min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")
@@ -135,5 +136,6 @@ class SsoConfig(Strict):
 
 
 class TenantSettings(Strict):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True, json_schema_extra=some_change)
     small_team: bool | None = None
     sso: SsoConfig | None = None
