@@ -253,9 +253,18 @@ class UpdateForwarder(Body):
 
 class ForwarderView(Reply):
     """A forwarder as operators see it: its config, cursor, counters, lag and last error (never
-    its secret, except once in the reply that created or rotated it). Kept as stored."""
+    its secret, except once in the reply that created or rotated it). Kept as stored: the rest of
+    the spec (format, destination, event_types, enabled, TLS settings), counters and times too."""
 
     model_config = ConfigDict(frozen=True, extra="allow")
+    forwarder_id: str
+    name: str
+    kind: Literal["syslog_tcp", "syslog_tls", "webhook"]
+    status: str
+    cursor: int
+    lag_records: int
+    lag_seconds: float
+    # and `secret`, the webhook signing secret, only in the reply that created or rotated it
 
 
 class ForwarderList(Reply):

@@ -8,6 +8,7 @@ gateway turns into `application/problem+json` unchanged.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -79,12 +80,21 @@ def _input_strings(value: Any, out: set[str], budget: list[int]) -> None:
             out.update((text, repr(text)[1:-1]))  # as written, and as a `!r` quotes it
 
 
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9_.:@/-]{1,64}$")
+
+
+def field_name(loc: tuple[Any, ...] | list[Any]) -> str:
+    """A `loc` as a dotted field name. A part that is no plain name (an unknown key holding control
+    characters, markup or a megabyte of text) is shown as `…`: naming a field never echoes input."""
+    return ".".join(str(p) if isinstance(p, int) or _PLAIN_NAME.match(str(p)) else "…" for p in loc)
+
+
 def validation_error(exc: ValidationError) -> tuple[str, str]:
     """The first error of `exc` as (field, message): the field is pydantic's `loc`, the message
     its text with every piece of the offending input scrubbed out, so a problem never echoes
     input (a custom validator's message may quote it, as a value error's `ctx` does)."""
     err = exc.errors(include_url=False, include_input=True)[0]
-    field = ".".join(str(p) for p in err["loc"])
+    field = field_name(err["loc"])
     message = err["msg"]
     pieces: set[str] = set()
     _input_strings(err.get("input"), pieces, [1000])

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 from shared import rpc
 from shared.bus import Bus
-from shared.rpc import ProblemError
+from shared.rpc import ProblemError, field_name
 
 from .auth import DeviceAuthenticator, Principal, TokenAuthenticator
 from .problems import validation_problem
@@ -67,6 +67,9 @@ async def json_object(request: web.Request) -> dict[str, Any]:
         raise ProblemError(400, "Bad Request", "body must be a JSON object", "body")
     if json_depth(data) > MAX_JSON_DEPTH:
         raise ProblemError(400, "Bad Request", f"body nests deeper than {MAX_JSON_DEPTH} levels", "body")
+    bad = unpaired_surrogate(data)
+    if bad is not None:  # JSON escapes may spell them; no text holds them, and nothing could encode them onward
+        raise ProblemError(400, "Bad Request", f"{bad}: a lone UTF-16 surrogate is not text", bad)
     return data
 
 
@@ -88,6 +91,33 @@ def json_depth(value: Any) -> int:
         if depth <= MAX_JSON_DEPTH:  # past the limit the answer is known: stop walking
             stack.extend((child, depth + 1) for child in children)
     return deepest
+
+
+def _is_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def unpaired_surrogate(value: Any) -> str | None:
+    """The field (dotted path, `body` for the whole) of the first string or key holding a lone
+    surrogate, or None; iterative (the depth is bounded already)."""
+    stack: list[tuple[Any, tuple[Any, ...]]] = [(value, ())]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, str):
+            if not _is_text(node):
+                return field_name(path) or "body"
+        elif isinstance(node, dict):
+            for key, child in node.items():
+                if not _is_text(key):
+                    return field_name((*path, "…")) if path else "body"
+                stack.append((child, (*path, key)))
+        elif isinstance(node, list):
+            stack.extend((child, (*path, i)) for i, child in enumerate(node))
+    return None
 
 
 async def body_as(request: web.Request, model: type[M], *, strict: bool | None = None) -> M:

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from services.gateway.accounts import schemas as account_schemas
 from services.gateway.problems import validation_problem
-from services.gateway.state import dumps
+from services.gateway.state import dumps, unpaired_surrogate
 from shared import commands_audit
 from shared.rpc import ProblemError
 
@@ -45,3 +45,20 @@ def test_datetimes_are_rfc3339():
                             "paris": moment.astimezone(timezone(timedelta(hours=1))), "items": [moment]}))
     assert out == {"at": "2026-12-04T18:59:00.476Z", "naive": "2026-12-04T18:59:00.476Z",
                    "paris": "2026-12-04T18:59:00.476Z", "items": ["2026-12-04T18:59:00.476Z"]}
+
+
+def test_an_unknown_key_is_named_only_when_it_is_a_plain_name():
+    with pytest.raises(ValidationError) as caught:
+        account_schemas.Login.model_validate({"username": "u", "password": "p", "method": "x"})
+    assert validation_problem(caught.value).field == "method"
+    with pytest.raises(ValidationError) as caught:
+        account_schemas.Login.model_validate({"username": "u", "password": "p", MARKER + "\u0000<b>": "x"})
+    problem = validation_problem(caught.value)
+    assert problem.field == "…" and "echo-marker" not in problem.detail
+
+
+def test_lone_surrogates_are_found_with_their_field():
+    assert unpaired_surrogate({"a": [{"b": "ok"}, {"c": "x\ud800"}]}) == "a.1.c"
+    assert unpaired_surrogate({"a": {"\udfff": 1}}) == "a.…"
+    assert unpaired_surrogate({"\udfff": 1}) == "body"
+    assert unpaired_surrogate({"a": ["\U0001f600", "\u202e", "\u0000"]}) is None
