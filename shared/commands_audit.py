@@ -182,19 +182,39 @@ def _check_patterns(value: list[str]) -> list[str]:
     return value
 
 
+# A DNS name (LDH labels, so it always encodes as IDNA) or an IPv4/IPv6 address.
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+HOSTNAME = rf"^{_LABEL}(?:\.{_LABEL})*$|^[0-9]{{1,3}}(?:\.[0-9]{{1,3}}){{3}}$|^[0-9A-Fa-f]*:[0-9A-Fa-f:.]*$"
+_NONE = {"type": "null"}
+_SYSLOG = {"host": {"type": "string", "minLength": 1, "maxLength": 253, "pattern": HOSTNAME},
+           "port": {"type": "integer", "minimum": 1, "maximum": 65535}, "url": _NONE}
+
+
 class ForwarderSpec(Body):
     """What an operator sets when creating a forwarder (secrets are generated, never chosen)."""
+
+    # Which of url and host/port a kind takes, and TLS settings for syslog_tls only (as `check` says).
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"oneOf": [
+        {"required": ["kind", "url"], "properties": {
+            "kind": {"const": "webhook"}, "host": _NONE, "port": _NONE, "tls_ca_pem": _NONE, "tls_server_name": _NONE,
+            "url": {"type": "string", "pattern": r"^https?://[A-Za-z0-9][A-Za-z0-9.-]{0,62}(:[1-9][0-9]{0,3})?(/[!-~]*)?$"}}},
+        {"required": ["kind", "host", "port"], "properties": {
+            "kind": {"const": "syslog_tcp"}, **_SYSLOG, "tls_ca_pem": _NONE, "tls_server_name": _NONE}},
+        {"required": ["kind", "host", "port"], "properties": {"kind": {"const": "syslog_tls"}, **_SYSLOG}},
+    ]})
 
     name: str = Field(min_length=1, max_length=100)
     kind: Literal["syslog_tcp", "syslog_tls", "webhook"]
     format: ForwardFormat = "syslog"
-    host: str | None = Field(default=None, max_length=255)
+    host: str | None = Field(default=None, max_length=253, pattern=HOSTNAME,
+                             description="A DNS name or an IP address")
     port: int | None = Field(default=None, ge=1, le=65535)
     url: str | None = Field(default=None, max_length=2000)
     # Routing-key patterns ("key.*", "approval.#"); empty means every record.
-    event_types: list[str] = Field(default_factory=list, max_length=50)
+    event_types: list[str] = Field(default_factory=list, max_length=50,
+                                   json_schema_extra={"items": {"type": "string", "pattern": _PATTERN.pattern}})
     tls_ca_pem: str | None = Field(default=None, max_length=20000)
-    tls_server_name: str | None = Field(default=None, max_length=255)
+    tls_server_name: str | None = Field(default=None, max_length=253, pattern=HOSTNAME)
     start: Literal["beginning", "now"] = "beginning"
     enabled: bool = True
 
@@ -206,6 +226,10 @@ class ForwarderSpec(Body):
     def check(self) -> None:
         if self.kind == "webhook":
             parts = urlsplit(self.url or "")
+            try:
+                parts.port  # noqa: B018 -- raises for a port out of range
+            except ValueError:
+                raise ValueError("url: the port must be 1..65535") from None
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise ValueError("url: a webhook needs an http(s) URL")
             if self.host or self.port:
@@ -233,7 +257,8 @@ class ForwarderChange(Body):
 
     name: str | None = Field(default=None, min_length=1, max_length=100)
     format: ForwardFormat | None = None
-    event_types: list[str] | None = Field(default=None, max_length=50)
+    event_types: list[str] | None = Field(default=None, max_length=50,
+                                          json_schema_extra={"items": {"type": "string", "pattern": _PATTERN.pattern}})
     enabled: bool | None = None
 
     @field_validator("event_types")

@@ -60,6 +60,7 @@ class NotFound(ProblemError):
 # Strings shorter than this are not scrubbed from a message (they would garble its words); no
 # secret or hostile payload fits in three characters.
 _ECHO_MIN = 4
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9_.:@/-]{1,64}$")
 
 
 def _input_strings(value: Any, out: set[str], budget: list[int]) -> None:
@@ -69,7 +70,8 @@ def _input_strings(value: Any, out: set[str], budget: list[int]) -> None:
     budget[0] -= 1
     if isinstance(value, dict):
         for k, v in value.items():
-            _input_strings(k, out, budget)
+            if not _PLAIN_NAME.match(str(k)):  # a plain key is a field's name: messages may say it
+                _input_strings(k, out, budget)
             _input_strings(v, out, budget)
     elif isinstance(value, list | tuple | set | frozenset):
         for v in value:
@@ -78,9 +80,6 @@ def _input_strings(value: Any, out: set[str], budget: list[int]) -> None:
         text = str(value)
         if len(text) >= _ECHO_MIN:
             out.update((text, repr(text)[1:-1]))  # as written, and as a `!r` quotes it
-
-
-_PLAIN_NAME = re.compile(r"^[A-Za-z0-9_.:@/-]{1,64}$")
 
 
 def field_name(loc: tuple[Any, ...] | list[Any]) -> str:

@@ -57,6 +57,19 @@ def _without_null(schema: dict[str, Any]) -> dict[str, Any]:
     return {**branches[0], **rest} if len(branches) == 1 else {**rest, "anyOf": branches}
 
 
+# What a field stripped of surrounding whitespace (str_strip_whitespace) must be to keep its minLength.
+_TRIMMED = r"^\S(?:[\s\S]*\S)?$"
+
+
+def _trimmed(schema: dict[str, Any]) -> None:
+    """A model that strips whitespace counts a string's length after stripping: say so, for the
+    fields with a minimum length and no pattern of their own."""
+    for prop in schema.get("properties", {}).values():
+        for branch in [prop, *prop.get("anyOf", [])]:
+            if branch.get("type") == "string" and branch.get("minLength") and "pattern" not in branch:
+                branch["pattern"] = _TRIMMED
+
+
 def _parameters(route: Route, defs: dict[str, Any], refs: dict[type[BaseModel], str]) -> list[dict[str, Any]]:
     params: list[dict[str, Any]] = [
         {"name": name, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
@@ -127,6 +140,9 @@ def build_spec(deployment: str = "provider") -> dict[str, Any]:
         login["required"] = sorted({*login.get("required", []), "tenant"})
         login["properties"]["tenant"] = _without_null(login["properties"]["tenant"])
     refs = {m: keys[(m, "validation")]["$ref"].rsplit("/", 1)[1] for m in models}
+    for model in models:
+        if model.model_config.get("str_strip_whitespace"):
+            _trimmed(defs[refs[model]])
     paths: dict[str, Any] = {}
     for route in ROUTES:
         paths.setdefault(route.path, {})[route.method.lower()] = _operation(route, defs, refs)

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, ConfigDict, Field, field_validator
 
-from shared.commands import NAME, Strict, raw32_base64
+from shared.commands import NAME, Strict, base64_of, raw32_base64
 
 from .roles import TENANT_ROLES
 
@@ -51,7 +51,8 @@ class CreateEnrollment(Strict):
 class Enroll(Strict):
     enrollment_token: str = Field(min_length=10, max_length=200)
     name: str = Field(pattern=NAME)
-    public_key: str = Field(description="Ed25519 public key, base64 of the raw 32 bytes")
+    public_key: str = Field(description="Ed25519 public key, base64 of the raw 32 bytes",
+                            json_schema_extra=base64_of(32, exactly=True))
 
     @field_validator("public_key")
     @classmethod
@@ -67,7 +68,8 @@ class KeyRequestBody(Strict):
     key_id: str = Field(min_length=1, max_length=100)
     key_version: int | None = Field(default=None, ge=1)
     facts: Facts = Field(default_factory=dict)
-    ephemeral_public_key: str = Field(description="One-time X25519 public key, base64 of the raw 32 bytes")
+    ephemeral_public_key: str = Field(description="One-time X25519 public key, base64 of the raw 32 bytes",
+                                      json_schema_extra=base64_of(32, exactly=True))
 
     @field_validator("ephemeral_public_key")
     @classmethod

@@ -116,7 +116,8 @@ class SsoConfig(Strict):
     sp_entity_id: str | None = Field(default=None, max_length=500, description="default: <public url>/v1/auth/saml/metadata")
     # Both
     groups_claim: str = Field(default="groups", max_length=100)
-    group_roles: dict[str, list[str]] = Field(default_factory=dict, max_length=100)
+    group_roles: dict[str, list[str]] = Field(default_factory=dict, max_length=100, json_schema_extra={
+        "additionalProperties": {"type": "array", **items_among(_ALL_ROLES)}})
 
     @field_validator("group_roles")
     @classmethod
