@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
+from cryptography import x509
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -213,7 +214,8 @@ class ForwarderSpec(Body):
     # Routing-key patterns ("key.*", "approval.#"); empty means every record.
     event_types: list[str] = Field(default_factory=list, max_length=50,
                                    json_schema_extra={"items": {"type": "string", "pattern": _PATTERN.pattern}})
-    tls_ca_pem: str | None = Field(default=None, max_length=20000)
+    tls_ca_pem: str | None = Field(default=None, max_length=20000, pattern=r"^\s*-----BEGIN CERTIFICATE-----",
+                                   description="PEM CA certificate(s) the syslog server's certificate must chain to")
     tls_server_name: str | None = Field(default=None, max_length=253, pattern=HOSTNAME)
     start: Literal["beginning", "now"] = "beginning"
     enabled: bool = True
@@ -222,6 +224,17 @@ class ForwarderSpec(Body):
     @classmethod
     def _patterns(cls, value: list[str]) -> list[str]:
         return _check_patterns(value)
+
+    @field_validator("tls_ca_pem")
+    @classmethod
+    def _certificates(cls, value: str | None) -> str | None:
+        """Certificates TLS can load (anything else would stop the forwarder when it connects)."""
+        if value is not None:
+            try:
+                x509.load_pem_x509_certificates(value.encode("ascii"))
+            except (ValueError, UnicodeEncodeError):
+                raise ValueError("tls_ca_pem must be PEM X.509 certificates") from None
+        return value
 
     def check(self) -> None:
         if self.kind == "webhook":

@@ -23,3 +23,11 @@ def test_names_and_addresses_are_taken_and_encode(host):
                                          "tls_server_name": "siem.example.com"})
     assert spec.host == host
     host.encode("idna")
+
+
+@pytest.mark.parametrize("pem", ["\u0000\x8c\U0006b8f0", "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n"])
+def test_a_tls_ca_that_is_no_certificate_is_refused(pem):
+    """A CA that TLS cannot load (non-ASCII, not PEM) stopped the forwarder's task when it connected."""
+    with pytest.raises(ProblemError) as caught:
+        ForwarderSpec.model_validate({"name": "siem", "kind": "syslog_tls", "host": "h", "port": 6514, "tls_ca_pem": pem})
+    assert caught.value.problem.field == "tls_ca_pem"
