@@ -34,7 +34,7 @@ def validation_problem(exc: ValidationError, *, status: int = 422) -> Problem:
     # Only the location and pydantic's message, scrubbed of the input: never echo it back.
     field, message = validation_error(exc)
     return Problem(status=status, title="Unprocessable Content", detail=f"{field or 'body'}: {message}",
-                   field=field or "body")
+                   field=field or None)  # a rule across fields names none
 
 
 class ExtraProblem(ProblemError):
