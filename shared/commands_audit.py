@@ -86,7 +86,7 @@ class AuditFilters(Query):
     correlation_id: str | None = Field(default=None, max_length=100)
     device: str | None = Field(default=None, max_length=200)
     key: str | None = Field(default=None, max_length=200)
-    after: int = Field(default=0, ge=0)
+    after: int = Field(default=0, ge=0, le=2**63 - 1)
 
 
 class AuditQuery(AuditFilters):
@@ -121,7 +121,7 @@ class ExportPage(Reply):
 
 
 class CheckpointQuery(Query):
-    after: int = Field(default=0, ge=0)
+    after: int = Field(default=0, ge=0, le=2**63 - 1)
     limit: int = Field(default=1000, ge=1, le=10000)
 
 
@@ -331,7 +331,7 @@ class RetentionRun(Reply):
 
 
 class ArchiveQuery(Query):
-    after: int = Field(default=0, ge=0)  # the last to_seq of the previous page
+    after: int = Field(default=0, ge=0, le=2**63 - 1)  # the last to_seq of the previous page
     limit: int = Field(default=100, ge=1, le=1000)
 
 

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from .routes import ROUTES, Route
+from .schemas import FACT_VALUE
 
 PROBLEM = {
     "type": "object",
@@ -151,7 +152,7 @@ def build_spec(deployment: str = "provider") -> dict[str, Any]:
         "info": {"title": "Strongroom gateway", "version": "1", "description": "Policy-based key release and custody."},
         "paths": paths,
         "components": {
-            "schemas": {"Problem": PROBLEM, **defs},
+            "schemas": {"Problem": PROBLEM, "FactValue": FACT_VALUE, **defs},
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "description": "Operator API token"},
                 "httpSignature": {

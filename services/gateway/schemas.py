@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, ConfigDict, Field, WithJsonSchema, field_validator
 
 from shared.commands import NAME, Strict, base64_of, raw32_base64
 
@@ -20,8 +20,19 @@ def _bounded(facts: dict[str, Any]) -> dict[str, Any]:
     return facts
 
 
+# Any JSON a store can hold (see state.unstorable): keys without NUL, integers within 64 bits.
+_KEY = {"type": "string", "pattern": "^[^\u0000]*$"}
+_INT64 = {"minimum": -(2**63), "maximum": 2**63 - 1}
+FACT_VALUE = {"anyOf": [
+    {"type": "null"}, {"type": "boolean"}, {"type": "string"}, {"type": "number", **_INT64},
+    {"type": "array", "items": {"$ref": "#/components/schemas/FactValue"}},
+    {"type": "object", "propertyNames": _KEY, "additionalProperties": {"$ref": "#/components/schemas/FactValue"}},
+]}
+
 # What an agent reports about itself (key requests and heartbeats), bounded in size.
-Facts = Annotated[dict[str, Any], AfterValidator(_bounded)]
+Facts = Annotated[dict[str, Any], AfterValidator(_bounded), WithJsonSchema({
+    "type": "object", "propertyNames": _KEY, "additionalProperties": {"$ref": "#/components/schemas/FactValue"},
+    "description": f"Facts as JSON, at most {MAX_FACTS_BYTES} bytes"})]
 
 
 class CreateTenant(Strict):

@@ -58,7 +58,7 @@ async def json_object(request: web.Request) -> dict[str, Any]:
     if not raw:
         raise ProblemError(400, "Bad Request", "a JSON body is required", "body")
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, parse_constant=_not_json)  # NaN and Infinity are no JSON (RFC 8259)
     except (ValueError, UnicodeDecodeError):
         raise ProblemError(400, "Bad Request", "body is not valid JSON", "body") from None
     except RecursionError:  # nesting past the parser's own limit: hostile input, not our fault
@@ -67,9 +67,9 @@ async def json_object(request: web.Request) -> dict[str, Any]:
         raise ProblemError(400, "Bad Request", "body must be a JSON object", "body")
     if json_depth(data) > MAX_JSON_DEPTH:
         raise ProblemError(400, "Bad Request", f"body nests deeper than {MAX_JSON_DEPTH} levels", "body")
-    bad = unpaired_surrogate(data)
-    if bad is not None:  # JSON escapes may spell them; no text holds them, and nothing could encode them onward
-        raise ProblemError(400, "Bad Request", f"{bad}: a lone UTF-16 surrogate is not text", bad)
+    bad = unstorable(data)
+    if bad is not None:
+        raise ProblemError(400, "Bad Request", f"{bad[0]}: {bad[1]}", bad[0])
     return data
 
 
@@ -93,6 +93,10 @@ def json_depth(value: Any) -> int:
     return deepest
 
 
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
+
+
 def _is_text(value: str) -> bool:
     try:
         value.encode("utf-8")
@@ -101,19 +105,25 @@ def _is_text(value: str) -> bool:
     return True
 
 
-def unpaired_surrogate(value: Any) -> str | None:
-    """The field (dotted path, `body` for the whole) of the first string or key holding a lone
-    surrogate, or None; iterative (the depth is bounded already)."""
+# What no store or event can hold, found before anything is forwarded: text with a lone UTF-16
+# surrogate (JSON escapes may spell one), a key with NUL (BSON keys are C strings), an integer past
+# 64 bits (BSON and JSON readers elsewhere stop there).
+INT64 = (-(2**63), 2**63 - 1)
+
+
+def unstorable(value: Any) -> tuple[str, str] | None:
+    """(field, why) of the first value no store could hold, or None; iterative (depth is bounded already)."""
     stack: list[tuple[Any, tuple[Any, ...]]] = [(value, ())]
     while stack:
         node, path = stack.pop()
-        if isinstance(node, str):
-            if not _is_text(node):
-                return field_name(path) or "body"
-        elif isinstance(node, dict):
+        if isinstance(node, str) and not _is_text(node):
+            return field_name(path) or "body", "a lone UTF-16 surrogate is not text"
+        if isinstance(node, int) and not isinstance(node, bool) and not INT64[0] <= node <= INT64[1]:
+            return field_name(path) or "body", "integers must fit in 64 bits"
+        if isinstance(node, dict):
             for key, child in node.items():
-                if not _is_text(key):
-                    return field_name((*path, "…")) if path else "body"
+                if not _is_text(key) or "\x00" in key:
+                    return (field_name((*path, "…")) if path else "body"), "a key must be text without NUL"
                 stack.append((child, (*path, key)))
         elif isinstance(node, list):
             stack.extend((child, (*path, i)) for i, child in enumerate(node))

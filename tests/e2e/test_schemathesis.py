@@ -1,7 +1,9 @@
 """Schemathesis over the served OpenAPI document, against the running stack: every operation,
 schema-valid (positive) generated requests, with a token for each role and real ids in the paths.
-No request may get a 5xx (`not_a_server_error`), and no schema-valid request may be refused as
-malformed (`positive_data_acceptance`: a 400/422/413 to a request the document allows).
+No request may get a 5xx (`not_a_server_error`), no schema-valid request may be refused as
+malformed (`positive_data_acceptance`: a 400/422/413 to a request the document allows, but for
+the rules listed in KNOWN_GAPS), and every success must match its documented response model
+(`response_schema_conformance`).
 
 The stack serves in this test's event loop, so the generated requests (schemathesis sends them
 with `requests`, blocking) go from a worker thread, one operation after another.
@@ -93,6 +95,11 @@ def _exercise(op, url: str, world, token: str | None, outcome: Outcome) -> None:
         outcome.statuses[response.status_code] += 1
         # not_a_server_error and positive_data_acceptance, collected rather than raised, so every
         # operation is reported (and nothing is shrunk)
+        if 200 <= response.status_code < 300:  # response_schema_conformance: the typed response is the truth
+            try:
+                case.operation.validate_response(response)
+            except Exception as exc:
+                outcome.failures.append(f"nonconforming {op.method.upper()} {op.path}: {str(exc)[:600]}")
         if response.status_code in (400, 422) and _known_gap(op, response):
             outcome.gaps += 1
         elif response.status_code >= 500 or response.status_code not in ACCEPTED:

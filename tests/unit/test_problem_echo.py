@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from services.gateway.accounts import schemas as account_schemas
 from services.gateway.problems import validation_problem
-from services.gateway.state import dumps, unpaired_surrogate
+from services.gateway.state import dumps, unstorable
 from shared import commands_audit
 from shared.rpc import ProblemError
 
@@ -57,8 +57,13 @@ def test_an_unknown_key_is_named_only_when_it_is_a_plain_name():
     assert problem.field == "…" and "echo-marker" not in problem.detail
 
 
-def test_lone_surrogates_are_found_with_their_field():
-    assert unpaired_surrogate({"a": [{"b": "ok"}, {"c": "x\ud800"}]}) == "a.1.c"
-    assert unpaired_surrogate({"a": {"\udfff": 1}}) == "a.…"
-    assert unpaired_surrogate({"\udfff": 1}) == "body"
-    assert unpaired_surrogate({"a": ["\U0001f600", "\u202e", "\u0000"]}) is None
+def test_what_no_store_could_hold_is_found_with_its_field():
+    """Lone surrogates, NUL in keys and integers past 64 bits were forwarded, and failed where they
+    were encoded or stored (a 500, or an audit batch that could never be written)."""
+    assert unstorable({"a": [{"b": "ok"}, {"c": "x\ud800"}]}) == ("a.1.c", "a lone UTF-16 surrogate is not text")
+    assert unstorable({"a": {"\udfff": 1}})[0] == "a.…"
+    assert unstorable({"\udfff": 1})[0] == "body"
+    assert unstorable({"facts": {"os": {"a\u0000b": 1}}}) == ("facts.os.…", "a key must be text without NUL")
+    assert unstorable({"facts": {"n": 2**63}}) == ("facts.n", "integers must fit in 64 bits")
+    assert unstorable({"n": -(2**63) - 1})[0] == "n"
+    assert unstorable({"a": ["\U0001f600", "\u202e", "\u0000", 2**63 - 1, -(2**63), 1e308, True]}) is None
