@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 from typing import Any, Literal
+from zoneinfo import available_timezones
 
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
@@ -27,6 +28,37 @@ def raw32_base64(value: str, what: str) -> str:
     if len(raw) != 32:
         raise ValueError(f"{what} must be 32 bytes, got {len(raw)}")
     return value
+
+
+BASE64 = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+
+
+_B64_TAIL = {0: "", 1: "[A-Za-z0-9+/][AQgw]==", 2: "[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]="}
+
+
+def base64_of(max_bytes: int, *, exactly: bool = False) -> dict[str, Any]:
+    """JSON Schema extra of a base64 string field of 1..max_bytes bytes (or exactly max_bytes)."""
+    longest = 4 * -(-max_bytes // 3)
+    if exactly:
+        return {"pattern": f"^[A-Za-z0-9+/]{{{4 * (max_bytes // 3)}}}{_B64_TAIL[max_bytes % 3]}$",
+                "minLength": longest, "maxLength": longest}
+    return {"pattern": BASE64, "minLength": 4, "maxLength": longest}
+
+
+def some_change(schema: dict[str, Any]) -> None:
+    """JSON Schema of a partial update: at least one member, none of them null (null and absent
+    both mean "unchanged", so a body of only those changes nothing and is refused)."""
+    schema["minProperties"] = 1
+    for name, prop in schema.get("properties", {}).items():
+        branches = [b for b in prop.get("anyOf", []) if b != {"type": "null"}]
+        if "anyOf" in prop and len(branches) == 1:
+            rest = {k: v for k, v in prop.items() if k not in ("anyOf", "default")}
+            schema["properties"][name] = {**branches[0], **rest}
+
+
+def items_among(values: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """JSON Schema extra for a list of names checked against a known set by a validator."""
+    return {"items": {"type": "string", "enum": sorted(values)}, "uniqueItems": True}
 
 
 class Strict(BaseModel):
@@ -102,15 +134,31 @@ class RotateKey(Strict):
     reason: str = Field(default="rotation", max_length=500)
 
 
+_IDS = {"anyOf": [{"const": "all"}, {"type": "array", "items": {"type": "string", "minLength": 1}}]}
+_TARGETS = {"type": "object", "additionalProperties": False, "properties": {
+    "devices": _IDS, "keys": _IDS, "device_groups": {"type": "array", "items": {"type": "string"}},
+    "key_groups": {"type": "array", "items": {"type": "string"}}}}
+# A rule's envelope; its `when` condition is the policy language (docs/policies.md), checked by policysvc.
+_RULE = {"type": "object", "additionalProperties": False, "required": ["id", "effect", "when"], "properties": {
+    "id": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"},
+    "description": {"type": "string", "maxLength": 1024},
+    "effect": {"enum": ["allow", "deny", "require_approval"]},
+    "when": {"type": "object", "description": "A condition: {all|any: [...]}, {not: ...}, {fact, op, value} or a time window"},
+    "approval": {"type": "object", "additionalProperties": False, "properties": {
+        "approvals_required": {"type": "integer", "minimum": 1, "maximum": 20},
+        "expires_in_seconds": {"type": "integer", "minimum": 60, "maximum": 30 * 86400},
+        "remember_for_seconds": {"type": "integer", "minimum": 0, "maximum": 365 * 86400}}}}}
+
+
 class PutPolicy(Strict):
     """A policy document (see the policy engine's rule reference); every put makes a new version."""
 
     name: str = Field(pattern=NAME)
     description: str = Field(default="", max_length=2000)
-    targets: dict[str, Any] = Field(default_factory=lambda: {"devices": "all", "keys": "all"})
+    targets: dict[str, Any] = Field(default_factory=lambda: {"devices": "all", "keys": "all"}, json_schema_extra=_TARGETS)
     disclose: Literal["none", "reasons", "full"] = "reasons"
-    timezone: str = "UTC"
-    rules: list[dict[str, Any]] = Field(min_length=1, max_length=200)
+    timezone: str = Field(default="UTC", json_schema_extra={"enum": sorted(available_timezones())})
+    rules: list[dict[str, Any]] = Field(min_length=1, max_length=200, json_schema_extra={"items": _RULE})
 
 
 class ListQuery(Strict):

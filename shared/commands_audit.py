@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
+from cryptography import x509
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -22,8 +23,9 @@ from pydantic import (
     model_validator,
 )
 
+from .commands import some_change
 from .export_formats import FORWARDABLE
-from .rpc import ProblemError
+from .rpc import ProblemError, validation_error
 
 _TITLES = {400: "Bad Request", 422: "Unprocessable Content"}
 
@@ -48,8 +50,8 @@ class Body(BaseModel):
             model = handler(data)
             model.check()
         except ValidationError as exc:
-            err = exc.errors()[0]
-            raise _refusal(cls.refused_status, ".".join(str(p) for p in err["loc"]), err["msg"]) from None
+            field, message = validation_error(exc)
+            raise _refusal(cls.refused_status, field, message) from None
         except ValueError as exc:
             raise _refusal(cls.refused_status, str(exc).split(":", 1)[0], f"Value error, {exc}") from None
         return model
@@ -72,8 +74,8 @@ class Reply(BaseModel):
 # --- records, exports, checkpoints, reports --------------------------------------------------
 
 
-class AuditQuery(Query):
-    """Filters of `GET /v1/audit`; all optional, combined with AND, paged by sequence number."""
+class AuditFilters(Query):
+    """The filters of audit records (all optional, combined with AND) and the paging cursor."""
 
     since: datetime | None = None
     until: datetime | None = None
@@ -84,7 +86,12 @@ class AuditQuery(Query):
     correlation_id: str | None = Field(default=None, max_length=100)
     device: str | None = Field(default=None, max_length=200)
     key: str | None = Field(default=None, max_length=200)
-    after: int = Field(default=0, ge=0)
+    after: int = Field(default=0, ge=0, le=2**63 - 1)
+
+
+class AuditQuery(AuditFilters):
+    """Filters of `GET /v1/audit`, paged by sequence number."""
+
     limit: int = Field(default=100, ge=1, le=1000)
 
 
@@ -114,7 +121,7 @@ class ExportPage(Reply):
 
 
 class CheckpointQuery(Query):
-    after: int = Field(default=0, ge=0)
+    after: int = Field(default=0, ge=0, le=2**63 - 1)
     limit: int = Field(default=1000, ge=1, le=10000)
 
 
@@ -148,7 +155,7 @@ REPORT_FORMATS = ("json", "csv", "html")
 class ReportQuery(Query):
     since: datetime | None = None
     until: datetime | None = None
-    format: str = Field(default="json", max_length=10)  # one of REPORT_FORMATS
+    format: Literal[REPORT_FORMATS] = "json"  # type: ignore[valid-type]
 
 
 class ReportReply(Reply):
@@ -172,23 +179,44 @@ ForwardFormat = Literal[FORWARDABLE]  # type: ignore[valid-type]
 def _check_patterns(value: list[str]) -> list[str]:
     for pattern in value:
         if not _PATTERN.match(pattern):
-            raise ValueError(f"{pattern!r} is not an event type pattern (words, '*' or '#', dot-separated)")
+            raise ValueError("each must be an event type pattern (words, '*' or '#', dot-separated)")
     return value
+
+
+# A DNS name (LDH labels, so it always encodes as IDNA) or an IPv4/IPv6 address.
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+HOSTNAME = rf"^{_LABEL}(?:\.{_LABEL})*$|^[0-9]{{1,3}}(?:\.[0-9]{{1,3}}){{3}}$|^[0-9A-Fa-f]*:[0-9A-Fa-f:.]*$"
+_NONE = {"type": "null"}
+_SYSLOG = {"host": {"type": "string", "minLength": 1, "maxLength": 253, "pattern": HOSTNAME},
+           "port": {"type": "integer", "minimum": 1, "maximum": 65535}, "url": _NONE}
 
 
 class ForwarderSpec(Body):
     """What an operator sets when creating a forwarder (secrets are generated, never chosen)."""
 
+    # Which of url and host/port a kind takes, and TLS settings for syslog_tls only (as `check` says).
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"oneOf": [
+        {"required": ["kind", "url"], "properties": {
+            "kind": {"const": "webhook"}, "host": _NONE, "port": _NONE, "tls_ca_pem": _NONE, "tls_server_name": _NONE,
+            "url": {"type": "string", "pattern": r"^https?://[A-Za-z0-9][A-Za-z0-9.-]{0,62}(:[1-9][0-9]{0,3})?(/[!-~]*)?$"}}},
+        {"required": ["kind", "host", "port"], "properties": {
+            "kind": {"const": "syslog_tcp"}, **_SYSLOG, "tls_ca_pem": _NONE, "tls_server_name": _NONE}},
+        {"required": ["kind", "host", "port"], "properties": {"kind": {"const": "syslog_tls"}, **_SYSLOG}},
+    ]})
+
     name: str = Field(min_length=1, max_length=100)
     kind: Literal["syslog_tcp", "syslog_tls", "webhook"]
     format: ForwardFormat = "syslog"
-    host: str | None = Field(default=None, max_length=255)
+    host: str | None = Field(default=None, max_length=253, pattern=HOSTNAME,
+                             description="A DNS name or an IP address")
     port: int | None = Field(default=None, ge=1, le=65535)
     url: str | None = Field(default=None, max_length=2000)
     # Routing-key patterns ("key.*", "approval.#"); empty means every record.
-    event_types: list[str] = Field(default_factory=list, max_length=50)
-    tls_ca_pem: str | None = Field(default=None, max_length=20000)
-    tls_server_name: str | None = Field(default=None, max_length=255)
+    event_types: list[str] = Field(default_factory=list, max_length=50,
+                                   json_schema_extra={"items": {"type": "string", "pattern": _PATTERN.pattern}})
+    tls_ca_pem: str | None = Field(default=None, max_length=20000, pattern=r"^\s*-----BEGIN CERTIFICATE-----",
+                                   description="PEM CA certificate(s) the syslog server's certificate must chain to")
+    tls_server_name: str | None = Field(default=None, max_length=253, pattern=HOSTNAME)
     start: Literal["beginning", "now"] = "beginning"
     enabled: bool = True
 
@@ -197,9 +225,24 @@ class ForwarderSpec(Body):
     def _patterns(cls, value: list[str]) -> list[str]:
         return _check_patterns(value)
 
+    @field_validator("tls_ca_pem")
+    @classmethod
+    def _certificates(cls, value: str | None) -> str | None:
+        """Certificates TLS can load (anything else would stop the forwarder when it connects)."""
+        if value is not None:
+            try:
+                x509.load_pem_x509_certificates(value.encode("ascii"))
+            except (ValueError, UnicodeEncodeError):
+                raise ValueError("tls_ca_pem must be PEM X.509 certificates") from None
+        return value
+
     def check(self) -> None:
         if self.kind == "webhook":
             parts = urlsplit(self.url or "")
+            try:
+                parts.port  # noqa: B018 -- raises for a port out of range
+            except ValueError:
+                raise ValueError("url: the port must be 1..65535") from None
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise ValueError("url: a webhook needs an http(s) URL")
             try:
@@ -226,11 +269,13 @@ class ForwarderSpec(Body):
 
 
 class ForwarderChange(Body):
+    model_config = ConfigDict(extra="forbid", json_schema_extra=some_change)
     """The fields an operator may change later; destination changes mean a new forwarder."""
 
     name: str | None = Field(default=None, min_length=1, max_length=100)
     format: ForwardFormat | None = None
-    event_types: list[str] | None = Field(default=None, max_length=50)
+    event_types: list[str] | None = Field(default=None, max_length=50,
+                                          json_schema_extra={"items": {"type": "string", "pattern": _PATTERN.pattern}})
     enabled: bool | None = None
 
     @field_validator("event_types")
@@ -250,9 +295,18 @@ class UpdateForwarder(Body):
 
 class ForwarderView(Reply):
     """A forwarder as operators see it: its config, cursor, counters, lag and last error (never
-    its secret, except once in the reply that created or rotated it). Kept as stored."""
+    its secret, except once in the reply that created or rotated it). Kept as stored: the rest of
+    the spec (format, destination, event_types, enabled, TLS settings), counters and times too."""
 
     model_config = ConfigDict(frozen=True, extra="allow")
+    forwarder_id: str
+    name: str
+    kind: Literal["syslog_tcp", "syslog_tls", "webhook"]
+    status: str
+    cursor: int
+    lag_records: int
+    lag_seconds: float
+    # and `secret`, the webhook signing secret, only in the reply that created or rotated it
 
 
 class ForwarderList(Reply):
@@ -281,7 +335,7 @@ class RetentionRun(Reply):
 
 
 class ArchiveQuery(Query):
-    after: int = Field(default=0, ge=0)  # the last to_seq of the previous page
+    after: int = Field(default=0, ge=0, le=2**63 - 1)  # the last to_seq of the previous page
     limit: int = Field(default=100, ge=1, le=1000)
 
 

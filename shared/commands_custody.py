@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from .commands import NAME, KeyRef, Reply, Strict, raw32_base64
+from .commands import NAME, KeyRef, Reply, Strict, base64_of, raw32_base64
 
 MAX_WAIT_SECONDS = 30 * 86400
 
@@ -124,7 +124,8 @@ class SealedShare(Strict):
     SECURITY: a plaintext share is refused; the sealed one is never logged, stored or put into events."""
 
     sealed_share: str = Field(description="HPKE enc || ciphertext, base64, sealed to the transport key with "
-                              "info 'strongroom share submission v1' NUL purpose NUL round_id")
+                              "info 'strongroom share submission v1' NUL purpose NUL round_id",
+                              json_schema_extra=base64_of(1024))
     round_id: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$",
                           description="The unseal round, or the pending re-key's new root fingerprint, "
                                       "as given by POST /v1/custody/transport-key")
@@ -148,7 +149,8 @@ class ImportKey(Strict):
     algorithm: Literal["AES-128", "AES-192", "AES-256"] = "AES-256"
     import_token: str = Field(min_length=10, max_length=100)
     wrapped_key_material: str = Field(description="The raw key wrapped to the import key of `import_token`, base64: "
-                                      "RSA-OAEP-SHA256 ciphertext, or HPKE enc || ciphertext")
+                                      "RSA-OAEP-SHA256 ciphertext, or HPKE enc || ciphertext",
+                                      json_schema_extra=base64_of(1024))
     volume: str | None = Field(default=None, max_length=256)
     exportable: bool = False
     activate: bool = True
@@ -162,7 +164,8 @@ class ImportKey(Strict):
 class ExportKey(Strict):
     """Export a key version, wrapped (RSA-OAEP-SHA256) to the caller's RSA public key (DER, base64)."""
 
-    public_key: str = Field(description="RSA public key, SubjectPublicKeyInfo DER, base64 (2048..4096 bits)")
+    public_key: str = Field(description="RSA public key, SubjectPublicKeyInfo DER, base64 (2048..4096 bits)",
+                            json_schema_extra=base64_of(2048))
     key_version: int | None = Field(default=None, ge=1)
 
     @field_validator("public_key")

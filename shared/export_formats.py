@@ -35,3 +35,6 @@ def labels() -> str:
     """"CEF, LEEF, ... or chained records": every format, as documentation names them."""
     names = [f.label for f in EXPORT_FORMATS]
     return ", ".join(names[:-1]) + " or " + names[-1]
+
+
+MEDIA_TYPES: tuple[str, ...] = tuple(dict.fromkeys(f.media_type for f in EXPORT_FORMATS))

@@ -8,6 +8,7 @@ gateway turns into `application/problem+json` unchanged.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -56,6 +57,51 @@ class NotFound(ProblemError):
         super().__init__(404, "Not Found", f"{what} not found", field)
 
 
+# Strings shorter than this are not scrubbed from a message (they would garble its words); no
+# secret or hostile payload fits in three characters.
+_ECHO_MIN = 4
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9_.:@/-]{1,64}$")
+
+
+def _input_strings(value: Any, out: set[str], budget: list[int]) -> None:
+    """Every string in an offending input (keys and leaves, and numbers as written), bounded."""
+    if budget[0] <= 0:
+        return
+    budget[0] -= 1
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not _PLAIN_NAME.match(str(k)):  # a plain key is a field's name: messages may say it
+                _input_strings(k, out, budget)
+            _input_strings(v, out, budget)
+    elif isinstance(value, list | tuple | set | frozenset):
+        for v in value:
+            _input_strings(v, out, budget)
+    elif isinstance(value, str | int | float) and not isinstance(value, bool):
+        text = str(value)
+        if len(text) >= _ECHO_MIN:
+            out.update((text, repr(text)[1:-1]))  # as written, and as a `!r` quotes it
+
+
+def field_name(loc: tuple[Any, ...] | list[Any]) -> str:
+    """A `loc` as a dotted field name. A part that is no plain name (an unknown key holding control
+    characters, markup or a megabyte of text) is shown as `…`: naming a field never echoes input."""
+    return ".".join(str(p) if isinstance(p, int) or _PLAIN_NAME.match(str(p)) else "…" for p in loc)
+
+
+def validation_error(exc: ValidationError) -> tuple[str, str]:
+    """The first error of `exc` as (field, message): the field is pydantic's `loc`, the message
+    its text with every piece of the offending input scrubbed out, so a problem never echoes
+    input (a custom validator's message may quote it, as a value error's `ctx` does)."""
+    err = exc.errors(include_url=False, include_input=True)[0]
+    field = field_name(err["loc"])
+    message = err["msg"]
+    pieces: set[str] = set()
+    _input_strings(err.get("input"), pieces, [1000])
+    for piece in sorted(pieces, key=len, reverse=True):
+        message = message.replace(piece, "…")
+    return field, message
+
+
 def encode(model: BaseModel) -> bytes:
     return model.model_dump_json().encode()
 
@@ -102,7 +148,6 @@ class Methods:
             try:
                 args = model.model_validate(request.params)
             except ValidationError as exc:
-                err = exc.errors()[0]
-                field = ".".join(str(p) for p in err["loc"])
-                return RpcReply.fail(422, "Unprocessable Content", f"{field}: {err['msg']}", field)
+                field, message = validation_error(exc)
+                return RpcReply.fail(422, "Unprocessable Content", f"{field}: {message}", field)
         return RpcReply(result=await handler(request, args))

@@ -166,7 +166,7 @@ def build_app(settings: GatewaySettings, *, bus: Bus, store: GatewayStore) -> we
     app[NOTIFIER] = Notifier()
     gateway.operators.on_change = app[NOTIFIER].recheck
     routes.setup(app)
-    spec = build_spec()
+    spec = build_spec(settings.deployment)
     spec["paths"]["/v1/openapi.json"] = {"get": {"summary": "This document", "operationId": "get_openapi",
                                                  "responses": {"200": {"description": "OpenAPI 3.1 document"}}}}
     app[OPENAPI] = spec

@@ -12,7 +12,7 @@ from aiohttp import web
 from .accounts import rules
 from .auth import Principal, RateLimited, refused
 from .ratelimit import RateLimiter
-from .state import GATEWAY, PRINCIPAL, RAW_BODY, THROTTLES
+from .state import GATEWAY, PRINCIPAL, RAW_BODY, THROTTLES, _query
 from .views_changes import cosigned
 
 if TYPE_CHECKING:
@@ -43,6 +43,8 @@ def guarded(route: Route):
             request[RAW_BODY] = await request.read()
             request[PRINCIPAL] = await gw.devices.authenticate(request, request[RAW_BODY])
             await admit_device(request, request[PRINCIPAL])
+        if route.query is not None:  # a bad query is a 400 naming the parameter, before the view
+            _query(request, route.query)
         return await route.view(request)  # type: ignore[operator]
 
     handler.__name__ = getattr(route.view, "__name__", "view")

@@ -10,7 +10,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from shared.bus import AuditRefused, BusError, BusTimeout
-from shared.rpc import Problem, ProblemError
+from shared.rpc import Problem, ProblemError, validation_error
 from shared.store import STORE_UNAVAILABLE
 
 log = structlog.get_logger("strongroom.gateway")
@@ -37,10 +37,10 @@ def problem_response(problem: Problem, **extra: Any) -> web.Response:
 
 
 def validation_problem(exc: ValidationError, *, status: int = 422) -> Problem:
-    err = exc.errors()[0]
-    field = ".".join(str(p) for p in err["loc"]) or None
-    # Only the location and pydantic's message: never echo the offending input back.
-    return Problem(status=status, title="Unprocessable Content", detail=f"{field}: {err['msg']}", field=field)
+    # Only the location and pydantic's message, scrubbed of the input: never echo it back.
+    field, message = validation_error(exc)
+    return Problem(status=status, title="Unprocessable Content", detail=f"{field or 'body'}: {message}",
+                   field=field or None)  # a rule across fields names none
 
 
 class ExtraProblem(ProblemError):

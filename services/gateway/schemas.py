@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field, field_validator
+from pydantic import AfterValidator, ConfigDict, Field, WithJsonSchema, field_validator
 
-from shared.commands import NAME, Strict, raw32_base64
+from shared.commands import NAME, Strict, base64_of, raw32_base64
 
 from .roles import TENANT_ROLES
 
@@ -20,8 +20,19 @@ def _bounded(facts: dict[str, Any]) -> dict[str, Any]:
     return facts
 
 
+# Any JSON a store can hold (see state.unstorable): keys without NUL, integers within 64 bits.
+_KEY = {"type": "string", "pattern": "^[^\u0000]*$"}
+_INT64 = {"minimum": -(2**63), "maximum": 2**63 - 1}
+FACT_VALUE = {"anyOf": [
+    {"type": "null"}, {"type": "boolean"}, {"type": "string"}, {"type": "number", **_INT64},
+    {"type": "array", "items": {"$ref": "#/components/schemas/FactValue"}},
+    {"type": "object", "propertyNames": _KEY, "additionalProperties": {"$ref": "#/components/schemas/FactValue"}},
+]}
+
 # What an agent reports about itself (key requests and heartbeats), bounded in size.
-Facts = Annotated[dict[str, Any], AfterValidator(_bounded)]
+Facts = Annotated[dict[str, Any], AfterValidator(_bounded), WithJsonSchema({
+    "type": "object", "propertyNames": _KEY, "additionalProperties": {"$ref": "#/components/schemas/FactValue"},
+    "description": f"Facts as JSON, at most {MAX_FACTS_BYTES} bytes"})]
 
 
 class CreateTenant(Strict):
@@ -51,7 +62,8 @@ class CreateEnrollment(Strict):
 class Enroll(Strict):
     enrollment_token: str = Field(min_length=10, max_length=200)
     name: str = Field(pattern=NAME)
-    public_key: str = Field(description="Ed25519 public key, base64 of the raw 32 bytes")
+    public_key: str = Field(description="Ed25519 public key, base64 of the raw 32 bytes",
+                            json_schema_extra=base64_of(32, exactly=True))
 
     @field_validator("public_key")
     @classmethod
@@ -67,9 +79,18 @@ class KeyRequestBody(Strict):
     key_id: str = Field(min_length=1, max_length=100)
     key_version: int | None = Field(default=None, ge=1)
     facts: Facts = Field(default_factory=dict)
-    ephemeral_public_key: str = Field(description="One-time X25519 public key, base64 of the raw 32 bytes")
+    ephemeral_public_key: str = Field(description="One-time X25519 public key, base64 of the raw 32 bytes",
+                                      json_schema_extra=base64_of(32, exactly=True))
 
     @field_validator("ephemeral_public_key")
     @classmethod
     def _x25519(cls, value: str) -> str:
         return raw32_base64(value, "ephemeral_public_key")
+
+
+class SamlPost(Strict):
+    """What the IdP's HTTP-POST binding sends (a form, not JSON)."""
+
+    model_config = ConfigDict(extra="allow")
+    SAMLResponse: str = Field(min_length=1, description="The base64 SAML Response")
+    RelayState: str = Field(min_length=1, description="The state given with the AuthnRequest")

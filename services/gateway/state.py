@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 from shared import rpc
 from shared.bus import Bus
-from shared.rpc import ProblemError
+from shared.rpc import ProblemError, field_name
 
 from .auth import DeviceAuthenticator, Principal, TokenAuthenticator
 from .problems import validation_problem
@@ -62,7 +62,7 @@ async def json_object(request: web.Request) -> dict[str, Any]:
     if not raw:
         raise ProblemError(400, "Bad Request", "a JSON body is required", "body")
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, parse_constant=_not_json)  # NaN and Infinity are no JSON (RFC 8259)
     except (ValueError, UnicodeDecodeError):
         raise ProblemError(400, "Bad Request", "body is not valid JSON", "body") from None
     except RecursionError:  # nesting past the parser's own limit: hostile input, not our fault
@@ -71,6 +71,9 @@ async def json_object(request: web.Request) -> dict[str, Any]:
         raise ProblemError(400, "Bad Request", "body must be a JSON object", "body")
     if json_depth(data) > MAX_JSON_DEPTH:
         raise ProblemError(400, "Bad Request", f"body nests deeper than {MAX_JSON_DEPTH} levels", "body")
+    bad = unstorable(data)
+    if bad is not None:
+        raise ProblemError(400, "Bad Request", f"{bad[0]}: {bad[1]}", bad[0])
     return data
 
 
@@ -94,6 +97,43 @@ def json_depth(value: Any) -> int:
     return deepest
 
 
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
+
+
+def _is_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+# What no store or event can hold, found before anything is forwarded: text with a lone UTF-16
+# surrogate (JSON escapes may spell one), a key with NUL (BSON keys are C strings), an integer past
+# 64 bits (BSON and JSON readers elsewhere stop there).
+INT64 = (-(2**63), 2**63 - 1)
+
+
+def unstorable(value: Any) -> tuple[str, str] | None:
+    """(field, why) of the first value no store could hold, or None; iterative (depth is bounded already)."""
+    stack: list[tuple[Any, tuple[Any, ...]]] = [(value, ())]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, str) and not _is_text(node):
+            return field_name(path) or "body", "a lone UTF-16 surrogate is not text"
+        if isinstance(node, int) and not isinstance(node, bool) and not INT64[0] <= node <= INT64[1]:
+            return field_name(path) or "body", "integers must fit in 64 bits"
+        if isinstance(node, dict):
+            for key, child in node.items():
+                if not _is_text(key) or "\x00" in key:
+                    return (field_name((*path, "…")) if path else "body"), "a key must be text without NUL"
+                stack.append((child, (*path, key)))
+        elif isinstance(node, list):
+            stack.extend((child, (*path, i)) for i, child in enumerate(node))
+    return None
+
+
 async def body_as(request: web.Request, model: type[M], *, strict: bool | None = None) -> M:
     """The request body validated as `model` (`strict` overrides the model's own setting), or a
     problem naming the field."""
@@ -113,8 +153,33 @@ def _query(request: web.Request, model: type[M]) -> M:
         raise ProblemError(400, "Bad Request", problem.detail, problem.field) from None
 
 
+def rfc3339(moment: datetime) -> str:
+    """A moment as RFC 3339 (`2026-12-04T18:59:00.476Z`), as pydantic writes it; a naive one is UTC
+    (the stores keep UTC)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return rfc3339(value)
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, set | frozenset | tuple):
+        return sorted(value) if isinstance(value, set | frozenset) else list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def dumps(data: Any) -> str:
+    """The gateway's one JSON encoder: datetimes are RFC 3339 everywhere."""
+    return json.dumps(data, default=_encode)
+
+
 def _json(data: Any, status: int = 200) -> web.Response:
-    return web.json_response(data, status=status, dumps=lambda d: json.dumps(d, default=str))
+    return web.json_response(data, status=status, dumps=dumps)
 
 
 def _now() -> datetime:

@@ -3,12 +3,12 @@ device posture. All forward to policysvc by request/reply."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from aiohttp import web
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
-from shared.commands import Strict
+from shared.commands import PutPolicy, Strict
 from shared.commands_policy import PolicySettings
 from shared.rpc import ProblemError
 
@@ -20,10 +20,17 @@ from .state import _call, _json, body_as
 class GroupBody(Strict):
     """A device group (static members and/or a `match` condition over facts) or a key group (members)."""
 
-    name: str = Field(min_length=1, max_length=128)
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True, json_schema_extra={"allOf": [
+        {"anyOf": [{"required": ["members"], "properties": {"members": {"minItems": 1}}},
+                   {"required": ["match"], "properties": {"match": {"type": "object"}}}]},
+        {"anyOf": [{"properties": {"kind": {"const": "device"}}},
+                   {"properties": {"kind": {"const": "key"}, "match": {"type": "null"}}}]},
+    ]})
+
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@-]*$")
     kind: Literal["device", "key"]
     description: str = Field(default="", max_length=1024)
-    members: list[str] = Field(default_factory=list, max_length=10_000)
+    members: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(default_factory=list, max_length=10_000)
     match: dict[str, Any] | None = None
 
 
@@ -34,7 +41,11 @@ class VoteBody(Strict):
 class SimulateBody(Strict):
     """A candidate policy (replacing `policy_id` if given) replayed over requests or recorded traffic."""
 
-    policy: dict[str, Any]
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True, json_schema_extra={"oneOf": [
+        {"required": ["requests"], "properties": {"requests": {"type": "array"}, "recorded_days": {"type": "null"}}},
+        {"required": ["recorded_days"], "properties": {"recorded_days": {"type": "integer"}, "requests": {"type": "null"}}},
+    ]})
+    policy: PutPolicy
     policy_id: str | None = Field(default=None, max_length=100)
     requests: list[dict[str, Any]] | None = Field(default=None, max_length=5000)
     recorded_days: int | None = Field(default=None, ge=1, le=90)

@@ -7,6 +7,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from shared.rpc import validation_error
+
 from .operands import DAY_NAMES
 
 MAX_RULES = 200
@@ -106,7 +108,7 @@ def validate(model: type[BaseModel], data: Any, prefix: str) -> Any:
             raise PolicyError(path, "unknown field") from None
         if error["type"] == "missing":
             raise PolicyError(path, "required field is missing") from None
-        raise PolicyError(path, error["msg"].removeprefix("Value error, ")) from None
+        raise PolicyError(path, validation_error(exc)[1].removeprefix("Value error, ")) from None
 
 
 def _loc_to_path(loc: tuple) -> str:

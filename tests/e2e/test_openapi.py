@@ -17,8 +17,13 @@ async def test_openapi_document_is_valid_and_complete(api, stack):
         assert str(route.success) in operation["responses"]
         assert "422" in operation["responses"] and "401" in operation["responses"]
         if route.body is not None:
-            ref = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+            ref = operation["requestBody"]["content"][route.consumes]["schema"]["$ref"]
             assert ref.rsplit("/", 1)[1] in spec["components"]["schemas"]
+        if route.response is not None:  # a typed success body, never a bare object
+            ref = operation["responses"][str(route.success)]["content"]["application/json"]["schema"]["$ref"]
+            assert spec["components"]["schemas"][ref.rsplit("/", 1)[1]]["properties"]
+        if route.query is not None:
+            assert {p["name"] for p in operation["parameters"] if p["in"] == "query"} == set(route.query.model_fields)
     served = {(r.method, r.resource.canonical) for r in stack.runner.app.router.routes() if r.method != "HEAD"}
     documented = {(m.upper(), p) for p, ops in spec["paths"].items() for m in ops}
     assert served == documented

@@ -368,13 +368,17 @@ async def _serve(gw: Gw, service: str, result) -> list[rpc.RpcRequest]:
     return seen
 
 
-async def test_query_keys_named_like_call_arguments_reach_the_service_as_params(gw):
+async def test_query_keys_named_like_call_arguments_are_refused_at_the_edge(gw):
+    """The route's query model refuses an undeclared key, naming it, before any call is made."""
     await gw.tenant()
     _, admin = await gw.user("ann", ["tenant_admin"])
     seen = await _serve(gw, "auditsvc", {"items": [], "next": None})
-    status, body, _ = await gw.call("GET", "/v1/audit?method=x&service=y&request=z", admin)
+    status, body, _ = await gw.call("GET", "/v1/audit?method=x", admin)
+    assert (status, body["field"]) == (400, "method"), body
+    assert seen == []
+    status, body, _ = await gw.call("GET", "/v1/audit?action=key.created&limit=5", admin)
     assert (status, body) == (200, {"items": [], "next": None})
-    assert (seen[0].method, seen[0].params) == ("list_records", {"method": "x", "service": "y", "request": "z"})
+    assert (seen[0].method, seen[0].params) == ("list_records", {"action": "key.created", "limit": "5"})
 
 
 async def test_body_fields_named_like_call_arguments_reach_the_service_as_params(gw):

@@ -6,9 +6,9 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from shared.commands import NAME, Strict
+from shared.commands import NAME, Strict, items_among, some_change
 
 from ..permissions import PERMISSIONS
 from ..roles import PROVIDER_ROLES, TENANT_ROLES
@@ -92,7 +92,7 @@ class CreateTenant(Strict):
 
 class CreateUser(Strict):
     username: str = Field(pattern=USERNAME_PATTERN)
-    roles: list[str] = Field(default_factory=list, max_length=len(_ALL_ROLES))
+    roles: list[str] = Field(default_factory=list, max_length=len(_ALL_ROLES), json_schema_extra=items_among(_ALL_ROLES))
     account: Literal["person", "service"] = "person"
     email: str | None = _email("a person's address: their invitation goes there, never to the creator", None)
 
@@ -103,8 +103,8 @@ class CreateUser(Strict):
 
 
 class ChangeRoles(Strict):
-    grant: list[str] = Field(default_factory=list, max_length=len(_ALL_ROLES))
-    revoke: list[str] = Field(default_factory=list, max_length=len(_ALL_ROLES))
+    grant: list[str] = Field(default_factory=list, max_length=len(_ALL_ROLES), json_schema_extra=items_among(_ALL_ROLES))
+    revoke: list[str] = Field(default_factory=list, max_length=len(_ALL_ROLES), json_schema_extra=items_among(_ALL_ROLES))
 
     @field_validator("grant", "revoke")
     @classmethod
@@ -115,6 +115,7 @@ class ChangeRoles(Strict):
 class CreateToken(Strict):
     name: str = Field(pattern=NAME)
     scopes: list[str] | None = Field(default=None, min_length=1, max_length=len(PERMISSIONS),
+                                     json_schema_extra=items_among(list(PERMISSIONS)),
                                      description="permissions this token may use; default: all of its owner's")
     # Default and upper bound: the tenant's token lifetime cap (`token_max_days`, default 90 days).
     expires_in_seconds: int | None = Field(default=None, ge=60, le=365 * 86400)
@@ -150,7 +151,8 @@ class SsoConfig(Strict):
     sp_entity_id: str | None = Field(default=None, max_length=500, description="default: <public url>/v1/auth/saml/metadata")
     # Both
     groups_claim: str = Field(default="groups", max_length=100)
-    group_roles: dict[str, list[str]] = Field(default_factory=dict, max_length=100)
+    group_roles: dict[str, list[str]] = Field(default_factory=dict, max_length=100, json_schema_extra={
+        "additionalProperties": {"type": "array", **items_among(_ALL_ROLES)}})
 
     @field_validator("group_roles")
     @classmethod
@@ -170,6 +172,7 @@ class SsoConfig(Strict):
 
 
 class TenantSettings(Strict):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True, json_schema_extra=some_change)
     small_team: bool | None = None
     token_max_days: int | None = Field(default=None, ge=1, le=365)  # API token lifetime cap
     sso: SsoConfig | None = None
