@@ -22,6 +22,7 @@ from pamqp.commands import Basic
 from . import rpc, topology
 from .delivery import Batcher, BatchHandler, Handler, StagedBatchHandler, handle_one
 from .events import Event, encode_event
+from .progress import ConsumerProgress, ProgressWatch, Tracked
 from .store import STORE_UNAVAILABLE
 
 log = structlog.get_logger("strongroom.bus")
@@ -67,6 +68,7 @@ class Bus(Protocol):
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]: ...
     async def queue_depth(self, service: str) -> int | None: ...
     def connected(self) -> bool: ...
+    def stalled(self) -> list[str]: ...
     async def publish_raw(self, routing_key: str, body: bytes) -> None: ...
 
 
@@ -96,7 +98,8 @@ class RabbitBus:
     """aio-pika adapter. `prefix` namespaces exchanges and queues (tests, several stacks)."""
 
     def __init__(
-        self, url: str, *, prefix: str = "strongroom.", audit_max_length: int | None = None, connection_name: str = "strongroom"
+        self, url: str, *, prefix: str = "strongroom.", audit_max_length: int | None = None, connection_name: str = "strongroom",
+        stall_seconds: float = 60.0,
     ):
         self._url = url
         self._connection_name = connection_name  # what the broker's connection list shows
@@ -112,6 +115,8 @@ class RabbitBus:
         self._reply_queue: aio_pika.abc.AbstractQueue | None = None
         self._pending: dict[str, asyncio.Future[rpc.RpcReply]] = {}
         self._batchers: list[Batcher] = []
+        self._progress = ProgressWatch(after=stall_seconds)  # work-queue consumers that stop are reported
+        self._watchdog: asyncio.Task[None] | None = None
 
     def name(self, short: str) -> str:
         return self._prefix + short
@@ -168,6 +173,9 @@ class RabbitBus:
         return args
 
     async def close(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            await asyncio.gather(self._watchdog, return_exceptions=True)
         for batcher in self._batchers:
             await batcher.stop()
         for future in self._pending.values():
@@ -267,11 +275,21 @@ class RabbitBus:
         channel = await self._consumer_channel(prefetch)
         queue = await channel.declare_queue(self.name(service), durable=True, arguments=self._work_args(service))
         queue_name = self.name(service)
+        progress = self._track(service)
 
         async def on_message(message: AbstractIncomingMessage) -> None:
-            await handle_one(_RabbitDelivery(message, self, queue_name), handler)
+            await handle_one(Tracked(_RabbitDelivery(message, self, queue_name), progress), handler)
 
         await queue.consume(on_message)
+
+    def _track(self, service: str) -> ConsumerProgress:
+        if self._watchdog is None:
+            self._watchdog = asyncio.create_task(self._progress.run(self.queue_depth))
+        return self._progress.track(service)
+
+    def stalled(self) -> list[str]:
+        """Work queues whose consumer here has stopped making progress (readiness reports them)."""
+        return self._progress.stalled()
 
     async def subscribe_batch(
         self, service: str, handler: BatchHandler | StagedBatchHandler, *, max_batch: int = 256, max_wait: float = 0.02
@@ -282,9 +300,10 @@ class RabbitBus:
         batcher.start()
         self._batchers.append(batcher)
         queue_name = self.name(service)
+        progress = self._track(service)
 
         async def on_message(message: AbstractIncomingMessage) -> None:
-            batcher.put(_RabbitDelivery(message, self, queue_name))
+            batcher.put(Tracked(_RabbitDelivery(message, self, queue_name), progress))
 
         await queue.consume(on_message)
 

@@ -16,6 +16,7 @@ from . import rpc, topology
 from .bus import BusError, BusTimeout, DeadLetter, RpcHandler, _answer
 from .delivery import Batcher, BatchHandler, Handler, StagedBatchHandler, handle_one
 from .events import Event, encode_event
+from .progress import ProgressWatch, Tracked
 from .topics import topic_matches
 
 
@@ -66,6 +67,15 @@ class MemoryBus:
         self._tasks: list[asyncio.Task[None]] = []
         self._batchers: list[Batcher] = []
         self._closed = False
+        self._progress = ProgressWatch()
+
+    def stalled(self) -> list[str]:
+        return self._progress.stalled()
+
+    def _track(self, service: str):
+        if not any(t.get_name() == "progress-watch" for t in self._tasks):
+            self._tasks.append(asyncio.create_task(self._progress.run(self.queue_depth), name="progress-watch"))
+        return self._progress.track(service)
 
     def connected(self) -> bool:
         return not self._closed
@@ -125,7 +135,8 @@ class MemoryBus:
 
     async def subscribe(self, service: str, handler: Handler, *, prefetch: int = 64) -> None:
         queue = self._queue(service, topology.SERVICE_BINDINGS[service])
-        self._consume(queue, lambda d: handle_one(d, handler), min(prefetch, 16))
+        progress = self._track(service)
+        self._consume(queue, lambda d: handle_one(Tracked(d, progress), handler), min(prefetch, 16))
 
     async def subscribe_batch(
         self, service: str, handler: BatchHandler | StagedBatchHandler, *, max_batch: int = 256, max_wait: float = 0.02
@@ -135,8 +146,10 @@ class MemoryBus:
         batcher.start()
         self._batchers.append(batcher)
 
+        progress = self._track(service)
+
         async def put(delivery: _MemoryDelivery) -> None:
-            batcher.put(delivery)
+            batcher.put(Tracked(delivery, progress))
 
         self._consume(queue, put, 1)
 

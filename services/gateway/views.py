@@ -17,17 +17,21 @@ from .state import _call, _gw, _json, _now, _query, body_as
 
 async def health(request: web.Request) -> web.Response:
     """The gateway and what it depends on, honestly: 503 (with Retry-After) while the store does
-    not answer within its timeout or the broker connection is down."""
+    not answer within its timeout, the broker connection is down, or a work-queue consumer on this
+    process's bus has stopped making progress (`shared/progress.py`)."""
     gw = _gw(request)
     try:
         await asyncio.wait_for(gw.store.ping(), gw.settings.store_timeout_seconds)
         store = "ok"
     except (*STORE_UNAVAILABLE, TimeoutError):
         store = "unavailable"
-    bus = "ok" if gw.bus.connected() else "unavailable"
+    stalled = gw.bus.stalled()
+    bus = "stalled" if stalled else "ok" if gw.bus.connected() else "unavailable"
     ok = store == bus == "ok"
-    response = _json({"status": "ok" if ok else "unavailable", "store": store, "bus": bus, "time": _now().isoformat()},
-                     200 if ok else 503)
+    body = {"status": "ok" if ok else "unavailable", "store": store, "bus": bus, "time": _now().isoformat()}
+    if stalled:
+        body["stalled_consumers"] = stalled
+    response = _json(body, 200 if ok else 503)
     if not ok:
         response.headers["Retry-After"] = str(RETRY_AFTER_UNAVAILABLE_SECONDS)
     return response
