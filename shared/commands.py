@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 from .key_states import OPERATOR_ACTIONS
+from .provenance import Provenance
 
 # Derived from the one declaration of the lifecycle, so a new action reaches the edge by itself.
 OperatorAction = Literal[OPERATOR_ACTIONS]  # type: ignore[valid-type]
@@ -110,6 +111,8 @@ class PutPolicy(Strict):
     targets: dict[str, Any] = Field(default_factory=lambda: {"devices": "all", "keys": "all"})
     disclose: Literal["none", "reasons", "full"] = "reasons"
     timezone: str = "UTC"
+    # Facts weaker than this (shared/provenance.py) count as absent unless a condition names its own.
+    minimum_provenance: Provenance = "claimed"
     rules: list[dict[str, Any]] = Field(min_length=1, max_length=200)
 
 

@@ -24,6 +24,18 @@ def _bounded(facts: dict[str, Any]) -> dict[str, Any]:
 Facts = Annotated[dict[str, Any], AfterValidator(_bounded)]
 
 
+def _evidence(evidence: dict[str, Any]) -> dict[str, Any]:
+    if not isinstance(evidence.get("kind"), str):
+        raise ValueError("evidence needs a kind")
+    if len(json.dumps(evidence)) > 2 * MAX_FACTS_BYTES:
+        raise ValueError(f"evidence must be at most {2 * MAX_FACTS_BYTES} bytes of JSON")
+    return evidence
+
+
+# Proof of some facts, signed by a key the VM does not hold: {"kind": "aws" | "signed" | ..., ...}.
+Evidence = Annotated[dict[str, Any], AfterValidator(_evidence)]
+
+
 class CreateTenant(Strict):
     name: str = Field(pattern=NAME)
 
@@ -67,6 +79,7 @@ class KeyRequestBody(Strict):
     key_id: str = Field(min_length=1, max_length=100)
     key_version: int | None = Field(default=None, ge=1)
     facts: Facts = Field(default_factory=dict)
+    evidence: Evidence | None = None
     ephemeral_public_key: str = Field(description="One-time X25519 public key, base64 of the raw 32 bytes")
 
     @field_validator("ephemeral_public_key")

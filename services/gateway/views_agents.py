@@ -1,11 +1,17 @@
 """What agents call: enrol with a single-use token, request a key under policy (signed) and wait
-for the decision and, if allowed, the sealed key; poll a request; send heartbeats with fresh facts."""
+for the decision and, if allowed, the sealed key; poll a request; send heartbeats with fresh facts.
+
+Everything an agent reports in ``facts`` is claimed. Facts proved by its ``evidence`` (verified
+here, ``evidence/``) are ``cloud`` or ``attested``, and what the gateway sees itself is
+``observed``; the provenance of each travels with the facts to policysvc.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
+import structlog
 from aiohttp import web
 from pydantic import Field
 
@@ -14,15 +20,19 @@ from shared.commands import Strict
 from shared.crypto import tokens
 from shared.rpc import ProblemError
 
+from . import evidence as proofs
 from . import schemas
+from .evidence.base import EvidenceContext, EvidenceError, Merged, Verified, merge, with_observed
 from .problems import ExtraProblem
 from .state import CORRELATION_ID, _call, _gw, _json, _now, _principal, body_as
 
 MAX_WAIT_SECONDS = 60.0
+log = structlog.get_logger("strongroom.gateway")
 
 
 class HeartbeatBody(Strict):
     facts: schemas.Facts = Field(default_factory=dict)
+    evidence: schemas.Evidence | None = None
 
 
 async def enroll(request: web.Request) -> web.Response:
@@ -54,11 +64,12 @@ async def key_request(request: web.Request) -> web.Response:
     principal = _principal(request)
     body = await body_as(request, schemas.KeyRequestBody)
     request_id = events.new_id("req_")
-    facts = _with_observed(request, principal.id, body.facts)
+    facts, summary = await _facts_of(request, body.facts, body.evidence)
     requested = events.KeyRequested(
         tenant_id=principal.tenant_id, actor=principal.actor, correlation_id=request[CORRELATION_ID],
         source_ip=request.remote, request_id=request_id, device_id=principal.id, key_id=body.key_id,
-        key_version=body.key_version, facts=facts, ephemeral_public_key=body.ephemeral_public_key,
+        key_version=body.key_version, facts=facts.facts, ephemeral_public_key=body.ephemeral_public_key,
+        provenance=facts.provenance, contradicted=facts.contradicted, evidence=summary,
     )
     waiter = gw.waiters.expect(request_id)
     try:
@@ -73,15 +84,31 @@ async def key_request(request: web.Request) -> web.Response:
     return _release_response(outcome)
 
 
-def _with_observed(request: web.Request, device_id: str, facts: dict[str, Any]) -> dict[str, Any]:
-    """The agent's facts plus what the gateway observed itself."""
-    # SECURITY: observed facts and the identity's device id come from the gateway and the verified
-    # signature, replacing anything the agent claimed, so a policy can trust them.
-    facts = dict(facts)
-    facts["observed"] = {"source_ip": request.remote, "request_time": _now().isoformat(), "device_id": device_id}
-    if isinstance(facts.get("identity"), dict):
-        facts["identity"] = {**facts["identity"], "device_id": device_id}
-    return facts
+async def _facts_of(
+    request: web.Request, claimed: dict[str, Any], evidence: dict[str, Any] | None,
+) -> tuple[Merged, events.EvidenceSummary | None]:
+    """The agent's claimed facts, what its evidence proves written over them, and what the gateway
+    observed itself; with what became of the evidence."""
+    principal = _principal(request)
+    verified, summary = await _verify(request, evidence) if evidence is not None else (None, None)
+    observed = {"source_ip": request.remote, "request_time": _now().isoformat(), "device_id": principal.id}
+    return with_observed(merge(claimed, verified), observed, principal.id), summary
+
+
+async def _verify(request: web.Request, evidence: dict[str, Any]) -> tuple[Verified | None, events.EvidenceSummary]:
+    """A refused proof is not an error: the request goes on with claimed facts, and says why."""
+    gw, principal = _gw(request), _principal(request)
+    kind = evidence["kind"] if evidence["kind"] in gw.evidence else "unknown"  # never echo an unknown kind
+    device = await gw.devices.device(principal.tenant_id, principal.id)
+    context = EvidenceContext(tenant_id=principal.tenant_id, now=_now(), device_id=principal.id,
+                              public_key=device.get("public_key") if device else None)
+    try:
+        verified = proofs.check(evidence, gw.evidence, context)
+    except EvidenceError as exc:
+        log.info("evidence_refused", kind=kind, reason=exc.reason, device_id=principal.id)
+        return None, events.EvidenceSummary(kind=kind, verified=False, reason=exc.reason)
+    subject = verified.subject[:256] if verified.subject else None
+    return verified, events.EvidenceSummary(kind=kind, verified=True, provenance=verified.provenance, subject=subject)
 
 
 def _release_response(outcome: events.Event) -> web.Response:
@@ -154,5 +181,6 @@ async def heartbeat(request: web.Request) -> web.Response:
     """Agent: fresh facts; policysvc re-checks them and may quarantine (or release) the device."""
     principal = _principal(request)
     body = await body_as(request, HeartbeatBody)
-    facts = _with_observed(request, principal.id, body.facts)
-    return _json(await _call(request, "policysvc", "heartbeat", {"device_id": principal.id, "facts": facts}))
+    facts, _ = await _facts_of(request, body.facts, body.evidence)
+    return _json(await _call(request, "policysvc", "heartbeat", {
+        "device_id": principal.id, "facts": facts.facts, "provenance": facts.provenance}))

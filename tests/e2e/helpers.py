@@ -230,15 +230,18 @@ class BareAgent:
                                             key_id=self.key_id, private_key=self.signing_key, **overrides))
         return headers
 
-    def request_body(self, key_id: str, facts: dict, key_version: int | None = None) -> tuple[bytes, X25519PrivateKey]:
+    def request_body(self, key_id: str, facts: dict, key_version: int | None = None,
+                     evidence: dict | None = None) -> tuple[bytes, X25519PrivateKey]:
         ephemeral = X25519PrivateKey.generate()
         body = {"key_id": key_id, "facts": facts, "ephemeral_public_key": raw(ephemeral.public_key())}
         if key_version is not None:
             body["key_version"] = key_version
+        if evidence is not None:
+            body["evidence"] = evidence
         return json.dumps(body).encode(), ephemeral
 
-    async def request(self, key_id: str, facts: dict, key_version: int | None = None):
-        body, ephemeral = self.request_body(key_id, facts, key_version)
+    async def request(self, key_id: str, facts: dict, key_version: int | None = None, evidence: dict | None = None):
+        body, ephemeral = self.request_body(key_id, facts, key_version, evidence)
         status, out, ctype = await self.api.call("POST", "/v1/agent/key-requests", data=body, headers=self.signed(body))
         key = None
         if status == 200:
@@ -248,6 +251,15 @@ class BareAgent:
                                      key_id=out["key_id"], key_version=out["key_version"]),
             )
         return status, out, key
+
+
+def signed_evidence(issuer: Ed25519PrivateKey, agent: BareAgent, facts: dict, **claims) -> dict:
+    """``signed`` evidence (services/gateway/evidence/signed.py): ``facts`` signed by ``issuer``,
+    bound to ``agent``'s key unless ``claims`` say otherwise."""
+    document = json.dumps({"facts": facts, "public_key": raw(agent.signing_key.public_key()),
+                           "subject": f"test:{agent.device_id}", **claims}).encode()
+    return {"kind": "signed", "document": base64.b64encode(document).decode(),
+            "signature": base64.b64encode(issuer.sign(document)).decode()}
 
 
 async def audit_records(admin, *, expect_at_least: int = 0, timeout: float = 10.0) -> list[dict]:
