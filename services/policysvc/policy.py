@@ -7,6 +7,8 @@ Semantics:
   * every rule of every policy given is evaluated, so rule order never changes a decision;
   * ``all``/``any`` stop at the first decisive child; a trace lists the tests actually run;
   * a missing (absent or null) fact makes its test false, so ``not`` of it is true;
+  * so does a fact weaker than its test's required provenance (``shared/provenance.py``): a claimed
+    region never satisfies a test that requires a cloud-signed one;
   * deny beats require_approval beats allow, across policies too; if no rule matches, deny.
 
 Each distinct fact test runs once per evaluation (rules often repeat a baseline check), and the

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +16,7 @@ from services.policysvc.rules import parse_condition, parse_policy
 from services.policysvc.simulation import CaseError, given_cases
 from shared import events
 from shared import provenance as trust
+from shared.commands import PutPolicy
 
 NOW = datetime(2026, 12, 5, 9, 0, tzinfo=UTC)
 FACTS = {"identity": {"region": "eu-west-1", "image_id": "ami-1"}, "observed": {"source_ip": "10.0.0.7"}}
@@ -159,3 +161,20 @@ def test_a_version_1_key_request_keeps_only_the_gateway_s_own_facts_observed():
         del raw[name]
     upcast = events.decode_event(json.dumps(raw).encode())
     assert upcast.version == 2 and upcast.provenance == trust.GATEWAY_OBSERVED and upcast.evidence is None
+
+
+def test_the_readme_policies_parse_and_the_cloud_one_refuses_the_echo():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    walkthrough = readme.split("cat > eu-prod.json <<'EOF'\n", 1)[1].split("\nEOF", 1)[0]
+    example = readme.split('```json\n{"name": "eu-prod", "minimum_provenance"', 1)[1].split("\n```", 1)[0]
+    def put(text: str, policy_id: str):  # as `strongroom policy put` sends it
+        return parse_policy(PutPolicy(**json.loads(text)).model_dump(), policy_id=policy_id, version=1)
+
+    claimed_ok = put(walkthrough, "pol_1")
+    cloud = put('{"name": "eu-prod", "minimum_provenance"' + example, "pol_2")
+    echoed = {"identity": {"region": "eu-west-1", "image_id": "ami-0a1b2c3d"}, "integrity": {"firewall_enabled": True},
+              "observed": {"source_ip": "10.1.2.3"}}
+    assert evaluate([claimed_ok], echoed, now=NOW).effect == "allow"
+    assert evaluate([cloud], echoed, now=NOW).effect == "deny"
+    proved = {**trust.GATEWAY_OBSERVED, "identity.region": "cloud", "identity.image_id": "cloud"}
+    assert evaluate([cloud], echoed, now=NOW, provenance=proved).effect == "allow"
