@@ -152,3 +152,18 @@ async def test_a_policy_wide_minimum_and_the_dry_run_show_provenance(api):
     assert status == 422 and problem["field"] == "requests[0].provenance", problem
     status, problem, _ = await tenant.admin.call("POST", "/v1/policies", json={**strict, "minimum_provenance": "sworn"})
     assert status in (400, 422) and "minimum_provenance" in json.dumps(problem), problem
+
+
+async def test_heartbeats_are_checked_with_their_provenance_too(api):
+    from .test_posture import beat
+
+    tenant = await make_tenant(api, policy=CLOUD_EU)
+    agent = await BareAgent.enroll(tenant, api)
+    status, out, _ = await agent.request(tenant.key_id, ECHOED, evidence=signed_evidence(ISSUER, agent, PROVED))
+    assert status == 200, out
+    status, out, _ = await beat(agent, ECHOED, signed_evidence(ISSUER, agent, PROVED))
+    assert status == 200 and out["status"] == "active", out
+    status, out, _ = await beat(agent, ECHOED)  # the same facts, claimed only: they no longer earn the key
+    assert status == 200 and out["status"] == "quarantined", out
+    status, out, _ = await beat(agent, ECHOED, signed_evidence(ISSUER, agent, PROVED))
+    assert status == 200 and out["status"] == "active", out
