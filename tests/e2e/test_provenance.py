@@ -71,6 +71,16 @@ async def test_echo_attack_is_refused_and_cloud_evidence_releases_the_key(api):
     assert decision["provenance"]["identity.cloud_provider"] == "cloud"  # the alias `cloud`, as policies name it
     assert decision["facts"]["identity"]["cloud_provider"] == "test"
 
+    # A dry-run over recorded traffic weighs each request's facts as they were proved then.
+    status, diff, _ = await tenant.admin.call("POST", "/v1/policies/simulate", json={
+        "policy": CLOUD_EU, "policy_id": tenant.policy_id, "recorded_days": 1})
+    assert status == 200, diff
+    replayed = {item["request_id"]: item for item in diff["items"]}
+    assert replayed[out["request_id"]]["candidate"] == "allow"
+    assert replayed[out["request_id"]]["provenance"] == {"identity.region": "cloud", "identity.image_id": "cloud"}
+    echoed = next(item for item in diff["items"] if item["provenance"] == {"identity.region": "claimed"})
+    assert echoed["candidate"] == "deny"
+
 
 async def test_forged_or_borrowed_evidence_proves_nothing_and_says_why(api):
     tenant = await make_tenant(api, policy=CLOUD_EU)
