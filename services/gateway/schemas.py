@@ -64,6 +64,7 @@ class Enroll(Strict):
     enrollment_token: str = Field(min_length=10, max_length=200)
     name: str = Field(pattern=NAME)
     public_key: str = Field(description="Ed25519 public key, base64 of the raw 32 bytes")
+    evidence: Evidence | None = None  # proves the instance; binds it to this device (first come, first served)
 
     @field_validator("public_key")
     @classmethod

@@ -44,15 +44,22 @@ async def enroll(request: web.Request) -> web.Response:
         raise ProblemError(401, "Unauthorized", "missing or invalid credentials")
     tenant_id = enrollment["tenant_id"]
     device_id = events.new_id("dev_")
+    summary = None
+    if body.evidence is not None:
+        context = EvidenceContext(tenant_id=tenant_id, now=_now(), device_id=device_id, public_key=body.public_key)
+        _, summary = await _verify(request, body.evidence, context)
+    # Trust on first use: the instance this enrolment proved is bound to this device from now on.
+    subject = summary.subject if summary is not None and summary.verified else None
     event = events.DeviceEnrolled(
         tenant_id=tenant_id, correlation_id=request[CORRELATION_ID], source_ip=request.remote,
         actor=events.Actor(kind="device", id=device_id, auth="enrollment_token"),
         device_id=device_id, enrollment_id=enrollment["enrollment_id"], name=body.name,
-        public_key=body.public_key, groups=tuple(enrollment.get("groups", [])),
+        public_key=body.public_key, groups=tuple(enrollment.get("groups", [])), subject=subject, evidence=summary,
     )
     doc = {
         "device_id": device_id, "name": body.name, "public_key": body.public_key, "status": "active",
         "groups": enrollment.get("groups", []), "enrolled_at": _now(), "enrollment_id": enrollment["enrollment_id"],
+        "subject": subject,
     }
     await gw.store.insert_device(tenant_id, doc, event)
     return _json({"device_id": device_id, "tenant_id": tenant_id, "key_id": f"{tenant_id}/{device_id}"}, 201)
@@ -90,24 +97,34 @@ async def _facts_of(
     """The agent's claimed facts, what its evidence proves written over them, and what the gateway
     observed itself; with what became of the evidence."""
     principal = _principal(request)
-    verified, summary = await _verify(request, evidence) if evidence is not None else (None, None)
+    verified, summary = None, None
+    if evidence is not None:
+        device = await _gw(request).devices.device(principal.tenant_id, principal.id)
+        context = EvidenceContext(tenant_id=principal.tenant_id, now=_now(), device_id=principal.id,
+                                  public_key=device.get("public_key") if device else None)
+        verified, summary = await _verify(request, evidence, context)
     observed = {"source_ip": request.remote, "request_time": _now().isoformat(), "device_id": principal.id}
     return with_observed(merge(claimed, verified), observed, principal.id), summary
 
 
-async def _verify(request: web.Request, evidence: dict[str, Any]) -> tuple[Verified | None, events.EvidenceSummary]:
+async def _verify(
+    request: web.Request, evidence: dict[str, Any], context: EvidenceContext,
+) -> tuple[Verified | None, events.EvidenceSummary]:
     """A refused proof is not an error: the request goes on with claimed facts, and says why."""
-    gw, principal = _gw(request), _principal(request)
+    gw = _gw(request)
     kind = evidence["kind"] if evidence["kind"] in gw.evidence else "unknown"  # never echo an unknown kind
-    device = await gw.devices.device(principal.tenant_id, principal.id)
-    context = EvidenceContext(tenant_id=principal.tenant_id, now=_now(), device_id=principal.id,
-                              public_key=device.get("public_key") if device else None)
     try:
         verified = proofs.check(evidence, gw.evidence, context)
+        subject = verified.subject[:256] if verified.subject else None
+        if subject is not None:
+            bound = await gw.store.device_bound_to(context.tenant_id, subject)
+            # SECURITY: trust on first use. An instance's evidence (an AWS identity document is not
+            # bound to our key) proves nothing for a device other than the one it enrolled.
+            if bound is not None and bound != context.device_id:
+                raise EvidenceError("the instance is enrolled as another device")
     except EvidenceError as exc:
-        log.info("evidence_refused", kind=kind, reason=exc.reason, device_id=principal.id)
+        log.info("evidence_refused", kind=kind, reason=exc.reason, device_id=context.device_id)
         return None, events.EvidenceSummary(kind=kind, verified=False, reason=exc.reason)
-    subject = verified.subject[:256] if verified.subject else None
     return verified, events.EvidenceSummary(kind=kind, verified=True, provenance=verified.provenance, subject=subject)
 
 

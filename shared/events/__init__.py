@@ -60,6 +60,7 @@ from .core import (
     TenantCreated,
     TokenCreated,
     TokenRevoked,
+    _device_enrolled_v1_to_v2,
     _key_decided_v1_to_v2,
     _key_requested_v1_to_v2,
 )
@@ -177,6 +178,7 @@ _ADAPTER: TypeAdapter[Event] = TypeAdapter(AnyEvent)
 UPCASTS: dict[tuple[str, int], Any] = {
     ("key.decided", 1): _key_decided_v1_to_v2,
     ("key.requested", 1): _key_requested_v1_to_v2,
+    ("device.enrolled", 1): _device_enrolled_v1_to_v2,
 }
 
 

@@ -47,6 +47,17 @@ class AccessDenied(Event):
 # --- devices -------------------------------------------------------------------------
 
 
+class EvidenceSummary(BaseModel):
+    """What the gateway made of the evidence a request carried: never the evidence itself."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    kind: str
+    verified: bool
+    provenance: Provenance | None = None  # of the facts it proved, when verified
+    subject: str | None = None  # the stable identity it proved, e.g. "aws:<account>/<instance>"
+    reason: str = ""  # why it was refused: a short, generic message
+
+
 class EnrollmentTokenCreated(Event):
     type: Literal["enrollment.created"] = "enrollment.created"
     enrollment_id: str
@@ -54,12 +65,23 @@ class EnrollmentTokenCreated(Event):
 
 
 class DeviceEnrolled(Event):
+    """Version 2: ``subject`` is the instance the device's enrolment evidence proved (bound to it,
+    first come, first served: trust on first use), ``evidence`` what became of that evidence."""
+
     type: Literal["device.enrolled"] = "device.enrolled"
+    version: int = 2
     device_id: str
     enrollment_id: str
     name: str
     public_key: str  # Ed25519 public key, base64 (public material)
     groups: tuple[str, ...] = ()
+    subject: str | None = None
+    evidence: EvidenceSummary | None = None
+
+
+def _device_enrolled_v1_to_v2(raw: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 enrolled without evidence."""
+    return {**raw, "version": 2}
 
 
 class DeviceRevoked(Event):
@@ -115,17 +137,6 @@ class PolicyDeleted(Event):
 
 
 # --- the release pipeline ------------------------------------------------------------
-
-
-class EvidenceSummary(BaseModel):
-    """What the gateway made of the evidence a request carried: never the evidence itself."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    kind: str
-    verified: bool
-    provenance: Provenance | None = None  # of the facts it proved, when verified
-    subject: str | None = None  # the stable identity it proved, e.g. "aws:<account>/<instance>"
-    reason: str = ""  # why it was refused: a short, generic message
 
 
 class KeyRequested(Event):

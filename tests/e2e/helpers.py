@@ -213,13 +213,15 @@ class BareAgent:
         self.device_id = key_id.split("/", 1)[1]
 
     @classmethod
-    async def enroll(cls, tenant: Tenant, api, name: str = "vm-1") -> BareAgent:
+    async def enroll(cls, tenant: Tenant, api, name: str = "vm-1", evidence=None) -> BareAgent:
+        """``evidence``: a function of the new device key giving the evidence to enrol with."""
         status, enr, _ = await tenant.admin.call("POST", "/v1/enrollment-tokens", json={"name": name})
         assert status == 201, enr
         key = Ed25519PrivateKey.generate()
-        status, dev, _ = await api.as_(None).call(
-            "POST", "/v1/agent/enroll", json={"enrollment_token": enr["token"], "name": name, "public_key": raw(key.public_key())}
-        )
+        body = {"enrollment_token": enr["token"], "name": name, "public_key": raw(key.public_key())}
+        if evidence is not None:
+            body["evidence"] = evidence(key)
+        status, dev, _ = await api.as_(None).call("POST", "/v1/agent/enroll", json=body)
         assert status == 201, dev
         return cls(api, key, dev["key_id"], dev["tenant_id"])
 
@@ -253,11 +255,13 @@ class BareAgent:
         return status, out, key
 
 
-def signed_evidence(issuer: Ed25519PrivateKey, agent: BareAgent, facts: dict, **claims) -> dict:
+def signed_evidence(issuer: Ed25519PrivateKey, agent: BareAgent | Ed25519PrivateKey, facts: dict, **claims) -> dict:
     """``signed`` evidence (services/gateway/evidence/signed.py): ``facts`` signed by ``issuer``,
-    bound to ``agent``'s key unless ``claims`` say otherwise."""
-    document = json.dumps({"facts": facts, "public_key": raw(agent.signing_key.public_key()),
-                           "subject": f"test:{agent.device_id}", **claims}).encode()
+    bound to the agent's key (or this device key) unless ``claims`` say otherwise."""
+    key = agent.signing_key if isinstance(agent, BareAgent) else agent
+    subject = f"test:{agent.device_id}" if isinstance(agent, BareAgent) else None
+    document = json.dumps({"facts": facts, "public_key": raw(key.public_key()), "subject": subject,
+                           **claims}).encode()
     return {"kind": "signed", "document": base64.b64encode(document).decode(),
             "signature": base64.b64encode(issuer.sign(document)).decode()}
 

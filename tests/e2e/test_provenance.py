@@ -177,3 +177,28 @@ async def test_heartbeats_are_checked_with_their_provenance_too(api):
     assert status == 200 and out["status"] == "quarantined", out
     status, out, _ = await beat(agent, ECHOED, signed_evidence(ISSUER, agent, PROVED))
     assert status == 200 and out["status"] == "active", out
+
+
+async def test_an_instance_belongs_to_the_first_device_that_proves_it(api):
+    tenant = await make_tenant(api, policy=CLOUD_EU)
+
+    def instance(key):  # the issuer vouches for instance i-1, whichever agent key asks
+        return signed_evidence(ISSUER, key, PROVED, subject="test:i-1")
+
+    first = await BareAgent.enroll(tenant, api, evidence=instance)
+    second = await BareAgent.enroll(tenant, api, name="vm-clone", evidence=instance)
+    records = await audit_records_until(tenant.admin, lambda rs: sum(r["action"] == "device.enrolled" for r in rs) == 2)
+    enrolled = {r["actor"]["id"]: r["details"] for r in records if r["action"] == "device.enrolled"}
+    assert enrolled[first.device_id]["subject"] == "test:i-1"
+    assert enrolled[second.device_id]["subject"] is None
+    assert enrolled[second.device_id]["evidence"]["reason"] == "the instance is enrolled as another device"
+
+    status, out, _ = await first.request(tenant.key_id, ECHOED, evidence=instance(first.signing_key))
+    assert status == 200, out
+    status, denied, _ = await second.request(tenant.key_id, ECHOED, evidence=instance(second.signing_key))
+    assert status == 403 and any("the instance is enrolled as another device" in r for r in denied["reasons"]), denied
+
+    status, _, _ = await tenant.admin.call("POST", f"/v1/devices/{first.device_id}/revoke", json={"reason": "rebuilt"})
+    assert status == 200
+    status, out, _ = await second.request(tenant.key_id, ECHOED, evidence=instance(second.signing_key))
+    assert status == 200, out  # a revoked device holds no instance
