@@ -83,6 +83,8 @@ def test_check_refuses_unknown_kinds_and_contains_a_verifier_that_breaks():
     with pytest.raises(EvidenceError) as caught:
         evidence.check({"kind": "tpm"}, registry(), CONTEXT)
     assert caught.value.reason == "unknown evidence kind"
+    with pytest.raises(EvidenceError, match="unknown evidence kind"):
+        evidence.check({"kind": ["signed"]}, registry(), CONTEXT)
 
     def broken(evidence, context):
         raise IndexError("parser bug on hostile input: secret-ish detail")

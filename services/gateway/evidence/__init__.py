@@ -28,7 +28,8 @@ def registry(settings: GatewaySettings) -> dict[str, Verifier]:
 
 def check(evidence: Mapping[str, Any], verifiers: Registry, context: EvidenceContext) -> Verified:
     """What ``evidence`` proves, by the verifier its ``kind`` names; raises EvidenceError."""
-    verifier = verifiers.get(evidence.get("kind"))  # type: ignore[arg-type]
+    kind = evidence.get("kind")
+    verifier = verifiers.get(kind) if isinstance(kind, str) else None
     if verifier is None:
         raise EvidenceError("unknown evidence kind")
     try:
@@ -37,6 +38,6 @@ def check(evidence: Mapping[str, Any], verifiers: Registry, context: EvidenceCon
         raise
     except Exception:  # a verifier's parser choking on hostile input proves nothing
         raise EvidenceError("malformed evidence") from None
-    if verified.provenance not in ("cloud", "attested"):
+    if verified.provenance not in ("cloud", "attested") or not isinstance(verified.facts, dict):
         raise EvidenceError("evidence proves nothing")
     return verified
