@@ -20,7 +20,11 @@ Sources, later ones winning key by key (nested objects merge):
 4. Environment overrides (`facts_from_env`, for example ``STRONGROOM_AGENT_CLOUD_PROVIDER``), then
    the caller's ``extra``.
 
-Every fact here is asserted by the VM itself; the gateway adds ``observed`` facts it can vouch for.
+Every fact here is asserted by the VM itself, and the gateway treats all of them as ``claimed``
+(``shared/provenance.py``): a root user on the VM can write any of them, e.g. by echoing
+``{"identity": {"region": "eu-west-1"}}`` into the facts file. Facts a policy can trust come from
+elsewhere: ``evidence`` the gateway verifies (a cloud-signed identity document, a TPM quote:
+``cloud`` or ``attested``) and what the gateway observes itself (``observed``).
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from zoneinfo import available_timezones
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 from .key_states import OPERATOR_ACTIONS
+from .provenance import Provenance
 
 # Derived from the one declaration of the lifecycle, so a new action reaches the edge by itself.
 OperatorAction = Literal[OPERATOR_ACTIONS]  # type: ignore[valid-type]
@@ -158,6 +159,8 @@ class PutPolicy(Strict):
     targets: dict[str, Any] = Field(default_factory=lambda: {"devices": "all", "keys": "all"}, json_schema_extra=_TARGETS)
     disclose: Literal["none", "reasons", "full"] = "reasons"
     timezone: str = Field(default="UTC", json_schema_extra={"enum": sorted(available_timezones())})
+    # Facts weaker than this (shared/provenance.py) count as absent unless a condition names its own.
+    minimum_provenance: Provenance = "claimed"
     rules: list[dict[str, Any]] = Field(min_length=1, max_length=200, json_schema_extra={"items": _RULE})
 
 

@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
 from .commands import PutPolicy
+from .provenance import Provenance
 
 DEFAULT_APPROVAL_EXPIRY_SECONDS = 3600
 DEFAULT_HEARTBEAT_GRACE_SECONDS = 900
@@ -116,6 +117,7 @@ class Simulate(Params):
 class Heartbeat(Params):
     device_id: str = ""
     facts: dict[str, Any] = Field(default_factory=dict)
+    provenance: dict[str, Provenance] | None = None  # fact path -> provenance; None: only observed facts are observed
 
 
 class DeviceRef(Params):
@@ -245,6 +247,7 @@ class DecisionDetail(DecisionSummary):
     trace: list[dict[str, Any]]
     disclosed_to_agent: dict[str, Any]
     facts: dict[str, Any]
+    provenance: dict[str, str] = Field(default_factory=dict)  # of the facts: fact path -> provenance (else claimed)
     trace_sha256: str | None
     trace_record: str | None
     trace_verified: bool | None = None  # only when the decision kept its trace record
@@ -264,6 +267,7 @@ class SimulatedRequest(Result):
     candidate: str
     changed: bool
     candidate_reasons: list[str]
+    provenance: dict[str, str | None] = Field(default_factory=dict)  # each fact the candidate tested -> its provenance
 
 
 class Simulation(Result):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from strongroom.cli_common import (
@@ -46,9 +46,14 @@ VERSION_COLUMNS: list[Column] = [
     ("VERSION", "version"), ("CURRENT", "current"), ("UPDATED", "updated_at"), ("BY", "updated_by"),
     ("RESTORED FROM", "restored_from"),
 ]
+def _provenance(item: Mapping[str, Any]) -> str:
+    """The facts the candidate tested, each with where it came from: identity.region=claimed, ..."""
+    return ", ".join(f"{fact}={source or 'missing'}" for fact, source in (item.get("provenance") or {}).items())
+
+
 SIMULATION_COLUMNS: list[Column] = [
     ("REQUEST", "request_id"), ("DEVICE", "device_id"), ("KEY", "key_id"), ("CURRENT", "current"),
-    ("CANDIDATE", "candidate"),
+    ("CANDIDATE", "candidate"), ("FACTS TESTED", _provenance),
 ]
 
 

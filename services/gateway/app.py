@@ -16,7 +16,7 @@ from shared.bus import Bus
 from shared.crypto import tokens
 from shared.store import service_database
 
-from . import routes
+from . import evidence, routes
 from .accounts.common import ACCOUNTS, Accounts
 from .accounts.invitations import retry_notices
 from .auth import PROVIDER_TENANT, UNVERIFIED, DeviceAuthenticator, RateLimited, TokenAuthenticator, Unauthorized
@@ -156,6 +156,7 @@ def build_app(settings: GatewaySettings, *, bus: Bus, store: GatewayStore) -> we
                                      absolute_seconds=settings.session_absolute_seconds),
         devices=DeviceAuthenticator(store, max_age_seconds=settings.signature_max_age_seconds),
         waiters=ReleaseWaiters(),
+        evidence=evidence.registry(settings),
     )
     app = web.Application(
         middlewares=[request_context, problem_middleware, refused_authentication], client_max_size=settings.max_body_bytes

@@ -35,6 +35,22 @@ Facts = Annotated[dict[str, Any], AfterValidator(_bounded), WithJsonSchema({
     "description": f"Facts as JSON, at most {MAX_FACTS_BYTES} bytes"})]
 
 
+def _evidence(evidence: dict[str, Any]) -> dict[str, Any]:
+    if not isinstance(evidence.get("kind"), str):
+        raise ValueError("evidence needs a kind")
+    if len(json.dumps(evidence)) > 2 * MAX_FACTS_BYTES:
+        raise ValueError(f"evidence must be at most {2 * MAX_FACTS_BYTES} bytes of JSON")
+    return evidence
+
+
+# Proof of some facts, signed by a key the VM does not hold: {"kind": "aws" | "signed" | ..., ...}.
+Evidence = Annotated[dict[str, Any], AfterValidator(_evidence), WithJsonSchema({
+    "type": "object", "required": ["kind"], "propertyNames": _KEY,
+    "properties": {"kind": {"type": "string", "description": "aws, gcp, azure, tpm, signed, ..."}},
+    "additionalProperties": {"$ref": "#/components/schemas/FactValue"},
+    "description": f"Evidence as JSON, at most {2 * MAX_FACTS_BYTES} bytes; unverifiable evidence proves nothing"})]
+
+
 class CreateTenant(Strict):
     name: str = Field(pattern=NAME)
 
@@ -64,6 +80,7 @@ class Enroll(Strict):
     name: str = Field(pattern=NAME)
     public_key: str = Field(description="Ed25519 public key, base64 of the raw 32 bytes",
                             json_schema_extra=base64_of(32, exactly=True))
+    evidence: Evidence | None = None  # proves the instance; binds it to this device (first come, first served)
 
     @field_validator("public_key")
     @classmethod
@@ -79,6 +96,7 @@ class KeyRequestBody(Strict):
     key_id: str = Field(min_length=1, max_length=100)
     key_version: int | None = Field(default=None, ge=1)
     facts: Facts = Field(default_factory=dict)
+    evidence: Evidence | None = None
     ephemeral_public_key: str = Field(description="One-time X25519 public key, base64 of the raw 32 bytes",
                                       json_schema_extra=base64_of(32, exactly=True))
 

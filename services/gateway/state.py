@@ -16,6 +16,7 @@ from shared.bus import Bus
 from shared.rpc import ProblemError, field_name
 
 from .auth import DeviceAuthenticator, Principal, TokenAuthenticator
+from .evidence.base import Verifier
 from .problems import validation_problem
 from .ratelimit import Throttles
 from .releases import ReleaseWaiters
@@ -35,6 +36,7 @@ class Gateway:
     operators: TokenAuthenticator
     devices: DeviceAuthenticator
     waiters: ReleaseWaiters
+    evidence: Mapping[str, Verifier]  # evidence kind -> its verifier (evidence/__init__.py)
 
 
 GATEWAY = web.AppKey("gateway", Gateway)

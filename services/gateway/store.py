@@ -44,6 +44,7 @@ class GatewayStore:
         await self.changes.create_indexes()
         await self.enrollments.raw.create_index([("digest", ASCENDING)], unique=True)
         await self.devices.raw.create_index([("tenant_id", ASCENDING), ("device_id", ASCENDING)], unique=True)
+        await self.devices.raw.create_index([("tenant_id", ASCENDING), ("subject", ASCENDING)])
         await self.nonces.raw.create_index(
             [("tenant_id", ASCENDING), ("device_id", ASCENDING), ("nonce", ASCENDING)], unique=True
         )
@@ -77,6 +78,11 @@ class GatewayStore:
 
     async def count_active_devices(self, tenant_id: str) -> int:
         return await self.devices.count(tenant_id, {"status": "active"})
+
+    async def device_bound_to(self, tenant_id: str, subject: str) -> str | None:
+        """The active device that enrolled with evidence naming ``subject`` (an instance), if any."""
+        doc = await self.devices.find_one(tenant_id, {"subject": subject, "status": "active"})
+        return doc["device_id"] if doc is not None else None
 
     async def revoke_device(self, tenant_id: str, device_id: str, at: datetime, event: Event) -> bool:
         """False when no active device has this id."""

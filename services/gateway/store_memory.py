@@ -50,6 +50,11 @@ class MemoryGatewayStore:
         doc = self.devices.get((tenant_id, device_id))
         return deepcopy(doc) if doc is not None else None
 
+    async def device_bound_to(self, tenant_id: str, subject: str) -> str | None:
+        found = [d for (t, _), d in self.devices.items()
+                 if t == tenant_id and d.get("subject") == subject and d["status"] == "active"]
+        return found[0]["device_id"] if found else None
+
     async def count_active_devices(self, tenant_id: str) -> int:
         return sum(1 for (t, _), d in self.devices.items() if t == tenant_id and d["status"] == "active")
 

@@ -1,11 +1,17 @@
 """What agents call: enrol with a single-use token, request a key under policy (signed) and wait
-for the decision and, if allowed, the sealed key; poll a request; send heartbeats with fresh facts."""
+for the decision and, if allowed, the sealed key; poll a request; send heartbeats with fresh facts.
+
+Everything an agent reports in ``facts`` is claimed. Facts proved by its ``evidence`` (verified
+here, ``evidence/``) are ``cloud`` or ``attested``, and what the gateway sees itself is
+``observed``; the provenance of each travels with the facts to policysvc.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
+import structlog
 from aiohttp import web
 from pydantic import Field
 
@@ -14,15 +20,19 @@ from shared.commands import Strict
 from shared.crypto import tokens
 from shared.rpc import ProblemError
 
+from . import evidence as proofs
 from . import schemas
+from .evidence.base import EvidenceContext, EvidenceError, Merged, Verified, merge, with_observed
 from .problems import ExtraProblem
 from .state import CORRELATION_ID, _call, _gw, _json, _now, _principal, body_as
 
 MAX_WAIT_SECONDS = 60.0
+log = structlog.get_logger("strongroom.gateway")
 
 
 class HeartbeatBody(Strict):
     facts: schemas.Facts = Field(default_factory=dict)
+    evidence: schemas.Evidence | None = None
 
 
 async def enroll(request: web.Request) -> web.Response:
@@ -34,15 +44,22 @@ async def enroll(request: web.Request) -> web.Response:
         raise ProblemError(401, "Unauthorized", "missing or invalid credentials")
     tenant_id = enrollment["tenant_id"]
     device_id = events.new_id("dev_")
+    summary = None
+    if body.evidence is not None:
+        context = EvidenceContext(tenant_id=tenant_id, now=_now(), device_id=device_id, public_key=body.public_key)
+        _, summary = await _verify(request, body.evidence, context)
+    # Trust on first use: the instance this enrolment proved is bound to this device from now on.
+    subject = summary.subject if summary is not None and summary.verified else None
     event = events.DeviceEnrolled(
         tenant_id=tenant_id, correlation_id=request[CORRELATION_ID], source_ip=request.remote,
         actor=events.Actor(kind="device", id=device_id, auth="enrollment_token"),
         device_id=device_id, enrollment_id=enrollment["enrollment_id"], name=body.name,
-        public_key=body.public_key, groups=tuple(enrollment.get("groups", [])),
+        public_key=body.public_key, groups=tuple(enrollment.get("groups", [])), subject=subject, evidence=summary,
     )
     doc = {
         "device_id": device_id, "name": body.name, "public_key": body.public_key, "status": "active",
         "groups": enrollment.get("groups", []), "enrolled_at": _now(), "enrollment_id": enrollment["enrollment_id"],
+        "subject": subject,
     }
     await gw.store.insert_device(tenant_id, doc, event)
     return _json({"device_id": device_id, "tenant_id": tenant_id, "key_id": f"{tenant_id}/{device_id}"}, 201)
@@ -54,11 +71,12 @@ async def key_request(request: web.Request) -> web.Response:
     principal = _principal(request)
     body = await body_as(request, schemas.KeyRequestBody)
     request_id = events.new_id("req_")
-    facts = _with_observed(request, principal.id, body.facts)
+    facts, summary = await _facts_of(request, body.facts, body.evidence)
     requested = events.KeyRequested(
         tenant_id=principal.tenant_id, actor=principal.actor, correlation_id=request[CORRELATION_ID],
         source_ip=request.remote, request_id=request_id, device_id=principal.id, key_id=body.key_id,
-        key_version=body.key_version, facts=facts, ephemeral_public_key=body.ephemeral_public_key,
+        key_version=body.key_version, facts=facts.facts, ephemeral_public_key=body.ephemeral_public_key,
+        provenance=facts.provenance, contradicted=facts.contradicted, evidence=summary,
     )
     waiter = gw.waiters.expect(request_id)
     try:
@@ -73,15 +91,41 @@ async def key_request(request: web.Request) -> web.Response:
     return _release_response(outcome)
 
 
-def _with_observed(request: web.Request, device_id: str, facts: dict[str, Any]) -> dict[str, Any]:
-    """The agent's facts plus what the gateway observed itself."""
-    # SECURITY: observed facts and the identity's device id come from the gateway and the verified
-    # signature, replacing anything the agent claimed, so a policy can trust them.
-    facts = dict(facts)
-    facts["observed"] = {"source_ip": request.remote, "request_time": _now().isoformat(), "device_id": device_id}
-    if isinstance(facts.get("identity"), dict):
-        facts["identity"] = {**facts["identity"], "device_id": device_id}
-    return facts
+async def _facts_of(
+    request: web.Request, claimed: dict[str, Any], evidence: dict[str, Any] | None,
+) -> tuple[Merged, events.EvidenceSummary | None]:
+    """The agent's claimed facts, what its evidence proves written over them, and what the gateway
+    observed itself; with what became of the evidence."""
+    principal = _principal(request)
+    verified, summary = None, None
+    if evidence is not None:
+        device = await _gw(request).devices.device(principal.tenant_id, principal.id)
+        context = EvidenceContext(tenant_id=principal.tenant_id, now=_now(), device_id=principal.id,
+                                  public_key=device.get("public_key") if device else None)
+        verified, summary = await _verify(request, evidence, context)
+    observed = {"source_ip": request.remote, "request_time": _now().isoformat(), "device_id": principal.id}
+    return with_observed(merge(claimed, verified), observed, principal.id), summary
+
+
+async def _verify(
+    request: web.Request, evidence: dict[str, Any], context: EvidenceContext,
+) -> tuple[Verified | None, events.EvidenceSummary]:
+    """A refused proof is not an error: the request goes on with claimed facts, and says why."""
+    gw = _gw(request)
+    kind = evidence["kind"] if evidence["kind"] in gw.evidence else "unknown"  # never echo an unknown kind
+    try:
+        verified = proofs.check(evidence, gw.evidence, context)
+        subject = verified.subject[:256] if verified.subject else None
+        if subject is not None:
+            bound = await gw.store.device_bound_to(context.tenant_id, subject)
+            # SECURITY: trust on first use. An instance's evidence (an AWS identity document is not
+            # bound to our key) proves nothing for a device other than the one it enrolled.
+            if bound is not None and bound != context.device_id:
+                raise EvidenceError("the instance is enrolled as another device")
+    except EvidenceError as exc:
+        log.info("evidence_refused", kind=kind, reason=exc.reason, device_id=context.device_id)
+        return None, events.EvidenceSummary(kind=kind, verified=False, reason=exc.reason)
+    return verified, events.EvidenceSummary(kind=kind, verified=True, provenance=verified.provenance, subject=subject)
 
 
 def _release_response(outcome: events.Event) -> web.Response:
@@ -154,5 +198,6 @@ async def heartbeat(request: web.Request) -> web.Response:
     """Agent: fresh facts; policysvc re-checks them and may quarantine (or release) the device."""
     principal = _principal(request)
     body = await body_as(request, HeartbeatBody)
-    facts = _with_observed(request, principal.id, body.facts)
-    return _json(await _call(request, "policysvc", "heartbeat", {"device_id": principal.id, "facts": facts}))
+    facts, _ = await _facts_of(request, body.facts, body.evidence)
+    return _json(await _call(request, "policysvc", "heartbeat", {
+        "device_id": principal.id, "facts": facts.facts, "provenance": facts.provenance}))

@@ -17,6 +17,8 @@ class Predicate:
     op: str
     value: Any  # as the operator wrote it
     operand: Any  # compiled form of value
+    required: str  # the least provenance the fact must have ("claimed": any)
+    prefixes: tuple[str, ...]  # canonical paths of the fact and its ancestors (shared.provenance.prefixes)
     # Equal signatures compute equal results within one evaluation, so the evaluator runs each once.
     signature: str = field(repr=False, compare=False)
 

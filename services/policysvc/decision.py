@@ -45,10 +45,10 @@ def device_state(doc: Mapping[str, Any] | None) -> DeviceState:
 
 def applicable(
     policies: Iterable[Policy], device_id: str, key_id: str, facts: Mapping[str, Any], *, device: DeviceState,
-    groups: TenantGroups, now: datetime,
+    groups: TenantGroups, now: datetime, provenance: Mapping[str, str] | None = None,
 ) -> list[Policy]:
     """The policies that govern this device asking for this key."""
-    device_groups = groups.device_groups(device_id, device.enrolled_groups, facts, now=now)
+    device_groups = groups.device_groups(device_id, device.enrolled_groups, facts, now=now, provenance=provenance)
     key_groups = set(groups.key_groups(key_id))
     return [p for p in policies if engine.applies_to(p, device_id, device_groups, key_id, key_groups)]
 
@@ -67,13 +67,14 @@ class Judgement:
 def judge(
     policies: Iterable[Policy], device_id: str, key_id: str, facts: Mapping[str, Any], *, device: DeviceState,
     groups: TenantGroups, remembered_until: datetime | None, at: datetime, now: datetime,
+    provenance: Mapping[str, str] | None = None,
 ) -> Judgement:
-    """Policies evaluated as of ``at``; the device's standing as of ``now``."""
+    """Policies evaluated as of ``at``, over facts of this provenance; the device's standing as of ``now``."""
     if device.status == "quarantined":
         # SECURITY: a quarantined device gets nothing until cleared or its facts pass again.
         return Judgement("deny", None, f"device is quarantined: {device.quarantine_reason}")
-    chosen = applicable(policies, device_id, key_id, facts, device=device, groups=groups, now=at)
-    decision = engine.evaluate(chosen, facts, now=at)
+    chosen = applicable(policies, device_id, key_id, facts, device=device, groups=groups, now=at, provenance=provenance)
+    decision = engine.evaluate(chosen, facts, now=at, provenance=provenance)
     if decision.effect == "require_approval" and remembered_until is not None and remembered_until > now:
         return Judgement("allow", decision,
                          f"approved earlier and remembered for this device and key until {remembered_until.isoformat()}")
@@ -108,15 +109,18 @@ def decide(inputs: DecisionInputs) -> Decided:
         ephemeral_public_key=event.ephemeral_public_key,
     )
     judged = judge(inputs.policies, event.device_id, event.key_id, event.facts, device=inputs.device,
-                   groups=inputs.groups, remembered_until=inputs.remembered_until, at=now, now=now)
+                   groups=inputs.groups, remembered_until=inputs.remembered_until, at=now, now=now,
+                   provenance=event.provenance)
     decision = judged.decision
     if decision is None:
         disclosed = {"effect": "deny", "reasons": ["device is quarantined"]}
         return Decided(event.caused(KeyDecided, effect="deny", reasons=(judged.standing,), disclosed=disclosed,
                                     **common), None, None)
-    reasons = decision.reasons
+    reasons = (*decision.reasons, *evidence_reasons(event))
     # An allowed agent gets its key, not an explanation: render the disclosure only when it is read.
     disclosed = {"effect": "allow"} if decision.effect == "allow" else decision.disclosed()
+    if "reasons" in disclosed and evidence_reasons(event):
+        disclosed = {**disclosed, "reasons": [*disclosed["reasons"], *evidence_reasons(event)]}
     if judged.standing is not None:
         reasons = (*reasons, judged.standing)
         disclosed = {**disclosed, "effect": "allow", "reasons": [*disclosed.get("reasons", []), judged.standing]}
@@ -136,6 +140,18 @@ def decide(inputs: DecisionInputs) -> Decided:
     return Decided(outcome, record, decision.approval)
 
 
+def evidence_reasons(request: KeyRequested) -> tuple[str, ...]:
+    """What the request's evidence adds to the reasons: a refused proof, claims that contradicted one."""
+    reasons = []
+    if request.evidence is not None and not request.evidence.verified:
+        reasons.append(f"{request.evidence.kind} evidence was refused ({request.evidence.reason}): "
+                       "the request's facts are claimed only")
+    # A claim contradicting verified evidence is worth saying, whatever the policies decided.
+    reasons.extend(f"{path}: the claimed value contradicted verified evidence; the verified value was used"
+                   for path in request.contradicted)
+    return tuple(reasons)
+
+
 def decision_document(request: KeyRequested, decided: Decided, now: datetime) -> dict[str, Any]:
     """The stored decision: the request's facts, the outcome, and the full trace record."""
     return {
@@ -143,6 +159,7 @@ def decision_document(request: KeyRequested, decided: Decided, now: datetime) ->
         "device_id": request.device_id,
         "key_id": request.key_id,
         "facts": request.facts,
+        "provenance": request.provenance,
         "effect": decided.outcome.effect,
         "decided_at": now,
         "outcome": decided.outcome.model_dump_json(),

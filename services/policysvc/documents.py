@@ -7,6 +7,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from shared.provenance import Provenance
 from shared.rpc import validation_error
 
 from .operands import DAY_NAMES
@@ -73,6 +74,8 @@ class PolicyDoc(_Document):
     targets: TargetsDoc
     disclose: Disclosure = "reasons"
     timezone: str = "UTC"
+    # Facts weaker than this count as absent in every condition that does not name its own.
+    minimum_provenance: Provenance = "claimed"
     rules: list[RuleDoc] = Field(min_length=1, max_length=MAX_RULES)
 
     @field_validator("timezone")
@@ -89,6 +92,7 @@ class PredicateDoc(_Document):
     fact: str | None = None
     op: str
     value: Any = None
+    provenance: Provenance | None = None  # the least this test accepts; replaces the policy's minimum
 
 
 class TimeWindowDoc(_Document):

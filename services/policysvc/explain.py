@@ -12,11 +12,12 @@ from typing import Any, NamedTuple
 from .conditions import AllOf, AnyOf, Condition, NotOf, Predicate
 from .documents import Effect
 from .operator_registry import REGISTRY
-from .operators import MISSING_NOTE, Outcome
+from .operators import MISSING_NOTE, UNTRUSTED_NOTE, Outcome
 
 
 class ConditionTrace(NamedTuple):
-    """One fact test as run; ``path`` locates it in its rule, e.g. ``when.all[1]``."""
+    """One fact test as run; ``path`` locates it in its rule, e.g. ``when.all[1]``. ``provenance``
+    is where the fact came from (None when absent), ``required`` the least the test accepted."""
 
     path: str
     fact: str
@@ -25,6 +26,8 @@ class ConditionTrace(NamedTuple):
     actual: Any
     result: bool
     note: str
+    provenance: str | None = None
+    required: str = "claimed"
 
 
 class RuleTrace(NamedTuple):
@@ -95,17 +98,28 @@ def describe(trace: ConditionTrace) -> str:
     """A test for operators and the audit log: fact, actual value, the operator's phrase, expected value."""
     if trace.note == MISSING_NOTE:
         return f"{trace.fact} is missing"
+    if trace.note == UNTRUSTED_NOTE:
+        return _untrusted(trace)
     operator = REGISTRY[trace.op]
     phrase = operator.phrase[0 if trace.result else 1]
+    # Where a test required a provenance, the reason says what the fact had.
+    fact = trace.fact if trace.required == "claimed" else f"{trace.fact} ({trace.provenance})"
     if not operator.takes_value:
-        return f"{trace.fact} {phrase}"
+        return f"{fact} {phrase}"
     expected = operator.show(trace.expected) if operator.show is not None else _short(trace.expected)
-    text = f"{trace.fact} {_short(trace.actual)} {phrase} {expected}"
+    text = f"{fact} {_short(trace.actual)} {phrase} {expected}"
     return f"{text} ({trace.note})" if trace.note else text
+
+
+def _untrusted(trace: ConditionTrace) -> str:
+    return (f"{trace.fact} is only {trace.provenance}: the condition requires {trace.required} provenance, "
+            f"so the {trace.provenance} value does not count")
 
 
 def describe_for_agent(trace: ConditionTrace) -> str:
     """A test for the agent: the fact and the operator, never the policy's values."""
     if trace.note == MISSING_NOTE:
         return f"{trace.fact} is missing"
+    if trace.note == UNTRUSTED_NOTE:
+        return _untrusted(trace)  # names provenances only: nothing a forger could use
     return f"{trace.fact} {'passed' if trace.result else 'failed'} {trace.op}"

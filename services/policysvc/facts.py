@@ -1,5 +1,11 @@
 """The facts a policy may test: documentation and optional validation of an agent's report.
 
+Each fact reaches policysvc with a provenance (``shared/provenance.py``): what the agent reports
+is ``claimed``; the same names proved by evidence the gateway verified are ``cloud`` or
+``attested`` (the verified value replaces the claimed one); ``observed.*`` and
+``identity.device_id`` are ``observed``. "source" below says where a fact comes from when nothing
+proves it.
+
 Facts an agent reports (``identity``, ``integrity``) and the gateway adds (``observed``); a
 condition names one by dotted path, e.g. ``integrity.antivirus.pattern_date``. Keys that contain
 dots go in brackets as JSON strings, list items by index: ``integrity.file_hashes["/etc/hosts"]``,

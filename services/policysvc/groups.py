@@ -81,13 +81,15 @@ class TenantGroups:
         return cls(tuple(device), {k: frozenset(v) for k, v in keys.items()})
 
     def device_groups(
-        self, device_id: str, enrolled: Iterable[str], facts: Mapping[str, Any], *, now: datetime
+        self, device_id: str, enrolled: Iterable[str], facts: Mapping[str, Any], *, now: datetime,
+        provenance: Mapping[str, str] | None = None,
     ) -> set[str]:
         names = set(enrolled)
         for group in self.device:
             if group.name in names:
                 continue
-            if device_id in group.members or (group.match is not None and holds(group.match, facts, now=now)):
+            if device_id in group.members or (
+                    group.match is not None and holds(group.match, facts, now=now, provenance=provenance)):
                 names.add(group.name)
         return names
 

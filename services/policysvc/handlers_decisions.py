@@ -84,6 +84,7 @@ async def get_decision(request: rpc.RpcRequest, params: c.DecisionRef, *, store:
     approval = await store.approval_for_request(request.tenant_id, doc["request_id"])
     return c.DecisionDetail(
         **_summary(doc, outcome), trace=trace, disclosed_to_agent=outcome.disclosed, facts=doc["facts"],
+        provenance=doc.get("provenance") or {},
         trace_sha256=outcome.trace_sha256, trace_record=record, trace_verified=verified,
         approval=approval_view(approval) if approval is not None else None,
     )

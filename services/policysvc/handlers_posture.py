@@ -90,7 +90,8 @@ async def heartbeat(
         # None: released before decisions recorded their policy versions; the current ones govern.
         releasing[key_id] = policies if policies is not None else await cache.for_tenant(tenant_id)
     failing = posture.failing_keys(device_id, facts, device=await targets.device(tenant_id, device_id),
-                                   groups=await targets.groups(tenant_id), releasing=releasing, now=now)
+                                   groups=await targets.groups(tenant_id), releasing=releasing, now=now,
+                                   provenance=params.provenance)
     grace = settings.heartbeat_grace_seconds
     await store.record_heartbeat(tenant_id, device_id, at=now, due=now + timedelta(seconds=grace), facts=facts)
     wake()

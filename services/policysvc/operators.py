@@ -1,7 +1,9 @@
 """Running fact tests: how a test reads its fact and hands it to its operator (``operator_registry``).
 
 Each test runs at most once per evaluation and yields an ``Outcome``: the actual value as the trace
-shows it (clipped, detached from the caller's facts), the result and a note. Nothing here raises on
+shows it (clipped, detached from the caller's facts), the result, a note and the fact's provenance
+(``shared/provenance.py``). A fact weaker than its test requires counts as absent: the test is
+false, whatever the value, and the note says so. Nothing here raises on
 a facts document, however malformed: an unreadable fact makes its test false and the note says why.
 
 ``runner`` gives the function a compiled policy calls for one test: the general ``run`` with the
@@ -16,26 +18,31 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
+from shared.provenance import GATEWAY_OBSERVED, RANK, WEAKEST, lookup
+
 from .conditions import Predicate
 from .operator_registry import REGISTRY, REQUEST_TIME
 
 MISSING_TEXT = "<missing>"
 MISSING_NOTE = "fact not present"
 _NOW_NOTE = f"{REQUEST_TIME} missing; used evaluation time"
-_MISSING_OUTCOME = (MISSING_TEXT, False, MISSING_NOTE)
+UNTRUSTED_NOTE = "provenance below the requirement"
+_MISSING_OUTCOME = (MISSING_TEXT, False, MISSING_NOTE, None)
 _MISSING = object()
 
-Outcome = tuple[Any, bool, str]  # (actual value as traced, result, note)
+Outcome = tuple[Any, bool, str, str | None]  # (actual value as traced, result, note, provenance of the fact)
 Runner = Callable[["Context"], Outcome]
 
 
 class Context:
-    """What one evaluation reads besides the tests: the facts, the clock and the policy's time zone."""
+    """What one evaluation reads besides the tests: the facts and their provenance, the clock and
+    the policy's time zone."""
 
-    __slots__ = ("epoch", "facts", "now", "outcomes", "tz")
+    __slots__ = ("epoch", "facts", "now", "outcomes", "provenance", "tz")
 
-    def __init__(self, facts: Any, now: datetime) -> None:
+    def __init__(self, facts: Any, now: datetime, provenance: Mapping[str, str] | None = None) -> None:
         self.facts = facts
+        self.provenance = GATEWAY_OBSERVED if provenance is None else provenance
         self.now = now
         self.epoch = now.timestamp()
         self.tz: Any = None  # of the policy being evaluated
@@ -49,12 +56,17 @@ def run(predicate: Predicate, context: Context) -> Outcome:
             return _MISSING_OUTCOME
         actual = context.now.isoformat()  # the gateway always sets it; without it, use our clock
         result, note = _check(predicate, actual, context)
-        return actual, result, f"{_NOW_NOTE}; {note}"
-    result, note = _check(predicate, actual, context)
+        return actual, result, f"{_NOW_NOTE}; {note}", "observed"
+    provenance = lookup(context.provenance, predicate.prefixes)
     kind = type(actual)
-    if kind is str:
-        return (actual if len(actual) <= 256 else _clip(actual)), result, note
-    return (actual if kind is bool or kind is int or kind is float else _clip(actual)), result, note
+    shown = actual if kind is bool or kind is int or kind is float or (kind is str and len(actual) <= 256) \
+        else _clip(actual)
+    if RANK[provenance] < RANK[predicate.required]:
+        # SECURITY: a fact weaker than the test requires (a claim where cloud evidence is needed)
+        # never satisfies it, whatever its value.
+        return shown, False, UNTRUSTED_NOTE, provenance
+    result, note = _check(predicate, actual, context)
+    return shown, result, note, provenance
 
 
 def _check(predicate: Predicate, actual: Any, context: Context) -> tuple[bool, str]:
@@ -107,8 +119,9 @@ def runner(predicate: Predicate) -> Runner:
     Anything unusual (a value on the path that is not an object, an operator that raises) is
     handed back to ``run``."""
     keys, operand, operator = predicate.keys, predicate.operand, REGISTRY[predicate.op]
-    if not all(type(key) is str for key in keys) or operator.reads_clock:
+    if not all(type(key) is str for key in keys) or operator.reads_clock or predicate.required != "claimed":
         return partial(run, predicate)
+    paths = predicate.prefixes
     check = operator.check
     inline = operator.inline(operand) if operator.inline is not None else None
     string_equality = inline is not None
@@ -122,15 +135,22 @@ def runner(predicate: Predicate) -> Runner:
             value = value.get(key)
             if value is None:
                 return _MISSING_OUTCOME
+        known = context.provenance  # shared.provenance.lookup, inline: this is the evaluator's hot path
+        for path in paths:
+            provenance = known.get(path)
+            if provenance is not None:
+                break
+        else:
+            provenance = WEAKEST
         kind = type(value)
         if string_equality and kind is str and len(value) <= 256:
-            return value, (value == expected) is not negated, ""
+            return value, (value == expected) is not negated, "", provenance
         try:
             result, note = check(operand, value, context)
         except Exception:
             return run(predicate, context)
         if not ((kind is str and len(value) <= 256) or kind is bool or kind is int or kind is float):
             value = _clip(value)  # a list of addresses, say: the trace keeps a small, detached copy
-        return value, result is True or bool(result), note
+        return value, result is True or bool(result), note, provenance
 
     return run_plain

@@ -7,6 +7,8 @@ Semantics:
   * every rule of every policy given is evaluated, so rule order never changes a decision;
   * ``all``/``any`` stop at the first decisive child; a trace lists the tests actually run;
   * a missing (absent or null) fact makes its test false, so ``not`` of it is true;
+  * so does a fact weaker than its test's required provenance (``shared/provenance.py``): a claimed
+    region never satisfies a test that requires a cloud-signed one;
   * deny beats require_approval beats allow, across policies too; if no rule matches, deny.
 
 Each distinct fact test runs once per evaluation (rules often repeat a baseline check), and the
@@ -43,7 +45,7 @@ from .program import Program
 from .rules import Policy, Rule
 
 DISCLOSURE_LEVELS: tuple[Disclosure, ...] = ("none", "reasons", "full")  # least revealing first
-RECORD_FORMAT = 1  # of Decision.record(); bump when its shape changes
+RECORD_FORMAT = 2  # of Decision.record(); bump when its shape changes (2: each test gives its fact's provenance)
 _PRECEDENCE: tuple[Effect, ...] = ("deny", "require_approval", "allow")
 _UTC = ZoneInfo("UTC")
 
@@ -157,9 +159,14 @@ class Decision:
     def _replay_rule(self, policy: Policy, rule: Rule, matched: bool, tested: list[Predicate]) -> RuleTrace:
         replay(rule.when, self._outcomes, tested)
         conditions = tuple(
-            ConditionTrace(p.path, p.fact, p.op, p.value, *self._outcomes[p.signature]) for p in tested
+            ConditionTrace(p.path, p.fact, p.op, p.value, *self._outcomes[p.signature], p.required) for p in tested
         )
         return RuleTrace(policy.id, policy.version, rule.id, rule.effect, matched, conditions)
+
+    @cached_property
+    def fact_provenance(self) -> dict[str, str | None]:
+        """Each fact a test read, as the policy named it, with its provenance (None: absent)."""
+        return {json.loads(signature)[0]: outcome[3] for signature, outcome in self._outcomes.items()}
 
     @cached_property
     def compact_trace(self) -> tuple[dict[str, Any], ...]:
@@ -173,14 +180,16 @@ class Decision:
             {"policy": trace.policy, "version": trace.version, "rule": trace.rule, "effect": trace.effect,
              "matched": trace.matched,
              "conditions": [{"path": c.path, "fact": c.fact, "op": c.op, "expected": c.expected, "actual": c.actual,
-                             "result": c.result, "note": c.note} for c, _ in blamed]}
+                             "result": c.result, "note": c.note, "provenance": c.provenance,
+                             "required": c.required} for c, _ in blamed]}
             for _, _, trace, blamed in self._relevant
         )
 
     def record(self, now: datetime) -> str:
         """The full trace in canonical form (sorted keys, no spaces): every policy version and rule
         evaluated with whether it matched, and every fact test run as ``signature -> [actual,
-        result, note]`` (the signature is the test itself: fact, operator, expected, time zone)."""
+        result, note, provenance]`` (the signature is the test itself: fact, operator, expected,
+        time zone and, when the test requires one, the least provenance)."""
         matched = iter(self._matched)
         document = {
             "format": RECORD_FORMAT,
@@ -203,7 +212,8 @@ class Decision:
         if listed != [(p.id, p.version) for p in policies]:
             raise ValueError(f"the record was evaluated under {listed}")
         matched = tuple(hit for p in document["policies"] for _, hit in p["rules"])
-        outcomes = {signature: tuple(outcome) for signature, outcome in document["tests"].items()}
+        # Format 1 records predate provenance: their tests say nothing of it.
+        outcomes = {signature: (*outcome, None)[:4] for signature, outcome in document["tests"].items()}
         return _decided(tuple(policies), matched, outcomes)
 
     def _render(self, describe: Callable[[ConditionTrace], str]) -> tuple[str, ...]:
@@ -256,11 +266,14 @@ def strictest_disclosure(policies: Sequence[Policy]) -> Disclosure:
     return next((level for level in DISCLOSURE_LEVELS if level in levels), "reasons")
 
 
-def evaluate(policies: Sequence[Policy], facts: Mapping[str, Any], *, now: datetime) -> Decision:
-    """Decide a request from the policies that apply to it (see ``applies_to``) and its facts."""
+def evaluate(
+    policies: Sequence[Policy], facts: Mapping[str, Any], *, now: datetime, provenance: Mapping[str, str] | None = None,
+) -> Decision:
+    """Decide a request from the policies that apply to it (see ``applies_to``), its facts and their
+    provenance (fact path -> provenance, ``shared/provenance.py``; None: only ``observed`` is observed)."""
     if now.tzinfo is None or now.utcoffset() is None:
         raise ValueError("now must be timezone-aware")
-    context = Context(facts, now)
+    context = Context(facts, now, provenance)
     results: list[bool] = []
     for policy in policies:
         context.tz = policy.tz
@@ -308,9 +321,12 @@ def _decided(policies: tuple[Policy, ...], results: tuple[bool, ...], outcomes: 
     )
 
 
-def holds(condition: Condition, facts: Mapping[str, Any], *, now: datetime, tz: Any = None) -> bool:
+def holds(
+    condition: Condition, facts: Mapping[str, Any], *, now: datetime, tz: Any = None,
+    provenance: Mapping[str, str] | None = None,
+) -> bool:
     """Whether a standalone condition (a dynamic group) holds for these facts; never raises."""
-    context = Context(facts, now)
+    context = Context(facts, now, provenance)
     context.tz = tz or _UTC
     return _holds(condition, context)
 

@@ -23,14 +23,15 @@ QUARANTINE_REASONS = {"facts": "posture check failed", "heartbeat_missed": "hear
 
 def failing_keys(
     device_id: str, facts: Mapping[str, Any], *, device: DeviceState, groups: TenantGroups,
-    releasing: Mapping[str, Sequence[Policy]], now: datetime,
+    releasing: Mapping[str, Sequence[Policy]], now: datetime, provenance: Mapping[str, str] | None = None,
 ) -> dict[str, tuple[str, ...]]:
     """Key id -> the deny reasons, for each released key the facts no longer earn under the
     policies that released it (a policy tightened since governs new releases, not keys given)."""
     failing: dict[str, tuple[str, ...]] = {}
     for key_id in sorted(releasing):
-        chosen = applicable(releasing[key_id], device_id, key_id, facts, device=device, groups=groups, now=now)
-        decision = engine.evaluate(chosen, facts, now=now)
+        chosen = applicable(releasing[key_id], device_id, key_id, facts, device=device, groups=groups, now=now,
+                            provenance=provenance)
+        decision = engine.evaluate(chosen, facts, now=now, provenance=provenance)
         if decision.effect == "deny":
             failing[key_id] = decision.reasons
     return failing

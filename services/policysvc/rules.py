@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
+from shared.provenance import Provenance, prefixes
+
 from .conditions import AllOf, AnyOf, Condition, NotOf, Predicate
 from .documents import (
     Approval,
@@ -62,6 +64,7 @@ class Policy:
     targets: Targets
     disclose: Disclosure
     timezone: str
+    minimum_provenance: Provenance
     tz: ZoneInfo = field(repr=False, compare=False)
     rules: tuple[Rule, ...]
     program: Program = field(repr=False, compare=False)  # the rules' conditions, compiled for evaluation
@@ -105,7 +108,7 @@ def parse_policy(doc: Mapping[str, Any], *, policy_id: str, version: int) -> Pol
             approval = approval or Approval()
         elif approval is not None:
             raise PolicyError(f"{where}.approval", "approval applies only to require_approval rules")
-        when = _compile_condition(rule.when, where, "when", 1, parsed.timezone)
+        when = _compile_condition(rule.when, where, "when", 1, (parsed.timezone, parsed.minimum_provenance))
         rules.append(Rule(rule.id, rule.description, rule.effect, when, approval))
 
     return Policy(
@@ -116,6 +119,7 @@ def parse_policy(doc: Mapping[str, Any], *, policy_id: str, version: int) -> Pol
         targets=_compile_targets(parsed.targets),
         disclose=parsed.disclose,
         timezone=parsed.timezone,
+        minimum_provenance=parsed.minimum_provenance,
         tz=ZoneInfo(parsed.timezone),
         rules=tuple(rules),
         program=compile_program([rule.when for rule in rules]),
@@ -137,10 +141,13 @@ def _compile_targets(doc: TargetsDoc) -> Targets:
 
 def parse_condition(node: Any, *, path: str = "match", zone: str = "UTC") -> Condition:
     """A standalone condition (a dynamic group's membership test); errors name ``path``-relative fields."""
-    return _compile_condition(node, "", path, 1, zone)
+    return _compile_condition(node, "", path, 1, (zone, "claimed"))
 
 
-def _compile_condition(node: Any, rule_path: str, path: str, depth: int, zone: str) -> Condition:
+_Scope = tuple[str, Provenance]  # the policy's time zone and minimum provenance
+
+
+def _compile_condition(node: Any, rule_path: str, path: str, depth: int, scope: _Scope) -> Condition:
     where = f"{rule_path}.{path}" if rule_path else path
     if depth > MAX_DEPTH:
         raise PolicyError(where, f"conditions nest deeper than {MAX_DEPTH} levels")
@@ -148,23 +155,24 @@ def _compile_condition(node: Any, rule_path: str, path: str, depth: int, zone: s
         raise PolicyError(where, "a condition must be an object")
     combinators = node.keys() & {"all", "any", "not"}
     if not combinators:
-        return _compile_predicate(node, rule_path, path, zone)
+        return _compile_predicate(node, rule_path, path, scope)
     if len(node) != 1:
         raise PolicyError(where, 'a condition is exactly one of "all", "any", "not", or a fact test')
     (kind, body), = node.items()
     if kind == "not":
-        return NotOf(path, _compile_condition(body, rule_path, f"{path}.not", depth + 1, zone))
+        return NotOf(path, _compile_condition(body, rule_path, f"{path}.not", depth + 1, scope))
     if not isinstance(body, list) or not body:
         # An empty "all" would be vacuously true: an allow rule matching everything.
         raise PolicyError(f"{where}.{kind}", "must be a non-empty list of conditions")
     children = tuple(
-        _compile_condition(child, rule_path, f"{path}.{kind}[{i}]", depth + 1, zone)
+        _compile_condition(child, rule_path, f"{path}.{kind}[{i}]", depth + 1, scope)
         for i, child in enumerate(body)
     )
     return AllOf(path, children) if kind == "all" else AnyOf(path, children)
 
 
-def _compile_predicate(node: Mapping[str, Any], rule_path: str, path: str, zone: str) -> Predicate:
+def _compile_predicate(node: Mapping[str, Any], rule_path: str, path: str, scope: _Scope) -> Predicate:
+    zone, minimum = scope
     where = f"{rule_path}.{path}" if rule_path else path
     doc = _validate(PredicateDoc, node, where)
     operator = REGISTRY.get(doc.op)
@@ -187,8 +195,11 @@ def _compile_predicate(node: Mapping[str, Any], rule_path: str, path: str, zone:
         hint = "; use exists to test presence" if has_value else ""
         raise PolicyError(f"{where}.value", f"{doc.op} needs a value{hint}")
     operand = operator.parse(doc.value, f"{where}.value")
-    signature = json.dumps([fact, doc.op, doc.value, zone if operator.reads_clock else None])
-    return Predicate(path, fact, keys, doc.op, doc.value, operand, signature)
+    required = doc.provenance or minimum
+    # The requirement is part of the test: the same fact test under two requirements is two tests.
+    signature = json.dumps([fact, doc.op, doc.value, zone if operator.reads_clock else None]
+                           + ([required] if required != "claimed" else []))
+    return Predicate(path, fact, keys, doc.op, doc.value, operand, required, prefixes(keys), signature)
 
 
 _FACT_HEAD = re.compile(r"[A-Za-z0-9_-]+")

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from shared import provenance as trust
 from shared.commands_policy import KeyPair, SimulatedRequest, Simulation
 
 from .decision import DeviceState, judge
@@ -32,6 +33,7 @@ class Case:
     key_id: str
     facts: Mapping[str, Any]
     at: datetime
+    provenance: Mapping[str, str] | None = None  # None: only the gateway's observed facts are observed
 
 
 def given_cases(given: Any, *, now: datetime) -> list[Case]:
@@ -48,12 +50,18 @@ def given_cases(given: Any, *, now: datetime) -> list[Case]:
         facts = item.get("facts", {})
         if not isinstance(facts, dict):
             raise CaseError(f"requests[{i}].facts", f"requests[{i}].facts: must be an object")
-        cases.append(Case(f"sim_{i}", item["device_id"], item["key_id"], facts, now))
+        # What-if: the operator may say what each fact would be worth (else all but observed are claimed).
+        provenance = item.get("provenance")
+        if provenance is not None and not trust.valid_map(provenance):
+            raise CaseError(f"requests[{i}].provenance",
+                            f"requests[{i}].provenance: must map fact paths to one of {', '.join(trust.PROVENANCES)}")
+        cases.append(Case(f"sim_{i}", item["device_id"], item["key_id"], facts, now, provenance))
     return cases
 
 
 def recorded_cases(docs: Iterable[Mapping[str, Any]]) -> list[Case]:
-    return [Case(d["request_id"], d["device_id"], d["key_id"], d["facts"], d["decided_at"]) for d in docs]
+    return [Case(d["request_id"], d["device_id"], d["key_id"], d["facts"], d["decided_at"], d.get("provenance"))
+            for d in docs]
 
 
 def gains_and_losses(latest: Mapping[tuple[str, str], tuple[str, str]]) -> tuple[list[KeyPair], list[KeyPair]]:
@@ -77,13 +85,14 @@ def simulate(
         for policies in (current, candidates):
             judged = judge(policies, case.device_id, case.key_id, case.facts, device=devices[case.device_id],
                            groups=groups, remembered_until=remembered.get((case.device_id, case.key_id)), at=case.at,
-                           now=now)
+                           now=now, provenance=case.provenance)
             reasons = (judged.standing,) if judged.standing else judged.decision.reasons  # type: ignore[union-attr]
-            outcomes.append((judged.effect, reasons))
-        (before, _), (after, after_reasons) = outcomes
+            outcomes.append((judged.effect, reasons, judged.decision.fact_provenance if judged.decision else {}))
+        (before, _, _), (after, after_reasons, used) = outcomes
         items.append(SimulatedRequest(
             request_id=case.request_id, device_id=case.device_id, key_id=case.key_id, current=before, candidate=after,
             changed=before != after, candidate_reasons=list(after_reasons) if before != after else [],
+            provenance=used,
         ))
         latest.setdefault((case.device_id, case.key_id), (before, after))
     gained, lost = gains_and_losses(latest)

@@ -181,10 +181,11 @@ class PolicyStore(ApprovalQueries):
         )
 
     async def decisions_since(self, tenant_id: str, since: datetime, *, limit: int) -> list[dict[str, Any]]:
-        """Recorded requests (ids, device, key, facts, time), newest first: what a replay needs."""
+        """Recorded requests (ids, device, key, facts and their provenance, time), newest first: what a
+        replay needs."""
         return await self.decisions.find(
             tenant_id, {"decided_at": {"$gte": since}},
-            projection={"request_id": 1, "device_id": 1, "key_id": 1, "facts": 1, "decided_at": 1},
+            projection={"request_id": 1, "device_id": 1, "key_id": 1, "facts": 1, "provenance": 1, "decided_at": 1},
             sort=[("decided_at", -1)], limit=limit,
         )
 

@@ -192,8 +192,8 @@ class MemoryPolicyStore:
 
     async def decisions_since(self, tenant_id: str, since: datetime, *, limit: int) -> list[Row]:
         rows = [r for r in self._rows(self.decisions, tenant_id) if r["decided_at"] >= since]
-        keys = ("request_id", "device_id", "key_id", "facts", "decided_at")
-        return [{k: r[k] for k in keys} for r in copy.deepcopy(_newest(rows, "decided_at")[:limit])]
+        keys = ("request_id", "device_id", "key_id", "facts", "provenance", "decided_at")
+        return [{k: r[k] for k in keys if k in r} for r in copy.deepcopy(_newest(rows, "decided_at")[:limit])]
 
     async def releasing_decisions(self, tenant_id: str, device_id: str, key_id: str, *, limit: int) -> list[Row]:
         rows = [r for r in self._rows(self.decisions, tenant_id, device_id=device_id, key_id=key_id)

@@ -60,7 +60,12 @@ from .core import (
     TenantCreated,
     TokenCreated,
     TokenRevoked,
+    _device_enrolled_v1_to_v2,
     _key_decided_v1_to_v2,
+    _key_requested_v1_to_v2,
+)
+from .core import (
+    EvidenceSummary as EvidenceSummary,
 )
 from .custody import (
     CustodyCustodianKeyEnrolled,
@@ -172,6 +177,8 @@ _ADAPTER: TypeAdapter[Event] = TypeAdapter(AnyEvent)
 # Upcasts: (type, from_version) -> function turning the old payload into the next version.
 UPCASTS: dict[tuple[str, int], Any] = {
     ("key.decided", 1): _key_decided_v1_to_v2,
+    ("key.requested", 1): _key_requested_v1_to_v2,
+    ("device.enrolled", 1): _device_enrolled_v1_to_v2,
 }
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.provenance import GATEWAY_OBSERVED, Provenance
 
 from .base import Event
 
@@ -45,6 +47,17 @@ class AccessDenied(Event):
 # --- devices -------------------------------------------------------------------------
 
 
+class EvidenceSummary(BaseModel):
+    """What the gateway made of the evidence a request carried: never the evidence itself."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    kind: str
+    verified: bool
+    provenance: Provenance | None = None  # of the facts it proved, when verified
+    subject: str | None = None  # the stable identity it proved, e.g. "aws:<account>/<instance>"
+    reason: str = ""  # why it was refused: a short, generic message
+
+
 class EnrollmentTokenCreated(Event):
     type: Literal["enrollment.created"] = "enrollment.created"
     enrollment_id: str
@@ -52,12 +65,23 @@ class EnrollmentTokenCreated(Event):
 
 
 class DeviceEnrolled(Event):
+    """Version 2: ``subject`` is the instance the device's enrolment evidence proved (bound to it,
+    first come, first served: trust on first use), ``evidence`` what became of that evidence."""
+
     type: Literal["device.enrolled"] = "device.enrolled"
+    version: int = 2
     device_id: str
     enrollment_id: str
     name: str
     public_key: str  # Ed25519 public key, base64 (public material)
     groups: tuple[str, ...] = ()
+    subject: str | None = None
+    evidence: EvidenceSummary | None = None
+
+
+def _device_enrolled_v1_to_v2(raw: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 enrolled without evidence."""
+    return {**raw, "version": 2}
 
 
 class DeviceRevoked(Event):
@@ -116,15 +140,30 @@ class PolicyDeleted(Event):
 
 
 class KeyRequested(Event):
-    """An agent asks for a key. `ephemeral_public_key` is a one-time X25519 key (public)."""
+    """An agent asks for a key. `ephemeral_public_key` is a one-time X25519 key (public).
+
+    Version 2: ``provenance`` maps fact paths to where they came from (``shared/provenance.py``;
+    a path not in it is claimed); ``contradicted`` names the facts whose claimed value differed
+    from verified evidence (the verified value is the one in ``facts``); ``evidence`` says what
+    the gateway made of the evidence sent.
+    """
 
     type: Literal["key.requested"] = "key.requested"
+    version: int = 2
     request_id: str
     device_id: str
     key_id: str
     facts: dict[str, Any]
     ephemeral_public_key: str  # raw X25519 public key, base64
     key_version: int | None = None  # None: the latest version (for new encryption)
+    provenance: dict[str, Provenance] = Field(default_factory=lambda: dict(GATEWAY_OBSERVED))
+    contradicted: tuple[str, ...] = ()
+    evidence: EvidenceSummary | None = None
+
+
+def _key_requested_v1_to_v2(raw: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 had no provenance: the gateway set ``observed`` and the device id, the agent the rest."""
+    return {**raw, "version": 2, "provenance": dict(GATEWAY_OBSERVED)}
 
 
 class KeyDecided(Event):

@@ -216,13 +216,15 @@ class BareAgent:
         self.device_id = key_id.split("/", 1)[1]
 
     @classmethod
-    async def enroll(cls, tenant: Tenant, api, name: str = "vm-1") -> BareAgent:
+    async def enroll(cls, tenant: Tenant, api, name: str = "vm-1", evidence=None) -> BareAgent:
+        """``evidence``: a function of the new device key giving the evidence to enrol with."""
         status, enr, _ = await tenant.admin.call("POST", "/v1/enrollment-tokens", json={"name": name})
         assert status == 201, enr
         key = Ed25519PrivateKey.generate()
-        status, dev, _ = await api.as_(None).call(
-            "POST", "/v1/agent/enroll", json={"enrollment_token": enr["token"], "name": name, "public_key": raw(key.public_key())}
-        )
+        body = {"enrollment_token": enr["token"], "name": name, "public_key": raw(key.public_key())}
+        if evidence is not None:
+            body["evidence"] = evidence(key)
+        status, dev, _ = await api.as_(None).call("POST", "/v1/agent/enroll", json=body)
         assert status == 201, dev
         return cls(api, key, dev["key_id"], dev["tenant_id"])
 
@@ -233,15 +235,18 @@ class BareAgent:
                                             key_id=self.key_id, private_key=self.signing_key, **overrides))
         return headers
 
-    def request_body(self, key_id: str, facts: dict, key_version: int | None = None) -> tuple[bytes, X25519PrivateKey]:
+    def request_body(self, key_id: str, facts: dict, key_version: int | None = None,
+                     evidence: dict | None = None) -> tuple[bytes, X25519PrivateKey]:
         ephemeral = X25519PrivateKey.generate()
         body = {"key_id": key_id, "facts": facts, "ephemeral_public_key": raw(ephemeral.public_key())}
         if key_version is not None:
             body["key_version"] = key_version
+        if evidence is not None:
+            body["evidence"] = evidence
         return json.dumps(body).encode(), ephemeral
 
-    async def request(self, key_id: str, facts: dict, key_version: int | None = None):
-        body, ephemeral = self.request_body(key_id, facts, key_version)
+    async def request(self, key_id: str, facts: dict, key_version: int | None = None, evidence: dict | None = None):
+        body, ephemeral = self.request_body(key_id, facts, key_version, evidence)
         status, out, ctype = await self.api.call("POST", "/v1/agent/key-requests", data=body, headers=self.signed(body))
         key = None
         if status == 200:
@@ -251,6 +256,17 @@ class BareAgent:
                                      key_id=out["key_id"], key_version=out["key_version"]),
             )
         return status, out, key
+
+
+def signed_evidence(issuer: Ed25519PrivateKey, agent: BareAgent | Ed25519PrivateKey, facts: dict, **claims) -> dict:
+    """``signed`` evidence (services/gateway/evidence/signed.py): ``facts`` signed by ``issuer``,
+    bound to the agent's key (or this device key) unless ``claims`` say otherwise."""
+    key = agent.signing_key if isinstance(agent, BareAgent) else agent
+    subject = f"test:{agent.device_id}" if isinstance(agent, BareAgent) else None
+    document = json.dumps({"facts": facts, "public_key": raw(key.public_key()), "subject": subject,
+                           **claims}).encode()
+    return {"kind": "signed", "document": base64.b64encode(document).decode(),
+            "signature": base64.b64encode(issuer.sign(document)).decode()}
 
 
 async def audit_records(admin, *, expect_at_least: int = 0, timeout: float = 10.0) -> list[dict]:

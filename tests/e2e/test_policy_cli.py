@@ -65,6 +65,7 @@ async def test_operator_cli_for_approvals_groups_decisions_versions_simulate_and
     code, out, _ = await run(capsys, *(await base_for("policies.simulate")), "policy", "simulate", str(candidate), "--days", "1", "--replaces", tenant.policy_id)
     assert code == 0 and "1 request(s) replayed, 1 decided differently" in out
     assert f"would gain access: device {agent.device_id}" in out
+    assert "identity.region=claimed" in out  # each fact the candidate tested, with its provenance
     code, out, _ = await run(capsys, *(await base_for("policies.manage")), "policy", "put", str(candidate), "--id", tenant.policy_id)
     assert code == 0
     code, out, _ = await run(capsys, *(await base_for("policies.read")), "policy", "versions", tenant.policy_id)

@@ -12,8 +12,8 @@ from .helpers import EU_FACTS, BareAgent, audit_records, audit_records_until, ma
 DRIFTED = {"identity": {"region": "eu-west-1"}, "integrity": {"firewall_enabled": False}}
 
 
-async def beat(agent: BareAgent, facts: dict):
-    body = json.dumps({"facts": facts}).encode()
+async def beat(agent: BareAgent, facts: dict, evidence: dict | None = None):
+    body = json.dumps({"facts": facts, **({"evidence": evidence} if evidence else {})}).encode()
     url = agent.api.url + "/v1/agent/heartbeat"
     headers = {"Content-Type": "application/json"}
     headers.update(httpsig.sign_request(method="POST", url=url, headers=headers, body=body,

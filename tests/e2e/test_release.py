@@ -39,7 +39,8 @@ async def test_policy_approved_agent_gets_the_key_and_a_denied_one_gets_reasons(
     assert decided[-1]["trace"] == [{
         "policy": tenant.policy_id, "version": 1, "rule": "eu-only", "effect": "allow", "matched": False,
         "conditions": [{"path": "when.all[0]", "fact": "identity.region", "op": "in",
-                        "expected": ["eu-west-1", "eu-central-1"], "actual": "us-east-1", "result": False, "note": ""}],
+                        "expected": ["eu-west-1", "eu-central-1"], "actual": "us-east-1", "result": False, "note": "",
+                        "provenance": "claimed", "required": "claimed"}],
     }]
     assert decided[0]["trace"] == [{"policy": tenant.policy_id, "version": 1, "rule": "eu-only", "effect": "allow",
                                     "matched": True}]  # an allow names its rule; its values are in the full trace

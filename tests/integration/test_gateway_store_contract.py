@@ -13,6 +13,7 @@ from shared import events
 from shared.store import service_database
 
 T = "ten_c"
+OTHER = "ten_other"
 ACTOR = events.Actor(kind="user", id="usr_admin")
 
 
@@ -255,6 +256,21 @@ async def test_devices_are_revoked_once(store):
     assert (await store.device(T, "dev_1"))["status"] == "revoked"
     assert [d["device_id"] for d in await store.list_devices(T)] == ["dev_1"]
     assert [e.type for e in store.published] == ["device.enrolled", "device.revoked"]
+
+
+async def test_an_instance_is_bound_to_the_active_device_that_enrolled_with_it(store):
+    now = datetime.now(UTC)
+    for device_id in ("dev_1", "dev_2"):
+        enrolled = events.DeviceEnrolled(tenant_id=T, actor=ACTOR, correlation_id="c", device_id=device_id,
+                                         enrollment_id="enr_1", name="vm", public_key="k")
+        await store.insert_device(T, {"device_id": device_id, "status": "active", "enrolled_at": now,
+                                      "subject": "aws:1/i-1" if device_id == "dev_1" else None}, enrolled)
+    assert await store.device_bound_to(T, "aws:1/i-1") == "dev_1"
+    assert await store.device_bound_to(T, "aws:1/i-2") is None
+    assert await store.device_bound_to(OTHER, "aws:1/i-1") is None
+    revoked = events.DeviceRevoked(tenant_id=T, actor=ACTOR, correlation_id="c", device_id="dev_1", reason="lost")
+    assert await store.revoke_device(T, "dev_1", now, revoked)
+    assert await store.device_bound_to(T, "aws:1/i-1") is None  # a revoked device holds nothing
 
 
 async def test_a_change_is_confirmed_once_and_used_once_for_exactly_its_request(store):

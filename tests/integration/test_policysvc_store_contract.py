@@ -84,7 +84,7 @@ async def test_settings_per_tenant(store):
 
 async def test_a_decision_is_recorded_once_and_read_back_by_its_device(store):
     doc = {"request_id": "req_1", "device_id": "dev_1", "key_id": "k", "facts": {"a": 1}, "effect": "allow",
-           "decided_at": NOW, "outcome": "{}", "trace_record": None}
+           "decided_at": NOW, "outcome": "{}", "trace_record": None, "provenance": {"identity.region": "cloud"}}
     assert await store.record_decision(T, doc)
     assert not await store.record_decision(T, {**doc, "effect": "deny"})
     assert (await store.find_decision(T, "req_1"))["effect"] == "allow"
@@ -93,6 +93,7 @@ async def test_a_decision_is_recorded_once_and_read_back_by_its_device(store):
     assert [d["request_id"] for d in listed] == ["req_1"] and "facts" not in listed[0]
     since = await store.decisions_since(T, NOW - timedelta(days=1), limit=10)
     assert since[0]["facts"] == {"a": 1}
+    assert since[0]["provenance"] == {"identity.region": "cloud"}  # a replay weighs facts as they were
     assert [d["effect"] for d in await store.releasing_decisions(T, "dev_1", "k", limit=20)] == ["allow"]
     assert await store.find_decision(OTHER, "req_1") is None
 

@@ -480,7 +480,7 @@ def test_disclosure_levels():
     assert full["trace"] == [{
         "policy": "pol_1", "version": 1, "rule": "eu-only", "effect": "allow", "matched": False,
         "conditions": [{"path": "when", "fact": "identity.region", "op": "in", "expected": ["eu-west-1"],
-                        "actual": "us-east-1", "result": False, "note": ""}],
+                        "actual": "us-east-1", "result": False, "note": "", "provenance": "claimed", "required": "claimed"}],
     }]
     assert decision.disclosed() == agent  # the policy's own level
     with pytest.raises(ValueError):
@@ -552,7 +552,7 @@ def test_compact_trace_of_a_deny_keeps_the_failed_conditions_with_values():
     assert decision.compact_trace == ({
         "policy": "pol_1", "version": 1, "rule": "eu-recent", "effect": "allow", "matched": False,
         "conditions": [{"path": "when.all[1]", "fact": "identity.agent_version", "op": "gte", "expected": "1.10.0",
-                        "actual": "1.9.3", "result": False, "note": ""}],
+                        "actual": "1.9.3", "result": False, "note": "", "provenance": "claimed", "required": "claimed"}],
     },)
     denied = evaluate([policy_of(rule(EU, id="no-eu", effect="deny"), rule(MATCH, id="ok"))], ident(region="eu-west-1"),
                       now=NOW)
@@ -564,7 +564,7 @@ def test_record_commits_to_every_rule_and_value():
     decision = evaluate([policy], ident(region="eu-west-1", hostname="web-1"), now=NOW)
     document = json.loads(decision.record(NOW))
     assert document["policies"] == [{"policy": "pol_1", "version": 1, "rules": [["eu", True], ["db", False]]}]
-    assert sorted(actual for actual, _, _ in document["tests"].values()) == ["eu-west-1", "web-1"]
+    assert sorted(actual for actual, _, _, _ in document["tests"].values()) == ["eu-west-1", "web-1"]
     assert decision.record(NOW) == json.dumps(document, sort_keys=True, separators=(",", ":"))  # canonical
     other = evaluate([policy], ident(region="eu-west-1", hostname="web-2"), now=NOW)
     assert other.effect == decision.effect and other.compact_trace == decision.compact_trace

@@ -15,6 +15,7 @@ from services.policysvc.operators import Context, run
 from services.policysvc.policy import _holds, evaluate
 from services.policysvc.program import compile_program
 from services.policysvc.rules import parse_policy
+from shared.provenance import PROVENANCES
 
 NOW = datetime(2025, 3, 12, 9, 30, tzinfo=UTC)
 
@@ -45,8 +46,15 @@ def test_the_generated_tests_use_every_operator():
     assert {test["op"] for test in TESTS} == set(REGISTRY)
 
 
+# Some tests require a provenance, and each document's facts come with a provenance map.
+required_tests = st.builds(lambda test, needs: {**test, "provenance": needs} if needs else test,
+                           st.sampled_from(TESTS), st.sampled_from([None, None, *PROVENANCES]))
+provenance_maps = st.one_of(st.none(), st.dictionaries(
+    st.sampled_from(["identity", "identity.region", "identity.ip_addresses", "integrity.attestation", "observed",
+                     'integrity.file_hashes["/etc/hosts"]']), st.sampled_from(PROVENANCES), max_size=4))
+
 conditions = st.recursive(
-    st.sampled_from(TESTS),
+    required_tests,
     lambda inner: st.one_of(
         st.builds(lambda children: {"all": children}, st.lists(inner, min_size=1, max_size=4)),
         st.builds(lambda children: {"any": children}, st.lists(inner, min_size=1, max_size=4)),
@@ -76,38 +84,38 @@ facts = st.one_of(
 )
 
 
-def interpreted(policy, document):
+def interpreted(policy, document, provenance=None):
     """Each rule's result and every test outcome, by walking the condition trees."""
-    context = Context(document, NOW)
+    context = Context(document, NOW, provenance)
     context.tz = policy.tz
     return tuple(_holds(rule.when, context) for rule in policy.rules), context.outcomes
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(whens=st.lists(conditions, min_size=1, max_size=6), effects=st.data(), document=facts)
-def test_compiled_program_matches_the_interpreter(whens, effects, document):
+@given(whens=st.lists(conditions, min_size=1, max_size=6), effects=st.data(), document=facts, provenance=provenance_maps)
+def test_compiled_program_matches_the_interpreter(whens, effects, document, provenance):
     rules = [{"id": f"r{i}", "effect": effects.draw(st.sampled_from(["allow", "deny", "require_approval"])),
               "when": when} for i, when in enumerate(whens)]
     policy = parse_policy({"name": "p", "targets": {"devices": "all", "keys": "all"}, "rules": rules,
                            "timezone": "Europe/Paris"}, policy_id="pol", version=1)
-    matched, outcomes = interpreted(policy, document)
+    matched, outcomes = interpreted(policy, document, provenance)
 
-    decision = evaluate([policy], document, now=NOW)
+    decision = evaluate([policy], document, now=NOW, provenance=provenance)
 
     assert decision._matched == matched
     assert decision._outcomes == outcomes
     assert list(decision._outcomes) == list(outcomes)  # the same tests, run in the same order
 
 
-@given(document=facts)
-@example(document={"identity": {"region": "x" * 300, "ip_addresses": ["10.1.2.3"]}})  # clipped in traces
+@given(document=facts, provenance=provenance_maps)
+@example(document={"identity": {"region": "x" * 300, "ip_addresses": ["10.1.2.3"]}}, provenance=None)  # clipped
 @settings(max_examples=300, deadline=None)
-def test_every_runner_gives_the_general_outcome(document):
+def test_every_runner_gives_the_general_outcome(document, provenance):
     program = compile_program([parse_policy(
         {"name": "p", "targets": {"devices": "all", "keys": "all"},
          "rules": [{"id": f"r{i}", "effect": "allow", "when": test} for i, test in enumerate(TESTS)]},
         policy_id="pol", version=1).rules[i].when for i in range(len(TESTS))])
-    context = Context(document, NOW)
+    context = Context(document, NOW, provenance)
     context.tz = UTC
     for predicate, runner in zip(program.tests, program.runners, strict=True):
         assert runner(context) == run(predicate, context), predicate.fact

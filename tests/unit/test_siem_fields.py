@@ -43,6 +43,8 @@ def _sample(annotation, name: str):
         return args[0]
     if origin is tuple:
         return (_sample(args[0], name), _sample(args[0], name))
+    if origin is dict and typing.get_origin(args[1]) is typing.Literal:  # a provenance map, say
+        return {NASTY_TEXT: typing.get_args(args[1])[0]}
     if origin is dict or annotation is dict:
         return {"note": NASTY_TEXT, "nested": [1, {"deep": NASTY_ID, "none": None}]}
     if annotation is str:
@@ -55,8 +57,10 @@ def _sample(annotation, name: str):
         return 1.5
     if annotation is datetime:
         return WHEN
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+    if annotation is Actor:
         return Actor(kind="user", id=NASTY_ID, auth="password+totp")
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation(**{n: _sample(f.annotation, n) for n, f in annotation.model_fields.items()})
     raise AssertionError(f"no sample for {name}: {annotation!r}")
 
 
