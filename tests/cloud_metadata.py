@@ -30,6 +30,7 @@ class AwsImds(LocalHttpServer):
         self.document = document if document is not None else fx.aws_document()
         self.rsa2048 = rsa2048 if rsa2048 is not None else fx.aws_sign(self.document)
         self.tokens: set[str] = set()
+        self.issue_live_tokens = True  # False: tokens are handed out but never accepted (expired at once)
         self.requests: list[tuple[str, str, bool]] = []  # (method, path, carried a live token)
 
     def routes(self, app: web.Application) -> None:
@@ -42,7 +43,8 @@ class AwsImds(LocalHttpServer):
         if not ttl.isdigit() or not 1 <= int(ttl) <= 21600:
             return web.Response(status=400)
         token = secrets.token_urlsafe(32)
-        self.tokens.add(token)
+        if self.issue_live_tokens:
+            self.tokens.add(token)
         self.requests.append(("PUT", request.path, False))
         return web.Response(text=token, headers={"X-aws-ec2-metadata-token-ttl-seconds": ttl})
 
@@ -67,6 +69,7 @@ class GcpMetadata(LocalHttpServer):
     def __init__(self, token_for: Callable[[str], str] | None = None) -> None:
         self.token_for = token_for or (lambda audience: fx.gcp_token(audience))
         self.audiences: list[str] = []
+        self.flavor_header = True  # False: answer as something that is not Google's metadata server
 
     def routes(self, app: web.Application) -> None:
         app.router.add_get("/computeMetadata/v1/instance/service-accounts/default/identity", self._identity)
@@ -78,7 +81,8 @@ class GcpMetadata(LocalHttpServer):
         if not audience or request.query.get("format") != "full":
             return web.Response(status=400, text="non-empty audience and format=full required")
         self.audiences.append(audience)
-        return web.Response(text=self.token_for(audience), headers={"Metadata-Flavor": "Google"})
+        headers = {"Metadata-Flavor": "Google"} if self.flavor_header else {}
+        return web.Response(text=self.token_for(audience), headers=headers)
 
 
 class AzureImds(LocalHttpServer):
