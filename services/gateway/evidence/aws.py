@@ -23,6 +23,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from cryptography import x509
@@ -96,12 +97,18 @@ def _fields(document: bytes) -> dict[str, str]:
 
 def _pinned(pem: str, now: datetime) -> x509.Certificate:
     try:
-        certificate = x509.load_pem_x509_certificate(pem.encode("ascii"))
+        certificate = _load_pinned(pem)
     except ValueError:
         raise EvidenceError("pinned certificate for the region is unreadable") from None
     if not certificate.not_valid_before_utc <= now <= certificate.not_valid_after_utc:
         raise EvidenceError("pinned certificate for the region is not valid now")
     return certificate
+
+
+@lru_cache(maxsize=64)
+def _load_pinned(pem: str) -> x509.Certificate:
+    """Region certificates change rarely: parse each distinct one once."""
+    return x509.load_pem_x509_certificate(pem.encode("ascii"))
 
 
 def pending_time(value: str) -> datetime:

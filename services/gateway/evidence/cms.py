@@ -22,6 +22,7 @@ from .base import EvidenceError
 
 MAX_DER_BYTES = 64 * 1024
 _DIGESTS: dict[str, type[hashes.HashAlgorithm]] = {"sha256": hashes.SHA256, "sha384": hashes.SHA384, "sha512": hashes.SHA512}
+_NEEDED_ATTRIBUTES = {"1.2.840.113549.1.9.3": "content_type", "1.2.840.113549.1.9.4": "message_digest"}
 _RSA_SIGNATURES = {"rsassa_pkcs1v15", "sha256_rsa", "sha384_rsa", "sha512_rsa"}
 
 
@@ -67,12 +68,16 @@ def _parse(der: bytes) -> SignedData:
     attrs = signer["signed_attrs"]
     if not len(attrs):
         raise EvidenceError("signature has no signed attributes")
-    values = {}
+    values, seen = {}, set()
     for attr in attrs:
-        name = attr["type"].native
-        if name in values or len(attr["values"]) != 1:
+        name = attr["type"].dotted
+        if name in seen:
             raise EvidenceError("malformed signed attributes")
-        values[name] = attr["values"][0].native
+        seen.add(name)
+        if name in _NEEDED_ATTRIBUTES:  # others (signing time, capabilities) are signed but not read
+            if len(attr["values"]) != 1:
+                raise EvidenceError("malformed signed attributes")
+            values[_NEEDED_ATTRIBUTES[name]] = attr["values"][0].native
     if values.get("content_type") != "data" or not isinstance(values.get("message_digest"), bytes):
         raise EvidenceError("malformed signed attributes")
     certificates = tuple(c.chosen.dump() for c in signed["certificates"] or () if c.name == "certificate")
