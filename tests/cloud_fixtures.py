@@ -57,9 +57,11 @@ def pem(cert: x509.Certificate) -> str:
     return cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
 
 
-def cms_sign(content: bytes, cert: x509.Certificate, key: rsa.RSAPrivateKey, *, with_certs: bool = False) -> str:
+def cms_sign(content: bytes, cert: x509.Certificate, key: rsa.RSAPrivateKey, *, with_certs: bool = False,
+             attributes: bool = True) -> str:
     """Base64 DER of a SignedData over `content` (binary mode: no CRLF rewriting), as IMDS serves it."""
     options = [pkcs7.PKCS7Options.Binary] + ([] if with_certs else [pkcs7.PKCS7Options.NoCerts])
+    options += [] if attributes else [pkcs7.PKCS7Options.NoAttributes]
     der = pkcs7.PKCS7SignatureBuilder().set_data(content).add_signer(cert, key, hashes.SHA256()).sign(
         serialization.Encoding.DER, options)
     return base64.b64encode(der).decode("ascii")
@@ -89,10 +91,10 @@ def aws_document(*, region: str = "eu-west-1", account: str = ACCOUNT, instance:
     return json.dumps(doc, indent=2).encode("utf-8")
 
 
-def aws_sign(document: bytes, region: str = "eu-west-1", *, signer: str | None = None) -> str:
+def aws_sign(document: bytes, region: str = "eu-west-1", *, signer: str | None = None, attributes: bool = True) -> str:
     """`rsa2048` for `document`, by the region's key (or another region's, or a stranger's)."""
     label = signer or region
-    return cms_sign(document, aws_region_cert(label), rsa_key(f"aws:{label}"))
+    return cms_sign(document, aws_region_cert(label), rsa_key(f"aws:{label}"), attributes=attributes)
 
 
 # --- GCP ----------------------------------------------------------------------------------

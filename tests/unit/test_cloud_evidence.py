@@ -93,6 +93,20 @@ def test_aws_refuses_a_detached_signature():
         _aws(document, base64.b64encode(info.dump(force=True)).decode())
 
 
+def test_aws_accepts_a_signature_without_signed_attributes_over_the_document_itself():
+    document = fx.aws_document()
+    plain = fx.aws_sign(document, attributes=False)
+    assert _aws(document, plain).subject == f"aws:{fx.ACCOUNT}/{fx.INSTANCE}"
+    info = cms.ContentInfo.load(base64.b64decode(plain))
+    assert not info["content"]["signer_infos"][0]["signed_attrs"]
+    tampered = document.replace(b"t3.micro", b"t3.large")
+    info["content"]["encap_content_info"]["content"] = tampered
+    with pytest.raises(EvidenceError, match=r"^signature does not verify$"):
+        _aws(tampered, base64.b64encode(info.dump(force=True)).decode())
+    with pytest.raises(EvidenceError, match=r"^signature does not verify$"):
+        _aws(document, fx.aws_sign(document, signer="stranger", attributes=False))
+
+
 def _verified(pending: str = fx.PENDING) -> Verified:
     return _aws(fx.aws_document(pending=pending))
 

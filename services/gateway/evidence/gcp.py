@@ -42,9 +42,13 @@ def verify_gcp(token: str, *, jwks: Mapping[str, Any], audience: str, now: datet
         raise EvidenceError("identity token missing or malformed")
     try:
         decoded = jwt.decode(token, _key_set(json.dumps(jwks, sort_keys=True)), algorithms=["RS256"])
-    except (JoseError, ValueError, TypeError, KeyError):
+    except EvidenceError:
+        raise
+    except Exception:  # JoseError, or whatever a hostile header makes the library raise: never a 500
         raise EvidenceError("identity token signature does not verify") from None
     claims = decoded.claims
+    if not isinstance(claims, dict):
+        raise EvidenceError("identity token claims are not an object")
     _check_claims(claims, audience, int(now.timestamp()))
     instance = _instance(claims)
     identity = {"cloud": "gcp", **instance, "service_account": claims.get("email") or claims.get("sub")}
