@@ -47,15 +47,15 @@ class CloudMetadataError(Exception):
 async def fetch_evidence(cloud: Cloud, *, challenge: str, public_key: bytes, base_url: str | None = None,
                          timeout: float = DEFAULT_TIMEOUT_SECONDS) -> dict[str, str]:
     """The evidence for `cloud`, bound (GCP, Azure) to the server's `challenge` and this agent's raw public key."""
+    if cloud not in DEFAULT_BASE_URLS:
+        raise ValueError("cloud must be aws, gcp or azure")
     base = (base_url or DEFAULT_BASE_URLS[cloud]).rstrip("/")
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout, connect=min(1.0, timeout))) as session:
         if cloud == "aws":
             return await fetch_aws(session, base)
         if cloud == "gcp":
             return await fetch_gcp(session, base, audience=gcp_audience(challenge, public_key))
-        if cloud == "azure":
-            return await fetch_azure(session, base, nonce=azure_nonce(challenge, public_key))
-    raise ValueError("cloud must be aws, gcp or azure")
+        return await fetch_azure(session, base, nonce=azure_nonce(challenge, public_key))
 
 
 async def fetch_aws(session: aiohttp.ClientSession, base: str) -> dict[str, str]:

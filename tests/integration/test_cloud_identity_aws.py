@@ -4,8 +4,10 @@ first-use rule lets an instance enrol once."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import time
 
 import pytest
 
@@ -59,6 +61,35 @@ async def test_an_unreachable_metadata_service_fails_fast_and_clearly(imds):
     await imds.stop()
     with pytest.raises(CloudMetadataError, match=r"^AWS IMDSv2 token: the metadata service is unreachable"):
         await fetch_evidence("aws", challenge=CHALLENGE, public_key=PUBLIC_KEY, base_url=url, timeout=1.0)
+
+
+class SilentImds(AwsImds):
+    """Accepts the connection, never answers: a metadata service that hangs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.released = asyncio.Event()
+
+    async def _token(self, request):
+        await self.released.wait()
+
+
+async def test_a_hanging_metadata_service_fails_within_the_short_timeout():
+    server = SilentImds()
+    await server.start()
+    try:
+        started = time.monotonic()
+        with pytest.raises(CloudMetadataError, match=r"^AWS IMDSv2 token: the metadata service is unreachable \(TimeoutError\)$"):
+            await fetch_evidence("aws", challenge=CHALLENGE, public_key=PUBLIC_KEY, base_url=server.url, timeout=0.5)
+        assert time.monotonic() - started < 3
+    finally:
+        server.released.set()
+        await server.stop()
+
+
+async def test_the_agent_names_only_the_clouds_it_knows():
+    with pytest.raises(ValueError, match="cloud must be aws, gcp or azure"):
+        await fetch_evidence("openstack", challenge=CHALLENGE, public_key=PUBLIC_KEY)
 
 
 async def test_a_tampered_document_is_refused(imds):
