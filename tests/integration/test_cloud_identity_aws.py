@@ -46,7 +46,7 @@ async def test_agent_fetches_through_imdsv2_and_the_document_verifies(imds):
     assert verified.subject == f"aws:{fx.ACCOUNT}/{fx.INSTANCE}"
     assert verified.facts["identity"] == {
         "cloud": "aws", "account_id": fx.ACCOUNT, "instance_id": fx.INSTANCE, "region": "eu-west-1",
-        "availability_zone": "eu-west-1a", "image_id": "ami-0abcdef1234567890", "instance_type": "t3.micro",
+        "zone": "eu-west-1a", "image_id": "ami-0abcdef1234567890", "instance_type": "t3.micro",
         "pending_time": fx.PENDING}
 
 

@@ -44,7 +44,8 @@ async def test_the_agent_sends_a_nonce_bound_to_the_challenge_and_its_key_and_th
     assert imds.nonces == [azure_nonce(CHALLENGE, KEY)] and len(imds.nonces[0]) == 32
     assert verified.provenance == "attested"
     assert verified.subject == f"azure:{fx.SUBSCRIPTION}/{fx.VM_ID}"
-    assert verified.facts["identity"]["vm_id"] == fx.VM_ID
+    assert verified.facts["identity"] == {"cloud": "azure", "account_id": fx.SUBSCRIPTION, "instance_id": fx.VM_ID,
+                                          "sku": "22_04-lts-gen2", "created_on": fx.NOW.isoformat()}
 
 
 async def test_the_agent_reports_a_refused_request_by_its_status(imds):

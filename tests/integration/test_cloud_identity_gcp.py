@@ -46,8 +46,9 @@ async def test_the_agent_asks_for_an_audience_bound_to_the_challenge_and_its_key
     assert verified.provenance == "attested"
     assert verified.subject == "gcp:strongroom-test/4567890123456789"
     identity = verified.facts["identity"]
-    assert (identity["cloud"], identity["project_number"], identity["zone"], identity["instance_name"]) == (
-        "gcp", "987654321", "europe-west1-b", "vm-1")
+    assert (identity["cloud"], identity["account_id"], identity["region"], identity["zone"], identity["instance_id"]) == (
+        "gcp", "strongroom-test", "europe-west1", "europe-west1-b", "4567890123456789")
+    assert (identity["project_number"], identity["instance_name"]) == ("987654321", "vm-1")
 
 
 async def test_the_agent_refuses_a_reply_without_the_metadata_flavor_header(metadata):

@@ -63,7 +63,7 @@ def verify_aws(document: bytes, rsa2048_b64: str, *, region_certs: Mapping[str, 
         raise EvidenceError("document pendingTime is in the future")
     identity = {
         "cloud": "aws", "account_id": fields["accountId"], "instance_id": fields["instanceId"],
-        "region": fields["region"], "availability_zone": fields["availabilityZone"],
+        "region": fields["region"], "zone": fields["availabilityZone"],
         "image_id": fields["imageId"], "instance_type": fields["instanceType"], "pending_time": fields["pendingTime"],
     }
     return Verified(facts={"identity": identity}, provenance="cloud",

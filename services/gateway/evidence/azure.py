@@ -58,10 +58,10 @@ def verify_azure(signature_b64: str, *, roots: Sequence[str], nonce: str, now: d
     vm_id, subscription = document.get("vmId"), document.get("subscriptionId")
     if not all(isinstance(v, str) and _ID.fullmatch(v) for v in (vm_id, subscription)):
         raise EvidenceError("document lacks vmId or subscriptionId")
-    identity = {"cloud": "azure", "vm_id": vm_id.lower(), "subscription_id": subscription.lower(),
+    identity = {"cloud": "azure", "account_id": subscription.lower(), "instance_id": vm_id.lower(),
                 "sku": _short(document.get("sku")), "created_on": created.isoformat()}
     return Verified(facts={"identity": identity}, provenance="attested",
-                    subject=f"azure:{identity['subscription_id']}/{identity['vm_id']}")
+                    subject=f"azure:{identity['account_id']}/{identity['instance_id']}")
 
 
 def _chained_signer(signed: cms.SignedData, roots: Sequence[str], intermediates: Sequence[str],

@@ -12,6 +12,11 @@ cloud's verifier; ``verifiers(anchors)`` binds them to the trust anchors held in
 Ed25519 public key (base64 of the raw key, as enrolment registers it) and the single-use
 ``challenge`` the gateway issued. GCP and Azure evidence must name both; AWS evidence cannot, so
 the caller applies `aws.check_first_use` to what it proves.
+
+Every cloud's facts sit under ``identity`` with the names policies test (``cloud`` and
+``account_id`` being the aliases of ``cloud_provider`` and ``account``): ``account_id`` (AWS
+account, GCP project id, Azure subscription), ``instance_id``, ``region`` and ``zone`` (AWS, GCP),
+``image_id`` (AWS), and a few of each cloud's own.
 """
 
 from __future__ import annotations

@@ -51,7 +51,8 @@ def verify_gcp(token: str, *, jwks: Mapping[str, Any], audience: str, now: datet
         raise EvidenceError("identity token claims are not an object")
     _check_claims(claims, audience, int(now.timestamp()))
     instance = _instance(claims)
-    identity = {"cloud": "gcp", **instance, "service_account": claims.get("email") or claims.get("sub")}
+    identity = {"cloud": "gcp", "account_id": instance["project_id"], "region": instance["zone"].rpartition("-")[0],
+                **instance, "service_account": claims.get("email") or claims.get("sub")}
     return Verified(facts={"identity": identity}, provenance="attested",
                     subject=f"gcp:{instance['project_id']}/{instance['instance_id']}")
 
