@@ -71,6 +71,14 @@ def test_aws_refuses_a_signed_document_with_bad_fields(overrides, reason):
     assert refused.value.reason == reason
 
 
+@pytest.mark.parametrize(("region", "zone"), [("us-west-2", "us-west-2-lax-1a"), ("us-gov-west-1", "us-gov-west-1b"),
+                                             ("cn-north-1", "cn-north-1a")])
+def test_aws_accepts_the_regions_and_zones_aws_names(region, zone):
+    verified = _aws(fx.aws_document(region=region, availabilityZone=zone), fx.aws_sign(
+        fx.aws_document(region=region, availabilityZone=zone), region=region), region_certs=fx.aws_region_certs(region))
+    assert (verified.facts["identity"]["region"], verified.facts["identity"]["zone"]) == (region, zone)
+
+
 def test_aws_refuses_a_signed_document_that_is_not_a_json_object():
     for document in (b"[1, 2]", b"\xff\xfe", b"not json"):
         with pytest.raises(EvidenceError, match=r"^document is not"):

@@ -38,7 +38,7 @@ _FIELDS: dict[str, re.Pattern[str]] = {
     "accountId": re.compile(r"[0-9]{12}"),
     "instanceId": re.compile(r"i-[0-9a-f]{8,17}"),
     "region": re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]{1,2}"),
-    "availabilityZone": re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]{1,2}[a-z]{1,2}"),
+    "availabilityZone": re.compile(r"[a-z]{2}(-[a-z0-9]+)+"),  # us-east-1a, also local zones: us-west-2-lax-1a
     "imageId": re.compile(r"ami-[0-9a-f]{8,17}"),
     "instanceType": re.compile(r"[a-z0-9-]{1,32}\.[a-z0-9-]{1,32}"),
     "pendingTime": re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?Z"),
