@@ -8,7 +8,7 @@ reboot (TPM2_Startup(CLEAR) after a reset: resetCount grows, persistent keys sta
 EK at 0x81010001 with its certificate in NV index 0x01c00002, issued by a local CA kept in
 `ca_dir` (root `swtpm-localca-rootca-cert.pem`, intermediate `issuercert.pem`).
 
-The fixtures `swtpm` and `manufactured_swtpm` give each test its own TPM and stop it afterwards.
+`running_swtpm(state_dir)` starts one for a `with` block (a fixture's body) and always stops it.
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 START_TIMEOUT_SECONDS = 10.0
 
@@ -125,19 +123,10 @@ def manufacture(state_dir: Path, ca_dir: Path) -> None:
                    check=True, capture_output=True, timeout=120)
 
 
-@pytest.fixture
-def swtpm(tmp_path: Path) -> Iterator[SoftwareTpm]:
-    tpm = SoftwareTpm(tmp_path / "tpm-state").start()
-    try:
-        yield tpm
-    finally:
-        tpm.stop()
-
-
-@pytest.fixture
-def manufactured_swtpm(tmp_path: Path) -> Iterator[SoftwareTpm]:
-    manufacture(tmp_path / "tpm-state", tmp_path / "tpm-ca")
-    tpm = SoftwareTpm(tmp_path / "tpm-state").start()
+@contextlib.contextmanager
+def running_swtpm(state_dir: Path) -> Iterator[SoftwareTpm]:
+    """A started software TPM, stopped on exit."""
+    tpm = SoftwareTpm(state_dir).start()
     try:
         yield tpm
     finally:
