@@ -16,16 +16,18 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import hashlib
 import os
 import re
 import struct
 import subprocess
 import tempfile
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 DEFAULT_EK_HANDLE = 0x81010001
 DEFAULT_AK_HANDLE = 0x81010002
@@ -99,12 +101,25 @@ def _der_length(data: bytes) -> int:
     return 2 + count + int.from_bytes(data[2 : 2 + count], "big")
 
 
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _exclusive(method: _Method) -> _Method:
+    """One sequence of tools at a time per `Tpm`: each ends by flushing the transient objects it loaded."""
+    @functools.wraps(method)
+    def locked(self: Tpm, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return method(self, *args, **kwargs)
+    return locked  # type: ignore[return-value]
+
+
 class Tpm:
     """One TPM, through tpm2-tools. Calls are blocking (run them in a thread from async code)."""
 
     def __init__(self, tcti: str, *, ek_handle: int = DEFAULT_EK_HANDLE, ak_handle: int = DEFAULT_AK_HANDLE,
                  timeout: float = TOOLS_TIMEOUT_SECONDS) -> None:
         self.tcti, self.ek_handle, self.ak_handle, self.timeout = tcti, ek_handle, ak_handle, timeout
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"Tpm(tcti={self.tcti!r}, ek={self.ek_handle:#x}, ak={self.ak_handle:#x})"
@@ -138,6 +153,7 @@ class Tpm:
 
     # --- keys -------------------------------------------------------------------------
 
+    @_exclusive
     def ensure_keys(self, ak_algorithm: AkAlgorithm = "ecc", *, replace_ak: bool = False) -> EnrolmentKeys:
         """Create the EK and AK at their persistent handles if absent (or a new AK if `replace_ak`), and read them."""
         with tempfile.TemporaryDirectory(prefix="strongroom-tpm-") as tmp:
@@ -176,6 +192,16 @@ class Tpm:
 
     # --- enrolment --------------------------------------------------------------------
 
+    def activate(self, challenge: Mapping[str, Any]) -> bytes:
+        """`activate_credential` for the server's challenge `{"credential_blob": b64, "encrypted_secret": b64}`."""
+        try:
+            blob = base64.b64decode(challenge["credential_blob"], validate=True)
+            secret = base64.b64decode(challenge["encrypted_secret"], validate=True)
+        except (KeyError, TypeError, ValueError):
+            raise TpmError("the server's credential challenge is malformed") from None
+        return self.activate_credential(blob, secret)
+
+    @_exclusive
     def activate_credential(self, credential_blob: bytes, encrypted_secret: bytes) -> bytes:
         """Recover the secret the server sealed to our EK and AK name (TPM2_ActivateCredential)."""
         blob = (struct.pack(">II", _CREDENTIAL_FILE_MAGIC, 1) + struct.pack(">H", len(credential_blob)) + credential_blob
@@ -195,6 +221,7 @@ class Tpm:
 
     # --- measurements -----------------------------------------------------------------
 
+    @_exclusive
     def quote(self, qualifying_data: bytes, pcrs: Sequence[int]) -> Quote:
         """A quote by the AK over the SHA-256 bank's `pcrs`, with `qualifying_data` (see `quote_nonce`)."""
         selected = _pcr_list(pcrs)
@@ -210,6 +237,11 @@ class Tpm:
                 self._flush()
         return Quote(attest, signature, self._split(values, selected))
 
+    def quote_for_request(self, server_nonce: bytes, request_public_key: bytes, pcrs: Sequence[int]) -> Quote:
+        """The quote a release or heartbeat carries: bound to the server's nonce and the request's one-time key."""
+        return self.quote(quote_nonce(server_nonce, request_public_key), pcrs)
+
+    @_exclusive
     def read_pcrs(self, pcrs: Sequence[int]) -> dict[int, bytes]:
         selected = _pcr_list(pcrs)
         with tempfile.TemporaryDirectory(prefix="strongroom-tpm-") as tmp:
@@ -217,6 +249,7 @@ class Tpm:
             self._run("tpm2_pcrread", "sha256:" + ",".join(map(str, selected)), "-o", "pcrs", cwd=work)
             return self._split((work / "pcrs").read_bytes(), selected)
 
+    @_exclusive
     def extend_pcr(self, pcr: int, data: bytes) -> None:
         """Extend `pcr` (SHA-256 bank) with the digest of `data`: a measurement, as a boot loader makes."""
         selected = _pcr_list([pcr])

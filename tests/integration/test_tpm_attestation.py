@@ -7,6 +7,7 @@ when the AK it names is in the TPM that holds the EK.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -17,10 +18,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from agent.tpm import Tpm, TpmError, quote_nonce
+from agent.tpm import Tpm, TpmError
 from services.gateway.evidence.base import EvidenceError
 from services.gateway.evidence.tpm import boot_change, golden_mismatches, quote_from_json, subject_of, verify_quote
-from services.gateway.evidence.tpm_enrol import activation_succeeded, begin_activation
+from services.gateway.evidence.tpm_enrol import activation_succeeded, begin_activation, enrolment_from_json
 from tests.swtpm import manufacture, running_swtpm
 
 PCRS = [0, 7, 16]
@@ -48,17 +49,18 @@ def other_swtpm(tmp_path):
 
 
 def enrol(tpm: Tpm, algorithm: str = "ecc"):
-    """The enrolment exchange, both sides: the AK the server registers once the TPM proved it."""
-    keys = tpm.ensure_keys(algorithm)
-    activation = begin_activation(keys.ek_public, keys.ak_public, ek_certificate=keys.ek_certificate)
-    returned = tpm.activate_credential(activation.credential.credential_blob, activation.credential.encrypted_secret)
+    """The enrolment exchange, both sides, through its JSON forms: the AK the server registers once the TPM proved it."""
+    presented = enrolment_from_json(json.loads(json.dumps(tpm.ensure_keys(algorithm).to_json())))
+    activation = begin_activation(presented.ek_public, presented.ak_public, ek_certificate=presented.ek_certificate)
+    returned = tpm.activate(json.loads(json.dumps(activation.credential.to_json())))
     assert activation_succeeded(activation.secret_digest, returned)
     return activation.ak
 
 
 def quote_for_request(tpm: Tpm, server_nonce: bytes, request_key: bytes, pcrs=PCRS):
     """What the agent sends with a request, as JSON, parsed back by the gateway."""
-    return quote_from_json(tpm.quote(quote_nonce(server_nonce, request_key), pcrs).to_json())
+    sent = json.dumps(tpm.quote_for_request(server_nonce, request_key, pcrs).to_json())
+    return quote_from_json(json.loads(sent))
 
 
 @pytest.mark.parametrize("algorithm", ["ecc", "rsa"])

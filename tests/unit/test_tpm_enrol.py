@@ -22,6 +22,7 @@ from services.gateway.evidence.tpm_enrol import (
     attestation_key,
     begin_activation,
     endorsement_key,
+    enrolment_from_json,
     verify_ek_certificate,
 )
 from services.gateway.evidence.tpm_wire import parse_public
@@ -87,6 +88,22 @@ def test_begin_activation_keeps_only_a_digest_of_the_secret():
     assert "secret" not in repr(activation)
     with pytest.raises(EvidenceError, match="certificate required"):
         begin_activation(captured_public("ecc", "ek_public"), captured_public("ecc", "ak_public"), require_certificate=True)
+
+
+def test_enrolment_documents():
+    from agent.tpm import EnrolmentKeys
+
+    ek, ak = captured_public("ecc", "ek_public"), captured_public("ecc", "ak_public")
+    presented = enrolment_from_json(EnrolmentKeys(ek, ak, b"name").to_json())
+    assert (presented.ek_public, presented.ak_public, presented.ek_certificate) == (ek, ak, None)
+    assert enrolment_from_json(EnrolmentKeys(ek, ak, b"name", b"\x30\x00").to_json()).ek_certificate == b"\x30\x00"
+    for document, field in ((None, "tpm must be an object"), ({"ak_public": "AA=="}, "tpm.ek_public"),
+                            ({"ek_public": "AA==", "ak_public": "%%"}, "tpm.ak_public"),
+                            ({"ek_public": "AA==", "ak_public": "AA==", "ek_certificate": 5}, "tpm.ek_certificate"),
+                            ({"ek_public": "A" * 2000, "ak_public": "AA=="}, "tpm.ek_public")):
+        with pytest.raises(EvidenceError) as refused:
+            enrolment_from_json(document)
+        assert refused.value.reason.startswith(field)
 
 
 def _name(common_name: str) -> x509.Name:

@@ -18,8 +18,6 @@ Pure: no I/O.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import hmac
 from collections.abc import Iterable, Mapping
@@ -39,6 +37,7 @@ from .tpm_wire import (
     QuoteAttest,
     Signature,
     TpmPublic,
+    b64_field,
     parse_quote_attest,
     parse_signature,
 )
@@ -67,18 +66,6 @@ class Quote:
     pcrs: Mapping[int, bytes]   # SHA-256 bank: PCR index → 32-byte value
 
 
-def _b64(value: Any, field: str, limit: int) -> bytes:
-    if not isinstance(value, str) or len(value) > limit * 2:
-        raise EvidenceError(f"tpm.{field} must be base64")
-    try:
-        raw = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise EvidenceError(f"tpm.{field} must be base64") from None
-    if not raw or len(raw) > limit:
-        raise EvidenceError(f"tpm.{field} has a bad size")
-    return raw
-
-
 def _pcr_values(value: Any) -> dict[int, bytes]:
     if not isinstance(value, Mapping) or not 0 < len(value) <= PCR_COUNT:
         raise EvidenceError("tpm.pcrs must map PCR numbers to values")
@@ -99,8 +86,8 @@ def quote_from_json(doc: Any) -> Quote:
     """`{"attest": b64, "signature": b64, "pcrs": {"0": hex, ...}}`, the agent's `Quote.to_json()`."""
     if not isinstance(doc, Mapping):
         raise EvidenceError("tpm must be an object")
-    return Quote(_b64(doc.get("attest"), "attest", MAX_QUOTE_BYTES),
-                 _b64(doc.get("signature"), "signature", MAX_SIGNATURE_BYTES),
+    return Quote(b64_field(doc.get("attest"), "tpm.attest", MAX_QUOTE_BYTES),
+                 b64_field(doc.get("signature"), "tpm.signature", MAX_SIGNATURE_BYTES),
                  _pcr_values(doc.get("pcrs")))
 
 

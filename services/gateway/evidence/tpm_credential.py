@@ -18,6 +18,7 @@ Only RSA endorsement keys are supported (the PC Client profile's default EK). Pu
 
 from __future__ import annotations
 
+import base64
 import hmac
 import os
 import struct
@@ -51,6 +52,11 @@ class Credential:
 
     credential_blob: bytes    # TPM2B_ID_OBJECT's contents
     encrypted_secret: bytes   # TPM2B_ENCRYPTED_SECRET's contents
+
+    def to_json(self) -> dict[str, str]:
+        """What the server sends the device: `{"credential_blob": b64, "encrypted_secret": b64}`."""
+        return {"credential_blob": base64.b64encode(self.credential_blob).decode("ascii"),
+                "encrypted_secret": base64.b64encode(self.encrypted_secret).decode("ascii")}
 
     def __repr__(self) -> str:   # the blob is harmless without the TPM, but keep reprs quiet anyway
         return f"Credential(<{len(self.credential_blob)} + {len(self.encrypted_secret)} bytes>)"

@@ -17,9 +17,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -36,6 +37,7 @@ from .tpm_wire import (
     ATTR_SENSITIVE_DATA_ORIGIN,
     ATTR_SIGN,
     TpmPublic,
+    b64_field,
     parse_public,
 )
 
@@ -44,6 +46,27 @@ EK_ATTRIBUTES = ATTR_FIXED_TPM | ATTR_FIXED_PARENT | ATTR_SENSITIVE_DATA_ORIGIN 
 SECRET_BYTES = 32
 MAX_CHAIN = 4
 MAX_CERTIFICATE_BYTES = 4096
+MAX_PUBLIC_BYTES = 1024
+
+
+@dataclass(frozen=True)
+class EnrolmentEvidence:
+    """What the device presents at enrolment (the agent's `EnrolmentKeys.to_json()`)."""
+
+    ek_public: bytes
+    ak_public: bytes
+    ek_certificate: bytes | None
+
+
+def enrolment_from_json(doc: Any) -> EnrolmentEvidence:
+    """`{"ek_public": b64, "ak_public": b64, "ek_certificate": b64 (optional)}`; errors name the field."""
+    if not isinstance(doc, Mapping):
+        raise EvidenceError("tpm must be an object")
+    certificate = doc.get("ek_certificate")
+    return EnrolmentEvidence(
+        b64_field(doc.get("ek_public"), "tpm.ek_public", MAX_PUBLIC_BYTES),
+        b64_field(doc.get("ak_public"), "tpm.ak_public", MAX_PUBLIC_BYTES),
+        None if certificate is None else b64_field(certificate, "tpm.ek_certificate", MAX_CERTIFICATE_BYTES))
 
 
 def attestation_key(ak_public: bytes) -> TpmPublic:

@@ -8,9 +8,12 @@ Pure: no I/O.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -98,6 +101,19 @@ class _Reader:
 def tpm2b(data: bytes) -> bytes:
     """A TPM2B: the size as u16 then the bytes."""
     return struct.pack(">H", len(data)) + data
+
+
+def b64_field(value: Any, field: str, limit: int) -> bytes:
+    """A base64 field of a request document, 1..`limit` bytes once decoded; the error names the field."""
+    if not isinstance(value, str) or len(value) > (limit + 2) // 3 * 4:
+        raise EvidenceError(f"{field} must be base64 of at most {limit} bytes")
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise EvidenceError(f"{field} must be base64 of at most {limit} bytes") from None
+    if not raw:
+        raise EvidenceError(f"{field} must not be empty")
+    return raw
 
 
 def digest(hash_alg: int, data: bytes) -> bytes:
