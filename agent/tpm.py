@@ -33,6 +33,7 @@ DEFAULT_EK_HANDLE = 0x81010001
 DEFAULT_AK_HANDLE = 0x81010002
 EK_CERTIFICATE_NV_INDEX = 0x01C00002   # TCG EK Credential Profile: RSA 2048 EK certificate
 TOOLS_TIMEOUT_SECONDS = 30.0
+NONCE_BYTES = 32
 _CREDENTIAL_FILE_MAGIC = 0xBADCC0DE    # tpm2-tools' header for a makecredential output file
 _HANDLE = re.compile(r"0x[0-9a-fA-F]+")
 
@@ -46,6 +47,8 @@ class TpmError(Exception):
 
 def quote_nonce(server_nonce: bytes, request_public_key: bytes) -> bytes:
     """The qualifying data of a quote for one request: SHA-256(server nonce ‖ one-time public key)."""
+    if len(server_nonce) != NONCE_BYTES:
+        raise TpmError(f"the server's nonce must be {NONCE_BYTES} bytes")
     return hashlib.sha256(server_nonce + request_public_key).digest()
 
 

@@ -8,7 +8,7 @@ import hashlib
 import pytest
 
 from agent.tpm import Quote as AgentQuote
-from agent.tpm import quote_nonce
+from agent.tpm import TpmError, quote_nonce
 from services.gateway.evidence.base import EvidenceError
 from services.gateway.evidence.tpm import (
     boot_change,
@@ -52,6 +52,8 @@ def test_a_captured_quote_verifies_and_yields_attested_facts(algorithm):
 def test_agent_and_server_bind_the_nonce_the_same_way():
     assert quote_nonce(SERVER_NONCE, REQUEST_PUBLIC_KEY) == qualifying_data(SERVER_NONCE, REQUEST_PUBLIC_KEY)
     assert qualifying_data(SERVER_NONCE, REQUEST_PUBLIC_KEY) == hashlib.sha256(SERVER_NONCE + REQUEST_PUBLIC_KEY).digest()
+    with pytest.raises(TpmError, match="32 bytes"):
+        quote_nonce(b"short", REQUEST_PUBLIC_KEY)
     ak, quote = captured("ecc")
     round_trip = quote_from_json(AgentQuote(quote.attest, quote.signature, dict(quote.pcrs)).to_json())
     assert round_trip == quote
@@ -62,6 +64,8 @@ def test_wrong_nonce_or_another_requests_key_is_refused(algorithm):
     ak, quote = captured(algorithm)
     with pytest.raises(EvidenceError, match="nonce"):
         verify(quote, ak, server_nonce=b"\0" * 32)
+    with pytest.raises(ValueError, match="32 bytes"):   # nonce ‖ key must split one way only
+        verify(quote, ak, server_nonce=SERVER_NONCE + REQUEST_PUBLIC_KEY[:1], request_public_key=REQUEST_PUBLIC_KEY[1:])
     with pytest.raises(EvidenceError, match="nonce"):
         verify(quote, ak, request_public_key=REQUEST_PUBLIC_KEY[:-1] + b"\0")
 

@@ -42,6 +42,7 @@ from .tpm_wire import (
     parse_signature,
 )
 
+NONCE_BYTES = 32   # the server's nonce has a fixed size, so nonce ‖ key splits one way only
 PCR_BANK = ALG_SHA256
 PCR_COUNT = 24
 MAX_QUOTE_BYTES = 2048
@@ -50,6 +51,8 @@ MAX_SIGNATURE_BYTES = 1024
 
 def qualifying_data(server_nonce: bytes, request_public_key: bytes) -> bytes:
     """What the agent passes to `TPM2_Quote` as qualifying data: SHA-256(nonce ‖ one-time public key)."""
+    if len(server_nonce) != NONCE_BYTES:
+        raise ValueError(f"the server nonce must be {NONCE_BYTES} bytes")
     return hashlib.sha256(server_nonce + request_public_key).digest()
 
 
