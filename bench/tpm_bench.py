@@ -40,15 +40,19 @@ def main() -> None:
     print(f"TPM quote verification, one core, {n} quotes per key (cryptography only):")
     for algorithm, label in (("ecc", "ECDSA P-256 AK"), ("rsa", "RSASSA-2048 AK")):
         sample = FIXTURES[algorithm]
-        ak = attestation_key(base64.b64decode(sample["ak_public"]))
-        document = sample["quote"]
+        stored_ak, document = base64.b64decode(sample["ak_public"]), sample["quote"]
+        ak = attestation_key(stored_ak)
 
         def verify(ak=ak, document=document) -> None:
             verified = verify_quote(quote_from_json(document), ak=ak, server_nonce=nonce, request_public_key=request_key,
                                     required_pcrs=(0, 7))
             assert verified.provenance == "attested"
 
-        print(f"  {label:16s} {per_call_us(verify, n):8.1f} us/quote")
+        def verify_from_stored(stored_ak=stored_ak, document=document) -> None:
+            verify(attestation_key(stored_ak), document)
+
+        print(f"  {label:16s} {per_call_us(verify, n):8.1f} us/quote   "
+              f"({per_call_us(verify_from_stored, n):.1f} us with the AK parsed from its stored TPM2B_PUBLIC)")
     ek = endorsement_key(base64.b64decode(FIXTURES["ecc"]["ek_public"]))
     ak = attestation_key(base64.b64decode(FIXTURES["ecc"]["ak_public"]))
     enrolments = max(n // 10, 100)

@@ -52,7 +52,6 @@ HASHES: dict[int, type[hashes.HashAlgorithm]] = {
 }
 _HASHLIB = {ALG_SHA256: "sha256", ALG_SHA384: "sha384", ALG_SHA512: "sha512"}
 _CURVES: dict[int, type[ec.EllipticCurve]] = {0x0003: ec.SECP256R1, 0x0004: ec.SECP384R1, 0x0005: ec.SECP521R1}
-_CURVE_IDS = {cls.name: curve_id for curve_id, cls in _CURVES.items()}
 
 MAX_TPM2B = 1024          # larger than any field of the structures read here
 MAX_PCR_SELECTIONS = 4
@@ -274,6 +273,3 @@ def parse_public(data: bytes) -> TpmPublic:
     name = struct.pack(">H", name_alg) + digest(name_alg, area)
     return TpmPublic(key_type, name_alg, attributes, key, name, symmetric, scheme)
 
-
-def curve_id(key: ec.EllipticCurvePublicKey) -> int:
-    return _CURVE_IDS[key.curve.name]
