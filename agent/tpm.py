@@ -9,7 +9,8 @@ only three loaded objects).
 Files the tools read or write live in a private temporary directory (mode 0700) that is removed
 afterwards; nothing secret is passed in argv (the activated secret only ever sits in that
 directory). The quote's qualifying data is `SHA-256(server nonce ‖ request's one-time public
-key)` (`quote_nonce`); the server checks the same.
+key)` (`quote_nonce`); the server checks the same. The device key may live in the TPM too
+(`ensure_device_key`, `sign`): an ECDSA P-256 key the AK certifies.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ from typing import Any, Literal, TypeVar
 
 DEFAULT_EK_HANDLE = 0x81010001
 DEFAULT_AK_HANDLE = 0x81010002
+DEFAULT_DEVICE_KEY_HANDLE = 0x81010003
+# A request-signing key born in the TPM that can never leave it (tpm2-tools attribute syntax).
+_DEVICE_KEY_ATTRIBUTES = "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|sign"
 EK_CERTIFICATE_NV_INDEX = 0x01C00002   # TCG EK Credential Profile: RSA 2048 EK certificate
 TOOLS_TIMEOUT_SECONDS = 30.0
 NONCE_BYTES = 32
@@ -85,6 +89,18 @@ class Quote:
                 "pcrs": {str(pcr): value.hex() for pcr, value in sorted(self.pcrs.items())}}
 
 
+@dataclass(frozen=True)
+class DeviceKeyEvidence:
+    """A device key in the TPM: its TPM2B_PUBLIC and the AK's certification of it (TPMS_ATTEST, TPMT_SIGNATURE)."""
+
+    public: bytes
+    attest: bytes
+    signature: bytes
+
+    def to_json(self) -> dict[str, str]:
+        return {"public": _b64(self.public), "attest": _b64(self.attest), "signature": _b64(self.signature)}
+
+
 def _pcr_list(pcrs: Sequence[int]) -> list[int]:
     ordered = sorted(set(pcrs))
     if not ordered or any(not 0 <= pcr < 24 for pcr in ordered):
@@ -120,8 +136,9 @@ class Tpm:
     """One TPM, through tpm2-tools. Calls are blocking (run them in a thread from async code)."""
 
     def __init__(self, tcti: str, *, ek_handle: int = DEFAULT_EK_HANDLE, ak_handle: int = DEFAULT_AK_HANDLE,
-                 timeout: float = TOOLS_TIMEOUT_SECONDS) -> None:
+                 device_key_handle: int = DEFAULT_DEVICE_KEY_HANDLE, timeout: float = TOOLS_TIMEOUT_SECONDS) -> None:
         self.tcti, self.ek_handle, self.ak_handle, self.timeout = tcti, ek_handle, ak_handle, timeout
+        self.device_key_handle = device_key_handle
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -219,6 +236,51 @@ class Tpm:
                 self._run("tpm2_activatecredential", "-c", hex(self.ak_handle), "-C", hex(self.ek_handle),
                           "-i", "credential", "-o", "secret", "-P", "session:session.ctx", cwd=work)
                 return (work / "secret").read_bytes()
+            finally:
+                self._flush()
+
+    # --- a device key in the TPM -------------------------------------------------------
+
+    @_exclusive
+    def ensure_device_key(self, *, replace: bool = False) -> DeviceKeyEvidence:
+        """Create the ECDSA P-256 device key at its persistent handle if absent (or anew), and have the AK certify it."""
+        with tempfile.TemporaryDirectory(prefix="strongroom-tpm-") as tmp:
+            work = Path(tmp)
+            try:
+                persistent = self._persistent()
+                if replace and self.device_key_handle in persistent:
+                    self._run("tpm2_evictcontrol", "-c", hex(self.device_key_handle), cwd=work)
+                if replace or self.device_key_handle not in persistent:
+                    self._create_device_key(work)
+                self._run("tpm2_readpublic", "-c", hex(self.device_key_handle), "-o", "key.pub", cwd=work)
+                self._run("tpm2_certify", "-c", hex(self.device_key_handle), "-C", hex(self.ak_handle), "-g", "sha256",
+                          "-o", "attest", "-s", "signature", cwd=work)
+                return DeviceKeyEvidence((work / "key.pub").read_bytes(), (work / "attest").read_bytes(),
+                                         (work / "signature").read_bytes())
+            finally:
+                self._flush()
+
+    def _create_device_key(self, work: Path) -> None:
+        """Under a storage primary of the owner hierarchy, from the TPM's own random numbers; then made persistent."""
+        self._run("tpm2_createprimary", "-C", "o", "-G", "ecc", "-c", "parent.ctx", cwd=work)
+        self._flush()
+        self._run("tpm2_create", "-C", "parent.ctx", "-G", "ecc256:ecdsa-sha256", "-a", _DEVICE_KEY_ATTRIBUTES,
+                  "-u", "new.pub", "-r", "new.priv", cwd=work)
+        self._flush()
+        self._run("tpm2_load", "-C", "parent.ctx", "-u", "new.pub", "-r", "new.priv", "-c", "key.ctx", cwd=work)
+        self._run("tpm2_evictcontrol", "-c", "key.ctx", hex(self.device_key_handle), cwd=work)
+        self._flush()
+
+    @_exclusive
+    def sign(self, message: bytes) -> bytes:
+        """An ECDSA P-256 / SHA-256 signature of `message` by the device key in the TPM, DER-encoded."""
+        with tempfile.TemporaryDirectory(prefix="strongroom-tpm-") as tmp:
+            work = Path(tmp)
+            (work / "message").write_bytes(message)
+            try:
+                self._run("tpm2_sign", "-c", hex(self.device_key_handle), "-g", "sha256", "-s", "ecdsa", "-f", "plain",
+                          "-o", "signature", "message", cwd=work)
+                return (work / "signature").read_bytes()
             finally:
                 self._flush()
 

@@ -4,7 +4,8 @@
 
 For an ECC (ECDSA P-256) and an RSA (RSASSA 2048) attestation key: the EK and AK public areas
 (TPM2B_PUBLIC), the AK name as tpm2-tools computed it, and a quote over PCRs 0, 7 and 16 (16 first
-extended, so one value is not zero) whose qualifying data binds SERVER_NONCE and REQUEST_PUBLIC_KEY.
+extended, so one value is not zero) whose qualifying data binds SERVER_NONCE and REQUEST_PUBLIC_KEY;
+and an ECDSA P-256 device key in the TPM with the AK's certification of it.
 """
 
 from __future__ import annotations
@@ -34,10 +35,11 @@ def capture(algorithm: str, state: Path) -> dict[str, object]:
         keys = tpm.ensure_keys(algorithm)  # type: ignore[arg-type]
         tpm.extend_pcr(16, b"strongroom fixture measurement")
         quote = tpm.quote(quote_nonce(SERVER_NONCE, REQUEST_PUBLIC_KEY), PCRS)
+        device_key = tpm.ensure_device_key()
     finally:
         software.stop()
     return {"ek_public": _b64(keys.ek_public), "ak_public": _b64(keys.ak_public), "ak_name": keys.ak_name.hex(),
-            "quote": quote.to_json()}
+            "quote": quote.to_json(), "device_key": device_key.to_json()}
 
 
 def main() -> None:

@@ -15,12 +15,14 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from agent.tpm import Tpm, TpmError
 from services.gateway.evidence.base import EvidenceError
 from services.gateway.evidence.tpm import boot_change, golden_mismatches, quote_from_json, subject_of, verify_quote
+from services.gateway.evidence.tpm_devicekey import device_key_from_json
 from services.gateway.evidence.tpm_enrol import activation_succeeded, begin_activation, enrolment_from_json
 from tests.swtpm import manufacture, running_swtpm
 
@@ -207,3 +209,20 @@ def test_an_unreachable_tpm_is_a_clear_error(tmp_path):
     with pytest.raises(TpmError, match="between 0 and 23"):
         tpm.quote(b"n", [24])
     assert not Path(tmp_path / "tpm-a").exists()
+
+
+def test_a_device_key_in_the_tpm_signs_requests_and_survives_a_reboot(swtpm):
+    tpm = Tpm(swtpm.tcti)
+    ak = enrol(tpm)
+    key = device_key_from_json(json.loads(json.dumps(tpm.ensure_device_key().to_json())), ak=ak)
+    message = b"@method: POST\n@path: /v1/agent/release"
+    key.public_key.verify(tpm.sign(message), message, ec.ECDSA(hashes.SHA256()))
+    with pytest.raises(InvalidSignature):
+        key.public_key.verify(tpm.sign(message), message + b"x", ec.ECDSA(hashes.SHA256()))
+    swtpm.restart()
+    assert device_key_from_json(tpm.ensure_device_key().to_json(), ak=ak).name == key.name
+    key.public_key.verify(tpm.sign(message), message, ec.ECDSA(hashes.SHA256()))
+    renewed = device_key_from_json(tpm.ensure_device_key(replace=True).to_json(), ak=ak)
+    assert renewed.name != key.name
+    with pytest.raises(InvalidSignature):
+        key.public_key.verify(tpm.sign(message), message, ec.ECDSA(hashes.SHA256()))

@@ -94,7 +94,8 @@ def quote_from_json(doc: Any) -> Quote:
                  _pcr_values(doc.get("pcrs")))
 
 
-def _check_signature(ak: TpmPublic, signature: Signature, message: bytes) -> None:
+def check_ak_signature(ak: TpmPublic, signature: Signature, message: bytes) -> None:
+    """The TPMT_SIGNATURE over `message` is the AK's own, by the scheme that matches its key type."""
     hash_alg = HASHES[signature.hash_alg]()
     key = ak.public_key
     try:
@@ -105,9 +106,9 @@ def _check_signature(ak: TpmPublic, signature: Signature, message: bytes) -> Non
         elif isinstance(key, rsa.RSAPublicKey) and signature.alg == ALG_RSAPSS:
             key.verify(signature.value, message, padding.PSS(padding.MGF1(hash_alg), padding.PSS.AUTO), hash_alg)
         else:
-            raise EvidenceError("quote signature does not match the attestation key")
+            raise EvidenceError("signature does not match the attestation key")
     except InvalidSignature:
-        raise EvidenceError("quote signature invalid") from None
+        raise EvidenceError("signature invalid") from None
 
 
 def _selected_pcrs(attest: QuoteAttest) -> list[int]:
@@ -124,7 +125,7 @@ def verify_quote(quote: Quote, *, ak: TpmPublic, server_nonce: bytes, request_pu
     """The quote's PCR values and boot counters as attested facts, or EvidenceError saying which check failed."""
     if len(quote.attest) > MAX_QUOTE_BYTES or len(quote.signature) > MAX_SIGNATURE_BYTES:
         raise EvidenceError("quote too large")
-    _check_signature(ak, parse_signature(quote.signature), quote.attest)
+    check_ak_signature(ak, parse_signature(quote.signature), quote.attest)
     attest = parse_quote_attest(quote.attest)
     if not hmac.compare_digest(attest.extra_data, qualifying_data(server_nonce, request_public_key)):
         raise EvidenceError("quote not bound to this request's nonce")
