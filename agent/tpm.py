@@ -36,7 +36,7 @@ DEFAULT_DEVICE_KEY_HANDLE = 0x81010003
 # A request-signing key born in the TPM that can never leave it (tpm2-tools attribute syntax).
 _DEVICE_KEY_ATTRIBUTES = "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|sign"
 EK_CERTIFICATE_NV_INDEX = 0x01C00002   # TCG EK Credential Profile: RSA 2048 EK certificate
-TOOLS_TIMEOUT_SECONDS = 30.0
+TOOLS_TIMEOUT_SECONDS = 120.0   # creating an RSA EK takes tens of seconds on some hardware TPMs
 NONCE_BYTES = 32
 _CREDENTIAL_FILE_MAGIC = 0xBADCC0DE    # tpm2-tools' header for a makecredential output file
 _HANDLE = re.compile(r"0x[0-9a-fA-F]+")
