@@ -6,6 +6,8 @@ import base64
 import hashlib
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent.tpm import Quote as AgentQuote
 from agent.tpm import TpmError, quote_nonce
@@ -183,3 +185,13 @@ def test_golden_values():
     assert golden_mismatches(pcrs, {"0": "AA" * 32, "7": ["cc" * 32, "bb" * 32]}) == []
     assert golden_mismatches(pcrs, {"7": "cc" * 32, "0": "aa" * 32}) == ["PCR 7 differs from its golden value"]
     assert golden_mismatches(pcrs, {"16": "00" * 32}) == ["PCR 16 was not quoted"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(attest=st.binary(max_size=300), signature=st.binary(max_size=300), algorithm=st.sampled_from(ALGORITHMS))
+def test_arbitrary_bytes_are_refused_as_evidence_never_an_unexpected_error(attest, signature, algorithm):
+    ak, quote = captured(algorithm)
+    for candidate in (altered(quote, attest=attest), altered(quote, signature=signature),
+                      altered(quote, signature=quote.signature[:4] + signature)):
+        with pytest.raises(EvidenceError):
+            verify(candidate, ak)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import struct
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from services.gateway.evidence.base import EvidenceError
 from services.gateway.evidence.tpm import qualifying_data
@@ -16,6 +19,7 @@ from services.gateway.evidence.tpm_wire import (
     ALG_ECDSA,
     ALG_RSASSA,
     ALG_SHA256,
+    parse_certify_attest,
     parse_public,
     parse_quote_attest,
     parse_signature,
@@ -115,3 +119,24 @@ def test_errors_never_echo_the_input():
         with pytest.raises(EvidenceError) as refused:
             parse(junk)
         assert "SECRET" not in str(refused.value) and "SECRET" not in refused.value.reason
+
+
+@pytest.mark.parametrize("algorithm, key", [("ecc", "ak_public"), ("rsa", "ak_public"), ("rsa", "ek_public")])
+def test_every_single_byte_change_of_a_public_area_parses_or_is_refused(algorithm, key):
+    """Never an unexpected exception (a 500) on enrolment input; and a change always changes the name."""
+    data = captured_public(algorithm, key)
+    name = parse_public(data).name
+    for at in range(len(data)):
+        for flip in (0x01, 0x80, 0xFF):
+            changed = bytearray(data)
+            changed[at] ^= flip
+            with contextlib.suppress(EvidenceError):
+                assert parse_public(bytes(changed)).name != name
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=400))
+def test_arbitrary_bytes_parse_or_are_refused(data):
+    for parse in (parse_quote_attest, parse_signature, parse_public, parse_certify_attest):
+        with contextlib.suppress(EvidenceError):
+            parse(data)

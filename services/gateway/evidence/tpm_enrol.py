@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
 from .base import EvidenceError
@@ -86,7 +86,11 @@ def endorsement_key(ek_public: bytes) -> TpmPublic:
 
 def _same_key(cert: x509.Certificate, ek: TpmPublic) -> bool:
     der = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    return cert.public_key().public_bytes(*der) == ek.public_key.public_bytes(*der)
+    try:
+        certified = cert.public_key()
+    except (UnsupportedAlgorithm, ValueError):
+        return False
+    return certified.public_bytes(*der) == ek.public_key.public_bytes(*der)
 
 
 def _issuer_of(cert: x509.Certificate, candidates: Sequence[x509.Certificate]) -> x509.Certificate | None:
@@ -95,7 +99,7 @@ def _issuer_of(cert: x509.Certificate, candidates: Sequence[x509.Certificate]) -
             continue
         try:
             cert.verify_directly_issued_by(candidate)
-        except (InvalidSignature, ValueError, TypeError):
+        except (InvalidSignature, UnsupportedAlgorithm, ValueError, TypeError):
             continue
         return candidate
     return None

@@ -259,7 +259,10 @@ def _rsa_key(reader: _Reader) -> rsa.RSAPublicKey:
     modulus = reader.tpm2b()
     if key_bits not in (2048, 3072, 4096) or len(modulus) * 8 != key_bits:
         raise EvidenceError("unsupported RSA key")
-    return rsa.RSAPublicNumbers(exponent or 65537, int.from_bytes(modulus, "big")).public_key()
+    try:
+        return rsa.RSAPublicNumbers(exponent or 65537, int.from_bytes(modulus, "big")).public_key()
+    except ValueError:   # an even exponent or modulus, an exponent out of range
+        raise EvidenceError("invalid RSA public key") from None
 
 
 def _ecc_key(reader: _Reader) -> ec.EllipticCurvePublicKey:
