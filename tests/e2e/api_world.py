@@ -62,7 +62,7 @@ async def make_world(api) -> World:
     status, token, _ = await team.admin.call("POST", "/v1/tokens", json={"name": "spare"})
     assert status == 201, token
     provider = await provider_admin(api)
-    status, spare_tenant, _ = await provider.call("POST", "/v1/tenants", json={"name": "spare"})
+    status, spare_tenant, _ = await provider.call("POST", "/v1/tenants", json={"name": "spare", "admin_email": "spare-admin@spare.example"})
     assert status == 201, spare_tenant
     ids = {
         "key_id": tenant.key_id, "policy_id": tenant.policy_id, "group_id": made["group"]["group_id"],

@@ -43,11 +43,17 @@ KNOWN_GAPS: dict[tuple[str, str], tuple[str, ...]] = {
     ("POST", "/v1/keys"): ("algorithm",),
     ("POST", "/v1/keys/import"): ("algorithm", "import_token", "wrapped_key_material"),  # a token issued before
     ("POST", "/v1/users"): ("roles",), ("POST", "/v1/users/{user_id}/roles"): ("grant", "revoke"),
+    # token scopes are the caller's own permissions; its lifetime is capped by the tenant's setting
+    ("POST", "/v1/tokens"): ("scopes", "expires_in_seconds"),
+    # where a forwarder may send depends on what its name resolves to (and the provider's allowlist)
+    ("POST", "/v1/audit/forwarders"): ("tls_ca_pem", "host", "url"),
     # cryptographic content: a key that must parse, a ciphertext that must open, a certificate
     ("POST", "/v1/keys/{key_id}/export"): ("public_key",), ("POST", "/v1/custody/unseal"): ("sealed_share",),
-    ("POST", "/v1/custody/rekey/verify"): ("sealed_share",), ("POST", "/v1/audit/forwarders"): ("tls_ca_pem",), ("PUT", "/v1/tenant/settings"): ("sso",),
+    ("POST", "/v1/custody/rekey/verify"): ("sealed_share",), ("PUT", "/v1/tenant/settings"): ("sso",),
     # cross-field: a share threshold must not exceed the number of shares (refused for the whole body)
     ("POST", "/v1/custody/init"): ("body",), ("POST", "/v1/custody/rekey"): ("body",),
+    # cross-field: a second admin's name and address go together (refused for the whole body)
+    ("POST", "/v1/tenants"): ("body",), ("POST", "/v1/auth/bootstrap"): ("body",),
 }
 EXAMPLES = 8  # generated requests per operation (plus the document's own examples)
 # The event stream never ends by itself: its own tests (test_notifications) cover it.

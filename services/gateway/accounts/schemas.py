@@ -179,7 +179,8 @@ class TenantSettings(Strict):
     # People sign in only through the tenant's identity provider: no setup secret is ever created.
     sso_only: bool | None = None
     # Invitations go only to addresses in these domains (empty: any).
-    allowed_email_domains: list[str] | None = Field(default=None, max_length=50)
+    allowed_email_domains: list[str] | None = Field(default=None, max_length=50,
+                                                    json_schema_extra={"items": {"type": "string", "pattern": DOMAIN_PATTERN}})
 
     @field_validator("allowed_email_domains")
     @classmethod
