@@ -25,6 +25,14 @@ def _known_roles(roles: list[str]) -> list[str]:
     return sorted(set(roles))
 
 
+def _check_second_admin(first: str, first_field: str, username: str | None, email: str | None) -> None:
+    """A first admin's second: named with an address, or not at all, and not the first admin again."""
+    if (username is None) != (email is None):
+        raise ValueError("second_admin_username and second_admin_email go together")
+    if username == first:
+        raise ValueError(f"second_admin_username must differ from {first_field}")
+
+
 def _email(description: str, default: object = ...) -> object:
     return Field(default, max_length=254, pattern=EMAIL_PATTERN, description=description)
 
@@ -41,10 +49,7 @@ class Bootstrap(Strict):
 
     @model_validator(mode="after")
     def _second_admin(self) -> Bootstrap:
-        if (self.second_admin_username is None) != (self.second_admin_email is None):
-            raise ValueError("second_admin_username and second_admin_email go together")
-        if self.second_admin_username == self.username:
-            raise ValueError("second_admin_username must differ from username")
+        _check_second_admin(self.username, "username", self.second_admin_username, self.second_admin_email)
         return self
 
 
@@ -83,10 +88,7 @@ class CreateTenant(Strict):
 
     @model_validator(mode="after")
     def _second_admin(self) -> CreateTenant:
-        if (self.second_admin_username is None) != (self.second_admin_email is None):
-            raise ValueError("second_admin_username and second_admin_email go together")
-        if self.second_admin_username == self.admin_username:
-            raise ValueError("second_admin_username must differ from admin_username")
+        _check_second_admin(self.admin_username, "admin_username", self.second_admin_username, self.second_admin_email)
         return self
 
 
