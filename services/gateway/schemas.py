@@ -47,6 +47,7 @@ def _evidence(evidence: dict[str, Any]) -> dict[str, Any]:
 Evidence = Annotated[dict[str, Any], AfterValidator(_evidence), WithJsonSchema({
     "type": "object", "required": ["kind"], "propertyNames": _KEY,
     "properties": {"kind": {"type": "string", "description": "aws, gcp, azure, tpm, signed, ..."}},
+    "additionalProperties": {"$ref": "#/components/schemas/FactValue"},
     "description": f"Evidence as JSON, at most {2 * MAX_FACTS_BYTES} bytes; unverifiable evidence proves nothing"})]
 
 

@@ -29,6 +29,8 @@ import json
 import re
 from typing import Any
 
+from pydantic.json_schema import models_json_schema
+
 from services.gateway.permissions import PERMISSIONS
 from services.gateway.roles import PROVIDER_ROLES, TENANT_ROLES
 from services.gateway.routes import ROUTES, Route
@@ -89,8 +91,8 @@ def permissions_of(roles) -> frozenset[str]:
 
 
 def _resolve(spec: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
-    if "$ref" in spec:
-        return _resolve(defs[spec["$ref"].rsplit("/", 1)[1]], defs)
+    if "$ref" in spec:  # a schema shared in the OpenAPI document only (FactValue) is any JSON here
+        return _resolve(defs.get(spec["$ref"].rsplit("/", 1)[1], {}), defs)
     if "anyOf" in spec:
         branch = next((b for b in spec["anyOf"] if b.get("type") != "null"), {})
         return {**_resolve(branch, defs), **{k: v for k, v in spec.items() if k != "anyOf"}}
@@ -168,8 +170,11 @@ def body_variants(route: Route, ctx) -> list[dict[str, Any] | None]:
     Placeholders (`UNIQUE`...) are filled in by `materialise` at call time."""
     if route.body is None:
         return [None]
-    schema = route.body.model_json_schema()
-    defs, required = schema.get("$defs", {}), set(schema.get("required", ()))
+    # As the OpenAPI document builds it (a shared schema such as FactValue stays a bare reference).
+    keys, top = models_json_schema([(route.body, "validation")], ref_template="#/components/schemas/{model}")
+    defs = top.get("$defs", {})
+    schema = _resolve(keys[(route.body, "validation")], defs)
+    required = set(schema.get("required", ()))
     names = list(schema.get("properties", {}))
     choices = [field_values(n, schema["properties"][n], n in required, defs, ctx) for n in names]
     base = [values[0] for values in choices]

@@ -25,8 +25,10 @@ async def _until(check, timeout: float = 30.0):
         await asyncio.sleep(0.05)
 
 
-# Small throttled batches so the rotation is observably in progress when keysvc is stopped.
-@pytest.mark.stack(keysvc={"kek_rewrap_batch": 4, "kek_rewrap_pause_seconds": 0.1})
+# Small throttled batches so the rotation is observably in progress when keysvc is stopped: after
+# the check sees 8 of 40 re-wrapped, eight more batches keep it running for at least 4 s, so a slow
+# status call on a busy box does not let it finish first.
+@pytest.mark.stack(keysvc={"kek_rewrap_batch": 4, "kek_rewrap_pause_seconds": 0.5})
 async def test_kek_rotation_resumes_after_a_crash_and_no_release_fails(api, stack):
     tenant = await make_tenant(api)
     admin = tenant.admin
