@@ -45,8 +45,8 @@ async def request_overhead(url: str, n: int) -> None:
                                           "auth": "password+totp", "mfa": True, "created_at": now, "last_seen": now,
                                           "ended_at": None})
     await store.tokens.insert("ten_b", {"token_id": "tok_b", "digest": tokens.digest(pat), "user_id": "usr_b",
-                                        "scopes": ["keys.read", "keys.manage"], "revoked": False,
-                                        "expires_at": now + timedelta(days=1)})
+                                        "scopes": ["keys.read", "keys.manage"], "revoked": False, "mfa": True,
+                                        "created_at": now, "expires_at": now + timedelta(days=1)})
     auth = TokenAuthenticator(store, bootstrap_digest=tokens.digest("sr_boot_x"))
     for name, credential in (("session", session), ("personal token", pat)):
         principal = await auth.resolve(credential)  # first use reads the store; then cached
