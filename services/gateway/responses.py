@@ -158,6 +158,7 @@ class TenantSettingsView(View):
     allowed_email_domains: list[str] = []
     token_max_days: int | None = None
     sso: dict[str, Any] | None = None
+    cloud_identity: dict[str, Any] | None = None  # the pinned trust anchors for agents' cloud evidence
     pending_changes: list[PendingSettingsChange] = []
     pending_change: PendingSettingsChange | None = None
     detail: str | None = None
@@ -228,6 +229,13 @@ class DeviceList(View):
 class DeviceRevoked(View):
     device_id: str
     status: Literal["revoked"]
+
+
+class Challenge(View):
+    """A single-use challenge: evidence answers it in the holder's next request before it expires."""
+
+    challenge: str
+    expires_at: datetime
 
 
 class Enrolled(View):

@@ -17,6 +17,7 @@ from shared.store import TenantCollection
 
 from .accounts.store import AccountStore
 from .store_changes import ChangeStore
+from .store_evidence import EvidenceStore
 from .store_outbox import insert_staged, update_staged
 
 
@@ -34,6 +35,7 @@ class GatewayStore:
                                        db["changes"], db["sessions"], db["events"]])
         self.accounts = AccountStore(db, outbox=self.outbox)
         self.changes = ChangeStore(db, outbox=self.outbox)
+        self.evidence = EvidenceStore(db)
 
     async def ping(self) -> None:
         """Raises `STORE_UNAVAILABLE` when the store does not answer (within the client's timeouts)."""
@@ -42,6 +44,7 @@ class GatewayStore:
     async def create_indexes(self) -> None:
         await self.accounts.create_indexes()
         await self.changes.create_indexes()
+        await self.evidence.create_indexes()
         await self.enrollments.raw.create_index([("digest", ASCENDING)], unique=True)
         await self.devices.raw.create_index([("tenant_id", ASCENDING), ("device_id", ASCENDING)], unique=True)
         await self.devices.raw.create_index([("tenant_id", ASCENDING), ("subject", ASCENDING)])
@@ -66,6 +69,11 @@ class GatewayStore:
             {"digest": digest, "tenant_id": doc["tenant_id"], "used": False}, {"$set": {"used": True, "used_at": now}}
         )
         return doc if result.modified_count == 1 else None
+
+    async def live_enrollment(self, digest: str, now: datetime) -> dict[str, Any] | None:
+        """An unused, unexpired enrollment by its token's digest, without spending it."""
+        doc = await self.enrollments.raw.find_one({"digest": digest, "used": False})
+        return doc if doc is not None and doc["expires_at"] > now else None
 
     async def insert_device(self, tenant_id: str, doc: dict[str, Any], event: Event) -> None:
         await insert_staged(self.outbox, self.devices, tenant_id, doc, event)

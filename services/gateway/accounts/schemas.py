@@ -10,6 +10,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from shared.commands import NAME, Strict, items_among, some_change
 
+from ..evidence.cloud import CloudAnchors
 from ..permissions import PERMISSIONS
 from ..roles import PROVIDER_ROLES, TENANT_ROLES
 from .rules import DOMAIN_PATTERN, EMAIL_PATTERN, USERNAME_PATTERN
@@ -183,6 +184,9 @@ class TenantSettings(Strict):
     # Invitations go only to addresses in these domains (empty: any).
     allowed_email_domains: list[str] | None = Field(default=None, max_length=50,
                                                     json_schema_extra={"items": {"type": "string", "pattern": DOMAIN_PATTERN}})
+    # Trust anchors for agents' cloud identity evidence (AWS region certificates, Google's JWKS,
+    # Azure's roots): a change waits for a second tenant admin.
+    cloud_identity: CloudAnchors | None = None
 
     @field_validator("allowed_email_domains")
     @classmethod

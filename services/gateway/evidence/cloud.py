@@ -29,7 +29,8 @@ from datetime import datetime
 from functools import partial
 from typing import Any, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from cryptography import x509
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shared.crypto.cloud_binding import azure_nonce, gcp_audience
 
@@ -39,6 +40,7 @@ from .base import EvidenceError, Verified
 from .gcp import verify_gcp
 
 ED25519_PUBLIC_KEY_BYTES = 32
+MAX_ANCHORS = 64
 
 
 class Context(Protocol):
@@ -70,6 +72,36 @@ class CloudAnchors(BaseModel):
     gcp_jwks: dict[str, Any] = Field(default_factory=dict, description="Google's JWKS for identity tokens")
     azure_roots: tuple[str, ...] = Field(default=(), description="Root certificates (PEM) for Azure's attested data")
     azure_intermediates: tuple[str, ...] = Field(default=(), description="Intermediate certificates (PEM), if not carried")
+
+    @field_validator("aws_region_certs")
+    @classmethod
+    def _region_certs(cls, certs: dict[str, str]) -> dict[str, str]:
+        if len(certs) > MAX_ANCHORS or not all(_is_certificate(pem) for pem in certs.values()):
+            raise ValueError(f"each region needs one PEM certificate (at most {MAX_ANCHORS} regions)")
+        return certs
+
+    @field_validator("azure_roots", "azure_intermediates")
+    @classmethod
+    def _certificates(cls, pems: tuple[str, ...]) -> tuple[str, ...]:
+        if len(pems) > MAX_ANCHORS or not all(_is_certificate(pem) for pem in pems):
+            raise ValueError(f"each entry must be a PEM certificate (at most {MAX_ANCHORS})")
+        return pems
+
+    @field_validator("gcp_jwks")
+    @classmethod
+    def _jwks(cls, jwks: dict[str, Any]) -> dict[str, Any]:
+        keys = jwks.get("keys") if jwks else []
+        if not isinstance(keys, list) or len(keys) > MAX_ANCHORS or not all(isinstance(k, dict) for k in keys):
+            raise ValueError(f"must be a JWKS: {{\"keys\": [...]}} with at most {MAX_ANCHORS} keys")
+        return jwks
+
+
+def _is_certificate(pem: Any) -> bool:
+    try:
+        x509.load_pem_x509_certificate(pem.encode("ascii"))
+    except (ValueError, TypeError, AttributeError, UnicodeEncodeError):
+        return False
+    return True
 
 
 Verifier = Callable[[Mapping[str, Any], Context], Verified]
