@@ -41,6 +41,8 @@ ENV_HOME = "STRONGROOM_AGENT_HOME"
 ENV_TOKEN = "STRONGROOM_AGENT_ENROLLMENT_TOKEN"
 ENV_FACTS_FILE = "STRONGROOM_AGENT_FACTS_FILE"
 ENV_HASH_PATHS = "STRONGROOM_AGENT_HASH_PATHS"
+ENV_CLOUD = "STRONGROOM_AGENT_CLOUD"
+ENV_METADATA_URL = "STRONGROOM_AGENT_METADATA_URL"
 DEFAULT_HEARTBEAT_SECONDS = 60.0  # until the gateway has said what its grace period is
 
 
@@ -56,6 +58,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--timeout", metavar="SECONDS", type=_positive_float, default=DEFAULT_TIMEOUT_SECONDS,
         help="per-request timeout (default %(default)s)",
+    )
+    parser.add_argument(
+        "--cloud", choices=("aws", "gcp", "azure"),
+        help=f"send this VM's cloud identity evidence with enrolment, key requests and heartbeats (default ${ENV_CLOUD})",
+    )
+    parser.add_argument(
+        "--metadata-url", metavar="URL", help=f"the cloud metadata service's base URL (default ${ENV_METADATA_URL} "
+        "or the cloud's own address)",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -156,6 +166,13 @@ async def run(args: argparse.Namespace, *, environ: Mapping[str, str]) -> int:
         return EXIT_ERROR
 
 
+def _cloud(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, Any]:
+    cloud = args.cloud or environ.get(ENV_CLOUD) or None
+    if cloud not in (None, "aws", "gcp", "azure"):
+        raise UsageError(f"${ENV_CLOUD} must be aws, gcp or azure")
+    return {"cloud": cloud, "metadata_url": args.metadata_url or environ.get(ENV_METADATA_URL) or None}
+
+
 def state_dir(args: argparse.Namespace, environ: Mapping[str, str]) -> Path:
     home = args.home or environ.get(ENV_HOME)
     return Path(home).expanduser() if home else default_state_dir()
@@ -170,7 +187,7 @@ async def _enroll(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
     if not args.gateway.startswith(("https://", "http://")):
         raise UsageError(f"--gateway must be an http(s) URL, got {args.gateway!r}")
     home = state_dir(args, environ)
-    async with AgentClient(timeout_seconds=args.timeout) as client:
+    async with AgentClient(timeout_seconds=args.timeout, **_cloud(args, environ)) as client:
         identity = await client.enroll(args.gateway, token, args.name or socket.gethostname(), home)
     _print_json(
         {"device_id": identity.device_id, "tenant_id": identity.tenant_id, "key_id": identity.key_id, "home": str(home)}
@@ -233,7 +250,7 @@ async def _heartbeat(args: argparse.Namespace, environ: Mapping[str, str]) -> No
     this device's keys. A gateway that cannot be reached is retried at the next beat, not fatal:
     a missed beat is what the grace period is for."""
     identity = AgentIdentity.load(state_dir(args, environ))
-    async with AgentClient(identity, timeout_seconds=args.timeout) as client:
+    async with AgentClient(identity, timeout_seconds=args.timeout, **_cloud(args, environ)) as client:
         while True:
             interval = args.interval
             try:
@@ -261,7 +278,7 @@ async def _release(
 ) -> ReleasedKey:
     identity = AgentIdentity.load(state_dir(args, environ))
     facts = await _gather_facts(args, environ, identity.device_id)
-    async with AgentClient(identity, timeout_seconds=args.timeout) as client:
+    async with AgentClient(identity, timeout_seconds=args.timeout, **_cloud(args, environ)) as client:
         return await client.request_key(key_id, facts=facts, key_version=key_version)
 
 

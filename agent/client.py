@@ -12,7 +12,7 @@ import asyncio
 import base64
 import binascii
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -22,6 +22,7 @@ import aiohttp
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from agent.cloud import Cloud, CloudMetadataError, fetch_evidence
 from agent.identity import AgentIdentity, IdentityError, generate_device_key, is_enrolled, public_key_b64
 from shared.crypto.httpsig import sign_request
 from shared.crypto.release import SUITE_NAME, ReleaseError, open_sealed, release_info
@@ -29,6 +30,8 @@ from shared.crypto.release import SUITE_NAME, ReleaseError, open_sealed, release
 ENROLL_PATH = "/v1/agent/enroll"
 KEY_REQUESTS_PATH = "/v1/agent/key-requests"
 HEARTBEAT_PATH = "/v1/agent/heartbeat"
+CHALLENGES_PATH = "/v1/agent/challenges"
+ENROLL_CHALLENGES_PATH = "/v1/agent/enroll/challenges"
 MAX_LONG_POLL_SECONDS = 60.0
 DEFAULT_TIMEOUT_SECONDS = 30.0
 DATA_KEY_LENGTHS = (16, 24, 32)
@@ -106,6 +109,10 @@ class ServiceUnavailable(AgentError):
     """503/504, or the gateway could not be reached or answered nonsense; worth retrying later."""
 
 
+class EvidenceUnavailable(AgentError):
+    """This VM's cloud metadata service gave no evidence to send."""
+
+
 class ProtocolError(AgentError):
     """The gateway's answer does not follow the agent protocol (or does not open with our key)."""
 
@@ -150,6 +157,10 @@ class AgentClient:
 
     Pass `session` to reuse an aiohttp session (it is then not closed here); otherwise one is
     opened on entry with `timeout_seconds` as the total per-request timeout.
+
+    With `cloud` set, enrolment, key requests and heartbeats carry this VM's identity evidence from
+    the cloud's metadata service (at `metadata_url`, or the cloud's own address): GCP and Azure
+    evidence answers a single-use challenge the client fetches first, bound to the device key.
     """
 
     def __init__(
@@ -158,8 +169,11 @@ class AgentClient:
         *,
         session: aiohttp.ClientSession | None = None,
         timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+        cloud: Cloud | None = None,
+        metadata_url: str | None = None,
     ) -> None:
         self._identity = identity
+        self._cloud, self._metadata_url = cloud, metadata_url
         self._session = session
         self._owns_session = session is None
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds, connect=min(10.0, timeout_seconds))
@@ -198,8 +212,14 @@ class AgentClient:
         if is_enrolled(state):
             raise IdentityError(f"{state} already holds an agent identity; remove it first to enroll this VM again")
         private_key = generate_device_key()
+
+        async def challenge() -> str:
+            url = _join(gateway_url, ENROLL_CHALLENGES_PATH)
+            return await self._challenge(url, _json_bytes({"enrollment_token": enrollment_token}), {})
+
+        proof = await self._evidence(base64.b64decode(public_key_b64(private_key)), challenge)
         body = _json_bytes(
-            {"enrollment_token": enrollment_token, "name": name, "public_key": public_key_b64(private_key)}
+            {"enrollment_token": enrollment_token, "name": name, "public_key": public_key_b64(private_key), **proof}
         )
         status, document = await self._post(_join(gateway_url, ENROLL_PATH), body, {})
         if status != 201:
@@ -237,6 +257,7 @@ class AgentClient:
                 "key_version": key_version,
                 "facts": dict(facts),
                 "ephemeral_public_key": base64.b64encode(ephemeral_public).decode("ascii"),
+                **await self._device_evidence(identity),
             }
         )
         headers = {"Content-Type": "application/json", "Accept": _ACCEPT}
@@ -267,7 +288,7 @@ class AgentClient:
         """Report fresh facts (signed); the answer says whether this device is active or quarantined."""
         identity = self._require_identity()
         url = _join(identity.gateway_url, HEARTBEAT_PATH)
-        body = _json_bytes({"facts": dict(facts)})
+        body = _json_bytes({"facts": dict(facts), **await self._device_evidence(identity)})
         status, document = await self._post(url, body, self._signed("POST", url, body, identity))
         if status != 200:
             raise _error_from(status, document, _KEY_REQUEST_ERRORS)
@@ -283,6 +304,33 @@ class AgentClient:
                 return response.status, _parse_body(response.status, await response.text(errors="replace"))
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise ServiceUnavailable(None, "gateway unreachable", f"{url}: {exc}") from None
+
+    async def _device_evidence(self, identity: AgentIdentity) -> dict[str, Any]:
+        async def challenge() -> str:
+            url = _join(identity.gateway_url, CHALLENGES_PATH)
+            return await self._challenge(url, b"", self._signed("POST", url, b"", identity))
+
+        raw = identity.private_key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        return await self._evidence(raw, challenge)
+
+    async def _evidence(self, public_key: bytes, challenge: Callable[[], Awaitable[str]]) -> dict[str, Any]:
+        """``evidence`` and the ``challenge`` it answers, for a request body; nothing without a cloud."""
+        if self._cloud is None:
+            return {}
+        # An AWS identity document carries no nonce (the gateway trusts its first use instead).
+        nonce = await challenge() if self._cloud != "aws" else ""
+        try:
+            evidence = await fetch_evidence(self._cloud, challenge=nonce, public_key=public_key,
+                                            base_url=self._metadata_url)
+        except CloudMetadataError as exc:
+            raise EvidenceUnavailable(None, "no cloud identity evidence", str(exc)) from None
+        return {"evidence": evidence, "challenge": nonce} if nonce else {"evidence": evidence}
+
+    async def _challenge(self, url: str, body: bytes, headers: Mapping[str, str]) -> str:
+        status, document = await self._post(url, body, headers)
+        if status != 201:
+            raise _error_from(status, document, _KEY_REQUEST_ERRORS)
+        return _string(document, "challenge")
 
     @staticmethod
     def _signed(method: str, url: str, body: bytes, identity: AgentIdentity) -> dict[str, str]:
