@@ -49,7 +49,8 @@ KNOWN_GAPS: dict[tuple[str, str], tuple[str, ...]] = {
     ("POST", "/v1/audit/forwarders"): ("tls_ca_pem", "host", "url"),
     # cryptographic content: a key that must parse, a ciphertext that must open, a certificate
     ("POST", "/v1/keys/{key_id}/export"): ("public_key",), ("POST", "/v1/custody/unseal"): ("sealed_share",),
-    ("POST", "/v1/custody/rekey/verify"): ("sealed_share",), ("PUT", "/v1/tenant/settings"): ("sso",),
+    ("POST", "/v1/custody/rekey/verify"): ("sealed_share",),
+    ("PUT", "/v1/tenant/settings"): ("sso", "cloud_identity"),  # certificates that must parse
     # cross-field: a share threshold must not exceed the number of shares (refused for the whole body)
     ("POST", "/v1/custody/init"): ("body",), ("POST", "/v1/custody/rekey"): ("body",),
     # cross-field: a second admin's name and address go together (refused for the whole body)
