@@ -193,3 +193,8 @@ async def test_trust_anchors_are_checked_and_changed_only_by_tenant_admins(api):
     status, out, _ = await auditor.call("PUT", "/v1/tenant/settings", json={
         "cloud_identity": {"aws_region_certs": fx.aws_region_certs("eu-west-1")}})
     assert status == 403, out
+    status, out, _ = await tenant.team.admin.call("PUT", "/v1/tenant/settings", json={
+        "cloud_identity": {"aws_region_certs": fx.aws_region_certs("eu-west-1")}})
+    assert status == 202 and out["pending_change"]["shown"]["cloud_identity"]["aws_regions"] == ["eu-west-1"], out
+    status, out, _ = await tenant.team.admin.call("GET", "/v1/tenant/settings")
+    assert status == 200 and "cloud_identity" not in out, out  # not before the second admin confirms
