@@ -238,6 +238,19 @@ class Challenge(View):
     expires_at: datetime
 
 
+class TpmActivation(View):
+    """The credential the device's TPM must activate (TPM2_ActivateCredential) before `expires_at`."""
+
+    activation_id: str
+    credential: dict[str, str]  # {"credential_blob": b64, "encrypted_secret": b64}
+    expires_at: datetime
+
+
+class TpmRegistered(View):
+    device_id: str
+    ak_subject: str
+
+
 class Enrolled(View):
     device_id: str
     tenant_id: str

@@ -31,6 +31,7 @@ from . import (
     views_devices,
     views_evidence,
     views_policy,
+    views_tpm,
 )
 from . import queries as Q
 from . import responses as R
@@ -183,6 +184,8 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/reports", views_audit.report, "operator", "reports.read", "Releases, denials, approvals, keys and devices over a time range (json, csv, html)", query=ca.ReportQuery, response=R.Report, produces=("application/json", "text/csv", "text/html")),
     Route("POST", "/v1/agent/enroll/challenges", views_evidence.enrollment_challenge, "none", None, "Agent: a single-use challenge for enrolment evidence (the enrollment token is not spent)", views_evidence.EnrollmentChallengeBody, 201, response=R.Challenge),
     Route("POST", "/v1/agent/challenges", views_evidence.device_challenge, "device", None, "Agent: a single-use challenge for the evidence of its next request (RFC 9421-signed)", success=201, response=R.Challenge),
+    Route("POST", "/v1/agent/tpm/enrol", views_tpm.tpm_enrol, "device", None, "Agent: register its TPM's EK and AK; answers the credential to activate (RFC 9421-signed)", views_tpm.TpmEnrolBody, 201, response=R.TpmActivation),
+    Route("POST", "/v1/agent/tpm/activate", views_tpm.tpm_activate, "device", None, "Agent: the secret ActivateCredential recovered; registers the AK (RFC 9421-signed)", views_tpm.TpmActivateBody, response=R.TpmRegistered),
     Route("POST", "/v1/agent/enroll", views_agents.enroll, "none", None, "Agent: enrol with an enrollment token", schemas.Enroll, 201, response=R.Enrolled),
     Route("POST", "/v1/agent/key-requests", views_agents.key_request, "device", None, "Agent: request a key (RFC 9421-signed)", schemas.KeyRequestBody, response=R.KeyReleased),
 )

@@ -92,6 +92,15 @@ class GatewayStore:
         doc = await self.devices.find_one(tenant_id, {"subject": subject, "status": "active"})
         return doc["device_id"] if doc is not None else None
 
+    async def register_tpm(self, tenant_id: str, device_id: str, tpm: dict[str, Any], event: Event) -> bool:
+        """The device's attestation key, once its credential activation succeeded; False if not active."""
+        return await update_staged(self.outbox, self.devices, tenant_id, {"device_id": device_id, "status": "active"},
+                                   {"$set": {"tpm": tpm}}, event)
+
+    async def note_tpm_counters(self, tenant_id: str, device_id: str, counters: dict[str, int]) -> None:
+        """The boot counters of the device's last accepted quote (the key request's event carries them too)."""
+        await self.devices.update_one(tenant_id, {"device_id": device_id}, {"$set": {"tpm.counters": counters}})
+
     async def revoke_device(self, tenant_id: str, device_id: str, at: datetime, event: Event) -> bool:
         """False when no active device has this id."""
         return await update_staged(self.outbox, self.devices, tenant_id, {"device_id": device_id, "status": "active"},

@@ -17,11 +17,14 @@ class EvidenceStore:
     def __init__(self, db: AsyncDatabase):
         self.challenges = TenantCollection(db["challenges"])
         self.first_uses = TenantCollection(db["first_uses"])
+        self.activations = TenantCollection(db["tpm_activations"])
 
     async def create_indexes(self) -> None:
         await self.challenges.raw.create_index([("tenant_id", ASCENDING), ("challenge", ASCENDING)], unique=True)
         await self.challenges.raw.create_index([("expires_at", ASCENDING)])
         await self.first_uses.raw.create_index([("tenant_id", ASCENDING), ("subject", ASCENDING)], unique=True)
+        await self.activations.raw.create_index([("tenant_id", ASCENDING), ("activation_id", ASCENDING)], unique=True)
+        await self.activations.raw.create_index([("expires_at", ASCENDING)])
 
     # --- challenges ---
 
@@ -36,7 +39,21 @@ class EvidenceStore:
 
     async def forget_expired_challenges(self, now: datetime) -> int:
         # Housekeeping across tenants by expiry only; it reads nothing back.
-        return (await self.challenges.raw.delete_many({"expires_at": {"$lt": now}})).deleted_count
+        return (await self.challenges.raw.delete_many({"expires_at": {"$lt": now}})).deleted_count \
+            + (await self.activations.raw.delete_many({"expires_at": {"$lt": now}})).deleted_count
+
+    # --- TPM credential activation ---
+
+    async def insert_activation(self, tenant_id: str, doc: dict[str, Any]) -> None:
+        """A pending TPM enrolment: the sealed secret's digest and the AK, for one device, until it expires."""
+        await self.activations.insert(tenant_id, doc)
+
+    async def take_activation(self, tenant_id: str, activation_id: str, *, device_id: str,
+                              now: datetime) -> dict[str, Any] | None:
+        """Consumes a live pending activation of this device: one answer only, right or wrong."""
+        doc = await self.activations.raw.find_one_and_delete(
+            {"tenant_id": tenant_id, "activation_id": activation_id, "device_id": device_id, "expires_at": {"$gt": now}})
+        return doc
 
     # --- trust on first use ---
 

@@ -63,6 +63,19 @@ class MemoryGatewayStore:
     async def count_active_devices(self, tenant_id: str) -> int:
         return sum(1 for (t, _), d in self.devices.items() if t == tenant_id and d["status"] == "active")
 
+    async def register_tpm(self, tenant_id: str, device_id: str, tpm: dict[str, Any], event: Event) -> bool:
+        doc = self.devices.get((tenant_id, device_id))
+        if doc is None or doc["status"] != "active":
+            return False
+        doc["tpm"] = deepcopy(tpm)
+        await self._publish(event)
+        return True
+
+    async def note_tpm_counters(self, tenant_id: str, device_id: str, counters: dict[str, int]) -> None:
+        doc = self.devices.get((tenant_id, device_id))
+        if doc is not None and isinstance(doc.get("tpm"), dict):
+            doc["tpm"]["counters"] = dict(counters)
+
     async def revoke_device(self, tenant_id: str, device_id: str, at: datetime, event: Event) -> bool:
         doc = self.devices.get((tenant_id, device_id))
         if doc is None or doc["status"] != "active":
@@ -139,6 +152,7 @@ class MemoryEvidenceStore:
     def __init__(self) -> None:
         self.challenges: dict[tuple[str, str], dict[str, Any]] = {}
         self.first_uses: dict[tuple[str, str], dict[str, Any]] = {}
+        self.activations: dict[tuple[str, str], dict[str, Any]] = {}
 
     async def create_indexes(self) -> None:
         return None
@@ -157,7 +171,20 @@ class MemoryEvidenceStore:
         expired = [k for k, d in self.challenges.items() if d["expires_at"] < now]
         for key in expired:
             del self.challenges[key]
-        return len(expired)
+        stale = [k for k, d in self.activations.items() if d["expires_at"] < now]
+        for key in stale:
+            del self.activations[key]
+        return len(expired) + len(stale)
+
+    async def insert_activation(self, tenant_id: str, doc: dict[str, Any]) -> None:
+        self.activations[(tenant_id, doc["activation_id"])] = {**deepcopy(doc), "tenant_id": tenant_id}
+
+    async def take_activation(self, tenant_id: str, activation_id: str, *, device_id: str,
+                              now: datetime) -> dict[str, Any] | None:
+        doc = self.activations.get((tenant_id, activation_id))
+        if doc is None or doc["device_id"] != device_id or doc["expires_at"] <= now:
+            return None
+        return self.activations.pop((tenant_id, activation_id))
 
     async def first_use(self, tenant_id: str, subject: str) -> dict[str, Any] | None:
         doc = self.first_uses.get((tenant_id, subject))

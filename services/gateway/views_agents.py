@@ -77,7 +77,7 @@ async def key_request(request: web.Request) -> web.Response:
     principal = _principal(request)
     body = await body_as(request, schemas.KeyRequestBody)
     request_id = events.new_id("req_")
-    facts, summary = await _facts_of(request, body.facts, body.evidence, body.challenge)
+    facts, summary = await _facts_of(request, body.facts, body.evidence, body.challenge, body.ephemeral_public_key)
     requested = events.KeyRequested(
         tenant_id=principal.tenant_id, actor=principal.actor, correlation_id=request[CORRELATION_ID],
         source_ip=request.remote, request_id=request_id, device_id=principal.id, key_id=body.key_id,
@@ -99,6 +99,7 @@ async def key_request(request: web.Request) -> web.Response:
 
 async def _facts_of(
     request: web.Request, claimed: dict[str, Any], evidence: dict[str, Any] | None, challenge: str | None = None,
+    one_time_key: str | None = None,
 ) -> tuple[Merged, events.EvidenceSummary | None]:
     """The agent's claimed facts, what its evidence proves written over them, and what the gateway
     observed itself; with what became of the evidence."""
@@ -107,7 +108,8 @@ async def _facts_of(
     if evidence is not None:
         device = await _gw(request).devices.device(principal.tenant_id, principal.id)
         context = EvidenceContext(tenant_id=principal.tenant_id, now=_now(), device_id=principal.id,
-                                  public_key=device.get("public_key") if device else None, challenge=challenge)
+                                  public_key=device.get("public_key") if device else None, challenge=challenge,
+                                  request_public_key=one_time_key)
         try:
             verified, summary = await verify(request, evidence, context, holder=principal.id)
         except FirstUseRefused:

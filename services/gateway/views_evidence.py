@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import secrets
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 import structlog
@@ -30,6 +31,7 @@ from .evidence.aws import FirstUse, check_first_use
 from .evidence.base import EvidenceContext, EvidenceError, Verified
 from .evidence.cloud import CloudAnchors
 from .evidence.cloud import verifiers as cloud_verifiers
+from .evidence.tpm_request import verify_tpm_evidence
 from .state import CORRELATION_ID, _gw, _json, _now, _principal, body_as
 
 log = structlog.get_logger("strongroom.gateway")
@@ -78,6 +80,10 @@ async def verify(
     on with claimed facts, and says why; only a replayed instance identity raises FirstUseRefused."""
     gw = _gw(request)
     verifiers = await _verifiers(request, context.tenant_id)
+    device = await gw.store.device(context.tenant_id, context.device_id) if evidence["kind"] == "tpm" else None
+    tpm = (device or {}).get("tpm")
+    if isinstance(tpm, dict):  # the AK it registered, and its last quote's boot counters
+        verifiers["tpm"] = partial(verify_tpm_evidence, ak_public=tpm["ak_public"], counters=tpm.get("counters"))
     kind = evidence["kind"] if evidence["kind"] in verifiers else "unknown"  # never echo an unknown kind
     try:
         if context.challenge is not None and not await gw.store.evidence.take_challenge(
@@ -93,6 +99,10 @@ async def verify(
             # bound to our key) proves nothing for a device other than the one it enrolled.
             if bound is not None and bound != context.device_id:
                 raise EvidenceError("the instance is enrolled as another device")
+        if kind == "tpm":
+            integrity = verified.facts["integrity"]
+            await gw.store.note_tpm_counters(context.tenant_id, context.device_id or "", {
+                "reset_count": integrity["reset_count"], "restart_count": integrity["restart_count"]})
     except EvidenceError as exc:
         log.info("evidence_refused", kind=kind, reason=exc.reason, device_id=context.device_id)
         return None, events.EvidenceSummary(kind=kind, verified=False, reason=exc.reason)
