@@ -29,9 +29,11 @@ from agent.client import (
     ReleasedKey,
     ServiceUnavailable,
 )
+from agent.evidence import EvidenceUnavailableError, TpmEvidence, register_tpm
 from agent.facts import FactsError, collect_facts
 from agent.fileformat import FileFormatError, decrypt_stream, encrypt_stream, read_header
 from agent.identity import AgentIdentity, IdentityError, default_state_dir
+from agent.tpm import Tpm
 from shared.argtypes import positive_float as _positive_float
 from shared.argtypes import positive_int as _positive_int
 
@@ -43,6 +45,7 @@ ENV_FACTS_FILE = "STRONGROOM_AGENT_FACTS_FILE"
 ENV_HASH_PATHS = "STRONGROOM_AGENT_HASH_PATHS"
 ENV_CLOUD = "STRONGROOM_AGENT_CLOUD"
 ENV_METADATA_URL = "STRONGROOM_AGENT_METADATA_URL"
+ENV_TPM = "STRONGROOM_AGENT_TPM"
 DEFAULT_HEARTBEAT_SECONDS = 60.0  # until the gateway has said what its grace period is
 
 
@@ -67,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--metadata-url", metavar="URL", help=f"the cloud metadata service's base URL (default ${ENV_METADATA_URL} "
         "or the cloud's own address)",
     )
+    parser.add_argument(
+        "--tpm", metavar="TCTI", help=f"quote PCRs 0-7 from this TPM with every key request and heartbeat, e.g. "
+        f"device:/dev/tpmrm0 (default ${ENV_TPM}; register it first with tpm-register)",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     facts_options = argparse.ArgumentParser(add_help=False)
@@ -86,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     enroll.add_argument("--name", metavar="N", help="device name (default: the hostname)")
     enroll.set_defaults(handler=_enroll)
+
+    tpm = commands.add_parser("tpm-register", help="register this VM's TPM (EK and AK) with the gateway; needs --tpm")
+    tpm.set_defaults(handler=_tpm_register)
 
     facts = commands.add_parser("facts", parents=[facts_options], help="print the facts a key request would present")
     facts.set_defaults(handler=_facts)
@@ -158,7 +168,7 @@ async def run(args: argparse.Namespace, *, environ: Mapping[str, str]) -> int:
         _error(f"approval required: key request {exc.request_id} is pending; run the command again once approved")
         _print_json({"request_id": exc.request_id, "status": "pending"})
         return EXIT_PENDING
-    except (AgentError, IdentityError, FactsError, FileFormatError, ValueError) as exc:
+    except (AgentError, IdentityError, FactsError, FileFormatError, EvidenceUnavailableError, ValueError) as exc:
         _error(str(exc))
         return EXIT_ERROR
     except OSError as exc:
@@ -167,10 +177,23 @@ async def run(args: argparse.Namespace, *, environ: Mapping[str, str]) -> int:
 
 
 def _cloud(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, Any]:
+    """The evidence source the options name: a TPM's quotes, or the cloud's identity."""
+    tcti = args.tpm or environ.get(ENV_TPM) or None
+    if tcti is not None:
+        return {"evidence": TpmEvidence(Tpm(tcti))}
     cloud = args.cloud or environ.get(ENV_CLOUD) or None
     if cloud not in (None, "aws", "gcp", "azure"):
         raise UsageError(f"${ENV_CLOUD} must be aws, gcp or azure")
     return {"cloud": cloud, "metadata_url": args.metadata_url or environ.get(ENV_METADATA_URL) or None}
+
+
+async def _tpm_register(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
+    tcti = args.tpm or environ.get(ENV_TPM) or None
+    if tcti is None:
+        raise UsageError(f"tpm-register needs --tpm TCTI or ${ENV_TPM}")
+    identity = AgentIdentity.load(state_dir(args, environ))
+    async with AgentClient(identity, timeout_seconds=args.timeout) as client:
+        _print_json(await register_tpm(client, Tpm(tcti)))
 
 
 def state_dir(args: argparse.Namespace, environ: Mapping[str, str]) -> Path:
