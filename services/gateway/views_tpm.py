@@ -25,7 +25,7 @@ from shared.rpc import ProblemError
 
 from .evidence.base import EvidenceError
 from .evidence.tpm import subject_of
-from .evidence.tpm_enrol import activation_succeeded, attestation_key, begin_activation
+from .evidence.tpm_enrol import activation_succeeded, attestation_key, begin_activation, endorsement_key
 from .state import CORRELATION_ID, _gw, _json, _now, _principal, body_as
 
 _B64 = r"^[A-Za-z0-9+/]*={0,2}$"
@@ -53,12 +53,15 @@ async def tpm_enrol(request: web.Request) -> web.Response:
     """Agent (signed): begin registering its TPM; answers the credential to activate."""
     gw, principal = _gw(request), _principal(request)
     body = await body_as(request, TpmEnrolBody)
-    try:
-        activation = begin_activation(_bytes(body.ek_public, "ek_public"), _bytes(body.ak_public, "ak_public"))
-    except EvidenceError as exc:
-        raise ProblemError(422, "Unprocessable Content", exc.reason, "ak_public") from None
-    except Exception:  # a parser choking on hostile input: the keys are unusable, never a 500
-        raise ProblemError(422, "Unprocessable Content", "malformed TPM public area", "ak_public") from None
+    ek, ak = _bytes(body.ek_public, "ek_public"), _bytes(body.ak_public, "ak_public")
+    for name, public, check in (("ak_public", ak, attestation_key), ("ek_public", ek, endorsement_key)):
+        try:
+            check(public)
+        except EvidenceError as exc:
+            raise ProblemError(422, "Unprocessable Content", exc.reason, name) from None
+        except Exception:  # a parser choking on hostile input: the key is unusable, never a 500
+            raise ProblemError(422, "Unprocessable Content", "malformed TPM public area", name) from None
+    activation = begin_activation(ek, ak)
     activation_id = events.new_id("act_")
     expires_at = _now() + timedelta(seconds=gw.settings.challenge_ttl_seconds)
     await gw.store.evidence.insert_activation(principal.tenant_id, {
