@@ -159,6 +159,7 @@ class TenantSettingsView(View):
     token_max_days: int | None = None
     sso: dict[str, Any] | None = None
     cloud_identity: dict[str, Any] | None = None  # the pinned trust anchors for agents' cloud evidence
+    zero_touch: dict[str, Any] | None = None  # accounts (and images) whose VMs enrol without a token
     pending_changes: list[PendingSettingsChange] = []
     pending_change: PendingSettingsChange | None = None
     detail: str | None = None

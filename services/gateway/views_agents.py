@@ -54,20 +54,27 @@ async def enroll(request: web.Request) -> web.Response:
         except FirstUseRefused:
             raise ProblemError(403, "Forbidden", "the instance this evidence names is already enrolled",
                                "evidence") from None
+    return await register_device(request, tenant_id, device_id, body.name, body.public_key, enrollment, summary,
+                                 auth="enrollment_token")
+
+
+async def register_device(request: web.Request, tenant_id: str, device_id: str, name: str, public_key: str,
+                          enrollment: dict[str, Any], summary: events.EvidenceSummary | None, *, auth: str) -> web.Response:
+    """The new device, enrolled by `enrollment` (a token's, or a zero-touch rule's) with what its evidence proved."""
     # Trust on first use: the instance this enrolment proved is bound to this device from now on.
     subject = summary.subject if summary is not None and summary.verified else None
     event = events.DeviceEnrolled(
         tenant_id=tenant_id, correlation_id=request[CORRELATION_ID], source_ip=request.remote,
-        actor=events.Actor(kind="device", id=device_id, auth="enrollment_token"),
-        device_id=device_id, enrollment_id=enrollment["enrollment_id"], name=body.name,
-        public_key=body.public_key, groups=tuple(enrollment.get("groups", [])), subject=subject, evidence=summary,
+        actor=events.Actor(kind="device", id=device_id, auth=auth),
+        device_id=device_id, enrollment_id=enrollment["enrollment_id"], name=name,
+        public_key=public_key, groups=tuple(enrollment.get("groups", [])), subject=subject, evidence=summary,
     )
     doc = {
-        "device_id": device_id, "name": body.name, "public_key": body.public_key, "status": "active",
-        "groups": enrollment.get("groups", []), "enrolled_at": _now(), "enrollment_id": enrollment["enrollment_id"],
+        "device_id": device_id, "name": name, "public_key": public_key, "status": "active",
+        "groups": list(enrollment.get("groups", [])), "enrolled_at": _now(), "enrollment_id": enrollment["enrollment_id"],
         "subject": subject,
     }
-    await gw.store.insert_device(tenant_id, doc, event)
+    await _gw(request).store.insert_device(tenant_id, doc, event)
     return _json({"device_id": device_id, "tenant_id": tenant_id, "key_id": f"{tenant_id}/{device_id}"}, 201)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import secrets
+from collections.abc import Callable
 from datetime import timedelta
 from functools import partial
 from typing import Any
@@ -53,7 +54,7 @@ class FirstUseRefused(Exception):
 async def device_challenge(request: web.Request) -> web.Response:
     """Agent (signed): a single-use challenge bound to this device, for the evidence of its next request."""
     principal = _principal(request)
-    return await _issue(request, principal.tenant_id, principal.id)
+    return await issue_challenge(request, principal.tenant_id, principal.id)
 
 
 async def enrollment_challenge(request: web.Request) -> web.Response:
@@ -62,10 +63,10 @@ async def enrollment_challenge(request: web.Request) -> web.Response:
     enrollment = await _gw(request).store.live_enrollment(tokens.digest(body.enrollment_token), _now())
     if enrollment is None:
         raise ProblemError(401, "Unauthorized", "missing or invalid credentials")
-    return await _issue(request, enrollment["tenant_id"], enrollment["enrollment_id"])
+    return await issue_challenge(request, enrollment["tenant_id"], enrollment["enrollment_id"])
 
 
-async def _issue(request: web.Request, tenant_id: str, holder: str) -> web.Response:
+async def issue_challenge(request: web.Request, tenant_id: str, holder: str) -> web.Response:
     gw = _gw(request)
     challenge = base64.urlsafe_b64encode(secrets.token_bytes(CHALLENGE_BYTES)).decode("ascii").rstrip("=")
     expires_at = _now() + timedelta(seconds=gw.settings.challenge_ttl_seconds)
@@ -75,9 +76,11 @@ async def _issue(request: web.Request, tenant_id: str, holder: str) -> web.Respo
 
 async def verify(
     request: web.Request, evidence: dict[str, Any], context: EvidenceContext, *, holder: str,
+    admit: Callable[[Verified], bool] | None = None,
 ) -> tuple[Verified | None, events.EvidenceSummary]:
     """What ``evidence`` proves for this request. A refused proof is not an error: the request goes
-    on with claimed facts, and says why; only a replayed instance identity raises FirstUseRefused."""
+    on with claimed facts, and says why; only a replayed instance identity raises FirstUseRefused.
+    ``admit`` refuses a proof before it is used (an instance's first use is not spent on it)."""
     gw = _gw(request)
     verifiers = await _verifiers(request, context.tenant_id)
     device = await gw.store.device(context.tenant_id, context.device_id) if evidence["kind"] == "tpm" else None
@@ -90,6 +93,8 @@ async def verify(
                 context.tenant_id, context.challenge, holder=holder, now=context.now):
             raise EvidenceError("the challenge is unknown, used or expired")
         verified = proofs.check(evidence, verifiers, context)
+        if admit is not None and not admit(verified):
+            raise EvidenceError("the identity is not one the tenant admits")
         subject = verified.subject[:256] if verified.subject else None
         if subject is not None and "pending_time" in verified.facts.get("identity", {}):
             await _first_use(request, verified, context)  # an AWS document: the instance enrols once

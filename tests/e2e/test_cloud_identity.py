@@ -198,3 +198,56 @@ async def test_trust_anchors_are_checked_and_changed_only_by_tenant_admins(api):
     assert status == 202 and out["pending_change"]["shown"]["cloud_identity"]["aws_regions"] == ["eu-west-1"], out
     status, out, _ = await tenant.team.admin.call("GET", "/v1/tenant/settings")
     assert status == 200 and "cloud_identity" not in out, out  # not before the second admin confirms
+
+
+async def test_zero_touch_enrolment_admits_vms_of_named_accounts_and_images_once(api, tmp_path):
+    tenant = await make_tenant(api, policy=CLOUD_EU)
+    await _pin(tenant, {"aws_region_certs": fx.aws_region_certs("eu-west-1")})
+    key = Ed25519PrivateKey.generate()
+
+    def body(evidence: dict, name: str = "vm-zt", signer: Ed25519PrivateKey = key) -> dict:
+        return {"tenant_id": tenant.tenant_id, "name": name, "public_key": raw(signer.public_key()),
+                "evidence": evidence}
+
+    # Not allowed yet: the tenant named no accounts. The answer is that of a bad credential.
+    status, out, _ = await api.as_(None).call("POST", "/v1/agent/enroll/zero-touch", json=body(_aws_evidence()))
+    assert status == 401, out
+    rule = {"accounts": [fx.ACCOUNT], "image_ids": ["ami-another"], "groups": ["zero-touch"]}
+    status, out, _ = await tenant.team.admin.call("PUT", "/v1/tenant/settings", json={"zero_touch": rule})
+    assert status == 202, out  # who may enrol without a token waits for a second admin
+    status, out, _ = await tenant.team.second_admin.call(
+        "POST", f"/v1/tenant/settings/changes/{out['pending_change']['change_id']}/confirm")
+    assert status == 200 and out["zero_touch"]["accounts"] == [fx.ACCOUNT], out
+
+    # The account is allowed, the image is not.
+    status, out, _ = await api.as_(None).call("POST", "/v1/agent/enroll/zero-touch", json=body(_aws_evidence()))
+    assert status == 401, out
+    status, out, _ = await put_settings(tenant, {"zero_touch": {**rule, "image_ids": [IMAGE]}})
+    status, enrolled, _ = await api.as_(None).call("POST", "/v1/agent/enroll/zero-touch", json=body(_aws_evidence()))
+    assert status == 201 and enrolled["tenant_id"] == tenant.tenant_id, enrolled
+    agent = BareAgent(api, key, enrolled["key_id"], enrolled["tenant_id"])
+    status, out, released = await agent.request(tenant.key_id, ECHOED, evidence=_aws_evidence())
+    assert status == 200 and len(released) == 32, out
+
+    # The same document again (lifted from the VM): refused, and audited as a replay.
+    status, out, _ = await api.as_(None).call("POST", "/v1/agent/enroll/zero-touch", json=body(
+        _aws_evidence(), "thief", Ed25519PrivateKey.generate()))
+    assert status == 403 and out["field"] == "evidence", out
+    # Another account's VM: refused.
+    other = fx.aws_document(account="999999999999", instance="i-0fff")
+    status, out, _ = await api.as_(None).call("POST", "/v1/agent/enroll/zero-touch", json=body(
+        {"kind": "aws", "document": other.decode(), "rsa2048": fx.aws_sign(other)}, "other", Ed25519PrivateKey.generate()))
+    assert status == 401, out
+    records = await audit_records_until(tenant.admin, lambda rs: any(r["action"] == "access.denied" for r in rs))
+    enrolments = [r for r in records if r["action"] == "device.enrolled"]
+    assert len(enrolments) == 1 and enrolments[0]["actor"]["auth"] == "zero_touch", enrolments
+    status, devices, _ = await tenant.admin.call("GET", "/v1/devices")
+    assert [d["groups"] for d in devices["items"]] == [["zero-touch"]], devices
+
+
+async def put_settings(tenant, settings: dict):
+    status, out, _ = await tenant.team.admin.call("PUT", "/v1/tenant/settings", json=settings)
+    if status == 202:
+        return await tenant.team.second_admin.call(
+            "POST", f"/v1/tenant/settings/changes/{out['pending_change']['change_id']}/confirm")
+    return status, out, None

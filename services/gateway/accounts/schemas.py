@@ -16,6 +16,7 @@ from ..roles import PROVIDER_ROLES, TENANT_ROLES
 from .rules import DOMAIN_PATTERN, EMAIL_PATTERN, USERNAME_PATTERN
 
 _ALL_ROLES = TENANT_ROLES + PROVIDER_ROLES
+_CLOUD_ID = "^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$"
 _PASSWORD = Field(min_length=1, max_length=1024, description="checked against the password policy")
 
 
@@ -174,6 +175,29 @@ class SsoConfig(Strict):
         return self
 
 
+class ZeroTouch(Strict):
+    """Who may enrol without a token: VMs whose verified identity names one of `accounts` (AWS
+    accounts, GCP projects, Azure subscriptions) and, if any are listed, one of `image_ids`."""
+
+    accounts: list[str] = Field(min_length=1, max_length=50, json_schema_extra={"items": {"pattern": _CLOUD_ID}})
+    image_ids: list[str] = Field(default_factory=list, max_length=200, json_schema_extra={"items": {"pattern": _CLOUD_ID}})
+    groups: list[str] = Field(default_factory=list, max_length=32, json_schema_extra={"items": {"pattern": NAME}})
+
+    @field_validator("accounts", "image_ids")
+    @classmethod
+    def _ids(cls, ids: list[str]) -> list[str]:
+        if not all(re.fullmatch(_CLOUD_ID, i) for i in ids):
+            raise ValueError("each entry must be an account, project, subscription or image id")
+        return sorted(set(ids))
+
+    @field_validator("groups")
+    @classmethod
+    def _groups(cls, groups: list[str]) -> list[str]:
+        if not all(re.fullmatch(NAME, g) for g in groups):
+            raise ValueError("each group must be a name")
+        return groups
+
+
 class TenantSettings(Strict):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True, json_schema_extra=some_change)
     small_team: bool | None = None
@@ -187,6 +211,8 @@ class TenantSettings(Strict):
     # Trust anchors for agents' cloud identity evidence (AWS region certificates, Google's JWKS,
     # Azure's roots): a change waits for a second tenant admin.
     cloud_identity: CloudAnchors | None = None
+    # VMs of these accounts (and images) enrol with their cloud identity, no token: waits for a second admin.
+    zero_touch: ZeroTouch | None = None
 
     @field_validator("allowed_email_domains")
     @classmethod

@@ -219,6 +219,8 @@ async def _requested_changes(request: web.Request, gw: Gateway, principal: Princ
         changes["token_max_days"] = body.token_max_days
     if body.cloud_identity is not None:
         changes["cloud_identity"] = body.cloud_identity.model_dump(mode="json")
+    if body.zero_touch is not None:
+        changes["zero_touch"] = body.zero_touch.model_dump(mode="json")
     if body.sso is not None:
         changes["sso"] = body.sso.model_dump()
         if body.sso.client_secret:
@@ -239,7 +241,8 @@ async def put_settings(request: web.Request) -> web.Response:
     held_names = rules.settings_needing_confirmation(small_team=body.small_team, sso_changed=body.sso is not None,
                                                      sso_only=body.sso_only,
                                                      domains_changed=body.allowed_email_domains is not None,
-                                                     anchors_changed=body.cloud_identity is not None)
+                                                     anchors_changed=body.cloud_identity is not None,
+                                                     zero_touch_changed=body.zero_touch is not None)
     held = {k: v for k, v in changes.items() if k in held_names}
     now_applied = {k: v for k, v in changes.items() if k not in held_names}
     fields = event_fields(request, principal.tenant_id)
