@@ -17,6 +17,7 @@ from .rules import DOMAIN_PATTERN, EMAIL_PATTERN, USERNAME_PATTERN
 
 _ALL_ROLES = TENANT_ROLES + PROVIDER_ROLES
 _CLOUD_ID = "^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$"
+_CLOUD_IDS = {"type": "string", "pattern": _CLOUD_ID}
 _PASSWORD = Field(min_length=1, max_length=1024, description="checked against the password policy")
 
 
@@ -179,9 +180,10 @@ class ZeroTouch(Strict):
     """Who may enrol without a token: VMs whose verified identity names one of `accounts` (AWS
     accounts, GCP projects, Azure subscriptions) and, if any are listed, one of `image_ids`."""
 
-    accounts: list[str] = Field(min_length=1, max_length=50, json_schema_extra={"items": {"pattern": _CLOUD_ID}})
-    image_ids: list[str] = Field(default_factory=list, max_length=200, json_schema_extra={"items": {"pattern": _CLOUD_ID}})
-    groups: list[str] = Field(default_factory=list, max_length=32, json_schema_extra={"items": {"pattern": NAME}})
+    accounts: list[str] = Field(min_length=1, max_length=50, json_schema_extra={"items": _CLOUD_IDS})
+    image_ids: list[str] = Field(default_factory=list, max_length=200, json_schema_extra={"items": _CLOUD_IDS})
+    groups: list[str] = Field(default_factory=list, max_length=32,
+                              json_schema_extra={"items": {"type": "string", "pattern": NAME}})
 
     @field_validator("accounts", "image_ids")
     @classmethod
