@@ -29,9 +29,11 @@ from agent.client import (
     ReleasedKey,
     ServiceUnavailable,
 )
+from agent.evidence import EvidenceUnavailableError, TpmEvidence, register_tpm
 from agent.facts import FactsError, collect_facts
 from agent.fileformat import FileFormatError, decrypt_stream, encrypt_stream, read_header
 from agent.identity import AgentIdentity, IdentityError, default_state_dir
+from agent.tpm import Tpm
 from shared.argtypes import positive_float as _positive_float
 from shared.argtypes import positive_int as _positive_int
 
@@ -41,6 +43,9 @@ ENV_HOME = "STRONGROOM_AGENT_HOME"
 ENV_TOKEN = "STRONGROOM_AGENT_ENROLLMENT_TOKEN"
 ENV_FACTS_FILE = "STRONGROOM_AGENT_FACTS_FILE"
 ENV_HASH_PATHS = "STRONGROOM_AGENT_HASH_PATHS"
+ENV_CLOUD = "STRONGROOM_AGENT_CLOUD"
+ENV_METADATA_URL = "STRONGROOM_AGENT_METADATA_URL"
+ENV_TPM = "STRONGROOM_AGENT_TPM"
 DEFAULT_HEARTBEAT_SECONDS = 60.0  # until the gateway has said what its grace period is
 
 
@@ -56,6 +61,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--timeout", metavar="SECONDS", type=_positive_float, default=DEFAULT_TIMEOUT_SECONDS,
         help="per-request timeout (default %(default)s)",
+    )
+    parser.add_argument(
+        "--cloud", choices=("aws", "gcp", "azure"),
+        help=f"send this VM's cloud identity evidence with enrolment, key requests and heartbeats (default ${ENV_CLOUD})",
+    )
+    parser.add_argument(
+        "--metadata-url", metavar="URL", help=f"the cloud metadata service's base URL (default ${ENV_METADATA_URL} "
+        "or the cloud's own address)",
+    )
+    parser.add_argument(
+        "--tpm", metavar="TCTI", help=f"quote PCRs 0-7 from this TPM with every key request and heartbeat, e.g. "
+        f"device:/dev/tpmrm0 (default ${ENV_TPM}; register it first with tpm-register)",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -76,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     enroll.add_argument("--name", metavar="N", help="device name (default: the hostname)")
     enroll.set_defaults(handler=_enroll)
+
+    tpm = commands.add_parser("tpm-register", help="register this VM's TPM (EK and AK) with the gateway; needs --tpm")
+    tpm.set_defaults(handler=_tpm_register)
 
     facts = commands.add_parser("facts", parents=[facts_options], help="print the facts a key request would present")
     facts.set_defaults(handler=_facts)
@@ -148,12 +168,32 @@ async def run(args: argparse.Namespace, *, environ: Mapping[str, str]) -> int:
         _error(f"approval required: key request {exc.request_id} is pending; run the command again once approved")
         _print_json({"request_id": exc.request_id, "status": "pending"})
         return EXIT_PENDING
-    except (AgentError, IdentityError, FactsError, FileFormatError, ValueError) as exc:
+    except (AgentError, IdentityError, FactsError, FileFormatError, EvidenceUnavailableError, ValueError) as exc:
         _error(str(exc))
         return EXIT_ERROR
     except OSError as exc:
         _error(f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else str(exc))
         return EXIT_ERROR
+
+
+def _cloud(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, Any]:
+    """The evidence source the options name: a TPM's quotes, or the cloud's identity."""
+    tcti = args.tpm or environ.get(ENV_TPM) or None
+    if tcti is not None:
+        return {"evidence": TpmEvidence(Tpm(tcti))}
+    cloud = args.cloud or environ.get(ENV_CLOUD) or None
+    if cloud not in (None, "aws", "gcp", "azure"):
+        raise UsageError(f"${ENV_CLOUD} must be aws, gcp or azure")
+    return {"cloud": cloud, "metadata_url": args.metadata_url or environ.get(ENV_METADATA_URL) or None}
+
+
+async def _tpm_register(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
+    tcti = args.tpm or environ.get(ENV_TPM) or None
+    if tcti is None:
+        raise UsageError(f"tpm-register needs --tpm TCTI or ${ENV_TPM}")
+    identity = AgentIdentity.load(state_dir(args, environ))
+    async with AgentClient(identity, timeout_seconds=args.timeout) as client:
+        _print_json(await register_tpm(client, Tpm(tcti)))
 
 
 def state_dir(args: argparse.Namespace, environ: Mapping[str, str]) -> Path:
@@ -170,7 +210,7 @@ async def _enroll(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
     if not args.gateway.startswith(("https://", "http://")):
         raise UsageError(f"--gateway must be an http(s) URL, got {args.gateway!r}")
     home = state_dir(args, environ)
-    async with AgentClient(timeout_seconds=args.timeout) as client:
+    async with AgentClient(timeout_seconds=args.timeout, **_cloud(args, environ)) as client:
         identity = await client.enroll(args.gateway, token, args.name or socket.gethostname(), home)
     _print_json(
         {"device_id": identity.device_id, "tenant_id": identity.tenant_id, "key_id": identity.key_id, "home": str(home)}
@@ -233,7 +273,7 @@ async def _heartbeat(args: argparse.Namespace, environ: Mapping[str, str]) -> No
     this device's keys. A gateway that cannot be reached is retried at the next beat, not fatal:
     a missed beat is what the grace period is for."""
     identity = AgentIdentity.load(state_dir(args, environ))
-    async with AgentClient(identity, timeout_seconds=args.timeout) as client:
+    async with AgentClient(identity, timeout_seconds=args.timeout, **_cloud(args, environ)) as client:
         while True:
             interval = args.interval
             try:
@@ -261,7 +301,7 @@ async def _release(
 ) -> ReleasedKey:
     identity = AgentIdentity.load(state_dir(args, environ))
     facts = await _gather_facts(args, environ, identity.device_id)
-    async with AgentClient(identity, timeout_seconds=args.timeout) as client:
+    async with AgentClient(identity, timeout_seconds=args.timeout, **_cloud(args, environ)) as client:
         return await client.request_key(key_id, facts=facts, key_version=key_version)
 
 

@@ -12,7 +12,7 @@ import asyncio
 import base64
 import binascii
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -22,6 +22,8 @@ import aiohttp
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from agent.cloud import Cloud
+from agent.evidence import CloudEvidence, EvidenceSource, EvidenceUnavailableError
 from agent.identity import AgentIdentity, IdentityError, generate_device_key, is_enrolled, public_key_b64
 from shared.crypto.httpsig import sign_request
 from shared.crypto.release import SUITE_NAME, ReleaseError, open_sealed, release_info
@@ -29,6 +31,8 @@ from shared.crypto.release import SUITE_NAME, ReleaseError, open_sealed, release
 ENROLL_PATH = "/v1/agent/enroll"
 KEY_REQUESTS_PATH = "/v1/agent/key-requests"
 HEARTBEAT_PATH = "/v1/agent/heartbeat"
+CHALLENGES_PATH = "/v1/agent/challenges"
+ENROLL_CHALLENGES_PATH = "/v1/agent/enroll/challenges"
 MAX_LONG_POLL_SECONDS = 60.0
 DEFAULT_TIMEOUT_SECONDS = 30.0
 DATA_KEY_LENGTHS = (16, 24, 32)
@@ -106,6 +110,10 @@ class ServiceUnavailable(AgentError):
     """503/504, or the gateway could not be reached or answered nonsense; worth retrying later."""
 
 
+class EvidenceUnavailable(AgentError):
+    """This VM's cloud metadata service gave no evidence to send."""
+
+
 class ProtocolError(AgentError):
     """The gateway's answer does not follow the agent protocol (or does not open with our key)."""
 
@@ -150,6 +158,11 @@ class AgentClient:
 
     Pass `session` to reuse an aiohttp session (it is then not closed here); otherwise one is
     opened on entry with `timeout_seconds` as the total per-request timeout.
+
+    With `cloud` set, enrolment, key requests and heartbeats carry this VM's identity evidence from
+    the cloud's metadata service (at `metadata_url`, or the cloud's own address): GCP and Azure
+    evidence answers a single-use challenge the client fetches first, bound to the device key.
+    Or pass another `evidence` source (``agent/evidence.py``), e.g. ``TpmEvidence(Tpm(tcti))``.
     """
 
     def __init__(
@@ -158,8 +171,12 @@ class AgentClient:
         *,
         session: aiohttp.ClientSession | None = None,
         timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+        cloud: Cloud | None = None,
+        metadata_url: str | None = None,
+        evidence: EvidenceSource | None = None,
     ) -> None:
         self._identity = identity
+        self._evidence_source = evidence or (CloudEvidence(cloud, metadata_url) if cloud is not None else None)
         self._session = session
         self._owns_session = session is None
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds, connect=min(10.0, timeout_seconds))
@@ -198,8 +215,14 @@ class AgentClient:
         if is_enrolled(state):
             raise IdentityError(f"{state} already holds an agent identity; remove it first to enroll this VM again")
         private_key = generate_device_key()
+
+        async def challenge() -> str:
+            url = _join(gateway_url, ENROLL_CHALLENGES_PATH)
+            return await self._challenge(url, _json_bytes({"enrollment_token": enrollment_token}), {})
+
+        proof = await self._evidence(base64.b64decode(public_key_b64(private_key)), challenge, enrolling=True)
         body = _json_bytes(
-            {"enrollment_token": enrollment_token, "name": name, "public_key": public_key_b64(private_key)}
+            {"enrollment_token": enrollment_token, "name": name, "public_key": public_key_b64(private_key), **proof}
         )
         status, document = await self._post(_join(gateway_url, ENROLL_PATH), body, {})
         if status != 201:
@@ -237,6 +260,7 @@ class AgentClient:
                 "key_version": key_version,
                 "facts": dict(facts),
                 "ephemeral_public_key": base64.b64encode(ephemeral_public).decode("ascii"),
+                **await self._device_evidence(identity, ephemeral_public),
             }
         )
         headers = {"Content-Type": "application/json", "Accept": _ACCEPT}
@@ -266,12 +290,7 @@ class AgentClient:
     async def heartbeat(self, facts: Mapping[str, Any]) -> dict[str, Any]:
         """Report fresh facts (signed); the answer says whether this device is active or quarantined."""
         identity = self._require_identity()
-        url = _join(identity.gateway_url, HEARTBEAT_PATH)
-        body = _json_bytes({"facts": dict(facts)})
-        status, document = await self._post(url, body, self._signed("POST", url, body, identity))
-        if status != 200:
-            raise _error_from(status, document, _KEY_REQUEST_ERRORS)
-        return document
+        return await self.post_signed(HEARTBEAT_PATH, {"facts": dict(facts), **await self._device_evidence(identity)})
 
     async def _poll(self, identity: AgentIdentity, request_id: str, wait: float) -> tuple[int, dict[str, Any]]:
         url = _join(identity.gateway_url, f"{KEY_REQUESTS_PATH}/{request_id}?wait={max(wait, 1.0):.0f}")
@@ -283,6 +302,40 @@ class AgentClient:
                 return response.status, _parse_body(response.status, await response.text(errors="replace"))
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise ServiceUnavailable(None, "gateway unreachable", f"{url}: {exc}") from None
+
+    async def _device_evidence(self, identity: AgentIdentity, one_time_key: bytes | None = None) -> dict[str, Any]:
+        async def challenge() -> str:
+            url = _join(identity.gateway_url, CHALLENGES_PATH)
+            return await self._challenge(url, b"", self._signed("POST", url, b"", identity))
+
+        raw = identity.private_key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        return await self._evidence(raw, challenge, one_time_key)
+
+    async def _evidence(self, public_key: bytes, challenge: Callable[[], Awaitable[str]],
+                        one_time_key: bytes | None = None, *, enrolling: bool = False) -> dict[str, Any]:
+        """``evidence`` and the ``challenge`` it answers, for a request body; nothing without a source."""
+        if self._evidence_source is None:
+            return {}
+        try:
+            return await self._evidence_source.evidence(challenge, device_key=public_key, one_time_key=one_time_key,
+                                                        enrolling=enrolling)
+        except EvidenceUnavailableError as exc:
+            raise EvidenceUnavailable(None, "no evidence to send", str(exc)) from None
+
+    async def post_signed(self, path: str, document: Mapping[str, Any], *, expect: int = 200) -> dict[str, Any]:
+        """A signed POST of `document` to `path` as this device; the answer, or the AgentError it maps to."""
+        identity = self._require_identity()
+        url, body = _join(identity.gateway_url, path), _json_bytes(dict(document))
+        status, answer = await self._post(url, body, self._signed("POST", url, body, identity))
+        if status != expect:
+            raise _error_from(status, answer, _KEY_REQUEST_ERRORS)
+        return answer
+
+    async def _challenge(self, url: str, body: bytes, headers: Mapping[str, str]) -> str:
+        status, document = await self._post(url, body, headers)
+        if status != 201:
+            raise _error_from(status, document, _KEY_REQUEST_ERRORS)
+        return _string(document, "challenge")
 
     @staticmethod
     def _signed(method: str, url: str, body: bytes, identity: AgentIdentity) -> dict[str, str]:

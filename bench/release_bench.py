@@ -1,6 +1,6 @@
 """Key releases per second and their latency through the four services, driven the way agents use them.
 
-Run: python bench/release_bench.py [--agents 1,8,32] [--seconds 10] [--rules 1|50] [--bus rabbitmq|memory]
+Run: python bench/release_bench.py [--agents 1,8,32] [--seconds 10] [--rules 1|50] [--bus rabbitmq|memory] [--tpm]
 
 This process runs gateway, policysvc, keysvc and auditsvc (as `Stack` does in tests: one bus
 connection each) over RabbitMQ under a throwaway prefix, deleted at the end, or over the
@@ -46,6 +46,7 @@ DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 KEY_REQUESTS_PATH = "/v1/agent/key-requests"
 WARMUP_SECONDS = 1.5
 LOAD_GENERATOR_FLAG = "--load-generator"
+TPM_PCRS = (0, 7)
 
 
 # --- where the time goes: timings taken at the bus and from the gateway's request log ----------
@@ -424,6 +425,7 @@ async def run_bench(args: argparse.Namespace) -> None:
         await stack.start_all()
         setup = await set_up_tenant(stack.url, bootstrap, max(levels), args.rules, args.groups, args.facts,
                                     mail_folder=bench_dir / "mail")
+        setup["tpm"] = args.tpm
         load = await LoadGenerator.start()
         enrolled = await load.ask({"setup": setup})
         if args.defer_audit:
@@ -484,7 +486,8 @@ def print_report(args, setup, enrolled, results, load_rss_kib, traced_peak) -> N
     print(f"release bench: {bus}, {store}; policy of {setup['policy_rules']} rule(s) over "
           f"{setup['fact_count']} reported facts, "
           f"{setup.get('groups', 0)} dynamic device group(s); "
-          f"{enrolled['enrolled']} agents enrolled in a separate process")
+          f"{enrolled['enrolled']} agents enrolled in a separate process"
+          + ("; each with its own swtpm, a quote over PCRs 0 and 7 per request" if args.tpm else ""))
     print(f"python {platform.python_version()}, {os.cpu_count()} CPUs; {args.seconds:g}s per level, "
           f"after {WARMUP_SECONDS:g}s warm-up")
     print()
@@ -558,32 +561,52 @@ async def agents_run(agents: list[Any], key_id: str, facts: dict[str, Any], seco
 
 
 async def load_generator() -> None:
-    from agent.client import AgentClient
-
     def answer(document: dict[str, Any]) -> None:
         sys.stdout.write(json.dumps(document) + "\n")
         sys.stdout.flush()
 
     connector = aiohttp.TCPConnector(limit=0)
+    tpms: list[Any] = []
     async with aiohttp.ClientSession(connector=connector) as session:
         with tempfile.TemporaryDirectory(prefix="strongroom-bench-") as state:
-            agents: list[AgentClient] = []
+            agents: list[Any] = []
             setup: dict[str, Any] = {}
-            while line := await asyncio.to_thread(sys.stdin.readline):
-                command = json.loads(line)
-                if "setup" in command:
-                    setup = command["setup"]
-                    agents = [AgentClient(session=session) for _ in setup["enrollment_tokens"]]
-                    await asyncio.gather(*(
-                        agent.enroll(setup["url"], token, f"bench-vm-{i}", Path(state) / f"vm{i}")
-                        for i, (agent, token) in enumerate(zip(agents, setup["enrollment_tokens"], strict=True))
-                    ))
-                    answer({"enrolled": len(agents)})
-                elif "report" in command:
-                    answer({"max_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss})
-                else:
-                    answer(await agents_run(agents[: command["agents"]], setup["key_id"], setup["facts"],
-                                            command["seconds"]))
+            try:
+                while line := await asyncio.to_thread(sys.stdin.readline):
+                    command = json.loads(line)
+                    if "setup" in command:
+                        setup = command["setup"]
+                        agents = await _enrolled_agents(session, setup, Path(state), tpms)
+                        answer({"enrolled": len(agents)})
+                    elif "report" in command:
+                        answer({"max_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss})
+                    else:
+                        answer(await agents_run(agents[: command["agents"]], setup["key_id"], setup["facts"],
+                                                command["seconds"]))
+            finally:
+                for software in tpms:
+                    software.stop()
+
+
+async def _enrolled_agents(session: aiohttp.ClientSession, setup: dict[str, Any], state: Path,
+                           tpms: list[Any]) -> list[Any]:
+    """An agent per enrolment token; with `--tpm` each has its own swtpm, registered, quoting every request."""
+    from agent.client import AgentClient
+    from agent.evidence import TpmEvidence, register_tpm
+    from agent.tpm import Tpm
+
+    tokens = setup["enrollment_tokens"]
+    if setup.get("tpm"):
+        from tests.swtpm import SoftwareTpm
+        tpms.extend(SoftwareTpm(state / f"tpm{i}").start() for i in range(len(tokens)))
+        agents = [AgentClient(session=session, evidence=TpmEvidence(Tpm(t.tcti), TPM_PCRS)) for t in tpms]
+    else:
+        agents = [AgentClient(session=session) for _ in tokens]
+    await asyncio.gather(*(agent.enroll(setup["url"], token, f"bench-vm-{i}", state / f"vm{i}")
+                           for i, (agent, token) in enumerate(zip(agents, tokens, strict=True))))
+    if tpms:
+        await asyncio.gather(*(register_tpm(agent, Tpm(t.tcti)) for agent, t in zip(agents, tpms, strict=True)))
+    return agents
 
 
 def main() -> None:
@@ -604,6 +627,9 @@ def main() -> None:
                         help="stop auditsvc for the measured levels: its records wait in its queue, so the "
                              "store does no audit writes (a diagnostic, not a sustainable rate: the foundation's "
                              "auditsvc fell behind like this)")
+    parser.add_argument("--tpm", action="store_true",
+                        help="each agent has its own swtpm (registered by credential activation) and sends a quote "
+                             "over PCRs 0 and 7 with every request: a challenge round trip, the quote, its verification")
     parser.add_argument("--bus", choices=("rabbitmq", "memory"), default="rabbitmq")
     parser.add_argument("--amqp-url", default=DEFAULT_AMQP_URL)
     parser.add_argument("--tracemalloc", action="store_true",

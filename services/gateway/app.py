@@ -92,6 +92,7 @@ async def _housekeeping(store: GatewayStore) -> None:
         await asyncio.sleep(60)
         try:
             await store.forget_expired_nonces(datetime.now(UTC))
+            await store.evidence.forget_expired_challenges(datetime.now(UTC))
             await store.forget_published_events()
         except Exception:
             log.exception("housekeeping_failed")

@@ -158,6 +158,8 @@ class TenantSettingsView(View):
     allowed_email_domains: list[str] = []
     token_max_days: int | None = None
     sso: dict[str, Any] | None = None
+    cloud_identity: dict[str, Any] | None = None  # the pinned trust anchors for agents' cloud evidence
+    zero_touch: dict[str, Any] | None = None  # accounts (and images) whose VMs enrol without a token
     pending_changes: list[PendingSettingsChange] = []
     pending_change: PendingSettingsChange | None = None
     detail: str | None = None
@@ -228,6 +230,26 @@ class DeviceList(View):
 class DeviceRevoked(View):
     device_id: str
     status: Literal["revoked"]
+
+
+class Challenge(View):
+    """A single-use challenge: evidence answers it in the holder's next request before it expires."""
+
+    challenge: str
+    expires_at: datetime
+
+
+class TpmActivation(View):
+    """The credential the device's TPM must activate (TPM2_ActivateCredential) before `expires_at`."""
+
+    activation_id: str
+    credential: dict[str, str]  # {"credential_blob": b64, "encrypted_secret": b64}
+    expires_at: datetime
+
+
+class TpmRegistered(View):
+    device_id: str
+    ak_subject: str
 
 
 class Enrolled(View):

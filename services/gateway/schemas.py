@@ -75,12 +75,17 @@ class CreateEnrollment(Strict):
     groups: list[str] = Field(default_factory=list, max_length=32)
 
 
+Challenge = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{16,128}$",
+                                 description="A challenge from POST /v1/agent/challenges the evidence answers (single use)")]
+
+
 class Enroll(Strict):
     enrollment_token: str = Field(min_length=10, max_length=200)
     name: str = Field(pattern=NAME)
     public_key: str = Field(description="Ed25519 public key, base64 of the raw 32 bytes",
                             json_schema_extra=base64_of(32, exactly=True))
     evidence: Evidence | None = None  # proves the instance; binds it to this device (first come, first served)
+    challenge: Challenge | None = None  # from POST /v1/agent/enroll/challenges with this token
 
     @field_validator("public_key")
     @classmethod
@@ -97,6 +102,7 @@ class KeyRequestBody(Strict):
     key_version: int | None = Field(default=None, ge=1)
     facts: Facts = Field(default_factory=dict)
     evidence: Evidence | None = None
+    challenge: Challenge | None = None
     ephemeral_public_key: str = Field(description="One-time X25519 public key, base64 of the raw 32 bytes",
                                       json_schema_extra=base64_of(32, exactly=True))
 

@@ -21,6 +21,8 @@ class GatewaySettings(CommonSettings):
     max_body_bytes: int = 64 * 1024
     signature_max_age_seconds: int = 300
     enrollment_ttl_seconds: int = 24 * 3600
+    # An evidence challenge (POST /v1/agent/challenges) is good for one use within this time.
+    challenge_ttl_seconds: int = 120
     # Issuers of `signed` evidence (evidence/signed.py): comma-separated base64 raw Ed25519 public keys.
     evidence_signers: str = ""
     # --- accounts and sign-in ---

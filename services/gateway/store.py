@@ -17,6 +17,7 @@ from shared.store import TenantCollection
 
 from .accounts.store import AccountStore
 from .store_changes import ChangeStore
+from .store_evidence import EvidenceStore
 from .store_outbox import insert_staged, update_staged
 
 
@@ -34,6 +35,7 @@ class GatewayStore:
                                        db["changes"], db["sessions"], db["events"]])
         self.accounts = AccountStore(db, outbox=self.outbox)
         self.changes = ChangeStore(db, outbox=self.outbox)
+        self.evidence = EvidenceStore(db)
 
     async def ping(self) -> None:
         """Raises `STORE_UNAVAILABLE` when the store does not answer (within the client's timeouts)."""
@@ -42,6 +44,7 @@ class GatewayStore:
     async def create_indexes(self) -> None:
         await self.accounts.create_indexes()
         await self.changes.create_indexes()
+        await self.evidence.create_indexes()
         await self.enrollments.raw.create_index([("digest", ASCENDING)], unique=True)
         await self.devices.raw.create_index([("tenant_id", ASCENDING), ("device_id", ASCENDING)], unique=True)
         await self.devices.raw.create_index([("tenant_id", ASCENDING), ("subject", ASCENDING)])
@@ -67,6 +70,11 @@ class GatewayStore:
         )
         return doc if result.modified_count == 1 else None
 
+    async def live_enrollment(self, digest: str, now: datetime) -> dict[str, Any] | None:
+        """An unused, unexpired enrollment by its token's digest, without spending it."""
+        doc = await self.enrollments.raw.find_one({"digest": digest, "used": False})
+        return doc if doc is not None and doc["expires_at"] > now else None
+
     async def insert_device(self, tenant_id: str, doc: dict[str, Any], event: Event) -> None:
         await insert_staged(self.outbox, self.devices, tenant_id, doc, event)
 
@@ -83,6 +91,15 @@ class GatewayStore:
         """The active device that enrolled with evidence naming ``subject`` (an instance), if any."""
         doc = await self.devices.find_one(tenant_id, {"subject": subject, "status": "active"})
         return doc["device_id"] if doc is not None else None
+
+    async def register_tpm(self, tenant_id: str, device_id: str, tpm: dict[str, Any], event: Event) -> bool:
+        """The device's attestation key, once its credential activation succeeded; False if not active."""
+        return await update_staged(self.outbox, self.devices, tenant_id, {"device_id": device_id, "status": "active"},
+                                   {"$set": {"tpm": tpm}}, event)
+
+    async def note_tpm_counters(self, tenant_id: str, device_id: str, counters: dict[str, int]) -> None:
+        """The boot counters of the device's last accepted quote (the key request's event carries them too)."""
+        await self.devices.update_one(tenant_id, {"device_id": device_id}, {"$set": {"tpm.counters": counters}})
 
     async def revoke_device(self, tenant_id: str, device_id: str, at: datetime, event: Event) -> bool:
         """False when no active device has this id."""

@@ -20,11 +20,11 @@ from shared.commands import Strict
 from shared.crypto import tokens
 from shared.rpc import ProblemError
 
-from . import evidence as proofs
 from . import schemas
-from .evidence.base import EvidenceContext, EvidenceError, Merged, Verified, merge, with_observed
+from .evidence.base import EvidenceContext, Merged, merge, with_observed
 from .problems import ExtraProblem
 from .state import CORRELATION_ID, _call, _gw, _json, _now, _principal, body_as
+from .views_evidence import FirstUseRefused, verify
 
 MAX_WAIT_SECONDS = 60.0
 log = structlog.get_logger("strongroom.gateway")
@@ -33,6 +33,7 @@ log = structlog.get_logger("strongroom.gateway")
 class HeartbeatBody(Strict):
     facts: schemas.Facts = Field(default_factory=dict)
     evidence: schemas.Evidence | None = None
+    challenge: schemas.Challenge | None = None
 
 
 async def enroll(request: web.Request) -> web.Response:
@@ -46,22 +47,34 @@ async def enroll(request: web.Request) -> web.Response:
     device_id = events.new_id("dev_")
     summary = None
     if body.evidence is not None:
-        context = EvidenceContext(tenant_id=tenant_id, now=_now(), device_id=device_id, public_key=body.public_key)
-        _, summary = await _verify(request, body.evidence, context)
+        context = EvidenceContext(tenant_id=tenant_id, now=_now(), device_id=device_id, public_key=body.public_key,
+                                  challenge=body.challenge)
+        try:
+            _, summary = await verify(request, body.evidence, context, holder=enrollment["enrollment_id"])
+        except FirstUseRefused:
+            raise ProblemError(403, "Forbidden", "the instance this evidence names is already enrolled",
+                               "evidence") from None
+    return await register_device(request, tenant_id, device_id, body.name, body.public_key, enrollment, summary,
+                                 auth="enrollment_token")
+
+
+async def register_device(request: web.Request, tenant_id: str, device_id: str, name: str, public_key: str,
+                          enrollment: dict[str, Any], summary: events.EvidenceSummary | None, *, auth: str) -> web.Response:
+    """The new device, enrolled by `enrollment` (a token's, or a zero-touch rule's) with what its evidence proved."""
     # Trust on first use: the instance this enrolment proved is bound to this device from now on.
     subject = summary.subject if summary is not None and summary.verified else None
     event = events.DeviceEnrolled(
         tenant_id=tenant_id, correlation_id=request[CORRELATION_ID], source_ip=request.remote,
-        actor=events.Actor(kind="device", id=device_id, auth="enrollment_token"),
-        device_id=device_id, enrollment_id=enrollment["enrollment_id"], name=body.name,
-        public_key=body.public_key, groups=tuple(enrollment.get("groups", [])), subject=subject, evidence=summary,
+        actor=events.Actor(kind="device", id=device_id, auth=auth),
+        device_id=device_id, enrollment_id=enrollment["enrollment_id"], name=name,
+        public_key=public_key, groups=tuple(enrollment.get("groups", [])), subject=subject, evidence=summary,
     )
     doc = {
-        "device_id": device_id, "name": body.name, "public_key": body.public_key, "status": "active",
-        "groups": enrollment.get("groups", []), "enrolled_at": _now(), "enrollment_id": enrollment["enrollment_id"],
+        "device_id": device_id, "name": name, "public_key": public_key, "status": "active",
+        "groups": list(enrollment.get("groups", [])), "enrolled_at": _now(), "enrollment_id": enrollment["enrollment_id"],
         "subject": subject,
     }
-    await gw.store.insert_device(tenant_id, doc, event)
+    await _gw(request).store.insert_device(tenant_id, doc, event)
     return _json({"device_id": device_id, "tenant_id": tenant_id, "key_id": f"{tenant_id}/{device_id}"}, 201)
 
 
@@ -71,7 +84,7 @@ async def key_request(request: web.Request) -> web.Response:
     principal = _principal(request)
     body = await body_as(request, schemas.KeyRequestBody)
     request_id = events.new_id("req_")
-    facts, summary = await _facts_of(request, body.facts, body.evidence)
+    facts, summary = await _facts_of(request, body.facts, body.evidence, body.challenge, body.ephemeral_public_key)
     requested = events.KeyRequested(
         tenant_id=principal.tenant_id, actor=principal.actor, correlation_id=request[CORRELATION_ID],
         source_ip=request.remote, request_id=request_id, device_id=principal.id, key_id=body.key_id,
@@ -92,7 +105,8 @@ async def key_request(request: web.Request) -> web.Response:
 
 
 async def _facts_of(
-    request: web.Request, claimed: dict[str, Any], evidence: dict[str, Any] | None,
+    request: web.Request, claimed: dict[str, Any], evidence: dict[str, Any] | None, challenge: str | None = None,
+    one_time_key: str | None = None,
 ) -> tuple[Merged, events.EvidenceSummary | None]:
     """The agent's claimed facts, what its evidence proves written over them, and what the gateway
     observed itself; with what became of the evidence."""
@@ -101,31 +115,15 @@ async def _facts_of(
     if evidence is not None:
         device = await _gw(request).devices.device(principal.tenant_id, principal.id)
         context = EvidenceContext(tenant_id=principal.tenant_id, now=_now(), device_id=principal.id,
-                                  public_key=device.get("public_key") if device else None)
-        verified, summary = await _verify(request, evidence, context)
+                                  public_key=device.get("public_key") if device else None, challenge=challenge,
+                                  request_public_key=one_time_key)
+        try:
+            verified, summary = await verify(request, evidence, context, holder=principal.id)
+        except FirstUseRefused:
+            raise ProblemError(403, "Forbidden", "the instance this evidence names is enrolled as another device",
+                               "evidence") from None
     observed = {"source_ip": request.remote, "request_time": _now().isoformat(), "device_id": principal.id}
     return with_observed(merge(claimed, verified), observed, principal.id), summary
-
-
-async def _verify(
-    request: web.Request, evidence: dict[str, Any], context: EvidenceContext,
-) -> tuple[Verified | None, events.EvidenceSummary]:
-    """A refused proof is not an error: the request goes on with claimed facts, and says why."""
-    gw = _gw(request)
-    kind = evidence["kind"] if evidence["kind"] in gw.evidence else "unknown"  # never echo an unknown kind
-    try:
-        verified = proofs.check(evidence, gw.evidence, context)
-        subject = verified.subject[:256] if verified.subject else None
-        if subject is not None:
-            bound = await gw.store.device_bound_to(context.tenant_id, subject)
-            # SECURITY: trust on first use. An instance's evidence (an AWS identity document is not
-            # bound to our key) proves nothing for a device other than the one it enrolled.
-            if bound is not None and bound != context.device_id:
-                raise EvidenceError("the instance is enrolled as another device")
-    except EvidenceError as exc:
-        log.info("evidence_refused", kind=kind, reason=exc.reason, device_id=context.device_id)
-        return None, events.EvidenceSummary(kind=kind, verified=False, reason=exc.reason)
-    return verified, events.EvidenceSummary(kind=kind, verified=True, provenance=verified.provenance, subject=subject)
 
 
 def _release_response(outcome: events.Event) -> web.Response:
@@ -198,6 +196,6 @@ async def heartbeat(request: web.Request) -> web.Response:
     """Agent: fresh facts; policysvc re-checks them and may quarantine (or release) the device."""
     principal = _principal(request)
     body = await body_as(request, HeartbeatBody)
-    facts, _ = await _facts_of(request, body.facts, body.evidence)
+    facts, _ = await _facts_of(request, body.facts, body.evidence, body.challenge)
     return _json(await _call(request, "policysvc", "heartbeat", {
         "device_id": principal.id, "facts": facts.facts, "provenance": facts.provenance}))

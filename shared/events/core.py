@@ -84,6 +84,16 @@ def _device_enrolled_v1_to_v2(raw: dict[str, Any]) -> dict[str, Any]:
     return {**raw, "version": 2}
 
 
+class DeviceTpmRegistered(Event):
+    """A device proved its attestation key lives in the TPM holding its endorsement key
+    (MakeCredential/ActivateCredential): its quotes are attested from now on."""
+
+    type: Literal["device.tpm_registered"] = "device.tpm_registered"
+    device_id: str
+    ak_subject: str  # "tpm:<AK name hex>"
+    ek_certified: bool = False  # the EK certificate chained to a manufacturer root
+
+
 class DeviceRevoked(Event):
     type: Literal["device.revoked"] = "device.revoked"
     device_id: str

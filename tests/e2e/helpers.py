@@ -235,18 +235,30 @@ class BareAgent:
                                             key_id=self.key_id, private_key=self.signing_key, **overrides))
         return headers
 
+    async def challenge(self) -> str:
+        """A single-use challenge bound to this device (POST /v1/agent/challenges, signed)."""
+        url = self.api.url + "/v1/agent/challenges"
+        headers = httpsig.sign_request(method="POST", url=url, headers={}, body=b"", key_id=self.key_id,
+                                       private_key=self.signing_key)
+        status, out, _ = await self.api.call("POST", "/v1/agent/challenges", data=b"", headers=headers)
+        assert status == 201, out
+        return out["challenge"]
+
     def request_body(self, key_id: str, facts: dict, key_version: int | None = None,
-                     evidence: dict | None = None) -> tuple[bytes, X25519PrivateKey]:
+                     evidence: dict | None = None, challenge: str | None = None) -> tuple[bytes, X25519PrivateKey]:
         ephemeral = X25519PrivateKey.generate()
         body = {"key_id": key_id, "facts": facts, "ephemeral_public_key": raw(ephemeral.public_key())}
+        if challenge is not None:
+            body["challenge"] = challenge
         if key_version is not None:
             body["key_version"] = key_version
         if evidence is not None:
             body["evidence"] = evidence
         return json.dumps(body).encode(), ephemeral
 
-    async def request(self, key_id: str, facts: dict, key_version: int | None = None, evidence: dict | None = None):
-        body, ephemeral = self.request_body(key_id, facts, key_version, evidence)
+    async def request(self, key_id: str, facts: dict, key_version: int | None = None, evidence: dict | None = None,
+                      challenge: str | None = None):
+        body, ephemeral = self.request_body(key_id, facts, key_version, evidence, challenge)
         status, out, ctype = await self.api.call("POST", "/v1/agent/key-requests", data=body, headers=self.signed(body))
         key = None
         if status == 200:

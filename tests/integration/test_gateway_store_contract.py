@@ -320,3 +320,28 @@ async def test_a_session_ends_once_and_its_events_are_published(store):
     if isinstance(store, GatewayStore):  # the published event's own document is swept; nothing is left staged
         assert await store.events.raw.count_documents({}) == 0
         assert await store.outbox.relay() == 0
+
+
+async def test_challenges_are_single_use_per_holder_tenant_and_lifetime(store):
+    now = datetime.now(UTC)
+    ev = store.evidence
+    await ev.insert_challenge(T, "c" * 32, holder="dev_a", expires_at=now + timedelta(seconds=60))
+    await ev.insert_challenge(T, "d" * 32, holder="dev_a", expires_at=now - timedelta(seconds=1))
+    assert not await ev.take_challenge(OTHER, "c" * 32, holder="dev_a", now=now)  # another tenant's
+    assert not await ev.take_challenge(T, "c" * 32, holder="dev_b", now=now)  # another device's
+    assert await ev.take_challenge(T, "c" * 32, holder="dev_a", now=now)
+    assert not await ev.take_challenge(T, "c" * 32, holder="dev_a", now=now)  # used
+    assert not await ev.take_challenge(T, "d" * 32, holder="dev_a", now=now)  # expired
+    assert await ev.forget_expired_challenges(now) == 1
+
+
+async def test_an_instance_is_claimed_once_per_tenant(store):
+    ev = store.evidence
+    record = {"subject": "aws:1/i-1", "pending_time": "2026-12-01T08:00:00Z", "device_id": "dev_a"}
+    assert await ev.claim_first_use(T, record)
+    assert not await ev.claim_first_use(T, {**record, "device_id": "dev_b"})
+    assert await ev.claim_first_use(OTHER, record)  # tenants are apart
+    assert not await ev.advance_first_use(T, {**record, "device_id": "dev_b", "pending_time": "2026-12-02T08:00:00Z"})
+    assert await ev.advance_first_use(T, {**record, "pending_time": "2026-12-02T08:00:00Z"})
+    assert await ev.first_use(T, "aws:1/i-1") == {**record, "pending_time": "2026-12-02T08:00:00Z"}
+    assert await ev.first_use(T, "aws:1/i-2") is None

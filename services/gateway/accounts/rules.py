@@ -152,15 +152,19 @@ def confirmed_admin_since(roles_before: frozenset[str], roles_after: frozenset[s
 
 
 def settings_needing_confirmation(*, small_team: bool | None, sso_changed: bool, sso_only: bool | None = None,
-                                  domains_changed: bool = False) -> tuple[str, ...]:
+                                  domains_changed: bool = False, anchors_changed: bool = False,
+                                  zero_touch_changed: bool = False) -> tuple[str, ...]:
     """Tenant settings that widen who holds power wait for a second tenant admin: turning on
     small-team mode (conflicting roles in one person), any single sign-on change (its group
     mapping, and the IdP it trusts to assert groups, decide who gets which role), turning "SSO
     only" off (setup secrets again) and any change of the allowed e-mail domains (where invitations
-    may go)."""
+    may go), any change of the cloud identity trust anchors (whose signatures prove an agent's
+    facts) and of zero-touch enrolment (which VMs enrol without a token)."""
     return tuple(name for name, pending in (("small_team", small_team is True), ("sso", sso_changed),
                                             ("sso_only", sso_only is False),
-                                            ("allowed_email_domains", domains_changed)) if pending)
+                                            ("allowed_email_domains", domains_changed),
+                                            ("cloud_identity", anchors_changed),
+                                            ("zero_touch", zero_touch_changed)) if pending)
 
 
 def needs_mfa(roles: frozenset[str]) -> bool:

@@ -10,11 +10,14 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from shared.commands import NAME, Strict, items_among, some_change
 
+from ..evidence.cloud import CloudAnchors
 from ..permissions import PERMISSIONS
 from ..roles import PROVIDER_ROLES, TENANT_ROLES
 from .rules import DOMAIN_PATTERN, EMAIL_PATTERN, USERNAME_PATTERN
 
 _ALL_ROLES = TENANT_ROLES + PROVIDER_ROLES
+_CLOUD_ID = "^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$"
+_CLOUD_IDS = {"type": "string", "pattern": _CLOUD_ID}
 _PASSWORD = Field(min_length=1, max_length=1024, description="checked against the password policy")
 
 
@@ -173,6 +176,30 @@ class SsoConfig(Strict):
         return self
 
 
+class ZeroTouch(Strict):
+    """Who may enrol without a token: VMs whose verified identity names one of `accounts` (AWS
+    accounts, GCP projects, Azure subscriptions) and, if any are listed, one of `image_ids`."""
+
+    accounts: list[str] = Field(min_length=1, max_length=50, json_schema_extra={"items": _CLOUD_IDS})
+    image_ids: list[str] = Field(default_factory=list, max_length=200, json_schema_extra={"items": _CLOUD_IDS})
+    groups: list[str] = Field(default_factory=list, max_length=32,
+                              json_schema_extra={"items": {"type": "string", "pattern": NAME}})
+
+    @field_validator("accounts", "image_ids")
+    @classmethod
+    def _ids(cls, ids: list[str]) -> list[str]:
+        if not all(re.fullmatch(_CLOUD_ID, i) for i in ids):
+            raise ValueError("each entry must be an account, project, subscription or image id")
+        return sorted(set(ids))
+
+    @field_validator("groups")
+    @classmethod
+    def _groups(cls, groups: list[str]) -> list[str]:
+        if not all(re.fullmatch(NAME, g) for g in groups):
+            raise ValueError("each group must be a name")
+        return groups
+
+
 class TenantSettings(Strict):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True, json_schema_extra=some_change)
     small_team: bool | None = None
@@ -183,6 +210,11 @@ class TenantSettings(Strict):
     # Invitations go only to addresses in these domains (empty: any).
     allowed_email_domains: list[str] | None = Field(default=None, max_length=50,
                                                     json_schema_extra={"items": {"type": "string", "pattern": DOMAIN_PATTERN}})
+    # Trust anchors for agents' cloud identity evidence (AWS region certificates, Google's JWKS,
+    # Azure's roots): a change waits for a second tenant admin.
+    cloud_identity: CloudAnchors | None = None
+    # VMs of these accounts (and images) enrol with their cloud identity, no token: waits for a second admin.
+    zero_touch: ZeroTouch | None = None
 
     @field_validator("allowed_email_domains")
     @classmethod

@@ -191,6 +191,11 @@ def _shown(settings: dict[str, Any]) -> dict[str, Any]:
         sso = shown["sso"]
         shown["sso"] = {"protocol": sso["protocol"], "group_roles": sso["group_roles"],
                         "idp": sso.get("issuer") or sso.get("idp_entity_id")}
+    if "cloud_identity" in shown:  # public certificates and keys, but long: the event names what changed
+        anchors = shown["cloud_identity"]
+        shown["cloud_identity"] = {"aws_regions": sorted(anchors["aws_region_certs"]),
+                                   "gcp_keys": [k.get("kid") for k in anchors["gcp_jwks"].get("keys", [])],
+                                   "azure_roots": len(anchors["azure_roots"])}
     return shown
 
 
@@ -212,6 +217,10 @@ async def _requested_changes(request: web.Request, gw: Gateway, principal: Princ
         changes["allowed_email_domains"] = body.allowed_email_domains
     if body.token_max_days is not None:
         changes["token_max_days"] = body.token_max_days
+    if body.cloud_identity is not None:
+        changes["cloud_identity"] = body.cloud_identity.model_dump(mode="json")
+    if body.zero_touch is not None:
+        changes["zero_touch"] = body.zero_touch.model_dump(mode="json")
     if body.sso is not None:
         changes["sso"] = body.sso.model_dump()
         if body.sso.client_secret:
@@ -231,7 +240,9 @@ async def put_settings(request: web.Request) -> web.Response:
     changes = await _requested_changes(request, gw, principal, body)
     held_names = rules.settings_needing_confirmation(small_team=body.small_team, sso_changed=body.sso is not None,
                                                      sso_only=body.sso_only,
-                                                     domains_changed=body.allowed_email_domains is not None)
+                                                     domains_changed=body.allowed_email_domains is not None,
+                                                     anchors_changed=body.cloud_identity is not None,
+                                                     zero_touch_changed=body.zero_touch is not None)
     held = {k: v for k, v in changes.items() if k in held_names}
     now_applied = {k: v for k, v in changes.items() if k not in held_names}
     fields = event_fields(request, principal.tenant_id)

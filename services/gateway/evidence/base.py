@@ -57,6 +57,7 @@ class EvidenceContext:
     device_id: str | None = None  # None at enrolment
     public_key: str | None = None  # the device's Ed25519 public key (base64) the evidence may be bound to
     challenge: str | None = None  # a server-issued nonce the evidence must carry, when one was issued
+    request_public_key: str | None = None  # the key request's one-time X25519 key (base64) a TPM quote binds
 
 
 Verifier = Callable[[Mapping[str, Any], EvidenceContext], Verified]

@@ -23,13 +23,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from typing import Any, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from cryptography import x509
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shared.crypto.cloud_binding import azure_nonce, gcp_audience
 
@@ -39,6 +41,11 @@ from .base import EvidenceError, Verified
 from .gcp import verify_gcp
 
 ED25519_PUBLIC_KEY_BYTES = 32
+MAX_ANCHORS = 64
+REGION = "^[a-z0-9-]{1,40}$"
+_JWK_MEMBER = "^[A-Za-z0-9_]{1,20}$"
+_JWK = {"type": "object", "propertyNames": {"pattern": _JWK_MEMBER}, "additionalProperties": {
+    "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}}
 
 
 class Context(Protocol):
@@ -66,10 +73,45 @@ class CloudAnchors(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    aws_region_certs: dict[str, str] = Field(default_factory=dict, description="AWS region → pinned rsa2048 certificate (PEM)")
-    gcp_jwks: dict[str, Any] = Field(default_factory=dict, description="Google's JWKS for identity tokens")
+    aws_region_certs: dict[str, str] = Field(default_factory=dict, description="AWS region → pinned rsa2048 certificate (PEM)",
+                                             json_schema_extra={"propertyNames": {"pattern": REGION}})
+    gcp_jwks: dict[str, Any] = Field(default_factory=dict, description="Google's JWKS for identity tokens",
+                                     json_schema_extra={"properties": {"keys": {"type": "array", "items": _JWK}},
+                                                        "additionalProperties": False})
     azure_roots: tuple[str, ...] = Field(default=(), description="Root certificates (PEM) for Azure's attested data")
     azure_intermediates: tuple[str, ...] = Field(default=(), description="Intermediate certificates (PEM), if not carried")
+
+    @field_validator("aws_region_certs")
+    @classmethod
+    def _region_certs(cls, certs: dict[str, str]) -> dict[str, str]:
+        if (len(certs) > MAX_ANCHORS or not all(re.fullmatch(REGION, r) for r in certs)
+                or not all(_is_certificate(pem) for pem in certs.values())):
+            raise ValueError(f"each region (such as eu-west-1) needs one PEM certificate (at most {MAX_ANCHORS} regions)")
+        return certs
+
+    @field_validator("azure_roots", "azure_intermediates")
+    @classmethod
+    def _certificates(cls, pems: tuple[str, ...]) -> tuple[str, ...]:
+        if len(pems) > MAX_ANCHORS or not all(_is_certificate(pem) for pem in pems):
+            raise ValueError(f"each entry must be a PEM certificate (at most {MAX_ANCHORS})")
+        return pems
+
+    @field_validator("gcp_jwks")
+    @classmethod
+    def _jwks(cls, jwks: dict[str, Any]) -> dict[str, Any]:
+        keys = jwks.get("keys") if jwks else []
+        if (set(jwks) - {"keys"} or not isinstance(keys, list) or len(keys) > MAX_ANCHORS
+                or not all(isinstance(k, dict) and all(re.fullmatch(_JWK_MEMBER, m) for m in k) for k in keys)):
+            raise ValueError(f"must be a JWKS: {{\"keys\": [...]}} with at most {MAX_ANCHORS} keys")
+        return jwks
+
+
+def _is_certificate(pem: Any) -> bool:
+    try:
+        x509.load_pem_x509_certificate(pem.encode("ascii"))
+    except (ValueError, TypeError, AttributeError, UnicodeEncodeError):
+        return False
+    return True
 
 
 Verifier = Callable[[Mapping[str, Any], Context], Verified]
