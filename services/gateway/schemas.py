@@ -51,6 +51,9 @@ Evidence = Annotated[dict[str, Any], AfterValidator(_evidence), WithJsonSchema({
     "description": f"Evidence as JSON, at most {2 * MAX_FACTS_BYTES} bytes; unverifiable evidence proves nothing"})]
 
 
+# Secrets the gateway issues (shared/crypto/tokens.py): a readable prefix and URL-safe base64.
+TOKEN_PATTERN = r"^[A-Za-z0-9_-]+$"
+
 class CreateTenant(Strict):
     name: str = Field(pattern=NAME)
 
@@ -80,7 +83,7 @@ Challenge = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{16,128}$",
 
 
 class Enroll(Strict):
-    enrollment_token: str = Field(min_length=10, max_length=200)
+    enrollment_token: str = Field(min_length=10, max_length=200, pattern=TOKEN_PATTERN)
     name: str = Field(pattern=NAME)
     public_key: str = Field(description="Ed25519 public key, base64 of the raw 32 bytes",
                             json_schema_extra=base64_of(32, exactly=True))

@@ -33,6 +33,7 @@ from .evidence.base import EvidenceContext, EvidenceError, Verified
 from .evidence.cloud import CloudAnchors
 from .evidence.cloud import verifiers as cloud_verifiers
 from .evidence.tpm_request import verify_tpm_evidence
+from .schemas import TOKEN_PATTERN
 from .state import CORRELATION_ID, _gw, _json, _now, _principal, body_as
 
 log = structlog.get_logger("strongroom.gateway")
@@ -40,7 +41,7 @@ CHALLENGE_BYTES = 32
 
 
 class EnrollmentChallengeBody(Strict):
-    enrollment_token: str = Field(min_length=10, max_length=200)
+    enrollment_token: str = Field(min_length=10, max_length=200, pattern=TOKEN_PATTERN)
 
 
 class FirstUseRefused(Exception):
