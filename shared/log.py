@@ -14,7 +14,9 @@ import structlog
 def configure(level: str = "INFO", *, json: bool | None = None) -> None:
     if json is None:
         json = not sys.stderr.isatty()
-    renderer = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
+    # Plain tracebacks: rich's (with every frame's locals) could print a secret held in a local.
+    console = structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)
+    renderer = structlog.processors.JSONRenderer() if json else console
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
