@@ -11,7 +11,6 @@ import os
 import uuid
 
 import pytest
-import structlog
 
 from shared.bus import RabbitBus
 from shared.bus_memory import MemoryBus
@@ -19,11 +18,6 @@ from shared.embedded_mongo import EmbeddedMongo
 from shared.store import connect
 
 AMQP_URL = os.environ.get("STRONGROOM_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
-
-# structlog's default console renderer formats exceptions with rich (installed with schemathesis),
-# locals included: seconds per logged exception. Tests log many on purpose; plain tracebacks.
-structlog.configure(processors=[*structlog.get_config()["processors"][:-1],
-                                structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)])
 
 
 def _docker_mongo():
