@@ -46,11 +46,15 @@ async def _until(check, timeout: float = 10.0):
     return result
 
 
-async def _cut_when(task: asyncio.Task, check) -> None:
-    """Cancel `task` (a crash, as far as the store can tell) as soon as `check` holds."""
-    await _until(check)
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+async def _crash_after(batches: int, step) -> None:
+    """Run `batches` batches of `step`, then crash in the middle of the next: it is cancelled
+    (as far as the store can tell, the process died) once it has started talking to the store."""
+    for _ in range(batches):
+        assert await step()
+    in_flight = asyncio.create_task(step())
+    await asyncio.sleep(0)
+    in_flight.cancel()
+    await asyncio.gather(in_flight, return_exceptions=True)
 
 
 def _outbox(bus, store: KeyStore) -> Outbox:
@@ -68,10 +72,9 @@ async def test_rekey_cut_short_at_every_stage_loses_no_kek(mongo_client, db_pref
                                request_id="req-1", actor="custodian-1", now=datetime.now(UTC), ttl=timedelta(hours=1))
 
     # 1. Copying cut short.
-    copying = asyncio.create_task(rekey.copy_all(store, a, new_fp, batch=1))
-    await _cut_when(copying, lambda: store.keks.raw.count_documents({"next_fp": new_fp}))
+    await _crash_after(3, lambda: rekey.copy_batch(store, a, new_fp, batch=5))
     copied = await store.keks.raw.count_documents({"next_fp": new_fp})
-    assert 0 < copied < len(TENANTS)
+    assert 15 <= copied < len(TENANTS)
     # Another instance creates a KEK meanwhile: it is written under both roots.
     _, b = await _instance(mongo_client, db_prefix, old_root)
     await b.current_kek("ten_late")
@@ -99,12 +102,8 @@ async def test_rekey_cut_short_at_every_stage_loses_no_kek(mongo_client, db_pref
     out = await rekey.verify_share(store, d, _outbox(rabbit_bus, store), shares[0], by="custodian-1", batch=1,
                                    event_fields=FIELDS)
     assert out["verified"] and out["root_fingerprint"] == new_fp
-    promoting = asyncio.create_task(rekey.promote_all(store, d, new_fp, batch=1))
-
-    async def promoted_some():
-        return await store.keks.raw.count_documents({"root_fp": new_fp}) >= 3
-
-    await _cut_when(promoting, promoted_some)
+    await _crash_after(3, lambda: rekey.promote_batch(store, d, new_fp, batch=1))
+    assert await store.keks.raw.count_documents({"root_fp": new_fp}) >= 3
     record = await store.root_record()
     assert record["fingerprint"] == new_fp and record["rekey"]["status"] == "switched"
     assert await store.keks.raw.count_documents({"root_fp": {"$ne": new_fp}}) > 0  # promotion incomplete
@@ -150,8 +149,7 @@ async def test_rekey_cut_short_and_never_verified_rolls_back_to_the_old_root(mon
     with pytest.raises(rekey.RekeyConflict):  # one re-key at a time (and a redelivered request starts none)
         await rekey.begin(store, a, secrets.token_bytes(32), threshold=2, shares=2, share_set=1, request_id="req-2",
                           actor="custodian-1", now=datetime.now(UTC), ttl=timedelta(0))
-    copying = asyncio.create_task(rekey.copy_all(store, a, new_fp, batch=1))
-    await _cut_when(copying, lambda: store.keks.raw.count_documents({"next_fp": new_fp}))
+    await _crash_after(1, lambda: rekey.copy_batch(store, a, new_fp, batch=3))
 
     # Restarted; the re-key expired unverified, so the scheduler rolls it back.
     store, b = await _instance(mongo_client, db_prefix, old_root)
