@@ -1,5 +1,5 @@
-"""`strongroom-agent`: enrol this VM, show its facts, encrypt or decrypt files under policy, and
-send the heartbeats that keep its posture checked.
+"""`strongroom-agent`: enrol this VM, show its facts, encrypt or decrypt files under policy, send
+the heartbeats that keep its posture checked, and serve as the Clevis pin `strongroom`.
 
 Exit codes: 0 success, 1 error, 2 usage, 3 key denied by policy (or, for `heartbeat --once`, the
 device is quarantined), 4 approval pending.
@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from agent.cli_clevis import add_clevis_commands
 from agent.client import (
     DEFAULT_TIMEOUT_SECONDS,
     AgentClient,
@@ -131,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     heartbeat.add_argument("--once", action="store_true", help="send one heartbeat; exit 3 if the device is quarantined")
     heartbeat.set_defaults(handler=_heartbeat)
+
+    add_clevis_commands(commands, facts_options, release=_release, state_dir=state_dir)
     return parser
 
 
@@ -149,8 +152,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 async def run(args: argparse.Namespace, *, environ: Mapping[str, str]) -> int:
     """Execute parsed arguments and map the outcome to an exit code; messages go to stderr."""
     try:
-        await args.handler(args, environ)
-        return EXIT_OK
+        code = await args.handler(args, environ)  # a handler may answer its own exit code (the Clevis pin's usage)
+        return EXIT_OK if code is None else code
     except UsageError as exc:
         _error(str(exc))
         return EXIT_USAGE
