@@ -151,7 +151,7 @@ def content_key(data_key: bytes, binding: Binding) -> bytes:
 def seal(plaintext: bytes, binding: Binding, data_key: bytes) -> str:
     """The compact JWE of `plaintext` under the content key derived for `binding`."""
     key = OctKey.import_key(content_key(data_key, binding))
-    return jwe.encrypt_compact(binding.header(), plaintext, key, algorithms=[ALG, ENC], registry=_REGISTRY)
+    return jwe.encrypt_compact(binding.header(), plaintext, key, registry=_REGISTRY)
 
 
 def read_binding(token: str) -> Binding:
@@ -196,7 +196,7 @@ def unseal(token: str, binding: Binding, data_key: bytes) -> bytes:
     """The plaintext, if the JWE authenticates under the content key derived for `binding`."""
     key = OctKey.import_key(content_key(data_key, binding))
     try:
-        return jwe.decrypt_compact(token.strip(), key, algorithms=[ALG, ENC], registry=_REGISTRY).plaintext
+        return jwe.decrypt_compact(token.strip(), key, registry=_REGISTRY).plaintext
     except (JoseError, ValueError):
         raise ClevisError("JWE does not decrypt with the released key (altered, or bound to another key)!") from None
 
