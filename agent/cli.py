@@ -132,7 +132,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     heartbeat.add_argument("--once", action="store_true", help="send one heartbeat; exit 3 if the device is quarantined")
     heartbeat.set_defaults(handler=_heartbeat)
-
     add_clevis_commands(commands, facts_options, release=_release, state_dir=state_dir)
     return parser
 

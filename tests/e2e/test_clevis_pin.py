@@ -45,16 +45,44 @@ def closed_port() -> int:
         return sock.getsockname()[1]
 
 
-async def test_clevis_binds_and_unlocks_a_luks2_image_only_while_strongroom_releases_the_key(api, tmp_path):
-    tenant = await make_tenant(api)
+class Host:
+    """A VM with an enrolled agent and the pins on PATH: runs Clevis and cryptsetup as processes."""
+
+    def __init__(self, tmp_path: Path, env: dict[str, str], config: str):
+        self.tmp, self.env, self.config = tmp_path, env, config
+        self.image, self.keyfile = tmp_path / "vol.img", tmp_path / "passphrase"
+        self.stderrs: list[str] = []
+
+    async def run(self, *argv: str, stdin: bytes = b"", env: dict | None = None) -> tuple[int, bytes, str]:
+        rc, out, err = await run(list(argv), env or self.env, stdin)
+        self.stderrs.append(err)
+        return rc, out, err
+
+    async def clevis(self, *args: str, stdin: bytes = b"", env: dict | None = None) -> tuple[int, bytes, str]:
+        return await self.run("clevis", *args, stdin=stdin, env=env)
+
+    async def unlocks(self) -> tuple[int, str]:
+        """`clevis luks pass` piped into cryptsetup: (cryptsetup's exit code, Clevis's stderr)."""
+        rc, passphrase, err = await self.clevis("luks", "pass", "-d", str(self.image), "-s", "1")
+        if rc != 0:
+            return rc, err
+        assert passphrase and passphrase not in PASSPHRASE
+        return await self.opens_slot_1(passphrase)
+
+    async def opens_slot_1(self, passphrase: bytes) -> tuple[int, str]:
+        rc, _, err = await self.run("cryptsetup", "open", "--test-passphrase", "--key-slot", "1", "--key-file", "-",
+                                    str(self.image), stdin=passphrase)
+        return rc, err
+
+
+async def enrolled_host(api, tenant, tmp_path: Path) -> tuple[Host, object]:
+    """Enrol an agent (facts: eu-west-1, firewall on) and install the pins as an operator does."""
     _status, enr, _ = await tenant.admin.call("POST", "/v1/enrollment-tokens", json={"name": "db-1"})
     home = tmp_path / "agent-home"
     async with AgentClient() as client:
         identity = await client.enroll(api.url, enr["token"], "db-1", home)
     facts = tmp_path / "facts.json"
     facts.write_text(json.dumps({"identity": {"region": "eu-west-1"}, "integrity": {"firewall_enabled": True}}))
-
-    # The pins, as an operator installs them: by the agent, into a directory on PATH.
     bin_dir = tmp_path / "bin"
     agent_exe = Path(sys.executable).parent / "strongroom-agent"
     install = cli.build_parser().parse_args(["clevis", "install", "--bin-dir", str(bin_dir), "--agent", str(agent_exe)])
@@ -66,23 +94,19 @@ async def test_clevis_binds_and_unlocks_a_luks2_image_only_while_strongroom_rele
     env = {"PATH": f"{bin_dir}:{agent_exe.parent}:{os.environ['PATH']}", "PYTHONPATH": str(REPO),
            "STRONGROOM_AGENT_HOME": str(home), "STRONGROOM_AGENT_FACTS_FILE": str(facts), "TMPDIR": str(scratch),
            "LC_ALL": "C.UTF-8"}
-    config = json.dumps({"url": api.url, "key_id": tenant.key_id})
-    stderrs: list[str] = []
+    return Host(tmp_path, env, json.dumps({"url": api.url, "key_id": tenant.key_id})), identity
 
-    async def clevis(*args: str, stdin: bytes = b"", environ: dict | None = None) -> tuple[int, bytes, str]:
-        rc, out, err = await run(["clevis", *args], environ or env, stdin)
-        stderrs.append(err)
-        return rc, out, err
 
-    # The pins answer --summary as Clevis's do (`clevis` lists /usr/bin's pins by it); then the
-    # round trip the Clevis manual shows.
-    rc, out, _ = await run(["clevis-encrypt-strongroom", "--summary"], env)
+async def pin_follows_clevis_conventions(host: Host, api, tenant, identity) -> None:
+    # --summary as Clevis's pins answer it (`clevis` lists /usr/bin's pins by it); then the round
+    # trip the Clevis manual shows.
+    rc, out, _ = await host.run("clevis-encrypt-strongroom", "--summary")
     assert (rc, out) == (0, b"Encrypts using a Strongroom key released under policy\n")
-    assert (await run(["clevis-decrypt-strongroom", "--summary"], env))[:2] == (2, b"")
-    rc, out, err = await run(["sh", "-c", 'echo hi | clevis encrypt strongroom "$CFG" | clevis decrypt'],
-                             {**env, "CFG": config})
+    assert (await host.run("clevis-decrypt-strongroom", "--summary"))[:2] == (2, b"")
+    rc, out, err = await host.run("sh", "-c", 'echo hi | clevis encrypt strongroom "$CFG" | clevis decrypt',
+                                  env={**host.env, "CFG": host.config})
     assert (rc, out) == (0, b"hi\n"), err
-    rc, jwe, err = await clevis("encrypt", "strongroom", config, stdin=b"hi")
+    rc, jwe, err = await host.clevis("encrypt", "strongroom", host.config, stdin=b"hi")
     assert rc == 0, err
     protected = header(jwe.decode())
     assert protected["alg"] == "dir" and protected["enc"] == "A256GCM"
@@ -91,71 +115,56 @@ async def test_clevis_binds_and_unlocks_a_luks2_image_only_while_strongroom_rele
     assert bound["key_version"] == 1 and bound["url"] == api.url and set(bound) == {"url", "key_id", "key_version", "salt"}
 
     # Bad configs are refused the way Clevis's pins refuse them, before any key is asked for.
-    rc, _, err = await clevis("encrypt", "strongroom", json.dumps({"url": api.url}), stdin=b"x")
+    rc, _, err = await host.clevis("encrypt", "strongroom", json.dumps({"url": api.url}), stdin=b"x")
     assert rc == 1 and "Missing the required 'key_id' property!" in err
-    rc, _, err = await clevis("encrypt", "strongroom", json.dumps({"url": "http://elsewhere.example", "key_id": "k"}),
-                              stdin=b"x")
+    rc, _, err = await host.clevis("encrypt", "strongroom", json.dumps({"url": "http://elsewhere.example", "key_id": "k"}),
+                                   stdin=b"x")
     assert rc == 1 and f"enrolled with {identity.gateway_url}" in err
     # A JWE altered in transit does not open, although the key is released.
     parts = jwe.decode().split(".")
     parts[3] = ("A" if parts[3][0] != "A" else "B") + parts[3][1:]
-    rc, out, err = await clevis("decrypt", stdin=".".join(parts).encode())
+    rc, out, err = await host.clevis("decrypt", stdin=".".join(parts).encode())
     assert rc == 1 and out == b"" and "does not decrypt" in err
 
-    # A LUKS2 image with a known passphrase in slot 0, bound with Debian's `clevis luks bind`.
-    image, keyfile = tmp_path / "vol.img", tmp_path / "passphrase"
-    keyfile.write_bytes(PASSPHRASE)
-    with image.open("wb") as f:
+
+async def bind_and_unlock(host: Host, tenant) -> tuple[bytes, bytes]:
+    """A LUKS2 image with a known passphrase in slot 0, bound with Debian's `clevis luks bind`,
+    unlocked with `clevis luks pass`; returns the token's JWE in compact form and the slot key."""
+    host.keyfile.write_bytes(PASSPHRASE)
+    with host.image.open("wb") as f:
         f.truncate(32 * 1024 * 1024)
-    rc, _, err = await run(["cryptsetup", "luksFormat", "--type", "luks2", "--batch-mode", "--pbkdf", "pbkdf2",
-                            "--pbkdf-force-iterations", "1000", "--key-file", str(keyfile), "--key-slot", "0",
-                            str(image)], env)
+    rc, _, err = await host.run("cryptsetup", "luksFormat", "--type", "luks2", "--batch-mode", "--pbkdf", "pbkdf2",
+                                "--pbkdf-force-iterations", "1000", "--key-file", str(host.keyfile), "--key-slot", "0",
+                                str(host.image))
     assert rc == 0, err
-    rc, _, err = await clevis("luks", "bind", "-y", "-d", str(image), "-k", str(keyfile), "strongroom", config)
+    rc, _, err = await host.clevis("luks", "bind", "-y", "-d", str(host.image), "-k", str(host.keyfile), "strongroom",
+                                   host.config)
     assert rc == 0, err
-    assert list(scratch.iterdir()) == []  # Clevis's header backup is gone; nothing of the key was left behind
-    rc, out, err = await clevis("luks", "list", "-d", str(image))
+    assert list((host.tmp / "tmp").iterdir()) == []  # Clevis's header backup is gone; no key was left behind
+    rc, out, err = await host.clevis("luks", "list", "-d", str(host.image))
     assert rc == 0 and out.decode().startswith("1: ") and "strongroom" in out.decode(), (out, err)
-
-    async def unlocks() -> tuple[int, str]:
-        """`clevis luks pass` piped into cryptsetup: (cryptsetup's exit code, Clevis's stderr)."""
-        rc, passphrase, err = await clevis("luks", "pass", "-d", str(image), "-s", "1")
-        if rc != 0:
-            return rc, err
-        assert passphrase and passphrase not in PASSPHRASE
-        rc, _, cerr = await run(["cryptsetup", "open", "--test-passphrase", "--key-slot", "1", "--key-file", "-",
-                                 str(image)], env, passphrase)
-        return rc, cerr
-
-    assert await unlocks() == (0, "")
+    assert await host.unlocks() == (0, "")
 
     # The token's JWE, as Clevis stores it, decrypts with the plain `clevis decrypt` too.
-    rc, token, err = await run(["cryptsetup", "token", "export", "--token-id", "0", str(image)], env)
+    rc, token, err = await host.run("cryptsetup", "token", "export", "--token-id", "0", str(host.image))
     assert rc == 0, err
     token = json.loads(token)
     assert token["type"] == "clevis" and token["keyslots"] == ["1"]
-    rc, compact, err = await run(["jose", "jwe", "fmt", "-i-", "-c"], env, json.dumps(token["jwe"]).encode())
+    rc, compact, err = await host.run("jose", "jwe", "fmt", "-i-", "-c", stdin=json.dumps(token["jwe"]).encode())
     assert rc == 0 and header(compact.decode())["clevis"]["strongroom"]["key_id"] == tenant.key_id, err
-    rc, slot_key, err = await clevis("decrypt", stdin=compact)
+    rc, slot_key, err = await host.clevis("decrypt", stdin=compact)
     assert rc == 0 and slot_key, err
-    rc, _, err = await run(["cryptsetup", "open", "--test-passphrase", "--key-slot", "1", "--key-file", "-",
-                            str(image)], env, slot_key)
-    assert rc == 0, err
+    assert await host.opens_slot_1(slot_key) == (0, "")
+    return compact, slot_key
 
-    # A new key version does not disturb the binding: unlock asks for the version it was bound to.
-    status, rotated, _ = await tenant.admin.call("POST", f"/v1/keys/{tenant.key_id}/rotate", json={})
-    assert status == 200, rotated
-    assert await unlocks() == (0, "")
 
-    rc, dump_before, _ = await run(["cryptsetup", "luksDump", str(image)], env)
-    assert rc == 0
-
+async def unlock_fails_cleanly_without_a_release(host: Host, tenant, identity, compact: bytes) -> None:
     # The gateway unreachable: the same agent identity pointed at a closed port.
-    away = tmp_path / "agent-away"
-    shutil.copytree(home, away)
+    away = host.tmp / "agent-away"
+    shutil.copytree(host.env["STRONGROOM_AGENT_HOME"], away)
     doc = json.loads((away / "identity.json").read_text())
     (away / "identity.json").write_text(json.dumps({**doc, "gateway_url": f"http://127.0.0.1:{closed_port()}"}))
-    rc, out, err = await clevis("decrypt", stdin=compact, environ={**env, "STRONGROOM_AGENT_HOME": str(away)})
+    rc, out, err = await host.clevis("decrypt", stdin=compact, env={**host.env, "STRONGROOM_AGENT_HOME": str(away)})
     assert rc == 1 and out == b"" and "gateway unreachable" in err and "Traceback" not in err
 
     # Policy now denies this VM's region: unlock fails with the reason, exit 3 from the pin.
@@ -164,22 +173,37 @@ async def test_clevis_binds_and_unlocks_a_luks2_image_only_while_strongroom_rele
             {"id": "central-only", "effect": "allow",
              "when": {"fact": "identity.region", "op": "equals", "value": "eu-central-1"}}]})
     assert status == 200, out
-    rc, out, err = await clevis("decrypt", stdin=compact)
+    rc, out, err = await host.clevis("decrypt", stdin=compact)
     assert rc == 3 and out == b"" and "key denied by policy" in err and "identity.region" in err, err
-    rc, err = await unlocks()
+    rc, err = await host.unlocks()
     assert rc != 0 and "key denied by policy" in err and "Traceback" not in err
 
     # Allowed again, it unlocks again; then the device is revoked and it never does.
     status, out, _ = await tenant.admin.call("PUT", f"/v1/policies/{tenant.policy_id}", json=ALLOW_EU)
     assert status == 200, out
-    assert await unlocks() == (0, "")
+    assert await host.unlocks() == (0, "")
     status, out, _ = await tenant.admin.call("POST", f"/v1/devices/{identity.device_id}/revoke",
                                              json={"reason": "decommissioned"})
     assert status == 200, out
-    rc, err = await unlocks()
+    rc, err = await host.unlocks()
     assert rc != 0 and "strongroom-agent:" in err and "Traceback" not in err, err
 
-    rc, dump_after, _ = await run(["cryptsetup", "luksDump", str(image)], env)
+
+async def test_clevis_binds_and_unlocks_a_luks2_image_only_while_strongroom_releases_the_key(api, tmp_path):
+    tenant = await make_tenant(api)
+    host, identity = await enrolled_host(api, tenant, tmp_path)
+    await pin_follows_clevis_conventions(host, api, tenant, identity)
+    compact, slot_key = await bind_and_unlock(host, tenant)
+
+    # A new key version does not disturb the binding: unlock asks for the version it was bound to.
+    status, rotated, _ = await tenant.admin.call("POST", f"/v1/keys/{tenant.key_id}/rotate", json={})
+    assert status == 200, rotated
+    assert await host.unlocks() == (0, "")
+
+    rc, dump_before, _ = await host.run("cryptsetup", "luksDump", str(host.image))
+    assert rc == 0
+    await unlock_fails_cleanly_without_a_release(host, tenant, identity, compact)
+    rc, dump_after, _ = await host.run("cryptsetup", "luksDump", str(host.image))
     assert rc == 0 and dump_after == dump_before
     # The slot key and the passphrase never surfaced in a message.
-    assert not any(slot_key.decode() in e or PASSPHRASE.decode() in e for e in stderrs)
+    assert not any(slot_key.decode() in e or PASSPHRASE.decode() in e for e in host.stderrs)
