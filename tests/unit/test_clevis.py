@@ -139,3 +139,22 @@ def test_the_shipped_pins_are_what_install_writes(tmp_path):
 def test_the_boot_scripts_parse_as_posix_sh(script):
     done = subprocess.run(["sh", "-n", str(ROOT / script)], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
+
+
+async def test_the_pin_commands_answer_summary_as_clevis_pins_do(capsys):
+    from agent import cli
+
+    assert await cli.run(cli.build_parser().parse_args(["clevis", "encrypt", "--summary"]), environ={}) == 0
+    assert capsys.readouterr().out == clevis.SUMMARY + "\n"
+    assert await cli.run(cli.build_parser().parse_args(["clevis", "decrypt", "--summary"]), environ={}) == 2
+    assert capsys.readouterr().out == ""
+
+
+async def test_install_writes_both_pins_under_the_prefix(tmp_path, capsys):
+    from agent import cli
+
+    args = cli.build_parser().parse_args(["clevis", "install", "--prefix", str(tmp_path), "--agent", "/usr/bin/sr-agent"])
+    assert await cli.run(args, environ={}) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report == {"agent": "/usr/bin/sr-agent", "installed": [
+        str(tmp_path / "bin" / "clevis-encrypt-strongroom"), str(tmp_path / "bin" / "clevis-decrypt-strongroom")]}
