@@ -87,7 +87,10 @@ async def _decrypt(args: argparse.Namespace, environ: Mapping[str, str]) -> int 
     if sys.stdin.isatty():
         print(clevis.DECRYPT_USAGE, file=sys.stderr)
         return EXIT_USAGE
-    token = sys.stdin.read(clevis.MAX_JWE_CHARS + 1)
+    raw = sys.stdin.buffer.read(clevis.MAX_JWE_CHARS + 1)
+    if not raw.isascii():
+        raise clevis.ClevisError("JWE is not in compact form!")
+    token = raw.decode("ascii")
     binding = clevis.read_binding(token)
     # An explicit --home wins; else the directory bound at encryption; else $STRONGROOM_AGENT_HOME.
     args.home = args.home or binding.home
