@@ -97,31 +97,22 @@ async def enrolled_host(api, tenant, tmp_path: Path) -> tuple[Host, object]:
     return Host(tmp_path, env, json.dumps({"url": api.url, "key_id": tenant.key_id})), identity
 
 
-async def pin_follows_clevis_conventions(host: Host, api, tenant, identity) -> None:
-    # --summary as Clevis's pins answer it (`clevis` lists /usr/bin's pins by it); then the round
-    # trip the Clevis manual shows.
-    rc, out, _ = await host.run("clevis-encrypt-strongroom", "--summary")
-    assert (rc, out) == (0, b"Encrypts using a Strongroom key released under policy\n")
-    assert (await host.run("clevis-decrypt-strongroom", "--summary"))[:2] == (2, b"")
-    rc, out, err = await host.run("sh", "-c", 'echo hi | clevis encrypt strongroom "$CFG" | clevis decrypt',
+async def pin_follows_clevis_conventions(host: Host, api, tenant) -> None:
+    # The round trip the Clevis manual shows (tee shows the JWE passing between the two).
+    rc, out, jwe = await host.run("sh", "-c", 'echo hi | clevis encrypt strongroom "$CFG" | tee /dev/stderr | clevis decrypt',
                                   env={**host.env, "CFG": host.config})
-    assert (rc, out) == (0, b"hi\n"), err
-    rc, jwe, err = await host.clevis("encrypt", "strongroom", host.config, stdin=b"hi")
-    assert rc == 0, err
-    protected = header(jwe.decode())
+    assert (rc, out) == (0, b"hi\n"), jwe
+    protected = header(jwe)
     assert protected["alg"] == "dir" and protected["enc"] == "A256GCM"
     bound = protected["clevis"]["strongroom"]
     assert protected["clevis"]["pin"] == "strongroom" and bound["key_id"] == tenant.key_id
     assert bound["key_version"] == 1 and bound["url"] == api.url and set(bound) == {"url", "key_id", "key_version", "salt"}
 
-    # Bad configs are refused the way Clevis's pins refuse them, before any key is asked for.
+    # A bad config is refused the way Clevis's pins refuse one, before any key is asked for.
     rc, _, err = await host.clevis("encrypt", "strongroom", json.dumps({"url": api.url}), stdin=b"x")
     assert rc == 1 and "Missing the required 'key_id' property!" in err
-    rc, _, err = await host.clevis("encrypt", "strongroom", json.dumps({"url": "http://elsewhere.example", "key_id": "k"}),
-                                   stdin=b"x")
-    assert rc == 1 and f"enrolled with {identity.gateway_url}" in err
     # A JWE altered in transit does not open, although the key is released.
-    parts = jwe.decode().split(".")
+    parts = jwe.split(".")
     parts[3] = ("A" if parts[3][0] != "A" else "B") + parts[3][1:]
     rc, out, err = await host.clevis("decrypt", stdin=".".join(parts).encode())
     assert rc == 1 and out == b"" and "does not decrypt" in err
@@ -167,16 +158,14 @@ async def unlock_fails_cleanly_without_a_release(host: Host, tenant, identity, c
     rc, out, err = await host.clevis("decrypt", stdin=compact, env={**host.env, "STRONGROOM_AGENT_HOME": str(away)})
     assert rc == 1 and out == b"" and "gateway unreachable" in err and "Traceback" not in err
 
-    # Policy now denies this VM's region: unlock fails with the reason, exit 3 from the pin.
+    # Policy now denies this VM's region: unlock fails, naming the fact that failed.
     status, out, _ = await tenant.admin.call("PUT", f"/v1/policies/{tenant.policy_id}", json={
         "name": "eu-volumes", "disclose": "reasons", "rules": [
             {"id": "central-only", "effect": "allow",
              "when": {"fact": "identity.region", "op": "equals", "value": "eu-central-1"}}]})
     assert status == 200, out
-    rc, out, err = await host.clevis("decrypt", stdin=compact)
-    assert rc == 3 and out == b"" and "key denied by policy" in err and "identity.region" in err, err
     rc, err = await host.unlocks()
-    assert rc != 0 and "key denied by policy" in err and "Traceback" not in err
+    assert rc != 0 and "key denied by policy" in err and "identity.region" in err and "Traceback" not in err, err
 
     # Allowed again, it unlocks again; then the device is revoked and it never does.
     status, out, _ = await tenant.admin.call("PUT", f"/v1/policies/{tenant.policy_id}", json=ALLOW_EU)
@@ -192,7 +181,7 @@ async def unlock_fails_cleanly_without_a_release(host: Host, tenant, identity, c
 async def test_clevis_binds_and_unlocks_a_luks2_image_only_while_strongroom_releases_the_key(api, tmp_path):
     tenant = await make_tenant(api)
     host, identity = await enrolled_host(api, tenant, tmp_path)
-    await pin_follows_clevis_conventions(host, api, tenant, identity)
+    await pin_follows_clevis_conventions(host, api, tenant)
     compact, slot_key = await bind_and_unlock(host, tenant)
 
     # A new key version does not disturb the binding: unlock asks for the version it was bound to.

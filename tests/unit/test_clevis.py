@@ -158,3 +158,21 @@ async def test_install_writes_both_pins_under_the_prefix(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report == {"agent": "/usr/bin/sr-agent", "installed": [
         str(tmp_path / "bin" / "clevis-encrypt-strongroom"), str(tmp_path / "bin" / "clevis-decrypt-strongroom")]}
+
+
+async def test_encrypt_refuses_a_url_other_than_the_enrolled_gateway_before_asking_for_a_key(tmp_path, monkeypatch,
+                                                                                             capsys):
+    import io
+    import sys
+
+    from agent import cli
+    from agent.identity import AgentIdentity, generate_device_key
+
+    home = tmp_path / "home"
+    AgentIdentity(gateway_url="https://gw.example", tenant_id="t1", device_id="d1", key_id="t1/d1",
+                  private_key=generate_device_key()).save(home)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"slot key")))
+    config = json.dumps({"url": "https://elsewhere.example", "key_id": "k", "home": str(home)})
+    assert await cli.run(cli.build_parser().parse_args(["clevis", "encrypt", config]), environ={}) == 1
+    out = capsys.readouterr()
+    assert out.out == "" and "is https://elsewhere.example but this agent is enrolled with https://gw.example" in out.err
