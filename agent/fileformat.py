@@ -97,6 +97,30 @@ def encrypt_stream(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> None:
     """Encrypt `src` to `dst` in SRV1 format, holding at most one chunk in memory."""
+    header = new_header(key=key, key_id=key_id, key_version=key_version, chunk_size=chunk_size)
+    write_all(dst, memoryview(header.raw))
+
+    aead = AESGCM(_derive_file_key(key, header))
+    aad = hashlib.sha256(header.raw).digest()
+    # One buffer of chunk_size + 1 bytes: the extra byte is the lookahead that tells whether this
+    # chunk is the last, and it moves to the front of the buffer for the next chunk.
+    chunk = memoryview(bytearray(chunk_size + 1))
+    sealed = memoryview(bytearray(chunk_size + TAG_LEN))
+    filler = Filler(src)
+    filled, counter = filler.fill(chunk), 0
+    while True:
+        last = filled <= chunk_size
+        size = min(filled, chunk_size)
+        aead.encrypt_into(_nonce(counter, last), chunk[:size], aad, sealed[: size + TAG_LEN])
+        write_all(dst, sealed[: size + TAG_LEN])
+        if last:
+            return
+        chunk[0] = chunk[chunk_size]
+        filled, counter = 1 + filler.fill(chunk[1:]), counter + 1
+
+
+def new_header(*, key: bytes, key_id: str, key_version: int, chunk_size: int = DEFAULT_CHUNK_SIZE) -> FileHeader:
+    """A header for a new file under this key, with a fresh random salt (so a fresh file key)."""
     alg = _ALG_BY_KEY_LEN.get(len(key)) if isinstance(key, bytes) else None
     if alg is None:
         raise ValueError("data key must be 16, 24 or 32 bytes")
@@ -122,26 +146,52 @@ def encrypt_stream(
     if len(header_json) > MAX_HEADER_LEN:
         raise ValueError("key_id is too long for the file header")
     raw = MAGIC + _HEADER_LEN.pack(len(header_json)) + header_json
-    header = FileHeader(alg=alg, key_id=key_id, key_version=key_version, chunk_size=chunk_size, salt=salt, raw=raw)
-    dst.write(header.raw)
+    return FileHeader(alg=alg, key_id=key_id, key_version=key_version, chunk_size=chunk_size, salt=salt, raw=raw)
 
-    aead = AESGCM(_derive_file_key(key, header))
-    aad = hashlib.sha256(header.raw).digest()
-    # One buffer of chunk_size + 1 bytes: the extra byte is the lookahead that tells whether this
-    # chunk is the last, and it moves to the front of the buffer for the next chunk.
-    chunk = memoryview(bytearray(chunk_size + 1))
-    sealed = memoryview(bytearray(chunk_size + TAG_LEN))
-    filler = Filler(src)
-    filled, counter = filler.fill(chunk), 0
-    while True:
-        last = filled <= chunk_size
-        size = min(filled, chunk_size)
-        aead.encrypt_into(_nonce(counter, last), chunk[:size], aad, sealed[: size + TAG_LEN])
-        write_all(dst, sealed[: size + TAG_LEN])
-        if last:
-            return
-        chunk[0] = chunk[chunk_size]
-        filled, counter = 1 + filler.fill(chunk[1:]), counter + 1
+
+class ChunkSealer:
+    """Encryption as a writable stream, for data that is pushed rather than pulled (re-encrypting
+    what `decrypt_stream` writes, when a file is rotated to a new key version).
+
+    `write` buffers up to one chunk and seals a full chunk only once more data arrives, because only
+    then is it known not to be the last; `finish` seals the final chunk. Output is byte-for-byte
+    what `encrypt_stream` writes for the same header and plaintext."""
+
+    def __init__(self, dst: BinaryIO, *, key: bytes, key_id: str, key_version: int,
+                 chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
+        self.header = new_header(key=key, key_id=key_id, key_version=key_version, chunk_size=chunk_size)
+        self._dst, self._size = dst, chunk_size
+        self._aead = AESGCM(_derive_file_key(key, self.header))
+        self._aad = hashlib.sha256(self.header.raw).digest()
+        self._chunk = memoryview(bytearray(chunk_size))
+        self._sealed = memoryview(bytearray(chunk_size + TAG_LEN))
+        self._held, self._counter, self._finished = 0, 0, False
+        write_all(dst, memoryview(self.header.raw))
+
+    def write(self, data: bytes | memoryview) -> int:
+        view = memoryview(data).cast("B")
+        if self._finished:
+            raise ValueError("write after finish")
+        while view:
+            if self._held == self._size:
+                self._seal(last=False)
+            take = min(len(view), self._size - self._held)
+            self._chunk[self._held : self._held + take] = view[:take]
+            self._held += take
+            view = view[take:]
+        return len(data)
+
+    def finish(self) -> None:
+        """Seal the final chunk (an empty one if nothing was written)."""
+        if not self._finished:
+            self._seal(last=True)
+            self._finished = True
+
+    def _seal(self, *, last: bool) -> None:
+        out = self._sealed[: self._held + TAG_LEN]
+        self._aead.encrypt_into(_nonce(self._counter, last), self._chunk[: self._held], self._aad, out)
+        write_all(self._dst, out)
+        self._held, self._counter = 0, self._counter + 1
 
 
 def read_header(src: BinaryIO) -> FileHeader:
