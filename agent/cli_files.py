@@ -21,8 +21,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from agent.client import AgentError as _AgentError
-from agent.client import ApprovalPending, KeyDenied, ReleasedKey
+from agent.client import KeyNotActive, KeyNotFound, ReleasedKey
 from agent.fileformat import (
     FileFormatError,
     decrypt_stream,
@@ -193,9 +192,7 @@ async def _rotate(args, environ, *, release: Release, write_atomically) -> None:
     for key_id, version in sorted(target.needed(targets) - set(keys)):
         try:
             keys[(key_id, version)] = (await release(args, environ, key_id, version)).key
-        except (KeyDenied, ApprovalPending):
-            raise
-        except _AgentError as exc:  # e.g. a version below min_decryption_version: those files cannot move
+        except (KeyNotActive, KeyNotFound) as exc:  # e.g. below min_decryption_version: those files stay
             refused[(key_id, version)] = str(exc)
     report = await asyncio.to_thread(rotate, target, targets=targets, keys=keys, refused=refused)
     _report({

@@ -48,7 +48,7 @@ class VersionedClient:
         VersionedClient.requests.append((key_id, key_version))
         version = key_version or VersionedClient.latest
         if version in VersionedClient.refused_versions:
-            raise KeyNotActive(f"version {version} is below min_decryption_version")
+            raise KeyNotActive(409, "Key not active", f"version {version} is below min_decryption_version")
         return ReleasedKey(key_id=key_id, key_version=version, algorithm="AES-256-GCM", request_id=f"rq{version}",
                            key=data_key(version))
 
