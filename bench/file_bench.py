@@ -3,7 +3,8 @@
 Each round copies, encrypts and decrypts the same source file (the order rotates from round to
 round so no operation always runs on a warmer cache), and prints MiB/s for each and the median
 ratios encrypt/copy and decrypt/copy. The plain copy is the best a Python process does without
-transforming the data: one reused buffer of the same size as a chunk, `readinto` then `write`.
+transforming the data: one reused 1 MiB buffer, `readinto` then `write` (the same whichever tree
+is measured, so ratios of two trees compare).
 Files are opened as the agent opens them (`agent.fileformat.open_source` / `open_sink`); with
 `--fsync` every output is fsynced before the clock stops, as the agent's CLI does.
 
@@ -46,7 +47,7 @@ def main() -> None:
             os.fsync(dst.fileno())
 
     def copy(src_path: Path, dst_path: Path) -> None:
-        buf = bytearray(chunk)
+        buf = bytearray(MIB)
         view = memoryview(buf)
         with open(src_path, "rb", buffering=0) as src, open(dst_path, "wb", buffering=0) as dst:
             while n := src.readinto(buf):
