@@ -30,7 +30,7 @@ from agent.fileformat import (
     read_header,
 )
 from agent.filetree import Scan, TreeError, scan, transform_tree
-from agent.rotation import find_encrypted, rotate
+from agent.rotation import NOT_ENCRYPTED, find_encrypted, rotate
 from shared.argtypes import positive_int as _positive_int
 
 Release = Callable[[argparse.Namespace, Mapping[str, str], str, int | None], Awaitable[ReleasedKey]]
@@ -156,9 +156,8 @@ async def _decrypt_tree(args, environ, release: Release) -> None:
         raise FileUsageError("a directory cannot be written to stdout; give a new directory as OUT")
     plan = await asyncio.to_thread(_plan, args.input, args.skip_special)
     target = await asyncio.to_thread(find_encrypted, args.input)
-    if target.skipped and any(s.reason == "not a Strongroom encrypted file" for s in target.skipped):
-        names = ", ".join(s.rel for s in target.skipped if s.reason == "not a Strongroom encrypted file")
-        raise TreeError(f"cannot decrypt {args.input}: not Strongroom encrypted files: {names}")
+    if plain := [s.rel for s in target.skipped if s.reason == NOT_ENCRYPTED]:
+        raise TreeError(f"cannot decrypt {args.input}: not Strongroom encrypted files: {', '.join(plain)}")
     keys: dict[tuple[str, int], bytes] = {}
     released_list = []
     for pair in sorted({(h.key_id, h.key_version) for _, h in target.files}):
@@ -210,9 +209,9 @@ async def _rotate(args, environ, *, release: Release, write_atomically) -> None:
 
 def _plan(root: str, skip_special: bool) -> Scan:
     plan = scan(root)
-    if plan.skipped and not skip_special:
-        shown = "; ".join(f"{s.rel}: {s.reason}" for s in plan.skipped[:5])
-        more = f" (and {len(plan.skipped) - 5} more)" if len(plan.skipped) > 5 else ""
+    if (special := plan.special) and not skip_special:
+        shown = "; ".join(f"{s.rel}: {s.reason}" for s in special[:5])
+        more = f" (and {len(special) - 5} more)" if len(special) > 5 else ""
         raise TreeError(f"{root} holds entries that are not regular files or directories: {shown}{more}; "
                         "pass --skip-special to leave them out")
     return plan

@@ -45,10 +45,12 @@ class Entry:
 
 @dataclass(frozen=True)
 class Skipped:
-    """Something `scan` did not take: a symlink or another non-regular file, and why."""
+    """Something `scan` did not take, and why: a symlink or another non-regular file (`special`), or
+    the agent's own working file (a rotation journal or temporary, which is never data)."""
 
     rel: str
     reason: str
+    special: bool = True
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,10 @@ class Scan:
     @property
     def files(self) -> list[Entry]:
         return [e for e in self.entries if not e.is_dir]
+
+    @property
+    def special(self) -> list[Skipped]:
+        return [s for s in self.skipped if s.special]
 
 
 def open_dir(path: str | os.PathLike[str]) -> int:
@@ -90,6 +96,7 @@ def _walk(dir_fd: int, prefix: str, entries: list[Entry], skipped: list[Skipped]
     for name in names:
         rel = prefix + name
         if name.startswith(INTERNAL_PREFIX):
+            skipped.append(Skipped(rel, "the agent's working file", special=False))
             continue
         st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
         if stat.S_ISLNK(st.st_mode):

@@ -39,6 +39,7 @@ from agent.filetree import (
 
 JOURNAL_NAME = f"{INTERNAL_PREFIX}rotate.journal"
 TEMP_PREFIX = f"{INTERNAL_PREFIX}rotate."
+NOT_ENCRYPTED = "not a Strongroom encrypted file"
 # Where a crash can be injected in tests, in order; each names the step just completed.
 STEPS = ("journaled", "written", "synced", "renamed", "dir_synced", "done")
 
@@ -93,7 +94,7 @@ def find_encrypted(path: str | os.PathLike[str]) -> Target:
                 try:
                     files.append((rel, read_header(src)))
                 except FileFormatError:
-                    skipped.append(Skipped(rel, "not a Strongroom encrypted file"))
+                    skipped.append(Skipped(rel, NOT_ENCRYPTED, special=False))
     finally:
         os.close(root_fd)
     if path.is_file() and not files:

@@ -138,7 +138,10 @@ def test_a_crash_at_any_step_leaves_complete_files_and_a_rerun_finishes(tmp_path
     temps = [p for p in leftovers(root) if p != JOURNAL_NAME]
     assert len(temps) <= 1 and (root / JOURNAL_NAME).exists()
 
-    report = rotate(find_encrypted(root), targets={"vol": 2}, keys={("vol", 1): data_key(1), ("vol", 2): data_key(2)})
+    target = find_encrypted(root)
+    assert {rel for rel, _ in target.files} == set(PLAIN)
+    assert {s.rel for s in target.skipped} == {JOURNAL_NAME, *temps}  # working files are never taken as data
+    report = rotate(target, targets={"vol": 2}, keys={("vol", 1): data_key(1), ("vol", 2): data_key(2)})
     assert report.failed == []
     assert len(report.recovered) == (0 if step == "done" else 1)
     assert {rel: opened(root / rel) for rel in PLAIN} == {rel: (2, data) for rel, data in PLAIN.items()}
