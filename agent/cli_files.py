@@ -59,8 +59,8 @@ def add_file_commands(commands: Any, parents: list[argparse.ArgumentParser], rel
     encrypt.add_argument("--key-id", metavar="K", required=True)
     encrypt.add_argument("--key-version", metavar="N", type=_positive_int, help="version to use (default: latest)")
     encrypt.add_argument("--skip-special", **skip)
-    encrypt.add_argument("input", metavar="IN")
-    encrypt.add_argument("output", metavar="OUT")
+    encrypt.add_argument("input", metavar="IN", help="a file, a directory, or - for stdin")
+    encrypt.add_argument("output", metavar="OUT", help="the file or (new) directory to write, or - for stdout")
     encrypt.set_defaults(handler=bind(_encrypt))
 
     decrypt = commands.add_parser(
@@ -68,15 +68,15 @@ def add_file_commands(commands: Any, parents: list[argparse.ArgumentParser], rel
         help="decrypt a file or directory tree; OUT appears only if everything authenticates (- streams to stdout)",
     )
     decrypt.add_argument("--skip-special", **skip)
-    decrypt.add_argument("input", metavar="IN")
-    decrypt.add_argument("output", metavar="OUT")
+    decrypt.add_argument("input", metavar="IN", help="an encrypted file, a directory of them, or - for stdin")
+    decrypt.add_argument("output", metavar="OUT", help="the file or (new) directory to write, or - for stdout")
     decrypt.set_defaults(handler=bind(_decrypt))
 
     rotate_cmd = commands.add_parser(
         "rotate", parents=parents,
         help="rewrite encrypted files (a file or a tree) under the latest version of their key; safe to re-run",
     )
-    rotate_cmd.add_argument("path", metavar="PATH")
+    rotate_cmd.add_argument("path", metavar="PATH", help="an encrypted file, or a directory of them (rewritten in place)")
     rotate_cmd.set_defaults(handler=bind(_rotate))
 
 
