@@ -11,6 +11,7 @@ import os
 import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import ClassVar
 
@@ -226,3 +227,32 @@ def test_files_with_the_former_64k_chunks_still_decrypt_and_match_push_encryptio
         decrypt_stream(io.BytesIO(pushed.getvalue()), back, key=key)
         assert back.getvalue() == data
         assert len(pushed.getvalue()) == len(sealer.header.raw) + size + 16 * max(1, -(-size // 1024))
+
+
+class FullDisk(io.RawIOBase):
+    """An output that fails like a full disk once `room` bytes are written."""
+
+    def __init__(self, room: int) -> None:
+        self.room = room
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        if len(data) > self.room:
+            raise OSError(28, "No space left on device")
+        self.room -= len(data)
+        return len(data)
+
+
+@pytest.mark.parametrize("room", [10, 3 * 1024 * 1024])
+def test_a_failing_write_surfaces_and_leaves_no_writer_behind(room):
+    before = threading.active_count()
+    with pytest.raises(OSError, match="No space left"):
+        encrypt_stream(io.BytesIO(os.urandom(8 * 1024 * 1024)), FullDisk(room), key=data_key(1), key_id="vol",
+                       key_version=1)
+    sealed = io.BytesIO()
+    encrypt_stream(io.BytesIO(os.urandom(8 * 1024 * 1024)), sealed, key=data_key(1), key_id="vol", key_version=1)
+    with pytest.raises(OSError, match="No space left"):
+        decrypt_stream(io.BytesIO(sealed.getvalue()), FullDisk(room), key=data_key(1))
+    assert threading.active_count() == before
