@@ -20,6 +20,7 @@ import pytest
 from agent import cli
 from agent.client import KeyNotActive, ReleasedKey
 from agent.fileformat import ChunkSealer, decrypt_stream, encrypt_stream, read_header
+from agent.filetree import scan, transform_tree
 from agent.identity import AgentIdentity, generate_device_key
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -256,3 +257,25 @@ def test_a_failing_write_surfaces_and_leaves_no_writer_behind(room):
     with pytest.raises(OSError, match="No space left"):
         decrypt_stream(io.BytesIO(sealed.getvalue()), FullDisk(room), key=data_key(1))
     assert threading.active_count() == before
+
+
+def test_a_directory_swapped_for_a_symlink_after_the_walk_is_not_followed(tmp_path):
+    src, outside = tmp_path / "src", tmp_path / "outside"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub" / "f").write_bytes(b"inside")
+    outside.mkdir()
+    (outside / "f").write_bytes(b"outside secret")
+    plan = scan(src)
+    (src / "sub" / "f").unlink()
+    (src / "sub").rmdir()
+    (src / "sub").symlink_to(outside)  # the race a hostile local user could win
+    read = []
+
+    def copy(rel, s, d):
+        read.append(s.read())
+        d.write(read[-1])
+
+    with pytest.raises(OSError):
+        transform_tree(src, tmp_path / "out", plan, copy)
+    assert read == [] and not (tmp_path / "out").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["outside", "src"]
