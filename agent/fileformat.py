@@ -53,7 +53,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from agent.chunkio import Filler, RingWriter, write_all
+from agent.chunkio import Filler, write_all
 
 MAGIC = b"SRV1"
 DEFAULT_CHUNK_SIZE = 1024 * 1024  # 64 KiB before: 16 times fewer per-chunk calls; files of either size read
@@ -96,7 +96,7 @@ def encrypt_stream(
     key_version: int,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> None:
-    """Encrypt `src` to `dst` in SRV1 format, holding a few chunks in memory at most."""
+    """Encrypt `src` to `dst` in SRV1 format, holding one chunk (and its sealed form) in memory."""
     header = new_header(key=key, key_id=key_id, key_version=key_version, chunk_size=chunk_size)
     write_all(dst, memoryview(header.raw))
 
@@ -105,19 +105,18 @@ def encrypt_stream(
     # One buffer of chunk_size + 1 bytes: the extra byte is the lookahead that tells whether this
     # chunk is the last, and it moves to the front of the buffer for the next chunk.
     chunk = memoryview(bytearray(chunk_size + 1))
+    sealed = memoryview(bytearray(chunk_size + TAG_LEN))
     filler = Filler(src)
-    with RingWriter(dst, chunk_size + TAG_LEN) as writer:
-        filled, counter = filler.fill(chunk), 0
-        while True:
-            last = filled <= chunk_size
-            size = min(filled, chunk_size)
-            sealed = writer.take(size + TAG_LEN)
-            aead.encrypt_into(_nonce(counter, last), chunk[:size], aad, sealed)
-            writer.put(sealed, last=last)
-            if last:
-                return
-            chunk[0] = chunk[chunk_size]
-            filled, counter = 1 + filler.fill(chunk[1:]), counter + 1
+    filled, counter = filler.fill(chunk), 0
+    while True:
+        last = filled <= chunk_size
+        size = min(filled, chunk_size)
+        aead.encrypt_into(_nonce(counter, last), chunk[:size], aad, sealed[: size + TAG_LEN])
+        write_all(dst, sealed[: size + TAG_LEN])
+        if last:
+            return
+        chunk[0] = chunk[chunk_size]
+        filled, counter = 1 + filler.fill(chunk[1:]), counter + 1
 
 
 def new_header(*, key: bytes, key_id: str, key_version: int, chunk_size: int = DEFAULT_CHUNK_SIZE) -> FileHeader:
@@ -229,21 +228,20 @@ def decrypt_stream(src: BinaryIO, dst: BinaryIO, *, key: bytes, header: FileHead
     aad = hashlib.sha256(header.raw).digest()
     sealed_len = header.chunk_size + TAG_LEN
     sealed = memoryview(bytearray(sealed_len + 1))
+    opened = memoryview(bytearray(header.chunk_size))
     filler = Filler(src)
-    with RingWriter(dst, header.chunk_size) as writer:
-        filled, counter = filler.fill(sealed), 0
-        while True:
-            last = filled <= sealed_len
-            size = min(filled, sealed_len)
-            if size < TAG_LEN:
-                raise FileFormatError("file is truncated: the final chunk is missing or incomplete")
-            opened = writer.take(size - TAG_LEN)
-            _open_chunk(aead, counter, last, sealed[:size], aad, opened)
-            writer.put(opened, last=last)  # only an authenticated chunk is ever written
-            if last:
-                return
-            sealed[0] = sealed[sealed_len]
-            filled, counter = 1 + filler.fill(sealed[1:]), counter + 1
+    filled, counter = filler.fill(sealed), 0
+    while True:
+        last = filled <= sealed_len
+        size = min(filled, sealed_len)
+        if size < TAG_LEN:
+            raise FileFormatError("file is truncated: the final chunk is missing or incomplete")
+        _open_chunk(aead, counter, last, sealed[:size], aad, opened[: size - TAG_LEN])
+        write_all(dst, opened[: size - TAG_LEN])
+        if last:
+            return
+        sealed[0] = sealed[sealed_len]
+        filled, counter = 1 + filler.fill(sealed[1:]), counter + 1
 
 
 def _open_chunk(aead: AESGCM, counter: int, last: bool, sealed: memoryview, aad: bytes, out: memoryview) -> None:

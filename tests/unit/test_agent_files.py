@@ -247,7 +247,7 @@ class FullDisk(io.RawIOBase):
 
 
 @pytest.mark.parametrize("room", [10, 3 * 1024 * 1024])
-def test_a_failing_write_surfaces_and_leaves_no_writer_behind(room):
+def test_a_failing_write_surfaces_and_leaves_no_thread_behind(room):
     before = threading.active_count()
     with pytest.raises(OSError, match="No space left"):
         encrypt_stream(io.BytesIO(os.urandom(8 * 1024 * 1024)), FullDisk(room), key=data_key(1), key_id="vol",
