@@ -7,6 +7,8 @@ transforming the data: one reused 1 MiB buffer, `readinto` then `write` (the sam
 is measured, so ratios of two trees compare).
 Files are opened as the agent opens them (`agent.fileformat.open_source` / `open_sink`); with
 `--fsync` every output is fsynced before the clock stops, as the agent's CLI does.
+Beside wall-clock MiB/s it prints MiB per CPU-second of this process: on a shared host the wall
+clock also measures the neighbours, while CPU time shows what each operation itself costs.
 
 Run: python bench/file_bench.py [--mib 256] [--rounds 4] [--dir DIR] [--fsync] [--tree ROOT]
 (`--tree /path/to/other/checkout` measures another version of agent/fileformat.py; default this one.)
@@ -74,28 +76,36 @@ def main() -> None:
         operations = [("copy", copy, plain, copied), ("encrypt", encrypt, plain, sealed),
                       ("decrypt", decrypt, sealed, opened)]
         rates: dict[str, list[float]] = {name: [] for name, *_ in operations}
+        cpu_rates: dict[str, list[float]] = {name: [] for name, *_ in operations}
         ratios: dict[str, list[float]] = {"encrypt": [], "decrypt": []}
+        cpu_ratios: dict[str, list[float]] = {"encrypt": [], "decrypt": []}
         print(f"{args.mib} MiB, chunk {chunk // 1024} KiB, {args.rounds} rounds, fsync={args.fsync}, "
               f"dir={root.parent.resolve()}, tree={args.tree}")
         for round_no in range(args.rounds):
             turn = operations[round_no % 3:] + operations[: round_no % 3]
-            this_round = {}
+            this_round, this_cpu = {}, {}
             for name, run, src_path, dst_path in turn:
                 dst_path.unlink(missing_ok=True)
-                start = time.perf_counter()
+                start, start_cpu = time.perf_counter(), time.process_time()
                 run(src_path, dst_path)
                 this_round[name] = args.mib / (time.perf_counter() - start)
+                this_cpu[name] = args.mib / max(time.process_time() - start_cpu, 1e-9)
                 rates[name].append(this_round[name])
+                cpu_rates[name].append(this_cpu[name])
             for name in ratios:
                 ratios[name].append(this_round[name] / this_round["copy"])
+                cpu_ratios[name].append(this_cpu[name] / this_cpu["copy"])
             print(f"  round {round_no + 1}: " + "  ".join(f"{n} {this_round[n]:7.0f} MiB/s" for n, *_ in operations))
         assert opened.read_bytes() == plain.read_bytes()
         for name, values in rates.items():
             print(f"{name:8s} MiB/s: min {min(values):6.0f}  median {statistics.median(values):6.0f}  "
                   f"max {max(values):6.0f}")
+        for name, values in cpu_rates.items():
+            print(f"{name:8s} MiB per CPU-second: median {statistics.median(values):6.0f}")
         for name, values in ratios.items():
             print(f"{name}/copy ratio: median {statistics.median(values):.2f} "
-                  f"(per round {', '.join(f'{v:.2f}' for v in values)})")
+                  f"(per round {', '.join(f'{v:.2f}' for v in values)}); "
+                  f"per CPU-second: median {statistics.median(cpu_ratios[name]):.2f}")
 
 
 if __name__ == "__main__":
