@@ -3,20 +3,23 @@
 Each round copies, encrypts and decrypts the same source file (the order rotates from round to
 round so no operation always runs on a warmer cache), and prints MiB/s for each and the median
 ratios encrypt/copy and decrypt/copy. The plain copy is the best a Python process does without
-transforming the data: one reused 1 MiB buffer, `readinto` then `write` (the same whichever tree
-is measured, so ratios of two trees compare).
-Files are opened as the agent opens them (`agent.fileformat.open_source` / `open_sink`); with
-`--fsync` every output is fsynced before the clock stops, as the agent's CLI does.
+transforming the data: one reused 1 MiB buffer, `readinto` then `write`. Files are opened as the
+agent opens them (`open_source` / `open_sink` where the format module has them, else `open`);
+with `--fsync` every output is fsynced before the clock stops, as the agent's CLI does.
+
 Beside wall-clock MiB/s it prints MiB per CPU-second of this process: on a shared host the wall
 clock also measures the neighbours, while CPU time shows what each operation itself costs.
 
-Run: python bench/file_bench.py [--mib 256] [--rounds 4] [--dir DIR] [--fsync] [--tree ROOT]
-(`--tree /path/to/other/checkout` measures another version of agent/fileformat.py; default this one.)
+`--baseline /path/to/other/checkout` adds that checkout's agent/fileformat.py (e.g. main's) to
+the same rounds as `old-encrypt` / `old-decrypt`, so before and after share a run and a disk.
+
+Run: python bench/file_bench.py [--mib 256] [--rounds 4] [--dir DIR] [--fsync] [--baseline ROOT]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import statistics
 import sys
@@ -24,8 +27,18 @@ import tempfile
 import time
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
 KEY = bytes(range(32))
 MIB = 1024 * 1024
+
+sys.path.insert(0, str(ROOT))
+
+
+def load_format(path: Path, name: str):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def main() -> None:
@@ -34,14 +47,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--dir", default=None, help="where the files go (default: a temporary directory in .)")
     parser.add_argument("--fsync", action="store_true", help="fsync each output before stopping the clock")
-    parser.add_argument("--tree", default=str(Path(__file__).resolve().parents[1]), help="checkout to import from")
+    parser.add_argument("--baseline", help="another checkout whose agent/fileformat.py joins the same rounds")
     args = parser.parse_args()
-    sys.path.insert(0, args.tree)
+
     from agent import fileformat
 
-    chunk = getattr(fileformat, "DEFAULT_CHUNK_SIZE", 64 * 1024)
-    open_source = getattr(fileformat, "open_source", lambda path: open(path, "rb"))  # noqa: SIM115
-    open_sink = getattr(fileformat, "open_sink", lambda path: open(path, "wb"))  # noqa: SIM115
+    formats = {"": fileformat}
+    if args.baseline:
+        formats["old-"] = load_format(Path(args.baseline) / "agent" / "fileformat.py", "baseline_fileformat")
 
     def finish(dst) -> None:
         dst.flush()
@@ -56,56 +69,62 @@ def main() -> None:
                 dst.write(view[:n])
             finish(dst)
 
-    def encrypt(src_path: Path, dst_path: Path) -> None:
-        with open_source(src_path) as src, open_sink(dst_path) as dst:
-            fileformat.encrypt_stream(src, dst, key=KEY, key_id="bench", key_version=1)
-            finish(dst)
+    def opener(module, name: str, mode: str):
+        return getattr(module, name, lambda path: open(path, mode))
 
-    def decrypt(src_path: Path, dst_path: Path) -> None:
-        with open_source(src_path) as src, open_sink(dst_path) as dst:
-            fileformat.decrypt_stream(src, dst, key=KEY)
-            finish(dst)
+    def encrypt_with(module):
+        def encrypt(src_path: Path, dst_path: Path) -> None:
+            with opener(module, "open_source", "rb")(src_path) as src, \
+                    opener(module, "open_sink", "wb")(dst_path) as dst:
+                module.encrypt_stream(src, dst, key=KEY, key_id="bench", key_version=1)
+                finish(dst)
+        return encrypt
+
+    def decrypt_with(module):
+        def decrypt(src_path: Path, dst_path: Path) -> None:
+            with opener(module, "open_source", "rb")(src_path) as src, \
+                    opener(module, "open_sink", "wb")(dst_path) as dst:
+                module.decrypt_stream(src, dst, key=KEY)
+                finish(dst)
+        return decrypt
 
     with tempfile.TemporaryDirectory(prefix="file-bench-", dir=args.dir or ".") as work:
         root = Path(work)
-        plain, copied, sealed, opened = (root / n for n in ("plain", "copy", "sealed", "opened"))
+        plain, copied = root / "plain", root / "copy"
         with open(plain, "wb") as out:
             for _ in range(args.mib):
                 out.write(os.urandom(MIB))
-        encrypt(plain, sealed)  # decrypt needs an input in the first round whatever the order
-        operations = [("copy", copy, plain, copied), ("encrypt", encrypt, plain, sealed),
-                      ("decrypt", decrypt, sealed, opened)]
-        rates: dict[str, list[float]] = {name: [] for name, *_ in operations}
-        cpu_rates: dict[str, list[float]] = {name: [] for name, *_ in operations}
-        ratios: dict[str, list[float]] = {"encrypt": [], "decrypt": []}
-        cpu_ratios: dict[str, list[float]] = {"encrypt": [], "decrypt": []}
-        print(f"{args.mib} MiB, chunk {chunk // 1024} KiB, {args.rounds} rounds, fsync={args.fsync}, "
-              f"dir={root.parent.resolve()}, tree={args.tree}")
+        operations = [("copy", copy, plain, copied)]
+        for prefix, module in formats.items():
+            sealed, opened = root / f"{prefix}sealed", root / f"{prefix}opened"
+            encrypt_with(module)(plain, sealed)  # decrypt needs an input whatever the order
+            operations += [(f"{prefix}encrypt", encrypt_with(module), plain, sealed),
+                           (f"{prefix}decrypt", decrypt_with(module), sealed, opened)]
+        names = [name for name, *_ in operations]
+        wall: dict[str, list[float]] = {name: [] for name in names}
+        cpu: dict[str, list[float]] = {name: [] for name in names}
+        chunks = ", ".join(f"{p or 'this '}chunk {getattr(m, 'DEFAULT_CHUNK_SIZE', 65536) // 1024} KiB"
+                           for p, m in formats.items())
+        print(f"{args.mib} MiB, {chunks}, {args.rounds} rounds, fsync={args.fsync}, dir={root.parent.resolve()}")
         for round_no in range(args.rounds):
-            turn = operations[round_no % 3:] + operations[: round_no % 3]
-            this_round, this_cpu = {}, {}
-            for name, run, src_path, dst_path in turn:
+            shift = round_no % len(operations)
+            for name, run, src_path, dst_path in operations[shift:] + operations[:shift]:
                 dst_path.unlink(missing_ok=True)
                 start, start_cpu = time.perf_counter(), time.process_time()
                 run(src_path, dst_path)
-                this_round[name] = args.mib / (time.perf_counter() - start)
-                this_cpu[name] = args.mib / max(time.process_time() - start_cpu, 1e-9)
-                rates[name].append(this_round[name])
-                cpu_rates[name].append(this_cpu[name])
-            for name in ratios:
-                ratios[name].append(this_round[name] / this_round["copy"])
-                cpu_ratios[name].append(this_cpu[name] / this_cpu["copy"])
-            print(f"  round {round_no + 1}: " + "  ".join(f"{n} {this_round[n]:7.0f} MiB/s" for n, *_ in operations))
-        assert opened.read_bytes() == plain.read_bytes()
-        for name, values in rates.items():
-            print(f"{name:8s} MiB/s: min {min(values):6.0f}  median {statistics.median(values):6.0f}  "
-                  f"max {max(values):6.0f}")
-        for name, values in cpu_rates.items():
-            print(f"{name:8s} MiB per CPU-second: median {statistics.median(values):6.0f}")
-        for name, values in ratios.items():
-            print(f"{name}/copy ratio: median {statistics.median(values):.2f} "
-                  f"(per round {', '.join(f'{v:.2f}' for v in values)}); "
-                  f"per CPU-second: median {statistics.median(cpu_ratios[name]):.2f}")
+                wall[name].append(args.mib / (time.perf_counter() - start))
+                cpu[name].append(args.mib / max(time.process_time() - start_cpu, 1e-9))
+            print(f"  round {round_no + 1}: " + "  ".join(f"{n} {wall[n][-1]:6.0f}" for n in names) + "  MiB/s")
+        for prefix in formats:
+            assert (root / f"{prefix}opened").read_bytes() == plain.read_bytes()
+        for name in names:
+            print(f"{name:12s} MiB/s: min {min(wall[name]):6.0f}  median {statistics.median(wall[name]):6.0f}  "
+                  f"max {max(wall[name]):6.0f}   MiB per CPU-second: median {statistics.median(cpu[name]):6.0f}")
+        for name in names[1:]:
+            ratios = [w / c for w, c in zip(wall[name], wall["copy"], strict=True)]
+            cpu_ratios = [w / c for w, c in zip(cpu[name], cpu["copy"], strict=True)]
+            print(f"{name}/copy: median {statistics.median(ratios):.2f} (per round "
+                  f"{', '.join(f'{v:.2f}' for v in ratios)}); per CPU-second {statistics.median(cpu_ratios):.2f}")
 
 
 if __name__ == "__main__":
