@@ -221,6 +221,8 @@ class _Journal:
                 record = json.loads(line)
             except ValueError:
                 continue  # a torn last record: its temporary was never created
+            if not isinstance(record, dict):
+                continue
             if record.get("op") == "begin" and _is_our_temp(record.get("temp")):
                 in_flight[record["path"]] = record["temp"]
             elif record.get("op") == "done":

@@ -167,7 +167,7 @@ def test_a_journal_cannot_delete_what_rotation_did_not_create(tmp_path):
     (tmp_path / "precious").write_bytes(b"keep")
     records = [{"op": "begin", "path": "one.txt", "temp": "../precious"},
                {"op": "begin", "path": "two.bin", "temp": "two.bin"}]
-    (root / JOURNAL_NAME).write_text("".join(json.dumps(r) + "\n" for r in records) + '{"op": "beg')
+    (root / JOURNAL_NAME).write_text("".join(json.dumps(r) + "\n" for r in records) + '[1, 2]\n{"op": "beg')
     report = rotate(find_encrypted(root), targets={"vol": 2}, keys={("vol", 1): data_key(1), ("vol", 2): data_key(2)})
     assert report.recovered == [] and report.failed == []
     assert (tmp_path / "precious").read_bytes() == b"keep"
