@@ -1,5 +1,5 @@
-"""`strongroom-agent`: enrol this VM, show its facts, encrypt or decrypt files under policy, send
-the heartbeats that keep its posture checked, and serve as the Clevis pin `strongroom`.
+"""`strongroom-agent`: enrol this VM, show its facts, encrypt, decrypt or rotate files under policy,
+send the heartbeats that keep its posture checked, and serve as the Clevis pin `strongroom`.
 
 Exit codes: 0 success, 1 error, 2 usage, 3 key denied by policy (or, for `heartbeat --once`, the
 device is quarantined), 4 approval pending.
@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from agent.cli_clevis import add_clevis_commands
+from agent.cli_files import FileUsageError, add_file_commands
+from agent.cli_files import metadata as _metadata
 from agent.client import (
     DEFAULT_TIMEOUT_SECONDS,
     AgentClient,
@@ -32,7 +34,7 @@ from agent.client import (
 )
 from agent.evidence import EvidenceUnavailableError, TpmEvidence, register_tpm
 from agent.facts import FactsError, collect_facts
-from agent.fileformat import FileFormatError, decrypt_stream, encrypt_stream, read_header
+from agent.fileformat import FileFormatError
 from agent.identity import AgentIdentity, IdentityError, default_state_dir
 from agent.tpm import Tpm
 from shared.argtypes import positive_float as _positive_float
@@ -108,19 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     request.add_argument("--key-version", metavar="N", type=_positive_int, help="version to request (default: latest)")
     request.set_defaults(handler=_request_key)
 
-    encrypt = commands.add_parser("encrypt", parents=[facts_options], help="encrypt a file with a released data key")
-    encrypt.add_argument("--key-id", metavar="K", required=True)
-    encrypt.add_argument("--key-version", metavar="N", type=_positive_int, help="version to use (default: latest)")
-    encrypt.add_argument("input", metavar="IN")
-    encrypt.add_argument("output", metavar="OUT")
-    encrypt.set_defaults(handler=_encrypt)
-
-    decrypt = commands.add_parser(
-        "decrypt", parents=[facts_options], help="decrypt a file; OUT appears only if the whole file authenticates"
-    )
-    decrypt.add_argument("input", metavar="IN")
-    decrypt.add_argument("output", metavar="OUT")
-    decrypt.set_defaults(handler=_decrypt)
+    add_file_commands(commands, [facts_options], _release, _write_atomically)
 
     heartbeat = commands.add_parser(
         "heartbeat", parents=[facts_options],
@@ -153,7 +143,7 @@ async def run(args: argparse.Namespace, *, environ: Mapping[str, str]) -> int:
     try:
         code = await args.handler(args, environ)  # a handler may answer its own exit code (the Clevis pin's usage)
         return EXIT_OK if code is None else code
-    except UsageError as exc:
+    except (UsageError, FileUsageError) as exc:
         _error(str(exc))
         return EXIT_USAGE
     except KeyDenied as exc:
@@ -233,39 +223,6 @@ async def _request_key(args: argparse.Namespace, environ: Mapping[str, str]) -> 
     _print_json(_metadata(released))
 
 
-async def _encrypt(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
-    # Opened before the request, so a typo costs no key release (and no audit record); file I/O
-    # runs in a worker thread, off the event loop.
-    src = await asyncio.to_thread(open, args.input, "rb")
-    with src:
-        released = await _release(args, environ, args.key_id, args.key_version)
-
-        def write(dst: BinaryIO) -> None:
-            encrypt_stream(src, dst, key=released.key, key_id=released.key_id, key_version=released.key_version)
-
-        await asyncio.to_thread(_write_atomically, Path(args.output), write)
-    _print_json({**_metadata(released), "input": args.input, "output": args.output})
-
-
-async def _decrypt(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
-    src = await asyncio.to_thread(open, args.input, "rb")
-    with src:
-        try:
-            header = await asyncio.to_thread(read_header, src)
-        except FileFormatError as exc:
-            raise FileFormatError(f"cannot decrypt {args.input}: {exc}") from None
-        released = await _release(args, environ, header.key_id, header.key_version)
-
-        def write(dst: BinaryIO) -> None:
-            decrypt_stream(src, dst, key=released.key, header=header)
-
-        try:
-            await asyncio.to_thread(_write_atomically, Path(args.output), write)
-        except FileFormatError as exc:
-            raise FileFormatError(f"cannot decrypt {args.input}: {exc}; {args.output} was not written") from None
-    _print_json({**_metadata(released), "input": args.input, "output": args.output})
-
-
 class DeviceQuarantined(Exception):
     """`heartbeat --once` found the device quarantined; exit code 3."""
 
@@ -321,7 +278,7 @@ def _write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
     """Write via a 0600 temporary file beside `path`, renamed into place only if `write` succeeds."""
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as dst:
+        with os.fdopen(fd, "wb", buffering=0) as dst:
             write(dst)
             dst.flush()
             os.fsync(dst.fileno())
@@ -329,15 +286,6 @@ def _write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
-
-
-def _metadata(released: ReleasedKey) -> dict[str, Any]:
-    return {
-        "request_id": released.request_id,
-        "key_id": released.key_id,
-        "key_version": released.key_version,
-        "algorithm": released.algorithm,
-    }
 
 
 def _print_json(document: Mapping[str, Any]) -> None:
