@@ -43,8 +43,10 @@ async def _inbox(request: web.Request) -> list[dict[str, Any]]:
 
 async def _fragment(request: web.Request, *, flash: str | None = None, error: str | None = None,
                     status: int = 200) -> web.Response:
-    return render("approvals_list.html", request, {"approvals": await _inbox(request), "flash": flash, "error": error},
-                  status=status)
+    """The inbox list; after a vote also the outcome, swapped out of band into the notice above it
+    (so the next live re-render of the list leaves it in place)."""
+    template = "approvals_list.html" if flash is None and error is None else "approvals_vote.html"
+    return render(template, request, {"approvals": await _inbox(request), "flash": flash, "error": error}, status=status)
 
 
 async def inbox(request: web.Request) -> web.StreamResponse:
