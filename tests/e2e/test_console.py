@@ -7,6 +7,7 @@ Screenshots go to `artifacts/console/` (or $STRONGROOM_ARTIFACTS/console), ignor
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from pathlib import Path
@@ -69,7 +70,7 @@ class Console:
         return page
 
 
-async def test_console_approvals_detail_stream_and_guards(api, browser):
+async def test_console_approvals_detail_stream_and_guards(api, browser, stack, http):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     tenant = await make_tenant(api, policy=approval_policy(approvals_required=2))
     team = tenant.team
@@ -200,8 +201,17 @@ async def test_console_approvals_detail_stream_and_guards(api, browser):
     gone, _ = await a.page("/console/approvals")
     assert gone.url.endswith("/console/login")
 
+    # A live stream ends by itself, saying so, when the gateway shuts down (not cut off at the timeout).
+    session = next(c["value"] for c in await b.context.cookies() if c["name"] == "sr_console")
     for ctx in (a, b, c, d):
         await ctx.context.close()
+    async with http.get(f"{api.url}/console/stream/live", headers={"Cookie": f"sr_console={session}"}) as live:
+        assert live.status == 200 and live.headers["Content-Type"].startswith("text/event-stream")
+        assert (await live.content.readline()).startswith(b": stream open")
+        stopping = asyncio.create_task(stack.stop("gateway"))
+        rest = await asyncio.wait_for(live.content.read(), 30)
+        await stopping
+    assert b"event: end\ndata: gateway shutting down" in rest
     csp = [m for m in messages if "Content Security Policy" in m or "Content-Security-Policy" in m]
     assert csp == [], csp
     assert not [m for m in messages if m.startswith("pageerror")], messages

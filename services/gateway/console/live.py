@@ -84,6 +84,8 @@ async def stream(request: web.Request, patterns: tuple[str, ...], render: Render
                 html = await render(event)
                 if html is not None:
                     await response.write(frame(html))
+        if closing.is_set():
+            await response.write(b"event: end\ndata: gateway shutting down\n\n")
     except ConnectionResetError:
         pass
     finally:
