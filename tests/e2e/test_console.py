@@ -66,7 +66,7 @@ class Console:
         if person.totp_secret:  # roles that need MFA; an auditor signs in with a password alone
             await page.fill("input[name=totp]", code(person))
         await page.click("button[type=submit].primary")
-        await page.wait_for_url("**/console/approvals*")
+        await page.wait_for_url("**/console/overview")
         return page
 
 
@@ -91,9 +91,15 @@ async def test_console_approvals_detail_stream_and_guards(api, browser, stack, h
     b_inbox = await b.sign_in(tenant.tenant_id, bob, "bob")
     cookie = next(c for c in await a.context.cookies() if c["name"] == "sr_console")
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["value"].startswith("sr_ses_")
-    response = await a_inbox.reload()
+    # The overview shows an approver only the areas an approver may read.
+    await expect(a_inbox.locator("#tile-approvals .big")).to_have_text("1")
+    await expect(a_inbox.locator("#tile-decisions")).to_contain_text("1 sent for approval")
+    await expect(a_inbox.locator("#tile-devices, #tile-audit")).to_have_count(0)
+    await a_inbox.screenshot(path=str(ARTIFACTS / "overview-approver.png"), full_page=True)
+    response = await a_inbox.goto(api.url + "/console/approvals")
     assert response.headers["content-security-policy"] == CSP
     assert response.headers["x-frame-options"] == "DENY"
+    await b_inbox.goto(api.url + "/console/approvals")
 
     # The inbox: who asks for which key, the policy rule that asked, progress and time left.
     card = a_inbox.locator(f"#approval-{approval_id}")
@@ -182,6 +188,10 @@ async def test_console_approvals_detail_stream_and_guards(api, browser, stack, h
     # Roles: an auditor sees the inbox but cannot vote; a key custodian may not open it at all.
     c = await Console.open(browser, api.url, messages)
     audit_page = await c.sign_in(tenant.tenant_id, auditor, "audrey")
+    await expect(audit_page.locator("#tile-devices")).to_contain_text("1 active of 1 enrolled")
+    await expect(audit_page.locator("#tile-audit")).to_contain_text("records")
+    await expect(audit_page.locator("#tile-decisions")).to_contain_text("1 denied")
+    await audit_page.goto(api.url + "/console/approvals")
     await expect(audit_page.locator(f"#approval-{pending2['approval_id']}")).to_have_count(1, timeout=WAIT_MS)
     await expect(audit_page.locator(".vote-form")).to_have_count(0)
     custodian = await team.user("key_custodian", username="kim")
@@ -191,9 +201,12 @@ async def test_console_approvals_detail_stream_and_guards(api, browser, stack, h
     await login.fill("input[name=username]", "kim")
     await login.fill("input[name=password]", "vault-door-orchid-7291")
     await login.fill("input[name=totp]", code(custodian, 1))
-    async with login.expect_response(lambda r: r.url.endswith("/console/approvals")) as landed:
-        await login.click("button[type=submit].primary")
-    assert (await landed.value).status == 403
+    await login.click("button[type=submit].primary")
+    await login.wait_for_url("**/console/overview")
+    await expect(login.locator("main")).to_contain_text("Nothing here for your roles")
+    assert (await login.goto(api.url + "/console/approvals")).status == 403
+    await expect(login.locator("h1")).to_have_text("Not allowed")
+    await expect(login.locator("header nav")).not_to_contain_text("Approvals")
 
     # Signing out ends the session for the API too.
     await a_inbox.click("header form.who button")

@@ -83,3 +83,13 @@ def test_vendored_files_match_their_recorded_digests():
     for name, digest in recorded.items():
         assert hashlib.sha256((vendor / name).read_bytes()).hexdigest() == digest, name
     assert "Zero-Clause BSD" in (vendor / "LICENSE.htmx").read_text()
+
+
+def test_the_overview_counts_only_recent_decisions():
+    def at(minutes: int) -> str:
+        return (NOW - timedelta(minutes=minutes)).isoformat()
+
+    decisions = [{"effect": "allow", "decided_at": at(1)}, {"effect": "allow", "decided_at": at(11)},
+                 {"effect": "deny", "decided_at": at(9)}, {"effect": "require_approval", "decided_at": at(0)},
+                 {"effect": "allow", "decided_at": "garbled"}]
+    assert present.decision_counts(decisions, NOW) == {"allow": 1, "deny": 1, "require_approval": 1}

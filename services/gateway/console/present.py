@@ -88,3 +88,17 @@ def matches(event: dict[str, Any], text: str) -> bool:
     if not text:
         return True
     return any(text in str(event.get(name) or "").lower() for name in ("key_id", "device_id", "request_id", "approval_id"))
+
+
+DECISION_WINDOW_MINUTES = 10
+
+
+def decision_counts(decisions: list[dict[str, Any]], now: datetime,
+                    minutes: int = DECISION_WINDOW_MINUTES) -> dict[str, int]:
+    """Decisions of the last `minutes` by effect (allow, deny, require_approval)."""
+    counts = {"allow": 0, "deny": 0, "require_approval": 0}
+    for decision in decisions:
+        at = parse_time(decision.get("decided_at"))
+        if at is not None and (now - at).total_seconds() <= minutes * 60 and decision.get("effect") in counts:
+            counts[decision["effect"]] += 1
+    return counts

@@ -13,7 +13,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from . import views_approvals, views_requests, views_signin, views_stream
+from . import views_approvals, views_overview, views_requests, views_signin, views_stream
 from .live import LIVE, Live, close_streams
 from .web import page, see_other, with_headers
 
@@ -30,6 +30,7 @@ class ConsoleRoute:
 
 ROUTES: tuple[ConsoleRoute, ...] = (
     ConsoleRoute("POST", "/console/logout", views_signin.logout, "account.self"),
+    ConsoleRoute("GET", "/console/overview", views_overview.overview, "account.self"),
     ConsoleRoute("GET", "/console/approvals", views_approvals.inbox, "approvals.read"),
     ConsoleRoute("GET", "/console/approvals/live", views_approvals.inbox_live, "approvals.read"),
     ConsoleRoute("POST", "/console/approvals/{approval_id}/vote", views_approvals.vote, "approvals.decide"),
@@ -40,11 +41,7 @@ ROUTES: tuple[ConsoleRoute, ...] = (
 
 
 async def _home(request: web.Request) -> web.StreamResponse:
-    return with_headers(see_other("/console/approvals"))
-
-
-async def _login_form(request: web.Request) -> web.StreamResponse:
-    return await views_signin.login_form(request)
+    return with_headers(see_other("/console/overview"))
 
 
 def setup(app: web.Application) -> None:
@@ -54,7 +51,7 @@ def setup(app: web.Application) -> None:
     app[LIVE] = Live()
     app.on_shutdown.append(close_streams)
     app.router.add_get("/console", _home)
-    app.router.add_get("/console/login", _login_form)
+    app.router.add_get("/console/login", views_signin.login_form)
     app.router.add_post("/console/login", views_signin.login)
     app.router.add_static("/console/static", HERE / "static", append_version=False)
     for route in ROUTES:

@@ -51,9 +51,7 @@ async def _fragment(request: web.Request, *, flash: str | None = None, error: st
 
 async def inbox(request: web.Request) -> web.StreamResponse:
     return render("approvals.html", request, {
-        "approvals": await _inbox(request), "flash": None, "error": None,
-        "mfa_required": request.query.get("mfa") == "required",
-    })
+        "approvals": await _inbox(request), "flash": None, "error": None})
 
 
 async def inbox_live(request: web.Request) -> web.StreamResponse:

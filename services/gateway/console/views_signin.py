@@ -15,7 +15,7 @@ from ..auth import RateLimited, Unauthorized
 from ..state import GATEWAY, THROTTLES
 from .web import COOKIE, PRE_COOKIE, new_pre_token, render, same_csrf, see_other, set_cookie, with_headers
 
-HOME = "/console/approvals"
+HOME = "/console/overview"
 _PRE_MAX_AGE = 3600
 
 

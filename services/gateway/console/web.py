@@ -106,6 +106,11 @@ def page(view: View, permission: str) -> View:
     async def handler(request: web.Request) -> web.StreamResponse:
         try:
             return with_headers(await _guarded(view, permission, request))
+        except web.HTTPForbidden as exc:
+            if request.method == "GET" and request.get(PRINCIPAL) is not None and not request.headers.get("HX-Request"):
+                return with_headers(render("forbidden.html", request, {"reason": exc.text}, status=403))
+            with_headers(exc)
+            raise
         except web.HTTPException as exc:
             with_headers(exc)
             raise
@@ -124,9 +129,9 @@ async def _guarded(view: View, permission: str, request: web.Request) -> web.Str
     request[CSRF_KEY] = csrf_token(token)
     if request.method not in ("GET", "HEAD") and not same_csrf(request[CSRF_KEY], await _csrf_given(request)):
         raise web.HTTPForbidden(text="missing or wrong CSRF token")
+    request[PRINCIPAL] = principal
     if not principal.may(permission):
         raise web.HTTPForbidden(text=f"requires permission {permission}")
-    request[PRINCIPAL] = principal
     return await view(request)
 
 
