@@ -110,6 +110,7 @@ async def test_console_approvals_detail_stream_and_guards(api, browser, stack, h
     await expect(card.locator(".count")).to_have_text("0 of 2")
     await expect(card.locator("time.countdown")).to_contain_text("in ")
     stream_page, _ = await a.page("/console/stream")
+    releases_only, _ = await b.page("/console/stream?kind=releases")
     await a_inbox.bring_to_front()
     b_card = b_inbox.locator(f"#approval-{approval_id}")
     await expect(b_card.locator(".count")).to_have_text("0 of 2", timeout=WAIT_MS)
@@ -147,6 +148,9 @@ async def test_console_approvals_detail_stream_and_guards(api, browser, stack, h
     await expect(released).to_contain_text("released version 1")
     await expect(stream_page.locator('tr[data-type="approval.granted"]')).to_contain_text(tenant.key_id)
     await stream_page.screenshot(path=str(ARTIFACTS / "live-stream.png"), full_page=True)
+    # A filtered stream shows only its kind.
+    await expect(releases_only.locator('tr[data-type="key.released"]')).to_contain_text(request_id, timeout=WAIT_MS)
+    await expect(releases_only.locator("tbody tr")).to_have_count(1)
 
     # A request the policy does not match is denied; its detail page explains it rule by rule.
     status, denied, _ = await agent.request(tenant.key_id, {"identity": {"region": "us-east-1"},
@@ -167,6 +171,9 @@ async def test_console_approvals_detail_stream_and_guards(api, browser, stack, h
     await expect(trace.locator("td.fail")).to_have_count(1)
     await expect(trace).to_contain_text("claimed")
     await expect(detail.locator("#told")).to_contain_text('"effect": "deny"')
+    facts = detail.locator("table.facts-table")
+    await expect(facts.locator("tr", has_text="identity.device_id")).to_contain_text("observed")
+    await expect(facts.locator("tr", has_text="identity.region")).to_contain_text("claimed")
     await detail.screenshot(path=str(ARTIFACTS / "denied-request.png"), full_page=True)
     # The approved request's page shows both votes with their comments.
     approved, _ = await a.page(f"/console/requests/{request_id}")

@@ -9,6 +9,7 @@ import re
 
 from aiohttp import web
 
+from shared.provenance import fact_path, leaves, lookup, prefixes
 from shared.rpc import ProblemError
 
 from ..state import _call
@@ -31,23 +32,16 @@ async def detail(request: web.Request) -> web.StreamResponse:
     for rule in decision.get("trace") or []:
         for condition in rule.get("conditions") or []:
             # A condition names its provenance when it recorded one; else the decision's map, else claimed.
-            condition["provenance"] = condition.get("provenance") or provenance.get(condition.get("fact"), "claimed")
+            condition["provenance"] = condition.get("provenance") or lookup(provenance, (condition.get("fact", ""),))
     approval = decision.get("approval")
     if approval:
         approval["voters"] = [{**v, "name": await user_name(request, v["by"])} for v in approval.get("votes", [])]
     return render("request.html", request, {
         "decision": decision, "error": None, "device_name": await device_name(request, decision["device_id"]),
-        "facts": sorted(_flatten(decision.get("facts") or {}).items()), "provenance": provenance,
+        "facts": _facts(decision.get("facts") or {}, provenance),
     })
 
 
-def _flatten(facts: dict, prefix: str = "") -> dict[str, object]:
-    """Facts as dotted paths (identity.region) the way rules name them."""
-    flat: dict[str, object] = {}
-    for name, value in facts.items():
-        path = f"{prefix}{name}"
-        if isinstance(value, dict) and value:
-            flat.update(_flatten(value, path + "."))
-        else:
-            flat[path] = value
-    return flat
+def _facts(facts: dict, provenance: dict[str, str]) -> list[tuple[str, object, str]]:
+    """Each fact sent as (path as rules name it, value, provenance: its own or an ancestor's, else claimed)."""
+    return sorted((fact_path(keys), value, lookup(provenance, prefixes(keys))) for keys, value in leaves(facts))
