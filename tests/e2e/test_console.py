@@ -221,6 +221,19 @@ async def test_console_approvals_detail_stream_and_guards(api, browser, stack, h
     gone, _ = await a.page("/console/approvals")
     assert gone.url.endswith("/console/login")
 
+    # The browser enforces the policy: a script injected inline does not run, and says why in the
+    # console (so the check below would see a violation).
+    probe_messages: list[str] = []
+    probe, _ = await Console(c.context, api.url, probe_messages).page("/console/overview")
+    await probe.evaluate("() => { const s = document.createElement('script'); s.textContent = 'window.injected = 1';"
+                         " document.head.appendChild(s); }")
+    assert await probe.evaluate("() => window.injected") is None
+    for _ in range(200):  # the console message arrives on its own; wait for it (an outcome, not a speed)
+        if any("Content Security Policy" in m for m in probe_messages):
+            break
+        await asyncio.sleep(0.05)
+    assert any("Content Security Policy" in m for m in probe_messages), probe_messages
+
     # A live stream ends by itself, saying so, when the gateway shuts down (not cut off at the timeout).
     session = next(c["value"] for c in await b.context.cookies() if c["name"] == "sr_console")
     for ctx in (a, b, c, d):
