@@ -9,11 +9,15 @@ import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from services.gateway.console import present
 from services.gateway.console.live import frame
 from services.gateway.console.routes import ROUTES
 from services.gateway.console.web import CSP, csrf_token, same_csrf
 from services.gateway.permissions import PERMISSIONS
+
+from .test_gateway_stream import short_lived  # noqa: F401  (a gateway over memory stores, for `gateway`)
 
 CONSOLE = Path(__file__).resolve().parents[2] / "services" / "gateway" / "console"
 NOW = datetime(2026, 12, 5, 3, 0, tzinfo=UTC)
@@ -93,3 +97,47 @@ def test_the_overview_counts_only_recent_decisions():
                  {"effect": "deny", "decided_at": at(9)}, {"effect": "require_approval", "decided_at": at(0)},
                  {"effect": "allow", "decided_at": "garbled"}]
     assert present.decision_counts(decisions, NOW) == {"allow": 1, "deny": 1, "require_approval": 1}
+
+
+# --- the guard, on a gateway over memory stores (`short_lived`: sessions of 2 s) ----------------
+
+
+@pytest.fixture
+def gateway(short_lived):  # noqa: F811
+    return short_lived
+
+
+async def test_the_guard_signs_in_by_cookie_checks_csrf_then_the_permission(gateway):
+    await gateway.tenant()
+    _, auditor = await gateway.user("audrey", ["auditor"])
+    _, custodian = await gateway.user("kim", ["key_custodian"])
+    client = gateway.client
+    async with client.get("/console/approvals", allow_redirects=False) as resp:
+        assert resp.status == 303 and resp.headers["Location"] == "/console/login"
+        assert resp.headers["Content-Security-Policy"] == CSP
+    async with client.get("/console/approvals", allow_redirects=False,
+                          headers={"Cookie": "sr_console=sr_pat_not-a-session"}) as resp:
+        assert resp.status == 303  # only a session token is a console credential
+    async with client.post("/console/approvals/apr_1/vote", data={"verdict": "approve"}) as resp:
+        assert resp.status == 401
+    cookie = {"Cookie": f"sr_console={auditor}"}
+    async with client.post("/console/approvals/apr_1/vote", data={"verdict": "approve"}, headers=cookie) as resp:
+        assert resp.status == 403 and "CSRF" in await resp.text()
+    async with client.post("/console/approvals/apr_1/vote", data={"verdict": "approve", "csrf_token": csrf_token(auditor)},
+                           headers=cookie) as resp:
+        assert resp.status == 403 and "approvals.decide" in await resp.text()  # an auditor reads, never votes
+    async with client.get("/console/overview", headers={"Cookie": f"sr_console={custodian}"}) as resp:
+        assert resp.status == 200 and resp.headers["X-Frame-Options"] == "DENY"
+        page = await resp.text()
+    # The page carries its session's CSRF token for htmx, and a role with no console area sees none.
+    assert f'"X-CSRF-Token": "{csrf_token(custodian)}"' in page and "<script>" not in page
+    assert "Nothing here for your roles" in page and "/console/approvals" not in page
+
+
+async def test_sign_in_needs_the_forms_own_token(gateway):
+    client = gateway.client
+    async with client.get("/console/login") as resp:
+        assert resp.status == 200 and resp.cookies["sr_console_pre"]["samesite"] == "Strict"
+        assert resp.cookies["sr_console_pre"]["httponly"]
+    async with client.post("/console/login", data={"username": "x", "password": "y" * 12, "csrf_token": "forged"}) as resp:
+        assert resp.status == 403 and "sr_console" not in resp.cookies
