@@ -1,7 +1,8 @@
 """The web console in Debian's Chromium (Playwright, never a downloaded browser) over the real stack:
 sign-in with TOTP, a 2-of-3 approval voted from two browsers with step-up codes while the second
 inbox updates live, the waiting agent receiving its key, the live stream showing the release, a
-denied request explained, CSRF and role refusals, and no Content-Security-Policy violation.
+denied request explained (by policy, and by a third approver with a comment), CSRF and role
+refusals, a stream ending on shutdown, and no Content-Security-Policy violation.
 
 Screenshots go to `artifacts/console/` (or $STRONGROOM_ARTIFACTS/console), ignored by git."""
 
@@ -76,7 +77,7 @@ async def test_console_approvals_detail_stream_and_guards(api, browser, stack, h
     team = tenant.team
     # Three approvers, enrolled with the previous step's code: the console sign-in uses the current
     # code and the vote's step-up the next one.
-    alice, bob, _carol = [await team.user("approver", username=name, enrol_step=-1) for name in ("alice", "bob", "carol")]
+    alice, bob, carol = [await team.user("approver", username=name, enrol_step=-1) for name in ("alice", "bob", "carol")]
     auditor = await team.user("auditor", username="audrey")
     agent = await BareAgent.enroll(tenant, api)
     status, pending, ephemeral = await ask(agent, tenant.key_id)
@@ -192,14 +193,33 @@ async def test_console_approvals_detail_stream_and_guards(api, browser, stack, h
     status, still, _ = await alice.call("GET", f"/v1/approvals/{pending2['approval_id']}")
     assert status == 200 and still["status"] == "pending" and still["votes"] == []
 
+    # Carol denies it from her own browser (it reached her inbox live); the agent is refused and
+    # the request's page shows the denial and her comment.
+    e = await Console.open(browser, api.url, messages)
+    carol_inbox = await e.sign_in(tenant.tenant_id, carol, "carol")
+    await carol_inbox.goto(api.url + "/console/approvals")
+    carol_card = carol_inbox.locator(f"#approval-{pending2['approval_id']}")
+    await carol_card.locator("input[name=comment]").fill("not today")
+    await carol_card.locator("input[name=totp]").fill(code(carol, 1))
+    await carol_card.locator("button[value=deny]").click()
+    await expect(carol_inbox.locator(".flash")).to_contain_text("now denied", timeout=WAIT_MS)
+    await expect(b_inbox.locator(f"#approval-{pending2['approval_id']}")).to_have_count(0, timeout=WAIT_MS)
+    status, out, _ = await poll(agent, pending2["request_id"])
+    assert status == 403 and out["request_status"] == "denied", out
+    denial, _ = await e.page(f"/console/requests/{pending2['request_id']}")
+    await expect(denial.locator("#approval h2")).to_have_text("Approval: denied")
+    await expect(denial.locator("#approval")).to_contain_text("not today")
+
     # Roles: an auditor sees the inbox but cannot vote; a key custodian may not open it at all.
     c = await Console.open(browser, api.url, messages)
     audit_page = await c.sign_in(tenant.tenant_id, auditor, "audrey")
     await expect(audit_page.locator("#tile-devices")).to_contain_text("1 active of 1 enrolled")
     await expect(audit_page.locator("#tile-audit")).to_contain_text("records")
     await expect(audit_page.locator("#tile-decisions")).to_contain_text("1 denied")
+    status, pending3, _ = await ask(agent, tenant.key_id)
+    assert status == 202
     await audit_page.goto(api.url + "/console/approvals")
-    await expect(audit_page.locator(f"#approval-{pending2['approval_id']}")).to_have_count(1, timeout=WAIT_MS)
+    await expect(audit_page.locator(f"#approval-{pending3['approval_id']}")).to_have_count(1, timeout=WAIT_MS)
     await expect(audit_page.locator(".vote-form")).to_have_count(0)
     custodian = await team.user("key_custodian", username="kim")
     d = await Console.open(browser, api.url, messages)
@@ -236,7 +256,7 @@ async def test_console_approvals_detail_stream_and_guards(api, browser, stack, h
 
     # A live stream ends by itself, saying so, when the gateway shuts down (not cut off at the timeout).
     session = next(c["value"] for c in await b.context.cookies() if c["name"] == "sr_console")
-    for ctx in (a, b, c, d):
+    for ctx in (a, b, c, d, e):
         await ctx.context.close()
     async with http.get(f"{api.url}/console/stream/live", headers={"Cookie": f"sr_console={session}"}) as live:
         assert live.status == 200 and live.headers["Content-Type"].startswith("text/event-stream")
