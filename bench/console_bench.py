@@ -86,12 +86,6 @@ async def run(viewers: int, rounds: int, pending: int) -> list[float]:
         sessions = await seed(store, viewers)
         timings = []
         async with aiohttp.ClientSession() as http:
-            streams = [await http.get(f"{url}/console/approvals/live", headers={"Cookie": f"sr_console={s}"})
-                       for s in sessions]
-            for stream in streams:
-                assert stream.status == 200, stream.status
-                await stream.content.readline()  # ": stream open"
-
             async def updated(stream: aiohttp.ClientResponse) -> None:
                 while True:  # one message: "data:" lines up to a blank line
                     line = await stream.content.readline()
@@ -99,6 +93,12 @@ async def run(viewers: int, rounds: int, pending: int) -> list[float]:
                         while (await stream.content.readline()).strip():
                             pass
                         return
+
+            streams = [await http.get(f"{url}/console/approvals/live", headers={"Cookie": f"sr_console={s}"})
+                       for s in sessions]
+            for stream in streams:
+                assert stream.status == 200, stream.status
+                await updated(stream)  # the inbox as it stands, sent when the stream opens
 
             for i in range(rounds):
                 started = time.perf_counter()

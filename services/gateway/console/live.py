@@ -46,9 +46,10 @@ def frame(html: str) -> bytes:
 Renderer = Callable[[events.Event], Awaitable[str | None]]
 
 
-async def stream(request: web.Request, patterns: tuple[str, ...], render: Renderer) -> web.StreamResponse:
+async def stream(request: web.Request, patterns: tuple[str, ...], render: Renderer,
+                 initial: Callable[[], Awaitable[str]] | None = None) -> web.StreamResponse:
     """Follows the principal's tenant's events matching `patterns`, sending what `render` makes of
-    each (None: nothing)."""
+    each (None: nothing); `initial`, if given, is sent first (a reconnecting view misses nothing)."""
     principal = request[PRINCIPAL]
     notifier = request.app[NOTIFIER]
     closing = request.app[LIVE].closing
@@ -60,6 +61,8 @@ async def stream(request: web.Request, patterns: tuple[str, ...], render: Render
     try:
         await response.prepare(request)
         await response.write(b": stream open\n\n")
+        if initial is not None:
+            await response.write(frame(await initial()))
         while not closing.is_set():
             try:
                 event: events.Event | None = await asyncio.wait_for(subscriber.queue.get(), WAIT_SECONDS)

@@ -55,12 +55,16 @@ async def inbox(request: web.Request) -> web.StreamResponse:
 
 
 async def inbox_live(request: web.Request) -> web.StreamResponse:
-    """SSE: the inbox, re-rendered for this viewer on every approval event of the tenant."""
+    """SSE: the inbox as it stands (also after a reconnect), then re-rendered for this viewer on
+    every approval event of the tenant."""
+
+    async def current() -> str:
+        return (await _fragment(request)).text or ""
 
     async def rerender(event: events.Event) -> str | None:
-        return (await _fragment(request)).text
+        return await current()
 
-    return await live.stream(request, ("approval.*",), rerender)
+    return await live.stream(request, ("approval.*",), rerender, initial=current)
 
 
 async def vote(request: web.Request) -> web.StreamResponse:
