@@ -20,6 +20,7 @@ from . import evidence, routes
 from .accounts.common import ACCOUNTS, Accounts
 from .accounts.invitations import retry_notices
 from .auth import PROVIDER_TENANT, UNVERIFIED, DeviceAuthenticator, RateLimited, TokenAuthenticator, Unauthorized
+from .console import routes as console
 from .notifications import NOTIFIER, NOTIFY_PATTERNS, NOTIFY_VIA_WAITERS, Notifier
 from .openapi import build_spec
 from .problems import problem_middleware
@@ -168,6 +169,7 @@ def build_app(settings: GatewaySettings, *, bus: Bus, store: GatewayStore) -> we
     app[NOTIFIER] = Notifier()
     gateway.operators.on_change = app[NOTIFIER].recheck
     routes.setup(app)
+    console.setup(app)
     spec = build_spec(settings.deployment)
     spec["paths"]["/v1/openapi.json"] = {"get": {"summary": "This document", "operationId": "get_openapi",
                                                  "responses": {"200": {"description": "OpenAPI 3.1 document"}}}}

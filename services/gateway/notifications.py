@@ -24,17 +24,18 @@ from .auth import Principal, Unauthorized
 from .state import CORRELATION_ID, GATEWAY, _principal
 
 # What operators can watch, and the permission that reads each (first match wins; an event type
-# matching no row is never sent). key.released is left out: it carries sealed key material.
+# matching no row is never sent). key.released is watched without its sealed key (`_watchable`).
 EVENT_PERMISSIONS: tuple[tuple[str, str], ...] = (
     ("approval.*", "approvals.read"),
     ("key.decided", "decisions.read"),
+    ("key.released", "decisions.read"),
     ("key.release_refused", "decisions.read"),
     ("device.*", "devices.read"),
     ("policy.*", "policies.read"),
     ("group.*", "groups.read"),
     ("tenant.policy_settings_updated", "policies.read"),
 )
-NOTIFY_VIA_WAITERS = ("key.decided", "key.release_refused")  # already delivered to the waiters' queue
+NOTIFY_VIA_WAITERS = ("key.decided", "key.released", "key.release_refused")  # already delivered to the waiters' queue
 NOTIFY_PATTERNS = tuple(p for p, _ in EVENT_PERMISSIONS if p not in NOTIFY_VIA_WAITERS)
 STREAM_QUEUE_SIZE = 1000
 KEEPALIVE_SECONDS = 15.0
@@ -116,6 +117,7 @@ class Notifier:
         recent.append(event)
 
     async def on_event(self, event: events.Event) -> None:
+        event = _watchable(event)
         self._keep(event)
         for subscriber in list(self._subscribers):
             if subscriber.tenant_id != event.tenant_id:
@@ -128,6 +130,14 @@ class Notifier:
                 # A reader this slow is cut off, and told so, rather than silently missing events.
                 subscriber.overflowed = True
                 self.unsubscribe(subscriber)
+
+
+def _watchable(event: events.Event) -> events.Event:
+    """SECURITY: a released key's sealed copy is the requesting agent's alone (HPKE to its one-time
+    key): streams see that it was released, never the ciphertext, and none is kept here."""
+    if isinstance(event, events.KeyReleased):
+        return event.model_copy(update={"sealed_key": ""})
+    return event
 
 
 NOTIFIER = web.AppKey("notifier", Notifier)

@@ -134,10 +134,15 @@ async def get_approval(request: web.Request) -> web.Response:
     return _json(await _call(request, "policysvc", "get_approval", {"approval_id": request.match_info["approval_id"]}))
 
 
+async def vote(request: web.Request, approval_id: str, verdict: str, comment: str) -> dict[str, Any]:
+    """The calling principal's vote on an approval (policysvc checks who may vote and counts it);
+    the API and the console both vote here."""
+    return await _call(request, "policysvc", "vote", {"approval_id": approval_id, "verdict": verdict, "comment": comment})
+
+
 async def _vote(request: web.Request, verdict: str) -> web.Response:
     body = await body_as(request, VoteBody) if request.can_read_body else VoteBody()
-    return _json(await _call(request, "policysvc", "vote",
-                             {"approval_id": request.match_info["approval_id"], "verdict": verdict, "comment": body.comment}))
+    return _json(await vote(request, request.match_info["approval_id"], verdict, body.comment))
 
 
 async def approve(request: web.Request) -> web.Response:

@@ -7,6 +7,7 @@ import asyncio
 import base64
 import json
 import re
+import time
 from dataclasses import dataclass
 
 import pyotp
@@ -52,9 +53,11 @@ class Tenant:
         return self.team.account_records - 1 if self.team else 0
 
 
-async def sign_in(api, username: str, password: str = PASSWORD, *, tenant: str | None = None):
-    """Logs in; enrols TOTP when the user's roles require it. The returned Api carries
-    `user_id`, `totp_secret` and `recovery_codes` for tests that need them."""
+async def sign_in(api, username: str, password: str = PASSWORD, *, tenant: str | None = None, enrol_step: int = 0):
+    """Logs in; enrols TOTP when the user's roles require it (confirmed with the code of the step
+    `enrol_step` away from now: -1 leaves the current and next codes unused, for a test that signs
+    in again and then steps up). The returned Api carries `user_id`, `totp_secret` and
+    `recovery_codes` for tests that need them."""
     body = {"username": username, "password": password}
     if tenant is not None:
         body["tenant"] = tenant
@@ -65,7 +68,7 @@ async def sign_in(api, username: str, password: str = PASSWORD, *, tenant: str |
     if out["mfa_enrolment_required"]:
         status, enrol, _ = await user.call("POST", "/v1/me/mfa")
         assert status == 201, enrol
-        status, done, _ = await user.call("POST", "/v1/me/mfa/confirm", json={"code": pyotp.TOTP(enrol["secret"]).now()})
+        status, done, _ = await user.call("POST", "/v1/me/mfa/confirm", json={"code": pyotp.TOTP(enrol["secret"]).at(time.time() + 30 * enrol_step)})
         assert status == 200, done
         user.totp_secret, user.recovery_codes = enrol["secret"], done["recovery_codes"]
     return user
@@ -128,8 +131,9 @@ class Team:
         self._counter = 0
         self.account_records = 0  # user.* audit records this team caused
 
-    async def user(self, *roles: str, username: str | None = None):
-        """A new signed-in user holding `roles` (pending grants confirmed by the second admin)."""
+    async def user(self, *roles: str, username: str | None = None, enrol_step: int = 0):
+        """A new signed-in user holding `roles` (pending grants confirmed by the second admin;
+        `enrol_step` as in `sign_in`)."""
         self._counter += 1
         username = username or f"{'-'.join(r.replace('_', '-') for r in roles) or 'member'}-{self._counter}"
         email = address(username, self.name)
@@ -141,7 +145,7 @@ class Team:
                 "POST", f"/v1/users/{out['user_id']}/roles/{pending['role']}/confirm")
             assert status == 200, done
         await accept_invitation(self.api, email)
-        person = await sign_in(self.api, username, tenant=self.tenant_id)
+        person = await sign_in(self.api, username, tenant=self.tenant_id, enrol_step=enrol_step)
         # created, each confirmation, password set, logged in, and MFA enrolled where required
         self.account_records += 3 + len(out["pending_roles"]) + (person.totp_secret is not None)
         return person

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from services.gateway.notifications import NOTIFY_PATTERNS, Notifier
+from services.gateway.auth import Principal
+from services.gateway.notifications import NOTIFY_PATTERNS, Notifier, may_read
 from shared import events
 
 ACTOR = events.Actor(kind="user", id="usr_1")
@@ -74,6 +75,21 @@ async def test_a_reader_too_slow_is_cut_off_and_told():
     assert slow.queue.qsize() == slow.queue.maxsize
 
 
-def test_key_releases_are_never_notified():
-    # key.released carries sealed key material for one agent.
+def test_key_outcomes_come_only_through_the_waiters_queue():
+    # Decisions and releases already reach every gateway for its waiting requests: no second binding.
     assert not any(p.startswith("key") or p == "*" for p in NOTIFY_PATTERNS)
+
+
+async def test_a_release_is_watched_without_its_sealed_key():
+    notifier = Notifier()
+    watching, _, _ = notifier.subscribe("ten_a", ("key.*",))
+    released = events.KeyReleased(tenant_id="ten_a", actor=ACTOR, correlation_id="c", request_id="req_1",
+                                  device_id="dev_1", key_id="key_1", key_version=2, algorithm="AES-256",
+                                  sealed_key="c2VhbGVkLWZvci10aGUtYWdlbnQ=")
+    await notifier.on_event(released)
+    (seen,) = _queued(watching)
+    assert (seen.type, seen.request_id, seen.key_version, seen.sealed_key) == ("key.released", "req_1", 2, "")
+    _, replay, _ = notifier.subscribe("ten_a", ("key.*",), last_event_id="evt_unknown")
+    assert [e.sealed_key for e in replay] == [""]  # nor is it kept for replay
+    assert may_read(Principal("user", "usr_1", "ten_a", frozenset({"approver"})), "key.released")
+    assert not may_read(Principal("user", "usr_1", "ten_a", frozenset({"key_custodian"})), "key.released")

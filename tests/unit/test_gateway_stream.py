@@ -10,6 +10,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from services.gateway.accounts.passwords import Hasher
 from services.gateway.app import build_app
+from services.gateway.console.web import CSP
 from services.gateway.datakey import ensure_data_key_file
 from services.gateway.notifications import EVENT_PERMISSIONS, NOTIFY_PATTERNS, NOTIFY_VIA_WAITERS, permission_for
 from services.gateway.permissions import PERMISSIONS
@@ -25,10 +26,11 @@ from .test_gateway_views import Gw
 def test_each_watched_event_type_has_one_reading_permission_and_unknown_types_go_to_nobody():
     assert permission_for("approval.requested") == "approvals.read"
     assert permission_for("key.decided") == permission_for("key.release_refused") == "decisions.read"
+    assert permission_for("key.released") == "decisions.read"  # watched without its sealed key (the notifier drops it)
     assert permission_for("device.quarantined") == "devices.read"
     assert permission_for("policy.updated") == permission_for("tenant.policy_settings_updated") == "policies.read"
     assert permission_for("group.updated") == "groups.read"
-    for unknown in ("key.released", "user.logged_in", "tenant.settings_changed", "approvalx", "made.up"):
+    for unknown in ("key.requested", "user.logged_in", "tenant.settings_changed", "approvalx", "made.up"):
         assert permission_for(unknown) is None
     assert all(permission in PERMISSIONS for _, permission in EVENT_PERMISSIONS)
     assert set(NOTIFY_PATTERNS) | set(NOTIFY_VIA_WAITERS) == {pattern for pattern, _ in EVENT_PERMISSIONS}
@@ -67,3 +69,13 @@ async def test_a_stream_ends_when_its_session_times_out_with_nothing_else_happen
         assert stream.status == 200
         body = await asyncio.wait_for(stream.content.read(), 10)  # returns once the server closes the stream
     assert b"event: end" in body and b"credential ended" in body
+
+
+async def test_a_console_stream_ends_with_its_session_too(short_lived):
+    await short_lived.tenant()
+    _, session = await short_lived.user("ann", ["auditor"])
+    async with short_lived.client.get("/console/stream/live", headers={"Cookie": f"sr_console={session}"}) as stream:
+        assert stream.status == 200 and stream.headers["Content-Type"].startswith("text/event-stream")
+        assert stream.headers["Content-Security-Policy"] == CSP
+        body = await asyncio.wait_for(stream.content.read(), 10)  # returns once the server closes the stream
+    assert b"event: end\ndata: session ended" in body

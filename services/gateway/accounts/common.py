@@ -21,7 +21,7 @@ from ..mail import Mailer
 from ..ratelimit import ALL_SOURCES, RateLimiter, SignInLimits
 from ..settings import GatewaySettings
 from ..state import CORRELATION_ID, GATEWAY, PRINCIPAL, REFUSAL_RECORDED, Gateway, _now
-from . import passwords
+from . import mfa, passwords
 from .store import AccountStore
 
 log = structlog.get_logger("strongroom.gateway.accounts")
@@ -180,3 +180,17 @@ async def start_session(request: web.Request, gw: Gateway, user: dict, *, method
         "idle_timeout_seconds": gw.settings.session_idle_seconds,
         "expires_at": (now + timedelta(seconds=gw.settings.session_absolute_seconds)).isoformat(),
     }
+
+
+async def fresh_totp(request: web.Request, user: dict[str, Any], code: str, method: str) -> bool:
+    """Step-up: whether `code` is a current TOTP code of `user` (tenant_id set) not used before. A
+    wrong or replayed code is audited and counts toward the sign-in lockout like a failed sign-in."""
+    gw, acc = context(request)
+    tenant_id, user_id = user["tenant_id"], user["user_id"]
+    secret = acc.open_totp(user["mfa"]["secret"], tenant_id=tenant_id, user_id=user_id)
+    step = mfa.matching_step(secret, code, _now(), last_step=user["mfa"].get("last_step"))
+    # SECURITY: as at sign-in, the step only moves forward: a code is good once.
+    if step is not None and await account_store(gw).advance_totp_step(tenant_id, user_id, step):
+        return True
+    await sign_in_failed(request, gw, tenant_id, user["username"], user, method, "bad or replayed TOTP code")
+    return False

@@ -26,6 +26,7 @@ from .common import (
     check_password,
     context,
     event_fields,
+    fresh_totp,
     sign_in_failed,
     source_address,
     start_session,
@@ -76,9 +77,14 @@ async def _refuse_if_locked(request: web.Request, gw: Gateway, tenant_id: str, u
 
 async def login(request: web.Request) -> web.Response:
     """Password (and TOTP or a recovery code where the user's roles require MFA) -> a session."""
+    return _json(await sign_in(request, await body_as(request, S.Login)), 201)
+
+
+async def sign_in(request: web.Request, body: S.Login) -> dict[str, Any]:
+    """A started session (its token and who it is for) from sign-in details, or Unauthorized (audited
+    and counted toward lockout). The API's login and the console's sign-in both end here."""
     gw, acc = context(request)
     throttle(acc.login_by_address, f"ip:{request.remote}")
-    body = await body_as(request, S.Login)
     if len(body.password) > passwords.MAX_LENGTH:
         raise ProblemError(422, "Unprocessable Content", f"password must be at most {passwords.MAX_LENGTH} characters",
                            "password")
@@ -109,7 +115,7 @@ async def login(request: web.Request) -> web.Response:
     await _rehash_if_needed(gw, acc, user, body.password)
     session = await start_session(request, gw, user, method=method, mfa=mfa_done)
     await account_store(gw).clear_failed_sign_ins(tenant_id, username, source_address(request), _now())
-    return _json({**session, "mfa_enrolment_required": rules.needs_mfa(roles) and not enrolled}, 201)
+    return {**session, "mfa_enrolment_required": rules.needs_mfa(roles) and not enrolled}
 
 
 async def _rehash_if_needed(gw: Gateway, acc: Accounts, user: dict[str, Any], password: str) -> None:
@@ -123,11 +129,8 @@ async def _second_factor(request: web.Request, gw: Gateway, user: dict, body: S.
     tenant_id, username = user["tenant_id"], user["username"]
     if body.totp:
         method = "password+totp"
-        secret = request.app[ACCOUNTS].open_totp(user["mfa"]["secret"], tenant_id=tenant_id, user_id=user["user_id"])
-        step = mfa.matching_step(secret, body.totp, _now(), last_step=user["mfa"].get("last_step"))
-        if step is not None and await account_store(gw).advance_totp_step(tenant_id, user["user_id"], step):
+        if await fresh_totp(request, user, body.totp, method):
             return True, method
-        await sign_in_failed(request, gw, tenant_id, username, user, method, "bad or replayed TOTP code")
         raise Unauthorized("bad totp")
     if body.recovery_code:
         method = "password+recovery_code"
@@ -224,13 +227,8 @@ async def change_password(request: web.Request) -> web.Response:
     if not await acc.verify(doc["password_hash"], body.current_password):
         await sign_in_failed(request, gw, principal.tenant_id, doc["username"], doc, method, "bad current password")
         raise ProblemError(403, "Forbidden", "the current password or code is wrong", "current_password")
-    if (doc.get("mfa") or {}).get("confirmed"):
-        secret = acc.open_totp(doc["mfa"]["secret"], tenant_id=principal.tenant_id, user_id=doc["user_id"])
-        step = mfa.matching_step(secret, body.totp or "", _now(), last_step=doc["mfa"].get("last_step"))
-        # SECURITY: as at sign-in, the step only moves forward: a code is good once.
-        if step is None or not await account_store(gw).advance_totp_step(principal.tenant_id, doc["user_id"], step):
-            await sign_in_failed(request, gw, principal.tenant_id, doc["username"], doc, method, "bad or replayed TOTP code")
-            raise ProblemError(403, "Forbidden", "the current password or code is wrong", "totp")
+    if (doc.get("mfa") or {}).get("confirmed") and not await fresh_totp(request, doc, body.totp or "", method):
+        raise ProblemError(403, "Forbidden", "the current password or code is wrong", "totp")
     encoded = await acc.hash(body.new_password)
     event = events.UserPasswordSet(**event_fields(request, principal.tenant_id), user_id=doc["user_id"])
     await account_store(gw).set_password(principal.tenant_id, doc["user_id"], encoded, _now(), event)

@@ -1,0 +1,104 @@
+"""Pure presentation for the console: countdowns, what each kind of live event says in one line,
+and which event types each filter of the live stream follows. No I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+
+def parse_time(value: Any) -> datetime | None:
+    """An RFC 3339 string (as RPC replies carry them) or a datetime, as an aware UTC datetime."""
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, str) and value:
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    else:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def remaining(expires_at: Any, now: datetime) -> str:
+    """How long until `expires_at`, in words an operator reads at a glance ("4m 05s", "expired")."""
+    moment = parse_time(expires_at)
+    if moment is None:
+        return "unknown"
+    seconds = int((moment - now).total_seconds())
+    if seconds <= 0:
+        return "expired"
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
+
+
+@dataclass(frozen=True)
+class StreamKind:
+    """One filter of the live stream: its name, label and the event types it follows."""
+
+    name: str
+    label: str
+    patterns: tuple[str, ...]
+
+
+STREAM_KINDS: tuple[StreamKind, ...] = (
+    StreamKind("decisions", "Requests and decisions", ("key.decided", "key.release_refused")),
+    StreamKind("releases", "Releases", ("key.released",)),
+    StreamKind("approvals", "Approvals", ("approval.*",)),
+    StreamKind("alerts", "Device alerts", ("device.posture_failed", "device.quarantined", "device.revoked")),
+)
+
+
+def stream_patterns(kinds: list[str]) -> tuple[str, ...]:
+    """The event types the chosen kinds follow (all kinds when none or none known is chosen)."""
+    chosen = [k for k in STREAM_KINDS if k.name in kinds] or list(STREAM_KINDS)
+    return tuple(p for k in chosen for p in k.patterns)
+
+
+def summary(event: dict[str, Any]) -> str:
+    """One line about a live event (its JSON form), for the stream's table."""
+    kind = event.get("type", "")
+    if kind == "key.decided":
+        reasons = "; ".join(event.get("reasons") or ())
+        return f"decision: {event.get('effect')}" + (f" — {reasons}" if reasons else "")
+    if kind == "key.released":
+        return f"released version {event.get('key_version')}"
+    if kind == "key.release_refused":
+        return f"release refused ({event.get('status')}): {event.get('reason')}"
+    if kind == "approval.requested":
+        return f"approval requested: {event.get('approvals_required', 1)} approval(s) needed"
+    if kind == "approval.voted":
+        return f"approved by one more: {event.get('approvals_received')} of {event.get('approvals_required')}"
+    if kind in ("approval.granted", "approval.denied", "approval.expired"):
+        return kind.split(".", 1)[1]
+    if kind.startswith("device."):
+        reason = event.get("reason") or event.get("cause") or ""
+        return kind.split(".", 1)[1].replace("_", " ") + (f": {reason}" if reason else "")
+    return kind
+
+
+def matches(event: dict[str, Any], text: str) -> bool:
+    """The stream's text filter: a key, device or request id (or part of one); empty matches all."""
+    text = text.strip().lower()
+    if not text:
+        return True
+    return any(text in str(event.get(name) or "").lower() for name in ("key_id", "device_id", "request_id", "approval_id"))
+
+
+DECISION_WINDOW_MINUTES = 10
+
+
+def decision_counts(decisions: list[dict[str, Any]], now: datetime,
+                    minutes: int = DECISION_WINDOW_MINUTES) -> dict[str, int]:
+    """Decisions of the last `minutes` by effect (allow, deny, require_approval)."""
+    counts = {"allow": 0, "deny": 0, "require_approval": 0}
+    for decision in decisions:
+        at = parse_time(decision.get("decided_at"))
+        if at is not None and (now - at).total_seconds() <= minutes * 60 and decision.get("effect") in counts:
+            counts[decision["effect"]] += 1
+    return counts

@@ -1,0 +1,58 @@
+"""Every console route, one line each: method, path, view and the permission it needs (the API's
+permission names, checked against the same role table); registered from here only.
+
+Pages and fragments answer HTML, live parts server-sent events; all of it is served from this
+package (templates/, static/), with a strict Content-Security-Policy (`web.py`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp_jinja2
+import jinja2
+from aiohttp import web
+
+from . import views_approvals, views_overview, views_requests, views_signin, views_stream
+from .live import LIVE, Live, close_streams
+from .web import page, see_other, with_headers
+
+HERE = Path(__file__).parent
+
+
+@dataclass(frozen=True)
+class ConsoleRoute:
+    method: str
+    path: str
+    view: object
+    permission: str
+
+
+ROUTES: tuple[ConsoleRoute, ...] = (
+    ConsoleRoute("POST", "/console/logout", views_signin.logout, "account.self"),
+    ConsoleRoute("GET", "/console/overview", views_overview.overview, "account.self"),
+    ConsoleRoute("GET", "/console/approvals", views_approvals.inbox, "approvals.read"),
+    ConsoleRoute("GET", "/console/approvals/live", views_approvals.inbox_live, "approvals.read"),
+    ConsoleRoute("POST", "/console/approvals/{approval_id}/vote", views_approvals.vote, "approvals.decide"),
+    ConsoleRoute("GET", "/console/requests/{request_id}", views_requests.detail, "decisions.read"),
+    ConsoleRoute("GET", "/console/stream", views_stream.page, "events.read"),
+    ConsoleRoute("GET", "/console/stream/live", views_stream.tail, "events.read"),
+)
+
+
+async def _home(request: web.Request) -> web.StreamResponse:
+    return with_headers(see_other("/console/overview"))
+
+
+def setup(app: web.Application) -> None:
+    """Templates, static files, the sign-in pages and every route of the table."""
+    aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
+                         undefined=jinja2.StrictUndefined)
+    app[LIVE] = Live()
+    app.on_shutdown.append(close_streams)
+    app.router.add_get("/console", _home)
+    app.router.add_get("/console/login", views_signin.login_form)
+    app.router.add_post("/console/login", views_signin.login)
+    app.router.add_static("/console/static", HERE / "static", append_version=False)
+    for route in ROUTES:
+        app.router.add_route(route.method, route.path, page(route.view, route.permission))  # type: ignore[arg-type]

@@ -1,0 +1,72 @@
+"""Console sign-in and sign-out: the API's own sign-in (`accounts.views_signin.sign_in`: password,
+then TOTP or a recovery code; lockout, audit) behind a form, its session token kept in an HttpOnly
+SameSite=Strict cookie; sign-out is the API's logout of that session."""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from ..accounts import schemas as S
+from ..accounts import views_signin
+from ..auth import RateLimited, Unauthorized
+from ..state import GATEWAY, THROTTLES
+from .web import COOKIE, PRE_COOKIE, new_pre_token, render, same_csrf, see_other, set_cookie, with_headers
+
+HOME = "/console/overview"
+_PRE_MAX_AGE = 3600
+
+
+async def login_form(request: web.Request) -> web.StreamResponse:
+    return with_headers(_form(request, error=None))
+
+
+def _form(request: web.Request, *, error: str | None, status: int = 200, values: dict | None = None) -> web.Response:
+    """The sign-in form with a fresh pre-session CSRF token (a login-CSRF guard: a page on another
+    site cannot sign a browser in to someone else's account)."""
+    pre = new_pre_token()
+    gw = request.app[GATEWAY]
+    response = render("login.html", request, {
+        "error": error, "pre": pre, "values": values or {},
+        "tenant_field": gw.settings.deployment != "enterprise",
+    }, status=status)
+    set_cookie(request, response, PRE_COOKIE, pre, _PRE_MAX_AGE)
+    return response
+
+
+async def login(request: web.Request) -> web.StreamResponse:
+    form = await request.post()
+    if not same_csrf(request.cookies.get(PRE_COOKIE, ""), form.get("csrf_token")):  # type: ignore[arg-type]
+        return with_headers(_form(request, error="The form expired; please sign in again.", status=403))
+    fields = {k: str(form.get(k, "")).strip() for k in ("tenant", "username", "password", "totp", "recovery_code")}
+    fields["password"] = str(form.get("password", ""))  # passwords are taken as typed
+    values = {k: fields[k] for k in ("tenant", "username")}
+    try:
+        body = S.Login.model_validate({k: v for k, v in fields.items() if v})
+    except ValidationError as exc:
+        names = sorted({str(e["loc"][0]) for e in exc.errors() if e["loc"]})
+        return with_headers(_form(request, error=f"Please check: {', '.join(names)}.", status=422, values=values))
+    try:
+        session = await views_signin.sign_in(request, body)
+    except RateLimited:
+        return with_headers(_form(request, error="Too many attempts; wait a little and try again.", status=429,
+                                  values=values))
+    except Unauthorized:
+        # Counted like an API refusal (the sign-in itself was audited and counted toward lockout).
+        request.app[THROTTLES].auth_failures.take(f"ip:{request.remote}", time.monotonic())
+        return with_headers(_form(request, error="Sign-in failed: check your name, password and code.", status=401,
+                                  values=values))
+    response = see_other(HOME + ("?mfa=required" if session["mfa_enrolment_required"] else ""))
+    set_cookie(request, response, COOKIE, session["session_token"], request.app[GATEWAY].settings.session_absolute_seconds)
+    response.del_cookie(PRE_COOKIE, path="/console")
+    return with_headers(response)
+
+
+async def logout(request: web.Request) -> web.StreamResponse:
+    """Ends the session as the API's logout does (audited, every instance forgets it)."""
+    await views_signin.logout(request)
+    response = see_other("/console/login")
+    response.del_cookie(COOKIE, path="/console")
+    return response
