@@ -2,7 +2,7 @@
 send the heartbeats that keep its posture checked.
 
 Exit codes: 0 success, 1 error, 2 usage, 3 key denied by policy (or, for `heartbeat --once`, the
-device is quarantined), 4 approval pending.
+device is quarantined), 4 approval pending; `volume` adds 5-9 (agent/cli_volume.py).
 This is the one agent module that reads the environment; it passes what it finds down.
 Security invariant: no code path prints, logs or includes key bytes in an error.
 """
@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from agent import cli_volume
 from agent.client import (
     DEFAULT_TIMEOUT_SECONDS,
     AgentClient,
@@ -131,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     heartbeat.add_argument("--once", action="store_true", help="send one heartbeat; exit 3 if the device is quarantined")
     heartbeat.set_defaults(handler=_heartbeat)
+    cli_volume.register(commands, facts_options)
     return parser
 
 
@@ -149,8 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 async def run(args: argparse.Namespace, *, environ: Mapping[str, str]) -> int:
     """Execute parsed arguments and map the outcome to an exit code; messages go to stderr."""
     try:
-        await args.handler(args, environ)
-        return EXIT_OK
+        return await args.handler(args, environ) or EXIT_OK  # `volume` returns its own codes
     except UsageError as exc:
         _error(str(exc))
         return EXIT_USAGE

@@ -210,7 +210,9 @@ async def reencrypt_volume(device: str, *, keys: KeySource, registry: VolumeRegi
         if v.recovery_keyslot(metadata) is not None and not token.reencrypt_recovery:
             token = replace(token, reencrypt_recovery=True)
             await _thread(luks.import_token, device, token_id, token.to_json())
-    if resumed or not token.reencrypt_recovery or v.recovery_keyslot(metadata) is not None:
+    # Skipped only when a finished reencryption still owes its recovery slot (a re-run after that).
+    reencrypted = resumed or not token.reencrypt_recovery or v.recovery_keyslot(metadata) is not None
+    if reencrypted:
         await _thread(luks.reencrypt, device, passphrase, keyslot=token.keyslot, resume=resumed,
                       resilience=resilience, hotzone_size=hotzone_size, progress=progress)
     metadata = await _thread(luks.dump, device)
@@ -231,8 +233,15 @@ async def reencrypt_volume(device: str, *, keys: KeySource, registry: VolumeRegi
         await _thread(luks.import_token, device, recovery_id, v.recovery_token(recovery_slot, token.volume_id))
         token = replace(token, reencrypt_recovery=False)
         await _thread(luks.import_token, device, token_id, token.to_json())
-    return {"device": device, "resumed": resumed, "keyslot": token.keyslot, "key_version": token.key_version,
+    return {"device": device, "resumed": resumed, "reencrypted": reencrypted, "keyslot": token.keyslot,
+            "key_version": token.key_version,
             "recovery_keyslot": recovery_slot, "recovery_reescrowed": recovery_slot is not None}
+
+
+def dropped_by_reencrypt(metadata: Mapping[str, Any], token: VolumeToken) -> list[int]:
+    """Keyslots a reencryption drops for good: all but the Strongroom and the recovery slot."""
+    kept = {token.keyslot, v.recovery_keyslot(metadata)}
+    return sorted(slot for slot in luks.keyslots(metadata) if slot not in kept)
 
 
 async def erase_volume(device: str) -> dict[str, Any]:
