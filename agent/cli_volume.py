@@ -237,7 +237,7 @@ async def _status(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 async def _server_view(args: argparse.Namespace, environ: Mapping[str, str], local: Mapping[str, Any],
                        luks_uuid: str) -> dict[str, Any]:
     """The key's latest version as released to this device now, or why the server did not say."""
-    context = {"volume_id": local["volume_id"] or "", "luks_uuid": luks_uuid}
+    context = {"volume_id": local["volume_id"], "luks_uuid": luks_uuid} if local["volume_id"] else None
     try:
         async with _Session(args, environ) as (gateway, _):
             released = await gateway(local["key_id"], None, context)

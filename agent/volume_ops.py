@@ -41,9 +41,9 @@ def _thread(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     return asyncio.to_thread(func, *args, **kwargs)
 
 
-def volume_context(token: VolumeToken, luks_uuid: str) -> dict[str, str]:
-    """What a key request for this volume tells the server about it."""
-    return {"volume_id": token.volume_id or "", "luks_uuid": luks_uuid}
+def volume_context(token: VolumeToken, luks_uuid: str) -> dict[str, str] | None:
+    """What a key request for this volume tells the server about it (nothing if it was never registered)."""
+    return {"volume_id": token.volume_id, "luks_uuid": luks_uuid} if token.volume_id else None
 
 
 async def load_token(device: str) -> tuple[dict[str, Any], int, VolumeToken, str]:

@@ -86,8 +86,10 @@ class VolumeToken:
         try:
             slots = document["keyslots"]
             # Mid-reencryption cryptsetup lists the slot for the old and the new volume key.
-            if document.get("type") != TOKEN_TYPE or not slots:
-                raise ValueError("not a strongroom token with a keyslot")
+            if document.get("type") != TOKEN_TYPE:
+                raise ValueError("not a strongroom token")
+            if not slots:
+                raise VolumeStateError("the strongroom token names no keyslot: the volume was erased or its slot killed")
             rotation = document.get("rotation")
             return cls(
                 key_id=str(document["key_id"]), key_version=_int(document["key_version"]),

@@ -6,7 +6,6 @@ kill -9."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import subprocess
@@ -244,20 +243,3 @@ def xts_read(device: str, passphrase: bytes, length: int) -> bytes:
     with open(device, "rb") as f:
         f.seek(offset)
         return _xts(device, passphrase, f.read(length), encrypt=False)
-
-
-def test_token_round_trip_and_journal_steps():
-    token = v.VolumeToken(key_id="k", key_version=1, gateway_url=GATEWAY, volume_id="vol-1", keyslot=0)
-    assert v.VolumeToken.from_json(json.loads(json.dumps(token.to_json()))) == token
-    assert v.next_rotation_step(token, {0}, 1) is Step.DONE
-    assert v.next_rotation_step(token, {0}, 2) is Step.BEGIN
-    begun = v.begin(token, 2, 1)
-    assert v.next_rotation_step(begun, {0}, None) is Step.ADD_SLOT
-    assert v.next_rotation_step(begun, {0, 1}, None) is Step.COMMIT
-    committed = v.commit(begun)
-    assert (committed.keyslot, committed.key_version, committed.retire_keyslot) == (1, 2, 0)
-    assert v.next_rotation_step(committed, {0, 1}, None) is Step.KILL_OLD
-    assert v.next_rotation_step(committed, {1}, None) is Step.FORGET_OLD
-    assert v.next_rotation_step(v.forget_old(committed), {1}, 2) is Step.DONE
-    with pytest.raises(VolumeStateError):
-        v.VolumeToken.from_json({"type": "strongroom", "keyslots": []})
