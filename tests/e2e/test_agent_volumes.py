@@ -12,10 +12,18 @@ from agent import cli, luks
 from agent import volumes as v
 from agent.client import AgentClient
 
-from .helpers import make_tenant
+from .helpers import ALLOW_EU, make_tenant
 
 EU = {"identity": {"region": "eu-west-1"}, "integrity": {"firewall_enabled": True}}
 US = {"identity": {"region": "us-east-1"}, "integrity": {"firewall_enabled": True}}
+CENTRAL = {"identity": {"region": "eu-central-1"}, "integrity": {"firewall_enabled": True}}
+POLICY = {**ALLOW_EU, "rules": [
+    {"id": "eu-west", "effect": "allow", "when": {"all": [
+        {"fact": "identity.region", "op": "equals", "value": "eu-west-1"},
+        {"fact": "integrity.firewall_enabled", "op": "equals", "value": True}]}},
+    {"id": "eu-central-needs-approval", "effect": "require_approval",
+     "when": {"fact": "identity.region", "op": "equals", "value": "eu-central-1"}},
+]}
 
 
 def header(device: str) -> str:
@@ -31,14 +39,15 @@ def last_json(out: str) -> dict:
 
 
 async def test_volume_lifecycle_through_the_agent_cli(api, tmp_path, capsys):
-    tenant = await make_tenant(api)
+    tenant = await make_tenant(api, policy=POLICY)
     _status, enr, _ = await tenant.admin.call("POST", "/v1/enrollment-tokens", json={"name": "vm-vol"})
     home = tmp_path / "agent-home"
     async with AgentClient() as client:
         await client.enroll(api.url, enr["token"], "vm-vol", home)
-    eu, us = tmp_path / "eu.json", tmp_path / "us.json"
+    eu, us, central = tmp_path / "eu.json", tmp_path / "us.json", tmp_path / "central.json"
     eu.write_text(json.dumps(EU))
     us.write_text(json.dumps(US))
+    central.write_text(json.dumps(CENTRAL))
     device = str(tmp_path / "vol.img")
     subprocess.run(["truncate", "-s", "32M", device], check=True)
 
@@ -78,6 +87,7 @@ async def test_volume_lifecycle_through_the_agent_cli(api, tmp_path, capsys):
     before = header(device)
     assert await agent("rotate", device, "--facts-file", str(us)) == 3
     assert await agent("unlock", device, "--check", "--facts-file", str(us)) == 3
+    assert await agent("unlock", device, "--check", "--facts-file", str(central)) == 4  # approval pending
     assert header(device) == before
 
     # The gateway unreachable: status still shows the local state; unlock exits 8, nothing changed.
@@ -106,6 +116,21 @@ async def test_volume_lifecycle_through_the_agent_cli(api, tmp_path, capsys):
     capsys.readouterr()
     assert await agent("status", device, "--output", "json", "--facts-file", str(eu)) == 0
     assert last_json(capsys.readouterr().out)["server"]["newer_version_available"] is False
+
+    # A new volume key: the data re-encrypted, the Strongroom slot kept, a new recovery passphrase escrowed.
+    digests = luks.dump(device)["digests"]
+    _, before_record, _ = await tenant.admin.call("GET", f"/v1/volumes/{token.volume_id}")
+    capsys.readouterr()
+    assert await agent("reencrypt", device, "--yes", "--facts-file", str(eu)) == 0
+    out = capsys.readouterr()
+    done = last_json(out.out)
+    assert done["recovery_reescrowed"] and not done["resumed"] and "100%" in out.err
+    metadata = luks.dump(device)
+    assert metadata["digests"] != digests and not luks.reencrypt_interrupted(metadata)
+    assert luks.keyslots(metadata) == {done["keyslot"], done["recovery_keyslot"]}
+    _, after_record, _ = await tenant.admin.call("GET", f"/v1/volumes/{token.volume_id}")
+    assert after_record["recovery_escrowed"] > before_record["recovery_escrowed"]
+    assert await agent("unlock", device, "--check", "--facts-file", str(eu)) == 0
 
     # Not a volume, no such device, not bound: their own exit codes, nothing written.
     plain = tmp_path / "plain.img"
