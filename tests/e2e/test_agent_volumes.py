@@ -139,6 +139,25 @@ async def test_volume_lifecycle_through_the_agent_cli(api, tmp_path, capsys):
     assert await agent("unlock", str(tmp_path / "missing.img"), "--check") == 5
     assert plain.read_bytes() == bytes(1 << 20)
 
+    # An existing volume: a wrong passphrase changes nothing (exit 7), the right one binds it.
+    existing = str(tmp_path / "existing.img")
+    subprocess.run(["truncate", "-s", "32M", existing], check=True)
+    luks.run(["luksFormat", "--type", "luks2", "--batch-mode", *luks.FAST_PBKDF, "--key-file", "{k}", existing],
+             secrets={"k": b"old passphrase"})
+    wrong, right = tmp_path / "wrong.pass", tmp_path / "right.pass"
+    wrong.write_bytes(b"not it")
+    right.write_bytes(b"old passphrase")
+    unbound = header(existing)
+    assert await agent("unlock", existing, "--check", "--facts-file", str(eu)) == 9  # not bound yet
+    assert await agent("bind", existing, "--key-id", tenant.key_id, "--passphrase-file", str(wrong),
+                       "--facts-file", str(eu)) == 7
+    assert header(existing) == unbound
+    assert await agent("bind", existing, "--key-id", tenant.key_id, "--passphrase-file", str(right),
+                       "--facts-file", str(eu)) == 0
+    assert await agent("unlock", existing, "--check", "--facts-file", str(eu)) == 0
+    bound = v.VolumeToken.from_json(v.find_token(luks.dump(existing))[1])
+    assert bound.key_version == 2 and bound.volume_id != token.volume_id and luks.opens(existing, b"old passphrase", 0)
+
     assert await agent("erase", device, "--yes") == 0
     assert luks.keyslots(luks.dump(device)) == set()
     assert await agent("unlock", device, "--check", "--facts-file", str(eu)) == 9
