@@ -102,14 +102,26 @@ async def bind_volume(device: str, *, key_id: str, existing: bytes, keys: KeySou
     released = await keys(key_id, None, None)
     record = await registry.register(key_id=key_id, key_version=released.key_version, luks_uuid=luks_uuid,
                                      device=device)
-    slot = luks.free_keyslot(metadata)
     passphrase = v.slot_passphrase(released.key, luks_uuid)
-    await _thread(luks.add_key, device, existing=existing, new=passphrase, keyslot=slot)
+    # A bind that died after adding its slot but before writing the token: that slot is reused.
+    slot = await _slot_opened_by(device, metadata, passphrase)
+    if slot is None:
+        slot = luks.free_keyslot(metadata)
+        await _thread(luks.add_key, device, existing=existing, new=passphrase, keyslot=slot)
     token = VolumeToken(key_id=key_id, key_version=released.key_version, gateway_url=gateway_url,
                         volume_id=str(record["volume_id"]), keyslot=slot)
     await _thread(luks.import_token, device, v.free_token_id(metadata), token.to_json())
     return {"device": device, "luks_uuid": luks_uuid, "volume_id": token.volume_id, "key_id": key_id,
             "key_version": released.key_version, "keyslot": slot}
+
+
+async def _slot_opened_by(device: str, metadata: Mapping[str, Any], passphrase: bytes) -> int | None:
+    if not await _thread(luks.opens, device, passphrase):
+        return None
+    for slot in sorted(luks.keyslots(metadata)):
+        if await _thread(luks.opens, device, passphrase, slot):
+            return slot
+    return None
 
 
 async def unlock_volume(device: str, *, keys: KeySource, name: str | None = None,

@@ -64,10 +64,12 @@ async def test_bind_and_refusals_leave_the_header_unchanged(tmp_path):
         await volume_ops.unlock_volume(device, keys=keys, check=True)
     assert header(device) == before
 
+    # A bind that died after adding its slot (7) and before writing the token: the re-run reuses it.
+    luks.add_key(device, existing=b"correct horse", new=strongroom_passphrase(keys, 1, device), keyslot=7)
     out = await volume_ops.bind_volume(device, key_id=keys.key_id, existing=b"correct horse", keys=keys,
                                        registry=registry, gateway_url=GATEWAY)
-    assert out["keyslot"] == 1 and luks.keyslots(luks.dump(device)) == {0, 1}
-    assert (await volume_ops.unlock_volume(device, keys=keys, check=True))["keyslot"] == 1
+    assert out["keyslot"] == 7 and luks.keyslots(luks.dump(device)) == {0, 7}
+    assert (await volume_ops.unlock_volume(device, keys=keys, check=True))["keyslot"] == 7
     bound = header(device)
     with pytest.raises(VolumeStateError):
         await volume_ops.bind_volume(device, key_id=keys.key_id, existing=b"correct horse", keys=keys,
@@ -159,26 +161,31 @@ async def test_reencrypt_keeps_the_strongroom_slot_and_re_escrows_recovery(tmp_p
 
 
 _REENCRYPT_CHILD = """
-import sys
-from agent import luks
-luks.reencrypt(sys.argv[1], sys.stdin.buffer.read(), keyslot=int(sys.argv[2]), resilience="journal",
-               hotzone_size="64k")
+import asyncio, sys
+from agent import volume_ops
+from tests.integration.volume_world import LocalKeys, LocalRegistry
+keys = LocalKeys()
+keys.versions[1] = sys.stdin.buffer.read()
+asyncio.run(volume_ops.reencrypt_volume(sys.argv[1], keys=keys, registry=LocalRegistry(), resilience="journal",
+                                        hotzone_size="64k"))
 """
 
 
 async def test_reencrypt_killed_mid_way_resumes(tmp_path):
     keys, registry = LocalKeys(), LocalRegistry()
     device = image(tmp_path / "vol.img")
-    await volume_ops.format_volume(device, key_id=keys.key_id, keys=keys, registry=registry, gateway_url=GATEWAY)
+    out = await volume_ops.format_volume(device, key_id=keys.key_id, keys=keys, registry=registry,
+                                         gateway_url=GATEWAY, recovery=True)
+    old_recovery = registry.escrowed[out["volume_id"]]
     passphrase = strongroom_passphrase(keys, 1, device)
     plaintext = xts_write_pattern(device, passphrase)
-    # Kill -9 the reencrypting process group as soon as the header says reencryption is under way;
+    # Kill -9 the agent's reencrypting process group (Python and cryptsetup) as soon as the header says reencryption is under way;
     # if a run finishes first (it is fast), start another one: every run gives a new volume key.
     interrupted = False
     for _ in range(10):
-        child = subprocess.Popen([sys.executable, "-c", _REENCRYPT_CHILD, device, "0"], stdin=subprocess.PIPE,
+        child = subprocess.Popen([sys.executable, "-c", _REENCRYPT_CHILD, device], stdin=subprocess.PIPE,
                                  start_new_session=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
-        child.stdin.write(passphrase)
+        child.stdin.write(keys.versions[1])
         child.stdin.close()
         while child.poll() is None:
             try:
@@ -197,6 +204,9 @@ async def test_reencrypt_killed_mid_way_resumes(tmp_path):
         await volume_ops.unlock_volume(device, keys=keys, check=True)
     done = await volume_ops.reencrypt_volume(device, keys=keys, registry=registry)
     assert done["resumed"] and not luks.reencrypt_interrupted(luks.dump(device))
+    # The journal said a recovery slot was owed: a new passphrase was escrowed and opens its slot.
+    assert done["recovery_reescrowed"] and registry.escrowed[out["volume_id"]] != old_recovery
+    assert luks.opens(device, registry.escrowed[out["volume_id"]], done["recovery_keyslot"])
     assert (await volume_ops.unlock_volume(device, keys=keys, check=True))["checked"]
     assert xts_read(device, passphrase, len(plaintext)) == plaintext
 
