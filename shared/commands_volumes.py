@@ -41,7 +41,7 @@ class RegisterVolume(Strict):
 
     volume_id: str | None = Field(default=None, pattern=VOLUME_ID, description="Re-bind this volume; new if absent")
     key_id: str = Field(min_length=1, max_length=100)
-    key_version: int = Field(ge=1)
+    key_version: int = Field(ge=1, le=2**63 - 1)
     luks_uuid: str = Field(pattern=LUKS_UUID)
     device: str = Field(min_length=1, max_length=256, pattern=r"^/[^\x00]*$", description="Block device or image path")
 

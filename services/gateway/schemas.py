@@ -103,7 +103,7 @@ class RevokeDevice(Strict):
 
 class KeyRequestBody(Strict):
     key_id: str = Field(min_length=1, max_length=100)
-    key_version: int | None = Field(default=None, ge=1)
+    key_version: int | None = Field(default=None, ge=1, le=2**63 - 1)
     facts: Facts = Field(default_factory=dict)
     evidence: Evidence | None = None
     challenge: Challenge | None = None
