@@ -202,12 +202,15 @@ def reencrypt(device: str, passphrase: bytes, *, keyslot: int, resume: bool = Fa
               hotzone_size: str | None = None, progress: Callable[[dict[str, Any]], None] | None = None) -> None:
     """Re-encrypt the data under a new volume key (offline, in place), or resume an interrupted run.
 
-    Only the slot whose passphrase is given survives (cryptsetup may renumber it and updates the
+    Resuming first repairs the interrupted hotzone. Only the slot whose passphrase is given survives (cryptsetup may renumber it and updates the
     tokens that name it); all other keyslots are dropped. `progress` receives cryptsetup's
     ``--progress-json`` records."""
     args = ["reencrypt", "--batch-mode", "--force-offline-reencrypt", "--progress-json", "--progress-frequency", "1",
             "--key-file", "{key}"]
     if resume:
+        # A run killed inside a hotzone must first have that hotzone recovered from its journal or
+        # checksums ("requires reencryption recovery"); repair does that and is a no-op otherwise.
+        run(["repair", "--batch-mode", "--key-file", "{key}", device], secrets={"key": passphrase})
         args.append("--resume-only")
     else:
         args += ["--key-slot", str(keyslot), "--resilience", resilience, *FAST_PBKDF]

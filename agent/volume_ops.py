@@ -2,8 +2,10 @@
 whose Strongroom keyslot opens with a passphrase derived from a released data key.
 
 The key and the volume registry come in as arguments (`KeySource`, `VolumeRegistry`): the CLI
-passes the gateway client; tests pass keys directly. Every server call comes before the first
-header write, so a refusal leaves the header as it was. cryptsetup runs in a worker thread.
+passes the gateway client; tests pass keys directly. Every key release and registration comes
+before the first header write, so a refusal leaves the header as it was (reencryption escrows its
+new recovery passphrase after the data is done, and a re-run finishes that). cryptsetup runs in a
+worker thread.
 """
 
 from __future__ import annotations
@@ -167,6 +169,12 @@ async def rotate_volume(device: str, *, keys: KeySource,
     if v.next_rotation_step(token, luks.keyslots(metadata), None) is Step.DONE:
         await passphrase(None)  # the latest version, released (and audited) like any other
         latest = max(released)
+    # Every key the remaining steps need is released before the first header write, so a refusal
+    # (denied, pending, unreachable, version no longer active) leaves the header as it was.
+    if v.next_rotation_step(token, luks.keyslots(metadata), latest) is not Step.DONE:
+        await passphrase(token.key_version)
+        if token.rotation is not None:
+            await passphrase(token.rotation.key_version)
     recovery_slot = v.recovery_keyslot(metadata)
     while (step := v.next_rotation_step(token, luks.keyslots(metadata), latest)) is not Step.DONE:
         if step is Step.BEGIN:

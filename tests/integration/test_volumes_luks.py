@@ -15,6 +15,7 @@ import pytest
 
 from agent import luks, volume_ops
 from agent import volumes as v
+from agent.client import KeyNotActive
 from agent.luks import LuksError
 from agent.volumes import Step, VolumeStateError
 
@@ -136,6 +137,18 @@ async def test_rotation_crashed_after_each_step_leaves_a_working_slot_and_a_reru
     assert luks.opens(device, recovery, 0)
     again = await volume_ops.rotate_volume(device, keys=keys)
     assert not again["rotated"] and luks.dump(device) == metadata
+
+
+async def test_rotation_refused_for_the_old_version_leaves_the_header_unchanged(tmp_path):
+    keys, registry = LocalKeys(), LocalRegistry()
+    device = image(tmp_path / "vol.img")
+    await volume_ops.format_volume(device, key_id=keys.key_id, keys=keys, registry=registry, gateway_url=GATEWAY)
+    keys.rotate()
+    keys.inactive.add(1)  # the latest is released, the version the slot opens with is not
+    before = header(device)
+    with pytest.raises(KeyNotActive):
+        await volume_ops.rotate_volume(device, keys=keys)
+    assert header(device) == before and [r[1] for r in keys.requests[-2:]] == [None, 1]
 
 
 async def test_reencrypt_keeps_the_strongroom_slot_and_re_escrows_recovery(tmp_path):

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from agent import luks
-from agent.client import ReleasedKey
+from agent.client import KeyNotActive, ReleasedKey
 
 GATEWAY = "https://gateway.test"
 
@@ -21,6 +21,7 @@ class LocalKeys:
         self.key_id = key_id
         self.versions = {n: os.urandom(32) for n in range(1, versions + 1)}
         self.requests: list[tuple[str, int | None, Mapping[str, str] | None]] = []
+        self.inactive: set[int] = set()  # versions the "server" refuses to release
 
     def rotate(self) -> int:
         version = max(self.versions) + 1
@@ -30,6 +31,8 @@ class LocalKeys:
     async def __call__(self, key_id: str, key_version: int | None, volume: Mapping[str, str] | None) -> ReleasedKey:
         self.requests.append((key_id, key_version, volume))
         version = key_version or max(self.versions)
+        if version in self.inactive:
+            raise KeyNotActive(409, "key version not active", f"version {version} cannot be released")
         return ReleasedKey(key_id=key_id, key_version=version, algorithm="AES-256", request_id=f"r{len(self.requests)}",
                            key=self.versions[version])
 
