@@ -202,8 +202,8 @@ def reencrypt(device: str, passphrase: bytes, *, keyslot: int, resume: bool = Fa
               hotzone_size: str | None = None, progress: Callable[[dict[str, Any]], None] | None = None) -> None:
     """Re-encrypt the data under a new volume key (offline, in place), or resume an interrupted run.
 
-    Resuming first repairs the interrupted hotzone. Only the slot whose passphrase is given survives (cryptsetup may renumber it and updates the
-    tokens that name it); all other keyslots are dropped. `progress` receives cryptsetup's
+    Resuming first repairs the interrupted hotzone. Only the slot whose passphrase is given survives
+    (cryptsetup may renumber it and updates the tokens that name it); all other keyslots are dropped. `progress` receives cryptsetup's
     ``--progress-json`` records."""
     args = ["reencrypt", "--batch-mode", "--force-offline-reencrypt", "--progress-json", "--progress-frequency", "1",
             "--key-file", "{key}"]
@@ -220,12 +220,16 @@ def reencrypt(device: str, passphrase: bytes, *, keyslot: int, resume: bool = Fa
         process = subprocess.Popen(_argv([*args, device], fds), pass_fds=tuple(fds.values()),
                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert process.stdout is not None and process.stderr is not None
+    other: list[str] = []  # cryptsetup's messages that are not progress records
     with process:
         for line in process.stdout:
-            with contextlib.suppress(ValueError):
+            try:
                 record = json.loads(line)
-                if progress is not None and isinstance(record, dict):
-                    progress(record)
-        stderr = process.stderr.read()
+            except ValueError:
+                other.append(line)
+                continue
+            if progress is not None and isinstance(record, dict):
+                progress(record)
+        stderr = process.stderr.read() + "".join(other)
     if process.returncode != 0:
         raise _error(process.returncode, args, stderr)

@@ -130,8 +130,9 @@ async def run_bench(args: argparse.Namespace) -> None:
             for _ in range(args.rounds):
                 seconds, _answer = await agent(home, facts_file, "volume", "reencrypt", via_agent, "--yes")
                 agent_times.append(seconds)
+                (slot,) = luks.keyslots(luks.dump(bare))  # cryptsetup renumbers the kept slot
                 started = time.perf_counter()
-                await asyncio.to_thread(luks.reencrypt, bare, passphrase, keyslot=0)
+                await asyncio.to_thread(luks.reencrypt, bare, passphrase, keyslot=slot)
                 bare_times.append(time.perf_counter() - started)
     finally:
         await stack.stop_all()
