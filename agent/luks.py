@@ -203,8 +203,8 @@ def reencrypt(device: str, passphrase: bytes, *, keyslot: int, resume: bool = Fa
     """Re-encrypt the data under a new volume key (offline, in place), or resume an interrupted run.
 
     Resuming first repairs the interrupted hotzone. Only the slot whose passphrase is given survives
-    (cryptsetup may renumber it and updates the tokens that name it); all other keyslots are dropped. `progress` receives cryptsetup's
-    ``--progress-json`` records."""
+    (cryptsetup may renumber it and updates the tokens that name it); all other keyslots are dropped.
+    `progress` receives cryptsetup's ``--progress-json`` records."""
     args = ["reencrypt", "--batch-mode", "--force-offline-reencrypt", "--progress-json", "--progress-frequency", "1",
             "--key-file", "{key}"]
     if resume:
