@@ -11,7 +11,8 @@ from pydantic import Field, field_validator
 
 from .commands import Reply, Strict, base64_of, raw32_base64
 
-VOLUME_ID = r"^vol_[A-Za-z0-9_-]{1,64}$"
+# The server names new volumes vol_<hex>; an agent may name one itself (its LUKS token's volume_id).
+VOLUME_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$"
 LUKS_UUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 # HPKE enc (32) + AEAD tag (16) + a passphrase of at most 1024 bytes.
 MAX_SEALED_PASSPHRASE_BYTES = 32 + 16 + 1024
