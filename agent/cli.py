@@ -2,7 +2,7 @@
 send the heartbeats that keep its posture checked, and serve as the Clevis pin `strongroom`.
 
 Exit codes: 0 success, 1 error, 2 usage, 3 key denied by policy (or, for `heartbeat --once`, the
-device is quarantined), 4 approval pending.
+device is quarantined), 4 approval pending; `volume` adds 5-9 (agent/cli_volume.py).
 This is the one agent module that reads the environment; it passes what it finds down.
 Security invariant: no code path prints, logs or includes key bytes in an error.
 """
@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from agent import cli_volume
 from agent.cli_clevis import add_clevis_commands
 from agent.cli_files import FileUsageError, add_file_commands
 from agent.cli_files import metadata as _metadata
@@ -123,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     heartbeat.add_argument("--once", action="store_true", help="send one heartbeat; exit 3 if the device is quarantined")
     heartbeat.set_defaults(handler=_heartbeat)
     add_clevis_commands(commands, facts_options, release=_release, state_dir=state_dir)
+    cli_volume.register(commands, facts_options)
     return parser
 
 
@@ -141,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 async def run(args: argparse.Namespace, *, environ: Mapping[str, str]) -> int:
     """Execute parsed arguments and map the outcome to an exit code; messages go to stderr."""
     try:
-        code = await args.handler(args, environ)  # a handler may answer its own exit code (the Clevis pin's usage)
+        code = await args.handler(args, environ)  # a handler may answer its own exit code (Clevis usage, `volume`)
         return EXIT_OK if code is None else code
     except (UsageError, FileUsageError) as exc:
         _error(str(exc))

@@ -241,9 +241,10 @@ class AgentClient:
 
     async def request_key(
         self, key_id: str, *, facts: Mapping[str, Any], key_version: int | None = None,
-        wait_for_approval_seconds: float = 0.0,
+        wait_for_approval_seconds: float = 0.0, volume: Mapping[str, str] | None = None,
     ) -> ReleasedKey:
         """Ask for a data key under policy, presenting `facts`; the latest version unless one is named.
+        `volume` ({"volume_id", "luks_uuid"}) names the registered volume the key is to unlock.
 
         If policy requires an approval, wait up to `wait_for_approval_seconds` for operators (long-polling
         the request with the same one-time key), else raise `ApprovalPending` at once."""
@@ -261,6 +262,7 @@ class AgentClient:
                 "facts": dict(facts),
                 "ephemeral_public_key": base64.b64encode(ephemeral_public).decode("ascii"),
                 **await self._device_evidence(identity, ephemeral_public),
+                **({"volume": dict(volume)} if volume is not None else {}),
             }
         )
         headers = {"Content-Type": "application/json", "Accept": _ACCEPT}

@@ -196,6 +196,7 @@ class Ballot(Result):
 
 
 class ApprovalView(Result):
+    omit_when_none = frozenset({"kind", "volume_id"})
     approval_id: str
     request_id: str
     device_id: str
@@ -212,6 +213,8 @@ class ApprovalView(Result):
     comment: str | None
     votes: list[Ballot]
     approvals_received: int
+    kind: str | None = None  # "volume_recovery" for a break-glass request; absent for a key request
+    volume_id: str | None = None
 
 
 class ApprovalList(Result):

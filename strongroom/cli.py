@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 
-from strongroom import cli_accounts, cli_audit, cli_changes, cli_custody, cli_keys, cli_policy
+from strongroom import cli_accounts, cli_audit, cli_changes, cli_custody, cli_keys, cli_policy, cli_volumes
 from strongroom.cli_common import (
     DEFAULT_URL,
     EXIT_FAILED,
@@ -40,7 +40,7 @@ NOUNS = (
     cli_policy.add_approval, cli_policy.add_group, cli_policy.add_decision, cli_policy.add_events,
     cli_custody.add_operator, cli_custody.add_custody, cli_custody.add_byok, cli_custody.add_key_version,
     cli_custody.add_destruction,
-    cli_audit.add_report,
+    cli_audit.add_report, cli_volumes.add_volume,
 )
 
 

@@ -34,6 +34,7 @@ EVENT_PERMISSIONS: tuple[tuple[str, str], ...] = (
     ("policy.*", "policies.read"),
     ("group.*", "groups.read"),
     ("tenant.policy_settings_updated", "policies.read"),
+    ("volume.*", "volumes.read"),
 )
 NOTIFY_VIA_WAITERS = ("key.decided", "key.released", "key.release_refused")  # already delivered to the waiters' queue
 NOTIFY_PATTERNS = tuple(p for p, _ in EVENT_PERMISSIONS if p not in NOTIFY_VIA_WAITERS)

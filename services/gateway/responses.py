@@ -302,3 +302,70 @@ class Change(View):
 
 class ChangeList(View):
     items: list[Change]
+
+
+# --- volumes ----------------------------------------------------------------------------------
+
+
+class VolumePlacement(View):
+    """Where a device runs: the instance (and image) its enrolment evidence proved, else the device."""
+
+    device_id: str
+    instance: str
+    image: str | None = None
+    provenance: Literal["attested", "cloud", "observed"]
+
+
+class LastUnlock(View):
+    at: datetime
+    device_id: str
+    instance: str
+    request_id: str
+
+
+class Volume(View):
+    volume_id: str
+    luks_uuid: str
+    key_id: str
+    key_version: int
+    device_path: str
+    bound: VolumePlacement
+    registered_at: datetime
+    bound_at: datetime
+    last_unlock: LastUnlock | None = None
+    recovery_escrowed: datetime | None = None
+
+
+class VolumeList(View):
+    items: list[Volume]
+    next: str | None
+
+
+class Attachment(View):
+    """One key request for the volume: from where, and how it ended."""
+
+    request_id: str
+    key_id: str
+    at: datetime
+    device_id: str
+    instance: str
+    image: str | None = None
+    provenance: str
+    attached_to_bound_instance: bool
+    outcome: Literal["success", "denied", "pending", "failure"]
+
+
+class VolumeDetail(Volume):
+    attachments: list[Attachment]
+
+
+class RecoveryRequestView(View):
+    """A break-glass request for a volume's recovery passphrase and its approval's state."""
+
+    volume_id: str
+    request_id: str
+    approval_id: str
+    status: Literal["pending", "approved", "denied", "expired"]
+    approvals_required: int
+    approvals_received: int
+    expires_at: datetime

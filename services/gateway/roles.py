@@ -41,11 +41,13 @@ TENANT_ADMIN = Role("tenant_admin", frozenset({
 SECURITY_OFFICER = Role("security_officer", frozenset({
     "devices.enroll", "devices.manage", "devices.read", "keys.read", "policies.manage", "policies.read",
     "audit.forwarders.manage", "reports.read", "policies.simulate", "groups.manage", "groups.read", "approvals.read",
-    "decisions.read", "events.read", _SELF, "custody.read",
+    "decisions.read", "events.read", _SELF, "custody.read", "volumes.read",
 }), mfa=True, confirmed=True)
 # Tenant custody policy, KEK and export belong to the tenant's key custodians.
+# Break-glass recovery of a volume's passphrase is asked for by a custodian and approved by two others.
 KEY_CUSTODIAN = Role("key_custodian", frozenset({
-    "keys.manage", "keys.read", _SELF, "custody.manage", "custody.read", "keys.export",
+    "keys.manage", "keys.read", _SELF, "custody.manage", "custody.read", "keys.export", "volumes.read",
+    "volumes.recover",
 }), mfa=True, confirmed=True)
 APPROVER = Role("approver", frozenset({
     "approvals.read", "approvals.decide", "decisions.read", "events.read", _SELF,
@@ -53,6 +55,7 @@ APPROVER = Role("approver", frozenset({
 AUDITOR = Role("auditor", frozenset({
     "devices.read", "keys.read", "policies.read", "audit.read", "audit.export", "reports.read", "policies.simulate",
     "groups.read", "approvals.read", "decisions.read", "events.read", _SELF, "users.read", "custody.read",
+    "volumes.read",
 }))
 # Customer tenants' lifecycle and the provider's own people. It may watch whether custody is sealed
 # (`custody.root.status`: counts and fingerprints, nothing that opens anything) but never receives,

@@ -18,6 +18,7 @@ from shared import commands, export_formats
 from shared import commands_audit as ca
 from shared import commands_custody as cc
 from shared import commands_policy as cp
+from shared import commands_volumes as cv
 
 from . import (
     docs,
@@ -32,6 +33,7 @@ from . import (
     views_evidence,
     views_policy,
     views_tpm,
+    views_volumes,
     views_zero_touch,
 )
 from . import queries as Q
@@ -137,6 +139,12 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/decisions/{request_id}", views_policy.get_decision, "operator", "decisions.read", "Show a decision with its full trace", response=cp.DecisionDetail),
     Route("GET", "/v1/devices/{device_id}/posture", views_policy.get_device_posture, "operator", "devices.read", "Show a device's posture and quarantine state", response=cp.Posture),
     Route("POST", "/v1/devices/{device_id}/clear-quarantine", views_policy.clear_quarantine, "operator", "devices.manage", "Let a quarantined device be released keys again", views_policy.ClearQuarantineBody, response=cp.DeviceStatus),
+    # --- volumes ---
+    Route("GET", "/v1/volumes", views_volumes.list_volumes, "operator", "volumes.read", "List registered volumes with their binding and last unlock", query=commands.ListQuery, response=R.VolumeList),
+    Route("GET", "/v1/volumes/{volume_id}", views_volumes.get_volume, "operator", "volumes.read", "Show a volume with its attachment history, newest first (?history=N)", query=views_volumes.VolumeQuery, response=R.VolumeDetail),
+    Route("POST", "/v1/volumes/{volume_id}/recovery-requests", views_volumes.request_recovery, "operator", "volumes.recover", "Break-glass: ask for a volume's recovery passphrase, sealed to your one-time X25519 key; two other people approve", cv.RecoveryRequest, 201, response=R.RecoveryRequestView),
+    Route("GET", "/v1/volumes/{volume_id}/recovery-requests/{request_id}", views_volumes.recovery_status, "operator", "volumes.recover", "Your break-glass request's state", response=R.RecoveryRequestView),
+    Route("POST", "/v1/volumes/{volume_id}/recovery-requests/{request_id}/collect", views_volumes.collect_recovery, "operator", "volumes.recover", "Collect an approved recovery passphrase, sealed to your one-time key (once)", response=cv.RecoveryRelease),
     Route("GET", "/v1/events/stream", notifications.event_stream, "operator", "events.read", "Server-sent events: approvals, denials, posture (?types=)", query=Q.EventStreamQuery, produces=("text/event-stream",)),
     Route("GET", "/v1/agent/key-requests/{request_id}", views_agents.key_request_status, "device", None, "Agent: poll (or ?wait=N long-poll) a key request", query=Q.WaitQuery, response=R.KeyReleased),
     Route("POST", "/v1/agent/heartbeat", views_agents.heartbeat, "device", None, "Agent: signed heartbeat with fresh facts", views_agents.HeartbeatBody, response=cp.HeartbeatAnswer),
@@ -190,6 +198,9 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/v1/agent/enroll/zero-touch/challenges", views_zero_touch.zero_touch_challenge, "none", None, "Agent: a challenge for zero-touch enrolment evidence, where the tenant allows it", views_zero_touch.ZeroTouchChallengeBody, 201, response=R.Challenge),
     Route("POST", "/v1/agent/enroll/zero-touch", views_zero_touch.zero_touch_enroll, "none", None, "Agent: enrol with its verified cloud identity instead of a token (accounts and images the tenant allows)", views_zero_touch.ZeroTouchEnroll, 201, response=R.Enrolled),
     Route("POST", "/v1/agent/enroll", views_agents.enroll, "none", None, "Agent: enrol with an enrollment token", schemas.Enroll, 201, response=R.Enrolled),
+    Route("POST", "/v1/agent/volumes", views_volumes.register, "device", None, "Agent: register (or re-bind) a LUKS2 volume it formatted or bound; bound to this device's instance (RFC 9421-signed)", cv.RegisterVolume, 201, response=R.Volume),
+    Route("POST", "/v1/agent/volumes/{volume_id}/escrow-key", views_volumes.escrow_key, "device", None, "Agent: keysvc's single-use X25519 key to seal the volume's recovery passphrase to (RFC 9421-signed)", success=201, response=cv.EscrowKey),
+    Route("POST", "/v1/agent/volumes/{volume_id}/recovery", views_volumes.escrow, "device", None, "Agent: escrow the volume's recovery passphrase, HPKE-sealed to the escrow key (RFC 9421-signed)", cv.EscrowRecovery, 201, response=cv.Escrowed),
     Route("POST", "/v1/agent/key-requests", views_agents.key_request, "device", None, "Agent: request a key (RFC 9421-signed)", schemas.KeyRequestBody, response=R.KeyReleased),
 )
 

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, ConfigDict, Field, WithJsonSchema, field_validator
 
 from shared.commands import NAME, Strict, base64_of, raw32_base64
+from shared.commands_volumes import VolumeRef
 
 from .roles import TENANT_ROLES
 
@@ -102,12 +103,13 @@ class RevokeDevice(Strict):
 
 class KeyRequestBody(Strict):
     key_id: str = Field(min_length=1, max_length=100)
-    key_version: int | None = Field(default=None, ge=1)
+    key_version: int | None = Field(default=None, ge=1, le=2**63 - 1)
     facts: Facts = Field(default_factory=dict)
     evidence: Evidence | None = None
     challenge: Challenge | None = None
     ephemeral_public_key: str = Field(description="One-time X25519 public key, base64 of the raw 32 bytes",
                                       json_schema_extra=base64_of(32, exactly=True))
+    volume: VolumeRef | None = Field(default=None, description="The registered volume this key unlocks")
 
     @field_validator("ephemeral_public_key")
     @classmethod

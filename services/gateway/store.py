@@ -19,6 +19,7 @@ from .accounts.store import AccountStore
 from .store_changes import ChangeStore
 from .store_evidence import EvidenceStore
 from .store_outbox import insert_staged, update_staged
+from .store_volumes import VolumeStore
 
 
 class GatewayStore:
@@ -32,10 +33,12 @@ class GatewayStore:
         self.events = TenantCollection(db["events"])
         self._nonce_inserts = GroupInserter(self.nonces.raw)
         self.outbox = Outbox(publish, [db["tenants"], db["tokens"], db["enrollments"], db["devices"], db["users"],
-                                       db["changes"], db["sessions"], db["events"]])
+                                       db["changes"], db["sessions"], db["events"], db["volumes"],
+                                       db["volume_attachments"]])
         self.accounts = AccountStore(db, outbox=self.outbox)
         self.changes = ChangeStore(db, outbox=self.outbox)
         self.evidence = EvidenceStore(db)
+        self.volumes = VolumeStore(db, outbox=self.outbox)
 
     async def ping(self) -> None:
         """Raises `STORE_UNAVAILABLE` when the store does not answer (within the client's timeouts)."""
@@ -45,6 +48,7 @@ class GatewayStore:
         await self.accounts.create_indexes()
         await self.changes.create_indexes()
         await self.evidence.create_indexes()
+        await self.volumes.create_indexes()
         await self.enrollments.raw.create_index([("digest", ASCENDING)], unique=True)
         await self.devices.raw.create_index([("tenant_id", ASCENDING), ("device_id", ASCENDING)], unique=True)
         await self.devices.raw.create_index([("tenant_id", ASCENDING), ("subject", ASCENDING)])

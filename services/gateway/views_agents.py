@@ -20,8 +20,8 @@ from shared.commands import Strict
 from shared.crypto import tokens
 from shared.rpc import ProblemError
 
-from . import schemas
-from .evidence.base import EvidenceContext, Merged, merge, with_observed
+from . import schemas, views_volumes
+from .evidence.base import EvidenceContext, Merged, Verified, merge, with_observed
 from .problems import ExtraProblem
 from .state import CORRELATION_ID, _call, _gw, _json, _now, _principal, body_as
 from .views_evidence import FirstUseRefused, verify
@@ -45,21 +45,31 @@ async def enroll(request: web.Request) -> web.Response:
         raise ProblemError(401, "Unauthorized", "missing or invalid credentials")
     tenant_id = enrollment["tenant_id"]
     device_id = events.new_id("dev_")
-    summary = None
+    summary, verified = None, None
     if body.evidence is not None:
         context = EvidenceContext(tenant_id=tenant_id, now=_now(), device_id=device_id, public_key=body.public_key,
                                   challenge=body.challenge)
         try:
-            _, summary = await verify(request, body.evidence, context, holder=enrollment["enrollment_id"])
+            verified, summary = await verify(request, body.evidence, context, holder=enrollment["enrollment_id"])
         except FirstUseRefused:
             raise ProblemError(403, "Forbidden", "the instance this evidence names is already enrolled",
                                "evidence") from None
     return await register_device(request, tenant_id, device_id, body.name, body.public_key, enrollment, summary,
-                                 auth="enrollment_token")
+                                 auth="enrollment_token", verified=verified)
+
+
+def _proved_identity(verified: Verified | None) -> dict[str, Any] | None:
+    """The instance and image the enrolment evidence proved, with its provenance (volumes bind to them)."""
+    if verified is None:
+        return None
+    identity = verified.facts.get("identity") or {}
+    kept = {k: identity[k] for k in ("instance_id", "image_id") if isinstance(identity.get(k), str)}
+    return {**kept, "provenance": verified.provenance} if kept else None
 
 
 async def register_device(request: web.Request, tenant_id: str, device_id: str, name: str, public_key: str,
-                          enrollment: dict[str, Any], summary: events.EvidenceSummary | None, *, auth: str) -> web.Response:
+                          enrollment: dict[str, Any], summary: events.EvidenceSummary | None, *, auth: str,
+                          verified: Verified | None = None) -> web.Response:
     """The new device, enrolled by `enrollment` (a token's, or a zero-touch rule's) with what its evidence proved."""
     # Trust on first use: the instance this enrolment proved is bound to this device from now on.
     subject = summary.subject if summary is not None and summary.verified else None
@@ -72,7 +82,7 @@ async def register_device(request: web.Request, tenant_id: str, device_id: str, 
     doc = {
         "device_id": device_id, "name": name, "public_key": public_key, "status": "active",
         "groups": list(enrollment.get("groups", [])), "enrolled_at": _now(), "enrollment_id": enrollment["enrollment_id"],
-        "subject": subject,
+        "subject": subject, "identity": _proved_identity(verified) if subject else None,
     }
     await _gw(request).store.insert_device(tenant_id, doc, event)
     return _json({"device_id": device_id, "tenant_id": tenant_id, "key_id": f"{tenant_id}/{device_id}"}, 201)
@@ -85,6 +95,8 @@ async def key_request(request: web.Request) -> web.Response:
     body = await body_as(request, schemas.KeyRequestBody)
     request_id = events.new_id("req_")
     facts, summary = await _facts_of(request, body.facts, body.evidence, body.challenge, body.ephemeral_public_key)
+    volume = await views_volumes.volume_context(request, body.volume, body.key_id)
+    facts = views_volumes.with_volume(facts, volume)
     requested = events.KeyRequested(
         tenant_id=principal.tenant_id, actor=principal.actor, correlation_id=request[CORRELATION_ID],
         source_ip=request.remote, request_id=request_id, device_id=principal.id, key_id=body.key_id,
@@ -101,6 +113,7 @@ async def key_request(request: web.Request) -> web.Response:
                            request_id=request_id) from None
     finally:
         gw.waiters.cancel(request_id)
+    await views_volumes.record_attachment(request, volume, request_id=request_id, key_id=body.key_id, outcome=outcome)
     return _release_response(outcome)
 
 
@@ -197,5 +210,6 @@ async def heartbeat(request: web.Request) -> web.Response:
     principal = _principal(request)
     body = await body_as(request, HeartbeatBody)
     facts, _ = await _facts_of(request, body.facts, body.evidence, body.challenge)
+    facts = views_volumes.with_volume(facts, None)  # `volume.*` is the gateway's, set only on key requests
     return _json(await _call(request, "policysvc", "heartbeat", {
         "device_id": principal.id, "facts": facts.facts, "provenance": facts.provenance}))

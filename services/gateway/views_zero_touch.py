@@ -89,4 +89,4 @@ async def zero_touch_enroll(request: web.Request) -> web.Response:
         raise ProblemError(401, "Unauthorized", "missing or invalid credentials")
     enrollment = {"enrollment_id": HOLDER, "groups": rule.get("groups", [])}
     return await register_device(request, body.tenant_id, device_id, body.name, body.public_key, enrollment, summary,
-                                 auth="zero_touch")
+                                 auth="zero_touch", verified=verified)

@@ -11,8 +11,10 @@ from pymongo import AsyncMongoClient
 
 from shared import commands as cmd
 from shared import commands_custody as cc
+from shared import commands_volumes as cv
+from shared import rpc
 from shared.bus import Bus
-from shared.events import Event
+from shared.events import Event, new_id
 from shared.outbox import Outbox
 from shared.rpc import Methods
 from shared.service import Running
@@ -27,6 +29,7 @@ from . import (
     handlers_release,
     handlers_root,
     handlers_settings,
+    handlers_volumes,
     rekey,
     scheduler,
 )
@@ -121,6 +124,27 @@ def _root_methods(methods: Methods, p: Parts, bus: Bus) -> None:
                                       bus_publish=bus.publish), cc.ExportKeyCall, cc.ExportedKey)
 
 
+def _volume_methods(methods: Methods, p: Parts, bus: Bus) -> None:
+    s, h, v = p.store, p.hierarchy, handlers_volumes
+
+    async def ask_policy(request: rpc.RpcRequest, method: str, params: dict) -> dict:
+        """A policysvc method on behalf of the same caller and tenant (its own correlation id: replies
+        are matched by it, and the caller's call is still waiting under the original one)."""
+        nested = request.model_copy(update={"method": method, "params": params, "correlation_id": new_id()})
+        reply = await bus.call("policysvc", nested,
+                               timeout=p.settings.rpc_timeout_seconds)
+        if reply.problem is not None:
+            raise rpc.ProblemError(reply.problem.status, reply.problem.title, reply.problem.detail, reply.problem.field)
+        return reply.result
+
+    methods.add("volume_escrow_key", partial(v.escrow_key, store=s, hierarchy=h), cv.EscrowKeyCall, cv.EscrowKey)
+    methods.add("volume_escrow", partial(v.escrow_passphrase, store=s, hierarchy=h, outbox=p.outbox), cv.EscrowCall,
+                cv.Escrowed)
+    methods.add("volume_recovery_release", partial(v.release_recovery, store=s, hierarchy=h, ask_policy=ask_policy,
+                                                   publish=bus.publish_audited), cv.RecoveryReleaseCall,
+                cv.RecoveryRelease)
+
+
 def _jobs(p: Parts) -> dict[str, scheduler.Job]:
     """The scheduler's jobs; none runs while custody is sealed, and a busy re-wrap pauses between batches."""
     settings = p.settings
@@ -181,6 +205,7 @@ async def start(settings: KeySettings, *, bus: Bus, client: AsyncMongoClient, ro
     _key_methods(methods, p)
     _destruction_methods(methods, p)
     _root_methods(methods, p, bus)
+    _volume_methods(methods, p, bus)
     await bus.listen(["key.state_changed", "key.rotated", "key.min_decryption_version_set"],
                      partial(handlers_release.forget_changed_key, cache=p.cache))
     await bus.listen(["custody.unseal_progress"], partial(handlers_root.catch_up_unseal, store=store, custody=custody))

@@ -27,17 +27,18 @@ from .keys import Key, ReleaseView
 from .store_custody import CustodyQueries
 from .store_kek import KekRotationQueries
 from .store_root import SYSTEM_TENANT, RootQueries
+from .store_volumes import VolumeRecoveryQueries
 
 __all__ = ["OUTBOX_AREAS", "SYSTEM_TENANT", "KeyStore"]
 
 # Areas whose documents stage events for the outbox, by collection attribute.
-OUTBOX_AREAS = ("keys", "settings", "destructions", "kek_rotations", "custody", "offboardings")
+OUTBOX_AREAS = ("keys", "settings", "destructions", "kek_rotations", "custody", "offboardings", "volume_recovery")
 
 _RELEASE_FIELDS = {"_id": 0, "key_id": 1, "algorithm": 1, "state": 1, "latest_version": 1,
                    "min_decryption_version": 1, "latest_material": 1}
 
 
-class KeyStore(CustodyQueries, KekRotationQueries, RootQueries):
+class KeyStore(CustodyQueries, KekRotationQueries, RootQueries, VolumeRecoveryQueries):
     """Every MongoDB query of keysvc, behind methods named for what they do (tenant id in each)."""
 
     def __init__(self, db: AsyncDatabase):
@@ -56,6 +57,9 @@ class KeyStore(CustodyQueries, KekRotationQueries, RootQueries):
         self.leases = TenantCollection(db["leases"])
         self.import_keys = TenantCollection(db["import_keys"])
         self.peers = TenantCollection(db["peers"])  # running keysvc instances (unseal.py)
+        self.escrow_keys = TenantCollection(db["volume_escrow_keys"])
+        self.volume_recovery = TenantCollection(db["volume_recovery"])
+        self.recovery_releases = TenantCollection(db["volume_recovery_releases"])
 
     @property
     def outbox_collections(self) -> list[Any]:
@@ -91,6 +95,7 @@ class KeyStore(CustodyQueries, KekRotationQueries, RootQueries):
         await self.leases.raw.create_index([("tenant_id", ASCENDING), ("name", ASCENDING)], unique=True)
         await self.import_keys.raw.create_index([("tenant_id", ASCENDING), ("import_token", ASCENDING)], unique=True)
         await self.peers.raw.create_index([("tenant_id", ASCENDING), ("peer_id", ASCENDING)], unique=True)
+        await self.create_volume_indexes()
 
     # --- keys -------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from functools import partial
 from pymongo import AsyncMongoClient
 
 from shared import commands_policy as c
+from shared import commands_volumes as cv
 from shared.bus import Bus
 from shared.rpc import Methods
 from shared.service import Running
@@ -68,6 +69,10 @@ def rpc_methods(*, store: PolicyStore, cache: PolicyCache, targets: TargetCache,
         ("list_approvals", partial(approvals.list_approvals, store=store), c.ListApprovals, c.ApprovalList),
         ("get_approval", partial(approvals.get_approval, store=store), c.ApprovalRef, c.ApprovalView),
         ("vote", partial(approvals.vote, **own), c.Vote, c.ApprovalView),
+        ("open_recovery_approval", partial(approvals.open_recovery_approval, **own), cv.OpenRecoveryApproval,
+         c.ApprovalView),
+        ("recovery_approval", partial(approvals.recovery_approval, store=store), cv.RecoveryApprovalRef,
+         cv.RecoveryApproval),
         ("request_status", partial(decisions.request_status, store=store), c.RequestRef, c.RequestStatus),
         ("get_decision", partial(decisions.get_decision, store=store), c.DecisionRef, c.DecisionDetail),
         ("list_decisions", partial(decisions.list_decisions, store=store), c.ListDecisions, c.DecisionList),

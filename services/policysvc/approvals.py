@@ -92,14 +92,51 @@ def final_decision(approval: Mapping[str, Any], cause: Event, effect: str, reaso
     )
 
 
-def expiry(approval: Mapping[str, Any], *, correlation_id: str) -> tuple[Event, KeyDecided]:
+RECOVERY = "volume_recovery"  # an approval's kind when it guards a volume's recovery passphrase
+
+
+def is_recovery(approval: Mapping[str, Any]) -> bool:
+    return approval.get("kind") == RECOVERY
+
+
+def _settles(approval: Mapping[str, Any], cause: Event, effect: str, reason: str) -> tuple[Event, ...]:
+    """The key request's final decision; a recovery approval has none (keysvc asks for its state)."""
+    return () if is_recovery(approval) else (final_decision(approval, cause, effect, reason),)
+
+
+def recovery_approval(*, volume_id: str, key_id: str, device_id: str, public_key: str, reason: str,
+                      approvals_required: int, expires_at: datetime, now: datetime,
+                      fields: dict[str, Any]) -> tuple[dict[str, Any], Event]:
+    """A break-glass approval for a volume's recovery passphrase, and the event announcing it.
+
+    The requester is the acting person: they can never approve it themselves (``check_vote``)."""
+    request_id = events.new_id("rcv_")
+    approval_id = "apr_" + request_id.removeprefix("rcv_")
+    why = f"break-glass recovery of volume {volume_id}: {reason}"
+    announced = events.ApprovalRequested(
+        **fields, approval_id=approval_id, request_id=request_id, device_id=device_id, key_id=key_id,
+        approvals_required=approvals_required, expires_at=expires_at, reasons=(why,),
+    )
+    doc = {
+        "approval_id": approval_id, "request_id": request_id, "kind": RECOVERY, "volume_id": volume_id,
+        "device_id": device_id, "key_id": key_id, "key_version": None,
+        # Public X25519 key the passphrase will be sealed to: the requester's, for this request only.
+        "ephemeral_public_key": public_key, "approvals_required": approvals_required, "remember_for_seconds": None,
+        "expires_at": expires_at, "status": "pending", "votes": [], "requested_at": now,
+        "requested_by": fields["actor"].id, "reasons": [why], "decided_by": [],
+        "correlation_id": fields["correlation_id"],
+    }
+    return doc, announced
+
+
+def expiry(approval: Mapping[str, Any], *, correlation_id: str) -> tuple[Event, ...]:
     """Pending past its deadline: the request is denied; its one-time key is never used again."""
     expired = events.ApprovalExpired(
         tenant_id=approval["tenant_id"], correlation_id=approval.get("correlation_id") or correlation_id,
         approval_id=approval["approval_id"], request_id=approval["request_id"], device_id=approval["device_id"],
         key_id=approval["key_id"],
     )
-    return expired, final_decision(approval, expired, "deny", "approval expired before enough approvals")
+    return expired, *_settles(approval, expired, "deny", "approval expired before enough approvals")
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +168,7 @@ def cast_vote(
                                        comment=comment)
         reason = f"approval denied by {person}" + (f": {comment}" if comment else "")
         return VoteOutcome("denied", list(approval.get("votes", [])), ballot,
-                           (denied, final_decision(approval, denied, "deny", reason)))
+                           (denied, *_settles(approval, denied, "deny", reason)))
     votes = [*approval.get("votes", []), ballot]
     if not is_satisfied({**approval, "votes": votes}):
         voted = events.ApprovalVoted(**fields, **common, approvals_received=len(votes),
@@ -144,5 +181,5 @@ def cast_vote(
         **fields, **common, device_id=approval["device_id"], key_id=approval["key_id"], approvers=approvers,
         comment=comment, remember_until=remember_until,
     )
-    final = final_decision(approval, granted, "allow", f"approved by {', '.join(approvers)}")
-    return VoteOutcome("granted", votes, ballot, (granted, final), remember_until)
+    final = _settles(approval, granted, "allow", f"approved by {', '.join(approvers)}")
+    return VoteOutcome("granted", votes, ballot, (granted, *final), remember_until)

@@ -31,7 +31,21 @@ integrity.attestation.<claim>               any JSON                   agent (at
 observed.source_ip                          IP address                 gateway
 observed.request_time                       RFC 3339 time              gateway
 observed.device_id                          str                        gateway (authenticated)
+volume.id                                   str                        gateway (the request's volume)
+volume.registered                           bool                       gateway (volume registry)
+volume.key_id / key_matches                 str / bool                 gateway (volume registry)
+volume.luks_uuid_matches                    bool                       gateway (volume registry)
+volume.bound_instance / bound_image         str                        gateway (bound at registration)
+volume.bound_device_id                      str                        gateway (bound at registration)
+volume.binding_provenance                   attested|cloud|observed    gateway (the binding's evidence)
+volume.instance / image                     str                        gateway (requesting device)
+volume.attached_to_bound_instance           bool                       gateway (computed)
+volume.attached_to_bound_image              bool                       gateway (computed, images known)
 ==========================================  =========================  ==========================
+
+``volume.*`` is set only on a key request that names a volume (the agent's ``volume`` field), all
+of it ``observed``: whatever an agent claims under ``volume`` is dropped. The instance is the one
+the device's enrolment evidence proved (``binding_provenance``), else ``device:<device id>``.
 """
 
 from __future__ import annotations
@@ -40,7 +54,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-FACT_ROOTS = ("identity", "integrity", "observed")
+FACT_ROOTS = ("identity", "integrity", "observed", "volume")
 
 
 class _FactGroup(BaseModel):
@@ -82,7 +96,18 @@ class ObservedFacts(_FactGroup):
     device_id: str | None = None
 
 
+class VolumeFacts(_FactGroup):
+    """Set by the gateway when a key request names a volume; an agent cannot choose these."""
+
+    id: str | None = None
+    registered: bool | None = None
+    bound_instance: str | None = None
+    instance: str | None = None
+    attached_to_bound_instance: bool | None = None
+
+
 class Facts(_FactGroup):
     identity: IdentityFacts = IdentityFacts()
     integrity: IntegrityFacts = IntegrityFacts()
     observed: ObservedFacts = ObservedFacts()
+    volume: VolumeFacts | None = None

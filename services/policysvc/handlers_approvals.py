@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
 
 from shared import commands_policy as c
+from shared import commands_volumes as cv
 from shared import events, rpc
 
 from . import approvals as voting
@@ -21,7 +22,8 @@ STATUSES = ("pending", "approved", "denied", "expired")
 
 def approval_view(doc: dict[str, Any]) -> c.ApprovalView:
     keys = ("approval_id", "request_id", "device_id", "key_id", "key_version", "status", "approvals_required",
-            "remember_for_seconds", "expires_at", "requested_at", "reasons", "decided_by", "decided_at", "comment")
+            "remember_for_seconds", "expires_at", "requested_at", "reasons", "decided_by", "decided_at", "comment",
+            "kind", "volume_id")
     votes = [c.Ballot(by=v["by"], at=v["at"], comment=v.get("comment", "")) for v in doc.get("votes", [])]
     return c.ApprovalView(**{k: doc.get(k) for k in keys}, votes=votes, approvals_received=len(votes))
 
@@ -77,6 +79,10 @@ async def vote(request: rpc.RpcRequest, params: c.Vote, *, store: PolicyStore, t
 async def _release(doc: dict[str, Any], cast: voting.VoteOutcome, *, store: PolicyStore, targets: TargetCache) -> None:
     """A granted approval: remember it if asked, note the key as released, then announce it."""
     tenant_id = doc["tenant_id"]
+    if voting.is_recovery(doc):
+        await store.publish_staged("approvals", tenant_id, *cast.events)
+        log.info("recovery_approval_granted", approval_id=doc["approval_id"], approvers=len(cast.votes))
+        return
     if cast.remember_until is not None:
         await store.remember_grant(tenant_id, doc["device_id"], doc["key_id"], until=cast.remember_until,
                                    approval_id=doc["approval_id"])
@@ -96,3 +102,37 @@ async def expire_approval(doc: dict[str, Any], *, store: PolicyStore) -> bool:
         await store.publish_staged("approvals", doc["tenant_id"], *staged)
         log.info("approval_expired", approval_id=doc["approval_id"])
     return matched
+
+
+async def open_recovery_approval(request: rpc.RpcRequest, params: cv.OpenRecoveryApproval, *, store: PolicyStore,
+                                 targets: TargetCache) -> c.ApprovalView:
+    """Break-glass: a pending approval for a volume's recovery passphrase, needing
+    ``RECOVERY_APPROVALS`` people other than the requester, expiring with the tenant's approvals."""
+    now = datetime.now(UTC)
+    settings = await targets.settings(request.tenant_id)
+    doc, announced = voting.recovery_approval(
+        volume_id=params.volume_id, key_id=params.key_id, device_id=params.device_id, public_key=params.public_key,
+        reason=params.reason, approvals_required=cv.RECOVERY_APPROVALS,
+        expires_at=now + timedelta(seconds=settings.approval_expiry_seconds), now=now, fields=event_fields(request))
+    if not await store.open_approval(request.tenant_id, doc, announced):
+        raise rpc.ProblemError(409, "Conflict", "a recovery request with this id exists; retry", "volume_id")
+    await store.publish_staged("approvals", request.tenant_id, announced)
+    log.info("recovery_approval_opened", approval_id=doc["approval_id"], volume_id=params.volume_id)
+    return approval_view({**doc, "tenant_id": request.tenant_id})
+
+
+async def recovery_approval(request: rpc.RpcRequest, params: cv.RecoveryApprovalRef, *,
+                            store: PolicyStore) -> cv.RecoveryApproval:
+    """A break-glass approval's state, for keysvc to decide whether to release (expired first if overdue)."""
+    doc = await store.approval_for_request(request.tenant_id, params.request_id)
+    if doc is None or not voting.is_recovery(doc) or doc.get("volume_id") != params.volume_id:
+        raise rpc.NotFound("recovery request", "request_id")
+    if voting.is_overdue(doc, datetime.now(UTC)):
+        await expire_approval(doc, store=store)
+        doc = await store.approval_for_request(request.tenant_id, params.request_id) or doc
+    voters = [v["by"] for v in doc.get("votes", [])]
+    return cv.RecoveryApproval(
+        request_id=doc["request_id"], approval_id=doc["approval_id"], volume_id=doc["volume_id"],
+        requested_by=doc["requested_by"], public_key=doc["ephemeral_public_key"], status=doc["status"],
+        approvers=voters if doc["status"] == "approved" else [], approvals_required=doc["approvals_required"],
+        approvals_received=len(voters), expires_at=doc["expires_at"])

@@ -99,6 +99,14 @@ from .policy import (
     GroupUpdated,
     PolicySettingsUpdated,
 )
+from .volumes import Placement as Placement
+from .volumes import (
+    VolumeAttached,
+    VolumeAttachedElsewhere,
+    VolumeRecoveryEscrowed,
+    VolumeRecoveryReleased,
+    VolumeRegistered,
+)
 
 AnyEvent = Annotated[
     Union[  # noqa: UP007 - sixty members read better one per line
@@ -170,6 +178,12 @@ AnyEvent = Annotated[
         ForwarderUpdated,
         ForwarderDeleted,
         ForwarderSecretRotated,
+        # --- volumes ---
+        VolumeRegistered,
+        VolumeAttached,
+        VolumeAttachedElsewhere,
+        VolumeRecoveryEscrowed,
+        VolumeRecoveryReleased,
     ],
     Field(discriminator="type"),
 ]

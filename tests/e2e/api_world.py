@@ -3,6 +3,7 @@ fuzz): real ids for the path parameters, and a signed-in token for each role."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from shared.crypto import httpsig
@@ -58,6 +59,14 @@ async def make_world(api) -> World:
     agent = await BareAgent.enroll(tenant, api)
     status, released, _ = await agent.request(tenant.key_id, EU_FACTS)
     assert status == 200, released
+    volume = json.dumps({"key_id": tenant.key_id, "key_version": 1, "device": "/dev/vdb",
+                         "luks_uuid": "0b6c4a8e-1f2d-4e3c-8a7b-9c0d1e2f3a4b"}).encode()
+    volume_url = api.url + "/v1/agent/volumes"
+    headers = {"Content-Type": "application/json"}
+    headers.update(httpsig.sign_request(method="POST", url=volume_url, headers=headers, body=volume,
+                                        key_id=agent.key_id, private_key=agent.signing_key))
+    status, registered, _ = await api.as_(None).call("POST", "/v1/agent/volumes", data=volume, headers=headers)
+    assert status == 201, registered
     throwaway = await team.user("auditor")
     status, token, _ = await team.admin.call("POST", "/v1/tokens", json={"name": "spare"})
     assert status == 201, token
@@ -70,6 +79,7 @@ async def make_world(api) -> World:
         "request_id": released["request_id"], "user_id": throwaway.user_id, "token_id": token["token_id"],
         "tenant_id": spare_tenant["tenant_id"], "version": "1", "role": "auditor", "asset": "init.js",
         "approval_id": "apr_none", "archive_id": "arc_none", "change_id": "chg_none",
+        "volume_id": registered["volume_id"],
     }
     tokens = {"provider": provider.token, "throwaway": throwaway.token, "bootstrap": api.token}
     for role in TENANT_ROLES:
