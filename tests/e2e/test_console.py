@@ -12,6 +12,7 @@ import asyncio
 import os
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pyotp
 import pytest
@@ -71,7 +72,24 @@ class Console:
         return page
 
 
+class Scene(SimpleNamespace):
+    """What the console scenario's phases share: the stack, the browser, the tenant and its people,
+    the waiting agent and the operators' open pages."""
+
+
 async def test_console_approvals_detail_stream_and_guards(api, browser, stack, http):
+    s = Scene(api=api, browser=browser, stack=stack, http=http)
+    await _signed_in(s)
+    await _two_approvers_vote_and_the_agent_receives_its_key(s)
+    await _stream_and_request_details(s)
+    await _csrf_refused_and_a_third_approver_denies(s)
+    await _roles_see_only_what_they_may(s)
+    await _sign_out_csp_and_shutdown(s)
+
+
+async def _signed_in(s: Scene) -> None:
+    """A tenant whose policy asks two of three approvers, a waiting agent request, and two approvers signed in."""
+    api, browser = s.api, s.browser
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     tenant = await make_tenant(api, policy=approval_policy(approvals_required=2))
     team = tenant.team
@@ -101,7 +119,13 @@ async def test_console_approvals_detail_stream_and_guards(api, browser, stack, h
     assert response.headers["content-security-policy"] == CSP
     assert response.headers["x-frame-options"] == "DENY"
     await b_inbox.goto(api.url + "/console/approvals")
+    s.tenant, s.team, s.alice, s.bob, s.carol, s.auditor, s.agent, s.ephemeral, s.approval_id, s.request_id, s.messages, s.a, s.b, s.a_inbox, s.b_inbox = tenant, team, alice, bob, carol, auditor, agent, ephemeral, approval_id, request_id, messages, a, b, a_inbox, b_inbox
 
+
+async def _two_approvers_vote_and_the_agent_receives_its_key(s: Scene) -> None:
+    """The inbox, a refused step-up, two votes seen live, and the key released."""
+    tenant, alice, bob, agent, ephemeral = s.tenant, s.alice, s.bob, s.agent, s.ephemeral
+    approval_id, request_id, a, b, a_inbox, b_inbox = s.approval_id, s.request_id, s.a, s.b, s.a_inbox, s.b_inbox
     # The inbox: who asks for which key, the policy rule that asked, progress and time left.
     card = a_inbox.locator(f"#approval-{approval_id}")
     await expect(card).to_contain_text("vm-1", timeout=WAIT_MS)
@@ -142,7 +166,13 @@ async def test_console_approvals_detail_stream_and_guards(api, browser, stack, h
     assert status == 200, out
     assert len(opened(agent, out, ephemeral)) == 32
     await expect(a_inbox.locator(f"#approval-{approval_id}")).to_have_count(0, timeout=WAIT_MS)
+    s.stream_page, s.releases_only = stream_page, releases_only
 
+
+async def _stream_and_request_details(s: Scene) -> None:
+    """The live stream, and the detail pages of a denied and an approved request."""
+    tenant, agent, auditor, a, request_id = s.tenant, s.agent, s.auditor, s.a, s.request_id
+    stream_page, releases_only = s.stream_page, s.releases_only
     # The live stream showed the approvals and the release as they happened.
     released = stream_page.locator('tr[data-type="key.released"]')
     await expect(released).to_contain_text(request_id, timeout=WAIT_MS)
@@ -181,6 +211,11 @@ async def test_console_approvals_detail_stream_and_guards(api, browser, stack, h
     await expect(approved.locator("#approval")).to_contain_text("approved")
     await expect(approved.locator("#approval")).to_contain_text("bob at")
 
+
+async def _csrf_refused_and_a_third_approver_denies(s: Scene) -> None:
+    """A vote without its CSRF token changes nothing; a denial reaches the agent and the pages."""
+    api, browser, messages, tenant, agent, alice, carol = s.api, s.browser, s.messages, s.tenant, s.agent, s.alice, s.carol
+    a_inbox, b_inbox = s.a_inbox, s.b_inbox
     # A change without the CSRF token is refused, even from the signed-in browser itself.
     status, pending2, _ = await ask(agent, tenant.key_id)
     assert status == 202
@@ -209,7 +244,12 @@ async def test_console_approvals_detail_stream_and_guards(api, browser, stack, h
     denial, _ = await e.page(f"/console/requests/{pending2['request_id']}")
     await expect(denial.locator("#approval h2")).to_have_text("Approval: denied")
     await expect(denial.locator("#approval")).to_contain_text("not today")
+    s.e = e
 
+
+async def _roles_see_only_what_they_may(s: Scene) -> None:
+    """An auditor reads but cannot vote; a key custodian sees nothing of approvals."""
+    api, browser, messages, tenant, team, agent, auditor = s.api, s.browser, s.messages, s.tenant, s.team, s.agent, s.auditor
     # Roles: an auditor sees the inbox but cannot vote; a key custodian may not open it at all.
     c = await Console.open(browser, api.url, messages)
     audit_page = await c.sign_in(tenant.tenant_id, auditor, "audrey")
@@ -234,7 +274,13 @@ async def test_console_approvals_detail_stream_and_guards(api, browser, stack, h
     assert (await login.goto(api.url + "/console/approvals")).status == 403
     await expect(login.locator("h1")).to_have_text("Not allowed")
     await expect(login.locator("header nav")).not_to_contain_text("Approvals")
+    s.c, s.d = c, d
 
+
+async def _sign_out_csp_and_shutdown(s: Scene) -> None:
+    """Signing out, the browser enforcing the CSP, a stream ending on shutdown, and no violation logged."""
+    api, http, stack, messages, a_inbox = s.api, s.http, s.stack, s.messages, s.a_inbox
+    a, b, c, d, e = s.a, s.b, s.c, s.d, s.e
     # Signing out ends the session for the API too.
     await a_inbox.click("header form.who button")
     await a_inbox.wait_for_url("**/console/login")
