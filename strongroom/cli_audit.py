@@ -29,7 +29,7 @@ from strongroom.cli_common import (
     non_negative_int,
     pages,
     positive_int,
-    print_json,
+    print_data,
     read_json_object,
     read_jsonl,
     show_list,
@@ -101,7 +101,7 @@ def _trusted_keys(ctx: Ctx, offered: list[Mapping[str, Any]]) -> list[Ed25519Pub
 def _report_verify(ctx: Ctx, result: VerifyResult, tenant: str | None) -> int:
     head = result.head
     if ctx.as_json:
-        print_json({"ok": result.ok, "tenant_id": tenant, "checked": result.checked,
+        print_data(ctx, {"ok": result.ok, "tenant_id": tenant, "checked": result.checked,
                     "head": {"seq": head.seq, "hash": head.hash} if result.ok and head else None,
                     "first_bad_seq": None if result.ok else result.first_bad_seq,
                     "first_bad_event_id": None if result.ok else result.first_bad_event_id,
@@ -247,7 +247,7 @@ def cmd_audit_export(ctx: Ctx) -> int:
     response = api(ctx).open_stream("/v1/audit/export", query=query)
     total = response.headers.get("X-Record-Count")
     progress = Progress(int(total) if total and total.isdigit() else None, force=a.progress)
-    target = Path(a.output)
+    target = Path(a.out_file)
     partial_path = target.with_name(target.name + ".partial")
     try:
         with response, open(partial_path, "wb") as out:
@@ -280,11 +280,11 @@ def cmd_report(ctx: Ctx) -> int:
     else:
         with client.open_stream("/v1/reports", query=query) as response:
             body = response.read().decode("utf-8")
-    if a.output in (None, "-"):
+    if a.out_file in (None, "-"):
         sys.stdout.write(body)
         return EXIT_OK
-    Path(a.output).write_text(body, encoding="utf-8")
-    return show_message(ctx, {"file": a.output, "format": a.format}, f"wrote the {a.format} report to {a.output}")
+    Path(a.out_file).write_text(body, encoding="utf-8")
+    return show_message(ctx, {"file": a.out_file, "format": a.format}, f"wrote the {a.format} report to {a.out_file}")
 
 
 def cmd_rotate_forwarder_secret(ctx: Ctx) -> int:
@@ -312,7 +312,7 @@ def add_audit(cli: Commands) -> None:
     p.add_argument("--format", required=True, choices=export_formats.NAMES)
     p.add_argument("--since", help="RFC 3339 start time (inclusive)")
     p.add_argument("--until", help="RFC 3339 end time (inclusive)")
-    p.add_argument("-o", "--output", required=True, metavar="FILE")
+    p.add_argument("-o", "--out", dest="out_file", required=True, metavar="FILE")
     p.add_argument("--progress", action="store_true", help="show the progress bar even when not on a terminal")
     g.action("status", cmd_audit_status, "Show the audit chain head, checkpoints, lag and queue depth.")
     p = g.action("rotate-forwarder-secret", cmd_rotate_forwarder_secret,
@@ -326,4 +326,4 @@ def add_report(cli: Commands) -> None:
     p.add_argument("--since", help="RFC 3339 start time")
     p.add_argument("--until", help="RFC 3339 end time")
     p.add_argument("--format", choices=REPORT_FORMATS, default="json")
-    p.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+    p.add_argument("-o", "--out", dest="out_file", metavar="FILE", help="write here instead of stdout")
