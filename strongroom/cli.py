@@ -81,7 +81,8 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
 
     cli.command("health", cmd_health, "Show the gateway's health.", token=False)
     p = cli.command("dev", cmd_dev, "Run every service in one process for development.", api=False, token=False)
-    p.add_argument("--port", type=positive_int, default=8400, help="gateway port (default 8400)")
+    p.add_argument("--port", type=positive_int, default=positive_int(environ.get("STRONGROOM_DEV_PORT") or "8400"),
+                   help="gateway port (env STRONGROOM_DEV_PORT, default 8400)")
     p.add_argument("--data-dir", help="where dev state is kept")
     p.add_argument("--demo", action="store_true",
                    help="prepare a demo tenant (one person per role, a key, a policy, an enrollment token) "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import io
 import ipaddress
 import json
 import sys
@@ -184,8 +185,11 @@ def print_table(items: Sequence[Mapping[str, Any]], columns: Sequence[Column], *
     for row in rows:
         table.add_row(*row)
     # Off a terminal (a pipe, a test) nothing is wrapped to 80 columns: every line stays whole.
-    width = None if sys.stdout.isatty() else 100_000
-    Console(file=sys.stdout, width=width, markup=False, highlight=False, emoji=False).print(table)
+    tty = sys.stdout.isatty()
+    buffer = io.StringIO()
+    Console(file=buffer, width=None if tty else 100_000, force_terminal=tty, markup=False, highlight=False,
+            emoji=False).print(table)
+    print("\n".join(line.rstrip() for line in buffer.getvalue().splitlines()))
 
 
 def object_lines(obj: Mapping[str, Any], prefix: str = "") -> list[str]:
