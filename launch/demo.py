@@ -13,6 +13,8 @@ import json
 import os
 import re
 import secrets
+import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +50,7 @@ class Person:
     password: str = field(default_factory=lambda: "demo-" + secrets.token_urlsafe(12))
     user_id: str = ""
     totp_secret: str | None = None
+    totp_step: int = 0  # the step its confirmation used: a code is good once
     session: str = ""
     api_token: str = ""
 
@@ -95,8 +98,11 @@ async def _sign_in(api: Api, person: Person, mail_dir: Path) -> None:
     if login["mfa_enrolment_required"]:
         enrol = await api.call("POST", "/v1/me/mfa", token=person.session)
         person.totp_secret = enrol["secret"]
+        totp = pyotp.TOTP(enrol["secret"])
+        person.totp_step = int(time.time()) // totp.interval
         # Confirming upgrades this session to MFA-verified: no second sign-in (and no reused code).
-        await api.call("POST", "/v1/me/mfa/confirm", {"code": pyotp.TOTP(enrol["secret"]).now()}, token=person.session)
+        await api.call("POST", "/v1/me/mfa/confirm", {"code": totp.at(person.totp_step * totp.interval)},
+                       token=person.session)
     token = await api.call("POST", "/v1/tokens", {"name": "demo"}, token=person.session)
     person.api_token = token["token"]
 
@@ -154,18 +160,30 @@ def _write(data_dir: Path, url: str, tenant_id: str, people: dict[str, Person], 
     for p in people.values():
         profiles.save(cli_env, p.username, {"url": url, "token": p.api_token, "tenant_id": tenant_id,
                                             "username": p.username})
-        if p.totp_secret:
+        _private(demo / "passwords" / p.username, p.password + "\n")
+        if p.totp_secret:  # with the step used last, as `strongroom ... --totp-secret-file` keeps it
             _private(demo / "totp" / p.username, p.totp_secret + "\n")
+            _private(demo / "totp" / f"{p.username}.last-step", str(p.totp_step))
     _private(demo / "credentials.json", json.dumps({
         "tenant": TENANT, "tenant_id": tenant_id, "key_id": content["key_id"],
         "people": [{"username": p.username, "roles": list(p.roles), "password": p.password,
                     "totp_secret": p.totp_secret} for p in people.values()]}, indent=2) + "\n")
     (demo / "facts.json").write_text(json.dumps(FACTS) + "\n", encoding="utf-8")
     (demo / "policy.json").write_text(json.dumps(POLICY, indent=2) + "\n", encoding="utf-8")
-    env = {"STRONGROOM_URL": url, profiles.ENV_CONFIG_DIR: str(demo / "cli"), profiles.ENV_PROFILE: DEFAULT_PROFILE,
+    env = {**base_env(url), profiles.ENV_CONFIG_DIR: str(demo / "cli"), profiles.ENV_PROFILE: DEFAULT_PROFILE,
            "STRONGROOM_AGENT_HOME": str(demo / "agent"), "STRONGROOM_AGENT_FACTS_FILE": str(demo / "facts.json"),
            "STRONGROOM_AGENT_ENROLLMENT_TOKEN": content["enrollment_token"], "DEMO_KEY_ID": content["key_id"]}
-    _private(data_dir / "demo.env", "".join(f"export {k}='{v}'\n" for k, v in env.items()))
+    _private(data_dir / "demo.env", env_lines(env))
+
+
+def base_env(url: str) -> dict[str, str]:
+    """This gateway's URL, and the commands of the installation running it first on the PATH."""
+    return {"STRONGROOM_URL": url, "PATH": f"{Path(sys.executable).parent}:$PATH"}
+
+
+def env_lines(env: dict[str, str]) -> str:
+    """`export` lines for a shell to source (double quotes, so `$PATH` expands)."""
+    return "".join(f'export {k}="{v}"\n' for k, v in env.items())
 
 
 async def prepare(url: str, bootstrap: str, data_dir: Path) -> bool:
@@ -190,9 +208,9 @@ def _refresh_env(path: Path, url: str, enrollment_token: str) -> None:
     lines = []
     for line in path.read_text(encoding="utf-8").splitlines():
         if line.startswith("export STRONGROOM_AGENT_ENROLLMENT_TOKEN="):
-            line = f"export STRONGROOM_AGENT_ENROLLMENT_TOKEN='{enrollment_token}'"
+            line = f'export STRONGROOM_AGENT_ENROLLMENT_TOKEN="{enrollment_token}"'
         elif line.startswith("export STRONGROOM_URL="):
-            line = f"export STRONGROOM_URL='{url}'"
+            line = f'export STRONGROOM_URL="{url}"'
         lines.append(line)
     _private(path, "\n".join(lines) + "\n")
 

@@ -66,13 +66,17 @@ async def _dev(port: int, data_dir: Path, demo: bool) -> None:
             root_key=GeneratedRootKey(data_dir).load(),
         )
         await stack.start_all()
-        # The bootstrap credential is kept in a 0600 file too, so scripts (and the README) can read it.
+        # The bootstrap credential is kept in a 0600 file too, so scripts (and the README) can read it;
+        # dev.env is what a second terminal sources to reach this gateway with these commands.
         _private_file(data_dir / "bootstrap-token", bootstrap + "\n")
+        _private_file(data_dir / "dev.env", demo_setup.env_lines(demo_setup.base_env(stack.url)))
         print(f"Strongroom dev is running.\n  gateway:   {stack.url}\n  bootstrap: {bootstrap} "
               f"(also in {data_dir / 'bootstrap-token'})\n"
               f"  data dir:  {data_dir}\n"
               f"  mail:      {data_dir / 'mail'} (invitations and admin notices, one .eml file each)", flush=True)
         if demo:
+            print("!! DEMO MODE: preparing tenant 'demo'; its people's passwords and TOTP secrets go to "
+                  f"{data_dir / 'demo' / 'credentials.json'} (dev only)", flush=True)
             print(demo_setup.banner(data_dir, await demo_setup.prepare(stack.url, bootstrap, data_dir)), flush=True)
         print(f"Next: STRONGROOM_URL={stack.url} strongroom --token <bootstrap> account bootstrap --username root "
               "--password-stdin" if not demo else f"Next: . {data_dir / 'demo.env'}", flush=True)

@@ -107,6 +107,8 @@ def _add_globals(parser: argparse.ArgumentParser, environ: Mapping[str, str] | N
         help="where `account login` keeps the session and the URL (env STRONGROOM_PROFILE, default default)")
     parser.add_argument("--output", choices=OUTPUTS, default="table" if top else argparse.SUPPRESS,
                         help="output format of list and show commands (default table)")
+    parser.add_argument("--get", default=None if top else argparse.SUPPRESS, metavar="FIELD",
+                        help="print only this field of the answer (dotted path), e.g. --get key_id")
     parser.add_argument("--json", action="store_true",
                         default=False if top else argparse.SUPPRESS, help="print raw JSON (--output json)")
     parser.add_argument("--change", default=None if top else argparse.SUPPRESS, metavar="ID",

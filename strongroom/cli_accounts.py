@@ -110,11 +110,11 @@ def cmd_enroll_token_create(ctx: Ctx) -> int:
 
 
 def cmd_user_mfa_reset(ctx: Ctx) -> int:
-    return show_object(ctx, api(ctx).post(f"/v1/users/{quote_id(ctx.args.id)}/mfa/reset"))
+    return show_object(ctx, api(ctx).post(f"/v1/users/{user_ref(ctx)}/mfa/reset"))
 
 
 def cmd_user_mfa_reset_confirm(ctx: Ctx) -> int:
-    return show_object(ctx, api(ctx).post(f"/v1/users/{quote_id(ctx.args.id)}/mfa/reset/confirm"))
+    return show_object(ctx, api(ctx).post(f"/v1/users/{user_ref(ctx)}/mfa/reset/confirm"))
 
 
 def cmd_user_create(ctx: Ctx) -> int:
@@ -128,8 +128,19 @@ def cmd_user_create(ctx: Ctx) -> int:
                                    "never to you; roles under pending_roles wait for a second admin")
 
 
+def user_ref(ctx: Ctx) -> str:
+    """The user a command names: a user id, or a username of the tenant (looked up in its users)."""
+    value = ctx.args.id
+    if value.startswith(("usr_", "usr-")):
+        return quote_id(value)
+    for user in items(api(ctx).get("/v1/users")):
+        if user.get("username") == value.lower():
+            return quote_id(str(user["user_id"]))
+    raise CommandFailed(f"no user {value} in this tenant (give a username or a user id)")
+
+
 def cmd_user_invite(ctx: Ctx) -> int:
-    resp = api(ctx).post(f"/v1/users/{ctx.args.id}/invitation", {})
+    resp = api(ctx).post(f"/v1/users/{user_ref(ctx)}/invitation", {})
     return _with_note(ctx, resp, "a new invitation went to the user's address; the old setup token no longer works")
 
 
@@ -138,26 +149,26 @@ def cmd_user_list(ctx: Ctx) -> int:
 
 
 def cmd_user_show(ctx: Ctx) -> int:
-    return show_object(ctx, api(ctx).get(f"/v1/users/{quote_id(ctx.args.id)}"))
+    return show_object(ctx, api(ctx).get(f"/v1/users/{user_ref(ctx)}"))
 
 
 def cmd_user_grant(ctx: Ctx) -> int:
-    resp = api(ctx).post(f"/v1/users/{quote_id(ctx.args.id)}/roles", {"grant": ctx.args.roles})
+    resp = api(ctx).post(f"/v1/users/{user_ref(ctx)}/roles", {"grant": ctx.args.roles})
     return show_object(ctx, resp)
 
 
 def cmd_user_revoke(ctx: Ctx) -> int:
-    resp = api(ctx).post(f"/v1/users/{quote_id(ctx.args.id)}/roles", {"revoke": ctx.args.roles})
+    resp = api(ctx).post(f"/v1/users/{user_ref(ctx)}/roles", {"revoke": ctx.args.roles})
     return show_object(ctx, resp)
 
 
 def cmd_user_confirm(ctx: Ctx) -> int:
-    resp = api(ctx).post(f"/v1/users/{quote_id(ctx.args.id)}/roles/{quote_id(ctx.args.role)}/confirm")
+    resp = api(ctx).post(f"/v1/users/{user_ref(ctx)}/roles/{quote_id(ctx.args.role)}/confirm")
     return show_object(ctx, resp)
 
 
 def cmd_user_disable(ctx: Ctx) -> int:
-    return show_object(ctx, api(ctx).post(f"/v1/users/{quote_id(ctx.args.id)}/disable"))
+    return show_object(ctx, api(ctx).post(f"/v1/users/{user_ref(ctx)}/disable"))
 
 
 def cmd_settings_show(ctx: Ctx) -> int:

@@ -218,8 +218,22 @@ def items(page: Any) -> list[Mapping[str, Any]]:
     return [it for it in page or [] if isinstance(it, Mapping)]
 
 
+def show_field(ctx: Ctx, data: Any) -> bool:
+    """`--get FIELD`: only that field of the answer, raw (for `$(...)` in scripts). False if not asked."""
+    path = getattr(ctx.args, "get", None)
+    if not path:
+        return False
+    value = _dig(data, path) if isinstance(data, Mapping) else None
+    if value is None:
+        raise CommandFailed(f"--get {path}: the answer has no such field")
+    print(value if isinstance(value, str) else json.dumps(value, ensure_ascii=False))
+    return True
+
+
 def show_object(ctx: Ctx, data: Any) -> int:
     data = redact(data)
+    if show_field(ctx, data):
+        return EXIT_OK
     if ctx.as_json:
         print_data(ctx, data)
     elif isinstance(data, Mapping):
@@ -242,6 +256,8 @@ def show_list(ctx: Ctx, page: Any, columns: Sequence[Column]) -> int:
 
 
 def show_message(ctx: Ctx, data: Any, message: str) -> int:
+    if show_field(ctx, redact(data)):
+        return EXIT_OK
     if ctx.as_json:
         print_data(ctx, redact(data) if data is not None else {"ok": True})
     else:
@@ -251,6 +267,8 @@ def show_message(ctx: Ctx, data: Any, message: str) -> int:
 
 def show_new_credential(ctx: Ctx, data: Any, field: str, what: str) -> int:
     """The one place a credential is printed: right after the API created it."""
+    if show_field(ctx, data):  # `--get token` prints the credential itself, as this is its one showing
+        return EXIT_OK
     if ctx.as_json:
         print_data(ctx, data)
     elif isinstance(data, Mapping):
