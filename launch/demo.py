@@ -15,7 +15,7 @@ import re
 import secrets
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,12 +47,16 @@ class DemoFailed(RuntimeError):
 class Person:
     username: str
     roles: tuple[str, ...]
-    password: str = field(default_factory=lambda: "demo-" + secrets.token_urlsafe(12))
+    password: str = ""
     user_id: str = ""
     totp_secret: str | None = None
     totp_step: int = 0  # the step its confirmation used: a code is good once
     session: str = ""
     api_token: str = ""
+
+    def __post_init__(self) -> None:
+        while not self.password or self.username in self.password.lower():  # the gateway refuses that
+            self.password = "demo-" + secrets.token_urlsafe(12)
 
     def __repr__(self) -> str:  # holds a password, a TOTP secret and credentials
         return f"Person({self.username!r}, roles={self.roles})"

@@ -14,10 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-from rich.console import Console
-from rich.table import Table
-
 from shared.argtypes import non_negative_int as non_negative_int  # argument types, offered with the rest
 from shared.argtypes import positive_int as positive_int
 from strongroom.client import GatewayClient
@@ -119,6 +115,8 @@ def print_json(data: Any) -> None:
 def print_data(ctx: Ctx, data: Any) -> None:
     """Machine-readable output in the format `--output` chose (JSON unless YAML was asked for)."""
     if ctx.output == "yaml":
+        import yaml  # imported when used: every command pays for the CLI's start-up
+
         print(yaml.safe_dump(data, sort_keys=False, allow_unicode=True).rstrip("\n"))
     else:
         print_json(data)
@@ -178,6 +176,9 @@ def print_table(items: Sequence[Mapping[str, Any]], columns: Sequence[Column], *
     if not items:
         print("(none)")
         return
+    from rich.console import Console  # imported when used: every command pays for the CLI's start-up
+    from rich.table import Table
+
     headers, rows = table_rows(items, columns)
     table = Table(box=None, show_edge=False, pad_edge=False, header_style="bold")
     for header in headers:

@@ -113,7 +113,8 @@ def run(commands: list[Command], *, cwd: Path, env: dict[str, str]) -> list[Outc
                        f"kill -0 $(cat {pid}) 2>/dev/null || break; sleep 0.5; done",
                        f"grep -q '^Next:' {log}; echo $? > {rc}; cp {log} {out}"]
         else:
-            script += ["{", command.text, f"}} > {out} 2>&1 < /dev/null", f"echo $? > {rc}"]
+            script += ["SECONDS=0; {", command.text, f"}} > {out} 2>&1 < /dev/null",
+                       f"echo $? > {rc}; echo $SECONDS > {work / f'{n}.seconds'}"]
         script.append(f'[ "$(cat {rc})" = 0 ] || exit 1')
     (work / "script.sh").write_text("\n".join(script) + "\n", encoding="utf-8")
     try:
