@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -212,32 +211,34 @@ def cmd_audit_verify(ctx: Ctx) -> int:
 
 
 class Progress:
-    """A one-line progress bar on stderr (only when stderr is a terminal, or when forced)."""
+    """Export progress on stderr, drawn by rich (only when stderr is a terminal, or when forced)."""
 
-    def __init__(self, total: int | None, *, stream: Any = None, force: bool = False, width: int = 30):
+    def __init__(self, total: int | None, *, stream: Any = None, force: bool = False):
         self.total, self.done = total, 0
-        self._stream = stream or sys.stderr
-        self._on = force or self._stream.isatty()
-        self._width = width
-        self._last = 0.0
+        stream = stream or sys.stderr
+        self._bar: Any = None
+        if force or stream.isatty():
+            from rich.console import Console  # imported when used: every command pays for the CLI's start-up
+            from rich.progress import BarColumn, TextColumn
+            from rich.progress import Progress as Bar
 
-    def line(self) -> str:
-        if self.total:
-            frac = min(1.0, self.done / self.total)
-            filled = int(frac * self._width)
-            return f"[{'#' * filled}{'.' * (self._width - filled)}] {self.done}/{self.total} records ({frac:4.0%})"
-        return f"{self.done} records"
+            label = ("{task.completed}/{task.total} records ({task.percentage:.0f}%)" if total
+                     else "{task.completed} records")
+            self._bar = Bar(BarColumn(), TextColumn(label, markup=False),
+                            console=Console(file=stream, force_terminal=True, highlight=False))
+            self._task = self._bar.add_task("export", total=total)
+            self._bar.start()
 
     def advance(self, n: int) -> None:
         self.done += n
-        now = time.monotonic()
-        if self._on and now - self._last >= 0.1:
-            self._last = now
-            print("\r" + self.line(), end="", file=self._stream, flush=True)
+        if self._bar is not None:
+            self._bar.update(self._task, completed=self.done)
 
     def finish(self) -> None:
-        if self._on:
-            print("\r" + self.line(), file=self._stream, flush=True)
+        if self._bar is not None:
+            self._bar.update(self._task, completed=self.done)
+            self._bar.stop()
+            self._bar = None
 
 
 def cmd_audit_export(ctx: Ctx) -> int:
@@ -260,6 +261,7 @@ def cmd_audit_export(ctx: Ctx) -> int:
                     pending = pending[pending.rindex(b"\n") + 1:]
                     progress.advance(lines)
     except Exception as exc:  # OSError, or http.client.IncompleteRead when the stream is cut
+        progress.finish()
         partial_path.unlink(missing_ok=True)
         raise CommandFailed(f"export interrupted after {progress.done} records: {exc!r}") from None
     # Only a complete export takes the target name: a cut stream never looks like a short export.
