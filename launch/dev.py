@@ -8,6 +8,7 @@ A fresh bootstrap credential is printed at every start; only its digest is kept.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 from pathlib import Path
 
@@ -28,10 +29,11 @@ from shared.crypto import tokens
 from shared.embedded_mongo import EmbeddedMongo
 from shared.store import connect_with
 
+from . import demo as demo_setup
 from .stack import Stack
 
 
-async def _dev(port: int, data_dir: Path) -> None:
+async def _dev(port: int, data_dir: Path, demo: bool) -> None:
     common = CommonSettings()
     shared_log.configure(common.log_level)
     server = None
@@ -64,11 +66,20 @@ async def _dev(port: int, data_dir: Path) -> None:
             root_key=GeneratedRootKey(data_dir).load(),
         )
         await stack.start_all()
-        print(f"Strongroom dev is running.\n  gateway:   {stack.url}\n  bootstrap: {bootstrap}\n"
+        # The bootstrap credential is kept in a 0600 file too, so scripts (and the README) can read it;
+        # dev.env is what a second terminal sources to reach this gateway with these commands.
+        _private_file(data_dir / "bootstrap-token", bootstrap + "\n")
+        _private_file(data_dir / "dev.env", demo_setup.env_lines(demo_setup.base_env(stack.url)))
+        print(f"Strongroom dev is running.\n  gateway:   {stack.url}\n  bootstrap: {bootstrap} "
+              f"(also in {data_dir / 'bootstrap-token'})\n"
               f"  data dir:  {data_dir}\n"
-              f"  mail:      {data_dir / 'mail'} (invitations and admin notices, one .eml file each)\n"
-              f"Next: STRONGROOM_URL={stack.url} strongroom --token <bootstrap> account bootstrap --username root "
-              "--password-stdin", flush=True)
+              f"  mail:      {data_dir / 'mail'} (invitations and admin notices, one .eml file each)", flush=True)
+        if demo:
+            print("!! DEMO MODE: preparing tenant 'demo'; its people's passwords and TOTP secrets go to "
+                  f"{data_dir / 'demo' / 'credentials.json'} (dev only)", flush=True)
+            print(demo_setup.banner(data_dir, await demo_setup.prepare(stack.url, bootstrap, data_dir)), flush=True)
+        print(f"Next: STRONGROOM_URL={stack.url} strongroom --token <bootstrap> account bootstrap --username root "
+              "--password-stdin" if not demo else f"Next: . {data_dir / 'demo.env'}", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -84,7 +95,14 @@ async def _dev(port: int, data_dir: Path) -> None:
             server.stop()
 
 
-def run_dev(port: int = 8400, data_dir: str | Path | None = None) -> None:
+def _private_file(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.chmod(path, 0o600)
+
+
+def run_dev(port: int = 8400, data_dir: str | Path | None = None, demo: bool = False) -> None:
     path = Path(data_dir or "dev-data")
     path.mkdir(parents=True, exist_ok=True)
-    runtime.run(_dev(port, path.resolve()))
+    runtime.run(_dev(port, path.resolve(), demo))

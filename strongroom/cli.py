@@ -1,3 +1,4 @@
+# PYTHON_ARGCOMPLETE_OK
 """`strongroom`: the operator CLI over the gateway's HTTP API, plus the `dev` and `serve` launchers.
 
 The command modules (`cli_*`) register their nouns; this module lists them, parses and runs one.
@@ -11,12 +12,16 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 
-from strongroom import cli_accounts, cli_audit, cli_changes, cli_custody, cli_keys, cli_policy, cli_volumes
+import argcomplete
+
+from shared.problem_types import MFA_REQUIRED
+from strongroom import cli_accounts, cli_audit, cli_changes, cli_custody, cli_keys, cli_policy, cli_signin, cli_volumes, profiles
 from strongroom.cli_common import (
     DEFAULT_URL,
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
+    OUTPUTS,
     CommandFailed,
     Commands,
     Ctx,
@@ -35,7 +40,7 @@ SERVICES = ("gateway", "policysvc", "keysvc", "auditsvc")
 NOUNS = (
     cli_accounts.add_tenant, cli_accounts.add_token, cli_accounts.add_enroll_token,
     cli_keys.add_device, cli_keys.add_key, cli_policy.add_policy, cli_audit.add_audit,
-    cli_accounts.add_account, cli_accounts.add_mfa, cli_accounts.add_user, cli_accounts.add_settings,
+    cli_signin.add_account, cli_signin.add_mfa, cli_accounts.add_user, cli_accounts.add_settings,
     cli_accounts.add_tenants, cli_changes.add_changes,
     cli_policy.add_approval, cli_policy.add_group, cli_policy.add_decision, cli_policy.add_events,
     cli_custody.add_operator, cli_custody.add_custody, cli_custody.add_byok, cli_custody.add_key_version,
@@ -51,7 +56,7 @@ def cmd_health(ctx: Ctx) -> int:
 def cmd_dev(ctx: Ctx) -> int:
     from launch.dev import run_dev  # the launchers compose the services: imported only to run them
 
-    run_dev(port=ctx.args.port, data_dir=ctx.args.data_dir)
+    run_dev(port=ctx.args.port, data_dir=ctx.args.data_dir, demo=ctx.args.demo)
     return EXIT_OK
 
 
@@ -76,8 +81,12 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
 
     cli.command("health", cmd_health, "Show the gateway's health.", token=False)
     p = cli.command("dev", cmd_dev, "Run every service in one process for development.", api=False, token=False)
-    p.add_argument("--port", type=positive_int, default=8400, help="gateway port (default 8400)")
+    p.add_argument("--port", type=positive_int, default=positive_int(environ.get("STRONGROOM_DEV_PORT") or "8400"),
+                   help="gateway port (env STRONGROOM_DEV_PORT, default 8400)")
     p.add_argument("--data-dir", help="where dev state is kept")
+    p.add_argument("--demo", action="store_true",
+                   help="prepare a demo tenant (one person per role, a key, a policy, an enrollment token) "
+                        "and the settings to use it in <data dir>/demo.env")
     p = cli.command("serve", cmd_serve, "Run one service.", api=False, token=False)
     p.add_argument("service", choices=SERVICES)
     for add in NOUNS:
@@ -88,17 +97,33 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
 def _add_globals(parser: argparse.ArgumentParser, environ: Mapping[str, str] | None) -> None:
     top = environ is not None
     parser.add_argument(
-        "--url", default=(environ.get("STRONGROOM_URL") or DEFAULT_URL) if top else argparse.SUPPRESS,
-        help=f"gateway URL (env STRONGROOM_URL, default {DEFAULT_URL})")
+        "--url", default=(environ.get("STRONGROOM_URL") or None) if top else argparse.SUPPRESS,
+        help=f"gateway URL (env STRONGROOM_URL, else the profile's, else {DEFAULT_URL})")
     parser.add_argument(
         "--token", default=environ.get("STRONGROOM_TOKEN") if top else argparse.SUPPRESS,
-        help="bearer token (env STRONGROOM_TOKEN; prefer the env var, argv is visible to others)")
+        help="bearer token (env STRONGROOM_TOKEN, else the profile's; prefer either to argv, which others can see)")
+    parser.add_argument(
+        "--profile", default=(environ.get(profiles.ENV_PROFILE) or profiles.DEFAULT_PROFILE) if top else argparse.SUPPRESS,
+        help="where `account login` keeps the session and the URL (env STRONGROOM_PROFILE, default default)")
+    parser.add_argument("--output", choices=OUTPUTS, default="table" if top else argparse.SUPPRESS,
+                        help="output format of list and show commands (default table)")
+    parser.add_argument("--get", default=None if top else argparse.SUPPRESS, metavar="FIELD",
+                        help="print only this field of the answer (dotted path), e.g. --get key_id")
     parser.add_argument("--json", action="store_true",
-                        default=False if top else argparse.SUPPRESS, help="print raw JSON")
+                        default=False if top else argparse.SUPPRESS, help="print raw JSON (--output json)")
     parser.add_argument("--change", default=None if top else argparse.SUPPRESS, metavar="ID",
                         help="small-team mode: carry out the change a second person confirmed (the same command again)")
     parser.add_argument("--wait", type=non_negative_int, default=0 if top else argparse.SUPPRESS, metavar="SECONDS",
                         help="small-team mode: wait this long for a second person to confirm a change, then carry it out")
+
+
+def _with_profile(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
+    """Fills in the URL and token from the profile where neither argv nor the environment gave them."""
+    stored = profiles.load(environ, args.profile) if args.needs_api else {}
+    args.url = args.url or stored.get("url") or DEFAULT_URL
+    if not args.token and args.needs_token:
+        args.token = stored.get("token")
+        args.token_source = f"profile {args.profile}" if args.token else None
 
 
 def _error(message: str) -> None:
@@ -106,6 +131,9 @@ def _error(message: str) -> None:
 
 
 def _api_error_text(exc: ApiError) -> str:
+    if exc.type == MFA_REQUIRED:
+        return (f"enrol MFA first: strongroom mfa enrol (then strongroom mfa confirm CODE), or sign in again "
+                f"with --totp CODE ({exc.status} {exc.title})")
     text = f"{exc.status} {exc.title}"
     if exc.detail:
         text += f": {exc.detail}"
@@ -114,14 +142,18 @@ def _api_error_text(exc: ApiError) -> str:
     return text
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser(os.environ)
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    environ = os.environ if environ is None else environ
+    parser = build_parser(environ)
+    argcomplete.autocomplete(parser)  # answers the shell's completion request, if this is one
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse already printed usage or help
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     try:
-        ctx = Ctx(args=args, api=open_client(args), as_json=args.json)
+        _with_profile(args, environ)
+        output = "json" if args.json else args.output
+        ctx = Ctx(args=args, api=open_client(args), output=output, environ=environ)
         try:
             return args.func(ctx)
         except ApiError as exc:
@@ -134,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise
             api(ctx).change_id = exc.change_id
             return args.func(ctx)
-    except UsageError as exc:
+    except (UsageError, profiles.ProfileError) as exc:
         _error(str(exc))
         return EXIT_USAGE
     except ApiError as exc:

@@ -8,23 +8,17 @@ import sys
 from typing import Any
 
 from strongroom.cli_common import (
-    EXIT_OK,
-    SHOWN_ONCE_NOTE,
     Column,
     CommandFailed,
     Commands,
     Ctx,
     api,
-    hidden,
     items,
     positive_int,
-    print_json,
-    read_password,
     show_list,
     show_message,
     show_new_credential,
     show_object,
-    stdin_line,
 )
 from strongroom.client import quote_id
 
@@ -115,76 +109,12 @@ def cmd_enroll_token_create(ctx: Ctx) -> int:
     return show_new_credential(ctx, resp, "token", "the enrollment token")
 
 
-def cmd_bootstrap(ctx: Ctx) -> int:
-    body: dict[str, Any] = {"username": ctx.args.username, "password": read_password(ctx)}
-    if ctx.args.email:
-        body["email"] = ctx.args.email
-    if ctx.args.second_admin:
-        body["second_admin_username"], body["second_admin_email"] = ctx.args.second_admin
-    resp = api(ctx).post("/v1/auth/bootstrap", body)
-    return show_object(ctx, resp)
-
-
-def cmd_login(ctx: Ctx) -> int:
-    body: dict[str, Any] = {"username": ctx.args.username, "password": read_password(ctx)}
-    for field in ("tenant", "totp", "recovery_code"):
-        if getattr(ctx.args, field):
-            body[field] = getattr(ctx.args, field)
-    resp = api(ctx).post("/v1/auth/login", body)
-    if isinstance(resp, dict) and resp.get("mfa_enrolment_required"):
-        print("note: your roles require MFA: run `strongroom mfa enrol` with this session", file=sys.stderr)
-    return show_new_credential(ctx, resp, "session_token", "the session token")
-
-
-def cmd_setup(ctx: Ctx) -> int:
-    resp = api(ctx).post("/v1/auth/setup", {"setup_token": ctx.args.setup_token, "password": read_password(ctx)})
-    return show_object(ctx, resp)
-
-
-def cmd_logout(ctx: Ctx) -> int:
-    return show_message(ctx, api(ctx).post("/v1/auth/logout"), "signed out")
-
-
-def cmd_password_change(ctx: Ctx) -> int:
-    """Current and new password from standard input (two lines) or prompts; the TOTP code as an option."""
-    if ctx.args.password_stdin:
-        current, new = stdin_line(), stdin_line()
-    else:
-        current, new = hidden("current password: "), hidden("new password: ")
-    body: dict[str, Any] = {"current_password": current, "new_password": new}
-    if ctx.args.totp:
-        body["totp"] = ctx.args.totp
-    resp = api(ctx).post("/v1/me/password", body)
-    return show_message(ctx, resp, "password changed; every session ended: sign in again")
-
-
 def cmd_user_mfa_reset(ctx: Ctx) -> int:
-    return show_object(ctx, api(ctx).post(f"/v1/users/{quote_id(ctx.args.id)}/mfa/reset"))
+    return show_object(ctx, api(ctx).post(f"/v1/users/{user_ref(ctx)}/mfa/reset"))
 
 
 def cmd_user_mfa_reset_confirm(ctx: Ctx) -> int:
-    return show_object(ctx, api(ctx).post(f"/v1/users/{quote_id(ctx.args.id)}/mfa/reset/confirm"))
-
-
-def cmd_whoami(ctx: Ctx) -> int:
-    return show_object(ctx, api(ctx).get("/v1/me"))
-
-
-def cmd_mfa_enrol(ctx: Ctx) -> int:
-    resp = api(ctx).post("/v1/me/mfa")
-    return show_new_credential(ctx, resp, "secret", "the TOTP secret (add the otpauth URI to your app)")
-
-
-def cmd_mfa_confirm(ctx: Ctx) -> int:
-    resp = api(ctx).post("/v1/me/mfa/confirm", {"code": ctx.args.code})
-    if ctx.as_json:
-        print_json(resp)
-    else:
-        print("recovery codes (each works once):")
-        for code in resp.get("recovery_codes", []):
-            print(f"  {code}")
-        print(SHOWN_ONCE_NOTE.format(what="each recovery code"), file=sys.stderr)
-    return EXIT_OK
+    return show_object(ctx, api(ctx).post(f"/v1/users/{user_ref(ctx)}/mfa/reset/confirm"))
 
 
 def cmd_user_create(ctx: Ctx) -> int:
@@ -198,8 +128,19 @@ def cmd_user_create(ctx: Ctx) -> int:
                                    "never to you; roles under pending_roles wait for a second admin")
 
 
+def user_ref(ctx: Ctx) -> str:
+    """The user a command names: a user id, or a username of the tenant (looked up in its users)."""
+    value = ctx.args.id
+    if value.startswith(("usr_", "usr-")):
+        return quote_id(value)
+    for user in items(api(ctx).get("/v1/users")):
+        if user.get("username") == value.lower():
+            return quote_id(str(user["user_id"]))
+    raise CommandFailed(f"no user {value} in this tenant (give a username or a user id)")
+
+
 def cmd_user_invite(ctx: Ctx) -> int:
-    resp = api(ctx).post(f"/v1/users/{ctx.args.id}/invitation", {})
+    resp = api(ctx).post(f"/v1/users/{user_ref(ctx)}/invitation", {})
     return _with_note(ctx, resp, "a new invitation went to the user's address; the old setup token no longer works")
 
 
@@ -208,26 +149,26 @@ def cmd_user_list(ctx: Ctx) -> int:
 
 
 def cmd_user_show(ctx: Ctx) -> int:
-    return show_object(ctx, api(ctx).get(f"/v1/users/{quote_id(ctx.args.id)}"))
+    return show_object(ctx, api(ctx).get(f"/v1/users/{user_ref(ctx)}"))
 
 
 def cmd_user_grant(ctx: Ctx) -> int:
-    resp = api(ctx).post(f"/v1/users/{quote_id(ctx.args.id)}/roles", {"grant": ctx.args.roles})
+    resp = api(ctx).post(f"/v1/users/{user_ref(ctx)}/roles", {"grant": ctx.args.roles})
     return show_object(ctx, resp)
 
 
 def cmd_user_revoke(ctx: Ctx) -> int:
-    resp = api(ctx).post(f"/v1/users/{quote_id(ctx.args.id)}/roles", {"revoke": ctx.args.roles})
+    resp = api(ctx).post(f"/v1/users/{user_ref(ctx)}/roles", {"revoke": ctx.args.roles})
     return show_object(ctx, resp)
 
 
 def cmd_user_confirm(ctx: Ctx) -> int:
-    resp = api(ctx).post(f"/v1/users/{quote_id(ctx.args.id)}/roles/{quote_id(ctx.args.role)}/confirm")
+    resp = api(ctx).post(f"/v1/users/{user_ref(ctx)}/roles/{quote_id(ctx.args.role)}/confirm")
     return show_object(ctx, resp)
 
 
 def cmd_user_disable(ctx: Ctx) -> int:
-    return show_object(ctx, api(ctx).post(f"/v1/users/{quote_id(ctx.args.id)}/disable"))
+    return show_object(ctx, api(ctx).post(f"/v1/users/{user_ref(ctx)}/disable"))
 
 
 def cmd_settings_show(ctx: Ctx) -> int:
@@ -305,37 +246,6 @@ def add_enroll_token(cli: Commands) -> None:
     p.add_argument("--name")
     p.add_argument("--ttl", type=positive_int, metavar="SECONDS")
     p.add_argument("--group", dest="groups", action="append", help="device group (repeatable)")
-
-
-def add_account(cli: Commands) -> None:
-    g = cli.noun("account", "Sign in and out, bootstrap, set a first password, who am I.")
-    p = g.action("bootstrap", cmd_bootstrap, "With the bootstrap credential (--token): create the first admin.")
-    p.add_argument("--username", required=True)
-    p.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
-    p.add_argument("--email", help="the first admin's address, for admin notices")
-    p.add_argument("--second-admin", nargs=2, metavar=("USERNAME", "EMAIL"),
-                   help="a second admin, invited too (admin grants wait for a second admin, whom a lone admin cannot make)")
-    p = g.action("login", cmd_login, "Sign in; prints a session token once (use it as --token).", token=False)
-    p.add_argument("--tenant", help="tenant id (not needed in enterprise deployments)")
-    p.add_argument("--username", required=True)
-    p.add_argument("--totp", help="current 6-digit TOTP code")
-    p.add_argument("--recovery-code", dest="recovery_code")
-    p.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
-    p = g.action("setup", cmd_setup, "Set your first password with the one-time setup token.", token=False)
-    p.add_argument("setup_token")
-    p.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
-    g.action("logout", cmd_logout, "End this session.")
-    g.action("whoami", cmd_whoami, "Show your user, roles and how you signed in.")
-    p = g.action("password", cmd_password_change, "Change your password (current password and a TOTP code).")
-    p.add_argument("--totp", help="current 6-digit TOTP code (required once MFA is enrolled)")
-    p.add_argument("--password-stdin", action="store_true", help="read current and new password, one a line")
-
-
-def add_mfa(cli: Commands) -> None:
-    g = cli.noun("mfa", "Enrol in TOTP multi-factor authentication.")
-    g.action("enrol", cmd_mfa_enrol, "Start enrolment: prints the TOTP secret and otpauth URI once.")
-    p = g.action("confirm", cmd_mfa_confirm, "Finish enrolment with a current code; prints recovery codes once.")
-    p.add_argument("code")
 
 
 def add_user(cli: Commands) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ from strongroom.cli_common import (
     non_negative_int,
     pages,
     positive_int,
-    print_json,
+    print_data,
     read_json_object,
     read_jsonl,
     show_list,
@@ -101,7 +100,7 @@ def _trusted_keys(ctx: Ctx, offered: list[Mapping[str, Any]]) -> list[Ed25519Pub
 def _report_verify(ctx: Ctx, result: VerifyResult, tenant: str | None) -> int:
     head = result.head
     if ctx.as_json:
-        print_json({"ok": result.ok, "tenant_id": tenant, "checked": result.checked,
+        print_data(ctx, {"ok": result.ok, "tenant_id": tenant, "checked": result.checked,
                     "head": {"seq": head.seq, "hash": head.hash} if result.ok and head else None,
                     "first_bad_seq": None if result.ok else result.first_bad_seq,
                     "first_bad_event_id": None if result.ok else result.first_bad_event_id,
@@ -212,32 +211,34 @@ def cmd_audit_verify(ctx: Ctx) -> int:
 
 
 class Progress:
-    """A one-line progress bar on stderr (only when stderr is a terminal, or when forced)."""
+    """Export progress on stderr, drawn by rich (only when stderr is a terminal, or when forced)."""
 
-    def __init__(self, total: int | None, *, stream: Any = None, force: bool = False, width: int = 30):
+    def __init__(self, total: int | None, *, stream: Any = None, force: bool = False):
         self.total, self.done = total, 0
-        self._stream = stream or sys.stderr
-        self._on = force or self._stream.isatty()
-        self._width = width
-        self._last = 0.0
+        stream = stream or sys.stderr
+        self._bar: Any = None
+        if force or stream.isatty():
+            from rich.console import Console  # imported when used: every command pays for the CLI's start-up
+            from rich.progress import BarColumn, TextColumn
+            from rich.progress import Progress as Bar
 
-    def line(self) -> str:
-        if self.total:
-            frac = min(1.0, self.done / self.total)
-            filled = int(frac * self._width)
-            return f"[{'#' * filled}{'.' * (self._width - filled)}] {self.done}/{self.total} records ({frac:4.0%})"
-        return f"{self.done} records"
+            label = ("{task.completed}/{task.total} records ({task.percentage:.0f}%)" if total
+                     else "{task.completed} records")
+            self._bar = Bar(BarColumn(), TextColumn(label, markup=False),
+                            console=Console(file=stream, force_terminal=True, highlight=False))
+            self._task = self._bar.add_task("export", total=total)
+            self._bar.start()
 
     def advance(self, n: int) -> None:
         self.done += n
-        now = time.monotonic()
-        if self._on and now - self._last >= 0.1:
-            self._last = now
-            print("\r" + self.line(), end="", file=self._stream, flush=True)
+        if self._bar is not None:
+            self._bar.update(self._task, completed=self.done)
 
     def finish(self) -> None:
-        if self._on:
-            print("\r" + self.line(), file=self._stream, flush=True)
+        if self._bar is not None:
+            self._bar.update(self._task, completed=self.done)
+            self._bar.stop()
+            self._bar = None
 
 
 def cmd_audit_export(ctx: Ctx) -> int:
@@ -247,7 +248,7 @@ def cmd_audit_export(ctx: Ctx) -> int:
     response = api(ctx).open_stream("/v1/audit/export", query=query)
     total = response.headers.get("X-Record-Count")
     progress = Progress(int(total) if total and total.isdigit() else None, force=a.progress)
-    target = Path(a.output)
+    target = Path(a.out_file)
     partial_path = target.with_name(target.name + ".partial")
     try:
         with response, open(partial_path, "wb") as out:
@@ -260,6 +261,7 @@ def cmd_audit_export(ctx: Ctx) -> int:
                     pending = pending[pending.rindex(b"\n") + 1:]
                     progress.advance(lines)
     except Exception as exc:  # OSError, or http.client.IncompleteRead when the stream is cut
+        progress.finish()
         partial_path.unlink(missing_ok=True)
         raise CommandFailed(f"export interrupted after {progress.done} records: {exc!r}") from None
     # Only a complete export takes the target name: a cut stream never looks like a short export.
@@ -280,11 +282,11 @@ def cmd_report(ctx: Ctx) -> int:
     else:
         with client.open_stream("/v1/reports", query=query) as response:
             body = response.read().decode("utf-8")
-    if a.output in (None, "-"):
+    if a.out_file in (None, "-"):
         sys.stdout.write(body)
         return EXIT_OK
-    Path(a.output).write_text(body, encoding="utf-8")
-    return show_message(ctx, {"file": a.output, "format": a.format}, f"wrote the {a.format} report to {a.output}")
+    Path(a.out_file).write_text(body, encoding="utf-8")
+    return show_message(ctx, {"file": a.out_file, "format": a.format}, f"wrote the {a.format} report to {a.out_file}")
 
 
 def cmd_rotate_forwarder_secret(ctx: Ctx) -> int:
@@ -312,7 +314,7 @@ def add_audit(cli: Commands) -> None:
     p.add_argument("--format", required=True, choices=export_formats.NAMES)
     p.add_argument("--since", help="RFC 3339 start time (inclusive)")
     p.add_argument("--until", help="RFC 3339 end time (inclusive)")
-    p.add_argument("-o", "--output", required=True, metavar="FILE")
+    p.add_argument("-o", "--out", dest="out_file", required=True, metavar="FILE")
     p.add_argument("--progress", action="store_true", help="show the progress bar even when not on a terminal")
     g.action("status", cmd_audit_status, "Show the audit chain head, checkpoints, lag and queue depth.")
     p = g.action("rotate-forwarder-secret", cmd_rotate_forwarder_secret,
@@ -326,4 +328,4 @@ def add_report(cli: Commands) -> None:
     p.add_argument("--since", help="RFC 3339 start time")
     p.add_argument("--until", help="RFC 3339 end time")
     p.add_argument("--format", choices=REPORT_FORMATS, default="json")
-    p.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+    p.add_argument("-o", "--out", dest="out_file", metavar="FILE", help="write here instead of stdout")

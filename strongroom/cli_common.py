@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import io
 import ipaddress
 import json
 import sys
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +39,20 @@ class CommandFailed(Exception):
     """A failure that is not an API error (bad audit export, stuck cursor): exit 1."""
 
 
+OUTPUTS = ("table", "json", "yaml")
+
+
 @dataclass(frozen=True, slots=True)
 class Ctx:
     args: argparse.Namespace
     api: GatewayClient | None
-    as_json: bool
+    output: str = "table"  # one of OUTPUTS
+    environ: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def as_json(self) -> bool:
+        """Machine-readable output (JSON or YAML) rather than tables and `key: value` lines."""
+        return self.output != "table"
 
 
 def api(ctx: Ctx) -> GatewayClient:
@@ -102,6 +112,16 @@ def print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, ensure_ascii=False))
 
 
+def print_data(ctx: Ctx, data: Any) -> None:
+    """Machine-readable output in the format `--output` chose (JSON unless YAML was asked for)."""
+    if ctx.output == "yaml":
+        import yaml  # imported when used: every command pays for the CLI's start-up
+
+        print(yaml.safe_dump(data, sort_keys=False, allow_unicode=True).rstrip("\n"))
+    else:
+        print_json(data)
+
+
 def cell(value: Any) -> str:
     if value is None:
         return ""
@@ -138,11 +158,8 @@ def typed_id(field: str) -> Callable[[Mapping[str, Any]], str]:
     return get
 
 
-def table_lines(items: Sequence[Mapping[str, Any]], columns: Sequence[Column], *,
-                max_width: int = 48) -> list[str]:
-    """A compact aligned table; columns no item has a value for are dropped."""
-    if not items:
-        return ["(none)"]
+def table_rows(items: Sequence[Mapping[str, Any]], columns: Sequence[Column]) -> tuple[list[str], list[list[str]]]:
+    """Headers and cells of a table; columns no item has a value for are dropped."""
     getters = [(h, (lambda it, p=g: _dig(it, p)) if isinstance(g, str) else g) for h, g in columns]
     getters = [(h, g) for h, g in getters if any(g(it) not in (None, "") for it in items)]
     if not getters:  # unfamiliar shape: fall back to the scalar fields, credentials excluded
@@ -151,12 +168,29 @@ def table_lines(items: Sequence[Mapping[str, Any]], columns: Sequence[Column], *
             keys += [k for k, v in it.items() if k not in keys and k not in _CREDENTIAL_FIELDS
                      and not isinstance(v, (dict, list))]
         getters = [(k.upper(), (lambda it, k=k: it.get(k))) for k in keys[:8]]
-    rows = [[h for h, _ in getters]]
-    for it in items:
-        cells = [cell(g(it)) for _, g in getters]
-        rows.append([c if len(c) <= max_width else c[: max_width - 1] + "…" for c in cells])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(getters))]
-    return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    return [h for h, _ in getters], [[cell(g(it)) for _, g in getters] for it in items]
+
+
+def print_table(items: Sequence[Mapping[str, Any]], columns: Sequence[Column], *, max_width: int = 48) -> None:
+    """A table drawn by rich: plain aligned columns, long cells cut with an ellipsis."""
+    if not items:
+        print("(none)")
+        return
+    from rich.console import Console  # imported when used: every command pays for the CLI's start-up
+    from rich.table import Table
+
+    headers, rows = table_rows(items, columns)
+    table = Table(box=None, show_edge=False, pad_edge=False, header_style="bold")
+    for header in headers:
+        table.add_column(header, max_width=max_width, overflow="ellipsis", no_wrap=True)
+    for row in rows:
+        table.add_row(*row)
+    # Off a terminal (a pipe, a test) nothing is wrapped to 80 columns: every line stays whole.
+    tty = sys.stdout.isatty()
+    buffer = io.StringIO()
+    Console(file=buffer, width=None if tty else 100_000, force_terminal=tty, markup=False, highlight=False,
+            emoji=False).print(table)
+    print("\n".join(line.rstrip() for line in buffer.getvalue().splitlines()))
 
 
 def object_lines(obj: Mapping[str, Any], prefix: str = "") -> list[str]:
@@ -185,10 +219,24 @@ def items(page: Any) -> list[Mapping[str, Any]]:
     return [it for it in page or [] if isinstance(it, Mapping)]
 
 
+def show_field(ctx: Ctx, data: Any) -> bool:
+    """`--get FIELD`: only that field of the answer, raw (for `$(...)` in scripts). False if not asked."""
+    path = getattr(ctx.args, "get", None)
+    if not path:
+        return False
+    value = _dig(data, path) if isinstance(data, Mapping) else None
+    if value is None:
+        raise CommandFailed(f"--get {path}: the answer has no such field")
+    print(value if isinstance(value, str) else json.dumps(value, ensure_ascii=False))
+    return True
+
+
 def show_object(ctx: Ctx, data: Any) -> int:
     data = redact(data)
+    if show_field(ctx, data):
+        return EXIT_OK
     if ctx.as_json:
-        print_json(data)
+        print_data(ctx, data)
     elif isinstance(data, Mapping):
         print("\n".join(object_lines(data)))
     elif data is not None:
@@ -199,9 +247,9 @@ def show_object(ctx: Ctx, data: Any) -> int:
 def show_list(ctx: Ctx, page: Any, columns: Sequence[Column]) -> int:
     page = redact(page)
     if ctx.as_json:
-        print_json(page)
+        print_data(ctx, page)
         return EXIT_OK
-    print("\n".join(table_lines(items(page), columns)))
+    print_table(items(page), columns)
     nxt = page.get("next") if isinstance(page, Mapping) else None
     if nxt is not None:
         print(f"more: pass --after {nxt}", file=sys.stderr)
@@ -209,8 +257,10 @@ def show_list(ctx: Ctx, page: Any, columns: Sequence[Column]) -> int:
 
 
 def show_message(ctx: Ctx, data: Any, message: str) -> int:
+    if show_field(ctx, redact(data)):
+        return EXIT_OK
     if ctx.as_json:
-        print_json(redact(data) if data is not None else {"ok": True})
+        print_data(ctx, redact(data) if data is not None else {"ok": True})
     else:
         print(message)
     return EXIT_OK
@@ -218,8 +268,10 @@ def show_message(ctx: Ctx, data: Any, message: str) -> int:
 
 def show_new_credential(ctx: Ctx, data: Any, field: str, what: str) -> int:
     """The one place a credential is printed: right after the API created it."""
+    if show_field(ctx, data):  # `--get token` prints the credential itself, as this is its one showing
+        return EXIT_OK
     if ctx.as_json:
-        print_json(data)
+        print_data(ctx, data)
     elif isinstance(data, Mapping):
         rest = {k: v for k, v in data.items() if k != field}
         print("\n".join(object_lines(redact(rest))))
@@ -328,7 +380,8 @@ def open_client(args: argparse.Namespace) -> GatewayClient | None:
     if not args.needs_api:
         return None
     if args.needs_token and not args.token:
-        raise UsageError("no token: set STRONGROOM_TOKEN or pass --token")
+        raise UsageError(f"not signed in: run `strongroom account login` (it keeps the session in profile "
+                         f"{args.profile}), or set STRONGROOM_TOKEN")
     try:
         client = GatewayClient(args.url, args.token if args.needs_token else None,
                                change_id=getattr(args, "change", None))

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from shared.certificates import verify_certificate
 from shared.crypto import byok, shares
-from strongroom.cli_common import Commands, Ctx, api, print_json, read_share, show_object
+from strongroom.cli_common import Commands, Ctx, api, print_data, read_share, show_object
 from strongroom.cli_keys import ALGORITHMS
 from strongroom.client import quote_id
 
@@ -95,7 +95,7 @@ def cmd_operator_enrol_key(ctx: Ctx) -> int:
     _write_key(path, private, replace=ctx.args.replace)
     out = api(ctx).put("/v1/custody/custodian-key", {"public_key": shares.public_b64(private)})
     if ctx.as_json:
-        print_json({**out, "key_file": str(path)})
+        print_data(ctx, {**out, "key_file": str(path)})
     else:
         print(f"enrolled key {out['key_id']}; private key kept in {path} (0600, never sent)")
     return 0
@@ -133,7 +133,7 @@ def _submit_share(ctx: Ctx, path: str, purpose: str) -> dict[str, Any]:
 def cmd_operator_init(ctx: Ctx) -> int:
     out = api(ctx).post("/v1/custody/init", _layout_body(ctx))
     if ctx.as_json:
-        print_json(out)
+        print_data(ctx, out)
         return 0
     print(f"root fingerprint: {out['root_fingerprint']}; any {out['threshold']} of {out['shares']} shares unseal custody")
     _print_custodians(out)
@@ -150,7 +150,7 @@ def cmd_operator_my_share(ctx: Ctx) -> int:
     except shares.ShareTransportError as exc:
         raise SystemExit(f"strongroom: {exc}") from None
     if ctx.as_json:
-        print_json({k: out[k] for k in ("purpose", "root_fingerprint", "number")} | {"share": share})
+        print_data(ctx, {k: out[k] for k in ("purpose", "root_fingerprint", "number")} | {"share": share})
         return 0
     print(f"your share {out['number']} of root {out['root_fingerprint']} ({out['purpose']}): {share}")
     print("note: shown once and stored nowhere: write it down now.", file=sys.stderr)
@@ -164,7 +164,7 @@ def cmd_operator_custodians(ctx: Ctx) -> int:
 def cmd_operator_unseal(ctx: Ctx) -> int:
     out = _submit_share(ctx, "/v1/custody/unseal", "unseal")
     if ctx.as_json:
-        print_json(out)
+        print_data(ctx, out)
     elif out.get("sealed"):
         print(f"share accepted: {out['submitted']} of {out['needed']}; still sealed")
     else:
@@ -186,7 +186,7 @@ def cmd_operator_status(ctx: Ctx) -> int:
 def cmd_operator_rekey(ctx: Ctx) -> int:
     out = api(ctx).post("/v1/custody/rekey", _layout_body(ctx))
     if ctx.as_json:
-        print_json(out)
+        print_data(ctx, out)
         return 0
     print(f"new root fingerprint: {out['new_fingerprint']} (current: {out['root_fingerprint']}); "
           f"{out['threshold']} custodians must verify their new share before {out['expires_at']}:")
@@ -197,7 +197,7 @@ def cmd_operator_rekey(ctx: Ctx) -> int:
 def cmd_operator_rekey_verify(ctx: Ctx) -> int:
     out = _submit_share(ctx, "/v1/custody/rekey/verify", "rekey-verify")
     if ctx.as_json:
-        print_json(out)
+        print_data(ctx, out)
     elif out.get("verified"):
         print(f"custody switched to root {out['root_fingerprint']}; the previous shares are retired shortly")
     else:

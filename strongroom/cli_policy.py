@@ -17,12 +17,12 @@ from strongroom.cli_common import (
     UsageError,
     api,
     positive_int,
+    print_table,
     read_json_object,
     redact,
     show_list,
     show_message,
     show_object,
-    table_lines,
 )
 from strongroom.client import GatewayClient, quote_id
 
@@ -185,7 +185,7 @@ def policy_simulate(ctx: Ctx) -> int:
             print(f"would {label}: device {pair['device_id']} key {pair['key_id']}")
     changed = [i for i in result.get("items", []) if i.get("changed")]
     if changed:
-        print("\n".join(table_lines(changed, SIMULATION_COLUMNS)))
+        print_table(changed, SIMULATION_COLUMNS)
     return EXIT_OK
 
 

@@ -51,6 +51,13 @@ def amqp_url():
     return AMQP_URL
 
 
+@pytest.fixture(autouse=True)
+def cli_config_dir(tmp_path_factory, monkeypatch):
+    """The CLI keeps profiles (sessions) in a config directory: each test gets its own, never the user's."""
+    monkeypatch.setenv("STRONGROOM_CONFIG_DIR", str(tmp_path_factory.mktemp("strongroom-config")))
+    monkeypatch.delenv("STRONGROOM_PROFILE", raising=False)
+
+
 @pytest.fixture
 def prefix():
     return f"t{uuid.uuid4().hex[:10]}_"

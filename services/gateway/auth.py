@@ -40,6 +40,7 @@ class Principal:
     scopes: frozenset[str] | None = None  # a token's permissions; None: the owner's roles decide
     second_person: bool = False  # a small-team user holding conflicting roles: acts only co-signed
     mfa: bool = False  # the credential is MFA-verified (a session with TOTP, or a token minted from one)
+    withheld: frozenset[str] = field(default_factory=frozenset)  # roles held but idle until MFA is verified
 
     @property
     def actor(self) -> Actor:
@@ -47,6 +48,10 @@ class Principal:
 
     def may(self, permission: str) -> bool:
         return allowed(permission, self.roles) and rules.scope_allows(permission, self.scopes)
+
+    def may_once_mfa(self, permission: str) -> bool:
+        """Refused now, but the roles waiting for MFA would allow it: the fix is to enrol or use TOTP."""
+        return allowed(permission, self.withheld) and rules.scope_allows(permission, self.scopes)
 
 
 class Unauthorized(ProblemError):
@@ -185,6 +190,7 @@ class TokenAuthenticator:
             kind, user_id, tenant_id, rules.effective_roles(roles, mfa_satisfied=mfa), auth,
             credential_id=credential_id, scopes=scopes,
             second_person=rules.needs_second_person(roles, small_team=small_team), mfa=mfa,
+            withheld=roles if rules.needs_mfa(roles) and not mfa else frozenset(),
         )
 
     async def user(self, tenant_id: str, user_id: str) -> dict[str, Any] | None:

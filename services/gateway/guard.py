@@ -9,8 +9,11 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from shared.problem_types import MFA_REQUIRED
+
 from .accounts import rules
 from .auth import Principal, RateLimited, refused
+from .problems import ExtraProblem
 from .ratelimit import RateLimiter
 from .state import GATEWAY, PRINCIPAL, RAW_BODY, THROTTLES, _query
 from .views_changes import cosigned
@@ -35,6 +38,10 @@ def guarded(route: Route):
             principal = await gw.operators.authenticate(request)
             # Roles, narrowed by the credential's scopes (deny by default).
             if route.permission is None or not principal.may(route.permission):
+                if route.permission is not None and principal.may_once_mfa(route.permission):
+                    raise ExtraProblem(403, "Forbidden", f"requires permission {route.permission}, which your roles "
+                                       "give only on a sign-in with MFA: enrol MFA first (strongroom mfa enrol), "
+                                       "or sign in again with a TOTP code", type=MFA_REQUIRED)
                 raise web.HTTPForbidden(text=f"requires permission {route.permission}")
             if principal.second_person and rules.needs_cosign(route.permission):
                 principal = await cosigned(request, principal, route.permission)  # by change id

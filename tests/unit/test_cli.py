@@ -505,10 +505,10 @@ def test_dev_and_serve_delegate_lazily(monkeypatch):
     monkeypatch.setitem(sys.modules, "launch.serve", serve)
 
     assert main(["dev", "--port", "8500", "--data-dir", "/tmp/sr"]) == 0
-    assert main(["dev"]) == 0
+    assert main(["dev", "--demo"]) == 0
     assert main(["serve", "keysvc"]) == 0
-    assert calls == [("dev", {"port": 8500, "data_dir": "/tmp/sr"}),
-                     ("dev", {"port": 8400, "data_dir": None}),
+    assert calls == [("dev", {"port": 8500, "data_dir": "/tmp/sr", "demo": False}),
+                     ("dev", {"port": 8400, "data_dir": None, "demo": True}),
                      ("serve", "keysvc")]
 
 
@@ -524,17 +524,38 @@ def test_bootstrap_names_the_second_admin(gw, run, monkeypatch):
                                "second_admin_username": "pat", "second_admin_email": "pat@p.example"}
 
 
-def test_login_reads_the_password_from_stdin_and_shows_the_session_once(gw, run, monkeypatch):
+def test_login_reads_the_password_from_stdin_and_keeps_the_session_in_a_profile(gw, run, monkeypatch, tmp_path, capsys):
     import io
+    import os
 
-    gw.route("POST", "/v1/auth/login", 201, {"session_token": "sr_ses_once", "user_id": "usr-1",
-                                             "mfa_enrolment_required": False})
+    monkeypatch.setenv("STRONGROOM_CONFIG_DIR", str(tmp_path))
+    gw.route("POST", "/v1/auth/login", 201, {"session_token": "sr_ses_once", "user_id": "usr-1", "username": "ann",
+                                             "tenant_id": "ten-1", "mfa_enrolment_required": False})
     monkeypatch.setattr("sys.stdin", io.StringIO("vault-door-orchid-7291\n"))
-    code, out, err = run("account", "login", "--tenant", "ten-1", "--username", "ann", "--totp", "123456",
-                         "--password-stdin", token=None)
+    code, out, err = run("account", "login", "--tenant", "acme", "--username", "ann", "--totp", "123456",
+                         "--password-stdin", "--profile", "ann", token=None)
     assert code == 0
-    assert gw.last["body"] == {"username": "ann", "password": "vault-door-orchid-7291", "tenant": "ten-1", "totp": "123456"}
+    assert gw.last["body"] == {"username": "ann", "password": "vault-door-orchid-7291", "tenant": "acme", "totp": "123456"}
+    # The session is not printed: it is kept in the profile's file, readable by its owner only.
+    assert "sr_ses_once" not in out + err and "profile ann" in out
+    stored = tmp_path / "profiles" / "ann.json"
+    assert stored.stat().st_mode & 0o777 == 0o600 and json.loads(stored.read_text())["token"] == "sr_ses_once"
+    # Later commands of that profile use it (its URL too); a token from the environment wins.
+    gw.route("GET", "/v1/me", 200, {"username": "ann"})
+    assert main(["--profile", "ann", "account", "whoami"]) == 0
+    assert gw.last["headers"]["authorization"] == "Bearer sr_ses_once"
+    monkeypatch.setenv("STRONGROOM_PROFILE", "ann")
+    monkeypatch.setenv("STRONGROOM_TOKEN", "sr_env_token")
+    assert main(["account", "whoami"]) == 0
+    assert gw.last["headers"]["authorization"] == "Bearer sr_env_token"
+    monkeypatch.delenv("STRONGROOM_TOKEN")
+    # --print-session also shows it, once, for scripts that export it.
+    monkeypatch.setattr("sys.stdin", io.StringIO("vault-door-orchid-7291\n"))
+    capsys.readouterr()
+    assert main(["--url", gw.url, "account", "login", "--username", "ann", "--password-stdin", "--print-session"]) == 0
+    out, err = capsys.readouterr()
     assert "session_token: sr_ses_once" in out and "shown once" in err
+    assert not os.path.exists(tmp_path / "profiles" / "default.json.tmp")
 
 
 def test_user_commands_grant_confirm_and_list(gw, run):

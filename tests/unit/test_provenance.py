@@ -17,6 +17,7 @@ from services.policysvc.simulation import CaseError, given_cases
 from shared import events
 from shared import provenance as trust
 from shared.commands import PutPolicy
+from tests.e2e import readme as readme_commands
 
 NOW = datetime(2026, 12, 5, 9, 0, tzinfo=UTC)
 FACTS = {"identity": {"region": "eu-west-1", "image_id": "ami-1"}, "observed": {"source_ip": "10.0.0.7"}}
@@ -165,7 +166,8 @@ def test_a_version_1_key_request_keeps_only_the_gateway_s_own_facts_observed():
 
 def test_the_readme_policies_parse_and_the_cloud_one_refuses_the_echo():
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    walkthrough = readme.split("cat > eu-prod.json <<'EOF'\n", 1)[1].split("\nEOF", 1)[0]
+    heredoc = next(c.text for c in readme_commands.suite("ceremony") if c.text.startswith("cat > eu-prod.json <<'EOF'"))
+    walkthrough = heredoc.split("\n", 1)[1].rsplit("\nEOF", 1)[0]
     example = readme.split('```json\n{"name": "eu-prod", "minimum_provenance"', 1)[1].split("\n```", 1)[0]
     def put(text: str, policy_id: str):  # as `strongroom policy put` sends it
         return parse_policy(PutPolicy(**json.loads(text)).model_dump(), policy_id=policy_id, version=1)

@@ -57,7 +57,8 @@ class Bootstrap(Strict):
 
 
 class Login(Strict):
-    tenant: str | None = Field(default=None, min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")
+    # The tenant's id or its name (a name only one tenant bears).
+    tenant: str | None = Field(default=None, pattern=NAME)
     username: str = Field(min_length=1, max_length=64)
     password: str = _PASSWORD
     totp: str | None = Field(default=None, pattern=r"^[0-9]{6}$")

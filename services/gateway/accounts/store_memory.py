@@ -61,6 +61,12 @@ class MemoryAccountStore:
     async def tenant(self, tenant_id: str) -> dict[str, Any] | None:
         return _copy(self.tenants.get(tenant_id))
 
+    async def sign_in_tenant_id(self, tenant: str) -> str | None:
+        if tenant in self.tenants:
+            return tenant
+        found = [tid for tid, doc in self.tenants.items() if doc.get("name") == tenant]
+        return found[0] if len(found) == 1 else None
+
     async def customer_tenant(self, tenant_id: str) -> dict[str, Any] | None:
         doc = self.tenants.get(tenant_id)
         return _copy(doc) if doc is not None and doc.get("kind") != "provider" else None

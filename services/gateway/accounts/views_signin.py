@@ -57,8 +57,8 @@ async def setup_password(request: web.Request) -> web.Response:
 
 
 async def _login_tenant(gw: Gateway, body: S.Login) -> str | None:
-    if body.tenant:
-        return body.tenant
+    if body.tenant:  # an id, or a tenant's name: resolved for this sign-in only
+        return await account_store(gw).sign_in_tenant_id(body.tenant)
     if gw.settings.deployment == "enterprise":
         return await account_store(gw).bootstrap_tenant()
     raise ProblemError(422, "Unprocessable Content", "tenant: required in provider deployments", "tenant")
