@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import email.utils
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -38,6 +40,8 @@ DEFAULT_TIMEOUT_SECONDS = 30.0
 DATA_KEY_LENGTHS = (16, 24, 32)
 _MAX_TEXT_DETAIL = 200
 _ACCEPT = "application/json, application/problem+json"
+# Where `_post` keeps a Retry-After for `_error_from`; not a name the gateway's problem documents use.
+RETRY_AFTER_KEY = "\x00retry_after"
 
 
 class AgentError(Exception):
@@ -51,8 +55,10 @@ class AgentError(Exception):
         reasons: Sequence[str] = (),
         *,
         problem: Mapping[str, Any] | None = None,
+        retry_after: float | None = None,
     ) -> None:
         self.status = status
+        self.retry_after = retry_after  # seconds, from a 429 or 503 answer's Retry-After header
         self.title = title
         self.detail = detail
         self.reasons = list(reasons)
@@ -110,6 +116,10 @@ class ServiceUnavailable(AgentError):
     """503/504, or the gateway could not be reached or answered nonsense; worth retrying later."""
 
 
+class TooManyRequests(AgentError):
+    """429: this device or address is past its request budget; `retry_after` says when to try again."""
+
+
 class EvidenceUnavailable(AgentError):
     """This VM's cloud metadata service gave no evidence to send."""
 
@@ -123,6 +133,7 @@ _KEY_REQUEST_ERRORS: dict[int, type[AgentError]] = {
     403: KeyDenied,
     404: KeyNotFound,
     409: KeyNotActive,
+    429: TooManyRequests,
     502: ServiceUnavailable,
     503: ServiceUnavailable,
     504: ServiceUnavailable,
@@ -135,6 +146,7 @@ _ENROLL_ERRORS: dict[int, type[AgentError]] = {
     409: EnrollmentRejected,
     410: EnrollmentRejected,
     422: EnrollmentRejected,
+    429: TooManyRequests,
     502: ServiceUnavailable,
     503: ServiceUnavailable,
     504: ServiceUnavailable,
@@ -350,13 +362,18 @@ class AgentClient:
         return self._identity
 
     async def _post(self, url: str, body: bytes, headers: Mapping[str, str]) -> tuple[int, dict[str, Any]]:
+        """The answer's status and JSON body; a Retry-After header is kept in the body as RETRY_AFTER_KEY."""
         if self._session is None:
             raise RuntimeError("AgentClient must be used as an async context manager")
         send_headers = {"Content-Type": "application/json", "Accept": _ACCEPT, **headers}
         try:
             async with self._session.post(url, data=body, headers=send_headers, timeout=self._timeout) as response:
                 text = await response.text(errors="replace")
-                return response.status, _parse_body(response.status, text)
+                document = _parse_body(response.status, text)
+                retry_after = _retry_after(response.headers.get("Retry-After"))
+                if retry_after is not None and response.status >= 400:
+                    document[RETRY_AFTER_KEY] = retry_after
+                return response.status, document
         except TimeoutError:
             raise ServiceUnavailable(None, "gateway timed out", f"no answer from {url} in time") from None
         except aiohttp.ClientError as exc:
@@ -411,13 +428,31 @@ def _error_from(status: int, document: Mapping[str, Any], errors: Mapping[int, t
     error_type = errors.get(status)
     if error_type is None:
         error_type = ServiceUnavailable if status >= 500 else AgentError
+    problem = {k: v for k, v in document.items() if k != RETRY_AFTER_KEY}
     return error_type(
         status,
         str(document.get("title") or f"HTTP {status}"),
         str(document.get("detail") or ""),
         [str(reason) for reason in reasons] if isinstance(reasons, list) else [],
-        problem=document,
+        problem=problem,
+        retry_after=document.get(RETRY_AFTER_KEY),
     )
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Retry-After as seconds: delta-seconds or an HTTP date (RFC 9110 §10.2.3); None if absent or unreadable."""
+    if not value:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def _parse_body(status: int, text: str) -> dict[str, Any]:
