@@ -100,11 +100,14 @@ async def run_service(
     while not stop.is_set():
         sending = asyncio.ensure_future(beat())
         stopping = asyncio.ensure_future(stop.wait())
-        await asyncio.wait({sending, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        stopping.cancel()
+        try:
+            await asyncio.wait({sending, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:  # also when the caller cancels the loop: no heartbeat outlives it
+            stopping.cancel()
+            if not sending.done():
+                sending.cancel()
+                await asyncio.gather(sending, return_exceptions=True)
         if stop.is_set():
-            sending.cancel()
-            await asyncio.gather(sending, return_exceptions=True)
             break
         try:
             outcome = sending.result()

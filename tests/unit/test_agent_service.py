@@ -84,6 +84,16 @@ async def test_a_stop_cancels_a_heartbeat_in_flight():
     stop.set()
     assert await service == 0 and cancelled.is_set()
 
+    # Cancelling the loop itself (its caller going away) does not leave the heartbeat running either.
+    started.clear()
+    cancelled.clear()
+    service = asyncio.create_task(run_service(beat, stop=asyncio.Event(), emit=lambda line: None))
+    await started.wait()
+    service.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await service
+    assert cancelled.is_set()
+
 
 async def test_unexpected_errors_are_not_swallowed():
     async def beat() -> Beat:
