@@ -82,28 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    facts_options = argparse.ArgumentParser(add_help=False)
-    facts_options.add_argument(
-        "--facts-file", metavar="FILE",
-        help=f"operator facts JSON merged over collected facts (default ${ENV_FACTS_FILE})",
-    )
-    facts_options.add_argument(
-        "--hash-path", metavar="PATH", action="append", default=None,
-        help=f"report the SHA-256 of this file in integrity.file_hashes; repeatable (default ${ENV_HASH_PATHS})",
-    )
-    facts_options.add_argument(
-        "--required-chain", metavar="'FAMILY TABLE CHAIN'", action="append", default=None,
-        help=f"a firewall chain that must exist, e.g. 'inet filter input'; repeatable (default ${ENV_REQUIRED_CHAINS}, "
-        "comma-separated)",
-    )
-    facts_options.add_argument(
-        "--firewall-netns", metavar="PATH",
-        help=f"read the firewall of this network namespace, e.g. /proc/1/ns/net (default ${ENV_FIREWALL_NETNS})",
-    )
-    facts_options.add_argument(
-        "--clamav-database", metavar="DIR",
-        help=f"ClamAV's database directory (default ${ENV_CLAMAV_DATABASE} or freshclam.conf's)",
-    )
+    facts_options = _facts_options()
 
     enroll = commands.add_parser("enroll", help="register this VM with a gateway using a one-time token")
     enroll.add_argument("--gateway", metavar="URL", required=True, help="gateway base URL, e.g. https://gw.example")
@@ -142,13 +121,46 @@ def build_parser() -> argparse.ArgumentParser:
     decrypt.add_argument("output", metavar="OUT")
     decrypt.set_defaults(handler=_decrypt)
 
+    _add_posture_commands(commands, facts_options)
+    return parser
+
+
+def _facts_options() -> argparse.ArgumentParser:
+    """Options of every command that collects facts."""
+    facts_options = argparse.ArgumentParser(add_help=False)
+    facts_options.add_argument(
+        "--facts-file", metavar="FILE",
+        help=f"operator facts JSON merged over collected facts (default ${ENV_FACTS_FILE})",
+    )
+    facts_options.add_argument(
+        "--hash-path", metavar="PATH", action="append", default=None,
+        help=f"report the SHA-256 of this file in integrity.file_hashes; repeatable (default ${ENV_HASH_PATHS})",
+    )
+    facts_options.add_argument(
+        "--required-chain", metavar="'FAMILY TABLE CHAIN'", action="append", default=None,
+        help=f"a firewall chain that must exist, e.g. 'inet filter input'; repeatable (default ${ENV_REQUIRED_CHAINS}, "
+        "comma-separated)",
+    )
+    facts_options.add_argument(
+        "--firewall-netns", metavar="PATH",
+        help=f"read the firewall of this network namespace, e.g. /proc/1/ns/net (default ${ENV_FIREWALL_NETNS})",
+    )
+    facts_options.add_argument(
+        "--clamav-database", metavar="DIR",
+        help=f"ClamAV's database directory (default ${ENV_CLAMAV_DATABASE} or freshclam.conf's)",
+    )
+    return facts_options
+
+
+def _add_posture_commands(commands: Any, facts_options: argparse.ArgumentParser) -> None:
+    """`heartbeat` and `run`: the commands that keep the device's posture checked."""
     heartbeat = commands.add_parser(
         "heartbeat", parents=[facts_options],
-        help="send signed heartbeats with fresh facts, one JSON line each (until interrupted, or --once)",
+        help="send one signed heartbeat with fresh facts (--once); without --once, the same as run",
     )
     heartbeat.add_argument(
         "--interval", metavar="S", type=_positive_float,
-        help="seconds between heartbeats (default: half the grace period the gateway answers with)",
+        help="seconds between heartbeats (default: the interval the gateway answers with)",
     )
     heartbeat.add_argument("--once", action="store_true", help="send one heartbeat; exit 3 if the device is quarantined")
     heartbeat.set_defaults(handler=_heartbeat)
@@ -161,7 +173,6 @@ def build_parser() -> argparse.ArgumentParser:
     service.add_argument("--interval", metavar="S", type=_positive_float,
                          help="seconds between heartbeats (default: the interval the gateway answers with)")
     service.set_defaults(handler=_run, once=False)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,11 +11,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import email.utils
 import json
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -25,10 +23,35 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from agent.cloud import Cloud
+from agent.errors import (
+    ENROLL_ERRORS,
+    KEY_REQUEST_ERRORS,
+    RETRY_AFTER_KEY,
+    AgentError,
+    ApprovalPending,
+    EnrollmentRejected,
+    EvidenceUnavailable,
+    KeyDenied,
+    KeyNotActive,
+    KeyNotFound,
+    NotAuthenticated,
+    ProtocolError,
+    ServiceUnavailable,
+    TooManyRequests,
+    error_from,
+    retry_after_seconds,
+)
 from agent.evidence import CloudEvidence, EvidenceSource, EvidenceUnavailableError
 from agent.identity import AgentIdentity, IdentityError, generate_device_key, is_enrolled, public_key_b64
 from shared.crypto.httpsig import sign_request
 from shared.crypto.release import SUITE_NAME, ReleaseError, open_sealed, release_info
+
+# Callers catch the gateway's refusals from here, with the client that raises them.
+__all__ = [
+    "AgentClient", "AgentError", "ApprovalPending", "EnrollmentRejected", "EvidenceUnavailable", "KeyDenied",
+    "KeyNotActive", "KeyNotFound", "NotAuthenticated", "ProtocolError", "ReleasedKey", "ServiceUnavailable",
+    "TooManyRequests",
+]
 
 ENROLL_PATH = "/v1/agent/enroll"
 KEY_REQUESTS_PATH = "/v1/agent/key-requests"
@@ -40,117 +63,6 @@ DEFAULT_TIMEOUT_SECONDS = 30.0
 DATA_KEY_LENGTHS = (16, 24, 32)
 _MAX_TEXT_DETAIL = 200
 _ACCEPT = "application/json, application/problem+json"
-# Where `_post` keeps a Retry-After for `_error_from`; not a name the gateway's problem documents use.
-RETRY_AFTER_KEY = "\x00retry_after"
-
-
-class AgentError(Exception):
-    """The gateway refused or failed a request; `status` is None when no HTTP status applies."""
-
-    def __init__(
-        self,
-        status: int | None,
-        title: str,
-        detail: str = "",
-        reasons: Sequence[str] = (),
-        *,
-        problem: Mapping[str, Any] | None = None,
-        retry_after: float | None = None,
-    ) -> None:
-        self.status = status
-        self.retry_after = retry_after  # seconds, from a 429 or 503 answer's Retry-After header
-        self.title = title
-        self.detail = detail
-        self.reasons = list(reasons)
-        self.problem: dict[str, Any] = dict(problem or {})
-        super().__init__(self._message())
-
-    @property
-    def type(self) -> str | None:
-        return self.problem.get("type")
-
-    @property
-    def field(self) -> str | None:
-        return self.problem.get("field")
-
-    def _message(self) -> str:
-        message = self.title if self.status is None else f"{self.title} (HTTP {self.status})"
-        if self.detail and self.detail != self.title:
-            message += f": {self.detail}"
-        return message
-
-
-class KeyDenied(AgentError):
-    """403: policy denied the release; `reasons` say which rules or facts, as far as policy discloses."""
-
-    @property
-    def disclosed(self) -> Any:
-        return self.problem.get("disclosed")
-
-
-class ApprovalPending(AgentError):
-    """202: policy requires a human approval; `request_id` identifies the waiting request."""
-
-    def __init__(self, request_id: str, *, problem: Mapping[str, Any] | None = None) -> None:
-        self.request_id = request_id
-        super().__init__(202, "approval required", f"key request {request_id} is pending approval", problem=problem)
-
-
-class NotAuthenticated(AgentError):
-    """401: the signature was rejected (bad, stale or replayed) or the device was revoked."""
-
-
-class KeyNotFound(AgentError):
-    """404: no such key for this tenant."""
-
-
-class KeyNotActive(AgentError):
-    """409: the key (version) exists but is not in a state that allows release."""
-
-
-class EnrollmentRejected(AgentError):
-    """The enrolment token or request was refused (invalid, expired or used token, bad name)."""
-
-
-class ServiceUnavailable(AgentError):
-    """503/504, or the gateway could not be reached or answered nonsense; worth retrying later."""
-
-
-class TooManyRequests(AgentError):
-    """429: this device or address is past its request budget; `retry_after` says when to try again."""
-
-
-class EvidenceUnavailable(AgentError):
-    """This VM's cloud metadata service gave no evidence to send."""
-
-
-class ProtocolError(AgentError):
-    """The gateway's answer does not follow the agent protocol (or does not open with our key)."""
-
-
-_KEY_REQUEST_ERRORS: dict[int, type[AgentError]] = {
-    401: NotAuthenticated,
-    403: KeyDenied,
-    404: KeyNotFound,
-    409: KeyNotActive,
-    429: TooManyRequests,
-    502: ServiceUnavailable,
-    503: ServiceUnavailable,
-    504: ServiceUnavailable,
-}
-_ENROLL_ERRORS: dict[int, type[AgentError]] = {
-    400: EnrollmentRejected,
-    401: EnrollmentRejected,
-    403: EnrollmentRejected,
-    404: EnrollmentRejected,
-    409: EnrollmentRejected,
-    410: EnrollmentRejected,
-    422: EnrollmentRejected,
-    429: TooManyRequests,
-    502: ServiceUnavailable,
-    503: ServiceUnavailable,
-    504: ServiceUnavailable,
-}
 
 
 @dataclass(frozen=True)
@@ -238,7 +150,7 @@ class AgentClient:
         )
         status, document = await self._post(_join(gateway_url, ENROLL_PATH), body, {})
         if status != 201:
-            raise _error_from(status, document, _ENROLL_ERRORS)
+            raise error_from(status, document, ENROLL_ERRORS)
         tenant_id, device_id, key_id = (_string(document, name) for name in ("tenant_id", "device_id", "key_id"))
         identity = AgentIdentity(
             gateway_url=gateway_url.rstrip("/"),
@@ -296,7 +208,7 @@ class AgentClient:
             if status == 202:
                 raise ApprovalPending(request_id, problem=document)
         if status != 200:
-            raise _error_from(status, document, _KEY_REQUEST_ERRORS)
+            raise error_from(status, document, KEY_REQUEST_ERRORS)
         return _open_release(document, identity, ephemeral, requested_key_id=key_id, requested_version=key_version)
 
     async def heartbeat(self, facts: Mapping[str, Any]) -> dict[str, Any]:
@@ -340,13 +252,13 @@ class AgentClient:
         url, body = _join(identity.gateway_url, path), _json_bytes(dict(document))
         status, answer = await self._post(url, body, self._signed("POST", url, body, identity))
         if status != expect:
-            raise _error_from(status, answer, _KEY_REQUEST_ERRORS)
+            raise error_from(status, answer, KEY_REQUEST_ERRORS)
         return answer
 
     async def _challenge(self, url: str, body: bytes, headers: Mapping[str, str]) -> str:
         status, document = await self._post(url, body, headers)
         if status != 201:
-            raise _error_from(status, document, _KEY_REQUEST_ERRORS)
+            raise error_from(status, document, KEY_REQUEST_ERRORS)
         return _string(document, "challenge")
 
     @staticmethod
@@ -370,7 +282,7 @@ class AgentClient:
             async with self._session.post(url, data=body, headers=send_headers, timeout=self._timeout) as response:
                 text = await response.text(errors="replace")
                 document = _parse_body(response.status, text)
-                retry_after = _retry_after(response.headers.get("Retry-After"))
+                retry_after = retry_after_seconds(response.headers.get("Retry-After"))
                 if retry_after is not None and response.status >= 400:
                     document[RETRY_AFTER_KEY] = retry_after
                 return response.status, document
@@ -421,38 +333,6 @@ def _open_release(
     return ReleasedKey(
         key_id=key_id, key_version=key_version, algorithm=algorithm, request_id=request_id, key=data_key
     )
-
-
-def _error_from(status: int, document: Mapping[str, Any], errors: Mapping[int, type[AgentError]]) -> AgentError:
-    reasons = document.get("reasons")
-    error_type = errors.get(status)
-    if error_type is None:
-        error_type = ServiceUnavailable if status >= 500 else AgentError
-    problem = {k: v for k, v in document.items() if k != RETRY_AFTER_KEY}
-    return error_type(
-        status,
-        str(document.get("title") or f"HTTP {status}"),
-        str(document.get("detail") or ""),
-        [str(reason) for reason in reasons] if isinstance(reasons, list) else [],
-        problem=problem,
-        retry_after=document.get(RETRY_AFTER_KEY),
-    )
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Retry-After as seconds: delta-seconds or an HTTP date (RFC 9110 §10.2.3); None if absent or unreadable."""
-    if not value:
-        return None
-    text = value.strip()
-    if text.isdigit():
-        return float(text)
-    try:
-        when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def _parse_body(status: int, text: str) -> dict[str, Any]:
