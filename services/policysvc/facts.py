@@ -23,7 +23,7 @@ identity.ip_addresses                       list[str]                  agent
 identity.boot_time                          RFC 3339 time              agent
 identity.agent_version                      version "1.10.0"           agent
 integrity.firewall_enabled                  bool                       agent (input chain drops)
-integrity.firewall.present                  bool (nft/iptables found)  agent collector
+integrity.firewall.present                  bool (a ruleset was read)  agent collector
 integrity.firewall.tool                     "nft" or "iptables"        agent collector
 integrity.firewall.ruleset_sha256           sha256 hex (canonical)     agent collector
 integrity.firewall.chains                   list["family table chain"] agent collector
