@@ -1,5 +1,6 @@
 """`strongroom-agent`: enrol this VM, show its facts, encrypt, decrypt or rotate files under policy,
-send the heartbeats that keep its posture checked, and serve as the Clevis pin `strongroom`.
+send the heartbeats that keep its posture checked (`run`, the service mode systemd starts), and
+serve as the Clevis pin `strongroom`.
 
 Exit codes: 0 success, 1 error, 2 usage, 3 key denied by policy (or, for `heartbeat --once`, the
 device is quarantined), 4 approval pending; `volume` adds 5-9 (agent/cli_volume.py).
@@ -13,6 +14,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import socket
 import sys
 import tempfile
@@ -31,12 +33,15 @@ from agent.client import (
     ApprovalPending,
     KeyDenied,
     ReleasedKey,
-    ServiceUnavailable,
 )
+from agent.collectors import IntegritySettings, integrity_collector
+from agent.collectors.firewall import chain_list
 from agent.evidence import EvidenceUnavailableError, TpmEvidence, register_tpm
 from agent.facts import FactsError, collect_facts
+from agent.facts_text import render_facts
 from agent.fileformat import FileFormatError
 from agent.identity import AgentIdentity, IdentityError, default_state_dir
+from agent.service import Beat, run_service
 from agent.tpm import Tpm
 from shared.argtypes import positive_float as _positive_float
 from shared.argtypes import positive_int as _positive_int
@@ -50,7 +55,9 @@ ENV_HASH_PATHS = "STRONGROOM_AGENT_HASH_PATHS"
 ENV_CLOUD = "STRONGROOM_AGENT_CLOUD"
 ENV_METADATA_URL = "STRONGROOM_AGENT_METADATA_URL"
 ENV_TPM = "STRONGROOM_AGENT_TPM"
-DEFAULT_HEARTBEAT_SECONDS = 60.0  # until the gateway has said what its grace period is
+ENV_REQUIRED_CHAINS = "STRONGROOM_AGENT_REQUIRED_CHAINS"
+ENV_FIREWALL_NETNS = "STRONGROOM_AGENT_FIREWALL_NETNS"
+ENV_CLAMAV_DATABASE = "STRONGROOM_AGENT_CLAMAV_DATABASE"
 
 
 class UsageError(Exception):
@@ -80,15 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    facts_options = argparse.ArgumentParser(add_help=False)
-    facts_options.add_argument(
-        "--facts-file", metavar="FILE",
-        help=f"operator facts JSON merged over collected facts (default ${ENV_FACTS_FILE})",
-    )
-    facts_options.add_argument(
-        "--hash-path", metavar="PATH", action="append", default=None,
-        help=f"report the SHA-256 of this file in integrity.file_hashes; repeatable (default ${ENV_HASH_PATHS})",
-    )
+    facts_options = _facts_options()
 
     enroll = commands.add_parser("enroll", help="register this VM with a gateway using a one-time token")
     enroll.add_argument("--gateway", metavar="URL", required=True, help="gateway base URL, e.g. https://gw.example")
@@ -102,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     tpm.set_defaults(handler=_tpm_register)
 
     facts = commands.add_parser("facts", parents=[facts_options], help="print the facts a key request would present")
+    facts.add_argument("--output", choices=("text", "json"), default="text",
+                       help="text: one fact a line with its provenance (default); json: the document sent")
     facts.set_defaults(handler=_facts)
 
     request = commands.add_parser(
@@ -113,19 +114,60 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_file_commands(commands, [facts_options], _release, _write_atomically)
 
-    heartbeat = commands.add_parser(
-        "heartbeat", parents=[facts_options],
-        help="send signed heartbeats with fresh facts, one JSON line each (until interrupted, or --once)",
-    )
-    heartbeat.add_argument(
-        "--interval", metavar="S", type=_positive_float,
-        help="seconds between heartbeats (default: half the grace period the gateway answers with)",
-    )
-    heartbeat.add_argument("--once", action="store_true", help="send one heartbeat; exit 3 if the device is quarantined")
-    heartbeat.set_defaults(handler=_heartbeat)
+    _add_posture_commands(commands, facts_options)
     add_clevis_commands(commands, facts_options, release=_release, state_dir=state_dir)
     cli_volume.register(commands, facts_options)
     return parser
+
+
+def _facts_options() -> argparse.ArgumentParser:
+    """Options of every command that collects facts."""
+    facts_options = argparse.ArgumentParser(add_help=False)
+    facts_options.add_argument(
+        "--facts-file", metavar="FILE",
+        help=f"operator facts JSON merged over collected facts (default ${ENV_FACTS_FILE})",
+    )
+    facts_options.add_argument(
+        "--hash-path", metavar="PATH", action="append", default=None,
+        help=f"report the SHA-256 of this file in integrity.file_hashes; repeatable (default ${ENV_HASH_PATHS})",
+    )
+    facts_options.add_argument(
+        "--required-chain", metavar="'FAMILY TABLE CHAIN'", action="append", default=None,
+        help=f"a firewall chain that must exist, e.g. 'inet filter input'; repeatable (default ${ENV_REQUIRED_CHAINS}, "
+        "comma-separated)",
+    )
+    facts_options.add_argument(
+        "--firewall-netns", metavar="PATH",
+        help=f"read the firewall of this network namespace, e.g. /proc/1/ns/net (default ${ENV_FIREWALL_NETNS})",
+    )
+    facts_options.add_argument(
+        "--clamav-database", metavar="DIR",
+        help=f"ClamAV's database directory (default ${ENV_CLAMAV_DATABASE} or freshclam.conf's)",
+    )
+    return facts_options
+
+
+def _add_posture_commands(commands: Any, facts_options: argparse.ArgumentParser) -> None:
+    """`heartbeat` and `run`: the commands that keep the device's posture checked."""
+    heartbeat = commands.add_parser(
+        "heartbeat", parents=[facts_options],
+        help="send one signed heartbeat with fresh facts (--once); without --once, the same as run",
+    )
+    heartbeat.add_argument(
+        "--interval", metavar="S", type=_positive_float,
+        help="seconds between heartbeats (default: the interval the gateway answers with)",
+    )
+    heartbeat.add_argument("--once", action="store_true", help="send one heartbeat; exit 3 if the device is quarantined")
+    heartbeat.set_defaults(handler=_heartbeat)
+
+    service = commands.add_parser(
+        "run", parents=[facts_options],
+        help="run as a service: heartbeats with fresh facts at the gateway's interval, one JSON line each, "
+        "backing off on errors, until SIGTERM or SIGINT (exit 0)",
+    )
+    service.add_argument("--interval", metavar="S", type=_positive_float,
+                         help="seconds between heartbeats (default: the interval the gateway answers with)")
+    service.set_defaults(handler=_run, once=False)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -217,7 +259,13 @@ async def _facts(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
         device_id: str | None = AgentIdentity.load(home).device_id
     except IdentityError:
         device_id = None  # Facts are still worth showing before enrolment.
-    _print_json(await _gather_facts(args, environ, device_id))
+    facts = await _gather_facts(args, environ, device_id)
+    if args.output == "json":
+        _print_json(facts)
+        return
+    source = _cloud(args, environ)
+    evidence = "tpm" if "evidence" in source else source.get("cloud")
+    print(render_facts(facts, device_id=device_id, evidence=evidence))
 
 
 async def _request_key(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
@@ -230,31 +278,50 @@ class DeviceQuarantined(Exception):
 
 
 async def _heartbeat(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
-    """Fresh facts every interval, so policysvc can re-check them against the policies that released
-    this device's keys. A gateway that cannot be reached is retried at the next beat, not fatal:
-    a missed beat is what the grace period is for."""
+    """One heartbeat (``--once``), or the service loop of `_run`: fresh facts every interval, so
+    policysvc can re-check them against the policies that released this device's keys."""
+    if not args.once:
+        return await _run(args, environ)
     identity = AgentIdentity.load(state_dir(args, environ))
     async with AgentClient(identity, timeout_seconds=args.timeout, **_cloud(args, environ)) as client:
-        while True:
-            interval = args.interval
-            try:
-                answer = await client.heartbeat(await _gather_facts(args, environ, identity.device_id))
-            except ServiceUnavailable as exc:
-                if args.once:
-                    raise
-                _error(f"heartbeat not delivered: {exc}; retrying")
-            else:
-                print(json.dumps({"device_id": answer.get("device_id"), "status": answer.get("status"),
-                                  "next_heartbeat_within_seconds": answer.get("next_heartbeat_within_seconds")},
-                                 sort_keys=True), flush=True)
-                if args.once:
-                    if answer.get("status") == "quarantined":
-                        raise DeviceQuarantined("the device is quarantined: key requests are denied until its facts "
-                                                "pass again or an operator clears it")
-                    return
-                if interval is None and isinstance(answer.get("next_heartbeat_within_seconds"), (int, float)):
-                    interval = max(1.0, answer["next_heartbeat_within_seconds"] / 2)
-            await asyncio.sleep(interval or DEFAULT_HEARTBEAT_SECONDS)
+        answer = await client.heartbeat(await _gather_facts(args, environ, identity.device_id))
+    print(json.dumps({"device_id": answer.get("device_id"), "status": answer.get("status"),
+                      "next_heartbeat_within_seconds": answer.get("next_heartbeat_within_seconds")},
+                     sort_keys=True), flush=True)
+    if answer.get("status") == "quarantined":
+        raise DeviceQuarantined("the device is quarantined: key requests are denied until its facts "
+                                "pass again or an operator clears it")
+
+
+async def _run(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
+    """The agent as a service (``agent/service.py``): SIGTERM and SIGINT end it cleanly, exit 0.
+    A gateway that cannot be reached is retried with backoff, not fatal: a missed beat is what the
+    grace period is for."""
+    identity = AgentIdentity.load(state_dir(args, environ))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    stopped_by: list[str] = []
+
+    def on_signal(name: str) -> None:
+        stopped_by.append(name)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig.name)
+    try:
+        async with AgentClient(identity, timeout_seconds=args.timeout, **_cloud(args, environ)) as client:
+            async def beat() -> Beat:
+                facts = await _gather_facts(args, environ, identity.device_id)
+                return Beat(answer=await client.heartbeat(facts), facts=facts)
+
+            _emit({"event": "agent_started", "device_id": identity.device_id, "gateway": identity.gateway_url,
+                   "interval_seconds": args.interval})
+            delivered = await run_service(beat, stop=stop, emit=_emit, interval=args.interval)
+        _emit({"event": "agent_stopped", "signal": stopped_by[0] if stopped_by else None,
+               "heartbeats_delivered": delivered})
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
 
 
 async def _release(
@@ -271,8 +338,16 @@ async def _gather_facts(args: argparse.Namespace, environ: Mapping[str, str], de
     hash_paths = args.hash_path
     if hash_paths is None:
         hash_paths = [path for path in environ.get(ENV_HASH_PATHS, "").split(os.pathsep) if path]
+    chains = tuple(args.required_chain) if args.required_chain is not None else chain_list(
+        environ.get(ENV_REQUIRED_CHAINS))
+    settings = IntegritySettings(
+        required_chains=tuple(" ".join(chain.split()) for chain in chains),
+        firewall_netns=args.firewall_netns or environ.get(ENV_FIREWALL_NETNS) or None,
+        clamav_database=args.clamav_database or environ.get(ENV_CLAMAV_DATABASE) or None,
+    )
     return await asyncio.to_thread(
-        collect_facts, device_id=device_id, hash_paths=hash_paths, facts_file=facts_file, environ=environ
+        collect_facts, device_id=device_id, hash_paths=hash_paths, facts_file=facts_file, environ=environ,
+        collectors=[integrity_collector(settings)],
     )
 
 
@@ -296,6 +371,11 @@ def _print_json(document: Mapping[str, Any]) -> None:
 
 def _error(message: str) -> None:
     print(f"{PROG}: error: {message}", file=sys.stderr)
+
+
+def _emit(line: Mapping[str, Any]) -> None:
+    """One JSON line on stdout (the journal, under systemd); `run_service` and `_run` say nothing secret."""
+    print(json.dumps(line, sort_keys=True), flush=True)
 
 
 

@@ -12,7 +12,7 @@ import asyncio
 import base64
 import binascii
 import json
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -23,10 +23,35 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from agent.cloud import Cloud
+from agent.errors import (
+    ENROLL_ERRORS,
+    KEY_REQUEST_ERRORS,
+    RETRY_AFTER_KEY,
+    AgentError,
+    ApprovalPending,
+    EnrollmentRejected,
+    EvidenceUnavailable,
+    KeyDenied,
+    KeyNotActive,
+    KeyNotFound,
+    NotAuthenticated,
+    ProtocolError,
+    ServiceUnavailable,
+    TooManyRequests,
+    error_from,
+    retry_after_seconds,
+)
 from agent.evidence import CloudEvidence, EvidenceSource, EvidenceUnavailableError
 from agent.identity import AgentIdentity, IdentityError, generate_device_key, is_enrolled, public_key_b64
 from shared.crypto.httpsig import sign_request
 from shared.crypto.release import SUITE_NAME, ReleaseError, open_sealed, release_info
+
+# Callers catch the gateway's refusals from here, with the client that raises them.
+__all__ = [
+    "AgentClient", "AgentError", "ApprovalPending", "EnrollmentRejected", "EvidenceUnavailable", "KeyDenied",
+    "KeyNotActive", "KeyNotFound", "NotAuthenticated", "ProtocolError", "ReleasedKey", "ServiceUnavailable",
+    "TooManyRequests",
+]
 
 ENROLL_PATH = "/v1/agent/enroll"
 KEY_REQUESTS_PATH = "/v1/agent/key-requests"
@@ -38,107 +63,6 @@ DEFAULT_TIMEOUT_SECONDS = 30.0
 DATA_KEY_LENGTHS = (16, 24, 32)
 _MAX_TEXT_DETAIL = 200
 _ACCEPT = "application/json, application/problem+json"
-
-
-class AgentError(Exception):
-    """The gateway refused or failed a request; `status` is None when no HTTP status applies."""
-
-    def __init__(
-        self,
-        status: int | None,
-        title: str,
-        detail: str = "",
-        reasons: Sequence[str] = (),
-        *,
-        problem: Mapping[str, Any] | None = None,
-    ) -> None:
-        self.status = status
-        self.title = title
-        self.detail = detail
-        self.reasons = list(reasons)
-        self.problem: dict[str, Any] = dict(problem or {})
-        super().__init__(self._message())
-
-    @property
-    def type(self) -> str | None:
-        return self.problem.get("type")
-
-    @property
-    def field(self) -> str | None:
-        return self.problem.get("field")
-
-    def _message(self) -> str:
-        message = self.title if self.status is None else f"{self.title} (HTTP {self.status})"
-        if self.detail and self.detail != self.title:
-            message += f": {self.detail}"
-        return message
-
-
-class KeyDenied(AgentError):
-    """403: policy denied the release; `reasons` say which rules or facts, as far as policy discloses."""
-
-    @property
-    def disclosed(self) -> Any:
-        return self.problem.get("disclosed")
-
-
-class ApprovalPending(AgentError):
-    """202: policy requires a human approval; `request_id` identifies the waiting request."""
-
-    def __init__(self, request_id: str, *, problem: Mapping[str, Any] | None = None) -> None:
-        self.request_id = request_id
-        super().__init__(202, "approval required", f"key request {request_id} is pending approval", problem=problem)
-
-
-class NotAuthenticated(AgentError):
-    """401: the signature was rejected (bad, stale or replayed) or the device was revoked."""
-
-
-class KeyNotFound(AgentError):
-    """404: no such key for this tenant."""
-
-
-class KeyNotActive(AgentError):
-    """409: the key (version) exists but is not in a state that allows release."""
-
-
-class EnrollmentRejected(AgentError):
-    """The enrolment token or request was refused (invalid, expired or used token, bad name)."""
-
-
-class ServiceUnavailable(AgentError):
-    """503/504, or the gateway could not be reached or answered nonsense; worth retrying later."""
-
-
-class EvidenceUnavailable(AgentError):
-    """This VM's cloud metadata service gave no evidence to send."""
-
-
-class ProtocolError(AgentError):
-    """The gateway's answer does not follow the agent protocol (or does not open with our key)."""
-
-
-_KEY_REQUEST_ERRORS: dict[int, type[AgentError]] = {
-    401: NotAuthenticated,
-    403: KeyDenied,
-    404: KeyNotFound,
-    409: KeyNotActive,
-    502: ServiceUnavailable,
-    503: ServiceUnavailable,
-    504: ServiceUnavailable,
-}
-_ENROLL_ERRORS: dict[int, type[AgentError]] = {
-    400: EnrollmentRejected,
-    401: EnrollmentRejected,
-    403: EnrollmentRejected,
-    404: EnrollmentRejected,
-    409: EnrollmentRejected,
-    410: EnrollmentRejected,
-    422: EnrollmentRejected,
-    502: ServiceUnavailable,
-    503: ServiceUnavailable,
-    504: ServiceUnavailable,
-}
 
 
 @dataclass(frozen=True)
@@ -226,7 +150,7 @@ class AgentClient:
         )
         status, document = await self._post(_join(gateway_url, ENROLL_PATH), body, {})
         if status != 201:
-            raise _error_from(status, document, _ENROLL_ERRORS)
+            raise error_from(status, document, ENROLL_ERRORS)
         tenant_id, device_id, key_id = (_string(document, name) for name in ("tenant_id", "device_id", "key_id"))
         identity = AgentIdentity(
             gateway_url=gateway_url.rstrip("/"),
@@ -286,7 +210,7 @@ class AgentClient:
             if status == 202:
                 raise ApprovalPending(request_id, problem=document)
         if status != 200:
-            raise _error_from(status, document, _KEY_REQUEST_ERRORS)
+            raise error_from(status, document, KEY_REQUEST_ERRORS)
         return _open_release(document, identity, ephemeral, requested_key_id=key_id, requested_version=key_version)
 
     async def heartbeat(self, facts: Mapping[str, Any]) -> dict[str, Any]:
@@ -330,13 +254,13 @@ class AgentClient:
         url, body = _join(identity.gateway_url, path), _json_bytes(dict(document))
         status, answer = await self._post(url, body, self._signed("POST", url, body, identity))
         if status != expect:
-            raise _error_from(status, answer, _KEY_REQUEST_ERRORS)
+            raise error_from(status, answer, KEY_REQUEST_ERRORS)
         return answer
 
     async def _challenge(self, url: str, body: bytes, headers: Mapping[str, str]) -> str:
         status, document = await self._post(url, body, headers)
         if status != 201:
-            raise _error_from(status, document, _KEY_REQUEST_ERRORS)
+            raise error_from(status, document, KEY_REQUEST_ERRORS)
         return _string(document, "challenge")
 
     @staticmethod
@@ -352,13 +276,18 @@ class AgentClient:
         return self._identity
 
     async def _post(self, url: str, body: bytes, headers: Mapping[str, str]) -> tuple[int, dict[str, Any]]:
+        """The answer's status and JSON body; a Retry-After header is kept in the body as RETRY_AFTER_KEY."""
         if self._session is None:
             raise RuntimeError("AgentClient must be used as an async context manager")
         send_headers = {"Content-Type": "application/json", "Accept": _ACCEPT, **headers}
         try:
             async with self._session.post(url, data=body, headers=send_headers, timeout=self._timeout) as response:
                 text = await response.text(errors="replace")
-                return response.status, _parse_body(response.status, text)
+                document = _parse_body(response.status, text)
+                retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+                if retry_after is not None and response.status >= 400:
+                    document[RETRY_AFTER_KEY] = retry_after
+                return response.status, document
         except TimeoutError:
             raise ServiceUnavailable(None, "gateway timed out", f"no answer from {url} in time") from None
         except aiohttp.ClientError as exc:
@@ -405,20 +334,6 @@ def _open_release(
         raise ProtocolError(200, "malformed key release", "data key has an unsupported length")
     return ReleasedKey(
         key_id=key_id, key_version=key_version, algorithm=algorithm, request_id=request_id, key=data_key
-    )
-
-
-def _error_from(status: int, document: Mapping[str, Any], errors: Mapping[int, type[AgentError]]) -> AgentError:
-    reasons = document.get("reasons")
-    error_type = errors.get(status)
-    if error_type is None:
-        error_type = ServiceUnavailable if status >= 500 else AgentError
-    return error_type(
-        status,
-        str(document.get("title") or f"HTTP {status}"),
-        str(document.get("detail") or ""),
-        [str(reason) for reason in reasons] if isinstance(reasons, list) else [],
-        problem=document,
     )
 
 

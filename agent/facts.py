@@ -12,9 +12,10 @@ Sources, later ones winning key by key (nested objects merge):
 1. Local collection: hostname, non-loopback IP addresses (``/proc/net``), boot time
    (``/proc/stat``), agent version and OS, a hash of the agent's own code, and hashes of the
    files the operator names.
-2. ``collectors``: callables returning partial facts. A cloud metadata collector (AWS IMDSv2,
-   GCE or Azure metadata) plugs in here; this build makes no network calls, so cloud identity
-   comes from 3 or 4 instead.
+2. ``collectors``: callables returning partial facts. The CLI passes the integrity collectors
+   (``agent/collectors/``: firewall ruleset, ClamAV, the agent's installed files, Secure Boot).
+   A cloud metadata collector could plug in here too; cloud identity that counts comes as
+   evidence instead (``agent/evidence.py``), and claimed cloud facts from 3 or 4.
 3. A JSON facts file written by the operator or their tooling (`load_facts_file`), e.g. cloud
    identity, ``integrity.firewall_enabled`` or ``integrity.antivirus``.
 4. Environment overrides (`facts_from_env`, for example ``STRONGROOM_AGENT_CLOUD_PROVIDER``), then

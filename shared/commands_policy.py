@@ -284,7 +284,8 @@ class Simulation(Result):
 class HeartbeatAnswer(Result):
     device_id: str
     status: str
-    next_heartbeat_within_seconds: int
+    next_heartbeat_within_seconds: int  # the grace period: silent longer than this, the device is quarantined
+    heartbeat_interval_seconds: int  # how often the agent should beat (posture.heartbeat_interval)
 
 
 class DeviceStatus(Result):
@@ -301,3 +302,5 @@ class Posture(Result):
     last_heartbeat_at: datetime | None
     heartbeat_due: datetime | None
     released_keys: list[str] | None
+    last_facts: dict[str, Any] | None = None  # as the last heartbeat brought them, evidence applied
+    last_facts_provenance: dict[str, Provenance] | None = None  # every fact path in last_facts -> its provenance

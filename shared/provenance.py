@@ -76,6 +76,11 @@ def leaves(tree: Mapping[str, Any], keys: tuple[str | int, ...] = ()) -> Iterato
             yield (*keys, name), value
 
 
+def labelled(facts: Mapping[str, Any], provenance: Mapping[str, str]) -> dict[str, str]:
+    """Every fact path in ``facts`` -> its provenance under ``provenance`` (``claimed`` when unnamed)."""
+    return {fact_path(keys): lookup(provenance, prefixes(keys)) for keys, _ in leaves(facts)}
+
+
 def valid_map(value: Any) -> bool:
     """Whether ``value`` is a provenance map: fact path -> a known provenance."""
     return isinstance(value, Mapping) and all(

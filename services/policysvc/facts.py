@@ -22,10 +22,23 @@ identity.hostname                           str                        agent
 identity.ip_addresses                       list[str]                  agent
 identity.boot_time                          RFC 3339 time              agent
 identity.agent_version                      version "1.10.0"           agent
-integrity.firewall_enabled                  bool                       agent
+integrity.firewall_enabled                  bool                       agent (input chain drops)
+integrity.firewall.present                  bool (a ruleset was read)  agent collector
+integrity.firewall.tool                     "nft" or "iptables"        agent collector
+integrity.firewall.ruleset_sha256           sha256 hex (canonical)     agent collector
+integrity.firewall.chains                   list["family table chain"] agent collector
+integrity.firewall.missing_chains           list[str]                  agent collector
+integrity.firewall.required_chains_present  bool                       agent collector
+integrity.antivirus.present                 bool (ClamAV installed)    agent collector
 integrity.antivirus.running                 bool                       agent
+integrity.antivirus.version                 version "1.4.6"            agent collector
 integrity.antivirus.pattern_date            RFC 3339 date or time      agent
+integrity.antivirus.database_age_days       number                     agent collector
 integrity.agent_hash                        sha256 hex                 agent
+integrity.agent_files.ok                    bool, null if unverifiable agent collector (RECORD)
+integrity.agent_files.install               wheel/editable/unrecorded  agent collector
+integrity.agent_files.modified/missing      list[str] (file names)     agent collector
+integrity.secure_boot                       enabled/disabled/unknown   agent collector (mokutil)
 integrity.file_hashes[path]                 sha256 hex                 agent
 integrity.attestation.<claim>               any JSON                   agent (attestation)
 observed.source_ip                          IP address                 gateway
@@ -62,8 +75,27 @@ class _FactGroup(BaseModel):
 
 
 class AntivirusFacts(_FactGroup):
+    present: bool | None = None
     running: bool | None = None
+    version: str | None = None
     pattern_date: str | None = Field(None, description="RFC 3339 date or time of the signatures")
+    database_age_days: float | None = None
+
+
+class FirewallFacts(_FactGroup):
+    present: bool | None = None
+    tool: str | None = None
+    ruleset_sha256: str | None = Field(None, description="SHA-256 of the canonical ruleset")
+    chains: list[str] = Field(default_factory=list, description='"family table chain" names')
+    missing_chains: list[str] = Field(default_factory=list)
+    required_chains_present: bool | None = None
+
+
+class AgentFilesFacts(_FactGroup):
+    install: str | None = Field(None, description="wheel, editable, unrecorded or absent")
+    ok: bool | None = Field(None, description="null when the install records no hashes of the agent's code")
+    modified: list[str] = Field(default_factory=list)
+    missing: list[str] = Field(default_factory=list)
 
 
 class IdentityFacts(_FactGroup):
@@ -82,8 +114,11 @@ class IdentityFacts(_FactGroup):
 
 class IntegrityFacts(_FactGroup):
     firewall_enabled: bool | None = None
+    firewall: FirewallFacts | None = None
     antivirus: AntivirusFacts | None = None
     agent_hash: str | None = None
+    agent_files: AgentFilesFacts | None = None
+    secure_boot: str | None = Field(None, description="enabled, disabled or unknown (claimed; PCR 7 proves it)")
     file_hashes: dict[str, str] = Field(default_factory=dict, description="path -> sha256 hex")
     attestation: dict[str, Any] = Field(default_factory=dict, description="attestation claims")
 

@@ -9,6 +9,7 @@ import structlog
 
 from shared import commands_policy as c
 from shared import events, rpc
+from shared.provenance import labelled
 
 from . import posture
 from .cache import PolicyCache, TargetCache
@@ -93,7 +94,8 @@ async def heartbeat(
                                    groups=await targets.groups(tenant_id), releasing=releasing, now=now,
                                    provenance=params.provenance)
     grace = settings.heartbeat_grace_seconds
-    await store.record_heartbeat(tenant_id, device_id, at=now, due=now + timedelta(seconds=grace), facts=facts)
+    await store.record_heartbeat(tenant_id, device_id, at=now, due=now + timedelta(seconds=grace), facts=facts,
+                                 provenance=params.provenance or {})
     wake()
     status = doc.get("status", "active")
     verdict = posture.heartbeat_verdict(status, failing)
@@ -105,7 +107,8 @@ async def heartbeat(
     elif verdict == "clear" and await _clear(request, device_id, "fresh facts satisfy the policy again", grace=grace,
                                              store=store, targets=targets):
         status = "active"
-    return c.HeartbeatAnswer(device_id=device_id, status=status, next_heartbeat_within_seconds=grace)
+    return c.HeartbeatAnswer(device_id=device_id, status=status, next_heartbeat_within_seconds=grace,
+                             heartbeat_interval_seconds=posture.heartbeat_interval(grace))
 
 
 async def clear_quarantine(
@@ -124,5 +127,7 @@ async def get_posture(request: rpc.RpcRequest, params: c.DeviceRef, *, store: Po
     if doc is None:
         raise rpc.NotFound("device", "device_id")
     keys = ("device_id", "status", "groups", "quarantine_reason", "quarantine_cause", "last_heartbeat_at",
-            "heartbeat_due", "released_keys")
-    return c.Posture(**{k: doc.get(k) for k in keys})
+            "heartbeat_due", "released_keys", "last_facts")
+    facts = doc.get("last_facts")
+    labels = labelled(facts, dict(doc.get("last_provenance") or [])) if facts is not None else None
+    return c.Posture(**{k: doc.get(k) for k in keys}, last_facts_provenance=labels)

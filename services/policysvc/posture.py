@@ -46,6 +46,12 @@ def heartbeat_verdict(status: str, failing: Mapping[str, Any]) -> Literal["quara
     return None
 
 
+def heartbeat_interval(grace_seconds: int) -> int:
+    """How often an agent should send heartbeats: twice per grace period, so that one lost beat
+    (a gateway restart, a network blip) does not quarantine the device."""
+    return max(1, grace_seconds // 2)
+
+
 def failure_reasons(failing: Mapping[str, Iterable[str]]) -> tuple[str, ...]:
     return tuple(f"{key}: {reason}" for key, reasons in failing.items() for reason in reasons)
 

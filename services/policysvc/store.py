@@ -9,7 +9,7 @@ grants and tenant settings. Writes that report a change stage its events in the 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -220,11 +220,14 @@ class PolicyStore(ApprovalQueries):
         )
 
     async def record_heartbeat(
-        self, tenant_id: str, device_id: str, *, at: datetime, due: datetime, facts: dict[str, Any]
+        self, tenant_id: str, device_id: str, *, at: datetime, due: datetime, facts: dict[str, Any],
+        provenance: Mapping[str, str] | None = None,
     ) -> None:
+        """``provenance`` (fact path -> provenance) is kept as [path, provenance] pairs: paths hold dots."""
         await self.devices.update_one(
             tenant_id, {"device_id": device_id},
-            {"$set": {"last_heartbeat_at": at, "heartbeat_due": due, "last_facts": facts}},
+            {"$set": {"last_heartbeat_at": at, "heartbeat_due": due, "last_facts": facts,
+                      "last_provenance": sorted([path, p] for path, p in (provenance or {}).items())}},
         )
 
     async def quarantine_device(

@@ -7,7 +7,7 @@ events a write stages wait in ``staged`` until ``publish_staged`` moves them to 
 from __future__ import annotations
 
 import copy
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -271,9 +271,13 @@ class MemoryPolicyStore:
         if key_id not in row.setdefault("released_keys", []):
             row["released_keys"].append(key_id)
 
-    async def record_heartbeat(self, tenant_id: str, device_id: str, *, at: datetime, due: datetime, facts: Row) -> None:
+    async def record_heartbeat(
+        self, tenant_id: str, device_id: str, *, at: datetime, due: datetime, facts: Row,
+        provenance: Mapping[str, str] | None = None,
+    ) -> None:
         for row in self._rows(self.devices, tenant_id, device_id=device_id):
-            row.update(last_heartbeat_at=at, heartbeat_due=due, last_facts=copy.deepcopy(facts))
+            row.update(last_heartbeat_at=at, heartbeat_due=due, last_facts=copy.deepcopy(facts),
+                       last_provenance=sorted([path, p] for path, p in (provenance or {}).items()))
 
     async def quarantine_device(
         self, tenant_id: str, device_id: str, *, reason: str, cause: str, now: datetime, events: tuple[Event, ...],

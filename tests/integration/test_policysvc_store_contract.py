@@ -122,8 +122,11 @@ async def test_devices_quarantine_once_and_clear(store):
     await store.project_enrolled(T, "dev_1", name="vm", groups=["eu"], at=NOW)
     await store.note_release(T, "dev_1", "k")
     await store.note_release(T, "dev_1", "k")
-    await store.record_heartbeat(T, "dev_1", at=NOW, due=NOW, facts={})
+    await store.record_heartbeat(T, "dev_1", at=NOW, due=NOW, facts={"integrity": {"file_hashes": {"/etc/a.conf": "ab"}}},
+                                 provenance={"identity.region": "cloud"})
     device = await store.device(T, "dev_1")
+    assert device["last_facts"] == {"integrity": {"file_hashes": {"/etc/a.conf": "ab"}}}
+    assert device["last_provenance"] == [["identity.region", "cloud"]]
     assert (device["status"], device["released_keys"], device["groups"]) == ("active", ["k"], ["eu"])
     assert [d["device_id"] for d in await store.silent_devices(NOW)] == ["dev_1"]
     assert not await store.quarantine_device(T, "dev_1", reason="r", cause="heartbeat_missed", now=NOW,

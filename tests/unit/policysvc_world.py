@@ -80,8 +80,10 @@ class World:
                                                                       comment=comment),
                                              store=self.store, targets=self.targets)
 
-    async def heartbeat(self, device_id: str, facts: dict[str, Any]) -> c.HeartbeatAnswer:
-        return await handlers_posture.heartbeat(self.as_(device_id, "device"), c.Heartbeat(device_id=device_id, facts=facts),
+    async def heartbeat(self, device_id: str, facts: dict[str, Any], provenance: dict[str, Any] | None = None
+                        ) -> c.HeartbeatAnswer:
+        params = c.Heartbeat(device_id=device_id, facts=facts, provenance=provenance)
+        return await handlers_posture.heartbeat(self.as_(device_id, "device"), params,
                                                 store=self.store, cache=self.cache, targets=self.targets, wake=self.wake)
 
     def published(self, kind: type[events.Event]) -> list[Any]:

@@ -97,14 +97,32 @@ def test_request_key_before_enrolment_explains(tmp_path, capsys):
 
 
 def test_facts_prints_json(home, capsys):
-    assert cli.main(["--home", str(home), "facts"]) == cli.EXIT_OK
+    assert cli.main(["--home", str(home), "facts", "--output", "json"]) == cli.EXIT_OK
     facts = json.loads(capsys.readouterr().out)
     assert facts["identity"]["device_id"] == "d1"
+    assert {"firewall", "antivirus", "agent_files", "secure_boot"} <= set(facts["integrity"])
+
+
+def test_facts_are_readable_by_default_each_with_its_provenance(home, tmp_path, capsys):
+    extra = tmp_path / "facts.json"
+    extra.write_text(json.dumps({"integrity": {"file_hashes": {"/etc/a.conf": "ab"}}}))
+    argv = ["--home", str(home), "facts", "--facts-file", str(extra), "--required-chain", "inet  filter input"]
+    assert cli.main(argv) == cli.EXIT_OK
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["device", "d1"] and "every fact below 'claimed'" in lines[1]
+    rows = {line.split()[1]: (line.split()[0], line.split(None, 2)[2]) for line in lines[4:]}
+    assert rows["identity.device_id"] == ("observed", "d1")  # the gateway sets it from the signature
+    assert rows['integrity.file_hashes["/etc/a.conf"]'] == ("claimed", "ab")
+    assert rows["integrity.firewall.required_chains"] == ("claimed", '["inet filter input"]')
+    assert rows["integrity.secure_boot"][0] == "claimed"
+    assert cli.main(["--home", str(home), "--cloud", "aws", "facts"]) == cli.EXIT_OK
+    assert "AWS instance identity document: the gateway labels the identity facts it proves 'cloud'" in (
+        capsys.readouterr().out)
 
 
 def test_home_comes_from_environment(home, capsys, monkeypatch):
     monkeypatch.setenv(cli.ENV_HOME, str(home))
-    assert cli.main(["facts"]) == cli.EXIT_OK
+    assert cli.main(["facts", "--output", "json"]) == cli.EXIT_OK
     assert json.loads(capsys.readouterr().out)["identity"]["device_id"] == "d1"
 
 

@@ -4,9 +4,11 @@ import copy
 import json
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
+from agent.collectors.firewall import parse_nft_json
 from services.policysvc.conditions import AllOf, AnyOf, NotOf, Predicate
 from services.policysvc.documents import MAX_RULES, Approval, PolicyError
 from services.policysvc.facts import Facts
@@ -140,6 +142,17 @@ def test_facts_model_documents_groups_and_allows_extra_keys():
     })
     assert facts.identity.region == "eu-west-1" and facts.integrity.antivirus.running is True
     assert facts.identity.model_extra == {"custom": 1}
+
+
+def test_facts_model_reads_what_the_agent_collectors_report():
+    ruleset = parse_nft_json((Path(__file__).parent / "collector_outputs" / "nft_filter.json").read_text())
+    integrity = {**ruleset.facts(["inet filter input"]),
+                 "antivirus": {"present": True, "running": False, "version": "1.4.6", "database_age_days": 0.5},
+                 "agent_files": {"install": "wheel", "ok": True, "checked": 3, "modified": [], "missing": []},
+                 "secure_boot": "unknown"}
+    facts = Facts.model_validate({"integrity": integrity})
+    assert facts.integrity.firewall.ruleset_sha256 == ruleset.sha256 and facts.integrity.firewall_enabled is True
+    assert facts.integrity.agent_files.ok is True and facts.integrity.secure_boot == "unknown"
 
 
 # --- operand parsing helpers ---

@@ -40,7 +40,7 @@ async def test_drifted_facts_quarantine_and_passing_facts_clear():
     world = World()
     await _released(world)
     beat = await world.heartbeat("dev_1", US_FACTS)
-    assert (beat.status, beat.next_heartbeat_within_seconds) == ("quarantined", 900)
+    assert (beat.status, beat.next_heartbeat_within_seconds, beat.heartbeat_interval_seconds) == ("quarantined", 900, 450)
     failed, = world.published(events.DevicePostureFailed)
     assert failed.key_ids == ("key_1",) and failed.cause == "facts"
     assert (await world.ask("dev_1")).effect == "deny"  # quarantined means deny
@@ -80,6 +80,25 @@ async def test_silent_devices_are_quarantined_by_the_sweep_and_operators_clear_t
                                                 targets=world.targets)
     shown = await handlers_posture.get_posture(request, c.DeviceRef(device_id="dev_1"), store=world.store)
     assert shown.status == "active" and shown.released_keys == ["key_1"]
+
+
+async def test_the_posture_shows_the_last_facts_each_with_its_provenance():
+    world = World()
+    await _released(world)
+    shown = await handlers_posture.get_posture(world.as_("admin"), c.DeviceRef(device_id="dev_1"), store=world.store)
+    assert shown.last_facts is None and shown.last_facts_provenance is None
+    facts = {**EU_FACTS, "integrity": {"firewall": {"ruleset_sha256": "ab" * 32, "chains": ["inet filter input"]}},
+             "observed": {"source_ip": "192.0.2.7"}}
+    await world.heartbeat("dev_1", facts, provenance={"identity.region": "cloud", "observed": "observed"})
+    shown = await handlers_posture.get_posture(world.as_("admin"), c.DeviceRef(device_id="dev_1"), store=world.store)
+    assert shown.last_facts == facts
+    labels = shown.last_facts_provenance
+    assert labels["identity.region"] == "cloud" and labels["observed.source_ip"] == "observed"
+    assert labels["integrity.firewall.ruleset_sha256"] == "claimed" and labels["integrity.firewall.chains"] == "claimed"
+
+
+def test_agents_beat_twice_per_grace_period():
+    assert [posture.heartbeat_interval(g) for g in (1, 2, 3, 900)] == [1, 1, 1, 450]
 
 
 async def test_a_revoked_or_unknown_device_has_no_heartbeat():

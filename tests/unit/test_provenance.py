@@ -55,6 +55,14 @@ def test_paths_are_canonical_and_read_through_their_ancestors():
     assert not trust.valid_map(["cloud"]) and not trust.valid_map({"": "cloud"})
 
 
+def test_every_fact_is_labelled_with_its_provenance():
+    facts = {"identity": {"region": "eu-west-1", "ip_addresses": ["192.0.2.1"]},
+             "integrity": {"file_hashes": {"/etc/hosts": "ab"}, "antivirus": {"running": False}}, "observed": {}}
+    assert trust.labelled(facts, {"identity": "cloud", "integrity.antivirus.running": "attested"}) == {
+        "identity.region": "cloud", "identity.ip_addresses": "cloud", 'integrity.file_hashes["/etc/hosts"]': "claimed",
+        "integrity.antivirus.running": "attested", "observed": "claimed"}
+
+
 # --- what a policy makes of provenance ---
 
 @pytest.mark.parametrize("provenance, allowed", [("attested", True), ("cloud", True), ("observed", False),
