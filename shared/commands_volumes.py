@@ -51,7 +51,8 @@ class EscrowRecovery(Strict):
     """The recovery passphrase sealed by the agent to keysvc's single-use escrow key (HPKE)."""
 
     escrow_token: str = Field(pattern=r"^esc_[0-9a-f]{32}$")
-    sealed_passphrase: str = Field(json_schema_extra=base64_of(MAX_SEALED_PASSPHRASE_BYTES))
+    # At least enc, tag and one byte: 49 bytes, 68 base64 characters.
+    sealed_passphrase: str = Field(json_schema_extra={**base64_of(MAX_SEALED_PASSPHRASE_BYTES), "minLength": 68})
 
     @field_validator("sealed_passphrase")
     @classmethod

@@ -50,6 +50,8 @@ KNOWN_GAPS: dict[tuple[str, str], tuple[str, ...]] = {
     # cryptographic content: a key that must parse, a ciphertext that must open, a certificate
     ("POST", "/v1/keys/{key_id}/export"): ("public_key",), ("POST", "/v1/custody/unseal"): ("sealed_share",),
     ("POST", "/v1/custody/rekey/verify"): ("sealed_share",),
+    # a single-use escrow token issued before, and a passphrase sealed to its key
+    ("POST", "/v1/agent/volumes/{volume_id}/recovery"): ("escrow_token", "sealed_passphrase"),
     # certificates that must parse; "SSO only" needs single sign-on configured first (the tenant's state)
     ("PUT", "/v1/tenant/settings"): ("sso", "cloud_identity", "sso_only"),
     # TPM public areas that must parse as a restricted AK and EK
