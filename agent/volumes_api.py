@@ -8,6 +8,7 @@ ever forwards ciphertext; keysvc opens it and keeps it wrapped under the tenant'
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from agent.client import AgentClient, ProtocolError
@@ -24,8 +25,10 @@ def _volume_path(volume_id: str, tail: str) -> str:
 
 async def register_volume(client: AgentClient, *, key_id: str, key_version: int, luks_uuid: str, device: str,
                           volume_id: str | None = None) -> dict[str, Any]:
-    """Register (or re-bind) a volume on this device; the server's record, with its "volume_id"."""
-    body: dict[str, Any] = {"key_id": key_id, "key_version": key_version, "luks_uuid": luks_uuid, "device": device}
+    """Register (or re-bind) a volume on this device; the server's record, with its "volume_id".
+    The server keeps the device's absolute path: `volume format data.img` names the same file anywhere."""
+    body: dict[str, Any] = {"key_id": key_id, "key_version": key_version, "luks_uuid": luks_uuid,
+                            "device": os.path.abspath(device)}  # noqa: ASYNC240 (getcwd only, no file I/O)
     if volume_id is not None:
         body["volume_id"] = volume_id
     record = await client.post_signed(VOLUMES_PATH, body, expect=201)

@@ -94,7 +94,9 @@ class Outcome:
 
 def clean_env(home: Path, **extra: str) -> dict[str, str]:
     """What a user's fresh shell has: this installation's commands on the PATH, nothing of ours."""
-    env = {"HOME": str(home), "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
+    # Root's PATH on Debian (cryptsetup lives in /usr/sbin), this installation's commands first.
+    system = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    env = {"HOME": str(home), "PATH": f"{Path(sys.executable).parent}:{system}",
            "LANG": "C.UTF-8", "PYTHONPATH": str(ROOT), **extra}
     return env
 
