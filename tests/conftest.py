@@ -32,8 +32,35 @@ def _docker_mongo():
     return MongoDbContainer("mongo:7")
 
 
+class RecycledStore:
+    """The embedded store, replaced by a fresh server every `every` tests that use it.
+
+    SecantusDB's cost per operation grows with every write it has taken, dropped databases and a
+    capped oplog included (measured on this box: 3 ms for an insert and a find on a fresh server,
+    18 ms after 60,000 writes), so one server for a whole session made each test slower than the
+    one before. Every test has its own database prefix and its own client, so a test never needs
+    what an earlier one wrote: a fresh server (on a new port) between tests loses nothing."""
+
+    def __init__(self, every: int):
+        self.every, self.uses = every, 0
+        self.server = EmbeddedMongo(":memory:").start()
+
+    def url_for_next_test(self) -> str:
+        if self.uses >= self.every:
+            self.server.stop()
+            self.server = EmbeddedMongo(":memory:").start()
+            self.uses = 0
+        self.uses += 1
+        return self.server.url
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
 @pytest.fixture(scope="session")
-def mongo_url():
+def _store():
+    """`MONGODB_URL` when set, else a MongoDB container when Docker is reachable (either serves the
+    whole session), else the embedded store, recycled."""
     if url := os.environ.get("MONGODB_URL"):
         yield url
         return
@@ -42,8 +69,14 @@ def mongo_url():
         with container:
             yield container.get_connection_url()
         return
-    with EmbeddedMongo(":memory:") as server:
-        yield server.url
+    store = RecycledStore(every=30)
+    yield store
+    store.stop()
+
+
+@pytest.fixture
+def mongo_url(_store):
+    return _store if isinstance(_store, str) else _store.url_for_next_test()
 
 
 @pytest.fixture(scope="session")
