@@ -55,7 +55,7 @@ def mailbox():
 
 
 @pytest.fixture
-async def stack(amqp_url, mongo_client, db_prefix, prefix, tmp_path, request, mailbox):
+async def stack(amqp_url, mongo_client, db_prefix, prefix, tmp_path, request, mailbox, http):
     bus_prefix = f"{prefix}."
     buses: list[RabbitBus] = []
     marker = request.node.get_closest_marker("stack")
@@ -103,6 +103,9 @@ async def stack(amqp_url, mongo_client, db_prefix, prefix, tmp_path, request, ma
     stack.mailbox = mailbox  # type: ignore[attr-defined]
     await stack.start_all()
     yield stack
+    # The test's HTTP client goes first: a keep-alive connection still open to the gateway held its
+    # shutdown until the stop timed out (15 s per test).
+    await http.close()
     await stack.stop_all()
     cleanup = RabbitBus(amqp_url, prefix=bus_prefix, audit_max_length=overrides.get("audit_max_length"))
     await cleanup.start()
