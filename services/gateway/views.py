@@ -42,19 +42,32 @@ async def create_key(request: web.Request) -> web.Response:
     return _json(await _call(request, "keysvc", "create_key", body.model_dump()), 201)
 
 
+async def keys(request: web.Request, query: commands.ListQuery) -> dict:
+    """A page of the tenant's keys (metadata only), as keysvc lists them (API and console)."""
+    return await _call(request, "keysvc", "list_keys", query.model_dump())
+
+
+async def key(request: web.Request, key_id: str) -> dict:
+    """One key's metadata and version pointers (API and console)."""
+    return await _call(request, "keysvc", "get_key", {"key_id": key_id})
+
+
+async def rotate(request: web.Request, key_id: str, body: commands.RotateKey) -> dict:
+    """Add a new latest version of the key (API and console)."""
+    return await _call(request, "keysvc", "rotate_key", {"key_id": key_id, "rotate": body.model_dump()})
+
+
 async def list_keys(request: web.Request) -> web.Response:
-    query = _query(request, commands.ListQuery)
-    return _json(await _call(request, "keysvc", "list_keys", query.model_dump()))
+    return _json(await keys(request, _query(request, commands.ListQuery)))
 
 
 async def get_key(request: web.Request) -> web.Response:
-    return _json(await _call(request, "keysvc", "get_key", {"key_id": request.match_info["key_id"]}))
+    return _json(await key(request, request.match_info["key_id"]))
 
 
 async def rotate_key(request: web.Request) -> web.Response:
     body = await body_as(request, commands.RotateKey) if request.can_read_body else commands.RotateKey()
-    return _json(await _call(request, "keysvc", "rotate_key",
-                             {"key_id": request.match_info["key_id"], "rotate": body.model_dump()}))
+    return _json(await rotate(request, request.match_info["key_id"], body))
 
 
 async def change_key_state(request: web.Request) -> web.Response:

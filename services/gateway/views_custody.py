@@ -37,38 +37,58 @@ async def put_settings(request: web.Request) -> web.Response:
     return _json(await _call(request, "keysvc", "put_custody_settings", body.model_dump()))
 
 
+async def retire(request: web.Request, key_id: str, body: cc.SetMinDecryptionVersion) -> dict:
+    """Versions below the body's minimum no longer decrypt (API and console)."""
+    return await _call(request, "keysvc", "set_min_decryption_version", {"key_id": key_id, "change": body.model_dump()})
+
+
 async def set_min_decryption_version(request: web.Request) -> web.Response:
-    body = await body_as(request, cc.SetMinDecryptionVersion)
-    return _json(await _call(request, "keysvc", "set_min_decryption_version",
-                             {"key_id": _key_id(request), "change": body.model_dump()}))
+    return _json(await retire(request, _key_id(request), await body_as(request, cc.SetMinDecryptionVersion)))
 
 
 # --- destruction ---------------------------------------------------------------------------
+# Each action is one function the API view and the console share; keysvc decides who may act
+# (the second custodian, the waiting period, the dependency check).
+
+
+async def dependency_report(request: web.Request, key_id: str) -> dict:
+    return await _call(request, "keysvc", "get_dependencies", {"key_id": key_id})
+
+
+async def destruction(request: web.Request, key_id: str) -> dict:
+    return await _call(request, "keysvc", "get_destruction", {"key_id": key_id})
+
+
+async def schedule(request: web.Request, key_id: str, body: cc.ScheduleDestruction) -> dict:
+    return await _call(request, "keysvc", "schedule_destruction", {"key_id": key_id, "schedule": body.model_dump()})
+
+
+async def approve(request: web.Request, key_id: str, body: cc.ApproveDestruction) -> dict:
+    return await _call(request, "keysvc", "approve_destruction", {"key_id": key_id, "approve": body.model_dump()})
+
+
+async def cancel(request: web.Request, key_id: str, body: cc.CancelDestruction) -> dict:
+    return await _call(request, "keysvc", "cancel_destruction", {"key_id": key_id, "cancel": body.model_dump()})
 
 
 async def dependencies(request: web.Request) -> web.Response:
-    return _json(await _call(request, "keysvc", "get_dependencies", {"key_id": _key_id(request)}))
+    return _json(await dependency_report(request, _key_id(request)))
 
 
 async def schedule_destruction(request: web.Request) -> web.Response:
-    body = await body_as(request, cc.ScheduleDestruction)
-    return _json(await _call(request, "keysvc", "schedule_destruction",
-                             {"key_id": _key_id(request), "schedule": body.model_dump()}), 202)
+    return _json(await schedule(request, _key_id(request), await body_as(request, cc.ScheduleDestruction)), 202)
 
 
 async def get_destruction(request: web.Request) -> web.Response:
-    return _json(await _call(request, "keysvc", "get_destruction", {"key_id": _key_id(request)}))
+    return _json(await destruction(request, _key_id(request)))
 
 
 async def approve_destruction(request: web.Request) -> web.Response:
-    body = await _optional(request, cc.ApproveDestruction)
-    return _json(await _call(request, "keysvc", "approve_destruction",
-                             {"key_id": _key_id(request), "approve": body.model_dump()}))
+    return _json(await approve(request, _key_id(request), await _optional(request, cc.ApproveDestruction)))
 
 
 async def cancel_destruction(request: web.Request) -> web.Response:
-    body = await body_as(request, cc.CancelDestruction)
-    return _json(await _call(request, "keysvc", "cancel_destruction", {"key_id": _key_id(request), "cancel": body.model_dump()}))
+    return _json(await cancel(request, _key_id(request), await body_as(request, cc.CancelDestruction)))
 
 
 async def destruction_certificate(request: web.Request) -> web.Response:

@@ -31,29 +31,34 @@ async def create_enrollment(request: web.Request) -> web.Response:
     return _json({"enrollment_id": enrollment_id, "token": token, "expires_at": expires_at.isoformat()}, 201)
 
 
-def _device_view(doc: dict[str, Any]) -> dict[str, Any]:
+def device_view(doc: dict[str, Any]) -> dict[str, Any]:
     return {k: doc.get(k) for k in ("device_id", "name", "status", "groups", "enrolled_at", "revoked_at", "public_key")}
 
 
 async def list_devices(request: web.Request) -> web.Response:
     docs = await _gw(request).store.list_devices(_principal(request).tenant_id)
-    return _json({"items": [_device_view(d) for d in docs]})
+    return _json({"items": [device_view(d) for d in docs]})
 
 
 async def get_device(request: web.Request) -> web.Response:
     doc = await _gw(request).store.device(_principal(request).tenant_id, request.match_info["device_id"])
     if doc is None:
         raise NotFound("device", "device_id")
-    return _json(_device_view(doc))
+    return _json(device_view(doc))
 
 
-async def revoke_device(request: web.Request) -> web.Response:
+async def revoke(request: web.Request, device_id: str, reason: str) -> dict[str, Any]:
+    """Revoke an active device of the caller's tenant (the API's and the console's revoke): the
+    event goes out through the outbox with the change, and the gateway forgets the cached device."""
     gw = _gw(request)
-    body = await body_as(request, schemas.RevokeDevice)
     tenant_id = _principal(request).tenant_id
-    device_id = request.match_info["device_id"]
-    event = events.DeviceRevoked(**_event_fields(request), device_id=device_id, reason=body.reason)
+    event = events.DeviceRevoked(**_event_fields(request), device_id=device_id, reason=reason)
     if not await gw.store.revoke_device(tenant_id, device_id, _now(), event):
         raise NotFound("active device", "device_id")
     gw.devices.forget(tenant_id, device_id)
-    return _json({"device_id": device_id, "status": "revoked"})
+    return {"device_id": device_id, "status": "revoked"}
+
+
+async def revoke_device(request: web.Request) -> web.Response:
+    body = await body_as(request, schemas.RevokeDevice)
+    return _json(await revoke(request, request.match_info["device_id"], body.reason))

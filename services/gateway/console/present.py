@@ -1,11 +1,14 @@
 """Pure presentation for the console: countdowns, what each kind of live event says in one line,
-and which event types each filter of the live stream follows. No I/O."""
+which event types each filter of the live stream follows, key versions, device drift and
+facts with their provenance. No I/O."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+from shared.provenance import fact_path, leaves, lookup, prefixes
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -102,3 +105,52 @@ def decision_counts(decisions: list[dict[str, Any]], now: datetime,
         if at is not None and (now - at).total_seconds() <= minutes * 60 and decision.get("effect") in counts:
             counts[decision["effect"]] += 1
     return counts
+
+
+def fact_rows(facts: dict, provenance: dict[str, str]) -> list[tuple[str, object, str]]:
+    """Each fact as (path as rules name it, value, provenance: its own or an ancestor's, else claimed)."""
+    return sorted((fact_path(keys), value, lookup(provenance, prefixes(keys))) for keys, value in leaves(facts))
+
+
+def key_versions(key: dict[str, Any]) -> list[dict[str, Any]]:
+    """The key's versions, newest first, each with what it may still do: the latest encrypts and
+    decrypts, older ones down to min_decryption_version only decrypt, those below are retired, and
+    none remain once the key is destroyed."""
+    latest, minimum = int(key.get("latest_version") or 0), int(key.get("min_decryption_version") or 1)
+    destroyed = str(key.get("state", "")).startswith("destroyed")
+    rows = []
+    for version in range(latest, 0, -1):
+        if destroyed:
+            state = "destroyed"
+        elif version < minimum:
+            state = "retired"
+        else:
+            state = "latest" if version == latest else "decrypt only"
+        rows.append({"version": version, "state": state})
+    return rows
+
+
+def filter_keys(items: list[dict[str, Any]], state: str, name: str) -> list[dict[str, Any]]:
+    """The keys list's filters: an exact state (empty: any) and part of the name or id (case-insensitive)."""
+    name = name.strip().lower()
+    return [k for k in items if (not state or k.get("state") == state)
+            and (not name or name in str(k.get("name", "")).lower() or name in str(k.get("key_id", "")).lower())]
+
+
+def drift(posture: dict[str, Any] | None, now: datetime) -> str:
+    """What a device's posture says in a word or two: revoked, quarantined (and why), heartbeat
+    overdue, never seen, or in line."""
+    if not posture:
+        return "no posture yet"
+    status = posture.get("status")
+    if status == "revoked":
+        return "revoked"
+    if status == "quarantined":
+        cause = posture.get("quarantine_cause") or posture.get("quarantine_reason")
+        return f"quarantined: {cause}" if cause else "quarantined"
+    due = parse_time(posture.get("heartbeat_due"))
+    if posture.get("last_heartbeat_at") is None:
+        return "no heartbeat yet"
+    if due is not None and due < now:
+        return "heartbeat overdue"
+    return "in line"

@@ -13,7 +13,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from . import views_approvals, views_overview, views_requests, views_signin, views_stream
+from . import views_approvals, views_devices, views_keys, views_overview, views_requests, views_signin, views_stream
 from .live import LIVE, Live, close_streams
 from .web import page, see_other, with_headers
 
@@ -37,6 +37,16 @@ ROUTES: tuple[ConsoleRoute, ...] = (
     ConsoleRoute("GET", "/console/requests/{request_id}", views_requests.detail, "decisions.read"),
     ConsoleRoute("GET", "/console/stream", views_stream.page, "events.read"),
     ConsoleRoute("GET", "/console/stream/live", views_stream.tail, "events.read"),
+    ConsoleRoute("GET", "/console/keys", views_keys.index, "keys.read"),
+    ConsoleRoute("GET", "/console/keys/{key_id}", views_keys.detail, "keys.read"),
+    ConsoleRoute("POST", "/console/keys/{key_id}/rotate", views_keys.rotate, "keys.manage"),
+    ConsoleRoute("POST", "/console/keys/{key_id}/retire", views_keys.retire, "keys.manage"),
+    ConsoleRoute("POST", "/console/keys/{key_id}/destruction", views_keys.schedule, "keys.manage"),
+    ConsoleRoute("POST", "/console/keys/{key_id}/destruction/approve", views_keys.approve, "keys.manage"),
+    ConsoleRoute("POST", "/console/keys/{key_id}/destruction/cancel", views_keys.cancel, "keys.manage"),
+    ConsoleRoute("GET", "/console/devices", views_devices.index, "devices.read"),
+    ConsoleRoute("GET", "/console/devices/{device_id}", views_devices.detail, "devices.read"),
+    ConsoleRoute("POST", "/console/devices/{device_id}/revoke", views_devices.revoke, "devices.manage"),
 )
 
 

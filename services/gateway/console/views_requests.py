@@ -9,11 +9,12 @@ import re
 
 from aiohttp import web
 
-from shared.provenance import fact_path, leaves, lookup, prefixes
+from shared.provenance import lookup
 from shared.rpc import ProblemError
 
 from ..state import _call
 from .names import device_name, user_name
+from .present import fact_rows
 from .web import render
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
@@ -38,10 +39,6 @@ async def detail(request: web.Request) -> web.StreamResponse:
         approval["voters"] = [{**v, "name": await user_name(request, v["by"])} for v in approval.get("votes", [])]
     return render("request.html", request, {
         "decision": decision, "error": None, "device_name": await device_name(request, decision["device_id"]),
-        "facts": _facts(decision.get("facts") or {}, provenance),
+        "facts": fact_rows(decision.get("facts") or {}, provenance),
     })
 
-
-def _facts(facts: dict, provenance: dict[str, str]) -> list[tuple[str, object, str]]:
-    """Each fact sent as (path as rules name it, value, provenance: its own or an ancestor's, else claimed)."""
-    return sorted((fact_path(keys), value, lookup(provenance, prefixes(keys))) for keys, value in leaves(facts))
