@@ -118,6 +118,7 @@ async def _destruction_needs_a_second_custodian(s, browser) -> None:  # noqa: F8
     await page.click("#approve-destruction button")
     await expect(page.locator(".error")).to_contain_text("dual control", timeout=WAIT_MS)
     assert (await s.kate.call("GET", path))[1]["approvals"] == []
+    await expect(page.locator("#destruction")).to_contain_text("by kate")
     await page.screenshot(path=str(ARTIFACTS / "key-destruction.png"), full_page=True)
     # A second custodian approves from their own browser.
     second = await Console.open(browser, api.url, s.messages)
@@ -128,6 +129,7 @@ async def _destruction_needs_a_second_custodian(s, browser) -> None:  # noqa: F8
     await kurt_page.wait_for_url("**done=approved")
     status, approved, _ = await s.kate.call("GET", path)
     assert status == 200 and approved["approvals"] == [s.kurt.user_id], approved
+    await expect(kurt_page.locator("#destruction-approvals")).to_have_text("kurt")
     # And the first cancels it within the waiting period.
     await page.goto(api.url + f"/console/keys/{tenant.key_id}")
     await page.fill("#cancel-destruction input[name=reason]", "changed my mind")

@@ -20,6 +20,7 @@ from shared.key_states import STATES
 from shared.rpc import ProblemError
 
 from .. import views, views_custody
+from .names import user_name
 from .present import filter_keys, key_versions
 from .web import render, see_other
 
@@ -51,9 +52,12 @@ async def _page(request: web.Request, key_id: str, *, flash: str | None = None, 
     except ProblemError as exc:
         return render("key.html", request, {"key": None, "error": exc.problem.detail or exc.problem.title,
                                             "flash": None}, status=exc.problem.status)
+    destruction = await _optional(views_custody.destruction(request, key_id))
+    if destruction:
+        destruction["scheduler"] = await user_name(request, destruction["scheduled_by"])
+        destruction["approvers"] = [await user_name(request, by) for by in destruction.get("approvals") or ()]
     return render("key.html", request, {
-        "key": key, "versions": key_versions(key), "flash": flash, "error": error,
-        "destruction": await _optional(views_custody.destruction(request, key_id)),
+        "key": key, "versions": key_versions(key), "flash": flash, "error": error, "destruction": destruction,
         "dependencies": await _optional(views_custody.dependency_report(request, key_id)),
     }, status=status)
 
