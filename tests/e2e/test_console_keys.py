@@ -2,7 +2,7 @@
 lists and filters keys, rotates one and retires its old version, schedules its destruction (seeing
 the dependency report), is refused approving their own, a second custodian approves from another
 browser and the first cancels; a security officer reads a device's last heartbeat facts with their
-provenance and revokes it, after which the agent is refused. Each effect is checked through the
+provenance, sees it quarantined when its facts drift, and revokes it, after which the agent is refused. Each effect is checked through the
 API; roles without a screen get 403, a change without the permission too; no CSP violation.
 
 Screenshots go to `artifacts/console/` (or $STRONGROOM_ARTIFACTS/console), ignored by git."""
@@ -15,7 +15,7 @@ from playwright.async_api import expect
 
 from .helpers import EU_FACTS, BareAgent, make_tenant
 from .test_console import ARTIFACTS, WAIT_MS, Console, browser  # noqa: F401  (the Chromium fixture)
-from .test_posture import beat
+from .test_posture import DRIFTED, beat
 
 
 async def test_console_keys_and_devices(api, browser):  # noqa: F811
@@ -158,8 +158,18 @@ async def _devices_read_and_revoked(s, browser) -> None:  # noqa: F811
     facts = page.locator("#facts")
     await expect(facts.locator("tr", has_text="identity.region")).to_contain_text("eu-west-1")
     await expect(facts.locator("tr", has_text="identity.region")).to_contain_text("claimed")
+    await expect(facts.locator("tr", has_text="identity.device_id")).to_contain_text("observed")
     await expect(page.locator("#device-status")).to_have_text("active")
     await page.screenshot(path=str(ARTIFACTS / "device.png"), full_page=True)
+    # Facts that drift quarantine the device: the list and its page say so, and why.
+    status, drifted, _ = await beat(agent, DRIFTED)
+    assert status == 200 and drifted["status"] == "quarantined", drifted
+    await page.goto(api.url + "/console/devices")
+    await expect(row.locator(".status")).to_have_text("quarantined")
+    await expect(row.locator(".drift")).to_have_text("quarantined: facts")
+    await page.click(f"#device-{agent.device_id} a")
+    await expect(page.locator("#quarantine")).to_contain_text("facts")
+    await expect(facts.locator("tr", has_text="integrity.firewall_enabled")).to_contain_text("false")
 
     # A security officer reads keys but may not change them: no form, and a forged POST is refused.
     key_page, _ = await so.page(f"/console/keys/{tenant.key_id}")
