@@ -15,6 +15,7 @@ from aiohttp import web
 
 from . import views_approvals, views_overview, views_requests, views_signin, views_stream
 from .live import LIVE, Live, close_streams
+from .views_reports import reports as reports_page
 from .web import page, see_other, with_headers
 
 HERE = Path(__file__).parent
@@ -37,6 +38,7 @@ ROUTES: tuple[ConsoleRoute, ...] = (
     ConsoleRoute("GET", "/console/requests/{request_id}", views_requests.detail, "decisions.read"),
     ConsoleRoute("GET", "/console/stream", views_stream.page, "events.read"),
     ConsoleRoute("GET", "/console/stream/live", views_stream.tail, "events.read"),
+    ConsoleRoute("GET", "/console/reports", reports_page, "reports.read"),
 )
 
 
