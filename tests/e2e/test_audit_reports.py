@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from urllib.parse import quote
 
 import pytest
 
@@ -31,6 +32,14 @@ async def test_report_in_every_format(api, stack, tmp_path):
         trend = report["trends"][size]
         assert sum(t["releases"] for t in trend) == 1 and sum(t["denials"] for t in trend) == 1
     assert report["top_denial_reasons"] and report["keys_by_state"].get("active") == 1
+
+    # A range that starts at the first decision still names what was created before it.
+    first = next(r["time"] for r in await audit_records(tenant.admin) if r["action"] == "key.decided")
+    status, later, _ = await tenant.admin.call("GET", f"/v1/reports?since={quote(first)}")
+    assert status == 200 and later["records"] < report["records"], later
+    assert later["releases"]["policy"] == report["releases"]["policy"]
+    assert later["releases"]["device"] == report["releases"]["device"]
+    assert later["denials"]["key"] == report["denials"]["key"]
 
     headers = {"Authorization": f"Bearer {tenant.admin.token}"}
     async with api.session.get(f"{api.url}/v1/reports?format=csv", headers=headers) as resp:
