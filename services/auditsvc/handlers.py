@@ -34,7 +34,7 @@ from shared.events import Event
 from . import reports, siem
 from .checkpoints import CHECKPOINT_TYPE, Checkpointer
 from .records import record_from_event
-from .search import criteria, rfc3339
+from .search import Criteria, criteria, rfc3339
 from .store import AuditStore
 from .store_checkpoints import CheckpointStore
 
@@ -220,6 +220,18 @@ async def export_page(request: rpc.RpcRequest, q: ExportQuery, *, store: AuditSt
 _REPORT_PAGE = 5000
 
 
+async def _each_record(store: AuditStore, tenant_id: str, query: Criteria, visit: Callable[[Any], None]) -> None:
+    """Every record a query matches, in sequence order, page by page."""
+    after = 0
+    while True:
+        page = await store.query(tenant_id, query, after_seq=after, limit=_REPORT_PAGE)
+        for record in page:
+            visit(record)
+        if len(page) < _REPORT_PAGE:
+            return
+        after = page[-1]["seq"]
+
+
 async def report(request: rpc.RpcRequest, q: ReportQuery, *, store: AuditStore) -> ReportReply:
     """A tenant's compliance report over a time range, as JSON, CSV or self-contained HTML."""
     if q.format not in REPORT_FORMATS:
@@ -227,14 +239,11 @@ async def report(request: rpc.RpcRequest, q: ReportQuery, *, store: AuditStore) 
     query = criteria(AuditQuery(since=q.since, until=q.until))
     builder = reports.ReportBuilder(tenant_id=request.tenant_id, since=query.since, until=query.until,
                                     now=datetime.now(UTC))
-    after = 0
-    while True:
-        page = await store.query(request.tenant_id, query, after_seq=after, limit=_REPORT_PAGE)
-        for record in page:
-            builder.add(record)
-        if len(page) < _REPORT_PAGE:
-            break
-        after = page[-1]["seq"]
+    if query.since:  # names given before the range still name what the range shows
+        for action in reports.NAMED:
+            naming = criteria(AuditQuery(action=action, until=q.since))
+            await _each_record(store, request.tenant_id, naming, builder.learn)
+    await _each_record(store, request.tenant_id, query, builder.add)
     result = builder.result()
     if q.format == "csv":
         return ReportReply(content_type="text/csv", body=reports.to_csv(result))

@@ -1,5 +1,11 @@
 """Compliance reports from audit records alone: a pure fold over a tenant's records in a time range,
-rendered as JSON, CSV or a self-contained HTML page with inline SVG charts (no scripts, no links)."""
+rendered as JSON, CSV or a self-contained HTML page with inline SVG charts (no scripts, no links).
+
+Ids are shown with names: a device's from its ``device.enrolled`` record, a key's from
+``key.created`` and a policy's from ``policy.updated``, all audit records themselves (the handler
+feeds the naming records from before the range through `learn`). A decision names its deciding
+rules in ``decided_by`` as ``{"policy": <policy id>, "version", "rule"}``; a release is counted
+for the policy that decided its request. Releases and denials are also bucketed per hour and day."""
 
 from __future__ import annotations
 
@@ -10,6 +16,11 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
+
+from shared import report_charts
+
+NAMED = {"device.enrolled": "device", "key.created": "key", "policy.updated": "policy"}
+
 
 
 class ReportBuilder:
@@ -26,29 +37,32 @@ class ReportBuilder:
         self.approvals: Counter[str] = Counter()
         self.keys: dict[str, dict[str, Any]] = {}
         self.devices: dict[str, dict[str, Any]] = {}
+        self.names: dict[str, dict[str, str]] = {"device": {}, "key": {}, "policy": {}}
+        self.trends: dict[str, dict[str, Counter[str]]] = {
+            "hour": {"releases": Counter(), "denials": Counter()},
+            "day": {"releases": Counter(), "denials": Counter()}}
         self._policy_of_request: dict[str, str] = {}
+
+    def learn(self, record: Mapping[str, Any]) -> None:
+        """Remember the name a naming record gives its resource (the latest one wins)."""
+        kind = NAMED.get(str(record.get("action")))
+        rid = (record.get("resource") or {}).get("id")
+        name = (record.get("details") or {}).get("name")
+        if kind and rid and name:
+            self.names[kind][str(rid)] = str(name)
 
     def add(self, record: Mapping[str, Any]) -> None:
         self.records += 1
         action = str(record.get("action"))
         self.by_action[action] += 1
+        self.learn(record)
         details = record.get("details") or {}
         resource = record.get("resource") or {}
         if action == "key.decided":
-            policy = _policy(details)
-            request_id = details.get("request_id")
-            if request_id and policy:
-                self._policy_of_request[request_id] = policy
-            if record.get("outcome") == "denied":
-                self.denials["device"][details.get("device_id") or "?"] += 1
-                self.denials["key"][resource.get("id") or "?"] += 1
-                self.denials["policy"][policy or "(no rule matched)"] += 1
-                for reason in record.get("reasons") or ["(no reason given)"]:
-                    self.reasons[str(reason)] += 1
+            self._decided(record, details, resource)
         elif action == "key.released":
-            self.releases["device"][details.get("device_id") or "?"] += 1
-            self.releases["key"][resource.get("id") or "?"] += 1
-            self.releases["policy"][self._policy_of_request.get(details.get("request_id"), "?")] += 1
+            self._count(self.releases, "releases", record, details.get("device_id"), resource.get("id"),
+                        self._policy_of_request.get(details.get("request_id")) or "(unknown policy)")
         elif action == "key.release_refused":
             self.refusals[str(details.get("status") or "error")] += 1
         elif action.startswith("approval."):
@@ -72,9 +86,38 @@ class ReportBuilder:
             if details.get("posture") is not None:
                 dev["posture"] = details["posture"]
 
-    def result(self) -> dict[str, Any]:
-        def rows(counter: Counter[str], name: str) -> list[dict[str, Any]]:
+    def _decided(self, record: Mapping[str, Any], details: Mapping[str, Any], resource: Mapping[str, Any]) -> None:
+        policy = policy_of(details)
+        request_id = details.get("request_id")
+        if request_id and policy:
+            self._policy_of_request[request_id] = policy
+        if record.get("outcome") == "denied":
+            self._count(self.denials, "denials", record, details.get("device_id"), resource.get("id"),
+                        policy or "(no rule matched)")
+            for reason in record.get("reasons") or ["(no reason given)"]:
+                self.reasons[str(reason)] += 1
+
+    def _count(self, counters: dict[str, Counter[str]], trend: str, record: Mapping[str, Any],
+               device: Any, key: Any, policy: str) -> None:
+        counters["device"][str(device or "(unknown device)")] += 1
+        counters["key"][str(key or "(unknown key)")] += 1
+        counters["policy"][policy] += 1
+        for size, bucket in buckets(str(record.get("time") or "")).items():
+            self.trends[size][trend][bucket] += 1
+
+    def _rows(self, counter: Counter[str], name: str) -> list[dict[str, Any]]:
+        if name not in self.names:
             return [{name: k, "count": v} for k, v in counter.most_common()]
+        names = self.names[name]
+        return [{name: k, "name": names.get(k), "count": v} for k, v in counter.most_common()]
+
+    def _trend(self, size: str) -> list[dict[str, Any]]:
+        counts = self.trends[size]
+        return [{"bucket": b, "releases": counts["releases"][b], "denials": counts["denials"][b]}
+                for b in sorted(set(counts["releases"]) | set(counts["denials"]))]
+
+    def result(self) -> dict[str, Any]:
+        rows = self._rows
 
         keys_by_state = Counter(k["state"] or "unknown" for k in self.keys.values())
         ages = []
@@ -88,6 +131,7 @@ class ReportBuilder:
             "generated_at": self.now.isoformat(), "records": self.records,
             "totals": {"releases": sum(self.releases["key"].values()), "denials": sum(self.denials["key"].values()),
                        "refusals": sum(self.refusals.values())},
+            "trends": {"hour": self._trend("hour"), "day": self._trend("day")},
             "releases": {by: rows(c, by) for by, c in self.releases.items()},
             "denials": {by: rows(c, by) for by, c in self.denials.items()},
             "top_denial_reasons": rows(self.reasons, "reason")[:10],
@@ -101,13 +145,19 @@ class ReportBuilder:
         }
 
 
-def _policy(details: Mapping[str, Any]) -> str | None:
+def policy_of(details: Mapping[str, Any]) -> str | None:
+    """The id of the first policy among a decision's deciding rules (``decided_by[].policy``)."""
     for entry in details.get("decided_by") or []:
-        if isinstance(entry, Mapping):
-            for field in ("policy_name", "policy_id", "name"):
-                if entry.get(field):
-                    return str(entry[field])
+        if isinstance(entry, Mapping) and entry.get("policy"):
+            return str(entry["policy"])
     return None
+
+
+def buckets(time: str) -> dict[str, str]:
+    """The hour and day a record's RFC 3339 UTC time falls in (``2025-01-01 04:00``, ``2025-01-01``)."""
+    if len(time) < 13:
+        return {}
+    return {"hour": f"{time[:10]} {time[11:13]}:00", "day": time[:10]}
 
 
 def build(records: Iterable[Mapping[str, Any]], **kwargs: Any) -> dict[str, Any]:
@@ -128,6 +178,10 @@ def to_csv(report: Mapping[str, Any]) -> str:
                 writer.writerow([section, dim, _safe_cell(row[dim]), row["count"]])
     for row in report["top_denial_reasons"]:
         writer.writerow(["top_denial_reasons", "reason", _safe_cell(row["reason"]), row["count"]])
+    for size, rows in (report.get("trends") or {}).items():
+        for row in rows:
+            for kind in ("releases", "denials"):
+                writer.writerow([f"{kind}_per_{size}", size, row["bucket"], row[kind]])
     for name in ("approvals", "keys_by_state", "devices_by_status", "devices_by_posture", "events_by_action"):
         for value, count in report[name].items():
             writer.writerow([name, name.split("_by_")[-1], _safe_cell(value), count])
@@ -140,41 +194,10 @@ def _safe_cell(value: Any) -> str:
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
-def _bars(title: str, rows: list[tuple[str, int]]) -> str:
-    if not rows:
-        return f"<h3>{html.escape(title)}</h3><p class=none>none</p>"
-    top = max(c for _, c in rows) or 1
-    height = 22 * len(rows) + 4
-    parts = [f'<h3>{html.escape(title)}</h3><svg role="img" aria-label="{html.escape(title)}" width="640" '
-             f'height="{height}" xmlns="http://www.w3.org/2000/svg">']
-    for i, (label, count) in enumerate(rows):
-        width = int(380 * count / top)
-        y = 22 * i + 2
-        parts.append(f'<text x="0" y="{y + 15}" font-size="12">{html.escape(label[:40])}</text>'
-                     f'<rect x="250" y="{y}" width="{width}" height="18" fill="#3b6ea5"/>'
-                     f'<text x="{255 + width}" y="{y + 15}" font-size="12">{count}</text>')
-    parts.append("</svg>")
-    return "".join(parts)
-
-
 def to_html(report: Mapping[str, Any]) -> str:
     """One page, no scripts or external resources; every value is HTML-escaped."""
-    def counted(rows: list[dict[str, Any]], key: str) -> list[tuple[str, int]]:
-        return [(str(r[key]), int(r["count"])) for r in rows[:15]]
-
-    sections = [
-        _bars("Releases by device", counted(report["releases"]["device"], "device")),
-        _bars("Releases by key", counted(report["releases"]["key"], "key")),
-        _bars("Releases by policy", counted(report["releases"]["policy"], "policy")),
-        _bars("Denials by device", counted(report["denials"]["device"], "device")),
-        _bars("Denials by key", counted(report["denials"]["key"], "key")),
-        _bars("Denials by policy", counted(report["denials"]["policy"], "policy")),
-        _bars("Top denial reasons", counted(report["top_denial_reasons"], "reason")),
-        _bars("Approvals", list(report["approvals"].items())),
-        _bars("Keys by state", list(report["keys_by_state"].items())),
-        _bars("Devices by status", list(report["devices_by_status"].items())),
-        _bars("Devices by posture", list(report["devices_by_posture"].items())),
-    ]
+    sections = "".join(f"<h3>{html.escape(title)}</h3>{svg or '<p class=none>none</p>'}"
+                       for title, svg in report_charts.sections(report))
     ages = "".join(f"<tr><td>{html.escape(str(a['key_id']))}</td><td>{html.escape(str(a.get('name') or ''))}</td>"
                    f"<td>{html.escape(str(a['state']))}</td><td>{a['age_days']}</td></tr>" for a in report["key_ages"][:50])
     totals = report["totals"]
@@ -189,7 +212,7 @@ def to_html(report: Mapping[str, Any]) -> str:
         f"to {esc(str(report['until'] or 'now'))}; {report['records']} records; generated {esc(str(report['generated_at']))}.</p>"
         f"<p><b>{totals['releases']}</b> releases, <b>{totals['denials']}</b> denials, "
         f"<b>{totals['refusals']}</b> refusals by key custody.</p>"
-        + "".join(sections)
+        + sections
         + "<h3>Key ages</h3><table><tr><th>key</th><th>name</th><th>state</th><th>age (days)</th></tr>"
         + ages + "</table></body></html>"
     )

@@ -274,10 +274,12 @@ class KeyReleased(View):
 
 class Report(View):
     """Releases, denials, approvals, keys and devices over the range (`?format=json`; csv and html
-    render the same)."""
+    render the same). Rows by device, key and policy carry the id and its ``name`` (None when no
+    audit record named it); ``trends`` has releases and denials per ``hour`` and per ``day``."""
 
     since: datetime | None = None
     until: datetime | None = None
+    trends: dict[str, list[dict[str, Any]]] | None = None
 
 
 # --- co-signing by change id ------------------------------------------------------------------

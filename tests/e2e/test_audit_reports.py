@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from urllib.parse import quote
 
 import pytest
 
@@ -24,9 +25,21 @@ async def test_report_in_every_format(api, stack, tmp_path):
     status, report, _ = await tenant.admin.call("GET", "/v1/reports")
     assert status == 200, report
     assert report["totals"]["releases"] == 1 and report["totals"]["denials"] == 1
-    assert report["releases"]["device"] == [{"device": agent.device_id, "count": 1}]
-    assert report["denials"]["key"] == [{"key": tenant.key_id, "count": 1}]
+    assert report["releases"]["device"] == [{"device": agent.device_id, "name": "vm-1", "count": 1}]
+    assert report["releases"]["policy"] == [{"policy": tenant.policy_id, "name": "eu-volumes", "count": 1}]
+    assert report["denials"]["key"] == [{"key": tenant.key_id, "name": "acme-vol", "count": 1}]
+    for size in ("hour", "day"):
+        trend = report["trends"][size]
+        assert sum(t["releases"] for t in trend) == 1 and sum(t["denials"] for t in trend) == 1
     assert report["top_denial_reasons"] and report["keys_by_state"].get("active") == 1
+
+    # A range that starts at the first decision still names what was created before it.
+    first = next(r["time"] for r in await audit_records(tenant.admin) if r["action"] == "key.decided")
+    status, later, _ = await tenant.admin.call("GET", f"/v1/reports?since={quote(first)}")
+    assert status == 200 and later["records"] < report["records"], later
+    assert later["releases"]["policy"] == report["releases"]["policy"]
+    assert later["releases"]["device"] == report["releases"]["device"]
+    assert later["denials"]["key"] == report["denials"]["key"]
 
     headers = {"Authorization": f"Bearer {tenant.admin.token}"}
     async with api.session.get(f"{api.url}/v1/reports?format=csv", headers=headers) as resp:
@@ -36,7 +49,8 @@ async def test_report_in_every_format(api, stack, tmp_path):
     argv = ["--url", stack.url, "--token", tenant.admin.token, "report", "--format", "html", "-o", str(out)]
     assert await asyncio.to_thread(main, argv) == 0
     page = out.read_text()
-    assert page.startswith("<!doctype html>") and "<svg" in page and agent.device_id in page
+    assert page.startswith("<!doctype html>") and "<svg" in page and f"vm-1 ({agent.device_id})" in page
+    assert f"eu-volumes ({tenant.policy_id})" in page
 
 
 @pytest.mark.parametrize("query, field", [

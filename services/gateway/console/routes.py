@@ -13,7 +13,16 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from . import views_approvals, views_devices, views_keys, views_overview, views_requests, views_signin, views_stream
+from . import (
+    views_approvals,
+    views_devices,
+    views_keys,
+    views_overview,
+    views_reports,
+    views_requests,
+    views_signin,
+    views_stream,
+)
 from .live import LIVE, Live, close_streams
 from .web import page, see_other, with_headers
 
@@ -47,6 +56,7 @@ ROUTES: tuple[ConsoleRoute, ...] = (
     ConsoleRoute("GET", "/console/devices", views_devices.index, "devices.read"),
     ConsoleRoute("GET", "/console/devices/{device_id}", views_devices.detail, "devices.read"),
     ConsoleRoute("POST", "/console/devices/{device_id}/revoke", views_devices.revoke, "devices.manage"),
+    ConsoleRoute("GET", "/console/reports", views_reports.reports, "reports.read"),
 )
 
 
