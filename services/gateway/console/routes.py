@@ -14,6 +14,9 @@ import jinja2
 from aiohttp import web
 
 from . import views_approvals, views_overview, views_requests, views_signin, views_stream
+from . import views_audit as audit_views
+from . import views_policies as policy_views
+from . import views_users as user_views
 from .live import LIVE, Live, close_streams
 from .web import page, see_other, with_headers
 
@@ -37,6 +40,13 @@ ROUTES: tuple[ConsoleRoute, ...] = (
     ConsoleRoute("GET", "/console/requests/{request_id}", views_requests.detail, "decisions.read"),
     ConsoleRoute("GET", "/console/stream", views_stream.page, "events.read"),
     ConsoleRoute("GET", "/console/stream/live", views_stream.tail, "events.read"),
+    ConsoleRoute("GET", "/console/policies", policy_views.policies, "policies.read"),
+    ConsoleRoute("GET", "/console/policies/{policy_id}", policy_views.policy, "policies.read"),
+    ConsoleRoute("GET", "/console/policies/{policy_id}/simulate", policy_views.simulate, "policies.simulate"),
+    ConsoleRoute("GET", "/console/audit", audit_views.search, "audit.read"),
+    ConsoleRoute("GET", "/console/audit/export", audit_views.export, "audit.export"),
+    ConsoleRoute("GET", "/console/users", user_views.users, "users.read"),
+    ConsoleRoute("POST", "/console/users/{user_id}/roles/{role}/confirm", user_views.confirm, "users.manage"),
 )
 
 
