@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from types import SimpleNamespace
+from urllib.parse import urlsplit
 
 from playwright.async_api import expect
 
@@ -21,15 +22,14 @@ NARROWED = {**ALLOW_EU, "rules": [{**ALLOW_EU["rules"][0], "id": "eu-central-onl
     {"fact": "integrity.firewall_enabled", "op": "equals", "value": True}]}}]}
 
 
-async def next_code_sign_in(console: Console, tenant_id: str, person, username: str):
-    """Signs in with the next step's code: the person enrolled with the current one moments ago."""
-    page, _ = await console.page("/console/login")
-    await page.fill("input[name=tenant]", tenant_id)
-    await page.fill("input[name=username]", username)
-    await page.fill("input[name=password]", "vault-door-orchid-7291")
-    await page.fill("input[name=totp]", code(person, 1))
-    await page.click("button[type=submit].primary")
-    await page.wait_for_url("**/console/overview")
+async def with_session(console: Console, person, path: str):
+    """Opens `path` with the person's API session as the console cookie (a console session is an
+    API session): the admins enrolled their TOTP moments ago, and their step-up needs the next code."""
+    host = urlsplit(console.url).hostname
+    await console.context.add_cookies([{"name": "sr_console", "value": person.token, "domain": host,
+                                        "path": "/console", "httpOnly": True, "sameSite": "Strict"}])
+    page, response = await console.page(path)
+    assert response.status == 200
     return page
 
 
@@ -90,27 +90,34 @@ async def _policies(s: SimpleNamespace) -> None:
 
 async def _users_and_roles(s: SimpleNamespace) -> None:
     """A pending approver grant: the admin who granted it is refused (the API's rule), the second
-    admin confirms it in the browser, and the API shows the role in effect."""
-    tenant, team = s.tenant, s.team
-    status, me, _ = await team.admin.call("GET", "/v1/me")
-    assert status == 200, me
+    admin's wrong step-up code confirms nothing, their current one confirms it, and the API shows
+    the role in effect."""
+    team = s.team
     status, paula, _ = await team.admin.call("POST", "/v1/users", json={
         "username": "paula", "roles": ["approver"], "email": address("paula", team.name)})
     assert status == 201 and [p["role"] for p in paula["pending_roles"]] == ["approver"], paula
     first = await Console.open(s.browser, s.api.url, s.messages)
-    page = await next_code_sign_in(first, tenant.tenant_id, team.admin, me["username"])
-    await page.click("header nav a[href='/console/users']")
+    page = await with_session(first, team.admin, "/console/users")
     grant = page.locator(f"#grant-{paula['user_id']}-approver")
     await expect(grant).to_contain_text("paula")
+    await grant.locator("input[name=totp]").fill(code(team.admin, 1))
     await grant.locator("button").click()
     await expect(page.locator("#notice .error")).to_contain_text("cannot also confirm it")
     status, still, _ = await team.admin.call("GET", f"/v1/users/{paula['user_id']}")
     assert status == 200 and still["roles"] == [] and still["pending_roles"], still
     second = await Console.open(s.browser, s.api.url, s.messages)
-    page = await next_code_sign_in(second, tenant.tenant_id, team.second_admin, "second-admin")
-    await page.goto(s.api.url + "/console/users")
+    page = await with_session(second, team.second_admin, "/console/users")
     await page.screenshot(path=str(ARTIFACTS / "users-pending.png"), full_page=True)
-    await page.locator(f"#grant-{paula['user_id']}-approver button").click()
+    # Step-up: a wrong code confirms nothing.
+    grant = page.locator(f"#grant-{paula['user_id']}-approver")
+    await grant.locator("input[name=totp]").fill("000000" if code(team.second_admin, 1) != "000000" else "111111")
+    await grant.locator("button").click()
+    await expect(page.locator("#notice .error")).to_contain_text("wrong or was already used")
+    status, still, _ = await team.admin.call("GET", f"/v1/users/{paula['user_id']}")
+    assert status == 200 and still["roles"] == [], still
+    grant = page.locator(f"#grant-{paula['user_id']}-approver")
+    await grant.locator("input[name=totp]").fill(code(team.second_admin, 1))
+    await grant.locator("button").click()
     await expect(page.locator("#notice .flash")).to_contain_text("approver is now in effect for paula")
     await expect(page.locator("#no-pending")).to_be_visible()
     await expect(page.locator(f"#user-{paula['user_id']} .roles")).to_have_text("approver")

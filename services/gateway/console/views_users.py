@@ -1,6 +1,7 @@
 """Users and roles: every user of the tenant with the roles in effect, and the grants waiting for a
-second admin, each with a Confirm button. Listing and confirming call the API's own functions
-(`views_users.users`, `views_users.confirm_grant`), so the second-admin rules apply unchanged."""
+second admin, each with a Confirm button (and the confirming admin's current TOTP code). Listing
+and confirming call the API's own functions (`views_users.users`, `views_users.confirm_grant`), so
+the second-admin rules apply unchanged."""
 
 from __future__ import annotations
 
@@ -11,7 +12,10 @@ from aiohttp import web
 from shared.rpc import ProblemError
 
 from ..accounts import views_users
+from .step_up import step_up
 from .web import render
+
+STEP_UP_METHOD = "step_up_confirm_role"  # how a wrong step-up code is named in the audit trail
 
 
 def pending_grants(users: list[dict[str, Any]]) -> list[dict[str, str]]:
@@ -34,8 +38,14 @@ async def users(request: web.Request) -> web.StreamResponse:
 
 
 async def confirm(request: web.Request) -> web.StreamResponse:
-    """Confirm a pending grant as the second admin (refused with the API's reason otherwise)."""
+    """Confirm a pending grant as the second admin, with a fresh TOTP code (step-up, as a vote);
+    refused with the API's reason when the second-admin rules say no."""
     user_id, role = request.match_info["user_id"], request.match_info["role"]
+    form = await request.post()
+    # SECURITY: step-up: a left-open browser cannot hand out a privileged role.
+    refused = await step_up(request, str(form.get("totp", "")), STEP_UP_METHOD, "Confirming a role")
+    if refused is not None:
+        return await _page(request, error=refused, status=403)
     try:
         done = await views_users.confirm_grant(request, user_id, role)
     except ProblemError as exc:
