@@ -85,7 +85,12 @@ async def _policies(s: SimpleNamespace) -> None:
     status, sim, _ = await tenant.admin.call("POST", "/v1/policies/simulate", json={
         "policy": {k: v for k, v in ALLOW_EU.items()}, "policy_id": tenant.policy_id, "recorded_days": 7})
     assert status == 200 and sim["changed"] == 1 and sim["gained"][0]["key_id"] == tenant.key_id, sim
-    s.officer_console = c
+    # Bad or unknown references are pages naming the problem, with the console's headers.
+    for path, status in ((f"/console/policies/{tenant.policy_id}?from=x", 400), ("/console/policies/pol_nope", 404),
+                         (f"/console/policies/{tenant.policy_id}/simulate?version=9", 404)):
+        response = await page.goto(s.api.url + path)
+        assert response.status == status and response.headers["x-frame-options"] == "DENY", path
+        await expect(page.locator("main .error")).not_to_be_empty()
 
 
 async def _users_and_roles(s: SimpleNamespace) -> None:
@@ -156,6 +161,9 @@ async def _audit(s: SimpleNamespace) -> None:
     assert exported.status == 200 and exported.headers["content-type"].startswith("application/x-ndjson")
     lines = [json.loads(line) for line in (await exported.text()).splitlines() if line]
     assert lines and len(lines) == await rows.count(), lines
+    missing = await page.goto(s.api.url + "/console/audit/export?format=nope")
+    assert missing.status == 400
+    await expect(page.locator("main .error")).to_contain_text("format")
     # A bad filter is named, not a 500.
     bad = await page.goto(s.api.url + "/console/audit?since=yesterday")
     assert bad.status == 400

@@ -51,4 +51,8 @@ async def search(request: web.Request) -> web.StreamResponse:
 
 async def export(request: web.Request) -> web.StreamResponse:
     """The API's export view itself (same checks, same streaming), reached with the console session."""
-    return await views_audit.export(request)
+    try:
+        return await views_audit.export(request)
+    except ProblemError as exc:  # refused before anything was sent
+        return render("problem.html", request, {"error": f"{exc.problem.field or 'export'}: {exc.problem.detail}"},
+                      status=exc.problem.status)

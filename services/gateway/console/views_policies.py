@@ -53,6 +53,11 @@ async def _versions(request: web.Request, policy_id: str) -> list[dict[str, Any]
     return (await _call(request, "policysvc", "list_policy_versions", {"policy_id": policy_id}))["items"]
 
 
+def problem_page(request: web.Request, exc: ProblemError) -> web.Response:
+    """A refused read (no such policy or version, a bad number) as a page naming what was wrong."""
+    return render("problem.html", request, {"error": exc.problem.detail or exc.problem.title}, status=exc.problem.status)
+
+
 async def policy(request: web.Request) -> web.StreamResponse:
     """The versions, newest first; `?from=&to=` adds their diff (by default the previous and the newest)."""
     policy_id = request.match_info["policy_id"]
@@ -60,7 +65,7 @@ async def policy(request: web.Request) -> web.StreamResponse:
         versions = await _versions(request, policy_id)
         old_no, new_no = _number(request, "from"), _number(request, "to")
     except ProblemError as exc:
-        raise web.HTTPNotFound(text=exc.problem.detail or exc.problem.title) from exc
+        return problem_page(request, exc)
     by_no = {v["version"]: v for v in versions}
     new = by_no.get(new_no or versions[0]["version"]) if versions else None
     old = by_no.get(old_no or (new["version"] - 1 if new else 0))
@@ -73,8 +78,11 @@ async def policy(request: web.Request) -> web.StreamResponse:
 async def simulate(request: web.Request) -> web.StreamResponse:
     """A version replayed as a candidate over the recorded requests: which requests change, what is gained and lost."""
     policy_id = request.match_info["policy_id"]
-    version = await _call(request, "policysvc", "get_policy_version",
-                          {"policy_id": policy_id, "version": _number(request, "version") or 1})
+    try:
+        version = await _call(request, "policysvc", "get_policy_version",
+                              {"policy_id": policy_id, "version": _number(request, "version") or 1})
+    except ProblemError as exc:
+        return problem_page(request, exc)
     error, result = None, None
     try:
         body = views_policy.SimulateBody(policy=version["document"], policy_id=policy_id, recorded_days=RECORDED_DAYS)
