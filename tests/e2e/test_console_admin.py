@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from playwright.async_api import expect
 
-from .helpers import ALLOW_EU, EU_FACTS, BareAgent, address, make_tenant
+from .helpers import ALLOW_EU, EU_FACTS, BareAgent, address, audit_records_until, make_tenant
 from .test_console import ARTIFACTS, WAIT_MS, Console, browser, code  # noqa: F401  (browser: the fixture)
 
 NARROWED = {**ALLOW_EU, "rules": [{**ALLOW_EU["rules"][0], "id": "eu-central-only", "when": {"all": [
@@ -62,6 +62,7 @@ async def _policies(s: SimpleNamespace) -> None:
     await page.click("header nav a[href='/console/policies']")
     row = page.locator(f"#policy-{tenant.policy_id}")
     await expect(row).to_contain_text("eu-volumes")
+    await expect(row.locator("td").nth(4)).not_to_contain_text("usr_")  # who changed it, by name
     await expect(row.locator("td").nth(2)).to_have_text("2")
     await page.screenshot(path=str(ARTIFACTS / "policies.png"), full_page=True)
     await row.locator("a").click()
@@ -141,6 +142,13 @@ async def _audit(s: SimpleNamespace) -> None:
     """The auditor searches the trail, sees the chain verified, and exports through the API's export."""
     tenant, team = s.tenant, s.team
     await team.user("auditor", username="audrey")
+
+    def confirmed(records: list[dict]) -> list[dict]:
+        return [r for r in records if r["action"] == "user.role_confirmed"]
+
+    # The search shows what auditsvc holds once paula's confirmation (the newest) has landed there.
+    landed = confirmed(await audit_records_until(tenant.admin, lambda records: any(
+        (r.get("resource") or {}).get("id") == s.paula["user_id"] for r in confirmed(records))))
     c = await Console.open(s.browser, s.api.url, s.messages)
     page = await c.sign_in(tenant.tenant_id, SimpleNamespace(totp_secret=None), "audrey")
     await page.click("header nav a[href='/console/audit']")
@@ -152,8 +160,10 @@ async def _audit(s: SimpleNamespace) -> None:
     await page.click("form.search button")
     rows = page.locator("#records tr.record")
     await expect(rows.first.locator(".action")).to_have_text("user.role_confirmed", timeout=WAIT_MS)
+    await expect(rows).to_have_count(len(landed))
     for action in await rows.locator(".action").all_text_contents():
         assert action == "user.role_confirmed"
+    await expect(rows.last.locator(".actor")).to_have_text("second-admin")  # paula's grant, confirmed in the browser
     await page.screenshot(path=str(ARTIFACTS / "audit.png"), full_page=True)
     href = await page.locator("a.export", has_text="jsonl").get_attribute("href")
     assert "action=user.role_confirmed" in href and "format=jsonl" in href

@@ -16,6 +16,7 @@ from shared.rpc import ProblemError
 from .. import views_audit
 from ..state import _call
 from .audit_verify import check_chain
+from .names import user_name
 from .web import render
 
 FILTERS = ("action", "actor", "outcome", "resource", "device", "key", "since", "until")
@@ -33,13 +34,19 @@ def export_links(filters: dict[str, str]) -> list[dict[str, str]]:
             for name in export_formats.NAMES]
 
 
+async def _actor_name(request: web.Request, actor: dict[str, Any]) -> str:
+    """A person's username for a user actor; any other actor (device, service) by its id."""
+    actor_id = str(actor.get("id", ""))
+    return await user_name(request, actor_id) if actor.get("kind") == "user" and actor_id else actor_id
+
+
 async def search(request: web.Request) -> web.StreamResponse:
     filters = search_params(dict(request.query))
     records: list[dict[str, Any]] = []
     error = None
     try:
         page = await _call(request, "auditsvc", "list_records", {**filters, "limit": str(PAGE)})
-        records = page["items"]
+        records = [{**r, "actor_name": await _actor_name(request, r.get("actor") or {})} for r in page["items"]]
     except ProblemError as exc:
         error = f"{exc.problem.field or 'filter'}: {exc.problem.detail or exc.problem.title}"
     status = await _call(request, "auditsvc", "status")

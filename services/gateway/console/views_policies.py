@@ -16,6 +16,7 @@ from shared.rpc import ProblemError
 
 from .. import views_policy
 from ..state import _call
+from .names import user_name
 from .web import render
 
 RECORDED_DAYS = 7  # the dry run replays this many days of recorded requests
@@ -46,11 +47,13 @@ def _number(request: web.Request, name: str) -> int | None:
 
 async def policies(request: web.Request) -> web.StreamResponse:
     listed = await _call(request, "policysvc", "list_policies")
-    return render("policies.html", request, {"policies": listed["items"]})
+    items = [{**p, "by": await user_name(request, p["updated_by"]) if p["updated_by"] else "—"} for p in listed["items"]]
+    return render("policies.html", request, {"policies": items})
 
 
 async def _versions(request: web.Request, policy_id: str) -> list[dict[str, Any]]:
-    return (await _call(request, "policysvc", "list_policy_versions", {"policy_id": policy_id}))["items"]
+    listed = await _call(request, "policysvc", "list_policy_versions", {"policy_id": policy_id})
+    return [{**v, "by": await user_name(request, v["updated_by"]) if v["updated_by"] else "—"} for v in listed["items"]]
 
 
 def problem_page(request: web.Request, exc: ProblemError) -> web.Response:
