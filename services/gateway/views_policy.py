@@ -79,11 +79,15 @@ async def restore_policy_version(request: web.Request) -> web.Response:
                              {"policy_id": request.match_info["policy_id"], "version": _version(request)}))
 
 
-async def simulate_policy(request: web.Request) -> web.Response:
-    body = await body_as(request, SimulateBody)
+async def simulate(request: web.Request, body: SimulateBody) -> dict[str, Any]:
+    """A dry run of a candidate policy (policysvc replays it); the API and the console both ask here."""
     if (body.requests is None) == (body.recorded_days is None):
         raise ProblemError(422, "Unprocessable Content", "give exactly one of requests or recorded_days", "requests")
-    return _json(await _call(request, "policysvc", "simulate", body.model_dump(exclude_none=True)))
+    return await _call(request, "policysvc", "simulate", body.model_dump(exclude_none=True))
+
+
+async def simulate_policy(request: web.Request) -> web.Response:
+    return _json(await simulate(request, await body_as(request, SimulateBody)))
 
 
 async def get_policy_settings(request: web.Request) -> web.Response:

@@ -62,10 +62,14 @@ async def create_user(request: web.Request) -> web.Response:
     return _json(user_view(user), 201)
 
 
-async def list_users(request: web.Request) -> web.Response:
+async def users(request: web.Request) -> list[dict[str, Any]]:
+    """The tenant's users as the API shows them (the API and the console both list here)."""
     gw, _ = context(request)
-    docs = await account_store(gw).list_users(request[PRINCIPAL].tenant_id)
-    return _json({"items": [user_view(d) for d in docs]})
+    return [user_view(d) for d in await account_store(gw).list_users(request[PRINCIPAL].tenant_id)]
+
+
+async def list_users(request: web.Request) -> web.Response:
+    return _json({"items": await users(request)})
 
 
 async def get_user(request: web.Request) -> web.Response:
@@ -103,7 +107,7 @@ async def change_roles(request: web.Request) -> web.Response:
                                             roles=plan.pending, granted_by=principal.id))
     new_roles = sorted(current | set(plan.effective))
     new_pending = pending + [{"role": r, "granted_by": principal.id, "granted_at": _now()} for r in plan.pending]
-    response = await _save_roles(gw, principal, doc, new_roles, new_pending, *evts, revoked=bool(revoked))
+    response = _json(await _save_roles(gw, principal, doc, new_roles, new_pending, *evts, revoked=bool(revoked)))
     if plan.effective or plan.pending:
         await notify_admins(gw, acc, principal.tenant_id, f"roles granted to {doc['username']}", [
             f"{principal.id} granted roles to {doc['username']} ({doc['user_id']}).",
@@ -113,7 +117,7 @@ async def change_roles(request: web.Request) -> web.Response:
 
 
 async def _save_roles(gw: Gateway, principal: Principal, doc: dict[str, Any], new_roles: list[str],
-                      new_pending: list[dict[str, Any]], *evts: events.Event, revoked: bool = False) -> web.Response:
+                      new_pending: list[dict[str, Any]], *evts: events.Event, revoked: bool = False) -> dict[str, Any]:
     """Compare-and-swap the user's roles (with their events, and when an admin role took effect),
     then drop cached credentials; a revocation ends the user's sessions and API tokens."""
     since = rules.confirmed_admin_since(frozenset(doc["roles"]), frozenset(new_roles), _now())
@@ -123,15 +127,19 @@ async def _save_roles(gw: Gateway, principal: Principal, doc: dict[str, Any], ne
     if revoked:
         await account_store(gw).end_credentials(principal.tenant_id, doc["user_id"], _now())
     gw.operators.forget_user(principal.tenant_id, doc["user_id"])
-    return _json(user_view({**doc, "roles": new_roles, "pending": new_pending}))
+    return user_view({**doc, "roles": new_roles, "pending": new_pending})
 
 
 async def confirm_role(request: web.Request) -> web.Response:
-    """A second, already active tenant admin confirms a pending grant."""
+    return _json(await confirm_grant(request, request.match_info["user_id"], request.match_info["role"]))
+
+
+async def confirm_grant(request: web.Request, user_id: str, role: str) -> dict[str, Any]:
+    """A second, already active tenant admin confirms a pending grant (the API and the console
+    both confirm here, so the second-admin rules are the same)."""
     gw, acc = context(request)
     principal: Principal = request[PRINCIPAL]
-    doc = await user_or_404(gw, principal.tenant_id, request.match_info["user_id"])
-    role = request.match_info["role"]
+    doc = await user_or_404(gw, principal.tenant_id, user_id)
     grant = next((p for p in doc.get("pending", []) if p["role"] == role), None)
     if grant is None:
         raise NotFound("pending role grant", "role")
@@ -143,11 +151,11 @@ async def confirm_role(request: web.Request) -> web.Response:
                                     user_id=doc["user_id"], roles=(role,), granted_by=grant["granted_by"])
     new_roles = sorted(set(doc["roles"]) | {role})
     new_pending = [p for p in doc["pending"] if p["role"] != role]
-    response = await _save_roles(gw, principal, doc, new_roles, new_pending, event)
+    view = await _save_roles(gw, principal, doc, new_roles, new_pending, event)
     await notify_admins(gw, acc, principal.tenant_id, f"{role} confirmed for {doc['username']}", [
         f"{principal.id} confirmed the role {role} for {doc['username']} ({doc['user_id']}), "
         f"granted by {grant['granted_by']}; it is in effect now."])
-    return response
+    return view
 
 
 async def disable_user(request: web.Request) -> web.Response:

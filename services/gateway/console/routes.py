@@ -15,13 +15,16 @@ from aiohttp import web
 
 from . import (
     views_approvals,
+    views_audit,
     views_devices,
     views_keys,
     views_overview,
+    views_policies,
     views_reports,
     views_requests,
     views_signin,
     views_stream,
+    views_users,
 )
 from .live import LIVE, Live, close_streams
 from .web import page, see_other, with_headers
@@ -57,6 +60,13 @@ ROUTES: tuple[ConsoleRoute, ...] = (
     ConsoleRoute("GET", "/console/devices/{device_id}", views_devices.detail, "devices.read"),
     ConsoleRoute("POST", "/console/devices/{device_id}/revoke", views_devices.revoke, "devices.manage"),
     ConsoleRoute("GET", "/console/reports", views_reports.reports, "reports.read"),
+    ConsoleRoute("GET", "/console/policies", views_policies.policies, "policies.read"),
+    ConsoleRoute("GET", "/console/policies/{policy_id}", views_policies.policy, "policies.read"),
+    ConsoleRoute("GET", "/console/policies/{policy_id}/simulate", views_policies.simulate, "policies.simulate"),
+    ConsoleRoute("GET", "/console/audit", views_audit.search, "audit.read"),
+    ConsoleRoute("GET", "/console/audit/export", views_audit.export, "audit.export"),
+    ConsoleRoute("GET", "/console/users", views_users.users, "users.read"),
+    ConsoleRoute("POST", "/console/users/{user_id}/roles/{role}/confirm", views_users.confirm, "users.manage"),
 )
 
 

@@ -15,11 +15,11 @@ from shared import events
 from shared.rpc import ProblemError
 
 from .. import views_policy
-from ..accounts.common import account_store, fresh_totp
-from ..state import GATEWAY, PRINCIPAL, _call
+from ..state import PRINCIPAL, _call
 from . import live
 from .names import device_name, user_name
 from .present import remaining
+from .step_up import step_up
 from .web import render
 
 STEP_UP_METHOD = "step_up_vote"  # how a wrong step-up code is named in the audit trail
@@ -78,15 +78,10 @@ async def vote(request: web.Request) -> web.StreamResponse:
         body = views_policy.VoteBody(comment=str(form.get("comment", "")))
     except ValidationError:
         return await _fragment(request, error="The comment is too long (1000 characters at most).", status=422)
-    principal = request[PRINCIPAL]
-    user = await account_store(request.app[GATEWAY]).user(principal.tenant_id, principal.id)
-    if user is None or not (user.get("mfa") or {}).get("confirmed"):
-        return await _fragment(request, error="Voting needs a TOTP authenticator enrolled.", status=403)
     # SECURITY: step-up: a vote needs a fresh code, not only a session (a left-open browser cannot vote).
-    if not await fresh_totp(request, {**user, "tenant_id": principal.tenant_id}, str(form.get("totp", "")).strip(),
-                            STEP_UP_METHOD):
-        return await _fragment(request, error="That code is wrong or was already used; enter the current one.",
-                               status=403)
+    refused = await step_up(request, str(form.get("totp", "")), STEP_UP_METHOD, "Voting")
+    if refused is not None:
+        return await _fragment(request, error=refused, status=403)
     try:
         result = await views_policy.vote(request, approval_id, str(verdict), body.comment)
     except ProblemError as exc:
