@@ -84,9 +84,9 @@ async def stack(amqp_url, mongo_client, db_prefix, prefix, tmp_path, request, ma
         policy_settings=PolicySettings(**common),
         # keysvc: its own certificate-signing key per test; a short destruction-wait floor and a
         # fast scheduler so destruction and rotation tests run in seconds (production: 7 days, 5 s).
-        key_settings=KeySettings(
-            **common, signing_key_file=str(tmp_path / "keysvc-signing-key.pem"), min_destruction_wait_seconds=1,
-            scheduler_interval_seconds=0.1, lease_seconds=5.0, **(overrides.get("keysvc") or {})),
+        key_settings=KeySettings(**{
+            **common, "signing_key_file": str(tmp_path / "keysvc-signing-key.pem"), "min_destruction_wait_seconds": 1,
+            "scheduler_interval_seconds": 0.1, "lease_seconds": 5.0, **(overrides.get("keysvc") or {})}),
         # Tests count a tenant's records exactly: a time-based checkpoint (and its record) lands only
         # when a test asks for one, never because a busy box made the test outlast the interval.
         audit_settings=AuditSettings(**{
