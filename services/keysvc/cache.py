@@ -16,13 +16,18 @@ class KeySource(Protocol):
 
 class KeyCache:
     """Bounded LRUs of keys and of release views; entries are replaced on local writes and dropped on
-    others' events. Both are bounded, so memory does not grow with the number of keys."""
+    others' events. Both are bounded, so memory does not grow with the number of keys.
+
+    A read from the store that was in flight when a drop arrived may hold the key as it was before
+    the change: it answers its caller but is not cached, or the stale copy would outlive the event
+    that dropped it (`_drops` counts drops; a read caches only if none happened meanwhile)."""
 
     def __init__(self, store: KeySource, size: int):
         self._store = store
         self._size = size
         self._keys: OrderedDict[tuple[str, str], domain.Key] = OrderedDict()
         self._views: OrderedDict[tuple[str, str], domain.ReleaseView] = OrderedDict()
+        self._drops = 0
 
     async def get(self, tenant_id: str, key_id: str) -> domain.Key | None:
         entry = (tenant_id, key_id)
@@ -30,8 +35,9 @@ class KeyCache:
         if key is not None:
             self._keys.move_to_end(entry)
             return key
+        drops = self._drops
         key = await self._store.load_key(tenant_id, key_id)
-        if key is not None:
+        if key is not None and drops == self._drops:
             self.put(key)
         return key
 
@@ -47,12 +53,14 @@ class KeyCache:
         if view is not None:
             self._views.move_to_end(entry)
         else:
+            drops = self._drops
             view = await self._store.load_release_view(tenant_id, key_id)
             if view is None:
                 return await self.get(tenant_id, key_id)
-            self._views[entry] = view
-            while len(self._views) > self._size:
-                self._views.popitem(last=False)
+            if drops == self._drops:
+                self._views[entry] = view
+                while len(self._views) > self._size:
+                    self._views.popitem(last=False)
         if version is None or version == view.latest_version:
             return view
         return await self.get(tenant_id, key_id)
@@ -64,10 +72,12 @@ class KeyCache:
             self._keys.popitem(last=False)
 
     def drop(self, tenant_id: str, key_id: str) -> None:
+        self._drops += 1
         self._keys.pop((tenant_id, key_id), None)
         self._views.pop((tenant_id, key_id), None)
 
     def drop_tenant(self, tenant_id: str) -> None:
+        self._drops += 1
         for cached in (self._keys, self._views):
             for entry in [k for k in cached if k[0] == tenant_id]:
                 del cached[entry]
