@@ -56,9 +56,9 @@ def teardown(prefix: str, *, yes: bool, amqp_url: str | None) -> int:
 
 def service_health(service: str, *, max_age: float) -> int:
     from . import heartbeat
-    from .serve import SETTINGS
+    from .config_docs import SERVICE_SETTINGS  # the settings classes alone: a probe runs often
 
-    path = heartbeat.heartbeat_path(service, SETTINGS[service]().heartbeat_file)
+    path = heartbeat.heartbeat_path(service, SERVICE_SETTINGS[service]().heartbeat_file)
     alive, why = heartbeat.check(path, max_age=max_age)
     print(why, file=sys.stdout if alive else sys.stderr)
     return EXIT_OK if alive else EXIT_FAILED
