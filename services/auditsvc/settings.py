@@ -22,10 +22,12 @@ class AuditSettings(CommonSettings):
     batch_wait_seconds: float = 0.1
     # --- audit exports, forwarders, reports ---
     # Ed25519 private key (PEM, PKCS#8) that signs chain checkpoints; `strongroom dev` generates
-    # one in its data dir. Without it auditsvc signs with a key that lives only until it stops.
+    # one in its data dir; `strongroom serve` needs it (`strongroom keys init` makes it). Elsewhere,
+    # without it auditsvc signs with a key that lives only until it stops.
     signing_key_file: str | None = per_service()
     # 32 random bytes (a 0600 file) that seal webhook forwarders' signing secrets in the store;
-    # without it auditsvc seals with a key that lives only until it stops (`strongroom dev` makes one).
+    # `strongroom serve` needs it (`strongroom keys init` makes it); elsewhere, without it auditsvc seals
+    # with a key that lives only until it stops (`strongroom dev` makes one).
     data_key_file: str | None = per_service()
     # Sign a chain checkpoint at least every this many records.
     checkpoint_every_records: int = 1000

@@ -20,7 +20,8 @@ class KeySettings(CommonSettings):
     # Unwrapped data-key versions kept in memory per instance.
     key_cache_size: int = 10_000
     # --- key custody: destruction certificates, schedulers, root sources ---
-    # Ed25519 private key (PEM, PKCS#8) that signs destruction certificates; generated if missing.
+    # Ed25519 private key (PEM, PKCS#8) that signs destruction certificates: `strongroom serve` needs
+    # the file (`strongroom keys init` makes it); in-process stacks generate it if missing.
     signing_key_file: str | None = per_service()
     # Production floor of a destruction's waiting period (7 days); test stacks may lower it.
     min_destruction_wait_seconds: int = 7 * 86400
