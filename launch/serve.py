@@ -112,4 +112,9 @@ def run_service(name: str) -> None:
         log.error("startup_check_failed", **identity, setting=problem.setting, problem=problem.problem)
     if problems:
         raise SystemExit(EXIT_CONFIG)
-    runtime.run(_serve(name, settings, identity))
+    try:
+        runtime.run(_serve(name, settings, identity))
+    except Exception:
+        # A broker or store that cannot be reached at start, say: one JSON line, not a bare traceback.
+        log.exception("service_failed", **identity)
+        raise SystemExit(1) from None

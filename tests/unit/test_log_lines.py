@@ -36,3 +36,16 @@ def test_library_log_lines_are_json_with_passwords_masked():
     assert "hunter2" not in out.stderr
     assert close["level"] == "error" and "ConnectionError: refused" in close["exception"]
     assert all("timestamp" in line for line in lines)
+
+
+def test_serve_reports_an_unreachable_broker_as_json_and_exits_1():
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STRONGROOM_") and k != "MONGODB_URL"}
+    env |= {"MONGODB_URL": "mongodb://127.0.0.1:1", "STRONGROOM_AMQP_URL": "amqp://guest:pw-never-shown@127.0.0.1:1/"}
+    out = subprocess.run([sys.executable, "-m", "strongroom.cli", "serve", "policysvc"], capture_output=True, text=True,
+                         cwd=ROOT, env=env, timeout=120)
+    assert out.returncode == 1
+    lines = [json.loads(line) for line in out.stderr.splitlines()]
+    assert lines[0]["event"] == "service_started" and lines[-1]["event"] == "service_failed"
+    assert "Connection refused" in lines[-1]["exception"] and "pw-never-shown" not in out.stderr
