@@ -82,7 +82,7 @@ class CommonSettings(BaseSettings):
     mongodb_url: str | None = None
     # Names this deployment's exchanges and queues (`strongroom admin teardown --prefix` removes them).
     bus_prefix: str = "strongroom."
-    # Names this deployment's databases: <db_prefix><service>.
+    # Names this deployment's databases: `<db_prefix><service>`.
     db_prefix: str = "strongroom_"
     # DEBUG, INFO, WARNING or ERROR; JSON lines when standard error is not a terminal.
     log_level: str = "INFO"
