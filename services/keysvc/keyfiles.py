@@ -21,6 +21,9 @@ def root_key_from_settings(settings: KeySettings) -> bytes | None:
     passphrase = root_key_passphrase(settings)
     if settings.root_key_file and passphrase:
         return SealedFileRootKey(settings.root_key_file, passphrase).load()
+    if settings.root_key_file:  # `strongroom serve` refuses this; an embedding caller hears why it is sealed
+        log.warning("keysvc_sealed", reason="STRONGROOM_KEYSVC_ROOT_KEY_FILE is set without its passphrase "
+                    "(STRONGROOM_KEYSVC_ROOT_KEY_PASSPHRASE or _PASSPHRASE_FILE)")
     if settings.pkcs11_module and settings.pkcs11_wrapped_root_file:
         from .pkcs11 import Pkcs11RootKey
 
