@@ -15,7 +15,12 @@ COPY strongroom ./strongroom
 COPY launch ./launch
 RUN pip install . \
     && rm -rf /app/build /app/*.egg-info \
-    && useradd --system --uid 10001 --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin strongroom
+    && useradd --system --uid 10001 --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin strongroom \
+    && mkdir -p /var/lib/strongroom/audit-archive && chown -R 10001:10001 /var/lib/strongroom
+
+# auditsvc's archives: a writable volume (compose and Kubernetes mount one here); the image's own
+# files stay read-only for the service user.
+ENV STRONGROOM_ARCHIVE_DIR=/var/lib/strongroom/audit-archive
 
 # Fixed uid so the keysvc secret files on the host can be made readable by exactly this user.
 USER 10001

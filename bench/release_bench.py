@@ -1,6 +1,7 @@
 """Key releases per second and their latency through the four services, driven the way agents use them.
 
 Run: python bench/release_bench.py [--agents 1,8,32] [--seconds 10] [--rules 1|50] [--bus rabbitmq|memory] [--tpm]
+     python bench/release_bench.py --gateway-url URL --mail-folder DIR  (a running gateway: bench/load_driver.py)
 
 This process runs gateway, policysvc, keysvc and auditsvc (as `Stack` does in tests: one bus
 connection each) over RabbitMQ under a throwaway prefix, deleted at the end, or over the
@@ -40,6 +41,7 @@ from shared import runtime
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import aiohttp
+import load_driver  # --gateway-url: drive a gateway running elsewhere
 import structlog
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -634,7 +636,9 @@ def main() -> None:
     parser.add_argument("--amqp-url", default=DEFAULT_AMQP_URL)
     parser.add_argument("--tracemalloc", action="store_true",
                         help="also report the tracemalloc peak (slows the services down noticeably)")
-    runtime.run(run_bench(parser.parse_args()))
+    load_driver.add_arguments(parser)
+    args = parser.parse_args()
+    runtime.run(load_driver.run_external(args) if args.gateway_url else run_bench(args))
 
 
 if __name__ == "__main__":

@@ -45,3 +45,11 @@ DELIVERY_LIMIT = 10
 # The audit queue refuses publishes (publisher nack) rather than drop records when full,
 # so a release fails closed instead of happening unaudited.
 AUDIT_MAX_LENGTH = 5_000_000
+
+# Every exchange and durable queue a deployment declares, by short name (the bus prefixes each):
+# what `strongroom admin teardown` removes. Exchanges are listed bindings-first (delivery before events).
+EXCHANGES = (DELIVERY_EXCHANGE, EVENTS_EXCHANGE, RPC_EXCHANGE, DEAD_LETTER_EXCHANGE)
+
+
+def durable_queues() -> tuple[str, ...]:
+    return (DEAD_LETTER_QUEUE, *SERVICE_BINDINGS, *map(rpc_queue, RPC_SERVICES))

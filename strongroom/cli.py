@@ -50,7 +50,29 @@ NOUNS = (
 
 
 def cmd_health(ctx: Ctx) -> int:
+    if ctx.args.service:  # this host's running service, from its heartbeat file (a container's liveness check)
+        from launch.operate import service_health
+
+        return service_health(ctx.args.service, max_age=ctx.args.max_age)
     return show_object(ctx, api(ctx).get("/v1/health", auth=False))
+
+
+def cmd_config_docs(ctx: Ctx) -> int:
+    from launch.operate import config_docs
+
+    return config_docs()
+
+
+def cmd_keys_init(ctx: Ctx) -> int:
+    from launch.operate import keys_init
+
+    return keys_init(ctx.args.directory, uid=ctx.args.uid, gid=ctx.args.gid)
+
+
+def cmd_admin_teardown(ctx: Ctx) -> int:
+    from launch.operate import teardown
+
+    return teardown(ctx.args.prefix, yes=ctx.args.yes, amqp_url=ctx.args.amqp_url)
 
 
 def cmd_dev(ctx: Ctx) -> int:
@@ -79,7 +101,12 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     top.required = True
     cli = Commands(top, common)
 
-    cli.command("health", cmd_health, "Show the gateway's health.", token=False)
+    p = cli.command("health", cmd_health, "Show the gateway's health (or, with --service, a service's on this host).",
+                    token=False)
+    p.add_argument("--service", choices=SERVICES,
+                   help="check the heartbeat `strongroom serve SERVICE` keeps on this host instead (exit 1 if stale)")
+    p.add_argument("--max-age", type=positive_int, default=30, metavar="SECONDS",
+                   help="with --service: the oldest heartbeat that counts as alive (default 30)")
     p = cli.command("dev", cmd_dev, "Run every service in one process for development.", api=False, token=False)
     p.add_argument("--port", type=positive_int, default=positive_int(environ.get("STRONGROOM_DEV_PORT") or "8400"),
                    help="gateway port (env STRONGROOM_DEV_PORT, default 8400)")
@@ -89,9 +116,29 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
                         "and the settings to use it in <data dir>/demo.env")
     p = cli.command("serve", cmd_serve, "Run one service.", api=False, token=False)
     p.add_argument("service", choices=SERVICES)
+    _add_deployment_commands(cli)
     for add in NOUNS:
         add(cli)
     return parser
+
+
+def _add_deployment_commands(cli: Commands) -> None:
+    """Commands on a deployment's own files and broker, not through the gateway."""
+    noun = cli.noun("config", "The services' settings.")
+    noun.action("docs", cmd_config_docs, "Print every setting's variables, default and meaning (docs/configuration.md).",
+                api=False, token=False)
+    noun = cli.noun("keys", "A deployment's key files.")
+    p = noun.action("init", cmd_keys_init, "Create every key file a deployment needs in DIR (mode 0400), "
+                    "keysvc's root key sealed under a random passphrase.", api=False, token=False)
+    p.add_argument("directory", metavar="DIR")
+    p.add_argument("--uid", type=non_negative_int, help="owner of the files (e.g. the container's user, 10001)")
+    p.add_argument("--gid", type=non_negative_int, help="group of the files")
+    noun = cli.noun("admin", "Broker-level administration of a deployment.")
+    p = noun.action("teardown", cmd_admin_teardown, "Delete a deployment's queues and exchanges (their messages too).",
+                    api=False, token=False)
+    p.add_argument("--prefix", required=True, help="the deployment's STRONGROOM_BUS_PREFIX, e.g. strongroom.")
+    p.add_argument("--yes", action="store_true", help="delete; without it, only list what would be deleted")
+    p.add_argument("--amqp-url", help="the broker (default: STRONGROOM_AMQP_URL)")
 
 
 def _add_globals(parser: argparse.ArgumentParser, environ: Mapping[str, str] | None) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import structlog
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pydantic import SecretStr
 
 from .rootkey import RootKeyError, SealedFileRootKey
 from .settings import KeySettings
@@ -17,12 +18,31 @@ log = structlog.get_logger("strongroom.keysvc")
 
 def root_key_from_settings(settings: KeySettings) -> bytes | None:
     """The configured root source (sealed file or PKCS#11); None leaves custody sealed until unsealed with shares."""
-    if settings.root_key_file and settings.root_key_passphrase:
-        return SealedFileRootKey(settings.root_key_file, settings.root_key_passphrase).load()
+    passphrase = root_key_passphrase(settings)
+    if settings.root_key_file and passphrase:
+        return SealedFileRootKey(settings.root_key_file, passphrase).load()
+    if settings.root_key_file:  # `strongroom serve` refuses this; an embedding caller hears why it is sealed
+        log.warning("keysvc_sealed", reason="STRONGROOM_KEYSVC_ROOT_KEY_FILE is set without its passphrase "
+                    "(STRONGROOM_KEYSVC_ROOT_KEY_PASSPHRASE or _PASSPHRASE_FILE)")
     if settings.pkcs11_module and settings.pkcs11_wrapped_root_file:
         from .pkcs11 import Pkcs11RootKey
 
         return Pkcs11RootKey.from_settings(settings).load()
+    return None
+
+
+def root_key_passphrase(settings: KeySettings) -> SecretStr | None:
+    """The passphrase from its variable, else from its file (trailing newline dropped); None if neither."""
+    if settings.root_key_passphrase is not None:
+        return settings.root_key_passphrase
+    if settings.root_key_passphrase_file:
+        try:
+            text = Path(settings.root_key_passphrase_file).read_text(encoding="utf-8").rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise RootKeyError(f"cannot read the root key passphrase file {settings.root_key_passphrase_file}: "
+                               f"{reason}") from None
+        return SecretStr(text) if text else None
     return None
 
 

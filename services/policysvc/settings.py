@@ -1,4 +1,4 @@
-"""policysvc's settings from the environment (STRONGROOM_POLICYSVC_*)."""
+"""policysvc's settings from the environment (STRONGROOM_POLICYSVC_X, else STRONGROOM_X: shared/config.py)."""
 
 from __future__ import annotations
 
