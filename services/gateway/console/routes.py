@@ -23,6 +23,7 @@ from . import (
     views_reports,
     views_requests,
     views_signin,
+    views_sso,
     views_stream,
     views_users,
 )
@@ -83,6 +84,10 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/console", _home)
     app.router.add_get("/console/login", views_signin.login_form)
     app.router.add_post("/console/login", views_signin.login)
+    app.router.add_get("/console/sso/start", views_sso.start)
+    app.router.add_get("/console/sso/oidc/callback", views_sso.oidc_callback)
+    app.router.add_post("/console/sso/saml/acs", views_sso.saml_acs)
+    app.router.add_post("/console/sso/saml/finish", views_sso.saml_finish)
     app.router.add_static("/console/static", HERE / "static", append_version=False)
     for route in ROUTES:
         app.router.add_route(route.method, route.path, page(route.view, route.permission))  # type: ignore[arg-type]
