@@ -38,6 +38,14 @@ def test_stream_filters_follow_their_event_types():
         "approval.*", "device.posture_failed", "device.quarantined", "device.revoked"}
     everything = present.stream_patterns([])
     assert present.stream_patterns(["nonsense"]) == everything and "key.decided" in everything
+    assert present.stream_patterns(["requests"]) == ("key.requested",) and "key.requested" in everything
+
+
+def test_raw_requests_name_the_version_and_contradicted_facts():
+    asked = {"type": "key.requested", "key_version": None, "facts": {"identity": {}, "integrity": {}}}
+    assert present.summary(asked) == "requested the latest version, 2 fact group(s)"
+    assert present.summary({**asked, "key_version": 3, "contradicted": ["identity.region"]}) == (
+        "requested version 3, 2 fact group(s); contradicted: identity.region")
 
 
 def test_stream_lines_say_what_happened_without_key_material():

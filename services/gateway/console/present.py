@@ -50,7 +50,8 @@ class StreamKind:
 
 
 STREAM_KINDS: tuple[StreamKind, ...] = (
-    StreamKind("decisions", "Requests and decisions", ("key.decided", "key.release_refused")),
+    StreamKind("requests", "Raw requests", ("key.requested",)),
+    StreamKind("decisions", "Decisions", ("key.decided", "key.release_refused")),
     StreamKind("releases", "Releases", ("key.released",)),
     StreamKind("approvals", "Approvals", ("approval.*",)),
     StreamKind("alerts", "Device alerts", ("device.posture_failed", "device.quarantined", "device.revoked")),
@@ -66,6 +67,12 @@ def stream_patterns(kinds: list[str]) -> tuple[str, ...]:
 def summary(event: dict[str, Any]) -> str:
     """One line about a live event (its JSON form), for the stream's table."""
     kind = event.get("type", "")
+    if kind == "key.requested":
+        version = event.get("key_version")
+        facts = event.get("facts") or {}
+        contradicted = event.get("contradicted") or ()
+        return (f"requested {'version ' + str(version) if version else 'the latest version'}, "
+                f"{len(facts)} fact group(s)" + (f"; contradicted: {', '.join(contradicted)}" if contradicted else ""))
     if kind == "key.decided":
         reasons = "; ".join(event.get("reasons") or ())
         return f"decision: {event.get('effect')}" + (f" — {reasons}" if reasons else "")
