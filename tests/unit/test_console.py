@@ -118,7 +118,7 @@ def gateway(short_lived):  # noqa: F811
 async def test_the_guard_signs_in_by_cookie_checks_csrf_then_the_permission(gateway):
     await gateway.tenant()
     _, auditor = await gateway.user("audrey", ["auditor"])
-    _, custodian = await gateway.user("kim", ["key_custodian"])
+    _, member = await gateway.user("nora", [])  # signed in, no role yet
     client = gateway.client
     async with client.get("/console/approvals", allow_redirects=False) as resp:
         assert resp.status == 303 and resp.headers["Location"] == "/console/login"
@@ -134,11 +134,11 @@ async def test_the_guard_signs_in_by_cookie_checks_csrf_then_the_permission(gate
     async with client.post("/console/approvals/apr_1/vote", data={"verdict": "approve", "csrf_token": csrf_token(auditor)},
                            headers=cookie) as resp:
         assert resp.status == 403 and "approvals.decide" in await resp.text()  # an auditor reads, never votes
-    async with client.get("/console/overview", headers={"Cookie": f"sr_console={custodian}"}) as resp:
+    async with client.get("/console/overview", headers={"Cookie": f"sr_console={member}"}) as resp:
         assert resp.status == 200 and resp.headers["X-Frame-Options"] == "DENY"
         page = await resp.text()
     # The page carries its session's CSRF token for htmx, and a role with no console area sees none.
-    assert f'"X-CSRF-Token": "{csrf_token(custodian)}"' in page and "<script>" not in page
+    assert f'"X-CSRF-Token": "{csrf_token(member)}"' in page and "<script>" not in page
     assert "Nothing here for your roles" in page and "/console/approvals" not in page
 
 
@@ -149,3 +149,13 @@ async def test_sign_in_needs_the_forms_own_token(gateway):
         assert resp.cookies["sr_console_pre"]["httponly"]
     async with client.post("/console/login", data={"username": "x", "password": "y" * 12, "csrf_token": "forged"}) as resp:
         assert resp.status == 403 and "sr_console" not in resp.cookies
+
+
+def test_lifecycle_actions_follow_the_key_state_and_keys_are_counted_by_state():
+    assert [name for name, _ in present.lifecycle_actions("active")] == ["suspend", "deactivate", "mark_compromised"]
+    assert [name for name, _ in present.lifecycle_actions("suspended")] == ["resume", "deactivate", "mark_compromised"]
+    assert [name for name, _ in present.lifecycle_actions("pre_activation")] == ["activate", "mark_compromised"]
+    assert [name for name, _ in present.lifecycle_actions("destroyed")] == ["mark_compromised"]
+    assert present.lifecycle_actions("destroyed_compromised") == [] and present.lifecycle_actions("nonsense") == []
+    keys = [{"state": "suspended"}, {"state": "active"}, {"state": "active"}, {"state": "pre_activation"}]
+    assert present.key_state_counts(keys) == [("pre_activation", 1), ("active", 2), ("suspended", 1)]
