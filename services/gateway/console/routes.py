@@ -64,6 +64,7 @@ ROUTES: tuple[ConsoleRoute, ...] = (
     ConsoleRoute("POST", "/console/devices/{device_id}/clear-quarantine", views_devices.clear_quarantine,
                  "devices.manage"),
     ConsoleRoute("GET", "/console/reports", views_reports.reports, "reports.read"),
+    ConsoleRoute("GET", "/console/reports/export.csv", views_reports.export_csv, "reports.read"),
     ConsoleRoute("GET", "/console/policies", views_policies.policies, "policies.read"),
     ConsoleRoute("GET", "/console/policies/{policy_id}", views_policies.policy, "policies.read"),
     ConsoleRoute("GET", "/console/policies/{policy_id}/simulate", views_policies.simulate, "policies.simulate"),
