@@ -11,6 +11,8 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
+from shared.rpc import ProblemError
+
 from ..accounts import schemas as S
 from ..accounts import views_signin
 from ..accounts.common import account_store
@@ -23,14 +25,12 @@ _PRE_MAX_AGE = 3600
 
 
 async def sign_in_tenant(request: web.Request, tenant: str) -> str | None:
-    """The tenant a console sign-in names (its id, or a name only one tenant bears), or in an
-    enterprise deployment the one tenant."""
+    """The tenant a console sign-in names, as the API resolves it (`accounts.views_signin`), or
+    None; a name two tenants bear raises its 422 problem."""
     gw = request.app[GATEWAY]
-    if tenant:
-        return await account_store(gw).sign_in_tenant_id(tenant[:100])
-    if gw.settings.deployment == "enterprise":
-        return await account_store(gw).bootstrap_tenant()
-    return None
+    if not tenant and gw.settings.deployment != "enterprise":
+        return None
+    return await views_signin.sign_in_tenant(gw, tenant[:100] or None)
 
 
 def provider_label(config: dict[str, Any]) -> str:
@@ -55,9 +55,18 @@ async def login_form(request: web.Request) -> web.StreamResponse:
     """The sign-in form; with `?tenant=` (or in an enterprise deployment) it also offers that
     tenant's single sign-on, when it has one."""
     tenant = request.query.get("tenant", "").strip()[:100]
-    sso = await offer(request, tenant) if tenant or request.app[GATEWAY].settings.deployment == "enterprise" else None
+    try:
+        sso = await offer(request, tenant) if tenant or request.app[GATEWAY].settings.deployment == "enterprise" else None
+    except ProblemError as exc:  # a name two tenants bear
+        return with_headers(form_page(request, error=_problem_text(exc), status=exc.problem.status,
+                                      values={"tenant": tenant}))
     error = None if sso or not tenant else "No single sign-on is set up for that tenant; sign in with your password."
     return with_headers(form_page(request, error=error, values={"tenant": tenant}, sso=sso))
+
+
+def _problem_text(exc: ProblemError) -> str:
+    detail = exc.problem.detail or exc.problem.title
+    return detail[:1].upper() + detail[1:] + "."
 
 
 def form_page(request: web.Request, *, error: str | None, status: int = 200, values: dict | None = None,
@@ -91,6 +100,8 @@ async def login(request: web.Request) -> web.StreamResponse:
     except RateLimited:
         return with_headers(form_page(request, error="Too many attempts; wait a little and try again.", status=429,
                                   values=values))
+    except ProblemError as exc:  # the API's refusal naming a field (a name two tenants bear)
+        return with_headers(form_page(request, error=_problem_text(exc), status=exc.problem.status, values=values))
     except Unauthorized:
         # Counted like an API refusal (the sign-in itself was audited and counted toward lockout).
         request.app[THROTTLES].auth_failures.take(f"ip:{request.remote}", time.monotonic())

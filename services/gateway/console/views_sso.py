@@ -52,7 +52,10 @@ def _refused(request: web.Request, error: str, status: int, tenant: str = "") ->
 async def start(request: web.Request) -> web.StreamResponse:
     """Redirects to the tenant's provider with a new single-use state bound to this browser."""
     tenant = request.query.get("tenant", "").strip()[:100]
-    tenant_id = await sign_in_tenant(request, tenant)
+    try:
+        tenant_id = await sign_in_tenant(request, tenant)
+    except ProblemError as exc:  # a name two tenants bear
+        return _refused(request, exc.problem.detail or exc.problem.title, exc.problem.status, tenant)
     doc = await account_store(request.app[GATEWAY]).tenant(tenant_id) if tenant_id else None
     config = ((doc or {}).get("settings") or {}).get("sso") or {}
     binding = secrets.token_urlsafe(32)
