@@ -1,7 +1,8 @@
 """Every console route, one line each: method, path, view and the permission it needs (the API's
 permission names, checked against the same role table); registered from here only.
 
-Pages and fragments answer HTML, live parts server-sent events; all of it is served from this
+Sign-in (password and TOTP, or the tenant's OIDC or SAML provider: `views_sso`) is open to anyone;
+everything else is in the table. Pages and fragments answer HTML, live parts server-sent events; all of it is served from this
 package (templates/, static/), with a strict Content-Security-Policy (`web.py`)."""
 
 from __future__ import annotations

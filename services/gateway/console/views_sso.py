@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -88,7 +89,12 @@ async def _taken(request: web.Request, value: str, protocol: str) -> dict[str, A
     return state
 
 
-async def _finish(request: web.Request, protocol: str, value: str, finish: Any, proof: str) -> web.StreamResponse:
+Finish = Callable[[web.Request, dict[str, Any], str], Awaitable[dict[str, Any]]]
+
+
+async def _finish(request: web.Request, protocol: str, value: str, finish: Finish, proof: str) -> web.StreamResponse:
+    """Takes this browser's state, lets the API's flow finish (`finish` with the code or the
+    SAMLResponse), and signs the browser in; a refusal is the sign-in page saying so."""
     try:
         throttle(request.app[ACCOUNTS].login_by_address, f"ip:{request.remote}")
         state = await _taken(request, value, f"{protocol}-console")
