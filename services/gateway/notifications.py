@@ -150,7 +150,8 @@ def _sse(event: events.Event) -> bytes:
 
 
 async def event_stream(request: web.Request) -> web.StreamResponse:
-    """Operator: server-sent events of the tenant's approvals, denials and device posture, filtered by
+    """Operator: server-sent events of the tenant's raw key requests, approvals, denials, releases and
+    device posture (each only to a credential whose permission reads it), filtered by
     `?types=approval.*,key.decided` (shell-style patterns; default all notification types). A stream
     reopened with `Last-Event-ID` (header, or `?last_event_id=`) first gets the events after that
     one from this instance's recent events (see REPLAY_EVENTS_PER_TENANT); if that id is no longer
