@@ -1,15 +1,21 @@
 """The console's live stream over HTTP as a reconnecting browser sees it: every row carries its
 event's id, raw `key.requested` events appear beside the release, and a stream
 reopened with Last-Event-ID gets the events after that id from the gateway's replay buffer (an id
-it no longer keeps: a gap row, then every kept event); each event only for roles that may read it."""
+it no longer keeps: a gap row, then every kept event); each event only for roles that may read it;
+and in Chromium, htmx's SSE client reconnecting with the last id it saw gets exactly what it missed.
+
+The screenshot goes to `artifacts/console/stream-reconnected.png` (or $STRONGROOM_ARTIFACTS/console)."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 
 import aiohttp
+from playwright.async_api import expect
 
 from .helpers import EU_FACTS, BareAgent, make_tenant
+from .test_console import ARTIFACTS, WAIT_MS, Console, browser  # noqa: F401  (the Chromium fixture)
 
 DEADLINE = 60.0  # how long to wait for the events to reach the stream (an outcome, not a speed claim)
 
@@ -52,9 +58,10 @@ def _types(frames: list[dict]) -> list[str]:
     return [t for f in frames for t in ("key.requested", "key.decided", "key.released") if f'data-type="{t}"' in f["data"]]
 
 
-async def test_console_stream_replays_after_last_event_id_with_raw_requests(api):
+async def test_console_stream_replays_after_last_event_id_with_raw_requests(api, browser):  # noqa: F811
     tenant = await make_tenant(api)
-    officer = await tenant.team.user("security_officer")
+    # Enrolled with the previous step's code, so the console's sign-in can use the current one.
+    officer = await tenant.team.user("security_officer", username="sol", enrol_step=-1)
     admin = tenant.team.admin  # events.read without decisions.read
     agent = await BareAgent.enroll(tenant, api)
     status, out, _ = await agent.request(tenant.key_id, EU_FACTS)
@@ -90,3 +97,40 @@ async def test_console_stream_replays_after_last_event_id_with_raw_requests(api)
     seen = await asyncio.wait_for(_frames(api, admin.token, last_event_id=first["id"],
                                           until=lambda fs: "device.revoked" in fs[-1]["data"]), DEADLINE)
     assert _types(seen) == [] and not any(f["id"] in {r["id"] for r in rows} for f in seen), seen
+    await _browser_reconnects_with_its_last_event_id(api, browser, tenant, officer, first, after + seen[-1:])
+
+
+async def _browser_reconnects_with_its_last_event_id(api, browser, tenant, officer, first, missed) -> None:  # noqa: F811
+    """In Chromium, htmx's SSE client sends the last id it saw when its stream drops: the first
+    connection is made to end after `first` (a routed, cut-short answer), and the reconnection gets
+    exactly the rows after it from the gateway, none twice."""
+    messages: list[str] = []
+    console = await Console.open(browser, api.url, messages)
+    await console.sign_in(tenant.tenant_id, officer, "sol")
+    sent_ids: list[str | None] = []
+
+    async def cut_short_once(route) -> None:
+        sent_ids.append(route.request.headers.get("last-event-id"))
+        if len(sent_ids) > 1:
+            await route.continue_()
+            return
+        body = f': open\n\nid: {first["id"]}\ndata: {first["data"]}\n\n'  # then the stream ends
+        await route.fulfill(status=200, headers={"Content-Type": "text/event-stream"}, body=body)
+
+    await console.context.route("**/console/stream/live*", cut_short_once)
+    page, _ = await console.page("/console/stream")
+    rows = page.locator("#tail tr[data-type]")
+    await expect(rows).to_have_count(1 + len(missed), timeout=WAIT_MS)
+    assert sent_ids == [None, first["id"]], sent_ids
+    shown = [await r.get_attribute("data-type") for r in await rows.all()]
+    expected = [_type_of(f) for f in reversed([first, *missed])]  # newest at the top
+    assert shown == expected, (shown, expected)
+    await page.screenshot(path=str(ARTIFACTS / "stream-reconnected.png"), full_page=True)
+    await console.context.close()
+    csp = [m for m in messages if "Content Security Policy" in m or "Content-Security-Policy" in m]
+    assert csp == [] and not [m for m in messages if m.startswith("pageerror")], messages
+
+
+def _type_of(frame: dict) -> str:
+    return re.search(r'data-type="([^"]+)"', frame["data"]).group(1)
+
