@@ -14,6 +14,7 @@ import pytest
 from services.gateway.console import present
 from services.gateway.console.live import frame
 from services.gateway.console.routes import ROUTES
+from services.gateway.console.views_signin import provider_label
 from services.gateway.console.web import CSP, csrf_token, same_csrf
 from services.gateway.permissions import PERMISSIONS
 
@@ -69,6 +70,7 @@ def test_csrf_tokens_are_per_session_and_compared_whole():
 def test_an_sse_message_carries_each_line_as_data():
     assert frame("<tr>\n<td>x</td>\n</tr>") == b"data: <tr>\ndata: <td>x</td>\ndata: </tr>\n\n"
     assert frame("") == b"data: \n\n"
+    assert frame("<tr></tr>", "abc123") == b"id: abc123\ndata: <tr></tr>\n\n"  # the id a reconnect sends back
 
 
 def test_every_console_route_names_a_permission_some_role_holds():
@@ -159,3 +161,9 @@ def test_lifecycle_actions_follow_the_key_state_and_keys_are_counted_by_state():
     assert present.lifecycle_actions("destroyed_compromised") == [] and present.lifecycle_actions("nonsense") == []
     keys = [{"state": "suspended"}, {"state": "active"}, {"state": "active"}, {"state": "pre_activation"}]
     assert present.key_state_counts(keys) == [("pre_activation", 1), ("active", 2), ("suspended", 1)]
+
+
+def test_the_sign_in_button_names_the_provider_by_host():
+    assert provider_label({"protocol": "oidc", "issuer": "https://login.example.com/tenant-1"}) == "login.example.com (OIDC)"
+    assert provider_label({"protocol": "saml", "idp_sso_url": "https://idp.corp.example/sso"}) == "idp.corp.example (SAML)"
+    assert provider_label({"protocol": "saml"}) == "SAML"
