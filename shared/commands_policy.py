@@ -293,6 +293,16 @@ class DeviceStatus(Result):
     status: str
 
 
+class PostureCounts(Result):
+    """A tenant's devices by posture (policysvc's view): active, revoked, quarantined by cause
+    (`policysvc.posture.QUARANTINE_REASONS`: failing facts, or heartbeats missed)."""
+
+    active: int
+    revoked: int
+    quarantined_facts: int
+    quarantined_heartbeat_missed: int
+
+
 class Posture(Result):
     device_id: str | None
     status: str | None

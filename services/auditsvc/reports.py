@@ -168,23 +168,24 @@ def build(records: Iterable[Mapping[str, Any]], **kwargs: Any) -> dict[str, Any]
 
 
 def to_csv(report: Mapping[str, Any]) -> str:
-    """Long format, one fact per row: section, dimension, value, count."""
+    """Long format, one fact per row: section, dimension, value, name, count. `name` is the
+    device's, key's or policy's name beside its id in `value` (empty where there is none)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["section", "dimension", "value", "count"])
+    writer.writerow(["section", "dimension", "value", "name", "count"])
     for section in ("releases", "denials"):
         for dim, rows in report[section].items():
             for row in rows:
-                writer.writerow([section, dim, _safe_cell(row[dim]), row["count"]])
+                writer.writerow([section, dim, _safe_cell(row[dim]), _safe_cell(row.get("name") or ""), row["count"]])
     for row in report["top_denial_reasons"]:
-        writer.writerow(["top_denial_reasons", "reason", _safe_cell(row["reason"]), row["count"]])
+        writer.writerow(["top_denial_reasons", "reason", _safe_cell(row["reason"]), "", row["count"]])
     for size, rows in (report.get("trends") or {}).items():
         for row in rows:
             for kind in ("releases", "denials"):
-                writer.writerow([f"{kind}_per_{size}", size, row["bucket"], row[kind]])
+                writer.writerow([f"{kind}_per_{size}", size, row["bucket"], "", row[kind]])
     for name in ("approvals", "keys_by_state", "devices_by_status", "devices_by_posture", "events_by_action"):
         for value, count in report[name].items():
-            writer.writerow([name, name.split("_by_")[-1], _safe_cell(value), count])
+            writer.writerow([name, name.split("_by_")[-1], _safe_cell(value), "", count])
     return out.getvalue()
 
 

@@ -27,6 +27,7 @@ from .state import CORRELATION_ID, GATEWAY, _principal
 # matching no row is never sent). key.released is watched without its sealed key (`_watchable`).
 EVENT_PERMISSIONS: tuple[tuple[str, str], ...] = (
     ("approval.*", "approvals.read"),
+    ("key.requested", "decisions.read"),  # an agent's request as it came in (facts, provenance; public keys only)
     ("key.decided", "decisions.read"),
     ("key.released", "decisions.read"),
     ("key.release_refused", "decisions.read"),
@@ -45,7 +46,7 @@ DISCONNECT_CHECK_SECONDS = 0.5
 # at most this many per tenant, for at most this many tenants (the least recently active go first).
 REPLAY_EVENTS_PER_TENANT = 1000
 REPLAY_TENANTS = 1000
-_EVENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+EVENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _TYPE_PATTERN = r"^[a-z_]+(\.[a-z_*]+)?$|^\*$"
 
 
@@ -149,7 +150,8 @@ def _sse(event: events.Event) -> bytes:
 
 
 async def event_stream(request: web.Request) -> web.StreamResponse:
-    """Operator: server-sent events of the tenant's approvals, denials and device posture, filtered by
+    """Operator: server-sent events of the tenant's raw key requests, approvals, denials, releases and
+    device posture (each only to a credential whose permission reads it), filtered by
     `?types=approval.*,key.decided` (shell-style patterns; default all notification types). A stream
     reopened with `Last-Event-ID` (header, or `?last_event_id=`) first gets the events after that
     one from this instance's recent events (see REPLAY_EVENTS_PER_TENANT); if that id is no longer
@@ -159,7 +161,7 @@ async def event_stream(request: web.Request) -> web.StreamResponse:
     if len(wanted) > 20 or not all(re.match(_TYPE_PATTERN, t) for t in wanted):
         raise ProblemError(400, "Bad Request", "types: comma-separated event types or patterns like approval.*", "types")
     last_event_id = request.headers.get("Last-Event-ID") or request.query.get("last_event_id") or None
-    if last_event_id is not None and not _EVENT_ID.match(last_event_id):
+    if last_event_id is not None and not EVENT_ID.match(last_event_id):
         raise ProblemError(400, "Bad Request", "Last-Event-ID: an event id from this stream", "Last-Event-ID")
     notifier = request.app[NOTIFIER]
     subscriber, replay, complete = notifier.subscribe(principal.tenant_id, wanted, last_event_id=last_event_id)

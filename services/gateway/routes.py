@@ -145,7 +145,7 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/v1/volumes/{volume_id}/recovery-requests", views_volumes.request_recovery, "operator", "volumes.recover", "Break-glass: ask for a volume's recovery passphrase, sealed to your one-time X25519 key; two other people approve", cv.RecoveryRequest, 201, response=R.RecoveryRequestView),
     Route("GET", "/v1/volumes/{volume_id}/recovery-requests/{request_id}", views_volumes.recovery_status, "operator", "volumes.recover", "Your break-glass request's state", response=R.RecoveryRequestView),
     Route("POST", "/v1/volumes/{volume_id}/recovery-requests/{request_id}/collect", views_volumes.collect_recovery, "operator", "volumes.recover", "Collect an approved recovery passphrase, sealed to your one-time key (once)", response=cv.RecoveryRelease),
-    Route("GET", "/v1/events/stream", notifications.event_stream, "operator", "events.read", "Server-sent events: approvals, denials, posture (?types=)", query=Q.EventStreamQuery, produces=("text/event-stream",)),
+    Route("GET", "/v1/events/stream", notifications.event_stream, "operator", "events.read", "Server-sent events: raw requests, approvals, denials, releases, posture (?types=)", query=Q.EventStreamQuery, produces=("text/event-stream",)),
     Route("GET", "/v1/agent/key-requests/{request_id}", views_agents.key_request_status, "device", None, "Agent: poll (or ?wait=N long-poll) a key request", query=Q.WaitQuery, response=R.KeyReleased),
     Route("POST", "/v1/agent/heartbeat", views_agents.heartbeat, "device", None, "Agent: signed heartbeat with fresh facts", views_agents.HeartbeatBody, response=cp.HeartbeatAnswer),
     # --- key custody ---

@@ -70,10 +70,15 @@ async def rotate_key(request: web.Request) -> web.Response:
     return _json(await rotate(request, request.match_info["key_id"], body))
 
 
+async def change_state(request: web.Request, key_id: str, body: commands.ChangeKeyState) -> dict:
+    """A lifecycle action on the key (activate, suspend, resume, deactivate, mark_compromised),
+    as keysvc's lifecycle allows it from the key's state (API and console)."""
+    return await _call(request, "keysvc", "change_key_state", {"key_id": key_id, "change": body.model_dump()})
+
+
 async def change_key_state(request: web.Request) -> web.Response:
     body = await body_as(request, commands.ChangeKeyState)
-    return _json(await _call(request, "keysvc", "change_key_state",
-                             {"key_id": request.match_info["key_id"], "change": body.model_dump()}))
+    return _json(await change_state(request, request.match_info["key_id"], body))
 
 
 async def create_policy(request: web.Request) -> web.Response:

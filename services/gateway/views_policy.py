@@ -173,7 +173,11 @@ async def get_device_posture(request: web.Request) -> web.Response:
     return _json(await _call(request, "policysvc", "get_posture", {"device_id": request.match_info["device_id"]}))
 
 
+async def clear_device_quarantine(request: web.Request, device_id: str, body: ClearQuarantineBody) -> dict:
+    """Lets a quarantined device be released keys again (API and console)."""
+    return await _call(request, "policysvc", "clear_quarantine", {"device_id": device_id, "reason": body.reason})
+
+
 async def clear_quarantine(request: web.Request) -> web.Response:
     body = await body_as(request, ClearQuarantineBody)
-    return _json(await _call(request, "policysvc", "clear_quarantine",
-                             {"device_id": request.match_info["device_id"], "reason": body.reason}))
+    return _json(await clear_device_quarantine(request, request.match_info["device_id"], body))

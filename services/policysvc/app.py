@@ -80,6 +80,7 @@ def rpc_methods(*, store: PolicyStore, cache: PolicyCache, targets: TargetCache,
         ("heartbeat", partial(posture.heartbeat, **own, cache=cache, wake=wake), c.Heartbeat, c.HeartbeatAnswer),
         ("clear_quarantine", partial(posture.clear_quarantine, **own), c.ClearQuarantine, c.DeviceStatus),
         ("get_posture", partial(posture.get_posture, store=store), c.DeviceRef, c.Posture),
+        ("posture_counts", partial(posture.posture_counts, store=store), c.NoParams, c.PostureCounts),
     ):
         methods.add(name, handler, params=params, result=result)
     return methods

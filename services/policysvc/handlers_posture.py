@@ -122,6 +122,10 @@ async def clear_quarantine(
     return c.DeviceStatus(device_id=params.device_id, status="active")
 
 
+async def posture_counts(request: rpc.RpcRequest, params: c.NoParams, *, store: PolicyStore) -> c.PostureCounts:
+    return c.PostureCounts(**await store.posture_counts(request.tenant_id))
+
+
 async def get_posture(request: rpc.RpcRequest, params: c.DeviceRef, *, store: PolicyStore) -> c.Posture:
     doc = await store.device(request.tenant_id, params.device_id)
     if doc is None:

@@ -22,6 +22,7 @@ from shared.group_insert import GroupInserter
 from shared.outbox import Outbox
 from shared.store import DuplicateKeyError, TenantCollection
 
+from .posture import QUARANTINE_REASONS
 from .store_approvals import ApprovalQueries
 
 AREAS = ("policies", "groups", "approvals", "devices", "settings")
@@ -200,6 +201,14 @@ class PolicyStore(ApprovalQueries):
 
     async def device(self, tenant_id: str, device_id: str) -> dict[str, Any] | None:
         return await self.devices.find_one(tenant_id, {"device_id": device_id})
+
+    async def posture_counts(self, tenant_id: str) -> dict[str, int]:
+        """The tenant's devices by posture: active, revoked, and quarantined by cause (one count each)."""
+        counts = {status: await self.devices.count(tenant_id, {"status": status}) for status in ("active", "revoked")}
+        for cause in QUARANTINE_REASONS:
+            counts[f"quarantined_{cause}"] = await self.devices.count(
+                tenant_id, {"status": "quarantined", "quarantine_cause": cause})
+        return counts
 
     async def project_enrolled(self, tenant_id: str, device_id: str, *, name: str, groups: list[str], at: datetime) -> None:
         await self.devices.update_one(

@@ -14,6 +14,8 @@ from typing import Any
 from shared.events import Event
 from shared.store import DuplicateKeyError
 
+from .posture import QUARANTINE_REASONS
+
 Row = dict[str, Any]
 
 
@@ -257,6 +259,13 @@ class MemoryPolicyStore:
 
     async def device(self, tenant_id: str, device_id: str) -> Row | None:
         return self._one(self.devices, tenant_id, device_id=device_id)
+
+    async def posture_counts(self, tenant_id: str) -> dict[str, int]:
+        counts = {status: len(self._rows(self.devices, tenant_id, status=status)) for status in ("active", "revoked")}
+        for cause in QUARANTINE_REASONS:
+            counts[f"quarantined_{cause}"] = len(self._rows(self.devices, tenant_id, status="quarantined",
+                                                            quarantine_cause=cause))
+        return counts
 
     async def project_enrolled(self, tenant_id: str, device_id: str, *, name: str, groups: list[str], at: datetime) -> None:
         row = self._device_row(tenant_id, device_id)

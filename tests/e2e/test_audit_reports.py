@@ -44,7 +44,9 @@ async def test_report_in_every_format(api, stack, tmp_path):
     headers = {"Authorization": f"Bearer {tenant.admin.token}"}
     async with api.session.get(f"{api.url}/v1/reports?format=csv", headers=headers) as resp:
         assert resp.status == 200 and resp.content_type == "text/csv"
-        assert f"releases,device,{agent.device_id},1" in await resp.text()
+        csv_text = await resp.text()
+        assert f"releases,device,{agent.device_id},vm-1,1" in csv_text
+        assert f"releases,policy,{tenant.policy_id},eu-volumes,1" in csv_text
     out = tmp_path / "report.html"
     argv = ["--url", stack.url, "--token", tenant.admin.token, "report", "--format", "html", "-o", str(out)]
     assert await asyncio.to_thread(main, argv) == 0

@@ -7,8 +7,10 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 from pathlib import Path
 
+import aiohttp
 import yaml
 
 from shared.problem_types import MFA_REQUIRED
@@ -67,7 +69,7 @@ async def test_sign_in_by_tenant_name_profiles_mfa_hint_and_output_formats(api, 
     assert code == 2 and "strongroom account login" in err
 
 
-async def test_a_tenant_name_resolves_only_for_sign_in_and_only_when_one_tenant_bears_it(api):
+async def test_a_tenant_name_resolves_only_for_sign_in_and_only_when_one_tenant_bears_it(api, capsys, monkeypatch):
     provider = await provider_admin(api)
     for n in (1, 2):
         status, body, _ = await provider.call("POST", "/v1/tenants", json={
@@ -82,9 +84,30 @@ async def test_a_tenant_name_resolves_only_for_sign_in_and_only_when_one_tenant_
             "tenant": tenant, "username": "admin", "password": PASSWORD})
         return status, body
 
-    # An unknown name and a name two tenants bear answer exactly like a wrong password: nothing leaks.
+    # An unknown name answers exactly like a wrong password; a name two tenants bear is refused
+    # naming the field and saying what to do, never guessed and never naming the tenants.
     ambiguous, unknown = await login("twin"), await login("no-such-tenant")
-    assert ambiguous[0] == unknown[0] == 401 and ambiguous[1] == unknown[1]
+    assert unknown[0] == 401
+    assert ambiguous[0] == 422 and ambiguous[1]["field"] == "tenant", ambiguous
+    assert "more than one tenant bears this name" in ambiguous[1]["detail"] and "ten_" not in str(ambiguous[1])
+    # The CLI says so too, and keeps no profile.
+    monkeypatch.setattr("sys.stdin", io.StringIO(PASSWORD + "\n"))
+    code, out, err = await run(capsys, "--url", api.url, "--profile", "twin", "account", "login", "--tenant", "twin",
+                               "--username", "admin", "--password-stdin")
+    assert code != 0 and "more than one tenant bears this name" in err, (code, out, err)
+    assert not (Path(os.environ["STRONGROOM_CONFIG_DIR"]) / "profiles" / "twin.json").exists()
+    # And the console's sign-in: the password form and single sign-on alike.
+    jar = aiohttp.CookieJar(unsafe=True)
+    async with aiohttp.ClientSession(cookie_jar=jar) as browser:
+        async with browser.get(api.url + "/console/login") as resp:
+            pre = re.search(r'name="csrf_token" value="([^"]+)"', await resp.text()).group(1)
+        form = {"csrf_token": pre, "tenant": "twin", "username": "admin", "password": PASSWORD}
+        async with browser.post(api.url + "/console/login", data=form, allow_redirects=False) as resp:
+            assert resp.status == 422 and "more than one tenant bears this name" in await resp.text()
+            assert "sr_console" not in resp.cookies
+        for path in ("/console/login?tenant=twin", "/console/sso/start?tenant=twin"):
+            async with browser.get(api.url + path, allow_redirects=False) as resp:
+                assert resp.status == 422 and "more than one tenant bears this name" in (await resp.text()).lower()
     by_name, by_id = await login("solo"), await login(solo["tenant_id"])
     assert by_name[0] == by_id[0] == 201 and by_name[1]["tenant_id"] == solo["tenant_id"]
     # The name is for signing in only: no route lists or looks up tenants without a provider credential.

@@ -270,7 +270,9 @@ async def _roles_see_only_what_they_may(s: Scene) -> None:
     await login.fill("input[name=totp]", code(custodian, 1))
     await login.click("button[type=submit].primary")
     await login.wait_for_url("**/console/overview")
-    await expect(login.locator("main")).to_contain_text("Nothing here for your roles")
+    # The custodian's overview has the keys tile only: nothing of approvals, decisions or devices.
+    await expect(login.locator(".tiles > .tile")).to_have_count(1)
+    await expect(login.locator("#tile-keys")).to_contain_text("1 active")
     assert (await login.goto(api.url + "/console/approvals")).status == 403
     await expect(login.locator("h1")).to_have_text("Not allowed")
     await expect(login.locator("header nav")).not_to_contain_text("Approvals")

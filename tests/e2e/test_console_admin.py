@@ -124,12 +124,19 @@ async def _users_and_roles(s: SimpleNamespace) -> None:
     grant = page.locator(f"#grant-{paula['user_id']}-approver")
     await grant.locator("input[name=totp]").fill(code(team.second_admin, 1))
     await grant.locator("button").click()
+    # Post/Redirect/Get: the confirmation lands on the users page by GET, so a reload repeats nothing.
+    await page.wait_for_url(f"**/console/users?confirmed=approver&user={paula['user_id']}")
+    await expect(page.locator("#notice .flash")).to_contain_text("approver is now in effect for paula")
+    assert (await page.reload()).request.method == "GET"
     await expect(page.locator("#notice .flash")).to_contain_text("approver is now in effect for paula")
     await expect(page.locator("#no-pending")).to_be_visible()
     await expect(page.locator(f"#user-{paula['user_id']} .roles")).to_have_text("approver")
     await page.screenshot(path=str(ARTIFACTS / "users.png"), full_page=True)
     status, done, _ = await team.admin.call("GET", f"/v1/users/{paula['user_id']}")
     assert status == 200 and done["roles"] == ["approver"] and done["pending_roles"] == [], done
+    # A crafted link cannot make the page claim a role that is not in effect.
+    await page.goto(f"{s.api.url}/console/users?confirmed=tenant_admin&user={paula['user_id']}")
+    await expect(page.locator("#notice .flash")).to_have_count(0)
     # A change without the session's CSRF token is refused and changes nothing.
     session = next(c["value"] for c in await second.context.cookies() if c["name"] == "sr_console")
     async with s.api.session.post(f"{s.api.url}/console/users/{paula['user_id']}/roles/approver/confirm",

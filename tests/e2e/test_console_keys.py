@@ -3,7 +3,9 @@ lists and filters keys, rotates one and retires its old version, schedules its d
 the dependency report), is refused approving their own, a second custodian approves from another
 browser and the first cancels; a security officer reads a device's last heartbeat facts with their
 provenance, sees it quarantined when its facts drift, and revokes it, after which the agent is refused. Each effect is checked through the
-API; roles without a screen get 403, a change without the permission too; no CSP violation.
+API; the overview's keys and devices tiles count them by state; lifecycle actions (suspend, resume)
+as the key's state allows, and clearing a device's quarantine; roles without a screen get 403, a
+change without the permission or the CSRF token too; no CSP violation.
 
 Screenshots go to `artifacts/console/` (or $STRONGROOM_ARTIFACTS/console), ignored by git."""
 
@@ -53,6 +55,11 @@ async def _keys_listed_rotated_and_retired(s) -> None:
     await expect(page.locator("header nav")).not_to_contain_text("Devices")
     status, other, _ = await s.kate.call("POST", "/v1/keys", json={"name": "backups", "activate": False})
     assert status == 201, other
+    # The overview counts the keys by state; a custodian has no devices tile.
+    await page.goto(api.url + "/console/overview")
+    await expect(page.locator("#tile-keys .state-active .n")).to_have_text("1")
+    await expect(page.locator("#tile-keys .state-pre_activation .n")).to_have_text("1")
+    await expect(page.locator("#tile-devices")).to_have_count(0)
     await page.goto(api.url + "/console/keys")
     row = page.locator(f"#key-{tenant.key_id}")
     await expect(row.locator(".state")).to_have_text("active")
@@ -89,6 +96,39 @@ async def _keys_listed_rotated_and_retired(s) -> None:
     await expect(page.locator(".error")).to_contain_text("min_decryption_version", timeout=WAIT_MS)
     assert (await _key(s, tenant.key_id))["min_decryption_version"] == 2
     await page.screenshot(path=str(ARTIFACTS / "key-rotated.png"), full_page=True)
+    await _suspended_and_resumed(s)
+
+
+async def _suspended_and_resumed(s) -> None:
+    """Lifecycle actions as the key's state allows: suspend stops releases, resume restores them;
+    an action the state does not allow is refused by keysvc, and nothing changes."""
+    api, tenant, page = s.api, s.tenant, s.k_page
+    options = await page.locator("#lifecycle select[name=action] option").evaluate_all("os => os.map(o => o.value)")
+    assert options == ["suspend", "deactivate", "mark_compromised"], options
+    await page.select_option("#lifecycle select[name=action]", "suspend")
+    await page.fill("#lifecycle input[name=reason]", "maintenance window")
+    await page.click("#lifecycle button")
+    await page.wait_for_url("**done=state")
+    await expect(page.locator("#key-state")).to_have_text("suspended")
+    assert (await _key(s, tenant.key_id))["state"] == "suspended"
+    status, refused, _ = await s.agent.request(tenant.key_id, EU_FACTS)
+    assert status == 409 and "suspended" in refused["detail"], (status, refused)
+    # "activate" is not offered for a suspended key; forged, keysvc refuses it and the page says why.
+    csrf = await page.locator("#lifecycle input[name=csrf_token]").input_value()
+    forged = await page.request.post(f"{api.url}/console/keys/{tenant.key_id}/state",
+                                     form={"csrf_token": csrf, "action": "activate", "reason": "sneaky"})
+    assert forged.status == 409 and "activate" in await forged.text(), forged.status
+    assert (await _key(s, tenant.key_id))["state"] == "suspended"
+    # Without the CSRF token: refused before anything runs.
+    no_csrf = await page.request.post(f"{api.url}/console/keys/{tenant.key_id}/state",
+                                      form={"action": "resume", "reason": "no token"})
+    assert no_csrf.status == 403 and (await _key(s, tenant.key_id))["state"] == "suspended"
+    await page.select_option("#lifecycle select[name=action]", "resume")
+    await page.fill("#lifecycle input[name=reason]", "window over")
+    await page.click("#lifecycle button")
+    await page.wait_for_url("**done=state")
+    await expect(page.locator("#key-state")).to_have_text("active")
+    assert (await s.agent.request(tenant.key_id, EU_FACTS))[0] == 200
 
 
 async def _destruction_needs_a_second_custodian(s, browser) -> None:  # noqa: F811
@@ -170,6 +210,22 @@ async def _devices_read_and_revoked(s, browser) -> None:  # noqa: F811
     await page.click(f"#device-{agent.device_id} a")
     await expect(page.locator("#quarantine")).to_contain_text("facts")
     await expect(facts.locator("tr", has_text="integrity.firewall_enabled")).to_contain_text("false")
+    # The overview counts it among the devices quarantined for drifted facts.
+    overview, _ = await so.page("/console/overview")
+    await expect(overview.locator("#tile-devices .quarantined-facts .n")).to_have_text("1")
+    await expect(overview.locator("#tile-devices .quarantined-heartbeat .n")).to_have_text("0")
+    await expect(overview.locator("#tile-devices")).to_contain_text("0 active of 1 enrolled")
+    await overview.screenshot(path=str(ARTIFACTS / "overview-security-officer.png"), full_page=True)
+    # Clearing the quarantine with a reason: the API shows the device active again.
+    await page.fill("#clear-quarantine input[name=reason]", "firewall back on")
+    await page.click("#clear-quarantine button")
+    await page.wait_for_url("**done=cleared")
+    await expect(page.locator("#device-status")).to_have_text("active")
+    await expect(page.locator("#clear-quarantine")).to_have_count(0)
+    status, posture, _ = await s.sam.call("GET", f"/v1/devices/{agent.device_id}/posture")
+    assert status == 200 and posture["status"] == "active", posture
+    await overview.reload()
+    await expect(overview.locator("#tile-devices .quarantined-facts .n")).to_have_text("0")
 
     # A security officer reads keys but may not change them: no form, and a forged POST is refused.
     key_page, _ = await so.page(f"/console/keys/{tenant.key_id}")

@@ -1,12 +1,14 @@
 """The console's Reports screen in Debian's Chromium over the real stack: releases and denials made
 by a real agent, charted with the policy's name beside its id (never "?"), the device's and key's
-names, the whole denial reason, per-hour and per-day trends, and no Content-Security-Policy violation.
+names, the whole denial reason, per-hour and per-day trends, the CSV download with those names
+beside the ids, and no Content-Security-Policy violation.
 
 The screenshot goes to `artifacts/console/reports.png` (or $STRONGROOM_ARTIFACTS/console)."""
 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 from playwright.async_api import expect
 
@@ -68,6 +70,16 @@ async def test_reports_screen_names_policies_devices_keys_and_whole_reasons(api,
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     await page.screenshot(path=str(ARTIFACTS / "reports.png"), full_page=True)
+    # The CSV download: one fact per row, the device's, key's and policy's names beside their ids.
+    async with page.expect_download() as downloading:
+        await page.click("#report-csv")
+    download = await downloading.value
+    assert download.suggested_filename == "strongroom-report-7d.csv"
+    rows = (await asyncio.to_thread(Path(await download.path()).read_text)).splitlines()
+    assert rows[0] == "section,dimension,value,name,count"
+    assert f"releases,device,{agent.device_id},web-01,1" in rows
+    assert f"releases,policy,{tenant.policy_id},eu-volumes,1" in rows
+    assert f"denials,key,{tenant.key_id},acme-vol,2" in rows
     await console.context.close()
     csp = [m for m in messages if "Content Security Policy" in m or "Content-Security-Policy" in m]
     assert csp == [], csp

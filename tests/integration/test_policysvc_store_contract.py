@@ -138,3 +138,16 @@ async def test_devices_quarantine_once_and_clear(store):
     assert not await store.clear_quarantine(T, "dev_1", heartbeat_due=NOW, event=_event())
     await store.project_revoked(T, "dev_1", at=NOW)
     assert (await store.device(T, "dev_1"))["status"] == "revoked" and await store.device(OTHER, "dev_1") is None
+
+
+async def test_devices_counted_by_posture_and_quarantine_cause(store):
+    for n in range(4):
+        await store.project_enrolled(T, f"dev_{n}", name="vm", groups=[], at=NOW)
+    await store.project_enrolled(OTHER, "dev_x", name="vm", groups=[], at=NOW)
+    assert await store.quarantine_device(T, "dev_0", reason="r", cause="facts", now=NOW, events=(_event(),))
+    assert await store.quarantine_device(T, "dev_1", reason="r", cause="heartbeat_missed", now=NOW, events=(_event(),))
+    await store.project_revoked(T, "dev_2", at=NOW)
+    assert await store.posture_counts(T) == {
+        "active": 1, "revoked": 1, "quarantined_facts": 1, "quarantined_heartbeat_missed": 1}
+    assert await store.posture_counts(OTHER) == {
+        "active": 1, "revoked": 0, "quarantined_facts": 0, "quarantined_heartbeat_missed": 0}

@@ -64,8 +64,19 @@ def test_report_counts_releases_denials_reasons_keys_and_devices():
 def test_csv_cells_cannot_become_formulas():
     r = reports.build(RECORDS, tenant_id="t1", since=None, until=None, now=NOW)
     rows = list(csv.reader(io.StringIO(reports.to_csv(r))))
-    assert rows[0] == ["section", "dimension", "value", "count"]
+    assert rows[0] == ["section", "dimension", "value", "name", "count"]
     assert not any(cell.startswith(("=", "+", "-", "@")) for row in rows for cell in row)
+
+
+def test_csv_rows_name_devices_keys_and_policies_beside_their_ids():
+    r = reports.build(RECORDS, tenant_id="t1", since=None, until=None, now=NOW)
+    rows = list(csv.reader(io.StringIO(reports.to_csv(r))))
+    assert ["releases", "device", "d1", "web-01", "1"] in rows
+    assert ["releases", "key", "k1", "payroll", "1"] in rows
+    assert ["releases", "policy", "pol-1", "eu data stays in eu", "1"] in rows
+    assert ["denials", "device", "d2", "", "2"] in rows  # no enrolment record: no name
+    assert ["denials", "key", "k2", "'=HYPERLINK(\"http://x\")", "1"] in rows  # a name is no formula either
+    assert all(len(row) == 5 for row in rows)
 
 
 def test_html_is_self_contained_and_escaped():

@@ -14,6 +14,7 @@ import pytest
 from services.gateway.console import present
 from services.gateway.console.live import frame
 from services.gateway.console.routes import ROUTES
+from services.gateway.console.views_signin import provider_label
 from services.gateway.console.web import CSP, csrf_token, same_csrf
 from services.gateway.permissions import PERMISSIONS
 
@@ -38,6 +39,14 @@ def test_stream_filters_follow_their_event_types():
         "approval.*", "device.posture_failed", "device.quarantined", "device.revoked"}
     everything = present.stream_patterns([])
     assert present.stream_patterns(["nonsense"]) == everything and "key.decided" in everything
+    assert present.stream_patterns(["requests"]) == ("key.requested",) and "key.requested" in everything
+
+
+def test_raw_requests_name_the_version_and_contradicted_facts():
+    asked = {"type": "key.requested", "key_version": None, "facts": {"identity": {}, "integrity": {}}}
+    assert present.summary(asked) == "requested the latest version, 2 fact group(s)"
+    assert present.summary({**asked, "key_version": 3, "contradicted": ["identity.region"]}) == (
+        "requested version 3, 2 fact group(s); contradicted: identity.region")
 
 
 def test_stream_lines_say_what_happened_without_key_material():
@@ -61,6 +70,7 @@ def test_csrf_tokens_are_per_session_and_compared_whole():
 def test_an_sse_message_carries_each_line_as_data():
     assert frame("<tr>\n<td>x</td>\n</tr>") == b"data: <tr>\ndata: <td>x</td>\ndata: </tr>\n\n"
     assert frame("") == b"data: \n\n"
+    assert frame("<tr></tr>", "abc123") == b"id: abc123\ndata: <tr></tr>\n\n"  # the id a reconnect sends back
 
 
 def test_every_console_route_names_a_permission_some_role_holds():
@@ -110,7 +120,7 @@ def gateway(short_lived):  # noqa: F811
 async def test_the_guard_signs_in_by_cookie_checks_csrf_then_the_permission(gateway):
     await gateway.tenant()
     _, auditor = await gateway.user("audrey", ["auditor"])
-    _, custodian = await gateway.user("kim", ["key_custodian"])
+    _, member = await gateway.user("nora", [])  # signed in, no role yet
     client = gateway.client
     async with client.get("/console/approvals", allow_redirects=False) as resp:
         assert resp.status == 303 and resp.headers["Location"] == "/console/login"
@@ -126,11 +136,11 @@ async def test_the_guard_signs_in_by_cookie_checks_csrf_then_the_permission(gate
     async with client.post("/console/approvals/apr_1/vote", data={"verdict": "approve", "csrf_token": csrf_token(auditor)},
                            headers=cookie) as resp:
         assert resp.status == 403 and "approvals.decide" in await resp.text()  # an auditor reads, never votes
-    async with client.get("/console/overview", headers={"Cookie": f"sr_console={custodian}"}) as resp:
+    async with client.get("/console/overview", headers={"Cookie": f"sr_console={member}"}) as resp:
         assert resp.status == 200 and resp.headers["X-Frame-Options"] == "DENY"
         page = await resp.text()
     # The page carries its session's CSRF token for htmx, and a role with no console area sees none.
-    assert f'"X-CSRF-Token": "{csrf_token(custodian)}"' in page and "<script>" not in page
+    assert f'"X-CSRF-Token": "{csrf_token(member)}"' in page and "<script>" not in page
     assert "Nothing here for your roles" in page and "/console/approvals" not in page
 
 
@@ -141,3 +151,19 @@ async def test_sign_in_needs_the_forms_own_token(gateway):
         assert resp.cookies["sr_console_pre"]["httponly"]
     async with client.post("/console/login", data={"username": "x", "password": "y" * 12, "csrf_token": "forged"}) as resp:
         assert resp.status == 403 and "sr_console" not in resp.cookies
+
+
+def test_lifecycle_actions_follow_the_key_state_and_keys_are_counted_by_state():
+    assert [name for name, _ in present.lifecycle_actions("active")] == ["suspend", "deactivate", "mark_compromised"]
+    assert [name for name, _ in present.lifecycle_actions("suspended")] == ["resume", "deactivate", "mark_compromised"]
+    assert [name for name, _ in present.lifecycle_actions("pre_activation")] == ["activate", "mark_compromised"]
+    assert [name for name, _ in present.lifecycle_actions("destroyed")] == ["mark_compromised"]
+    assert present.lifecycle_actions("destroyed_compromised") == [] and present.lifecycle_actions("nonsense") == []
+    keys = [{"state": "suspended"}, {"state": "active"}, {"state": "active"}, {"state": "pre_activation"}]
+    assert present.key_state_counts(keys) == [("pre_activation", 1), ("active", 2), ("suspended", 1)]
+
+
+def test_the_sign_in_button_names_the_provider_by_host():
+    assert provider_label({"protocol": "oidc", "issuer": "https://login.example.com/tenant-1"}) == "login.example.com (OIDC)"
+    assert provider_label({"protocol": "saml", "idp_sso_url": "https://idp.corp.example/sso"}) == "idp.corp.example (SAML)"
+    assert provider_label({"protocol": "saml"}) == "SAML"

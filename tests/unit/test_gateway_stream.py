@@ -26,11 +26,12 @@ from .test_gateway_views import Gw
 def test_each_watched_event_type_has_one_reading_permission_and_unknown_types_go_to_nobody():
     assert permission_for("approval.requested") == "approvals.read"
     assert permission_for("key.decided") == permission_for("key.release_refused") == "decisions.read"
+    assert permission_for("key.requested") == "decisions.read"  # raw requests: facts and public keys only
     assert permission_for("key.released") == "decisions.read"  # watched without its sealed key (the notifier drops it)
     assert permission_for("device.quarantined") == "devices.read"
     assert permission_for("policy.updated") == permission_for("tenant.policy_settings_updated") == "policies.read"
     assert permission_for("group.updated") == "groups.read"
-    for unknown in ("key.requested", "user.logged_in", "tenant.settings_changed", "approvalx", "made.up"):
+    for unknown in ("key.requestedx", "user.logged_in", "tenant.settings_changed", "approvalx", "made.up"):
         assert permission_for(unknown) is None
     assert all(permission in PERMISSIONS for _, permission in EVENT_PERMISSIONS)
     assert set(NOTIFY_PATTERNS) | set(NOTIFY_VIA_WAITERS) == {pattern for pattern, _ in EVENT_PERMISSIONS}

@@ -24,7 +24,7 @@ async def _call(methods: rpc.Methods, method: str, **params) -> rpc.RpcReply:
 
 def test_every_method_declares_params_and_result():
     contracts = _methods(World()).contracts()
-    assert len(contracts) == 25
+    assert len(contracts) == 26
     assert all(params is not None and result is not None for params, result in contracts.values())
 
 

@@ -78,13 +78,14 @@ class AccountStore:
     async def tenant(self, tenant_id: str) -> dict[str, Any] | None:
         return await self.tenants.find_one(tenant_id, {})
 
-    async def sign_in_tenant_id(self, tenant: str) -> str | None:
-        """The tenant a sign-in names, by id or else by name (only when exactly one tenant bears
-        it). Deliberately across tenants, for sign-in only: it answers one id, never a list."""
+    async def sign_in_tenants(self, tenant: str) -> list[str]:
+        """The tenants a sign-in names: by id, else by name, at most two (two: the name is
+        ambiguous). Deliberately across tenants, for sign-in only; the caller answers one id or a
+        refusal, never the list."""
         if await self.tenants.find_one(tenant, {}) is not None:
-            return tenant
+            return [tenant]
         found = await self.tenants.raw.find({"name": tenant}, projection={"tenant_id": 1}, limit=2).to_list(2)
-        return found[0]["tenant_id"] if len(found) == 1 else None
+        return [doc["tenant_id"] for doc in found]
 
     async def customer_tenant(self, tenant_id: str) -> dict[str, Any] | None:
         return await self.tenants.find_one(tenant_id, _NOT_PROVIDER)

@@ -61,11 +61,10 @@ class MemoryAccountStore:
     async def tenant(self, tenant_id: str) -> dict[str, Any] | None:
         return _copy(self.tenants.get(tenant_id))
 
-    async def sign_in_tenant_id(self, tenant: str) -> str | None:
+    async def sign_in_tenants(self, tenant: str) -> list[str]:
         if tenant in self.tenants:
-            return tenant
-        found = [tid for tid, doc in self.tenants.items() if doc.get("name") == tenant]
-        return found[0] if len(found) == 1 else None
+            return [tenant]
+        return [tid for tid, doc in self.tenants.items() if doc.get("name") == tenant][:2]
 
     async def customer_tenant(self, tenant_id: str) -> dict[str, Any] | None:
         doc = self.tenants.get(tenant_id)

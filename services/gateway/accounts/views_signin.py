@@ -56,9 +56,19 @@ async def setup_password(request: web.Request) -> web.Response:
     return _json({"tenant_id": doc["tenant_id"], "user_id": doc["user_id"], "username": doc["username"]})
 
 
-async def _login_tenant(gw: Gateway, body: S.Login) -> str | None:
-    if body.tenant:  # an id, or a tenant's name: resolved for this sign-in only
-        return await account_store(gw).sign_in_tenant_id(body.tenant)
+AMBIGUOUS_TENANT = "more than one tenant bears this name: sign in with the tenant's id (your admin has it)"
+
+
+async def sign_in_tenant(gw: Gateway, tenant: str | None) -> str | None:
+    """The tenant a sign-in names (API, CLI and console): its id, or a name only one tenant bears;
+    without one, an enterprise deployment's tenant. An unknown name is None (answered like a wrong
+    password); a name two tenants bear is refused, naming the field, rather than guessed (names
+    are not unique: this says only that the name is shared, never which tenants share it)."""
+    if tenant:
+        found = await account_store(gw).sign_in_tenants(tenant)
+        if len(found) > 1:
+            raise ProblemError(422, "Unprocessable Content", f"tenant: {AMBIGUOUS_TENANT}", "tenant")
+        return found[0] if found else None
     if gw.settings.deployment == "enterprise":
         return await account_store(gw).bootstrap_tenant()
     raise ProblemError(422, "Unprocessable Content", "tenant: required in provider deployments", "tenant")
@@ -88,7 +98,7 @@ async def sign_in(request: web.Request, body: S.Login) -> dict[str, Any]:
     if len(body.password) > passwords.MAX_LENGTH:
         raise ProblemError(422, "Unprocessable Content", f"password must be at most {passwords.MAX_LENGTH} characters",
                            "password")
-    tenant_id = await _login_tenant(gw, body)
+    tenant_id = await sign_in_tenant(gw, body.tenant)
     username = body.username.lower()
     method = "password"
     tenant = await account_store(gw).tenant(tenant_id) if tenant_id else None

@@ -31,23 +31,43 @@ async def _sso_config(gw: Gateway, tenant_id: str, protocol: str) -> dict[str, A
     return config
 
 
+def base_url(gw: Gateway, request: web.Request) -> str:
+    """Where browsers reach this gateway: the public URL, else the request's own scheme and host."""
+    return gw.settings.public_url or f"{request.scheme}://{request.host}"
+
+
 def _redirect_uri(gw: Gateway, request: web.Request, config: dict[str, Any]) -> str:
-    base = gw.settings.public_url or f"{request.scheme}://{request.host}"
-    return config.get("redirect_uri") or f"{base}/v1/auth/oidc/callback"
+    return config.get("redirect_uri") or f"{base_url(gw, request)}/v1/auth/oidc/callback"
+
+
+async def begin_oidc(request: web.Request, tenant_id: str, *, protocol: str = "oidc", redirect_uri: str | None = None,
+                     extra: dict[str, Any] | None = None) -> str:
+    """The provider's authorization URL for a new single-use state (kept with `extra`, tagged
+    `protocol` so only the callback that made it may take it)."""
+    gw, acc = context(request)
+    throttle(acc.login_by_address, f"ip:{request.remote}")
+    config = await _sso_config(gw, tenant_id, "oidc")
+    redirect_uri = redirect_uri or _redirect_uri(gw, request, config)
+    auth = sso_oidc.authorization_request(config, redirect_uri)
+    await account_store(gw).insert_sso_state(tenant_id, {
+        "state": auth.state, "protocol": protocol, "nonce": auth.nonce, "code_verifier": auth.code_verifier,
+        "redirect_uri": redirect_uri, "expires_at": _now() + SSO_STATE_TTL, **(extra or {})})
+    return auth.url
+
+
+async def take_state(gw: Gateway, value: str, protocol: str) -> dict[str, Any]:
+    """Takes (deletes) a single-use SSO state made by `protocol`'s start; refused when unknown,
+    expired or made for another flow."""
+    # SECURITY: taken before anything else, so each state is answered once, whatever follows.
+    state = await account_store(gw).take_sso_state(value[:200])
+    if state is None or state["expires_at"] <= _now() or state.get("protocol", "oidc") != protocol:
+        raise Unauthorized(f"unknown or expired {protocol} state")
+    return state
 
 
 async def oidc_start(request: web.Request) -> web.Response:
     """Redirects to the tenant's OpenID provider (authorization code flow with PKCE)."""
-    gw, acc = context(request)
-    throttle(acc.login_by_address, f"ip:{request.remote}")
-    tenant_id = request.query.get("tenant", "")[:100]
-    config = await _sso_config(gw, tenant_id, "oidc")
-    redirect_uri = _redirect_uri(gw, request, config)
-    auth = sso_oidc.authorization_request(config, redirect_uri)
-    await account_store(gw).insert_sso_state(tenant_id, {
-        "state": auth.state, "nonce": auth.nonce, "code_verifier": auth.code_verifier,
-        "redirect_uri": redirect_uri, "expires_at": _now() + SSO_STATE_TTL})
-    raise web.HTTPFound(auth.url)
+    raise web.HTTPFound(await begin_oidc(request, request.query.get("tenant", "")[:100]))
 
 
 async def oidc_callback(request: web.Request) -> web.Response:
@@ -58,15 +78,21 @@ async def oidc_callback(request: web.Request) -> web.Response:
     for name in ("state", "code"):
         if not 0 < len(request.query.get(name, "")) <= 1024:
             raise ProblemError(400, "Bad Request", f"{name} is required", name)
-    state = await account_store(gw).take_sso_state(request.query["state"])
-    if state is None or state["expires_at"] <= _now() or state.get("protocol", "oidc") != "oidc":
-        raise Unauthorized("unknown or expired sso state")
+    state = await take_state(gw, request.query["state"], "oidc")
+    session = await finish_oidc(request, state, request.query["code"])
+    return _json({**session, "mfa_enrolment_required": False}, 201)
+
+
+async def finish_oidc(request: web.Request, state: dict[str, Any], code: str) -> dict[str, Any]:
+    """For a state already taken: exchange the code, check the ID token, map the groups to roles
+    and start a session (auth "oidc"); the session as `start_session` answers it."""
+    gw, acc = context(request)
     tenant_id = state["tenant_id"]
     config = await _sso_config(gw, tenant_id, "oidc")
     if config.get("client_secret"):
         config = {**config, "client_secret": acc.sealer.open(
             config["client_secret"], purpose="oidc_client_secret", tenant_id=tenant_id, owner="sso")}
-    form = sso_oidc.token_request(config, code=request.query["code"], redirect_uri=state["redirect_uri"],
+    form = sso_oidc.token_request(config, code=code, redirect_uri=state["redirect_uri"],
                                   code_verifier=state["code_verifier"])
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
@@ -85,8 +111,7 @@ async def oidc_callback(request: web.Request) -> web.Response:
     mfa_done = bool(set(claims.get("amr") or []) & {"mfa", "otp", "hwk", "swk"})
     user = await sso_user(request, gw, tenant_id, source="oidc", external_id=str(claims["sub"]), username=username,
                           groups=[str(g) for g in groups] if isinstance(groups, list) else [], config=config)
-    session = await start_session(request, gw, user, method="oidc", mfa=mfa_done)
-    return _json({**session, "mfa_enrolment_required": False}, 201)
+    return await start_session(request, gw, user, method="oidc", mfa=mfa_done)
 
 
 async def sso_user(request: web.Request, gw: Gateway, tenant_id: str, *, source: str, external_id: str,
@@ -145,23 +170,30 @@ async def _tell_admins(request: web.Request, gw: Gateway, tenant_id: str, user: 
 
 def _saml_endpoints(gw: Gateway, request: web.Request, config: dict[str, Any]) -> tuple[str, str]:
     """Our SP entity id (the audience the IdP must name) and assertion consumer service URL."""
-    base = gw.settings.public_url or f"{request.scheme}://{request.host}"
+    base = base_url(gw, request)
     return config.get("sp_entity_id") or f"{base}/v1/auth/saml/metadata", f"{base}/v1/auth/saml/acs"
+
+
+async def begin_saml(request: web.Request, tenant_id: str, *, protocol: str = "saml", acs_url: str | None = None,
+                     extra: dict[str, Any] | None = None) -> str:
+    """The IdP's URL carrying a new AuthnRequest whose ID the response must answer (its relay
+    state single-use, tagged `protocol`, kept with `extra`)."""
+    gw, acc = context(request)
+    throttle(acc.login_by_address, f"ip:{request.remote}")
+    config = await _sso_config(gw, tenant_id, "saml")
+    sp_entity_id, api_acs_url = _saml_endpoints(gw, request, config)
+    acs_url = acs_url or api_acs_url
+    authn = sso_saml.authn_request(idp_sso_url=config["idp_sso_url"], sp_entity_id=sp_entity_id, acs_url=acs_url,
+                                   now=_now())
+    await account_store(gw).insert_sso_state(tenant_id, {
+        "state": authn.relay_state, "protocol": protocol, "request_id": authn.request_id,
+        "sp_entity_id": sp_entity_id, "acs_url": acs_url, "expires_at": _now() + SSO_STATE_TTL, **(extra or {})})
+    return authn.url
 
 
 async def saml_start(request: web.Request) -> web.Response:
     """Redirects to the tenant's SAML IdP with an AuthnRequest whose ID the response must answer."""
-    gw, acc = context(request)
-    throttle(acc.login_by_address, f"ip:{request.remote}")
-    tenant_id = request.query.get("tenant", "")[:100]
-    config = await _sso_config(gw, tenant_id, "saml")
-    sp_entity_id, acs_url = _saml_endpoints(gw, request, config)
-    authn = sso_saml.authn_request(idp_sso_url=config["idp_sso_url"], sp_entity_id=sp_entity_id, acs_url=acs_url,
-                                   now=_now())
-    await account_store(gw).insert_sso_state(tenant_id, {
-        "state": authn.relay_state, "protocol": "saml", "request_id": authn.request_id,
-        "sp_entity_id": sp_entity_id, "acs_url": acs_url, "expires_at": _now() + SSO_STATE_TTL})
-    raise web.HTTPFound(authn.url)
+    raise web.HTTPFound(await begin_saml(request, request.query.get("tenant", "")[:100]))
 
 
 async def saml_metadata(request: web.Request) -> web.Response:
@@ -173,11 +205,8 @@ async def saml_metadata(request: web.Request) -> web.Response:
                         content_type="application/samlmetadata+xml")
 
 
-async def saml_acs(request: web.Request) -> web.Response:
-    """The IdP posted its Response (HTTP-POST binding): check it against the request we made
-    (single use), refuse replayed assertions, map groups to roles and start a session."""
-    gw, acc = context(request)
-    throttle(acc.login_by_address, f"ip:{request.remote}")
+async def saml_form(request: web.Request) -> tuple[str, str]:
+    """The SAMLResponse and RelayState an IdP posted (HTTP-POST binding), or 400 naming the field."""
     try:
         form = await request.post()
     except ValueError:
@@ -186,15 +215,28 @@ async def saml_acs(request: web.Request) -> web.Response:
         value = form.get(name)
         if not isinstance(value, str) or not value:
             raise ProblemError(400, "Bad Request", f"{name} is required", name)
-    relay_state = str(form["RelayState"])
-    # SECURITY: the state is taken (deleted) before anything else: each AuthnRequest is answered once.
-    state = await account_store(gw).take_sso_state(relay_state[:200])
-    if state is None or state["expires_at"] <= _now() or state.get("protocol") != "saml":
-        raise Unauthorized("unknown or expired saml relay state")
+    return str(form["SAMLResponse"]), str(form["RelayState"])
+
+
+async def saml_acs(request: web.Request) -> web.Response:
+    """The IdP posted its Response (HTTP-POST binding): check it against the request we made
+    (single use), refuse replayed assertions, map groups to roles and start a session."""
+    gw, acc = context(request)
+    throttle(acc.login_by_address, f"ip:{request.remote}")
+    saml_response, relay_state = await saml_form(request)
+    state = await take_state(gw, relay_state, "saml")
+    session = await finish_saml(request, state, saml_response)
+    return _json({**session, "mfa_enrolment_required": False}, 201)
+
+
+async def finish_saml(request: web.Request, state: dict[str, Any], saml_response: str) -> dict[str, Any]:
+    """For a relay state already taken: verify the Response against the request we made, refuse
+    a replayed assertion, map groups to roles and start a session (auth "saml")."""
+    gw, _ = context(request)
     tenant_id = state["tenant_id"]
     config = await _sso_config(gw, tenant_id, "saml")
     try:
-        root = sso_saml.decode_response(str(form["SAMLResponse"]))
+        root = sso_saml.decode_response(saml_response)
     except sso_saml.MalformedResponse as exc:
         await sign_in_failed(request, gw, tenant_id, "(saml)", None, "saml", str(exc), count=False)
         raise ProblemError(400, "Bad Request", str(exc), "SAMLResponse") from None
@@ -213,5 +255,4 @@ async def saml_acs(request: web.Request) -> web.Response:
     groups = identity.attributes.get(config.get("groups_claim") or "groups", [])
     user = await sso_user(request, gw, tenant_id, source="saml", external_id=identity.name_id, username=username,
                           groups=groups, config=config)
-    session = await start_session(request, gw, user, method="saml", mfa=identity.mfa)
-    return _json({**session, "mfa_enrolment_required": False}, 201)
+    return await start_session(request, gw, user, method="saml", mfa=identity.mfa)

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from shared import events
 
-from ..notifications import NOTIFIER, may_read
+from ..notifications import EVENT_ID, NOTIFIER, may_read
 from ..state import GATEWAY, PRINCIPAL
 from .web import SECURITY_HEADERS, signed_in
 
@@ -38,22 +38,54 @@ async def close_streams(app: web.Application) -> None:
     app[LIVE].closing.set()
 
 
-def frame(html: str) -> bytes:
-    """One unnamed SSE message carrying `html` (every line its own `data:` field)."""
-    return ("".join(f"data: {line}\n" for line in html.splitlines() or [""]) + "\n").encode()
+def frame(html: str, event_id: str | None = None) -> bytes:
+    """One unnamed SSE message carrying `html` (every line its own `data:` field), with the event's
+    id when it stands for one (the browser sends the last id back as Last-Event-ID on reconnect)."""
+    head = f"id: {event_id}\n" if event_id else ""
+    return (head + "".join(f"data: {line}\n" for line in html.splitlines() or [""]) + "\n").encode()
 
 
 Renderer = Callable[[events.Event], Awaitable[str | None]]
 
 
+def _last_event_id(request: web.Request) -> str | None:
+    """The Last-Event-ID a reconnecting browser sent, if it is shaped like an event id (anything
+    else is answered as an id no longer kept)."""
+    given = request.headers.get("Last-Event-ID")
+    if given is None:
+        return None
+    return given if EVENT_ID.match(given) else ""
+
+
+async def _send(response: web.StreamResponse, principal, event: events.Event, render: Renderer) -> None:
+    """The event as `render` makes it, with its id; an event the filter leaves out moves the
+    browser's Last-Event-ID on without a row (an id-only message); one the principal may not read
+    is not mentioned at all."""
+    if not may_read(principal, event.type):
+        return
+    html = await render(event)
+    if html is None:
+        await response.write(f"id: {event.event_id}\n\n".encode())
+    else:
+        await response.write(frame(html, event.event_id))
+
+
 async def stream(request: web.Request, patterns: tuple[str, ...], render: Renderer,
-                 initial: Callable[[], Awaitable[str]] | None = None) -> web.StreamResponse:
+                 initial: Callable[[], Awaitable[str]] | None = None,
+                 gap: Callable[[], str] | None = None) -> web.StreamResponse:
     """Follows the principal's tenant's events matching `patterns`, sending what `render` makes of
-    each (None: nothing); `initial`, if given, is sent first (a reconnecting view misses nothing)."""
+    each (None: nothing); `initial`, if given, is sent first (a reconnecting view misses nothing).
+    Without `initial`, a reconnecting browser's Last-Event-ID is answered from the notifier's replay
+    buffer (this instance's newest events per tenant, `notifications.REPLAY_EVENTS_PER_TENANT`):
+    the kept events after that id, or, when the id is no longer kept (older than the buffer, or
+    seen by another gateway instance), `gap()` and then every kept event."""
     principal = request[PRINCIPAL]
     notifier = request.app[NOTIFIER]
     closing = request.app[LIVE].closing
-    subscriber, _, _ = notifier.subscribe(principal.tenant_id, patterns)
+    last_event_id = _last_event_id(request) if initial is None else None
+    # A malformed id ("") is looked up as "-", which no event bears: answered as an id not kept.
+    subscriber, replay, kept = notifier.subscribe(principal.tenant_id, patterns, last_event_id=(
+        None if last_event_id is None else last_event_id or "-"))
     response = web.StreamResponse(headers={**SECURITY_HEADERS, "Content-Type": "text/event-stream"})
     loop = asyncio.get_running_loop()
     every = request.app[GATEWAY].settings.stream_recheck_seconds
@@ -63,6 +95,10 @@ async def stream(request: web.Request, patterns: tuple[str, ...], render: Render
         await response.write(b": stream open\n\n")
         if initial is not None:
             await response.write(frame(await initial()))
+        if last_event_id is not None and not kept and gap is not None:
+            await response.write(frame(gap()))
+        for event in replay:
+            await _send(response, principal, event, render)
         while not closing.is_set():
             try:
                 event: events.Event | None = await asyncio.wait_for(subscriber.queue.get(), WAIT_SECONDS)
@@ -83,10 +119,7 @@ async def stream(request: web.Request, patterns: tuple[str, ...], render: Render
                     idle = 0.0
                     await response.write(b": keepalive\n\n")
                 continue
-            if may_read(principal, event.type):
-                html = await render(event)
-                if html is not None:
-                    await response.write(frame(html))
+            await _send(response, principal, event, render)
         if closing.is_set():
             await response.write(b"event: end\ndata: gateway shutting down\n\n")
     except ConnectionResetError:

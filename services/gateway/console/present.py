@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from shared.key_states import ACTIONS, OPERATOR_ACTIONS, STATES
 from shared.provenance import fact_path, leaves, lookup, prefixes
 
 
@@ -50,7 +51,8 @@ class StreamKind:
 
 
 STREAM_KINDS: tuple[StreamKind, ...] = (
-    StreamKind("decisions", "Requests and decisions", ("key.decided", "key.release_refused")),
+    StreamKind("requests", "Raw requests", ("key.requested",)),
+    StreamKind("decisions", "Decisions", ("key.decided", "key.release_refused")),
     StreamKind("releases", "Releases", ("key.released",)),
     StreamKind("approvals", "Approvals", ("approval.*",)),
     StreamKind("alerts", "Device alerts", ("device.posture_failed", "device.quarantined", "device.revoked")),
@@ -66,6 +68,12 @@ def stream_patterns(kinds: list[str]) -> tuple[str, ...]:
 def summary(event: dict[str, Any]) -> str:
     """One line about a live event (its JSON form), for the stream's table."""
     kind = event.get("type", "")
+    if kind == "key.requested":
+        version = event.get("key_version")
+        facts = event.get("facts") or {}
+        contradicted = event.get("contradicted") or ()
+        return (f"requested {'version ' + str(version) if version else 'the latest version'}, "
+                f"{len(facts)} fact group(s)" + (f"; contradicted: {', '.join(contradicted)}" if contradicted else ""))
     if kind == "key.decided":
         reasons = "; ".join(event.get("reasons") or ())
         return f"decision: {event.get('effect')}" + (f" — {reasons}" if reasons else "")
@@ -135,6 +143,23 @@ def filter_keys(items: list[dict[str, Any]], state: str, name: str) -> list[dict
     name = name.strip().lower()
     return [k for k in items if (not state or k.get("state") == state)
             and (not name or name in str(k.get("name", "")).lower() or name in str(k.get("key_id", "")).lower())]
+
+
+def lifecycle_actions(state: str) -> list[tuple[str, str]]:
+    """The lifecycle actions an operator may ask for from `state` (name, what it does), in the
+    lifecycle's order; destruction has its own scheduled, dual-control path."""
+    rule = STATES.get(state)  # type: ignore[call-overload]
+    allowed = rule.transitions if rule else {}
+    return [(name, ACTIONS[name].summary) for name in OPERATOR_ACTIONS if name in allowed]
+
+
+def key_state_counts(keys: list[dict[str, Any]]) -> list[tuple[str, int]]:
+    """How many keys are in each lifecycle state, in the lifecycle's order, states with none left out."""
+    order = list(STATES)
+    counts: dict[str, int] = {}
+    for key in keys:
+        counts[key.get("state") or "unknown"] = counts.get(key.get("state") or "unknown", 0) + 1
+    return sorted(counts.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order))
 
 
 def drift(posture: dict[str, Any] | None, now: datetime) -> str:

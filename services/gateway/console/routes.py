@@ -1,7 +1,8 @@
 """Every console route, one line each: method, path, view and the permission it needs (the API's
 permission names, checked against the same role table); registered from here only.
 
-Pages and fragments answer HTML, live parts server-sent events; all of it is served from this
+Sign-in (password and TOTP, or the tenant's OIDC or SAML provider: `views_sso`) is open to anyone;
+everything else is in the table. Pages and fragments answer HTML, live parts server-sent events; all of it is served from this
 package (templates/, static/), with a strict Content-Security-Policy (`web.py`)."""
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from . import (
     views_reports,
     views_requests,
     views_signin,
+    views_sso,
     views_stream,
     views_users,
 )
@@ -53,13 +55,17 @@ ROUTES: tuple[ConsoleRoute, ...] = (
     ConsoleRoute("GET", "/console/keys/{key_id}", views_keys.detail, "keys.read"),
     ConsoleRoute("POST", "/console/keys/{key_id}/rotate", views_keys.rotate, "keys.manage"),
     ConsoleRoute("POST", "/console/keys/{key_id}/retire", views_keys.retire, "keys.manage"),
+    ConsoleRoute("POST", "/console/keys/{key_id}/state", views_keys.change_state, "keys.manage"),
     ConsoleRoute("POST", "/console/keys/{key_id}/destruction", views_keys.schedule, "keys.manage"),
     ConsoleRoute("POST", "/console/keys/{key_id}/destruction/approve", views_keys.approve, "keys.manage"),
     ConsoleRoute("POST", "/console/keys/{key_id}/destruction/cancel", views_keys.cancel, "keys.manage"),
     ConsoleRoute("GET", "/console/devices", views_devices.index, "devices.read"),
     ConsoleRoute("GET", "/console/devices/{device_id}", views_devices.detail, "devices.read"),
     ConsoleRoute("POST", "/console/devices/{device_id}/revoke", views_devices.revoke, "devices.manage"),
+    ConsoleRoute("POST", "/console/devices/{device_id}/clear-quarantine", views_devices.clear_quarantine,
+                 "devices.manage"),
     ConsoleRoute("GET", "/console/reports", views_reports.reports, "reports.read"),
+    ConsoleRoute("GET", "/console/reports/export.csv", views_reports.export_csv, "reports.read"),
     ConsoleRoute("GET", "/console/policies", views_policies.policies, "policies.read"),
     ConsoleRoute("GET", "/console/policies/{policy_id}", views_policies.policy, "policies.read"),
     ConsoleRoute("GET", "/console/policies/{policy_id}/simulate", views_policies.simulate, "policies.simulate"),
@@ -83,6 +89,10 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/console", _home)
     app.router.add_get("/console/login", views_signin.login_form)
     app.router.add_post("/console/login", views_signin.login)
+    app.router.add_get("/console/sso/start", views_sso.start)
+    app.router.add_get("/console/sso/oidc/callback", views_sso.oidc_callback)
+    app.router.add_post("/console/sso/saml/acs", views_sso.saml_acs)
+    app.router.add_post("/console/sso/saml/finish", views_sso.saml_finish)
     app.router.add_static("/console/static", HERE / "static", append_version=False)
     for route in ROUTES:
         app.router.add_route(route.method, route.path, page(route.view, route.permission))  # type: ignore[arg-type]

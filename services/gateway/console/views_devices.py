@@ -1,6 +1,6 @@
 """Devices: the tenant's devices (name, status active / quarantined / revoked, last heartbeat and
 drift) and one device's page (the facts of its last heartbeat with their provenance, its posture
-and quarantine state), and revoking a device with a reason. The list and record come from the
+and quarantine state), and, with a reason, clearing a quarantine or revoking a device. The list and record come from the
 gateway's store as the API's device views read them, posture from the policysvc RPC the API's
 posture view calls, and revoking runs the API's own `views_devices.revoke`."""
 
@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from shared.rpc import ProblemError
 
-from .. import schemas, views_devices
+from .. import schemas, views_devices, views_policy
 from ..state import GATEWAY, PRINCIPAL, _call
 from .present import drift, fact_rows
 from .web import render, see_other
@@ -65,9 +65,30 @@ async def _page(request: web.Request, device_id: str, *, flash: str | None = Non
         "flash": flash, "error": error}, status=status)
 
 
+DONE = {
+    "revoked": "The device is revoked: it can no longer sign in or receive keys.",
+    "cleared": "The quarantine is cleared: the device may be released keys again.",
+}
+
+
 async def detail(request: web.Request) -> web.StreamResponse:
-    done = "The device is revoked: it can no longer sign in or receive keys." if request.query.get("done") else None
-    return await _page(request, _device_id(request), flash=done)
+    return await _page(request, _device_id(request), flash=DONE.get(request.query.get("done", "")))
+
+
+async def clear_quarantine(request: web.Request) -> web.StreamResponse:
+    """Clears a quarantine with a reason, as the API's `POST /v1/devices/{id}/clear-quarantine`
+    (policysvc refuses a device that is not quarantined)."""
+    device_id = _device_id(request)
+    form = await request.post()
+    try:
+        body = views_policy.ClearQuarantineBody(reason=str(form.get("reason", "")))
+    except ValidationError:
+        return await _page(request, device_id, error="reason: give a reason (1 to 500 characters).", status=422)
+    try:
+        await views_policy.clear_device_quarantine(request, device_id, body)
+    except ProblemError as exc:
+        return await _page(request, device_id, error=exc.problem.detail or exc.problem.title, status=exc.problem.status)
+    return see_other(f"/console/devices/{device_id}?done=cleared")
 
 
 async def revoke(request: web.Request) -> web.StreamResponse:

@@ -1,5 +1,6 @@
 """Keys: the tenant's keys (state, versions, latest; filtered by state or name) and one key's page
-(its versions and what each may still do, rotate now, retire versions below N, schedule or cancel
+(its versions and what each may still do, its lifecycle actions (suspend, resume, deactivate ...
+as its state allows), rotate now, retire versions below N, schedule or cancel
 its destruction with the dependency report, and the second custodian's approval). Every change is
 a POST form with the session's CSRF token, validated by the API's own models and sent through the
 API's own functions (`views.rotate`, `views_custody.retire` ...), so keysvc applies the same rules:
@@ -21,7 +22,7 @@ from shared.rpc import ProblemError
 
 from .. import views, views_custody
 from .names import user_name
-from .present import filter_keys, key_versions
+from .present import filter_keys, key_versions, lifecycle_actions
 from .web import render, see_other
 
 _KEY_ID = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
@@ -58,6 +59,7 @@ async def _page(request: web.Request, key_id: str, *, flash: str | None = None, 
         destruction["approvers"] = [await user_name(request, by) for by in destruction.get("approvals") or ()]
     return render("key.html", request, {
         "key": key, "versions": key_versions(key), "flash": flash, "error": error, "destruction": destruction,
+        "actions": lifecycle_actions(key.get("state", "")),
         "dependencies": await _optional(views_custody.dependency_report(request, key_id)),
     }, status=status)
 
@@ -75,6 +77,7 @@ DONE = {
     "scheduled": "Destruction scheduled; it waits for the waiting period and a second custodian.",
     "approved": "Your approval of the destruction is recorded.",
     "cancelled": "The destruction is cancelled.",
+    "state": "The key's lifecycle state changed.",
 }
 
 
@@ -105,6 +108,14 @@ async def _act(request: web.Request, model: type[BaseModel], action: Action, fie
 
 async def _form(request: web.Request) -> dict[str, str]:
     return {k: v for k, v in (await request.post()).items() if isinstance(v, str) and k != "csrf_token"}
+
+
+async def change_state(request: web.Request) -> web.StreamResponse:
+    """A lifecycle action (suspend, resume, activate, deactivate, mark_compromised) as the API's
+    `POST /v1/keys/{key_id}/state` takes it; keysvc refuses one the key's state does not allow."""
+    form = await _form(request)
+    return await _act(request, commands.ChangeKeyState, views.change_state,
+                      {"action": form.get("action", ""), "reason": form.get("reason", "")}, "state")
 
 
 async def rotate(request: web.Request) -> web.StreamResponse:

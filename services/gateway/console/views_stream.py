@@ -28,7 +28,8 @@ async def page(request: web.Request) -> web.StreamResponse:
 
 
 async def tail(request: web.Request) -> web.StreamResponse:
-    """SSE: one table row per matching event."""
+    """SSE: one table row per matching event, each with its event id; a reconnecting browser
+    (Last-Event-ID) gets what it missed from the notifier's replay buffer (`live.stream`)."""
     kinds, text = _filters(request)
     env = aiohttp_jinja2.get_env(request.app)
 
@@ -39,4 +40,7 @@ async def tail(request: web.Request) -> web.StreamResponse:
         return env.get_template("stream_row.html").render(
             event=data, summary=summary(data), at=parse_time(data.get("occurred_at")))
 
-    return await live.stream(request, stream_patterns(kinds), row)
+    def gap() -> str:
+        return env.get_template("stream_gap.html").render()
+
+    return await live.stream(request, stream_patterns(kinds), row, gap=gap)

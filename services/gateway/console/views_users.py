@@ -5,6 +5,7 @@ the second-admin rules apply unchanged."""
 
 from __future__ import annotations
 
+import urllib.parse
 from typing import Any
 
 from aiohttp import web
@@ -13,7 +14,7 @@ from shared.rpc import ProblemError
 
 from ..accounts import views_users
 from .step_up import step_up
-from .web import render
+from .web import render, see_other
 
 STEP_UP_METHOD = "step_up_confirm_role"  # how a wrong step-up code is named in the audit trail
 
@@ -26,15 +27,27 @@ def pending_grants(users: list[dict[str, Any]]) -> list[dict[str, str]]:
             for u in users for p in u["pending_roles"]]
 
 
-async def _page(request: web.Request, *, flash: str | None = None, error: str | None = None,
-                status: int = 200) -> web.Response:
+async def _page(request: web.Request, *, error: str, status: int) -> web.Response:
+    """The page again with the refusal (a refused change changed nothing, so it is not redirected)."""
     users = await views_users.users(request)
-    return render("users.html", request, {"users": users, "pending": pending_grants(users), "flash": flash,
+    return render("users.html", request, {"users": users, "pending": pending_grants(users), "flash": None,
                                           "error": error}, status=status)
 
 
+def confirmed_flash(users: list[dict[str, Any]], user_id: str, role: str) -> str | None:
+    """The page's note after a confirmation (Post/Redirect/Get): said only while it is true, the
+    role in effect for that user, so a crafted link cannot make the page claim one."""
+    user = next((u for u in users if u["user_id"] == user_id), None)
+    if user is None or role not in user.get("roles", ()):
+        return None
+    return f"{role} is now in effect for {user['username']}."
+
+
 async def users(request: web.Request) -> web.StreamResponse:
-    return await _page(request)
+    users = await views_users.users(request)
+    flash = confirmed_flash(users, request.query.get("user", ""), request.query.get("confirmed", ""))
+    return render("users.html", request, {"users": users, "pending": pending_grants(users), "flash": flash,
+                                          "error": None})
 
 
 async def confirm(request: web.Request) -> web.StreamResponse:
@@ -47,7 +60,8 @@ async def confirm(request: web.Request) -> web.StreamResponse:
     if refused is not None:
         return await _page(request, error=refused, status=403)
     try:
-        done = await views_users.confirm_grant(request, user_id, role)
+        await views_users.confirm_grant(request, user_id, role)
     except ProblemError as exc:
         return await _page(request, error=exc.problem.detail or exc.problem.title, status=exc.problem.status)
-    return await _page(request, flash=f"{role} is now in effect for {done['username']}.")
+    # Post/Redirect/Get: a reload shows the outcome again without confirming anything twice.
+    return see_other("/console/users?" + urllib.parse.urlencode({"confirmed": role, "user": user_id}))

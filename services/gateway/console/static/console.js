@@ -19,3 +19,10 @@
   }
   setInterval(tick, 1000);
 })();
+
+// A form marked data-autosubmit posts itself once the page loads (the single sign-on hand-over,
+// which also shows a Continue button for a browser without script).
+(function () {
+  "use strict";
+  document.querySelectorAll("form[data-autosubmit]").forEach(function (form) { form.submit(); });
+})();
