@@ -183,35 +183,58 @@ async def _setup(api: Api, other: Api, hook_url: str):
     return alpha, beta, agents, waiter, approver
 
 
-async def _load_survives_the_kill(cluster: Cluster, alpha, load: Load) -> float:
-    """Kill one replica of each service once releases flow, with a KEK rotation just started; the
-    load goes on through the survivors. Returns when the kill happened."""
-    loop = asyncio.get_running_loop()
-
-    async def released(n: int):
-        return len(load.released) >= n
-
-    assert await _until(lambda: released(10)), load
-    status, started, _ = await alpha.admin.call("POST", "/v1/custody/kek/rotate")
-    assert status == 202, started
-    killed_at = loop.time()
-    for service in ("gateway", "policysvc", "keysvc", "auditsvc"):
-        cluster.kill(cluster.of(service)[0])  # the first started: the active audit consumer, the lease holder
-    target = len(load.released) + 10
-    assert await _until(lambda: released(target)), load
+async def _rotated_everywhere(alpha, load: Load) -> None:
+    """A rotation through one keysvc: releases answered by either keysvc learn the new version (each
+    drops its cached copy on key.rotated)."""
     status, rotated, _ = await alpha.admin.call("POST", f"/v1/keys/{alpha.key_id}/rotate")
     assert status == 200 and rotated["latest_version"] == 2, rotated
     newest = len(load.released)
 
-    async def learnt():  # every keysvc left drops its cached copy on key.rotated
+    async def learnt():
         later = [version for key_id, version, _ in list(load.released.values())[newest:] if key_id == alpha.key_id]
         return len(later) >= 6 and later[-6:] == [2] * 6
 
     assert await _until(learnt), list(load.released.values())[newest:]
+
+
+async def _revoked_everywhere(alpha, api: Api, via_first: Api) -> str:
+    """A person disabled and a device revoked through the second gateway are refused by the first,
+    which had both cached."""
+    person = await alpha.team.user("auditor")
+    device = await BareAgent.enroll(alpha, api, name="vm-revoked")
+    on_first = _through(device, via_first)
+    assert (await via_first.as_(person.token).call("GET", "/v1/audit?limit=1"))[0] == 200
+    assert (await on_first.request(alpha.key_id, EU_FACTS))[0] == 200
+    status, out, _ = await alpha.team.admin.call("POST", f"/v1/users/{person.user_id}/disable")
+    assert status == 200, out
+    status, out, _ = await alpha.admin.call("POST", f"/v1/devices/{device.device_id}/revoke", json={"reason": "lost"})
+    assert status == 200, out
+
+    async def refused():
+        return ((await via_first.as_(person.token).call("GET", "/v1/audit?limit=1"))[0] == 401
+                and (await on_first.request(alpha.key_id, EU_FACTS))[0] == 401)
+
+    assert await _until(refused)
+    return device.device_id
+
+
+async def _load_survives_the_kill(cluster: Cluster, alpha, load: Load) -> float:
+    """Kill one replica of each service while releases flow, with a KEK rotation just started; the
+    load goes on through the survivors. Returns when the kill happened."""
+    async def released(n: int):
+        return len(load.released) >= n
+
+    status, started, _ = await alpha.admin.call("POST", "/v1/custody/kek/rotate")
+    assert status == 202, started
+    killed_at = asyncio.get_running_loop().time()
+    for service in ("gateway", "policysvc", "keysvc", "auditsvc"):
+        cluster.kill(cluster.of(service)[0])  # the first started: the active audit consumer, the lease holder
+    target = len(load.released) + 10
+    assert await _until(lambda: released(target)), load
     return killed_at
 
 
-async def _nothing_lost(alpha, beta, load: Load, hook: Hook) -> dict:
+async def _nothing_lost(alpha, beta, load: Load, hook: Hook, aside: str) -> dict:
     alpha_ids = set(load.released) - set(load.approved)
 
     def settled(records: list[dict]) -> bool:
@@ -237,7 +260,8 @@ async def _nothing_lost(alpha, beta, load: Load, hook: Hook) -> dict:
     # Requests whose gateway died before it answered: each was still decided once (and, allowed,
     # released once); only the answer was lost with the gateway, and the agent asked again.
     answered = set(load.released) | {rid for _, rid in load.refused}
-    unanswered = set(_by_request(records, "key.requested")) - answered
+    asked = [r for r in records if r["details"].get("device_id") != aside]  # the revoked device asked outside the load
+    unanswered = set(_by_request(asked, "key.requested")) - answered
     head = len(records)
     assert await _until(lambda: _covered(hook, head)), sorted(set(range(1, head + 1)) - set(hook.seqs))
     return {"alpha_records": head, "beta_records": len(beta_records),
@@ -264,6 +288,8 @@ async def test_two_replicas_of_each_service_share_the_work_and_lose_nothing_when
                  for a in agents]
         tasks.append(asyncio.create_task(
             _approvals([_through(waiter, via_first), _through(waiter, api)], beta.key_id, approver, load)))
+        await _rotated_everywhere(alpha, load)
+        revoked = await _revoked_everywhere(alpha, api, via_first)
         killed_at = await _load_survives_the_kill(cluster, alpha, load)
         load.stop.set()
         await asyncio.gather(*tasks)
@@ -273,7 +299,7 @@ async def test_two_replicas_of_each_service_share_the_work_and_lose_nothing_when
         for key_id, version, key in load.released.values():
             assert keys.setdefault((key_id, version), key) == key  # every replica released the same key per version
         assert load.approved, "no approval went through"
-        figures = await _nothing_lost(alpha, beta, load, hook)
+        figures = await _nothing_lost(alpha, beta, load, hook, revoked)
         print(f"\nreleased {len(load.released)} (approved {len(load.approved)}), refused {Counter(s for s, _ in load.refused)}, "
               f"interrupted by the kill {Counter(load.interrupted)}, longest wait for an answer after the kill "
               f"{load.longest_stall(killed_at):.2f} s, {figures}")
