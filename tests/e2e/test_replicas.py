@@ -165,13 +165,15 @@ async def _chain_checked(admin, tenant_id: str, ready) -> list[dict]:
     assert [r["seq"] for r in records] == list(range(1, len(records) + 1))
     assert len({r["event_id"] for r in records}) == len(records)
     status, page, _ = await admin.call("GET", "/v1/audit/checkpoints?limit=1000")
+    assert status == 200 and page["items"], page  # checkpoints were signed, by whichever replica appended
     status, keys, _ = await admin.call("GET", "/v1/audit/signing-key")
+    assert status == 200, keys
     trusted = [load_public_pem(k["public_key_pem"]) for k in keys["keys"]]
     assert verify_chain(records, start=ChainHead.genesis(tenant_id), checkpoints=page["items"], trusted_keys=trusted).ok
     return records
 
 
-async def _setup(api: Api, other: Api, hook_url: str):
+async def _setup(api: Api, hook_url: str):
     alpha = await make_tenant(api, "alpha")
     beta = await make_tenant(api, "beta", policy=approval_policy())
     status, fwd, _ = await alpha.admin.call("POST", "/v1/audit/forwarders", json={
@@ -282,7 +284,7 @@ async def test_two_replicas_of_each_service_share_the_work_and_lose_nothing_when
         first, second = cluster.of("gateway")
         api = Api(http, second.url, cluster.bootstrap, mailbox)  # operators use the gateway that survives
         via_first = Api(http, first.url, None, mailbox)
-        alpha, beta, agents, waiter, approver = await _setup(api, via_first, await hook.start())
+        alpha, beta, agents, waiter, approver = await _setup(api, await hook.start())
         load = Load()
         tasks = [asyncio.create_task(_releases([_through(a, via_first), _through(a, api)], alpha.key_id, load))
                  for a in agents]
