@@ -85,10 +85,17 @@ class Checkpointer:
             await self.checkpoint(head)
 
     async def due(self) -> None:
-        """Time-based: checkpoint every tenant with new records whose last checkpoint is old enough."""
+        """Time-based: checkpoint every tenant with new records whose last checkpoint is old enough.
+
+        Only the instance appending a tenant's records signs them: one whose chain has moved on past
+        what this instance knows is being appended to by another (the audit queue's active consumer,
+        this one standing by), so this one leaves the signing to it rather than sign an old head."""
         now = self._clock()
         for tenant, pending in list(self._pending.items()):
             if pending > 0 and now - self._last_at.get(tenant, now) >= self._every_seconds:
+                if (await self._store.stored_head(tenant)).seq != self._heads[tenant].seq:
+                    self._pending[tenant], self._last_at[tenant] = 0, now
+                    continue
                 await self.checkpoint(self._heads[tenant])
 
     async def checkpoint(self, head: ChainHead) -> dict[str, Any] | None:

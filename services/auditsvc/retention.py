@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import secrets
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -145,7 +146,8 @@ class Retention:
             await self._store.delete_range(tenant_id, doc["from_seq"], doc["to_seq"])
             event = events.AuditArchived(tenant_id=tenant_id, archive_id=archive_id, from_seq=doc["from_seq"],
                                          to_seq=doc["to_seq"], records=doc["records"], sha256=doc["sha256"])
-            await self._archives.mark_done(tenant_id, archive_id, at=_now(), event=event)
+            if not await self._archives.mark_done(tenant_id, archive_id, at=_now(), event=event):
+                return await self._archives.archive(tenant_id, archive_id)  # another instance finished it
             try:
                 await self._outbox.publish(self._archives.archive_collection, tenant_id, event)
             except Exception as exc:
@@ -169,7 +171,9 @@ class Retention:
 
 def _write_atomically(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    # Each writer its own temporary file: two instances finishing the same archive write the same
+    # bytes, and neither may rename the other's half-written file into place.
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     with open(tmp, "wb") as handle:
         handle.write(data)
         handle.flush()

@@ -52,9 +52,10 @@ class ArchiveStore:
         await self.archives.update_one(tenant_id, {"archive_id": archive_id, "state": "writing"},
                                        {"$set": {"state": "written", **written}})
 
-    async def mark_done(self, tenant_id: str, archive_id: str, *, at: datetime, event: Event) -> None:
-        await self.archives.update_one(tenant_id, {"archive_id": archive_id, "state": "written"},
-                                       {"$set": {"state": "done", "archived_at": at}, **push(event)})
+    async def mark_done(self, tenant_id: str, archive_id: str, *, at: datetime, event: Event) -> bool:
+        """False if another instance finished this archive first (its event is the one published)."""
+        return bool(await self.archives.update_one(tenant_id, {"archive_id": archive_id, "state": "written"},
+                                       {"$set": {"state": "done", "archived_at": at}, **push(event)}))
 
     async def archive(self, tenant_id: str, archive_id: str) -> dict[str, Any] | None:
         return await self.archives.find_one(tenant_id, {"archive_id": archive_id}, projection=_SHOWN)

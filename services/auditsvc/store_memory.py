@@ -53,10 +53,12 @@ class MemoryArchiveStore:
         if (doc := self._find(tenant_id, archive_id, "writing")) is not None:
             doc.update(state="written", **written)
 
-    async def mark_done(self, tenant_id: str, archive_id: str, *, at: datetime, event: Event) -> None:
-        if (doc := self._find(tenant_id, archive_id, "written")) is not None:
-            doc.update(state="done", archived_at=at)
-            self.staged.append(event)
+    async def mark_done(self, tenant_id: str, archive_id: str, *, at: datetime, event: Event) -> bool:
+        if (doc := self._find(tenant_id, archive_id, "written")) is None:
+            return False
+        doc.update(state="done", archived_at=at)
+        self.staged.append(event)
+        return True
 
     async def archive(self, tenant_id: str, archive_id: str) -> dict[str, Any] | None:
         return _copy(self._find(tenant_id, archive_id))

@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from shared.cache_drops import Drops
 from shared.crypto import httpsig, tokens
 from shared.events import Actor
 from shared.rpc import ProblemError
@@ -91,7 +92,10 @@ def _remember(cache: dict, key: Any, value: Any) -> None:
 class TokenAuthenticator:
     """Resolves bearer credentials (sessions, personal and service tokens, the bootstrap
     credential) to a principal whose id is the owning user. Documents are cached briefly and
-    dropped on revocation, role and tenant events (see `app.py`)."""
+    dropped on revocation, role and tenant events (see `app.py`).
+
+    SECURITY: a read in flight when such an event arrives is not cached (`shared.cache_drops`):
+    the credential it read may have just been revoked, and caching it would keep it usable here."""
 
     def __init__(self, store: AccountStore, *, bootstrap_digest: str | None,
                  idle_seconds: int = 900, absolute_seconds: int = 8 * 3600):
@@ -102,6 +106,7 @@ class TokenAuthenticator:
         self._sessions: dict[str, dict[str, Any]] = {}  # session digest -> session doc
         self._users: dict[tuple[str, str], dict[str, Any]] = {}
         self._tenants: dict[str, dict[str, Any]] = {}
+        self._drops = Drops()
         self._bootstrapped = False
         # Told of every dropped credential, user or tenant (the tenant when known): open event
         # streams re-check their credential at once (bound in `app.py`).
@@ -131,10 +136,12 @@ class TokenAuthenticator:
     async def _session(self, digest: str) -> Principal:
         doc = self._sessions.get(digest)
         if doc is None:
+            mark = self._drops.mark()
             doc = await self._store.session_by_digest(digest)
             if doc is None:
                 raise Unauthorized("unknown session")
-            _remember(self._sessions, digest, doc)
+            if self._drops.unchanged(mark):
+                _remember(self._sessions, digest, doc)
         now = datetime.now(UTC)
         reason = sessions.ended(doc, now, idle_seconds=self._idle, absolute_seconds=self._absolute)
         if reason is not None:
@@ -149,10 +156,12 @@ class TokenAuthenticator:
     async def _token(self, digest: str) -> Principal:
         doc = self._cache.get(digest)
         if doc is None:
+            mark = self._drops.mark()
             doc = await self._store.token_by_digest(digest)
             if doc is None:
                 raise Unauthorized("unknown token")
-            _remember(self._cache, digest, doc)
+            if self._drops.unchanged(mark):
+                _remember(self._cache, digest, doc)
         holder = doc.get("user_id") or doc["token_id"]
         reason = sessions.token_ended(doc, datetime.now(UTC),
                                       max_days=sessions.token_max_days(await self.tenant(doc["tenant_id"])))
@@ -196,36 +205,42 @@ class TokenAuthenticator:
     async def user(self, tenant_id: str, user_id: str) -> dict[str, Any] | None:
         doc = self._users.get((tenant_id, user_id))
         if doc is None:
+            mark = self._drops.mark()
             doc = await self._store.user(tenant_id, user_id)
-            if doc is not None:
+            if doc is not None and self._drops.unchanged(mark):
                 _remember(self._users, (tenant_id, user_id), doc)
         return doc
 
     async def tenant(self, tenant_id: str) -> dict[str, Any] | None:
         doc = self._tenants.get(tenant_id)
         if doc is None:
+            mark = self._drops.mark()
             doc = await self._store.tenant(tenant_id)
-            if doc is not None:
+            if doc is not None and self._drops.unchanged(mark):
                 _remember(self._tenants, tenant_id, doc)
         return doc
 
     def forget(self, token_id: str) -> None:
+        self._drops.note()
         for digest, doc in list(self._cache.items()):
             if doc["token_id"] == token_id:
                 del self._cache[digest]
         self.on_change(None)
 
     def forget_session(self, session_id: str) -> None:
+        self._drops.note()
         for digest, doc in list(self._sessions.items()):
             if doc["session_id"] == session_id:
                 del self._sessions[digest]
         self.on_change(None)
 
     def forget_user(self, tenant_id: str, user_id: str) -> None:
+        self._drops.note()
         self._users.pop((tenant_id, user_id), None)
         self.on_change(tenant_id)
 
     def forget_tenant(self, tenant_id: str) -> None:
+        self._drops.note()
         self._tenants.pop(tenant_id, None)
         self.on_change(tenant_id)
 
@@ -234,23 +249,29 @@ _KEYID = re.compile(r'keyid="([^"]{1,200})"')
 
 
 class DeviceAuthenticator:
-    """Verifies an agent's signed request and refuses stale, replayed or revoked ones."""
+    """Verifies an agent's signed request and refuses stale, replayed or revoked ones.
+
+    SECURITY: a device read in flight when its revocation arrives is not cached (see
+    `shared.cache_drops`), or the revoked device would stay usable on this replica."""
 
     def __init__(self, store: GatewayStore, *, max_age_seconds: int):
         self._store = store
         self._max_age = max_age_seconds
         self._devices: dict[tuple[str, str], dict[str, Any]] = {}
+        self._drops = Drops()
 
     async def device(self, tenant_id: str, device_id: str) -> dict[str, Any] | None:
         entry = (tenant_id, device_id)
         doc = self._devices.get(entry)
         if doc is None:
+            mark = self._drops.mark()
             doc = await self._store.device(tenant_id, device_id)
-            if doc is not None:
+            if doc is not None and self._drops.unchanged(mark):
                 self._devices[entry] = doc
         return doc
 
     def forget(self, tenant_id: str, device_id: str) -> None:
+        self._drops.note()
         self._devices.pop((tenant_id, device_id), None)
 
     async def authenticate(self, request: web.Request, body: bytes) -> Principal:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Protocol
 
+from shared.cache_drops import Drops
+
 from . import keys as domain
 
 
@@ -20,14 +22,14 @@ class KeyCache:
 
     A read from the store that was in flight when a drop arrived may hold the key as it was before
     the change: it answers its caller but is not cached, or the stale copy would outlive the event
-    that dropped it (`_drops` counts drops; a read caches only if none happened meanwhile)."""
+    that dropped it (see `shared.cache_drops`)."""
 
     def __init__(self, store: KeySource, size: int):
         self._store = store
         self._size = size
         self._keys: OrderedDict[tuple[str, str], domain.Key] = OrderedDict()
         self._views: OrderedDict[tuple[str, str], domain.ReleaseView] = OrderedDict()
-        self._drops = 0
+        self._drops = Drops()
 
     async def get(self, tenant_id: str, key_id: str) -> domain.Key | None:
         entry = (tenant_id, key_id)
@@ -35,10 +37,10 @@ class KeyCache:
         if key is not None:
             self._keys.move_to_end(entry)
             return key
-        drops = self._drops
+        mark = self._drops.mark()
         key = await self._store.load_key(tenant_id, key_id)
-        if key is not None and drops == self._drops:
-            self.put(key)
+        if key is not None and self._drops.unchanged(mark):
+            self._keep(key)
         return key
 
     async def for_release(self, tenant_id: str, key_id: str, version: int | None) -> domain.Key | domain.ReleaseView | None:
@@ -53,11 +55,11 @@ class KeyCache:
         if view is not None:
             self._views.move_to_end(entry)
         else:
-            drops = self._drops
+            mark = self._drops.mark()
             view = await self._store.load_release_view(tenant_id, key_id)
             if view is None:
                 return await self.get(tenant_id, key_id)
-            if drops == self._drops:
+            if self._drops.unchanged(mark):
                 self._views[entry] = view
                 while len(self._views) > self._size:
                     self._views.popitem(last=False)
@@ -66,18 +68,23 @@ class KeyCache:
         return await self.get(tenant_id, key_id)
 
     def put(self, key: domain.Key) -> None:
+        """A key this instance just wrote: a read in flight holds an older copy and must not replace it."""
+        self._drops.note()
+        self._keep(key)
+
+    def _keep(self, key: domain.Key) -> None:
         self._keys[(key.tenant_id, key.key_id)] = key
         self._views.pop((key.tenant_id, key.key_id), None)
         while len(self._keys) > self._size:
             self._keys.popitem(last=False)
 
     def drop(self, tenant_id: str, key_id: str) -> None:
-        self._drops += 1
+        self._drops.note()
         self._keys.pop((tenant_id, key_id), None)
         self._views.pop((tenant_id, key_id), None)
 
     def drop_tenant(self, tenant_id: str) -> None:
-        self._drops += 1
+        self._drops.note()
         for cached in (self._keys, self._views):
             for entry in [k for k in cached if k[0] == tenant_id]:
                 del cached[entry]

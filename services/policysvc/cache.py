@@ -6,12 +6,14 @@ costs one evaluation and one write (the recorded decision).
 Groups, approve-and-remember grants and settings are loaded once per tenant; devices (their
 enrollment groups and quarantine state) once per device. Events update or drop entries, on this
 instance and on every other (each listens on its own queue), so the release path reads nothing.
+A read in flight when an entry is dropped is not cached (see `shared.cache_drops`).
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
+from shared.cache_drops import Drops
 from shared.commands_policy import PolicySettings
 
 from . import groups as group_model
@@ -29,16 +31,20 @@ class PolicyCache:
         self._store = store
         self._tenants: dict[str, list[Policy]] = {}
         self._versions: dict[tuple[str, str, int], Policy] = {}
+        self._drops = Drops()
 
     async def for_tenant(self, tenant_id: str) -> list[Policy]:
         cached = self._tenants.get(tenant_id)
         if cached is None:
+            mark = self._drops.mark()
             heads = await self._store.active_policies(tenant_id)
             cached = [parse_policy(h["document"], policy_id=h["policy_id"], version=h["version"]) for h in heads]
-            self._tenants[tenant_id] = cached
+            if self._drops.unchanged(mark):
+                self._tenants[tenant_id] = cached
         return cached
 
     def drop(self, tenant_id: str) -> None:
+        self._drops.note()
         self._tenants.pop(tenant_id, None)
 
     async def version(self, tenant_id: str, policy_id: str, version: int) -> Policy | None:
@@ -65,38 +71,47 @@ class TargetCache:
         self._settings: dict[str, PolicySettings] = {}
         self._devices: dict[tuple[str, str], DeviceState] = {}
         self._max_devices = max_devices
+        self._drops = Drops()
 
     async def groups(self, tenant_id: str) -> group_model.TenantGroups:
         cached = self._groups.get(tenant_id)
         if cached is None:
+            mark = self._drops.mark()
             docs = await self._store.live_groups(tenant_id)
             cached = group_model.TenantGroups.of(
                 group_model.parse_group(d["document"], group_id=d["group_id"]) for d in docs
             )
-            self._groups[tenant_id] = cached
+            if self._drops.unchanged(mark):
+                self._groups[tenant_id] = cached
         return cached
 
     async def remembered(self, tenant_id: str) -> dict[tuple[str, str], datetime]:
         cached = self._remembered.get(tenant_id)
         if cached is None:
+            mark = self._drops.mark()
             cached = await self._store.remembered_grants(tenant_id)
-            self._remembered[tenant_id] = cached
+            if self._drops.unchanged(mark):
+                self._remembered[tenant_id] = cached
         return cached
 
     async def settings(self, tenant_id: str) -> PolicySettings:
         cached = self._settings.get(tenant_id)
         if cached is None:
+            mark = self._drops.mark()
             stored = await self._store.tenant_settings(tenant_id)
             cached = PolicySettings.model_validate(stored) if stored else PolicySettings()
-            self._settings[tenant_id] = cached
+            if self._drops.unchanged(mark):
+                self._settings[tenant_id] = cached
         return cached
 
     async def device(self, tenant_id: str, device_id: str) -> DeviceState:
         entry = (tenant_id, device_id)
         cached = self._devices.get(entry)
         if cached is None:
+            mark = self._drops.mark()
             cached = device_state(await self._store.device(tenant_id, device_id))
-            if cached is not UNKNOWN_DEVICE:  # an unknown device may be enrolled any moment
+            # An unknown device may be enrolled any moment; a read overtaken by a change is stale.
+            if cached is not UNKNOWN_DEVICE and self._drops.unchanged(mark):
                 self._put_device(entry, cached)
         return cached
 
@@ -106,16 +121,21 @@ class TargetCache:
             self._devices.pop(next(iter(self._devices)))
 
     def set_device(self, tenant_id: str, device_id: str, state: DeviceState) -> None:
+        self._drops.note()  # a read in flight holds an older state and must not replace this one
         self._put_device((tenant_id, device_id), state)
 
     def drop_device(self, tenant_id: str, device_id: str) -> None:
+        self._drops.note()
         self._devices.pop((tenant_id, device_id), None)
 
     def drop_groups(self, tenant_id: str) -> None:
+        self._drops.note()
         self._groups.pop(tenant_id, None)
 
     def drop_remembered(self, tenant_id: str) -> None:
+        self._drops.note()
         self._remembered.pop(tenant_id, None)
 
     def drop_settings(self, tenant_id: str) -> None:
+        self._drops.note()
         self._settings.pop(tenant_id, None)

@@ -83,3 +83,26 @@ async def test_the_unsigned_tail_is_bounded_in_time_while_records_arrive():
         signed = await _last_seq(checkpoints) or 0
         assert all(clock[0] - at <= every + 1.0 for seq, at in arrived.items() if seq > signed)
     assert len(checkpoints.staged) >= 60 // (every + 1)
+
+
+async def test_an_instance_standing_by_leaves_the_signing_to_the_one_appending():
+    store, checkpoints, clock = MemoryAuditStore(), MemoryCheckpointStore(), [1000.0]
+    active = _checkpointer(store, checkpoints, clock, every_records=1000)
+    await ingest(store, [key_created("t1", i) for i in range(3)], checkpointer=active)
+    standby = _checkpointer(store, checkpoints, clock, every_records=1000)
+    await standby.load()  # started while the other consumes the audit queue: it knows seq 3
+    await ingest(store, [key_created("t1", i) for i in range(3, 6)], checkpointer=active)
+    clock[0] += 60
+    await standby.due()
+    await active.due()
+    assert [e.checkpoint_seq for e in checkpoints.staged] == [6]  # the live head, signed once
+
+
+async def test_a_lone_instance_signs_what_it_found_at_start():
+    store, checkpoints, clock = MemoryAuditStore(), MemoryCheckpointStore(), [1000.0]
+    await ingest(store, [key_created("t1", i) for i in range(3)], checkpointer=_checkpointer(store, checkpoints, clock))
+    restarted = _checkpointer(store, checkpoints, clock)
+    await restarted.load()
+    clock[0] += 60
+    await restarted.due()
+    assert [e.checkpoint_seq for e in checkpoints.staged] == [3]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -89,3 +90,17 @@ async def test_archive_pages_hide_the_file_path(tmp_path):
     chunk = await retention.archive_chunk(request(), c.ArchiveChunkQuery(archive_id=info.archive_id, offset=0),
                                           archives=archives, chunk_bytes=10)
     assert chunk.offset == 0 and len(chunk.data) == 16  # ten bytes, base64
+
+
+async def test_two_instances_finishing_the_same_archive_announce_it_once(tmp_path):
+    keeper, store, archives, forwarders = _keeper(tmp_path)
+    other_outbox = Outbox()
+    # Every instance signs with the same configured key: both build the same bytes.
+    other = retention.Retention(store, archives, keeper._checkpoints, forwarders, other_outbox, keeper._key,
+                                archive_dir=str(tmp_path), default_days=10.0)
+    await ingest(store, [key_created("t1", i, at=OLD) for i in range(4)])
+    done, again = await asyncio.gather(keeper.run_tenant("t1"), other.run_tenant("t1"))
+    assert [a["state"] for a in done + again] == ["done", "done"]
+    announced = keeper._outbox.published + other_outbox.published
+    assert [(e.type, e.from_seq, e.to_seq) for e in announced] == [("audit.archived", 1, 4)]
+    assert list((tmp_path / "t1").iterdir()) == [tmp_path / "t1" / f"{done[0]['archive_id']}.json.gz"]

@@ -77,3 +77,17 @@ async def test_reads_without_a_change_in_between_are_served_from_the_cache():
     await cache.get("ten_a", "key_a")
     source.stored = _Key("ten_a", "key_a", 9)  # written behind the cache's back: no event, no drop
     assert (await cache.get("ten_a", "key_a")).latest_version == 1
+
+
+async def test_a_key_this_instance_wrote_is_not_replaced_by_an_older_read_in_flight():
+    source = _SlowSource()
+    cache = KeyCache(source, 16)  # type: ignore[arg-type]
+    source.hold = asyncio.Event()
+    reading = asyncio.create_task(cache.get("ten_a", "key_a"))
+    await asyncio.sleep(0)
+    source.stored = _Key("ten_a", "key_a", 2)
+    cache.put(source.stored)  # this instance rotated it and cached the result
+    source.hold.set()
+    await reading
+    source.hold = None
+    assert (await cache.get("ten_a", "key_a")).latest_version == 2
