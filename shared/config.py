@@ -33,3 +33,8 @@ class CommonSettings(BaseSettings):
     # Retry-After, never held for the outage.
     store_timeout_seconds: float = STORE_TIMEOUT_SECONDS
     store_operation_timeout_seconds: float = STORE_OPERATION_TIMEOUT_SECONDS
+    # Liveness, readiness and metrics (shared/observability.py): policysvc, keysvc and auditsvc
+    # serve /live, /ready and /metrics on this address when a port is set (0: any free port), off
+    # otherwise; the gateway serves /v1/live, /v1/ready and /metrics on its own port.
+    health_host: str = "127.0.0.1"
+    health_port: int | None = None
