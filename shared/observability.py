@@ -107,7 +107,7 @@ async def live(request: web.Request) -> web.Response:
     return web.json_response({"status": "alive"})
 
 
-async def ready_response(probe: Probe) -> web.Response:
+async def ready_response(probe: Probe, request: web.Request | None = None) -> web.Response:
     ok, body = await probe.readiness()
     response = web.json_response(body, status=200 if ok else 503)
     if not ok:
@@ -115,7 +115,7 @@ async def ready_response(probe: Probe) -> web.Response:
     return response
 
 
-async def metrics_response(metrics: Metrics) -> web.Response:
+async def metrics_response(metrics: Metrics, request: web.Request | None = None) -> web.Response:
     return web.Response(body=await metrics.exposition(), headers={"Content-Type": CONTENT_TYPE})
 
 
@@ -124,8 +124,8 @@ async def serve(probe: Probe, host: str, port: int) -> tuple[web.AppRunner, str]
     runner (clean it up to stop) and its base URL (port 0 picks a free port)."""
     app = web.Application()
     app.router.add_get("/live", live)
-    app.router.add_get("/ready", lambda _: ready_response(probe))
-    app.router.add_get("/metrics", lambda _: metrics_response(probe.metrics))
+    app.router.add_get("/ready", partial(ready_response, probe))
+    app.router.add_get("/metrics", partial(metrics_response, probe.metrics))
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
