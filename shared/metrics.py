@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+import structlog
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pymongo import AsyncMongoClient, monitoring
@@ -21,6 +22,7 @@ from .events import Event, KeyDecided, KeyReleased, KeyReleaseRefused
 
 __all__ = ["CONTENT_TYPE", "Metrics", "StoreTimings", "denial_class"]
 
+log = structlog.get_logger("strongroom.metrics")
 Publish = Callable[[Event], Awaitable[None]]
 Refresh = Callable[[], Awaitable[None]]
 # Seconds: from a store round trip (sub-millisecond) to a release that waited for the broker.
@@ -64,8 +66,6 @@ class Metrics:
         self.store_ops = Histogram("strongroom_store_operation_seconds", "Store commands (PyMongo command "
                                    "monitoring), by command and outcome", ["command", "outcome"], buckets=_BUCKETS,
                                    registry=r)
-        self.queue_depth = Gauge("strongroom_queue_depth", "Messages waiting in this service's work queue "
-                                 "(-1: the broker could not say)", registry=r)
         self._gauges: dict[str, Gauge] = {}
 
     def gauge(self, name: str, documentation: str, read: Callable[[], float] | None = None) -> Gauge:
@@ -79,7 +79,10 @@ class Metrics:
     async def exposition(self) -> bytes:
         """The text format Prometheus scrapes, after refreshing what is read from elsewhere."""
         for refresh in self.refreshers:
-            await refresh()
+            try:
+                await refresh()
+            except Exception:  # a figure left stale is better than no scrape at all
+                log.exception("metrics_refresh_failed", service=self.service)
         return generate_latest(self.registry)
 
     # --- what a service publishes ---

@@ -68,8 +68,9 @@ class Probe:
 
     async def readiness(self) -> tuple[bool, dict[str, Any]]:
         names = list(self.checks)
-        found = await asyncio.gather(*(self.checks[name]() for name in names))
-        failing = {name: why for name, why in zip(names, found, strict=True) if why is not None}
+        found = await asyncio.gather(*(self.checks[name]() for name in names), return_exceptions=True)
+        failing = {name: f"the check failed ({type(why).__name__})" if isinstance(why, BaseException) else why
+                   for name, why in zip(names, found, strict=True) if why is not None}
         body = {"service": self.service, "status": "not_ready" if failing else "ready", "checked": names,
                 "failing": failing}
         return not failing, body
@@ -91,13 +92,15 @@ def observe(service: str, settings: CommonSettings, *, bus: Bus, client: AsyncMo
     probe = Probe(service, metrics, {"store": store_check(partial(ping, db), settings.store_timeout_seconds),
                                      "bus": bus_check(bus)})
     time_store(probe, client, db)
+    gauge = metrics.gauge("strongroom_queue_depth", "Messages waiting in this service's work queue (-1: the broker "
+                          "could not say)")
 
     async def depth() -> None:
         try:
             found = await asyncio.wait_for(bus.queue_depth(service), REFRESH_TIMEOUT_SECONDS)
         except TimeoutError:
             found = None
-        metrics.queue_depth.set(-1 if found is None else found)
+        gauge.set(-1 if found is None else found)
 
     metrics.refreshers.append(depth)
     return probe

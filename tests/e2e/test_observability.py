@@ -1,13 +1,15 @@
 """Seeing it: every service's liveness, readiness and Prometheus metrics, scraped over real HTTP
 from a running stack (the gateway on its own port, the other three on their health listeners).
 A release moves the release and decision counters; a denial moves the denials by reason class;
-a sealed keysvc and a stopped store make readiness 503 naming them."""
+a sealed keysvc and a store that stops answering make readiness 503 naming them."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -45,6 +47,23 @@ def value(found: dict, metric: str, /, **labels: str) -> float:
 def total(found: dict, metric: str, /, **labels: str) -> float:
     """The sum over every series of `metric` whose labels include `labels`."""
     return sum(v for (n, ls), v in found.items() if n == metric and set(labels.items()) <= set(ls))
+
+
+def _states(pid: int) -> set[str]:
+    """The scheduler state of every thread of a process (`R` running, `S` sleeping, `T` stopped...)."""
+    states = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):  # a thread that just ended
+            states.add(task.joinpath("stat").read_text().rsplit(")", 1)[1].split()[0])
+    return states
+
+
+async def paused(pid: int) -> None:
+    """Until every thread has stopped: SIGSTOP stops a busy process a moment after `kill` returns."""
+    deadline = asyncio.get_running_loop().time() + 30
+    while _states(pid) != {"T"}:
+        assert asyncio.get_running_loop().time() < deadline, f"the store process did not stop: {_states(pid)}"
+        await asyncio.sleep(0.01)
 
 
 @pytest.mark.stack(policysvc=LISTENER, keysvc=LISTENER, audit=LISTENER)
@@ -102,6 +121,7 @@ async def test_every_service_is_live_ready_and_counts_a_release(stack, api, http
         before["keysvc"], "strongroom_store_operation_seconds_count", command="insert")
     for name in BUS_SERVICES:
         assert after[name][("strongroom_queue_depth", frozenset())] >= 0, name
+    assert ("strongroom_queue_depth", frozenset()) not in gateway  # it has no work queue
     assert ("strongroom_audit_lag_seconds", frozenset()) in audit
     assert ("strongroom_forwarder_lag_seconds", frozenset()) in audit
     # No metric of one service appears in another's registry.
@@ -127,8 +147,9 @@ async def test_a_sealed_keysvc_is_live_but_not_ready(rabbit_bus, mongo_client, d
         await fetch(http, running.health_url + "/live")
 
 
-async def test_a_store_that_dies_makes_readiness_name_the_store(rabbit_bus, prefix, http):
-    """policysvc on a store process of its own: ready; the store dies; 503 naming the store."""
+async def test_a_store_that_stops_answering_makes_readiness_name_the_store(rabbit_bus, prefix, http):
+    """policysvc on a store process of its own: ready; the store hangs (its process paused); 503
+    naming the store, alive all the same; the store is back; ready again."""
     server = EmbeddedMongo(":memory:").start()
     settings = PolicySettings(bus_prefix=f"{prefix}.", health_port=0, store_timeout_seconds=1.0,
                               store_operation_timeout_seconds=2.0)
@@ -137,11 +158,18 @@ async def test_a_store_that_dies_makes_readiness_name_the_store(rabbit_bus, pref
     try:
         async with http.get(running.health_url + "/ready") as resp:
             assert resp.status == 200, await resp.text()
-        os.kill(server.pid, signal.SIGKILL)  # the store dies
+        os.kill(server.pid, signal.SIGSTOP)
+        try:
+            await paused(server.pid)
+            async with http.get(running.health_url + "/ready") as resp:
+                body = await resp.json()
+            assert resp.status == 503 and list(body["failing"]) == ["store"], body
+            assert "1 s" in body["failing"]["store"]
+            assert (await fetch(http, running.health_url + "/live"))[0] == 200
+        finally:
+            os.kill(server.pid, signal.SIGCONT)
         async with http.get(running.health_url + "/ready") as resp:
-            body = await resp.json()
-        assert resp.status == 503 and list(body["failing"]) == ["store"], body
-        assert (await fetch(http, running.health_url + "/live"))[0] == 200  # alive all the same
+            assert resp.status == 200, await resp.text()
     finally:
         await running.stop()
         await client.close()

@@ -81,6 +81,12 @@ async def test_readiness_names_every_failing_check():
                                "failing": {"sealed": "key custody is sealed"}}
     assert (await Probe("keysvc", Metrics("keysvc"), {"store": fine}).readiness())[0]
 
+    async def broken():
+        raise ConnectionResetError("peer gone")
+
+    ok, body = await Probe("policysvc", Metrics("policysvc"), {"store": fine, "bus": broken}).readiness()
+    assert not ok and body["failing"] == {"bus": "the check failed (ConnectionResetError)"}
+
 
 def test_audit_lag_is_none_while_nothing_waits_and_grows_while_ingestion_is_stuck():
     stats = IngestStats()
