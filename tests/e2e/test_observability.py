@@ -89,6 +89,8 @@ async def test_every_service_is_live_ready_and_counts_a_release(stack, api, http
     status, out = (await agent.request(tenant.key_id, {"identity": {"region": "us-east-1"},
                                                         "integrity": {"firewall_enabled": True}}))[:2]
     assert status == 403, out
+    async with http.get(stack.url + "/v1/keys", headers={"Authorization": "Bearer sr_not_a_token"}) as resp:
+        assert resp.status == 401
     # The agent may hear its answer a moment before a service counts what it published (it counts
     # once the broker confirmed) or times the handler that answered: scrape until the release shows.
     deadline = asyncio.get_running_loop().time() + 30
@@ -108,6 +110,8 @@ async def test_every_service_is_live_ready_and_counts_a_release(stack, api, http
         before["policysvc"], "strongroom_decisions_total", effect="allow")
     assert value(policy, "strongroom_denials_total", stage="policy", reason="no_rule_matched") == 1 + value(
         before["policysvc"], "strongroom_denials_total", stage="policy", reason="no_rule_matched")
+    assert value(gateway, "strongroom_denials_total", stage="authentication", reason="credential") == 1 + value(
+        before["gateway"], "strongroom_denials_total", stage="authentication", reason="credential")
     # Each hop: policysvc and keysvc timed the events they handled and how long the broker held them.
     assert value(policy, "strongroom_handler_seconds_count", kind="work", name="key.requested") >= 2
     assert value(key, "strongroom_handler_seconds_count", kind="work", name="key.decided") >= 1
