@@ -151,8 +151,10 @@ class StoreTimings(monitoring.CommandListener):
     def watch(self, database: str, metrics: Metrics) -> None:
         self._by_database[database] = metrics.store_ops
 
-    def forget(self, database: str) -> None:
-        self._by_database.pop(database, None)
+    def forget(self, database: str, metrics: Metrics) -> None:
+        """Stops timing for `metrics` (a later instance of the same service in this process keeps its own)."""
+        if self._by_database.get(database) is metrics.store_ops:
+            del self._by_database[database]
 
     def _observe(self, event: Any, outcome: str) -> None:
         histogram = self._by_database.get(event.database_name)

@@ -81,7 +81,7 @@ def time_store(probe: Probe, client: AsyncMongoClient, db: AsyncDatabase) -> Non
     timings = StoreTimings.of(client)
     if timings is not None:
         timings.watch(db.name, probe.metrics)
-        probe.on_stop.append(lambda: timings.forget(db.name))
+        probe.on_stop.append(partial(timings.forget, db.name, probe.metrics))
 
 
 def observe(service: str, settings: CommonSettings, *, bus: Bus, client: AsyncMongoClient) -> Probe:

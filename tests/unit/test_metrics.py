@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from services.auditsvc.handlers import IngestStats
 from services.auditsvc.health import audit_lag
 from shared.events import KeyDecided, KeyReleaseRefused
-from shared.metrics import Metrics, denial_class
+from shared.metrics import Metrics, StoreTimings, denial_class
 from shared.observability import Probe
 
 NOW = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
@@ -98,3 +98,19 @@ def test_audit_lag_is_none_while_nothing_waits_and_grows_while_ingestion_is_stuc
     assert audit_lag(5, stats, since=started, now=NOW) == 2.0
     stats.last_at, stats.last_lag_seconds = NOW, 45.0  # taken just now, but its oldest event had waited
     assert audit_lag(5, stats, since=started, now=NOW) == 45.0
+
+
+def test_store_commands_are_timed_into_the_registry_of_the_database_they_touched():
+    class Done:
+        def __init__(self, database: str):
+            self.database_name, self.command_name, self.duration_micros = database, "find", 1500
+
+    timings, old, new = StoreTimings(), Metrics("keysvc"), Metrics("keysvc")
+    timings.watch("strongroom_keysvc", old)
+    timings.watch("strongroom_keysvc", new)  # a second instance started in the same process
+    timings.forget("strongroom_keysvc", old)  # the first one stops: the second keeps its timings
+    timings.succeeded(Done("strongroom_keysvc"))  # type: ignore[arg-type]
+    timings.failed(Done("strongroom_policysvc"))  # type: ignore[arg-type]  # nobody's here
+    labels = {"command": "find", "outcome": "ok"}
+    assert new.registry.get_sample_value("strongroom_store_operation_seconds_sum", labels) == pytest.approx(0.0015)
+    assert old.registry.get_sample_value("strongroom_store_operation_seconds_sum", labels) is None
