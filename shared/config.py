@@ -98,6 +98,12 @@ class CommonSettings(BaseSettings):
     # `strongroom health --service NAME` (a container's liveness check) reads it. Empty: a file
     # named for the service in the temporary directory.
     heartbeat_file: str = ""
+    # Liveness, readiness and metrics (shared/observability.py): policysvc, keysvc and auditsvc
+    # serve /live, /ready and /metrics on this address when a port is set (0: any free port), off
+    # otherwise; the gateway serves /v1/live, /v1/ready and /metrics on its own port.
+    health_host: str = "127.0.0.1"
+    # The port of that listener (policysvc, keysvc, auditsvc); unset: no listener.
+    health_port: int | None = None
 
     @classmethod
     def settings_customise_sources(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -12,6 +13,10 @@ class Running:
     name: str
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # Its liveness, readiness and metrics (`shared/observability.py`'s Probe), and where its
+    # listener serves them (None when no health port is set).
+    probe: Any = None
+    health_url: str | None = None
 
     async def stop(self) -> None:
         for task in self.tasks:

@@ -16,9 +16,10 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ConnectionFailure, DuplicateKeyError, ExecutionTimeout
 
 from .config import STORE_OPERATION_TIMEOUT_SECONDS, STORE_TIMEOUT_SECONDS, CommonSettings
+from .metrics import StoreTimings
 
 __all__ = ["STORE_UNAVAILABLE", "DuplicateKeyError", "ReturnDocument", "TenantCollection", "connect", "connect_with",
-           "service_database"]
+           "ping", "service_database"]
 
 # The store cannot serve a call: no server selected in time, a connection refused, dropped or
 # timed out (PyMongo's ServerSelectionTimeoutError, AutoReconnect, NetworkTimeout and the rest
@@ -29,8 +30,10 @@ STORE_UNAVAILABLE: tuple[type[Exception], ...] = (ConnectionFailure, ExecutionTi
 
 def connect(url: str, *, timeout_seconds: float = STORE_TIMEOUT_SECONDS,
             operation_timeout_seconds: float = STORE_OPERATION_TIMEOUT_SECONDS) -> AsyncMongoClient:
-    # tz_aware so datetimes come back as aware UTC values, never naive ones.
-    return AsyncMongoClient(url, tz_aware=True, serverSelectionTimeoutMS=int(timeout_seconds * 1000),
+    # tz_aware so datetimes come back as aware UTC values, never naive ones; every command is
+    # timed for the metrics of the service whose database it touched (`shared/metrics.py`).
+    return AsyncMongoClient(url, tz_aware=True, event_listeners=[StoreTimings()],
+                            serverSelectionTimeoutMS=int(timeout_seconds * 1000),
                             connectTimeoutMS=int(timeout_seconds * 1000),
                             timeoutMS=int(operation_timeout_seconds * 1000))
 
@@ -39,6 +42,11 @@ def connect_with(url: str, settings: CommonSettings) -> AsyncMongoClient:
     """A client with the store timeouts of a service's settings."""
     return connect(url, timeout_seconds=settings.store_timeout_seconds,
                    operation_timeout_seconds=settings.store_operation_timeout_seconds)
+
+
+async def ping(db: AsyncDatabase) -> None:
+    """Answers once the store does (readiness checks it)."""
+    await db.command("ping")
 
 
 def service_database(client: AsyncMongoClient, service: str, *, prefix: str = "strongroom_") -> AsyncDatabase:

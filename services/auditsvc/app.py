@@ -15,13 +15,14 @@ from shared import commands_audit as c
 from shared.bus import Bus
 from shared.crypto.envelope import SecretBytes
 from shared.crypto.sealing import DATA_KEY_BYTES, SecretSealer, load_data_key
+from shared.observability import expose
 from shared.outbox import Outbox
 from shared.rpc import Methods
 from shared.service import Running
 from shared.store import service_database
 
 from . import forwarders as forwarders_rpc
-from . import handlers, retention
+from . import handlers, health, retention
 from .checkpoints import Checkpointer
 from .destinations import Allowed
 from .forwarder_pool import ForwarderPool
@@ -117,13 +118,15 @@ async def start(settings: AuditSettings, *, bus: Bus, client: AsyncMongoClient) 
         max_batch=settings.batch_size,
         max_wait=settings.batch_wait_seconds,
     )
-    await bus.serve("auditsvc", methods)
+    pool = ForwarderPool(store, forwarders, settings, sealer)
+    probe = health.probe(settings, bus=bus, client=client, stats=stats, pool=pool)
+    await bus.serve("auditsvc", probe.metrics.timed_rpc(methods))
     await outbox.relay()
     running = Running("auditsvc")
     tick = min(1.0, max(0.05, settings.checkpoint_every_seconds / 4))
-    pool = ForwarderPool(store, forwarders, settings, sealer)
     running.tasks += [asyncio.create_task(outbox.run()), asyncio.create_task(checkpointer.run(tick)),
                       asyncio.create_task(pool.run()),
                       asyncio.create_task(keeper.loop(settings.retention_interval_seconds))]
     running.on_stop.append(pool.stop)
+    await expose(running, probe, settings)
     return running

@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import structlog
@@ -37,6 +39,10 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _age(time: str) -> float:
+    return max(0.0, (_now() - datetime.fromisoformat(time.replace("Z", "+00:00"))).total_seconds())
+
+
 def _sender_for(doc: dict[str, Any], sealer: SecretSealer, allow: tuple[Allowed, ...]) -> Sender:
     if doc["kind"] == "webhook":
         return WebhookSender(doc["url"], open_secret(sealer, doc), forwarder_id=doc["forwarder_id"], allow=allow)
@@ -49,14 +55,18 @@ def _fingerprint(doc: dict[str, Any]) -> tuple[Any, ...]:
 
 
 async def forward_batch(doc: dict[str, Any], sender: Sender, *, store: AuditStore, forwarders: ForwarderStore,
-                        batch_size: int, hostname: str, failures: int, max_backoff: float) -> tuple[int, float | None]:
-    """Send the next batch after the forwarder's cursor and move the cursor past it.
+                        batch_size: int, hostname: str, failures: int, max_backoff: float,
+                        behind: Callable[[float], None] | None = None) -> tuple[int, float | None]:
+    """Send the next batch after the forwarder's cursor and move the cursor past it; `behind`
+    hears how old the oldest unsent record is (0 when none waits).
 
     Returns the consecutive failures so far and how long to wait before the next batch: the
     backoff after a failure, None when nothing was waiting (poll), 0 when a batch went out.
     """
     tenant_id, forwarder_id, cursor = doc["tenant_id"], doc["forwarder_id"], doc.get("cursor", 0)
     records = await store.query(tenant_id, Criteria(), after_seq=cursor, limit=batch_size)
+    if behind is not None:
+        behind(_age(records[0]["time"]) if records else 0.0)
     if not records:
         return failures, None
     chosen = [r for r in records if selected(r["action"], doc.get("event_types") or [])]
@@ -89,6 +99,8 @@ class ForwarderPool:
         self._owner = events.new_id("fwdpool_")
         self._hostname = socket.gethostname()
         self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
+        # How old each running forwarder's oldest unsent record was at its last batch (forwarder lag).
+        self.behind: dict[tuple[str, str], float] = {}
         self._stopping = asyncio.Event()
 
     async def run(self) -> None:
@@ -147,7 +159,8 @@ class ForwarderPool:
                         continue
                 failures, pause = await forward_batch(
                     doc, sender, store=self._store, forwarders=self._forwarders, batch_size=settings.forwarder_batch_size,
-                    hostname=self._hostname, failures=failures, max_backoff=settings.forwarder_max_backoff_seconds)
+                    hostname=self._hostname, failures=failures, max_backoff=settings.forwarder_max_backoff_seconds,
+                    behind=partial(self.behind.__setitem__, (tenant_id, forwarder_id)))
                 if pause is None or pause > 0:
                     await self._pause(settings.forwarder_poll_seconds if pause is None else pause)
         except asyncio.CancelledError:
@@ -155,6 +168,7 @@ class ForwarderPool:
         except Exception:
             log.exception("forwarder_failed", forwarder_id=forwarder_id)
         finally:
+            self.behind.pop((tenant_id, forwarder_id), None)
             if sender is not None:
                 await sender.close()
             await self._forwarders.release_lease(tenant_id, forwarder_id, owner=self._owner)

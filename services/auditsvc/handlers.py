@@ -67,6 +67,9 @@ class IngestStats:
     def __init__(self) -> None:
         self.lag_seconds: dict[str, float] = {}
         self.ingested_at: dict[str, datetime] = {}
+        # The latest batch, whatever its tenant: when it was taken and how old its oldest event was.
+        self.last_at: datetime | None = None
+        self.last_lag_seconds = 0.0
 
 
 def link(head: ChainHead, events: Sequence[dict[str, Any]], known: set[str]) -> tuple[list[dict[str, Any]], ChainHead, int]:
@@ -119,6 +122,9 @@ class Ingestor:
                 oldest = min(e.occurred_at for e in tenant_events)
                 self._stats.lag_seconds[tenant_id] = max(0.0, (now - oldest).total_seconds())
                 self._stats.ingested_at[tenant_id] = now
+                if self._stats.last_at != now:
+                    self._stats.last_at, self._stats.last_lag_seconds = now, 0.0
+                self._stats.last_lag_seconds = max(self._stats.last_lag_seconds, self._stats.lag_seconds[tenant_id])
             if linked:
                 runs[tenant_id] = linked
                 new_heads[tenant_id] = (head, counted)

@@ -36,6 +36,9 @@ class AuditSettings(CommonSettings):
     # bounds that unsigned tail in time. `audit verify` catches a cut within it only from outside
     # evidence: the reported head, forwarder cursors, a checkpoint kept elsewhere.
     checkpoint_every_seconds: float = 10.0
+    # Readiness fails while audit ingestion lags more than this (records waiting in the broker
+    # that long); releases still queue their records, so this says auditsvc needs attention.
+    ready_max_lag_seconds: float = 60.0
     # How often forwarders look for new records.
     forwarder_poll_seconds: float = 0.2
     # Records sent per forwarder batch.

@@ -14,6 +14,8 @@ from pymongo import AsyncMongoClient
 from shared import events
 from shared.bus import Bus
 from shared.crypto import tokens
+from shared.metrics import Metrics
+from shared.observability import Probe, bus_check, store_check, time_store
 from shared.store import service_database
 
 from . import evidence, routes
@@ -27,7 +29,7 @@ from .problems import problem_middleware
 from .ratelimit import Throttles
 from .releases import RELEASE_OUTCOMES, ReleaseWaiters
 from .settings import GatewaySettings
-from .state import CORRELATION_ID, GATEWAY, REFUSAL_RECORDED, THROTTLES, Gateway
+from .state import CORRELATION_ID, GATEWAY, PROBE, REFUSAL_RECORDED, THROTTLES, Gateway
 from .store import GatewayStore
 
 log = structlog.get_logger("strongroom.gateway")
@@ -44,8 +46,13 @@ async def request_context(request: web.Request, handler):
     started = time.perf_counter()
     response = await handler(request)
     response.headers["X-Correlation-Id"] = correlation_id
+    seconds = time.perf_counter() - started
     log.info("http_request", method=request.method, path=request.path, status=response.status,
-             ms=round((time.perf_counter() - started) * 1000, 2))
+             ms=round(seconds * 1000, 2))
+    # By route template, never the raw path: a path holds ids and whatever a client sends.
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    request.app[PROBE].metrics.handled.labels("http", f"{request.method} {route}").observe(seconds)
     return response
 
 
@@ -56,13 +63,16 @@ async def refused_authentication(request: web.Request, handler):
     failures = request.app[THROTTLES].auth_failures
     source = f"ip:{request.remote}"
     wait = failures.peek(source, time.monotonic())
+    denials = request.app[PROBE].metrics.denials
     if wait is not None:
         log.info("authentication_throttled", path=request.path)
+        denials.labels("authentication", "throttled").inc()
         raise RateLimited(wait, "too many failed authentications from this address; retry later")
     try:
         return await handler(request)
     except Unauthorized as exc:
         failures.take(source, time.monotonic())
+        denials.labels("authentication", "credential").inc()
         log.info("access_denied", path=request.path, cause=exc.cause)
         if not request.get(REFUSAL_RECORDED):
             await _audit_refusal(request, exc)
@@ -130,9 +140,11 @@ async def _release_outcome(event: events.Event, *, waiters: ReleaseWaiters, noti
 
 
 async def init_app(settings: GatewaySettings, *, bus: Bus, client: AsyncMongoClient) -> web.Application:
-    store = GatewayStore(service_database(client, "gateway", prefix=settings.db_prefix), publish=bus.publish)
+    db = service_database(client, "gateway", prefix=settings.db_prefix)
+    store = GatewayStore(db, publish=bus.publish)
     await store.create_indexes()
     app = build_app(settings, bus=bus, store=store)
+    time_store(app[PROBE], client, db)
 
     async def relay(app: web.Application):
         await store.outbox.relay()
@@ -141,6 +153,8 @@ async def init_app(settings: GatewaySettings, *, bus: Bus, client: AsyncMongoCli
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        for each in app[PROBE].on_stop:
+            each()
 
     app.cleanup_ctx.append(relay)
     return app
@@ -164,6 +178,8 @@ def build_app(settings: GatewaySettings, *, bus: Bus, store: GatewayStore) -> we
         middlewares=[request_context, problem_middleware, refused_authentication], client_max_size=settings.max_body_bytes
     )
     app[GATEWAY] = gateway
+    app[PROBE] = probe = Probe("gateway", Metrics("gateway"), {
+        "store": store_check(store.ping, settings.store_timeout_seconds), "bus": bus_check(bus)})
     app[ACCOUNTS] = Accounts.from_settings(settings)
     app[THROTTLES] = Throttles.from_settings(settings)
     app[NOTIFIER] = Notifier()
@@ -185,7 +201,8 @@ def build_app(settings: GatewaySettings, *, bus: Bus, store: GatewayStore) -> we
     app.cleanup_ctx.append(mail_retries)
 
     async def listen(app: web.Application):
-        await bus.listen(RELEASE_OUTCOMES, partial(_release_outcome, waiters=gateway.waiters, notifier=app[NOTIFIER]))
+        await bus.listen(RELEASE_OUTCOMES, probe.metrics.timed("listen", partial(
+            _release_outcome, waiters=gateway.waiters, notifier=app[NOTIFIER])))
         await bus.listen(NOTIFY_PATTERNS, app[NOTIFIER].on_event)
         await bus.listen(["device.revoked", "token.revoked"], partial(_forget_revoked, gateway=gateway))
         await bus.listen(ACCOUNT_CHANGES, partial(_forget_account_changes, gateway=gateway))

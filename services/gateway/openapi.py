@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from . import responses as R
 from .routes import ROUTES, Route
 from .schemas import FACT_VALUE
 
@@ -38,6 +39,8 @@ _ERRORS = {
 }
 _REF = "#/components/schemas/{model}"
 _SUCCESS = {200: "OK", 201: "Created", 202: "Accepted", 204: "No Content", 302: "Redirect"}
+# Health and readiness answer 503 with their own body, naming what failed, rather than a problem.
+_OWN_503 = (R.Health, R.Readiness)
 
 
 def _models() -> list[type[BaseModel]]:
@@ -116,6 +119,9 @@ def _operation(route: Route, defs: dict[str, Any], refs: dict[type[BaseModel], s
             },
         },
     }
+    if route.response in _OWN_503:
+        op["responses"]["503"] = {"description": "A dependency is failing (named in the body)",
+                                  "content": {"application/json": {"schema": {"$ref": _REF.format(model=refs[route.response])}}}}
     params = _parameters(route, defs, refs)
     if params:
         op["parameters"] = params

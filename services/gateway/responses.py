@@ -27,6 +27,19 @@ class Health(View):
     stalled_consumers: list[str] | None = None
 
 
+class Liveness(View):
+    status: Literal["alive"]
+
+
+class Readiness(View):
+    """Every check run (`checked`), and each failing one with what is wrong; 503 while any fails."""
+
+    service: str
+    status: Literal["ready", "not_ready"]
+    checked: list[str]
+    failing: dict[str, str]
+
+
 # --- tenants, users, sessions ------------------------------------------------------------------
 
 

@@ -63,6 +63,9 @@ class Route:
 
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/health", views.health, "none", None, "Liveness of the gateway", response=R.Health),
+    Route("GET", "/v1/live", views.live, "none", None, "Liveness: the gateway process answers (restart it if not)", response=R.Liveness),
+    Route("GET", "/v1/ready", views.ready, "none", None, "Readiness: 503 naming each failing dependency (store, bus)", response=R.Readiness),
+    Route("GET", "/metrics", views.metrics, "none", None, "Prometheus metrics (text exposition format; no tenant data)", produces=("text/plain",)),
     Route("GET", "/v1/docs", docs.page, "none", None, "This API's browsable reference (Swagger UI)", produces=("text/html",)),
     Route("GET", "/v1/docs/{asset}", docs.asset, "none", None, "The reference's scripts, styles and icon", produces=("text/javascript", "text/css", "image/png")),
     Route("POST", "/v1/tenants", views_tenants.create_tenant, "operator", "tenants.create", "Create a customer tenant and its first admin (one-time setup token)", account_schemas.CreateTenant, 201, response=R.TenantCreated),

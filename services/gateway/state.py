@@ -13,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 from shared import rpc
 from shared.bus import Bus
+from shared.observability import Probe
 from shared.rpc import ProblemError, field_name
 
 from .auth import DeviceAuthenticator, Principal, TokenAuthenticator
@@ -44,6 +45,7 @@ PRINCIPAL = web.RequestKey("principal", Principal)
 CORRELATION_ID = web.RequestKey("correlation_id", str)
 RAW_BODY = web.RequestKey("raw_body", bytes)
 THROTTLES = web.AppKey("throttles", Throttles)
+PROBE = web.AppKey("probe", Probe)
 # Set by a view that already audited its own refusal (a failed sign-in): no second record.
 REFUSAL_RECORDED = web.RequestKey("refusal_recorded", bool)
 

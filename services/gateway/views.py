@@ -8,11 +8,11 @@ import asyncio
 
 from aiohttp import web
 
-from shared import commands
+from shared import commands, observability
 from shared.store import STORE_UNAVAILABLE
 
 from .problems import RETRY_AFTER_UNAVAILABLE_SECONDS
-from .state import _call, _gw, _json, _now, _query, body_as
+from .state import PROBE, _call, _gw, _json, _now, _query, body_as
 
 
 async def health(request: web.Request) -> web.Response:
@@ -35,6 +35,19 @@ async def health(request: web.Request) -> web.Response:
     if not ok:
         response.headers["Retry-After"] = str(RETRY_AFTER_UNAVAILABLE_SECONDS)
     return response
+
+
+async def live(request: web.Request) -> web.Response:
+    return await observability.live(request)
+
+
+async def ready(request: web.Request) -> web.Response:
+    """The same readiness every service gives (`shared/observability.py`): 503 naming what fails."""
+    return await observability.ready_response(request.app[PROBE])
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return await observability.metrics_response(request.app[PROBE].metrics)
 
 
 async def create_key(request: web.Request) -> web.Response:

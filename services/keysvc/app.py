@@ -15,6 +15,7 @@ from shared import commands_volumes as cv
 from shared import rpc
 from shared.bus import Bus
 from shared.events import Event, new_id
+from shared.observability import Probe, expose, observe
 from shared.outbox import Outbox
 from shared.rpc import Methods
 from shared.service import Running
@@ -172,7 +173,7 @@ def _jobs(p: Parts) -> dict[str, scheduler.Job]:
     }
 
 
-async def _work(event: Event, *, p: Parts, bus: Bus) -> None:
+async def _work(event: Event, *, p: Parts, publish: handlers_release.Publish, notify: handlers_release.Publish) -> None:
     """keysvc's work queue (bound in shared/topology.py): decided key requests and offboarded tenants."""
     if event.type == "tenant.offboarded":  # type: ignore[attr-defined]
         await handlers_destruction.offboard_tenant(event, store=p.store, cache=p.cache, hierarchy=p.hierarchy,
@@ -180,7 +181,7 @@ async def _work(event: Event, *, p: Parts, bus: Bus) -> None:
         return
     # Audit first: no key.released reaches the gateway unless its audit record is durably queued.
     await handlers_release.release_key(event, store=p.store, hierarchy=p.hierarchy, cache=p.cache,
-                                       publish=bus.publish_audited, notify=bus.publish)
+                                       publish=publish, notify=notify)
 
 
 async def start(settings: KeySettings, *, bus: Bus, client: AsyncMongoClient, root_key: bytes | None) -> Running:
@@ -211,8 +212,11 @@ async def start(settings: KeySettings, *, bus: Bus, client: AsyncMongoClient, ro
     await bus.listen(["custody.unseal_progress"], partial(handlers_root.catch_up_unseal, store=store, custody=custody))
     await bus.listen(["kek.rotated", "tenant.destroyed", "key.destroyed"],
                      partial(handlers_kek.forget_rotated_kek, cache=p.cache, hierarchy=hierarchy))
-    await bus.subscribe("keysvc", partial(_work, p=p, bus=bus))
-    await bus.serve("keysvc", methods)
+    probe = _probe(settings, bus=bus, client=client, hierarchy=hierarchy)
+    metrics = probe.metrics
+    await bus.subscribe("keysvc", metrics.timed("work", partial(
+        _work, p=p, publish=metrics.counting(bus.publish_audited), notify=metrics.counting(bus.publish))))
+    await bus.serve("keysvc", metrics.timed_rpc(methods))
 
     lease = scheduler.Lease(store, "keysvc-scheduler", seconds=settings.lease_seconds)
     running = Running("keysvc")
@@ -224,7 +228,21 @@ async def start(settings: KeySettings, *, bus: Bus, client: AsyncMongoClient, ro
     running.on_stop.append(lease.release)
     running.hierarchy = hierarchy  # type: ignore[attr-defined]
     running.cache = p.cache  # type: ignore[attr-defined]
+    await expose(running, probe, settings)
     return running
+
+
+def _probe(settings: KeySettings, *, bus: Bus, client: AsyncMongoClient, hierarchy: KeyHierarchy) -> Probe:
+    """keysvc is ready only while unsealed: sealed, it releases nothing."""
+    probe = observe("keysvc", settings, bus=bus, client=client)
+
+    async def unsealed() -> str | None:
+        return "key custody is sealed: root custodians must submit their unseal shares" if hierarchy.sealed else None
+
+    probe.checks["sealed"] = unsealed
+    probe.metrics.gauge("strongroom_sealed", "1 while key custody is sealed (nothing is released)",
+                        lambda: float(hierarchy.sealed))
+    return probe
 
 
 # The launchers (strongroom serve) read the root source through the composition root.

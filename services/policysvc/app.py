@@ -11,6 +11,7 @@ from pymongo import AsyncMongoClient
 from shared import commands_policy as c
 from shared import commands_volumes as cv
 from shared.bus import Bus
+from shared.observability import expose, observe
 from shared.rpc import Methods
 from shared.service import Running
 from shared.store import service_database
@@ -30,6 +31,8 @@ async def start(settings: PolicySettings, *, bus: Bus, client: AsyncMongoClient)
     store = PolicyStore(service_database(client, "policysvc", prefix=settings.db_prefix), publish=bus.publish)
     await store.create_indexes()
     await store.outbox.relay()
+    probe = observe("policysvc", settings, bus=bus, client=client)
+    metrics = probe.metrics
     cache = PolicyCache(store)
     targets = TargetCache(store)
     scheduler = Scheduler(partial(sweep, store=store, targets=targets))
@@ -38,12 +41,14 @@ async def start(settings: PolicySettings, *, bus: Bus, client: AsyncMongoClient)
     await bus.listen(["group.*", "device.*", "approval.granted", "tenant.policy_settings_updated"],
                      partial(release.refresh_targets, targets=targets))
     # A decision is queued for audit before keysvc or the gateway acts on it (audit first).
-    await bus.subscribe("policysvc", partial(release.dispatch, store=store, targets=targets, cache=cache,
-                                             publish=bus.publish_audited, wake=wake))
-    await bus.serve("policysvc", rpc_methods(store=store, cache=cache, targets=targets, wake=wake))
+    await bus.subscribe("policysvc", metrics.timed("work", partial(
+        release.dispatch, store=store, targets=targets, cache=cache, publish=metrics.counting(bus.publish_audited),
+        wake=wake)))
+    await bus.serve("policysvc", metrics.timed_rpc(rpc_methods(store=store, cache=cache, targets=targets, wake=wake)))
     running = Running("policysvc")
     running.tasks.append(asyncio.create_task(store.outbox.run()))
     running.tasks.append(asyncio.create_task(scheduler.run()))
+    await expose(running, probe, settings)
     return running
 
 

@@ -43,7 +43,8 @@ class Api:
 
 def pytest_configure(config):
     config.addinivalue_line(
-        "markers", "stack(audit=None, audit_max_length=None, gateway=None): override the e2e stack's audit settings")
+        "markers", "stack(audit=None, audit_max_length=None, gateway=None, keysvc=None, policysvc=None): override the "
+        "e2e stack's settings")
 
 
 @pytest.fixture
@@ -81,7 +82,7 @@ async def stack(amqp_url, mongo_client, db_prefix, prefix, tmp_path, request, ma
                                             "smtp_host": "127.0.0.1", "smtp_port": mailbox.port,
                                             "mail_from": "strongroom@provider.example",
                                             **(overrides.get("gateway") or {})}),
-        policy_settings=PolicySettings(**common),
+        policy_settings=PolicySettings(**{**common, **(overrides.get("policysvc") or {})}),
         # keysvc: its own certificate-signing key per test; a short destruction-wait floor and a
         # fast scheduler so destruction and rotation tests run in seconds (production: 7 days, 5 s).
         key_settings=KeySettings(**{

@@ -71,6 +71,19 @@ async def test_cursor_moves_only_after_the_destination_took_the_batch_and_backs_
     assert len(sender.sent) == 2
 
 
+async def test_each_batch_reports_how_old_the_oldest_unsent_record_is():
+    """The forwarder-lag metric: the age of the oldest record not yet delivered, 0 once none waits."""
+    store, forwarders, outbox, sealer = _deps()
+    await ingest(store, [key_created("t1", i) for i in range(2)])
+    fid = (await _create(store, forwarders, outbox, sealer)).model_dump()["forwarder_id"]
+    heard: list[float] = []
+    for _ in range(2):
+        doc = await forwarders.forwarder("t1", fid)
+        await forward_batch(doc, Sender(), store=store, forwarders=forwarders, batch_size=5, hostname="h", failures=0,
+                            max_backoff=1.0, behind=heard.append)
+    assert len(heard) == 2 and heard[0] > 0 and heard[1] == 0.0
+
+
 async def test_unselected_records_move_the_cursor_without_a_send():
     store, forwarders, outbox, sealer = _deps()
     await ingest(store, [key_created("t1", i) for i in range(2)])

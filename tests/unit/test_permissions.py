@@ -40,7 +40,7 @@ def test_unknown_permission_is_denied_to_everyone():
 
 def test_non_operator_routes_are_the_agent_and_public_ones():
     assert {r.path for r in ROUTES if r.auth != "operator"} >= {"/v1/health", "/v1/agent/enroll", "/v1/agent/key-requests"}
-    assert {r.path for r in ROUTES if r.auth == "none"} == {"/v1/health", "/v1/agent/enroll", "/v1/agent/enroll/challenges", "/v1/agent/enroll/zero-touch",
+    assert {r.path for r in ROUTES if r.auth == "none"} == {"/v1/health", "/v1/live", "/v1/ready", "/metrics", "/v1/agent/enroll", "/v1/agent/enroll/challenges", "/v1/agent/enroll/zero-touch",
                                                                  "/v1/agent/enroll/zero-touch/challenges", "/v1/auth/setup", "/v1/auth/login",
                                                              "/v1/auth/oidc/start", "/v1/auth/oidc/callback",
                                                              "/v1/auth/saml/start", "/v1/auth/saml/acs", "/v1/auth/saml/metadata",

@@ -21,6 +21,7 @@ NOT_JSON = {
     ("GET", "/v1/auth/saml/start"): "a redirect",
     ("GET", "/v1/docs"): "the API reference page",
     ("GET", "/v1/docs/{asset}"): "the reference's scripts, styles and icon",
+    ("GET", "/metrics"): "Prometheus's text exposition format",
 }
 # Views that read the query string (request.query): each such route must declare its model.
 QUERY_READERS = re.compile(r"request\.query|_query\(")
