@@ -6,10 +6,6 @@ a sealed keysvc and a store that stops answering make readiness 503 naming them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import signal
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -23,6 +19,7 @@ from shared.embedded_mongo import EmbeddedMongo
 from shared.store import connect_with
 
 from .helpers import EU_FACTS, BareAgent, make_tenant
+from .processes import store_paused
 
 LISTENER = {"health_port": 0}
 BUS_SERVICES = ("policysvc", "keysvc", "auditsvc")
@@ -47,23 +44,6 @@ def value(found: dict, metric: str, /, **labels: str) -> float:
 def total(found: dict, metric: str, /, **labels: str) -> float:
     """The sum over every series of `metric` whose labels include `labels`."""
     return sum(v for (n, ls), v in found.items() if n == metric and set(labels.items()) <= set(ls))
-
-
-def _states(pid: int) -> set[str]:
-    """The scheduler state of every thread of a process (`R` running, `S` sleeping, `T` stopped...)."""
-    states = set()
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(FileNotFoundError):  # a thread that just ended
-            states.add(task.joinpath("stat").read_text().rsplit(")", 1)[1].split()[0])
-    return states
-
-
-async def paused(pid: int) -> None:
-    """Until every thread has stopped: SIGSTOP stops a busy process a moment after `kill` returns."""
-    deadline = asyncio.get_running_loop().time() + 30
-    while _states(pid) != {"T"}:
-        assert asyncio.get_running_loop().time() < deadline, f"the store process did not stop: {_states(pid)}"
-        await asyncio.sleep(0.01)
 
 
 @pytest.mark.stack(policysvc=LISTENER, keysvc=LISTENER, audit=LISTENER)
@@ -164,16 +144,12 @@ async def test_a_store_that_stops_answering_makes_readiness_name_the_store(rabbi
     try:
         async with http.get(running.health_url + "/ready") as resp:
             assert resp.status == 200, await resp.text()
-        os.kill(server.pid, signal.SIGSTOP)
-        try:
-            await paused(server.pid)
+        async with store_paused(server.pid):
             async with http.get(running.health_url + "/ready") as resp:
                 body = await resp.json()
             assert resp.status == 503 and list(body["failing"]) == ["store"], body
             assert "1 s" in body["failing"]["store"]
             assert (await fetch(http, running.health_url + "/live"))[0] == 200
-        finally:
-            os.kill(server.pid, signal.SIGCONT)
         async with http.get(running.health_url + "/ready") as resp:
             assert resp.status == 200, await resp.text()
     finally:

@@ -20,6 +20,7 @@ from shared.store import connect_with
 
 from .conftest import Api
 from .helpers import EU_FACTS, BareAgent, make_tenant
+from .processes import store_paused
 
 TIMEOUTS = {"store_timeout_seconds": 1.0, "store_operation_timeout_seconds": 2.0}
 
@@ -68,16 +69,13 @@ async def test_a_paused_store_gives_503_with_retry_after_and_service_resumes(own
     status, health, _ = await _raw(api, "GET", "/v1/health")
     assert status == 200 and health["store"] == "ok" and health["bus"] == "ok", health
 
-    os.kill(gateway_store.pid, signal.SIGSTOP)
-    try:
+    async with store_paused(gateway_store.pid):
         body, _ = agent.request_body(tenant.key_id, EU_FACTS)
         (agent_answer, agent_s), (operator_answer, operator_s), (health_answer, health_s) = await asyncio.gather(
             _timed(_raw(api, "POST", "/v1/agent/key-requests", data=body, headers=agent.signed(body))),
             _timed(_raw(api, "GET", "/v1/devices", headers={"Authorization": f"Bearer {officer.token}"})),
             _timed(_raw(api, "GET", "/v1/health")),
         )
-    finally:
-        os.kill(gateway_store.pid, signal.SIGCONT)
     print(f"answers with the store paused: agent {agent_s:.2f}s, operator {operator_s:.2f}s, health {health_s:.2f}s")
     for status, problem, headers in (agent_answer, operator_answer):
         assert status == 503, problem
