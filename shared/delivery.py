@@ -15,6 +15,7 @@ from typing import Protocol
 import structlog
 
 from .events import Event, MalformedEvent, decode_event
+from .service import stop_if_cancelled
 
 log = structlog.get_logger("strongroom.bus")
 
@@ -163,6 +164,7 @@ class Batcher:
             except asyncio.CancelledError:
                 raise
             except Exception:  # the loop is the consumer: it logs and goes on, never ends silently
+                stop_if_cancelled()
                 log.exception("batch_loop_failed", size=len(batch))
 
     async def _handle(self, batch: list[Delivery]) -> None:

@@ -17,6 +17,7 @@ import structlog
 from pymongo.asynchronous.collection import AsyncCollection
 
 from .events import Event, decode_event
+from .service import stop_if_cancelled
 
 log = structlog.get_logger("strongroom.outbox")
 
@@ -78,5 +79,6 @@ class Outbox:
             try:
                 await self.relay(min_age=interval)
             except Exception:
+                stop_if_cancelled()
                 log.exception("outbox_relay_failed")
             await asyncio.sleep(interval)

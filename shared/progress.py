@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from .delivery import Delivery
+from .service import stop_if_cancelled
 
 log = structlog.get_logger("strongroom.bus")
 
@@ -152,4 +153,5 @@ class ProgressWatch:
             except asyncio.CancelledError:
                 raise
             except Exception:
+                stop_if_cancelled()
                 log.exception("progress_check_failed")

@@ -24,3 +24,13 @@ class Running:
         await asyncio.gather(*self.tasks, return_exceptions=True)
         for callback in reversed(self.on_stop):
             await callback()
+
+
+def stop_if_cancelled() -> None:
+    """Re-raise a stop that a library turned into an error of its own: a background loop's
+    `except Exception` (log and go on) would otherwise swallow it and the service would never stop.
+    (PyMongo closes a connection cut by a cancellation and may report the close, not the cancel,
+    when its server is gone.) Call it first in such a loop's handler."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from shared.audit_chain import ChainHead
 from shared.events import AuditCheckpointed
 from shared.outbox import Outbox
+from shared.service import stop_if_cancelled
 from shared.signatures import key_fingerprint
 
 from .chain import make_checkpoint
@@ -123,4 +124,5 @@ class Checkpointer:
             try:
                 await self.due()
             except Exception:
+                stop_if_cancelled()
                 log.exception("checkpoint_failed")

@@ -22,6 +22,7 @@ import structlog
 from shared import events
 from shared.crypto.envelope import UnwrapError
 from shared.crypto.sealing import SecretSealer
+from shared.service import stop_if_cancelled
 
 from .destinations import Allowed
 from .forwarders import open_secret
@@ -113,6 +114,7 @@ class ForwarderPool:
                     if task.done():
                         del self._tasks[key]
             except Exception:
+                stop_if_cancelled()
                 log.exception("forwarder_pool_failed")
             await self._pause(self._settings.forwarder_poll_seconds)
 
@@ -166,6 +168,7 @@ class ForwarderPool:
         except asyncio.CancelledError:
             raise
         except Exception:
+            stop_if_cancelled()
             log.exception("forwarder_failed", forwarder_id=forwarder_id)
         finally:
             self.behind.pop((tenant_id, forwarder_id), None)

@@ -36,6 +36,7 @@ from shared.commands_audit import (
     RetentionWindow,
 )
 from shared.outbox import Outbox
+from shared.service import stop_if_cancelled
 
 from .archive import build_archive, file_sha256
 from .store import AuditStore
@@ -161,6 +162,7 @@ class Retention:
             try:
                 await self.run_tenant(tenant_id)
             except Exception:
+                stop_if_cancelled()
                 log.exception("retention_failed", tenant_id=tenant_id)
 
     async def loop(self, interval: float) -> None:

@@ -16,6 +16,7 @@ from shared.bus import Bus
 from shared.crypto import tokens
 from shared.metrics import Metrics
 from shared.observability import Probe, bus_check, store_check, time_store
+from shared.service import stop_if_cancelled
 from shared.store import service_database
 
 from . import evidence, routes
@@ -106,6 +107,7 @@ async def _housekeeping(store: GatewayStore) -> None:
             await store.evidence.forget_expired_challenges(datetime.now(UTC))
             await store.forget_published_events()
         except Exception:
+            stop_if_cancelled()
             log.exception("housekeeping_failed")
 
 

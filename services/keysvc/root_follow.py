@@ -6,6 +6,8 @@ import asyncio
 
 import structlog
 
+from shared.service import stop_if_cancelled
+
 from .hierarchy import KeyHierarchy
 from .rekey import unseal_fingerprints
 from .store import KeyStore
@@ -26,4 +28,5 @@ async def follow_root(store: KeyStore, hierarchy: KeyHierarchy, unsealing: Unsea
                 await unsealing.catch_up(root_doc, unseal_fingerprints(root_doc))
             hierarchy.follow_root_record(root_doc)
         except Exception:  # a store hiccup must not end the loop; the next tick retries
+            stop_if_cancelled()
             log.warning("root_follow_failed", exc_info=True)

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 import structlog
 
 from shared.events import new_id
+from shared.service import stop_if_cancelled
 
 from .store_root import RootQueries
 
@@ -62,7 +63,9 @@ async def run(lease: Lease, jobs: dict[str, Job], *, interval: float) -> None:
                         if await job():
                             busy = True
                     except Exception:
+                        stop_if_cancelled()
                         log.exception("scheduler_job_failed", job=name)
         except Exception:
+            stop_if_cancelled()
             log.exception("scheduler_lease_failed")
         await asyncio.sleep(0 if busy else interval)

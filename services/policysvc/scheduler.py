@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 import structlog
 
 from shared import events
+from shared.service import stop_if_cancelled
 
 from . import posture
 from .cache import TargetCache
@@ -53,6 +54,7 @@ class Scheduler:
             try:
                 due = await self._sweep(datetime.now(UTC))
             except Exception:
+                stop_if_cancelled()
                 log.exception("sweep_failed")
                 due = None
             delay = self._max_sleep if due is None else max(0.0, min(self._max_sleep, (due - datetime.now(UTC)).total_seconds()))

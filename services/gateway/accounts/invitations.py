@@ -15,6 +15,7 @@ from aiohttp import web
 
 from shared import events
 from shared.rpc import ProblemError
+from shared.service import stop_if_cancelled
 
 from ..auth import Principal
 from ..mail import Mail, MailNotSent
@@ -109,6 +110,7 @@ async def retry_notices(gw: Gateway, acc: Accounts) -> None:
                     break  # the mail server still refuses: the claim's expiry is the next attempt
                 await account_store(gw).drop_mail(doc["tenant_id"], doc["mail_id"])
         except Exception:
+            stop_if_cancelled()
             log.exception("notice_retry_failed")
 
 
