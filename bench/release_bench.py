@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import aiohttp
 import structlog
+from pymongo import monitoring
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 KEY_REQUESTS_PATH = "/v1/agent/key-requests"
@@ -357,6 +358,35 @@ def cpu_seconds(who: int = resource.RUSAGE_SELF) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+class StoreCommands(monitoring.CommandListener):
+    """Every store command the services send, counted by database and command name (PyMongo's
+    command monitoring): where the store's operations per release come from."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+
+    def started(self, event: Any) -> None:
+        collection = event.command.get(event.command_name)
+        where = f"{event.database_name.removeprefix(_PREFIX[0])}.{collection}" if isinstance(collection, str) \
+            else event.database_name.removeprefix(_PREFIX[0])
+        self.counts[f"{where} {event.command_name}"] += 1
+
+    def succeeded(self, event: Any) -> None:
+        pass
+
+    def failed(self, event: Any) -> None:
+        pass
+
+
+_PREFIX = [""]  # the bench's database prefix, cut from database names in the breakdown
+
+
+async def store_opcounters(client: Any) -> Counter[str]:
+    """The store's own operation counters (serverStatus): every client's operations, not only ours."""
+    status = await client.admin.command("serverStatus")
+    return Counter({k: int(v) for k, v in status.get("opcounters", {}).items()})
+
+
 def process_cpu_seconds(pid: int | None) -> float:
     """CPU time of another running process (the embedded store), from /proc; 0 where unreadable."""
     try:
@@ -367,6 +397,8 @@ def process_cpu_seconds(pid: int | None) -> float:
 
 
 async def run_bench(args: argparse.Namespace) -> None:
+    from pymongo import AsyncMongoClient
+
     from launch.stack import Stack
     from services.auditsvc.settings import AuditSettings
     from services.gateway.datakey import ensure_data_key_file
@@ -377,7 +409,6 @@ async def run_bench(args: argparse.Namespace) -> None:
     from shared.bus_memory import MemoryBus
     from shared.crypto import tokens
     from shared.embedded_mongo import EmbeddedMongo
-    from shared.store import connect
 
     stages = Stages()
     configure_logging(stages)
@@ -397,8 +428,10 @@ async def run_bench(args: argparse.Namespace) -> None:
         own_buses.append(bus)
         return TimedBus(name, bus, stages)
 
-    store = EmbeddedMongo(":memory:").start()
-    client = connect(store.url)
+    store = EmbeddedMongo(":memory:").start()  # fresh per run: the store's per-op cost grows with its writes
+    commands = StoreCommands()
+    _PREFIX[0] = prefix
+    client = AsyncMongoClient(store.url, tz_aware=True, event_listeners=[commands])
     bootstrap = tokens.new_token("sr_boot")
     common = {"db_prefix": prefix, "bus_prefix": bus_prefix}
     bench_dir = Path(tempfile.mkdtemp(prefix="strongroom-bench-"))
@@ -435,7 +468,10 @@ async def run_bench(args: argparse.Namespace) -> None:
         for agents in levels:
             stages.reset()
             cpu_before, store_before = cpu_seconds(), process_cpu_seconds(store.pid)
+            ops_before, commands.counts = await store_opcounters(client), Counter()
             result = await load.ask({"agents": agents, "seconds": args.seconds})
+            result["store_ops"] = await store_opcounters(client) - ops_before
+            result["store_commands"] = commands.counts
             result["service_cpu"] = cpu_seconds() - cpu_before
             result["store_cpu"] = process_cpu_seconds(store.pid) - store_before
             result["stages"] = stage_means(stages, result)
@@ -473,6 +509,20 @@ STAGE_ROWS = (
 )
 
 
+def print_store_ops(results: list[dict[str, Any]]) -> None:
+    """Store operations per release: the store's own counters, then the services' commands by database."""
+    heading = "".join(f"{str(r['agents']) + ' agents':>11}" for r in results)
+    print(f"{'store operations per release':<42}{heading}")
+    names = sorted({k for r in results for k in r["store_ops"]})
+    rows = [(f"serverStatus {n}", "store_ops", n) for n in names]
+    rows += [(f"  {n}", "store_commands", n) for n in sorted({k for r in results for k in r["store_commands"]})]
+    for label, source, name in [("serverStatus, all", "store_ops", None), *rows]:
+        cells = "".join(format((sum(r[source].values()) if name is None else r[source][name]) / max(r["ok"], 1), ".2f")
+                        .rjust(11) for r in results)
+        print(f"{label[:41]:<42}{cells}")
+    print()
+
+
 def stage_means(stages: Stages, result: dict[str, Any]) -> dict[str, float | None]:
     means: dict[str, float | None] = {"agent": result["mean_ms"] if result["ok"] else None}
     for _, stage in STAGE_ROWS[1:]:
@@ -503,6 +553,8 @@ def print_report(args, setup, enrolled, results, load_rss_kib, traced_peak) -> N
     for r in results:
         for error, count in r["errors"].items():
             print(f"  {r['agents']} agents: {count} x {error}")
+    print()
+    print_store_ops(results)
     print()
     heading = "".join(f"{str(r['agents']) + ' agents':>11}" for r in results)
     print(f"{'mean ms per step':<42}{heading}")
