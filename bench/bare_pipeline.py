@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 import uuid
@@ -89,13 +90,22 @@ async def drive(url: str, prefix: str, inflight: int, seconds: float) -> dict[st
 
     await asyncio.gather(*(loop(time.perf_counter() + 1.0) for _ in range(inflight)))  # warm-up
     latencies.clear()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(*(loop(started + seconds) for _ in range(inflight)))
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     await connection.close()
     ms = sorted(v * 1000 for v in latencies)
-    return {"inflight": inflight, "rate": len(ms) / elapsed, "p50_ms": ms[len(ms) // 2] if ms else None,
+    return {"inflight": inflight, "rate": len(ms) / elapsed, "messages": len(ms), "driver_cpu": cpu,
+            "p50_ms": ms[len(ms) // 2] if ms else None,
             "p99_ms": ms[min(len(ms) - 1, int(len(ms) * 0.99))] if ms else None}
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class BarePipeline:
@@ -121,10 +131,17 @@ class BarePipeline:
         return self
 
     async def measure(self, inflight: int, seconds: float) -> dict[str, Any]:
+        """Messages per second through all three hops, and the client processes' CPU per message
+        (driver and hops, from /proc; the broker is shared, so its CPU is not counted)."""
         process = await self._child("--drive", str(inflight), "--seconds", str(seconds), "--amqp-url", self.url,
                                     "--prefix", self.prefix)
+        hops_before = sum(_cpu_seconds(p.pid) for p in self.hops)
         out, _ = await process.communicate()
-        return json.loads(out.decode().strip().splitlines()[-1])
+        result = json.loads(out.decode().strip().splitlines()[-1])
+        # The hops' CPU also covers the driver's 1 s warm-up: counted in the messages too, roughly.
+        hops = sum(_cpu_seconds(p.pid) for p in self.hops) - hops_before
+        result["cpu_ms_per_msg"] = (hops * seconds / (seconds + 1.0) + result["driver_cpu"]) * 1000 / max(result["messages"], 1)
+        return result
 
     async def stop(self) -> None:
         for process in self.hops:
@@ -151,7 +168,8 @@ async def _main(args: argparse.Namespace) -> None:
         try:
             for inflight in (int(n) for n in args.inflight.split(",")):
                 r = await pipeline.measure(inflight, args.seconds)
-                print(f"{inflight:>4} in flight: {r['rate']:.0f} msg/s, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms")
+                print(f"{inflight:>4} in flight: {r['rate']:.0f} msg/s, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, "
+                      f"client CPU {r['cpu_ms_per_msg']:.2f} ms/msg")
         finally:
             await pipeline.stop()
 

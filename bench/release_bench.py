@@ -557,6 +557,10 @@ def print_report(args, setup, enrolled, results, load_rss_kib, traced_peak) -> N
               f"{'?' if r['audit_backlog'] is None else r['audit_backlog']:>13} "
               f"{'-' if bare is None else format(bare['rate'], '.0f'):>10} "
               f"{'-' if bare is None else format(rate / bare['rate'], '.3f'):>6}")
+    bare_cpu = [(r["agents"], r["bare"]["cpu_ms_per_msg"]) for r in results if r.get("bare")]
+    if bare_cpu:
+        print("bare pipeline client CPU (driver + 2 hops, broker not counted), ms per message through 3 hops: "
+              + ", ".join(f"{cpu:.2f} at {n}" for n, cpu in bare_cpu))
     if args.processes:
         print()
         heading = "".join(f"{str(r['agents']) + ' agents':>11}" for r in results)
