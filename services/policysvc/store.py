@@ -18,7 +18,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from shared import outbox as staging
 from shared.events import Event
-from shared.group_insert import GroupInserter
+from shared.group_insert import GroupInserter, GroupUpdater
+from shared.group_read import GroupReader
 from shared.outbox import Outbox
 from shared.store import DuplicateKeyError, TenantCollection
 
@@ -35,6 +36,9 @@ class PolicyStore(ApprovalQueries):
         self._decision_inserts = GroupInserter(self.decisions.raw)
         self.groups = TenantCollection(db["groups"])
         self.devices = TenantCollection(db["devices"])  # projection of device events, plus posture
+        # Heartbeats read and stamp one device each: concurrent ones share a read and a write.
+        self._device_reads = GroupReader(self.devices, "device_id", projection={"_id": 0})
+        self._heartbeat_writes = GroupUpdater(self.devices.raw)
         self.approvals = TenantCollection(db["approvals"])
         self.remembered = TenantCollection(db["remembered"])  # approve-and-remember grants
         self.settings = TenantCollection(db["settings"])
@@ -199,7 +203,8 @@ class PolicyStore(ApprovalQueries):
     # --- devices and posture --------------------------------------------------------------------
 
     async def device(self, tenant_id: str, device_id: str) -> dict[str, Any] | None:
-        return await self.devices.find_one(tenant_id, {"device_id": device_id})
+        """The device as read by a group of concurrent lookups (callers share the dict: read-only)."""
+        return await self._device_reads.find_one(tenant_id, device_id)
 
     async def project_enrolled(self, tenant_id: str, device_id: str, *, name: str, groups: list[str], at: datetime) -> None:
         await self.devices.update_one(
@@ -224,7 +229,7 @@ class PolicyStore(ApprovalQueries):
         provenance: Mapping[str, str] | None = None,
     ) -> None:
         """``provenance`` (fact path -> provenance) is kept as [path, provenance] pairs: paths hold dots."""
-        await self.devices.update_one(
+        await self._heartbeat_writes.update_one(
             tenant_id, {"device_id": device_id},
             {"$set": {"last_heartbeat_at": at, "heartbeat_due": due, "last_facts": facts,
                       "last_provenance": sorted([path, p] for path, p in (provenance or {}).items())}},
