@@ -54,6 +54,7 @@ from pymongo import monitoring
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 KEY_REQUESTS_PATH = "/v1/agent/key-requests"
 WARMUP_SECONDS = 1.5
+IDLE_SECONDS = 3.0
 LOAD_GENERATOR_FLAG = "--load-generator"
 TPM_PCRS = (0, 7)
 
@@ -461,6 +462,7 @@ async def run_bench(args: argparse.Namespace) -> None:
         if args.defer_audit:
             await (children.stop_service("auditsvc") if children is not None else stack.stop("auditsvc"))
         await load.ask({"agents": max(levels), "seconds": WARMUP_SECONDS})
+        idle = await idle_cpu(children.pids() if children is not None else {"services": [os.getpid()]}, store.pid)
         results = []
         for agents in levels:
             stages.reset()
@@ -494,6 +496,21 @@ async def run_bench(args: argparse.Namespace) -> None:
         store.stop()
     traced_peak = tracemalloc.get_traced_memory()[1] if args.tracemalloc else None
     print_report(args, setup, enrolled, results, load_rss, traced_peak)
+    print("idle CPU, ms per second with no agent asking (background loops: schedulers, relays, polls): "
+          + ", ".join(f"{name} {ms:.1f}" for name, ms in idle.items()))
+
+
+async def idle_cpu(pids: dict[str, list[int]], store_pid: int | None, seconds: float = IDLE_SECONDS) -> dict[str, float]:
+    """CPU each service (and the store) spends per second while nothing is asked of it."""
+    await asyncio.sleep(0.5)  # the warm-up's last releases settle (audit batches, acks)
+    before = {s: sum(map(process_cpu_seconds, p)) for s, p in pids.items()}
+    store_before = process_cpu_seconds(store_pid)
+    started = time.perf_counter()
+    await asyncio.sleep(seconds)
+    elapsed = time.perf_counter() - started
+    spent = {s: (sum(map(process_cpu_seconds, p)) - before[s]) * 1000 / elapsed for s, p in pids.items()}
+    spent["store"] = (process_cpu_seconds(store_pid) - store_before) * 1000 / elapsed
+    return spent
 
 
 STAGE_ROWS = (
