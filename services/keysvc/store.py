@@ -210,9 +210,13 @@ class KeyStore(CustodyQueries, KekRotationQueries, RootQueries, VolumeRecoveryQu
 
     async def find_device_release(self, tenant_id: str, request_id: str, device_id: str) -> dict[str, Any] | None:
         """One device's recorded release outcome (an agent collecting what it waited for); a release
-        whose audit record is not queued yet is not there to collect."""
-        return await self.releases.find_one(
-            tenant_id, {"request_id": request_id, "device_id": device_id, "pending_audit": {"$ne": True}})
+        whose audit record is not queued yet is not there to collect. Read by the unique index alone
+        and checked here: the embedded store scans the tenant's whole ledger for a filter that
+        names more fields than an index holds."""
+        doc = await self.releases.find_one(tenant_id, {"request_id": request_id})
+        if doc is None or doc.get("device_id") != device_id or doc.get("pending_audit") is True:
+            return None
+        return doc
 
     async def releases_since(self, tenant_id: str, key_id: str, since: datetime) -> list[dict[str, Any]]:
         """The key's released (not refused) versions since a time, newest first, for dependency reports."""

@@ -175,8 +175,10 @@ class PolicyStore(ApprovalQueries):
         return await self.decisions.find_one(tenant_id, {"request_id": request_id})
 
     async def device_decision(self, tenant_id: str, request_id: str, device_id: str) -> dict[str, Any] | None:
-        """A decision as the requesting device may see it: only its own."""
-        return await self.decisions.find_one(tenant_id, {"request_id": request_id, "device_id": device_id})
+        """A decision as the requesting device may see it: only its own. Read by the unique index
+        alone and checked here (the embedded store scans for a filter wider than an index)."""
+        doc = await self.decisions.find_one(tenant_id, {"request_id": request_id})
+        return doc if doc is not None and doc.get("device_id") == device_id else None
 
     async def list_decisions(self, tenant_id: str, *, match: dict[str, str], limit: int) -> list[dict[str, Any]]:
         """Newest first, without facts and trace records; ``match`` holds device_id, key_id, effect."""
