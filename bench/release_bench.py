@@ -1,6 +1,7 @@
 """Key releases per second and their latency through the four services, driven the way agents use them.
 
 Run: python bench/release_bench.py [--agents 1,8,32] [--seconds 10] [--rules 1|50] [--bus rabbitmq|memory] [--tpm]
+     [--processes [--replicas N]] [--heartbeats] [--no-bare]
      python bench/release_bench.py --gateway-url URL --mail-folder DIR  (a running gateway: bench/load_driver.py)
 
 This process runs gateway, policysvc, keysvc and auditsvc (as `Stack` does in tests: one bus
@@ -13,6 +14,13 @@ release counts only once its sealed key has opened. Prints figures; asserts noth
 backlog column is what auditsvc's queue still holds at the end of each level: a rate that leaves
 a growing backlog is not one the system can sustain (the audit queue is bounded, and a full one
 refuses releases).
+
+After each level the bare three-hop pipeline (bare_pipeline.py: same broker, quorum queues,
+confirms, separate processes) runs at the same concurrency, so `ratio` compares figures taken in
+the same minute. `--processes` runs each service in its own process(es) (service_processes.py)
+and reports CPU per service; store operations per release come from the store's serverStatus
+counters and, with the services in this process, from PyMongo's command monitoring by collection.
+`--heartbeats` measures signed heartbeats instead of releases.
 """
 
 from __future__ import annotations
@@ -43,10 +51,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import aiohttp
 import load_driver  # --gateway-url: drive a gateway running elsewhere
 import structlog
+from pymongo import monitoring
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 KEY_REQUESTS_PATH = "/v1/agent/key-requests"
 WARMUP_SECONDS = 1.5
+IDLE_SECONDS = 3.0
 LOAD_GENERATOR_FLAG = "--load-generator"
 TPM_PCRS = (0, 7)
 
@@ -359,6 +369,35 @@ def cpu_seconds(who: int = resource.RUSAGE_SELF) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+class StoreCommands(monitoring.CommandListener):
+    """Every store command the services send, counted by database and command name (PyMongo's
+    command monitoring): where the store's operations per release come from."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+
+    def started(self, event: Any) -> None:
+        collection = event.command.get(event.command_name)
+        where = f"{event.database_name.removeprefix(_PREFIX[0])}.{collection}" if isinstance(collection, str) \
+            else event.database_name.removeprefix(_PREFIX[0])
+        self.counts[f"{where} {event.command_name}"] += 1
+
+    def succeeded(self, event: Any) -> None:
+        pass
+
+    def failed(self, event: Any) -> None:
+        pass
+
+
+_PREFIX = [""]  # the bench's database prefix, cut from database names in the breakdown
+
+
+async def store_opcounters(client: Any) -> Counter[str]:
+    """The store's own operation counters (serverStatus): every client's operations, not only ours."""
+    status = await client.admin.command("serverStatus")
+    return Counter({k: int(v) for k, v in status.get("opcounters", {}).items()})
+
+
 def process_cpu_seconds(pid: int | None) -> float:
     """CPU time of another running process (the embedded store), from /proc; 0 where unreadable."""
     try:
@@ -369,17 +408,14 @@ def process_cpu_seconds(pid: int | None) -> float:
 
 
 async def run_bench(args: argparse.Namespace) -> None:
-    from launch.stack import Stack
-    from services.auditsvc.settings import AuditSettings
-    from services.gateway.datakey import ensure_data_key_file
-    from services.gateway.settings import GatewaySettings
-    from services.keysvc.settings import KeySettings
-    from services.policysvc.settings import PolicySettings
+    from bare_pipeline import BarePipeline
+    from pymongo import AsyncMongoClient
+    from service_processes import ServiceProcesses, make_stack
+
     from shared.bus import RabbitBus
     from shared.bus_memory import MemoryBus
     from shared.crypto import tokens
     from shared.embedded_mongo import EmbeddedMongo
-    from shared.store import connect
 
     stages = Stages()
     configure_logging(stages)
@@ -389,77 +425,94 @@ async def run_bench(args: argparse.Namespace) -> None:
     prefix = f"bench{uuid.uuid4().hex[:10]}_"
     bus_prefix = f"{prefix}."
     memory_bus = MemoryBus() if args.bus == "memory" else None
-    own_buses: list[RabbitBus] = []
 
     async def bus_for(name: str) -> TimedBus:
         if memory_bus is not None:
             return TimedBus(name, memory_bus, stages, owns_inner=False)
         bus = RabbitBus(args.amqp_url, prefix=bus_prefix)
         await bus.start()
-        own_buses.append(bus)
         return TimedBus(name, bus, stages)
 
-    store = EmbeddedMongo(":memory:").start()
-    client = connect(store.url)
+    store = EmbeddedMongo(":memory:").start()  # fresh per run: the store's per-op cost grows with its writes
+    commands = StoreCommands()
+    _PREFIX[0] = prefix
+    client = AsyncMongoClient(store.url, tz_aware=True, event_listeners=[commands])
     bootstrap = tokens.new_token("sr_boot")
-    common = {"db_prefix": prefix, "bus_prefix": bus_prefix}
     bench_dir = Path(tempfile.mkdtemp(prefix="strongroom-bench-"))
-    stack = Stack(
-        client=client,
-        bus_for=bus_for,  # type: ignore[arg-type]
-        gateway_settings=GatewaySettings(**common, host="127.0.0.1", port=0, bootstrap_token=bootstrap,
-                                         release_timeout_seconds=15.0, mail_folder=str(bench_dir / "mail"),
-                                         # Every load agent sits on one loopback address and asks far
-                                         # faster than a real one: the agent throttles (sized for
-                                         # real agents) are lifted so they measure the pipeline.
-                                         agent_rate_burst_per_address=1_000_000, agent_rate_per_second_per_address=1e6,
-                                         agent_rate_burst_per_device=1_000_000, agent_rate_per_second_per_device=1e6,
-                                         data_key_file=str(ensure_data_key_file(bench_dir / "gateway-data.key"))),
-        policy_settings=PolicySettings(**common),
-        key_settings=KeySettings(**common),
-        audit_settings=AuditSettings(**common),
-        root_key=secrets.token_bytes(32),
-    )
+    root_key = secrets.token_bytes(32)
+    stack = make_stack(client, bus_for, prefix=prefix, bootstrap=bootstrap, bench_dir=bench_dir, root_key=root_key)
+    children = ServiceProcesses({"store_url": store.url, "amqp_url": args.amqp_url, "prefix": prefix,
+                                 "bootstrap": bootstrap, "bench_dir": str(bench_dir), "root_key": root_key.hex()},
+                                args.replicas) if args.processes else None
+    monitor = RabbitBus(args.amqp_url, prefix=bus_prefix) if memory_bus is None else memory_bus
+    bare = BarePipeline(args.amqp_url) if memory_bus is None and not args.no_bare else None
     load: LoadGenerator | None = None
     try:
-        if memory_bus is not None:
-            await memory_bus.start()
-        await stack.start_all()
-        setup = await set_up_tenant(stack.url, bootstrap, max(levels), args.rules, args.groups, args.facts,
+        await monitor.start()
+        if children is not None:
+            urls = (await children.start()).urls
+        else:
+            await stack.start_all()
+            urls = [stack.url]
+        if bare is not None:
+            await bare.start()
+        setup = await set_up_tenant(urls[0], bootstrap, max(levels), args.rules, args.groups, args.facts,
                                     mail_folder=bench_dir / "mail")
-        setup["tpm"] = args.tpm
+        setup["tpm"], setup["urls"], setup["heartbeats"] = args.tpm, urls, args.heartbeats
         load = await LoadGenerator.start()
         enrolled = await load.ask({"setup": setup})
         if args.defer_audit:
-            await stack.stop("auditsvc")
+            await (children.stop_service("auditsvc") if children is not None else stack.stop("auditsvc"))
         await load.ask({"agents": max(levels), "seconds": WARMUP_SECONDS})
+        idle = await idle_cpu(children.pids() if children is not None else {"services": [os.getpid()]}, store.pid)
         results = []
         for agents in levels:
             stages.reset()
-            cpu_before, store_before = cpu_seconds(), process_cpu_seconds(store.pid)
+            pids = children.pids() if children is not None else {"services": [os.getpid()]}
+            cpu_before, store_before = {s: sum(map(process_cpu_seconds, p)) for s, p in pids.items()}, \
+                process_cpu_seconds(store.pid)
+            ops_before, commands.counts = await store_opcounters(client), Counter()
             result = await load.ask({"agents": agents, "seconds": args.seconds})
-            result["service_cpu"] = cpu_seconds() - cpu_before
+            result["store_ops"] = await store_opcounters(client) - ops_before
+            result["store_commands"] = commands.counts
+            result["cpu_by_service"] = {s: sum(map(process_cpu_seconds, p)) - cpu_before[s] for s, p in pids.items()}
+            result["service_cpu"] = sum(result["cpu_by_service"].values())
             result["store_cpu"] = process_cpu_seconds(store.pid) - store_before
             result["stages"] = stage_means(stages, result)
             # Releases are only sustainable if auditing keeps up: what is still waiting for auditsvc.
-            result["audit_backlog"] = await stack.buses["gateway"].queue_depth("auditsvc")
+            result["audit_backlog"] = await monitor.queue_depth("auditsvc")
+            # The ceiling, in the same minute: the bare pipeline at the same concurrency.
+            result["bare"] = await bare.measure(agents, min(args.seconds, 5.0)) if bare is not None else None
             results.append(result)
         load_rss = (await load.ask({"report": True}))["max_rss_kib"]
     finally:
         if load is not None:
             await load.stop()
-        await stack.stop_all()
-        if memory_bus is not None:
-            await memory_bus.close()
-        else:
-            cleanup = RabbitBus(args.amqp_url, prefix=bus_prefix)
-            await cleanup.start()
-            await cleanup.destroy()
-            await cleanup.close()
+        if bare is not None:
+            await bare.stop()
+        await (children.stop() if children is not None else stack.stop_all())
+        if memory_bus is None:
+            await monitor.destroy()
+        await monitor.close()
         await client.close()
         store.stop()
     traced_peak = tracemalloc.get_traced_memory()[1] if args.tracemalloc else None
     print_report(args, setup, enrolled, results, load_rss, traced_peak)
+    print("idle CPU, ms per second with no agent asking (background loops: schedulers, relays, polls): "
+          + ", ".join(f"{name} {ms:.1f}" for name, ms in idle.items()))
+
+
+async def idle_cpu(pids: dict[str, list[int]], store_pid: int | None, seconds: float = IDLE_SECONDS) -> dict[str, float]:
+    """CPU each service (and the store) spends per second while nothing is asked of it."""
+    await asyncio.sleep(0.5)  # the warm-up's last releases settle (audit batches, acks)
+    before = {s: sum(map(process_cpu_seconds, p)) for s, p in pids.items()}
+    store_before = process_cpu_seconds(store_pid)
+    started = time.perf_counter()
+    await asyncio.sleep(seconds)
+    elapsed = time.perf_counter() - started
+    spent = {s: (sum(map(process_cpu_seconds, p)) - before[s]) * 1000 / elapsed for s, p in pids.items()}
+    spent["store"] = (process_cpu_seconds(store_pid) - store_before) * 1000 / elapsed
+    return spent
 
 
 STAGE_ROWS = (
@@ -475,6 +528,20 @@ STAGE_ROWS = (
 )
 
 
+def print_store_ops(results: list[dict[str, Any]]) -> None:
+    """Store operations per release: the store's own counters, then the services' commands by database."""
+    heading = "".join(f"{str(r['agents']) + ' agents':>11}" for r in results)
+    print(f"{'store operations per release':<42}{heading}")
+    names = sorted({k for r in results for k in r["store_ops"]})
+    rows = [(f"serverStatus {n}", "store_ops", n) for n in names]
+    rows += [(f"  {n}", "store_commands", n) for n in sorted({k for r in results for k in r["store_commands"]})]
+    for label, source, name in [("serverStatus, all", "store_ops", None), *rows]:
+        cells = "".join(format((sum(r[source].values()) if name is None else r[source][name]) / max(r["ok"], 1), ".2f")
+                        .rjust(11) for r in results)
+        print(f"{label[:41]:<42}{cells}")
+    print()
+
+
 def stage_means(stages: Stages, result: dict[str, Any]) -> dict[str, float | None]:
     means: dict[str, float | None] = {"agent": result["mean_ms"] if result["ok"] else None}
     for _, stage in STAGE_ROWS[1:]:
@@ -485,7 +552,9 @@ def stage_means(stages: Stages, result: dict[str, Any]) -> dict[str, float | Non
 def print_report(args, setup, enrolled, results, load_rss_kib, traced_peak) -> None:
     store = "embedded store (:memory:)"
     bus = "RabbitMQ 127.0.0.1 (RabbitBus, own prefix)" if args.bus == "rabbitmq" else "in-memory bus"
-    print(f"release bench: {bus}, {store}; policy of {setup['policy_rules']} rule(s) over "
+    mode = (f"services as separate processes, {args.replicas} of each" if args.processes
+            else "services in one process")
+    print(f"release bench ({mode}): {bus}, {store}; policy of {setup['policy_rules']} rule(s) over "
           f"{setup['fact_count']} reported facts, "
           f"{setup.get('groups', 0)} dynamic device group(s); "
           f"{enrolled['enrolled']} agents enrolled in a separate process"
@@ -493,25 +562,51 @@ def print_report(args, setup, enrolled, results, load_rss_kib, traced_peak) -> N
     print(f"python {platform.python_version()}, {os.cpu_count()} CPUs; {args.seconds:g}s per level, "
           f"after {WARMUP_SECONDS:g}s warm-up")
     print()
-    print(f"{'agents':>6} {'releases/s':>10} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'max ms':>7} "
-          f"{'errors':>6} {'svc CPU ms/rel':>14} {'store CPU ms/rel':>16} {'agent CPU ms/rel':>16} "
-          f"{'audit backlog':>13}")
+    what = "heartbeats/s" if args.heartbeats else "releases/s"
+    print(f"{'agents':>6} {what:>12} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'max ms':>7} "
+          f"{'errors':>6} {'svc CPU ms/op':>13} {'store CPU ms/op':>15} {'agent CPU ms/op':>15} "
+          f"{'audit backlog':>13} {'bare msg/s':>10} {'ratio':>6}")
     for r in results:
         per = 1000 / r["ok"] if r["ok"] else float("nan")
-        print(f"{r['agents']:>6} {r['ok'] / r['elapsed']:>10.1f} {r['p50_ms']:>7.1f} {r['p95_ms']:>7.1f} "
+        rate = r["ok"] / r["elapsed"]
+        bare = r.get("bare")
+        print(f"{r['agents']:>6} {rate:>12.1f} {r['p50_ms']:>7.1f} {r['p95_ms']:>7.1f} "
               f"{r['p99_ms']:>7.1f} {r['max_ms']:>7.1f} {sum(r['errors'].values()):>6} "
-              f"{r['service_cpu'] * per:>14.2f} {r['store_cpu'] * per:>16.2f} {r['cpu_s'] * per:>16.2f} "
-              f"{'?' if r['audit_backlog'] is None else r['audit_backlog']:>13}")
+              f"{r['service_cpu'] * per:>13.2f} {r['store_cpu'] * per:>15.2f} {r['cpu_s'] * per:>15.2f} "
+              f"{'?' if r['audit_backlog'] is None else r['audit_backlog']:>13} "
+              f"{'-' if bare is None else format(bare['rate'], '.0f'):>10} "
+              f"{'-' if bare is None else format(rate / bare['rate'], '.3f'):>6}")
+    bare_cpu = [(r["agents"], r["bare"]["cpu_ms_per_msg"]) for r in results if r.get("bare")]
+    if bare_cpu:
+        print("bare pipeline client CPU (driver + 2 hops, broker not counted), ms per message through 3 hops: "
+              + ", ".join(f"{cpu:.2f} at {n}" for n, cpu in bare_cpu))
+    if args.processes:
+        print()
+        heading = "".join(f"{str(r['agents']) + ' agents':>11}" for r in results)
+        print(f"{'CPU ms per operation, by service':<42}{heading}")
+        for service in results[0]["cpu_by_service"]:
+            cells = "".join(format(r["cpu_by_service"][service] * 1000 / max(r["ok"], 1), ".2f").rjust(11) for r in results)
+            print(f"{f'  {service} ({args.replicas} process(es))':<42}{cells}")
     for r in results:
         for error, count in r["errors"].items():
             print(f"  {r['agents']} agents: {count} x {error}")
     print()
+    print_store_ops(results)
+    print()
     heading = "".join(f"{str(r['agents']) + ' agents':>11}" for r in results)
+    if args.processes:  # the per-step timings come from the services' buses in this process
+        print(f"{'mean ms per step':<42}{heading}")
+        print(f"{'agent round trip (sign, HTTP, open)':<42}" + "".join(f"{r['mean_ms']:>11.2f}" for r in results))
+        return _print_rss(traced_peak, load_rss_kib)
     print(f"{'mean ms per step':<42}{heading}")
     for label, stage in STAGE_ROWS:
         cells = "".join(f"{'-' if r['stages'][stage] is None else format(r['stages'][stage], '.2f'):>11}"
                         for r in results)
         print(f"{label:<42}{cells}")
+    _print_rss(traced_peak, load_rss_kib)
+
+
+def _print_rss(traced_peak: int | None, load_rss_kib: int) -> None:
     print()
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     traced = f"; tracemalloc peak {traced_peak / 2**20:.1f} MiB" if traced_peak is not None else ""
@@ -529,7 +624,8 @@ def percentile(sorted_values: list[float], fraction: float) -> float:
     return sorted_values[index]
 
 
-async def agents_run(agents: list[Any], key_id: str, facts: dict[str, Any], seconds: float) -> dict[str, Any]:
+async def agents_run(agents: list[Any], key_id: str, facts: dict[str, Any], seconds: float,
+                     heartbeats: bool = False) -> dict[str, Any]:
     from agent.client import AgentError
 
     latencies: list[float] = []
@@ -542,8 +638,11 @@ async def agents_run(agents: list[Any], key_id: str, facts: dict[str, Any], seco
         while time.perf_counter() < deadline:
             sent = time.perf_counter()
             try:
-                # request_key verifies the sealed key opens with this request's X25519 key.
-                await agent.request_key(key_id, facts=facts)
+                if heartbeats:
+                    await agent.heartbeat(facts)
+                else:
+                    # request_key verifies the sealed key opens with this request's X25519 key.
+                    await agent.request_key(key_id, facts=facts)
             except AgentError as exc:
                 errors[f"{exc.status} {exc.title}"] += 1
                 await asyncio.sleep(0.05)
@@ -584,7 +683,7 @@ async def load_generator() -> None:
                         answer({"max_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss})
                     else:
                         answer(await agents_run(agents[: command["agents"]], setup["key_id"], setup["facts"],
-                                                command["seconds"]))
+                                                command["seconds"], setup.get("heartbeats", False)))
             finally:
                 for software in tpms:
                     software.stop()
@@ -604,7 +703,8 @@ async def _enrolled_agents(session: aiohttp.ClientSession, setup: dict[str, Any]
         agents = [AgentClient(session=session, evidence=TpmEvidence(Tpm(t.tcti), TPM_PCRS)) for t in tpms]
     else:
         agents = [AgentClient(session=session) for _ in tokens]
-    await asyncio.gather(*(agent.enroll(setup["url"], token, f"bench-vm-{i}", state / f"vm{i}")
+    urls = setup["urls"]  # agents spread over the gateways
+    await asyncio.gather(*(agent.enroll(urls[i % len(urls)], token, f"bench-vm-{i}", state / f"vm{i}")
                            for i, (agent, token) in enumerate(zip(agents, tokens, strict=True))))
     if tpms:
         await asyncio.gather(*(register_tpm(agent, Tpm(t.tcti)) for agent, t in zip(agents, tpms, strict=True)))
@@ -632,12 +732,21 @@ def main() -> None:
     parser.add_argument("--tpm", action="store_true",
                         help="each agent has its own swtpm (registered by credential activation) and sends a quote "
                              "over PCRs 0 and 7 with every request: a challenge round trip, the quote, its verification")
+    parser.add_argument("--processes", action="store_true",
+                        help="run each service in its own process(es), CPU reported per service")
+    parser.add_argument("--replicas", type=int, default=1, metavar="N", help="with --processes: N processes of each service")
+    parser.add_argument("--no-bare", action="store_true",
+                        help="skip the bare three-hop pipeline measured after each level (the ratio's denominator)")
+    parser.add_argument("--heartbeats", action="store_true",
+                        help="agents send signed heartbeats (gateway -> policysvc) instead of key requests")
     parser.add_argument("--bus", choices=("rabbitmq", "memory"), default="rabbitmq")
     parser.add_argument("--amqp-url", default=DEFAULT_AMQP_URL)
     parser.add_argument("--tracemalloc", action="store_true",
                         help="also report the tracemalloc peak (slows the services down noticeably)")
     load_driver.add_arguments(parser)
     args = parser.parse_args()
+    if args.processes and args.bus == "memory":
+        parser.error("--processes needs --bus rabbitmq (the in-memory bus lives in one process)")
     runtime.run(load_driver.run_external(args) if args.gateway_url else run_bench(args))
 
 

@@ -18,7 +18,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from shared import outbox
 from shared.events import Event
-from shared.group_insert import GroupInserter
+from shared.group_insert import GroupInserter, GroupUpdater
 from shared.group_read import GroupReader
 from shared.store import DuplicateKeyError, TenantCollection
 
@@ -47,6 +47,7 @@ class KeyStore(CustodyQueries, KekRotationQueries, RootQueries, VolumeRecoveryQu
         self.keks = TenantCollection(db["keks"])
         self.releases = TenantCollection(db["releases"])
         self._release_inserts = GroupInserter(self.releases.raw)
+        self._release_updates = GroupUpdater(self.releases.raw)
         self._release_views = GroupReader(self.keys, "key_id", projection=_RELEASE_FIELDS)  # cache misses, grouped
         self.settings = TenantCollection(db["custody_settings"])
         self.destructions = TenantCollection(db["destructions"])
@@ -209,9 +210,13 @@ class KeyStore(CustodyQueries, KekRotationQueries, RootQueries, VolumeRecoveryQu
 
     async def find_device_release(self, tenant_id: str, request_id: str, device_id: str) -> dict[str, Any] | None:
         """One device's recorded release outcome (an agent collecting what it waited for); a release
-        whose audit record is not queued yet is not there to collect."""
-        return await self.releases.find_one(
-            tenant_id, {"request_id": request_id, "device_id": device_id, "pending_audit": {"$ne": True}})
+        whose audit record is not queued yet is not there to collect. Read by the unique index alone
+        and checked here: the embedded store scans the tenant's whole ledger for a filter that
+        names more fields than an index holds."""
+        doc = await self.releases.find_one(tenant_id, {"request_id": request_id})
+        if doc is None or doc.get("device_id") != device_id or doc.get("pending_audit") is True:
+            return None
+        return doc
 
     async def releases_since(self, tenant_id: str, key_id: str, since: datetime) -> list[dict[str, Any]]:
         """The key's released (not refused) versions since a time, newest first, for dependency reports."""
@@ -227,9 +232,13 @@ class KeyStore(CustodyQueries, KekRotationQueries, RootQueries, VolumeRecoveryQu
         return await self._release_inserts.insert(tenant_id, doc)
 
     async def mark_release_audited(self, tenant_id: str, request_id: str) -> None:
-        """The release's audit record is queued: its agent may collect it now."""
-        await self.releases.update_one(tenant_id, {"request_id": request_id, "pending_audit": True},
-                                       {"$set": {"pending_audit": False}})
+        """The release's audit record is queued: its agent may collect it now.
+
+        Filtered on exactly the unique index (with `pending_audit` in the filter the embedded store
+        scanned the tenant's whole ledger, the most costly store operation of a release); a refused
+        release already has `pending_audit` false, so the result is the same. Grouped with the
+        concurrent releases' marks into one write."""
+        await self._release_updates.update_one(tenant_id, {"request_id": request_id}, {"$set": {"pending_audit": False}})
 
     async def refuse_release(self, tenant_id: str, request_id: str, outcome_json: str) -> None:
         """A recorded release that never left (its audit record could not be queued) becomes a refusal."""

@@ -18,7 +18,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from shared import outbox as staging
 from shared.events import Event
-from shared.group_insert import GroupInserter
+from shared.group_insert import GroupInserter, GroupUpdater
+from shared.group_read import GroupReader
 from shared.outbox import Outbox
 from shared.store import DuplicateKeyError, TenantCollection
 
@@ -36,6 +37,9 @@ class PolicyStore(ApprovalQueries):
         self._decision_inserts = GroupInserter(self.decisions.raw)
         self.groups = TenantCollection(db["groups"])
         self.devices = TenantCollection(db["devices"])  # projection of device events, plus posture
+        # Heartbeats read and stamp one device each: concurrent ones share a read and a write.
+        self._device_reads = GroupReader(self.devices, "device_id", projection={"_id": 0})
+        self._heartbeat_writes = GroupUpdater(self.devices.raw)
         self.approvals = TenantCollection(db["approvals"])
         self.remembered = TenantCollection(db["remembered"])  # approve-and-remember grants
         self.settings = TenantCollection(db["settings"])
@@ -172,8 +176,10 @@ class PolicyStore(ApprovalQueries):
         return await self.decisions.find_one(tenant_id, {"request_id": request_id})
 
     async def device_decision(self, tenant_id: str, request_id: str, device_id: str) -> dict[str, Any] | None:
-        """A decision as the requesting device may see it: only its own."""
-        return await self.decisions.find_one(tenant_id, {"request_id": request_id, "device_id": device_id})
+        """A decision as the requesting device may see it: only its own. Read by the unique index
+        alone and checked here (the embedded store scans for a filter wider than an index)."""
+        doc = await self.decisions.find_one(tenant_id, {"request_id": request_id})
+        return doc if doc is not None and doc.get("device_id") == device_id else None
 
     async def list_decisions(self, tenant_id: str, *, match: dict[str, str], limit: int) -> list[dict[str, Any]]:
         """Newest first, without facts and trace records; ``match`` holds device_id, key_id, effect."""
@@ -200,7 +206,8 @@ class PolicyStore(ApprovalQueries):
     # --- devices and posture --------------------------------------------------------------------
 
     async def device(self, tenant_id: str, device_id: str) -> dict[str, Any] | None:
-        return await self.devices.find_one(tenant_id, {"device_id": device_id})
+        """The device as read by a group of concurrent lookups (callers share the dict: read-only)."""
+        return await self._device_reads.find_one(tenant_id, device_id)
 
     async def posture_counts(self, tenant_id: str) -> dict[str, int]:
         """The tenant's devices by posture: active, revoked, and quarantined by cause (one count each)."""
@@ -233,7 +240,7 @@ class PolicyStore(ApprovalQueries):
         provenance: Mapping[str, str] | None = None,
     ) -> None:
         """``provenance`` (fact path -> provenance) is kept as [path, provenance] pairs: paths hold dots."""
-        await self.devices.update_one(
+        await self._heartbeat_writes.update_one(
             tenant_id, {"device_id": device_id},
             {"$set": {"last_heartbeat_at": at, "heartbeat_due": due, "last_facts": facts,
                       "last_provenance": sorted([path, p] for path, p in (provenance or {}).items())}},

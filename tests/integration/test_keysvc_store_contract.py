@@ -163,6 +163,7 @@ async def test_a_release_is_collectable_only_once_its_audit_record_is_queued(sto
     await store.mark_release_audited(T, "req_1")
     assert (await store.find_device_release(T, "req_1", "dev_1"))["outcome"] == '{"type": "key.released"}'
     assert await store.find_device_release(T, "req_1", "dev_other") is None
+    assert await store.find_device_release("ten_other", "req_1", "dev_1") is None  # scoped to its tenant
 
     assert await store.record_release(T, release("req_2"))
     await store.refuse_release(T, "req_2", '{"type": "key.release_refused"}')

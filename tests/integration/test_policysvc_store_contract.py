@@ -89,6 +89,8 @@ async def test_a_decision_is_recorded_once_and_read_back_by_its_device(store):
     assert not await store.record_decision(T, {**doc, "effect": "deny"})
     assert (await store.find_decision(T, "req_1"))["effect"] == "allow"
     assert await store.device_decision(T, "req_1", "dev_2") is None
+    assert (await store.device_decision(T, "req_1", "dev_1"))["effect"] == "allow"
+    assert await store.device_decision(OTHER, "req_1", "dev_1") is None
     listed = await store.list_decisions(T, match={"device_id": "dev_1"}, limit=10)
     assert [d["request_id"] for d in listed] == ["req_1"] and "facts" not in listed[0]
     since = await store.decisions_since(T, NOW - timedelta(days=1), limit=10)
