@@ -19,7 +19,7 @@ import structlog
 from aio_pika.abc import AbstractIncomingMessage
 from pamqp.commands import Basic
 
-from . import rpc, topology
+from . import bus_connection, rpc, topology
 from .delivery import Batcher, BatchHandler, Handler, StagedBatchHandler, handle_one
 from .events import Event, encode_event
 from .progress import ConsumerProgress, ProgressWatch, Tracked
@@ -95,7 +95,8 @@ class _RabbitDelivery:
 
 
 class RabbitBus:
-    """aio-pika adapter. `prefix` namespaces exchanges and queues (tests, several stacks)."""
+    """aio-pika adapter. `prefix` namespaces exchanges and queues (tests, several stacks); `url` may
+    list several brokers, comma-separated (see `bus_connection`)."""
 
     def __init__(
         self, url: str, *, prefix: str = "strongroom.", audit_max_length: int | None = None, connection_name: str = "strongroom",
@@ -126,7 +127,7 @@ class RabbitBus:
         return self._connection is not None and not self._connection.is_closed
 
     async def start(self) -> None:
-        self._connection = await aio_pika.connect_robust(self._url, client_properties={"connection_name": self._connection_name})
+        self._connection = await bus_connection.connect(self._url, connection_name=self._connection_name)
         self._publish_channel = await self._connection.channel(publisher_confirms=True)
         await self._declare_topology(self._publish_channel)
 

@@ -5,8 +5,12 @@ Nothing else reads `os.environ`. Secrets are `SecretStr` so they never print.
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field
+from typing import Annotated
+
+from pydantic import AfterValidator, AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .bus_connection import broker_urls
 
 # How long a store call may take before it fails (and the caller answers 503 + Retry-After):
 # to find a server it can use (a store that is down or refuses connections), and for the whole
@@ -21,7 +25,9 @@ STORE_OPERATION_TIMEOUT_SECONDS = 8.0
 class CommonSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STRONGROOM_", extra="ignore")
 
-    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    # One broker, or the nodes of a cluster comma-separated: the bus connects to the first that
+    # answers and moves to the next on a failed attempt or a dropped connection (`bus_connection`).
+    amqp_url: Annotated[str, AfterValidator(lambda v: ",".join(broker_urls(v)))] = "amqp://guest:guest@127.0.0.1:5672/"
     # MONGODB_URL is the conventional name; STRONGROOM_MONGODB_URL works too.
     mongodb_url: str | None = Field(default=None, validation_alias=AliasChoices("MONGODB_URL", "STRONGROOM_MONGODB_URL"))
     bus_prefix: str = "strongroom."
