@@ -74,6 +74,12 @@ class GatewaySettings(CommonSettings):
     agent_rate_per_second_per_address: float = 100.0
     agent_rate_burst_per_device: int = 60
     agent_rate_per_second_per_device: float = 0.5
+    # Load shedding: while a queue on the release path (policysvc, keysvc, auditsvc) holds more than
+    # `queue_depth_limit` messages, key requests get 503 + Retry-After (`queue_depth_retry_after_seconds`)
+    # instead of adding to it; 0 turns it off. Depths are read every `queue_depth_refresh_seconds`.
+    queue_depth_limit: int = 20_000
+    queue_depth_refresh_seconds: float = 1.0
+    queue_depth_retry_after_seconds: int = 2
     # Public base URL of the gateway, used for SSO redirect URIs and the SAML audience.
     public_url: str | None = None
     # 32 random bytes (a 0600 file) that seal TOTP secrets and SSO client secrets in the store;
