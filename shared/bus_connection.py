@@ -14,6 +14,7 @@ from typing import Any
 import aio_pika
 import structlog
 from aio_pika.abc import AbstractRobustConnection
+from aiormq.exceptions import ChannelInvalidStateError
 from yarl import URL
 
 log = structlog.get_logger("strongroom.bus")
@@ -21,6 +22,11 @@ log = structlog.get_logger("strongroom.bus")
 # Seconds between reconnection attempts (aio-pika's default is 5): with several brokers the next
 # one is usually up, so trying it soon shortens the stall a dead node causes.
 RECONNECT_INTERVAL_SECONDS = 1.0
+
+
+# What a publish or declaration raises while the broker is away. A channel the connection has not
+# restored yet raises ChannelInvalidStateError (a RuntimeError, not an AMQPError).
+UNREACHABLE = (aio_pika.exceptions.AMQPError, ConnectionError, ChannelInvalidStateError)
 
 
 def broker_urls(value: str) -> list[str]:

@@ -150,7 +150,7 @@ class Brokers:
     def queues(self, node: Node | None = None) -> list[dict[str, str]]:
         """name, type, leader and members of every queue (quorum queues name their leader)."""
         out = self.ctl(node or self.nodes[0], "list_queues", "name", "type", "leader", "members", "messages",
-                       "--no-table-headers", "-q", "--formatter", "json")
+                       "-q", "--formatter", "json")
         import json
 
         return json.loads(out)
