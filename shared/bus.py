@@ -334,7 +334,7 @@ class RabbitBus:
                 return queue.declaration_result.message_count
             finally:
                 await channel.close()
-        except bus_connection.UNREACHABLE:
+        except (*bus_connection.UNREACHABLE, RuntimeError):  # RuntimeError: not reconnected yet
             return None
 
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:

@@ -92,8 +92,9 @@ class Load:
         marks = [self.started, *ends, self.stopped]
         return max(b - a for a, b in itertools.pairwise(marks))
 
-    async def check_audit(self, api, label: str) -> dict[str, float | int]:
-        """Asserts what every fault test ends with, and prints (and returns) the run's figures."""
+    async def check_audit(self, api, stack, label: str) -> dict[str, float | int]:
+        """Asserts what every fault test ends with, and prints (and returns) the run's figures. A
+        dead letter (an event a service gave up on) counts as lost."""
         confirmed = {o.request_id for o in self.confirmed}
         admin = self.tenant.admin
 
@@ -103,7 +104,8 @@ class Load:
         records = await audit_records_until(admin, all_released, timeout=60)
         per_request = Counter((r["details"].get("request_id"), r["action"]) for r in records
                               if r["action"] in RELEASE_ACTIONS)
-        lost = sum(per_request[(rid, action)] == 0 for rid in confirmed for action in RELEASE_ACTIONS)
+        dead = await stack.buses["gateway"].dead_letters()
+        lost = sum(per_request[(rid, action)] == 0 for rid in confirmed for action in RELEASE_ACTIONS) + len(dead)
         duplicates = sum(n - 1 for n in per_request.values() if n > 1)
         duplicate_ids = len(records) - len({r["event_id"] for r in records})
         figures = {"confirmed": len(confirmed), "refused": len(self.refused), "lost": lost,

@@ -72,4 +72,4 @@ async def test_killing_the_leader_node_mid_load_loses_and_duplicates_nothing(api
 
     # policysvc lost its node and moved on to the next URL in its list.
     assert stack.buses["policysvc"].broker() == _shown(nodes[1])
-    await load.check_audit(api, "leader node killed")
+    await load.check_audit(api, stack, "leader node killed")
