@@ -20,7 +20,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from pamqp.commands import Basic
 
 from . import bus_connection, rpc, topology
-from .delivery import Batcher, BatchHandler, Handler, StagedBatchHandler, handle_one
+from .delivery import Batcher, BatchHandler, Handler, StagedBatchHandler, Unavailable, handle_one
 from .events import Event, encode_event
 from .progress import ConsumerProgress, ProgressWatch, Tracked
 from .store import STORE_UNAVAILABLE
@@ -30,7 +30,7 @@ log = structlog.get_logger("strongroom.bus")
 RpcHandler = Callable[[rpc.RpcRequest], Awaitable[rpc.RpcReply]]
 
 
-class BusError(Exception):
+class BusError(Unavailable):
     """The bus could not do what was asked (broker down, publish refused)."""
 
 
