@@ -55,20 +55,14 @@ def mailbox():
 
 
 @pytest.fixture
-def amqp_url_for(amqp_url):
-    """The broker URL(s) each service's bus is given (fault tests start each on its own node)."""
-    return lambda service: amqp_url
-
-
-@pytest.fixture
-async def stack(amqp_url, amqp_url_for, mongo_client, db_prefix, prefix, tmp_path, request, mailbox, http):
+async def stack(amqp_url, mongo_client, db_prefix, prefix, tmp_path, request, mailbox, http):
     bus_prefix = f"{prefix}."
     buses: list[RabbitBus] = []
     marker = request.node.get_closest_marker("stack")
     overrides = marker.kwargs if marker else {}
 
     async def bus_for(name: str) -> RabbitBus:
-        bus = RabbitBus(amqp_url_for(name), prefix=bus_prefix, audit_max_length=overrides.get("audit_max_length"))
+        bus = RabbitBus(amqp_url, prefix=bus_prefix, audit_max_length=overrides.get("audit_max_length"))
         await bus.start()
         buses.append(bus)
         return bus
