@@ -43,6 +43,7 @@ from agent.errors import (
 )
 from agent.evidence import CloudEvidence, EvidenceSource, EvidenceUnavailableError
 from agent.identity import AgentIdentity, IdentityError, generate_device_key, is_enrolled, public_key_b64
+from agent.retry import DEFAULT_RETRIES, MAX_RETRY_WAIT_SECONDS, RETRY_STATUSES, retry_delay
 from shared.crypto.httpsig import sign_request
 from shared.crypto.release import SUITE_NAME, ReleaseError, open_sealed, release_info
 
@@ -87,6 +88,9 @@ class AgentClient:
     the cloud's metadata service (at `metadata_url`, or the cloud's own address): GCP and Azure
     evidence answers a single-use challenge the client fetches first, bound to the device key.
     Or pass another `evidence` source (``agent/evidence.py``), e.g. ``TpmEvidence(Tpm(tcti))``.
+
+    A key request the gateway refuses for now (503, 429) is tried again up to `retries` times, never
+    sooner than its Retry-After and never after waiting more than `max_retry_wait_seconds`.
     """
 
     def __init__(
@@ -98,7 +102,10 @@ class AgentClient:
         cloud: Cloud | None = None,
         metadata_url: str | None = None,
         evidence: EvidenceSource | None = None,
+        retries: int = DEFAULT_RETRIES,
+        max_retry_wait_seconds: float = MAX_RETRY_WAIT_SECONDS,
     ) -> None:
+        self._retries, self._max_retry_wait = retries, max_retry_wait_seconds
         self._identity = identity
         self._evidence_source = evidence or (CloudEvidence(cloud, metadata_url) if cloud is not None else None)
         self._session = session
@@ -171,8 +178,37 @@ class AgentClient:
         `volume` ({"volume_id", "luks_uuid"}) names the registered volume the key is to unlock.
 
         If policy requires an approval, wait up to `wait_for_approval_seconds` for operators (long-polling
-        the request with the same one-time key), else raise `ApprovalPending` at once."""
+        the request with the same one-time key), else raise `ApprovalPending` at once.
+
+        A 503 or 429 (the gateway shedding load, a backing service away) is retried up to `retries`
+        times, waiting as `agent/retry.py` says; the last refusal is raised."""
         identity = self._require_identity()
+        attempt = 0
+        while True:
+            ephemeral, status, document = await self._send_key_request(identity, key_id, facts, key_version, volume)
+            attempt += 1
+            delay = retry_delay(attempt, document.get(RETRY_AFTER_KEY), cap=self._max_retry_wait) \
+                if status in RETRY_STATUSES and attempt <= self._retries else None
+            if delay is None:
+                break
+            await asyncio.sleep(delay)
+        if status == 202:
+            request_id = _string(document, "request_id")
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + wait_for_approval_seconds
+            while status == 202 and (left := deadline - loop.time()) > 0:
+                status, document = await self._poll(identity, request_id, min(left, MAX_LONG_POLL_SECONDS))
+            if status == 202:
+                raise ApprovalPending(request_id, problem=document)
+        if status != 200:
+            raise error_from(status, document, KEY_REQUEST_ERRORS)
+        return _open_release(document, identity, ephemeral, requested_key_id=key_id, requested_version=key_version)
+
+    async def _send_key_request(
+        self, identity: AgentIdentity, key_id: str, facts: Mapping[str, Any], key_version: int | None,
+        volume: Mapping[str, str] | None,
+    ) -> tuple[X25519PrivateKey, int, dict[str, Any]]:
+        """One signed attempt, all of it fresh (one-time key, evidence and its challenge, signature)."""
         # A fresh X25519 key per request: a sealed key captured in transit opens for nobody else, ever.
         ephemeral = X25519PrivateKey.generate()
         ephemeral_public = ephemeral.public_key().public_bytes(
@@ -190,28 +226,10 @@ class AgentClient:
             }
         )
         headers = {"Content-Type": "application/json", "Accept": _ACCEPT}
-        headers.update(
-            sign_request(
-                method="POST",
-                url=url,
-                headers=headers,
-                body=body,
-                key_id=identity.key_id,
-                private_key=identity.private_key,
-            )
-        )
+        headers.update(sign_request(method="POST", url=url, headers=headers, body=body,
+                                    key_id=identity.key_id, private_key=identity.private_key))
         status, document = await self._post(url, body, headers)
-        if status == 202:
-            request_id = _string(document, "request_id")
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + wait_for_approval_seconds
-            while status == 202 and (left := deadline - loop.time()) > 0:
-                status, document = await self._poll(identity, request_id, min(left, MAX_LONG_POLL_SECONDS))
-            if status == 202:
-                raise ApprovalPending(request_id, problem=document)
-        if status != 200:
-            raise error_from(status, document, KEY_REQUEST_ERRORS)
-        return _open_release(document, identity, ephemeral, requested_key_id=key_id, requested_version=key_version)
+        return ephemeral, status, document
 
     async def heartbeat(self, facts: Mapping[str, Any]) -> dict[str, Any]:
         """Report fresh facts (signed); the answer says whether this device is active or quarantined."""

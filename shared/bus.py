@@ -19,8 +19,8 @@ import structlog
 from aio_pika.abc import AbstractIncomingMessage
 from pamqp.commands import Basic
 
-from . import rpc, topology
-from .delivery import Batcher, BatchHandler, Handler, StagedBatchHandler, handle_one
+from . import bus_connection, rpc, topology
+from .delivery import Batcher, BatchHandler, Handler, StagedBatchHandler, Unavailable, handle_one
 from .events import Event, encode_event
 from .progress import ConsumerProgress, ProgressWatch, Tracked
 from .store import STORE_UNAVAILABLE
@@ -30,7 +30,7 @@ log = structlog.get_logger("strongroom.bus")
 RpcHandler = Callable[[rpc.RpcRequest], Awaitable[rpc.RpcReply]]
 
 
-class BusError(Exception):
+class BusError(Unavailable):
     """The bus could not do what was asked (broker down, publish refused)."""
 
 
@@ -95,7 +95,7 @@ class _RabbitDelivery:
 
 
 class RabbitBus:
-    """aio-pika adapter. `prefix` namespaces exchanges and queues (tests, several stacks)."""
+    """aio-pika adapter. `prefix` namespaces queues and exchanges; `url` may list brokers (`bus_connection`)."""
 
     def __init__(
         self, url: str, *, prefix: str = "strongroom.", audit_max_length: int | None = None, connection_name: str = "strongroom",
@@ -125,8 +125,12 @@ class RabbitBus:
         """Whether the broker connection is up now (a robust connection reconnecting is not)."""
         return self._connection is not None and not self._connection.is_closed
 
+    def broker(self) -> str | None:
+        """The broker URL this bus uses now (password hidden): one of a list, after a failover."""
+        return getattr(self._connection, "current_url", None)
+
     async def start(self) -> None:
-        self._connection = await aio_pika.connect_robust(self._url, client_properties={"connection_name": self._connection_name})
+        self._connection = await bus_connection.connect(self._url, connection_name=self._connection_name)
         self._publish_channel = await self._connection.channel(publisher_confirms=True)
         await self._declare_topology(self._publish_channel)
 
@@ -205,7 +209,7 @@ class RabbitBus:
             confirmation = await exchange.publish(message, routing_key=event.routing_key, mandatory=True)
         except aio_pika.exceptions.DeliveryError:
             raise PublishRefused(f"broker refused {event.type} (a bound queue is full or unavailable)") from None
-        except (TimeoutError, aio_pika.exceptions.AMQPError, ConnectionError) as exc:
+        except (TimeoutError, *bus_connection.UNREACHABLE) as exc:
             raise BusError(f"publish of {event.type} failed: {exc!r}") from None
         _check_confirmation(confirmation, event.type)
 
@@ -229,7 +233,7 @@ class RabbitBus:
                 message, routing_key=self.name(topology.AUDIT_SERVICE), mandatory=True)
         except aio_pika.exceptions.DeliveryError:
             raise AuditRefused(f"audit queue refused {event.type}: it is full or unavailable") from None
-        except (TimeoutError, aio_pika.exceptions.AMQPError, ConnectionError) as exc:
+        except (TimeoutError, *bus_connection.UNREACHABLE) as exc:
             raise BusError(f"publish of {event.type} for audit failed: {exc!r}") from None
         if not isinstance(confirmation, Basic.Ack):
             raise AuditRefused(f"audit queue refused {event.type}: it is not there")
@@ -330,7 +334,7 @@ class RabbitBus:
                 return queue.declaration_result.message_count
             finally:
                 await channel.close()
-        except (aio_pika.exceptions.AMQPError, ConnectionError):
+        except (*bus_connection.UNREACHABLE, RuntimeError):  # RuntimeError: not reconnected yet
             return None
 
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
@@ -413,7 +417,7 @@ class RabbitBus:
             return await asyncio.wait_for(future, timeout)
         except TimeoutError:
             raise BusTimeout(f"{service} did not answer within {timeout:g}s") from None
-        except (aio_pika.exceptions.AMQPError, ConnectionError) as exc:
+        except bus_connection.UNREACHABLE as exc:
             raise BusError(f"{service} unreachable: {exc!r}") from None
         finally:
             self._pending.pop(request.correlation_id, None)

@@ -11,9 +11,9 @@ Nothing else reads `os.environ`. Secrets are `SecretStr` so they never print.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -21,6 +21,8 @@ from pydantic_settings import (
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
+
+from .bus_connection import broker_urls
 
 COMMON_PREFIX = "STRONGROOM_"
 # Conventional names read after every STRONGROOM_ one: {field: variable}.
@@ -62,6 +64,7 @@ class _ConventionalSource(PydanticBaseSettingsSource):
                 if field in fields and os.environ.get(name)}
 
 
+
 # How long a store call may take before it fails (and the caller answers 503 + Retry-After):
 # to find a server it can use (a store that is down or refuses connections), and for the whole
 # operation, retries and a cursor's reads included (a store that hangs). Every service's client
@@ -75,8 +78,10 @@ STORE_OPERATION_TIMEOUT_SECONDS = 8.0
 class CommonSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=COMMON_PREFIX, extra="ignore")
 
-    # The broker (AMQP URL with credentials: keep it out of shell history).
-    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    # The broker (AMQP URL with credentials: keep it out of shell history), or the nodes of a cluster
+    # comma-separated: the bus connects to the first that answers and moves to the next on a failed
+    # attempt or a dropped connection (`bus_connection`).
+    amqp_url: Annotated[str, AfterValidator(lambda v: ",".join(broker_urls(v)))] = "amqp://guest:guest@127.0.0.1:5672/"
     # The store; MONGODB_URL (the conventional name) is read when no STRONGROOM_ variable is set.
     # Required by `strongroom serve`; `strongroom dev` starts an embedded store without it.
     mongodb_url: str | None = None

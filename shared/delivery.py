@@ -16,8 +16,21 @@ import structlog
 
 from .events import Event, MalformedEvent, decode_event
 from .service import stop_if_cancelled
+from .store import STORE_UNAVAILABLE
 
 log = structlog.get_logger("strongroom.bus")
+
+class Unavailable(Exception):
+    """Raised by a handler when a dependency is away for now (the broker failing over)."""
+
+
+# A handler failing with one of these is retried in place, its message held, with a growing pause,
+# for up to about RETRY_IN_PLACE_SECONDS, and only then requeued: a broker failover or a store
+# restart lasting seconds would otherwise spin every held message through its queue's delivery
+# limit (each requeue counts) and dead-letter events that were never poison.
+TRANSIENT: tuple[type[BaseException], ...] = (Unavailable, *STORE_UNAVAILABLE)
+RETRY_IN_PLACE_SECONDS = 60.0
+_MAX_PAUSE_SECONDS = 2.0
 
 Handler = Callable[[Event], Awaitable[None]]
 BatchHandler = Callable[[Sequence[Event]], Awaitable[None]]
@@ -53,15 +66,26 @@ async def handle_one(delivery: Delivery, handler: Handler) -> None:
     structlog.contextvars.bind_contextvars(
         correlation_id=event.correlation_id, event_id=event.event_id, event_type=event.type, tenant_id=event.tenant_id
     )
-    try:
-        await handler(event)
-    except asyncio.CancelledError:
-        await _settle(delivery.requeue, "requeue")
-        raise
-    except Exception:
-        log.exception("handler_failed")
-        await _settle(delivery.requeue, "requeue")
-        return
+    waited, pause = 0.0, 0.1
+    while True:
+        try:
+            await handler(event)
+            break
+        except asyncio.CancelledError:
+            await _settle(delivery.requeue, "requeue")
+            raise
+        except TRANSIENT as exc:
+            if waited >= RETRY_IN_PLACE_SECONDS:
+                log.warning("handler_gave_up_retrying", error=type(exc).__name__, waited=round(waited, 1))
+                await _settle(delivery.requeue, "requeue")
+                return
+            log.warning("handler_retrying", error=type(exc).__name__, in_seconds=pause)
+            await asyncio.sleep(pause)
+            waited, pause = waited + pause, min(_MAX_PAUSE_SECONDS, pause * 2)
+        except Exception:
+            log.exception("handler_failed")
+            await _settle(delivery.requeue, "requeue")
+            return
     await _settle(delivery.ack, "ack")
 
 

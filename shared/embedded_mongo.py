@@ -43,10 +43,12 @@ class EmbeddedMongo:
     """A SecantusDB server on a free loopback port; `storage` is a directory or ':memory:'."""
 
     def __init__(self, storage: str | os.PathLike[str] = ":memory:", *, port: int | None = None,
-                 cache_size: str | None = None):
+                 cache_size: str | None = None, sync_on_commit: bool = False):
         self.storage = str(storage)
         self.port = port or free_port()
         self.cache_size = cache_size  # the storage engine's cache, e.g. "4G" (the server's default is 1G)
+        # Fsync the log on every commit: without it a killed server loses writes it acknowledged.
+        self.sync_on_commit = sync_on_commit
         self._process: subprocess.Popen[bytes] | None = None
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 - the server's stdout for its whole life
 
@@ -64,7 +66,8 @@ class EmbeddedMongo:
             Path(self.storage).mkdir(parents=True, exist_ok=True)
         cmd = [*_server_command(), "--host", "127.0.0.1", "--port", str(self.port), "--storage-path", self.storage,
                "--log-level", "WARNING",
-               *(["--cache-size", self.cache_size] if self.cache_size else [])]
+               *(["--cache-size", self.cache_size] if self.cache_size else []),
+               *(["--sync-on-commit"] if self.sync_on_commit else [])]
         self._process = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -91,6 +94,13 @@ class EmbeddedMongo:
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait()
+        self._process = None
+
+    def kill(self) -> None:
+        """SIGKILL, no checkpoint (tests of a store that crashed); `start()` again reopens its data."""
+        if self._process and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
         self._process = None
 
     def __enter__(self) -> EmbeddedMongo:

@@ -23,6 +23,7 @@ from . import evidence, routes
 from .accounts.common import ACCOUNTS, Accounts
 from .accounts.invitations import retry_notices
 from .auth import PROVIDER_TENANT, UNVERIFIED, DeviceAuthenticator, RateLimited, TokenAuthenticator, Unauthorized
+from .backlog import Backlog
 from .console import routes as console
 from .notifications import NOTIFIER, NOTIFY_PATTERNS, NOTIFY_VIA_WAITERS, Notifier
 from .openapi import build_spec
@@ -175,6 +176,8 @@ def build_app(settings: GatewaySettings, *, bus: Bus, store: GatewayStore) -> we
         devices=DeviceAuthenticator(store, max_age_seconds=settings.signature_max_age_seconds),
         waiters=ReleaseWaiters(),
         evidence=evidence.registry(settings),
+        backlog=Backlog(bus.queue_depth, limit=settings.queue_depth_limit,
+                        refresh_seconds=settings.queue_depth_refresh_seconds),
     )
     app = web.Application(
         middlewares=[request_context, problem_middleware, refused_authentication], client_max_size=settings.max_body_bytes
@@ -201,6 +204,14 @@ def build_app(settings: GatewaySettings, *, bus: Bus, store: GatewayStore) -> we
         await asyncio.gather(task, return_exceptions=True)
 
     app.cleanup_ctx.append(mail_retries)
+
+    async def watch_backlog(app: web.Application):
+        task = asyncio.create_task(gateway.backlog.run())
+        yield
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    app.cleanup_ctx.append(watch_backlog)
 
     async def listen(app: web.Application):
         await bus.listen(RELEASE_OUTCOMES, probe.metrics.timed("listen", partial(

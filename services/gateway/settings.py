@@ -94,6 +94,14 @@ class GatewaySettings(CommonSettings):
     agent_rate_burst_per_device: int = 60
     # Agent calls per second per device, after the burst.
     agent_rate_per_second_per_device: float = 0.5
+    # Load shedding: while a queue on the release path (policysvc, keysvc, auditsvc) holds more than
+    # `queue_depth_limit` messages, key requests get 503 + Retry-After (`queue_depth_retry_after_seconds`)
+    # instead of adding to it; 0 turns it off. Depths are read every `queue_depth_refresh_seconds`.
+    queue_depth_limit: int = 20_000
+    # How often the gateway reads those queues' depths (in the background, never per request).
+    queue_depth_refresh_seconds: float = 1.0
+    # The Retry-After (seconds) of a key request refused for a deep queue.
+    queue_depth_retry_after_seconds: int = 2
     # Public base URL of the gateway, used for SSO redirect URIs and the SAML audience.
     public_url: str | None = None
     # 32 random bytes (a 0600 file) that seal TOTP secrets and SSO client secrets in the store;

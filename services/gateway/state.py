@@ -17,6 +17,7 @@ from shared.observability import Probe
 from shared.rpc import ProblemError, field_name
 
 from .auth import DeviceAuthenticator, Principal, TokenAuthenticator
+from .backlog import Backlog
 from .evidence.base import Verifier
 from .problems import validation_problem
 from .ratelimit import Throttles
@@ -38,6 +39,7 @@ class Gateway:
     devices: DeviceAuthenticator
     waiters: ReleaseWaiters
     evidence: Mapping[str, Verifier]  # evidence kind -> its verifier (evidence/__init__.py)
+    backlog: Backlog  # cached depths of the release path's queues (load shedding)
 
 
 GATEWAY = web.AppKey("gateway", Gateway)

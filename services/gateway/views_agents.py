@@ -21,6 +21,7 @@ from shared.crypto import tokens
 from shared.rpc import ProblemError
 
 from . import schemas, views_volumes
+from .backlog import Overloaded
 from .evidence.base import EvidenceContext, Merged, Verified, merge, with_observed
 from .problems import ExtraProblem
 from .state import CORRELATION_ID, _call, _gw, _json, _now, _principal, body_as
@@ -91,6 +92,8 @@ async def register_device(request: web.Request, tenant_id: str, device_id: str, 
 async def key_request(request: web.Request) -> web.Response:
     """Agent: ask for a key under policy; wait for the decision and, if allowed, the sealed key."""
     gw = _gw(request)
+    if gw.backlog.over_limit() is not None:  # shed load before anything is queued or stored
+        raise Overloaded(gw.settings.queue_depth_retry_after_seconds)
     principal = _principal(request)
     body = await body_as(request, schemas.KeyRequestBody)
     request_id = events.new_id("req_")
