@@ -27,7 +27,9 @@ def test_settings_keep_the_list_and_refuse_an_empty_one():
         CommonSettings(amqp_url=",")
 
 
-def test_each_attempt_after_the_first_goes_to_the_next_url_round_and_round():
+async def test_each_attempt_after_the_first_goes_to_the_next_url_round_and_round():
+    # async: aio-pika binds a connection to the running loop (a sync test failed once another test
+    # had closed the thread's loop)
     urls = ["amqp://u:p@127.0.0.1:1/", "amqp://u:p@127.0.0.1:2/", "amqp://u:p@127.0.0.1:3/"]
     connection = RotatingConnection(urls, first=1)
     seen = [connection.url.port]
