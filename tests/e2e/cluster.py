@@ -69,10 +69,8 @@ class Cluster:
             SealedFileRootKey(root, SecretStr(passphrase)).store(secrets.token_bytes(32))
         env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", "MONGODB_URL": self.mongo_url,
                "STRONGROOM_AMQP_URL": self.amqp_url, "STRONGROOM_BUS_PREFIX": self.bus_prefix,
-               "STRONGROOM_DB_PREFIX": self.db_prefix, "STRONGROOM_LOG_LEVEL": "WARNING"}
-        for name in ("GATEWAY", "POLICYSVC", "KEYSVC", "AUDITSVC"):
-            env[f"STRONGROOM_{name}_DB_PREFIX"] = self.db_prefix
-            env[f"STRONGROOM_{name}_RPC_TIMEOUT_SECONDS"] = "30"
+               "STRONGROOM_DB_PREFIX": self.db_prefix, "STRONGROOM_LOG_LEVEL": "WARNING",
+               "STRONGROOM_RPC_TIMEOUT_SECONDS": "30"}  # common settings: every service reads them
         own = {
             "gateway": {"BOOTSTRAP_TOKEN": self.bootstrap, "RELEASE_TIMEOUT_SECONDS": "30",
                         "PASSWORD_TIME_COST": "1", "PASSWORD_MEMORY_KIB": "8192", "PASSWORD_PARALLELISM": "1",
@@ -82,7 +80,7 @@ class Cluster:
             "policysvc": {},
             # A short lease: a killed holder's scheduler is taken over within seconds.
             "keysvc": {"ROOT_KEY_FILE": str(root), "ROOT_KEY_PASSPHRASE": passphrase,
-                       "SIGNING_KEY_FILE": str(work / "keysvc-signing.pem"), "SCHEDULER_INTERVAL_SECONDS": "0.2",
+                       "SIGNING_KEY_FILE": str(ensure_key_file(work / "keysvc-signing.pem")), "SCHEDULER_INTERVAL_SECONDS": "0.2",
                        "LEASE_SECONDS": "3"},
             "auditsvc": {"SIGNING_KEY_FILE": str(ensure_key_file(work / "audit-signing.pem")),
                          "DATA_KEY_FILE": str(ensure_data_key_file(work / "audit-data.key")),
