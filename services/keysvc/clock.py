@@ -1,15 +1,14 @@
-"""keysvc's clock: aware UTC now, and stored datetimes made aware."""
+"""keysvc's clock: aware UTC now (to the millisecond the store keeps), and stored datetimes made aware."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from shared.store import stored_now
+
 
 def now() -> datetime:
-    """To the millisecond, as the store keeps it: a time a reply hands out is the one a later read
-    of the same document returns (a redelivered request is answered from the stored key)."""
-    at = datetime.now(UTC)
-    return at.replace(microsecond=at.microsecond // 1000 * 1000)
+    return stored_now()
 
 
 def aware(at: datetime) -> datetime:

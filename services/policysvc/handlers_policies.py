@@ -8,7 +8,7 @@ from typing import Any
 from shared import commands_policy as c
 from shared import events, rpc
 from shared.commands import PutPolicy
-from shared.store import DuplicateKeyError
+from shared.store import DuplicateKeyError, stored_now
 
 from .cache import PolicyCache, TargetCache
 from .groups import parse_group
@@ -29,10 +29,12 @@ async def put_policy(
 ) -> c.PolicyView:
     """Creates a policy (no policy_id) or a new version of one; validates before storing anything."""
     document = params.policy.model_dump()
-    policy_id = params.policy_id or events.new_id("pol_")
+    policy_id = params.policy_id or rpc.derived_id(request, "pol_")  # a redelivery finds the policy it made
     current = await store.head(request.tenant_id, policy_id) if params.policy_id else None
     if params.policy_id and current is None:
         raise rpc.NotFound("policy", "policy_id")
+    if current is not None and _made_by(current, request):
+        return _view(current)
     version = (current["version"] if current else 0) + 1
     try:
         parse_policy(document, policy_id=policy_id, version=version)
@@ -40,19 +42,30 @@ async def put_policy(
         raise rpc.ProblemError(422, "Unprocessable Content", f"{exc.path}: {exc.message}", exc.path or None) from None
     head = {
         "policy_id": policy_id, "version": version, "name": params.policy.name, "document": document,
-        "updated_at": datetime.now(UTC), "updated_by": request.actor.id, "deleted": False,
+        "updated_at": stored_now(), "updated_by": request.actor.id, "deleted": False,
+        "changed_by_request": request.request_id,
     }
     event = events.PolicyUpdated(**event_fields(request), policy_id=policy_id, policy_version=version,
                                  name=params.policy.name, document=document)
     try:
         saved = await store.put_version(request.tenant_id, head, version - 1, event)
     except DuplicateKeyError:
-        raise rpc.ProblemError(409, "Conflict", f"a policy named {params.policy.name!r} exists", "name") from None
+        saved = None
     if not saved:
+        earlier = await store.head(request.tenant_id, policy_id)
+        if earlier is not None and _made_by(earlier, request):  # this request's first delivery stored it
+            return _view(earlier)
+        if saved is None:
+            raise rpc.ProblemError(409, "Conflict", f"a policy named {params.policy.name!r} exists", "name")
         raise rpc.ProblemError(409, "Conflict", "the policy changed concurrently; retry")
     cache.drop(request.tenant_id)
     await store.publish_staged("policies", request.tenant_id, event)
     return _view(head)
+
+
+def _made_by(head: dict[str, Any], request: rpc.RpcRequest) -> bool:
+    """Whether `request` made the policy's latest version: its redelivery answers with the policy as it is."""
+    return head.get("changed_by_request") == request.request_id
 
 
 async def get_policy(request: rpc.RpcRequest, params: c.PolicyRef, *, store: PolicyStore) -> c.PolicyView:

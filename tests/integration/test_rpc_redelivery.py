@@ -16,6 +16,8 @@ import pytest
 from services.keysvc import app as keysvc_app
 from services.keysvc.settings import KeySettings
 from services.keysvc.store import KeyStore
+from services.policysvc import app as policysvc_app
+from services.policysvc.settings import PolicySettings
 from shared.events import Actor
 from shared.rpc import RpcRequest
 from shared.store import service_database
@@ -87,3 +89,39 @@ async def test_rotate_key_delivered_twice_rotates_once_and_answers_alike(keysvc)
     # A new request (the operator rotating again) still rotates.
     assert (await _deliver(caller, _request("rotate_key", key_id=key_id, rotate={"reason": "again"}))).result[
         "latest_version"] == 3
+
+
+@pytest.fixture
+async def policysvc(amqp_url, mongo_client, db_prefix, prefix):
+    service_bus = await make_rabbit_bus(amqp_url, f"{prefix}.")
+    caller = await make_rabbit_bus(amqp_url, f"{prefix}.")
+    running = await policysvc_app.start(PolicySettings(db_prefix=db_prefix, bus_prefix=f"{prefix}."), bus=service_bus,
+                                        client=mongo_client)
+    yield caller, service_database(mongo_client, "policysvc", prefix=db_prefix)
+    await running.stop()
+    await caller.close()
+    await service_bus.destroy()
+    await service_bus.close()
+
+
+async def _twice(caller, db, request: RpcRequest):
+    """Delivers `request`, again, and again once its recorded reply is gone (the replica stored
+    the change and died before recording the reply); every answer is the first."""
+    first = await caller.call("policysvc", request, timeout=30.0)
+    assert first.problem is None, first.problem
+    assert await caller.call("policysvc", request, timeout=30.0) == first
+    await db[COLLECTION].delete_many({"tenant_id": TENANT, "request_id": request.request_id})
+    assert await caller.call("policysvc", request, timeout=30.0) == first
+    return first
+
+
+async def test_put_policy_delivered_twice_stores_one_version_and_answers_alike(policysvc):
+    caller, db = policysvc
+    rule = {"id": "eu", "effect": "allow", "when": {"fact": "identity.region", "op": "equals", "value": "eu-west-1"}}
+    created = await _twice(caller, db, RpcRequest(method="put_policy", tenant_id=TENANT, actor=ADMIN,
+                                                  params={"policy": {"name": "eu", "rules": [rule]}}))
+    second = {"policy_id": created.result["policy_id"], "policy": {"name": "eu", "rules": [rule, {**rule, "id": "eu2"}]}}
+    updated = await _twice(caller, db, RpcRequest(method="put_policy", tenant_id=TENANT, actor=ADMIN, params=second))
+    assert updated.result["version"] == 2
+    assert await db["policies"].count_documents({"tenant_id": TENANT}) == 1
+    assert await db["policy_versions"].count_documents({"tenant_id": TENANT}) == 2
