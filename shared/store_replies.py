@@ -18,6 +18,9 @@ from .store import STORE_UNAVAILABLE, DuplicateKeyError, TenantCollection
 log = structlog.get_logger("strongroom.rpc")
 
 COLLECTION = "rpc_replies"
+# A request message expires with its caller's deadline (seconds; `bus.call`), so no redelivery
+# comes after that: a day of replies is ample, and the store drops older ones (a TTL index).
+KEEP_SECONDS = 86_400
 
 
 class ReplyLog:
@@ -27,6 +30,7 @@ class ReplyLog:
     async def create_indexes(self) -> None:
         await self._replies.raw.create_index(
             [("tenant_id", ASCENDING), ("request_id", ASCENDING), ("method", ASCENDING)], unique=True)
+        await self._replies.raw.create_index("at", expireAfterSeconds=KEEP_SECONDS)
 
     async def recorded(self, request: RpcRequest) -> RpcReply | None:
         doc = await self._replies.find_one(
