@@ -115,7 +115,7 @@ async def _twice(caller, db, request: RpcRequest):
     return first
 
 
-async def test_put_policy_delivered_twice_stores_one_version_and_answers_alike(policysvc):
+async def test_put_policy_and_put_group_delivered_twice_store_one_version_and_answer_alike(policysvc):
     caller, db = policysvc
     rule = {"id": "eu", "effect": "allow", "when": {"fact": "identity.region", "op": "equals", "value": "eu-west-1"}}
     created = await _twice(caller, db, RpcRequest(method="put_policy", tenant_id=TENANT, actor=ADMIN,
@@ -125,3 +125,10 @@ async def test_put_policy_delivered_twice_stores_one_version_and_answers_alike(p
     assert updated.result["version"] == 2
     assert await db["policies"].count_documents({"tenant_id": TENANT}) == 1
     assert await db["policy_versions"].count_documents({"tenant_id": TENANT}) == 2
+
+    group = {"name": "eu-fleet", "kind": "device", "members": ["dev_1"]}
+    made = await _twice(caller, db, RpcRequest(method="put_group", tenant_id=TENANT, actor=ADMIN, params={"group": group}))
+    replaced = await _twice(caller, db, RpcRequest(method="put_group", tenant_id=TENANT, actor=ADMIN, params={
+        "group_id": made.result["group_id"], "group": {**group, "members": ["dev_1", "dev_2"]}}))
+    assert replaced.result["version"] == 2
+    assert await db["groups"].count_documents({"tenant_id": TENANT}) == 1
