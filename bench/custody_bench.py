@@ -177,11 +177,11 @@ async def child(args: argparse.Namespace) -> None:
         return None
 
     outbox = Outbox(no_publish, store.outbox_collections)
-    request = rpc.RpcRequest(method="create_key", tenant_id=args.tenant, actor=Actor(kind="user", id="bench"))
     names = iter(range(args.creates))
 
     async def creator() -> None:
-        for i in names:
+        for i in names:  # one request each, as the gateway sends them (a request's key id derives from it)
+            request = rpc.RpcRequest(method="create_key", tenant_id=args.tenant, actor=Actor(kind="user", id="bench"))
             await create_key(request, commands.CreateKey(name=f"created-{i}"), store=store, hierarchy=hierarchy,
                                       cache=cache, outbox=outbox)
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+import uuid
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -22,8 +23,22 @@ class RpcRequest(BaseModel):
     tenant_id: str
     actor: Actor = SYSTEM
     correlation_id: str = Field(default_factory=new_id)
+    # One per request message (the correlation id is one per operator request, and a view may make
+    # several calls under it): a broker's redelivery of the message carries the same one, so a
+    # state-changing method answers a redelivery from its record instead of running again.
+    request_id: str = Field(default_factory=new_id)
     source_ip: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
+
+
+# The namespace of ids derived from a request (uuid5): fixed, so every replica derives alike.
+_DERIVED = uuid.UUID("6f1d4c1e-2b7a-5c1e-9d2f-4a3b5c6d7e8f")
+
+
+def derived_id(request: RpcRequest, prefix: str = "") -> str:
+    """An id every delivery of `request` derives alike: what a redelivered request creates again
+    collides, on a unique index, with what its first delivery created before its replica died."""
+    return prefix + uuid.uuid5(_DERIVED, f"{request.tenant_id}/{request.method}/{request.request_id}").hex
 
 
 class Problem(BaseModel):
@@ -114,16 +129,31 @@ def decode_reply(body: bytes) -> RpcReply:
     return RpcReply.model_validate(json.loads(body))
 
 
+class Replies(Protocol):
+    """Where a service records the replies of its state-changing calls (`shared/store_replies.py`)."""
+
+    async def recorded(self, request: RpcRequest) -> RpcReply | None: ...
+    async def record(self, request: RpcRequest, reply: RpcReply) -> None: ...
+
+
 class Methods:
     """A service's RPC methods: name -> (params model, result model, handler).
 
     Params are validated once, here, so a malformed call is refused naming the field, as HTTP
     is; the handler gets the model instance. A handler returns an instance of its result model
     (or None for an empty answer), which is what goes on the wire.
+
+    A method added with `changes=True` takes effect at most once per request id: the broker
+    redelivers a request whose replica died before acking it, and the next replica answers it
+    with the reply recorded in `replies` (problems included: a refusal the caller may have seen
+    must not turn into an effect) instead of running it again. A reply holding a secret is never
+    recorded: such a method is added without `changes` and guards itself.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, replies: Replies | None = None) -> None:
         self._methods: dict[str, tuple[type[BaseModel] | None, type[BaseModel] | None, Any]] = {}
+        self._changes: set[str] = set()
+        self._replies = replies
 
     def add(
         self,
@@ -131,8 +161,16 @@ class Methods:
         handler: Any,
         params: type[BaseModel] | None = None,
         result: type[BaseModel] | None = None,
+        *,
+        changes: bool = False,
     ) -> None:
         self._methods[name] = (params, result, handler)
+        if changes:
+            self._changes.add(name)
+
+    def changing(self) -> set[str]:
+        """The methods that change state (recorded once per request id)."""
+        return set(self._changes)
 
     def contracts(self) -> dict[str, tuple[type[BaseModel] | None, type[BaseModel] | None]]:
         """Each method's declared params and result models (for tests and documentation)."""
@@ -150,4 +188,14 @@ class Methods:
             except ValidationError as exc:
                 field, message = validation_error(exc)
                 return RpcReply.fail(422, "Unprocessable Content", f"{field}: {message}", field)
-        return RpcReply(result=await handler(request, args))
+        if self._replies is None or request.method not in self._changes or not request.tenant_id:
+            return RpcReply(result=await handler(request, args))
+        recorded = await self._replies.recorded(request)
+        if recorded is not None:
+            return recorded
+        try:
+            reply = RpcReply(result=await handler(request, args))
+        except ProblemError as exc:
+            reply = RpcReply(problem=exc.problem)
+        await self._replies.record(request, reply)
+        return reply

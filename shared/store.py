@@ -8,6 +8,7 @@ and every document, so forgetting it is not possible through this API.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from pymongo import AsyncMongoClient, ReturnDocument
@@ -19,13 +20,20 @@ from .config import STORE_OPERATION_TIMEOUT_SECONDS, STORE_TIMEOUT_SECONDS, Comm
 from .metrics import StoreTimings
 
 __all__ = ["STORE_UNAVAILABLE", "DuplicateKeyError", "ReturnDocument", "TenantCollection", "connect", "connect_with",
-           "ping", "service_database"]
+           "ping", "service_database", "stored_now"]
 
 # The store cannot serve a call: no server selected in time, a connection refused, dropped or
 # timed out (PyMongo's ServerSelectionTimeoutError, AutoReconnect, NetworkTimeout and the rest
 # are all ConnectionFailure), or an operation past its time bound (ExecutionTimeout). Callers
 # answer 503 with Retry-After (the gateway's problem middleware, the bus's RPC answer), never 500.
 STORE_UNAVAILABLE: tuple[type[Exception], ...] = (ConnectionFailure, ExecutionTimeout)
+
+
+def stored_now() -> datetime:
+    """Now, to the millisecond, as the store keeps a datetime: a time a reply hands out is the one
+    a later read of the stored document returns (a redelivered request is answered from it)."""
+    at = datetime.now(UTC)
+    return at.replace(microsecond=at.microsecond // 1000 * 1000)
 
 
 def connect(url: str, *, timeout_seconds: float = STORE_TIMEOUT_SECONDS,

@@ -17,9 +17,10 @@ from shared.crypto.envelope import SecretBytes
 from shared.crypto.sealing import DATA_KEY_BYTES, SecretSealer, load_data_key
 from shared.observability import expose
 from shared.outbox import Outbox
-from shared.rpc import Methods
+from shared.rpc import Methods, Replies
 from shared.service import Running
 from shared.store import service_database
+from shared.store_replies import ReplyLog
 
 from . import forwarders as forwarders_rpc
 from . import handlers, health, retention
@@ -55,8 +56,11 @@ def sealer_from_settings(settings: AuditSettings) -> SecretSealer:
 
 def _methods(*, store: AuditStore, checkpoints: CheckpointStore, forwarders: ForwarderStore, archives: ArchiveStore,
              outbox: Outbox, sealer: SecretSealer, keeper: retention.Retention, stats: handlers.IngestStats,
-             current_key_id: str, queue_depth: Any, chunk_bytes: int, allow: tuple[Allowed, ...]) -> Methods:
-    methods = Methods()
+             current_key_id: str, queue_depth: Any, chunk_bytes: int, allow: tuple[Allowed, ...],
+             replies: Replies | None = None) -> Methods:
+    """Changes take effect once per request id (`rpc.Methods`); creating a forwarder and rotating its
+    secret are not recorded: their replies hold the new signing secret."""
+    methods = Methods(replies)
     methods.add("list_records", partial(handlers.list_records, store=store), params=c.AuditQuery, result=c.RecordPage)
     methods.add("report", partial(handlers.report, store=store), params=c.ReportQuery, result=c.ReportReply)
     methods.add("export_page", partial(handlers.export_page, store=store), params=c.ExportQuery, result=c.ExportPage)
@@ -72,15 +76,16 @@ def _methods(*, store: AuditStore, checkpoints: CheckpointStore, forwarders: For
     methods.add("rotate_forwarder_secret", partial(forwarders_rpc.rotate_forwarder_secret, **fwd, outbox=outbox, sealer=sealer),
         params=c.ForwarderRef, result=c.ForwarderView)
     methods.add("update_forwarder", partial(forwarders_rpc.update_forwarder, **fwd, outbox=outbox),
-        params=c.UpdateForwarder, result=c.ForwarderView)
+        params=c.UpdateForwarder, result=c.ForwarderView, changes=True)
     methods.add("delete_forwarder", partial(forwarders_rpc.delete_forwarder, forwarders=forwarders, outbox=outbox),
-        params=c.ForwarderRef, result=c.ForwarderDeleted)
+        params=c.ForwarderRef, result=c.ForwarderDeleted, changes=True)
     methods.add("list_forwarders", partial(forwarders_rpc.list_forwarders, **fwd), params=c.NoParams, result=c.ForwarderList)
     methods.add("get_forwarder", partial(forwarders_rpc.get_forwarder, **fwd), params=c.ForwarderRef, result=c.ForwarderView)
     methods.add("get_retention", partial(retention.get_retention, retention=keeper), params=c.NoParams, result=c.RetentionWindow)
     methods.add("set_retention", partial(retention.set_retention, archives=archives, outbox=outbox),
-        params=c.RetentionSetting, result=c.RetentionWindow)
-    methods.add("run_retention", partial(retention.run_retention, retention=keeper), params=c.NoParams, result=c.RetentionRun)
+        params=c.RetentionSetting, result=c.RetentionWindow, changes=True)
+    methods.add("run_retention", partial(retention.run_retention, retention=keeper), params=c.NoParams, result=c.RetentionRun,
+        changes=True)
     methods.add("list_archives", partial(retention.list_archives, archives=archives), params=c.ArchiveQuery, result=c.ArchivePage)
     methods.add("get_archive", partial(retention.get_archive, archives=archives, chunk_bytes=chunk_bytes),
         params=c.ArchiveRef, result=c.ArchiveInfo)
@@ -92,7 +97,8 @@ def _methods(*, store: AuditStore, checkpoints: CheckpointStore, forwarders: For
 async def start(settings: AuditSettings, *, bus: Bus, client: AsyncMongoClient) -> Running:
     db = service_database(client, "auditsvc", prefix=settings.db_prefix)
     store, checkpoints, forwarders, archives = AuditStore(db), CheckpointStore(db), ForwarderStore(db), ArchiveStore(db)
-    for each in (store, checkpoints, forwarders, archives):
+    replies = ReplyLog(db)
+    for each in (store, checkpoints, forwarders, archives, replies):
         await each.create_indexes()
     outbox = Outbox(bus.publish, [checkpoints.collection, forwarders.collection, archives.archive_collection,
                                   archives.settings_collection])
@@ -111,7 +117,7 @@ async def start(settings: AuditSettings, *, bus: Bus, client: AsyncMongoClient) 
     methods = _methods(store=store, checkpoints=checkpoints, forwarders=forwarders, archives=archives, outbox=outbox,
                        sealer=sealer, keeper=keeper, stats=stats, current_key_id=checkpointer.key_id,
                        queue_depth=partial(bus.queue_depth, "auditsvc"), chunk_bytes=settings.archive_chunk_bytes,
-                       allow=settings.forwarder_allowlist)
+                       allow=settings.forwarder_allowlist, replies=replies)
     await bus.subscribe_batch(
         "auditsvc",
         handlers.Ingestor(store, handlers.ChainHeads(store), checkpointer=checkpointer, stats=stats),

@@ -20,6 +20,7 @@ from shared.outbox import Outbox
 from shared.rpc import Methods
 from shared.service import Running
 from shared.store import service_database
+from shared.store_replies import ReplyLog
 
 from . import (
     handlers_byok,
@@ -63,26 +64,26 @@ class Parts:
 def _key_methods(methods: Methods, p: Parts) -> None:
     s, h, c, o = p.store, p.hierarchy, p.cache, p.outbox
     methods.add("create_key", partial(handlers_keys.create_key, store=s, hierarchy=h, cache=c, outbox=o),
-                cmd.CreateKey, cmd.KeyView)
+                cmd.CreateKey, cmd.KeyView, changes=True)
     methods.add("get_key", partial(handlers_keys.get_key, cache=c), cmd.KeyRef, cmd.KeyView)
     methods.add("get_release", partial(handlers_release.get_release, store=s), cc.ReleaseRef, cc.ReleaseRecord)
     methods.add("list_keys", partial(handlers_keys.list_keys, store=s), cmd.ListQuery, cmd.KeyList)
     methods.add("change_key_state", partial(handlers_keys.change_key_state, store=s, cache=c, outbox=o),
-                cmd.ChangeKeyStateCall, cmd.KeyView)
+                cmd.ChangeKeyStateCall, cmd.KeyView, changes=True)
     methods.add("rotate_key", partial(handlers_keys.rotate_key, store=s, hierarchy=h, cache=c, outbox=o),
-                cmd.RotateKeyCall, cmd.KeyView)
+                cmd.RotateKeyCall, cmd.KeyView, changes=True)
     methods.add("set_min_decryption_version", partial(handlers_keys.set_min_decryption_version, store=s, cache=c, outbox=o),
-                cc.SetMinDecryptionVersionCall, cmd.KeyView)
+                cc.SetMinDecryptionVersionCall, cmd.KeyView, changes=True)
     methods.add("get_custody_settings", partial(handlers_settings.get_settings, store=s), cmd.NoParams,
                 cc.CustodySettingsBody)
     methods.add("put_custody_settings", partial(handlers_settings.put_settings, store=s, outbox=o),
-                cc.CustodySettingsBody, cc.CustodySettingsBody)
+                cc.CustodySettingsBody, cc.CustodySettingsBody, changes=True)
     methods.add("import_params", partial(handlers_byok.import_params, store=s, hierarchy=h), cc.ImportParamsQuery,
                 cc.ImportParams)
     methods.add("import_key", partial(handlers_byok.import_key, store=s, hierarchy=h, cache=c, outbox=o),
-                cc.ImportKey, cmd.KeyView)
+                cc.ImportKey, cmd.KeyView, changes=True)
     methods.add("rotate_kek", partial(handlers_kek.rotate_kek, store=s, hierarchy=h, outbox=o), cmd.NoParams,
-                cc.KekRotationView)
+                cc.KekRotationView, changes=True)
     methods.add("kek_status", partial(handlers_kek.kek_status, store=s), cmd.NoParams, cc.KekStatus)
 
 
@@ -92,11 +93,11 @@ def _destruction_methods(methods: Methods, p: Parts) -> None:
     methods.add("get_dependencies", partial(d.get_dependencies, store=s, cache=c), cmd.KeyRef, cc.DependencyReport)
     methods.add("schedule_destruction", partial(d.schedule_destruction, store=s, cache=c, outbox=o,
                                                 min_wait=timedelta(seconds=p.settings.min_destruction_wait_seconds)),
-                cc.ScheduleDestructionCall, cc.DestructionView)
+                cc.ScheduleDestructionCall, cc.DestructionView, changes=True)
     methods.add("approve_destruction", partial(d.approve_destruction, store=s, outbox=o), cc.ApproveDestructionCall,
-                cc.DestructionView)
+                cc.DestructionView, changes=True)
     methods.add("cancel_destruction", partial(d.cancel_destruction, store=s, outbox=o), cc.CancelDestructionCall,
-                cc.DestructionView)
+                cc.DestructionView, changes=True)
     methods.add("get_destruction", partial(d.get_destruction, store=s), cmd.KeyRef, cc.DestructionView)
     methods.add("get_destruction_certificate", partial(d.get_certificate, store=s), cmd.KeyRef, cc.CertificateView)
     methods.add("get_offboarding", partial(d.get_offboarding, store=s), cmd.NoParams, cc.OffboardingView)
@@ -109,18 +110,19 @@ def _root_methods(methods: Methods, p: Parts, bus: Bus) -> None:
     methods.add("init_custody", partial(r.init_custody, store=s, custody=k, outbox=o), cc.InitCustodyCall,
                 cc.CustodyInitialized)
     methods.add("enrol_custodian_key", partial(handlers_custodians.enrol_key, store=s, outbox=o), cc.EnrolCustodianKey,
-                cc.CustodianKey)
+                cc.CustodianKey, changes=True)
     methods.add("list_custodian_keys", partial(handlers_custodians.list_keys, store=s), cmd.NoParams, cc.CustodianKeys)
     methods.add("my_share", partial(handlers_custodians.my_share, store=s), cmd.NoParams, cc.SealedDelivery)
     methods.add("transport_key", partial(r.transport_key, store=s, custody=k), cc.TransportKeyRequest, cc.TransportKey)
     methods.add("unseal", partial(r.submit_unseal_share, store=s, custody=k, bus_publish=bus.publish), cc.SealedShare,
-                cc.UnsealResult)
+                cc.UnsealResult, changes=True)
     methods.add("rekey_root", partial(r.rekey_root, store=s, custody=k,
                                       ttl=timedelta(seconds=p.settings.root_rekey_ttl_seconds)),
                 cc.RekeyRootCall, cc.RekeyStarted)
     methods.add("verify_rekey", partial(r.verify_rekey, store=s, custody=k, outbox=o, batch=p.settings.kek_rewrap_batch),
-                cc.SealedShare, cc.RekeyVerified)
-    methods.add("cancel_rekey", partial(r.cancel_rekey, store=s, custody=k, outbox=o), cmd.NoParams, cc.RekeyCancelled)
+                cc.SealedShare, cc.RekeyVerified, changes=True)
+    methods.add("cancel_rekey", partial(r.cancel_rekey, store=s, custody=k, outbox=o), cmd.NoParams, cc.RekeyCancelled,
+                changes=True)
     methods.add("export_key", partial(handlers_byok.export_key, store=s, hierarchy=p.hierarchy, cache=p.cache,
                                       bus_publish=bus.publish), cc.ExportKeyCall, cc.ExportedKey)
 
@@ -140,7 +142,7 @@ def _volume_methods(methods: Methods, p: Parts, bus: Bus) -> None:
 
     methods.add("volume_escrow_key", partial(v.escrow_key, store=s, hierarchy=h), cv.EscrowKeyCall, cv.EscrowKey)
     methods.add("volume_escrow", partial(v.escrow_passphrase, store=s, hierarchy=h, outbox=p.outbox), cv.EscrowCall,
-                cv.Escrowed)
+                cv.Escrowed, changes=True)
     methods.add("volume_recovery_release", partial(v.release_recovery, store=s, hierarchy=h, ask_policy=ask_policy,
                                                    publish=bus.publish_audited), cv.RecoveryReleaseCall,
                 cv.RecoveryRelease)
@@ -185,8 +187,10 @@ async def _work(event: Event, *, p: Parts, publish: handlers_release.Publish, no
 
 
 async def start(settings: KeySettings, *, bus: Bus, client: AsyncMongoClient, root_key: bytes | None) -> Running:
-    store = KeyStore(service_database(client, "keysvc", prefix=settings.db_prefix))
+    db = service_database(client, "keysvc", prefix=settings.db_prefix)
+    store, replies = KeyStore(db), ReplyLog(db)
     await store.create_indexes()
+    await replies.create_indexes()
     root_doc = await store.root_record()
     if root_key is not None and root_doc is not None and fingerprint(root_key) not in unseal_fingerprints(root_doc):
         raise RootKeyError("the configured root key does not match custody's recorded root fingerprint")
@@ -202,7 +206,7 @@ async def start(settings: KeySettings, *, bus: Bus, client: AsyncMongoClient, ro
                       allow_single_custodian=settings.allow_single_custodian)
     p = Parts(settings, store, hierarchy, KeyCache(store, settings.key_cache_size), outbox, signer, custody)
 
-    methods = Methods()
+    methods = Methods(replies)
     _key_methods(methods, p)
     _destruction_methods(methods, p)
     _root_methods(methods, p, bus)

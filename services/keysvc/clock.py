@@ -1,12 +1,14 @@
-"""keysvc's clock: aware UTC now, and stored datetimes made aware."""
+"""keysvc's clock: aware UTC now (to the millisecond the store keeps), and stored datetimes made aware."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from shared.store import stored_now
+
 
 def now() -> datetime:
-    return datetime.now(UTC)
+    return stored_now()
 
 
 def aware(at: datetime) -> datetime:

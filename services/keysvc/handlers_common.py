@@ -3,6 +3,7 @@ compare-and-swap save, and the tenant's key policy."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
 from typing import Any
 
@@ -14,7 +15,7 @@ from . import keys as domain
 from .cache import KeyCache
 from .store import KeyStore
 
-__all__ = ["event_fields", "existing", "iso", "save", "sealed", "tenant_settings", "unprocessable"]
+__all__ = ["event_fields", "existing", "iso", "made_by", "save", "sealed", "tenant_settings", "unprocessable"]
 
 
 def event_fields(request: rpc.RpcRequest) -> dict[str, Any]:
@@ -45,13 +46,27 @@ async def existing(cache: KeyCache, tenant_id: str, key_id: str) -> domain.Key:
 
 
 async def save(store: KeyStore, cache: KeyCache, before: domain.Key, after: domain.Key, event: Event,
-               outbox: Outbox) -> None:
-    """Compare-and-swap the key with its event staged in the same write, then publish it."""
+               outbox: Outbox, *, request: rpc.RpcRequest | None = None) -> domain.Key:
+    """Compare-and-swap the key with its event staged in the same write, then publish it; the saved
+    key. With the operator's `request`, the key records it in that write (see `made_by`)."""
+    if request is not None:
+        after = dataclasses.replace(after, changed_by_request=request.request_id)
     if not await store.save_key(before, after, event):
         cache.drop(before.tenant_id, before.key_id)
+        stored = await store.load_key(before.tenant_id, before.key_id) if request is not None else None
+        if stored is not None and made_by(stored, request):  # this request's first delivery saved it
+            cache.put(stored)
+            return stored
         raise rpc.ProblemError(409, "Conflict", "the key changed concurrently; retry")
     cache.put(after)
     await outbox.publish(store.outbox_of("keys"), after.tenant_id, event)
+    return after
+
+
+def made_by(key: domain.Key, request: rpc.RpcRequest | None) -> bool:
+    """Whether `request` made the key's latest change: a redelivered request whose first delivery
+    saved its change (and died before recording its reply) answers with the key as it is."""
+    return request is not None and key.changed_by_request == request.request_id
 
 
 async def tenant_settings(store: KeyStore, tenant_id: str) -> domain.CustodySettings:

@@ -12,7 +12,7 @@ from shared.store import DuplicateKeyError
 from . import keys as domain
 from .cache import KeyCache
 from .clock import now as _now
-from .handlers_common import event_fields, existing, save, sealed, tenant_settings, unprocessable
+from .handlers_common import event_fields, existing, made_by, save, sealed, tenant_settings, unprocessable
 from .hierarchy import KeyHierarchy, Sealed
 from .key_docs import public_view
 from .store import KeyStore
@@ -28,7 +28,7 @@ async def create_key(
 ) -> commands.KeyView:
     """A new key whose first version is generated and wrapped in custody."""
     tenant_id = request.tenant_id
-    key_id = events.new_id("key_")
+    key_id = rpc.derived_id(request, "key_")  # a redelivered request finds the key it created
     policy = await tenant_settings(store, tenant_id)
     try:
         bits = domain.check_algorithm(cmd.algorithm, min_bits=policy.min_key_bits)
@@ -49,7 +49,11 @@ async def create_key(
     try:
         await store.insert_new_key(key, created)
     except DuplicateKeyError:
-        raise rpc.ProblemError(409, "Conflict", f"a key named {cmd.name!r} exists", "name") from None
+        earlier = await store.load_key(tenant_id, key_id)
+        if earlier is None or earlier.name != cmd.name:
+            raise rpc.ProblemError(409, "Conflict", f"a key named {cmd.name!r} exists", "name") from None
+        cache.put(earlier)  # created by this request's first delivery; its event is staged with it
+        return _view(earlier)
     cache.put(key)
     await outbox.publish(store.outbox_of("keys"), tenant_id, created)
     return _view(key)
@@ -71,6 +75,8 @@ async def change_key_state(
     """A lifecycle action (NIST SP 800-57), refused when the key's state does not allow it."""
     cmd = call.change
     key = await existing(cache, request.tenant_id, call.key_id)
+    if made_by(key, request):
+        return _view(key)
     try:
         changed, described = domain.transition(key, cmd.action, actor=request.actor.id, reason=cmd.reason, now=_now())
     except domain.IllegalTransition as exc:
@@ -79,8 +85,7 @@ async def change_key_state(
         **event_fields(request), key_id=key.key_id, from_state=described["from"], to_state=described["to"],
         action=cmd.action, reason=cmd.reason,
     )
-    await save(store, cache, key, changed, event, outbox)
-    return _view(changed)
+    return _view(await save(store, cache, key, changed, event, outbox, request=request))
 
 
 async def rotate_key(
@@ -89,6 +94,8 @@ async def rotate_key(
 ) -> commands.KeyView:
     """A new latest version; older versions still decrypt down to min_decryption_version."""
     key = await existing(cache, request.tenant_id, call.key_id)
+    if made_by(key, request):
+        return _view(key)
     bits = domain.ALGORITHMS[key.algorithm]
     wrapped, kek_version = await hierarchy.new_data_key(request.tenant_id, key.key_id, key.latest_version + 1, bits)
     try:
@@ -97,8 +104,7 @@ async def rotate_key(
         raise rpc.ProblemError(409, "Conflict", str(exc)) from None
     event = events.KeyRotated(**event_fields(request), key_id=key.key_id, key_version=rotated.latest_version,
                               reason=call.rotate.reason)
-    await save(store, cache, key, rotated, event, outbox)
-    return _view(rotated)
+    return _view(await save(store, cache, key, rotated, event, outbox, request=request))
 
 
 async def set_min_decryption_version(
@@ -107,6 +113,8 @@ async def set_min_decryption_version(
     """Retire old versions: those below min_decryption_version no longer decrypt."""
     cmd = call.change
     key = await existing(cache, request.tenant_id, call.key_id)
+    if made_by(key, request):
+        return _view(key)
     try:
         changed = domain.set_min_decryption_version(key, cmd.min_decryption_version, now=_now())
     except domain.VersionError as exc:
@@ -114,8 +122,7 @@ async def set_min_decryption_version(
     event = events.KeyMinDecryptionVersionSet(
         **event_fields(request), key_id=key.key_id, min_decryption_version=cmd.min_decryption_version, reason=cmd.reason,
     )
-    await save(store, cache, key, changed, event, outbox)
-    return _view(changed)
+    return _view(await save(store, cache, key, changed, event, outbox, request=request))
 
 
 async def rotate_due_keys(*, store: KeyStore, hierarchy: KeyHierarchy, cache: KeyCache, outbox: Outbox, limit: int = 200) -> int:

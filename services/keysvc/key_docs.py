@@ -77,7 +77,8 @@ def public_view(head: dict[str, Any] | Key) -> dict[str, Any]:
     """What operators see of a key: metadata, never material."""
     if isinstance(head, Key):
         head = head_doc(head)
-    out = {k: v for k, v in head.items() if k not in ("_id", "tenant_id", "_outbox", "latest_material")}
+    out = {k: v for k, v in head.items()
+           if k not in ("_id", "tenant_id", "_outbox", "latest_material", "changed_by_request")}
     for k, v in out.items():
         if isinstance(v, datetime):
             out[k] = v.isoformat()

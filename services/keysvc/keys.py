@@ -169,6 +169,8 @@ class Key:
     deactivated_at: datetime | None = None
     compromised_at: datetime | None = None
     destroyed_at: datetime | None = None
+    # The operator request that made the latest change: its redelivery finds the change made.
+    changed_by_request: str | None = None
 
     def __post_init__(self) -> None:
         # Accept the plain string a store hands back; identity checks elsewhere rely on the enum.

@@ -15,6 +15,7 @@ from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError
 
 from shared import outbox
 from shared.events import Event
@@ -101,8 +102,14 @@ class KeyStore(CustodyQueries, KekRotationQueries, RootQueries, VolumeRecoveryQu
     # --- keys -------------------------------------------------------------------------
 
     async def insert_new_key(self, key: Key, event: Event) -> None:
-        """Versions first, head last: a head is only visible once its material exists."""
-        await self.versions.insert_many(key.tenant_id, [version_doc(key, kv) for kv in key.versions.values()])
+        """Versions first, head last: a head is only visible once its material exists. DuplicateKeyError
+        when the name is taken, or the key id (derived from a request id) was inserted before."""
+        try:
+            await self.versions.insert_many(key.tenant_id, [version_doc(key, kv) for kv in key.versions.values()])
+        except BulkWriteError as exc:
+            if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
+                raise
+            raise DuplicateKeyError(f"versions of {key.key_id} exist") from None
         await self.keys.insert(key.tenant_id, outbox.staged(head_doc(key), event))
 
     async def load_key(self, tenant_id: str, key_id: str) -> Key | None:

@@ -12,9 +12,10 @@ from shared import commands_policy as c
 from shared import commands_volumes as cv
 from shared.bus import Bus
 from shared.observability import expose, observe
-from shared.rpc import Methods
+from shared.rpc import Methods, Replies
 from shared.service import Running
 from shared.store import service_database
+from shared.store_replies import ReplyLog
 
 from . import handlers_approvals as approvals
 from . import handlers_decide as release
@@ -28,8 +29,10 @@ from .store import PolicyStore
 
 
 async def start(settings: PolicySettings, *, bus: Bus, client: AsyncMongoClient) -> Running:
-    store = PolicyStore(service_database(client, "policysvc", prefix=settings.db_prefix), publish=bus.publish)
+    db = service_database(client, "policysvc", prefix=settings.db_prefix)
+    store, replies = PolicyStore(db, publish=bus.publish), ReplyLog(db)
     await store.create_indexes()
+    await replies.create_indexes()
     await store.outbox.relay()
     probe = observe("policysvc", settings, bus=bus, client=client)
     metrics = probe.metrics
@@ -44,7 +47,8 @@ async def start(settings: PolicySettings, *, bus: Bus, client: AsyncMongoClient)
     await bus.subscribe("policysvc", metrics.timed("work", partial(
         release.dispatch, store=store, targets=targets, cache=cache, publish=metrics.counting(bus.publish_audited),
         wake=wake)))
-    await bus.serve("policysvc", metrics.timed_rpc(rpc_methods(store=store, cache=cache, targets=targets, wake=wake)))
+    await bus.serve("policysvc", metrics.timed_rpc(rpc_methods(store=store, cache=cache, targets=targets, wake=wake,
+                                                                replies=replies)))
     running = Running("policysvc")
     running.tasks.append(asyncio.create_task(store.outbox.run()))
     running.tasks.append(asyncio.create_task(scheduler.run()))
@@ -52,10 +56,17 @@ async def start(settings: PolicySettings, *, bus: Bus, client: AsyncMongoClient)
     return running
 
 
-def rpc_methods(*, store: PolicyStore, cache: PolicyCache, targets: TargetCache, wake: Callable[[], None]) -> Methods:
+# What operators change: each takes effect once per request id (`rpc.Methods`). An agent's heartbeat
+# is not recorded: it is the device's latest word, sent every few seconds.
+CHANGES = frozenset({"put_policy", "delete_policy", "restore_policy_version", "put_group", "delete_group", "put_settings",
+                     "vote", "open_recovery_approval", "clear_quarantine"})
+
+
+def rpc_methods(*, store: PolicyStore, cache: PolicyCache, targets: TargetCache, wake: Callable[[], None],
+                replies: Replies | None = None) -> Methods:
     """Every request/reply method with its params and result models, its dependencies bound."""
     own = {"store": store, "targets": targets}
-    methods = Methods()
+    methods = Methods(replies)
     for name, handler, params, result in (
         ("put_policy", partial(policies.put_policy, store=store, cache=cache), c.PutPolicyParams, c.PolicyView),
         ("get_policy", partial(policies.get_policy, store=store), c.PolicyRef, c.PolicyView),
@@ -87,5 +98,5 @@ def rpc_methods(*, store: PolicyStore, cache: PolicyCache, targets: TargetCache,
         ("get_posture", partial(posture.get_posture, store=store), c.DeviceRef, c.Posture),
         ("posture_counts", partial(posture.posture_counts, store=store), c.NoParams, c.PostureCounts),
     ):
-        methods.add(name, handler, params=params, result=result)
+        methods.add(name, handler, params=params, result=result, changes=name in CHANGES)
     return methods

@@ -8,7 +8,7 @@ from typing import Any
 from shared import commands_policy as c
 from shared import events, rpc
 from shared.commands import PutPolicy
-from shared.store import DuplicateKeyError
+from shared.store import DuplicateKeyError, stored_now
 
 from .cache import PolicyCache, TargetCache
 from .groups import parse_group
@@ -29,10 +29,12 @@ async def put_policy(
 ) -> c.PolicyView:
     """Creates a policy (no policy_id) or a new version of one; validates before storing anything."""
     document = params.policy.model_dump()
-    policy_id = params.policy_id or events.new_id("pol_")
+    policy_id = params.policy_id or rpc.derived_id(request, "pol_")  # a redelivery finds the policy it made
     current = await store.head(request.tenant_id, policy_id) if params.policy_id else None
     if params.policy_id and current is None:
         raise rpc.NotFound("policy", "policy_id")
+    if current is not None and _made_by(current, request):
+        return _view(current)
     version = (current["version"] if current else 0) + 1
     try:
         parse_policy(document, policy_id=policy_id, version=version)
@@ -40,19 +42,30 @@ async def put_policy(
         raise rpc.ProblemError(422, "Unprocessable Content", f"{exc.path}: {exc.message}", exc.path or None) from None
     head = {
         "policy_id": policy_id, "version": version, "name": params.policy.name, "document": document,
-        "updated_at": datetime.now(UTC), "updated_by": request.actor.id, "deleted": False,
+        "updated_at": stored_now(), "updated_by": request.actor.id, "deleted": False,
+        "changed_by_request": request.request_id,
     }
     event = events.PolicyUpdated(**event_fields(request), policy_id=policy_id, policy_version=version,
                                  name=params.policy.name, document=document)
     try:
         saved = await store.put_version(request.tenant_id, head, version - 1, event)
     except DuplicateKeyError:
-        raise rpc.ProblemError(409, "Conflict", f"a policy named {params.policy.name!r} exists", "name") from None
+        saved = None
     if not saved:
+        earlier = await store.head(request.tenant_id, policy_id)
+        if earlier is not None and _made_by(earlier, request):  # this request's first delivery stored it
+            return _view(earlier)
+        if saved is None:
+            raise rpc.ProblemError(409, "Conflict", f"a policy named {params.policy.name!r} exists", "name")
         raise rpc.ProblemError(409, "Conflict", "the policy changed concurrently; retry")
     cache.drop(request.tenant_id)
     await store.publish_staged("policies", request.tenant_id, event)
     return _view(head)
+
+
+def _made_by(doc: dict[str, Any], request: rpc.RpcRequest) -> bool:
+    """Whether `request` made the policy's or group's latest version: its redelivery answers with it as it is."""
+    return doc.get("changed_by_request") == request.request_id
 
 
 async def get_policy(request: rpc.RpcRequest, params: c.PolicyRef, *, store: PolicyStore) -> c.PolicyView:
@@ -129,7 +142,7 @@ async def put_group(
 ) -> c.GroupView:
     """Creates a group (no group_id) or replaces one; validated in full before anything is stored."""
     document = params.group
-    group_id = params.group_id or events.new_id("grp_")
+    group_id = params.group_id or rpc.derived_id(request, "grp_")  # a redelivery finds the group it made
     try:
         group = parse_group(document, group_id=group_id)
     except PolicyError as exc:
@@ -139,13 +152,16 @@ async def put_group(
         current = await store.live_group(request.tenant_id, group_id)
         if current is None:
             raise rpc.NotFound("group", "group_id")
+        if _made_by(current, request):
+            return _group_view(current)
         if current["document"]["kind"] != group.kind:
             raise rpc.ProblemError(422, "Unprocessable Content", "kind: a group's kind cannot change", "kind")
     version = (current["version"] if current else 0) + 1
     event = events.GroupUpdated(**event_fields(request), group_id=group_id, kind=group.kind, name=group.name,
                                 group_version=version, document=document)
     doc = {"group_id": group_id, "name": group.name, "version": version, "document": document,
-           "updated_at": datetime.now(UTC), "updated_by": request.actor.id, "deleted": False}
+           "updated_at": stored_now(), "updated_by": request.actor.id, "deleted": False,
+           "changed_by_request": request.request_id}
     try:
         if current is None:
             await store.insert_group(request.tenant_id, doc, event)
@@ -154,8 +170,13 @@ async def put_group(
             saved = await store.replace_group(request.tenant_id, group_id, expected_version=current["version"], doc=doc,
                                               event=event)
     except DuplicateKeyError:
-        raise rpc.ProblemError(409, "Conflict", f"a group named {group.name!r} exists", "name") from None
+        saved = None
     if not saved:
+        earlier = await store.live_group(request.tenant_id, group_id)
+        if earlier is not None and _made_by(earlier, request):  # this request's first delivery stored it
+            return _group_view(earlier)
+        if saved is None:
+            raise rpc.ProblemError(409, "Conflict", f"a group named {group.name!r} exists", "name")
         raise rpc.ProblemError(409, "Conflict", "the group changed concurrently; retry")
     targets.drop_groups(request.tenant_id)
     await store.publish_staged("groups", request.tenant_id, event)

@@ -47,18 +47,18 @@ async def test_names_are_unique_and_deleted_policies_are_gone():
 
 async def test_groups_keep_their_kind_and_free_their_name_when_deleted():
     world = World()
-    request = world.as_("admin")
+    admin = world.as_  # one request per call, as the gateway sends them (an id derives from it)
     group = {"name": "eu", "kind": "device", "members": ["dev_1"]}
-    made = await handlers.put_group(request, c.PutGroupParams(group=group), store=world.store, targets=world.targets)
+    made = await handlers.put_group(admin("admin"), c.PutGroupParams(group=group), store=world.store, targets=world.targets)
     assert made.model_dump()["members"] == ["dev_1"] and made.version == 1
     with pytest.raises(rpc.ProblemError, match="kind cannot change"):
-        await handlers.put_group(request, c.PutGroupParams(group_id=made.group_id, group={**group, "kind": "key"}),
+        await handlers.put_group(admin("admin"), c.PutGroupParams(group_id=made.group_id, group={**group, "kind": "key"}),
                                  store=world.store, targets=world.targets)
     with pytest.raises(rpc.ProblemError, match="exists"):
-        await handlers.put_group(request, c.PutGroupParams(group=group), store=world.store, targets=world.targets)
-    await handlers.delete_group(request, c.GroupRef(group_id=made.group_id), store=world.store, targets=world.targets)
-    await handlers.put_group(request, c.PutGroupParams(group=group), store=world.store, targets=world.targets)
-    listed = await handlers.list_groups(request, c.ListGroups(kind="device"), store=world.store)
+        await handlers.put_group(admin("admin"), c.PutGroupParams(group=group), store=world.store, targets=world.targets)
+    await handlers.delete_group(admin("admin"), c.GroupRef(group_id=made.group_id), store=world.store, targets=world.targets)
+    await handlers.put_group(admin("admin"), c.PutGroupParams(group=group), store=world.store, targets=world.targets)
+    listed = await handlers.list_groups(admin("admin"), c.ListGroups(kind="device"), store=world.store)
     assert [g.model_dump()["name"] for g in listed.items] == ["eu"]
 
 
