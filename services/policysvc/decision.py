@@ -180,3 +180,9 @@ def trace_record(doc: Mapping[str, Any]) -> str | None:
 def record_policies(record: str) -> list[tuple[str, int]]:
     """(policy id, version) of every policy a decision's trace record evaluated."""
     return [(ref["policy"], ref["version"]) for ref in json.loads(record)["policies"]]
+
+
+def released_by(record: str | None) -> list[list[Any]] | None:
+    """What a device keeps of a releasing decision: [policy id, version] of each policy its trace
+    record evaluated; None for a decision recorded without them (the current policies govern)."""
+    return [[policy_id, version] for policy_id, version in record_policies(record)] if record else None

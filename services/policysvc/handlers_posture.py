@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import structlog
 
@@ -13,12 +14,13 @@ from shared.provenance import labelled
 
 from . import posture
 from .cache import PolicyCache, TargetCache
-from .decision import record_policies, trace_record
+from .decision import released_by, trace_record
 from .handling import event_fields
 from .rules import Policy
 from .store import PolicyStore
 
 log = structlog.get_logger("strongroom.policysvc")
+LONG_AGO = datetime(1970, 1, 1, tzinfo=UTC)  # a scanned history with no releasing decision: any later one wins
 
 
 async def quarantine(
@@ -51,25 +53,38 @@ async def _clear(
 
 
 async def releasing_policies(
-    tenant_id: str, device_id: str, key_id: str, *, store: PolicyStore, cache: PolicyCache
+    tenant_id: str, device: Mapping[str, Any], key_id: str, *, store: PolicyStore, cache: PolicyCache
 ) -> list[Policy] | None:
     """The policy versions that last released this key to this device: those its newest allowing
-    decision evaluated (an approval counts once approved). None when no such record names them."""
+    decision evaluated (an approval counts once approved), as the device document keeps them. None
+    when no record names them."""
+    entry = posture.releaser(device, key_id)
+    refs = entry["policies"] if entry is not None else await _scan_releaser(tenant_id, device["device_id"], key_id,
+                                                                            store=store)
+    if refs is None:
+        return None
+    policies = []
+    for policy_id, version in refs:
+        policy = await cache.version(tenant_id, policy_id, version)
+        if policy is None:
+            return None
+        policies.append(policy)
+    return policies
+
+
+async def _scan_releaser(tenant_id: str, device_id: str, key_id: str, *, store: PolicyStore) -> list[list[Any]] | None:
+    """A key released before devices kept their releasers: its newest allowing decision, found in
+    the device's history once, then kept like any other."""
+    decided_at, refs = LONG_AGO, None
     for doc in await store.releasing_decisions(tenant_id, device_id, key_id, limit=20):
         if doc["effect"] == "require_approval":
             approval = await store.approval_for_request(tenant_id, doc["request_id"])
             if approval is None or approval["status"] != "approved":
                 continue
-        if not (record := trace_record(doc)):
-            return None
-        policies = []
-        for policy_id, version in record_policies(record):
-            policy = await cache.version(tenant_id, policy_id, version)
-            if policy is None:
-                return None
-            policies.append(policy)
-        return policies
-    return None
+        decided_at, refs = doc["decided_at"], released_by(trace_record(doc))
+        break
+    await store.note_release(tenant_id, device_id, key_id, decided_at=decided_at, policies=refs)
+    return refs
 
 
 async def heartbeat(
@@ -87,7 +102,7 @@ async def heartbeat(
     settings = await targets.settings(tenant_id)
     releasing = {}
     for key_id in sorted(doc.get("released_keys", [])):
-        policies = await releasing_policies(tenant_id, device_id, key_id, store=store, cache=cache)
+        policies = await releasing_policies(tenant_id, doc, key_id, store=store, cache=cache)
         # None: released before decisions recorded their policy versions; the current ones govern.
         releasing[key_id] = policies if policies is not None else await cache.for_tenant(tenant_id)
     failing = posture.failing_keys(device_id, facts, device=await targets.device(tenant_id, device_id),
