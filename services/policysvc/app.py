@@ -52,7 +52,7 @@ async def start(settings: PolicySettings, *, bus: Bus, client: AsyncMongoClient)
     return running
 
 
-def rpc_methods(*, store: PolicyStore, cache: PolicyCache, targets: TargetCache, wake: Callable[[], None]) -> Methods:
+def rpc_methods(*, store: PolicyStore, cache: PolicyCache, targets: TargetCache, wake: Callable[..., None]) -> Methods:
     """Every request/reply method with its params and result models, its dependencies bound."""
     own = {"store": store, "targets": targets}
     methods = Methods()

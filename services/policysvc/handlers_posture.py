@@ -89,7 +89,7 @@ async def _scan_releaser(tenant_id: str, device_id: str, key_id: str, *, store: 
 
 async def heartbeat(
     request: rpc.RpcRequest, params: c.Heartbeat, *, store: PolicyStore, cache: PolicyCache, targets: TargetCache,
-    wake: Callable[[], None],
+    wake: Callable[[datetime], None],
 ) -> c.HeartbeatAnswer:
     """A device's fresh facts: re-check them, for every key it was released, against the policy
     versions that released that key; quarantine the device if they no longer pass, release it
@@ -109,9 +109,9 @@ async def heartbeat(
                                    groups=await targets.groups(tenant_id), releasing=releasing, now=now,
                                    provenance=params.provenance)
     grace = settings.heartbeat_grace_seconds
-    await store.record_heartbeat(tenant_id, device_id, at=now, due=now + timedelta(seconds=grace), facts=facts,
-                                 provenance=params.provenance or {})
-    wake()
+    due = now + timedelta(seconds=grace)
+    await store.record_heartbeat(tenant_id, device_id, at=now, due=due, facts=facts, provenance=params.provenance or {})
+    wake(due)
     status = doc.get("status", "active")
     verdict = posture.heartbeat_verdict(status, failing)
     if verdict == "quarantine" and await quarantine(

@@ -42,7 +42,7 @@ class World:
         self.wakes = 0
         self._requests = 0
 
-    def wake(self) -> None:
+    def wake(self, deadline: datetime | None = None) -> None:
         self.wakes += 1
 
     async def publish(self, event: events.Event) -> None:
