@@ -69,12 +69,14 @@ async def decide_request(
         if await store.open_approval(event.tenant_id, doc, announced):
             await store.publish_staged("approvals", event.tenant_id, announced)
         wake()
-    if outcome.effect == "allow":
-        # Which keys a device holds and the policy versions that released each: what heartbeats re-check.
+    releasers = released_by(record)
+    if outcome.effect == "allow" and (event.key_id not in inputs.device.released_keys
+                                      or inputs.device.released_by.get(event.key_id) != releasers):
+        # Which keys a device holds and the policy versions that released each, what heartbeats
+        # re-check: written when they change (an approval granted late checks for newer releases).
         await store.note_release(event.tenant_id, event.device_id, event.key_id, decided_at=decided_at,
-                                 policies=released_by(record))
-        if event.key_id not in inputs.device.released_keys:
-            targets.drop_device(event.tenant_id, event.device_id)
+                                 policies=releasers)
+        targets.drop_device(event.tenant_id, event.device_id)
     await publish(outcome)
     log.info("key_request_decided", effect=outcome.effect, key_id=event.key_id, device_id=event.device_id)
 

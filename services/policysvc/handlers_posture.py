@@ -12,7 +12,7 @@ from shared import commands_policy as c
 from shared import events, rpc
 from shared.provenance import labelled
 
-from . import posture
+from . import decision, posture
 from .cache import PolicyCache, TargetCache
 from .decision import released_by, trace_record
 from .handling import event_fields
@@ -58,7 +58,7 @@ async def releasing_policies(
     """The policy versions that last released this key to this device: those its newest allowing
     decision evaluated (an approval counts once approved), as the device document keeps them. None
     when no record names them."""
-    entry = posture.releaser(device, key_id)
+    entry = decision.releaser(device, key_id)
     refs = entry["policies"] if entry is not None else await _scan_releaser(tenant_id, device["device_id"], key_id,
                                                                             store=store)
     if refs is None:

@@ -19,26 +19,6 @@ from .groups import TenantGroups
 from .rules import Policy
 
 QUARANTINE_REASONS = {"facts": "posture check failed", "heartbeat_missed": "heartbeats stopped"}
-# A device document keeps, under this field, one entry per released key: the decision time and
-# the (policy id, version) pairs of the newest decision that released it (None: its record named none).
-RELEASERS = "releasers"
-
-
-def releaser_id(key_id: str) -> str:
-    """A key's name under RELEASERS (hex: key ids may hold dots)."""
-    return key_id.encode().hex()
-
-
-def releaser_field(key_id: str) -> str:
-    """The device document's field holding one key's releaser."""
-    return f"{RELEASERS}.{releaser_id(key_id)}"
-
-
-def releaser(device: Mapping[str, Any], key_id: str) -> Mapping[str, Any] | None:
-    """The releaser the device document keeps for this key; None for a key released before they were kept."""
-    return (device.get(RELEASERS) or {}).get(releaser_id(key_id))
-
-
 def failing_keys(
     device_id: str, facts: Mapping[str, Any], *, device: DeviceState, groups: TenantGroups,
     releasing: Mapping[str, Sequence[Policy]], now: datetime, provenance: Mapping[str, str] | None = None,

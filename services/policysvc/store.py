@@ -24,7 +24,7 @@ from shared.group_read import GroupReader
 from shared.outbox import Outbox
 from shared.store import DuplicateKeyError, TenantCollection
 
-from . import posture
+from . import decision
 from .posture import QUARANTINE_REASONS
 from .store_approvals import ApprovalQueries
 
@@ -206,6 +206,13 @@ class PolicyStore(ApprovalQueries):
             projection={"request_id": 1, "effect": 1, "trace_record": 1, "decided_at": 1}, sort=[("decided_at", -1)], limit=limit,
         )
 
+    async def allowed_since(self, tenant_id: str, device_id: str, key_id: str, since: datetime) -> bool:
+        """Whether a decision after ``since`` allowed this key to this device (an approval's check)."""
+        return await self.decisions.find_one(
+            tenant_id, {"device_id": device_id, "effect": "allow", "key_id": key_id, "decided_at": {"$gt": since}},
+            projection={"_id": 1},
+        ) is not None
+
     # --- devices and posture --------------------------------------------------------------------
 
     async def device(self, tenant_id: str, device_id: str) -> dict[str, Any] | None:
@@ -237,7 +244,7 @@ class PolicyStore(ApprovalQueries):
     ) -> None:
         """Remembers that this device holds this key and which policy versions released it: those of
         the newest releasing decision, so an older decision approved late leaves a newer one standing."""
-        field = posture.releaser_field(key_id)
+        field = decision.releaser_field(key_id)
         # No match and a duplicate device: a newer decision released the key (and noted it); it stands.
         with contextlib.suppress(DuplicateKeyError):
             await self.devices.update_one(

@@ -14,7 +14,7 @@ from typing import Any
 from shared.events import Event
 from shared.store import DuplicateKeyError
 
-from . import posture
+from . import decision
 from .posture import QUARANTINE_REASONS
 
 Row = dict[str, Any]
@@ -204,6 +204,10 @@ class MemoryPolicyStore:
         return [{k: r.get(k) for k in ("request_id", "effect", "trace_record", "decided_at")}
                 for r in copy.deepcopy(_newest(rows, "decided_at")[:limit])]
 
+    async def allowed_since(self, tenant_id: str, device_id: str, key_id: str, since: datetime) -> bool:
+        return any(r["decided_at"] > since
+                   for r in self._rows(self.decisions, tenant_id, device_id=device_id, key_id=key_id, effect="allow"))
+
     # --- approvals ------------------------------------------------------------------------------
 
     async def open_approval(self, tenant_id: str, doc: Row, event: Event) -> bool:
@@ -280,11 +284,11 @@ class MemoryPolicyStore:
         self, tenant_id: str, device_id: str, key_id: str, *, decided_at: datetime, policies: list[list[Any]] | None
     ) -> None:
         row = self._device_row(tenant_id, device_id)
-        releasers = row.setdefault(posture.RELEASERS, {})
-        entry = releasers.get(posture.releaser_id(key_id))
+        releasers = row.setdefault(decision.RELEASERS, {})
+        entry = releasers.get(decision.releaser_id(key_id))
         if entry is not None and entry["decided_at"] > decided_at:
             return
-        releasers[posture.releaser_id(key_id)] = {"decided_at": decided_at, "policies": copy.deepcopy(policies)}
+        releasers[decision.releaser_id(key_id)] = {"decided_at": decided_at, "policies": copy.deepcopy(policies)}
         if key_id not in row.setdefault("released_keys", []):
             row["released_keys"].append(key_id)
 

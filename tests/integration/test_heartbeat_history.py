@@ -118,3 +118,35 @@ async def test_a_key_released_before_devices_kept_releasers_is_found_in_its_hist
     assert ("find", "decisions") in commands.sent
     assert not [c for c in await _heartbeat_commands(world, commands) if c[1] == "decisions"]
 
+
+
+async def test_an_approval_granted_after_a_release_under_unchanged_versions_leaves_that_release_standing(world):
+    # v1 allows the EU only; v2 needs approval for the EU and allows the US. A replica not yet told
+    # of v2 releases the key again under v1 after v2's approval was asked: the device's releaser
+    # is unchanged, so not rewritten, and the approval granted later must not displace it.
+    lagging = World(world.store)
+    head = await world.put_policy(policy("p", eu_rule()))
+    await world.enroll("dev_1")
+    assert (await world.ask("dev_1")).effect == "allow"
+    assert (await lagging.ask("dev_1", request_id="req_lagging_1")).effect == "allow"
+    await world.put_policy(policy("p", eu_rule("require_approval"), US_ALLOW), policy_id=head.policy_id)
+    approval_id = (await world.ask("dev_1")).disclosed["approval_id"]
+    assert (await lagging.ask("dev_1", request_id="req_lagging_2")).effect == "allow"
+    assert (await world.vote("alice", approval_id)).status == "approved"
+    assert (await world.heartbeat("dev_1", US_FACTS)).status == "quarantined"  # v1, the newest release's, governs
+
+
+async def test_a_release_writes_the_device_only_when_its_policy_versions_change(store_and_commands):
+    store, commands = store_and_commands
+    world = World(store)
+    head = await world.put_policy(policy("p", eu_rule()))
+    await world.enroll("dev_1")
+    assert (await world.ask("dev_1")).effect == "allow"
+    commands.sent.clear()
+    assert (await world.ask("dev_1")).effect == "allow"
+    assert ("update", "devices") not in commands.sent
+    await world.put_policy(policy("p", eu_rule(), US_ALLOW), policy_id=head.policy_id)
+    commands.sent.clear()
+    assert (await world.ask("dev_1")).effect == "allow"
+    assert ("update", "devices") in commands.sent
+    assert (await world.heartbeat("dev_1", US_FACTS)).status == "active"  # v2 released it last

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.policysvc import posture
+from services.policysvc import decision
 from services.policysvc.store import PolicyStore
 from services.policysvc.store_memory import MemoryPolicyStore
 from shared import events
@@ -131,7 +131,7 @@ async def test_devices_quarantine_once_and_clear(store):
     assert device["last_facts"] == {"integrity": {"file_hashes": {"/etc/a.conf": "ab"}}}
     assert device["last_provenance"] == [["identity.region", "cloud"]]
     assert (device["status"], device["released_keys"], device["groups"]) == ("active", ["k"], ["eu"])
-    assert posture.releaser(device, "k") == {"decided_at": NOW, "policies": [["pol_1", 2]]}  # the newer stands
+    assert decision.releaser(device, "k") == {"decided_at": NOW, "policies": [["pol_1", 2]]}  # the newer stands
     assert [d["device_id"] for d in await store.silent_devices(NOW)] == ["dev_1"]
     assert not await store.quarantine_device(T, "dev_1", reason="r", cause="heartbeat_missed", now=NOW,
                                              events=(_event(),), heartbeat_due=NOW - timedelta(seconds=1))
