@@ -19,6 +19,8 @@ from .groups import TenantGroups
 from .rules import Policy
 
 QUARANTINE_REASONS = {"facts": "posture check failed", "heartbeat_missed": "heartbeats stopped"}
+
+
 def failing_keys(
     device_id: str, facts: Mapping[str, Any], *, device: DeviceState, groups: TenantGroups,
     releasing: Mapping[str, Sequence[Policy]], now: datetime, provenance: Mapping[str, str] | None = None,

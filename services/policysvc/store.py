@@ -203,7 +203,8 @@ class PolicyStore(ApprovalQueries):
         its history: only for keys released before devices kept their releasers)."""
         return await self.decisions.find(
             tenant_id, {"device_id": device_id, "key_id": key_id, "effect": {"$in": ["allow", "require_approval"]}},
-            projection={"request_id": 1, "effect": 1, "trace_record": 1, "decided_at": 1}, sort=[("decided_at", -1)], limit=limit,
+            projection={"request_id": 1, "effect": 1, "trace_record": 1, "decided_at": 1}, sort=[("decided_at", -1)],
+            limit=limit,
         )
 
     async def allowed_since(self, tenant_id: str, device_id: str, key_id: str, since: datetime) -> bool:
