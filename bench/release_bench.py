@@ -20,7 +20,8 @@ confirms, separate processes) runs at the same concurrency, so `ratio` compares 
 the same minute. `--processes` runs each service in its own process(es) (service_processes.py)
 and reports CPU per service; store operations per release come from the store's serverStatus
 counters and, with the services in this process, from PyMongo's command monitoring by collection.
-`--heartbeats` measures signed heartbeats instead of releases.
+`--heartbeats` measures signed heartbeats instead of releases (each agent is released the key
+once first, so every heartbeat re-checks it).
 """
 
 from __future__ import annotations
@@ -678,6 +679,8 @@ async def load_generator() -> None:
                     if "setup" in command:
                         setup = command["setup"]
                         agents = await _enrolled_agents(session, setup, Path(state), tpms)
+                        if setup.get("heartbeats"):  # a device heartbeats because it holds keys to re-check
+                            await asyncio.gather(*(a.request_key(setup["key_id"], facts=setup["facts"]) for a in agents))
                         answer({"enrolled": len(agents)})
                     elif "report" in command:
                         answer({"max_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss})

@@ -62,7 +62,7 @@ CHANGES = frozenset({"put_policy", "delete_policy", "restore_policy_version", "p
                      "vote", "open_recovery_approval", "clear_quarantine"})
 
 
-def rpc_methods(*, store: PolicyStore, cache: PolicyCache, targets: TargetCache, wake: Callable[[], None],
+def rpc_methods(*, store: PolicyStore, cache: PolicyCache, targets: TargetCache, wake: Callable[..., None],
                 replies: Replies | None = None) -> Methods:
     """Every request/reply method with its params and result models, its dependencies bound."""
     own = {"store": store, "targets": targets}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import zlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,6 +22,25 @@ from . import policy as engine
 from .groups import TenantGroups
 from .rules import Approval, Policy
 
+# A device document keeps, under this field, one entry per released key: the decision time and
+# the (policy id, version) pairs of the newest decision that released it (None: its record named none).
+RELEASERS = "releasers"
+
+
+def releaser_id(key_id: str) -> str:
+    """A key's name under RELEASERS (hex: key ids may hold dots)."""
+    return key_id.encode().hex()
+
+
+def releaser_field(key_id: str) -> str:
+    """The device document's field holding one key's releaser."""
+    return f"{RELEASERS}.{releaser_id(key_id)}"
+
+
+def releaser(device: Mapping[str, Any], key_id: str) -> Mapping[str, Any] | None:
+    """The releaser the device document keeps for this key; None for a key released before they were kept."""
+    return (device.get(RELEASERS) or {}).get(releaser_id(key_id))
+
 
 @dataclass(frozen=True, slots=True)
 class DeviceState:
@@ -29,6 +48,7 @@ class DeviceState:
     status: str  # active, revoked, quarantined, unknown
     quarantine_reason: str = ""
     released_keys: frozenset[str] = frozenset()
+    released_by: Mapping[str, Any] = field(default_factory=dict)  # key id -> its releaser's policy versions
 
 
 UNKNOWN_DEVICE = DeviceState(frozenset(), "unknown")
@@ -37,9 +57,10 @@ UNKNOWN_DEVICE = DeviceState(frozenset(), "unknown")
 def device_state(doc: Mapping[str, Any] | None) -> DeviceState:
     if doc is None:
         return UNKNOWN_DEVICE
+    released = frozenset(doc.get("released_keys", ()))
     return DeviceState(
-        frozenset(doc.get("groups", ())), doc.get("status", "active"), doc.get("quarantine_reason", ""),
-        frozenset(doc.get("released_keys", ())),
+        frozenset(doc.get("groups", ())), doc.get("status", "active"), doc.get("quarantine_reason", ""), released,
+        {key_id: entry["policies"] for key_id in released if (entry := releaser(doc, key_id)) is not None},
     )
 
 
@@ -180,3 +201,9 @@ def trace_record(doc: Mapping[str, Any]) -> str | None:
 def record_policies(record: str) -> list[tuple[str, int]]:
     """(policy id, version) of every policy a decision's trace record evaluated."""
     return [(ref["policy"], ref["version"]) for ref in json.loads(record)["policies"]]
+
+
+def released_by(record: str | None) -> list[list[Any]] | None:
+    """What a device keeps of a releasing decision: [policy id, version] of each policy its trace
+    record evaluated; None for a decision recorded without them (the current policies govern)."""
+    return [[policy_id, version] for policy_id, version in record_policies(record)] if record else None

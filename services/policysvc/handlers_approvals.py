@@ -13,6 +13,7 @@ from shared import events, rpc
 
 from . import approvals as voting
 from .cache import TargetCache
+from .decision import released_by, trace_record
 from .handling import event_fields, page_limit
 from .store import PolicyStore
 
@@ -87,7 +88,12 @@ async def _release(doc: dict[str, Any], cast: voting.VoteOutcome, *, store: Poli
         await store.remember_grant(tenant_id, doc["device_id"], doc["key_id"], until=cast.remember_until,
                                    approval_id=doc["approval_id"])
         targets.drop_remembered(tenant_id)
-    await store.note_release(tenant_id, doc["device_id"], doc["key_id"])
+    decision = await store.find_decision(tenant_id, doc["request_id"])
+    decided_at = decision["decided_at"] if decision else doc["requested_at"]
+    # A release decided since (it noted the key, and its policy versions when they changed) stands.
+    if not await store.allowed_since(tenant_id, doc["device_id"], doc["key_id"], decided_at):
+        await store.note_release(tenant_id, doc["device_id"], doc["key_id"], decided_at=decided_at,
+                                 policies=released_by(trace_record(decision)) if decision else None)
     targets.drop_device(tenant_id, doc["device_id"])
     await store.publish_staged("approvals", tenant_id, *cast.events)
     log.info("approval_granted", approval_id=doc["approval_id"], approvers=len(cast.votes))

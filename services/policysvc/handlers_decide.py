@@ -18,7 +18,7 @@ from shared.events import Event, KeyDecided, KeyRequested
 
 from . import approvals as voting
 from .cache import PolicyCache, TargetCache
-from .decision import DecisionInputs, DeviceState, decide, decision_document
+from .decision import DecisionInputs, DeviceState, decide, decision_document, released_by, trace_record
 from .store import PolicyStore
 
 log = structlog.get_logger("strongroom.policysvc")
@@ -55,11 +55,13 @@ async def decide_request(
     inputs = await gather(event, cache=cache, targets=targets, now=datetime.now(UTC))
     decided = decide(inputs)
     outcome = decided.outcome
+    decided_at, record = inputs.now, decided.record
     if not await store.record_decision(event.tenant_id, decision_document(event, decided, inputs.now)):
         recorded = await store.find_decision(event.tenant_id, event.request_id)
         assert recorded is not None
         outcome = events.decode_event(recorded["outcome"].encode())
         assert isinstance(outcome, KeyDecided)
+        decided_at, record = recorded["decided_at"], trace_record(recorded)
     if outcome.effect == "require_approval":
         # Opened before the agent hears 202, so operators can act on it as soon as anyone knows.
         doc, announced = voting.pending_approval(event, outcome, decided.approval)
@@ -67,11 +69,15 @@ async def decide_request(
         if await store.open_approval(event.tenant_id, doc, announced):
             await store.publish_staged("approvals", event.tenant_id, announced)
         wake()
-    await publish(outcome)
-    if outcome.effect == "allow" and event.key_id not in inputs.device.released_keys:
-        # Remembers which keys a device holds, once per key, so heartbeats know what to re-check.
-        await store.note_release(event.tenant_id, event.device_id, event.key_id)
+    releasers = released_by(record)
+    if outcome.effect == "allow" and (event.key_id not in inputs.device.released_keys
+                                      or inputs.device.released_by.get(event.key_id) != releasers):
+        # Which keys a device holds and the policy versions that released each, what heartbeats
+        # re-check: written when they change (an approval granted late checks for newer releases).
+        await store.note_release(event.tenant_id, event.device_id, event.key_id, decided_at=decided_at,
+                                 policies=releasers)
         targets.drop_device(event.tenant_id, event.device_id)
+    await publish(outcome)
     log.info("key_request_decided", effect=outcome.effect, key_id=event.key_id, device_id=event.device_id)
 
 

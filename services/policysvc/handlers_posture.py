@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import structlog
 
@@ -11,14 +12,15 @@ from shared import commands_policy as c
 from shared import events, rpc
 from shared.provenance import labelled
 
-from . import posture
+from . import decision, posture
 from .cache import PolicyCache, TargetCache
-from .decision import record_policies, trace_record
+from .decision import released_by, trace_record
 from .handling import event_fields
 from .rules import Policy
 from .store import PolicyStore
 
 log = structlog.get_logger("strongroom.policysvc")
+LONG_AGO = datetime(1970, 1, 1, tzinfo=UTC)  # a scanned history with no releasing decision: any later one wins
 
 
 async def quarantine(
@@ -51,30 +53,43 @@ async def _clear(
 
 
 async def releasing_policies(
-    tenant_id: str, device_id: str, key_id: str, *, store: PolicyStore, cache: PolicyCache
+    tenant_id: str, device: Mapping[str, Any], key_id: str, *, store: PolicyStore, cache: PolicyCache
 ) -> list[Policy] | None:
     """The policy versions that last released this key to this device: those its newest allowing
-    decision evaluated (an approval counts once approved). None when no such record names them."""
+    decision evaluated (an approval counts once approved), as the device document keeps them. None
+    when no record names them."""
+    entry = decision.releaser(device, key_id)
+    refs = entry["policies"] if entry is not None else await _scan_releaser(tenant_id, device["device_id"], key_id,
+                                                                            store=store)
+    if refs is None:
+        return None
+    policies = []
+    for policy_id, version in refs:
+        policy = await cache.version(tenant_id, policy_id, version)
+        if policy is None:
+            return None
+        policies.append(policy)
+    return policies
+
+
+async def _scan_releaser(tenant_id: str, device_id: str, key_id: str, *, store: PolicyStore) -> list[list[Any]] | None:
+    """A key released before devices kept their releasers: its newest allowing decision, found in
+    the device's history once, then kept like any other."""
+    decided_at, refs = LONG_AGO, None
     for doc in await store.releasing_decisions(tenant_id, device_id, key_id, limit=20):
         if doc["effect"] == "require_approval":
             approval = await store.approval_for_request(tenant_id, doc["request_id"])
             if approval is None or approval["status"] != "approved":
                 continue
-        if not (record := trace_record(doc)):
-            return None
-        policies = []
-        for policy_id, version in record_policies(record):
-            policy = await cache.version(tenant_id, policy_id, version)
-            if policy is None:
-                return None
-            policies.append(policy)
-        return policies
-    return None
+        decided_at, refs = doc["decided_at"], released_by(trace_record(doc))
+        break
+    await store.note_release(tenant_id, device_id, key_id, decided_at=decided_at, policies=refs)
+    return refs
 
 
 async def heartbeat(
     request: rpc.RpcRequest, params: c.Heartbeat, *, store: PolicyStore, cache: PolicyCache, targets: TargetCache,
-    wake: Callable[[], None],
+    wake: Callable[[datetime], None],
 ) -> c.HeartbeatAnswer:
     """A device's fresh facts: re-check them, for every key it was released, against the policy
     versions that released that key; quarantine the device if they no longer pass, release it
@@ -87,16 +102,16 @@ async def heartbeat(
     settings = await targets.settings(tenant_id)
     releasing = {}
     for key_id in sorted(doc.get("released_keys", [])):
-        policies = await releasing_policies(tenant_id, device_id, key_id, store=store, cache=cache)
+        policies = await releasing_policies(tenant_id, doc, key_id, store=store, cache=cache)
         # None: released before decisions recorded their policy versions; the current ones govern.
         releasing[key_id] = policies if policies is not None else await cache.for_tenant(tenant_id)
     failing = posture.failing_keys(device_id, facts, device=await targets.device(tenant_id, device_id),
                                    groups=await targets.groups(tenant_id), releasing=releasing, now=now,
                                    provenance=params.provenance)
     grace = settings.heartbeat_grace_seconds
-    await store.record_heartbeat(tenant_id, device_id, at=now, due=now + timedelta(seconds=grace), facts=facts,
-                                 provenance=params.provenance or {})
-    wake()
+    due = now + timedelta(seconds=grace)
+    await store.record_heartbeat(tenant_id, device_id, at=now, due=due, facts=facts, provenance=params.provenance or {})
+    wake(due)
     status = doc.get("status", "active")
     verdict = posture.heartbeat_verdict(status, failing)
     if verdict == "quarantine" and await quarantine(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import structlog
 
@@ -42,21 +42,27 @@ class Scheduler:
         self._sweep = sweep_once
         self._max_sleep = max_sleep
         self._wake: asyncio.Event | None = None
+        self._next: datetime | None = None  # when the sleeping scheduler sweeps next; None while it sweeps
 
-    def wake(self) -> None:
-        if self._wake is not None:
+    def wake(self, deadline: datetime | None = None) -> None:
+        """A new deadline (any, if not given): sweep now, unless the scheduler sleeps only until
+        ``deadline`` or less (every heartbeat moves its device's deadline; none needs a sweep of its own)."""
+        if self._wake is not None and (deadline is None or self._next is None or deadline < self._next):
             self._wake.set()
 
     async def run(self) -> None:
         self._wake = asyncio.Event()
         while True:
             self._wake.clear()
+            self._next = None
             try:
                 due = await self._sweep(datetime.now(UTC))
             except Exception:
                 stop_if_cancelled()
                 log.exception("sweep_failed")
                 due = None
-            delay = self._max_sleep if due is None else max(0.0, min(self._max_sleep, (due - datetime.now(UTC)).total_seconds()))
+            now = datetime.now(UTC)
+            delay = self._max_sleep if due is None else max(0.0, min(self._max_sleep, (due - now).total_seconds()))
+            self._next = now + timedelta(seconds=delay)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=delay + 0.01)

@@ -9,6 +9,7 @@ grants and tenant settings. Writes that report a change stage its events in the 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any
@@ -23,6 +24,7 @@ from shared.group_read import GroupReader
 from shared.outbox import Outbox
 from shared.store import DuplicateKeyError, TenantCollection
 
+from . import decision
 from .posture import QUARANTINE_REASONS
 from .store_approvals import ApprovalQueries
 
@@ -197,11 +199,20 @@ class PolicyStore(ApprovalQueries):
         )
 
     async def releasing_decisions(self, tenant_id: str, device_id: str, key_id: str, *, limit: int) -> list[dict[str, Any]]:
-        """The newest decisions that allowed (or sent for approval) this key to this device."""
+        """The newest decisions that allowed (or sent for approval) this key to this device (a scan of
+        its history: only for keys released before devices kept their releasers)."""
         return await self.decisions.find(
             tenant_id, {"device_id": device_id, "key_id": key_id, "effect": {"$in": ["allow", "require_approval"]}},
-            projection={"request_id": 1, "effect": 1, "trace_record": 1}, sort=[("decided_at", -1)], limit=limit,
+            projection={"request_id": 1, "effect": 1, "trace_record": 1, "decided_at": 1}, sort=[("decided_at", -1)],
+            limit=limit,
         )
+
+    async def allowed_since(self, tenant_id: str, device_id: str, key_id: str, since: datetime) -> bool:
+        """Whether a decision after ``since`` allowed this key to this device (an approval's check)."""
+        return await self.decisions.find_one(
+            tenant_id, {"device_id": device_id, "effect": "allow", "key_id": key_id, "decided_at": {"$gt": since}},
+            projection={"_id": 1},
+        ) is not None
 
     # --- devices and posture --------------------------------------------------------------------
 
@@ -229,11 +240,21 @@ class PolicyStore(ApprovalQueries):
             tenant_id, {"device_id": device_id}, {"$set": {"status": "revoked", "revoked_at": at}}, upsert=True
         )
 
-    async def note_release(self, tenant_id: str, device_id: str, key_id: str) -> None:
-        """Remembers that this device holds this key (once per key)."""
-        await self.devices.update_one(
-            tenant_id, {"device_id": device_id}, {"$addToSet": {"released_keys": key_id}}, upsert=True
-        )
+    async def note_release(
+        self, tenant_id: str, device_id: str, key_id: str, *, decided_at: datetime, policies: list[list[Any]] | None
+    ) -> None:
+        """Remembers that this device holds this key and which policy versions released it: those of
+        the newest releasing decision, so an older decision approved late leaves a newer one standing."""
+        field = decision.releaser_field(key_id)
+        # No match and a duplicate device: a newer decision released the key (and noted it); it stands.
+        with contextlib.suppress(DuplicateKeyError):
+            await self.devices.update_one(
+                tenant_id,
+                {"device_id": device_id, "$or": [{field: {"$exists": False}}, {f"{field}.decided_at": {"$lte": decided_at}}]},
+                {"$set": {field: {"decided_at": decided_at, "policies": policies}},
+                 "$addToSet": {"released_keys": key_id}},
+                upsert=True,
+            )
 
     async def record_heartbeat(
         self, tenant_id: str, device_id: str, *, at: datetime, due: datetime, facts: dict[str, Any],

@@ -14,6 +14,7 @@ from typing import Any
 from shared.events import Event
 from shared.store import DuplicateKeyError
 
+from . import decision
 from .posture import QUARANTINE_REASONS
 
 Row = dict[str, Any]
@@ -200,8 +201,12 @@ class MemoryPolicyStore:
     async def releasing_decisions(self, tenant_id: str, device_id: str, key_id: str, *, limit: int) -> list[Row]:
         rows = [r for r in self._rows(self.decisions, tenant_id, device_id=device_id, key_id=key_id)
                 if r["effect"] in ("allow", "require_approval")]
-        return [{k: r.get(k) for k in ("request_id", "effect", "trace_record")}
+        return [{k: r.get(k) for k in ("request_id", "effect", "trace_record", "decided_at")}
                 for r in copy.deepcopy(_newest(rows, "decided_at")[:limit])]
+
+    async def allowed_since(self, tenant_id: str, device_id: str, key_id: str, since: datetime) -> bool:
+        return any(r["decided_at"] > since
+                   for r in self._rows(self.decisions, tenant_id, device_id=device_id, key_id=key_id, effect="allow"))
 
     # --- approvals ------------------------------------------------------------------------------
 
@@ -275,8 +280,15 @@ class MemoryPolicyStore:
     async def project_revoked(self, tenant_id: str, device_id: str, *, at: datetime) -> None:
         self._device_row(tenant_id, device_id).update(status="revoked", revoked_at=at)
 
-    async def note_release(self, tenant_id: str, device_id: str, key_id: str) -> None:
+    async def note_release(
+        self, tenant_id: str, device_id: str, key_id: str, *, decided_at: datetime, policies: list[list[Any]] | None
+    ) -> None:
         row = self._device_row(tenant_id, device_id)
+        releasers = row.setdefault(decision.RELEASERS, {})
+        entry = releasers.get(decision.releaser_id(key_id))
+        if entry is not None and entry["decided_at"] > decided_at:
+            return
+        releasers[decision.releaser_id(key_id)] = {"decided_at": decided_at, "policies": copy.deepcopy(policies)}
         if key_id not in row.setdefault("released_keys", []):
             row["released_keys"].append(key_id)
 

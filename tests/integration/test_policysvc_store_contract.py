@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from services.policysvc import decision
 from services.policysvc.store import PolicyStore
 from services.policysvc.store_memory import MemoryPolicyStore
 from shared import events
@@ -122,14 +123,15 @@ async def test_votes_compare_and_swap_and_settle_once(store):
 
 async def test_devices_quarantine_once_and_clear(store):
     await store.project_enrolled(T, "dev_1", name="vm", groups=["eu"], at=NOW)
-    await store.note_release(T, "dev_1", "k")
-    await store.note_release(T, "dev_1", "k")
+    await store.note_release(T, "dev_1", "k", decided_at=NOW, policies=[["pol_1", 2]])
+    await store.note_release(T, "dev_1", "k", decided_at=NOW - timedelta(seconds=1), policies=[["pol_1", 1]])
     await store.record_heartbeat(T, "dev_1", at=NOW, due=NOW, facts={"integrity": {"file_hashes": {"/etc/a.conf": "ab"}}},
                                  provenance={"identity.region": "cloud"})
     device = await store.device(T, "dev_1")
     assert device["last_facts"] == {"integrity": {"file_hashes": {"/etc/a.conf": "ab"}}}
     assert device["last_provenance"] == [["identity.region", "cloud"]]
     assert (device["status"], device["released_keys"], device["groups"]) == ("active", ["k"], ["eu"])
+    assert decision.releaser(device, "k") == {"decided_at": NOW, "policies": [["pol_1", 2]]}  # the newer stands
     assert [d["device_id"] for d in await store.silent_devices(NOW)] == ["dev_1"]
     assert not await store.quarantine_device(T, "dev_1", reason="r", cause="heartbeat_missed", now=NOW,
                                              events=(_event(),), heartbeat_due=NOW - timedelta(seconds=1))

@@ -33,15 +33,16 @@ def policy(name: str = "eu", *rules: dict[str, Any]) -> dict[str, Any]:
 
 
 class World:
-    def __init__(self) -> None:
-        self.store = MemoryPolicyStore()
+    def __init__(self, store: Any = None) -> None:
+        """Over the in-memory store twin, or over ``store`` (a PolicyStore on the real store)."""
+        self.store = MemoryPolicyStore() if store is None else store
         self.cache = PolicyCache(self.store)
         self.targets = TargetCache(self.store)
         self.decided: list[events.Event] = []
         self.wakes = 0
         self._requests = 0
 
-    def wake(self) -> None:
+    def wake(self, deadline: datetime | None = None) -> None:
         self.wakes += 1
 
     async def publish(self, event: events.Event) -> None:
