@@ -20,10 +20,10 @@ from aio_pika.abc import AbstractIncomingMessage
 from pamqp.commands import Basic
 
 from . import bus_connection, rpc, topology
+from .bus_acks import ConsumerAcks
 from .delivery import Batcher, BatchHandler, Handler, StagedBatchHandler, Unavailable, handle_one
 from .events import Event, encode_event
 from .progress import ConsumerProgress, ProgressWatch, Tracked
-from .store import STORE_UNAVAILABLE
 
 log = structlog.get_logger("strongroom.bus")
 
@@ -73,25 +73,27 @@ class Bus(Protocol):
 
 
 class _RabbitDelivery:
-    def __init__(self, message: AbstractIncomingMessage, bus: RabbitBus, queue: str):
+    def __init__(self, message: AbstractIncomingMessage, bus: RabbitBus, queue: str, acks: ConsumerAcks | None = None):
         self._message = message
         self._bus = bus
         self._queue = queue
         self.body = message.body
         self.routing_key = message.routing_key or ""
+        tag = message.delivery_tag  # with `acks`, its ack goes out with others of its channel (`bus_acks`)
+        self._acks = None if acks is None or tag is None else acks.received(message.channel, tag)
 
     async def ack(self) -> None:
-        await self._message.ack()
+        await (self._message.ack() if self._acks is None else self._acks.ack(self._message.delivery_tag))
 
     async def ack_through(self) -> None:
         await self._message.ack(multiple=True)
 
     async def requeue(self) -> None:
-        await self._message.nack(requeue=True)
+        await (self._message.nack(requeue=True) if self._acks is None else self._acks.requeue(self._message.delivery_tag))
 
     async def dead_letter(self, reason: str) -> None:
         await self._bus._publish_dead_letter(self.body, self.routing_key, self._queue, reason)
-        await self._message.ack()
+        await self.ack()
 
 
 class RabbitBus:
@@ -115,6 +117,7 @@ class RabbitBus:
         self._reply_queue: aio_pika.abc.AbstractQueue | None = None
         self._pending: dict[str, asyncio.Future[rpc.RpcReply]] = {}
         self._batchers: list[Batcher] = []
+        self._acks: list[ConsumerAcks] = []  # held acks go out before the connection closes
         self._progress = ProgressWatch(after=stall_seconds)  # work-queue consumers that stop are reported
         self._watchdog: asyncio.Task[None] | None = None
 
@@ -182,6 +185,8 @@ class RabbitBus:
             await asyncio.gather(self._watchdog, return_exceptions=True)
         for batcher in self._batchers:
             await batcher.stop()
+        for acks in self._acks:
+            await acks.close()
         for future in self._pending.values():
             future.cancel()
         if self._connection is not None:
@@ -195,18 +200,11 @@ class RabbitBus:
         assert self._events is not None, "bus not started"
         await self._publish_to(self._events, event)
 
-    async def _publish_to(self, exchange: aio_pika.abc.AbstractExchange | None, event: Event) -> None:
+    async def _publish_to(self, exchange: aio_pika.abc.AbstractExchange | None, event: Event,
+                          message: aio_pika.Message | None = None) -> None:
         assert exchange is not None, "bus not started"
-        message = aio_pika.Message(
-            encode_event(event),
-            content_type="application/json",
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            message_id=event.event_id,
-            correlation_id=event.correlation_id,
-            type=event.type,
-        )
         try:
-            confirmation = await exchange.publish(message, routing_key=event.routing_key, mandatory=True)
+            confirmation = await exchange.publish(message or _message(event), routing_key=event.routing_key, mandatory=True)
         except aio_pika.exceptions.DeliveryError:
             raise PublishRefused(f"broker refused {event.type} (a bound queue is full or unavailable)") from None
         except (TimeoutError, *bus_connection.UNREACHABLE) as exc:
@@ -224,10 +222,7 @@ class RabbitBus:
         to undo anything, so that refusal is ignored.
         """
         assert self._connection is not None and self._publish_channel is not None, "bus not started"
-        message = aio_pika.Message(
-            encode_event(event), content_type="application/json", delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            message_id=event.event_id, correlation_id=event.correlation_id, type=event.type,
-        )
+        message = _message(event)  # built once, published twice
         try:
             confirmation = await self._publish_channel.default_exchange.publish(
                 message, routing_key=self.name(topology.AUDIT_SERVICE), mandatory=True)
@@ -238,7 +233,7 @@ class RabbitBus:
         if not isinstance(confirmation, Basic.Ack):
             raise AuditRefused(f"audit queue refused {event.type}: it is not there")
         with contextlib.suppress(PublishRefused):
-            await self._publish_to(self._delivery, event)  # every consumer but auditsvc, which has it
+            await self._publish_to(self._delivery, event, message)  # every consumer but auditsvc, which has it
 
     async def publish_raw(self, routing_key: str, body: bytes) -> None:
         """Publishes bytes that need not be a valid event (tests of dead-lettering, tooling)."""
@@ -280,9 +275,10 @@ class RabbitBus:
         queue = await channel.declare_queue(self.name(service), durable=True, arguments=self._work_args(service))
         queue_name = self.name(service)
         progress = self._track(service)
+        self._acks.append(acks := ConsumerAcks(hold=prefetch // 4))
 
         async def on_message(message: AbstractIncomingMessage) -> None:
-            await handle_one(Tracked(_RabbitDelivery(message, self, queue_name), progress), handler)
+            await handle_one(Tracked(_RabbitDelivery(message, self, queue_name, acks), progress), handler)
 
         await queue.consume(on_message)
 
@@ -318,9 +314,10 @@ class RabbitBus:
         queue = await channel.declare_queue(exclusive=True, auto_delete=True)
         for pattern in patterns:
             await queue.bind(self._delivery, pattern)
+        self._acks.append(acks := ConsumerAcks(hold=64))
 
         async def on_message(message: AbstractIncomingMessage) -> None:
-            await handle_one(_RabbitDelivery(message, self, queue.name), handler)
+            await handle_one(_RabbitDelivery(message, self, queue.name, acks), handler)
 
         await queue.consume(on_message)
 
@@ -371,7 +368,7 @@ class RabbitBus:
         default = channel.default_exchange
 
         async def on_message(message: AbstractIncomingMessage) -> None:
-            reply = await _answer(message.body, handler)
+            reply = await rpc.answer(message.body, handler)
             if message.reply_to:
                 await default.publish(
                     aio_pika.Message(rpc.encode(reply), correlation_id=message.correlation_id),
@@ -402,11 +399,11 @@ class RabbitBus:
         assert self._rpc is not None, "bus not started"
         reply_queue = await self._ensure_reply_queue()
         future: asyncio.Future[rpc.RpcReply] = asyncio.get_running_loop().create_future()
-        self._pending[request.correlation_id] = future
+        self._pending[request.request_id] = future
         # The request expires with the caller's deadline: a late service must not act on it.
         message = aio_pika.Message(
             rpc.encode(request),
-            correlation_id=request.correlation_id,
+            correlation_id=request.request_id,  # one per message: a view's concurrent calls share a correlation id
             reply_to=reply_queue.name,
             expiration=timeout,
             content_type="application/json",
@@ -420,30 +417,17 @@ class RabbitBus:
         except bus_connection.UNREACHABLE as exc:
             raise BusError(f"{service} unreachable: {exc!r}") from None
         finally:
-            self._pending.pop(request.correlation_id, None)
+            self._pending.pop(request.request_id, None)
+
+
+def _message(event: Event) -> aio_pika.Message:
+    return aio_pika.Message(
+        encode_event(event), content_type="application/json", delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        message_id=event.event_id, correlation_id=event.correlation_id, type=event.type,
+    )
 
 
 def _check_confirmation(confirmation: object, what: str) -> None:
     """A Basic.Ack means routed and durably stored; a returned message means no queue took it."""
     if not isinstance(confirmation, Basic.Ack):
         raise BusError(f"no queue bound for {what}")
-
-
-async def _answer(body: bytes, handler: RpcHandler) -> rpc.RpcReply:
-    try:
-        request = rpc.decode_request(body)
-    except Exception:
-        return rpc.RpcReply.fail(400, "Bad Request", "malformed request message")
-    structlog.contextvars.clear_contextvars()
-    structlog.contextvars.bind_contextvars(
-        correlation_id=request.correlation_id, tenant_id=request.tenant_id, method=request.method)
-    try:
-        return await handler(request)
-    except rpc.ProblemError as exc:
-        return rpc.RpcReply(problem=exc.problem)
-    except STORE_UNAVAILABLE as exc:
-        log.warning("store_unavailable", error=type(exc).__name__)
-        return rpc.RpcReply.fail(503, "Service Unavailable", "the service's store is unavailable; retry later")
-    except Exception:
-        log.exception("rpc_handler_failed")
-        return rpc.RpcReply.fail(500, "Internal Server Error", "the service failed to handle the request")

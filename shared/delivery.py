@@ -9,6 +9,7 @@ only after its handler's durable effect.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
@@ -166,18 +167,11 @@ class Batcher:
 
     async def _collect(self) -> list[Delivery]:
         batch = [await self._pending.get()]
-        deadline = asyncio.get_running_loop().time() + self._max_wait
-        while len(batch) < self._max_batch:
-            if not self._pending.empty():  # what has arrived is taken without a timer each
-                batch.append(self._pending.get_nowait())
-                continue
-            timeout = deadline - asyncio.get_running_loop().time()
-            if timeout <= 0:
-                break
-            try:
-                batch.append(await asyncio.wait_for(self._pending.get(), timeout))
-            except TimeoutError:
-                break
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._max_wait):  # one timer for the batch, not one per delivery
+                while len(batch) < self._max_batch:
+                    # what has arrived is taken without suspending
+                    batch.append(self._pending.get_nowait() if not self._pending.empty() else await self._pending.get())
         return batch
 
     async def _run(self) -> None:

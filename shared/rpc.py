@@ -10,11 +10,16 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .events import SYSTEM, Actor, new_id
+from .store import STORE_UNAVAILABLE
+
+log = structlog.get_logger("strongroom.rpc")
 
 
 class RpcRequest(BaseModel):
@@ -199,3 +204,25 @@ class Methods:
             reply = RpcReply(problem=exc.problem)
         await self._replies.record(request, reply)
         return reply
+
+
+async def answer(body: bytes, handler: Callable[[RpcRequest], Awaitable[RpcReply]]) -> RpcReply:
+    """Decode a request message, run its handler with the request's context bound to the logs, and
+    turn every failure into a problem reply (malformed 400, the store away 503, anything else 500)."""
+    try:
+        request = decode_request(body)
+    except Exception:
+        return RpcReply.fail(400, "Bad Request", "malformed request message")
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(
+        correlation_id=request.correlation_id, tenant_id=request.tenant_id, method=request.method)
+    try:
+        return await handler(request)
+    except ProblemError as exc:
+        return RpcReply(problem=exc.problem)
+    except STORE_UNAVAILABLE as exc:
+        log.warning("store_unavailable", error=type(exc).__name__)
+        return RpcReply.fail(503, "Service Unavailable", "the service's store is unavailable; retry later")
+    except Exception:
+        log.exception("rpc_handler_failed")
+        return RpcReply.fail(500, "Internal Server Error", "the service failed to handle the request")

@@ -246,6 +246,18 @@ async def test_request_reply_returns_result_or_problem(any_bus):
     assert reply.problem is not None and reply.problem.status == 404 and reply.problem.field == "key_id"
 
 
+async def test_concurrent_calls_under_one_correlation_id_each_get_their_own_reply(any_bus):
+    # One operator request (one correlation id) may make several calls at once, e.g. a console page.
+    async def serve(request: rpc.RpcRequest) -> rpc.RpcReply:
+        await asyncio.sleep(0.2 if request.method == "slow" else 0)
+        return rpc.RpcReply(result=request.method)
+
+    await any_bus.serve("keysvc", serve)
+    calls = [rpc.RpcRequest(method=m, tenant_id="ten_a", correlation_id="one-http-request") for m in ("slow", "fast")]
+    replies = await asyncio.gather(*(any_bus.call("keysvc", c, timeout=5) for c in calls))
+    assert [r.result for r in replies] == ["slow", "fast"]
+
+
 async def test_request_without_a_server_fails_cleanly(any_bus):
     with pytest.raises(BusError):
         await any_bus.call("auditsvc", rpc.RpcRequest(method="x", tenant_id="ten_a"), timeout=0.5)
