@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -23,11 +23,11 @@ from . import bus_connection, rpc, topology
 from .delivery import Batcher, BatchHandler, Handler, StagedBatchHandler, Unavailable, handle_one
 from .events import Event, encode_event
 from .progress import ConsumerProgress, ProgressWatch, Tracked
-from .store import STORE_UNAVAILABLE
 
 log = structlog.get_logger("strongroom.bus")
 
-RpcHandler = Callable[[rpc.RpcRequest], Awaitable[rpc.RpcReply]]
+RpcHandler = rpc.RpcHandler
+_answer = rpc.answer  # what bus_memory and tests import from here
 
 
 class BusError(Unavailable):
@@ -117,6 +117,7 @@ class RabbitBus:
         self._batchers: list[Batcher] = []
         self._progress = ProgressWatch(after=stall_seconds)  # work-queue consumers that stop are reported
         self._watchdog: asyncio.Task[None] | None = None
+        self._renewal = bus_connection.PublishChannelRenewal()
 
     def name(self, short: str) -> str:
         return self._prefix + short
@@ -133,6 +134,16 @@ class RabbitBus:
         self._connection = await bus_connection.connect(self._url, connection_name=self._connection_name)
         self._publish_channel = await self._connection.channel(publisher_confirms=True)
         await self._declare_topology(self._publish_channel)
+
+    async def _renew_publish_channel(self, failed: aio_pika.abc.AbstractChannel | None) -> None:
+        """After a publish on `failed` was refused or unconfirmed: publish on a new channel from now on."""
+        assert self._connection is not None and self._publish_channel is not None
+        channel = await self._renewal.replace(self._connection, failed, self._publish_channel)
+        if channel is not None:
+            self._publish_channel = channel
+            self._events, self._delivery, self._rpc, self._dlx = [await channel.get_exchange(self.name(name), ensure=False)
+                for name in (topology.EVENTS_EXCHANGE, topology.DELIVERY_EXCHANGE, topology.RPC_EXCHANGE,
+                             topology.DEAD_LETTER_EXCHANGE)]
 
     async def _declare_topology(self, channel: aio_pika.abc.AbstractChannel) -> None:
         self._events = await channel.declare_exchange(
@@ -182,6 +193,7 @@ class RabbitBus:
             await asyncio.gather(self._watchdog, return_exceptions=True)
         for batcher in self._batchers:
             await batcher.stop()
+        await self._renewal.close()
         for future in self._pending.values():
             future.cancel()
         if self._connection is not None:
@@ -206,10 +218,13 @@ class RabbitBus:
             type=event.type,
         )
         try:
-            confirmation = await exchange.publish(message, routing_key=event.routing_key, mandatory=True)
+            confirmation = await exchange.publish(message, routing_key=event.routing_key, mandatory=True,
+                                                  timeout=bus_connection.CONFIRM_TIMEOUT_SECONDS)
         except aio_pika.exceptions.DeliveryError:
+            await self._renew_publish_channel(exchange.channel)
             raise PublishRefused(f"broker refused {event.type} (a bound queue is full or unavailable)") from None
         except (TimeoutError, *bus_connection.UNREACHABLE) as exc:
+            await self._renew_publish_channel(exchange.channel)
             raise BusError(f"publish of {event.type} failed: {exc!r}") from None
         _check_confirmation(confirmation, event.type)
 
@@ -228,12 +243,16 @@ class RabbitBus:
             encode_event(event), content_type="application/json", delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             message_id=event.event_id, correlation_id=event.correlation_id, type=event.type,
         )
+        channel = self._publish_channel
         try:
-            confirmation = await self._publish_channel.default_exchange.publish(
-                message, routing_key=self.name(topology.AUDIT_SERVICE), mandatory=True)
+            confirmation = await channel.default_exchange.publish(
+                message, routing_key=self.name(topology.AUDIT_SERVICE), mandatory=True,
+                timeout=bus_connection.CONFIRM_TIMEOUT_SECONDS)
         except aio_pika.exceptions.DeliveryError:
+            await self._renew_publish_channel(channel)
             raise AuditRefused(f"audit queue refused {event.type}: it is full or unavailable") from None
         except (TimeoutError, *bus_connection.UNREACHABLE) as exc:
+            await self._renew_publish_channel(channel)
             raise BusError(f"publish of {event.type} for audit failed: {exc!r}") from None
         if not isinstance(confirmation, Basic.Ack):
             raise AuditRefused(f"audit queue refused {event.type}: it is not there")
@@ -412,7 +431,7 @@ class RabbitBus:
             content_type="application/json",
         )
         try:
-            confirmation = await self._rpc.publish(message, routing_key=service, mandatory=True)
+            confirmation = await self._rpc.publish(message, routing_key=service, mandatory=True, timeout=timeout)
             _check_confirmation(confirmation, f"rpc {service}.{request.method}")
             return await asyncio.wait_for(future, timeout)
         except TimeoutError:
@@ -428,22 +447,3 @@ def _check_confirmation(confirmation: object, what: str) -> None:
     if not isinstance(confirmation, Basic.Ack):
         raise BusError(f"no queue bound for {what}")
 
-
-async def _answer(body: bytes, handler: RpcHandler) -> rpc.RpcReply:
-    try:
-        request = rpc.decode_request(body)
-    except Exception:
-        return rpc.RpcReply.fail(400, "Bad Request", "malformed request message")
-    structlog.contextvars.clear_contextvars()
-    structlog.contextvars.bind_contextvars(
-        correlation_id=request.correlation_id, tenant_id=request.tenant_id, method=request.method)
-    try:
-        return await handler(request)
-    except rpc.ProblemError as exc:
-        return rpc.RpcReply(problem=exc.problem)
-    except STORE_UNAVAILABLE as exc:
-        log.warning("store_unavailable", error=type(exc).__name__)
-        return rpc.RpcReply.fail(503, "Service Unavailable", "the service's store is unavailable; retry later")
-    except Exception:
-        log.exception("rpc_handler_failed")
-        return rpc.RpcReply.fail(500, "Internal Server Error", "the service failed to handle the request")

@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .events import SYSTEM, Actor, new_id
+from .store import STORE_UNAVAILABLE
+
+log = structlog.get_logger("strongroom.bus")
 
 
 class RpcRequest(BaseModel):
@@ -151,3 +156,27 @@ class Methods:
                 field, message = validation_error(exc)
                 return RpcReply.fail(422, "Unprocessable Content", f"{field}: {message}", field)
         return RpcReply(result=await handler(request, args))
+
+
+RpcHandler = Callable[[RpcRequest], Awaitable[RpcReply]]
+
+
+async def answer(body: bytes, handler: RpcHandler) -> RpcReply:
+    """A service's reply to a request message: the handler's, or a problem (never an exception)."""
+    try:
+        request = decode_request(body)
+    except Exception:
+        return RpcReply.fail(400, "Bad Request", "malformed request message")
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(
+        correlation_id=request.correlation_id, tenant_id=request.tenant_id, method=request.method)
+    try:
+        return await handler(request)
+    except ProblemError as exc:
+        return RpcReply(problem=exc.problem)
+    except STORE_UNAVAILABLE as exc:
+        log.warning("store_unavailable", error=type(exc).__name__)
+        return RpcReply.fail(503, "Service Unavailable", "the service's store is unavailable; retry later")
+    except Exception:
+        log.exception("rpc_handler_failed")
+        return RpcReply.fail(500, "Internal Server Error", "the service failed to handle the request")
