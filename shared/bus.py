@@ -27,7 +27,6 @@ from .progress import ConsumerProgress, ProgressWatch, Tracked
 log = structlog.get_logger("strongroom.bus")
 
 RpcHandler = rpc.RpcHandler
-_answer = rpc.answer  # what bus_memory and tests import from here
 
 
 class BusError(Unavailable):
@@ -390,7 +389,7 @@ class RabbitBus:
         default = channel.default_exchange
 
         async def on_message(message: AbstractIncomingMessage) -> None:
-            reply = await _answer(message.body, handler)
+            reply = await rpc.answer(message.body, handler)
             if message.reply_to:
                 await default.publish(
                     aio_pika.Message(rpc.encode(reply), correlation_id=message.correlation_id),

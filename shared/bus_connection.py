@@ -107,10 +107,10 @@ class PublishChannelRenewal:
 
     RabbitMQ keeps per channel what it knows of each quorum queue the channel publishes to. When
     a queue's leader's node dies, a channel whose first publish to that queue came before a new
-    leader was elected is refused by the queue on every later publish (RabbitMQ 3.10: the audit
-    queue, whose overflow is reject-publish), and confirms a dead node was to send never come. A
-    reconnect does not help a channel opened afterwards, which is in the same state; a new channel
-    learns the queue's leader afresh.
+    leader was elected is refused by that queue on every later publish (seen with RabbitMQ 3.10
+    on the audit queue, whose overflow is reject-publish), and publishes were seen waiting for
+    confirms that never came. A channel reopened by the reconnect lands in the same gap; a new
+    channel opened after a failure learns the queue's leader afresh.
     """
 
     def __init__(self) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from . import rpc, topology
-from .bus import BusError, BusTimeout, DeadLetter, RpcHandler, _answer
+from .bus import BusError, BusTimeout, DeadLetter, RpcHandler
 from .delivery import Batcher, BatchHandler, Handler, StagedBatchHandler, handle_one
 from .events import Event, encode_event
 from .progress import ProgressWatch, Tracked
@@ -166,7 +166,7 @@ class MemoryBus:
             raise BusError(f"no queue bound for rpc {service}.{request.method}")
         # Round-trip through bytes so both buses see exactly the same messages.
         try:
-            reply = await asyncio.wait_for(_answer(rpc.encode(request), handler), timeout)
+            reply = await asyncio.wait_for(rpc.answer(rpc.encode(request), handler), timeout)
         except TimeoutError:
             raise BusTimeout(f"{service} did not answer within {timeout:g}s") from None
         return rpc.decode_reply(rpc.encode(reply))

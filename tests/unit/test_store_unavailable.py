@@ -10,7 +10,6 @@ from pymongo.errors import AutoReconnect, ExecutionTimeout, NetworkTimeout, Serv
 
 from services.gateway.problems import problem_middleware
 from shared import rpc
-from shared.bus import _answer
 from shared.events import SYSTEM
 
 FAILURES = [ServerSelectionTimeoutError("no servers"), AutoReconnect("reset"), NetworkTimeout("timed out"),
@@ -38,5 +37,5 @@ async def test_a_service_answers_an_rpc_with_503(failure):
         raise failure
 
     request = rpc.RpcRequest(method="m", tenant_id="t", actor=SYSTEM, correlation_id="c", params={})
-    reply = await _answer(rpc.encode(request), handler)
+    reply = await rpc.answer(rpc.encode(request), handler)
     assert reply.problem is not None and reply.problem.status == 503, reply
