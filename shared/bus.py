@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -27,7 +27,7 @@ from .progress import ConsumerProgress, ProgressWatch, Tracked
 
 log = structlog.get_logger("strongroom.bus")
 
-RpcHandler = Callable[[rpc.RpcRequest], Awaitable[rpc.RpcReply]]
+RpcHandler = rpc.RpcHandler
 
 
 class BusError(Unavailable):
@@ -120,6 +120,7 @@ class RabbitBus:
         self._acks: list[ConsumerAcks] = []  # held acks go out before the connection closes
         self._progress = ProgressWatch(after=stall_seconds)  # work-queue consumers that stop are reported
         self._watchdog: asyncio.Task[None] | None = None
+        self._renewal = bus_connection.PublishChannelRenewal()
 
     def name(self, short: str) -> str:
         return self._prefix + short
@@ -137,6 +138,16 @@ class RabbitBus:
         self._publish_channel = await self._connection.channel(publisher_confirms=True)
         await self._declare_topology(self._publish_channel)
 
+    async def _renew_publish_channel(self, failed: aio_pika.abc.AbstractChannel | None) -> None:
+        """After a publish on `failed` was refused or unconfirmed: publish on a new channel from now on."""
+        assert self._connection is not None and self._publish_channel is not None
+        channel = await self._renewal.replace(self._connection, failed, self._publish_channel)
+        if channel is not None:
+            self._publish_channel = channel
+            self._events, self._delivery, self._rpc, self._dlx = [await channel.get_exchange(self.name(name), ensure=False)
+                for name in (topology.EVENTS_EXCHANGE, topology.DELIVERY_EXCHANGE, topology.RPC_EXCHANGE,
+                             topology.DEAD_LETTER_EXCHANGE)]
+
     async def _declare_topology(self, channel: aio_pika.abc.AbstractChannel) -> None:
         self._events = await channel.declare_exchange(
             self.name(topology.EVENTS_EXCHANGE), aio_pika.ExchangeType.TOPIC, durable=True
@@ -145,12 +156,10 @@ class RabbitBus:
             self.name(topology.DELIVERY_EXCHANGE), aio_pika.ExchangeType.TOPIC, durable=True
         )
         await self._delivery.bind(self._events, "#")
-        self._rpc = await channel.declare_exchange(
-            self.name(topology.RPC_EXCHANGE), aio_pika.ExchangeType.DIRECT, durable=True
-        )
-        self._dlx = await channel.declare_exchange(
-            self.name(topology.DEAD_LETTER_EXCHANGE), aio_pika.ExchangeType.TOPIC, durable=True
-        )
+        self._rpc = await channel.declare_exchange(self.name(topology.RPC_EXCHANGE), aio_pika.ExchangeType.DIRECT,
+                                                   durable=True)
+        self._dlx = await channel.declare_exchange(self.name(topology.DEAD_LETTER_EXCHANGE), aio_pika.ExchangeType.TOPIC,
+                                                   durable=True)
         dead = await channel.declare_queue(
             self.name(topology.DEAD_LETTER_QUEUE), durable=True, arguments={"x-queue-type": "quorum"}
         )
@@ -187,6 +196,7 @@ class RabbitBus:
             await batcher.stop()
         for acks in self._acks:
             await acks.close()
+        await self._renewal.close()
         for future in self._pending.values():
             future.cancel()
         if self._connection is not None:
@@ -204,10 +214,13 @@ class RabbitBus:
                           message: aio_pika.Message | None = None) -> None:
         assert exchange is not None, "bus not started"
         try:
-            confirmation = await exchange.publish(message or _message(event), routing_key=event.routing_key, mandatory=True)
+            confirmation = await exchange.publish(message or _message(event), routing_key=event.routing_key,
+                                                  mandatory=True, timeout=bus_connection.CONFIRM_TIMEOUT_SECONDS)
         except aio_pika.exceptions.DeliveryError:
+            await self._renew_publish_channel(exchange.channel)
             raise PublishRefused(f"broker refused {event.type} (a bound queue is full or unavailable)") from None
         except (TimeoutError, *bus_connection.UNREACHABLE) as exc:
+            await self._renew_publish_channel(exchange.channel)
             raise BusError(f"publish of {event.type} failed: {exc!r}") from None
         _check_confirmation(confirmation, event.type)
 
@@ -223,12 +236,16 @@ class RabbitBus:
         """
         assert self._connection is not None and self._publish_channel is not None, "bus not started"
         message = _message(event)  # built once, published twice
+        channel = self._publish_channel
         try:
-            confirmation = await self._publish_channel.default_exchange.publish(
-                message, routing_key=self.name(topology.AUDIT_SERVICE), mandatory=True)
+            confirmation = await channel.default_exchange.publish(
+                message, routing_key=self.name(topology.AUDIT_SERVICE), mandatory=True,
+                timeout=bus_connection.CONFIRM_TIMEOUT_SECONDS)
         except aio_pika.exceptions.DeliveryError:
+            await self._renew_publish_channel(channel)
             raise AuditRefused(f"audit queue refused {event.type}: it is full or unavailable") from None
         except (TimeoutError, *bus_connection.UNREACHABLE) as exc:
+            await self._renew_publish_channel(channel)
             raise BusError(f"publish of {event.type} for audit failed: {exc!r}") from None
         if not isinstance(confirmation, Basic.Ack):
             raise AuditRefused(f"audit queue refused {event.type}: it is not there")
@@ -409,7 +426,7 @@ class RabbitBus:
             content_type="application/json",
         )
         try:
-            confirmation = await self._rpc.publish(message, routing_key=service, mandatory=True)
+            confirmation = await self._rpc.publish(message, routing_key=service, mandatory=True, timeout=timeout)
             _check_confirmation(confirmation, f"rpc {service}.{request.method}")
             return await asyncio.wait_for(future, timeout)
         except TimeoutError:

@@ -206,7 +206,10 @@ class Methods:
         return reply
 
 
-async def answer(body: bytes, handler: Callable[[RpcRequest], Awaitable[RpcReply]]) -> RpcReply:
+RpcHandler = Callable[[RpcRequest], Awaitable[RpcReply]]
+
+
+async def answer(body: bytes, handler: RpcHandler) -> RpcReply:
     """Decode a request message, run its handler with the request's context bound to the logs, and
     turn every failure into a problem reply (malformed 400, the store away 503, anything else 500)."""
     try:
