@@ -7,8 +7,9 @@ process; dev mode hands all four the same in-memory bus.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -71,20 +72,14 @@ class Stack:
         Every step is bounded: a stop that hangs (an open stream, a broker that does not answer
         a close) is logged and abandoned rather than holding the process; unacked messages are
         redelivered either way."""
-        try:
-            if name == "gateway" and self.runner is not None:
-                runner, self.runner = self.runner, None
-                await asyncio.wait_for(runner.cleanup(), STOP_TIMEOUT)
-            elif name in self.running:
-                await asyncio.wait_for(self.running.pop(name).stop(), STOP_TIMEOUT)
-        except TimeoutError:
-            log.warning("service_stop_timed_out", service=name)
+        if name == "gateway" and self.runner is not None:
+            runner, self.runner = self.runner, None
+            await _bounded(runner.cleanup(), "service_stop_timed_out", name)
+        elif name in self.running:
+            await _bounded(self.running.pop(name).stop(), "service_stop_timed_out", name)
         bus = self.buses.pop(name, None)
         if bus is not None:
-            try:
-                await asyncio.wait_for(bus.close(), STOP_TIMEOUT)
-            except TimeoutError:
-                log.warning("bus_close_timed_out", service=name)
+            await _bounded(bus.close(), "bus_close_timed_out", name)
 
     async def start_all(self, names=SERVICES) -> None:
         # Consumers first, the gateway last: requests are accepted only when they can be served.
@@ -94,3 +89,17 @@ class Stack:
     async def stop_all(self) -> None:
         for name in ("gateway", "policysvc", "keysvc", "auditsvc"):
             await self.stop(name)
+
+
+async def _bounded(step: Coroutine[Any, Any, None], warning: str, service: str) -> None:
+    """Run one stop step for at most STOP_TIMEOUT, then abandon it. Not `wait_for`: on a timeout it
+    waits for the cancelled step to finish, so a step that does not end on cancellation held the
+    caller for ever (a test's teardown hung 300 s)."""
+    task = asyncio.ensure_future(step)
+    done, _ = await asyncio.wait({task}, timeout=STOP_TIMEOUT)
+    if not done:
+        task.cancel()
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved: no "never retrieved" noise
+        log.warning(warning, service=service)
+    elif task.exception() is not None:
+        raise task.exception()  # type: ignore[misc]
