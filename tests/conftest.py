@@ -11,6 +11,7 @@ import os
 import uuid
 
 import pytest
+import structlog
 
 from shared.bus import RabbitBus
 from shared.bus_memory import MemoryBus
@@ -18,6 +19,18 @@ from shared.embedded_mongo import EmbeddedMongo
 from shared.store import connect
 
 AMQP_URL = os.environ.get("STRONGROOM_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+
+
+def pytest_configure(config):
+    # The services run inside the test process, where nothing calls `shared.log.configure`, so
+    # structlog's default console renderer drew every logged exception with rich: each frame
+    # highlighted, with its locals (PyMongo's hold the whole topology). At seconds of CPU per
+    # traceback, a store outage's burst of them starved the one event loop every service shares:
+    # PyMongo's monitor could not finish a 3 s hello to the restarted store, so the services never
+    # recovered (tests/e2e/test_store_crash.py). Plain tracebacks, as every real process logs them.
+    for processor in structlog.get_config()["processors"]:
+        if isinstance(processor, structlog.dev.ConsoleRenderer):
+            processor.exception_formatter = structlog.dev.plain_traceback
 
 
 def _docker_mongo():

@@ -14,9 +14,7 @@ from shared.embedded_mongo import EmbeddedMongo
 from .helpers import EU_FACTS, BareAgent
 from .load import Load
 
-# Three agents: with five, the services' store clients did not recover within a minute of the
-# restart (every connection of the pool checked out, operations timing out on an idle store).
-AGENTS = 3
+AGENTS = 5
 
 
 @pytest.fixture
