@@ -26,9 +26,9 @@ async def _until(check, timeout: float = 30.0):
 
 
 # Small throttled batches so the rotation is observably in progress when keysvc is stopped: after
-# the check sees 8 of 40 re-wrapped, eight more batches keep it running for at least 4 s, so a slow
-# status call on a busy box does not let it finish first.
-@pytest.mark.stack(keysvc={"kek_rewrap_batch": 4, "kek_rewrap_pause_seconds": 0.5})
+# the check sees 8 of 40 re-wrapped, eight more batches keep it running for at least 12 s, so a slow
+# status call and stop on a busy box do not let it finish first (4 s did not, with both cores busy).
+@pytest.mark.stack(keysvc={"kek_rewrap_batch": 4, "kek_rewrap_pause_seconds": 1.5})
 async def test_kek_rotation_resumes_after_a_crash_and_no_release_fails(api, stack):
     tenant = await make_tenant(api)
     admin = tenant.admin
