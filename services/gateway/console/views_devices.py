@@ -7,6 +7,7 @@ posture view calls, and revoking runs the API's own `views_devices.revoke`."""
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -78,28 +79,29 @@ async def detail(request: web.Request) -> web.StreamResponse:
 async def clear_quarantine(request: web.Request) -> web.StreamResponse:
     """Clears a quarantine with a reason, as the API's `POST /v1/devices/{id}/clear-quarantine`
     (policysvc refuses a device that is not quarantined)."""
-    device_id = _device_id(request)
-    form = await request.post()
-    try:
-        body = views_policy.ClearQuarantineBody(reason=str(form.get("reason", "")))
-    except ValidationError:
-        return await _page(request, device_id, error="reason: give a reason (1 to 500 characters).", status=422)
-    try:
-        await views_policy.clear_device_quarantine(request, device_id, body)
-    except ProblemError as exc:
-        return await _page(request, device_id, error=exc.problem.detail or exc.problem.title, status=exc.problem.status)
-    return see_other(f"/console/devices/{device_id}?done=cleared")
+    return await _with_reason(
+        request, "cleared", lambda reason: views_policy.ClearQuarantineBody(reason=reason),
+        lambda device_id, body: views_policy.clear_device_quarantine(request, device_id, body))
 
 
 async def revoke(request: web.Request) -> web.StreamResponse:
+    return await _with_reason(
+        request, "revoked", lambda reason: schemas.RevokeDevice(reason=reason),
+        lambda device_id, body: views_devices.revoke(request, device_id, body.reason))
+
+
+async def _with_reason(request: web.Request, done: str, parse: Callable[[str], Any],
+                       act: Callable[[str, Any], Awaitable[Any]]) -> web.StreamResponse:
+    """A device action taking the form's reason: refused input or the service's refusal is shown on
+    the device's page; success redirects to it (Post/Redirect/Get)."""
     device_id = _device_id(request)
     form = await request.post()
     try:
-        body = schemas.RevokeDevice(reason=str(form.get("reason", "")))
+        body = parse(str(form.get("reason", "")))
     except ValidationError:
         return await _page(request, device_id, error="reason: give a reason (1 to 500 characters).", status=422)
     try:
-        await views_devices.revoke(request, device_id, body.reason)
+        await act(device_id, body)
     except ProblemError as exc:
         return await _page(request, device_id, error=exc.problem.detail or exc.problem.title, status=exc.problem.status)
-    return see_other(f"/console/devices/{device_id}?done=revoked")
+    return see_other(f"/console/devices/{device_id}?done={done}")
