@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
@@ -21,10 +21,10 @@ from shared import outbox
 from shared.events import Event
 from shared.group_insert import GroupInserter, GroupUpdater
 from shared.group_read import GroupReader
-from shared.store import DuplicateKeyError, TenantCollection
+from shared.store import DuplicateKeyError, TenantCollection, stored_now
 
 from .key_docs import head_doc, key_from, release_view_from, version_doc
-from .keys import Key, ReleaseView
+from .keys import Key, KeyVersion, ReleaseView
 from .store_custody import CustodyQueries
 from .store_kek import KekRotationQueries
 from .store_root import SYSTEM_TENANT, RootQueries
@@ -135,21 +135,44 @@ class KeyStore(CustodyQueries, KekRotationQueries, RootQueries, VolumeRecoveryQu
                                     projection={"_id": 0, "latest_material": 0, "_outbox": 0})
 
     async def save_key(self, before: Key, after: Key, event: Event) -> bool:
-        """Compare-and-swap on `updated_at`: False when another writer changed the key first."""
+        """Compare-and-swap on `updated_at`: False when another writer changed the key first.
+
+        New versions go in before the head names them. One found already there was left by a
+        writer that has not moved the head (yet, or ever: it died in between, and would otherwise
+        block every later rotation); it is taken over (`_take_over_version`)."""
+        base: datetime | None = before.updated_at
         new_versions = [after.versions[v] for v in range(before.latest_version + 1, after.latest_version + 1)]
         for kv in new_versions:
             try:
                 await self.versions.insert(after.tenant_id, version_doc(after, kv))
             except DuplicateKeyError:
-                return False
+                base = await self._take_over_version(before, after, kv, base)
+                if base is None:
+                    return False
         matched = await self.keys.update_one(
             after.tenant_id,
-            {"key_id": after.key_id, "updated_at": before.updated_at},
+            {"key_id": after.key_id, "updated_at": base},
             {"$set": head_doc(after), **outbox.push(event)},
         )
         if matched and any(kv.destroyed for kv in after.versions.values()):
             await self.shred_key_material(after.tenant_id, after.key_id)
         return bool(matched)
+
+    async def _take_over_version(self, before: Key, after: Key, kv: KeyVersion, base: datetime) -> datetime | None:
+        """Replace a version no head names yet; the head's new `updated_at` to swap on, or None when
+        the head moved on (another writer saved: its version stands).
+
+        The head is taken first, by a swap to a new `updated_at` with nothing else changed: a writer
+        still alive between its version and its head then loses its swap, so the head never names a
+        version whose material another writer replaced."""
+        taken = max(stored_now(), base + timedelta(milliseconds=1))
+        if not await self.keys.update_one(
+                after.tenant_id, {"key_id": after.key_id, "updated_at": base, "latest_version": before.latest_version},
+                {"$set": {"updated_at": taken}}):
+            return None
+        await self.versions.update_one(after.tenant_id, {"key_id": after.key_id, "version": kv.version},
+                                       {"$set": version_doc(after, kv)})
+        return taken
 
     async def shred_key_material(self, tenant_id: str, key_id: str | None = None) -> int:
         """Crypto-shredding: overwrite each wrapped blob with random bytes, then remove the field."""

@@ -91,12 +91,15 @@ class MemoryKeyStore(MemoryRootQueries):
         return [{k: v for k, v in h.items() if k not in ("_id", "latest_material")} for h in heads[:limit]]
 
     async def save_key(self, before: Key, after: Key, event: Event) -> bool:
+        head = self.heads.get((after.tenant_id, after.key_id))
         for v in range(before.latest_version + 1, after.latest_version + 1):
             try:
                 self._add_version(after.tenant_id, version_doc(after, after.versions[v]))
-            except DuplicateKeyError:
-                return False
-        head = self.heads.get((after.tenant_id, after.key_id))
+            except DuplicateKeyError:  # left by a writer that never moved the head: taken over, as KeyStore does
+                if head is None or head["updated_at"] != before.updated_at or head["latest_version"] != before.latest_version:
+                    return False
+                left = next(d for d in self._versions_of(after.tenant_id, after.key_id) if d["version"] == v)
+                left.update(version_doc(after, after.versions[v]))
         if head is None or head["updated_at"] != before.updated_at:
             return False
         head.update(head_doc(after))

@@ -10,6 +10,7 @@ import pytest
 from services.keysvc import kek_rotation as rotation
 from services.keysvc import keys as domain
 from services.keysvc.clock import now
+from services.keysvc.key_docs import version_doc
 from services.keysvc.store import SYSTEM_TENANT, KeyStore
 from services.keysvc.store_memory import MemoryKeyStore
 from shared.events import SYSTEM, CustodyCustodianKeyEnrolled, KeyCreated, KeyRotated, TenantDestroyed
@@ -56,6 +57,46 @@ async def test_keys_insert_once_and_save_by_compare_and_swap(store):
     assert await store.keys_due_for_rotation(later, limit=10) == []
     assert await store.shred_key_material(T, "key_1") == 2
     assert await store.wrapped_by_version(T, "key_1") == {1: None, 2: None}
+
+
+async def _leave_version(store, key: domain.Key, version: int) -> None:
+    """What a writer that died between its new version and its head leaves behind."""
+    doc = version_doc(key, key.versions[version])
+    if isinstance(store, MemoryKeyStore):
+        store._add_version(T, doc)
+    else:
+        await store.versions.insert(T, doc)
+
+
+async def test_a_version_left_by_a_writer_that_died_before_its_head_does_not_block_rotation(store):
+    key = _key("key_1", "one")
+    await store.insert_new_key(key, _created(key))
+    later = key.updated_at + timedelta(seconds=1)
+    event = KeyRotated(tenant_id=T, actor=SYSTEM, key_id="key_1", key_version=2, reason="r")
+    await _leave_version(store, domain.rotate(key, wrapped_new=b"d" * 40, kek_version=1, now=later), 2)
+    rotated = domain.rotate(key, wrapped_new=b"v" * 40, kek_version=1, now=later + timedelta(seconds=1))
+    assert await store.save_key(key, rotated, event)  # 409 for ever before: its version 2 existed
+    loaded = await store.load_key(T, "key_1")
+    assert loaded.latest_version == 2 and loaded.versions[2].wrapped == b"v" * 40
+    assert (await store.load_release_view(T, "key_1")).versions[2].wrapped == b"v" * 40
+    assert await store.wrapped_by_version(T, "key_1") == {1: b"w" * 40, 2: b"v" * 40}
+    third = domain.rotate(loaded, wrapped_new=b"x" * 40, kek_version=1, now=later + timedelta(seconds=2))
+    assert await store.save_key(loaded, third, event)
+
+
+async def test_a_writer_whose_version_was_taken_over_loses_its_swap(store):
+    key = _key("key_1", "one")
+    await store.insert_new_key(key, _created(key))
+    later = key.updated_at + timedelta(seconds=1)
+    event = KeyRotated(tenant_id=T, actor=SYSTEM, key_id="key_1", key_version=2, reason="r")
+    slow = domain.rotate(key, wrapped_new=b"s" * 40, kek_version=1, now=later)
+    await _leave_version(store, slow, 2)  # a slow writer, alive, between its version and its head
+    fast = domain.rotate(key, wrapped_new=b"f" * 40, kek_version=1, now=later + timedelta(seconds=1))
+    assert await store.save_key(key, fast, event)
+    assert not await store.save_key(key, slow, event)  # its version is gone; the head names the fast one
+    loaded = await store.load_key(T, "key_1")
+    assert loaded.versions[2].wrapped == b"f" * 40
+    assert (await store.load_release_view(T, "key_1")).versions[2].wrapped == b"f" * 40
 
 
 async def test_destructions_follow_their_status_by_compare_and_swap(store):
