@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import time
 import uuid
@@ -23,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import aio_pika
+from procstat import cpu_seconds, listening_pid
+from yarl import URL
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 HOPS = 3  # queues: driver -> q0 -> hop -> q1 -> hop -> q2 -> driver
@@ -100,14 +101,6 @@ async def drive(url: str, prefix: str, inflight: int, seconds: float) -> dict[st
             "p99_ms": ms[min(len(ms) - 1, int(len(ms) * 0.99))] if ms else None}
 
 
-def _cpu_seconds(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 class BarePipeline:
     """The two hop processes, started once per bench run; `measure` runs a driver process."""
 
@@ -115,6 +108,9 @@ class BarePipeline:
         self.url = url
         self.prefix = f"bench{uuid.uuid4().hex[:10]}_"
         self.hops: list[asyncio.subprocess.Process] = []
+        # The broker's CPU per message, when it runs here (it serves every client, so keep it quiet).
+        broker = URL(url.split(",")[0])
+        self.broker_pid = listening_pid(broker.port or 5672) if broker.host in ("127.0.0.1", "localhost") else None
 
     async def _child(self, *args: str) -> asyncio.subprocess.Process:
         return await asyncio.create_subprocess_exec(
@@ -135,12 +131,15 @@ class BarePipeline:
         (driver and hops, from /proc; the broker is shared, so its CPU is not counted)."""
         process = await self._child("--drive", str(inflight), "--seconds", str(seconds), "--amqp-url", self.url,
                                     "--prefix", self.prefix)
-        hops_before = sum(_cpu_seconds(p.pid) for p in self.hops)
+        hops_before, broker_before = sum(cpu_seconds(p.pid) for p in self.hops), cpu_seconds(self.broker_pid)
         out, _ = await process.communicate()
         result = json.loads(out.decode().strip().splitlines()[-1])
-        # The hops' CPU also covers the driver's 1 s warm-up: counted in the messages too, roughly.
-        hops = sum(_cpu_seconds(p.pid) for p in self.hops) - hops_before
-        result["cpu_ms_per_msg"] = (hops * seconds / (seconds + 1.0) + result["driver_cpu"]) * 1000 / max(result["messages"], 1)
+        # The hops' (and the broker's) CPU also covers the driver's 1 s warm-up: scaled to the measured part.
+        share = seconds / (seconds + 1.0)
+        hops = sum(cpu_seconds(p.pid) for p in self.hops) - hops_before
+        result["cpu_ms_per_msg"] = (hops * share + result["driver_cpu"]) * 1000 / max(result["messages"], 1)
+        result["broker_cpu_ms_per_msg"] = ((cpu_seconds(self.broker_pid) - broker_before) * share * 1000
+                                           / max(result["messages"], 1)) if self.broker_pid else None
         return result
 
     async def stop(self) -> None:
@@ -169,7 +168,8 @@ async def _main(args: argparse.Namespace) -> None:
             for inflight in (int(n) for n in args.inflight.split(",")):
                 r = await pipeline.measure(inflight, args.seconds)
                 print(f"{inflight:>4} in flight: {r['rate']:.0f} msg/s, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, "
-                      f"client CPU {r['cpu_ms_per_msg']:.2f} ms/msg")
+                      f"client CPU {r['cpu_ms_per_msg']:.2f} ms/msg"
+                      + ("" if r["broker_cpu_ms_per_msg"] is None else f", broker CPU {r['broker_cpu_ms_per_msg']:.2f} ms/msg"))
         finally:
             await pipeline.stop()
 

@@ -22,8 +22,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from procstat import cpu_seconds as process_cpu_seconds
 from pymongo import AsyncMongoClient, monitoring
-from release_bench import cpu_seconds, process_cpu_seconds
+from release_bench import cpu_seconds
 
 from services.policysvc.store import PolicyStore
 from shared.embedded_mongo import EmbeddedMongo

@@ -52,6 +52,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import aiohttp
 import load_driver  # --gateway-url: drive a gateway running elsewhere
 import structlog
+from procstat import cpu_seconds as cpu_seconds_of
+from procstat import listening_pid
 from pymongo import monitoring
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -399,15 +401,6 @@ async def store_opcounters(client: Any) -> Counter[str]:
     return Counter({k: int(v) for k, v in status.get("opcounters", {}).items()})
 
 
-def process_cpu_seconds(pid: int | None) -> float:
-    """CPU time of another running process (the embedded store), from /proc; 0 where unreadable."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError, TypeError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def run_bench(args: argparse.Namespace) -> None:
     from bare_pipeline import BarePipeline
     from pymongo import AsyncMongoClient
@@ -465,20 +458,23 @@ async def run_bench(args: argparse.Namespace) -> None:
         if args.defer_audit:
             await (children.stop_service("auditsvc") if children is not None else stack.stop("auditsvc"))
         await load.ask({"agents": max(levels), "seconds": WARMUP_SECONDS})
+        broker_pid = local_broker_pid(args.amqp_url) if args.bus == "rabbitmq" else None
         idle = await idle_cpu(children.pids() if children is not None else {"services": [os.getpid()]}, store.pid)
         results = []
         for agents in levels:
             stages.reset()
             pids = children.pids() if children is not None else {"services": [os.getpid()]}
-            cpu_before, store_before = {s: sum(map(process_cpu_seconds, p)) for s, p in pids.items()}, \
-                process_cpu_seconds(store.pid)
+            cpu_before, store_before = {s: sum(map(cpu_seconds_of, p)) for s, p in pids.items()}, \
+                cpu_seconds_of(store.pid)
             ops_before, commands.counts = await store_opcounters(client), Counter()
+            broker_before = cpu_seconds_of(broker_pid)
             result = await load.ask({"agents": agents, "seconds": args.seconds})
+            result["broker_cpu"] = cpu_seconds_of(broker_pid) - broker_before if broker_pid else None
             result["store_ops"] = await store_opcounters(client) - ops_before
             result["store_commands"] = commands.counts
-            result["cpu_by_service"] = {s: sum(map(process_cpu_seconds, p)) - cpu_before[s] for s, p in pids.items()}
+            result["cpu_by_service"] = {s: sum(map(cpu_seconds_of, p)) - cpu_before[s] for s, p in pids.items()}
             result["service_cpu"] = sum(result["cpu_by_service"].values())
-            result["store_cpu"] = process_cpu_seconds(store.pid) - store_before
+            result["store_cpu"] = cpu_seconds_of(store.pid) - store_before
             result["stages"] = stage_means(stages, result)
             # Releases are only sustainable if auditing keeps up: what is still waiting for auditsvc.
             result["audit_backlog"] = await monitor.queue_depth("auditsvc")
@@ -503,16 +499,24 @@ async def run_bench(args: argparse.Namespace) -> None:
           + ", ".join(f"{name} {ms:.1f}" for name, ms in idle.items()))
 
 
+def local_broker_pid(amqp_url: str) -> int | None:
+    """The broker's process when it runs on this machine (its CPU is read from /proc), else None."""
+    from yarl import URL
+
+    url = URL(amqp_url.split(",")[0].strip())
+    return listening_pid(url.port or 5672) if url.host in ("127.0.0.1", "localhost", "::1") else None
+
+
 async def idle_cpu(pids: dict[str, list[int]], store_pid: int | None, seconds: float = IDLE_SECONDS) -> dict[str, float]:
     """CPU each service (and the store) spends per second while nothing is asked of it."""
     await asyncio.sleep(0.5)  # the warm-up's last releases settle (audit batches, acks)
-    before = {s: sum(map(process_cpu_seconds, p)) for s, p in pids.items()}
-    store_before = process_cpu_seconds(store_pid)
+    before = {s: sum(map(cpu_seconds_of, p)) for s, p in pids.items()}
+    store_before = cpu_seconds_of(store_pid)
     started = time.perf_counter()
     await asyncio.sleep(seconds)
     elapsed = time.perf_counter() - started
-    spent = {s: (sum(map(process_cpu_seconds, p)) - before[s]) * 1000 / elapsed for s, p in pids.items()}
-    spent["store"] = (process_cpu_seconds(store_pid) - store_before) * 1000 / elapsed
+    spent = {s: (sum(map(cpu_seconds_of, p)) - before[s]) * 1000 / elapsed for s, p in pids.items()}
+    spent["store"] = (cpu_seconds_of(store_pid) - store_before) * 1000 / elapsed
     return spent
 
 
@@ -581,6 +585,13 @@ def print_report(args, setup, enrolled, results, load_rss_kib, traced_peak) -> N
     if bare_cpu:
         print("bare pipeline client CPU (driver + 2 hops, broker not counted), ms per message through 3 hops: "
               + ", ".join(f"{cpu:.2f} at {n}" for n, cpu in bare_cpu))
+    if any(r.get("broker_cpu") is not None for r in results):
+        print("broker CPU (RabbitMQ; counts every client it serves), ms per operation: "
+              + ", ".join(f"{r['broker_cpu'] * 1000 / max(r['ok'], 1):.2f} at {r['agents']}" for r in results)
+              + ("; per bare message through 3 hops: "
+                 + ", ".join(f"{r['bare']['broker_cpu_ms_per_msg']:.2f} at {r['agents']}" for r in results
+                             if r.get("bare") and r["bare"].get("broker_cpu_ms_per_msg") is not None)
+                 if bare_cpu else ""))
     if args.processes:
         print()
         heading = "".join(f"{str(r['agents']) + ' agents':>11}" for r in results)
