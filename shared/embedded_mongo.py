@@ -54,7 +54,14 @@ class EmbeddedMongo:
 
     @property
     def url(self) -> str:
-        return f"mongodb://127.0.0.1:{self.port}/?directConnection=true"
+        # retryWrites=false: with retryable writes PyMongo sends every write with a session
+        # transaction number, and SecantusDB keeps each reply in a map (up to 10,000, for 30
+        # minutes) that it scans on every write: a quarter of the store's CPU under load, growing
+        # as the map fills. They buy nothing here: the map lives in the server's memory, so a
+        # crash (the one outage a loopback store has) loses it and a retry after a restart runs
+        # again anyway, and a write that times out is never retried. Strongroom's writes are
+        # idempotent without them (unique keys, compare-and-swap filters, redelivery).
+        return f"mongodb://127.0.0.1:{self.port}/?directConnection=true&retryWrites=false"
 
     @property
     def pid(self) -> int | None:
