@@ -21,7 +21,7 @@ from shared import outbox
 from shared.events import Event
 from shared.group_insert import GroupInserter, GroupUpdater
 from shared.group_read import GroupReader
-from shared.store import DuplicateKeyError, TenantCollection
+from shared.store import DuplicateKeyError, TenantCollection, tenant_key
 
 from .key_docs import head_doc, key_from, release_view_from, version_doc
 from .keys import Key, ReleaseView
@@ -39,9 +39,8 @@ _BY_REQUEST_INDEX = "tenant_id_1_request_id_1"  # the releases' unique index of 
 
 
 def release_key(tenant_id: str, request_id: str) -> str:
-    """A release's `_id`: tenant-qualified (no tenant id holds ':'), so `_id` uniqueness is the check
-    that a request is answered once."""
-    return f"{tenant_id}:{request_id}"
+    """A release's `_id`: `_id` uniqueness is the check that a request is answered once."""
+    return tenant_key(tenant_id, request_id)
 
 
 _RELEASE_FIELDS = {"_id": 0, "key_id": 1, "algorithm": 1, "state": 1, "latest_version": 1,
@@ -230,10 +229,8 @@ class KeyStore(CustodyQueries, KekRotationQueries, RootQueries, VolumeRecoveryQu
     async def find_release(self, tenant_id: str, request_id: str) -> dict[str, Any] | None:
         if self._releases_by_request:
             return await self.releases.find_one(tenant_id, {"request_id": request_id})
-        # SECURITY: read by `_id` alone (a filter with more fields is a scan on the embedded store);
-        # the key is built from the caller's tenant id, and the document's tenant is checked again.
-        doc = await self.releases.raw.find_one({"_id": release_key(tenant_id, request_id)})
-        return doc if doc is not None and doc["tenant_id"] == tenant_id and doc["request_id"] == request_id else None
+        doc = await self.releases.find_by_key(tenant_id, release_key(tenant_id, request_id))
+        return doc if doc is not None and doc["request_id"] == request_id else None
 
     async def find_device_release(self, tenant_id: str, request_id: str, device_id: str) -> dict[str, Any] | None:
         """One device's recorded release outcome (an agent collecting what it waited for); a release
