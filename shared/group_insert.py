@@ -74,8 +74,16 @@ class GroupUpdater:
     async def update_one(self, tenant_id: str, query: Mapping[str, Any], update: Mapping[str, Any]) -> None:
         if not tenant_id:
             raise ValueError("tenant_id is required on every query")
+        await self._queue(UpdateOne({**query, "tenant_id": tenant_id}, dict(update)))
+
+    async def update_by_id(self, doc_id: str, update: Mapping[str, Any]) -> None:
+        """By `_id` alone, for documents whose `_id` is built from their tenant id: the embedded
+        store looks up only a filter of `_id` alone by it (with `tenant_id` too, it scans)."""
+        await self._queue(UpdateOne({"_id": doc_id}, dict(update)))
+
+    async def _queue(self, op: UpdateOne) -> None:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((UpdateOne({**query, "tenant_id": tenant_id}, dict(update)), future))
+        self._pending.append((op, future))
         if self._flushing is None or self._flushing.done():
             self._flushing = asyncio.create_task(self._flush())
         await future

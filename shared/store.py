@@ -20,7 +20,7 @@ from .config import STORE_OPERATION_TIMEOUT_SECONDS, STORE_TIMEOUT_SECONDS, Comm
 from .metrics import StoreTimings
 
 __all__ = ["STORE_UNAVAILABLE", "DuplicateKeyError", "ReturnDocument", "TenantCollection", "connect", "connect_with",
-           "ping", "service_database", "stored_now"]
+           "ping", "service_database", "stored_now", "tenant_key"]
 
 # The store cannot serve a call: no server selected in time, a connection refused, dropped or
 # timed out (PyMongo's ServerSelectionTimeoutError, AutoReconnect, NetworkTimeout and the rest
@@ -57,6 +57,12 @@ async def ping(db: AsyncDatabase) -> None:
     await db.command("ping")
 
 
+def tenant_key(tenant_id: str, local_id: str) -> str:
+    """An `_id` unique per tenant, `<tenant>:<id>` (no tenant id holds ':'): a document keyed by it
+    needs no unique index of its own, which on the embedded store costs a write per insert."""
+    return f"{tenant_id}:{local_id}"
+
+
 def service_database(client: AsyncMongoClient, service: str, *, prefix: str = "strongroom_") -> AsyncDatabase:
     return client[f"{prefix}{service}"]
 
@@ -82,6 +88,12 @@ class TenantCollection:
 
     async def find_one(self, tenant_id: str, query: Mapping[str, Any], **kwargs: Any) -> dict[str, Any] | None:
         return await self.raw.find_one(self._scoped(tenant_id, query), **kwargs)
+
+    async def find_by_key(self, tenant_id: str, key: str) -> dict[str, Any] | None:
+        """The document whose `_id` is `key`, built from `tenant_id` (`tenant_key`). SECURITY: read by
+        `_id` alone (with `tenant_id` in the filter the embedded store scans); its tenant is checked here."""
+        doc = await self.raw.find_one({"_id": key})
+        return doc if doc is not None and doc.get("tenant_id") == tenant_id else None
 
     async def find(
         self, tenant_id: str, query: Mapping[str, Any] | None = None, *, sort=None, limit: int = 0, **kwargs: Any

@@ -52,9 +52,9 @@ class GatewayStore:
         await self.enrollments.raw.create_index([("digest", ASCENDING)], unique=True)
         await self.devices.raw.create_index([("tenant_id", ASCENDING), ("device_id", ASCENDING)], unique=True)
         await self.devices.raw.create_index([("tenant_id", ASCENDING), ("subject", ASCENDING)])
-        await self.nonces.raw.create_index(
-            [("tenant_id", ASCENDING), ("device_id", ASCENDING), ("nonce", ASCENDING)], unique=True
-        )
+        # A nonce's `_id` is its (tenant, device, nonce) key, so `_id` uniqueness is the replay check:
+        # no unique index of its own (each index costs the embedded store a write per insert). A store
+        # created before keeps its old unique index, which checks the same key on the same fields.
         await self.nonces.raw.create_index([("expires_at", ASCENDING)])
         await self.outbox.create_indexes()
 
@@ -124,8 +124,10 @@ class GatewayStore:
 
     async def remember_nonce(self, tenant_id: str, device_id: str, nonce: str, expires_at: datetime) -> bool:
         """False when the nonce was seen before: a replay."""
+        key = {"tenant_id": tenant_id, "device_id": device_id, "nonce": nonce}
+        # The fields stay outside `_id` too: a store's index from before checks them.
         return await self._nonce_inserts.insert(
-            tenant_id, {"device_id": device_id, "nonce": nonce, "expires_at": expires_at}
+            tenant_id, {"_id": key, "device_id": device_id, "nonce": nonce, "expires_at": expires_at}
         )
 
     async def forget_expired_nonces(self, now: datetime) -> int:

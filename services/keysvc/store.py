@@ -21,7 +21,7 @@ from shared import outbox
 from shared.events import Event
 from shared.group_insert import GroupInserter, GroupUpdater
 from shared.group_read import GroupReader
-from shared.store import DuplicateKeyError, TenantCollection, stored_now
+from shared.store import DuplicateKeyError, TenantCollection, stored_now, tenant_key
 
 from .key_docs import head_doc, key_from, release_view_from, version_doc
 from .keys import Key, KeyVersion, ReleaseView
@@ -34,6 +34,14 @@ __all__ = ["OUTBOX_AREAS", "SYSTEM_TENANT", "KeyStore"]
 
 # Areas whose documents stage events for the outbox, by collection attribute.
 OUTBOX_AREAS = ("keys", "settings", "destructions", "kek_rotations", "custody", "offboardings", "volume_recovery")
+
+_BY_REQUEST_INDEX = "tenant_id_1_request_id_1"  # the releases' unique index of a ledger from before
+
+
+def release_key(tenant_id: str, request_id: str) -> str:
+    """A release's `_id`: `_id` uniqueness is the check that a request is answered once."""
+    return tenant_key(tenant_id, request_id)
+
 
 _RELEASE_FIELDS = {"_id": 0, "key_id": 1, "algorithm": 1, "state": 1, "latest_version": 1,
                    "min_decryption_version": 1, "latest_material": 1}
@@ -49,6 +57,10 @@ class KeyStore(CustodyQueries, KekRotationQueries, RootQueries, VolumeRecoveryQu
         self.releases = TenantCollection(db["releases"])
         self._release_inserts = GroupInserter(self.releases.raw)
         self._release_updates = GroupUpdater(self.releases.raw)
+        # A ledger from before releases were keyed by `_id` (see `release_key`) has a unique
+        # (tenant_id, request_id) index, and releases with generated `_id`s that only it finds: while
+        # it has that index, releases are looked up through it. Known once `create_indexes` ran.
+        self._releases_by_request = True
         self._release_views = GroupReader(self.keys, "key_id", projection=_RELEASE_FIELDS)  # cache misses, grouped
         self.settings = TenantCollection(db["custody_settings"])
         self.destructions = TenantCollection(db["destructions"])
@@ -82,7 +94,9 @@ class KeyStore(CustodyQueries, KekRotationQueries, RootQueries, VolumeRecoveryQu
             [("tenant_id", ASCENDING), ("key_id", ASCENDING), ("version", ASCENDING)], unique=True
         )
         await self.keks.raw.create_index([("tenant_id", ASCENDING), ("kek_version", ASCENDING)], unique=True)
-        await self.releases.raw.create_index([("tenant_id", ASCENDING), ("request_id", ASCENDING)], unique=True)
+        # Releases are unique by `_id` (`release_key`): no unique index of their own, which would cost the
+        # embedded store an entry to write on every insert and to rewrite on the audited mark.
+        self._releases_by_request = _BY_REQUEST_INDEX in await self.releases.raw.index_information()
         await self.releases.raw.create_index([("tenant_id", ASCENDING), ("key_id", ASCENDING), ("at", DESCENDING)])
         await self.keys.raw.create_index([("next_rotation_at", ASCENDING)])
         # KEK rotation walks a tenant's versions still under an old KEK, in _id order (its cursor).
@@ -236,14 +250,17 @@ class KeyStore(CustodyQueries, KekRotationQueries, RootQueries, VolumeRecoveryQu
     # --- release ledger (idempotency and dependency reports) --------------------------
 
     async def find_release(self, tenant_id: str, request_id: str) -> dict[str, Any] | None:
-        return await self.releases.find_one(tenant_id, {"request_id": request_id})
+        if self._releases_by_request:
+            return await self.releases.find_one(tenant_id, {"request_id": request_id})
+        doc = await self.releases.find_by_key(tenant_id, release_key(tenant_id, request_id))
+        return doc if doc is not None and doc["request_id"] == request_id else None
 
     async def find_device_release(self, tenant_id: str, request_id: str, device_id: str) -> dict[str, Any] | None:
         """One device's recorded release outcome (an agent collecting what it waited for); a release
-        whose audit record is not queued yet is not there to collect. Read by the unique index alone
-        and checked here: the embedded store scans the tenant's whole ledger for a filter that
-        names more fields than an index holds."""
-        doc = await self.releases.find_one(tenant_id, {"request_id": request_id})
+        whose audit record is not queued yet is not there to collect. Read by its key alone and
+        checked here: the embedded store scans the tenant's whole ledger for a filter that names
+        more fields than an index holds."""
+        doc = await self.find_release(tenant_id, request_id)
         if doc is None or doc.get("device_id") != device_id or doc.get("pending_audit") is True:
             return None
         return doc
@@ -259,18 +276,30 @@ class KeyStore(CustodyQueries, KekRotationQueries, RootQueries, VolumeRecoveryQu
 
     async def record_release(self, tenant_id: str, doc: dict[str, Any]) -> bool:
         """False when this request was already answered (a redelivery)."""
-        return await self._release_inserts.insert(tenant_id, doc)
+        return await self._release_inserts.insert(tenant_id, {"_id": release_key(tenant_id, doc["request_id"]), **doc})
 
     async def mark_release_audited(self, tenant_id: str, request_id: str) -> None:
         """The release's audit record is queued: its agent may collect it now.
 
-        Filtered on exactly the unique index (with `pending_audit` in the filter the embedded store
-        scanned the tenant's whole ledger, the most costly store operation of a release); a refused
-        release already has `pending_audit` false, so the result is the same. Grouped with the
-        concurrent releases' marks into one write."""
-        await self._release_updates.update_one(tenant_id, {"request_id": request_id}, {"$set": {"pending_audit": False}})
+        Filtered on its key alone (with `pending_audit` in the filter the embedded store scanned the
+        tenant's whole ledger, the most costly store operation of a release); a refused release
+        already has `pending_audit` false, so the result is the same. Grouped with the concurrent
+        releases' marks into one write."""
+        audited = {"$set": {"pending_audit": False}}
+        if self._releases_by_request:
+            await self._release_updates.update_one(tenant_id, {"request_id": request_id}, audited)
+        else:
+            await self._release_updates.update_by_id(release_key(tenant_id, request_id), audited)
 
     async def refuse_release(self, tenant_id: str, request_id: str, outcome_json: str) -> None:
-        """A recorded release that never left (its audit record could not be queued) becomes a refusal."""
-        await self.releases.update_one(tenant_id, {"request_id": request_id, "released": True}, {"$set": {
-            "released": False, "key_version": None, "outcome": outcome_json, "pending_audit": False}})
+        """A recorded release that never left (its audit record could not be queued) becomes a refusal;
+        one refused already keeps its outcome."""
+        if self._releases_by_request:
+            await self.releases.update_one(tenant_id, {"request_id": request_id, "released": True}, {"$set": {
+                "released": False, "key_version": None, "outcome": outcome_json, "pending_audit": False}})
+            return
+        # By its key alone (see `find_release`), the outcome replaced only if it still says released
+        # (the other fields already hold these values on a refusal).
+        await self.releases.raw.update_one({"_id": release_key(tenant_id, request_id)}, [{"$set": {
+            "outcome": {"$cond": [{"$eq": ["$released", True]}, {"$literal": outcome_json}, "$outcome"]},
+            "released": False, "key_version": None, "pending_audit": False}}])

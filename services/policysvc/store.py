@@ -22,7 +22,7 @@ from shared.events import Event
 from shared.group_insert import GroupInserter, GroupUpdater
 from shared.group_read import GroupReader
 from shared.outbox import Outbox
-from shared.store import DuplicateKeyError, TenantCollection
+from shared.store import DuplicateKeyError, TenantCollection, tenant_key
 
 from . import decision
 from .posture import QUARANTINE_REASONS
@@ -37,6 +37,10 @@ class PolicyStore(ApprovalQueries):
         self.versions = TenantCollection(db["policy_versions"])
         self.decisions = TenantCollection(db["decisions"])
         self._decision_inserts = GroupInserter(self.decisions.raw)
+        # A store from before decisions were keyed `<tenant>:<request>` (`_id` uniqueness decides a
+        # request once) has a unique (tenant_id, request_id) index, and decisions with generated
+        # `_id`s that only it finds: while it has that index, lookups go through it.
+        self._decisions_by_request = True
         self.groups = TenantCollection(db["groups"])
         self.devices = TenantCollection(db["devices"])  # projection of device events, plus posture
         # Heartbeats read and stamp one device each: concurrent ones share a read and a write.
@@ -53,7 +57,9 @@ class PolicyStore(ApprovalQueries):
         await self.versions.raw.create_index(
             [("tenant_id", ASCENDING), ("policy_id", ASCENDING), ("version", ASCENDING)], unique=True
         )
-        await self.decisions.raw.create_index([("tenant_id", ASCENDING), ("request_id", ASCENDING)], unique=True)
+        # No unique index of their own: `_id` is the request's key (an index costs the embedded store a
+        # write per decision).
+        self._decisions_by_request = "tenant_id_1_request_id_1" in await self.decisions.raw.index_information()
         await self.decisions.raw.create_index([("tenant_id", ASCENDING), ("decided_at", DESCENDING)])
         await self.decisions.raw.create_index([("tenant_id", ASCENDING), ("device_id", ASCENDING), ("effect", ASCENDING)])
         await self.groups.raw.create_index([("tenant_id", ASCENDING), ("group_id", ASCENDING)], unique=True)
@@ -172,15 +178,18 @@ class PolicyStore(ApprovalQueries):
 
     async def record_decision(self, tenant_id: str, doc: dict[str, Any]) -> bool:
         """False when this request was already decided (a redelivery)."""
-        return await self._decision_inserts.insert(tenant_id, doc)
+        return await self._decision_inserts.insert(tenant_id, {"_id": tenant_key(tenant_id, doc["request_id"]), **doc})
 
     async def find_decision(self, tenant_id: str, request_id: str) -> dict[str, Any] | None:
-        return await self.decisions.find_one(tenant_id, {"request_id": request_id})
+        if self._decisions_by_request:
+            return await self.decisions.find_one(tenant_id, {"request_id": request_id})
+        doc = await self.decisions.find_by_key(tenant_id, tenant_key(tenant_id, request_id))
+        return doc if doc is not None and doc["request_id"] == request_id else None
 
     async def device_decision(self, tenant_id: str, request_id: str, device_id: str) -> dict[str, Any] | None:
-        """A decision as the requesting device may see it: only its own. Read by the unique index
-        alone and checked here (the embedded store scans for a filter wider than an index)."""
-        doc = await self.decisions.find_one(tenant_id, {"request_id": request_id})
+        """A decision as the requesting device may see it: only its own. Read by its key alone and
+        checked here (the embedded store scans for a filter wider than an index)."""
+        doc = await self.find_decision(tenant_id, request_id)
         return doc if doc is not None and doc.get("device_id") == device_id else None
 
     async def list_decisions(self, tenant_id: str, *, match: dict[str, str], limit: int) -> list[dict[str, Any]]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from pymongo import AsyncMongoClient, monitoring
+
 from services.auditsvc import handlers
 from services.auditsvc.search import Criteria
 from services.auditsvc.store import AuditStore
@@ -106,6 +108,45 @@ async def test_an_event_redelivered_long_after_is_kept_once(mongo_client, db_pre
         await store.terms.raw.replace_one({"_id": chunk["_id"]}, legacy)
     await handlers.ingest([stream[7], stream[1100]], store=store, heads=handlers.ChainHeads(store))
     assert (await store.head("ten_a")).seq == 1201
+
+
+class Finds(monitoring.CommandListener):
+    def __init__(self) -> None:
+        self.commands: list[dict] = []
+
+    def started(self, event) -> None:
+        if event.command_name == "find":
+            self.commands.append({"find": event.command["find"], "filter": event.command["filter"]})
+
+    def succeeded(self, event) -> None:
+        pass
+
+    def failed(self, event) -> None:
+        pass
+
+
+async def test_the_dedup_lookup_of_a_batch_reads_only_the_chunks_its_times_reach(mongo_url, db_prefix):
+    # Each ingested batch asks which of its events are recorded; the chunks it reads must be the
+    # ones whose time bounds reach the batch's, not every chunk of the tenant's chain.
+    finds = Finds()
+    client = AsyncMongoClient(mongo_url, tz_aware=True, event_listeners=[finds])
+    try:
+        store = await _store(client, db_prefix)
+        heads = handlers.ChainHeads(store)
+        stream = [_event("ten_a", i) for i in range(400)]
+        for start in range(0, 400, 5):  # 80 chunks
+            await handlers.ingest(stream[start:start + 5], store=store, heads=heads)
+        finds.commands.clear()
+        latest = stream[-2].model_dump(mode="json")
+        fresh = _event("ten_a", 400).model_dump(mode="json")
+        known = await store.known_event_ids("ten_a", [(latest["event_id"], latest["occurred_at"]),
+                                                      (fresh["event_id"], fresh["occurred_at"])])
+        assert known == {latest["event_id"]}
+        [lookup] = [c for c in finds.commands if c["find"] == "record_terms"]
+        plan = await client[f"{db_prefix}auditsvc"].command("explain", lookup)
+        assert plan["executionStats"]["totalDocsExamined"] <= 2, plan["executionStats"]
+    finally:
+        await client.close()
 
 
 async def test_deleting_an_archived_range_keeps_the_rest_findable(mongo_client, db_prefix):

@@ -244,6 +244,35 @@ async def test_single_use_things_are_used_once(store):
     assert not await store.remember_nonce(T, "dev_1", "n1", now)
 
 
+async def test_a_nonce_is_refused_again_only_for_its_own_device_and_tenant(store):
+    now = datetime.now(UTC)
+    assert await store.remember_nonce(T, "dev_1", "n:1/x", now)
+    assert await store.remember_nonce(T, "dev_2", "n:1/x", now)
+    assert await store.remember_nonce(OTHER, "dev_1", "n:1/x", now)
+    assert await store.remember_nonce(T, "dev_1", "n:1/y", now)
+    assert not await store.remember_nonce(T, "dev_1", "n:1/x", now)
+    assert not await store.remember_nonce(OTHER, "dev_1", "n:1/x", now)
+    assert await store.forget_expired_nonces(now + timedelta(seconds=1)) == 4
+    assert await store.remember_nonce(T, "dev_1", "n:1/x", now)
+
+
+async def test_a_store_created_before_nonces_were_keyed_by_id_still_refuses_their_replay(mongo_client, db_prefix):
+    # The old layout: generated `_id`s, and a unique index on (tenant, device, nonce) that stays.
+    db = service_database(mongo_client, "gateway", prefix=db_prefix)
+    await db["nonces"].create_index([("tenant_id", 1), ("device_id", 1), ("nonce", 1)], unique=True)
+    now = datetime.now(UTC)
+    await db["nonces"].insert_one({"tenant_id": T, "device_id": "dev_1", "nonce": "n1", "expires_at": now})
+
+    async def publish(event: events.Event) -> None:
+        pass
+
+    store = GatewayStore(db, publish=publish)
+    await store.create_indexes()
+    assert not await store.remember_nonce(T, "dev_1", "n1", now)
+    assert await store.remember_nonce(T, "dev_1", "n2", now)
+    assert not await store.remember_nonce(T, "dev_1", "n2", now)
+
+
 async def test_devices_are_revoked_once(store):
     now = datetime.now(UTC)
     enrolled = events.DeviceEnrolled(tenant_id=T, actor=ACTOR, correlation_id="c", device_id="dev_1",

@@ -210,3 +210,31 @@ async def test_a_release_is_collectable_only_once_its_audit_record_is_queued(sto
     await store.refuse_release(T, "req_2", '{"type": "key.release_refused"}')
     refused = await store.find_device_release(T, "req_2", "dev_1")
     assert refused["outcome"] == '{"type": "key.release_refused"}' and not refused["released"]
+    await store.refuse_release(T, "req_2", '{"type": "key.release_refused", "again": true}')  # refused once
+    assert (await store.find_release(T, "req_2"))["outcome"] == '{"type": "key.release_refused"}'
+    assert await store.record_release("ten_other", release("req_2"))  # another tenant's request of that id
+    assert (await store.find_release("ten_other", "req_2"))["pending_audit"]
+
+
+async def test_a_ledger_from_before_releases_were_keyed_by_id_still_answers_each_request_once(mongo_client, db_prefix):
+    # The old layout: generated `_id`s, found through a unique (tenant_id, request_id) index that stays.
+    db = service_database(mongo_client, "keysvc", prefix=db_prefix)
+    await db["releases"].create_index([("tenant_id", 1), ("request_id", 1)], unique=True)
+
+    def release(request_id: str) -> dict:
+        return {"tenant_id": T, "request_id": request_id, "key_id": "key_1", "device_id": "dev_1", "released": True,
+                "key_version": 1, "at": now(), "outcome": '{"type": "key.released"}', "pending_audit": True}
+
+    await db["releases"].insert_many([release("req_old"), release("req_old_refused")])
+    store = KeyStore(db)
+    await store.create_indexes()
+    assert not await store.record_release(T, release("req_old"))  # a redelivery of an older request
+    assert await store.find_device_release(T, "req_old", "dev_1") is None
+    await store.mark_release_audited(T, "req_old")
+    assert (await store.find_device_release(T, "req_old", "dev_1"))["released"]
+    await store.refuse_release(T, "req_old_refused", '{"type": "key.release_refused"}')
+    assert not (await store.find_release(T, "req_old_refused"))["released"]
+    assert await store.record_release(T, release("req_new"))
+    assert not await store.record_release(T, release("req_new"))
+    await store.mark_release_audited(T, "req_new")
+    assert (await store.find_device_release(T, "req_new", "dev_1"))["released"]

@@ -99,6 +99,29 @@ async def test_a_decision_is_recorded_once_and_read_back_by_its_device(store):
     assert since[0]["provenance"] == {"identity.region": "cloud"}  # a replay weighs facts as they were
     assert [d["effect"] for d in await store.releasing_decisions(T, "dev_1", "k", limit=20)] == ["allow"]
     assert await store.find_decision(OTHER, "req_1") is None
+    assert await store.record_decision(OTHER, {**doc, "effect": "deny"})  # another tenant's request of that id
+    assert (await store.find_decision(OTHER, "req_1"))["effect"] == "deny"
+    assert (await store.find_decision(T, "req_1"))["effect"] == "allow"
+
+
+async def test_a_store_from_before_decisions_were_keyed_by_id_still_decides_each_request_once(mongo_client, db_prefix):
+    # The old layout: generated `_id`s, found through a unique (tenant_id, request_id) index that stays.
+    db = service_database(mongo_client, "policysvc", prefix=db_prefix)
+    await db["decisions"].create_index([("tenant_id", 1), ("request_id", 1)], unique=True)
+    doc = {"request_id": "req_old", "device_id": "dev_1", "key_id": "k", "facts": {}, "effect": "allow",
+           "decided_at": NOW, "outcome": "{}", "trace_record": None, "provenance": None}
+    await db["decisions"].insert_one({**doc, "tenant_id": T})
+
+    async def publish(event: events.Event) -> None:
+        pass
+
+    store = PolicyStore(db, publish=publish)
+    await store.create_indexes()
+    assert not await store.record_decision(T, {**doc, "effect": "deny"})  # a redelivery of an older request
+    assert (await store.device_decision(T, "req_old", "dev_1"))["effect"] == "allow"
+    assert await store.record_decision(T, {**doc, "request_id": "req_new"})
+    assert not await store.record_decision(T, {**doc, "request_id": "req_new", "effect": "deny"})
+    assert (await store.find_decision(T, "req_new"))["effect"] == "allow"
 
 
 async def test_votes_compare_and_swap_and_settle_once(store):
