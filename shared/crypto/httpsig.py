@@ -37,7 +37,7 @@ from http_message_signatures import (
     InvalidSignature,
     algorithms,
 )
-from http_message_signatures._url import parse_url
+from http_message_signatures._url import URLParts, parse_url
 
 SIGNATURE_TAG = "strongroom-agent"
 SIGNATURE_LABEL = "strongroom"
@@ -93,6 +93,41 @@ def sign_request(
     `url` is the absolute URL the agent requests. The returned headers replace any existing
     headers of the same names.
     """
+    created_at = int(time.time()) if created is None else created
+    nonce = secrets.token_urlsafe(16) if nonce is None else nonce
+    signed = _sign_directly(method, url, body, key_id=key_id, private_key=private_key, created=created_at, nonce=nonce)
+    if signed is not None:
+        return signed
+    return _sign_with_library(method, url, headers, body, key_id=key_id, private_key=private_key, created=created_at,
+                              nonce=nonce)
+
+
+def _sign_directly(method: str, url: str, body: bytes, *, key_id: str, private_key: Ed25519PrivateKey, created: int,
+                   nonce: str) -> dict[str, str] | None:
+    """The headers in the spelling `_canonical_signature` reads, the signature base built here;
+    None when a value falls outside that spelling (the library signs those)."""
+    digest = f"sha-256=:{base64.b64encode(hashlib.sha256(body).digest()).decode()}:"
+    signature_input = (f'{SIGNATURE_LABEL}=("@method" "@path" "@query" "content-digest");created={created};'
+                       f'keyid="{key_id}";alg="ed25519";nonce="{nonce}";tag="{SIGNATURE_TAG}"')
+    if not method.isalpha() or not method.isupper() or _CANONICAL_INPUT.fullmatch(signature_input) is None:
+        return None
+    try:
+        parts = parse_url(str(url))
+    except HTTPMessageSignaturesException:
+        return None
+    base = _signature_base(method, parts, digest, signature_input.removeprefix(f"{SIGNATURE_LABEL}="))
+    signature = base64.b64encode(private_key.sign(base.encode())).decode()
+    return {"Content-Digest": digest, "Signature-Input": signature_input, "Signature": f"{SIGNATURE_LABEL}=:{signature}:"}
+
+
+def _signature_base(method: str, parts: URLParts, digest: str, signature_params: str) -> str:
+    """RFC 9421's signature base over our covered components, as the library builds it."""
+    return (f'"@method": {method}\n"@path": {parts.path or "/"}\n"@query": ?{parts.query or ""}\n'
+            f'"content-digest": {digest}\n"@signature-params": {signature_params}')
+
+
+def _sign_with_library(method: str, url: str, headers: Mapping[str, str], body: bytes, *, key_id: str,
+                       private_key: Ed25519PrivateKey, created: int, nonce: str) -> dict[str, str]:
     # Only our own signature headers are dropped: the digest must be the one computed here.
     message = _Request(
         method=method,
@@ -102,13 +137,12 @@ def sign_request(
     signer = HTTPMessageSigner(
         signature_algorithm=algorithms.ED25519, key_resolver=_SigningKey(key_id, private_key)
     )
-    created_at = int(time.time()) if created is None else created
     try:
         signer.sign(
             message,
             key_id=key_id,
-            created=datetime.datetime.fromtimestamp(created_at, tz=datetime.UTC),
-            nonce=secrets.token_urlsafe(16) if nonce is None else nonce,
+            created=datetime.datetime.fromtimestamp(created, tz=datetime.UTC),
+            nonce=nonce,
             label=SIGNATURE_LABEL,
             tag=SIGNATURE_TAG,
             covered_component_ids=COVERED_COMPONENTS,
@@ -172,8 +206,7 @@ def _canonical_signature(method: str, url: str, headers: Mapping[str, str]) -> _
         parts = parse_url(str(url))  # the library's own URL grammar: the same @path and @query as its resolver
     except HTTPMessageSignaturesException:
         return None
-    base = (f'"@method": {method}\n"@path": {parts.path or "/"}\n"@query": ?{parts.query or ""}\n'
-            f'"content-digest": {digest}\n"@signature-params": {params.group(1)}')
+    base = _signature_base(method, parts, digest, params.group(1))
     return _Canonical(base, params.group(3), int(params.group(2)), params.group(4), base64.b64decode(sig.group(1)),
                       base64.b64decode(digested.group(1)))
 

@@ -220,9 +220,10 @@ URLS = ["https://h.example/v1/agent/heartbeat", "https://h.example/v1/agent/key-
 
 @pytest.mark.parametrize("url", URLS)
 def test_a_signature_made_by_the_library_verifies_directly_with_the_same_result(device_key, resolve, url) -> None:
-    """sign_request signs the library's signature base, so a direct verification that passes has
-    built the same base; both paths return the same parameters."""
-    headers = signed_headers(device_key, url=url)
+    """The library signs its own signature base, so a direct verification that passes has built
+    the same base; both paths return the same parameters."""
+    headers = {"Content-Type": "application/json", **httpsig._sign_with_library(
+        "POST", url, {}, BODY, key_id=DEVICE_ID, private_key=device_key, created=NOW, nonce="n-123")}
 
     canonical = httpsig._canonical_signature("POST", url, headers)
     assert canonical is not None
@@ -286,3 +287,23 @@ def test_a_tampered_request_in_our_spelling_is_refused_directly(device_key, reso
     assert httpsig._canonical_signature("POST", URL, headers) is not None
     with pytest.raises(SignatureError, match="does not verify"):
         verify(headers, resolve)
+
+
+@pytest.mark.parametrize("url", URLS)
+@pytest.mark.parametrize("method", ["POST", "GET"])
+def test_direct_signing_gives_the_libraries_headers_to_the_byte(device_key, url, method) -> None:
+    """Ed25519 is deterministic: the same base signed by the same key is the same signature."""
+    args = dict(key_id=DEVICE_ID, private_key=device_key, created=NOW, nonce="n-123")
+
+    direct = httpsig._sign_directly(method, url, BODY, **args)
+
+    assert direct == httpsig._sign_with_library(method, url, {"Accept": "application/json"}, BODY, **args)
+
+
+@pytest.mark.parametrize("overrides", [dict(key_id='dev"1'), dict(nonce="n\\1"), dict(created=-1)])
+def test_values_outside_our_spelling_are_signed_by_the_library(device_key, overrides) -> None:
+    args = dict(key_id=DEVICE_ID, private_key=device_key, created=NOW, nonce="n-123") | overrides
+
+    assert httpsig._sign_directly("POST", URL, BODY, **args) is None
+    assert sign_request(method="POST", url=URL, headers={}, body=BODY, **args) == httpsig._sign_with_library(
+        "POST", URL, {}, BODY, **args)
