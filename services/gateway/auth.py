@@ -7,6 +7,7 @@ which tokens or devices exist. The cause goes to the log and to the audit trail.
 from __future__ import annotations
 
 import base64
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -248,6 +249,12 @@ class TokenAuthenticator:
 _KEYID = re.compile(r'keyid="([^"]{1,200})"')
 
 
+@functools.lru_cache(maxsize=_CACHE_MAX)
+def _public_key(encoded: str) -> Ed25519PublicKey:
+    """A device's key, decoded once per key (whether the device may still use it is checked apart)."""
+    return Ed25519PublicKey.from_public_bytes(base64.b64decode(encoded))
+
+
 class DeviceAuthenticator:
     """Verifies an agent's signed request and refuses stale, replayed or revoked ones.
 
@@ -284,7 +291,7 @@ class DeviceAuthenticator:
             raise Unauthorized("unknown device")  # the key id names nothing: not that tenant's to audit
         if device["status"] != "active":
             raise refused("revoked device", tenant_id, "device", device_id)
-        public_key = Ed25519PublicKey.from_public_bytes(base64.b64decode(device["public_key"]))
+        public_key = _public_key(device["public_key"])
         try:
             verified = httpsig.verify_request(
                 method=request.method,

@@ -93,3 +93,31 @@ async def test_heartbeats_are_checked_against_the_policy_version_that_released_t
     records = await audit_records_until(tenant.admin, lambda rs: any(r["action"] == "device.posture_failed" for r in rs))
     (failed,) = [r for r in records if r["action"] == "device.posture_failed"]
     assert any("rule eu-only" in r and "integrity.firewall_enabled" in r for r in failed["reasons"]), failed["reasons"]
+
+
+async def test_a_replayed_heartbeat_is_refused_and_one_spelled_otherwise_still_verifies(api):
+    """Heartbeats signed as the agent signs them are verified without the library's parser: the
+    replay is refused and audited as before, and a signature spelled in another form RFC 9421
+    allows (a space after a parameter's semicolon) is still verified, by the library."""
+    tenant = await make_tenant(api)
+    agent = await BareAgent.enroll(tenant, api)
+    body = json.dumps({"facts": EU_FACTS}).encode()
+    url = agent.api.url + "/v1/agent/heartbeat"
+    headers = {"Content-Type": "application/json"}
+    headers.update(httpsig.sign_request(method="POST", url=url, headers=headers, body=body,
+                                        key_id=agent.key_id, private_key=agent.signing_key))
+
+    first, answer, _ = await agent.api.call("POST", "/v1/agent/heartbeat", data=body, headers=headers)
+    replay, refused, _ = await agent.api.call("POST", "/v1/agent/heartbeat", data=body, headers=headers)
+    assert (first, answer["status"]) == (200, "active") and replay == 401, refused
+    records = await audit_records_until(tenant.admin, lambda rs: any(
+        r["action"] == "access.denied" and "replayed nonce" in json.dumps(r["details"]) for r in rs))
+    assert records
+
+    respelled = {"Content-Type": "application/json"}
+    respelled.update(httpsig.sign_request(method="POST", url=url, headers=respelled, body=body,
+                                          key_id=agent.key_id, private_key=agent.signing_key))
+    respelled["Signature-Input"] = respelled["Signature-Input"].replace(";alg=", "; alg=", 1)
+    assert httpsig._canonical_signature("POST", url, respelled) is None
+    status, out, _ = await agent.api.call("POST", "/v1/agent/heartbeat", data=body, headers=respelled)
+    assert (status, out["status"]) == (200, "active"), out

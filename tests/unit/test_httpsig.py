@@ -6,7 +6,9 @@ from collections.abc import Callable
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from http_message_signatures import HTTPMessageSigner, MappingKeyResolver, algorithms
+from multidict import CIMultiDict
 
+from shared.crypto import httpsig
 from shared.crypto.httpsig import (
     SIGNATURE_TAG,
     SignatureError,
@@ -208,3 +210,100 @@ def test_malformed_signature_header_is_rejected(device_key, resolve) -> None:
 
     with pytest.raises(SignatureError, match="invalid signature"):
         verify(headers, resolve)
+
+
+# --- the direct path: requests spelled as sign_request spells them skip the library's parser ---
+
+URLS = ["https://h.example/v1/agent/heartbeat", "https://h.example/v1/agent/key-requests/req_1?wait=3&a=b",
+        "http://10.0.0.5:8080/p%20q/r?", "https://h.example", "https://h.example/v1/keys/vol-1/release?version=3"]
+
+
+@pytest.mark.parametrize("url", URLS)
+def test_a_signature_made_by_the_library_verifies_directly_with_the_same_result(device_key, resolve, url) -> None:
+    """The library signs its own signature base, so a direct verification that passes has built
+    the same base; both paths return the same parameters."""
+    headers = {"Content-Type": "application/json", **httpsig._sign_with_library(
+        "POST", url, {}, BODY, key_id=DEVICE_ID, private_key=device_key, created=NOW, nonce="n-123")}
+
+    canonical = httpsig._canonical_signature("POST", url, headers)
+    assert canonical is not None
+    direct = httpsig._verify_canonical(canonical, body=BODY, resolve_public_key=resolve)
+    library = httpsig._verify_with_library("POST", url, headers, BODY, resolve)
+    assert {k: library[k] for k in direct} == direct
+    assert verify(headers, resolve, url=url) == VerifiedSignature(key_id=DEVICE_ID, created=NOW, nonce="n-123")
+
+
+def test_a_multi_dict_with_one_line_each_verifies_directly(device_key, resolve) -> None:
+    headers = CIMultiDict(signed_headers(device_key))
+
+    assert httpsig._canonical_signature("POST", URL, headers) is not None
+    assert verify(headers, resolve).nonce == "n-123"
+
+
+@pytest.mark.parametrize("respell", [
+    lambda h: h.update({"Signature-Input": h["Signature-Input"].replace(";alg", "; alg")}),
+    lambda h: h.update({"Signature-Input": h["Signature-Input"] + ", other=()"}),
+    lambda h: h.update({"Content-Digest": " " + h["Content-Digest"]}),
+])
+def test_any_other_spelling_goes_through_the_library_and_is_judged_there(device_key, resolve, respell) -> None:
+    headers = signed_headers(device_key)
+    respell(headers)
+
+    assert httpsig._canonical_signature("POST", URL, headers) is None
+    try:
+        outcome: object = verify(headers, resolve)
+    except SignatureError as exc:
+        outcome = exc.reason
+    try:
+        expected: object = httpsig._fresh(httpsig._verify_with_library("POST", URL, headers, BODY, resolve),
+                                          max_age_seconds=httpsig.DEFAULT_MAX_AGE_SECONDS, now=NOW + 5)
+    except SignatureError as exc:
+        expected = exc.reason
+    assert outcome == expected
+
+
+def test_a_repeated_signature_line_goes_through_the_library(device_key, resolve) -> None:
+    headers = CIMultiDict(signed_headers(device_key))
+    headers.add("Signature", headers["Signature"])
+
+    assert httpsig._canonical_signature("POST", URL, headers) is None
+    with pytest.raises(SignatureError):
+        verify(headers, resolve)
+
+
+@pytest.mark.parametrize("tamper", [
+    lambda h: h.update({"Signature-Input": h["Signature-Input"].replace("created=", "created=1")}),
+    lambda h: h.update({"Signature-Input": h["Signature-Input"].replace('nonce="n-123"', 'nonce="n-124"')}),
+    lambda h: h.update({"Signature": h["Signature"][:20] + ("A" if h["Signature"][20] != "A" else "B")
+                        + h["Signature"][21:]}),
+    lambda h: h.update({"Content-Digest": sign_request(method="POST", url=URL, headers={}, body=b"other",
+                                                        key_id=DEVICE_ID, private_key=Ed25519PrivateKey.generate())
+                        ["Content-Digest"]}),
+])
+def test_a_tampered_request_in_our_spelling_is_refused_directly(device_key, resolve, tamper) -> None:
+    headers = signed_headers(device_key)
+    tamper(headers)
+
+    assert httpsig._canonical_signature("POST", URL, headers) is not None
+    with pytest.raises(SignatureError, match="does not verify"):
+        verify(headers, resolve)
+
+
+@pytest.mark.parametrize("url", URLS)
+@pytest.mark.parametrize("method", ["POST", "GET"])
+def test_direct_signing_gives_the_libraries_headers_to_the_byte(device_key, url, method) -> None:
+    """Ed25519 is deterministic: the same base signed by the same key is the same signature."""
+    args = dict(key_id=DEVICE_ID, private_key=device_key, created=NOW, nonce="n-123")
+
+    direct = httpsig._sign_directly(method, url, BODY, **args)
+
+    assert direct == httpsig._sign_with_library(method, url, {"Accept": "application/json"}, BODY, **args)
+
+
+@pytest.mark.parametrize("overrides", [dict(key_id='dev"1'), dict(nonce="n\\1"), dict(created=-1)])
+def test_values_outside_our_spelling_are_signed_by_the_library(device_key, overrides) -> None:
+    args = dict(key_id=DEVICE_ID, private_key=device_key, created=NOW, nonce="n-123") | overrides
+
+    assert httpsig._sign_directly("POST", URL, BODY, **args) is None
+    assert sign_request(method="POST", url=URL, headers={}, body=BODY, **args) == httpsig._sign_with_library(
+        "POST", URL, {}, BODY, **args)
