@@ -21,6 +21,7 @@ from pamqp.commands import Basic
 
 from . import bus_connection, rpc, topology
 from .bus_acks import ConsumerAcks
+from .bus_listen import Listening, RabbitListening
 from .delivery import Batcher, BatchHandler, Handler, StagedBatchHandler, Unavailable, handle_one
 from .events import Event, encode_event
 from .progress import ConsumerProgress, ProgressWatch, Tracked
@@ -62,7 +63,7 @@ class Bus(Protocol):
     async def subscribe_batch(
         self, service: str, handler: BatchHandler | StagedBatchHandler, *, max_batch: int = 256, max_wait: float = 0.02
     ) -> None: ...
-    async def listen(self, patterns: Sequence[str], handler: Handler) -> None: ...
+    async def listen(self, patterns: Sequence[str], handler: Handler) -> Listening: ...
     async def serve(self, service: str, handler: RpcHandler) -> None: ...
     async def call(self, service: str, request: rpc.RpcRequest, *, timeout: float) -> rpc.RpcReply: ...
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]: ...
@@ -255,9 +256,7 @@ class RabbitBus:
     async def publish_raw(self, routing_key: str, body: bytes) -> None:
         """Publishes bytes that need not be a valid event (tests of dead-lettering, tooling)."""
         assert self._events is not None, "bus not started"
-        await self._events.publish(
-            aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT), routing_key=routing_key
-        )
+        await self._events.publish(aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT), routing_key)
 
     async def destroy(self) -> None:
         """Deletes this prefix's queues and exchanges (test isolation; never used in production)."""
@@ -274,10 +273,8 @@ class RabbitBus:
     async def _publish_dead_letter(self, body: bytes, routing_key: str, queue: str, reason: str) -> None:
         assert self._dlx is not None
         headers = {"x-reason": reason[:1000], "x-original-routing-key": routing_key, "x-original-queue": queue}
-        await self._dlx.publish(
-            aio_pika.Message(body, headers=headers, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
-            routing_key=routing_key or "unknown",
-        )
+        await self._dlx.publish(aio_pika.Message(body, headers=headers, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                                routing_key=routing_key or "unknown")
 
     # --- consuming ------------------------------------------------------------------
 
@@ -324,19 +321,22 @@ class RabbitBus:
 
         await queue.consume(on_message)
 
-    async def listen(self, patterns: Sequence[str], handler: Handler) -> None:
-        """A private, transient queue for this instance: replies and cache invalidation."""
+    async def listen(self, patterns: Sequence[str], handler: Handler) -> Listening:
+        """A private, transient queue for this instance (replies, cache invalidation), bound to more
+        or fewer patterns later through what this returns."""
         channel = await self._consumer_channel(256)
         assert self._delivery is not None
         queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        listening = RabbitListening(queue, self._delivery.name)  # type: ignore[arg-type]
         for pattern in patterns:
-            await queue.bind(self._delivery, pattern)
+            await listening.bind(pattern)
         self._acks.append(acks := ConsumerAcks(hold=64))
 
         async def on_message(message: AbstractIncomingMessage) -> None:
             await handle_one(_RabbitDelivery(message, self, queue.name, acks), handler)
 
         await queue.consume(on_message)
+        return listening
 
     async def queue_depth(self, service: str) -> int | None:
         """Messages waiting in a service's work queue (a lag metric); None if it cannot be read."""

@@ -288,3 +288,30 @@ async def test_listen_gives_each_instance_its_own_copy(any_bus):
     await any_bus.listen(["tenant.created"], b)
     await any_bus.publish(TenantCreated(tenant_id="ten_b", name="b"))
     await wait_for(lambda: len(first) == 1 and len(second) == 1)
+
+
+async def test_a_listen_queue_is_bound_and_unbound_while_it_runs(any_bus):
+    # The gateway binds raw key requests only while an operator stream wants them. Each step ends
+    # with a marker the queue was bound to all along: what was published before it has arrived by
+    # then (one queue, in order) or was never routed to it.
+    heard: list[str] = []
+
+    async def hear(event) -> None:
+        heard.append(getattr(event, "request_id", event.type))
+
+    async def publish_then_marker(n: int) -> None:
+        heard.clear()
+        await any_bus.publish(key_requested(n))
+        await any_bus.publish(TenantCreated(tenant_id="ten_a", name=f"marker {n}"))
+        await wait_for(lambda: "tenant.created" in heard)
+
+    listening = await any_bus.listen(["tenant.created"], hear)
+    await publish_then_marker(1)
+    assert heard == ["tenant.created"]  # not bound: no delivery
+    await listening.bind("key.requested")
+    await listening.bind("key.requested")  # twice is once
+    await publish_then_marker(2)
+    assert sorted(heard) == ["r2", "tenant.created"]
+    await listening.unbind("key.requested")
+    await publish_then_marker(3)
+    assert heard == ["tenant.created"]
