@@ -95,7 +95,11 @@ class Notifier:
         """`subscribe`, and once the types the stream may want that are bound only on demand are."""
         opened = self.subscribe(tenant_id, patterns, last_event_id=last_event_id)
         if opened[0].holds:
-            await self.on_demand.ready()  # type: ignore[union-attr]
+            try:
+                await self.on_demand.ready()  # type: ignore[union-attr]
+            except BaseException:  # the client left meanwhile: its hold goes with it
+                self.unsubscribe(opened[0])
+                raise
         return opened
 
     def subscribe(
