@@ -22,6 +22,7 @@ from pamqp.commands import Basic
 from . import bus_connection, rpc, topology
 from .bus_acks import ConsumerAcks
 from .bus_listen import Listening, RabbitListening
+from .bus_messages import Outgoing
 from .delivery import Batcher, BatchHandler, Handler, StagedBatchHandler, Unavailable, handle_one
 from .events import Event, encode_event
 from .progress import ConsumerProgress, ProgressWatch, Tracked
@@ -212,7 +213,7 @@ class RabbitBus:
         await self._publish_to(self._events, event)
 
     async def _publish_to(self, exchange: aio_pika.abc.AbstractExchange | None, event: Event,
-                          message: aio_pika.Message | None = None) -> None:
+                          message: Outgoing | None = None) -> None:
         assert exchange is not None, "bus not started"
         try:
             confirmation = await exchange.publish(message or _message(event), routing_key=event.routing_key,
@@ -437,11 +438,10 @@ class RabbitBus:
             self._pending.pop(request.request_id, None)
 
 
-def _message(event: Event) -> aio_pika.Message:
-    return aio_pika.Message(
-        encode_event(event), content_type="application/json", delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        message_id=event.event_id, correlation_id=event.correlation_id, type=event.type,
-    )
+def _message(event: Event) -> Outgoing:
+    return Outgoing(encode_event(event), Basic.Properties(
+        content_type="application/json", delivery_mode=2, message_id=event.event_id, correlation_id=event.correlation_id,
+        message_type=event.type))  # delivery_mode 2: persistent
 
 
 def _check_confirmation(confirmation: object, what: str) -> None:

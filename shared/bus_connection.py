@@ -19,7 +19,7 @@ from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 from aiormq.exceptions import ChannelInvalidStateError
 from yarl import URL
 
-from .bus_consume import LightChannel
+from .bus_messages import LightChannel
 
 log = structlog.get_logger("strongroom.bus")
 
@@ -62,7 +62,7 @@ class RotatingConnection(aio_pika.RobustConnection):
     reads `url` only after this has pointed it at the next broker.
     """
 
-    CHANNEL_CLASS = LightChannel  # consumers get light deliveries (`bus_consume`)
+    CHANNEL_CLASS = LightChannel  # consumers get light deliveries (`bus_messages`)
 
     def __init__(self, urls: Sequence[str], *, first: int = 0, **kwargs: Any):
         self._urls = [URL(u) for u in urls]

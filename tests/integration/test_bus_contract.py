@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import aio_pika
 import pytest
 
 from shared import rpc
@@ -315,3 +316,22 @@ async def test_a_listen_queue_is_bound_and_unbound_while_it_runs(any_bus):
     await listening.unbind("key.requested")
     await publish_then_marker(3)
     assert heard == ["tenant.created"]
+
+
+async def test_an_event_is_published_persistent_with_its_id_type_and_correlation(rabbit_bus, amqp_url):
+    # What RabbitBus sets on each event it publishes, as another AMQP client reads it off the queue.
+    sent = key_requested(9)
+    await rabbit_bus.publish_audited(sent)
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        channel = await connection.channel()
+        queue = await channel.get_queue(rabbit_bus.name("policysvc"), ensure=False)
+        message = await queue.get(timeout=10)
+        assert message is not None
+        await message.ack()
+        assert (message.delivery_mode, message.content_type, message.type) == (
+            aio_pika.DeliveryMode.PERSISTENT, "application/json", "key.requested")
+        assert (message.message_id, message.correlation_id) == (sent.event_id, sent.correlation_id)
+        assert message.routing_key == "key.requested" and b'"request_id":"r9"' in message.body.replace(b" ", b"")
+    finally:
+        await connection.close()
