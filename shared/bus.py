@@ -19,7 +19,7 @@ import structlog
 from aio_pika.abc import AbstractIncomingMessage
 from pamqp.commands import Basic
 
-from . import bus_connection, rpc, topology
+from . import bus_connection, bus_messages, rpc, topology
 from .bus_acks import ConsumerAcks
 from .bus_listen import Listening, RabbitListening
 from .bus_messages import Outgoing
@@ -216,8 +216,8 @@ class RabbitBus:
                           message: Outgoing | None = None) -> None:
         assert exchange is not None, "bus not started"
         try:
-            confirmation = await exchange.publish(message or _message(event), routing_key=event.routing_key,
-                                                  mandatory=True, timeout=bus_connection.CONFIRM_TIMEOUT_SECONDS)
+            confirmation = await bus_messages.publish(exchange, message or _message(event), event.routing_key,
+                                                      timeout=bus_connection.CONFIRM_TIMEOUT_SECONDS)
         except aio_pika.exceptions.DeliveryError:
             await self._renew_publish_channel(exchange.channel)
             raise PublishRefused(f"broker refused {event.type} (a bound queue is full or unavailable)") from None
@@ -240,9 +240,8 @@ class RabbitBus:
         message = _message(event)  # built once, published twice
         channel = self._publish_channel
         try:
-            confirmation = await channel.default_exchange.publish(
-                message, routing_key=self.name(topology.AUDIT_SERVICE), mandatory=True,
-                timeout=bus_connection.CONFIRM_TIMEOUT_SECONDS)
+            confirmation = await bus_messages.publish(channel.default_exchange, message, self.name(topology.AUDIT_SERVICE),
+                                                      timeout=bus_connection.CONFIRM_TIMEOUT_SECONDS)
         except aio_pika.exceptions.DeliveryError:
             await self._renew_publish_channel(channel)
             raise AuditRefused(f"audit queue refused {event.type}: it is full or unavailable") from None
