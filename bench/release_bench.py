@@ -130,7 +130,7 @@ class TimedBus:
     async def subscribe_batch(self, service: str, handler: Any, **options: Any) -> None:
         await self._inner.subscribe_batch(service, TimedStages(handler, self._stages, self._service), **options)
 
-    async def listen(self, patterns: Sequence[str], handler: Any) -> None:
+    async def listen(self, patterns: Sequence[str], handler: Any) -> Any:
         async def timed(event: Any) -> None:
             if event.type == "key.released":
                 requested = self._stages.requested_at.pop(event.request_id, None)
@@ -138,7 +138,7 @@ class TimedBus:
                     self._stages.add("pipeline", time.perf_counter() - requested)
             await handler(event)
 
-        await self._inner.listen(patterns, timed)
+        return await self._inner.listen(patterns, timed)
 
 
 class TimedStages:

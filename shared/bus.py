@@ -19,8 +19,10 @@ import structlog
 from aio_pika.abc import AbstractIncomingMessage
 from pamqp.commands import Basic
 
-from . import bus_connection, rpc, topology
+from . import bus_connection, bus_messages, rpc, topology
 from .bus_acks import ConsumerAcks
+from .bus_listen import Listening, RabbitListening
+from .bus_messages import Outgoing
 from .delivery import Batcher, BatchHandler, Handler, StagedBatchHandler, Unavailable, handle_one
 from .events import Event, encode_event
 from .progress import ConsumerProgress, ProgressWatch, Tracked
@@ -62,7 +64,7 @@ class Bus(Protocol):
     async def subscribe_batch(
         self, service: str, handler: BatchHandler | StagedBatchHandler, *, max_batch: int = 256, max_wait: float = 0.02
     ) -> None: ...
-    async def listen(self, patterns: Sequence[str], handler: Handler) -> None: ...
+    async def listen(self, patterns: Sequence[str], handler: Handler) -> Listening: ...
     async def serve(self, service: str, handler: RpcHandler) -> None: ...
     async def call(self, service: str, request: rpc.RpcRequest, *, timeout: float) -> rpc.RpcReply: ...
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]: ...
@@ -211,11 +213,11 @@ class RabbitBus:
         await self._publish_to(self._events, event)
 
     async def _publish_to(self, exchange: aio_pika.abc.AbstractExchange | None, event: Event,
-                          message: aio_pika.Message | None = None) -> None:
+                          message: Outgoing | None = None) -> None:
         assert exchange is not None, "bus not started"
         try:
-            confirmation = await exchange.publish(message or _message(event), routing_key=event.routing_key,
-                                                  mandatory=True, timeout=bus_connection.CONFIRM_TIMEOUT_SECONDS)
+            confirmation = await bus_messages.publish(exchange, message or _message(event), event.routing_key,
+                                                      timeout=bus_connection.CONFIRM_TIMEOUT_SECONDS)
         except aio_pika.exceptions.DeliveryError:
             await self._renew_publish_channel(exchange.channel)
             raise PublishRefused(f"broker refused {event.type} (a bound queue is full or unavailable)") from None
@@ -238,9 +240,8 @@ class RabbitBus:
         message = _message(event)  # built once, published twice
         channel = self._publish_channel
         try:
-            confirmation = await channel.default_exchange.publish(
-                message, routing_key=self.name(topology.AUDIT_SERVICE), mandatory=True,
-                timeout=bus_connection.CONFIRM_TIMEOUT_SECONDS)
+            confirmation = await bus_messages.publish(channel.default_exchange, message, self.name(topology.AUDIT_SERVICE),
+                                                      timeout=bus_connection.CONFIRM_TIMEOUT_SECONDS)
         except aio_pika.exceptions.DeliveryError:
             await self._renew_publish_channel(channel)
             raise AuditRefused(f"audit queue refused {event.type}: it is full or unavailable") from None
@@ -255,9 +256,7 @@ class RabbitBus:
     async def publish_raw(self, routing_key: str, body: bytes) -> None:
         """Publishes bytes that need not be a valid event (tests of dead-lettering, tooling)."""
         assert self._events is not None, "bus not started"
-        await self._events.publish(
-            aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT), routing_key=routing_key
-        )
+        await self._events.publish(aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT), routing_key)
 
     async def destroy(self) -> None:
         """Deletes this prefix's queues and exchanges (test isolation; never used in production)."""
@@ -274,10 +273,8 @@ class RabbitBus:
     async def _publish_dead_letter(self, body: bytes, routing_key: str, queue: str, reason: str) -> None:
         assert self._dlx is not None
         headers = {"x-reason": reason[:1000], "x-original-routing-key": routing_key, "x-original-queue": queue}
-        await self._dlx.publish(
-            aio_pika.Message(body, headers=headers, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
-            routing_key=routing_key or "unknown",
-        )
+        await self._dlx.publish(aio_pika.Message(body, headers=headers, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                                routing_key=routing_key or "unknown")
 
     # --- consuming ------------------------------------------------------------------
 
@@ -324,19 +321,22 @@ class RabbitBus:
 
         await queue.consume(on_message)
 
-    async def listen(self, patterns: Sequence[str], handler: Handler) -> None:
-        """A private, transient queue for this instance: replies and cache invalidation."""
+    async def listen(self, patterns: Sequence[str], handler: Handler) -> Listening:
+        """A private, transient queue for this instance (replies, cache invalidation), bound to more
+        or fewer patterns later through what this returns."""
         channel = await self._consumer_channel(256)
         assert self._delivery is not None
         queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        listening = RabbitListening(queue, self._delivery.name)  # type: ignore[arg-type]
         for pattern in patterns:
-            await queue.bind(self._delivery, pattern)
+            await listening.bind(pattern)
         self._acks.append(acks := ConsumerAcks(hold=64))
 
         async def on_message(message: AbstractIncomingMessage) -> None:
             await handle_one(_RabbitDelivery(message, self, queue.name, acks), handler)
 
         await queue.consume(on_message)
+        return listening
 
     async def queue_depth(self, service: str) -> int | None:
         """Messages waiting in a service's work queue (a lag metric); None if it cannot be read."""
@@ -437,11 +437,10 @@ class RabbitBus:
             self._pending.pop(request.request_id, None)
 
 
-def _message(event: Event) -> aio_pika.Message:
-    return aio_pika.Message(
-        encode_event(event), content_type="application/json", delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        message_id=event.event_id, correlation_id=event.correlation_id, type=event.type,
-    )
+def _message(event: Event) -> Outgoing:
+    return Outgoing(encode_event(event), Basic.Properties(
+        content_type="application/json", delivery_mode=2, message_id=event.event_id, correlation_id=event.correlation_id,
+        message_type=event.type))  # delivery_mode 2: persistent
 
 
 def _check_confirmation(confirmation: object, what: str) -> None:

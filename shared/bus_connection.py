@@ -19,6 +19,8 @@ from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 from aiormq.exceptions import ChannelInvalidStateError
 from yarl import URL
 
+from .bus_messages import LightChannel
+
 log = structlog.get_logger("strongroom.bus")
 
 # Seconds between reconnection attempts (aio-pika's default is 5): with several brokers the next
@@ -59,6 +61,8 @@ class RotatingConnection(aio_pika.RobustConnection):
     on close); that is the hook: an attempt after one that failed or a connection that dropped
     reads `url` only after this has pointed it at the next broker.
     """
+
+    CHANNEL_CLASS = LightChannel  # consumers get light deliveries (`bus_messages`)
 
     def __init__(self, urls: Sequence[str], *, first: int = 0, **kwargs: Any):
         self._urls = [URL(u) for u in urls]

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from . import rpc, topology
 from .bus import BusError, BusTimeout, DeadLetter, RpcHandler
+from .bus_listen import MemoryListening
 from .delivery import Batcher, BatchHandler, Handler, StagedBatchHandler, handle_one
 from .events import Event, encode_event
 from .progress import ProgressWatch, Tracked
@@ -153,9 +154,10 @@ class MemoryBus:
 
         self._consume(queue, put, 1)
 
-    async def listen(self, patterns: Sequence[str], handler: Handler) -> None:
+    async def listen(self, patterns: Sequence[str], handler: Handler) -> MemoryListening:
         queue = self._queue(f"listen.{len(self._queues)}", patterns)
         self._consume(queue, lambda d: handle_one(d, handler), 8)
+        return MemoryListening(queue)
 
     async def serve(self, service: str, handler: RpcHandler) -> None:
         self._rpc[service] = handler

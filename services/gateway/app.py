@@ -25,7 +25,7 @@ from .accounts.invitations import retry_notices
 from .auth import PROVIDER_TENANT, UNVERIFIED, DeviceAuthenticator, RateLimited, TokenAuthenticator, Unauthorized
 from .backlog import Backlog
 from .console import routes as console
-from .notifications import NOTIFIER, NOTIFY_PATTERNS, NOTIFY_VIA_WAITERS, Notifier
+from .notifications import NOTIFIER, NOTIFY_ON_DEMAND, NOTIFY_PATTERNS, NOTIFY_VIA_WAITERS, Notifier
 from .openapi import build_spec
 from .problems import problem_middleware
 from .ratelimit import Throttles
@@ -33,6 +33,7 @@ from .releases import RELEASE_OUTCOMES, ReleaseWaiters
 from .settings import GatewaySettings
 from .state import CORRELATION_ID, GATEWAY, PROBE, REFUSAL_RECORDED, THROTTLES, Gateway
 from .store import GatewayStore
+from .stream_binding import OnDemandBinding
 
 log = structlog.get_logger("strongroom.gateway")
 OPENAPI = web.AppKey("openapi", dict)
@@ -187,7 +188,7 @@ def build_app(settings: GatewaySettings, *, bus: Bus, store: GatewayStore) -> we
         "store": store_check(store.ping, settings.store_timeout_seconds), "bus": bus_check(bus)})
     app[ACCOUNTS] = Accounts.from_settings(settings)
     app[THROTTLES] = Throttles.from_settings(settings)
-    app[NOTIFIER] = Notifier()
+    app[NOTIFIER] = Notifier(on_demand=OnDemandBinding(NOTIFY_ON_DEMAND, linger=settings.stream_binding_linger_seconds))
     gateway.operators.on_change = app[NOTIFIER].recheck
     routes.setup(app)
     console.setup(app)
@@ -216,10 +217,11 @@ def build_app(settings: GatewaySettings, *, bus: Bus, store: GatewayStore) -> we
     async def listen(app: web.Application):
         await bus.listen(RELEASE_OUTCOMES, probe.metrics.timed("listen", partial(
             _release_outcome, waiters=gateway.waiters, notifier=app[NOTIFIER])))
-        await bus.listen(NOTIFY_PATTERNS, app[NOTIFIER].on_event)
+        app[NOTIFIER].on_demand.attach(await bus.listen(NOTIFY_PATTERNS, app[NOTIFIER].on_event))  # type: ignore[union-attr]
         await bus.listen(["device.revoked", "token.revoked"], partial(_forget_revoked, gateway=gateway))
         await bus.listen(ACCOUNT_CHANGES, partial(_forget_account_changes, gateway=gateway))
         yield
+        await app[NOTIFIER].on_demand.close()  # type: ignore[union-attr]
 
     app.cleanup_ctx.append(listen)
     return app

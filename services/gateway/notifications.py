@@ -22,6 +22,7 @@ from shared.rpc import ProblemError
 
 from .auth import Principal, Unauthorized
 from .state import CORRELATION_ID, GATEWAY, _principal
+from .stream_binding import OnDemandBinding
 
 # What operators can watch, and the permission that reads each (first match wins; an event type
 # matching no row is never sent). key.released is watched without its sealed key (`_watchable`).
@@ -38,7 +39,9 @@ EVENT_PERMISSIONS: tuple[tuple[str, str], ...] = (
     ("volume.*", "volumes.read"),
 )
 NOTIFY_VIA_WAITERS = ("key.decided", "key.released", "key.release_refused")  # already delivered to the waiters' queue
-NOTIFY_PATTERNS = tuple(p for p, _ in EVENT_PERMISSIONS if p not in NOTIFY_VIA_WAITERS)
+# One per release: bound only while a stream here may receive it, and a while after (`stream_binding`).
+NOTIFY_ON_DEMAND = ("key.requested",)
+NOTIFY_PATTERNS = tuple(p for p, _ in EVENT_PERMISSIONS if p not in NOTIFY_VIA_WAITERS + NOTIFY_ON_DEMAND)
 STREAM_QUEUE_SIZE = 1000
 KEEPALIVE_SECONDS = 15.0
 DISCONNECT_CHECK_SECONDS = 0.5
@@ -67,6 +70,7 @@ class _Subscriber:
     queue: asyncio.Queue[events.Event] = field(default_factory=lambda: asyncio.Queue(STREAM_QUEUE_SIZE))
     overflowed: bool = False
     recheck: bool = False  # the tenant's accounts changed: check the stream's credential now
+    holds: bool = False  # keeps the on-demand types bound
 
 
 def _wanted(event: events.Event, patterns: tuple[str, ...]) -> bool:
@@ -77,11 +81,26 @@ class Notifier:
     """Fans this instance's notification events out to its open streams, by tenant and type, and
     keeps each tenant's newest events for streams that reconnect with Last-Event-ID."""
 
-    def __init__(self, *, per_tenant: int = REPLAY_EVENTS_PER_TENANT, tenants: int = REPLAY_TENANTS) -> None:
+    def __init__(self, *, per_tenant: int = REPLAY_EVENTS_PER_TENANT, tenants: int = REPLAY_TENANTS,
+                 on_demand: OnDemandBinding | None = None) -> None:
         self._subscribers: set[_Subscriber] = set()
-        self._recent: OrderedDict[str, deque[events.Event]] = OrderedDict()
+        self._recent: OrderedDict[str, deque[tuple[float, events.Event]]] = OrderedDict()  # (loop time kept, event)
         self._per_tenant = per_tenant
         self._tenants = tenants
+        self.on_demand = on_demand
+
+    async def open(
+        self, tenant_id: str, patterns: tuple[str, ...], *, last_event_id: str | None = None
+    ) -> tuple[_Subscriber, list[events.Event], bool]:
+        """`subscribe`, and once the types the stream may want that are bound only on demand are."""
+        opened = self.subscribe(tenant_id, patterns, last_event_id=last_event_id)
+        if opened[0].holds:
+            try:
+                await self.on_demand.ready()  # type: ignore[union-attr]
+            except BaseException:  # the client left meanwhile: its hold goes with it
+                self.unsubscribe(opened[0])
+                raise
+        return opened
 
     def subscribe(
         self, tenant_id: str, patterns: tuple[str, ...], *, last_event_id: str | None = None
@@ -91,15 +110,23 @@ class Notifier:
         so no event can fall between the replay and the live queue."""
         subscriber = _Subscriber(tenant_id, patterns)
         self._subscribers.add(subscriber)
+        # Kept events of the on-demand types are whole only since they were last bound.
+        since = 0.0
+        if self.on_demand is not None and self.on_demand.wanted_by(patterns):
+            subscriber.holds, since = True, self.on_demand.bound_since or float("inf")
+            self.on_demand.hold()
         if last_event_id is None:
             return subscriber, [], True
         kept = list(self._recent.get(tenant_id, ()))
-        start = next((i + 1 for i, e in enumerate(kept) if e.event_id == last_event_id), None)
-        replay = [e for e in kept[start or 0:] if _wanted(e, patterns)]
-        return subscriber, replay, start is not None
+        start = next((i + 1 for i, (_, e) in enumerate(kept) if e.event_id == last_event_id), None)
+        replay = [e for _, e in kept[start or 0:] if _wanted(e, patterns)]
+        return subscriber, replay, start is not None and kept[start - 1][0] >= since
 
     def unsubscribe(self, subscriber: _Subscriber) -> None:
-        self._subscribers.discard(subscriber)
+        if subscriber in self._subscribers:
+            self._subscribers.discard(subscriber)
+            if subscriber.holds:
+                self.on_demand.release()  # type: ignore[union-attr]
 
     def recheck(self, tenant_id: str | None) -> None:
         """A credential of this tenant (None: of any) may have ended or lost permissions: its
@@ -116,7 +143,7 @@ class Notifier:
                 self._recent.popitem(last=False)
         else:
             self._recent.move_to_end(event.tenant_id)
-        recent.append(event)
+        recent.append((asyncio.get_running_loop().time(), event))
 
     async def on_event(self, event: events.Event) -> None:
         event = _watchable(event)
@@ -164,7 +191,7 @@ async def event_stream(request: web.Request) -> web.StreamResponse:
     if last_event_id is not None and not EVENT_ID.match(last_event_id):
         raise ProblemError(400, "Bad Request", "Last-Event-ID: an event id from this stream", "Last-Event-ID")
     notifier = request.app[NOTIFIER]
-    subscriber, replay, complete = notifier.subscribe(principal.tenant_id, wanted, last_event_id=last_event_id)
+    subscriber, replay, complete = await notifier.open(principal.tenant_id, wanted, last_event_id=last_event_id)
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                            "X-Correlation-Id": request[CORRELATION_ID]})
     try:

@@ -54,6 +54,10 @@ class GatewaySettings(CommonSettings):
     # An open event stream re-checks its credential this often (and at once on a logout or a
     # revocation seen by this instance): an ended session or token ends the stream.
     stream_recheck_seconds: float = 30.0
+    # Raw key requests (one per release) reach this instance only while an event stream that may
+    # show them is open here, and for this long after the last one closed: a browser reconnecting
+    # within it gets the ones it missed from the replay buffer (later, a gap is shown).
+    stream_binding_linger_seconds: float = 60.0
     # Small-team co-signing: a change waits this long for a second person's confirmation and use.
     change_ttl_seconds: int = 3600
     # Failed sign-ins (wrong password, unknown user, missing or wrong TOTP or recovery code) count

@@ -9,6 +9,7 @@ The screenshot goes to `artifacts/console/stream-reconnected.png` (or $STRONGROO
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 
 import aiohttp
@@ -58,47 +59,59 @@ def _types(frames: list[dict]) -> list[str]:
     return [t for f in frames for t in ("key.requested", "key.decided", "key.released") if f'data-type="{t}"' in f["data"]]
 
 
+@contextlib.asynccontextmanager
+async def _watching(api, token: str):
+    """An API event stream that may show raw requests, open for the block."""
+    async with (aiohttp.ClientSession() as client,
+                client.get(api.url + "/v1/events/stream?types=key.requested",
+                           headers={"Authorization": f"Bearer {token}"}) as stream):
+        assert (await stream.content.readline()).startswith(b": stream open")
+        yield
+
+
 async def test_console_stream_replays_after_last_event_id_with_raw_requests(api, browser):  # noqa: F811
     tenant = await make_tenant(api)
     # Enrolled with the previous step's code, so the console's sign-in can use the current one.
     officer = await tenant.team.user("security_officer", username="sol", enrol_step=-1)
     admin = tenant.team.admin  # events.read without decisions.read
-    agent = await BareAgent.enroll(tenant, api)
-    status, out, _ = await agent.request(tenant.key_id, EU_FACTS)
-    assert status == 200, out
+    # Raw requests reach a gateway only while a stream there may show them (`stream_binding`): one
+    # is open from before the release to the end, as an operator's console would be.
+    async with _watching(api, officer.token):
+        agent = await BareAgent.enroll(tenant, api)
+        status, out, _ = await agent.request(tenant.key_id, EU_FACTS)
+        assert status == 200, out
 
-    # A browser back after a restart of its stream (an id this gateway never issued): a gap row,
-    # then every kept event, the raw request among them, each with its own id.
-    frames = await asyncio.wait_for(_frames(api, officer.token, last_event_id="evt_gone", until=_all_kept), DEADLINE)
-    assert "may be missing" in frames[0]["data"] and frames[0]["id"] is None
-    rows = [f for f in frames if "data-type" in f["data"]]
-    assert sorted(_types(rows)) == sorted(ALL), frames
-    assert all(len(f["id"]) == 32 for f in rows) and len({f["id"] for f in rows}) == len(ALL)  # the events' own ids
-    requested = next(f for f in rows if 'data-type="key.requested"' in f["data"])
-    assert out["request_id"] in requested["data"] and "requested the latest version" in requested["data"]
-    first, after = rows[0], rows[1:]
-    assert "sealed_key" not in "".join(f["data"] for f in frames)
+        # A browser back after a restart of its stream (an id this gateway never issued): a gap row,
+        # then every kept event, the raw request among them, each with its own id.
+        frames = await asyncio.wait_for(_frames(api, officer.token, last_event_id="evt_gone", until=_all_kept), DEADLINE)
+        assert "may be missing" in frames[0]["data"] and frames[0]["id"] is None
+        rows = [f for f in frames if "data-type" in f["data"]]
+        assert sorted(_types(rows)) == sorted(ALL), frames
+        assert all(len(f["id"]) == 32 for f in rows) and len({f["id"] for f in rows}) == len(ALL)  # the events' own ids
+        requested = next(f for f in rows if 'data-type="key.requested"' in f["data"])
+        assert out["request_id"] in requested["data"] and "requested the latest version" in requested["data"]
+        first, after = rows[0], rows[1:]
+        assert "sealed_key" not in "".join(f["data"] for f in frames)
 
-    # Reconnecting after the first: exactly what followed it, in order, no gap row, nothing repeated.
-    again = await asyncio.wait_for(_frames(api, officer.token, last_event_id=first["id"],
-                                           until=lambda fs: len(fs) == len(after)), DEADLINE)
-    assert [f["id"] for f in again] == [f["id"] for f in after] and not any("may be missing" in f["data"] for f in again)
+        # Reconnecting after the first: exactly what followed it, in order, no gap row, nothing repeated.
+        again = await asyncio.wait_for(_frames(api, officer.token, last_event_id=first["id"],
+                                               until=lambda fs: len(fs) == len(after)), DEADLINE)
+        assert [f["id"] for f in again] == [f["id"] for f in after] and not any("may be missing" in f["data"] for f in again)
 
-    # Filtered by text that no row matches: the events the filter leaves out still move the
-    # browser's id on (id-only messages), so the next reconnect does not replay them.
-    hidden = await asyncio.wait_for(_frames(api, officer.token, last_event_id=first["id"],
-                                            until=lambda fs: len(fs) == len(after), query="?q=no-such-thing"), DEADLINE)
-    assert [(f["id"], f["data"]) for f in hidden] == [(f["id"], "") for f in after], hidden
+        # Filtered by text that no row matches: the events the filter leaves out still move the
+        # browser's id on (id-only messages), so the next reconnect does not replay them.
+        hidden = await asyncio.wait_for(_frames(api, officer.token, last_event_id=first["id"],
+                                                until=lambda fs: len(fs) == len(after), query="?q=no-such-thing"), DEADLINE)
+        assert [(f["id"], f["data"]) for f in hidden] == [(f["id"], "") for f in after], hidden
 
-    # A tenant admin may watch events but not decisions: from the same id, the replay holds only
-    # the device's revocation (devices.read), none of the request's events.
-    status, revoked, _ = await officer.call("POST", f"/v1/devices/{agent.device_id}/revoke", json={"reason": "gone"})
-    assert status == 200, revoked
-    seen = await asyncio.wait_for(_frames(api, admin.token, last_event_id=first["id"],
-                                          until=lambda fs: "device.revoked" in fs[-1]["data"]), DEADLINE)
-    assert _types(seen) == [] and not any(f["id"] in {r["id"] for r in rows} for f in seen), seen
-    await _browser_reconnects_with_its_last_event_id(api, browser, tenant, officer, first, after + seen[-1:])
-
+        # A tenant admin may watch events but not decisions: from the same id, the replay holds only
+        # the device's revocation (devices.read), none of the request's events.
+        status, revoked, _ = await officer.call("POST", f"/v1/devices/{agent.device_id}/revoke", json={"reason": "gone"})
+        assert status == 200, revoked
+        seen = await asyncio.wait_for(_frames(api, admin.token, last_event_id=first["id"],
+                                              until=lambda fs: "device.revoked" in fs[-1]["data"]), DEADLINE)
+        assert _types(seen) == [] and not any(f["id"] in {r["id"] for r in rows} for f in seen), seen
+        await _browser_reconnects_with_its_last_event_id(api, browser, tenant, officer, first, after + seen[-1:])
 
 async def _browser_reconnects_with_its_last_event_id(api, browser, tenant, officer, first, missed) -> None:  # noqa: F811
     """In Chromium, htmx's SSE client sends the last id it saw when its stream drops: the first

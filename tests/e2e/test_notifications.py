@@ -6,7 +6,11 @@ from __future__ import annotations
 import asyncio
 import json
 
-from .helpers import BareAgent, make_tenant
+import pytest
+
+from services.gateway.notifications import NOTIFIER
+
+from .helpers import EU_FACTS, BareAgent, make_tenant
 from .test_approvals import approval_policy, ask
 
 
@@ -148,3 +152,59 @@ async def test_a_stream_reopened_with_last_event_id_gets_what_it_missed(api, htt
 
     status, problem, ctype = await tenant.admin.call("GET", "/v1/events/stream", headers={"Last-Event-ID": "evt;" + "x" * 80})
     assert status == 400 and ctype.startswith("application/problem+json") and problem["field"] == "Last-Event-ID"
+
+
+async def _until(stream, wanted: str) -> list[tuple[str, dict]]:
+    """The stream's events up to and including the first of type `wanted`."""
+    seen: list[tuple[str, dict]] = []
+    while not seen or seen[-1][0] != wanted:
+        seen += await read_events(stream, 1)
+    return seen
+
+
+@pytest.mark.stack(gateway={"stream_binding_linger_seconds": 0.2})
+async def test_raw_requests_reach_the_gateway_only_while_a_stream_may_show_them(stack, api, http):
+    """Each release publishes a raw key.requested; the gateway's notify queue is bound to it only
+    while a stream here may show it (and a linger after), so with none open the broker delivers
+    none to it. Seen from the API: the replay buffer, which keeps every event the queue delivers,
+    holds none from that time."""
+    tenant = await make_tenant(api)
+    agent = await BareAgent.enroll(tenant, api)
+    markers = [await BareAgent.enroll(tenant, api, name=f"marker-{i}") for i in range(2)]
+    headers = {"Authorization": f"Bearer {(await tenant.team.for_role('auditor')).token}"}
+    url = f"{api.url}/v1/events/stream?types=key.requested,device.revoked"
+    on_demand = stack.runner.app[NOTIFIER].on_demand
+
+    async def release_then_revoke(marker: BareAgent) -> None:
+        """A release with no stream open, then a revocation: its device.revoked is behind the raw
+        request in the gateway's queue, had that been bound (the request was confirmed first)."""
+        status, out, _ = await agent.request(tenant.key_id, EU_FACTS)
+        assert status == 200, out
+        status, out, _ = await tenant.admin.call("POST", f"/v1/devices/{marker.device_id}/revoke", json={"reason": "x"})
+        assert status == 200, out
+
+    await release_then_revoke(markers[0])
+    async with http.get(url, headers={**headers, "Last-Event-ID": "evt_before"}) as stream:
+        kept = await _until(stream, "device.revoked")
+        assert [kind for kind, _ in kept] == ["gap", "device.revoked"]  # no raw request reached the gateway
+        # This stream may show raw requests: they are bound now, and the next one comes live.
+        status, out, _ = await agent.request(tenant.key_id, EU_FACTS)
+        assert status == 200, out
+        (kind, live), = await read_events(stream, 1)
+        assert (kind, live["request_id"]) == ("key.requested", out["request_id"])
+
+    deadline = asyncio.get_running_loop().time() + 30
+    while on_demand.bound():  # the linger after the last stream closed
+        assert asyncio.get_running_loop().time() < deadline, "still bound"
+        await asyncio.sleep(0.05)
+    await release_then_revoke(markers[1])
+    # Back after the binding lapsed: told some may be missing, given what was kept (the revocation,
+    # not the raw request), and raw requests come live again.
+    async with http.get(url, headers={**headers, "Last-Event-ID": live["event_id"]}) as stream:
+        kept = await _until(stream, "device.revoked")
+        assert [kind for kind, _ in kept] == ["gap", "device.revoked"]
+        assert kept[1][1]["device_id"] == markers[1].device_id
+        status, out, _ = await agent.request(tenant.key_id, EU_FACTS)
+        assert status == 200, out
+        (kind, again), = await read_events(stream, 1)
+        assert (kind, again["request_id"]) == ("key.requested", out["request_id"])

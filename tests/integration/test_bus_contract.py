@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import aio_pika
 import pytest
 
 from shared import rpc
@@ -288,3 +289,49 @@ async def test_listen_gives_each_instance_its_own_copy(any_bus):
     await any_bus.listen(["tenant.created"], b)
     await any_bus.publish(TenantCreated(tenant_id="ten_b", name="b"))
     await wait_for(lambda: len(first) == 1 and len(second) == 1)
+
+
+async def test_a_listen_queue_is_bound_and_unbound_while_it_runs(any_bus):
+    # The gateway binds raw key requests only while an operator stream wants them. Each step ends
+    # with a marker the queue was bound to all along: what was published before it has arrived by
+    # then (one queue, in order) or was never routed to it.
+    heard: list[str] = []
+
+    async def hear(event) -> None:
+        heard.append(getattr(event, "request_id", event.type))
+
+    async def publish_then_marker(n: int) -> None:
+        heard.clear()
+        await any_bus.publish(key_requested(n))
+        await any_bus.publish(TenantCreated(tenant_id="ten_a", name=f"marker {n}"))
+        await wait_for(lambda: "tenant.created" in heard)
+
+    listening = await any_bus.listen(["tenant.created"], hear)
+    await publish_then_marker(1)
+    assert heard == ["tenant.created"]  # not bound: no delivery
+    await listening.bind("key.requested")
+    await listening.bind("key.requested")  # twice is once
+    await publish_then_marker(2)
+    assert sorted(heard) == ["r2", "tenant.created"]
+    await listening.unbind("key.requested")
+    await publish_then_marker(3)
+    assert heard == ["tenant.created"]
+
+
+async def test_an_event_is_published_persistent_with_its_id_type_and_correlation(rabbit_bus, amqp_url):
+    # What RabbitBus sets on each event it publishes, as another AMQP client reads it off the queue.
+    sent = key_requested(9)
+    await rabbit_bus.publish_audited(sent)
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        channel = await connection.channel()
+        queue = await channel.get_queue(rabbit_bus.name("policysvc"), ensure=False)
+        message = await queue.get(timeout=10)
+        assert message is not None
+        await message.ack()
+        assert (message.delivery_mode, message.content_type, message.type) == (
+            aio_pika.DeliveryMode.PERSISTENT, "application/json", "key.requested")
+        assert (message.message_id, message.correlation_id) == (sent.event_id, sent.correlation_id)
+        assert message.routing_key == "key.requested" and b'"request_id":"r9"' in message.body.replace(b" ", b"")
+    finally:
+        await connection.close()

@@ -13,7 +13,7 @@ import json
 import uuid
 
 from shared.bus import RabbitBus
-from shared.events import KeyRequested
+from shared.events import KeyDecided, KeyRequested, TenantCreated
 from shared.topology import AUDIT_SERVICE, POLICY_SERVICE
 
 
@@ -110,6 +110,39 @@ async def test_single_consumer_goes_on_after_its_connection_is_closed(amqp_url, 
         for event in later:
             await publisher.publish(event)
         await wait_for(lambda: seen >= {e.event_id for e in first + later}, timeout=90)
+    finally:
+        await publisher.destroy()
+        await publisher.close()
+        await consumer.close()
+
+
+async def test_a_listen_queue_comes_back_with_the_bindings_it_had_when_its_connection_was_closed(amqp_url, prefix):
+    # The gateway binds raw key requests on its notify queue while a stream wants them: a reconnect
+    # must restore that binding, and not one taken off before it.
+    consumer, publisher, pid = await _buses(amqp_url, prefix)
+    heard: list[str] = []
+
+    async def hear(event) -> None:
+        heard.append(getattr(event, "request_id", None) or event.name)  # a request's id, a marker's name
+
+    try:
+        listening = await consumer.listen(["tenant.created"], hear)
+        await listening.bind("key.requested")
+        await listening.bind("key.decided.allow")
+        await listening.unbind("key.decided.allow")
+        await close_connection(pid)
+        # The queue (exclusive) went with the connection; once it is back, a marker gets through.
+        deadline = asyncio.get_running_loop().time() + 60
+        while "marker" not in heard:
+            assert asyncio.get_running_loop().time() < deadline, "the listen queue did not come back"
+            await publisher.publish(TenantCreated(tenant_id="ten_a", name="marker"))
+            await asyncio.sleep(0.2)
+        await publisher.publish(key_requested(1))
+        await publisher.publish(KeyDecided(tenant_id="ten_a", request_id="r2", device_id="dev_1", key_id="key_1",
+                                           effect="allow", ephemeral_public_key="AA=="))
+        await publisher.publish(TenantCreated(tenant_id="ten_a", name="last"))
+        await wait_for(lambda: "last" in heard, timeout=30)
+        assert [h for h in heard if h != "marker"] == ["r1", "last"]
     finally:
         await publisher.destroy()
         await publisher.close()

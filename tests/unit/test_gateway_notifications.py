@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from services.gateway.auth import Principal
-from services.gateway.notifications import NOTIFY_PATTERNS, NOTIFY_VIA_WAITERS, Notifier, may_read
+from services.gateway.notifications import NOTIFY_ON_DEMAND, NOTIFY_PATTERNS, NOTIFY_VIA_WAITERS, Notifier, may_read
 from shared import events
 
 ACTOR = events.Actor(kind="user", id="usr_1")
@@ -77,9 +77,9 @@ async def test_a_reader_too_slow_is_cut_off_and_told():
 
 def test_key_outcomes_come_only_through_the_waiters_queue():
     # Decisions and releases already reach every gateway for its waiting requests: no second binding
-    # (raw requests are not outcomes: they come only through the notify queue).
+    # (raw requests are not outcomes: they come only through the notify queue, bound on demand).
     assert not any(p in ("key.*", "key.#", "*", "#") or p in NOTIFY_VIA_WAITERS for p in NOTIFY_PATTERNS)
-    assert [p for p in NOTIFY_PATTERNS if p.startswith("key")] == ["key.requested"]
+    assert [p for p in NOTIFY_PATTERNS if p.startswith("key")] == [] and NOTIFY_ON_DEMAND == ("key.requested",)
 
 
 async def test_a_release_is_watched_without_its_sealed_key():

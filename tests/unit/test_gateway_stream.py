@@ -12,7 +12,13 @@ from services.gateway.accounts.passwords import Hasher
 from services.gateway.app import build_app
 from services.gateway.console.web import CSP
 from services.gateway.datakey import ensure_data_key_file
-from services.gateway.notifications import EVENT_PERMISSIONS, NOTIFY_PATTERNS, NOTIFY_VIA_WAITERS, permission_for
+from services.gateway.notifications import (
+    EVENT_PERMISSIONS,
+    NOTIFY_ON_DEMAND,
+    NOTIFY_PATTERNS,
+    NOTIFY_VIA_WAITERS,
+    permission_for,
+)
 from services.gateway.permissions import PERMISSIONS
 from services.gateway.settings import GatewaySettings
 from services.gateway.store_memory import MemoryGatewayStore
@@ -34,7 +40,7 @@ def test_each_watched_event_type_has_one_reading_permission_and_unknown_types_go
     for unknown in ("key.requestedx", "user.logged_in", "tenant.settings_changed", "approvalx", "made.up"):
         assert permission_for(unknown) is None
     assert all(permission in PERMISSIONS for _, permission in EVENT_PERMISSIONS)
-    assert set(NOTIFY_PATTERNS) | set(NOTIFY_VIA_WAITERS) == {pattern for pattern, _ in EVENT_PERMISSIONS}
+    assert set(NOTIFY_PATTERNS) | set(NOTIFY_VIA_WAITERS) | set(NOTIFY_ON_DEMAND) == {pattern for pattern, _ in EVENT_PERMISSIONS}
 
 
 @pytest.fixture

@@ -84,7 +84,7 @@ async def stream(request: web.Request, patterns: tuple[str, ...], render: Render
     closing = request.app[LIVE].closing
     last_event_id = _last_event_id(request) if initial is None else None
     # A malformed id ("") is looked up as "-", which no event bears: answered as an id not kept.
-    subscriber, replay, kept = notifier.subscribe(principal.tenant_id, patterns, last_event_id=(
+    subscriber, replay, kept = await notifier.open(principal.tenant_id, patterns, last_event_id=(
         None if last_event_id is None else last_event_id or "-"))
     response = web.StreamResponse(headers={**SECURITY_HEADERS, "Content-Type": "text/event-stream"})
     loop = asyncio.get_running_loop()
