@@ -151,8 +151,14 @@ class VoteOutcome:
     remember_until: datetime | None = None
 
 
+# The rpc request id a change records in its own write (a ballot; the settling of an approval),
+# so a redelivered vote finds what its first delivery did before its replica died.
+CAST_BY, SETTLED_BY = "cast_by_request", "settled_by_request"
+
+
 def cast_vote(
-    approval: Mapping[str, Any], *, person: str, verdict: str, comment: str, now: datetime, fields: dict[str, Any]
+    approval: Mapping[str, Any], *, person: str, verdict: str, comment: str, now: datetime, fields: dict[str, Any],
+    request_id: str,
 ) -> VoteOutcome:
     """Approve or deny: raises VoteRefused when ``person`` may not. Anyone but a stranger to the
     rules may deny; approvals count once per person and never from the requester."""
@@ -162,7 +168,7 @@ def cast_vote(
         check_vote(approval, person, now=now)
     fields = {**fields, "correlation_id": approval.get("correlation_id") or fields["correlation_id"]}
     common = {"approval_id": approval["approval_id"], "request_id": approval["request_id"]}
-    ballot = {"by": person, "at": now, "comment": comment}
+    ballot = {"by": person, "at": now, "comment": comment, CAST_BY: request_id}
     if verdict == "deny":
         denied = events.ApprovalDenied(**fields, **common, device_id=approval["device_id"], key_id=approval["key_id"],
                                        comment=comment)
@@ -174,12 +180,46 @@ def cast_vote(
         voted = events.ApprovalVoted(**fields, **common, approvals_received=len(votes),
                                      approvals_required=approval["approvals_required"], comment=comment)
         return VoteOutcome("voted", votes, ballot, (voted,))
-    remember = approval.get("remember_for_seconds")
-    remember_until = now + timedelta(seconds=remember) if remember else None
+    return _granted(approval, votes, ballot, now=now, fields=fields)
+
+
+def _granted(approval: Mapping[str, Any], votes: list[dict[str, Any]], ballot: dict[str, Any], *, now: datetime,
+             fields: dict[str, Any]) -> VoteOutcome:
+    """The grant that ``votes`` (a quorum, ``ballot`` the one completing it) settle at ``now``."""
     approvers = tuple(v["by"] for v in votes)
+    remember_until = remembered_until({**approval, "decided_at": now})
     granted = events.ApprovalGranted(
-        **fields, **common, device_id=approval["device_id"], key_id=approval["key_id"], approvers=approvers,
-        comment=comment, remember_until=remember_until,
+        **fields, approval_id=approval["approval_id"], request_id=approval["request_id"],
+        device_id=approval["device_id"], key_id=approval["key_id"], approvers=approvers,
+        comment=ballot["comment"], remember_until=remember_until,
     )
     final = _settles(approval, granted, "allow", f"approved by {', '.join(approvers)}")
     return VoteOutcome("granted", votes, ballot, (granted, *final), remember_until)
+
+
+def remembered_until(approval: Mapping[str, Any]) -> datetime | None:
+    """Until when a granted approval stands in for new ones (None: it is not remembered)."""
+    remember = approval.get("remember_for_seconds")
+    return approval["decided_at"] + timedelta(seconds=remember) if remember else None
+
+
+def earlier_delivery(approval: Mapping[str, Any], request_id: str) -> Literal["settled", "voted"] | None:
+    """What the vote request ``request_id`` already did to the approval, in a delivery whose replica
+    died before recording its reply: ``settled`` it, counted its ballot (``voted``), or nothing."""
+    if approval.get(SETTLED_BY) == request_id:
+        return "settled"
+    if any(v.get(CAST_BY) == request_id for v in approval.get("votes", [])):
+        return "voted"
+    return None
+
+
+def resumed_grant(approval: Mapping[str, Any], *, request_id: str, now: datetime,
+                  fields: dict[str, Any]) -> VoteOutcome | None:
+    """A redelivered vote whose ballot was counted while the approval is still pending: the grant it
+    settles now if the votes make a quorum (its first delivery died before settling), else None."""
+    votes = list(approval.get("votes", []))
+    ballot = next((v for v in votes if v.get(CAST_BY) == request_id), None)
+    if ballot is None or approval["status"] != "pending" or not is_satisfied(approval):
+        return None
+    fields = {**fields, "correlation_id": approval.get("correlation_id") or fields["correlation_id"]}
+    return _granted(approval, votes, ballot, now=now, fields=fields)

@@ -10,6 +10,7 @@ import structlog
 from shared import commands_policy as c
 from shared import commands_volumes as cv
 from shared import events, rpc
+from shared.store import stored_now
 
 from . import approvals as voting
 from .cache import TargetCache
@@ -44,48 +45,85 @@ async def get_approval(request: rpc.RpcRequest, params: c.ApprovalRef, *, store:
 
 
 async def vote(request: rpc.RpcRequest, params: c.Vote, *, store: PolicyStore, targets: TargetCache) -> c.ApprovalView:
-    """Approve or deny a pending approval. Approvals count once per person; m of them release."""
-    tenant_id, approval_id, now = request.tenant_id, params.approval_id, datetime.now(UTC)
+    """Approve or deny a pending approval. Approvals count once per person; m of them release.
+
+    Each write records the request's id (the ballot; the settling), so a redelivery whose first
+    delivery died before its reply was recorded finishes that delivery's work (`_finish`)."""
+    tenant_id, approval_id, now = request.tenant_id, params.approval_id, stored_now()
     doc = await store.approval(tenant_id, approval_id)
     if doc is None:
         raise rpc.NotFound("approval", "approval_id")
+    if voting.earlier_delivery(doc, request.request_id):
+        return await _finish(request, doc, now, store=store, targets=targets)
     if voting.is_overdue(doc, now):
         await expire_approval(doc, store=store)
         doc = await store.approval(tenant_id, approval_id) or doc
     comment = (params.comment or "")[:1000]
     try:
         cast = voting.cast_vote(doc, person=request.actor.id, verdict=params.verdict, comment=comment, now=now,
-                                fields=event_fields(request))
+                                fields=event_fields(request), request_id=request.request_id)
     except voting.VoteRefused as exc:
         raise rpc.ProblemError(exc.status, exc.title, exc.detail, "approval_id") from None
+    staged_vote = cast.events[0] if cast.kind == "voted" else None  # a grant stages its events when it settles
+    if cast.kind != "denied" and not await store.add_vote(tenant_id, approval_id, seen=doc.get("votes", []),
+                                                          ballot=cast.ballot, event=staged_vote):
+        return await _finish_or_conflict(request, approval_id, now, "the approval changed concurrently; retry",
+                                         store=store, targets=targets)
     if cast.kind == "voted":
-        if not await store.add_vote(tenant_id, approval_id, seen=doc.get("votes", []), ballot=cast.ballot,
-                                    event=cast.events[0]):
-            raise rpc.ProblemError(409, "Conflict", "the approval changed concurrently; retry", "approval_id")
         await store.publish_staged("approvals", tenant_id, *cast.events)
         return approval_view({**doc, "votes": cast.votes})
-    if cast.kind == "granted" and not await store.add_vote(tenant_id, approval_id, seen=doc.get("votes", []),
-                                                           ballot=cast.ballot, event=None):
-        raise rpc.ProblemError(409, "Conflict", "the approval changed concurrently; retry", "approval_id")
     settled = "approved" if cast.kind == "granted" else "denied"
-    if not await store.settle_approval(tenant_id, approval_id, status=settled, now=now, comment=comment, events=cast.events):
-        raise rpc.ProblemError(409, "Conflict", "the approval was decided concurrently", "approval_id")
+    if not await store.settle_approval(tenant_id, approval_id, status=settled, now=now, comment=comment,
+                                       events=cast.events, request_id=request.request_id):
+        return await _finish_or_conflict(request, approval_id, now, "the approval was decided concurrently",
+                                         store=store, targets=targets)
     if cast.kind == "denied":
         await store.publish_staged("approvals", tenant_id, *cast.events)
         return approval_view(await store.approval(tenant_id, approval_id) or doc)
-    await _release(doc, cast, store=store, targets=targets)
+    await _release(doc, cast.events, cast.remember_until, store=store, targets=targets)
     return approval_view({**doc, "votes": cast.votes, "status": "approved", "decided_at": now, "comment": comment})
 
 
-async def _release(doc: dict[str, Any], cast: voting.VoteOutcome, *, store: PolicyStore, targets: TargetCache) -> None:
-    """A granted approval: remember it if asked, note the key as released, then announce it."""
+async def _finish_or_conflict(request: rpc.RpcRequest, approval_id: str, now: datetime, detail: str, *,
+                              store: PolicyStore, targets: TargetCache) -> c.ApprovalView:
+    """A compare-and-swap lost: to this request's own earlier delivery (finish it), or to another (409)."""
+    doc = await store.approval(request.tenant_id, approval_id)
+    if doc is not None and voting.earlier_delivery(doc, request.request_id):
+        return await _finish(request, doc, now, store=store, targets=targets)
+    raise rpc.ProblemError(409, "Conflict", detail, "approval_id")
+
+
+async def _finish(request: rpc.RpcRequest, doc: dict[str, Any], now: datetime, *, store: PolicyStore,
+                  targets: TargetCache) -> c.ApprovalView:
+    """A redelivered vote whose first delivery made its change and died before recording its reply:
+    settle what its counted ballot decides, redo a grant's idempotent steps, send what is staged,
+    and answer with the approval as it stands."""
+    tenant_id, approval_id = request.tenant_id, doc["approval_id"]
+    grant = voting.resumed_grant(doc, request_id=request.request_id, now=now, fields=event_fields(request))
+    if grant is not None and await store.settle_approval(
+            tenant_id, approval_id, status="approved", now=now, comment=grant.ballot["comment"], events=grant.events,
+            request_id=request.request_id):
+        log.info("approval_settled_on_redelivery", approval_id=approval_id)
+    doc = await store.approval(tenant_id, approval_id) or doc
+    staged = await store.approval_staged(tenant_id, approval_id)
+    if voting.earlier_delivery(doc, request.request_id) == "settled" and doc["status"] == "approved":
+        await _release(doc, staged, voting.remembered_until(doc), store=store, targets=targets)
+    else:
+        await store.publish_staged("approvals", tenant_id, *staged)
+    return approval_view(doc)
+
+
+async def _release(doc: dict[str, Any], staged: tuple[events.Event, ...], remember_until: datetime | None, *,
+                   store: PolicyStore, targets: TargetCache) -> None:
+    """A granted approval: remember it if asked, note the key as released, then announce it. Each
+    step is idempotent: a redelivered vote runs them again after a replica died among them."""
     tenant_id = doc["tenant_id"]
     if voting.is_recovery(doc):
-        await store.publish_staged("approvals", tenant_id, *cast.events)
-        log.info("recovery_approval_granted", approval_id=doc["approval_id"], approvers=len(cast.votes))
+        await store.publish_staged("approvals", tenant_id, *staged)
+        log.info("recovery_approval_granted", approval_id=doc["approval_id"])
         return
-    if cast.remember_until is not None:
-        await store.remember_grant(tenant_id, doc["device_id"], doc["key_id"], until=cast.remember_until,
+    if remember_until is not None:
+        await store.remember_grant(tenant_id, doc["device_id"], doc["key_id"], until=remember_until,
                                    approval_id=doc["approval_id"])
         targets.drop_remembered(tenant_id)
     decision = await store.find_decision(tenant_id, doc["request_id"])
@@ -95,8 +133,8 @@ async def _release(doc: dict[str, Any], cast: voting.VoteOutcome, *, store: Poli
         await store.note_release(tenant_id, doc["device_id"], doc["key_id"], decided_at=decided_at,
                                  policies=released_by(trace_record(decision)) if decision else None)
     targets.drop_device(tenant_id, doc["device_id"])
-    await store.publish_staged("approvals", tenant_id, *cast.events)
-    log.info("approval_granted", approval_id=doc["approval_id"], approvers=len(cast.votes))
+    await store.publish_staged("approvals", tenant_id, *staged)
+    log.info("approval_granted", approval_id=doc["approval_id"])
 
 
 async def expire_approval(doc: dict[str, Any], *, store: PolicyStore) -> bool:

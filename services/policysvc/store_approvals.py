@@ -6,8 +6,10 @@ from datetime import datetime
 from typing import Any
 
 from shared import outbox as staging
-from shared.events import Event
+from shared.events import Event, decode_event
 from shared.store import DuplicateKeyError, TenantCollection
+
+from .approvals import SETTLED_BY
 
 
 class ApprovalQueries:
@@ -51,10 +53,13 @@ class ApprovalQueries:
 
     async def settle_approval(
         self, tenant_id: str, approval_id: str, *, status: str, now: datetime, comment: str | None,
-        events: tuple[Event, ...],
+        events: tuple[Event, ...], request_id: str | None = None,
     ) -> bool:
-        """Moves a pending approval to approved, denied or expired; False if it was no longer pending."""
+        """Moves a pending approval to approved, denied or expired; False if it was no longer pending.
+        A vote's `request_id` is recorded in the same write (`approvals.earlier_delivery`)."""
         fields: dict[str, Any] = {"status": status, "decided_at": now}
+        if request_id is not None:
+            fields[SETTLED_BY] = request_id
         if comment is not None:
             fields["comment"] = comment
         matched = await self.approvals.update_one(
@@ -62,6 +67,12 @@ class ApprovalQueries:
             {"$set": fields, "$push": {staging.FIELD: {"$each": [staging.entry(e) for e in events]}}},
         )
         return bool(matched)
+
+    async def approval_staged(self, tenant_id: str, approval_id: str) -> tuple[Event, ...]:
+        """The events writes to this approval staged and nobody sent yet, oldest first: what a replica
+        that died mid-vote left for the redelivered vote to send (the relay would, later)."""
+        doc = await self.approvals.find_one(tenant_id, {"approval_id": approval_id}, projection={staging.FIELD: 1})
+        return tuple(decode_event(e["body"].encode()) for e in (doc or {}).get(staging.FIELD, []))
 
     async def remember_grant(self, tenant_id: str, device_id: str, key_id: str, *, until: datetime, approval_id: str) -> None:
         await self.remembered.update_one(

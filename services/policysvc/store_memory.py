@@ -15,6 +15,7 @@ from shared.events import Event
 from shared.store import DuplicateKeyError
 
 from . import decision
+from .approvals import SETTLED_BY
 from .posture import QUARANTINE_REASONS
 
 Row = dict[str, Any]
@@ -36,6 +37,7 @@ class MemoryPolicyStore:
         self.settings: list[Row] = []
         self.staged: list[tuple[str, str, Event]] = []  # (area, tenant id, event), written not yet sent
         self.published: list[Event] = []
+        self._staged_on: dict[str, tuple[str, str]] = {}  # event id -> (tenant id, approval id) it was staged on
         self._publish = publish
 
     async def create_indexes(self) -> None:
@@ -215,7 +217,7 @@ class MemoryPolicyStore:
             self._insert(self.approvals, tenant_id, doc, ("approval_id",), ("request_id",))
         except DuplicateKeyError:
             return False
-        self._stage("approvals", tenant_id, event)
+        self._stage_on_approval(tenant_id, doc["approval_id"], event)
         return True
 
     async def approval(self, tenant_id: str, approval_id: str) -> Row | None:
@@ -234,19 +236,28 @@ class MemoryPolicyStore:
             return False
         found[0]["votes"] = [*found[0]["votes"], dict(ballot)]
         if event is not None:
-            self._stage("approvals", tenant_id, event)
+            self._stage_on_approval(tenant_id, approval_id, event)
         return True
 
     async def settle_approval(
         self, tenant_id: str, approval_id: str, *, status: str, now: datetime, comment: str | None,
-        events: tuple[Event, ...],
+        events: tuple[Event, ...], request_id: str | None = None,
     ) -> bool:
         found = self._rows(self.approvals, tenant_id, approval_id=approval_id, status="pending")
         if not found:
             return False
-        found[0].update(status=status, decided_at=now, **({"comment": comment} if comment is not None else {}))
-        self._stage("approvals", tenant_id, *events)
+        found[0].update(status=status, decided_at=now, **({"comment": comment} if comment is not None else {}),
+                        **({SETTLED_BY: request_id} if request_id is not None else {}))
+        self._stage_on_approval(tenant_id, approval_id, *events)
         return True
+
+    def _stage_on_approval(self, tenant_id: str, approval_id: str, *events: Event) -> None:
+        self._stage("approvals", tenant_id, *events)
+        self._staged_on.update((e.event_id, (tenant_id, approval_id)) for e in events)
+
+    async def approval_staged(self, tenant_id: str, approval_id: str) -> tuple[Event, ...]:
+        return tuple(e for area, _, e in self.staged
+                     if area == "approvals" and self._staged_on.get(e.event_id) == (tenant_id, approval_id))
 
     async def remember_grant(self, tenant_id: str, device_id: str, key_id: str, *, until: datetime, approval_id: str) -> None:
         self.remembered[:] = [r for r in self.remembered

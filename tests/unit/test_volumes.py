@@ -130,13 +130,13 @@ def test_a_recovery_approval_needs_two_other_people_and_settles_no_key_request()
     doc = _recovery()
     assert voting.is_recovery(doc) and doc["requested_by"] == "usr_custodian"
     with pytest.raises(voting.VoteRefused) as refused:
-        voting.cast_vote(doc, person="usr_custodian", verdict="approve", comment="", now=NOW, fields=FIELDS)
+        voting.cast_vote(doc, person="usr_custodian", verdict="approve", comment="", now=NOW, fields=FIELDS, request_id="rpc_1")
     assert refused.value.status == 403
-    first = voting.cast_vote(doc, person="alice", verdict="approve", comment="", now=NOW, fields=FIELDS)
+    first = voting.cast_vote(doc, person="alice", verdict="approve", comment="", now=NOW, fields=FIELDS, request_id="rpc_2")
     assert first.kind == "voted"
     second = voting.cast_vote({**doc, "votes": first.votes}, person="bob", verdict="approve", comment="", now=NOW,
-                              fields=FIELDS)
+                              fields=FIELDS, request_id="rpc_3")
     assert second.kind == "granted" and [e.type for e in second.events] == ["approval.granted"]
-    denied = voting.cast_vote(doc, person="carol", verdict="deny", comment="no", now=NOW, fields=FIELDS)
+    denied = voting.cast_vote(doc, person="carol", verdict="deny", comment="no", now=NOW, fields=FIELDS, request_id="rpc_4")
     assert [e.type for e in denied.events] == ["approval.denied"]
     assert [e.type for e in voting.expiry(doc, correlation_id="c")] == ["approval.expired"]
