@@ -104,13 +104,13 @@ def _settles(approval: Mapping[str, Any], cause: Event, effect: str, reason: str
     return () if is_recovery(approval) else (final_decision(approval, cause, effect, reason),)
 
 
-def recovery_approval(*, volume_id: str, key_id: str, device_id: str, public_key: str, reason: str,
+def recovery_approval(*, request_id: str, volume_id: str, key_id: str, device_id: str, public_key: str, reason: str,
                       approvals_required: int, expires_at: datetime, now: datetime,
                       fields: dict[str, Any]) -> tuple[dict[str, Any], Event]:
-    """A break-glass approval for a volume's recovery passphrase, and the event announcing it.
+    """A break-glass approval for a volume's recovery passphrase, and the event announcing it;
+    `request_id` ("rcv_..."), which the approval's id is made from, is the caller's.
 
     The requester is the acting person: they can never approve it themselves (``check_vote``)."""
-    request_id = events.new_id("rcv_")
     approval_id = "apr_" + request_id.removeprefix("rcv_")
     why = f"break-glass recovery of volume {volume_id}: {reason}"
     announced = events.ApprovalRequested(

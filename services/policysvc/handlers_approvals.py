@@ -154,12 +154,20 @@ async def open_recovery_approval(request: rpc.RpcRequest, params: cv.OpenRecover
     ``RECOVERY_APPROVALS`` people other than the requester, expiring with the tenant's approvals."""
     now = datetime.now(UTC)
     settings = await targets.settings(request.tenant_id)
+    # Derived from the RPC's own id: a redelivery (its replica died before recording the reply)
+    # finds the approval its first delivery opened instead of opening a second one.
     doc, announced = voting.recovery_approval(
+        request_id=rpc.derived_id(request, "rcv_"),
         volume_id=params.volume_id, key_id=params.key_id, device_id=params.device_id, public_key=params.public_key,
         reason=params.reason, approvals_required=cv.RECOVERY_APPROVALS,
         expires_at=now + timedelta(seconds=settings.approval_expiry_seconds), now=now, fields=event_fields(request))
     if not await store.open_approval(request.tenant_id, doc, announced):
-        raise rpc.ProblemError(409, "Conflict", "a recovery request with this id exists; retry", "volume_id")
+        opened = await store.approval_for_request(request.tenant_id, doc["request_id"])
+        if opened is None:
+            raise rpc.ProblemError(409, "Conflict", "a recovery request with this id exists; retry", "volume_id")
+        await store.publish_staged("approvals", request.tenant_id,
+                                   *await store.approval_staged(request.tenant_id, opened["approval_id"]))
+        return approval_view(opened)
     await store.publish_staged("approvals", request.tenant_id, announced)
     log.info("recovery_approval_opened", approval_id=doc["approval_id"], volume_id=params.volume_id)
     return approval_view({**doc, "tenant_id": request.tenant_id})

@@ -167,3 +167,27 @@ async def test_a_single_approval_redelivered_before_settling_is_settled_by_the_r
     assert (answer.status, answer.approvals_received) == ("approved", 1)
     assert _final_decisions(world) == ["allow"]
     assert len(world.published(events.ApprovalGranted)) == 1
+
+
+@pytest.mark.parametrize("write", ["open_approval", "publish_staged"])
+async def test_a_recovery_request_redelivered_after_a_crash_opens_one_approval(world, write):
+    """Break-glass recovery: the approval's id is derived from the request, so a redelivery finds
+    the one its first delivery opened (and sends its announcement if that was still waiting)."""
+    from shared import commands_volumes as cv
+
+    params = cv.OpenRecoveryApproval(volume_id="vol_1", key_id="key_1", device_id="dev_1", public_key="pk",
+                                     reason="host lost")
+    request = rpc.RpcRequest(method="open_recovery_approval", tenant_id=TENANT,
+                             actor=Actor(kind="user", id="custodian"), params=params.model_dump())
+
+    async def deliver(store: Any) -> c.ApprovalView:
+        return await handlers_approvals.open_recovery_approval(request, params, store=store, targets=world.targets)
+
+    with pytest.raises(Killed):
+        await deliver(Dies(world.store, write))
+    answer = await deliver(world.store)
+    assert await deliver(world.store) == answer  # and again: nothing more happens
+    assert answer.status == "pending"
+    assert [a["approval_id"] for a in await world.store.list_approvals(TENANT, status=None, limit=10)] == [answer.approval_id]
+    assert len(world.published(events.ApprovalRequested)) == 1
+    assert await _staged(world) == 0

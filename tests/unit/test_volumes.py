@@ -119,7 +119,7 @@ def test_a_sealed_passphrase_opens_only_for_its_tenant_volume_and_token():
 
 def _recovery() -> dict:
     fields = {**FIELDS, "actor": events.Actor(kind="user", id="usr_custodian")}
-    doc, announced = voting.recovery_approval(volume_id="vol_1", key_id="key_1", device_id="dev_home", public_key="pk",
+    doc, announced = voting.recovery_approval(request_id="rcv_1", volume_id="vol_1", key_id="key_1", device_id="dev_home", public_key="pk",
                                               reason="host lost", approvals_required=2, expires_at=NOW + timedelta(hours=1),
                                               now=NOW, fields=fields)
     assert isinstance(announced, events.ApprovalRequested) and "host lost" in announced.reasons[0]
