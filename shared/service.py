@@ -7,6 +7,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+# How long a stopping service waits for a cancelled task before cancelling it again.
+RECANCEL_SECONDS = 1.0
+
 
 @dataclass
 class Running:
@@ -19,8 +22,17 @@ class Running:
     health_url: str | None = None
 
     async def stop(self) -> None:
+        """Cancel every background task and wait for each to end. A task still running a moment
+        after its cancel is cancelled again: a library can swallow a cancellation outright (PyMongo
+        was seen to, in a store call of keysvc's root-following loop, which then slept on as if
+        nothing had happened and held the stop for ever)."""
         for task in self.tasks:
             task.cancel()
+        running = {task for task in self.tasks if not task.done()}
+        while running:
+            _, running = await asyncio.wait(running, timeout=RECANCEL_SECONDS)
+            for task in running:
+                task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         for callback in reversed(self.on_stop):
             await callback()
